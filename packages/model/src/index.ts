@@ -1,0 +1,2 @@
+// Filled in by the model work in progress; see the package README when it lands.
+export {};

@@ -1,0 +1,19 @@
+export {
+  startNatsServer,
+  startNatsCluster,
+  findNatsServer,
+  natsServerVersion,
+  freePort,
+  type NatsServerOptions,
+  type NatsServerHandle,
+  type NatsClusterHandle,
+} from './local-server.js';
+export {
+  connectNats,
+  natsOptionsSchema,
+  natsOptionsFromEnv,
+  type NatsOptions,
+  type NatsOptionsInput,
+} from './connection.js';
+export { requestBytes, fromNatsError, type RequestOptions } from './request.js';
+export { frameEndpoint, type Endpoint, type EndpointOptions } from './endpoint.js';

@@ -1,0 +1,79 @@
+import { z } from 'zod';
+
+/**
+ * Stable error codes. They cross process and thread boundaries inside {@link ErrorEnvelope}s,
+ * so existing codes never change meaning; add new ones at the end.
+ */
+export const errorCodes = [
+  'BAD_REQUEST', // malformed message: wrong shape, wrong types
+  'BAD_FRAME', // binary frame fails length/shape checks
+  'NON_FINITE', // NaN or ±Infinity in a gradient or value
+  'UNKNOWN_TABLE',
+  'WRONG_LENGTH', // array lengths disagree with the header or the table's dim
+  'OVERSIZE', // payload or count over a configured limit
+  'STALE', // staleness above the table's bound under the `reject` policy
+  'OVERLOADED', // a bounded queue is full; retry later
+  'NOT_READY', // actor still starting or restoring
+  'SHUTTING_DOWN', // actor draining; retry elsewhere
+  'TIMEOUT',
+  'UNAVAILABLE', // nobody answers (no responders, connection lost)
+  'NOT_OWNER', // key routed to a shard that does not own it (shard map changed)
+  'DUPLICATE', // already applied (idempotent retry); treated as success by callers
+  'INTERNAL',
+  'BAD_EVENT', // a feedback event failed validation (dead-lettered)
+  'CONFIG', // invalid options or configuration
+] as const;
+
+export const errorCodeSchema = z.enum(errorCodes);
+export type ErrorCode = z.infer<typeof errorCodeSchema>;
+
+const retryableByDefault: ReadonlySet<ErrorCode> = new Set([
+  'STALE',
+  'OVERLOADED',
+  'NOT_READY',
+  'SHUTTING_DOWN',
+  'TIMEOUT',
+  'UNAVAILABLE',
+  'NOT_OWNER',
+]);
+
+export const errorEnvelopeSchema = z.object({
+  code: errorCodeSchema,
+  message: z.string().max(4096),
+  retryable: z.boolean(),
+});
+/** How an error travels over NATS or between threads. */
+export type ErrorEnvelope = z.infer<typeof errorEnvelopeSchema>;
+
+/** The one error class of Freshet: a stable `code` plus whether retrying can help. */
+export class FreshetError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+
+  constructor(code: ErrorCode, message: string, options?: { retryable?: boolean; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'FreshetError';
+    this.code = code;
+    this.retryable = options?.retryable ?? retryableByDefault.has(code);
+  }
+
+  toEnvelope(): ErrorEnvelope {
+    return { code: this.code, message: this.message.slice(0, 4096), retryable: this.retryable };
+  }
+
+  static fromEnvelope(e: ErrorEnvelope): FreshetError {
+    return new FreshetError(e.code, e.message, { retryable: e.retryable });
+  }
+}
+
+/** Any thrown value as an envelope; unknown errors become INTERNAL (not retryable). */
+export function toErrorEnvelope(err: unknown): ErrorEnvelope {
+  if (err instanceof FreshetError) return err.toEnvelope();
+  const message = err instanceof Error ? err.message : String(err);
+  return { code: 'INTERNAL', message: message.slice(0, 4096), retryable: false };
+}
+
+/** True when `err` is a FreshetError with one of `codes`. */
+export function hasCode(err: unknown, ...codes: ErrorCode[]): err is FreshetError {
+  return err instanceof FreshetError && codes.includes(err.code);
+}

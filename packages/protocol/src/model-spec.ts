@@ -1,0 +1,88 @@
+import { z } from 'zod';
+
+/** Per-table optimizer. Shards implement each kind; workers never apply updates. */
+export const optimizerSchema = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('adam'),
+    lr: z.number().positive().default(1e-3),
+    beta1: z.number().min(0).max(1).default(0.9),
+    beta2: z.number().min(0).max(1).default(0.999),
+    eps: z.number().positive().default(1e-8),
+  }),
+  z.object({
+    kind: z.literal('adagrad'),
+    lr: z.number().positive().default(0.05),
+    initialAccumulator: z.number().min(0).default(0.1),
+    eps: z.number().positive().default(1e-10),
+  }),
+  z.object({
+    kind: z.literal('ftrl'),
+    alpha: z.number().positive().default(0.05),
+    beta: z.number().min(0).default(1),
+    l1: z.number().min(0).default(0),
+    l2: z.number().min(0).default(0),
+  }),
+  z.object({ kind: z.literal('sgd'), lr: z.number().positive().default(0.01) }),
+]);
+export type OptimizerSpec = z.infer<typeof optimizerSchema>;
+
+/** How a shard treats a push computed on an old version (τ = versions applied since the pull). */
+export const stalenessSchema = z.object({
+  policy: z.enum(['none', 'reject', 'scale', 'dc', 'ssp']).default('scale'),
+  /** τ bound for `reject` and `ssp` (clock difference for `ssp`). */
+  bound: z.number().int().min(0).default(64),
+  /** DC-ASGD λ for `dc`: g + λ·g⊙g⊙(w − w_pulled). */
+  lambda: z.number().min(0).default(0.04),
+});
+export type StalenessSpec = z.infer<typeof stalenessSchema>;
+
+export const initSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('zeros') }),
+  z.object({ kind: z.literal('normal'), std: z.number().positive(), seed: z.number().int().default(0) }),
+  /** Glorot-uniform style: U(−scale, scale). */
+  z.object({ kind: z.literal('uniform'), scale: z.number().positive(), seed: z.number().int().default(0) }),
+]);
+export type InitSpec = z.infer<typeof initSchema>;
+
+export const tableSpecSchema = z.object({
+  name: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/),
+  /** `sparse`: rows keyed by 64-bit feature id. `dense`: one row (key 0) holding a weight tensor. */
+  kind: z.enum(['sparse', 'dense']).default('sparse'),
+  dim: z
+    .number()
+    .int()
+    .min(1)
+    .max(1 << 22),
+  optimizer: optimizerSchema.default({ kind: 'adam', lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 }),
+  /** L2 weight decay added to the gradient: g + l2·w. */
+  l2: z.number().min(0).default(0),
+  /** Per-row gradient L2-norm clip; 0 disables. */
+  clipNorm: z.number().min(0).default(0),
+  init: initSchema.default({ kind: 'zeros' }),
+  staleness: stalenessSchema.default({ policy: 'scale', bound: 64, lambda: 0.04 }),
+  /** A row is created only after its id was seen this many times (Monolith-style admission). */
+  minCount: z.number().int().min(1).default(1),
+  /** Rows unseen for this long are evicted (tombstoned to serving); 0 keeps rows forever. */
+  ttlMs: z.number().int().min(0).default(0),
+});
+export type TableSpec = z.infer<typeof tableSpecSchema>;
+export type TableSpecInput = z.input<typeof tableSpecSchema>;
+
+/** The part of a model the cluster shares: its tables. Table ids are indexes into `tables`. */
+export const modelSpecSchema = z.object({
+  name: z.string().min(1).max(128),
+  tables: z.array(tableSpecSchema).min(1).max(4096),
+});
+export type ModelSpec = z.infer<typeof modelSpecSchema>;
+export type ModelSpecInput = z.input<typeof modelSpecSchema>;
+
+/** Validates a model spec and checks that table names are unique. */
+export function parseModelSpec(input: unknown): ModelSpec {
+  const spec = modelSpecSchema.parse(input);
+  const seen = new Set<string>();
+  for (const t of spec.tables) {
+    if (seen.has(t.name)) throw new Error(`duplicate table name "${t.name}"`);
+    seen.add(t.name);
+  }
+  return spec;
+}

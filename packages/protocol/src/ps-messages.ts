@@ -1,0 +1,340 @@
+import { z } from 'zod';
+import { errorEnvelopeSchema, FreshetError, type ErrorEnvelope } from './errors.js';
+import { decodeFrame, encodeFrame, f32, u32, type Frame, type FrameArray } from './frame.js';
+
+/**
+ * Parameter-server messages: pull, push, delta and snapshot, as tensor frames.
+ * Keys are interleaved u32 pairs (see keys.ts); values and gradients are row-major f32.
+ * Every decoder checks array kinds and lengths against the header, so a handler receives
+ * either a well-formed message or a FreshetError (BAD_FRAME / WRONG_LENGTH / BAD_REQUEST).
+ */
+
+const count = z
+  .number()
+  .int()
+  .min(0)
+  .max(1 << 24);
+const tableId = z.number().int().min(0).max(4095);
+const version = z.number().int().min(0);
+
+function header<T extends z.ZodType>(schema: T, frame: Frame): z.infer<T> {
+  const r = schema.safeParse(frame.header);
+  if (!r.success)
+    throw new FreshetError('BAD_REQUEST', `bad header: ${r.error.issues[0]?.message ?? 'invalid'}`);
+  return r.data;
+}
+function wrongLength(what: string, got: number, want: number): never {
+  throw new FreshetError('WRONG_LENGTH', `${what}: ${got} values, expected ${want}`);
+}
+function expectArrays(frame: Frame, n: number): void {
+  if (frame.arrays.length !== n)
+    throw new FreshetError('BAD_FRAME', `${frame.arrays.length} arrays, expected ${n}`);
+}
+
+// ---------------------------------------------------------------- error replies
+
+const errorHeaderSchema = z.object({ error: errorEnvelopeSchema });
+
+export function encodeErrorReply(e: ErrorEnvelope): Uint8Array {
+  return encodeFrame({ error: e });
+}
+/** Throws the FreshetError carried by an error reply; returns the frame otherwise. */
+export function throwIfErrorReply(frame: Frame): Frame {
+  const h = frame.header as { error?: unknown } | null;
+  if (h && typeof h === 'object' && 'error' in h) {
+    throw FreshetError.fromEnvelope(errorHeaderSchema.parse(h).error);
+  }
+  return frame;
+}
+
+// ---------------------------------------------------------------- pull
+
+export const pullHeaderSchema = z.object({
+  op: z.literal('pull'),
+  worker: z.string().max(128).optional(),
+  /** Worker clock (SSP). */
+  clock: z.number().int().min(0).optional(),
+  tables: z.array(z.object({ t: tableId, n: count })).max(4096),
+});
+export type PullHeader = z.infer<typeof pullHeaderSchema>;
+export interface PullTable {
+  t: number;
+  keys: Uint32Array;
+}
+export interface PullRequest {
+  worker?: string | undefined;
+  clock?: number | undefined;
+  tables: PullTable[];
+}
+
+export function encodePull(req: PullRequest): Uint8Array {
+  const h: PullHeader = { op: 'pull', tables: req.tables.map((t) => ({ t: t.t, n: t.keys.length / 2 })) };
+  if (req.worker !== undefined) h.worker = req.worker;
+  if (req.clock !== undefined) h.clock = req.clock;
+  return encodeFrame(
+    h,
+    req.tables.map((t) => t.keys),
+  );
+}
+export function decodePull(data: Uint8Array): PullRequest {
+  const frame = decodeFrame(data);
+  const h = header(pullHeaderSchema, frame);
+  expectArrays(frame, h.tables.length);
+  return {
+    worker: h.worker,
+    clock: h.clock,
+    tables: h.tables.map((t, i) => {
+      const keys = u32(frame, i);
+      if (keys.length !== t.n * 2) wrongLength('pull keys', keys.length, t.n * 2);
+      return { t: t.t, keys };
+    }),
+  };
+}
+
+export const pullReplyHeaderSchema = z.object({
+  version,
+  tables: z.array(z.object({ t: tableId, n: count, dim: z.number().int().min(1) })),
+});
+export interface PullReplyTable {
+  t: number;
+  dim: number;
+  values: Float32Array;
+}
+export interface PullReply {
+  /** The shard's version when the values were read: echo it in the push as `base`. */
+  version: number;
+  tables: PullReplyTable[];
+}
+export function encodePullReply(r: PullReply): Uint8Array {
+  return encodeFrame(
+    { version: r.version, tables: r.tables.map((t) => ({ t: t.t, n: t.values.length / t.dim, dim: t.dim })) },
+    r.tables.map((t) => t.values),
+  );
+}
+export function decodePullReply(data: Uint8Array): PullReply {
+  const frame = throwIfErrorReply(decodeFrame(data));
+  const h = header(pullReplyHeaderSchema, frame);
+  expectArrays(frame, h.tables.length);
+  return {
+    version: h.version,
+    tables: h.tables.map((t, i) => {
+      const values = f32(frame, i);
+      if (values.length !== t.n * t.dim) wrongLength('pull values', values.length, t.n * t.dim);
+      return { t: t.t, dim: t.dim, values };
+    }),
+  };
+}
+
+// ---------------------------------------------------------------- push
+
+export const pushHeaderSchema = z.object({
+  op: z.literal('push'),
+  /** Unique per push attempt series; a shard applies one id once (idempotent retries). */
+  id: z.string().min(1).max(200),
+  worker: z.string().max(128),
+  clock: z.number().int().min(0).default(0),
+  /** Shard version the gradients were computed on (from the pull reply). */
+  base: version,
+  /** Publication time (ms since epoch) of the oldest event in the batch: freshness probes. */
+  eventTs: z.number().optional(),
+  tables: z.array(z.object({ t: tableId, n: count, dim: z.number().int().min(1) })).max(4096),
+});
+export type PushHeader = z.infer<typeof pushHeaderSchema>;
+export interface PushTable {
+  t: number;
+  dim: number;
+  keys: Uint32Array;
+  /** Row-major, n × dim, already summed per unique key. */
+  grads: Float32Array;
+  /** Examples in the batch that touched each key (feature admission counts). */
+  counts: Uint32Array;
+}
+export interface PushRequest {
+  id: string;
+  worker: string;
+  clock: number;
+  base: number;
+  eventTs?: number | undefined;
+  tables: PushTable[];
+}
+
+export function encodePush(req: PushRequest): Uint8Array {
+  const h: PushHeader = {
+    op: 'push',
+    id: req.id,
+    worker: req.worker,
+    clock: req.clock,
+    base: req.base,
+    tables: req.tables.map((t) => ({ t: t.t, n: t.keys.length / 2, dim: t.dim })),
+  };
+  if (req.eventTs !== undefined) h.eventTs = req.eventTs;
+  const arrays: FrameArray[] = [];
+  for (const t of req.tables) arrays.push(t.keys, t.grads, t.counts);
+  return encodeFrame(h, arrays);
+}
+/** Decodes and shape-checks a push. Finiteness is checked by the shard before applying. */
+export function decodePush(data: Uint8Array): PushRequest {
+  const frame = decodeFrame(data);
+  const h = header(pushHeaderSchema, frame);
+  expectArrays(frame, h.tables.length * 3);
+  return {
+    id: h.id,
+    worker: h.worker,
+    clock: h.clock,
+    base: h.base,
+    eventTs: h.eventTs,
+    tables: h.tables.map((t, i) => {
+      const keys = u32(frame, 3 * i);
+      const grads = f32(frame, 3 * i + 1);
+      const counts = u32(frame, 3 * i + 2);
+      if (keys.length !== t.n * 2) wrongLength('push keys', keys.length, t.n * 2);
+      if (grads.length !== t.n * t.dim) wrongLength('push grads', grads.length, t.n * t.dim);
+      if (counts.length !== t.n) wrongLength('push counts', counts.length, t.n);
+      return { t: t.t, dim: t.dim, keys, grads, counts };
+    }),
+  };
+}
+
+export const pushReplyHeaderSchema = z.object({
+  /** Shard version after applying. */
+  version,
+  /** τ measured for this push. */
+  staleness: z.number().int().min(0),
+  /** Rows updated (admitted rows only). */
+  applied: count,
+  /** True when the id had been applied before (a retry). */
+  duplicate: z.boolean().default(false),
+});
+export type PushReply = z.infer<typeof pushReplyHeaderSchema>;
+export function encodePushReply(r: PushReply): Uint8Array {
+  return encodeFrame(r);
+}
+export function decodePushReply(data: Uint8Array): PushReply {
+  return header(pushReplyHeaderSchema, throwIfErrorReply(decodeFrame(data)));
+}
+
+// ---------------------------------------------------------------- deltas (shard → serving)
+
+export const deltaHeaderSchema = z.object({
+  shard: z.number().int().min(0),
+  /** Consecutive per shard from 1; a gap means the subscriber missed a delta and must resync. */
+  seq: z.number().int().min(1),
+  version,
+  /** Emission time, ms since epoch. */
+  ts: z.number(),
+  /** Oldest event publication times of the pushes folded into this delta (freshness probes). */
+  eventTs: z.array(z.number()).max(1024).default([]),
+  tables: z.array(z.object({ t: tableId, n: count, dim: z.number().int().min(1), dead: count })),
+});
+export type DeltaHeader = z.infer<typeof deltaHeaderSchema>;
+export interface DeltaTable {
+  t: number;
+  dim: number;
+  keys: Uint32Array;
+  values: Float32Array;
+  /** Evicted rows: serving must drop them (tombstones). */
+  deadKeys: Uint32Array;
+}
+export interface Delta {
+  shard: number;
+  seq: number;
+  version: number;
+  ts: number;
+  eventTs: number[];
+  tables: DeltaTable[];
+}
+export function encodeDelta(d: Delta): Uint8Array {
+  const arrays: FrameArray[] = [];
+  for (const t of d.tables) arrays.push(t.keys, t.values, t.deadKeys);
+  return encodeFrame(
+    {
+      shard: d.shard,
+      seq: d.seq,
+      version: d.version,
+      ts: d.ts,
+      eventTs: d.eventTs,
+      tables: d.tables.map((t) => ({
+        t: t.t,
+        n: t.keys.length / 2,
+        dim: t.dim,
+        dead: t.deadKeys.length / 2,
+      })),
+    },
+    arrays,
+  );
+}
+export function decodeDelta(data: Uint8Array): Delta {
+  const frame = decodeFrame(data);
+  const h = header(deltaHeaderSchema, frame);
+  expectArrays(frame, h.tables.length * 3);
+  return {
+    ...h,
+    tables: h.tables.map((t, i) => {
+      const keys = u32(frame, 3 * i);
+      const values = f32(frame, 3 * i + 1);
+      const deadKeys = u32(frame, 3 * i + 2);
+      if (keys.length !== t.n * 2) wrongLength('delta keys', keys.length, t.n * 2);
+      if (values.length !== t.n * t.dim) wrongLength('delta values', values.length, t.n * t.dim);
+      if (deadKeys.length !== t.dead * 2) wrongLength('delta dead keys', deadKeys.length, t.dead * 2);
+      return { t: t.t, dim: t.dim, keys, values, deadKeys };
+    }),
+  };
+}
+
+// ---------------------------------------------------------------- snapshot pages
+
+export const snapshotRequestSchema = z.object({
+  op: z.literal('snapshot'),
+  t: tableId,
+  /** Opaque position from the previous page; 0 starts. */
+  cursor: z.number().int().min(0).default(0),
+  limit: z
+    .number()
+    .int()
+    .min(1)
+    .max(1 << 16)
+    .default(8192),
+});
+export type SnapshotRequest = z.infer<typeof snapshotRequestSchema>;
+export function encodeSnapshotRequest(r: Omit<SnapshotRequest, 'op'>): Uint8Array {
+  return encodeFrame({ op: 'snapshot', ...r });
+}
+export function decodeSnapshotRequest(data: Uint8Array): SnapshotRequest {
+  return header(snapshotRequestSchema, decodeFrame(data));
+}
+
+export const snapshotPageHeaderSchema = z.object({
+  t: tableId,
+  dim: z.number().int().min(1),
+  n: count,
+  version,
+  /** Last delta seq published before this page was read: apply deltas after it. */
+  seq: z.number().int().min(0),
+  /** Cursor of the next page, or null at the end. */
+  next: z.number().int().min(0).nullable(),
+});
+export interface SnapshotPage {
+  t: number;
+  dim: number;
+  version: number;
+  seq: number;
+  next: number | null;
+  keys: Uint32Array;
+  values: Float32Array;
+}
+export function encodeSnapshotPage(p: SnapshotPage): Uint8Array {
+  return encodeFrame(
+    { t: p.t, dim: p.dim, n: p.keys.length / 2, version: p.version, seq: p.seq, next: p.next },
+    [p.keys, p.values],
+  );
+}
+export function decodeSnapshotPage(data: Uint8Array): SnapshotPage {
+  const frame = throwIfErrorReply(decodeFrame(data));
+  const h = header(snapshotPageHeaderSchema, frame);
+  expectArrays(frame, 2);
+  const keys = u32(frame, 0);
+  const values = f32(frame, 1);
+  if (keys.length !== h.n * 2) wrongLength('snapshot keys', keys.length, h.n * 2);
+  if (values.length !== h.n * h.dim) wrongLength('snapshot values', values.length, h.n * h.dim);
+  return { t: h.t, dim: h.dim, version: h.version, seq: h.seq, next: h.next, keys, values };
+}
