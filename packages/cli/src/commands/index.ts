@@ -1,0 +1,11 @@
+import type { Command } from 'commander';
+
+/**
+ * Every `freshet` subcommand, in the order `--help` lists them (demo first). Each command lives
+ * in its own module and exports a factory returning a commander Command.
+ */
+const factories: Array<() => Command> = [];
+
+export function registerCommands(program: Command): void {
+  for (const make of factories) program.addCommand(make());
+}
