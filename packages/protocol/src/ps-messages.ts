@@ -137,6 +137,11 @@ export const pushHeaderSchema = z.object({
   base: version,
   /** Publication time (ms since epoch) of the oldest event in the batch: freshness probes. */
   eventTs: z.number().optional(),
+  /**
+   * Multiplier on the tables' learning rates for this push (worker-side decay schedule and
+   * plateau lowering). Absent means 1; shards that predate it ignore it.
+   */
+  lrScale: z.number().positive().max(1e3).optional(),
   tables: z.array(z.object({ t: tableId, n: count, dim: z.number().int().min(1) })).max(4096),
 });
 export type PushHeader = z.infer<typeof pushHeaderSchema>;
@@ -155,6 +160,8 @@ export interface PushRequest {
   clock: number;
   base: number;
   eventTs?: number | undefined;
+  /** Learning-rate multiplier for this push (1 when absent). */
+  lrScale?: number | undefined;
   tables: PushTable[];
 }
 
@@ -168,6 +175,7 @@ export function encodePush(req: PushRequest): Uint8Array {
     tables: req.tables.map((t) => ({ t: t.t, n: t.keys.length / 2, dim: t.dim })),
   };
   if (req.eventTs !== undefined) h.eventTs = req.eventTs;
+  if (req.lrScale !== undefined && req.lrScale !== 1) h.lrScale = req.lrScale;
   const arrays: FrameArray[] = [];
   for (const t of req.tables) arrays.push(t.keys, t.grads, t.counts);
   return encodeFrame(h, arrays);
@@ -183,6 +191,7 @@ export function decodePush(data: Uint8Array): PushRequest {
     clock: h.clock,
     base: h.base,
     eventTs: h.eventTs,
+    lrScale: h.lrScale,
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, 3 * i);
       const grads = f32(frame, 3 * i + 1);
