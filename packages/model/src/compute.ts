@@ -1,0 +1,281 @@
+import * as tf from '@tensorflow/tfjs';
+import { FreshetError } from '@freshet/protocol';
+import type { BatchRows, EncodedBatch, GradientResult, SparseInput } from './batch.js';
+import { activeBackend } from './backend.js';
+import type { LinearLayer, ModelLayout } from './model-config.js';
+import type { Model } from './model.js';
+
+/**
+ * Scores a batch then takes the gradient of its weighted mean binary cross-entropy with respect
+ * to the batch's unique sparse rows and the dense weights. `preds` are the probabilities scored
+ * before any update (progressive validation). Sparse gradients are already summed per unique key
+ * (u × dim, aligned with `SparseInput.keys`); the gather stays inside the graph with a
+ * scatter-add gradient, because tfjs' own gather gradient needs UnsortedSegmentSum, which the
+ * wasm backend lacks. Synchronous; call {@link initBackend} once per thread first.
+ */
+export function computeGradients(model: Model, batch: EncodedBatch, rows: BatchRows): GradientResult {
+  activeBackend();
+  const ids = paramTables(model, batch, rows);
+  let logitsKept: tf.Tensor | undefined;
+  let lossValue = 0;
+  const grads: (Float32Array | undefined)[] = new Array<Float32Array | undefined>(model.spec.tables.length);
+  let preds: Float32Array;
+  const consts = makeConstants(batch);
+  try {
+    const params = ids.map((id) => tensorOf(model, batch, rows, id));
+    try {
+      const f = (...xs: tf.Tensor[]): tf.Scalar => {
+        const p = new Map<number, tf.Tensor>();
+        ids.forEach((id, i) => p.set(id, xs[i]!));
+        const logits = forward(model.layout, batch, p, consts);
+        logitsKept = tf.keep(logits);
+        return bceWithLogits(logits, consts.labels, consts.weights, batch.size);
+      };
+      const { value, grads: gs } = tf.valueAndGrads(f)(params);
+      lossValue = value.dataSync()[0]!;
+      value.dispose();
+      gs.forEach((g, i) => {
+        grads[ids[i]!] = g.dataSync() as Float32Array;
+        g.dispose();
+      });
+      preds = tf.tidy(() => tf.sigmoid(logitsKept!)).dataSync() as Float32Array;
+    } finally {
+      params.forEach((t) => t.dispose());
+      logitsKept?.dispose();
+    }
+  } finally {
+    disposeConstants(consts);
+  }
+  return { preds, loss: lossValue, grads };
+}
+
+/** Predicted probabilities for a batch (no gradients). */
+export function predict(model: Model, batch: EncodedBatch, rows: BatchRows): Float32Array {
+  activeBackend();
+  const ids = paramTables(model, batch, rows);
+  const consts = makeConstants(batch);
+  try {
+    return tf.tidy(() => {
+      const p = new Map<number, tf.Tensor>();
+      for (const id of ids) p.set(id, tensorOf(model, batch, rows, id));
+      return tf.sigmoid(forward(model.layout, batch, p, consts));
+    }).dataSync() as Float32Array;
+  } finally {
+    disposeConstants(consts);
+  }
+}
+
+/** The weighted mean binary cross-entropy of logits (exposed for tests and benchmarks). */
+export function logLoss(preds: Float32Array, labels: Float32Array, weights?: Float32Array): number {
+  let s = 0;
+  let w = 0;
+  for (let i = 0; i < preds.length; i++) {
+    const p = Math.min(Math.max(preds[i]!, 1e-7), 1 - 1e-7);
+    const wi = weights ? weights[i]! : 1;
+    s -= wi * (labels[i]! > 0.5 ? Math.log(p) : Math.log(1 - p));
+    w += wi;
+  }
+  return w > 0 ? s / w : 0;
+}
+
+interface Constants {
+  labels: tf.Tensor1D;
+  weights: tf.Tensor1D;
+  numeric: tf.Tensor2D;
+  /** Per distinct index array (tables that read the same fields share it). */
+  gathers: Map<Int32Array, { idx: tf.Tensor1D; w: tf.Tensor3D }>;
+}
+
+function makeConstants(batch: EncodedBatch): Constants {
+  const n = batch.size;
+  const numericDim = batch.numeric.length / n;
+  const gathers = new Map<Int32Array, { idx: tf.Tensor1D; w: tf.Tensor3D }>();
+  for (const s of batch.sparse) {
+    if (gathers.has(s.index)) continue;
+    const idx = new Int32Array(s.index.length);
+    const w = new Float32Array(s.index.length);
+    // Empty slots (−1) gather row 0 with weight 0: no padding row, and their gradient is zero.
+    for (let i = 0; i < idx.length; i++) {
+      const k = s.index[i]!;
+      idx[i] = k < 0 ? 0 : k;
+      w[i] = k < 0 ? 0 : s.slotWeights ? s.slotWeights[i]! : 1;
+    }
+    gathers.set(s.index, { idx: tf.tensor1d(idx, 'int32'), w: tf.tensor3d(w, [n, s.slots, 1]) });
+  }
+  return {
+    labels: tf.tensor1d(batch.labels),
+    weights: tf.tensor1d(batch.weights),
+    numeric: tf.tensor2d(batch.numeric, [n, numericDim]),
+    gathers,
+  };
+}
+
+function disposeConstants(c: Constants): void {
+  c.labels.dispose();
+  c.weights.dispose();
+  c.numeric.dispose();
+  for (const g of c.gathers.values()) {
+    g.idx.dispose();
+    g.w.dispose();
+  }
+}
+
+/** Table ids the batch needs, sparse first then dense, with their rows checked. */
+function paramTables(model: Model, batch: EncodedBatch, rows: BatchRows): number[] {
+  const ids: number[] = [];
+  const tables = model.spec.tables;
+  const expectedSparse = model.layout.sparseTables;
+  if (batch.sparse.length !== expectedSparse.length || batch.sparse.some((s, i) => s.table !== expectedSparse[i])) {
+    throw new FreshetError('BAD_REQUEST', 'batch was not encoded for this model (sparse tables differ)');
+  }
+  if (batch.labels.length !== batch.size || batch.weights.length !== batch.size) {
+    throw new FreshetError('WRONG_LENGTH', 'labels/weights length differs from the batch size');
+  }
+  if (batch.numeric.length !== batch.size * model.layout.numericDim) {
+    throw new FreshetError('WRONG_LENGTH', `numeric input must be size × ${model.layout.numericDim}`);
+  }
+  for (const s of batch.sparse) {
+    if (s.index.length !== batch.size * s.slots || s.slots !== model.layout.features.slots) {
+      throw new FreshetError('WRONG_LENGTH', `table ${s.table}: index must be size × ${model.layout.features.slots}`);
+    }
+    const u = s.keys.length / 2;
+    if (s.keys.length % 2 !== 0 || s.counts.length !== u) {
+      throw new FreshetError('WRONG_LENGTH', `table ${s.table}: keys/counts lengths disagree`);
+    }
+    for (let i = 0; i < s.index.length; i++) {
+      if (s.index[i]! >= u) throw new FreshetError('BAD_REQUEST', `table ${s.table}: slot index out of range`);
+    }
+    ids.push(s.table);
+  }
+  for (const id of model.layout.denseTables) ids.push(id);
+  for (const id of ids) {
+    const t = tables[id]!;
+    const r = rows[id];
+    const u = t.kind === 'sparse' ? batch.sparse.find((s) => s.table === id)!.keys.length / 2 : 1;
+    if (!r || r.length !== u * t.dim) {
+      throw new FreshetError('WRONG_LENGTH', `rows of table ${id} ("${t.name}") must hold ${u * t.dim} floats`);
+    }
+  }
+  return ids;
+}
+
+function tensorOf(model: Model, batch: EncodedBatch, rows: BatchRows, id: number): tf.Tensor {
+  const t = model.spec.tables[id]!;
+  const r = rows[id]!;
+  if (t.kind === 'sparse') return tf.tensor2d(r, [r.length / t.dim, t.dim]);
+  const d = model.layout.dense.find((p) => p.table === id)!;
+  return tf.tensor(r, d.shape);
+}
+
+/** gather(rows, idx) whose gradient is a scatter-add into the rows (summed per unique key). */
+function gatherRows(rows: tf.Tensor, idx: tf.Tensor1D): tf.Tensor2D {
+  const [u, dim] = rows.shape as [number, number];
+  const n = idx.shape[0];
+  const g = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+    value: tf.gather(args[0] as tf.Tensor, idx),
+    gradFunc: (dy: tf.Tensor) => tf.scatterND(idx.reshape([n, 1]), dy, [u, dim]),
+  }));
+  return g(rows) as tf.Tensor2D;
+}
+
+/** Pooled field embeddings [B, F, dim] of one sparse table. */
+function pooled(layout: ModelLayout, s: SparseInput, rows: tf.Tensor, consts: Constants, size: number): tf.Tensor3D {
+  const c = consts.gathers.get(s.index)!;
+  const dim = rows.shape[1]!;
+  const e = gatherRows(rows, c.idx).reshape([size, s.slots, dim]).mul(c.w) as tf.Tensor3D;
+  const fields = layout.features.sparse;
+  if (fields.length === s.slots) return e;
+  // Token lists take several slots: sum their (1/n-weighted) slots into one field embedding.
+  // Runs of single-slot fields are sliced as one piece.
+  const parts: tf.Tensor3D[] = [];
+  let i = 0;
+  while (i < fields.length) {
+    const f = fields[i]!;
+    if (f.width > 1) {
+      parts.push(e.slice([0, f.slot, 0], [size, f.width, dim]).sum(1, true));
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < fields.length && fields[j]!.width === 1) j++;
+    parts.push(e.slice([0, f.slot, 0], [size, j - i, dim]));
+    i = j;
+  }
+  return parts.length === 1 ? parts[0]! : tf.concat3d(parts, 1);
+}
+
+function mlp(layers: LinearLayer[], x: tf.Tensor2D, p: Map<number, tf.Tensor>): tf.Tensor2D {
+  let h = x;
+  layers.forEach((l, i) => {
+    h = tf.add(tf.matMul(h, p.get(l.w.table) as tf.Tensor2D), p.get(l.b.table)!) as tf.Tensor2D;
+    if (i < layers.length - 1) h = tf.relu(h);
+  });
+  return h;
+}
+
+/** Logits [B] of the batch under the layout's model. */
+function forward(layout: ModelLayout, batch: EncodedBatch, p: Map<number, tf.Tensor>, consts: Constants): tf.Tensor1D {
+  const n = batch.size;
+  const input = (table: number | undefined) => {
+    if (table === undefined) return undefined;
+    const s = batch.sparse.find((x) => x.table === table)!;
+    return pooled(layout, s, p.get(table)!, consts, n);
+  };
+  const emb = input(layout.emb);
+  const wide = input(layout.wide);
+  const x = consts.numeric;
+  const N = layout.numericDim;
+  const terms: tf.Tensor1D[] = [];
+  if (wide) terms.push(wide.sum([1, 2]) as tf.Tensor1D);
+  if (layout.lin) {
+    const lin = p.get(layout.lin.table)!;
+    const bias = lin.slice([N], [1]);
+    if (N > 0) terms.push(tf.add(tf.matMul(x, lin.slice([0], [N]).reshape([N, 1])).reshape([n]), bias) as tf.Tensor1D);
+    else terms.push(tf.broadcastTo(bias, [n]) as tf.Tensor1D);
+  }
+  if (emb && (layout.kind === 'fm' || layout.kind === 'deepfm')) {
+    // FM pairwise term: ½ Σ_k ((Σ_f v_fk)² − Σ_f v_fk²)
+    const s = emb.sum(1);
+    terms.push(tf.mul(0.5, tf.sub(s.square(), emb.square().sum(1)).sum(1)) as tf.Tensor1D);
+  }
+  if (emb && (layout.kind === 'wide-deep' || layout.kind === 'deepfm')) {
+    const [, f, k] = emb.shape;
+    const flat = emb.reshape([n, f * k]) as tf.Tensor2D;
+    terms.push(mlp(layout.mlp, N > 0 ? tf.concat2d([flat, x], 1) : flat, p).reshape([n]));
+  }
+  if (emb && layout.kind === 'seed') {
+    const mean = emb.mean(1) as tf.Tensor2D;
+    terms.push(mlp(layout.mlp, N > 0 ? tf.concat2d([mean, x], 1) : mean, p).reshape([n]));
+  }
+  if (emb && layout.kind === 'two-tower') {
+    const [, f, k] = emb.shape;
+    const fu = layout.userFields;
+    const nu = layout.userNumeric;
+    const tower = (from: number, count: number, numFrom: number, numCount: number, layers: LinearLayer[]) => {
+      const e = emb.slice([0, from, 0], [n, count, k]).reshape([n, count * k]) as tf.Tensor2D;
+      const xin = numCount > 0 ? tf.concat2d([e, x.slice([0, numFrom], [n, numCount])], 1) : e;
+      return mlp(layers, xin, p);
+    };
+    const user = tower(0, fu, 0, nu, layout.userTower);
+    const item = tower(fu, f - fu, nu, N - nu, layout.itemTower);
+    terms.push(tf.add(tf.mul(user, item).sum(1), p.get(layout.bias!.table)!) as tf.Tensor1D);
+  }
+  if (terms.length === 0) throw new FreshetError('INTERNAL', `model kind ${layout.kind} has no terms`);
+  return (terms.length === 1 ? terms[0]! : tf.addN(terms)) as tf.Tensor1D;
+}
+
+/**
+ * Σ w·BCE(z, y) / B with a hand-written gradient w·(σ(z) − y)/B: exact at z = 0, where the
+ * relu/abs formulation's subgradients would give −y instead of ½ − y (an all-zero LR starts there).
+ */
+function bceWithLogits(z: tf.Tensor1D, y: tf.Tensor1D, w: tf.Tensor1D, n: number): tf.Scalar {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const logits = args[0] as tf.Tensor;
+    const l = tf.add(tf.sub(tf.relu(logits), tf.mul(logits, y)), tf.log1p(tf.exp(tf.neg(tf.abs(logits)))));
+    return {
+      value: tf.div(tf.sum(tf.mul(w, l)), n),
+      gradFunc: (dy: tf.Tensor) => tf.mul(dy, tf.div(tf.mul(w, tf.sub(tf.sigmoid(logits), y)), n)),
+    };
+  });
+  return f(z) as tf.Scalar;
+}

@@ -1,0 +1,235 @@
+import { z } from 'zod';
+import {
+  FreshetError,
+  initSchema,
+  optimizerSchema,
+  parseModelSpec,
+  stalenessSchema,
+  type InitSpec,
+  type ModelSpec,
+  type TableSpecInput,
+} from '@freshet/protocol';
+import { compileFeatureSpec, featureSpecSchema, type CompiledFeatureSpec } from './feature-spec.js';
+
+/** Model families. */
+export const modelKinds = ['lr', 'fm', 'wide-deep', 'deepfm', 'two-tower', 'seed'] as const;
+export type ModelKind = (typeof modelKinds)[number];
+
+/**
+ * Per-table settings a config may override (by table name, see {@link ModelLayout}); whatever is
+ * not given keeps the model's default. The shard applies them; the model only declares them.
+ */
+export const tableOverrideSchema = z
+  .object({
+    optimizer: optimizerSchema.optional(),
+    l2: z.number().min(0).optional(),
+    clipNorm: z.number().min(0).optional(),
+    init: initSchema.optional(),
+    staleness: stalenessSchema.optional(),
+    minCount: z.number().int().min(1).optional(),
+    ttlMs: z.number().int().min(0).optional(),
+  })
+  .strict();
+export type TableOverride = z.infer<typeof tableOverrideSchema>;
+
+export const modelConfigSchema = z
+  .object({
+    /** The model spec's name (the cluster's model). */
+    name: z
+      .string()
+      .min(1)
+      .max(128)
+      .default('model'),
+    kind: z.enum(modelKinds),
+    features: featureSpecSchema,
+    /** Width of the shared embedding table. */
+    embeddingDim: z.number().int().min(1).max(1024).default(16),
+    /** Hidden layer sizes of the MLP (wide-deep, deepfm) or of each tower (two-tower). */
+    hidden: z.array(z.number().int().min(1).max(8192)).max(16).default([128, 64]),
+    /** Output width of each tower of a two-tower model. */
+    towerDim: z.number().int().min(1).max(1024).default(32),
+    /** Embedding rows' initialisation, deterministic per key (shards and serving agree). */
+    embeddingInit: initSchema.default({ kind: 'normal', std: 0.01, seed: 0 }),
+    /** Seed of the dense weights' PyTorch-like U(±1/√fan_in) initialisation. */
+    seed: z.number().int().min(0).max(0xffff).default(0),
+    /** Default optimizer of every table (the `seed` model defaults to Adam, lr 0.001, too). */
+    optimizer: optimizerSchema.default({ kind: 'adam', lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 }),
+    /** Defaults for every table, before per-table overrides. */
+    l2: z.number().min(0).default(0),
+    clipNorm: z.number().min(0).default(0),
+    /** Per-table overrides by table name. */
+    tables: z.record(z.string(), tableOverrideSchema).default({}),
+  })
+  .strict();
+export type ModelConfig = z.infer<typeof modelConfigSchema>;
+export type ModelConfigInput = z.input<typeof modelConfigSchema>;
+
+/** A dense weight tensor (one dense table). */
+export interface DenseParam {
+  table: number;
+  name: string;
+  shape: [number] | [number, number];
+  size: number;
+}
+
+/** A linear layer: x·W + b with W [in, out]. */
+export interface LinearLayer {
+  w: DenseParam;
+  b: DenseParam;
+  in: number;
+  out: number;
+}
+
+/** Where each part of a model lives in its tables. */
+export interface ModelLayout {
+  kind: ModelKind;
+  features: CompiledFeatureSpec;
+  numericDim: number;
+  /** Numeric columns of the user tower (the first ones) for two-tower models. */
+  userNumeric: number;
+  /** Sparse fields of the user tower (the first ones) for two-tower models. */
+  userFields: number;
+  embeddingDim: number;
+  /** Table id of the shared embedding table (dim = embeddingDim). */
+  emb?: number;
+  /** Table id of the per-feature scalar (wide) table (dim 1). */
+  wide?: number;
+  /** Numeric weights then a bias: numericDim + 1 (lr, fm, deepfm). */
+  lin?: DenseParam;
+  /** MLP (wide-deep, deepfm, seed's single unit). */
+  mlp: LinearLayer[];
+  userTower: LinearLayer[];
+  itemTower: LinearLayer[];
+  /** Scalar bias of the two-tower logit. */
+  bias?: DenseParam;
+  /** Sparse table ids the batch carries inputs for, ascending. */
+  sparseTables: number[];
+  /** Dense table ids, ascending. */
+  denseTables: number[];
+  dense: DenseParam[];
+}
+
+/**
+ * Validates a model config (zod, defaults applied) and derives its table layout and the
+ * {@link ModelSpec} the cluster shares. Throws `CONFIG` with every problem named.
+ */
+export function compileModelConfig(input: unknown): {
+  config: ModelConfig;
+  spec: ModelSpec;
+  layout: ModelLayout;
+} {
+  const parsed = modelConfigSchema.safeParse(input);
+  if (!parsed.success) throw new FreshetError('CONFIG', `invalid model config: ${z.prettifyError(parsed.error)}`);
+  const config = parsed.data;
+  const features = compileFeatureSpec(config.features, config.kind === 'two-tower');
+  const tables: TableSpecInput[] = [];
+  const k = config.embeddingDim;
+  const numericDim = features.numeric.length;
+  const base = { optimizer: config.optimizer, l2: config.l2, clipNorm: config.clipNorm };
+
+  const sparse = (name: string, dim: number, init: InitSpec): number => {
+    tables.push({ ...base, name, kind: 'sparse', dim, init });
+    return tables.length - 1;
+  };
+  const dense = (name: string, shape: [number] | [number, number], init: InitSpec): DenseParam => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    tables.push({ ...base, name, kind: 'dense', dim: size, init });
+    return { table: tables.length - 1, name, shape, size };
+  };
+  const linear = (prefix: string, i: number, fanIn: number, out: number): LinearLayer => {
+    // PyTorch nn.Linear default: W and b ~ U(±1/√fan_in); a distinct seed per tensor.
+    const scale = 1 / Math.sqrt(fanIn);
+    const seed = (config.seed << 12) + tables.length + 1;
+    const w = dense(`${prefix}.${i}.w`, [fanIn, out], { kind: 'uniform', scale, seed });
+    const b = dense(`${prefix}.${i}.b`, [out], { kind: 'uniform', scale, seed: seed + 1 });
+    return { w, b, in: fanIn, out };
+  };
+  const mlp = (prefix: string, fanIn: number, sizes: number[]): LinearLayer[] => {
+    const layers: LinearLayer[] = [];
+    let n = fanIn;
+    sizes.forEach((out, i) => {
+      layers.push(linear(prefix, i, n, out));
+      n = out;
+    });
+    return layers;
+  };
+
+  const fields = features.sparse.length;
+  const userFields = features.sparse.filter((f) => f.tower === 'user').length;
+  const userNumeric = features.numeric.filter((c) => c.tower === 'user').length;
+  const layout: ModelLayout = {
+    kind: config.kind,
+    features,
+    numericDim,
+    userNumeric,
+    userFields,
+    embeddingDim: k,
+    mlp: [],
+    userTower: [],
+    itemTower: [],
+    sparseTables: [],
+    denseTables: [],
+    dense: [],
+  };
+  const zeros: InitSpec = { kind: 'zeros' };
+  switch (config.kind) {
+    case 'lr':
+      layout.wide = sparse('wide', 1, zeros);
+      layout.lin = dense('lin', [numericDim + 1], zeros);
+      break;
+    case 'fm':
+      layout.wide = sparse('wide', 1, zeros);
+      layout.emb = sparse('emb', k, config.embeddingInit);
+      layout.lin = dense('lin', [numericDim + 1], zeros);
+      break;
+    case 'wide-deep':
+      layout.emb = sparse('emb', k, config.embeddingInit);
+      layout.wide = sparse('wide', 1, zeros);
+      layout.mlp = mlp('mlp', fields * k + numericDim, [...config.hidden, 1]);
+      break;
+    case 'deepfm':
+      layout.emb = sparse('emb', k, config.embeddingInit);
+      layout.wide = sparse('wide', 1, zeros);
+      layout.lin = dense('lin', [numericDim + 1], zeros);
+      layout.mlp = mlp('mlp', fields * k + numericDim, [...config.hidden, 1]);
+      break;
+    case 'two-tower': {
+      const itemFields = fields - userFields;
+      const itemNumeric = numericDim - userNumeric;
+      if (userFields === 0 || itemFields === 0) {
+        throw new FreshetError('CONFIG', 'invalid model config: a two-tower model needs user and item sparse fields');
+      }
+      layout.emb = sparse('emb', k, config.embeddingInit);
+      layout.userTower = mlp('user', userFields * k + userNumeric, [...config.hidden, config.towerDim]);
+      layout.itemTower = mlp('item', itemFields * k + itemNumeric, [...config.hidden, config.towerDim]);
+      layout.bias = dense('bias', [1], zeros);
+      break;
+    }
+    case 'seed':
+      layout.emb = sparse('emb', k, config.embeddingInit);
+      layout.mlp = mlp('out', k + numericDim, [1]);
+      break;
+  }
+
+  const names = new Set(tables.map((t) => t.name));
+  const unknown = Object.keys(config.tables).filter((n) => !names.has(n));
+  if (unknown.length > 0) {
+    throw new FreshetError(
+      'CONFIG',
+      `invalid model config: no table named ${unknown.map((n) => `"${n}"`).join(', ')} (tables: ${[...names].join(', ')})`,
+    );
+  }
+  for (const t of tables) {
+    const o = config.tables[t.name];
+    if (!o) continue;
+    for (const [key, value] of Object.entries(o)) {
+      if (value !== undefined) (t as Record<string, unknown>)[key] = value;
+    }
+  }
+  const spec = parseModelSpec({ name: config.name, tables });
+  spec.tables.forEach((t, id) => (t.kind === 'sparse' ? layout.sparseTables : layout.denseTables).push(id));
+  layout.dense = [layout.lin, ...layout.mlp, ...layout.userTower, ...layout.itemTower, layout.bias]
+    .flatMap((x) => (x === undefined ? [] : 'w' in x ? [x.w, x.b] : [x]))
+    .sort((a, b) => a.table - b.table);
+  return { config, spec, layout };
+}
