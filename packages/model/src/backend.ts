@@ -60,7 +60,10 @@ async function start(preference: BackendPreference): Promise<BackendInfo> {
     const loaded = await tryTfjsNode();
     if (loaded) return { backend: check('tensorflow') };
     if (preference === 'tensorflow') {
-      throw new FreshetError('CONFIG', 'backend "tensorflow" asked for but @tensorflow/tfjs-node does not load');
+      throw new FreshetError(
+        'CONFIG',
+        'backend "tensorflow" asked for but @tensorflow/tfjs-node does not load',
+      );
     }
   }
   if (preference === 'cpu') {

@@ -8,45 +8,47 @@ import type { Model } from './model.js';
 /**
  * Scores a batch then takes the gradient of its weighted mean binary cross-entropy with respect
  * to the batch's unique sparse rows and the dense weights. `preds` are the probabilities scored
- * before any update (progressive validation). Sparse gradients are already summed per unique key
- * (u × dim, aligned with `SparseInput.keys`); the gather stays inside the graph with a
- * scatter-add gradient, because tfjs' own gather gradient needs UnsortedSegmentSum, which the
- * wasm backend lacks. Synchronous; call {@link initBackend} once per thread first.
+ * before any update (progressive validation). Sparse gradients come summed per unique key
+ * (u × dim, aligned with `SparseInput.keys`).
+ *
+ * The graph's sparse inputs are the batch's gathered, slot-weighted rows (B × slots × dim); the
+ * gather and the per-key scatter-add of their gradient run in plain JS around the graph. tfjs'
+ * own gather gradient needs UnsortedSegmentSum, which the wasm backend lacks, and its wasm
+ * GatherV2/ScatterNd take ~7 ms each for a 512 × 26 × 16 batch where the JS loops take < 1 ms.
+ * Synchronous; call {@link initBackend} once per thread first.
  */
 export function computeGradients(model: Model, batch: EncodedBatch, rows: BatchRows): GradientResult {
   activeBackend();
   const ids = paramTables(model, batch, rows);
-  let logitsKept: tf.Tensor | undefined;
-  let lossValue = 0;
   const grads: (Float32Array | undefined)[] = new Array<Float32Array | undefined>(model.spec.tables.length);
-  let preds: Float32Array;
+  let logitsKept: tf.Tensor | undefined;
   const consts = makeConstants(batch);
+  const params = ids.map((id) => paramTensor(model, batch, rows, id));
   try {
-    const params = ids.map((id) => tensorOf(model, batch, rows, id));
-    try {
-      const f = (...xs: tf.Tensor[]): tf.Scalar => {
-        const p = new Map<number, tf.Tensor>();
-        ids.forEach((id, i) => p.set(id, xs[i]!));
-        const logits = forward(model.layout, batch, p, consts);
-        logitsKept = tf.keep(logits);
-        return bceWithLogits(logits, consts.labels, consts.weights, batch.size);
-      };
-      const { value, grads: gs } = tf.valueAndGrads(f)(params);
-      lossValue = value.dataSync()[0]!;
-      value.dispose();
-      gs.forEach((g, i) => {
-        grads[ids[i]!] = g.dataSync() as Float32Array;
-        g.dispose();
-      });
-      preds = tf.tidy(() => tf.sigmoid(logitsKept!)).dataSync() as Float32Array;
-    } finally {
-      params.forEach((t) => t.dispose());
-      logitsKept?.dispose();
-    }
+    const f = (...xs: tf.Tensor[]): tf.Scalar => {
+      const p = new Map<number, tf.Tensor>();
+      ids.forEach((id, i) => p.set(id, xs[i]!));
+      const logits = forward(model.layout, batch, p, consts);
+      logitsKept = tf.keep(logits);
+      return bceWithLogits(logits, consts.labels, consts.weights, batch.size);
+    };
+    const { value, grads: gs } = tf.valueAndGrads(f)(params);
+    const loss = value.dataSync()[0]!;
+    value.dispose();
+    gs.forEach((g, i) => {
+      const id = ids[i]!;
+      const data = g.dataSync() as Float32Array;
+      g.dispose();
+      const s = batch.sparse.find((x) => x.table === id);
+      grads[id] = s ? scatterAdd(s, data, model.spec.tables[id]!.dim) : data;
+    });
+    const preds = tf.tidy(() => tf.sigmoid(logitsKept!)).dataSync() as Float32Array;
+    return { preds, loss, grads };
   } finally {
+    params.forEach((t) => t.dispose());
+    logitsKept?.dispose();
     disposeConstants(consts);
   }
-  return { preds, loss: lossValue, grads };
 }
 
 /** Predicted probabilities for a batch (no gradients). */
@@ -55,11 +57,13 @@ export function predict(model: Model, batch: EncodedBatch, rows: BatchRows): Flo
   const ids = paramTables(model, batch, rows);
   const consts = makeConstants(batch);
   try {
-    return tf.tidy(() => {
-      const p = new Map<number, tf.Tensor>();
-      for (const id of ids) p.set(id, tensorOf(model, batch, rows, id));
-      return tf.sigmoid(forward(model.layout, batch, p, consts));
-    }).dataSync() as Float32Array;
+    return tf
+      .tidy(() => {
+        const p = new Map<number, tf.Tensor>();
+        for (const id of ids) p.set(id, paramTensor(model, batch, rows, id));
+        return tf.sigmoid(forward(model.layout, batch, p, consts));
+      })
+      .dataSync() as Float32Array;
   } finally {
     disposeConstants(consts);
   }
@@ -82,31 +86,14 @@ interface Constants {
   labels: tf.Tensor1D;
   weights: tf.Tensor1D;
   numeric: tf.Tensor2D;
-  /** Per distinct index array (tables that read the same fields share it). */
-  gathers: Map<Int32Array, { idx: tf.Tensor1D; w: tf.Tensor3D }>;
 }
 
 function makeConstants(batch: EncodedBatch): Constants {
   const n = batch.size;
-  const numericDim = batch.numeric.length / n;
-  const gathers = new Map<Int32Array, { idx: tf.Tensor1D; w: tf.Tensor3D }>();
-  for (const s of batch.sparse) {
-    if (gathers.has(s.index)) continue;
-    const idx = new Int32Array(s.index.length);
-    const w = new Float32Array(s.index.length);
-    // Empty slots (−1) gather row 0 with weight 0: no padding row, and their gradient is zero.
-    for (let i = 0; i < idx.length; i++) {
-      const k = s.index[i]!;
-      idx[i] = k < 0 ? 0 : k;
-      w[i] = k < 0 ? 0 : s.slotWeights ? s.slotWeights[i]! : 1;
-    }
-    gathers.set(s.index, { idx: tf.tensor1d(idx, 'int32'), w: tf.tensor3d(w, [n, s.slots, 1]) });
-  }
   return {
     labels: tf.tensor1d(batch.labels),
     weights: tf.tensor1d(batch.weights),
-    numeric: tf.tensor2d(batch.numeric, [n, numericDim]),
-    gathers,
+    numeric: tf.tensor2d(batch.numeric, [n, batch.numeric.length / n]),
   };
 }
 
@@ -114,10 +101,39 @@ function disposeConstants(c: Constants): void {
   c.labels.dispose();
   c.weights.dispose();
   c.numeric.dispose();
-  for (const g of c.gathers.values()) {
-    g.idx.dispose();
-    g.w.dispose();
+}
+
+/** Weight of slot i: its pooling weight, 0 when empty. */
+function slotWeight(s: SparseInput, i: number): number {
+  return s.index[i]! < 0 ? 0 : s.slotWeights ? s.slotWeights[i]! : 1;
+}
+
+/** The slot-weighted rows of every slot (B × slots × dim); empty slots are zeros. */
+function gatherRows(s: SparseInput, rows: Float32Array, dim: number): Float32Array {
+  const out = new Float32Array(s.index.length * dim);
+  for (let i = 0; i < s.index.length; i++) {
+    const k = s.index[i]!;
+    if (k < 0) continue;
+    const w = slotWeight(s, i);
+    const from = k * dim;
+    const to = i * dim;
+    for (let d = 0; d < dim; d++) out[to + d] = w * rows[from + d]!;
   }
+  return out;
+}
+
+/** Sums the gradient of every slot into its unique key's row: u × dim. */
+function scatterAdd(s: SparseInput, slotGrads: Float32Array, dim: number): Float32Array {
+  const out = new Float32Array((s.keys.length / 2) * dim);
+  for (let i = 0; i < s.index.length; i++) {
+    const k = s.index[i]!;
+    if (k < 0) continue;
+    const w = slotWeight(s, i);
+    const from = i * dim;
+    const to = k * dim;
+    for (let d = 0; d < dim; d++) out[to + d]! += w * slotGrads[from + d]!;
+  }
+  return out;
 }
 
 /** Table ids the batch needs, sparse first then dense, with their rows checked. */
@@ -125,7 +141,10 @@ function paramTables(model: Model, batch: EncodedBatch, rows: BatchRows): number
   const ids: number[] = [];
   const tables = model.spec.tables;
   const expectedSparse = model.layout.sparseTables;
-  if (batch.sparse.length !== expectedSparse.length || batch.sparse.some((s, i) => s.table !== expectedSparse[i])) {
+  if (
+    batch.sparse.length !== expectedSparse.length ||
+    batch.sparse.some((s, i) => s.table !== expectedSparse[i])
+  ) {
     throw new FreshetError('BAD_REQUEST', 'batch was not encoded for this model (sparse tables differ)');
   }
   if (batch.labels.length !== batch.size || batch.weights.length !== batch.size) {
@@ -136,14 +155,18 @@ function paramTables(model: Model, batch: EncodedBatch, rows: BatchRows): number
   }
   for (const s of batch.sparse) {
     if (s.index.length !== batch.size * s.slots || s.slots !== model.layout.features.slots) {
-      throw new FreshetError('WRONG_LENGTH', `table ${s.table}: index must be size × ${model.layout.features.slots}`);
+      throw new FreshetError(
+        'WRONG_LENGTH',
+        `table ${s.table}: index must be size × ${model.layout.features.slots}`,
+      );
     }
     const u = s.keys.length / 2;
     if (s.keys.length % 2 !== 0 || s.counts.length !== u) {
       throw new FreshetError('WRONG_LENGTH', `table ${s.table}: keys/counts lengths disagree`);
     }
     for (let i = 0; i < s.index.length; i++) {
-      if (s.index[i]! >= u) throw new FreshetError('BAD_REQUEST', `table ${s.table}: slot index out of range`);
+      if (s.index[i]! >= u)
+        throw new FreshetError('BAD_REQUEST', `table ${s.table}: slot index out of range`);
     }
     ids.push(s.table);
   }
@@ -153,36 +176,28 @@ function paramTables(model: Model, batch: EncodedBatch, rows: BatchRows): number
     const r = rows[id];
     const u = t.kind === 'sparse' ? batch.sparse.find((s) => s.table === id)!.keys.length / 2 : 1;
     if (!r || r.length !== u * t.dim) {
-      throw new FreshetError('WRONG_LENGTH', `rows of table ${id} ("${t.name}") must hold ${u * t.dim} floats`);
+      throw new FreshetError(
+        'WRONG_LENGTH',
+        `rows of table ${id} ("${t.name}") must hold ${u * t.dim} floats`,
+      );
     }
   }
   return ids;
 }
 
-function tensorOf(model: Model, batch: EncodedBatch, rows: BatchRows, id: number): tf.Tensor {
+/** A graph input: a sparse table's gathered slots [B, slots, dim], or a dense tensor. */
+function paramTensor(model: Model, batch: EncodedBatch, rows: BatchRows, id: number): tf.Tensor {
   const t = model.spec.tables[id]!;
   const r = rows[id]!;
-  if (t.kind === 'sparse') return tf.tensor2d(r, [r.length / t.dim, t.dim]);
+  const s = batch.sparse.find((x) => x.table === id);
+  if (s) return tf.tensor3d(gatherRows(s, r, t.dim), [batch.size, s.slots, t.dim]);
   const d = model.layout.dense.find((p) => p.table === id)!;
   return tf.tensor(r, d.shape);
 }
 
-/** gather(rows, idx) whose gradient is a scatter-add into the rows (summed per unique key). */
-function gatherRows(rows: tf.Tensor, idx: tf.Tensor1D): tf.Tensor2D {
-  const [u, dim] = rows.shape as [number, number];
-  const n = idx.shape[0];
-  const g = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
-    value: tf.gather(args[0] as tf.Tensor, idx),
-    gradFunc: (dy: tf.Tensor) => tf.scatterND(idx.reshape([n, 1]), dy, [u, dim]),
-  }));
-  return g(rows) as tf.Tensor2D;
-}
-
 /** Pooled field embeddings [B, F, dim] of one sparse table. */
-function pooled(layout: ModelLayout, s: SparseInput, rows: tf.Tensor, consts: Constants, size: number): tf.Tensor3D {
-  const c = consts.gathers.get(s.index)!;
-  const dim = rows.shape[1]!;
-  const e = gatherRows(rows, c.idx).reshape([size, s.slots, dim]).mul(c.w) as tf.Tensor3D;
+function pooled(layout: ModelLayout, s: SparseInput, e: tf.Tensor3D, size: number): tf.Tensor3D {
+  const dim = e.shape[2];
   const fields = layout.features.sparse;
   if (fields.length === s.slots) return e;
   // Token lists take several slots: sum their (1/n-weighted) slots into one field embedding.
@@ -204,22 +219,47 @@ function pooled(layout: ModelLayout, s: SparseInput, rows: tf.Tensor, consts: Co
   return parts.length === 1 ? parts[0]! : tf.concat3d(parts, 1);
 }
 
+/**
+ * x·W + b with a hand-written gradient: the wasm backend's matMul with a transposed operand is
+ * ~8× slower than transposing first (25 ms vs 3 ms for 512×128 · 128×429), and tfjs' own
+ * gradient uses the transposed forms.
+ */
+const linear = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [x, w, b] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+  const save = args[3] as tf.GradSaveFunc;
+  // Saved, not closed over: the forward pass's tidy disposes intermediates such as x.
+  save([x, w]);
+  return {
+    value: tf.add(tf.matMul(x, w), b),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const g = dy as tf.Tensor2D;
+      const [x, w] = saved as [tf.Tensor2D, tf.Tensor2D];
+      return [tf.matMul(g, tf.transpose(w)), tf.matMul(tf.transpose(x), g), tf.sum(g, 0)];
+    },
+  };
+});
+
 function mlp(layers: LinearLayer[], x: tf.Tensor2D, p: Map<number, tf.Tensor>): tf.Tensor2D {
   let h = x;
   layers.forEach((l, i) => {
-    h = tf.add(tf.matMul(h, p.get(l.w.table) as tf.Tensor2D), p.get(l.b.table)!) as tf.Tensor2D;
+    h = linear(h, p.get(l.w.table)!, p.get(l.b.table)!) as tf.Tensor2D;
     if (i < layers.length - 1) h = tf.relu(h);
   });
   return h;
 }
 
 /** Logits [B] of the batch under the layout's model. */
-function forward(layout: ModelLayout, batch: EncodedBatch, p: Map<number, tf.Tensor>, consts: Constants): tf.Tensor1D {
+function forward(
+  layout: ModelLayout,
+  batch: EncodedBatch,
+  p: Map<number, tf.Tensor>,
+  consts: Constants,
+): tf.Tensor1D {
   const n = batch.size;
   const input = (table: number | undefined) => {
     if (table === undefined) return undefined;
     const s = batch.sparse.find((x) => x.table === table)!;
-    return pooled(layout, s, p.get(table)!, consts, n);
+    return pooled(layout, s, p.get(table) as tf.Tensor3D, n);
   };
   const emb = input(layout.emb);
   const wide = input(layout.wide);
@@ -230,7 +270,8 @@ function forward(layout: ModelLayout, batch: EncodedBatch, p: Map<number, tf.Ten
   if (layout.lin) {
     const lin = p.get(layout.lin.table)!;
     const bias = lin.slice([N], [1]);
-    if (N > 0) terms.push(tf.add(tf.matMul(x, lin.slice([0], [N]).reshape([N, 1])).reshape([n]), bias) as tf.Tensor1D);
+    if (N > 0)
+      terms.push(tf.add(tf.matMul(x, lin.slice([0], [N]).reshape([N, 1])).reshape([n]), bias) as tf.Tensor1D);
     else terms.push(tf.broadcastTo(bias, [n]) as tf.Tensor1D);
   }
   if (emb && (layout.kind === 'fm' || layout.kind === 'deepfm')) {
@@ -271,10 +312,12 @@ function forward(layout: ModelLayout, batch: EncodedBatch, p: Map<number, tf.Ten
 function bceWithLogits(z: tf.Tensor1D, y: tf.Tensor1D, w: tf.Tensor1D, n: number): tf.Scalar {
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const logits = args[0] as tf.Tensor;
+    (args[1] as tf.GradSaveFunc)([logits]);
     const l = tf.add(tf.sub(tf.relu(logits), tf.mul(logits, y)), tf.log1p(tf.exp(tf.neg(tf.abs(logits)))));
     return {
       value: tf.div(tf.sum(tf.mul(w, l)), n),
-      gradFunc: (dy: tf.Tensor) => tf.mul(dy, tf.div(tf.mul(w, tf.sub(tf.sigmoid(logits), y)), n)),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) =>
+        tf.mul(dy as tf.Tensor, tf.div(tf.mul(w, tf.sub(tf.sigmoid(saved[0]!), y)), n)),
     };
   });
   return f(z) as tf.Scalar;

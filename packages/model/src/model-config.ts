@@ -35,11 +35,7 @@ export type TableOverride = z.infer<typeof tableOverrideSchema>;
 export const modelConfigSchema = z
   .object({
     /** The model spec's name (the cluster's model). */
-    name: z
-      .string()
-      .min(1)
-      .max(128)
-      .default('model'),
+    name: z.string().min(1).max(128).default('model'),
     kind: z.enum(modelKinds),
     features: featureSpecSchema,
     /** Width of the shared embedding table. */
@@ -119,7 +115,8 @@ export function compileModelConfig(input: unknown): {
   layout: ModelLayout;
 } {
   const parsed = modelConfigSchema.safeParse(input);
-  if (!parsed.success) throw new FreshetError('CONFIG', `invalid model config: ${z.prettifyError(parsed.error)}`);
+  if (!parsed.success)
+    throw new FreshetError('CONFIG', `invalid model config: ${z.prettifyError(parsed.error)}`);
   const config = parsed.data;
   const features = compileFeatureSpec(config.features, config.kind === 'two-tower');
   const tables: TableSpecInput[] = [];
@@ -197,7 +194,10 @@ export function compileModelConfig(input: unknown): {
       const itemFields = fields - userFields;
       const itemNumeric = numericDim - userNumeric;
       if (userFields === 0 || itemFields === 0) {
-        throw new FreshetError('CONFIG', 'invalid model config: a two-tower model needs user and item sparse fields');
+        throw new FreshetError(
+          'CONFIG',
+          'invalid model config: a two-tower model needs user and item sparse fields',
+        );
       }
       layout.emb = sparse('emb', k, config.embeddingInit);
       layout.userTower = mlp('user', userFields * k + userNumeric, [...config.hidden, config.towerDim]);

@@ -1,7 +1,12 @@
 import { initRow, type ModelSpec } from '@freshet/protocol';
 import type { BatchRows, EncodedBatch, Example } from './batch.js';
 import { FeatureEncoder } from './encoder.js';
-import { compileModelConfig, type ModelConfig, type ModelConfigInput, type ModelLayout } from './model-config.js';
+import {
+  compileModelConfig,
+  type ModelConfig,
+  type ModelConfigInput,
+  type ModelLayout,
+} from './model-config.js';
 
 /** A compiled model: its shared spec, its layout in the tables, and its feature encoder. */
 export interface Model {
