@@ -1,0 +1,285 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { z } from 'zod';
+import { natsOptionsSchema } from '@freshet/nats';
+import { assertClusterName, FreshetError } from '@freshet/protocol';
+import { roleSchemas, type RoleName } from './role-schemas.js';
+
+/**
+ * The cluster config format (YAML): one file names the NATS servers, the model, and the count and
+ * options of shards, workers and serving nodes. Role options are validated by the SAME zod
+ * schemas the role processes parse their `--options-json` with, so a config that passes here starts.
+ */
+
+const byteSize = z.union([
+  z.number().int().positive(),
+  z
+    .string()
+    .regex(/^\d+(\.\d+)?\s*(B|KiB|MiB|GiB|KB|MB|GB)?$/i)
+    .transform((s) => {
+      const m = /^(\d+(?:\.\d+)?)\s*([A-Za-z]*)$/.exec(s.trim());
+      const n = Number(m?.[1] ?? 0);
+      const unit = (m?.[2] ?? 'B').toLowerCase();
+      const mult: Record<string, number> = {
+        '': 1,
+        b: 1,
+        kib: 1024,
+        mib: 1024 ** 2,
+        gib: 1024 ** 3,
+        kb: 1e3,
+        mb: 1e6,
+        gb: 1e9,
+      };
+      return Math.round(n * (mult[unit] ?? 1));
+    }),
+]);
+
+/** Secrets never live in the config: only paths to files or names of environment variables. */
+const natsAuthSchema = z
+  .object({
+    user: z.string().optional(),
+    /** File holding the password. */
+    passFile: z.string().optional(),
+    /** Environment variable holding the password (read by the process that connects). */
+    passEnv: z.string().optional(),
+    tokenEnv: z.string().optional(),
+    /** A NATS .creds file (JWT + nkey seed). */
+    credsFile: z.string().optional(),
+    tls: natsOptionsSchema.shape.tls,
+  })
+  .strict()
+  .prefault({});
+
+export const natsConfigSchema = z
+  .object({
+    /** Embedded nats-server processes started by `freshet up` (1, or 3 for a replicated cluster). */
+    embedded: z.union([z.literal(0), z.literal(1), z.literal(3)]).default(1),
+    /** External servers (then `embedded` must be 0). */
+    urls: z.array(z.string().url()).default([]),
+    /** JetStream replicas for the feedback stream and KV (≤ servers). */
+    replicas: z.number().int().min(1).max(5).optional(),
+    /** Server max_payload for embedded servers. */
+    maxPayload: byteSize.default(8 * 1024 * 1024),
+    /** Host embedded servers bind to; loopback unless exposed on purpose. */
+    host: z.string().default('127.0.0.1'),
+    auth: natsAuthSchema,
+  })
+  .strict()
+  .superRefine((n, ctx) => {
+    if (n.embedded === 0 && n.urls.length === 0) {
+      ctx.addIssue({ code: 'custom', message: 'nats: set `embedded: 1|3` or list external `urls`' });
+    }
+    if (n.embedded > 0 && n.urls.length > 0) {
+      ctx.addIssue({ code: 'custom', message: 'nats: `embedded` and `urls` are exclusive; set embedded: 0' });
+    }
+    const servers = n.embedded || n.urls.length;
+    if (n.replicas !== undefined && n.replicas > servers && n.embedded > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `nats.replicas ${n.replicas} > ${servers} embedded server(s)`,
+      });
+    }
+  })
+  .transform((n) => ({ ...n, replicas: n.replicas ?? (n.embedded === 3 ? 3 : 1) }));
+export type NatsConfig = z.infer<typeof natsConfigSchema>;
+
+const roleGroupSchema = (defaultCount: number) =>
+  z
+    .object({
+      count: z.number().int().min(0).max(256).default(defaultCount),
+      /** Role options shared by every instance (validated by the role's own schema). */
+      options: z.record(z.string(), z.unknown()).default({}),
+    })
+    .strict()
+    .prefault({});
+
+export const metricsConfigSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** Loopback unless exposed on purpose. */
+    host: z.string().default('127.0.0.1'),
+    /** First port; actor i gets basePort + i. 0 = each picks a free port. */
+    basePort: z.number().int().min(0).max(65535).default(0),
+  })
+  .strict()
+  .prefault({});
+
+export const clusterConfigSchema = z
+  .object({
+    cluster: z.string().default('local'),
+    /** Checkpoints and logs; relative paths are relative to the config file. */
+    dataDir: z.string().default('.freshet/data'),
+    nats: natsConfigSchema.prefault({}),
+    /** Feedback stream partitions (fixed for the life of a stream). */
+    partitions: z.number().int().min(1).max(4096).default(8),
+    /** Model config for @freshet/model (tables, fields, architecture); roles validate it. */
+    model: z.record(z.string(), z.unknown()).default({}),
+    shards: roleGroupSchema(2),
+    workers: roleGroupSchema(1),
+    serving: roleGroupSchema(1),
+    metrics: metricsConfigSchema,
+  })
+  .strict();
+export type ClusterConfigInput = z.input<typeof clusterConfigSchema>;
+
+/** One process of the cluster: its role, id and the options it is started with. */
+export interface ActorPlan {
+  role: RoleName;
+  /** Stable id within the role (`shard-0`, `worker-1`...). */
+  id: string;
+  index: number;
+  /** Options as the role process receives them (`--options-json`), validated by its schema. */
+  options: Record<string, unknown>;
+}
+
+/** A validated cluster config: defaults applied, paths resolved, every actor planned. */
+export interface ClusterConfig {
+  cluster: string;
+  dataDir: string;
+  nats: NatsConfig;
+  partitions: number;
+  model: Record<string, unknown>;
+  shards: { count: number; options: Record<string, unknown> };
+  workers: { count: number; options: Record<string, unknown> };
+  serving: { count: number; options: Record<string, unknown> };
+  metrics: z.infer<typeof metricsConfigSchema>;
+  /** Where the config came from (for messages). */
+  source: string;
+}
+
+function formatZodError(err: z.ZodError, source: string): string {
+  const lines = err.issues.map((i) => `  - ${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
+  return `invalid cluster config ${source}:\n${lines.join('\n')}`;
+}
+
+/** Validates a parsed config object. Relative `dataDir` resolves against `baseDir`. */
+export function compileClusterConfig(
+  input: unknown,
+  opts: { source?: string; baseDir?: string } = {},
+): ClusterConfig {
+  const source = opts.source ?? '(inline)';
+  const parsed = clusterConfigSchema.safeParse(input ?? {});
+  if (!parsed.success) throw new FreshetError('CONFIG', formatZodError(parsed.error, source));
+  const c = parsed.data;
+  try {
+    assertClusterName(c.cluster);
+  } catch (e) {
+    throw new FreshetError('CONFIG', `${source}: ${(e as Error).message}`);
+  }
+  const dataDir = isAbsolute(c.dataDir) ? c.dataDir : resolve(opts.baseDir ?? process.cwd(), c.dataDir);
+  const cfg: ClusterConfig = { ...c, dataDir, source };
+  // Validate every actor's options now (with a placeholder URL for embedded servers), so a bad
+  // option fails before any process starts, with the path of the offending field.
+  const urls = cfg.nats.urls.length ? cfg.nats.urls : ['nats://127.0.0.1:4222'];
+  for (const a of planActors(cfg, urls)) void a;
+  return cfg;
+}
+
+/** Reads and validates a YAML cluster config file. */
+export async function loadClusterConfig(file: string): Promise<ClusterConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw new FreshetError(
+      'CONFIG',
+      `cannot read cluster config ${file}: ${(e as Error).message}. Pass an existing file with --config, ` +
+        'or omit it for the default local cluster.',
+    );
+  }
+  return parseClusterConfig(text, { source: file, baseDir: dirname(resolve(file)) });
+}
+
+/** Parses YAML text into a validated config. */
+export function parseClusterConfig(
+  text: string,
+  opts: { source?: string; baseDir?: string } = {},
+): ClusterConfig {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw new FreshetError(
+      'CONFIG',
+      `${opts.source ?? 'cluster config'} is not valid YAML: ${(e as Error).message}`,
+    );
+  }
+  return compileClusterConfig(doc, opts);
+}
+
+/** The default local cluster: one embedded nats-server, two shards, one worker, one serving node. */
+export function defaultClusterConfig(overrides: Partial<ClusterConfigInput> = {}): ClusterConfig {
+  return compileClusterConfig(overrides, { source: '(defaults)' });
+}
+
+/** NATS connection options (secrets resolved from files/env here, in the caller's process). */
+export function natsConnectionOptions(
+  cfg: ClusterConfig,
+  urls: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): z.input<typeof natsOptionsSchema> {
+  const a = cfg.nats.auth;
+  const o: z.input<typeof natsOptionsSchema> = { servers: urls };
+  if (a.user) o.user = a.user;
+  if (a.passEnv) {
+    const v = env[a.passEnv];
+    if (v === undefined) {
+      throw new FreshetError(
+        'CONFIG',
+        `nats.auth.passEnv names ${a.passEnv}, which is not set in the environment`,
+      );
+    }
+    o.pass = v;
+  }
+  if (a.tokenEnv) {
+    const v = env[a.tokenEnv];
+    if (v === undefined) {
+      throw new FreshetError(
+        'CONFIG',
+        `nats.auth.tokenEnv names ${a.tokenEnv}, which is not set in the environment`,
+      );
+    }
+    o.token = v;
+  }
+  if (a.credsFile) o.credsFile = a.credsFile;
+  if (a.tls) o.tls = a.tls;
+  return o;
+}
+
+/**
+ * Every actor of the cluster with the options its process is started with. `urls` are the NATS
+ * servers it connects to (known only once embedded servers run). Secrets are not put into the
+ * options (they would show in `ps`): a password file is passed as a path, env names as names.
+ */
+export function planActors(cfg: ClusterConfig, urls: string[]): ActorPlan[] {
+  const plans: ActorPlan[] = [];
+  const groups: Array<[RoleName, { count: number; options: Record<string, unknown> }]> = [
+    ['shard', cfg.shards],
+    ['worker', cfg.workers],
+    ['serving', cfg.serving],
+  ];
+  for (const [role, group] of groups) {
+    for (let i = 0; i < group.count; i++) {
+      const id = `${role}-${i}`;
+      const raw = roleSchemas[role].build({ cfg, role, index: i, id, urls, options: group.options });
+      const r = roleSchemas[role].schema.safeParse(raw);
+      if (!r.success) {
+        throw new FreshetError(
+          'CONFIG',
+          formatZodError(r.error, `${cfg.source} (${role}s.options for ${id})`),
+        );
+      }
+      plans.push({ role, id, index: i, options: raw });
+    }
+  }
+  return plans;
+}
+
+/** The config as YAML with defaults applied (for `freshet config show`). */
+export function clusterConfigToYaml(cfg: ClusterConfig, urls?: string[]): string {
+  const { source: _source, ...rest } = cfg;
+  const doc: Record<string, unknown> = { ...rest };
+  if (urls) doc.actors = planActors(cfg, urls).map((a) => ({ role: a.role, id: a.id, options: a.options }));
+  return stringifyYaml(doc);
+}

@@ -1,0 +1,401 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import type { NatsConnection } from 'nats';
+import {
+  connectNats,
+  startNatsCluster,
+  startNatsServer,
+  type NatsClusterHandle,
+  type NatsServerHandle,
+} from '@freshet/nats';
+import { FreshetError } from '@freshet/protocol';
+import { natsConnectionOptions, planActors, type ActorPlan, type ClusterConfig } from './cluster-config.js';
+import { discoverActors, str, type ActorStatus } from './discovery.js';
+import type { RoleName } from './role-schemas.js';
+
+/** Where the CLI entry lives, next to this file in dist/ (independent of the cwd). */
+export const cliMainPath = fileURLToPath(new URL('./main.js', import.meta.url));
+const reaperPath = fileURLToPath(new URL('./reaper.js', import.meta.url));
+
+/** The subset of a pino logger the local cluster uses. */
+export interface ClusterLog {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+const silentLog: ClusterLog = { info() {}, warn() {}, error() {}, debug() {} };
+
+export interface LocalClusterOptions {
+  signal?: AbortSignal;
+  log?: ClusterLog;
+  /** Called with every output line of every role process (default: kept in a tail buffer only). */
+  onOutput?: (id: string, line: string) => void;
+  /** How long to wait for every actor to register as running (ms). */
+  readyTimeoutMs?: number;
+  /** SIGTERM → SIGKILL grace per process on stop (ms). */
+  stopGraceMs?: number;
+  /** Restart a role process that exits on its own (kill -9, crash). Default true. */
+  restartOnExit?: boolean;
+  /** Extra environment for role processes (secrets by file or env name, never argv). */
+  env?: NodeJS.ProcessEnv;
+  /**
+   * Node arguments of a role process; default `[<cli main.js>, <role command>, --options-json, ...]`.
+   * Tests substitute a stand-in actor script.
+   */
+  nodeArgs?: (plan: ActorPlan) => string[];
+}
+
+/** The default command line of a role process (after `node`). */
+export function roleNodeArgs(plan: ActorPlan): string[] {
+  const command = plan.role === 'serving' ? 'serve' : plan.role;
+  return [cliMainPath, command, '--options-json', JSON.stringify(plan.options)];
+}
+
+/** One role process the local cluster runs. */
+export interface LocalProcess {
+  readonly role: RoleName;
+  readonly id: string;
+  readonly plan: ActorPlan;
+  /** The current OS pid (changes on restart). */
+  readonly pid: number;
+  readonly running: boolean;
+  /** Times it was restarted after exiting on its own. */
+  readonly restarts: number;
+  /** Last lines of stdout/stderr, for error messages. */
+  output(): string;
+  /** Sends a signal without stopping supervision (fault tests: SIGKILL, SIGSTOP). */
+  kill(signal: NodeJS.Signals): void;
+}
+
+export interface LocalCluster {
+  cluster: string;
+  natsUrls: string[];
+  config: ClusterConfig;
+  processes: LocalProcess[];
+  /** The embedded nats-servers (empty for external NATS). */
+  natsServers: NatsServerHandle[];
+  /** An admin connection to the cluster's NATS. */
+  nc: NatsConnection;
+  /** The live actors as the service API reports them now. */
+  actors(): Promise<ActorStatus[]>;
+  /** Stops every process it started (workers, serving, shards, then NATS). Idempotent. */
+  stop(): Promise<void>;
+  /** Resolves once stopped. */
+  stopped: Promise<void>;
+}
+
+class Reaper {
+  private child: ChildProcess | undefined;
+  constructor(graceMs: number) {
+    try {
+      this.child = spawn(process.execPath, [reaperPath, String(graceMs)], {
+        stdio: ['pipe', 'ignore', 'ignore'],
+        detached: true,
+      });
+      this.child.on('error', () => (this.child = undefined));
+      this.child.stdin?.on('error', () => undefined);
+      this.child.unref();
+      (this.child.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+    } catch {
+      this.child = undefined;
+    }
+  }
+  private send(line: string): void {
+    if (this.child?.stdin?.writable) this.child.stdin.write(line + '\n');
+  }
+  watch(pid: number | undefined): void {
+    if (pid) this.send(`+${pid}`);
+  }
+  unwatch(pid: number | undefined): void {
+    if (pid) this.send(`-${pid}`);
+  }
+  close(): void {
+    this.send('exit');
+    this.child?.stdin?.end();
+  }
+}
+
+const liveChildren = new Set<ChildProcess>();
+let exitHook = false;
+function track(c: ChildProcess): void {
+  liveChildren.add(c);
+  c.once('exit', () => liveChildren.delete(c));
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', () => {
+      for (const ch of liveChildren) {
+        try {
+          if (ch.pid) process.kill(-ch.pid, 'SIGKILL');
+        } catch {
+          ch.kill('SIGKILL');
+        }
+      }
+    });
+  }
+}
+
+class RoleProcess implements LocalProcess {
+  child: ChildProcess | undefined;
+  restarts = 0;
+  private tail: string[] = [];
+  private stopping = false;
+  private exitedOnce: Promise<void> = Promise.resolve();
+  onUnexpectedExit: ((p: RoleProcess, code: number | null, sig: NodeJS.Signals | null) => void) | undefined;
+
+  constructor(
+    readonly plan: ActorPlan,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly reaper: Reaper,
+    private readonly onOutput: ((id: string, line: string) => void) | undefined,
+    private readonly nodeArgs: (plan: ActorPlan) => string[],
+  ) {}
+
+  get role(): RoleName {
+    return this.plan.role;
+  }
+  get id(): string {
+    return this.plan.id;
+  }
+  get pid(): number {
+    return this.child?.pid ?? -1;
+  }
+  get running(): boolean {
+    return !!this.child && this.child.exitCode === null && this.child.signalCode === null;
+  }
+  output(): string {
+    return this.tail.join('\n');
+  }
+  kill(signal: NodeJS.Signals): void {
+    this.child?.kill(signal);
+  }
+
+  start(): void {
+    const args = this.nodeArgs(this.plan);
+    // Detached: its own process group, so a terminal Ctrl-C reaches only the parent, which then
+    // stops the cluster in order (workers before the shards they push to).
+    const c = spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+      env: { ...process.env, ...this.env, FRESHET_ACTOR_ID: this.plan.id },
+    });
+    this.child = c;
+    track(c);
+    this.reaper.watch(c.pid);
+    const onData = (b: Buffer) => {
+      for (const line of b.toString().split('\n')) {
+        if (!line) continue;
+        this.tail.push(line);
+        if (this.tail.length > 200) this.tail.shift();
+        this.onOutput?.(this.plan.id, line);
+      }
+    };
+    c.stdout?.on('data', onData);
+    c.stderr?.on('data', onData);
+    this.exitedOnce = new Promise((resolve) => {
+      c.once('exit', (code, sig) => {
+        this.reaper.unwatch(c.pid);
+        resolve();
+        if (!this.stopping) this.onUnexpectedExit?.(this, code, sig);
+      });
+    });
+    c.once('error', (e) => this.tail.push(`spawn error: ${e.message}`));
+  }
+
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    const c = this.child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    c.kill('SIGTERM');
+    const t = setTimeout(() => {
+      try {
+        if (c.pid) process.kill(-c.pid, 'SIGKILL');
+      } catch {
+        c.kill('SIGKILL');
+      }
+    }, graceMs);
+    await this.exitedOnce;
+    clearTimeout(t);
+  }
+}
+
+/**
+ * Starts a cluster on this machine: embedded nats-server(s) (unless the config names external
+ * ones) and one child process per planned actor (`node <cli>/main.js <role> --options-json ...`).
+ * Resolves once every actor reports through the service API; rejects (after stopping what it
+ * started) when an actor exits or does not come up in time. No process outlives the parent:
+ * stop(), the signal, an exit hook and, for a SIGKILLed parent, a reaper process see to it.
+ */
+export async function startLocalCluster(
+  config: ClusterConfig,
+  opts: LocalClusterOptions = {},
+): Promise<LocalCluster> {
+  const log = opts.log ?? silentLog;
+  const graceMs = opts.stopGraceMs ?? 10_000;
+  const reaper = new Reaper(graceMs);
+  let nats: NatsClusterHandle | NatsServerHandle | undefined;
+  let natsServers: NatsServerHandle[] = [];
+  let nc: NatsConnection | undefined;
+  const procs: RoleProcess[] = [];
+  let stopPromise: Promise<void> | undefined;
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((r) => (resolveStopped = r));
+
+  const stop = (): Promise<void> => {
+    stopPromise ??= (async () => {
+      log.info({ cluster: config.cluster }, 'stopping local cluster');
+      // Producers of work first, then consumers of it, then the bus.
+      for (const role of ['worker', 'serving', 'shard'] as const) {
+        await Promise.all(procs.filter((p) => p.role === role).map((p) => p.stop(graceMs)));
+      }
+      await nc?.close().catch(() => undefined);
+      if (nats) await nats.stop();
+      reaper.close();
+      log.info({ cluster: config.cluster }, 'local cluster stopped');
+      resolveStopped();
+    })();
+    return stopPromise;
+  };
+
+  const onAbort = () => void stop();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+  try {
+    if (opts.signal?.aborted) throw new FreshetError('SHUTTING_DOWN', 'aborted before start');
+    await mkdir(config.dataDir, { recursive: true });
+    let urls: string[];
+    const n = config.nats;
+    if (n.embedded === 3) {
+      const c = await startNatsCluster(3, {
+        name: `freshet-${config.cluster}`,
+        host: n.host,
+        maxPayload: n.maxPayload,
+      });
+      nats = c;
+      natsServers = c.servers;
+      urls = c.urls;
+    } else if (n.embedded === 1) {
+      const s = await startNatsServer({ host: n.host, maxPayload: n.maxPayload });
+      nats = s;
+      natsServers = [s];
+      urls = [s.url];
+    } else {
+      urls = n.urls;
+    }
+    for (const s of natsServers) reaper.watch(s.pid);
+    log.info({ cluster: config.cluster, urls }, 'nats ready');
+    const connOpts = natsConnectionOptions(config, urls, { ...process.env, ...opts.env });
+    nc = await connectNats(connOpts, `freshet-up-${config.cluster}`);
+
+    const env: NodeJS.ProcessEnv = { ...opts.env };
+    const auth = config.nats.auth;
+    if (auth.passFile) env.FRESHET_NATS_PASS_FILE = auth.passFile;
+    if (auth.passEnv && connOpts.pass !== undefined) env.FRESHET_NATS_PASS = connOpts.pass;
+    if (auth.tokenEnv && connOpts.token !== undefined) env.FRESHET_NATS_TOKEN = connOpts.token;
+
+    const plans = planActors(config, urls);
+    let failure: Error | undefined;
+    let ready = false;
+    for (const plan of plans) {
+      const p = new RoleProcess(plan, env, reaper, opts.onOutput, opts.nodeArgs ?? roleNodeArgs);
+      p.onUnexpectedExit = (proc, code, sig) => {
+        const why = `${proc.id} exited (${code ?? sig})`;
+        if (!ready) {
+          failure ??= new FreshetError('UNAVAILABLE', `${why} during start:\n${proc.output().slice(-3000)}`);
+          return;
+        }
+        if (stopPromise || opts.restartOnExit === false) {
+          log.error({ actor: proc.id, code, signal: sig }, `${why}; not restarting`);
+          return;
+        }
+        proc.restarts++;
+        // Back off a little on repeated crashes so a broken config does not spin the CPU.
+        const delay = Math.min(5000, 200 * 2 ** Math.min(proc.restarts - 1, 5));
+        log.warn(
+          { actor: proc.id, code, signal: sig, restarts: proc.restarts, delayMs: delay },
+          `${why}; restarting`,
+        );
+        setTimeout(() => {
+          if (!stopPromise) proc.start();
+        }, delay).unref();
+      };
+      procs.push(p);
+    }
+    // Shards first: workers and serving nodes pull from them as they start.
+    for (const p of procs.filter((x) => x.role === 'shard')) p.start();
+    await waitActors(
+      nc,
+      config,
+      procs.filter((p) => p.role === 'shard'),
+      opts,
+      () => failure,
+    );
+    for (const p of procs.filter((x) => x.role !== 'shard')) p.start();
+    await waitActors(nc, config, procs, opts, () => failure);
+    ready = true;
+    log.info({ cluster: config.cluster, actors: procs.map((p) => p.id) }, 'local cluster ready');
+  } catch (e) {
+    await stop();
+    opts.signal?.removeEventListener('abort', onAbort);
+    throw e;
+  }
+  const conn = nc;
+  return {
+    cluster: config.cluster,
+    natsUrls: natsServers.length ? natsServers.map((s) => s.url) : config.nats.urls,
+    config,
+    processes: procs,
+    natsServers,
+    nc: conn,
+    actors: () => discoverActors(conn, { cluster: config.cluster }),
+    stop: async () => {
+      opts.signal?.removeEventListener('abort', onAbort);
+      await stop();
+    },
+    stopped,
+  };
+}
+
+/** True when the actor's reported state allows work (roles without a state field count as ready). */
+function isRunning(a: ActorStatus): boolean {
+  const s = str(a.status, 'state', 'status');
+  return s === undefined || s === 'running';
+}
+
+async function waitActors(
+  nc: NatsConnection,
+  config: ClusterConfig,
+  procs: RoleProcess[],
+  opts: LocalClusterOptions,
+  failed: () => Error | undefined,
+): Promise<void> {
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
+  const want = new Map<RoleName, number>();
+  for (const p of procs) want.set(p.role, (want.get(p.role) ?? 0) + 1);
+  for (;;) {
+    const f = failed();
+    if (f) throw f;
+    if (opts.signal?.aborted) throw new FreshetError('SHUTTING_DOWN', 'aborted while starting');
+    const actors = await discoverActors(nc, { cluster: config.cluster, maxWaitMs: 250 }).catch(() => []);
+    const have = new Map<RoleName, number>();
+    for (const a of actors) if (isRunning(a)) have.set(a.role, (have.get(a.role) ?? 0) + 1);
+    if ([...want].every(([r, n]) => (have.get(r) ?? 0) >= n)) return;
+    if (Date.now() > deadline) {
+      const missing = [...want].map(([r, n]) => `${r}: ${have.get(r) ?? 0}/${n}`).join(', ');
+      const tails = procs
+        .map(
+          (p) =>
+            `--- ${p.id} (pid ${p.pid}, ${p.running ? 'running' : 'exited'})\n${p.output().slice(-1500)}`,
+        )
+        .join('\n');
+      throw new FreshetError(
+        'TIMEOUT',
+        `actors not ready after ${opts.readyTimeoutMs ?? 60_000} ms (${missing} running). ` +
+          `Check the role processes' output below, or raise readyTimeoutMs.\n${tails}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
