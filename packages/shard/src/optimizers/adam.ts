@@ -1,0 +1,117 @@
+import { META_WORDS, type RowStore } from '../row-store.js';
+import { clipScale, type RowUpdate } from './row-grad.js';
+
+/** Adam hyper-parameters of one table. */
+export interface AdamHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+}
+
+/** Adam keeps m and v per coordinate. */
+export const adamStateDim = (dim: number) => 2 * dim;
+
+const POW_TABLE = 4096;
+
+/**
+ * β^t for t < 4096 precomputed once per table: lazy bias correction needs two powers per row
+ * update, and Math.pow costs more than the 16-wide update itself.
+ */
+export class AdamBias {
+  private readonly p1 = new Float64Array(POW_TABLE);
+  private readonly p2 = new Float64Array(POW_TABLE);
+  constructor(
+    readonly beta1: number,
+    readonly beta2: number,
+  ) {
+    let a = 1;
+    let b = 1;
+    for (let t = 0; t < POW_TABLE; t++) {
+      this.p1[t] = a;
+      this.p2[t] = b;
+      a *= beta1;
+      b *= beta2;
+    }
+  }
+  /** 1 − β1^t */
+  bc1(t: number): number {
+    return 1 - (t < POW_TABLE ? this.p1[t]! : Math.pow(this.beta1, t));
+  }
+  /** 1 − β2^t */
+  bc2(t: number): number {
+    return 1 - (t < POW_TABLE ? this.p2[t]! : Math.pow(this.beta2, t));
+  }
+}
+
+/**
+ * Sparse Adam with lazy per-row bias correction: a row's bias correction uses its own step
+ * count (how often it was updated), not the table's, so rarely seen features are not
+ * under-corrected. Same arithmetic as torch.optim.SparseAdam / Adam per coordinate:
+ *   m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  w ← w − lr/bc1 · m / (√v/√bc2 + ε)
+ *
+ * `rows[i]` is the row id of gradient row i (−1: skip, e.g. not admitted).
+ */
+export function adamRows(
+  store: RowStore,
+  rows: Int32Array,
+  n: number,
+  g: Float32Array,
+  h: AdamHyper,
+  bias: AdamBias,
+  u: RowUpdate,
+): number {
+  const dim = store.dim;
+  const b1 = h.beta1;
+  const b2 = h.beta2;
+  const c1 = 1 - b1;
+  const c2 = 1 - b2;
+  const lr = h.lr * u.lrScale;
+  const eps = h.eps;
+  const l2 = u.l2;
+  const clip = u.clipNorm;
+  const shift = store.chunkShift;
+  const cmask = store.chunkMask;
+  const stride = store.stride;
+  const fs = store.f;
+  const us = store.u;
+  let applied = 0;
+  let touch = 0;
+  for (let i = 0; i < n; i++) {
+    const r = rows[i]!;
+    // Touch a row a few iterations ahead: its cache misses overlap this row's arithmetic
+    // (JavaScript has no prefetch instruction; an early independent load is the next best).
+    const ahead = i + 4 < n ? rows[i + 4]! : -1;
+    if (ahead >= 0) {
+      const fa = fs[ahead >>> shift]!;
+      const oa = (ahead & cmask) * stride;
+      touch += fa[oa + 20]! + fa[oa + 36]! + fa[oa + 51]!;
+    }
+    if (r < 0) continue;
+    const c = r >>> shift;
+    const f = fs[c]!;
+    const uw = us[c]!;
+    const base = (r & cmask) * stride;
+    const t = (uw[base + 2] = (uw[base + 2]! + 1) >>> 0);
+    const o = base + META_WORDS;
+    const step = lr / bias.bc1(t);
+    const sbc2 = 1 / Math.sqrt(bias.bc2(t));
+    const go = i * dim;
+    const cs = clip > 0 ? clipScale(g, go, dim, clip) : 1;
+    const mo = o + dim;
+    const vo = o + 2 * dim;
+    for (let k = 0; k < dim; k++) {
+      const w = f[o + k]!;
+      const gk = g[go + k]! * cs + l2 * w;
+      const m = b1 * f[mo + k]! + c1 * gk;
+      const v = b2 * f[vo + k]! + c2 * gk * gk;
+      f[mo + k] = m;
+      f[vo + k] = v;
+      f[o + k] = w - (step * m) / (Math.sqrt(v) * sbc2 + eps);
+    }
+    applied++;
+  }
+  // Keeps the look-ahead loads observable so the compiler cannot drop them.
+  if (touch === -Infinity) applied--;
+  return applied;
+}

@@ -1,0 +1,71 @@
+import type { RowStore } from '../row-store.js';
+import { clipScale, type RowUpdate } from './row-grad.js';
+
+export interface FtrlHyper {
+  alpha: number;
+  beta: number;
+  l1: number;
+  l2: number;
+}
+
+/** FTRL-Proximal keeps z and n per coordinate. */
+export const ftrlStateDim = (dim: number) => 2 * dim;
+
+/**
+ * Sets z so that the closed-form weight equals the row's initial value (n = 0): a row created
+ * with a non-zero init keeps it instead of snapping to 0 at its first update.
+ */
+export function ftrlInitRow(f: Float32Array, o: number, dim: number, h: FtrlHyper): void {
+  const c = h.beta / h.alpha + h.l2;
+  for (let k = 0; k < dim; k++) {
+    const w = f[o + k]!;
+    f[o + dim + k] = w === 0 ? 0 : -w * c - Math.sign(w) * h.l1;
+    f[o + 2 * dim + k] = 0;
+  }
+}
+
+/**
+ * FTRL-Proximal (McMahan et al. 2013), per coordinate:
+ *   σ = (√(n+g²) − √n)/α;  z ← z + g − σ·w;  n ← n + g²;
+ *   w = 0 if |z| ≤ l1, else −(z − sgn(z)·l1) / ((β + √n)/α + l2)
+ * Weights are materialised after each update so pulls and deltas read w directly.
+ * The staleness `scale` policy scales the gradient (FTRL has no single learning rate).
+ */
+export function ftrlRows(
+  store: RowStore,
+  rows: Int32Array,
+  n: number,
+  g: Float32Array,
+  h: FtrlHyper,
+  u: RowUpdate,
+): number {
+  const dim = store.dim;
+  const { alpha, beta, l1 } = h;
+  const l2f = h.l2;
+  const l2 = u.l2;
+  let applied = 0;
+  for (let i = 0; i < n; i++) {
+    const r = rows[i]!;
+    if (r < 0) continue;
+    const f = store.chunkF(r);
+    const o = store.valueOffset(r);
+    store.bumpStep(r);
+    const go = i * dim;
+    const cs = clipScale(g, go, dim, u.clipNorm) * u.lrScale;
+    const zo = o + dim;
+    const no = o + 2 * dim;
+    for (let k = 0; k < dim; k++) {
+      const w = f[o + k]!;
+      const gk = g[go + k]! * cs + l2 * w;
+      const nOld = f[no + k]!;
+      const nNew = nOld + gk * gk;
+      const sigma = (Math.sqrt(nNew) - Math.sqrt(nOld)) / alpha;
+      const z = f[zo + k]! + gk - sigma * w;
+      f[zo + k] = z;
+      f[no + k] = nNew;
+      f[o + k] = Math.abs(z) <= l1 ? 0 : -(z - Math.sign(z) * l1) / ((beta + Math.sqrt(nNew)) / alpha + l2f);
+    }
+    applied++;
+  }
+  return applied;
+}

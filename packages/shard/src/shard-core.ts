@@ -1,0 +1,333 @@
+import {
+  FreshetError,
+  shardOfDense,
+  shardOfKey,
+  type DeltaTable,
+  type ErrorCode,
+  type ModelSpec,
+  type PullReply,
+  type PullRequest,
+  type PushRequest,
+  type SnapshotPage,
+  type SnapshotRequest,
+} from '@freshet/protocol';
+import { ParamTable } from './param-table.js';
+import { tickOf } from './row-store.js';
+import { DcBackups, stalenessScale, TauHistogram } from './staleness.js';
+
+/** Limits and knobs of the in-memory shard state (no I/O). */
+export interface ShardCoreOptions {
+  spec: ModelSpec;
+  shard: number;
+  shards: number;
+  /** Reject keys routed to another shard with NOT_OWNER. */
+  checkOwnership: boolean;
+  maxPushRows: number;
+  maxPullKeys: number;
+  sketchWidth: number;
+  /** Push ids remembered for idempotent retries. */
+  recentPushIds: number;
+  chunkRows?: number;
+  dcMaxWorkers: number;
+  dcMaxRowsPerWorker: number;
+}
+
+/** How a push was applied (kept in the log so a replay applies it identically). */
+export interface ApplyResult {
+  version: number;
+  tau: number;
+  applied: number;
+  /** True when a `dc` table's gradients were compensated: the log keeps the compensated push. */
+  dcApplied: boolean;
+  /** The push as applied (compensated gradients where `dcApplied`). */
+  effective: PushRequest;
+}
+
+export interface ReplayInfo {
+  tau: number;
+  dcApplied: boolean;
+}
+
+const finiteAll = (a: Float32Array): boolean => {
+  // x − x is 0 for finite x and NaN for NaN and ±Infinity.
+  let acc = 0;
+  for (let i = 0; i < a.length; i++) acc += a[i]! - a[i]!;
+  return acc === 0;
+};
+
+/**
+ * The parameter state of one shard and every rule for changing it: validation, staleness,
+ * admission, optimizers, eviction, idempotency, delta bookkeeping. No I/O: the shard actor adds
+ * NATS, the log and checkpoints; benchmarks and unit tests drive it directly.
+ */
+export class ShardCore {
+  readonly tables: ParamTable[];
+  /** Pushes applied; every pull reply carries it, every push echoes it as `base`. */
+  version = 0;
+  readonly tau = new TauHistogram();
+  readonly rejects = new Map<ErrorCode, number>();
+  readonly dc: DcBackups;
+  rowUpdates = 0;
+  pushes = 0;
+  duplicates = 0;
+  private readonly recent = new Map<string, number>();
+  private eventTs: number[] = [];
+  private scratch = new Int32Array(8192);
+
+  constructor(readonly o: ShardCoreOptions) {
+    this.tables = o.spec.tables.map((t, id) => {
+      const owned = t.kind === 'dense' ? shardOfDense(t.name, o.shards) === o.shard : true;
+      return new ParamTable(id, t, owned, o.sketchWidth, o.chunkRows);
+    });
+    this.dc = new DcBackups(o.dcMaxWorkers, 4, o.dcMaxRowsPerWorker);
+    const tick = tickOf(Date.now());
+    for (const t of this.tables) if (t.dense && t.owned) t.create(0, 0, tick);
+  }
+
+  /** Counts a rejected request by code (the endpoint reports every error reply here). */
+  countReject(code: ErrorCode): void {
+    this.rejects.set(code, (this.rejects.get(code) ?? 0) + 1);
+  }
+
+  /** The version a push id was applied at, when it is a remembered retry. */
+  appliedVersion(id: string): number | undefined {
+    return this.recent.get(id);
+  }
+
+  private table(t: number): ParamTable {
+    const tab = this.tables[t];
+    if (!tab) throw new FreshetError('UNKNOWN_TABLE', `table ${t} not in model "${this.o.spec.name}"`);
+    return tab;
+  }
+
+  private checkKeys(tab: ParamTable, keys: Uint32Array): void {
+    if (tab.dense) {
+      if (!tab.owned) {
+        throw new FreshetError('NOT_OWNER', `dense table ${tab.spec.name} lives on another shard`);
+      }
+      if (keys.length !== 2) {
+        throw new FreshetError(
+          'WRONG_LENGTH',
+          `dense table ${tab.spec.name}: ${keys.length / 2} keys, expected 1`,
+        );
+      }
+      if (keys[0] !== 0 || keys[1] !== 0) {
+        throw new FreshetError('BAD_REQUEST', `dense table ${tab.spec.name}: key must be (0, 0)`);
+      }
+      return;
+    }
+    if (!this.o.checkOwnership || this.o.shards === 1) return;
+    const { shard, shards } = this.o;
+    for (let i = 0; i < keys.length; i += 2) {
+      if (shardOfKey(tab.id, keys[i]!, keys[i + 1]!, shards) !== shard) {
+        throw new FreshetError('NOT_OWNER', `key ${i / 2} of table ${tab.id} belongs to another shard`);
+      }
+    }
+  }
+
+  /**
+   * Checks a whole push before anything of it is applied: tables, dims, keys, sizes, finiteness
+   * and the `reject` staleness bound. Throws the first violation's FreshetError.
+   */
+  validatePush(req: PushRequest, tau = this.tauOf(req.base)): void {
+    let rows = 0;
+    for (const p of req.tables) rows += p.keys.length / 2;
+    if (rows > this.o.maxPushRows) {
+      throw new FreshetError('OVERSIZE', `push of ${rows} rows > limit ${this.o.maxPushRows}`);
+    }
+    for (const p of req.tables) {
+      const tab = this.table(p.t);
+      if (p.dim !== tab.dim) {
+        throw new FreshetError('WRONG_LENGTH', `table ${p.t}: dim ${p.dim}, expected ${tab.dim}`);
+      }
+      const n = p.keys.length / 2;
+      if (p.grads.length !== n * tab.dim || p.counts.length !== n) {
+        throw new FreshetError('WRONG_LENGTH', `table ${p.t}: arrays disagree with ${n} keys`);
+      }
+      this.checkKeys(tab, p.keys);
+      if (!finiteAll(p.grads)) throw new FreshetError('NON_FINITE', `table ${p.t}: non-finite gradient`);
+      stalenessScale(tab.spec.staleness, tau);
+    }
+  }
+
+  tauOf(base: number): number {
+    return Math.max(0, this.version - base);
+  }
+
+  /**
+   * Validates and applies a push atomically (all of it or nothing), or replays one from the log
+   * with the τ recorded when it was first applied. Returns what to log and reply.
+   */
+  applyPush(req: PushRequest, ts: number, replay?: ReplayInfo): ApplyResult {
+    const tau = replay ? replay.tau : this.tauOf(req.base);
+    if (!replay) this.validatePush(req, tau);
+    const tick = tickOf(ts);
+    let applied = 0;
+    let dcApplied = replay?.dcApplied ?? false;
+    let effective = req;
+    const tables = req.tables.map((p) => {
+      const tab = this.tables[p.t]!;
+      const st = tab.spec.staleness;
+      if (!replay && st.policy === 'dc' && tau > 0) {
+        const grads = this.dc.compensate(
+          req.worker,
+          req.base,
+          p.t,
+          p.dim,
+          p.keys,
+          p.grads,
+          st.lambda,
+          (i, out, at) => tab.readOne(p.keys[2 * i]!, p.keys[2 * i + 1]!, out, at),
+        );
+        dcApplied = true;
+        return { ...p, grads };
+      }
+      return p;
+    });
+    if (dcApplied && !replay) effective = { ...req, tables };
+    for (const p of tables) {
+      const tab = this.tables[p.t]!;
+      const n = p.keys.length / 2;
+      if (this.scratch.length < n) this.scratch = new Int32Array(n * 2);
+      tab.resolveForPush(p.keys, p.counts, tick, this.scratch);
+      const lrScale = replay ? this.replayScale(tab, tau) : stalenessScale(tab.spec.staleness, tau);
+      applied += tab.update(this.scratch, n, p.grads, lrScale);
+    }
+    this.version++;
+    this.pushes++;
+    this.rowUpdates += applied;
+    this.tau.record(tau);
+    this.remember(req.id, this.version);
+    if (req.eventTs !== undefined && this.eventTs.length < 1024) this.eventTs.push(req.eventTs);
+    return { version: this.version, tau, applied, dcApplied, effective };
+  }
+
+  /** Replays use the logged τ; `reject` never throws on replay (the push was accepted once). */
+  private replayScale(tab: ParamTable, tau: number): number {
+    return tab.spec.staleness.policy === 'scale' ? 1 / (1 + tau) : 1;
+  }
+
+  private remember(id: string, version: number): void {
+    this.recent.set(id, version);
+    if (this.recent.size > this.o.recentPushIds) {
+      const first = this.recent.keys().next().value;
+      if (first !== undefined) this.recent.delete(first);
+    }
+  }
+
+  /** Recent push ids, oldest first (for checkpoints). */
+  recentIds(): [string, number][] {
+    return [...this.recent];
+  }
+  restoreRecent(ids: [string, number][]): void {
+    for (const [id, v] of ids) this.remember(id, v);
+  }
+
+  /** Reads rows for a pull; missing rows read as their deterministic initial values. */
+  pull(req: PullRequest): PullReply {
+    let keys = 0;
+    for (const t of req.tables) keys += t.keys.length / 2;
+    if (keys > this.o.maxPullKeys)
+      throw new FreshetError('OVERSIZE', `pull of ${keys} keys > ${this.o.maxPullKeys}`);
+    for (const t of req.tables) this.checkKeys(this.table(t.t), t.keys);
+    const version = this.version;
+    return {
+      version,
+      tables: req.tables.map((t) => {
+        const tab = this.tables[t.t]!;
+        const values = new Float32Array((t.keys.length / 2) * tab.dim);
+        tab.read(t.keys, values);
+        if (tab.spec.staleness.policy === 'dc' && req.worker) {
+          this.dc.remember(req.worker, version, t.t, tab.dim, t.keys, values);
+        }
+        return { t: t.t, dim: tab.dim, values };
+      }),
+    };
+  }
+
+  /** One page of a table, in row order from `cursor` (a row id). */
+  snapshot(req: SnapshotRequest, seq: number): SnapshotPage {
+    const tab = this.table(req.t);
+    const s = tab.store;
+    const dim = tab.dim;
+    const keys = new Uint32Array(req.limit * 2);
+    const values = new Float32Array(req.limit * dim);
+    let n = 0;
+    let r = req.cursor;
+    for (; r < s.end && n < req.limit; r++) {
+      if (!s.isLive(r)) continue;
+      keys[2 * n] = s.keyLo(r);
+      keys[2 * n + 1] = s.keyHi(r);
+      const o = s.valueOffset(r);
+      values.set(s.chunkF(r).subarray(o, o + dim), n * dim);
+      n++;
+    }
+    return {
+      t: req.t,
+      dim,
+      version: this.version,
+      seq,
+      next: r < s.end ? r : null,
+      keys: keys.slice(0, 2 * n),
+      values: values.slice(0, n * dim),
+    };
+  }
+
+  /** Keys of rows past their ttl, scanning at most `budget` rows per table (not yet removed). */
+  expired(nowMs: number, budget: number): { t: number; keys: Uint32Array }[] {
+    const tick = tickOf(nowMs);
+    const out: { t: number; keys: Uint32Array }[] = [];
+    for (const tab of this.tables) {
+      const keys = tab.expired(tick, budget);
+      if (keys.length > 0) out.push({ t: tab.id, keys });
+    }
+    return out;
+  }
+
+  /** Removes rows (eviction, or its replay); their tombstones go out with the next delta. */
+  evict(t: number, keys: Uint32Array): number {
+    return this.table(t).removeKeys(keys);
+  }
+
+  get evictions(): number {
+    let n = 0;
+    for (const t of this.tables) n += t.evicted;
+    return n;
+  }
+
+  /** True when a delta has something to say. */
+  hasChanges(): boolean {
+    return this.tables.some((t) => t.pendingDirty > 0 || t.pendingDead > 0) || this.eventTs.length > 0;
+  }
+
+  /** Changed rows and tombstones, at most about `maxBytes` of values; the rest stays pending. */
+  takeDelta(maxBytes: number): { tables: DeltaTable[]; eventTs: number[] } {
+    const tables: DeltaTable[] = [];
+    let budget = maxBytes;
+    for (const tab of this.tables) {
+      if (tab.pendingDirty === 0 && tab.pendingDead === 0) continue;
+      const rowBytes = tab.dim * 4 + 8;
+      const maxRows = Math.max(tables.length === 0 ? 1 : 0, Math.floor(budget / rowBytes));
+      if (maxRows === 0 && tab.pendingDead === 0) break;
+      const c = tab.takeChanges(maxRows);
+      budget -= (c.keys.length / 2) * rowBytes + c.deadKeys.length * 4;
+      if (c.keys.length > 0 || c.deadKeys.length > 0) tables.push({ t: tab.id, dim: tab.dim, ...c });
+      if (budget <= 0) break;
+    }
+    const eventTs = this.eventTs;
+    this.eventTs = [];
+    return { tables, eventTs };
+  }
+
+  /** Bytes held by tables (slabs, indexes, sketches, delta bookkeeping) and DC backups. */
+  get bytes(): number {
+    let b = this.dc.bytes;
+    for (const t of this.tables) b += t.bytes;
+    return b;
+  }
+  get rows(): number {
+    let n = 0;
+    for (const t of this.tables) n += t.store.size;
+    return n;
+  }
+}

@@ -1,0 +1,302 @@
+import { FreshetError, type StalenessSpec } from '@freshet/protocol';
+
+/**
+ * Staleness τ of a push = shard versions applied between the pull its gradient was computed on
+ * (`base`) and now. Policies per table:
+ *  - none:   apply as is.
+ *  - reject: τ > bound → the whole push is rejected with STALE (the worker re-pulls).
+ *  - scale:  learning rate × 1/(1+τ) (Zhang et al., IJCAI'16).
+ *  - dc:     DC-ASGD, g + λ·g⊙g⊙(w − w_base), with w_base the values this worker pulled,
+ *            kept per worker by {@link DcBackups}.
+ *  - ssp:    applied as is; the bound is enforced at pull time by {@link SspGate}.
+ */
+
+/** τ histogram: exact buckets for 0..127, then one bucket per power of two. */
+export class TauHistogram {
+  private readonly exact = new Float64Array(128);
+  private readonly log = new Float64Array(33);
+  private n = 0;
+  private maxSeen = 0;
+
+  record(tau: number): void {
+    this.n++;
+    if (tau > this.maxSeen) this.maxSeen = tau;
+    if (tau < 128) this.exact[tau]!++;
+    else this.log[Math.min(32, Math.floor(Math.log2(tau)))]!++;
+  }
+  get count(): number {
+    return this.n;
+  }
+  get max(): number {
+    return this.maxSeen;
+  }
+  /** The q-quantile (0..1); log buckets report their lower bound. */
+  quantile(q: number): number {
+    if (this.n === 0) return 0;
+    const want = Math.max(1, Math.ceil(q * this.n));
+    let acc = 0;
+    for (let t = 0; t < 128; t++) {
+      acc += this.exact[t]!;
+      if (acc >= want) return t;
+    }
+    for (let b = 7; b < 33; b++) {
+      acc += this.log[b]!;
+      if (acc >= want) return 2 ** b;
+    }
+    return this.maxSeen;
+  }
+}
+
+/** The learning-rate multiplier and whether a push may be applied, for one table. */
+export function stalenessScale(spec: StalenessSpec, tau: number): number {
+  switch (spec.policy) {
+    case 'reject':
+      if (tau > spec.bound) {
+        throw new FreshetError('STALE', `staleness ${tau} > bound ${spec.bound}; pull again`);
+      }
+      return 1;
+    case 'scale':
+      return 1 / (1 + tau);
+    default:
+      return 1;
+  }
+}
+
+interface Backup {
+  version: number;
+  table: number;
+  dim: number;
+  keys: Uint32Array;
+  values: Float32Array;
+  /** Open-addressing index over keys: slot → i + 1. */
+  index: Int32Array;
+}
+
+function slotOf(lo: number, hi: number, mask: number): number {
+  let h = (lo ^ Math.imul(hi, 0x9e3779b1)) >>> 0;
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x2c1b3c6d);
+  h ^= h >>> 12;
+  return h & mask;
+}
+
+/**
+ * What DC-ASGD needs to be honest: the weights each worker's gradient was computed on. On a pull
+ * from a named worker for a `dc` table, the shard keeps a copy of the values it returned (the
+ * last `perWorker` pulls of each of at most `maxWorkers` workers, at most `maxRows` rows each).
+ * A push whose (worker, base, table) matches a backup is compensated row by row; rows without a
+ * backup (evicted backup, a pull by another process) get the plain gradient and are counted.
+ */
+export class DcBackups {
+  private readonly byWorker = new Map<string, Backup[]>();
+  /** Rows pushed under `dc` with no backup to compensate against. */
+  uncompensated = 0;
+  compensated = 0;
+
+  constructor(
+    private readonly maxWorkers = 64,
+    private readonly perWorker = 4,
+    private readonly maxRows = 1 << 18,
+  ) {}
+
+  get bytes(): number {
+    let b = 0;
+    for (const list of this.byWorker.values())
+      for (const x of list) b += x.keys.byteLength + x.values.byteLength + x.index.byteLength;
+    return b;
+  }
+
+  remember(
+    worker: string,
+    version: number,
+    table: number,
+    dim: number,
+    keys: Uint32Array,
+    values: Float32Array,
+  ): void {
+    const n = keys.length / 2;
+    if (n === 0 || n > this.maxRows) return;
+    let size = 16;
+    while (size < n * 2) size *= 2;
+    const index = new Int32Array(size);
+    const mask = size - 1;
+    for (let i = 0; i < n; i++) {
+      let s = slotOf(keys[2 * i]!, keys[2 * i + 1]!, mask);
+      while (index[s] !== 0) s = (s + 1) & mask;
+      index[s] = i + 1;
+    }
+    let list = this.byWorker.get(worker);
+    if (!list) {
+      if (this.byWorker.size >= this.maxWorkers) {
+        const oldest = this.byWorker.keys().next().value;
+        if (oldest !== undefined) this.byWorker.delete(oldest);
+      }
+      list = [];
+      this.byWorker.set(worker, list);
+    }
+    list.push({ version, table, dim, keys: keys.slice(), values: values.slice(), index });
+    if (list.length > this.perWorker) list.shift();
+  }
+
+  /**
+   * Returns g + λ·g⊙g⊙(w − w_base) as a new array (the input may be a view of a request).
+   * `current(i, out, at)` writes row i's current weights into out at `at`, or returns false
+   * when the row does not exist (its gradient is then left as is).
+   */
+  compensate(
+    worker: string,
+    base: number,
+    table: number,
+    dim: number,
+    keys: Uint32Array,
+    grads: Float32Array,
+    lambda: number,
+    current: (i: number, out: Float32Array, at: number) => boolean,
+  ): Float32Array {
+    const out = grads.slice();
+    const n = keys.length / 2;
+    const b = this.byWorker
+      .get(worker)
+      ?.find((x) => x.version === base && x.table === table && x.dim === dim);
+    if (!b) {
+      this.uncompensated += n;
+      return out;
+    }
+    const mask = b.index.length - 1;
+    const w = new Float32Array(dim);
+    for (let i = 0; i < n; i++) {
+      const lo = keys[2 * i]!;
+      const hi = keys[2 * i + 1]!;
+      let s = slotOf(lo, hi, mask);
+      let j = -1;
+      for (;;) {
+        const e = b.index[s]!;
+        if (e === 0) break;
+        if (b.keys[2 * (e - 1)] === lo && b.keys[2 * (e - 1) + 1] === hi) {
+          j = e - 1;
+          break;
+        }
+        s = (s + 1) & mask;
+      }
+      if (j < 0 || !current(i, w, 0)) {
+        this.uncompensated++;
+        continue;
+      }
+      for (let k = 0; k < dim; k++) {
+        const g = out[i * dim + k]!;
+        out[i * dim + k] = g + lambda * g * g * (w[k]! - b.values[j * dim + k]!);
+      }
+      this.compensated++;
+    }
+    return out;
+  }
+}
+
+interface Waiter {
+  worker: string;
+  clock: number;
+  bound: number;
+  resolve: () => void;
+  reject: (e: FreshetError) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * Stale Synchronous Parallel at the shard (Ho et al. 2013): a pull from a worker at clock c
+ * waits while c − (slowest live worker's clock) > bound. Clocks arrive with pulls, pushes and
+ * worker clock heartbeats; a worker unseen for `liveMs` no longer holds others back. A wait
+ * longer than `timeoutMs` fails with TIMEOUT (retryable); waiters are bounded.
+ */
+export class SspGate {
+  private readonly clocks = new Map<string, { clock: number; seen: number }>();
+  private readonly waiters = new Set<Waiter>();
+  waits = 0;
+  timeouts = 0;
+
+  constructor(
+    private readonly liveMs: number,
+    private readonly timeoutMs: number,
+    private readonly maxWaiters = 1024,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Records a worker's clock (monotonic per worker) and wakes pulls that may go now. */
+  observe(worker: string, clock: number): void {
+    const prev = this.clocks.get(worker);
+    this.clocks.set(worker, { clock: Math.max(prev?.clock ?? 0, clock), seen: this.now() });
+    if (this.waiters.size > 0) this.wake();
+  }
+
+  /** The slowest live worker's clock (Infinity when none). */
+  slowest(): number {
+    const now = this.now();
+    let min = Infinity;
+    for (const [w, c] of this.clocks) {
+      if (now - c.seen > this.liveMs) {
+        this.clocks.delete(w);
+        continue;
+      }
+      if (c.clock < min) min = c.clock;
+    }
+    return min;
+  }
+
+  private mayGo(clock: number, bound: number): boolean {
+    return clock - this.slowest() <= bound;
+  }
+
+  private wake(): void {
+    for (const w of this.waiters) {
+      if (this.mayGo(w.clock, w.bound)) {
+        clearTimeout(w.timer);
+        this.waiters.delete(w);
+        w.resolve();
+      }
+    }
+  }
+
+  /** Resolves when a worker at `clock` may read under `bound`; undefined when it may already. */
+  admit(worker: string, clock: number, bound: number): Promise<void> | undefined {
+    this.observe(worker, clock);
+    if (this.mayGo(clock, bound)) return undefined;
+    if (this.waiters.size >= this.maxWaiters) {
+      throw new FreshetError('OVERLOADED', `${this.waiters.size} pulls already waiting for slower workers`);
+    }
+    this.waits++;
+    return new Promise<void>((resolve, reject) => {
+      const w: Waiter = {
+        worker,
+        clock,
+        bound,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters.delete(w);
+          this.timeouts++;
+          reject(
+            new FreshetError(
+              'TIMEOUT',
+              `worker ${worker} at clock ${clock} waited ${this.timeoutMs} ms for slower workers (bound ${bound})`,
+            ),
+          );
+        }, this.timeoutMs),
+      };
+      this.waiters.add(w);
+      // A slow worker may just have expired: re-check on a timer tick as well.
+      setTimeout(() => this.wake(), Math.min(this.liveMs, this.timeoutMs) + 1).unref();
+    });
+  }
+
+  /** Fails every waiting pull (shutdown). */
+  close(): void {
+    for (const w of this.waiters) {
+      clearTimeout(w.timer);
+      w.reject(new FreshetError('SHUTTING_DOWN', 'shard stopping'));
+    }
+    this.waiters.clear();
+  }
+
+  get waiting(): number {
+    return this.waiters.size;
+  }
+}
