@@ -1,2 +1,57 @@
-// Filled in by the worker work in progress; see the package README when it lands.
-export {};
+export {
+  Worker,
+  startWorker,
+  type WorkerState,
+  type WorkerStatus,
+  type WorkerCounters,
+  type WorkerDeps,
+} from './worker.js';
+export {
+  workerOptionsSchema,
+  lrScheduleSchema,
+  compileWorkerOptions,
+  type WorkerOptions,
+  type WorkerOptionsInput,
+  type LrScheduleOptions,
+} from './worker-options.js';
+export { ComputePool, type ComputePoolOptions } from './compute-pool.js';
+export {
+  ShardClient,
+  allFinite,
+  type ShardClientOptions,
+  type BatchKeys,
+  type RoutePlan,
+  type PulledRows,
+  type PushOutcome,
+  type PushMeta,
+  type OnRetry,
+} from './shard-client.js';
+export {
+  PartitionLeases,
+  desiredOwner,
+  type PartitionLeaseOptions,
+  type PartitionLeaseHooks,
+} from './partition-leases.js';
+export {
+  ProgressiveMetrics,
+  exactAuc,
+  histogramAuc,
+  logloss,
+  type ProgressiveSnapshot,
+} from './progressive.js';
+export { LrSchedule } from './lr-schedule.js';
+export {
+  Joiner,
+  fakeNegativeWeight,
+  type JoinedExample,
+  type ExampleSource,
+  type JoinerDropReason,
+  type JoinerCounters,
+  type JoinerSnapshot,
+} from './joiner.js';
+export {
+  joinerOptionsSchema,
+  compileJoinerOptions,
+  type JoinerOptions,
+  type JoinerOptionsInput,
+} from './joiner-options.js';

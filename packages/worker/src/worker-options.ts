@@ -1,0 +1,123 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { natsOptionsSchema } from '@freshet/nats';
+import { assertClusterName, FreshetError } from '@freshet/protocol';
+
+const ms = z.number().int().min(1);
+
+/** Learning-rate schedule: a per-push multiplier on every table's lr, applied by the shards. */
+export const lrScheduleSchema = z
+  .object({
+    /** `inverse-sqrt`: 1/√(1 + seen/halfLife·3); `exponential`: 0.5^(seen/halfLife); `constant`: 1. */
+    decay: z.enum(['constant', 'inverse-sqrt', 'exponential']).default('constant'),
+    /** Examples after which the decay has halved the rate. */
+    halfLifeExamples: z.number().positive().default(5_000_000),
+    /** Lower the rate when the progressive loss stops improving. */
+    plateau: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Examples per loss window compared against the best window so far. */
+        windowExamples: z.number().int().min(1).default(20_000),
+        /** Windows without a relative improvement of `minImprovement` before lowering. */
+        patience: z.number().int().min(1).default(3),
+        minImprovement: z.number().min(0).default(0.002),
+        factor: z.number().gt(0).lt(1).default(0.5),
+        minScale: z.number().gt(0).max(1).default(0.05),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+export type LrScheduleOptions = z.infer<typeof lrScheduleSchema>;
+
+/** Options of one gradient worker process. */
+export const workerOptionsSchema = z.object({
+  cluster: z.string(),
+  /** Stable id of this worker (leases, push ids, service metadata). */
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,64}$/)
+    .optional(),
+  nats: natsOptionsSchema.prefault({}),
+  /** Model configuration, validated by @freshet/model's createModel. */
+  model: z.unknown(),
+  /** Parameter-server shards (routing modulus). */
+  shards: z.number().int().min(1).max(4096),
+  /** Feedback partitions of the stream; each has one durable consumer shared by lease. */
+  partitions: z.number().int().min(1).max(1024).default(8),
+  batch: z
+    .object({
+      size: z.number().int().min(1).max(65_536).default(256),
+      /** A partial batch is trained after this long rather than waiting for more events. */
+      maxWaitMs: ms.default(50),
+    })
+    .prefault({}),
+  compute: z
+    .object({
+      threads: z.number().int().min(1).max(64).default(2),
+      /** Tasks queued beyond the threads before OVERLOADED. */
+      maxQueue: z.number().int().min(0).default(8),
+    })
+    .prefault({}),
+  /** Batches between fetch and ack at once: pull of batch i+1 overlaps compute of batch i. */
+  maxInFlightBatches: z.number().int().min(1).max(64).default(2),
+  /** Examples buffered from the stream ahead of batching (bounded; fetching pauses when full). */
+  maxBufferedEvents: z.number().int().min(1).default(4096),
+  requestTimeoutMs: ms.default(5000),
+  retry: z
+    .object({
+      /** Attempts per shard request before the batch is handed back (nak) for redelivery. */
+      attempts: z.number().int().min(1).default(10),
+      baseMs: ms.default(50),
+      maxMs: ms.default(2000),
+      /** Re-pull + recompute rounds when a shard rejects a push as STALE. */
+      staleRounds: z.number().int().min(0).default(3),
+    })
+    .prefault({}),
+  /** Dense tables are reused from cache while their shard moved fewer versions than this (0: always pull). */
+  denseCacheMaxLag: z.number().int().min(0).default(0),
+  consumer: z
+    .object({
+      durablePrefix: z
+        .string()
+        .regex(/^[A-Za-z0-9_-]{1,48}$/)
+        .default('freshet-worker'),
+      ackWaitMs: ms.default(30_000),
+      maxAckPending: z.number().int().min(1).default(8192),
+      fetchExpiresMs: ms.default(500),
+      /** Delay before a handed-back batch is redelivered. */
+      nakDelayMs: z.number().int().min(0).default(500),
+    })
+    .prefault({}),
+  lease: z
+    .object({
+      heartbeatMs: ms.default(1000),
+      /** A lease not renewed for this long is free for another worker. */
+      ttlMs: ms.default(5000),
+    })
+    .prefault({}),
+  lr: lrScheduleSchema,
+  metrics: z.object({ window: z.number().int().min(10).default(10_000) }).prefault({}),
+});
+export type WorkerOptionsInput = z.input<typeof workerOptionsSchema>;
+export type WorkerOptions = z.infer<typeof workerOptionsSchema> & { id: string };
+
+/** Validates and compiles worker options once: defaults applied, id assigned, invariants checked. */
+export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
+  const r = workerOptionsSchema.safeParse(input);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new FreshetError('CONFIG', `worker options: ${i?.path.join('.') ?? ''} ${i?.message ?? 'invalid'}`);
+  }
+  const o = r.data;
+  assertClusterName(o.cluster);
+  if (o.lease.ttlMs <= o.lease.heartbeatMs * 2) {
+    throw new FreshetError('CONFIG', 'lease.ttlMs must exceed two heartbeats');
+  }
+  const id =
+    o.id ??
+    `w-${hostname()
+      .replace(/[^A-Za-z0-9_-]/g, '')
+      .slice(0, 24)}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  return { ...o, id };
+}
