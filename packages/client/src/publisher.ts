@@ -1,0 +1,207 @@
+import type { JetStreamClient, NatsConnection } from 'nats';
+import {
+  encodeEvent,
+  feedbackEventSchema,
+  FreshetError,
+  partitionOf,
+  subjects,
+  type FeedbackEventInput,
+  type Subjects,
+} from '@freshet/protocol';
+import { fromNatsError } from '@freshet/nats';
+import {
+  compilePublisherOptions,
+  type PublisherOptions,
+  type PublisherOptionsInput,
+} from './publisher-options.js';
+
+/** Actor states, as in every Freshet actor. */
+export type PublisherState = 'running' | 'draining' | 'stopped' | 'failed';
+
+/** Monotonic counters of a publisher. */
+export interface PublisherStats {
+  /** Accepted by `publish` (buffered). */
+  buffered: number;
+  /** Acked by JetStream as new messages. */
+  acked: number;
+  /** Acked as duplicates of an id already in the stream's dedupe window. */
+  duplicates: number;
+  retries: number;
+  /** Given up after maxRetries; reported to `onError`. */
+  failed: number;
+}
+
+interface Pending {
+  subject: string;
+  id: string;
+  data: Uint8Array;
+  attempts: number;
+}
+
+/**
+ * Publishes feedback events to the cluster's JetStream stream, routed by user to a partition.
+ *
+ * `publish` encodes and buffers an event and returns once it is buffered; a pump keeps up to
+ * `maxInFlight` publishes awaiting acks (their writes coalesce into few socket writes), so one
+ * slow ack never stalls the rest. The event id is the JetStream message id, so retries after a
+ * lost ack, and publishers that resend, are deduplicated by the server. Memory is bounded by
+ * `maxBuffered` + `maxInFlight` events. `flush()` resolves once everything buffered is acked.
+ */
+export class Publisher {
+  readonly options: PublisherOptions;
+  private readonly js: JetStreamClient;
+  private readonly s: Subjects;
+  private st: PublisherState = 'running';
+  private queue: Pending[] = [];
+  private head = 0;
+  private inFlight = 0;
+  private readonly spaceWaiters: (() => void)[] = [];
+  private idleWaiters: (() => void)[] = [];
+  private readonly counters: PublisherStats = { buffered: 0, acked: 0, duplicates: 0, retries: 0, failed: 0 };
+  private readonly onError: ((err: FreshetError, eventId: string) => void) | undefined;
+  private readonly signal: AbortSignal | undefined;
+
+  constructor(
+    nc: NatsConnection,
+    options: PublisherOptionsInput,
+    extra: { signal?: AbortSignal; onError?: (err: FreshetError, eventId: string) => void } = {},
+  ) {
+    this.options = compilePublisherOptions(options);
+    this.js = nc.jetstream({ timeout: this.options.ackTimeoutMs });
+    this.s = subjects(this.options.cluster);
+    this.onError = extra.onError;
+    this.signal = extra.signal;
+    extra.signal?.addEventListener('abort', () => void this.close().catch(() => undefined), { once: true });
+  }
+
+  get state(): PublisherState {
+    return this.st;
+  }
+  /** Events buffered, not yet sent. */
+  get buffered(): number {
+    return this.queue.length - this.head;
+  }
+  get pendingAcks(): number {
+    return this.inFlight;
+  }
+  stats(): PublisherStats {
+    return { ...this.counters };
+  }
+
+  /**
+   * Buffers one event for publishing. Waits while the buffer is full (`whenFull: 'wait'`) or
+   * throws OVERLOADED (`'reject'`). Throws BAD_EVENT for an invalid event, SHUTTING_DOWN after close.
+   */
+  async publish(event: FeedbackEventInput): Promise<void> {
+    const p = this.prepare(event);
+    while (this.buffered >= this.options.maxBuffered) {
+      if (this.options.whenFull === 'reject') {
+        throw new FreshetError('OVERLOADED', `publisher buffer full (${this.options.maxBuffered} events)`);
+      }
+      await new Promise<void>((r) => this.spaceWaiters.push(r));
+      this.assertOpen();
+    }
+    this.enqueue(p);
+  }
+
+  /** Like {@link publish} without waiting: false when the buffer is full. */
+  tryPublish(event: FeedbackEventInput): boolean {
+    const p = this.prepare(event);
+    if (this.buffered >= this.options.maxBuffered) return false;
+    this.enqueue(p);
+    return true;
+  }
+
+  /** Resolves once every event buffered so far is acked (or has failed for good). */
+  async flush(): Promise<PublisherStats> {
+    if (this.buffered > 0 || this.inFlight > 0) {
+      await new Promise<void>((r) => this.idleWaiters.push(r));
+    }
+    return this.stats();
+  }
+
+  /** Stops taking events, publishes what is buffered, and waits for the acks. Idempotent. */
+  async close(): Promise<PublisherStats> {
+    if (this.st === 'running') this.st = 'draining';
+    for (const w of this.spaceWaiters.splice(0)) w();
+    const stats = await this.flush();
+    this.st = 'stopped';
+    return stats;
+  }
+
+  private assertOpen(): void {
+    if (this.st !== 'running' || this.signal?.aborted) {
+      throw new FreshetError('SHUTTING_DOWN', 'publisher is closed');
+    }
+  }
+
+  private prepare(event: FeedbackEventInput): Pending {
+    this.assertOpen();
+    let e = event;
+    if (this.options.validate) {
+      const r = feedbackEventSchema.safeParse(event);
+      if (!r.success) {
+        const i = r.error.issues[0];
+        throw new FreshetError('BAD_EVENT', `${i?.path.join('.') || 'event'}: ${i?.message}`);
+      }
+      e = r.data;
+    }
+    return {
+      subject: this.s.feedback(partitionOf(e.user, this.options.partitions)),
+      id: e.id,
+      data: encodeEvent(e, this.options.encoding),
+      attempts: 0,
+    };
+  }
+
+  private enqueue(p: Pending): void {
+    this.queue.push(p);
+    this.counters.buffered++;
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.inFlight < this.options.maxInFlight && this.head < this.queue.length) {
+      const p = this.queue[this.head]!;
+      this.queue[this.head++] = undefined as unknown as Pending;
+      this.send(p);
+    }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    while (this.spaceWaiters.length > 0 && this.buffered < this.options.maxBuffered)
+      this.spaceWaiters.shift()!();
+    if (this.inFlight === 0 && this.buffered === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private send(p: Pending): void {
+    this.inFlight++;
+    p.attempts++;
+    this.js.publish(p.subject, p.data, { msgID: p.id, timeout: this.options.ackTimeoutMs }).then(
+      (ack) => {
+        if (ack.duplicate) this.counters.duplicates++;
+        else this.counters.acked++;
+        this.inFlight--;
+        this.pump();
+      },
+      (err: unknown) => {
+        const e = fromNatsError(err, p.subject);
+        if (p.attempts <= this.options.maxRetries && e.code !== 'OVERSIZE') {
+          // Keep the in-flight slot during the backoff: a struggling server gets less, not more.
+          this.counters.retries++;
+          const delay = this.options.retryBackoffMs * 2 ** (p.attempts - 1);
+          setTimeout(() => {
+            this.inFlight--;
+            this.send(p);
+          }, delay);
+          return;
+        }
+        this.counters.failed++;
+        this.onError?.(e, p.id);
+        this.inFlight--;
+        this.pump();
+      },
+    );
+  }
+}

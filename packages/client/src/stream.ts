@@ -1,0 +1,137 @@
+import {
+  DiscardPolicy,
+  RetentionPolicy,
+  StorageType,
+  nanos,
+  type JetStreamManager,
+  type NatsConnection,
+  type StreamConfig,
+} from 'nats';
+import { FreshetError, subjects } from '@freshet/protocol';
+import { compileStreamOptions, type StreamOptions, type StreamOptionsInput } from './stream-options.js';
+
+/** What {@link ensureStream} found and did. */
+export interface StreamTopology {
+  stream: string;
+  deadLetterStream: string;
+  partitions: number;
+  /** Per stream: created, updated (config differed) or unchanged. */
+  feedback: 'created' | 'updated' | 'unchanged';
+  deadLetter: 'created' | 'updated' | 'unchanged';
+}
+
+type Wanted = Pick<
+  StreamConfig,
+  | 'name'
+  | 'subjects'
+  | 'retention'
+  | 'storage'
+  | 'num_replicas'
+  | 'max_age'
+  | 'max_bytes'
+  | 'max_msgs'
+  | 'max_msg_size'
+  | 'duplicate_window'
+  | 'discard'
+>;
+
+function feedbackConfig(o: StreamOptions): Wanted {
+  const s = subjects(o.cluster);
+  return {
+    name: s.feedbackStream,
+    subjects: Array.from({ length: o.partitions }, (_, p) => s.feedback(p)),
+    retention: RetentionPolicy.Limits,
+    storage: o.storage === 'memory' ? StorageType.Memory : StorageType.File,
+    num_replicas: o.replicas,
+    max_age: nanos(o.maxAgeMs),
+    max_bytes: o.maxBytes,
+    max_msgs: o.maxMsgs,
+    max_msg_size: o.maxMsgBytes,
+    duplicate_window: nanos(o.duplicateWindowMs),
+    discard: DiscardPolicy.Old,
+  };
+}
+
+function deadLetterConfig(o: StreamOptions): Wanted {
+  const s = subjects(o.cluster);
+  return {
+    name: s.deadLetterStream,
+    subjects: [s.deadLetter],
+    retention: RetentionPolicy.Limits,
+    storage: o.storage === 'memory' ? StorageType.Memory : StorageType.File,
+    num_replicas: o.replicas,
+    max_age: nanos(o.deadLetter.maxAgeMs),
+    max_bytes: o.deadLetter.maxBytes,
+    max_msgs: o.deadLetter.maxMsgs,
+    max_msg_size: -1,
+    duplicate_window: nanos(o.duplicateWindowMs),
+    discard: DiscardPolicy.Old,
+  };
+}
+
+function differs(have: StreamConfig, want: Wanted): boolean {
+  for (const k of Object.keys(want) as (keyof Wanted)[]) {
+    const a = have[k];
+    const b = want[k];
+    if (Array.isArray(a) || Array.isArray(b)) {
+      if (JSON.stringify(a) !== JSON.stringify(b)) return true;
+    } else if (a !== b) return true;
+  }
+  return false;
+}
+
+const isNotFound = (e: unknown) => /not found/i.test((e as Error)?.message ?? '');
+const isInUse = (e: unknown) => /already in use|exists/i.test((e as Error)?.message ?? '');
+
+async function ensureOne(jsm: JetStreamManager, want: Wanted): Promise<'created' | 'updated' | 'unchanged'> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const info = await jsm.streams.info(want.name);
+      if (!differs(info.config, want)) return 'unchanged';
+      await jsm.streams.update(want.name, { ...info.config, ...want });
+      return 'updated';
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+    }
+    try {
+      await jsm.streams.add(want);
+      return 'created';
+    } catch (e) {
+      // Another process created it between our info and add: read it again.
+      if (!isInUse(e)) throw e;
+    }
+  }
+  throw new FreshetError('UNAVAILABLE', `could not create or update stream ${want.name}`);
+}
+
+/**
+ * Creates or updates, idempotently, the cluster's feedback stream (one subject per partition)
+ * and its dead-letter stream. Safe to call from every process at start, concurrently.
+ */
+export async function ensureStream(nc: NatsConnection, input: StreamOptionsInput): Promise<StreamTopology> {
+  const o = compileStreamOptions(input);
+  let jsm: JetStreamManager;
+  try {
+    jsm = await nc.jetstreamManager();
+  } catch (e) {
+    throw new FreshetError('UNAVAILABLE', `JetStream not available: ${(e as Error).message}`, { cause: e });
+  }
+  const fb = feedbackConfig(o);
+  const dl = deadLetterConfig(o);
+  const feedback = await ensureOne(jsm, fb);
+  const deadLetter = await ensureOne(jsm, dl);
+  return { stream: fb.name, deadLetterStream: dl.name, partitions: o.partitions, feedback, deadLetter };
+}
+
+/** The partition count of an existing feedback stream (from its subjects), or undefined. */
+export async function streamPartitions(nc: NatsConnection, cluster: string): Promise<number | undefined> {
+  const s = subjects(cluster);
+  const jsm = await nc.jetstreamManager();
+  try {
+    const info = await jsm.streams.info(s.feedbackStream);
+    return info.config.subjects.length;
+  } catch (e) {
+    if (isNotFound(e)) return undefined;
+    throw e;
+  }
+}
