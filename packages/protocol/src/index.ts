@@ -109,3 +109,4 @@ export {
   type DeadLetter,
 } from './event-parse.js';
 export { partitionOf } from './partitions.js';
+export { shardStatusSchema, shardStatusSubject, type ShardStatus } from './shard-status.js';

@@ -1,0 +1,39 @@
+import { z } from 'zod';
+import { subjects } from './subjects.js';
+
+/**
+ * Status of one parameter-server shard, as reported in its NATS service API stats (endpoint
+ * `status`, field `data`) and answered as JSON on {@link shardStatusSubject}.
+ */
+export const shardStatusSchema = z.object({
+  cluster: z.string(),
+  shard: z.number().int().min(0),
+  shards: z.number().int().min(1),
+  state: z.enum(['starting', 'running', 'draining', 'stopped', 'failed']),
+  model: z.string(),
+  rows: z.number().int().min(0),
+  bytes: z.number().int().min(0),
+  /** Pushes applied (the version pull replies carry). */
+  version: z.number().int().min(0),
+  /** Row updates per second over the last status interval. */
+  updatesPerS: z.number().min(0),
+  pushesPerS: z.number().min(0),
+  staleness: z.object({ p50: z.number(), p99: z.number(), max: z.number(), count: z.number() }),
+  rejects: z.record(z.string(), z.number()),
+  evictions: z.number().int().min(0),
+  duplicates: z.number().int().min(0),
+  deltaSeq: z.number().int().min(0),
+  lastCheckpoint: z
+    .object({ at: z.number(), ms: z.number(), bytes: z.number(), segment: z.number(), pauseMs: z.number() })
+    .nullable(),
+  wal: z
+    .object({ segment: z.number(), records: z.number(), groupCommits: z.number(), bytes: z.number() })
+    .nullable(),
+  tables: z.array(z.object({ t: z.number(), name: z.string(), rows: z.number(), bytes: z.number() })),
+});
+export type ShardStatus = z.infer<typeof shardStatusSchema>;
+
+/** Request-reply subject answering a shard's status as JSON (also in its service API stats). */
+export function shardStatusSubject(cluster: string, shard: number): string {
+  return `${subjects(cluster).prefix}.ps.${shard}.status`;
+}
