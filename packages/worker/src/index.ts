@@ -55,3 +55,4 @@ export {
   type JoinerOptions,
   type JoinerOptionsInput,
 } from './joiner-options.js';
+export { runTrainBench, type TrainBenchOptions } from './bench-train.js';
