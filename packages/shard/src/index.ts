@@ -3,4 +3,36 @@ export { AdmissionSketch } from './admission.js';
 export { TauHistogram, DcBackups, SspGate, stalenessScale } from './staleness.js';
 export { ParamTable } from './param-table.js';
 export { ShardCore, type ShardCoreOptions, type ApplyResult, type ReplayInfo } from './shard-core.js';
+export {
+  Wal,
+  replayWal,
+  truncateWal,
+  decodeSegment,
+  listSegments,
+  type WalRecord,
+  type WalStats,
+} from './wal.js';
+export {
+  captureCheckpoint,
+  writeCheckpoint,
+  loadCheckpoint,
+  type CheckpointCapture,
+  type RestoredCheckpoint,
+} from './checkpoint.js';
+export {
+  shardOptionsSchema,
+  shardLimitsSchema,
+  compileShardOptions,
+  type ShardOptions,
+  type ShardOptionsInput,
+} from './shard-options.js';
+export { DeltaPublisher } from './delta-publisher.js';
+export {
+  Shard,
+  startShard,
+  runShardProcess,
+  type ShardState,
+  type ShardDeps,
+  type RestoreInfo,
+} from './shard.js';
 export { runShardBench, type ShardBenchOptions } from './bench.js';

@@ -190,7 +190,8 @@ export class ShardCore {
       const n = p.keys.length / 2;
       if (this.scratch.length < n) this.scratch = new Int32Array(n * 2);
       tab.resolveForPush(p.keys, p.counts, tick, this.scratch);
-      const lrScale = replay ? this.replayScale(tab, tau) : stalenessScale(tab.spec.staleness, tau);
+      const staleScale = replay ? this.replayScale(tab, tau) : stalenessScale(tab.spec.staleness, tau);
+      const lrScale = staleScale * (req.lrScale ?? 1);
       applied += tab.update(this.scratch, n, p.grads, lrScale);
     }
     this.version++;

@@ -76,17 +76,8 @@ export function adamRows(
   const fs = store.f;
   const us = store.u;
   let applied = 0;
-  let touch = 0;
   for (let i = 0; i < n; i++) {
     const r = rows[i]!;
-    // Touch a row a few iterations ahead: its cache misses overlap this row's arithmetic
-    // (JavaScript has no prefetch instruction; an early independent load is the next best).
-    const ahead = i + 4 < n ? rows[i + 4]! : -1;
-    if (ahead >= 0) {
-      const fa = fs[ahead >>> shift]!;
-      const oa = (ahead & cmask) * stride;
-      touch += fa[oa + 20]! + fa[oa + 36]! + fa[oa + 51]!;
-    }
     if (r < 0) continue;
     const c = r >>> shift;
     const f = fs[c]!;
@@ -111,7 +102,5 @@ export function adamRows(
     }
     applied++;
   }
-  // Keeps the look-ahead loads observable so the compiler cannot drop them.
-  if (touch === -Infinity) applied--;
   return applied;
 }

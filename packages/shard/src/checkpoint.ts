@@ -1,0 +1,223 @@
+import { readdirSync } from 'node:fs';
+import { open, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FreshetError } from '@freshet/protocol';
+import type { ShardCore } from './shard-core.js';
+
+/**
+ * Checkpoints: the whole shard state (rows with optimizer state, step counts and last-seen
+ * times, admission sketches, unpublished delta state, recent push ids, version, delta seq) as
+ * of the end of WAL segment `segment`, in `checkpoint-<segment>.ckpt`.
+ *
+ * Taken in two steps: {@link captureCheckpoint} copies the row slabs synchronously (a memcpy,
+ * the only pause the shard sees) right when the log rotates; {@link writeCheckpoint} writes the
+ * copy to a temporary file and renames it into place, so a crash mid-write leaves the previous
+ * checkpoint intact. Restore = newest checkpoint + replay of the segments after it.
+ *
+ * File: [u32 magic][u32 header bytes][JSON header, padded to 4][sections as raw u32/u16 words].
+ */
+
+const MAGIC = 0x314b4346; // 'FCK1'
+
+interface TableHeader {
+  id: number;
+  name: string;
+  dim: number;
+  stride: number;
+  chunkRows: number;
+  end: number;
+  words: number;
+  sketchWords: number;
+  dirty: number;
+  dead: number;
+}
+interface Header {
+  segment: number;
+  version: number;
+  deltaSeq: number;
+  createdAt: number;
+  recent: [string, number][];
+  tables: TableHeader[];
+}
+
+/** A consistent copy of the shard state, ready to be written in the background. */
+export interface CheckpointCapture {
+  header: Header;
+  sections: Uint8Array[];
+  bytes: number;
+}
+
+const bytesOf = (a: Uint32Array | Uint16Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/** Copies the state of `core` (synchronously) as of WAL segment `segment`. */
+export function captureCheckpoint(core: ShardCore, segment: number, deltaSeq: number): CheckpointCapture {
+  const sections: Uint8Array[] = [];
+  const tables: TableHeader[] = [];
+  for (const tab of core.tables) {
+    const s = tab.store;
+    const chunks = s.copyChunks();
+    const rowsWords = s.end * s.stride;
+    let words = 0;
+    for (const c of chunks) {
+      const take = Math.min(c.length, rowsWords - words);
+      sections.push(bytesOf(c.subarray(0, take)));
+      words += take;
+    }
+    const sketch = tab.sketch ? tab.sketch.counts.slice() : new Uint16Array(0);
+    const sketchBytes = bytesOf(sketch);
+    sections.push(sketchBytes);
+    if (sketchBytes.byteLength & 3) sections.push(new Uint8Array(4 - (sketchBytes.byteLength & 3)));
+    const p = tab.pendingState();
+    sections.push(bytesOf(p.dirty), bytesOf(p.dead));
+    tables.push({
+      id: tab.id,
+      name: tab.spec.name,
+      dim: tab.dim,
+      stride: s.stride,
+      chunkRows: s.chunkMask + 1,
+      end: s.end,
+      words,
+      sketchWords: sketch.length,
+      dirty: p.dirty.length,
+      dead: p.dead.length,
+    });
+  }
+  const header: Header = {
+    segment,
+    version: core.version,
+    deltaSeq,
+    createdAt: Date.now(),
+    recent: core.recentIds(),
+    tables,
+  };
+  return { header, sections, bytes: sections.reduce((n, s) => n + s.byteLength, 0) };
+}
+
+const ckptName = (segment: number) => `checkpoint-${String(segment).padStart(10, '0')}.ckpt`;
+
+function listCheckpoints(dir: string): number[] {
+  return readdirSync(dir)
+    .map((f) => /^checkpoint-(\d{10})\.ckpt$/.exec(f)?.[1])
+    .filter((x): x is string => x !== undefined)
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+/**
+ * Writes a capture atomically (tmp + rename; fsync of file and directory with `fsync`), then
+ * deletes older checkpoints. Returns the file size.
+ */
+export async function writeCheckpoint(dir: string, cap: CheckpointCapture, fsync: boolean): Promise<number> {
+  const json = new TextEncoder().encode(JSON.stringify(cap.header));
+  const pad = (4 - ((8 + json.byteLength) & 3)) & 3;
+  const prefix = new Uint8Array(8 + json.byteLength + pad);
+  const dv = new DataView(prefix.buffer);
+  dv.setUint32(0, MAGIC, true);
+  dv.setUint32(4, json.byteLength, true);
+  prefix.set(json, 8);
+  const final = join(dir, ckptName(cap.header.segment));
+  const tmp = `${final}.tmp`;
+  const fh = await open(tmp, 'w');
+  let size = 0;
+  try {
+    const all = [prefix, ...cap.sections];
+    // writev in groups keeps the iovec count under the OS limit.
+    for (let i = 0; i < all.length; i += 512) {
+      let group = all.slice(i, i + 512);
+      while (group.length > 0) {
+        const { bytesWritten } = await fh.writev(group);
+        size += bytesWritten;
+        let skip = bytesWritten;
+        const rest: Uint8Array[] = [];
+        for (const x of group) {
+          if (skip >= x.byteLength) skip -= x.byteLength;
+          else {
+            rest.push(skip > 0 ? x.subarray(skip) : x);
+            skip = 0;
+          }
+        }
+        group = rest;
+      }
+    }
+    if (fsync) await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, final);
+  if (fsync) {
+    const d = await open(dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+  }
+  for (const s of listCheckpoints(dir)) {
+    if (s < cap.header.segment) await rm(join(dir, ckptName(s)), { force: true });
+  }
+  return size;
+}
+
+/** What a restore recovered from the checkpoint (before the log replay). */
+export interface RestoredCheckpoint {
+  segment: number;
+  version: number;
+  deltaSeq: number;
+  createdAt: number;
+  bytes: number;
+}
+
+/**
+ * Loads the newest checkpoint of `dir` into `core` (which must be freshly built from the same
+ * model spec). Returns undefined when there is none. A spec mismatch is a CONFIG error.
+ */
+export async function loadCheckpoint(dir: string, core: ShardCore): Promise<RestoredCheckpoint | undefined> {
+  const latest = listCheckpoints(dir).pop();
+  if (latest === undefined) return undefined;
+  const buf = await readFile(join(dir, ckptName(latest)));
+  const u8 = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  const dv = new DataView(u8.buffer, u8.byteOffset, u8.byteLength);
+  if (dv.getUint32(0, true) !== MAGIC) throw new FreshetError('INTERNAL', `${ckptName(latest)}: bad magic`);
+  const hlen = dv.getUint32(4, true);
+  const header = JSON.parse(new TextDecoder().decode(u8.subarray(8, 8 + hlen))) as Header;
+  let off = 8 + hlen + ((4 - ((8 + hlen) & 3)) & 3);
+  // One aligned copy: typed-array views below need 4-byte alignment.
+  const words = u8.slice(off);
+  off = 0;
+  const take32 = (n: number) => {
+    const a = new Uint32Array(words.buffer, off, n);
+    off += n * 4;
+    return a;
+  };
+  for (const th of header.tables) {
+    const tab = core.tables[th.id];
+    if (!tab || tab.spec.name !== th.name || tab.dim !== th.dim || tab.store.stride !== th.stride) {
+      throw new FreshetError(
+        'CONFIG',
+        `checkpoint table ${th.id} (${th.name}, dim ${th.dim}) does not match the model spec; ` +
+          'use a new data dir for a changed model',
+      );
+    }
+    const all = take32(th.words);
+    const chunkWords = th.chunkRows * th.stride;
+    const chunks: Uint32Array[] = [];
+    for (let w = 0; w < all.length; w += chunkWords) chunks.push(all.subarray(w, w + chunkWords));
+    tab.store.restore(chunks, th.end);
+    const sketchBytes = th.sketchWords * 2;
+    if (th.sketchWords > 0 && tab.sketch)
+      tab.sketch.counts.set(new Uint16Array(words.buffer, off, th.sketchWords));
+    off += sketchBytes + ((4 - (sketchBytes & 3)) & 3);
+    const dirty = take32(th.dirty);
+    const dead = take32(th.dead);
+    tab.restorePending(dirty, dead);
+  }
+  core.version = header.version;
+  core.restoreRecent(header.recent);
+  return {
+    segment: header.segment,
+    version: header.version,
+    deltaSeq: header.deltaSeq,
+    createdAt: header.createdAt,
+    bytes: buf.byteLength,
+  };
+}

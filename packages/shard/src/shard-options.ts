@@ -1,0 +1,108 @@
+import { z } from 'zod';
+import { natsOptionsSchema } from '@freshet/nats';
+import { assertClusterName, FreshetError, parseModelSpec, type ModelSpec } from '@freshet/protocol';
+
+/** Bounds that keep a shard's memory and work per request finite. */
+export const shardLimitsSchema = z.object({
+  /** Request payloads above this are rejected with OVERSIZE before decoding. */
+  maxPushBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .default(32 * 1024 * 1024),
+  maxPushRows: z
+    .number()
+    .int()
+    .min(1)
+    .default(1 << 20),
+  maxPullKeys: z
+    .number()
+    .int()
+    .min(1)
+    .default(1 << 20),
+  /** Requests handled at once per endpoint; beyond it OVERLOADED. */
+  maxInFlight: z.number().int().min(1).default(256),
+  /** Values per delta message (stay well under the server's max_payload). */
+  maxDeltaBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .default(512 * 1024),
+  /** Push ids remembered for idempotent retries. */
+  recentPushIds: z.number().int().min(16).default(65_536),
+  /** Admission sketch counters per row (4 rows, 2 bytes each) for tables with minCount > 1. */
+  sketchWidth: z
+    .number()
+    .int()
+    .min(16)
+    .default(1 << 18),
+  /** SSP: longest wait of a pull for slower workers, and how long an unseen worker counts as live. */
+  sspTimeoutMs: z.number().int().min(1).default(10_000),
+  sspLiveMs: z.number().int().min(1).default(10_000),
+  /** DC-ASGD backups: workers remembered and rows per pull kept. */
+  dcMaxWorkers: z.number().int().min(1).default(64),
+  dcMaxRowsPerWorker: z
+    .number()
+    .int()
+    .min(1)
+    .default(1 << 18),
+  /** Rows scanned for expiry per table per eviction tick. */
+  evictScanRows: z
+    .number()
+    .int()
+    .min(1)
+    .default(1 << 16),
+});
+
+/** Options of one shard process. */
+export const shardOptionsSchema = z
+  .object({
+    cluster: z.string().min(1),
+    shard: z.number().int().min(0),
+    shards: z.number().int().min(1),
+    nats: natsOptionsSchema.prefault({}),
+    /** The model spec; when absent it is read from the cluster's KV bucket, key `model-spec`. */
+    model: z.unknown().optional(),
+    /** How long to wait for `model-spec` to appear in KV. */
+    modelWaitMs: z.number().int().min(0).default(30_000),
+    /** Write-ahead log and checkpoints; without it the shard is memory-only (no crash guarantee). */
+    dataDir: z.string().min(1).optional(),
+    /** fsync each group commit and checkpoint: needed for power loss, not for process kill. */
+    fsync: z.boolean().default(false),
+    deltaIntervalMs: z.number().min(1).default(5),
+    /** Periodic checkpoint; 0 disables the timer (the WAL-size trigger still applies). */
+    checkpointIntervalMs: z.number().int().min(0).default(60_000),
+    /** Checkpoint when the current log segment grows past this. */
+    checkpointWalBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(256 * 1024 * 1024),
+    /** Maintenance tick: eviction scan, checkpoint triggers, rate counters. */
+    maintenanceIntervalMs: z.number().int().min(10).default(1000),
+    /** Reject keys routed to another shard (NOT_OWNER). */
+    checkOwnership: z.boolean().default(true),
+    limits: shardLimitsSchema.prefault({}),
+  })
+  .refine((o) => o.shard < o.shards, { message: 'shard must be < shards' });
+
+export type ShardOptionsInput = z.input<typeof shardOptionsSchema>;
+/** Compiled options: defaults applied, model parsed when given. */
+export type ShardOptions = Omit<z.infer<typeof shardOptionsSchema>, 'model'> & { model?: ModelSpec };
+
+/** Validates shard options once; throws FreshetError CONFIG with the first problem. */
+export function compileShardOptions(input: ShardOptionsInput): ShardOptions {
+  const r = shardOptionsSchema.safeParse(input);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new FreshetError('CONFIG', `shard options: ${i?.path.join('.') ?? ''} ${i?.message ?? 'invalid'}`);
+  }
+  assertClusterName(r.data.cluster);
+  const { model, ...rest } = r.data;
+  if (model === undefined) return rest;
+  try {
+    return { ...rest, model: parseModelSpec(model) };
+  } catch (e) {
+    throw new FreshetError('CONFIG', `shard options: model: ${(e as Error).message}`, { cause: e });
+  }
+}

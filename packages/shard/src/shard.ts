@@ -1,0 +1,484 @@
+import { mkdirSync } from 'node:fs';
+import type { NatsConnection, Service } from 'nats';
+import { connectNats, frameEndpoint, type Endpoint } from '@freshet/nats';
+import {
+  decodePull,
+  decodePush,
+  decodeSnapshotRequest,
+  encodePullReply,
+  encodePush,
+  encodePushReply,
+  encodeSnapshotPage,
+  FreshetError,
+  parseModelSpec,
+  shardStatusSubject,
+  subjects,
+  type ErrorCode,
+  type ModelSpec,
+  type ShardStatus,
+} from '@freshet/protocol';
+import { captureCheckpoint, loadCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { DeltaPublisher } from './delta-publisher.js';
+import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
+import { ShardCore } from './shard-core.js';
+import { SspGate } from './staleness.js';
+import { replayWal, truncateWal, Wal } from './wal.js';
+
+/** Lifecycle of a shard actor. */
+export type ShardState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
+
+/** Extra wiring for a shard: a shared connection (tests, benches) and a stop signal. */
+export interface ShardDeps {
+  /** Use this connection instead of opening one (it is not closed by stop()). */
+  nc?: NatsConnection;
+  signal?: AbortSignal;
+  /** Diagnostics (default: stderr). */
+  log?: (msg: string) => void;
+}
+
+/** What the shard recovered on start. */
+export interface RestoreInfo {
+  checkpointSegment: number | null;
+  checkpointVersion: number;
+  replayedRecords: number;
+  replayedSegments: number;
+  version: number;
+  ms: number;
+}
+
+/**
+ * The parameter-server shard actor: owns a {@link ShardCore}, serves pull/push/snapshot over
+ * NATS, publishes deltas, logs every accepted push before acknowledging it, checkpoints
+ * periodically and registers with the NATS service API.
+ */
+export class Shard {
+  readonly options: ShardOptions;
+  private _state: ShardState = 'starting';
+  private nc: NatsConnection | undefined;
+  private ownsNc = false;
+  private _core: ShardCore | undefined;
+  private wal: Wal | undefined;
+  private endpoints: Endpoint[] = [];
+  private service: Service | undefined;
+  private deltas: DeltaPublisher | undefined;
+  private ssp: SspGate | undefined;
+  private maint: NodeJS.Timeout | undefined;
+  private checkpointing: Promise<void> | undefined;
+  private lastCheckpointAt = Date.now();
+  private lastCheckpoint: ShardStatus['lastCheckpoint'] = null;
+  private readonly inflightIds = new Map<string, Promise<void>>();
+  private rate = { at: Date.now(), updates: 0, pushes: 0, updatesPerS: 0, pushesPerS: 0 };
+  private readonly log: (msg: string) => void;
+  private onAbort: (() => void) | undefined;
+  /** Set once start() restored state from disk. */
+  restore: RestoreInfo | undefined;
+
+  constructor(
+    input: ShardOptionsInput,
+    private readonly deps: ShardDeps = {},
+  ) {
+    this.options = compileShardOptions(input);
+    this.log = deps.log ?? ((m) => process.stderr.write(`[shard ${this.options.shard}] ${m}\n`));
+  }
+
+  get state(): ShardState {
+    return this._state;
+  }
+  /** The in-memory state (for tests and in-process benches). */
+  get core(): ShardCore {
+    if (!this._core) throw new FreshetError('NOT_READY', 'shard not started');
+    return this._core;
+  }
+
+  /** Connects, loads the model, restores from disk, then starts serving. */
+  async start(): Promise<void> {
+    const o = this.options;
+    try {
+      if (this.deps.signal?.aborted) throw new FreshetError('SHUTTING_DOWN', 'aborted before start');
+      this.nc = this.deps.nc ?? (await connectNats(o.nats, `freshet-shard-${o.cluster}-${o.shard}`));
+      this.ownsNc = !this.deps.nc;
+      const spec = o.model ?? (await this.modelFromKv(this.nc));
+      this._core = new ShardCore({
+        spec,
+        shard: o.shard,
+        shards: o.shards,
+        checkOwnership: o.checkOwnership,
+        maxPushRows: o.limits.maxPushRows,
+        maxPullKeys: o.limits.maxPullKeys,
+        sketchWidth: o.limits.sketchWidth,
+        recentPushIds: o.limits.recentPushIds,
+        dcMaxWorkers: o.limits.dcMaxWorkers,
+        dcMaxRowsPerWorker: o.limits.dcMaxRowsPerWorker,
+      });
+      let deltaSeq = 0;
+      if (o.dataDir) {
+        mkdirSync(o.dataDir, { recursive: true });
+        deltaSeq = await this.restoreFromDisk(o.dataDir);
+        this.wal = await Wal.open(o.dataDir, o.fsync);
+      }
+      if (spec.tables.some((t) => t.staleness.policy === 'ssp')) {
+        this.ssp = new SspGate(o.limits.sspLiveMs, o.limits.sspTimeoutMs);
+      }
+      this.serve(this.nc, deltaSeq);
+      await this.registerService(this.nc, spec);
+      this.maint = setInterval(() => this.maintain(), o.maintenanceIntervalMs);
+      if (this.deps.signal) {
+        this.onAbort = () => void this.stop();
+        this.deps.signal.addEventListener('abort', this.onAbort, { once: true });
+      }
+      this._state = 'running';
+    } catch (e) {
+      this._state = 'failed';
+      await this.release();
+      throw e;
+    }
+  }
+
+  private async modelFromKv(nc: NatsConnection): Promise<ModelSpec> {
+    const s = subjects(this.options.cluster);
+    const deadline = Date.now() + this.options.modelWaitMs;
+    let last: unknown;
+    for (;;) {
+      try {
+        const kv = await nc.jetstream().views.kv(s.kvBucket, { bindOnly: true });
+        const e = await kv.get('model-spec');
+        if (e && e.operation === 'PUT' && e.value.length > 0) return parseModelSpec(JSON.parse(e.string()));
+      } catch (err) {
+        last = err;
+        if (err instanceof SyntaxError || (err as { name?: string }).name === 'ZodError') {
+          throw new FreshetError(
+            'CONFIG',
+            `model-spec in ${s.kvBucket} is invalid: ${(err as Error).message}`,
+          );
+        }
+      }
+      if (Date.now() > deadline) {
+        throw new FreshetError(
+          'CONFIG',
+          `no model-spec in KV bucket ${s.kvBucket} after ${this.options.modelWaitMs} ms` +
+            (last instanceof Error ? ` (${last.message})` : ''),
+        );
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  private async restoreFromDisk(dir: string): Promise<number> {
+    const t0 = performance.now();
+    const core = this.core;
+    const ck = await loadCheckpoint(dir, core);
+    let deltaSeq = ck?.deltaSeq ?? 0;
+    const r = await replayWal(dir, ck?.segment ?? 0, (rec) => {
+      if (rec.kind === 'push') {
+        core.applyPush(decodePush(rec.payload), rec.ts, { tau: rec.tau, dcApplied: rec.dcApplied });
+      } else if (rec.kind === 'evict') {
+        core.evict(rec.t, rec.keys);
+      } else {
+        deltaSeq = Math.max(deltaSeq, rec.seq);
+      }
+    });
+    if (ck) await truncateWal(dir, ck.segment);
+    this.restore = {
+      checkpointSegment: ck?.segment ?? null,
+      checkpointVersion: ck?.version ?? 0,
+      replayedRecords: r.records,
+      replayedSegments: r.segments,
+      version: core.version,
+      ms: Math.round(performance.now() - t0),
+    };
+    if (ck) {
+      this.lastCheckpoint = { at: ck.createdAt, ms: 0, bytes: ck.bytes, segment: ck.segment, pauseMs: 0 };
+    }
+    return deltaSeq;
+  }
+
+  private guard(): void {
+    if (this._state === 'running') return;
+    if (this._state === 'starting') throw new FreshetError('NOT_READY', 'shard starting');
+    throw new FreshetError('SHUTTING_DOWN', `shard ${this._state}`);
+  }
+
+  private countError(err: FreshetError | Error): void {
+    this._core?.countReject(err instanceof FreshetError ? err.code : 'INTERNAL');
+  }
+
+  private serve(nc: NatsConnection, deltaSeq: number): void {
+    const o = this.options;
+    const s = subjects(o.cluster);
+    const core = this.core;
+    const common = {
+      maxInFlight: o.limits.maxInFlight,
+      maxBytes: o.limits.maxPushBytes,
+      onError: (e: FreshetError | Error) => this.countError(e),
+    };
+    const sspBound = Math.min(
+      ...core.tables.filter((t) => t.spec.staleness.policy === 'ssp').map((t) => t.spec.staleness.bound),
+    );
+    this.endpoints.push(
+      frameEndpoint(
+        nc,
+        s.pull(o.shard),
+        (data) => {
+          this.guard();
+          const req = decodePull(data);
+          if (this.ssp && req.worker !== undefined && req.clock !== undefined) {
+            const wait = this.ssp.admit(req.worker, req.clock, sspBound);
+            if (wait) return wait.then(() => encodePullReply(core.pull(req)));
+          }
+          return encodePullReply(core.pull(req));
+        },
+        common,
+      ),
+      frameEndpoint(nc, s.push(o.shard), (data) => this.handlePush(data), common),
+      frameEndpoint(
+        nc,
+        s.snapshot(o.shard),
+        (data) => {
+          this.guard();
+          return encodeSnapshotPage(core.snapshot(decodeSnapshotRequest(data), this.deltas?.seq ?? 0));
+        },
+        common,
+      ),
+    );
+    this.deltas = new DeltaPublisher(
+      nc,
+      s.delta(o.shard),
+      o.shard,
+      core,
+      this.wal,
+      o.deltaIntervalMs,
+      o.limits.maxDeltaBytes,
+      deltaSeq,
+      (e) => this.fail(e),
+    );
+    this.deltas.start();
+  }
+
+  private handlePush(data: Uint8Array): Uint8Array | Promise<Uint8Array> {
+    this.guard();
+    const core = this.core;
+    const req = decodePush(data);
+    const prior = core.appliedVersion(req.id);
+    if (prior !== undefined) {
+      core.duplicates++;
+      const reply = encodePushReply({ version: prior, staleness: 0, applied: 0, duplicate: true });
+      // A retry of a push still being logged is answered once the original is durable.
+      const pending = this.inflightIds.get(req.id);
+      return pending ? pending.then(() => reply) : reply;
+    }
+    this.ssp?.observe(req.worker, req.clock);
+    const ts = Date.now();
+    const res = core.applyPush(req, ts);
+    const reply = encodePushReply({
+      version: res.version,
+      staleness: res.tau,
+      applied: res.applied,
+      duplicate: false,
+    });
+    if (!this.wal) return reply;
+    // The frame as applied: the request bytes (copied: the connection may reuse its buffer),
+    // or the compensated push for DC-ASGD so a replay applies exactly the same update.
+    const payload = res.dcApplied ? encodePush(res.effective) : data.slice();
+    const durable = this.wal.append({ kind: 'push', ts, tau: res.tau, dcApplied: res.dcApplied, payload });
+    this.inflightIds.set(req.id, durable);
+    return durable.then(
+      () => {
+        this.inflightIds.delete(req.id);
+        return reply;
+      },
+      (e: unknown) => {
+        this.inflightIds.delete(req.id);
+        this.fail(e);
+        throw e;
+      },
+    );
+  }
+
+  private async registerService(nc: NatsConnection, spec: ModelSpec): Promise<void> {
+    const o = this.options;
+    const s = subjects(o.cluster);
+    this.service = await nc.services.add({
+      name: s.serviceName('shard'),
+      version: '0.1.0',
+      description: `Freshet parameter-server shard ${o.shard}/${o.shards} of ${o.cluster}`,
+      metadata: {
+        cluster: o.cluster,
+        role: 'shard',
+        shard: String(o.shard),
+        shards: String(o.shards),
+        model: spec.name,
+      },
+      statsHandler: () => Promise.resolve(this.status()),
+    });
+    this.service.addEndpoint('status', {
+      subject: shardStatusSubject(o.cluster, o.shard),
+      handler: (err, msg) => {
+        if (!err) msg.respond(JSON.stringify(this.status()));
+      },
+      metadata: { shard: String(o.shard) },
+    });
+  }
+
+  private maintain(): void {
+    if (this._state !== 'running') return;
+    const core = this.core;
+    const now = Date.now();
+    const dt = (now - this.rate.at) / 1000;
+    if (dt > 0) {
+      this.rate.updatesPerS = (core.rowUpdates - this.rate.updates) / dt;
+      this.rate.pushesPerS = (core.pushes - this.rate.pushes) / dt;
+      this.rate = { ...this.rate, at: now, updates: core.rowUpdates, pushes: core.pushes };
+    }
+    for (const { t, keys } of core.expired(now, this.options.limits.evictScanRows)) {
+      // Log first, in order with the pushes around it, then remove: a replay evicts the same rows.
+      void this.wal?.append({ kind: 'evict', ts: now, t, keys }).catch((e: unknown) => this.fail(e));
+      core.evict(t, keys);
+    }
+    const o = this.options;
+    if (
+      this.wal &&
+      !this.checkpointing &&
+      ((o.checkpointIntervalMs > 0 && now - this.lastCheckpointAt >= o.checkpointIntervalMs) ||
+        this.wal.stats.segmentBytes >= o.checkpointWalBytes)
+    ) {
+      this.checkpointing = this.checkpoint()
+        .catch((e: unknown) => this.log(`checkpoint failed: ${(e as Error).message}`))
+        .finally(() => (this.checkpointing = undefined));
+    }
+  }
+
+  /**
+   * Takes a checkpoint now: rotates the log, copies the state (the only pause), writes it in
+   * the background, then deletes the log segments it covers.
+   */
+  async checkpoint(): Promise<void> {
+    const wal = this.wal;
+    const dir = this.options.dataDir;
+    if (!wal || !dir) throw new FreshetError('CONFIG', 'checkpoint needs a dataDir');
+    const t0 = performance.now();
+    const { sealed, done } = wal.rotate();
+    const cap = captureCheckpoint(this.core, sealed, this.deltas?.seq ?? 0);
+    const pauseMs = performance.now() - t0;
+    this.lastCheckpointAt = Date.now();
+    await done;
+    const bytes = await writeCheckpoint(dir, cap, this.options.fsync);
+    await truncateWal(dir, sealed);
+    this.lastCheckpoint = {
+      at: Date.now(),
+      ms: Math.round(performance.now() - t0),
+      bytes,
+      segment: sealed,
+      pauseMs: +pauseMs.toFixed(2),
+    };
+  }
+
+  /** Status for the service API, the status subject and `freshet status`. */
+  status(): ShardStatus {
+    const o = this.options;
+    const core = this._core;
+    const rejects: Record<string, number> = {};
+    for (const [k, v] of core?.rejects ?? new Map<ErrorCode, number>()) rejects[k] = v;
+    return {
+      cluster: o.cluster,
+      shard: o.shard,
+      shards: o.shards,
+      state: this._state,
+      model: core?.o.spec.name ?? '',
+      rows: core?.rows ?? 0,
+      bytes: core?.bytes ?? 0,
+      version: core?.version ?? 0,
+      updatesPerS: Math.round(this.rate.updatesPerS),
+      pushesPerS: +this.rate.pushesPerS.toFixed(1),
+      staleness: {
+        p50: core?.tau.quantile(0.5) ?? 0,
+        p99: core?.tau.quantile(0.99) ?? 0,
+        max: core?.tau.max ?? 0,
+        count: core?.tau.count ?? 0,
+      },
+      rejects,
+      evictions: core?.evictions ?? 0,
+      duplicates: core?.duplicates ?? 0,
+      deltaSeq: this.deltas?.seq ?? 0,
+      lastCheckpoint: this.lastCheckpoint,
+      wal: this.wal
+        ? {
+            segment: this.wal.stats.segment,
+            records: this.wal.stats.records,
+            groupCommits: this.wal.stats.groupCommits,
+            bytes: this.wal.stats.bytes,
+          }
+        : null,
+      tables: (core?.tables ?? []).map((t) => ({
+        t: t.id,
+        name: t.spec.name,
+        rows: t.store.size,
+        bytes: t.bytes,
+      })),
+    };
+  }
+
+  private fail(e: unknown): void {
+    if (this._state === 'failed' || this._state === 'stopped') return;
+    this.log(`failed: ${(e as Error)?.message ?? String(e)}`);
+    this._state = 'failed';
+  }
+
+  /**
+   * Stops taking requests, answers the in-flight ones, publishes the last delta, writes a final
+   * checkpoint (fast restart) and closes. Idempotent.
+   */
+  async stop(): Promise<void> {
+    if (this._state === 'stopped' || this._state === 'draining') return;
+    const wasRunning = this._state === 'running';
+    this._state = 'draining';
+    if (this.onAbort) this.deps.signal?.removeEventListener('abort', this.onAbort);
+    if (this.maint) clearInterval(this.maint);
+    this.ssp?.close();
+    await Promise.allSettled(this.endpoints.map((e) => e.drain()));
+    await this.checkpointing;
+    await this.deltas?.stop().catch(() => undefined);
+    if (wasRunning && this.wal) {
+      await this.checkpoint().catch((e: unknown) =>
+        this.log(`final checkpoint failed: ${(e as Error).message}`),
+      );
+    }
+    await this.release();
+    this._state = 'stopped';
+  }
+
+  private async release(): Promise<void> {
+    if (this.maint) clearInterval(this.maint);
+    await this.service?.stop().catch(() => undefined);
+    await this.wal?.close().catch(() => undefined);
+    if (this.ownsNc) await this.nc?.drain().catch(() => undefined);
+  }
+}
+
+/** Creates and starts a shard. */
+export async function startShard(input: ShardOptionsInput, deps: ShardDeps = {}): Promise<Shard> {
+  const s = new Shard(input, deps);
+  await s.start();
+  return s;
+}
+
+/**
+ * Runs a shard until `signal` aborts, then stops it cleanly. Prints one JSON line
+ * `{"event":"ready",...}` on stdout once serving (process supervisors and tests wait for it).
+ * The entry point maps SIGINT/SIGTERM to the signal.
+ */
+export async function runShardProcess(input: ShardOptionsInput, signal: AbortSignal): Promise<void> {
+  const shard = new Shard(input);
+  await shard.start();
+  process.stdout.write(
+    JSON.stringify({
+      event: 'ready',
+      cluster: shard.options.cluster,
+      shard: shard.options.shard,
+      pid: process.pid,
+      restore: shard.restore ?? null,
+    }) + '\n',
+  );
+  if (!signal.aborted)
+    await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
+  await shard.stop();
+}
