@@ -40,3 +40,11 @@ export {
 } from './model-config.js';
 export { createModel, initRows, type Model } from './model.js';
 export { computeGradients, predict, logLoss } from './compute.js';
+export {
+  criteoIntFields,
+  criteoCatFields,
+  criteoFeatureSpec,
+  criteoWideDeepConfig,
+  parseCriteoLine,
+} from './criteo.js';
+export { runComputeBench, type ComputeBenchOptions } from './compute-bench.js';
