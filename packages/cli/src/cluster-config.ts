@@ -2,6 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { z } from 'zod';
+import { streamOptionsSchema } from '@freshet/client';
+import { modelConfigSchema } from '@freshet/model';
 import { natsOptionsSchema } from '@freshet/nats';
 import { assertClusterName, FreshetError } from '@freshet/protocol';
 import { roleSchemas, type RoleName } from './role-schemas.js';
@@ -105,6 +107,21 @@ export const metricsConfigSchema = z
   .strict()
   .prefault({});
 
+/** The model of the default local cluster: user × item × context, wide&deep. */
+export const defaultModel: Record<string, unknown> = {
+  name: 'local',
+  kind: 'wide-deep',
+  features: {
+    fields: [
+      { kind: 'categorical', name: 'user' },
+      { kind: 'categorical', name: 'item', tower: 'item' },
+      { kind: 'categorical', name: 'context' },
+    ],
+  },
+  embeddingDim: 8,
+  hidden: [32, 16],
+};
+
 export const clusterConfigSchema = z
   .object({
     cluster: z.string().default('local'),
@@ -113,8 +130,20 @@ export const clusterConfigSchema = z
     nats: natsConfigSchema.prefault({}),
     /** Feedback stream partitions (fixed for the life of a stream). */
     partitions: z.number().int().min(1).max(4096).default(8),
-    /** Model config for @freshet/model (tables, fields, architecture); roles validate it. */
-    model: z.record(z.string(), z.unknown()).default({}),
+    /** Model config for @freshet/model (kind, feature fields, sizes); the default is a small wide&deep. */
+    model: z
+      .record(z.string(), z.unknown())
+      .default(defaultModel)
+      .superRefine((m, ctx) => {
+        const r = modelConfigSchema.safeParse(m);
+        if (!r.success)
+          for (const i of r.error.issues) ctx.addIssue({ ...i, code: 'custom', message: i.message });
+      }),
+    /** Feedback stream limits (storage, retention); partitions and replicas come from above. */
+    stream: streamOptionsSchema
+      .omit({ cluster: true, partitions: true, replicas: true })
+      .strict()
+      .prefault({}),
     shards: roleGroupSchema(2),
     workers: roleGroupSchema(1),
     serving: roleGroupSchema(1),
@@ -140,6 +169,7 @@ export interface ClusterConfig {
   nats: NatsConfig;
   partitions: number;
   model: Record<string, unknown>;
+  stream: Record<string, unknown>;
   shards: { count: number; options: Record<string, unknown> };
   workers: { count: number; options: Record<string, unknown> };
   serving: { count: number; options: Record<string, unknown> };

@@ -25,3 +25,22 @@ export {
   type ClusterLog,
 } from './local-cluster.js';
 export { discoverActors, num, str, type ActorStatus, type DiscoverOptions } from './discovery.js';
+export {
+  clusterView,
+  shardView,
+  workerView,
+  servingView,
+  type ClusterView,
+  type ShardView,
+  type WorkerView,
+  type ServingView,
+  type HistogramView,
+} from './actor-view.js';
+export {
+  createActorMetrics,
+  createClusterMetrics,
+  serveMetrics,
+  type ClusterMetrics,
+  type MetricsServer,
+} from './metrics.js';
+export { collectStatus, renderStatus } from './commands/status.js';

@@ -9,14 +9,18 @@ import {
   type NatsClusterHandle,
   type NatsServerHandle,
 } from '@freshet/nats';
+import { ensureStream } from '@freshet/client';
 import { FreshetError } from '@freshet/protocol';
 import { natsConnectionOptions, planActors, type ActorPlan, type ClusterConfig } from './cluster-config.js';
 import { discoverActors, str, type ActorStatus } from './discovery.js';
 import type { RoleName } from './role-schemas.js';
 
-/** Where the CLI entry lives, next to this file in dist/ (independent of the cwd). */
-export const cliMainPath = fileURLToPath(new URL('./main.js', import.meta.url));
-const reaperPath = fileURLToPath(new URL('./reaper.js', import.meta.url));
+/**
+ * Where the built CLI entry lives, relative to this module and not the cwd. `../dist/` resolves
+ * from both dist/ (built) and src/ (tests run the sources), so children always run built code.
+ */
+export const cliMainPath = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+const reaperPath = fileURLToPath(new URL('../dist/reaper.js', import.meta.url));
 
 /** The subset of a pino logger the local cluster uses. */
 export interface ClusterLog {
@@ -295,6 +299,12 @@ export async function startLocalCluster(
     if (auth.passEnv && connOpts.pass !== undefined) env.FRESHET_NATS_PASS = connOpts.pass;
     if (auth.tokenEnv && connOpts.token !== undefined) env.FRESHET_NATS_TOKEN = connOpts.token;
 
+    await ensureStreamWithRetry(nc, config, opts);
+    log.info(
+      { cluster: config.cluster, partitions: config.partitions, replicas: config.nats.replicas },
+      'feedback stream ready',
+    );
+
     const plans = planActors(config, urls);
     let failure: Error | undefined;
     let ready = false;
@@ -356,6 +366,28 @@ export async function startLocalCluster(
     },
     stopped,
   };
+}
+
+/** A fresh JetStream cluster elects its meta leader after start: retry until it answers. */
+async function ensureStreamWithRetry(nc: NatsConnection, config: ClusterConfig, opts: LocalClusterOptions) {
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
+  for (;;) {
+    try {
+      return await ensureStream(nc, {
+        ...config.stream,
+        cluster: config.cluster,
+        partitions: config.partitions,
+        replicas: config.nats.replicas,
+      });
+    } catch (e) {
+      if (Date.now() > deadline || opts.signal?.aborted) {
+        throw new FreshetError('UNAVAILABLE', `cannot create the feedback stream: ${(e as Error).message}`, {
+          cause: e,
+        });
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
 }
 
 /** True when the actor's reported state allows work (roles without a state field count as ready). */

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { natsOptionsSchema } from '@freshet/nats';
+import { servingOptionsSchema } from '@freshet/serving';
+import { workerOptionsSchema } from '@freshet/worker';
 import type { ClusterConfig } from './cluster-config.js';
 
 /** The role processes a cluster config plans. */
@@ -33,8 +35,8 @@ function natsFor(ctx: RoleBuildContext): Record<string, unknown> {
   return n;
 }
 
-// Until a role package exports its options schema, its options are checked for the common fields
-// only; the role process validates the rest when it starts.
+// The shard package exports no options schema yet: its options are checked for the common fields
+// only here; the shard process validates the rest when it starts.
 const commonSchema = z.object({ cluster: z.string(), nats: natsOptionsSchema }).passthrough();
 
 /** One adapter per role, mapping the cluster config onto that role's options. */
@@ -52,7 +54,7 @@ export const roleSchemas: Record<RoleName, RoleAdapter> = {
     }),
   },
   worker: {
-    schema: commonSchema,
+    schema: workerOptionsSchema.strict(),
     build: (ctx) => ({
       ...ctx.options,
       cluster: ctx.cfg.cluster,
@@ -60,12 +62,11 @@ export const roleSchemas: Record<RoleName, RoleAdapter> = {
       id: ctx.id,
       shards: ctx.cfg.shards.count,
       partitions: ctx.cfg.partitions,
-      replicas: ctx.cfg.nats.replicas,
       model: ctx.cfg.model,
     }),
   },
   serving: {
-    schema: commonSchema,
+    schema: servingOptionsSchema,
     build: (ctx) => ({
       ...ctx.options,
       cluster: ctx.cfg.cluster,

@@ -56,7 +56,7 @@ describe('cluster config', () => {
       checkpointEveryMs: 1000,
       dataDir: join(dir, 'data', 'shard-0'),
     });
-    expect(plan.find((a) => a.id === 'worker-1')!.options).toMatchObject({ partitions: 16, replicas: 3 });
+    expect(plan.find((a) => a.id === 'worker-1')!.options).toMatchObject({ partitions: 16, shards: 4 });
     expect(clusterConfigToYaml(c)).toContain('cluster: prod-a');
   });
 

@@ -1,0 +1,163 @@
+import { num, str, type ActorStatus } from './discovery.js';
+
+/**
+ * One flat view per role of what an actor reports, shared by `freshet status`, the dashboard and
+ * the Prometheus exporter so the three never disagree. Fields a role does not report are null.
+ */
+
+/** A histogram as roles report it: upper bounds and counts per bucket. */
+export interface HistogramView {
+  bounds: number[];
+  counts: number[];
+}
+
+export interface ShardView {
+  id: string;
+  shard: number | null;
+  state: string | null;
+  rows: number | null;
+  memoryBytes: number | null;
+  version: number | null;
+  updatesPerSec: number | null;
+  stalenessP50: number | null;
+  stalenessP99: number | null;
+  stalenessHistogram: HistogramView | null;
+  rejects: number | null;
+  evictions: number | null;
+  /** ms since the epoch. */
+  lastCheckpoint: number | null;
+  deltaSeq: number | null;
+}
+
+export interface WorkerView {
+  id: string;
+  state: string | null;
+  partitions: number[];
+  examplesPerSec: number | null;
+  examples: number | null;
+  auc: number | null;
+  logloss: number | null;
+  backend: string | null;
+  lag: number | null;
+}
+
+export interface ServingView {
+  id: string;
+  state: string | null;
+  version: number | null;
+  /** Event-to-serving freshness (ms). */
+  freshnessP50Ms: number | null;
+  freshnessP99Ms: number | null;
+  freshnessHistogram: HistogramView | null;
+  requestsPerSec: number | null;
+}
+
+/** `freshet status --json`: one entry per live actor. */
+export interface ClusterView {
+  cluster: string | null;
+  at: number;
+  shards: ShardView[];
+  workers: WorkerView[];
+  serving: ServingView[];
+}
+
+const n = (s: Record<string, unknown>, ...p: string[]) => num(s, ...p) ?? null;
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function pick(s: Record<string, unknown>, ...paths: string[]): unknown {
+  for (const p of paths) {
+    let v: unknown = s;
+    for (const k of p.split('.')) v = isRecord(v) ? v[k] : undefined;
+    if (v !== undefined) return v;
+  }
+  return undefined;
+}
+
+function histogram(v: unknown): HistogramView | null {
+  if (!isRecord(v)) return null;
+  const bounds = v.bounds ?? v.le ?? v.buckets;
+  const counts = v.counts;
+  if (!Array.isArray(bounds) || !Array.isArray(counts)) return null;
+  const b = bounds.filter((x): x is number => typeof x === 'number');
+  const c = counts.filter((x): x is number => typeof x === 'number');
+  return b.length && c.length ? { bounds: b, counts: c } : null;
+}
+
+function time(v: unknown): number | null {
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  if (typeof v === 'string') {
+    const t = Date.parse(v);
+    return Number.isFinite(t) ? t : null;
+  }
+  if (isRecord(v)) return time(v.ts ?? v.at ?? v.time);
+  return null;
+}
+
+export function shardView(a: ActorStatus): ShardView {
+  const s = a.status;
+  const meta = a.metadata.shard !== undefined ? Number(a.metadata.shard) : null;
+  return {
+    id: a.id,
+    shard: n(s, 'shard') ?? (Number.isFinite(meta) ? meta : null),
+    state: str(s, 'state', 'status') ?? null,
+    rows: n(s, 'rows', 'rowCount', 'totalRows'),
+    memoryBytes: n(s, 'memoryBytes', 'memory.rss', 'rssBytes', 'memory'),
+    version: n(s, 'version'),
+    updatesPerSec: n(s, 'updatesPerSec', 'updateRate', 'pushesPerSec', 'rates.updates'),
+    stalenessP50: n(s, 'staleness.p50', 'stalenessP50'),
+    stalenessP99: n(s, 'staleness.p99', 'stalenessP99'),
+    stalenessHistogram: histogram(pick(s, 'staleness.histogram', 'stalenessHistogram')),
+    rejects: n(s, 'rejects', 'rejected', 'counters.rejects'),
+    evictions: n(s, 'evictions', 'evicted', 'counters.evictions'),
+    lastCheckpoint: time(pick(s, 'lastCheckpoint', 'checkpoint.lastAt', 'lastCheckpointAt')),
+    deltaSeq: n(s, 'deltaSeq', 'delta.seq', 'seq'),
+  };
+}
+
+export function workerView(a: ActorStatus): WorkerView {
+  const s = a.status;
+  const parts = pick(s, 'partitions', 'assigned');
+  // Workers report lag per partition ({"0": 12, ...}); the table shows the sum.
+  const lagRaw = pick(s, 'lag');
+  const lag = isRecord(lagRaw)
+    ? Object.values(lagRaw).reduce<number>((a, b) => a + (typeof b === 'number' ? b : 0), 0)
+    : n(s, 'lag', 'pending', 'consumerLag');
+  return {
+    id: a.id,
+    state: str(s, 'state', 'status') ?? null,
+    partitions: Array.isArray(parts) ? parts.filter((x): x is number => typeof x === 'number') : [],
+    examplesPerSec: n(s, 'examplesPerS', 'examplesPerSec', 'rates.examples', 'throughput'),
+    examples: n(s, 'examples', 'examplesTotal', 'counters.examples'),
+    auc: n(s, 'progressive.auc', 'auc'),
+    logloss: n(s, 'progressive.logloss', 'logloss'),
+    backend: str(s, 'backend') ?? null,
+    lag,
+  };
+}
+
+export function servingView(a: ActorStatus): ServingView {
+  const s = a.status;
+  return {
+    id: a.id,
+    state: str(s, 'state', 'status') ?? null,
+    version: n(s, 'version'),
+    freshnessP50Ms: n(s, 'freshness.p50Ms', 'freshness.p50', 'freshnessP50Ms'),
+    freshnessP99Ms: n(s, 'freshness.p99Ms', 'freshness.p99', 'freshnessP99Ms'),
+    freshnessHistogram: histogram(pick(s, 'freshness.histogram', 'freshnessHistogram')),
+    requestsPerSec: n(s, 'requestsPerSec', 'rates.requests', 'qps'),
+  };
+}
+
+/** Groups discovered actors into the three role views. */
+export function clusterView(actors: ActorStatus[], cluster?: string): ClusterView {
+  return {
+    cluster: cluster ?? null,
+    at: Date.now(),
+    shards: actors.filter((a) => a.role === 'shard').map(shardView),
+    workers: actors.filter((a) => a.role === 'worker').map(workerView),
+    serving: actors.filter((a) => a.role === 'serving').map(servingView),
+  };
+}
