@@ -19,3 +19,17 @@ export {
   type DeadLettersOptions,
 } from './dead-letters.js';
 export { validateOrDeadLetter, Ingest, type IngestMessage, type IngestCounters } from './ingest.js';
+export { splitCsvLine, readLines } from './datasets/csv.js';
+export { readCriteo, type CriteoOptions } from './datasets/criteo.js';
+export { readMovieLens, movieLensRatingsFile, type MovieLensOptions } from './datasets/movielens.js';
+export { readOpenBandit, openBanditLogFile, type OpenBanditOptions } from './datasets/open-bandit.js';
+export { csvSpecSchema, loadCsvSpec, readCsv, type CsvSpec, type CsvSpecInput } from './datasets/csv-spec.js';
+export { SyntheticWorld, syntheticEvents, type SyntheticOptions } from './datasets/synthetic.js';
+export {
+  openDataset,
+  parseDatasetRef,
+  datasetKinds,
+  type DatasetKind,
+  type OpenDatasetOptions,
+} from './datasets/index.js';
+export { runReplay, type ReplayOptions, type ReplayProgress, type ReplaySummary } from './replay.js';
