@@ -24,6 +24,15 @@ import { ShardCore } from './shard-core.js';
 import { SspGate } from './staleness.js';
 import { replayWal, truncateWal, Wal } from './wal.js';
 
+/**
+ * An aligned copy of a message payload when it sits at an odd offset. NATS hands payloads out as
+ * Node Buffers, whose `slice()` does not copy, so decodeFrame's own realignment keeps the odd
+ * offset and typed-array views throw; copying here works around that until protocol does.
+ */
+export function aligned(data: Uint8Array): Uint8Array {
+  return data.byteOffset % 4 === 0 ? data : new Uint8Array(data);
+}
+
 /** Lifecycle of a shard actor. */
 export type ShardState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
 
@@ -220,7 +229,7 @@ export class Shard {
         s.pull(o.shard),
         (data) => {
           this.guard();
-          const req = decodePull(data);
+          const req = decodePull(aligned(data));
           if (this.ssp && req.worker !== undefined && req.clock !== undefined) {
             const wait = this.ssp.admit(req.worker, req.clock, sspBound);
             if (wait) return wait.then(() => encodePullReply(core.pull(req)));
@@ -235,7 +244,9 @@ export class Shard {
         s.snapshot(o.shard),
         (data) => {
           this.guard();
-          return encodeSnapshotPage(core.snapshot(decodeSnapshotRequest(data), this.deltas?.seq ?? 0));
+          return encodeSnapshotPage(
+            core.snapshot(decodeSnapshotRequest(aligned(data)), this.deltas?.seq ?? 0),
+          );
         },
         common,
       ),
@@ -254,8 +265,9 @@ export class Shard {
     this.deltas.start();
   }
 
-  private handlePush(data: Uint8Array): Uint8Array | Promise<Uint8Array> {
+  private handlePush(raw: Uint8Array): Uint8Array | Promise<Uint8Array> {
     this.guard();
+    const data = aligned(raw);
     const core = this.core;
     const req = decodePush(data);
     const prior = core.appliedVersion(req.id);
@@ -278,7 +290,7 @@ export class Shard {
     if (!this.wal) return reply;
     // The frame as applied: the request bytes (copied: the connection may reuse its buffer),
     // or the compensated push for DC-ASGD so a replay applies exactly the same update.
-    const payload = res.dcApplied ? encodePush(res.effective) : data.slice();
+    const payload = res.dcApplied ? encodePush(res.effective) : data === raw ? raw.slice() : data;
     const durable = this.wal.append({ kind: 'push', ts, tau: res.tau, dcApplied: res.dcApplied, payload });
     this.inflightIds.set(req.id, durable);
     return durable.then(

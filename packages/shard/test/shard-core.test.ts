@@ -1,0 +1,211 @@
+import { describe, expect, it } from 'vitest';
+import {
+  FreshetError,
+  initRow,
+  parseModelSpec,
+  shardOfKey,
+  type ModelSpecInput,
+  type PushRequest,
+} from '@freshet/protocol';
+import { ShardCore } from '../src/shard-core.js';
+import { SspGate, TauHistogram } from '../src/staleness.js';
+
+function core(
+  tables: ModelSpecInput['tables'],
+  o: Partial<{ shard: number; shards: number; maxPushRows: number }> = {},
+) {
+  return new ShardCore({
+    spec: parseModelSpec({ name: 'm', tables }),
+    shard: o.shard ?? 0,
+    shards: o.shards ?? 1,
+    checkOwnership: true,
+    maxPushRows: o.maxPushRows ?? 1 << 20,
+    maxPullKeys: 1 << 20,
+    sketchWidth: 1 << 12,
+    recentPushIds: 1000,
+    dcMaxWorkers: 8,
+    dcMaxRowsPerWorker: 1 << 16,
+  });
+}
+let ids = 0;
+function push(
+  t: number,
+  dim: number,
+  keys: number[],
+  g: number | number[],
+  base = 0,
+  worker = 'w',
+): PushRequest {
+  const n = keys.length / 2;
+  const grads = Array.isArray(g) ? Float32Array.from(g) : new Float32Array(n * dim).fill(g);
+  return {
+    id: `p${++ids}`,
+    worker,
+    clock: 0,
+    base,
+    tables: [{ t, dim, keys: Uint32Array.from(keys), grads, counts: new Uint32Array(n).fill(1) }],
+  };
+}
+const read = (c: ShardCore, t: number, keys: number[]) =>
+  Array.from(c.pull({ tables: [{ t, keys: Uint32Array.from(keys) }] }).tables[0]!.values);
+const code = (f: () => unknown) => {
+  try {
+    f();
+  } catch (e) {
+    return (e as FreshetError).code;
+  }
+  return 'none';
+};
+
+describe('ShardCore', () => {
+  it('pulls missing rows as their deterministic init, applies pushes and bumps the version', () => {
+    const c = core([
+      { name: 'e', dim: 2, init: { kind: 'normal', std: 0.1, seed: 3 }, optimizer: { kind: 'sgd', lr: 1 } },
+    ]);
+    const init = new Float32Array(2);
+    initRow({ kind: 'normal', std: 0.1, seed: 3 }, 5, 6, init);
+    expect(read(c, 0, [5, 6])).toEqual(Array.from(init));
+    const r = c.applyPush(push(0, 2, [5, 6], 0.5), Date.now());
+    expect(r).toMatchObject({ version: 1, tau: 0, applied: 1 });
+    expect(read(c, 0, [5, 6])).toEqual([init[0]! - 0.5, init[1]! - 0.5].map(Math.fround));
+  });
+
+  it('rejects a whole push on any invalid part and applies nothing of it', () => {
+    const c = core([
+      { name: 'a', dim: 2, optimizer: { kind: 'sgd', lr: 1 } },
+      { name: 'd', kind: 'dense', dim: 3 },
+    ]);
+    const good = push(0, 2, [1, 1], 1);
+    const withNaN: PushRequest = {
+      ...good,
+      id: 'bad',
+      tables: [
+        ...good.tables,
+        {
+          t: 0,
+          dim: 2,
+          keys: Uint32Array.from([2, 2]),
+          grads: Float32Array.from([0, NaN]),
+          counts: Uint32Array.from([1]),
+        },
+      ],
+    };
+    expect(code(() => c.applyPush(withNaN, 0))).toBe('NON_FINITE');
+    expect(
+      code(() =>
+        c.applyPush(
+          {
+            ...withNaN,
+            tables: [...good.tables, { ...good.tables[0]!, grads: Float32Array.from([1, Infinity]) }],
+          },
+          0,
+        ),
+      ),
+    ).toBe('NON_FINITE');
+    expect(
+      code(() => c.applyPush({ ...good, tables: [...good.tables, { ...good.tables[0]!, t: 9 }] }, 0)),
+    ).toBe('UNKNOWN_TABLE');
+    expect(
+      code(() =>
+        c.applyPush(
+          { ...good, tables: [...good.tables, { ...good.tables[0]!, dim: 3, grads: new Float32Array(3) }] },
+          0,
+        ),
+      ),
+    ).toBe('WRONG_LENGTH');
+    expect(
+      code(() =>
+        c.applyPush(
+          { ...good, tables: [...good.tables, { ...good.tables[0]!, grads: new Float32Array(5) }] },
+          0,
+        ),
+      ),
+    ).toBe('WRONG_LENGTH');
+    expect(code(() => c.applyPush(push(1, 3, [0, 1], 1), 0))).toBe('BAD_REQUEST');
+    expect(code(() => c.applyPush(push(1, 3, [0, 0, 0, 0], 1), 0))).toBe('WRONG_LENGTH');
+    const small = core([{ name: 'a', dim: 2 }], { maxPushRows: 2 });
+    expect(code(() => small.applyPush(push(0, 2, [1, 1, 2, 2, 3, 3], 1), 0))).toBe('OVERSIZE');
+    // Nothing applied: version 0, row 1 untouched, no rows created.
+    expect(c.version).toBe(0);
+    expect(c.tables[0]!.store.size).toBe(0);
+    expect(read(c, 0, [1, 1])).toEqual([0, 0]);
+    // The dense table exists (owned by the only shard) and accepts key (0, 0).
+    expect(c.applyPush(push(1, 3, [0, 0], 1), 0).applied).toBe(1);
+  });
+
+  it('rejects keys of another shard with NOT_OWNER', () => {
+    const c = core([{ name: 'a', dim: 1 }], { shard: 0, shards: 4 });
+    let foreign = 0;
+    while (shardOfKey(0, foreign, 0, 4) === 0) foreign++;
+    expect(code(() => c.applyPush(push(0, 1, [foreign, 0], 1), 0))).toBe('NOT_OWNER');
+  });
+
+  it('admits a row only after minCount sightings', () => {
+    const c = core([
+      { name: 'a', dim: 1, minCount: 3, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'none' } },
+    ]);
+    expect(c.applyPush(push(0, 1, [7, 7], 1), 0).applied).toBe(0);
+    expect(c.applyPush(push(0, 1, [7, 7], 1), 0).applied).toBe(0);
+    expect(c.tables[0]!.store.size).toBe(0);
+    expect(c.applyPush(push(0, 1, [7, 7], 1), 0).applied).toBe(1);
+    expect(read(c, 0, [7, 7])).toEqual([-1]);
+  });
+
+  it('evicts rows unseen for ttlMs and sends tombstones in the next delta', () => {
+    const c = core([{ name: 'a', dim: 1, ttlMs: 1000 }]);
+    const t0 = Date.UTC(2025, 0, 1);
+    c.applyPush(push(0, 1, [1, 0, 2, 0], 1), t0);
+    c.takeDelta(1 << 20);
+    c.applyPush(push(0, 1, [2, 0], 1), t0 + 900);
+    const exp = c.expired(t0 + 1500, 1 << 16);
+    expect(exp).toHaveLength(1);
+    expect(Array.from(exp[0]!.keys)).toEqual([1, 0]);
+    c.evict(0, exp[0]!.keys);
+    expect(c.evictions).toBe(1);
+    const d = c.takeDelta(1 << 20);
+    expect(Array.from(d.tables[0]!.deadKeys)).toEqual([1, 0]);
+    expect(Array.from(d.tables[0]!.keys)).toEqual([2, 0]);
+  });
+
+  it('applies staleness policies: reject, scale, dc', () => {
+    const c = core([
+      { name: 'r', dim: 1, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'reject', bound: 2 } },
+      { name: 's', dim: 1, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'scale' } },
+      { name: 'd', dim: 1, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'dc', lambda: 1 } },
+    ]);
+    for (let i = 0; i < 4; i++) c.applyPush(push(1, 1, [100 + i, 0], 0), 0);
+    expect(c.version).toBe(4);
+    expect(code(() => c.applyPush(push(0, 1, [1, 0], 1, 1), 0))).toBe('STALE');
+    expect(c.applyPush(push(0, 1, [1, 0], 1, 2), 0).tau).toBe(2); // τ = 4 − 2 ≤ bound
+    // scale: τ = version − base; lr/(1+τ)
+    const v = c.version;
+    c.applyPush(push(1, 1, [9, 0], 1, v - 3), 0);
+    expect(read(c, 1, [9, 0])[0]).toBeCloseTo(-1 / 4, 6);
+    // dc: worker pulled w_base = 0, w moved to −1 since; g + λ·g²·(w − w_base) = 2 + 4·(−1) = −2
+    c.pull({ worker: 'x', tables: [{ t: 2, keys: Uint32Array.from([5, 0]) }] });
+    const base = c.version;
+    c.applyPush(push(2, 1, [5, 0], 1, base, 'y'), 0);
+    c.applyPush(push(2, 1, [5, 0], 2, base, 'x'), 0);
+    expect(read(c, 2, [5, 0])[0]).toBeCloseTo(-1 + 2, 6);
+    expect(c.dc.compensated).toBe(1);
+    expect(c.tau.count).toBeGreaterThan(0);
+  });
+
+  it('keeps τ quantiles', () => {
+    const h = new TauHistogram();
+    for (let i = 0; i < 100; i++) h.record(i < 98 ? 1 : 500);
+    expect(h.quantile(0.5)).toBe(1);
+    expect(h.quantile(0.99)).toBe(256);
+  });
+
+  it('SSP: a worker too far ahead waits for the slowest live worker, then times out', async () => {
+    const g = new SspGate(60_000, 300);
+    expect(g.admit('a', 0, 2)).toBeUndefined();
+    const waiting = g.admit('b', 5, 2);
+    expect(waiting).toBeInstanceOf(Promise);
+    g.observe('a', 3);
+    await expect(waiting).resolves.toBeUndefined();
+    await expect(g.admit('b', 9, 2)).rejects.toMatchObject({ code: 'TIMEOUT' });
+    expect(g.timeouts).toBe(1);
+  });
+});
