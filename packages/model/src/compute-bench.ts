@@ -3,6 +3,7 @@ import type { Example } from './batch.js';
 import { initBackend, type BackendPreference } from './backend.js';
 import { computeGradients } from './compute.js';
 import { criteoWideDeepConfig } from './criteo.js';
+import type { ModelKind } from './model-config.js';
 import { createModel, initRows } from './model.js';
 
 /** Options of {@link runComputeBench}. */
@@ -12,55 +13,75 @@ export interface ComputeBenchOptions {
   /** Timed steps per batch size, after warm-up (default 30). */
   steps?: number;
   backend?: BackendPreference;
+  /** Model kinds to measure on the Criteo features (default ['wide-deep']). */
+  models?: ModelKind[];
 }
 
 /**
- * Measures computeGradients of the Criteo wide&deep (26 × 16 + 13 → 128 → 64 → 1 + wide) on one
- * thread with synthetic Criteo-shaped examples: encode excluded, gather/scatter included.
- * Returns one JSON-able object: examples/s and ms/step per batch size, and the backend.
+ * Measures computeGradients on one thread with synthetic Criteo-shaped examples (13 integers, 26
+ * categoricals with Zipf-like values): by default the peer's wide&deep (26 × 16 + 13 → 128 → 64
+ * → 1 + wide). Encode is excluded (reported apart, cold cache); the JS gather/scatter is included.
+ * Returns one JSON-able object: per model and batch size examples/s and ms/step, the backend, and
+ * `wide_deep_b<B>_examples_per_s` headline numbers.
  */
 export async function runComputeBench(opts: ComputeBenchOptions = {}): Promise<Record<string, unknown>> {
   const batches = opts.batches ?? [256, 512];
   const steps = opts.steps ?? 30;
+  const kinds = opts.models ?? ['wide-deep'];
   if (batches.some((b) => !Number.isInteger(b) || b < 1) || !Number.isInteger(steps) || steps < 1) {
     throw new FreshetError('CONFIG', 'bench: batches and steps must be positive integers');
   }
   const info = await initBackend(opts.backend ?? 'auto');
-  const model = createModel(criteoWideDeepConfig());
-  const results: Record<string, unknown> = {};
   let seed = 12345;
   const rnd = () => {
     seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
     return seed / 4294967296;
   };
-  for (const b of batches) {
-    const examples: Example[] = [];
-    for (let i = 0; i < b; i++) {
-      const features: Record<string, string | number> = {};
-      for (let f = 1; f <= 13; f++) features[`I${f}`] = Math.floor(rnd() * 200);
-      // Zipf-ish values: a realistic share of keys repeats within a batch
-      for (let f = 1; f <= 26; f++) features[`C${f}`] = String(Math.floor(1 / (rnd() + 1e-4)));
-      examples.push({ features, label: rnd() < 0.25 ? 1 : 0 });
+  const results: Record<string, Record<string, { examples_per_s: number }>> = {};
+  for (const kind of kinds) {
+    const model = createModel(criteoWideDeepConfig({ kind, name: `bench-${kind}` }));
+    const perBatch: Record<string, { examples_per_s: number }> = {};
+    for (const b of batches) {
+      const examples: Example[] = [];
+      for (let i = 0; i < b; i++) {
+        const features: Record<string, string | number> = {};
+        for (let f = 1; f <= 13; f++) features[`I${f}`] = Math.floor(rnd() * 200);
+        // Zipf-like values: a realistic share of keys repeats within a batch.
+        for (let f = 1; f <= 26; f++) features[`C${f}`] = String(Math.floor(1 / (rnd() + 1e-4)));
+        examples.push({ features, label: rnd() < 0.25 ? 1 : 0 });
+      }
+      const e0 = performance.now();
+      const batch = model.encode(examples);
+      const encodeMs = performance.now() - e0;
+      const rows = initRows(model, batch);
+      for (let i = 0; i < 3; i++) computeGradients(model, batch, rows);
+      const t0 = performance.now();
+      for (let i = 0; i < steps; i++) computeGradients(model, batch, rows);
+      const ms = (performance.now() - t0) / steps;
+      perBatch[`b${b}`] = {
+        examples_per_s: Math.round((b / ms) * 1000),
+        ms_per_step: round2(ms),
+        encode_ms_cold: round2(encodeMs),
+        unique_keys: batch.sparse[0]!.keys.length / 2,
+      } as { examples_per_s: number };
     }
-    const batch = model.encode(examples);
-    const rows = initRows(model, batch);
-    for (let i = 0; i < 3; i++) computeGradients(model, batch, rows);
-    const t0 = performance.now();
-    for (let i = 0; i < steps; i++) computeGradients(model, batch, rows);
-    const ms = (performance.now() - t0) / steps;
-    results[`b${b}`] = {
-      ms_per_step: Math.round(ms * 100) / 100,
-      examples_per_s: Math.round((b / ms) * 1000),
-      unique_keys: batch.sparse[0]!.keys.length / 2,
-    };
+    results[kind] = perBatch;
   }
+  const headline = Object.entries(results['wide-deep'] ?? {}).map(([b, r]) => [
+    `wide_deep_${b}_examples_per_s`,
+    r.examples_per_s,
+  ]);
   return {
     bench: 'model-compute',
-    model: 'wide-deep',
     threads: 1,
     backend: info.backend,
     simd: info.simd,
     steps,
-    ...results,
+    ...Object.fromEntries(headline),
+    models: results,
   };
+}
+
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
 }

@@ -43,12 +43,32 @@ export function computeGradients(model: Model, batch: EncodedBatch, rows: BatchR
       grads[id] = s ? scatterAdd(s, data, model.spec.tables[id]!.dim) : data;
     });
     const preds = tf.tidy(() => tf.sigmoid(logitsKept!)).dataSync() as Float32Array;
+    assertFinite(loss, grads, model);
     return { preds, loss, grads };
   } finally {
     params.forEach((t) => t.dispose());
     logitsKept?.dispose();
     disposeConstants(consts);
   }
+}
+
+/**
+ * A non-finite loss or gradient (overflowing rows, NaN inputs) must never reach a shard: throw
+ * `NON_FINITE` naming the first bad table instead of returning it.
+ */
+function assertFinite(loss: number, grads: (Float32Array | undefined)[], model: Model): void {
+  if (!Number.isFinite(loss)) throw new FreshetError('NON_FINITE', `loss is ${loss}`);
+  grads.forEach((g, id) => {
+    if (!g) return;
+    for (let i = 0; i < g.length; i++) {
+      if (!Number.isFinite(g[i]!)) {
+        throw new FreshetError(
+          'NON_FINITE',
+          `gradient of table "${model.spec.tables[id]!.name}" is not finite`,
+        );
+      }
+    }
+  });
 }
 
 /** Predicted probabilities for a batch (no gradients). */

@@ -39,8 +39,10 @@ export class FeatureEncoder {
   private readonly numeric: NumericPlan[];
   private readonly byName: Map<string, FieldSpec>;
   private readonly keyIndex = new KeyIndex(4096);
-  private readonly idCache = new Map<string, number>();
-  private readonly idHi: number[] = [];
+  /** Per field name: value → slot in idLoHi. */
+  private readonly idCache = new Map<string, Map<string, number>>();
+  private idLoHi = new Uint32Array(1024);
+  private idCount = 0;
   private readonly scratch = new Uint32Array(2);
 
   constructor(
@@ -213,24 +215,34 @@ export class FeatureEncoder {
     return parts.join('\u0002');
   }
 
-  /** featureId(field, value) into `scratch`, through a bounded cache. */
+  /** featureId(field, value) into `scratch`, through a bounded per-field cache. */
   private id(field: string, value: string): void {
-    const cacheKey = `${field}\u0001${value}`;
-    const hit = this.idCache.get(cacheKey);
+    let cache = this.idCache.get(field);
+    if (!cache) {
+      cache = new Map();
+      this.idCache.set(field, cache);
+    }
+    const hit = cache.get(value);
     if (hit !== undefined) {
-      this.scratch[0] = this.idHi[2 * hit]!;
-      this.scratch[1] = this.idHi[2 * hit + 1]!;
+      this.scratch[0] = this.idLoHi[2 * hit]!;
+      this.scratch[1] = this.idLoHi[2 * hit + 1]!;
       return;
     }
     featureId(field, value, this.scratch);
-    if (this.idCache.size >= ID_CACHE_MAX) {
-      this.idCache.clear();
-      this.idHi.length = 0;
+    if (this.idCount >= ID_CACHE_MAX) {
+      // Dropping everything is cheaper than LRU bookkeeping; hot values come back within a batch.
+      for (const c of this.idCache.values()) c.clear();
+      this.idCount = 0;
     }
-    const slot = this.idCache.size;
-    this.idCache.set(cacheKey, slot);
-    this.idHi[2 * slot] = this.scratch[0]!;
-    this.idHi[2 * slot + 1] = this.scratch[1]!;
+    if (2 * this.idCount + 2 > this.idLoHi.length) {
+      const grown = new Uint32Array(this.idLoHi.length * 2);
+      grown.set(this.idLoHi);
+      this.idLoHi = grown;
+    }
+    const slot = this.idCount++;
+    cache.set(value, slot);
+    this.idLoHi[2 * slot] = this.scratch[0]!;
+    this.idLoHi[2 * slot + 1] = this.scratch[1]!;
   }
 }
 

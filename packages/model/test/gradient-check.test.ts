@@ -98,4 +98,18 @@ describe('gradients', () => {
     expect(Array.from(grads[0]!)).toEqual([-0.25, 0.25]);
     expect(grads[1]![0]).toBeCloseTo(0, 7);
   });
+
+  it('throws NON_FINITE instead of returning a non-finite gradient', () => {
+    const model = modelOf('wide-deep');
+    const batch = model.encode(mixedExamples(4, 8));
+    const rows = noisyRows(model, batch, 3);
+    rows[model.layout.emb!]![0] = Number.NaN;
+    let err: unknown;
+    try {
+      computeGradients(model, batch, rows);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ code: 'NON_FINITE' });
+  });
 });
