@@ -67,7 +67,7 @@ export async function runComputeBench(opts: ComputeBenchOptions = {}): Promise<R
     }
     results[kind] = perBatch;
   }
-  const headline = Object.entries(results['wide-deep'] ?? {}).map(([b, r]) => [
+  const headline = Object.entries(results['wide-deep'] ?? {}).map(([b, r]): [string, number] => [
     `wide_deep_${b}_examples_per_s`,
     r.examples_per_s,
   ]);
