@@ -63,7 +63,13 @@ function bad(msg: string): never {
  */
 export function decodeFrame(data: Uint8Array): Frame {
   if (data.byteLength < PREFIX) bad(`frame too short (${data.byteLength} B)`);
-  if (data.byteOffset % 4 !== 0) data = data.slice(); // copy once into an aligned buffer
+  if (data.byteOffset % 4 !== 0) {
+    // Copy once into an aligned buffer. Not data.slice(): NATS hands out Node Buffers, whose
+    // slice() is a view at the same unaligned offset.
+    const copy = new Uint8Array(data.byteLength);
+    copy.set(data);
+    data = copy;
+  }
   const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
   if (dv.getUint32(0, true) !== MAGIC) bad('not a Freshet frame (bad magic)');
   const hlen = dv.getUint32(4, true);
