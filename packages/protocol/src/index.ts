@@ -110,3 +110,12 @@ export {
 } from './event-parse.js';
 export { partitionOf } from './partitions.js';
 export { shardStatusSchema, shardStatusSubject, type ShardStatus } from './shard-status.js';
+export {
+  adminSubjects,
+  adminCommands,
+  adminRequestSchema,
+  adminReplySchema,
+  type AdminCommand,
+  type AdminRequest,
+  type AdminReply,
+} from './admin.js';
