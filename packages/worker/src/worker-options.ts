@@ -84,7 +84,8 @@ export const workerOptionsSchema = z.object({
         .default('freshet-worker'),
       ackWaitMs: ms.default(30_000),
       maxAckPending: z.number().int().min(1).default(8192),
-      fetchExpiresMs: ms.default(500),
+      /** Long-poll of one fetch (the server requires at least 1 s). */
+      fetchExpiresMs: z.number().int().min(1000).default(1000),
       /** Delay before a handed-back batch is redelivered. */
       nakDelayMs: z.number().int().min(0).default(500),
     })

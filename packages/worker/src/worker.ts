@@ -533,6 +533,8 @@ export class Worker {
       this.counters.failedBatches++;
       this.log('warn', 'batch handed back', {
         error: String(e),
+        code: e instanceof FreshetError ? e.code : 'INTERNAL',
+        stack: process.env.FRESHET_DEBUG_STACK ? (e as Error).stack : undefined,
         events: msgs.length,
         pendingShards: pending ? [...pending] : [],
       });
