@@ -214,6 +214,7 @@ export class Joiner {
   private seen = new Map<string, number>();
   private buckets = new Map<string, Bucket>();
   private c = freshCounters();
+  private nextSweep = 0;
   private readonly tokensPerMs: number;
   /** How long a resolved impression is remembered: for re-insertion, and to name too-late clicks. */
   private readonly rememberMs: number;
@@ -260,7 +261,7 @@ export class Joiner {
     };
     if (this.seen.has(event.id)) return drop('DUPLICATE');
     this.seen.set(event.id, event.ts);
-    this.trimSeen();
+    if (this.seen.size > this.options.dedupe.maxIds) this.trimSeen();
 
     switch (event.kind) {
       case 'impression':
@@ -382,6 +383,7 @@ export class Joiner {
     this.orphans = new Map(c.orphans);
     this.seen = new Map(c.seen);
     this.buckets = new Map(c.buckets);
+    this.nextSweep = 0;
     this.c = {
       ...freshCounters(),
       ...c.counters,
@@ -583,16 +585,22 @@ export class Joiner {
       const p = this.pending.get(top.key);
       if (p && p.n === top.n) this.resolveNegative(p, p.deadline, 'negative', p.id, out);
     }
+    // The maps below are swept at most once per 100 ms of event time: their expiry need not be
+    // exact, and sweeping on every event was a measurable share of the joiner's time.
+    if (now < this.nextSweep) return;
+    this.nextSweep = now + 100;
     // Maps are in insertion order, which is close to time order: expiring from the front is
     // cheap and exact enough (an entry expires at most one out-of-order span late).
-    for (const [k, o] of this.orphans) {
-      if (o.expires > now) break;
-      this.orphans.delete(k);
+    for (;;) {
+      const first = this.orphans.entries().next();
+      if (first.done || first.value[1].expires > now) break;
+      this.orphans.delete(first.value[0]);
       this.c.orphansExpired++;
     }
-    for (const [k, r] of this.resolved) {
-      if (r.expires > now) break;
-      this.resolved.delete(k);
+    for (;;) {
+      const first = this.resolved.entries().next();
+      if (first.done || first.value[1].expires > now) break;
+      this.resolved.delete(first.value[0]);
     }
     this.trimSeen();
   }
@@ -600,9 +608,10 @@ export class Joiner {
   private trimSeen(): void {
     const { maxIds, windowMs } = this.options.dedupe;
     const horizon = this.clock - windowMs;
-    for (const [id, ts] of this.seen) {
-      if (this.seen.size <= maxIds && ts >= horizon) break;
-      this.seen.delete(id);
+    while (this.seen.size > 0) {
+      const first = this.seen.entries().next();
+      if (first.done || (this.seen.size <= maxIds && first.value[1] >= horizon)) break;
+      this.seen.delete(first.value[0]);
       if (this.seen.size >= maxIds) this.c.seenEvicted++;
     }
   }
