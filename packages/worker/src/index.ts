@@ -56,3 +56,4 @@ export {
   type JoinerOptionsInput,
 } from './joiner-options.js';
 export { runTrainBench, type TrainBenchOptions } from './bench-train.js';
+export { runWorkerProcess } from './worker-process.js';
