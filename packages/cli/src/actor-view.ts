@@ -96,6 +96,13 @@ function time(v: unknown): number | null {
   return null;
 }
 
+/** A number, or the sum of a record of numbers (`rejects: {STALE: 3, NON_FINITE: 1}`). */
+function sumOrNum(v: unknown): number | null {
+  if (typeof v === 'number' && Number.isFinite(v)) return v;
+  if (isRecord(v)) return Object.values(v).reduce<number>((a, b) => a + (typeof b === 'number' ? b : 0), 0);
+  return null;
+}
+
 export function shardView(a: ActorStatus): ShardView {
   const s = a.status;
   const meta = a.metadata.shard !== undefined ? Number(a.metadata.shard) : null;
@@ -104,13 +111,13 @@ export function shardView(a: ActorStatus): ShardView {
     shard: n(s, 'shard') ?? (Number.isFinite(meta) ? meta : null),
     state: str(s, 'state', 'status') ?? null,
     rows: n(s, 'rows', 'rowCount', 'totalRows'),
-    memoryBytes: n(s, 'memoryBytes', 'memory.rss', 'rssBytes', 'memory'),
+    memoryBytes: n(s, 'bytes', 'memoryBytes', 'memory.rss', 'rssBytes', 'memory'),
     version: n(s, 'version'),
-    updatesPerSec: n(s, 'updatesPerSec', 'updateRate', 'pushesPerSec', 'rates.updates'),
+    updatesPerSec: n(s, 'updatesPerS', 'updatesPerSec', 'updateRate', 'pushesPerSec', 'rates.updates'),
     stalenessP50: n(s, 'staleness.p50', 'stalenessP50'),
     stalenessP99: n(s, 'staleness.p99', 'stalenessP99'),
     stalenessHistogram: histogram(pick(s, 'staleness.histogram', 'stalenessHistogram')),
-    rejects: n(s, 'rejects', 'rejected', 'counters.rejects'),
+    rejects: sumOrNum(pick(s, 'rejects', 'rejected')),
     evictions: n(s, 'evictions', 'evicted', 'counters.evictions'),
     lastCheckpoint: time(pick(s, 'lastCheckpoint', 'checkpoint.lastAt', 'lastCheckpointAt')),
     deltaSeq: n(s, 'deltaSeq', 'delta.seq', 'seq'),

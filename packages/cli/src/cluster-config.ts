@@ -311,5 +311,5 @@ export function clusterConfigToYaml(cfg: ClusterConfig, urls?: string[]): string
   const { source: _source, ...rest } = cfg;
   const doc: Record<string, unknown> = { ...rest };
   if (urls) doc.actors = planActors(cfg, urls).map((a) => ({ role: a.role, id: a.id, options: a.options }));
-  return stringifyYaml(doc);
+  return stringifyYaml(doc, { aliasDuplicateObjects: false });
 }

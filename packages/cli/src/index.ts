@@ -44,3 +44,13 @@ export {
   type MetricsServer,
 } from './metrics.js';
 export { collectStatus, renderStatus } from './commands/status.js';
+export {
+  generateNatsAuth,
+  rolePermissions,
+  authorizationBlock,
+  tlsBlock,
+  natsRoles,
+  type NatsRole,
+  type RolePermissions,
+  type GeneratedAuth,
+} from './nats-auth.js';

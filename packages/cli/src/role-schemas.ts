@@ -1,6 +1,7 @@
-import { z } from 'zod';
-import { natsOptionsSchema } from '@freshet/nats';
+import type { z } from 'zod';
+import { createModel } from '@freshet/model';
 import { servingOptionsSchema } from '@freshet/serving';
+import { shardOptionsSchema } from '@freshet/shard';
 import { workerOptionsSchema } from '@freshet/worker';
 import type { ClusterConfig } from './cluster-config.js';
 
@@ -35,21 +36,28 @@ function natsFor(ctx: RoleBuildContext): Record<string, unknown> {
   return n;
 }
 
-// The shard package exports no options schema yet: its options are checked for the common fields
-// only here; the shard process validates the rest when it starts.
-const commonSchema = z.object({ cluster: z.string(), nats: natsOptionsSchema }).passthrough();
+const specCache = new WeakMap<object, unknown>();
+function modelSpecOf(model: Record<string, unknown>): unknown {
+  let spec = specCache.get(model);
+  if (spec === undefined) {
+    spec = createModel(model as Parameters<typeof createModel>[0]).spec;
+    specCache.set(model, spec);
+  }
+  return spec;
+}
 
 /** One adapter per role, mapping the cluster config onto that role's options. */
 export const roleSchemas: Record<RoleName, RoleAdapter> = {
   shard: {
-    schema: commonSchema,
+    schema: shardOptionsSchema,
     build: (ctx) => ({
       ...ctx.options,
       cluster: ctx.cfg.cluster,
       nats: natsFor(ctx),
       shard: ctx.index,
       shards: ctx.cfg.shards.count,
-      model: ctx.cfg.model,
+      // Shards hold tables, not models: they get the model's table spec.
+      model: modelSpecOf(ctx.cfg.model),
       dataDir: `${ctx.cfg.dataDir}/${ctx.id}`,
     }),
   },

@@ -1,0 +1,144 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, type NatsConnection } from 'nats';
+import { ensureStream } from '@freshet/client';
+import { startNatsServer, type NatsServerHandle } from '@freshet/nats';
+import { adminSubjects, subjects } from '@freshet/protocol';
+import { uniqueName, waitFor } from '@freshet/testkit';
+import { authorizationBlock, generateNatsAuth, type GeneratedAuth, type NatsRole } from '../src/nats-auth.js';
+
+// Two clusters on one server, each with generated per-role users: the publisher of cluster one
+// is the attacker. Every denial is paired with the same action by a role allowed to do it, so
+// the test fails if permissions are too tight as well as too loose.
+const c1 = uniqueName('sec').replace(/-/g, '_');
+const c2 = uniqueName('sec').replace(/-/g, '_');
+let server: NatsServerHandle;
+let a1: GeneratedAuth;
+let a2: GeneratedAuth;
+const conns: NatsConnection[] = [];
+
+async function as(auth: GeneratedAuth, role: NatsRole): Promise<NatsConnection> {
+  const { user, password } = auth.users[role];
+  const nc = await connect({ servers: server.url, user, pass: password, name: `${auth.cluster}-${role}` });
+  conns.push(nc);
+  return nc;
+}
+
+/** Collects the permission violations the server reports to a connection. */
+function violations(nc: NatsConnection): string[] {
+  const out: string[] = [];
+  void (async () => {
+    for await (const s of nc.status()) {
+      const ctx = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
+      const text = `${s.type} ${ctx?.operation ?? ''} ${ctx?.subject ?? ''}`;
+      if (/permission/i.test(text)) out.push(text);
+    }
+  })();
+  return out;
+}
+
+beforeAll(async () => {
+  a1 = generateNatsAuth({ cluster: c1 });
+  a2 = generateNatsAuth({ cluster: c2 });
+  server = await startNatsServer({ extraConfig: authorizationBlock([...a1.entries, ...a2.entries]) });
+  for (const a of [a1, a2]) {
+    const admin = await as(a, 'admin');
+    await ensureStream(admin, { cluster: a.cluster, partitions: 2, storage: 'memory' });
+  }
+});
+afterAll(async () => {
+  await Promise.allSettled(conns.map((c) => c.close()));
+  await server?.stop();
+});
+
+describe('generated NATS auth', () => {
+  it('needs credentials at all', async () => {
+    await expect(connect({ servers: server.url })).rejects.toThrow(/auth/i);
+    await expect(
+      connect({ servers: server.url, user: a1.users.publisher.user, pass: 'wrong' }),
+    ).rejects.toThrow(/auth/i);
+  });
+
+  it('lets a publisher publish feedback into its own stream', async () => {
+    const pub = await as(a1, 'publisher');
+    const ack = await pub.jetstream().publish(subjects(c1).feedback(0), new TextEncoder().encode('{}'));
+    expect(ack.stream).toBe(subjects(c1).feedbackStream);
+  });
+
+  it('does not let a publisher push gradients; a worker may', async () => {
+    const s = subjects(c1);
+    const shard = await as(a1, 'shard');
+    let received = 0;
+    shard.subscribe(s.push(0), { callback: (_e, m) => (received++, m.respond(new Uint8Array([1]))) });
+    await shard.flush();
+    const pub = await as(a1, 'publisher');
+    await expect(pub.request(s.push(0), new Uint8Array([9]), { timeout: 2000 })).rejects.toThrow(
+      `Permissions Violation for Publish to "${s.push(0)}"`,
+    );
+    expect(received).toBe(0);
+    const worker = await as(a1, 'worker');
+    expect([...(await worker.request(s.push(0), new Uint8Array([9]), { timeout: 2000 })).data]).toEqual([1]);
+    expect(received).toBe(1);
+  });
+
+  it("does not let a publisher read its own or another cluster's stream; a worker reads only its own", async () => {
+    const pub = await as(a1, 'publisher');
+    const seen = violations(pub);
+    pub.subscribe(subjects(c2).feedbackAll);
+    pub.subscribe(subjects(c1).feedbackAll);
+    await waitFor(() => seen.filter((v) => / subscription /.test(v)).length >= 2, {
+      message: () => `two subscribe violations; got ${seen.join(' | ')}`,
+    });
+    expect(seen.join('\n')).toContain(`subscription ${subjects(c2).feedbackAll}`);
+    expect(seen.join('\n')).toContain(`subscription ${subjects(c1).feedbackAll}`);
+    const pubJsm = await pub.jetstreamManager({ checkAPI: false });
+    await expect(pubJsm.consumers.add(subjects(c2).feedbackStream, { durable_name: 'x' })).rejects.toThrow(
+      /Permissions Violation/,
+    );
+
+    const worker = await as(a1, 'worker');
+    const jsm = await worker.jetstreamManager({ checkAPI: false });
+    expect((await jsm.streams.info(subjects(c1).feedbackStream)).config.name).toBe(
+      subjects(c1).feedbackStream,
+    );
+    await expect(jsm.streams.info(subjects(c2).feedbackStream)).rejects.toThrow(/Permissions Violation/);
+    await expect(jsm.consumers.add(subjects(c2).feedbackStream, { durable_name: 'steal' })).rejects.toThrow(
+      /Permissions Violation/,
+    );
+    // ...while its own stream's consumers are open to it.
+    const own = await jsm.consumers.add(subjects(c1).feedbackStream, { durable_name: 'w1' });
+    expect(own.name).toBe('w1');
+  });
+
+  it('does not let a publisher (or another cluster’s admin) call an admin command; its admin may', async () => {
+    const cmd = adminSubjects(c1).command('shard', 'shard-0', 'checkpoint');
+    const shard = await as(a1, 'shard');
+    let received = 0;
+    shard.subscribe(adminSubjects(c1).role('shard'), {
+      callback: (_e, m) => (received++, m.respond(new TextEncoder().encode('{"ok":true}'))),
+    });
+    await shard.flush();
+    for (const [auth, role] of [
+      [a1, 'publisher'],
+      [a2, 'admin'],
+      [a1, 'serving'],
+    ] as const) {
+      const nc = await as(auth, role);
+      await expect(nc.request(cmd, new Uint8Array(), { timeout: 2000 })).rejects.toThrow(
+        `Permissions Violation for Publish to "${cmd}"`,
+      );
+    }
+    expect(received).toBe(0);
+    const admin = await as(a1, 'admin');
+    expect(
+      new TextDecoder().decode((await admin.request(cmd, new Uint8Array(), { timeout: 2000 })).data),
+    ).toBe('{"ok":true}');
+    expect(received).toBe(1);
+  });
+
+  it('does not let a publisher query the service API (cluster status is for admins)', async () => {
+    const pub = await as(a1, 'publisher');
+    await expect(pub.request('$SRV.PING', new Uint8Array(), { timeout: 2000 })).rejects.toThrow(
+      'Permissions Violation for Publish to "$SRV.PING"',
+    );
+  });
+});
