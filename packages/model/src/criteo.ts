@@ -54,3 +54,21 @@ export function parseCriteoLine(line: string): Example | undefined {
   for (let i = 0; i < 26; i++) features[criteoCatFields[i]!] = parts[14 + i]!;
   return { features, label };
 }
+
+/**
+ * A stronger Criteo model than the peer's: DeepFM on the same features and embeddings, Adam for
+ * the embeddings and the MLP, Adagrad (lr 0.05) for the per-feature wide weights and the numeric
+ * linear term. Measured on the Criteo 10k sample (batch 64, Adam lr 0.003, one pass, no
+ * staleness): progressive AUC 0.722 vs 0.710 for {@link criteoWideDeepConfig}; one sample, one
+ * seed, so treat the gap as indicative.
+ */
+export function criteoDeepFmConfig(overrides: Partial<ModelConfigInput> = {}): ModelConfigInput {
+  const adagrad = { optimizer: { kind: 'adagrad' as const, lr: 0.05 } };
+  return criteoWideDeepConfig({
+    name: 'criteo-deepfm',
+    kind: 'deepfm',
+    optimizer: { kind: 'adam', lr: 3e-3 },
+    tables: { wide: adagrad, lin: adagrad },
+    ...overrides,
+  });
+}

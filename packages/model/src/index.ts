@@ -45,6 +45,7 @@ export {
   criteoCatFields,
   criteoFeatureSpec,
   criteoWideDeepConfig,
+  criteoDeepFmConfig,
   parseCriteoLine,
 } from './criteo.js';
 export { runComputeBench, type ComputeBenchOptions } from './compute-bench.js';
