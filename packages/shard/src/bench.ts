@@ -1,4 +1,5 @@
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseModelSpec, type PushRequest } from '@freshet/protocol';
@@ -131,19 +132,18 @@ export async function runShardBench(opts: ShardBenchOptions = {}): Promise<Recor
   };
   const script = resolve(opts.repoRoot ?? process.cwd(), '../shared/peers/torch_sparse_adam.py');
   if ((opts.peer ?? true) && existsSync(script) && existsSync('/usr/bin/python3')) {
-    const r = spawnSync('/usr/bin/python3', [script, String(dim), String(batch)], {
-      encoding: 'utf8',
-      timeout: 300_000,
-    });
-    const line = r.stdout?.trim().split('\n').pop();
     try {
-      const peer = JSON.parse(line ?? '') as { row_updates_per_s?: number };
+      const r = await promisify(execFile)('/usr/bin/python3', [script, String(dim), String(batch)], {
+        encoding: 'utf8',
+        timeout: 300_000,
+      });
+      const peer = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as { row_updates_per_s?: number };
       if (typeof peer.row_updates_per_s === 'number') {
         out.torch_row_updates_per_s = peer.row_updates_per_s;
         out.vs_torch = +(rowUpdatesPerS / peer.row_updates_per_s).toFixed(2);
       }
-    } catch {
-      out.torch_error = (r.stderr ?? '').slice(-300) || 'peer printed no JSON';
+    } catch (e) {
+      out.torch_error = ((e as { stderr?: string }).stderr ?? (e as Error).message).slice(-300);
     }
   }
   return out;

@@ -36,3 +36,4 @@ export {
   type RestoreInfo,
 } from './shard.js';
 export { runShardBench, type ShardBenchOptions } from './bench.js';
+export { runShardNatsBench, type ShardNatsBenchOptions } from './nats-bench.js';

@@ -118,7 +118,7 @@ export class Wal {
   private fh: FileHandle;
   private batch: Batch | undefined;
   private chain: Promise<void> = Promise.resolve();
-  private failed: unknown;
+  private failed: Error | undefined;
   readonly stats: WalStats;
 
   private constructor(
@@ -140,7 +140,7 @@ export class Wal {
 
   /** Appends a record; resolves when it is written (and fsynced with `fsync`). */
   append(r: WalRecord): Promise<void> {
-    if (this.failed) return Promise.reject(this.failed as Error);
+    if (this.failed) return Promise.reject(this.failed);
     const bufs = encodeRecord(r);
     let b = this.batch;
     if (!b) {
@@ -200,7 +200,7 @@ export class Wal {
   async flushed(): Promise<void> {
     this.seal();
     await this.chain;
-    if (this.failed) throw this.failed as Error;
+    if (this.failed) throw this.failed;
   }
 
   /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  FreshetError,
+  type FreshetError,
   initRow,
   parseModelSpec,
   shardOfKey,
