@@ -57,3 +57,4 @@ export {
 } from './joiner-options.js';
 export { runTrainBench, type TrainBenchOptions } from './bench-train.js';
 export { runWorkerProcess } from './worker-process.js';
+export { runIngestBench, type IngestBenchOptions } from './joiner-bench.js';
