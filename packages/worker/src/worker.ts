@@ -311,8 +311,9 @@ export class Worker {
   private async stopFetching(p: number): Promise<void> {
     const f = this.fetching.get(p);
     if (!f) return;
+    // The open fetch is left to run out (≤ fetchExpiresMs): stopping its iterator would drop
+    // messages already sent to us, which would then sit unacked until the ack wait expires.
     f.stop = true;
-    f.iter?.stop();
     await f.done;
     this.fetching.delete(p);
   }
@@ -363,6 +364,12 @@ export class Worker {
       }
       f.iter = iter;
       for await (const m of iter) {
+        if (f.stop) {
+          // arrived after we let go of the partition: hand it back for its next owner at once
+          m.nak();
+          this.counters.naked++;
+          continue;
+        }
         this.outstanding.set(p, (this.outstanding.get(p) ?? 0) + 1);
         this.admit(m, p);
       }

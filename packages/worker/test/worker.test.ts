@@ -183,7 +183,8 @@ describe('worker', () => {
       },
       { message: 'all events acked' },
     );
-    expect(a.counters.acked + b.counters.acked).toBe(total - a.counters.naked + a.counters.naked);
+    // every event acked exactly once overall (events a handed back were acked by b)
+    expect(a.counters.acked + b.counters.acked).toBe(total);
     expect(harness.examplesApplied).toBe(total);
     expect(harness.duplicates.reduce((x, y) => x + y, 0)).toBe(0);
     await b.stop();
