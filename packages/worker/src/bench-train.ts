@@ -25,7 +25,7 @@ export interface TrainBenchOptions {
   passes?: number;
   /** Compute threads (default 2). */
   threads?: number;
-  /** Batches between pull and apply at once (default = threads): pulls and applies overlap compute. */
+  /** Batches between pull and apply at once (default: threads for batches ≥ 128, else 1). */
   pipeline?: number;
   /** Run the PyTorch peer in the same call (default true). */
   torch?: boolean;
@@ -71,7 +71,9 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
   const lr = opts.lr ?? 1e-3;
   const passes = opts.passes ?? 1;
   const threads = opts.threads ?? 2;
-  const depth = Math.max(1, opts.pipeline ?? threads);
+  // Small batches compute in a few ms: a second concurrent batch then only competes with the
+  // main thread for the two cores (and adds staleness), so pipelining starts at 128 examples.
+  const depth = Math.max(1, opts.pipeline ?? (batchSize >= 128 ? threads : 1));
   const examples = readCriteo(path);
   if (examples.length === 0) throw new FreshetError('CONFIG', `no Criteo examples in ${path}`);
 
