@@ -1,2 +1,44 @@
-// Filled in by the serving work in progress; see the package README when it lands.
-export {};
+export {
+  ServingNode,
+  type ServingState,
+  type ServingStatus,
+  type ServingLog,
+  type ServingNodeDeps,
+} from './serving-node.js';
+export {
+  servingOptionsSchema,
+  compileServingOptions,
+  type ServingOptions,
+  type ServingOptionsInput,
+} from './serving-options.js';
+export {
+  apiSchemas,
+  scoreResponseSchema,
+  rankResponseSchema,
+  errorResponseSchema,
+  type ScoreRequest,
+  type RankRequest,
+  type Candidate,
+  type ScoreResponse,
+  type RankResponse,
+  type ErrorResponse,
+} from './api-schemas.js';
+export {
+  Replica,
+  type ReplicaOptions,
+  type ReplicaEvent,
+  type ReplicaState,
+  type ReplicaStats,
+} from './replica.js';
+export { RowTable } from './row-table.js';
+export { LogHistogram, WindowedHistogram } from './histogram.js';
+export { RateMeter } from './rate-meter.js';
+export { FastWideDeep, type ParamSource } from './fast-wide-deep.js';
+export {
+  createScorer,
+  requestExamples,
+  replicaParams,
+  batchRows,
+  type Scorer,
+  type ScorerKind,
+} from './scorer.js';

@@ -1,0 +1,540 @@
+import type { NatsConnection, Subscription } from 'nats';
+import {
+  decodeDelta,
+  decodeSnapshotPage,
+  encodeSnapshotRequest,
+  FreshetError,
+  initRow,
+  shardOfDense,
+  shardOfKey,
+  subjects,
+  type Delta,
+  type ModelSpec,
+  type Subjects,
+} from '@freshet/protocol';
+import { requestBytes } from '@freshet/nats';
+import { RowTable } from './row-table.js';
+import { WindowedHistogram } from './histogram.js';
+
+/** Replica settings; the serving node fills them from its compiled options. */
+export interface ReplicaOptions {
+  cluster: string;
+  /** Number of parameter-server shards (the shard map size). */
+  shards: number;
+  spec: ModelSpec;
+  /** 0 serves the latest values; in (0,1) serves ema ← decay·ema + (1−decay)·value per row write. */
+  emaDecay?: number;
+  /** Rows per snapshot page. */
+  pageSize?: number;
+  /** Timeout of one snapshot page request. */
+  snapshotTimeoutMs?: number;
+  /** Deltas buffered per shard while it resyncs; beyond it the resync starts over. */
+  maxBufferedDeltas?: number;
+  /** First retry delay after a failed snapshot; doubles up to 5 s. */
+  retryMs?: number;
+  /** Window of the recent freshness quantiles. */
+  freshnessWindowMs?: number;
+  signal?: AbortSignal;
+  /** Called on notable events (resyncs, bad deltas, failed snapshots); logs, counters. */
+  onEvent?: (e: ReplicaEvent) => void;
+  now?: () => number;
+}
+
+export type ReplicaEvent =
+  | { kind: 'synced'; shard: number; seq: number; rows: number; ms: number }
+  | {
+      kind: 'resync';
+      shard: number;
+      reason: 'gap' | 'restart' | 'bad-delta' | 'overflow';
+      expected: number;
+      got: number;
+    }
+  | { kind: 'snapshot-failed'; shard: number; error: FreshetError }
+  | { kind: 'bad-delta'; shard: number; error: FreshetError };
+
+export type ReplicaState = 'idle' | 'starting' | 'running' | 'stopped';
+
+interface ShardReplica {
+  /** The tables being served; replaced whole when a resync completes. */
+  tables: RowTable[];
+  /** Last applied delta seq (or the snapshot's seq). */
+  seq: number;
+  version: number;
+  synced: boolean;
+  syncing: boolean;
+  buffer: Delta[];
+  overflow: boolean;
+  /** Emission time of the last delta applied (ms since epoch). */
+  lastDeltaTs: number;
+  /** Rows changed or dropped by deltas: lets callers see updates arrive. */
+  applied: number;
+}
+
+/** Counters a status endpoint reports. */
+export interface ReplicaStats {
+  ready: boolean;
+  versions: number[];
+  version: number;
+  seqs: number[];
+  rows: number;
+  bytes: number;
+  syncing: number[];
+  resyncs: number;
+  deltasApplied: number;
+  deltasIgnored: number;
+  badDeltas: number;
+  tombstones: number;
+  /** now − emission time of the newest delta applied; null before any delta. */
+  freshestAgeMs: number | null;
+  freshness: { p50: number; p99: number; count: number };
+  /** eventTs later than the local clock (clock skew), counted as 0 ms. */
+  futureEvents: number;
+}
+
+/**
+ * A serving node's local copy of the model's tables. It subscribes to every shard's delta subject
+ * first, then pulls a snapshot of each shard in pages, then applies the deltas it buffered that
+ * are newer than the snapshot, so no update published during the snapshot is lost. A gap in a
+ * shard's delta sequence (a missed message) or a sequence going backwards (a restarted shard)
+ * triggers a resync of that shard: the old rows keep being served until the new snapshot has
+ * caught up, then they are swapped in one synchronous step. Tombstoned rows are dropped. A key
+ * with no row gets the deterministic default (`initRow` with the table's init), never an error.
+ */
+export class Replica {
+  readonly spec: ModelSpec;
+  readonly nShards: number;
+  readonly freshness: WindowedHistogram;
+  private readonly subj: Subjects;
+  private readonly opts: Required<
+    Pick<ReplicaOptions, 'emaDecay' | 'pageSize' | 'snapshotTimeoutMs' | 'maxBufferedDeltas' | 'retryMs'>
+  >;
+  private readonly shards: ShardReplica[];
+  private readonly denseOwner: number[];
+  private readonly denseDefault = new Map<number, Float32Array>();
+  private readonly abort = new AbortController();
+  private readonly now: () => number;
+  private sub: Subscription | undefined;
+  private syncs = new Set<Promise<void>>();
+  private st: ReplicaState = 'idle';
+  private readyWaiters: (() => void)[] = [];
+  private counters = {
+    resyncs: 0,
+    deltasApplied: 0,
+    deltasIgnored: 0,
+    badDeltas: 0,
+    tombstones: 0,
+    futureEvents: 0,
+  };
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly o: ReplicaOptions,
+  ) {
+    if (!Number.isInteger(o.shards) || o.shards < 1) throw new FreshetError('CONFIG', 'shards must be ≥ 1');
+    this.spec = o.spec;
+    this.nShards = o.shards;
+    this.subj = subjects(o.cluster);
+    this.now = o.now ?? Date.now;
+    this.opts = {
+      emaDecay: o.emaDecay ?? 0,
+      pageSize: o.pageSize ?? 8192,
+      snapshotTimeoutMs: o.snapshotTimeoutMs ?? 5000,
+      maxBufferedDeltas: o.maxBufferedDeltas ?? 10_000,
+      retryMs: o.retryMs ?? 100,
+    };
+    if (!(this.opts.emaDecay >= 0 && this.opts.emaDecay < 1))
+      throw new FreshetError('CONFIG', 'emaDecay must be in [0, 1)');
+    this.freshness = new WindowedHistogram(o.freshnessWindowMs ?? 60_000, this.now);
+    this.denseOwner = this.spec.tables.map((t) =>
+      t.kind === 'dense' ? shardOfDense(t.name, this.nShards) : -1,
+    );
+    this.shards = Array.from({ length: this.nShards }, () => ({
+      tables: this.emptyTables(),
+      seq: 0,
+      version: 0,
+      synced: false,
+      syncing: false,
+      buffer: [],
+      overflow: false,
+      lastDeltaTs: 0,
+      applied: 0,
+    }));
+    o.signal?.addEventListener('abort', () => void this.stop(), { once: true });
+  }
+
+  get state(): ReplicaState {
+    return this.st;
+  }
+
+  /** True once every shard has loaded a snapshot and applied the deltas buffered meanwhile. */
+  get ready(): boolean {
+    return this.st === 'running' && this.shards.every((s) => s.synced);
+  }
+
+  /** Whether a table serves its moving average. */
+  get usesEma(): boolean {
+    return this.opts.emaDecay > 0;
+  }
+
+  /**
+   * Subscribes to the deltas (confirmed by the server before any snapshot is read) and starts
+   * syncing every shard. Resolves once subscribed; await {@link whenReady} for the data.
+   */
+  async start(): Promise<void> {
+    if (this.st !== 'idle') throw new FreshetError('CONFIG', `replica already ${this.st}`);
+    this.st = 'starting';
+    this.sub = this.nc.subscribe(this.subj.deltaAll, {
+      callback: (err, msg) => !err && this.onDelta(msg.subject, msg.data),
+    });
+    // The server must have the subscription before the first snapshot page is read, or deltas
+    // published in between would be missed without a gap to show it.
+    await this.nc.flush();
+    this.st = 'running';
+    for (let s = 0; s < this.nShards; s++) this.resync(s);
+  }
+
+  /** Resolves when {@link ready}; rejects when stopped first or the signal aborts. */
+  whenReady(signal?: AbortSignal): Promise<void> {
+    if (this.ready) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onAbort = () => reject(new FreshetError('SHUTTING_DOWN', 'stopped before the replica was ready'));
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.readyWaiters.push(() => {
+        signal?.removeEventListener('abort', onAbort);
+        if (this.ready) resolve();
+        else onAbort();
+      });
+    });
+  }
+
+  /** Stops following deltas and abandons resyncs in progress. */
+  async stop(): Promise<void> {
+    if (this.st === 'stopped') return;
+    this.st = 'stopped';
+    this.abort.abort();
+    this.sub?.unsubscribe();
+    this.wakeReady();
+    await Promise.allSettled([...this.syncs]);
+  }
+
+  // ------------------------------------------------------------------ reads
+
+  /**
+   * Rows of a sparse table for interleaved keys, row-major into `out` (keys.length/2 × dim).
+   * Keys without a row get the table's deterministic default.
+   */
+  gather(table: number, keys: Uint32Array, out: Float32Array, outAt = 0): void {
+    const spec = this.spec.tables[table];
+    if (!spec) throw new FreshetError('UNKNOWN_TABLE', `table ${table}`);
+    const dim = spec.dim;
+    const n = keys.length >>> 1;
+    const ema = this.usesEma;
+    if (spec.kind === 'dense') {
+      for (let i = 0; i < n; i++) out.set(this.dense(table), outAt + i * dim);
+      return;
+    }
+    for (let i = 0; i < n; i++) {
+      const lo = keys[2 * i]!;
+      const hi = keys[2 * i + 1]!;
+      const rt = this.shards[shardOfKey(table, lo, hi, this.nShards)]!.tables[table]!;
+      const row = rt.rowOf(lo, hi);
+      if (row >= 0) rt.copyRow(row, out, outAt + i * dim, ema);
+      else initRow(spec.init, lo, hi, out, outAt + i * dim, dim);
+    }
+  }
+
+  /** True when the replica holds a row for the key (false means the default is served). */
+  has(table: number, lo: number, hi: number): boolean {
+    const spec = this.spec.tables[table];
+    if (!spec) return false;
+    const owner = spec.kind === 'dense' ? this.denseOwner[table]! : shardOfKey(table, lo, hi, this.nShards);
+    return this.shards[owner]!.tables[table]!.rowOf(lo, hi) >= 0;
+  }
+
+  /**
+   * A dense table's whole tensor as a read-only view (valid until the next delta for it is
+   * applied: callers use it synchronously).
+   */
+  dense(table: number): Float32Array {
+    const spec = this.spec.tables[table];
+    if (!spec) throw new FreshetError('UNKNOWN_TABLE', `table ${table}`);
+    const rt = this.shards[this.denseOwner[table] ?? 0]!.tables[table]!;
+    const row = spec.kind === 'dense' ? rt.rowOf(0, 0) : -1;
+    if (row >= 0) return rt.view(row, this.usesEma);
+    let d = this.denseDefault.get(table);
+    if (!d) {
+      d = new Float32Array(spec.dim);
+      initRow(spec.init, 0, 0, d);
+      this.denseDefault.set(table, d);
+    }
+    return d;
+  }
+
+  /** Per-shard versions (the shard's version after the last delta applied). */
+  versions(): number[] {
+    return this.shards.map((s) => s.version);
+  }
+
+  /** Sum of the shard versions: grows with every update the replica has applied. */
+  version(): number {
+    return this.shards.reduce((a, s) => a + s.version, 0);
+  }
+
+  /** Age of the newest delta applied (ms), or null when none has arrived since start. */
+  freshestAgeMs(): number | null {
+    let newest = 0;
+    for (const s of this.shards) if (s.lastDeltaTs > newest) newest = s.lastDeltaTs;
+    return newest > 0 ? Math.max(0, this.now() - newest) : null;
+  }
+
+  stats(): ReplicaStats {
+    let rows = 0;
+    let bytes = 0;
+    for (const s of this.shards)
+      for (const t of s.tables) {
+        rows += t.size;
+        bytes += t.bytes;
+      }
+    return {
+      ready: this.ready,
+      versions: this.versions(),
+      version: this.version(),
+      seqs: this.shards.map((s) => s.seq),
+      rows,
+      bytes,
+      syncing: this.shards.flatMap((s, i) => (s.syncing ? [i] : [])),
+      ...this.counters,
+      freshestAgeMs: this.freshestAgeMs(),
+      freshness: this.freshness.recent(),
+    };
+  }
+
+  // ------------------------------------------------------------------ deltas
+
+  private onDelta(subject: string, data: Uint8Array): void {
+    if (this.st !== 'running') return;
+    const token = Number(subject.slice(subject.lastIndexOf('.') + 1));
+    let d: Delta;
+    try {
+      d = decodeDelta(data);
+      if (d.shard !== token)
+        throw new FreshetError('BAD_REQUEST', `delta for shard ${d.shard} on ${subject}`);
+    } catch (e) {
+      this.counters.badDeltas++;
+      const error = e instanceof FreshetError ? e : new FreshetError('BAD_FRAME', String(e));
+      this.o.onEvent?.({ kind: 'bad-delta', shard: token, error });
+      // An undecodable delta on a known shard is a missed update: catch up from a snapshot.
+      if (Number.isInteger(token) && token >= 0 && token < this.nShards)
+        this.startResync(token, 'bad-delta', 0, 0);
+      return;
+    }
+    if (d.shard >= this.nShards) {
+      this.counters.deltasIgnored++;
+      return;
+    }
+    const s = this.shards[d.shard]!;
+    if (s.syncing) {
+      if (s.buffer.length >= this.opts.maxBufferedDeltas) s.overflow = true;
+      else s.buffer.push(d);
+      return;
+    }
+    if (d.seq === s.seq + 1) {
+      const err = this.checkDelta(d);
+      if (err) {
+        this.counters.badDeltas++;
+        this.o.onEvent?.({ kind: 'bad-delta', shard: d.shard, error: err });
+        this.startResync(d.shard, 'bad-delta', s.seq + 1, d.seq);
+        return;
+      }
+      this.apply(s, s.tables, d);
+      return;
+    }
+    // Behind: a delta was lost. Backwards: the shard restarted with a fresh sequence.
+    this.startResync(d.shard, d.seq > s.seq ? 'gap' : 'restart', s.seq + 1, d.seq, d);
+  }
+
+  /** Shape checks beyond the codec's: table ids and dims must match the model spec. */
+  private checkDelta(d: Delta): FreshetError | undefined {
+    for (const t of d.tables) {
+      const spec = this.spec.tables[t.t];
+      if (!spec) return new FreshetError('UNKNOWN_TABLE', `delta for table ${t.t}`);
+      if (t.dim !== spec.dim)
+        return new FreshetError('WRONG_LENGTH', `table ${t.t} dim ${t.dim} ≠ ${spec.dim}`);
+    }
+    return undefined;
+  }
+
+  private apply(s: ShardReplica, tables: RowTable[], d: Delta): void {
+    for (const t of d.tables) {
+      const rt = tables[t.t]!;
+      const n = t.keys.length >>> 1;
+      for (let i = 0; i < n; i++) rt.upsert(t.keys[2 * i]!, t.keys[2 * i + 1]!, t.values, i * t.dim);
+      const dead = t.deadKeys.length >>> 1;
+      for (let i = 0; i < dead; i++) rt.delete(t.deadKeys[2 * i]!, t.deadKeys[2 * i + 1]!);
+      this.counters.tombstones += dead;
+      s.applied += n + dead;
+    }
+    s.seq = d.seq;
+    if (d.version > s.version) s.version = d.version;
+    if (d.ts > s.lastDeltaTs) s.lastDeltaTs = d.ts;
+    this.counters.deltasApplied++;
+    // Freshness: the update of each probe event is now in the weights this node serves.
+    const now = this.now();
+    for (const ts of d.eventTs) {
+      const age = now - ts;
+      if (age < 0) this.counters.futureEvents++;
+      this.freshness.record(Math.max(0, age));
+    }
+  }
+
+  // ------------------------------------------------------------------ snapshots
+
+  private startResync(
+    shard: number,
+    reason: 'gap' | 'restart' | 'bad-delta' | 'overflow',
+    expected: number,
+    got: number,
+    first?: Delta,
+  ): void {
+    const s = this.shards[shard]!;
+    if (s.syncing) return;
+    this.counters.resyncs++;
+    this.o.onEvent?.({ kind: 'resync', shard, reason, expected, got });
+    s.buffer = first ? [first] : [];
+    this.resync(shard);
+  }
+
+  private resync(shard: number): void {
+    const s = this.shards[shard]!;
+    s.syncing = true;
+    const p = this.syncLoop(shard).finally(() => this.syncs.delete(p));
+    this.syncs.add(p);
+  }
+
+  private async syncLoop(shard: number): Promise<void> {
+    const s = this.shards[shard]!;
+    let delay = this.opts.retryMs;
+    while (this.st === 'running') {
+      const t0 = this.now();
+      try {
+        const snap = await this.snapshot(shard);
+        if (this.st !== 'running') return;
+        if (s.overflow) {
+          s.overflow = false;
+          s.buffer = [];
+          this.counters.resyncs++;
+          this.o.onEvent?.({ kind: 'resync', shard, reason: 'overflow', expected: 0, got: 0 });
+          continue;
+        }
+        // Deltas newer than the oldest page; each carries whole row values, so replaying one the
+        // page already contained is harmless and the last write per row wins.
+        const pending = s.buffer.filter((d) => d.seq > snap.seq).sort((a, b) => a.seq - b.seq);
+        let expect = snap.seq + 1;
+        let consecutive = true;
+        for (const d of pending) {
+          if (d.seq !== expect || this.checkDelta(d)) {
+            consecutive = false;
+            break;
+          }
+          expect++;
+        }
+        if (!consecutive) {
+          s.buffer = s.buffer.filter((d) => d.seq > snap.seq);
+          throw new FreshetError('UNAVAILABLE', `deltas after snapshot seq ${snap.seq} are not consecutive`);
+        }
+        // Everything below runs synchronously: scorers see either the old rows or the new ones.
+        const target: ShardReplica = { ...s, seq: snap.seq, version: snap.version, applied: 0 };
+        for (const d of pending) this.apply(target, snap.tables, d);
+        s.tables = snap.tables;
+        s.seq = target.seq;
+        s.version = Math.max(target.version, s.version);
+        s.lastDeltaTs = target.lastDeltaTs;
+        s.applied += target.applied;
+        s.buffer = [];
+        s.syncing = false;
+        s.synced = true;
+        this.o.onEvent?.({
+          kind: 'synced',
+          shard,
+          seq: s.seq,
+          rows: s.tables.reduce((a, t) => a + t.size, 0),
+          ms: this.now() - t0,
+        });
+        this.wakeReady();
+        return;
+      } catch (e) {
+        if (this.st !== 'running') return;
+        const error = e instanceof FreshetError ? e : new FreshetError('INTERNAL', String(e));
+        this.o.onEvent?.({ kind: 'snapshot-failed', shard, error });
+        await sleep(delay, this.abort.signal);
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  }
+
+  /** Pulls every table of one shard in pages into fresh tables. */
+  private async snapshot(shard: number): Promise<{ tables: RowTable[]; seq: number; version: number }> {
+    const tables = this.emptyTables();
+    let seq = Number.POSITIVE_INFINITY;
+    let version = 0;
+    const wanted = this.spec.tables.flatMap((t, i) =>
+      t.kind === 'sparse' || this.denseOwner[i] === shard ? [i] : [],
+    );
+    // A shard with nothing to hold still reports its seq on an (empty) page of table 0.
+    if (wanted.length === 0) wanted.push(0);
+    for (const t of wanted) {
+      const spec = this.spec.tables[t]!;
+      let cursor: number | null = 0;
+      while (cursor !== null) {
+        const reply = await requestBytes(
+          this.nc,
+          this.subj.snapshot(shard),
+          encodeSnapshotRequest({ t, cursor, limit: this.opts.pageSize }),
+          { timeoutMs: this.opts.snapshotTimeoutMs, signal: this.abort.signal },
+        );
+        const page = decodeSnapshotPage(reply);
+        if (page.t !== t) throw new FreshetError('BAD_REQUEST', `asked for table ${t}, got ${page.t}`);
+        if (page.dim !== spec.dim && page.keys.length > 0)
+          throw new FreshetError('WRONG_LENGTH', `table ${t} dim ${page.dim} ≠ ${spec.dim}`);
+        const rt = tables[t]!;
+        const n = page.keys.length >>> 1;
+        for (let i = 0; i < n; i++)
+          rt.upsert(page.keys[2 * i]!, page.keys[2 * i + 1]!, page.values, i * spec.dim);
+        if (page.seq < seq) seq = page.seq;
+        if (page.version > version) version = page.version;
+        if (page.next !== null && page.next <= cursor && n === 0)
+          throw new FreshetError(
+            'BAD_REQUEST',
+            `snapshot cursor does not advance (${cursor} → ${page.next})`,
+          );
+        cursor = page.next;
+      }
+    }
+    return { tables, seq: Number.isFinite(seq) ? seq : 0, version };
+  }
+
+  private emptyTables(): RowTable[] {
+    return this.spec.tables.map((t) => new RowTable(t.dim, this.opts.emaDecay, t.kind === 'dense' ? 1 : 16));
+  }
+
+  private wakeReady(): void {
+    if (!this.ready && this.st !== 'stopped') return;
+    const w = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const f of w) f();
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,455 @@
+import { performance } from 'node:perf_hooks';
+import Fastify, { type FastifyInstance, type FastifyError } from 'fastify';
+import type { NatsConnection, NatsError, Service, ServiceMsg } from 'nats';
+import type { z } from 'zod';
+import { createModel, type Model, type ModelConfigInput } from '@freshet/model';
+import { connectNats } from '@freshet/nats';
+import {
+  FreshetError,
+  subjects,
+  toErrorEnvelope,
+  type ErrorEnvelope,
+  type Subjects,
+} from '@freshet/protocol';
+import {
+  apiSchemas,
+  rankResponseSchema,
+  scoreResponseSchema,
+  type RankRequest,
+  type RankResponse,
+  type ScoreResponse,
+} from './api-schemas.js';
+import { WindowedHistogram } from './histogram.js';
+import { RateMeter } from './rate-meter.js';
+import { Replica, type ReplicaEvent, type ReplicaStats } from './replica.js';
+import { createScorer, type Scorer, type ScorerKind } from './scorer.js';
+import { compileServingOptions, type ServingOptions, type ServingOptionsInput } from './serving-options.js';
+
+/** Actor states of a serving node. */
+export type ServingState = 'idle' | 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
+
+/** Structured log lines; entry points print them, tests may collect them. */
+export type ServingLog = (
+  level: 'info' | 'warn' | 'error',
+  msg: string,
+  fields?: Record<string, unknown>,
+) => void;
+
+export interface ServingNodeDeps {
+  /** An existing connection (not closed by the node); otherwise the node connects with `options.nats`. */
+  nc?: NatsConnection;
+  signal?: AbortSignal;
+  log?: ServingLog;
+}
+
+/** What `GET /v1/status` and the NATS service STATS (`data`) report. */
+export interface ServingStatus {
+  id: string;
+  cluster: string;
+  state: ServingState;
+  ready: boolean;
+  model: string;
+  scorer: ScorerKind | null;
+  version: number;
+  versions: number[];
+  /** Event publication → update in this node's weights (ms), over the recent window. */
+  freshness: { p50Ms: number; p99Ms: number; count: number };
+  freshestAgeMs: number | null;
+  requestsPerSec: number;
+  /** Server-side handling time of score/rank requests (ms), over the recent window. */
+  latency: { p50Ms: number; p99Ms: number; count: number };
+  requests: { ok: number; badRequest: number; notReady: number; failed: number };
+  http: string | null;
+  replica: ReplicaStats;
+}
+
+interface Outcome {
+  status: number;
+  body: ScoreResponse | RankResponse | { error: ErrorEnvelope };
+}
+
+const te = new TextEncoder();
+const td = new TextDecoder();
+const SERVICE_VERSION = '0.1.0';
+
+/**
+ * A serving node: a {@link Replica} of the model's tables kept fresh from the shards' deltas,
+ * answering score and rank requests over HTTP (fastify) and over NATS request-reply in the
+ * serving queue group (so N nodes share the load), registered with the NATS service API.
+ * Bad requests get a 400 with a reason and never disturb the node.
+ */
+export class ServingNode {
+  readonly options: ServingOptions;
+  private readonly deps: ServingNodeDeps;
+  private readonly subj: Subjects;
+  private readonly schemas: ReturnType<typeof apiSchemas>;
+  private readonly log: ServingLog;
+  private st: ServingState = 'idle';
+  private nc: NatsConnection | undefined;
+  private ownsNc = false;
+  private model: Model | undefined;
+  private rep: Replica | undefined;
+  private scorer: Scorer | undefined;
+  private app: FastifyInstance | undefined;
+  private service: Service | undefined;
+  private url: string | null = null;
+  private readonly rate = new RateMeter(10);
+  private readonly latency: WindowedHistogram;
+  private readonly counters = { ok: 0, badRequest: 0, notReady: 0, failed: 0 };
+  private readonly lifetime = new AbortController();
+
+  constructor(input: ServingOptionsInput | ServingOptions, deps: ServingNodeDeps = {}) {
+    this.options = compileServingOptions(input);
+    this.deps = deps;
+    this.subj = subjects(this.options.cluster);
+    this.schemas = apiSchemas(this.options.limits);
+    this.latency = new WindowedHistogram(this.options.statsWindowMs);
+    this.log = deps.log ?? (() => undefined);
+    deps.signal?.addEventListener('abort', () => void this.stop(), { once: true });
+  }
+
+  get state(): ServingState {
+    return this.st;
+  }
+  /** `http://host:port` once listening; null when HTTP is disabled or not started. */
+  get httpUrl(): string | null {
+    return this.url;
+  }
+  get replica(): Replica {
+    if (!this.rep) throw new FreshetError('NOT_READY', 'serving node not started');
+    return this.rep;
+  }
+  get ready(): boolean {
+    return this.st === 'running' && !!this.rep?.ready;
+  }
+
+  /**
+   * Connects, subscribes to deltas, starts syncing, listens on HTTP and NATS. Resolves once it
+   * listens (answering NOT_READY until the replica has caught up: see {@link whenReady}).
+   */
+  async start(): Promise<void> {
+    if (this.st !== 'idle') throw new FreshetError('CONFIG', `serving node already ${this.st}`);
+    this.st = 'starting';
+    const o = this.options;
+    try {
+      this.model = createModel(o.model as ModelConfigInput);
+      if (this.deps.nc) this.nc = this.deps.nc;
+      else {
+        this.nc = await connectNats(o.nats, `freshet-serving-${o.id}`);
+        this.ownsNc = true;
+      }
+      this.rep = new Replica(this.nc, {
+        cluster: o.cluster,
+        shards: o.shards,
+        spec: this.model.spec,
+        emaDecay: o.replica.emaDecay,
+        pageSize: o.replica.pageSize,
+        snapshotTimeoutMs: o.replica.snapshotTimeoutMs,
+        maxBufferedDeltas: o.replica.maxBufferedDeltas,
+        freshnessWindowMs: o.statsWindowMs,
+        signal: this.lifetime.signal,
+        onEvent: (e) => this.onReplicaEvent(e),
+      });
+      this.scorer = await createScorer(this.model, this.rep, { kind: o.scorer, fields: o.fields });
+      await this.rep.start();
+      if (o.http.enabled) await this.startHttp();
+      await this.startService();
+      this.st = 'running';
+      this.log('info', 'serving node listening', { id: o.id, http: this.url, scorer: this.scorer.kind });
+    } catch (e) {
+      this.st = 'failed';
+      await this.teardown();
+      throw e;
+    }
+  }
+
+  /** Resolves once the replica has caught up with every shard. */
+  async whenReady(signal?: AbortSignal): Promise<void> {
+    await this.replica.whenReady(signal);
+  }
+
+  /** Stops taking requests (NATS first, then HTTP), finishes in-flight ones, closes. */
+  async stop(): Promise<void> {
+    if (this.st === 'stopped' || this.st === 'draining') return;
+    if (this.st === 'idle') {
+      this.st = 'stopped';
+      return;
+    }
+    this.st = 'draining';
+    await this.teardown();
+    this.st = 'stopped';
+    this.log('info', 'serving node stopped', { id: this.options.id });
+  }
+
+  private async teardown(): Promise<void> {
+    this.lifetime.abort();
+    await this.service?.stop().catch(() => undefined);
+    await this.app?.close().catch(() => undefined);
+    await this.rep?.stop();
+    if (this.ownsNc && this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
+  }
+
+  status(): ServingStatus {
+    const r = this.rep?.stats();
+    const lat = this.latency.recent();
+    return {
+      id: this.options.id,
+      cluster: this.options.cluster,
+      state: this.st,
+      ready: this.ready,
+      model: this.model?.spec.name ?? '',
+      scorer: this.scorer?.kind ?? null,
+      version: r?.version ?? 0,
+      versions: r?.versions ?? [],
+      freshness: {
+        p50Ms: r?.freshness.p50 ?? 0,
+        p99Ms: r?.freshness.p99 ?? 0,
+        count: r?.freshness.count ?? 0,
+      },
+      freshestAgeMs: r?.freshestAgeMs ?? null,
+      requestsPerSec: this.rate.perSecond(),
+      latency: { p50Ms: lat.p50, p99Ms: lat.p99, count: lat.count },
+      requests: { ...this.counters },
+      http: this.url,
+      replica: r ?? emptyReplicaStats(),
+    };
+  }
+
+  /** Prometheus text exposition of the node's metrics (`GET /metrics`). */
+  metrics(): string {
+    const s = this.status();
+    const labels = `node="${this.options.id}",cluster="${this.options.cluster}"`;
+    const gauge = (name: string, help: string, v: number) =>
+      `# HELP ${name} ${help}\n# TYPE ${name} gauge\n${name}{${labels}} ${v}\n`;
+    const counter = (name: string, help: string, parts: [string, number][]) =>
+      `# HELP ${name} ${help}\n# TYPE ${name} counter\n` +
+      parts.map(([k, v]) => `${name}{${labels},outcome="${k}"} ${v}\n`).join('');
+    return (
+      gauge('freshet_serving_ready', '1 once the replica has caught up', s.ready ? 1 : 0) +
+      gauge('freshet_serving_model_version', 'sum of the shard versions applied', s.version) +
+      gauge('freshet_serving_rows', 'rows held by the replica', s.replica.rows) +
+      gauge(
+        'freshet_serving_freshest_age_milliseconds',
+        'age of the newest update held',
+        s.freshestAgeMs ?? -1,
+      ) +
+      counter('freshet_serving_requests_total', 'score and rank requests', Object.entries(s.requests)) +
+      gauge('freshet_serving_resyncs', 'shard resyncs since start', s.replica.resyncs) +
+      this.rep!.freshness.cumulative.prometheus(
+        'freshet_serving_freshness_milliseconds',
+        'event publication to update applied on this node',
+        labels,
+      ) +
+      this.latency.cumulative.prometheus(
+        'freshet_serving_request_milliseconds',
+        'score/rank handling time',
+        labels,
+      )
+    );
+  }
+
+  // ------------------------------------------------------------------ request handling
+
+  /** Validates, scores and answers one request; never throws. */
+  private handle(op: 'score' | 'rank', raw: unknown): Outcome {
+    const t0 = performance.now();
+    const out = this.handleInner(op, raw);
+    if (out.status === 200) {
+      this.counters.ok++;
+      this.latency.record(performance.now() - t0);
+    } else if (out.status === 400) this.counters.badRequest++;
+    else if (out.status === 503) this.counters.notReady++;
+    else this.counters.failed++;
+    this.rate.mark();
+    return out;
+  }
+
+  private handleInner(op: 'score' | 'rank', raw: unknown): Outcome {
+    if (this.st !== 'running') return fail(503, new FreshetError('SHUTTING_DOWN', `serving node ${this.st}`));
+    if (!this.rep?.ready || !this.scorer)
+      return fail(503, new FreshetError('NOT_READY', 'replica still loading the snapshot'));
+    const parsed = (op === 'rank' ? this.schemas.rank : this.schemas.score).safeParse(raw);
+    if (!parsed.success) return fail(400, new FreshetError('BAD_REQUEST', zodReason(parsed.error)));
+    const req = parsed.data as RankRequest;
+    let scores: Float32Array;
+    try {
+      scores = this.scorer.score(req.user, req.context, req.candidates);
+    } catch (e) {
+      const err = e instanceof FreshetError ? e : new FreshetError('INTERNAL', String(e));
+      return fail(err.code === 'BAD_REQUEST' ? 400 : 500, err);
+    }
+    for (let i = 0; i < scores.length; i++) {
+      if (!Number.isFinite(scores[i]!))
+        return fail(500, new FreshetError('INTERNAL', `non-finite score for candidate ${i}`));
+    }
+    const rep = this.rep;
+    const meta = {
+      model: this.model!.spec.name,
+      version: rep.version(),
+      versions: rep.versions(),
+      freshestAgeMs: rep.freshestAgeMs(),
+      node: this.options.id,
+      ...(req.requestId !== undefined ? { requestId: req.requestId } : {}),
+    };
+    let body: ScoreResponse | RankResponse;
+    if (op === 'score') body = { ...meta, scores: Array.from(scores) };
+    else {
+      const k = Math.min(req.k ?? this.options.limits.defaultK, scores.length);
+      const order = Array.from({ length: scores.length }, (_, i) => i);
+      order.sort((a, b) => scores[b]! - scores[a]! || a - b);
+      body = {
+        ...meta,
+        items: order.slice(0, k).map((i) => ({ item: req.candidates[i]!.item, score: scores[i]!, index: i })),
+      };
+    }
+    if (this.options.validateResponses) {
+      const check = (op === 'score' ? scoreResponseSchema : rankResponseSchema).safeParse(body);
+      if (!check.success)
+        return fail(500, new FreshetError('INTERNAL', `invalid response: ${zodReason(check.error)}`));
+    }
+    return { status: 200, body };
+  }
+
+  // ------------------------------------------------------------------ HTTP
+
+  private async startHttp(): Promise<void> {
+    const o = this.options;
+    const app = Fastify({ bodyLimit: o.limits.maxBodyBytes, logger: false });
+    this.app = app;
+    app.setErrorHandler((err: FastifyError, _req, reply) => {
+      // Client errors caught by fastify before our handler: body too large, bad JSON, wrong type.
+      const status = err.statusCode ?? 500;
+      if (status >= 400 && status < 500) {
+        this.counters.badRequest++;
+        const code = err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' ? 'OVERSIZE' : 'BAD_REQUEST';
+        const message =
+          code === 'OVERSIZE'
+            ? `request body over ${o.limits.maxBodyBytes} bytes`
+            : err.message.slice(0, 512);
+        return reply.code(400).send({ error: new FreshetError(code, message).toEnvelope() });
+      }
+      this.counters.failed++;
+      this.log('error', 'http handler failed', { error: err.message });
+      return reply.code(500).send({ error: toErrorEnvelope(err) });
+    });
+    app.setNotFoundHandler((req, reply) =>
+      reply
+        .code(404)
+        .send({
+          error: new FreshetError('BAD_REQUEST', `no route ${req.method} ${req.url}`, {
+            retryable: false,
+          }).toEnvelope(),
+        }),
+    );
+    const route =
+      (op: 'score' | 'rank') =>
+      (req: { body: unknown }, reply: { code: (n: number) => { send: (b: unknown) => unknown } }) => {
+        const r = this.handle(op, req.body);
+        return reply.code(r.status).send(r.body);
+      };
+    app.post('/v1/score', route('score'));
+    app.post('/v1/rank', route('rank'));
+    app.get('/healthz', (_req, reply) =>
+      reply.code(this.st === 'running' || this.st === 'starting' ? 200 : 503).send({ state: this.st }),
+    );
+    app.get('/readyz', (_req, reply) => {
+      const s = this.status();
+      return reply
+        .code(s.ready ? 200 : 503)
+        .send({ ready: s.ready, version: s.version, syncing: s.replica.syncing });
+    });
+    app.get('/v1/status', (_req, reply) => reply.send(this.status()));
+    app.get('/metrics', (_req, reply) => reply.type('text/plain; version=0.0.4').send(this.metrics()));
+    const address = await app.listen({ host: o.http.host, port: o.http.port });
+    this.url = address.replace('[::1]', '127.0.0.1');
+    const a = app.server.address();
+    if (a && typeof a === 'object')
+      this.url = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+  }
+
+  // ------------------------------------------------------------------ NATS
+
+  private async startService(): Promise<void> {
+    const o = this.options;
+    const svc = await this.nc!.services.add({
+      name: this.subj.serviceName('serving'),
+      version: SERVICE_VERSION,
+      description: 'Freshet serving node: score and rank with fresh weights',
+      metadata: { cluster: o.cluster, role: 'serving', id: o.id },
+      queue: this.subj.servingQueue,
+      statsHandler: () => Promise.resolve(this.status()),
+    });
+    this.service = svc;
+    svc.addEndpoint('score', {
+      subject: this.subj.score,
+      handler: (err, msg) => this.onNats('score', err, msg),
+    });
+    svc.addEndpoint('rank', {
+      subject: this.subj.rank,
+      handler: (err, msg) => this.onNats('rank', err, msg),
+    });
+  }
+
+  private onNats(op: 'score' | 'rank', err: NatsError | null, msg: ServiceMsg): void {
+    if (err) return;
+    let out: Outcome;
+    if (msg.data.byteLength > this.options.limits.maxBodyBytes) {
+      this.counters.badRequest++;
+      out = fail(
+        400,
+        new FreshetError('OVERSIZE', `request body over ${this.options.limits.maxBodyBytes} bytes`),
+      );
+    } else {
+      let body: unknown;
+      try {
+        body = JSON.parse(td.decode(msg.data));
+        out = this.handle(op, body);
+      } catch (e) {
+        this.counters.badRequest++;
+        out = fail(400, new FreshetError('BAD_REQUEST', `request is not JSON: ${(e as Error).message}`));
+      }
+    }
+    const bytes = te.encode(JSON.stringify(out.body));
+    if (out.status === 200) msg.respond(bytes);
+    else
+      msg.respondError(out.status, (out.body as { error: ErrorEnvelope }).error.message.slice(0, 200), bytes);
+  }
+
+  private onReplicaEvent(e: ReplicaEvent): void {
+    if (e.kind === 'synced') this.log('info', 'shard synced', { ...e });
+    else if (e.kind === 'resync') this.log('warn', 'shard resync', { ...e });
+    else this.log('warn', e.kind, { shard: e.shard, code: e.error.code, error: e.error.message });
+  }
+}
+
+function fail(status: number, err: FreshetError): Outcome {
+  return { status, body: { error: err.toEnvelope() } };
+}
+
+/** The first few zod issues as one readable line: `candidates.3.item: expected string`. */
+function zodReason(err: z.ZodError): string {
+  return err.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.length ? i.path.join('.') : '(body)'}: ${i.message}`)
+    .join('; ');
+}
+
+function emptyReplicaStats(): ReplicaStats {
+  return {
+    ready: false,
+    versions: [],
+    version: 0,
+    seqs: [],
+    rows: 0,
+    bytes: 0,
+    syncing: [],
+    resyncs: 0,
+    deltasApplied: 0,
+    deltasIgnored: 0,
+    badDeltas: 0,
+    tombstones: 0,
+    freshestAgeMs: null,
+    freshness: { p50: 0, p99: 0, count: 0 },
+    futureEvents: 0,
+  };
+}

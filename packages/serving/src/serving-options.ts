@@ -1,0 +1,96 @@
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { natsOptionsSchema } from '@freshet/nats';
+import { assertClusterName, FreshetError } from '@freshet/protocol';
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/**
+ * Options of a serving node (what `--options-json` carries). `model` is a @freshet/model config
+ * (the cluster's model); the node derives the table spec from it exactly as shards and workers do.
+ */
+export const servingOptionsSchema = z
+  .object({
+    cluster: z.string().default('local'),
+    /** Unique per node; shows in the NATS service registry. */
+    id: z.string().min(1).max(128).optional(),
+    nats: natsOptionsSchema.prefault({}),
+    /** Shard count of the cluster (the shard map). */
+    shards: z.number().int().min(1).max(4096).default(1),
+    model: z.record(z.string(), z.unknown()),
+    http: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Loopback by default: a non-loopback host also needs `expose: true`. */
+        host: z.string().default('127.0.0.1'),
+        /** 0 picks a free port (reported by `ServingNode.httpUrl`). */
+        port: z.number().int().min(0).max(65535).default(0),
+        expose: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        maxCandidates: z.number().int().min(1).max(100_000).default(1000),
+        /** Request bodies above this get a 400 (HTTP) or an OVERSIZE error reply (NATS). */
+        maxBodyBytes: z
+          .number()
+          .int()
+          .min(256)
+          .max(64 * 1024 * 1024)
+          .default(1024 * 1024),
+        /** `k` of a rank request when it names none. */
+        defaultK: z.number().int().min(1).default(10),
+      })
+      .strict()
+      .prefault({}),
+    /** Which raw feature names carry the request's user and each candidate's item. */
+    fields: z
+      .object({ user: z.string().default('user'), item: z.string().default('item') })
+      .strict()
+      .prefault({}),
+    /**
+     * `auto`: the hand-written Float32Array forward pass where the model kind has one, else the
+     * model's own predict; `fast` requires the former; `model` always uses @freshet/model.
+     */
+    scorer: z.enum(['auto', 'fast', 'model']).default('auto'),
+    replica: z
+      .object({
+        /** 0 serves the latest weights; in (0,1) an exponential moving average per row write. */
+        emaDecay: z.number().min(0).lt(1).default(0),
+        pageSize: z
+          .number()
+          .int()
+          .min(1)
+          .max(1 << 16)
+          .default(8192),
+        snapshotTimeoutMs: z.number().int().min(1).default(5000),
+        maxBufferedDeltas: z.number().int().min(1).default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    /** Window of the freshness and latency quantiles in status replies. */
+    statsWindowMs: z.number().int().min(1000).default(60_000),
+    /** Validate every response against its schema before sending it (cheap; on by default). */
+    validateResponses: z.boolean().default(true),
+  })
+  .strict();
+
+export type ServingOptionsInput = z.input<typeof servingOptionsSchema>;
+/** Compiled options: defaults applied, id filled in, exposure checked. */
+export type ServingOptions = z.infer<typeof servingOptionsSchema> & { id: string };
+
+/** Validates serving options once; throws a CONFIG FreshetError naming every problem. */
+export function compileServingOptions(input: unknown): ServingOptions {
+  const r = servingOptionsSchema.safeParse(input);
+  if (!r.success) throw new FreshetError('CONFIG', `invalid serving options: ${z.prettifyError(r.error)}`);
+  const o = r.data;
+  assertClusterName(o.cluster);
+  if (o.http.enabled && !LOOPBACK.has(o.http.host) && !o.http.expose) {
+    throw new FreshetError(
+      'CONFIG',
+      `http.host ${o.http.host} is not loopback: set http.expose: true to serve beyond this machine`,
+    );
+  }
+  return { ...o, id: o.id ?? `serving-${randomUUID().slice(0, 8)}` };
+}
