@@ -298,6 +298,15 @@ export async function startLocalCluster(
     if (auth.passFile) env.FRESHET_NATS_PASS_FILE = auth.passFile;
     if (auth.passEnv && connOpts.pass !== undefined) env.FRESHET_NATS_PASS = connOpts.pass;
     if (auth.tokenEnv && connOpts.token !== undefined) env.FRESHET_NATS_TOKEN = connOpts.token;
+    // Role processes read NATS secrets from FRESHET_NATS_* only when their options carry no
+    // `nats` object, so with secrets the connection travels entirely by environment.
+    const byEnv = !!(auth.passFile || auth.passEnv || auth.tokenEnv);
+    if (byEnv) {
+      env.FRESHET_NATS_URL = urls.join(',');
+      if (auth.user) env.FRESHET_NATS_USER = auth.user;
+      if (auth.credsFile) env.FRESHET_NATS_CREDS = auth.credsFile;
+      if (auth.tls?.caFile) env.FRESHET_NATS_CA = auth.tls.caFile;
+    }
 
     await ensureStreamWithRetry(nc, config, opts);
     log.info(
@@ -305,7 +314,11 @@ export async function startLocalCluster(
       'feedback stream ready',
     );
 
-    const plans = planActors(config, urls);
+    const plans = planActors(config, urls).map((p) => {
+      if (!byEnv) return p;
+      const { nats: _nats, ...options } = p.options;
+      return { ...p, options };
+    });
     let failure: Error | undefined;
     let ready = false;
     for (const plan of plans) {

@@ -1,0 +1,164 @@
+import { describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseAllDocuments } from 'yaml';
+import { loadClusterConfig } from '../src/cluster-config.js';
+import { cliMainPath } from '../src/local-cluster.js';
+import { natsRoles } from '../src/nats-auth.js';
+import { roleSchemas, type RoleName } from '../src/role-schemas.js';
+
+// Every Kubernetes manifest's command line and environment, checked against what the CLI really
+// accepts: the subcommand and its flags (from `--help` of the built CLI), the role options (the
+// role's own zod schema, as the process parses them) and the FRESHET_* variables entry points read.
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const k8s = join(root, 'deploy', 'k8s');
+
+/** Environment variables Freshet entry points read (natsOptionsFromEnv, the logger, the local cluster). */
+const knownEnv = new Set([
+  'FRESHET_NATS_URL',
+  'FRESHET_NATS_USER',
+  'FRESHET_NATS_PASS',
+  'FRESHET_NATS_PASS_FILE',
+  'FRESHET_NATS_TOKEN',
+  'FRESHET_NATS_CREDS',
+  'FRESHET_NATS_CA',
+  'FRESHET_LOG_LEVEL',
+  'NODE_ENV',
+  'POD_NAME',
+]);
+const roleOfCommand: Record<string, RoleName> = { shard: 'shard', worker: 'worker', serve: 'serving' };
+
+function yamlFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((f) => {
+    const p = join(dir, f);
+    return statSync(p).isDirectory() ? yamlFiles(p) : /\.ya?ml$/.test(f) ? [p] : [];
+  });
+}
+
+interface Container {
+  name: string;
+  image?: string;
+  command?: string[];
+  args?: string[];
+  env?: Array<{ name: string; value?: string }>;
+  volumeMounts?: Array<{ mountPath: string }>;
+}
+interface Found {
+  file: string;
+  kind: string;
+  name: string;
+  container: Container;
+}
+
+function containers(): Found[] {
+  const out: Found[] = [];
+  for (const file of yamlFiles(k8s)) {
+    for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {
+      const d = doc.toJS() as { kind?: string; metadata?: { name?: string }; spec?: { template?: { spec?: { containers?: Container[] } } } } | null;
+      const cs = d?.spec?.template?.spec?.containers;
+      for (const c of cs ?? []) {
+        out.push({
+          file: relative(root, file),
+          kind: d?.kind ?? '?',
+          name: d?.metadata?.name ?? '?',
+          container: c,
+        });
+      }
+    }
+  }
+  return out;
+}
+
+const helpCache = new Map<string, Set<string>>();
+function flagsOf(command: string): Set<string> {
+  let flags = helpCache.get(command);
+  if (!flags) {
+    const help = execFileSync(process.execPath, [cliMainPath, command, '--help'], { encoding: 'utf8' });
+    // An unknown subcommand falls back to the program's help: the manifest names no real command.
+    expect(help, `\`freshet ${command}\` is a registered command`).toMatch(
+      new RegExp(`^Usage: freshet ${command} `),
+    );
+    flags = new Set(help.match(/--[a-z][a-z-]*/g) ?? []);
+    helpCache.set(command, flags);
+  }
+  return flags;
+}
+
+describe('deployment manifests', () => {
+  const all = containers();
+  const freshet = all.filter((f) => f.container.image === 'freshet');
+
+  it('find the role containers of the base', () => {
+    const roles = freshet.filter((f) => f.container.args).map((f) => f.container.args![0]);
+    expect(new Set(roles)).toEqual(new Set(['shard', 'worker', 'serve']));
+  });
+
+  it('run real CLI commands with known flags and options that pass the role schemas', () => {
+    const clusters = new Set<unknown>();
+    const shardIds: number[] = [];
+    const shardCounts = new Set<unknown>();
+    for (const f of freshet.filter((x) => x.container.args)) {
+      const where = `${f.file} ${f.kind}/${f.name}`;
+      const c = f.container;
+      expect(c.command, where).toEqual(['node', 'packages/cli/dist/main.js']);
+      expect(existsSync(join(root, c.command![1]!)), `${where}: CLI entry is built`).toBe(true);
+      const [command, ...rest] = c.args!;
+      const role = roleOfCommand[command!];
+      expect(role, `${where}: ${command} is a role command`).toBeDefined();
+      const flags = flagsOf(command!);
+      for (const a of rest.filter((x) => x.startsWith('--')))
+        expect(flags.has(a), `${where}: flag ${a}`).toBe(true);
+      const json = rest[rest.indexOf('--options-json') + 1];
+      expect(json, `${where}: --options-json`).toBeDefined();
+      const options = JSON.parse(json!) as Record<string, unknown>;
+      const r = roleSchemas[role!].schema.safeParse(options);
+      expect(r.success ? '' : `${where}: ${r.error.message}`).toBe('');
+      // Secrets and addresses travel by environment, never on the command line.
+      expect(options.nats, `${where}: no nats in options`).toBeUndefined();
+      expect(json).not.toMatch(/pass|token|secret/i);
+      clusters.add(options.cluster);
+      if (role === 'shard') shardIds.push(options.shard as number);
+      if ('shards' in options) shardCounts.add(options.shards);
+      // The NATS user is the one `freshet config auth` generates for this role and cluster.
+      const env = new Map((c.env ?? []).map((e) => [e.name, e.value]));
+      expect(env.get('FRESHET_NATS_USER'), where).toBe(`freshet-${String(options.cluster)}-${role}`);
+      const passFile = env.get('FRESHET_NATS_PASS_FILE') ?? '';
+      expect(
+        (c.volumeMounts ?? []).some((m) => passFile.startsWith(m.mountPath + '/')),
+        `${where}: ${passFile} is on a mounted volume`,
+      ).toBe(true);
+      expect(env.get('FRESHET_NATS_URL'), where).toMatch(/^nats:\/\//);
+    }
+    expect(clusters.size, 'one cluster name across manifests').toBe(1);
+    expect(shardCounts.size, 'one shard count across manifests').toBe(1);
+    const [n] = [...shardCounts] as number[];
+    expect(shardIds.sort()).toEqual(Array.from({ length: n! }, (_, i) => i));
+  });
+
+  it('set only environment variables Freshet reads (base and overlay patches)', () => {
+    for (const f of all) {
+      for (const e of f.container.env ?? []) {
+        expect(knownEnv.has(e.name), `${f.file} ${f.name}: env ${e.name}`).toBe(true);
+      }
+    }
+  });
+
+  it('mount every role password the overlay secret provides, from files generated by `config auth`', () => {
+    const k = readFileSync(join(k8s, 'overlays', 'production', 'kustomization.yaml'), 'utf8');
+    for (const role of natsRoles) expect(k).toContain(`secrets/${role}.pass`);
+    expect(k).toContain('secrets/auth.conf');
+  });
+
+  it('deploy/local.yaml is a valid cluster config with a replicated 3-node NATS', async () => {
+    const c = await loadClusterConfig(join(root, 'deploy', 'local.yaml'));
+    expect(c.nats).toMatchObject({ embedded: 3, replicas: 3 });
+    expect(c.metrics.host).toBe('127.0.0.1');
+  });
+
+  it('the Dockerfile runs the same CLI entry', () => {
+    const d = readFileSync(join(root, 'deploy', 'Dockerfile'), 'utf8');
+    expect(d).toMatch(/ENTRYPOINT \["node", "packages\/cli\/dist\/main\.js"\]/);
+  });
+});
