@@ -333,13 +333,11 @@ export class ServingNode {
       return reply.code(500).send({ error: toErrorEnvelope(err) });
     });
     app.setNotFoundHandler((req, reply) =>
-      reply
-        .code(404)
-        .send({
-          error: new FreshetError('BAD_REQUEST', `no route ${req.method} ${req.url}`, {
-            retryable: false,
-          }).toEnvelope(),
-        }),
+      reply.code(404).send({
+        error: new FreshetError('BAD_REQUEST', `no route ${req.method} ${req.url}`, {
+          retryable: false,
+        }).toEnvelope(),
+      }),
     );
     const route =
       (op: 'score' | 'rank') =>

@@ -1,0 +1,109 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createModel, initBackend, predict, type Example, type Model } from '@freshet/model';
+import { initRow } from '@freshet/protocol';
+import { FastWideDeep, type ParamSource } from '../src/fast-wide-deep.js';
+import { batchRows, requestExamples } from '../src/scorer.js';
+
+const config = {
+  kind: 'wide-deep' as const,
+  embeddingDim: 8,
+  hidden: [16, 8],
+  features: {
+    fields: [
+      { kind: 'categorical' as const, name: 'user' },
+      { kind: 'categorical' as const, name: 'item' },
+      { kind: 'categorical' as const, name: 'device' },
+      { kind: 'tokens' as const, name: 'query', maxTokens: 4 },
+      { kind: 'numeric' as const, name: 'price', transform: 'log1p' as const },
+      { kind: 'numeric' as const, name: 'hour' },
+      { kind: 'cross' as const, name: 'user_x_device', fields: ['user', 'device'] },
+    ],
+  },
+};
+
+/** Non-trivial weights: every row and tensor random but deterministic per key. */
+function randomParams(model: Model): ParamSource {
+  const dense = new Map<number, Float32Array>();
+  return {
+    rows(t, keys) {
+      const dim = model.spec.tables[t]!.dim;
+      const out = new Float32Array((keys.length / 2) * dim);
+      for (let i = 0; i < keys.length / 2; i++)
+        initRow(
+          { kind: 'uniform', scale: 0.5, seed: 11 + t },
+          keys[2 * i]!,
+          keys[2 * i + 1]!,
+          out,
+          i * dim,
+          dim,
+        );
+      return out;
+    },
+    dense(t) {
+      let d = dense.get(t);
+      if (!d) {
+        d = new Float32Array(model.spec.tables[t]!.dim);
+        initRow({ kind: 'uniform', scale: 0.4, seed: 100 + t }, 0, 0, d);
+        dense.set(t, d);
+      }
+      return d;
+    },
+  };
+}
+
+describe('FastWideDeep', () => {
+  beforeAll(async () => {
+    await initBackend();
+  });
+
+  it('agrees with @freshet/model predict on a ranking batch (shared context, item features)', () => {
+    const model = createModel(config);
+    const params = randomParams(model);
+    const fast = new FastWideDeep(model.layout);
+    const candidates = Array.from(
+      { length: 50 },
+      (_, i): { item: string; features: Record<string, string | number> } => ({
+        item: `item-${i}`,
+        features: i % 3 === 0 ? { price: i * 1.5 } : i % 3 === 1 ? { price: 2, query: 'red shoes' } : {},
+      }),
+    );
+    const batch = model.encode(
+      requestExamples(
+        { user: 'user', item: 'item' },
+        'u-42',
+        { device: 'ios', hour: 13, query: 'cheap red shoes' },
+        candidates,
+      ),
+    );
+    const want = predict(model, batch, batchRows(model, batch, params));
+    const got = fast.predict(batch, params);
+    expect(got.length).toBe(50);
+    for (let i = 0; i < 50; i++) expect(got[i]).toBeCloseTo(want[i]!, 5);
+    // The weights are not degenerate: scores differ across candidates.
+    expect(Math.max(...got) - Math.min(...got)).toBeGreaterThan(1e-3);
+  });
+
+  it('agrees when nothing is shared, for a single example, and with missing fields', () => {
+    const model = createModel(config);
+    const params = randomParams(model);
+    const fast = new FastWideDeep(model.layout);
+    const examples = Array.from({ length: 20 }, (_, i): Example => ({
+      features:
+        i % 4 === 0
+          ? { item: `x${i}` }
+          : { user: `u${i}`, item: `x${i}`, device: i % 2 ? 'web' : 'ios', hour: i, query: `t${i} q` },
+      label: 0,
+    }));
+    for (const ex of [examples, examples.slice(0, 1)]) {
+      const batch = model.encode(ex);
+      const want = predict(model, batch, batchRows(model, batch, params));
+      const got = fast.predict(batch, params);
+      for (let i = 0; i < ex.length; i++) expect(got[i]).toBeCloseTo(want[i]!, 5);
+    }
+  });
+
+  it('refuses model kinds it has no forward pass for', () => {
+    const model = createModel({ ...config, kind: 'fm' });
+    expect(() => new FastWideDeep(model.layout)).toThrow(/no fast path/);
+  });
+});
