@@ -54,3 +54,11 @@ export {
   type RolePermissions,
   type GeneratedAuth,
 } from './nats-auth.js';
+export {
+  startDashboard,
+  pointOf,
+  type Dashboard,
+  type DashboardOptions,
+  type DashboardState,
+  type DashboardPoint,
+} from './dashboard/server.js';

@@ -1,0 +1,91 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser } from 'playwright-core';
+import { uniqueName, waitFor } from '@freshet/testkit';
+import { defaultClusterConfig } from '../src/cluster-config.js';
+import { startDashboard, type Dashboard } from '../src/dashboard/server.js';
+import { startLocalCluster, type LocalCluster } from '../src/local-cluster.js';
+
+// The dashboard (the server `freshet dashboard` runs) against a running local cluster, opened in
+// headless Chromium: the charts must show real numbers that move.
+const fake = fileURLToPath(new URL('./fixtures/fake-actor.mjs', import.meta.url));
+
+/** Debian's chromium; installed with apt-get when missing and running as root. */
+function chromiumPath(): string {
+  const candidates = [process.env.FRESHET_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'];
+  const found = () => candidates.find((p): p is string => !!p && existsSync(p));
+  if (!found() && process.getuid?.() === 0) {
+    execFileSync('apt-get', ['install', '-y', '-qq', 'chromium'], {
+      stdio: 'ignore',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      timeout: 300_000,
+    });
+  }
+  const p = found();
+  if (!p) throw new Error('chromium not found: apt-get install chromium (as root), or set FRESHET_CHROMIUM');
+  return p;
+}
+
+let lc: LocalCluster;
+let browser: Browser;
+let url: string;
+let dashboard: Dashboard;
+
+beforeAll(async () => {
+  const executablePath = chromiumPath();
+  lc = await startLocalCluster(
+    defaultClusterConfig({
+      cluster: uniqueName('dash'),
+      dataDir: await mkdtemp(join(tmpdir(), 'freshet-dash-')),
+    }),
+    { nodeArgs: (p) => [fake, p.role, '--options-json', JSON.stringify(p.options)], stopGraceMs: 2000 },
+  );
+  dashboard = await startDashboard(lc.nc, { cluster: lc.cluster, port: 0, intervalMs: 250 });
+  url = dashboard.url;
+  browser = await chromium.launch({ executablePath, args: ['--no-sandbox'] });
+}, 300_000);
+afterAll(async () => {
+  await browser?.close();
+  await dashboard?.close();
+  await lc?.stop();
+});
+
+describe('dashboard in headless Chromium', () => {
+  it('shows live, moving charts and the shard table', async () => {
+    const page = await browser.newPage();
+    await page.goto(url);
+    const attr = (sel: string, name: string) => page.locator(sel).getAttribute(name);
+    await waitFor(async () => Number(await attr('#chart-examples', 'data-points')) >= 3, {
+      message: 'examples/s chart has points',
+    });
+    const first = Number(await attr('#chart-examples', 'data-last'));
+    expect(first).toBeGreaterThan(0);
+    await waitFor(async () => Number(await attr('#chart-examples', 'data-last')) !== first, {
+      message: 'examples/s moves',
+    });
+    const auc = Number(await attr('#chart-auc', 'data-last'));
+    expect(auc).toBeGreaterThan(0.5);
+    expect(auc).toBeLessThan(1);
+    expect(Number(await attr('#chart-logloss', 'data-last'))).toBeGreaterThan(0);
+    expect(Number(await attr('#chart-freshness', 'data-points'))).toBeGreaterThan(0);
+    expect(Number(await attr('#hist-freshness', 'data-total'))).toBeGreaterThan(0);
+    expect(Number(await attr('#hist-staleness', 'data-total'))).toBeGreaterThan(0);
+    const shardRows = await Promise.all(
+      (await page.locator('#shards tbody tr').all()).map((r) => r.getAttribute('data-id')),
+    );
+    expect(shardRows).toEqual(['shard-0', 'shard-1']);
+    const version = async () =>
+      Number(await page.locator('#shards tbody tr[data-id="shard-0"] td').nth(4).textContent());
+    const v0 = await version();
+    await waitFor(async () => (await version()) > v0, { message: 'shard version in the table moves' });
+    expect(await page.locator('#others tbody tr').count()).toBe(2);
+    expect(await page.locator('#error').textContent()).toBe('');
+    // The same server answers Prometheus scrapes.
+    expect(await (await fetch(`${url}metrics`)).text()).toContain('freshet_worker_progressive_auc');
+  });
+});
