@@ -42,3 +42,4 @@ export {
   type Scorer,
   type ScorerKind,
 } from './scorer.js';
+export { startServing, runServingProcess } from './serving-process.js';
