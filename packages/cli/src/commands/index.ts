@@ -1,5 +1,13 @@
 import type { Command } from 'commander';
+import { benchCommand } from './bench.js';
+import { checkpointCommand } from './checkpoint.js';
 import { configCommand } from './config-show.js';
+import { dashboardCommand } from './dashboard.js';
+import { demoCommand } from './demo.js';
+import { drainCommand } from './drain.js';
+import { replayCommand } from './replay.js';
+import { restoreCommand } from './restore.js';
+import { serveCommand, shardCommand, workerCommand } from './roles.js';
 import { statusCommand } from './status.js';
 import { upCommand } from './up.js';
 
@@ -7,7 +15,21 @@ import { upCommand } from './up.js';
  * Every `freshet` subcommand, in the order `--help` lists them (demo first). Each command lives
  * in its own module and exports a factory returning a commander Command.
  */
-const factories: Array<() => Command> = [upCommand, statusCommand, configCommand];
+const factories: Array<() => Command> = [
+  demoCommand,
+  upCommand,
+  statusCommand,
+  replayCommand,
+  benchCommand,
+  configCommand,
+  shardCommand,
+  workerCommand,
+  serveCommand,
+  checkpointCommand,
+  restoreCommand,
+  drainCommand,
+  dashboardCommand,
+];
 
 export function registerCommands(program: Command): void {
   for (const make of factories) program.addCommand(make());
