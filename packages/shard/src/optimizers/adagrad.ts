@@ -19,7 +19,8 @@ export function adagradInitRow(f: Float32Array, valueOffset: number, dim: number
 export function adagradRows(
   store: RowStore,
   rows: Int32Array,
-  n: number,
+  from: number,
+  to: number,
   g: Float32Array,
   h: AdagradHyper,
   u: RowUpdate,
@@ -29,7 +30,7 @@ export function adagradRows(
   const eps = h.eps;
   const l2 = u.l2;
   let applied = 0;
-  for (let i = 0; i < n; i++) {
+  for (let i = from; i < to; i++) {
     const r = rows[i]!;
     if (r < 0) continue;
     const f = store.chunkF(r);

@@ -55,7 +55,8 @@ export class AdamBias {
 export function adamRows(
   store: RowStore,
   rows: Int32Array,
-  n: number,
+  from: number,
+  to: number,
   g: Float32Array,
   h: AdamHyper,
   bias: AdamBias,
@@ -76,7 +77,7 @@ export function adamRows(
   const fs = store.f;
   const us = store.u;
   let applied = 0;
-  for (let i = 0; i < n; i++) {
+  for (let i = from; i < to; i++) {
     const r = rows[i]!;
     if (r < 0) continue;
     const c = r >>> shift;

@@ -34,7 +34,8 @@ export function ftrlInitRow(f: Float32Array, o: number, dim: number, h: FtrlHype
 export function ftrlRows(
   store: RowStore,
   rows: Int32Array,
-  n: number,
+  from: number,
+  to: number,
   g: Float32Array,
   h: FtrlHyper,
   u: RowUpdate,
@@ -44,7 +45,7 @@ export function ftrlRows(
   const l2f = h.l2;
   const l2 = u.l2;
   let applied = 0;
-  for (let i = 0; i < n; i++) {
+  for (let i = from; i < to; i++) {
     const r = rows[i]!;
     if (r < 0) continue;
     const f = store.chunkF(r);

@@ -12,7 +12,8 @@ export const sgdStateDim = (_dim: number) => 0;
 export function sgdRows(
   store: RowStore,
   rows: Int32Array,
-  n: number,
+  from: number,
+  to: number,
   g: Float32Array,
   h: SgdHyper,
   u: RowUpdate,
@@ -21,7 +22,7 @@ export function sgdRows(
   const lr = h.lr * u.lrScale;
   const l2 = u.l2;
   let applied = 0;
-  for (let i = 0; i < n; i++) {
+  for (let i = from; i < to; i++) {
     const r = rows[i]!;
     if (r < 0) continue;
     const f = store.chunkF(r);
