@@ -1,0 +1,643 @@
+import { execFile } from 'node:child_process';
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { z } from 'zod';
+import { runReplay } from '@freshet/client';
+import { criteoDeepFmConfig, criteoWideDeepConfig } from '@freshet/model';
+import { connectNats, findNatsServer, natsServerVersion } from '@freshet/nats';
+import { FreshetError } from '@freshet/protocol';
+import { shardView, servingView, workerView } from './actor-view.js';
+import { compileClusterConfig } from './cluster-config.js';
+import { discoverActors, type ActorStatus } from './discovery.js';
+import { startLocalCluster, type ClusterLog, type LocalCluster } from './local-cluster.js';
+import { CpuMeter } from './proc-cpu.js';
+import { WireTap, type WireTapReport } from './wire-tap.js';
+
+/**
+ * `freshet bench cluster`: the whole loop on this machine. A real local cluster (nats-server +
+ * S shard, W worker, N serving processes) learns a Criteo file replayed as pre-labelled `example`
+ * events; throughput, progressive quality, staleness, freshness and CPU per role come from the
+ * processes' own status (service API) and from /proc, the per-request shard times from a passive
+ * tap on the bus. The PyTorch peer then trains on the same data in the same run.
+ */
+
+/** Options of {@link runClusterBench}; `clusterBenchOptionsSchema` fills in the defaults. */
+export const clusterBenchOptionsSchema = z
+  .object({
+    /** `criteo:PATH` (Kaggle TSV: label, I1..I13, C1..C26), PATH relative to the current directory. */
+    data: z.string().regex(/^criteo:.+/, 'expected criteo:PATH'),
+    shards: z.number().int().min(1).max(64).default(2),
+    workers: z.number().int().min(1).max(64).default(1),
+    serving: z.number().int().min(0).max(64).default(1),
+    /** Feedback partitions of the stream. */
+    partitions: z.number().int().min(1).max(1024).default(8),
+    /**
+     * Events/s to publish. Without it the data is published as fast as JetStream acks (the cluster
+     * learns at its own highest rate), then replayed once more at `freshnessLoad` × that rate to
+     * measure freshness at a sustainable load.
+     */
+    rate: z.number().positive().optional(),
+    /** Passes over the data in the throughput phase. */
+    passes: z.number().int().min(1).max(100).default(1),
+    /** Only the first `limit` examples of the file. */
+    limit: z.number().int().min(1).optional(),
+    model: z.enum(['wide-deep', 'deepfm']).default('wide-deep'),
+    batch: z.number().int().min(1).max(65_536).default(256),
+    lr: z.number().positive().default(3e-3),
+    /** Compute threads per worker (default: the cores shared out among workers, at least 1). */
+    threads: z.number().int().min(1).max(64).optional(),
+    /** Fraction of the measured throughput the freshness phase publishes at; 0 skips that phase. */
+    freshnessLoad: z.number().min(0).max(1).default(0.7),
+    /** Observe pull/push/delta traffic on the bus (one extra copy of it through this process). */
+    tap: z.boolean().default(true),
+    /** Run `../shared/peers/torch_online.py` on the same data after the cluster stopped. */
+    peer: z.boolean().default(true),
+    python: z.string().default('/usr/bin/python3'),
+    /** Whole-run deadline (ms). */
+    timeoutMs: z
+      .number()
+      .int()
+      .min(1000)
+      .default(15 * 60_000),
+    /** Repository root (to find ../shared/peers); found from this file when absent. */
+    repoRoot: z.string().optional(),
+  })
+  .strict();
+export type ClusterBenchOptionsInput = z.input<typeof clusterBenchOptionsSchema>;
+export type ClusterBenchOptions = z.infer<typeof clusterBenchOptionsSchema>;
+
+/** Wiring that is not an option: cancellation and where progress lines go. */
+export interface ClusterBenchDeps {
+  signal?: AbortSignal;
+  /** Progress lines (the CLI sends them to stderr; stdout carries only the JSON line). */
+  progress?: (line: string) => void;
+  /** Logger for the local cluster (silent by default). */
+  log?: ClusterLog;
+}
+
+/**
+ * Timings the bench needs per batch and the roles do not report yet, by package and field.
+ * The bench fills what it can from outside (tap, /proc) and names the rest here, so the gap is
+ * visible in every result instead of silently missing.
+ */
+export const missingTimings: readonly string[] = [
+  '@freshet/worker WorkerStatus: no per-batch timings; wanted `timings.{encodeMs,pullMs,computeMs,pushMs,batchMs}` (p50/p99/mean) — compute is therefore estimated from worker CPU per batch',
+  '@freshet/shard ShardStatus: no `timings.applyMs` (optimizer apply per push) nor `timings.walMs` (group commit) — both are inside the push time the tap measures',
+  '@freshet/shard ShardStatus: no `timings.deltaMs` (takeDelta + encode + publish per delta message)',
+  '@freshet/serving ReplicaStats: no `applyMs` per delta nor a rows-applied counter — serving apply is estimated from serving CPU per delta row',
+];
+
+const execFileP = promisify(execFile);
+
+function findRepoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 8; i++) {
+    if (existsSync(join(dir, 'pnpm-workspace.yaml'))) return dir;
+    dir = dirname(dir);
+  }
+  return process.cwd();
+}
+
+async function countExamples(path: string, limit: number | undefined): Promise<number> {
+  let n = 0;
+  const rl = createInterface({ input: createReadStream(path), crlfDelay: Infinity });
+  for await (const line of rl) {
+    if (line.length === 0 || line.startsWith('label')) continue;
+    n++;
+    if (limit !== undefined && n >= limit) break;
+  }
+  rl.close();
+  return n;
+}
+
+async function writeHead(path: string, n: number, out: string): Promise<void> {
+  const lines: string[] = [];
+  const rl = createInterface({ input: createReadStream(path), crlfDelay: Infinity });
+  for await (const line of rl) {
+    if (line.length === 0 || line.startsWith('label')) continue;
+    lines.push(line);
+    if (lines.length >= n) break;
+  }
+  rl.close();
+  await writeFile(out, lines.join('\n') + '\n');
+}
+
+const r1 = (x: number) => Math.round(x * 10) / 10;
+const r2 = (x: number) => Math.round(x * 100) / 100;
+const r4 = (x: number) => Math.round(x * 10_000) / 10_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Learned {
+  examples: number;
+  /** Examples that will never train (dead-lettered, ignored): they still count as handled. */
+  handled: number;
+  batches: number;
+}
+
+async function workerTotals(lc: LocalCluster): Promise<{ totals: Learned; actors: ActorStatus[] }> {
+  const actors = await discoverActors(lc.nc, { cluster: lc.cluster, roles: ['worker'], maxWaitMs: 120 });
+  const totals = { examples: 0, handled: 0, batches: 0 };
+  for (const a of actors) {
+    const w = workerView(a);
+    const c = (a.status.counters ?? {}) as Record<string, unknown>;
+    const extra =
+      (typeof c.deadLettered === 'number' ? c.deadLettered : 0) +
+      (typeof c.ignored === 'number' ? c.ignored : 0);
+    totals.examples += w.examples ?? 0;
+    totals.handled += (w.examples ?? 0) + extra;
+    totals.batches += typeof a.status.batches === 'number' ? a.status.batches : 0;
+  }
+  return { totals, actors };
+}
+
+interface PhaseResult {
+  events: number;
+  /** Wall ms from the first publish until every event was learned. */
+  ms: number;
+  publishMs: number;
+  /** Learned examples over time (ms since phase start). */
+  samples: Array<{ t: number; examples: number }>;
+  batches: number;
+}
+
+/**
+ * Publishes `passes` × the data (paced at `rate` when given) while polling the workers, and
+ * resolves once they have learned every published event.
+ */
+async function runPhase(
+  lc: LocalCluster,
+  o: ClusterBenchOptions,
+  p: { passes: number; rate?: number; events: number; tag: string; deadline: number },
+  deps: ClusterBenchDeps,
+): Promise<PhaseResult> {
+  const before = (await workerTotals(lc)).totals;
+  const t0 = performance.now();
+  let published = 0;
+  let publishMs = 0;
+  let publishError: Error | undefined;
+  const publishing = (async () => {
+    for (let pass = 0; pass < p.passes; pass++) {
+      const s = await runReplay({
+        data: o.data,
+        nats: lc.nc,
+        cluster: lc.cluster,
+        partitions: o.partitions,
+        ensure: false,
+        idPrefix: `${p.tag}-${pass}-${Date.now().toString(36)}`,
+        ...(p.rate !== undefined ? { rate: p.rate } : {}),
+        ...(o.limit !== undefined ? { limit: o.limit } : {}),
+        ...(deps.signal ? { signal: deps.signal } : {}),
+      });
+      if (s.failed > 0) throw new FreshetError('UNAVAILABLE', `${s.failed} events failed to publish`);
+      published += s.acked + s.duplicates;
+    }
+    publishMs = performance.now() - t0;
+  })().catch((e: unknown) => {
+    publishError = e instanceof Error ? e : new Error(String(e));
+  });
+  const samples: PhaseResult['samples'] = [];
+  let last = before;
+  let nextLog = 0;
+  for (;;) {
+    if (publishError) throw publishError;
+    if (deps.signal?.aborted) throw new FreshetError('SHUTTING_DOWN', 'bench aborted');
+    const { totals } = await workerTotals(lc);
+    last = totals;
+    const t = performance.now() - t0;
+    samples.push({ t, examples: totals.examples - before.examples });
+    if (publishMs > 0 && totals.handled - before.handled >= p.events) break;
+    if (performance.now() > p.deadline) {
+      throw new FreshetError(
+        'TIMEOUT',
+        `${p.tag}: ${totals.handled - before.handled}/${p.events} events learned before the deadline ` +
+          `(published ${published})`,
+      );
+    }
+    if (t >= nextLog) {
+      deps.progress?.(
+        `${p.tag}: learned ${totals.examples - before.examples}/${p.events} in ${r1(t / 1000)} s`,
+      );
+      nextLog = t + 2000;
+    }
+    await sleep(30);
+  }
+  await publishing;
+  return {
+    events: p.events,
+    ms: samples[samples.length - 1]!.t,
+    publishMs,
+    samples,
+    batches: last.batches - before.batches,
+  };
+}
+
+/** Rate between 10% and 90% of the examples (interpolated): the steady part of a phase. */
+function steadyRate(samples: PhaseResult['samples'], total: number): number | null {
+  const at = (x: number): number | undefined => {
+    for (let i = 1; i < samples.length; i++) {
+      const a = samples[i - 1]!;
+      const b = samples[i]!;
+      if (b.examples >= x && b.examples > a.examples) {
+        return a.t + ((x - a.examples) / (b.examples - a.examples)) * (b.t - a.t);
+      }
+    }
+    return undefined;
+  };
+  const t1 = at(total * 0.1);
+  const t9 = at(total * 0.9);
+  if (t1 === undefined || t9 === undefined || t9 <= t1) return null;
+  return (total * 0.8) / ((t9 - t1) / 1000);
+}
+
+async function servingFreshness(
+  lc: LocalCluster,
+): Promise<{ p50: number | null; p99: number | null; count: number }> {
+  const actors = await discoverActors(lc.nc, { cluster: lc.cluster, roles: ['serving'], maxWaitMs: 150 });
+  let p50: number | null = null;
+  let p99: number | null = null;
+  let count = 0;
+  // Several nodes replicate the same deltas: the slowest node is what a user may hit.
+  for (const a of actors) {
+    const v = servingView(a);
+    const c =
+      typeof (a.status.freshness as Record<string, unknown> | undefined)?.count === 'number'
+        ? ((a.status.freshness as Record<string, number>).count ?? 0)
+        : 0;
+    count += c;
+    if (v.freshnessP50Ms !== null) p50 = Math.max(p50 ?? 0, v.freshnessP50Ms);
+    if (v.freshnessP99Ms !== null) p99 = Math.max(p99 ?? 0, v.freshnessP99Ms);
+  }
+  return { p50, p99, count };
+}
+
+function sum(xs: Array<number | null>): number {
+  return xs.reduce<number>((a, b) => a + (b ?? 0), 0);
+}
+
+function perBatch(
+  batches: number,
+  examples: number,
+  wallMs: number,
+  workers: number,
+  cpu: Record<string, number>,
+  tap: WireTapReport | undefined,
+  deltaRowsServing: number | null,
+): Record<string, unknown> {
+  const b = Math.max(1, batches);
+  const cpuMs = (role: string) => (cpu[role] !== undefined ? r2((cpu[role] * 1000) / b) : null);
+  const out: Record<string, unknown> = {
+    batches,
+    examples_per_batch: r1(examples / b),
+    // Each worker runs its batches one after another (pipelined): its wall time per batch.
+    wall_ms: r2((wallMs * workers) / b),
+    cpu_ms: {
+      worker: cpuMs('worker'),
+      shard: cpuMs('shard'),
+      serving: cpuMs('serving'),
+      nats: cpuMs('nats'),
+      bench: cpuMs('bench'),
+    },
+  };
+  if (tap) {
+    out.pull = {
+      requests: r2(tap.pull.count / b),
+      at_shard_p50_ms: tap.pull.p50Ms,
+      at_shard_p99_ms: tap.pull.p99Ms,
+      at_shard_mean_ms: tap.pull.meanMs,
+      reply_kb: r1(tap.pull.replyBytes / b / 1024),
+    };
+    out.push = {
+      requests: r2(tap.push.count / b),
+      rows: r1(tap.push.rows / b),
+      kb: r1(tap.push.bytes / b / 1024),
+      // Decode + optimizer apply + WAL group commit + queueing at the shard, as seen on the bus.
+      at_shard_p50_ms: tap.push.p50Ms,
+      at_shard_p99_ms: tap.push.p99Ms,
+      at_shard_mean_ms: tap.push.meanMs,
+    };
+    out.delta = {
+      messages: r2(tap.delta.count / b),
+      rows: r1(tap.delta.rows / b),
+      kb: r1(tap.delta.bytes / b / 1024),
+      emit_to_bus_p50_ms: tap.delta.p50Ms,
+      emit_to_bus_p99_ms: tap.delta.p99Ms,
+    };
+  }
+  if (deltaRowsServing !== null && cpu.serving !== undefined && tap && tap.delta.rows > 0) {
+    // Serving nodes do little else during the bench than apply deltas (no score traffic).
+    out.serving_apply = {
+      cpu_us_per_delta_row: r2((cpu.serving * 1e6) / (tap.delta.rows * Math.max(1, deltaRowsServing))),
+      estimated_ms: cpuMs('serving'),
+    };
+  }
+  return out;
+}
+
+/**
+ * Runs the end-to-end cluster benchmark and returns ONE JSON-able object (the CLI prints it as
+ * one line). Progress goes to `deps.progress`. The cluster is stopped (and its data directory
+ * removed) before the PyTorch peer runs, so the two never compete for the cores.
+ */
+export async function runClusterBench(
+  input: ClusterBenchOptionsInput,
+  deps: ClusterBenchDeps = {},
+): Promise<Record<string, unknown>> {
+  const parsed = clusterBenchOptionsSchema.safeParse(input);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    throw new FreshetError('CONFIG', `bench cluster: ${i?.path.join('.') ?? ''} ${i?.message ?? 'invalid'}`);
+  }
+  const o = parsed.data;
+  const deadline = performance.now() + o.timeoutMs;
+  const path = resolve(o.data.slice('criteo:'.length));
+  if (!existsSync(path)) throw new FreshetError('CONFIG', `no such data file: ${path}`);
+  const perPass = await countExamples(path, o.limit);
+  if (perPass === 0) throw new FreshetError('CONFIG', `no examples in ${path}`);
+  const progress = deps.progress ?? (() => undefined);
+  const cores = cpus().length;
+  const threads = o.threads ?? Math.max(1, Math.floor(cores / o.workers));
+  const modelConfig =
+    o.model === 'deepfm'
+      ? criteoDeepFmConfig({ optimizer: { kind: 'adam', lr: o.lr } })
+      : criteoWideDeepConfig({ optimizer: { kind: 'adam', lr: o.lr } });
+  const cluster = `bench-${process.pid}-${Date.now().toString(36)}`;
+  const dir = await mkdtemp(join(tmpdir(), 'freshet-bench-cluster-'));
+  const statsWindowMs = 1000;
+  const cfg = compileClusterConfig(
+    {
+      cluster,
+      dataDir: join(dir, 'data'),
+      nats: { embedded: 1 },
+      partitions: o.partitions,
+      model: modelConfig as Record<string, unknown>,
+      shards: { count: o.shards },
+      workers: {
+        count: o.workers,
+        options: { batch: { size: o.batch }, compute: { threads } },
+      },
+      serving: {
+        count: o.serving,
+        options: { http: { enabled: false }, statsWindowMs },
+      },
+      metrics: { enabled: false },
+    },
+    { source: 'bench cluster', baseDir: dir },
+  );
+
+  const tStart = performance.now();
+  progress(`starting ${o.shards} shard(s), ${o.workers} worker(s), ${o.serving} serving node(s)`);
+  let lc: LocalCluster | undefined;
+  let tap: WireTap | undefined;
+  let tapNc: Awaited<ReturnType<typeof connectNats>> | undefined;
+  let cpu: CpuMeter | undefined;
+  const result: Record<string, unknown> = {};
+  try {
+    lc = await startLocalCluster(cfg, {
+      ...(deps.signal ? { signal: deps.signal } : {}),
+      ...(deps.log ? { log: deps.log } : {}),
+      readyTimeoutMs: 120_000,
+      stopGraceMs: 5000,
+      restartOnExit: false,
+    });
+    const cl = lc;
+    const startupS = (performance.now() - tStart) / 1000;
+    cpu = new CpuMeter(() => [
+      ...cl.processes.map((p) => ({ group: p.role, pid: p.pid })),
+      ...cl.natsServers.map((s) => ({ group: 'nats', pid: s.pid })),
+      { group: 'bench', pid: process.pid },
+    ]);
+    cpu.start(250);
+    if (o.tap) {
+      tapNc = await connectNats({ servers: cl.natsUrls }, `freshet-bench-tap-${cluster}`);
+      tap = new WireTap(tapNc, cluster);
+    }
+
+    // Phase 1: throughput (and first-pass progressive quality).
+    cpu.mark();
+    const events = perPass * o.passes;
+    const p1 = await runPhase(
+      cl,
+      o,
+      {
+        passes: o.passes,
+        ...(o.rate !== undefined ? { rate: o.rate } : {}),
+        events,
+        tag: 'throughput',
+        deadline,
+      },
+      deps,
+    );
+    const cpu1 = cpu.seconds();
+    const tap1 = tap?.summary();
+    const fresh1 = await servingFreshness(cl);
+    const actors1 = await cl.actors();
+    const shards = actors1.filter((a) => a.role === 'shard').map(shardView);
+    const workers = actors1.filter((a) => a.role === 'worker');
+    const wv = workers.map(workerView);
+    const examplesLearned = sum(wv.map((w) => w.examples));
+    const weighted = (f: (w: ReturnType<typeof workerView>) => number | null) =>
+      examplesLearned > 0 ? sum(wv.map((w) => (f(w) ?? 0) * (w.examples ?? 0))) / examplesLearned : null;
+    const counters: Record<string, number> = {};
+    for (const a of workers) {
+      for (const [k, v] of Object.entries((a.status.counters ?? {}) as Record<string, unknown>)) {
+        if (typeof v === 'number')
+          counters[k] = k === 'maxStaleness' ? Math.max(counters[k] ?? 0, v) : (counters[k] ?? 0) + v;
+      }
+    }
+    const rejects: Record<string, number> = {};
+    for (const a of actors1.filter((x) => x.role === 'shard')) {
+      for (const [k, v] of Object.entries((a.status.rejects ?? {}) as Record<string, unknown>)) {
+        if (typeof v === 'number') rejects[k] = (rejects[k] ?? 0) + v;
+      }
+    }
+    const seconds = p1.ms / 1000;
+    const cpuTotal = Object.values(cpu1).reduce((a, b) => a + b, 0);
+    const auc = weighted((w) => w.auc);
+    const ll = weighted((w) => w.logloss);
+    Object.assign(result, {
+      bench: 'cluster',
+      data: o.data,
+      model: o.model,
+      shards: o.shards,
+      workers: o.workers,
+      serving: o.serving,
+      partitions: o.partitions,
+      batch: o.batch,
+      lr: o.lr,
+      threads_per_worker: threads,
+      passes: o.passes,
+      rate: o.rate ?? null,
+      backend: wv[0]?.backend ?? null,
+      startup_s: r2(startupS),
+      examples: p1.events,
+      seconds: r2(seconds),
+      examples_per_s: Math.round(p1.events / seconds),
+      steady_examples_per_s: (() => {
+        const s = steadyRate(p1.samples, p1.events);
+        return s === null ? null : Math.round(s);
+      })(),
+      publish_s: r2(p1.publishMs / 1000),
+      freshness_p50_ms: null as number | null,
+      freshness_p99_ms: null as number | null,
+      freshness_load_events_per_s: null as number | null,
+      saturated_freshness_p50_ms: fresh1.p50,
+      saturated_freshness_p99_ms: fresh1.p99,
+      progressive_auc: auc === null ? null : r4(auc),
+      progressive_logloss: ll === null ? null : r4(ll),
+      staleness_p50: Math.max(0, ...shards.map((s) => s.stalenessP50 ?? 0)),
+      staleness_p99: Math.max(0, ...shards.map((s) => s.stalenessP99 ?? 0)),
+      staleness_max: counters.maxStaleness ?? null,
+      rejected_pushes: Object.values(rejects).reduce((a, b) => a + b, 0),
+      rejects,
+      shard_rows: sum(shards.map((s) => s.rows)),
+      shard_bytes: sum(shards.map((s) => s.memoryBytes)),
+      worker_counters: counters,
+      cpu_s: cpu1,
+      cpu_s_total: r2(cpuTotal),
+      cpu_utilisation: r2(cpuTotal / (seconds * cores)),
+      cpu_ms_per_example: r4((cpuTotal * 1000) / p1.events),
+      per_batch: perBatch(
+        p1.batches,
+        p1.events,
+        p1.ms,
+        o.workers,
+        cpu1,
+        tap1,
+        o.serving > 0 ? o.serving : null,
+      ),
+      tap: tap1 ?? null,
+      missing_timings: missingTimings,
+    });
+    progress(
+      `throughput: ${String(result.examples_per_s)} examples/s, AUC ${String(result.progressive_auc)}, ` +
+        `${p1.batches} batches`,
+    );
+
+    // Phase 2: freshness at a sustainable load (the data again, paced below the measured rate).
+    const freshRate =
+      o.rate ?? (o.freshnessLoad > 0 ? (result.examples_per_s as number) * o.freshnessLoad : 0);
+    if (o.serving > 0 && o.rate === undefined && freshRate > 0) {
+      // The serving window must hold only this phase: wait out two windows of quiet first.
+      await sleep(2 * statsWindowMs + 200);
+      const p2 = await runPhase(
+        cl,
+        o,
+        { passes: 1, rate: freshRate, events: perPass, tag: 'freshness', deadline },
+        deps,
+      );
+      const f = await servingFreshness(cl);
+      result.freshness_p50_ms = f.p50;
+      result.freshness_p99_ms = f.p99;
+      result.freshness_samples = f.count;
+      result.freshness_load_events_per_s = Math.round(freshRate);
+      result.freshness_phase_examples_per_s = Math.round(p2.events / (p2.ms / 1000));
+    } else if (o.serving > 0) {
+      result.freshness_p50_ms = fresh1.p50;
+      result.freshness_p99_ms = fresh1.p99;
+      result.freshness_samples = fresh1.count;
+      result.freshness_load_events_per_s = o.rate ?? null;
+    }
+    result.roles_reported = Object.fromEntries(
+      actors1.map((a) => [a.id, (a.status.timings as unknown) ?? null]),
+    );
+  } finally {
+    tap?.stop();
+    await tapNc?.close().catch(() => undefined);
+    cpu?.stop();
+    await lc?.stop();
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+
+  result.machine = await machineInfo(o.python);
+  if (!o.peer) return result;
+  progress('running the PyTorch peer on the same data');
+  const peer = await runTorchPeer(o, path, perPass);
+  result.torch = peer;
+  const teps = typeof peer.examples_per_s === 'number' ? peer.examples_per_s : undefined;
+  const tauc = typeof peer.progressive_auc_pass1 === 'number' ? peer.progressive_auc_pass1 : undefined;
+  const tll = typeof peer.progressive_logloss_pass1 === 'number' ? peer.progressive_logloss_pass1 : undefined;
+  const ours = result.examples_per_s as number;
+  const auc = result.progressive_auc as number | null;
+  const ll = result.progressive_logloss as number | null;
+  result.vs_torch = {
+    examples_per_s: teps ? r4(ours / teps) : null,
+    auc: tauc !== undefined && auc !== null ? r4(auc / tauc) : null,
+    auc_delta: tauc !== undefined && auc !== null ? r4(auc - tauc) : null,
+    logloss_delta: tll !== undefined && ll !== null ? r4(ll - tll) : null,
+  };
+  return result;
+}
+
+async function runTorchPeer(
+  o: ClusterBenchOptions,
+  path: string,
+  perPass: number,
+): Promise<Record<string, unknown>> {
+  const root = o.repoRoot ?? findRepoRoot();
+  const script = join(root, '..', 'shared', 'peers', 'torch_online.py');
+  if (!existsSync(o.python)) return { error: `${o.python} not found` };
+  if (!existsSync(script)) return { error: `peer script not found: ${script}` };
+  let file = path;
+  let tmp: string | undefined;
+  try {
+    if (o.limit !== undefined) {
+      tmp = await mkdtemp(join(tmpdir(), 'freshet-bench-peer-'));
+      file = join(tmp, 'head.tsv');
+      await writeHead(path, perPass, file);
+    }
+    // The same passes, batch, lr and 2 threads (the whole machine, like the cluster).
+    const r = await execFileP(
+      o.python,
+      [script, file, String(o.passes), String(o.batch), String(cpus().length), String(o.lr)],
+      {
+        timeout: 600_000,
+        maxBuffer: 16 << 20,
+      },
+    );
+    const line = r.stdout.trim().split('\n').pop() ?? '{}';
+    return JSON.parse(line) as Record<string, unknown>;
+  } catch (e) {
+    return { error: (e as Error).message.slice(0, 300) };
+  } finally {
+    if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+async function machineInfo(python: string): Promise<Record<string, unknown>> {
+  const c = cpus();
+  let nats: string | null = null;
+  try {
+    nats = natsServerVersion(findNatsServer());
+  } catch {
+    nats = null;
+  }
+  let torch: string | null = null;
+  try {
+    const r = await execFileP(python, ['-c', 'import torch; print(torch.__version__)'], { timeout: 60_000 });
+    torch = r.stdout.trim();
+  } catch {
+    torch = null;
+  }
+  let commit: string | null = null;
+  try {
+    commit = (
+      await execFileP('git', ['rev-parse', '--short', 'HEAD'], { cwd: findRepoRoot() })
+    ).stdout.trim();
+  } catch {
+    commit = null;
+  }
+  return {
+    cpus: c.length,
+    cpu_model: c[0]?.model ?? null,
+    node: process.version,
+    nats_server: nats,
+    torch,
+    commit,
+    at: new Date().toISOString(),
+  };
+}

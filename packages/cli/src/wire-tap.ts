@@ -1,0 +1,163 @@
+import type { NatsConnection, Subscription } from 'nats';
+import { decodeDelta, decodeFrame, subjects } from '@freshet/protocol';
+
+/**
+ * A passive observer of a cluster's parameter-server traffic: it subscribes (on its own
+ * connection) to the shards' pull/push subjects, to every reply inbox and to the delta subjects,
+ * and times each request from the moment the server hands it out to the moment the reply passes
+ * by. That is the time a request spends at the shard (queueing + decode + work + WAL), measured
+ * from outside, so the benchmark needs nothing from the roles. It also counts rows and bytes.
+ *
+ * It costs one extra copy of every message through the bus and this process, so benchmarks report
+ * it (`tap: true`) and can turn it off.
+ */
+
+/** Quantiles and totals of one kind of message. */
+export interface TapSummary {
+  count: number;
+  bytes: number;
+  /** Rows carried (pushes: gradient rows; deltas: value rows + dead keys); 0 when not decoded. */
+  rows: number;
+  /** Request → reply as seen on the bus (pull, push); delta: emission → tap receipt. */
+  p50Ms: number | null;
+  p99Ms: number | null;
+  meanMs: number | null;
+  /** Reply payload bytes (pull, push). */
+  replyBytes: number;
+}
+
+/** What {@link WireTap.summary} returns. */
+export interface WireTapReport {
+  pull: TapSummary;
+  push: TapSummary;
+  delta: TapSummary;
+  /** Probe events carried by deltas (their eventTs). */
+  deltaEventTs: number;
+  /** Messages the tap could not decode (not an error of the cluster: counted for honesty). */
+  undecoded: number;
+}
+
+const MAX_SAMPLES = 200_000;
+
+class Series {
+  count = 0;
+  bytes = 0;
+  rows = 0;
+  replyBytes = 0;
+  readonly ms: number[] = [];
+  add(ms: number | undefined): void {
+    if (ms !== undefined && this.ms.length < MAX_SAMPLES) this.ms.push(ms);
+  }
+  summary(): TapSummary {
+    const s = [...this.ms].sort((a, b) => a - b);
+    const q = (p: number) => (s.length ? round(s[Math.min(s.length - 1, Math.floor(p * s.length))]!) : null);
+    return {
+      count: this.count,
+      bytes: this.bytes,
+      rows: this.rows,
+      p50Ms: q(0.5),
+      p99Ms: q(0.99),
+      meanMs: s.length ? round(s.reduce((a, b) => a + b, 0) / s.length) : null,
+      replyBytes: this.replyBytes,
+    };
+  }
+}
+
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+interface Pending {
+  t: number;
+  series: Series;
+}
+
+/** Subscribes on `nc` (give it a connection of its own: it sees every reply inbox). */
+export class WireTap {
+  private readonly subs: Subscription[] = [];
+  private readonly pending = new Map<string, Pending>();
+  private readonly pull = new Series();
+  private readonly push = new Series();
+  private readonly delta = new Series();
+  private deltaEventTs = 0;
+  private undecoded = 0;
+  private sweeper: NodeJS.Timeout | undefined;
+  private active = true;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    cluster: string,
+  ) {
+    const p = subjects(cluster).prefix;
+    this.subs.push(
+      nc.subscribe(`${p}.ps.*.pull`, {
+        callback: (_e, m) => this.request(this.pull, m.reply, m.data, false),
+      }),
+      nc.subscribe(`${p}.ps.*.push`, {
+        callback: (_e, m) => this.request(this.push, m.reply, m.data, true),
+      }),
+      nc.subscribe('_INBOX.>', { callback: (_e, m) => this.reply(m.subject, m.data.length) }),
+      nc.subscribe(subjects(cluster).deltaAll, { callback: (_e, m) => this.onDelta(m.data) }),
+    );
+    // Requests whose reply never passed (timeouts, a killed shard) must not pile up.
+    this.sweeper = setInterval(() => {
+      const old = performance.now() - 30_000;
+      for (const [k, v] of this.pending) if (v.t < old) this.pending.delete(k);
+    }, 5000);
+    this.sweeper.unref();
+  }
+
+  private request(s: Series, reply: string | undefined, data: Uint8Array, countRows: boolean): void {
+    if (!this.active) return;
+    s.count++;
+    s.bytes += data.length;
+    if (countRows) {
+      try {
+        const h = decodeFrame(data).header as { tables?: Array<{ n?: number }> };
+        for (const t of h.tables ?? []) s.rows += t.n ?? 0;
+      } catch {
+        this.undecoded++;
+      }
+    }
+    if (reply) this.pending.set(reply, { t: performance.now(), series: s });
+  }
+
+  private reply(subject: string, bytes: number): void {
+    const p = this.pending.get(subject);
+    if (!p) return;
+    this.pending.delete(subject);
+    p.series.add(performance.now() - p.t);
+    p.series.replyBytes += bytes;
+  }
+
+  private onDelta(data: Uint8Array): void {
+    if (!this.active) return;
+    const s = this.delta;
+    s.count++;
+    s.bytes += data.length;
+    try {
+      const d = decodeDelta(data);
+      for (const t of d.tables) s.rows += (t.keys.length + t.deadKeys.length) >>> 1;
+      this.deltaEventTs += d.eventTs.length;
+      s.add(Math.max(0, Date.now() - d.ts));
+    } catch {
+      this.undecoded++;
+    }
+  }
+
+  /** Totals and quantiles so far. */
+  summary(): WireTapReport {
+    return {
+      pull: this.pull.summary(),
+      push: this.push.summary(),
+      delta: this.delta.summary(),
+      deltaEventTs: this.deltaEventTs,
+      undecoded: this.undecoded,
+    };
+  }
+
+  /** Stops counting and unsubscribes (the connection stays open: the caller owns it). */
+  stop(): void {
+    this.active = false;
+    if (this.sweeper) clearInterval(this.sweeper);
+    for (const s of this.subs) s.unsubscribe();
+  }
+}
