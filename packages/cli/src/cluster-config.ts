@@ -107,7 +107,10 @@ export const metricsConfigSchema = z
   .strict()
   .prefault({});
 
-/** The model of the default local cluster: user × item × context, wide&deep. */
+/**
+ * The model of the default local cluster: user × item × category (the fields of the synthetic
+ * world `freshet replay synthetic` publishes), wide&deep.
+ */
 export const defaultModel: Record<string, unknown> = {
   name: 'local',
   kind: 'wide-deep',
@@ -115,7 +118,7 @@ export const defaultModel: Record<string, unknown> = {
     fields: [
       { kind: 'categorical', name: 'user' },
       { kind: 'categorical', name: 'item', tower: 'item' },
-      { kind: 'categorical', name: 'context' },
+      { kind: 'categorical', name: 'category', tower: 'item' },
     ],
   },
   embeddingDim: 8,
