@@ -202,6 +202,16 @@ export function fakeNegativeWeight(label: number, p: number): number {
   return label >= 0.5 ? 1 + q : (1 - q) * (1 + q);
 }
 
+/** Callbacks of a {@link Joiner}; a worker uses them to know when it may ack a held event. */
+export interface JoinerHooks {
+  /**
+   * A retained event (see {@link Joiner.retains}) left the joiner's state without becoming part of
+   * an example: an orphan positive that expired, was evicted or fell outside its impression's
+   * window, or a pending impression dropped under `overflow: 'drop'`.
+   */
+  released?: (eventId: string) => void;
+}
+
 /** Joins one partition's events into labelled examples. Not thread-safe; one per partition. */
 export class Joiner {
   readonly options: JoinerOptions;
@@ -219,8 +229,11 @@ export class Joiner {
   /** How long a resolved impression is remembered: for re-insertion, and to name too-late clicks. */
   private readonly rememberMs: number;
 
-  constructor(options: JoinerOptionsInput | JoinerOptions = {}) {
+  private readonly hooks: JoinerHooks;
+
+  constructor(options: JoinerOptionsInput | JoinerOptions = {}, hooks: JoinerHooks = {}) {
     this.options = compileJoinerOptions(options);
+    this.hooks = hooks;
     this.tokensPerMs = this.options.rateLimit.positivesPerMinute / 60_000;
     this.rememberMs = Math.max(this.options.lateWindowMs, 2 * this.options.windowMs);
   }
@@ -238,6 +251,24 @@ export class Joiner {
   get orphanCount(): number {
     return this.orphans.size;
   }
+  /**
+   * Whether the joiner now holds `event` in its state, waiting for a partner: a pending impression
+   * or an orphan positive. Such an event is later either named by an example (`eventId` or
+   * `impressionId`) or reported through `hooks.released`; until then its message must stay unacked.
+   */
+  retains(event: FeedbackEvent): boolean {
+    switch (event.kind) {
+      case 'impression':
+        return this.pending.get(keyOf(event.request, event.item))?.id === event.id;
+      case 'click':
+      case 'conversion':
+      case 'dwell':
+        return this.orphans.get(keyOf(event.request, event.item))?.id === event.id;
+      default:
+        return false;
+    }
+  }
+
   /** A copy of the counters. */
   counters(): JoinerCounters {
     return { ...this.c, dropped: { ...this.c.dropped } };
@@ -419,6 +450,7 @@ export class Joiner {
         this.resolvePositive(p, orphan.ts, orphan.source, orphan.id, out);
         return;
       }
+      this.hooks.released?.(orphan.id);
     }
     this.pending.set(key, p);
     this.heap.push(p.deadline, p.n, key);
@@ -473,8 +505,11 @@ export class Joiner {
     }
     if (this.orphans.has(key)) return drop('REDUNDANT');
     if (this.orphans.size >= this.options.maxOrphans) {
-      const first = this.orphans.keys().next();
-      if (!first.done) this.orphans.delete(first.value);
+      const first = this.orphans.entries().next();
+      if (!first.done) {
+        this.orphans.delete(first.value[0]);
+        this.hooks.released?.(first.value[1].id);
+      }
       this.c.orphansEvicted++;
     }
     this.orphans.set(key, { id, user, ts, expires: ts + this.options.orphanWaitMs, source });
@@ -565,6 +600,7 @@ export class Joiner {
         this.resolveNegative(p, Math.max(this.clock, p.ts), 'overflow-negative', p.id, out);
       } else {
         this.pending.delete(top.key);
+        this.hooks.released?.(p.id);
       }
       return;
     }
@@ -596,6 +632,7 @@ export class Joiner {
       if (first.done || first.value[1].expires > now) break;
       this.orphans.delete(first.value[0]);
       this.c.orphansExpired++;
+      this.hooks.released?.(first.value[1].id);
     }
     for (;;) {
       const first = this.resolved.entries().next();

@@ -72,6 +72,51 @@ export interface ProgressiveSnapshot {
   window: number;
 }
 
+/**
+ * Progressive metrics in a form that adds up across workers: weighted score histograms by label
+ * (coarsened to `bins` equal-width bins over [0, 1], zero bins left out) and loss sums. Merge with
+ * {@link mergeProgressive}; AUC from the coarse histogram is within ~1/bins of the fine one.
+ */
+export interface ProgressiveHistogram {
+  bins: number;
+  /** [bin, positive weight, negative weight] for every non-empty bin, ascending. */
+  counts: [number, number, number][];
+  lossSum: number;
+  weightSum: number;
+  examples: number;
+}
+
+/** Merges mergeable metrics of several workers into cluster-wide AUC and logloss. */
+export function mergeProgressive(parts: readonly ProgressiveHistogram[]): {
+  examples: number;
+  auc: number;
+  logloss: number;
+} {
+  const bins = parts.reduce((m, p) => Math.max(m, p.bins), 1);
+  const pos = new Float64Array(bins);
+  const neg = new Float64Array(bins);
+  let lossSum = 0;
+  let weightSum = 0;
+  let examples = 0;
+  for (const p of parts) {
+    // histograms of different resolutions are mapped onto the finest one by bin start
+    const f = bins / p.bins;
+    for (const [b, np, nn] of p.counts) {
+      const i = Math.min(bins - 1, Math.floor(b * f));
+      pos[i] = pos[i]! + np;
+      neg[i] = neg[i]! + nn;
+    }
+    lossSum += p.lossSum;
+    weightSum += p.weightSum;
+    examples += p.examples;
+  }
+  return {
+    examples,
+    auc: histogramAuc(pos, neg),
+    logloss: weightSum > 0 ? lossSum / weightSum : Number.NaN,
+  };
+}
+
 /** Running progressive-validation metrics of one worker. */
 export class ProgressiveMetrics {
   readonly window: number;
@@ -126,6 +171,28 @@ export class ProgressiveMetrics {
 
   get examples(): number {
     return this.n;
+  }
+
+  /** The cumulative metrics as a mergeable histogram of `bins` bins (a power of two ≤ 2^16). */
+  mergeable(bins = 1024): ProgressiveHistogram {
+    const k = Math.max(1, Math.floor(this.bins / bins));
+    const counts: [number, number, number][] = [];
+    for (let b = 0; b * k < this.bins; b++) {
+      let np = 0;
+      let nn = 0;
+      for (let i = b * k; i < (b + 1) * k && i < this.bins; i++) {
+        np += this.pos[i]!;
+        nn += this.neg[i]!;
+      }
+      if (np > 0 || nn > 0) counts.push([b, np, nn]);
+    }
+    return {
+      bins: Math.ceil(this.bins / k),
+      counts,
+      lossSum: this.lossSum,
+      weightSum: this.weightSum,
+      examples: this.n,
+    };
   }
 
   snapshot(): ProgressiveSnapshot {

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import { natsOptionsSchema } from '@freshet/nats';
 import { assertClusterName, FreshetError } from '@freshet/protocol';
+import { joinerOptionsSchema } from './joiner-options.js';
 
 const ms = z.number().int().min(1);
 
@@ -98,6 +99,36 @@ export const workerOptionsSchema = z.object({
     })
     .prefault({}),
   lr: lrScheduleSchema,
+  /**
+   * The impression–feedback joiner, one per leased partition (see joiner-options.ts). Its
+   * `windowMs`, `orphanWaitMs` and state bounds also size the consumers (see compileWorkerOptions).
+   */
+  joiner: joinerOptionsSchema.prefault({}),
+  /** How the joiner's event clock follows wall time on a caught-up partition. */
+  joinClock: z
+    .object({
+      /** Period of the timer that closes attribution windows (emits negatives). */
+      everyMs: ms.default(250),
+      /**
+       * Windows are closed at `now - lagMs`, not `now`: publishers' clocks and in-flight events
+       * may trail the worker's clock a little.
+       */
+      lagMs: z.number().int().min(0).default(1000),
+    })
+    .prefault({}),
+  /** Inbound event validation (timestamps are checked against the worker's clock). */
+  validation: z
+    .object({
+      /** How far an event may be ahead of the worker's clock. */
+      maxSkewMs: z
+        .number()
+        .int()
+        .min(0)
+        .default(5 * 60_000),
+      /** How old an event may be; unset: any age (replays keep their original timestamps). */
+      maxAgeMs: z.number().int().min(0).optional(),
+    })
+    .prefault({}),
   metrics: z.object({ window: z.number().int().min(10).default(10_000) }).prefault({}),
 });
 export type WorkerOptionsInput = z.input<typeof workerOptionsSchema>;
@@ -115,10 +146,27 @@ export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
   if (o.lease.ttlMs <= o.lease.heartbeatMs * 2) {
     throw new FreshetError('CONFIG', 'lease.ttlMs must exceed two heartbeats');
   }
+  // A message the joiner holds stays unacked for up to a window (or an orphan's wait) plus the
+  // wall-clock lag and processing: the consumer's ack wait must outlast that, or JetStream would
+  // redeliver it while it is still held. Likewise every held message counts against
+  // max_ack_pending: joiner state + buffered + in-flight must fit, or delivery would stall.
+  const held = Math.max(o.joiner.windowMs, o.joiner.orphanWaitMs) + o.joinClock.lagMs;
+  const consumer = {
+    ...o.consumer,
+    ackWaitMs: Math.max(o.consumer.ackWaitMs, held + 15_000),
+    maxAckPending: Math.max(
+      o.consumer.maxAckPending,
+      o.joiner.maxPending +
+        o.joiner.maxOrphans +
+        o.maxBufferedEvents +
+        o.batch.size * (o.maxInFlightBatches + 1) +
+        1024,
+    ),
+  };
   const id =
     o.id ??
     `w-${hostname()
       .replace(/[^A-Za-z0-9_-]/g, '')
       .slice(0, 24)}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  return { ...o, id };
+  return { ...o, consumer, id };
 }

@@ -13,20 +13,25 @@ import {
 } from 'nats';
 import { connectNats } from '@freshet/nats';
 import { createModel, type Example, type Model } from '@freshet/model';
+import { DeadLetters } from '@freshet/client';
 import {
   compileParseOptions,
+  deadLetterReasons,
   FreshetError,
   hashString64,
   hasCode,
   parseEvent,
   subjects,
   type DeadLetterReason,
+  type FeedbackEvent,
   type Subjects,
 } from '@freshet/protocol';
+import { BatchTiming, type BatchTimingSnapshot } from './batch-timing.js';
 import { ComputePool } from './compute-pool.js';
+import { Joiner, type JoinedExample, type JoinerCounters, type JoinerDropReason } from './joiner.js';
 import { LrSchedule } from './lr-schedule.js';
 import { PartitionLeases } from './partition-leases.js';
-import { ProgressiveMetrics, type ProgressiveSnapshot } from './progressive.js';
+import { ProgressiveMetrics, type ProgressiveHistogram, type ProgressiveSnapshot } from './progressive.js';
 import { allFinite, ShardClient } from './shard-client.js';
 import { compileWorkerOptions, type WorkerOptions, type WorkerOptionsInput } from './worker-options.js';
 
@@ -53,14 +58,37 @@ export interface WorkerStatus {
   /** Events not yet delivered to this worker, per owned partition (consumer num_pending). */
   lag?: Record<string, number>;
   counters: WorkerCounters;
+  /** Per-batch time breakdown (p50/p90 over the last 256 batches, and an EWMA). */
+  timing: BatchTimingSnapshot;
+  /** Joiner counters summed over every partition this worker has joined, plus current state sizes. */
+  joiner: JoinerStatus;
+  /** Dead letters stored by this worker, by reason (all reasons present). */
+  deadLetters: Record<DeadLetterReason, number>;
+  /** Cumulative progressive metrics in a mergeable form: merge workers with `mergeProgressive`. */
+  progressiveHistogram: ProgressiveHistogram;
+}
+
+/** The joiner part of a worker's status. */
+export interface JoinerStatus extends JoinerCounters {
+  /** Pending impressions and orphan positives held now, over owned partitions. */
+  pending: number;
+  orphans: number;
+  /** Messages held unacked because the joiner holds their events. */
+  retainedMessages: number;
 }
 
 export interface WorkerCounters {
   acked: number;
   naked: number;
   deadLettered: number;
-  /** Non-example events acked without training (no joiner wired for them). */
+  /** Dead letters that could not be stored (the event was handed back for redelivery). */
+  deadLetterFailures: number;
+  /** Feedback events the joiner consumed without producing or holding an example (see `joiner.dropped`). */
   ignored: number;
+  /** Redeliveries of an event this worker still held (kept once, not fed twice). */
+  redelivered: number;
+  /** Joined examples put back in the buffer after their batch failed (their events stay held). */
+  requeued: number;
   pushes: number;
   pushDuplicates: number;
   staleRounds: number;
@@ -79,10 +107,44 @@ export interface WorkerDeps {
   log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 }
 
-interface Buffered {
+/**
+ * A fetched message until it is acked or naked. It is acked when the last thing that needs it
+ * goes: its admission, the joiner holding its event, the example it contributed to (until every
+ * shard accepted that example's gradient), or its dead letter (until stored).
+ */
+interface Tracked {
   msg: JsMsg;
+  seq: number;
+  part: PartitionState;
+  refs: number;
+  /** Hand back (nak) instead of ack when the last reference goes. */
+  nak: boolean;
+}
+
+/** Per leased partition: its joiner and the messages fetched from it and not yet settled. */
+interface PartitionState {
+  partition: number;
+  joiner: Joiner;
+  /** By stream sequence, so a redelivery of a message we still hold is recognised. */
+  tracked: Map<number, Tracked>;
+  /** Messages whose events the joiner holds (pending impressions, orphan positives), by event id. */
+  retained: Map<string, Tracked>;
+  /** The last message fetched had nothing behind it (or a fetch came back empty). */
+  caughtUp: boolean;
+  /** Let go of: its joiner is no longer fed or advanced. */
+  closed: boolean;
+  idle: (() => void)[];
+}
+
+interface Buffered {
   partition: number;
   example: Example;
+  /** The messages this example came from (1 or 2: an impression and its positive). */
+  deps: Tracked[];
+  /** Identifies the example by its messages: the batch's push id is a hash of these. */
+  key: string;
+  /** Produced by the joiner: it cannot be re-derived from a redelivery to this worker. */
+  joined: boolean;
   /** Local receive time (batch max-wait). */
   at: number;
 }
@@ -134,8 +196,16 @@ export class Worker {
     number,
     { stop: boolean; iter?: ConsumerMessages; done: Promise<void> }
   >();
-  private readonly outstanding = new Map<number, number>();
-  private readonly idleWaiters = new Map<number, (() => void)[]>();
+  private readonly parts = new Map<number, PartitionState>();
+  private dlq: DeadLetters | undefined;
+  private readonly dlCounts = Object.fromEntries(deadLetterReasons.map((r) => [r, 0])) as Record<
+    DeadLetterReason,
+    number
+  >;
+  /** Counters of joiners of partitions already let go of (status sums them with live ones). */
+  private joinerPast: JoinerCounters | undefined;
+  private joinTimer: ReturnType<typeof setInterval> | undefined;
+  private readonly timing = new BatchTiming();
   private buffer: Buffered[] = [];
   private bufferSpace: (() => void)[] = [];
   private bufferFilled: (() => void) | undefined;
@@ -148,12 +218,15 @@ export class Worker {
   private readonly lr: LrSchedule;
   private readonly rate: { t: number; n: number }[] = [];
   private clock = 0;
-  private readonly parseOpts = compileParseOptions({ maxAgeMs: Infinity });
+  private readonly parseOpts;
   readonly counters: WorkerCounters = {
     acked: 0,
     naked: 0,
     deadLettered: 0,
+    deadLetterFailures: 0,
     ignored: 0,
+    redelivered: 0,
+    requeued: 0,
     pushes: 0,
     pushDuplicates: 0,
     staleRounds: 0,
@@ -170,6 +243,8 @@ export class Worker {
     this.slots = new Semaphore(this.options.maxInFlightBatches);
     this.metrics = new ProgressiveMetrics({ window: this.options.metrics.window });
     this.lr = new LrSchedule(this.options.lr);
+    const v = this.options.validation;
+    this.parseOpts = compileParseOptions({ maxSkewMs: v.maxSkewMs, maxAgeMs: v.maxAgeMs ?? Infinity });
   }
 
   get state(): WorkerState {
@@ -221,6 +296,7 @@ export class Worker {
         this.consumers.set(p, await this.js.consumers.get(this.subj.feedbackStream, durable));
       }
       this.kv = await this.js.views.kv(this.subj.kvBucket, { history: 1 });
+      this.dlq = new DeadLetters(this.nc, { cluster: o.cluster });
       this.pool = await ComputePool.create({
         model: this.model.config,
         threads: o.compute.threads,
@@ -248,9 +324,10 @@ export class Worker {
         {
           acquired: (p) => this.startFetching(p),
           release: (p) => this.handOver(p),
-          lost: (p) => void this.stopFetching(p),
+          lost: (p) => void this.letGo(p),
         },
       );
+      this.joinTimer = setInterval(() => this.advanceJoiners(), o.joinClock.everyMs);
       await this.leases.start();
       this.service = await this.nc.services.add({
         name: this.subj.serviceName('worker'),
@@ -297,6 +374,11 @@ export class Worker {
 
   private startFetching(p: number): void {
     if (this.fetching.has(p) || this._state === 'draining' || this._state === 'stopped') return;
+    const old = this.parts.get(p);
+    if (!old || old.closed) {
+      // A fresh joiner: whatever an earlier owner (or we) held unacked is redelivered and re-joined.
+      this.parts.set(p, this.newPartition(p, old));
+    }
     const entry: { stop: boolean; iter?: ConsumerMessages; done: Promise<void> } = {
       stop: false,
       done: Promise.resolve(),
@@ -306,6 +388,22 @@ export class Worker {
     });
     this.fetching.set(p, entry);
     this.log('info', 'partition acquired', { partition: p });
+  }
+
+  private newPartition(p: number, old: PartitionState | undefined): PartitionState {
+    const ps: PartitionState = {
+      partition: p,
+      joiner: undefined as unknown as Joiner,
+      // messages of the previous incarnation still settling keep their own state object
+      tracked: new Map(),
+      retained: new Map(),
+      caughtUp: false,
+      closed: false,
+      idle: [],
+    };
+    ps.joiner = new Joiner(this.options.joiner, { released: (id) => this.unretain(ps, id) });
+    if (old) this.absorbJoiner(old);
+    return ps;
   }
 
   private async stopFetching(p: number): Promise<void> {
@@ -318,27 +416,29 @@ export class Worker {
     this.fetching.delete(p);
   }
 
-  /** Graceful handover: stop fetching, then wait until every event of `p` we hold is acked or naked. */
-  private async handOver(p: number): Promise<void> {
+  /**
+   * Stops fetching `p` and hands back what its joiner holds: pending impressions and orphan
+   * positives are naked, so the partition's next owner re-joins them from the stream. Examples
+   * already buffered or in flight are finished (they ack their events).
+   */
+  private async letGo(p: number): Promise<PartitionState | undefined> {
     await this.stopFetching(p);
-    if ((this.outstanding.get(p) ?? 0) > 0) {
-      await new Promise<void>((r) => {
-        const l = this.idleWaiters.get(p) ?? [];
-        l.push(r);
-        this.idleWaiters.set(p, l);
-      });
+    const ps = this.parts.get(p);
+    if (!ps || ps.closed) return ps;
+    ps.closed = true;
+    for (const t of [...ps.retained.values()]) {
+      t.nak = true;
+      this.release(t);
     }
-    this.log('info', 'partition handed over', { partition: p });
+    ps.retained.clear();
+    return ps;
   }
 
-  private settle(p: number, n = 1): void {
-    const left = (this.outstanding.get(p) ?? 0) - n;
-    this.outstanding.set(p, left);
-    if (left <= 0) {
-      const w = this.idleWaiters.get(p);
-      this.idleWaiters.delete(p);
-      w?.forEach((r) => r());
-    }
+  /** Graceful handover: let go of `p`, then wait until every event of `p` we hold is acked or naked. */
+  private async handOver(p: number): Promise<void> {
+    const ps = await this.letGo(p);
+    if (ps && ps.tracked.size > 0) await new Promise<void>((r) => ps.idle.push(r));
+    this.log('info', 'partition handed over', { partition: p });
   }
 
   private async fetchLoop(p: number, f: { stop: boolean; iter?: ConsumerMessages }): Promise<void> {
@@ -363,63 +463,185 @@ export class Worker {
         continue;
       }
       f.iter = iter;
+      let got = 0;
       for await (const m of iter) {
-        if (f.stop) {
+        got++;
+        const ps = this.parts.get(p);
+        if (f.stop || !ps || ps.closed) {
           // arrived after we let go of the partition: hand it back for its next owner at once
           m.nak();
           this.counters.naked++;
           continue;
         }
-        this.outstanding.set(p, (this.outstanding.get(p) ?? 0) + 1);
-        this.admit(m, p);
+        this.admit(m, ps);
       }
+      // An empty long poll: nothing is waiting, so event time may follow wall time.
+      const ps = this.parts.get(p);
+      if (got === 0 && ps) ps.caughtUp = true;
       f.iter = undefined;
     }
   }
 
-  private admit(m: JsMsg, p: number): void {
+  // ------------------------------------------------------------------ admission and joining
+
+  private admit(m: JsMsg, ps: PartitionState): void {
+    const known = ps.tracked.get(m.seq);
+    if (known) {
+      // JetStream redelivered a message we still hold (its ack wait ran out): keep the newer
+      // delivery's handle for the ack, and do not feed the event twice.
+      known.msg = m;
+      this.counters.redelivered++;
+      return;
+    }
+    ps.caughtUp = m.info.pending === 0;
+    const t: Tracked = { msg: m, seq: m.seq, part: ps, refs: 1, nak: false };
+    ps.tracked.set(m.seq, t);
     const r = parseEvent(m.data, this.parseOpts);
     if (!r.ok) {
-      this.deadLetter([m], r.reason, r.message);
-      this.settle(p);
+      this.deadLetter(t, r.reason, r.message);
+      this.release(t);
       return;
     }
     const ev = r.event;
-    if (ev.kind !== 'example') {
-      // The impression–click joiner is not wired into this loop yet; such events are consumed.
-      m.ack();
-      this.counters.ignored++;
-      this.counters.acked++;
-      this.settle(p);
+    if (ev.kind === 'example') {
+      // pre-labelled: no join; not deduped by id (JetStream's message-id dedupe covers publishers)
+      const ex: Example = { features: ev.features, label: ev.label, weight: ev.weight, ts: ev.ts };
+      this.enqueue({ partition: ps.partition, example: ex, deps: [t], key: String(t.seq), joined: false });
+      this.release(t);
       return;
     }
-    this.buffer.push({
-      msg: m,
-      partition: p,
-      example: { features: ev.features, label: ev.label, weight: ev.weight, ts: ev.ts },
-      at: Date.now(),
-    });
-    const b = this.bufferFilled;
-    if (b && this.buffer.length >= this.options.batch.size) {
-      this.bufferFilled = undefined;
-      b();
+    this.join(ps, t, ev);
+    this.release(t);
+  }
+
+  private join(ps: PartitionState, t: Tracked, ev: FeedbackEvent): void {
+    let dropped: JoinerDropReason | undefined;
+    const out = ps.joiner.push(ev, (reason) => (dropped = reason));
+    if (ps.joiner.retains(ev)) {
+      t.refs++;
+      ps.retained.set(ev.id, t);
+    }
+    this.emitJoined(ps, out, ev.id, t);
+    if (dropped === 'RATE_LIMITED') {
+      this.deadLetter(t, 'RATE_LIMITED', `user ${ev.user} over the positive-signal rate limit`);
+    } else if (dropped !== undefined || (out.length === 0 && !ps.retained.has(ev.id))) {
+      this.counters.ignored++;
     }
   }
 
-  private deadLetter(msgs: JsMsg[], reason: DeadLetterReason, message: string): void {
-    for (const m of msgs) {
-      const h = natsHeaders();
-      h.set('Freshet-Reason', reason);
-      h.set('Freshet-Message', message.replace(/[\r\n]/g, ' ').slice(0, 256));
-      h.set('Freshet-Worker', this.id);
-      try {
-        this.nc?.publish(this.subj.deadLetter, m.data, { headers: h });
-      } catch {
-        // the event stays terminated even if the dead letter could not be published
+  /** Buffers joined examples, each holding the messages it came from until it is applied. */
+  private emitJoined(ps: PartitionState, out: JoinedExample[], curId?: string, cur?: Tracked): void {
+    for (const ex of out) {
+      const deps: Tracked[] = [];
+      const freed: string[] = [];
+      const ids =
+        ex.impressionId !== undefined && ex.impressionId !== ex.eventId
+          ? [ex.impressionId, ex.eventId]
+          : [ex.eventId];
+      for (const id of ids) {
+        const held = ps.retained.get(id);
+        // a late positive's impression was acked with its negative: only the click is held then
+        const d = held ?? (id === curId ? cur : undefined);
+        if (!d || deps.includes(d)) continue;
+        deps.push(d);
+        if (held) freed.push(id);
       }
-      m.term();
-      this.counters.deadLettered++;
+      const e: Example = { features: ex.features, label: ex.label, weight: ex.weight, ts: ex.ts };
+      const key = `${deps.map((d) => d.seq).join('+')}${ex.source.charAt(0)}${ex.label >= 0.5 ? 1 : 0}`;
+      this.enqueue({ partition: ps.partition, example: e, deps, key, joined: true });
+      // the example now holds those messages; the joiner no longer does
+      for (const id of freed) this.unretain(ps, id);
     }
+  }
+
+  /** The joiner let go of a held event (or an example took it over): drop the joiner's hold. */
+  private unretain(ps: PartitionState, id: string): void {
+    const t = ps.retained.get(id);
+    if (!t) return;
+    ps.retained.delete(id);
+    this.release(t);
+  }
+
+  private enqueue(b: Omit<Buffered, 'at'>): void {
+    for (const d of b.deps) d.refs++;
+    this.buffer.push({ ...b, at: Date.now() });
+    const f = this.bufferFilled;
+    if (f && this.buffer.length >= this.options.batch.size) {
+      this.bufferFilled = undefined;
+      f();
+    }
+  }
+
+  /** Closes attribution windows on caught-up partitions by wall time (minus `joinClock.lagMs`). */
+  private advanceJoiners(): void {
+    if (this._state !== 'running') return;
+    const now = Date.now() - this.options.joinClock.lagMs;
+    for (const ps of this.parts.values()) {
+      // A partition with a backlog is judged by event time only: the events it has not read
+      // yet may still label its pending impressions.
+      if (ps.closed || !ps.caughtUp || ps.joiner.pendingCount + ps.joiner.orphanCount === 0) continue;
+      this.emitJoined(ps, ps.joiner.advance(now));
+    }
+  }
+
+  /** Drops one hold on a message; the last one acks it (or naks it when it was handed back). */
+  private release(t: Tracked): void {
+    if (--t.refs > 0) return;
+    if (t.nak) {
+      t.msg.nak(this.options.consumer.nakDelayMs);
+      this.counters.naked++;
+    } else {
+      t.msg.ack();
+      this.counters.acked++;
+    }
+    const ps = t.part;
+    ps.tracked.delete(t.seq);
+    if (ps.tracked.size === 0 && ps.idle.length > 0) {
+      const w = ps.idle.splice(0);
+      w.forEach((r) => r());
+    }
+  }
+
+  /**
+   * Stores the message's payload on the dead-letter stream with its reason; the message is held
+   * until the dead letter is stored, then acked. If it cannot be stored, the message is handed
+   * back (redelivered) — after a few deliveries it is published without JetStream and acked, so a
+   * missing dead-letter stream cannot wedge a partition.
+   */
+  private deadLetter(t: Tracked, reason: DeadLetterReason, message: string): void {
+    t.refs++;
+    const m = t.msg;
+    this.dlq!.send(m.data, { reason, message }, { subject: m.subject, seq: t.seq }).then(
+      () => {
+        this.dlCounts[reason]++;
+        this.counters.deadLettered++;
+        this.release(t);
+      },
+      (e: unknown) => {
+        this.counters.deadLetterFailures++;
+        if (m.info.deliveryCount >= 5) {
+          const h = natsHeaders();
+          h.set('Freshet-Reason', reason);
+          h.set('Freshet-Message', message.replace(/[\r\n]/g, ' ').slice(0, 256));
+          try {
+            this.nc?.publish(this.subj.deadLetter, m.data, { headers: h });
+          } catch {
+            // best effort: the event is dropped either way
+          }
+          this.dlCounts[reason]++;
+          this.counters.deadLettered++;
+        } else {
+          this.log('warn', 'dead letter not stored; event handed back', { reason, error: String(e) });
+          t.nak = true;
+        }
+        this.release(t);
+      },
+    );
+  }
+
+  /** Adds a let-go partition's joiner counters to the totals the status reports. */
+  private absorbJoiner(ps: PartitionState): void {
+    this.joinerPast = addJoinerCounters(this.joinerPast, ps.joiner.counters());
   }
 
   // ------------------------------------------------------------------ batching
@@ -457,15 +679,19 @@ export class Worker {
     }
   }
 
-  /** Stable across redeliveries of the same events: shards dedupe a re-push of the same batch. */
+  /**
+   * Stable across redeliveries of the same events: shards dedupe a re-push of the same batch.
+   * Keys name each example by the stream sequences of its messages and its label, so a joined
+   * example re-derived from the same impression and click has the same key.
+   */
   private pushId(items: Buffered[]): string {
-    hashString64(items.map((b) => b.msg.seq).join(','), scratch);
+    hashString64(items.map((b) => b.key).join(','), scratch);
     return `${hex(scratch[0]!)}${hex(scratch[1]!)}n${items.length}`;
   }
 
   private async runBatch(items: Buffered[]): Promise<void> {
     const o = this.options;
-    const msgs = items.map((b) => b.msg);
+    const msgs = [...new Set(items.flatMap((b) => b.deps))];
     const model = this.model!;
     const client = this.client!;
     const pool = this.pool!;
@@ -473,88 +699,120 @@ export class Worker {
     const onRetry = () => {
       this.counters.retries++;
       // keep the events ours while we retry (resets their ack-wait timer)
-      for (const m of msgs) m.working();
+      for (const t of msgs) t.msg.working();
     };
     let eventTs = Number.POSITIVE_INFINITY;
-    for (const m of msgs) eventTs = Math.min(eventTs, Number(m.info.timestampNanos / 1_000_000));
+    for (const t of msgs) eventTs = Math.min(eventTs, Number(t.msg.info.timestampNanos / 1_000_000));
     const id = this.pushId(items);
     let pending: Set<number> | undefined;
     let scored = false;
-    try {
-      for (let round = 0; ; round++) {
-        const batch = model.encode(examples);
-        const labels = batch.labels.slice();
-        const weights = batch.weights.slice();
-        const plan = client.route(batch);
-        pending ??= new Set(plan.parts.map((x) => x.shard));
-        const pulled = await client.pull(plan, { clock: this.clock, onRetry });
-        let r: Awaited<ReturnType<ComputePool['gradients']>>;
-        for (let attempt = 0; ; attempt++) {
-          try {
-            r = await pool.gradients(batch, pulled.rows, pulled.shared);
-            break;
-          } catch (e) {
-            if (!hasCode(e, 'OVERLOADED') || attempt > 20) throw e;
-            await new Promise((res) => setTimeout(res, 10 * (attempt + 1)));
+    const t0 = performance.now();
+    const ms = { encode: 0, pull: 0, compute: 0, push: 0 };
+    let t = t0;
+    const lap = (stage: keyof typeof ms) => {
+      const now = performance.now();
+      ms[stage] += now - t;
+      t = now;
+    };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        for (let round = 0; ; round++) {
+          t = performance.now();
+          const batch = model.encode(examples);
+          const labels = batch.labels.slice();
+          const weights = batch.weights.slice();
+          const plan = client.route(batch);
+          pending ??= new Set(plan.parts.map((x) => x.shard));
+          lap('encode');
+          const pulled = await client.pull(plan, { clock: this.clock, onRetry });
+          lap('pull');
+          let r: Awaited<ReturnType<ComputePool['gradients']>>;
+          for (let busy = 0; ; busy++) {
+            try {
+              r = await pool.gradients(batch, pulled.rows, pulled.shared);
+              break;
+            } catch (e) {
+              if (!hasCode(e, 'OVERLOADED') || busy > 20) throw e;
+              await new Promise((res) => setTimeout(res, 10 * (busy + 1)));
+            }
+          }
+          lap('compute');
+          if (!scored) {
+            scored = true;
+            const loss = this.metrics.add(r.preds, labels, weights);
+            this.lr.observe(loss, labels.length);
+          }
+          if (!allFinite(r.grads)) {
+            this.counters.nonFiniteBatches++;
+            for (const m of msgs) this.deadLetter(m, 'NON_FINITE', 'non-finite gradient: update not applied');
+            this.settleBatch(items, false);
+            return;
+          }
+          const out = await client.push(plan, pulled, r.grads, {
+            id,
+            clock: this.clock,
+            eventTs,
+            lrScale: this.lr.scale(),
+            only: pending,
+            onRetry,
+          });
+          lap('push');
+          this.counters.pushes += out.accepted.size;
+          this.counters.pushDuplicates += out.duplicates;
+          this.counters.maxStaleness = Math.max(this.counters.maxStaleness, out.maxStaleness);
+          for (const s of out.accepted) pending.delete(s);
+          if (pending.size === 0) break;
+          this.counters.staleRounds++;
+          if (round >= o.retry.staleRounds) {
+            throw new FreshetError(
+              'STALE',
+              `shards ${[...pending].join(',')} rejected ${round + 1} rounds as stale`,
+            );
           }
         }
-        if (!scored) {
-          scored = true;
-          const loss = this.metrics.add(r.preds, labels, weights);
-          this.lr.observe(loss, labels.length);
-        }
-        if (!allFinite(r.grads)) {
-          this.counters.nonFiniteBatches++;
-          this.deadLetter(msgs, 'NON_FINITE', 'non-finite gradient: update not applied');
-          this.settleAll(items);
+        this.clock++;
+        this.rate.push({ t: Date.now(), n: items.length });
+        this.settleBatch(items, false);
+        this.timing.add('encode', ms.encode);
+        this.timing.add('pull', ms.pull);
+        this.timing.add('compute', ms.compute);
+        this.timing.add('push', ms.push);
+        this.timing.add('total', performance.now() - t0);
+        return;
+      } catch (e) {
+        this.counters.failedBatches++;
+        const running = this._state === 'running' && !this.abort.signal.aborted;
+        this.log('warn', running ? 'batch failed; retrying it whole' : 'batch handed back', {
+          error: String(e),
+          code: e instanceof FreshetError ? e.code : 'INTERNAL',
+          events: msgs.length,
+          attempt,
+          pendingShards: pending ? [...pending] : [],
+        });
+        if (!running) {
+          // Not applied everywhere and we are stopping: never ack; hand the events back.
+          this.settleBatch(items, true);
           return;
         }
-        const out = await client.push(plan, pulled, r.grads, {
-          id,
-          clock: this.clock,
-          eventTs,
-          lrScale: this.lr.scale(),
-          only: pending,
-          onRetry,
-        });
-        this.counters.pushes += out.accepted.size;
-        this.counters.pushDuplicates += out.duplicates;
-        this.counters.maxStaleness = Math.max(this.counters.maxStaleness, out.maxStaleness);
-        for (const s of out.accepted) pending.delete(s);
-        if (pending.size === 0) break;
-        this.counters.staleRounds++;
-        if (round >= o.retry.staleRounds) {
-          throw new FreshetError(
-            'STALE',
-            `shards ${[...pending].join(',')} rejected ${round + 1} rounds as stale`,
-          );
-        }
+        // The same batch again (same id, same shards still pending): the shards that accepted
+        // it answer `duplicate`, so nothing is applied twice. Re-forming it from redelivered
+        // events could not promise that, and joined examples cannot be re-derived by this worker.
+        onRetry();
+        await new Promise((res) =>
+          setTimeout(res, Math.min(o.retry.maxMs, o.consumer.nakDelayMs * (attempt + 1))),
+        );
       }
-      for (const m of msgs) m.ack();
-      this.counters.acked += msgs.length;
-      this.clock++;
-      this.rate.push({ t: Date.now(), n: msgs.length });
-      this.settleAll(items);
-    } catch (e) {
-      // Not applied everywhere: hand the events back for redelivery; never ack them.
-      this.counters.failedBatches++;
-      this.log('warn', 'batch handed back', {
-        error: String(e),
-        code: e instanceof FreshetError ? e.code : 'INTERNAL',
-        stack: process.env.FRESHET_DEBUG_STACK ? (e as Error).stack : undefined,
-        events: msgs.length,
-        pendingShards: pending ? [...pending] : [],
-      });
-      for (const m of msgs) m.nak(o.consumer.nakDelayMs);
-      this.counters.naked += msgs.length;
-      this.settleAll(items);
     }
   }
 
-  private settleAll(items: Buffered[]): void {
-    const per = new Map<number, number>();
-    for (const b of items) per.set(b.partition, (per.get(b.partition) ?? 0) + 1);
-    for (const [p, n] of per) this.settle(p, n);
+  /** Releases a batch's holds on its messages; `handBack` naks them instead of acking. */
+  private settleBatch(items: Buffered[], handBack: boolean): void {
+    for (const b of items) {
+      for (const d of b.deps) {
+        if (handBack) d.nak = true;
+        this.release(d);
+      }
+    }
   }
 
   // ------------------------------------------------------------------ status
@@ -580,8 +838,28 @@ export class Worker {
       progressive: this.metrics.snapshot(),
       lrScale: this.lr.scale(),
       lrLowered: this.lr.lowered,
-      counters: { ...this.counters, retries: this.counters.retries },
+      counters: { ...this.counters },
+      timing: this.timing.snapshot(),
+      joiner: this.joinerStatus(),
+      deadLetters: { ...this.dlCounts },
+      progressiveHistogram: this.metrics.mergeable(),
     };
+  }
+
+  private joinerStatus(): JoinerStatus {
+    let c = this.joinerPast;
+    let pending = 0;
+    let orphans = 0;
+    let retainedMessages = 0;
+    for (const ps of this.parts.values()) {
+      c = addJoinerCounters(c, ps.joiner.counters());
+      if (ps.closed) continue;
+      pending += ps.joiner.pendingCount;
+      orphans += ps.joiner.orphanCount;
+      retainedMessages += ps.retained.size;
+    }
+    c ??= new Joiner().counters();
+    return { ...c, pending, orphans, retainedMessages };
   }
 
   private async statusWithLag(): Promise<WorkerStatus> {
@@ -618,13 +896,12 @@ export class Worker {
       return;
     }
     this._state = 'draining';
-    await Promise.all([...this.fetching.keys()].map((p) => this.stopFetching(p)));
-    const rest = this.buffer.splice(0);
-    for (const b of rest) {
-      b.msg.nak();
-      this.counters.naked++;
-    }
-    this.settleAll(rest);
+    clearInterval(this.joinTimer);
+    // Let go of every partition: the joiners' held events are handed back, for the next owner
+    // to re-join; examples not yet batched are handed back too (their events redelivered).
+    this.bufferSpace.forEach((r) => r());
+    await Promise.all([...this.parts.keys()].map((p) => this.letGo(p)));
+    this.settleBatch(this.buffer.splice(0), true);
     this.bufferSpace.forEach((r) => r());
     const timer = setTimeout(() => this.abort.abort(), drainMs);
     await Promise.allSettled([...this.inFlight]);
@@ -637,11 +914,23 @@ export class Worker {
   }
 
   private async teardown(): Promise<void> {
+    clearInterval(this.joinTimer);
     await this.leases?.stop().catch(() => undefined);
     await this.service?.stop().catch(() => undefined);
     await this.pool?.close().catch(() => undefined);
     if (this.ownNc) await this.nc?.drain().catch(() => undefined);
   }
+}
+
+function addJoinerCounters(a: JoinerCounters | undefined, b: JoinerCounters): JoinerCounters {
+  if (!a) return { ...b, dropped: { ...b.dropped } };
+  const out = { ...a, dropped: { ...a.dropped } };
+  for (const k of Object.keys(b) as (keyof JoinerCounters)[]) {
+    if (k === 'dropped') continue;
+    out[k] = a[k] + b[k];
+  }
+  for (const r of Object.keys(b.dropped) as JoinerDropReason[]) out.dropped[r] = a.dropped[r] + b.dropped[r];
+  return out;
 }
 
 /** Creates and starts a worker (what the CLI's `freshet worker` calls). */
