@@ -29,7 +29,7 @@ function violations(nc: NatsConnection): string[] {
   void (async () => {
     for await (const s of nc.status()) {
       const ctx = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
-      const text = `${s.type} ${ctx?.operation ?? ''} ${ctx?.subject ?? ''}`;
+      const text = `${typeof s.data === 'string' ? s.data : ''} ${ctx?.operation ?? ''} ${ctx?.subject ?? ''}`;
       if (/permission/i.test(text)) out.push(text);
     }
   })();
