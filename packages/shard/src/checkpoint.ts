@@ -9,10 +9,11 @@ import type { ShardCore } from './shard-core.js';
  * times, admission sketches, unpublished delta state, recent push ids, version, delta seq) as
  * of the end of WAL segment `segment`, in `checkpoint-<segment>.ckpt`.
  *
- * Taken in two steps: {@link captureCheckpoint} copies the row slabs synchronously (a memcpy,
- * the only pause the shard sees) right when the log rotates; {@link writeCheckpoint} writes the
- * copy to a temporary file and renames it into place, so a crash mid-write leaves the previous
- * checkpoint intact. Restore = newest checkpoint + replay of the segments after it.
+ * Taken in steps: {@link beginCheckpoint} right when the log rotates (copy-on-write snapshot of
+ * the row slabs, no pause), `complete()` to finish the copy in the background, then
+ * {@link writeCheckpoint} writes it to a temporary file and renames it into place, so a crash
+ * mid-write leaves the previous checkpoint intact. Restore = newest checkpoint + replay of the
+ * segments after it.
  *
  * File: [u32 magic][u32 header bytes][JSON header, padded to 4][sections as raw u32/u16 words].
  */
@@ -49,48 +50,77 @@ export interface CheckpointCapture {
 
 const bytesOf = (a: Uint32Array | Uint16Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
-/** Copies the state of `core` (synchronously) as of WAL segment `segment`. */
-export function captureCheckpoint(core: ShardCore, segment: number, deltaSeq: number): CheckpointCapture {
-  const sections: Uint8Array[] = [];
-  const tables: TableHeader[] = [];
-  for (const tab of core.tables) {
-    const s = tab.store;
-    const chunks = s.copyChunks();
-    const rowsWords = s.end * s.stride;
-    let words = 0;
-    for (const c of chunks) {
-      const take = Math.min(c.length, rowsWords - words);
-      sections.push(bytesOf(c.subarray(0, take)));
-      words += take;
-    }
-    const sketch = tab.sketch ? tab.sketch.counts.slice() : new Uint16Array(0);
-    const sketchBytes = bytesOf(sketch);
-    sections.push(sketchBytes);
-    if (sketchBytes.byteLength & 3) sections.push(new Uint8Array(4 - (sketchBytes.byteLength & 3)));
-    const p = tab.pendingState();
-    sections.push(bytesOf(p.dirty), bytesOf(p.dead));
-    tables.push({
-      id: tab.id,
-      name: tab.spec.name,
-      dim: tab.dim,
-      stride: s.stride,
-      chunkRows: s.chunkMask + 1,
-      end: s.end,
-      words,
-      sketchWords: sketch.length,
-      dirty: p.dirty.length,
-      dead: p.dead.length,
-    });
-  }
-  const header: Header = {
-    segment,
-    version: core.version,
-    deltaSeq,
-    createdAt: Date.now(),
-    recent: core.recentIds(),
-    tables,
+/** A checkpoint whose row slabs are still being copied (copy-on-write, in the background). */
+export interface PendingCheckpoint {
+  /** Finishes the copy, yielding to the event loop between batches of chunks. */
+  complete(): Promise<CheckpointCapture>;
+}
+
+/**
+ * Captures the state of `core` as of WAL segment `segment`: the small parts (version, push ids,
+ * sketches, pending delta state) are copied now; row slabs are snapshotted copy-on-write, so
+ * the call returns in microseconds whatever the table size, and pushes keep flowing while
+ * {@link PendingCheckpoint.complete} copies the untouched chunks.
+ */
+export function beginCheckpoint(core: ShardCore, segment: number, deltaSeq: number): PendingCheckpoint {
+  const parts = core.tables.map((tab) => {
+    tab.store.beginSnapshot();
+    return {
+      tab,
+      sketch: tab.sketch ? tab.sketch.counts.slice() : new Uint16Array(0),
+      pending: tab.pendingState(),
+    };
+  });
+  const version = core.version;
+  const recent = core.recentIds();
+  const createdAt = Date.now();
+  return {
+    async complete() {
+      const sections: Uint8Array[] = [];
+      const tables: TableHeader[] = [];
+      for (const { tab, sketch, pending } of parts) {
+        const s = tab.store;
+        let snap: { chunks: Uint32Array[]; end: number } | undefined;
+        // ~8 MB per turn keeps each pause short for pushes interleaved with the copy.
+        const perTurn = Math.max(1, Math.floor((8 << 20) / ((s.chunkMask + 1) * s.stride * 4)));
+        while (!(snap = s.snapshotStep(perTurn))) await new Promise((r) => setImmediate(r));
+        const rowsWords = snap.end * s.stride;
+        let words = 0;
+        for (const c of snap.chunks) {
+          const take = Math.min(c.length, rowsWords - words);
+          sections.push(bytesOf(c.subarray(0, take)));
+          words += take;
+        }
+        const sketchBytes = bytesOf(sketch);
+        sections.push(sketchBytes);
+        if (sketchBytes.byteLength & 3) sections.push(new Uint8Array(4 - (sketchBytes.byteLength & 3)));
+        sections.push(bytesOf(pending.dirty), bytesOf(pending.dead));
+        tables.push({
+          id: tab.id,
+          name: tab.spec.name,
+          dim: tab.dim,
+          stride: s.stride,
+          chunkRows: s.chunkMask + 1,
+          end: snap.end,
+          words,
+          sketchWords: sketch.length,
+          dirty: pending.dirty.length,
+          dead: pending.dead.length,
+        });
+      }
+      const header: Header = { segment, version, deltaSeq, createdAt, recent, tables };
+      return { header, sections, bytes: sections.reduce((n, x) => n + x.byteLength, 0) };
+    },
   };
-  return { header, sections, bytes: sections.reduce((n, s) => n + s.byteLength, 0) };
+}
+
+/** Captures the state of `core` now, copying everything before returning (tests, tools). */
+export function captureCheckpoint(
+  core: ShardCore,
+  segment: number,
+  deltaSeq: number,
+): Promise<CheckpointCapture> {
+  return beginCheckpoint(core, segment, deltaSeq).complete();
 }
 
 const ckptName = (segment: number) => `checkpoint-${String(segment).padStart(10, '0')}.ckpt`;

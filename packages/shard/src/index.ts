@@ -14,9 +14,11 @@ export {
 } from './wal.js';
 export {
   captureCheckpoint,
+  beginCheckpoint,
   writeCheckpoint,
   loadCheckpoint,
   type CheckpointCapture,
+  type PendingCheckpoint,
   type RestoredCheckpoint,
 } from './checkpoint.js';
 export {

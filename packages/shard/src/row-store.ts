@@ -89,6 +89,9 @@ export class RowStore {
   private free: Int32Array = new Int32Array(0);
   private freeCount = 0;
 
+  /** Copy-on-write snapshot in progress (checkpoints): chunks copied before their first write. */
+  private snap: { chunks: (Uint32Array | undefined)[]; n: number; end: number; next: number } | undefined;
+
   constructor(o: RowStoreOptions) {
     this.dim = o.dim;
     this.stateDim = o.stateDim;
@@ -151,10 +154,12 @@ export class RowStore {
     return this.u[r >>> this.chunkShift]![this.offset(r) + OFF_SEEN]!;
   }
   setLastSeen(r: number, tick: number): void {
+    if (this.snap !== undefined) this.cow(r);
     this.u[r >>> this.chunkShift]![this.offset(r) + OFF_SEEN] = tick || 1;
   }
   /** Increments and returns the row's step count (Adam's lazy bias correction uses it). */
   bumpStep(r: number): number {
+    if (this.snap !== undefined) this.cow(r);
     const u = this.u[r >>> this.chunkShift]!;
     const o = this.offset(r) + OFF_STEP;
     return (u[o] = (u[o]! + 1) >>> 0);
@@ -260,6 +265,7 @@ export class RowStore {
         this.u.push(new Uint32Array(buf));
       }
     }
+    if (this.snap !== undefined) this.cow(r);
     const u = this.u[r >>> this.chunkShift]!;
     const o = this.offset(r);
     u.fill(0, o, o + this.stride);
@@ -337,6 +343,7 @@ export class RowStore {
     const h = hashKey(this.keyLo(r), this.keyHi(r));
     if (this.unindex(this.index, this.mask, r, h)) this.used--;
     if (this.old !== undefined) this.unindex(this.old, this.oldMask, r, h);
+    if (this.snap !== undefined) this.cow(r);
     this.u[r >>> this.chunkShift]![this.offset(r) + OFF_SEEN] = 0;
     if (this.freeCount >= this.free.length) {
       const bigger = new Int32Array(Math.max(64, this.free.length * 2));
@@ -386,6 +393,44 @@ export class RowStore {
         this.free[this.freeCount++] = r;
       }
     }
+  }
+
+  /**
+   * Starts a copy-on-write snapshot of the rows as they are now: from here on, a chunk is copied
+   * before its first write, and {@link snapshotStep} copies the others in the background. No
+   * pause proportional to the table size (a full copy of 1M rows took ~200 ms).
+   */
+  beginSnapshot(): void {
+    const n = this.rowsEnd === 0 ? 0 : ((this.rowsEnd - 1) >>> this.chunkShift) + 1;
+    this.snap = { chunks: new Array<Uint32Array | undefined>(n), n, end: this.rowsEnd, next: 0 };
+  }
+
+  /** Copies chunk c into the snapshot if it is not there yet (call before writing to it). */
+  private cow(r: number): void {
+    const sn = this.snap;
+    if (sn === undefined) return;
+    const c = r >>> this.chunkShift;
+    if (c < sn.n && sn.chunks[c] === undefined) sn.chunks[c] = this.u[c]!.slice();
+  }
+
+  /**
+   * Copies up to `k` more chunks into the snapshot. Returns the snapshot (and ends it) once
+   * every chunk is copied, else undefined.
+   */
+  snapshotStep(k: number): { chunks: Uint32Array[]; end: number } | undefined {
+    const sn = this.snap;
+    if (sn === undefined) throw new Error('no snapshot in progress');
+    let done = 0;
+    while (sn.next < sn.n && done < k) {
+      if (sn.chunks[sn.next] === undefined) {
+        sn.chunks[sn.next] = this.u[sn.next]!.slice();
+        done++;
+      }
+      sn.next++;
+    }
+    if (sn.next < sn.n) return undefined;
+    this.snap = undefined;
+    return { chunks: sn.chunks as Uint32Array[], end: sn.end };
   }
 
   /** Copies of the chunk words up to `end` (a consistent snapshot for a checkpoint). */

@@ -17,7 +17,7 @@ import {
   type ModelSpec,
   type ShardStatus,
 } from '@freshet/protocol';
-import { captureCheckpoint, loadCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { beginCheckpoint, loadCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { DeltaPublisher } from './delta-publisher.js';
 import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
 import { ShardCore } from './shard-core.js';
@@ -360,8 +360,8 @@ export class Shard {
   }
 
   /**
-   * Takes a checkpoint now: rotates the log, copies the state (the only pause), writes it in
-   * the background, then deletes the log segments it covers.
+   * Takes a checkpoint now: rotates the log, snapshots the state copy-on-write (no pause),
+   * copies and writes it in the background, then deletes the log segments it covers.
    */
   async checkpoint(): Promise<void> {
     const wal = this.wal;
@@ -369,9 +369,10 @@ export class Shard {
     if (!wal || !dir) throw new FreshetError('CONFIG', 'checkpoint needs a dataDir');
     const t0 = performance.now();
     const { sealed, done } = wal.rotate();
-    const cap = captureCheckpoint(this.core, sealed, this.deltas?.seq ?? 0);
+    const pending = beginCheckpoint(this.core, sealed, this.deltas?.seq ?? 0);
     const pauseMs = performance.now() - t0;
     this.lastCheckpointAt = Date.now();
+    const cap = await pending.complete();
     await done;
     const bytes = await writeCheckpoint(dir, cap, this.options.fsync);
     await truncateWal(dir, sealed);

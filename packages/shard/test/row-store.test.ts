@@ -58,6 +58,34 @@ describe('RowStore', () => {
     for (let i = 0; i < 50; i++) if (i !== 7) expect(b.find(i * 7919, i)).toBe(a.find(i * 7919, i));
   });
 
+  it('snapshots copy-on-write: the snapshot keeps values from before later writes', () => {
+    const s = new RowStore({ dim: 1, stateDim: 0, chunkRows: 4 });
+    const rows = Array.from({ length: 16 }, (_, i) => s.insert(100 + i, 0, 1));
+    const setW = (r: number, x: number) => (s.chunkF(r)[s.valueOffset(r)] = x);
+    rows.forEach((r) => setW(r, 1));
+    s.beginSnapshot();
+    // Writers call the store's hooks first (setLastSeen / insert / remove), as the apply path does.
+    s.setLastSeen(rows[1]!, 9);
+    setW(rows[1]!, 2);
+    s.remove(rows[5]!);
+    s.insert(999, 0, 1); // reuses row 5's id
+    expect(s.snapshotStep(0)).toBeUndefined(); // chunks 2 and 3 not copied yet
+    s.setLastSeen(rows[9]!, 9);
+    setW(rows[9]!, 3);
+    const snap = s.snapshotStep(100)!;
+    expect(snap.end).toBe(16);
+    const fresh = new RowStore({ dim: 1, stateDim: 0, chunkRows: 4 });
+    fresh.restore(snap.chunks, snap.end);
+    expect(fresh.size).toBe(16);
+    expect(fresh.find(999, 0)).toBe(-1);
+    for (let i = 0; i < 16; i++) {
+      const r = fresh.find(100 + i, 0);
+      expect(fresh.chunkF(r)[fresh.valueOffset(r)]).toBe(1);
+      expect(fresh.lastSeen(r)).toBe(1);
+    }
+    expect(s.chunkF(rows[9]!)[s.valueOffset(rows[9]!)]).toBe(3);
+  });
+
   it('stays under 220 bytes per row for dim 16 with Adam state (actual allocations)', () => {
     const s = new RowStore({ dim: 16, stateDim: 32 });
     const r = rng(3);
