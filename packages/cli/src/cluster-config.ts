@@ -40,6 +40,11 @@ const byteSize = z.union([
 /** Secrets never live in the config: only paths to files or names of environment variables. */
 const natsAuthSchema = z
   .object({
+    /**
+     * Embedded servers only: generate one user per role with least-privilege permissions (see
+     * nats-auth.ts); passwords are written to `<dataDir>/nats-auth/<role>.pass` (mode 0600).
+     */
+    generate: z.boolean().default(false),
     user: z.string().optional(),
     /** File holding the password. */
     passFile: z.string().optional(),
@@ -74,6 +79,21 @@ export const natsConfigSchema = z
     }
     if (n.embedded > 0 && n.urls.length > 0) {
       ctx.addIssue({ code: 'custom', message: 'nats: `embedded` and `urls` are exclusive; set embedded: 0' });
+    }
+    if (n.auth.generate && n.embedded === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['auth', 'generate'],
+        message:
+          'generated auth configures embedded servers only; for external NATS run `freshet config auth`',
+      });
+    }
+    if (n.auth.generate && (n.auth.user || n.auth.passFile || n.auth.passEnv || n.auth.credsFile)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['auth'],
+        message: '`generate` excludes user/passFile/passEnv/credsFile',
+      });
     }
     const servers = n.embedded || n.urls.length;
     if (n.replicas !== undefined && n.replicas > servers && n.embedded > 0) {

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NatsConnection } from 'nats';
 import {
@@ -13,6 +14,7 @@ import { ensureStream } from '@freshet/client';
 import { FreshetError } from '@freshet/protocol';
 import { natsConnectionOptions, planActors, type ActorPlan, type ClusterConfig } from './cluster-config.js';
 import { discoverActors, str, type ActorStatus } from './discovery.js';
+import { generateNatsAuth, natsRoles, type GeneratedAuth } from './nats-auth.js';
 import type { RoleName } from './role-schemas.js';
 
 /**
@@ -271,17 +273,30 @@ export async function startLocalCluster(
     await mkdir(config.dataDir, { recursive: true });
     let urls: string[];
     const n = config.nats;
+    // Generated auth: one user per role, passwords in files only this user can read.
+    let gen: { auth: GeneratedAuth; dir: string } | undefined;
+    if (n.auth.generate) {
+      const auth = generateNatsAuth({ cluster: config.cluster });
+      const dir = join(config.dataDir, 'nats-auth');
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      for (const role of natsRoles) {
+        await writeFile(join(dir, `${role}.pass`), auth.users[role].password + '\n', { mode: 0o600 });
+      }
+      gen = { auth, dir };
+    }
+    const extraConfig = gen ? { extraConfig: gen.auth.config } : {};
     if (n.embedded === 3) {
       const c = await startNatsCluster(3, {
         name: `freshet-${config.cluster}`,
         host: n.host,
         maxPayload: n.maxPayload,
+        ...extraConfig,
       });
       nats = c;
       natsServers = c.servers;
       urls = c.urls;
     } else if (n.embedded === 1) {
-      const s = await startNatsServer({ host: n.host, maxPayload: n.maxPayload });
+      const s = await startNatsServer({ host: n.host, maxPayload: n.maxPayload, ...extraConfig });
       nats = s;
       natsServers = [s];
       urls = [s.url];
@@ -291,6 +306,10 @@ export async function startLocalCluster(
     for (const s of natsServers) reaper.watch(s.pid);
     log.info({ cluster: config.cluster, urls }, 'nats ready');
     const connOpts = natsConnectionOptions(config, urls, { ...process.env, ...opts.env });
+    if (gen) {
+      connOpts.user = gen.auth.users.admin.user;
+      connOpts.pass = gen.auth.users.admin.password;
+    }
     nc = await connectNats(connOpts, `freshet-up-${config.cluster}`);
 
     const env: NodeJS.ProcessEnv = { ...opts.env };
@@ -300,7 +319,7 @@ export async function startLocalCluster(
     if (auth.tokenEnv && connOpts.token !== undefined) env.FRESHET_NATS_TOKEN = connOpts.token;
     // Role processes read NATS secrets from FRESHET_NATS_* only when their options carry no
     // `nats` object, so with secrets the connection travels entirely by environment.
-    const byEnv = !!(auth.passFile || auth.passEnv || auth.tokenEnv);
+    const byEnv = !!(auth.passFile || auth.passEnv || auth.tokenEnv || gen);
     if (byEnv) {
       env.FRESHET_NATS_URL = urls.join(',');
       if (auth.user) env.FRESHET_NATS_USER = auth.user;
@@ -322,7 +341,14 @@ export async function startLocalCluster(
     let failure: Error | undefined;
     let ready = false;
     for (const plan of plans) {
-      const p = new RoleProcess(plan, env, reaper, opts.onOutput, opts.nodeArgs ?? roleNodeArgs);
+      const roleEnv: NodeJS.ProcessEnv = gen
+        ? {
+            ...env,
+            FRESHET_NATS_USER: gen.auth.users[plan.role].user,
+            FRESHET_NATS_PASS_FILE: join(gen.dir, `${plan.role}.pass`),
+          }
+        : env;
+      const p = new RoleProcess(plan, roleEnv, reaper, opts.onOutput, opts.nodeArgs ?? roleNodeArgs);
       p.onUnexpectedExit = (proc, code, sig) => {
         const why = `${proc.id} exited (${code ?? sig})`;
         if (!ready) {
