@@ -1,0 +1,109 @@
+import { Command, InvalidArgumentError } from 'commander';
+import { runShardBench } from '@freshet/shard';
+import { runIngestBench, runTrainBench } from '@freshet/worker';
+
+/**
+ * `freshet bench <what>`: each benchmark prints ONE JSON line on stdout (progress, if any, goes
+ * to stderr), so `pnpm -s freshet bench shard --json | jq` works and results can be kept in git.
+ * Speed targets are checked here, against a peer measured in the same run, never in timed tests.
+ */
+function int(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+function num(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
+  return n;
+}
+
+function print(result: object): void {
+  process.stdout.write(JSON.stringify(result) + '\n');
+}
+
+function shardBench(): Command {
+  return new Command('shard')
+    .description(
+      'row updates/s and bytes/row of the shard store (Adam, dim 16, 1M rows), vs PyTorch SparseAdam',
+    )
+    .option('--rows <n>', 'rows in the table', int, 1 << 20)
+    .option('--dim <n>', 'embedding dimension', int, 16)
+    .option('--batch <n>', 'rows per push', int, 8192)
+    .option('--seconds <s>', 'measured seconds', num, 3)
+    .option('--no-peer', 'skip the PyTorch peer')
+    .option('--json', 'print one JSON line (the default output)')
+    .action(async (o: { rows: number; dim: number; batch: number; seconds: number; peer: boolean }) => {
+      print(
+        await runShardBench({ rows: o.rows, dim: o.dim, batch: o.batch, seconds: o.seconds, peer: o.peer }),
+      );
+    });
+}
+
+function trainBench(): Command {
+  return new Command('train')
+    .description(
+      "the worker's compute path in one process on a Criteo TSV, vs the PyTorch peer in the same run",
+    )
+    .requiredOption('--data <ref>', 'criteo:PATH')
+    .option('--model <kind>', 'model', 'wide-deep')
+    .option('--batch <n>', 'batch size', int, 256)
+    .option('--lr <x>', 'learning rate', num, 0.001)
+    .option('--passes <n>', 'passes over the data', int, 1)
+    .option('--threads <n>', 'compute threads', int, 2)
+    .option('--no-peer', 'skip the PyTorch peer')
+    .option('--json', 'print one JSON line (the default output)')
+    .action(
+      async (o: {
+        data: string;
+        model: string;
+        batch: number;
+        lr: number;
+        passes: number;
+        threads: number;
+        peer: boolean;
+      }) => {
+        if (o.model !== 'wide-deep')
+          throw new InvalidArgumentError(`--model ${o.model}: the train bench runs wide-deep`);
+        print(
+          await runTrainBench({
+            data: o.data,
+            model: 'wide-deep',
+            batch: o.batch,
+            lr: o.lr,
+            passes: o.passes,
+            threads: o.threads,
+            torch: o.peer,
+          }),
+        );
+      },
+    );
+}
+
+function ingestBench(): Command {
+  return new Command('ingest')
+    .description(
+      'events/s through validation and the joiner, and published-and-acked events/s into JetStream',
+    )
+    .option('--events <n>', 'events through validation + joiner', int, 200_000)
+    .option('--publish-events <n>', 'events published to JetStream', int, 50_000)
+    .option('--nats <url>', 'an existing nats-server (default: start a local one)')
+    .option('--json', 'print one JSON line (the default output)')
+    .action(async (o: { events: number; publishEvents: number; nats?: string }) => {
+      print(
+        await runIngestBench({
+          events: o.events,
+          publishEvents: o.publishEvents,
+          ...(o.nats ? { url: o.nats } : {}),
+        }),
+      );
+    });
+}
+
+export function benchCommand(): Command {
+  return new Command('bench')
+    .description('benchmarks that print one JSON line each')
+    .addCommand(shardBench())
+    .addCommand(trainBench())
+    .addCommand(ingestBench());
+}
