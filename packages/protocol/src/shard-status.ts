@@ -29,6 +29,8 @@ export const shardStatusSchema = z.object({
   wal: z
     .object({ segment: z.number(), records: z.number(), groupCommits: z.number(), bytes: z.number() })
     .nullable(),
+  /** SSP gate (tables with the `ssp` policy): pulls waiting now, waits so far, timeouts. */
+  ssp: z.object({ waiting: z.number(), waits: z.number(), timeouts: z.number() }).optional(),
   tables: z.array(z.object({ t: z.number(), name: z.string(), rows: z.number(), bytes: z.number() })),
 });
 export type ShardStatus = z.infer<typeof shardStatusSchema>;

@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
-import type { NatsConnection, Service } from 'nats';
+import type { NatsConnection, Service, Subscription } from 'nats';
+import { z } from 'zod';
 import { connectNats, frameEndpoint, type Endpoint } from '@freshet/nats';
 import {
   decodePull,
@@ -32,6 +33,8 @@ import { replayWal, truncateWal, Wal } from './wal.js';
 export function aligned(data: Uint8Array): Uint8Array {
   return data.byteOffset % 4 === 0 ? data : new Uint8Array(data);
 }
+
+const clockMessageSchema = z.object({ clock: z.number().int().min(0) });
 
 /** Lifecycle of a shard actor. */
 export type ShardState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
@@ -72,6 +75,7 @@ export class Shard {
   private deltas: DeltaPublisher | undefined;
   private ssp: SspGate | undefined;
   private maint: NodeJS.Timeout | undefined;
+  private clockSub: Subscription | undefined;
   private checkpointing: Promise<void> | undefined;
   private lastCheckpointAt = Date.now();
   private lastCheckpoint: ShardStatus['lastCheckpoint'] = null;
@@ -127,6 +131,7 @@ export class Shard {
       }
       if (spec.tables.some((t) => t.staleness.policy === 'ssp')) {
         this.ssp = new SspGate(o.limits.sspLiveMs, o.limits.sspTimeoutMs);
+        this.clockSub = this.subscribeClocks(this.nc, this.ssp);
       }
       this.serve(this.nc, deltaSeq);
       await this.registerService(this.nc, spec);
@@ -170,6 +175,33 @@ export class Shard {
       }
       await new Promise((r) => setTimeout(r, 200));
     }
+  }
+
+  /**
+   * Worker clock heartbeats (`subjects.workerClock(worker)`, JSON `{"clock": n}`): a worker that
+   * is computing but not pulling stays live for SSP. Malformed messages are ignored (counted).
+   */
+  private subscribeClocks(nc: NatsConnection, ssp: SspGate): Subscription {
+    const s = subjects(this.options.cluster);
+    const prefix = s.workerClock('');
+    return nc.subscribe(s.workerClockAll, {
+      callback: (err, msg) => {
+        if (err) return;
+        const worker = msg.subject.slice(prefix.length);
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(new TextDecoder().decode(msg.data));
+        } catch {
+          parsed = undefined;
+        }
+        const r = clockMessageSchema.safeParse(parsed);
+        if (!r.success || !worker) {
+          this._core?.countReject('BAD_REQUEST');
+          return;
+        }
+        ssp.observe(worker, r.data.clock);
+      },
+    });
   }
 
   private async restoreFromDisk(dir: string): Promise<number> {
@@ -421,6 +453,9 @@ export class Shard {
             bytes: this.wal.stats.bytes,
           }
         : null,
+      ...(this.ssp
+        ? { ssp: { waiting: this.ssp.waiting, waits: this.ssp.waits, timeouts: this.ssp.timeouts } }
+        : {}),
       tables: (core?.tables ?? []).map((t) => ({
         t: t.id,
         name: t.spec.name,
@@ -446,6 +481,7 @@ export class Shard {
     this._state = 'draining';
     if (this.onAbort) this.deps.signal?.removeEventListener('abort', this.onAbort);
     if (this.maint) clearInterval(this.maint);
+    this.clockSub?.unsubscribe();
     this.ssp?.close();
     await Promise.allSettled(this.endpoints.map((e) => e.drain()));
     await this.checkpointing;

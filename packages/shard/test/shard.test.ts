@@ -160,6 +160,52 @@ describe('shard over NATS', () => {
     expect(shard.state).toBe('stopped');
   });
 
+  it('SSP: a pull from a worker too far ahead waits until the slowest worker’s clock advances', async () => {
+    const cluster = uniqueName('ssp');
+    const s = subjects(cluster);
+    const shard = await startShard(
+      {
+        cluster,
+        shard: 0,
+        shards: 1,
+        model: { name: 'm', tables: [{ name: 'e', dim: 2, staleness: { policy: 'ssp', bound: 1 } }] },
+      },
+      { nc: nats.nc, log: () => undefined },
+    );
+    try {
+      const pullAt = (worker: string, clock: number) =>
+        requestBytes(
+          nats.nc,
+          s.pull(0),
+          encodePull({ worker, clock, tables: [{ t: 0, keys: Uint32Array.from([1, 0]) }] }),
+          {
+            timeoutMs: 10_000,
+          },
+        ).then((b) => decodePullReply(aligned(b)));
+      await pullAt('slow', 0);
+      let done = false;
+      const fast = pullAt('fast', 3).then((r) => ((done = true), r));
+      // Still waiting after the slow worker reports clock 1 (3 − 1 > 1) ...
+      nats.nc.publish(s.workerClock('slow'), JSON.stringify({ clock: 1 }));
+      // A request after it on the same connection is delivered after it: the shard has seen clock 1.
+      const st = shardStatusSchema.parse(
+        JSON.parse(
+          new TextDecoder().decode(
+            (await nats.nc.request(shardStatusSubject(cluster, 0), '', { timeout: 2000 })).data,
+          ),
+        ),
+      );
+      expect(st.ssp).toMatchObject({ waiting: 1, waits: 1 });
+      expect(done).toBe(false);
+      // ... and released once it reaches clock 2 (3 − 2 ≤ 1).
+      nats.nc.publish(s.workerClock('slow'), JSON.stringify({ clock: 2 }));
+      expect((await fast).version).toBe(0);
+      expect(done).toBe(true);
+    } finally {
+      await shard.stop();
+    }
+  });
+
   it('reads the model spec from KV, restores from its data dir after a clean stop, serves the dense table', async () => {
     const cluster = uniqueName('kv');
     const s = subjects(cluster);
