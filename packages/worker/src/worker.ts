@@ -517,7 +517,8 @@ export class Worker {
   private join(ps: PartitionState, t: Tracked, ev: FeedbackEvent): void {
     let dropped: JoinerDropReason | undefined;
     const out = ps.joiner.push(ev, (reason) => (dropped = reason));
-    if (ps.joiner.retains(ev)) {
+    // a dropped duplicate has the id of the event the joiner holds: the original stays the holder
+    if (dropped === undefined && !ps.retained.has(ev.id) && ps.joiner.retains(ev)) {
       t.refs++;
       ps.retained.set(ev.id, t);
     }

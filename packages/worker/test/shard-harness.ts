@@ -25,6 +25,8 @@ export class ShardHarness {
   readonly lrScales: number[] = [];
   /** When set, push replies wait for it (the push is applied first, as a shard would log it). */
   hold: Promise<void> | undefined;
+  /** Hears every push a shard applied (not duplicates). */
+  onApplied: ((req: ReturnType<typeof decodePush>, shard: number) => void) | undefined;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -71,6 +73,7 @@ export class ShardHarness {
         }
         const r = core.applyPush(req, Date.now());
         this.applied[i]!++;
+        this.onApplied?.(req, i);
         this.lrScales.push(req.lrScale ?? 1);
         for (const t of req.tables) {
           if (this.spec.tables[t.t]?.kind === 'dense') this.denseExamples[i]! += t.counts[0]!;
