@@ -206,6 +206,75 @@ describe('shard over NATS', () => {
     }
   });
 
+  it('evicts expired rows: tombstones in a delta, eviction logged and replayed, oversize pushes rejected', async () => {
+    const cluster = uniqueName('ttl');
+    const s = subjects(cluster);
+    const dataDir = tmp();
+    const ttlModel = {
+      name: 'm',
+      tables: [
+        { name: 'e', dim: 4, ttlMs: 300, staleness: { policy: 'none' }, optimizer: { kind: 'sgd', lr: 1 } },
+      ],
+    };
+    const opts = {
+      cluster,
+      shard: 0,
+      shards: 1,
+      model: ttlModel,
+      dataDir,
+      maintenanceIntervalMs: 20,
+      checkpointIntervalMs: 0,
+      limits: { maxPushBytes: 4096 },
+    };
+    const dead: number[] = [];
+    const sub = nats.nc.subscribe(s.delta(0), {
+      callback: (_e, m) => {
+        for (const t of decodeDelta(aligned(m.data)).tables)
+          dead.push(...Array.from(t.deadKeys).filter((_, i) => i % 2 === 0));
+      },
+    });
+    const a = await startShard(opts, { nc: nats.nc, log: () => undefined });
+    let b: Awaited<ReturnType<typeof startShard>> | undefined;
+    try {
+      await pushTo(nats.nc, cluster, pushReq('old', [1, 0, 2, 0]));
+      // Keep row 2 fresh while row 1 expires.
+      await waitFor(
+        async () => {
+          await pushTo(nats.nc, cluster, pushReq(`keep-${Date.now()}`, [2, 0]));
+          return dead.includes(1);
+        },
+        { intervalMs: 50, message: 'tombstone of row 1' },
+      );
+      expect(dead).not.toContain(2);
+      expect(a.status().evictions).toBeGreaterThanOrEqual(1);
+      await expect(
+        pushTo(
+          nats.nc,
+          cluster,
+          pushReq(
+            'big',
+            Array.from({ length: 400 }, (_, i) => i),
+          ),
+        ),
+      ).rejects.toMatchObject({
+        code: 'OVERSIZE',
+      });
+      // A second shard restoring the same directory (under another cluster name) replays the
+      // eviction: row 1 is gone, row 2 is there. (The tombstone delta went out only once durable.)
+      b = await startShard(
+        { ...opts, cluster: uniqueName('ttl-replay') },
+        { nc: nats.nc, log: () => undefined },
+      );
+      expect(b.core.tables[0]!.store.find(1, 0)).toBe(-1);
+      expect(b.core.tables[0]!.store.find(2, 0)).toBeGreaterThanOrEqual(0);
+      expect(b.core.evictions).toBeGreaterThanOrEqual(1);
+    } finally {
+      sub.unsubscribe();
+      await b?.stop();
+      await a.stop();
+    }
+  });
+
   it('reads the model spec from KV, restores from its data dir after a clean stop, serves the dense table', async () => {
     const cluster = uniqueName('kv');
     const s = subjects(cluster);
