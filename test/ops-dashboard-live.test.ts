@@ -96,7 +96,7 @@ describe('dashboard on a learning cluster', () => {
       {
         timeoutMs: 45_000,
         intervalMs: 200,
-        message: async () =>
+        message: () =>
           `examples/s > 0 and an AUC; state: ${JSON.stringify(dashboard.state().history.slice(-2))}`,
       },
     );
