@@ -5,7 +5,9 @@ export {
   type WorkerStatus,
   type WorkerCounters,
   type WorkerDeps,
+  type JoinerStatus,
 } from './worker.js';
+export { BatchTiming, type BatchTimingSnapshot, type StageTime, type Stage } from './batch-timing.js';
 export {
   workerOptionsSchema,
   lrScheduleSchema,
@@ -37,6 +39,8 @@ export {
   exactAuc,
   histogramAuc,
   logloss,
+  mergeProgressive,
+  type ProgressiveHistogram,
   type ProgressiveSnapshot,
 } from './progressive.js';
 export { LrSchedule } from './lr-schedule.js';
@@ -48,6 +52,7 @@ export {
   type JoinerDropReason,
   type JoinerCounters,
   type JoinerSnapshot,
+  type JoinerHooks,
 } from './joiner.js';
 export {
   joinerOptionsSchema,
