@@ -33,7 +33,7 @@ export {
 export { RowTable } from './row-table.js';
 export { LogHistogram, WindowedHistogram } from './histogram.js';
 export { RateMeter } from './rate-meter.js';
-export { FastWideDeep, type ParamSource } from './fast-wide-deep.js';
+export { FastWideDeep, type GemmKind, type ParamSource } from './fast-wide-deep.js';
 export {
   createScorer,
   requestExamples,
@@ -43,3 +43,4 @@ export {
   type ScorerKind,
 } from './scorer.js';
 export { startServing, runServingProcess } from './serving-process.js';
+export { runServeBench, serveBenchModelConfig, type ServeBenchOptions } from './serve-bench.js';

@@ -68,6 +68,8 @@ interface ShardReplica {
   lastDeltaTs: number;
   /** Rows changed or dropped by deltas: lets callers see updates arrive. */
   applied: number;
+  /** Bumped whenever the shard's served values change (a delta applied, a resync swapped in). */
+  stamp: number;
 }
 
 /** Counters a status endpoint reports. */
@@ -158,6 +160,7 @@ export class Replica {
       overflow: false,
       lastDeltaTs: 0,
       applied: 0,
+      stamp: 0,
     }));
     o.signal?.addEventListener('abort', () => void this.stop(), { once: true });
   }
@@ -271,6 +274,14 @@ export class Replica {
     return d;
   }
 
+  /**
+   * Changes whenever a dense table's served values may have changed (its owner shard applied a
+   * delta or resynced): scorers key caches of derived layouts on it.
+   */
+  denseStamp(table: number): number {
+    return this.shards[this.denseOwner[table] ?? 0]!.stamp;
+  }
+
   /** Per-shard versions (the shard's version after the last delta applied). */
   versions(): number[] {
     return this.shards.map((s) => s.version);
@@ -376,6 +387,7 @@ export class Replica {
       s.applied += n + dead;
     }
     s.seq = d.seq;
+    s.stamp++;
     if (d.version > s.version) s.version = d.version;
     if (d.ts > s.lastDeltaTs) s.lastDeltaTs = d.ts;
     this.counters.deltasApplied++;
@@ -451,6 +463,7 @@ export class Replica {
         s.version = Math.max(target.version, s.version);
         s.lastDeltaTs = target.lastDeltaTs;
         s.applied += target.applied;
+        s.stamp++;
         s.buffer = [];
         s.syncing = false;
         s.synced = true;

@@ -150,7 +150,11 @@ export class ServingNode {
         signal: this.lifetime.signal,
         onEvent: (e) => this.onReplicaEvent(e),
       });
-      this.scorer = await createScorer(this.model, this.rep, { kind: o.scorer, fields: o.fields });
+      this.scorer = await createScorer(this.model, this.rep, {
+        kind: o.scorer,
+        fields: o.fields,
+        gemm: o.gemm,
+      });
       await this.rep.start();
       if (o.http.enabled) await this.startHttp();
       await this.startService();

@@ -54,6 +54,8 @@ export const servingOptionsSchema = z
      * model's own predict; `fast` requires the former; `model` always uses @freshet/model.
      */
     scorer: z.enum(['auto', 'fast', 'model']).default('auto'),
+    /** The fast path's per-candidate matrix products: tfjs (wasm SIMD) or plain JS loops. */
+    gemm: z.enum(['tfjs', 'js']).default('tfjs'),
     replica: z
       .object({
         /** 0 serves the latest weights; in (0,1) an exponential moving average per row write. */

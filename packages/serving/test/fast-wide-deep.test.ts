@@ -56,51 +56,57 @@ describe('FastWideDeep', () => {
     await initBackend();
   });
 
-  it('agrees with @freshet/model predict on a ranking batch (shared context, item features)', () => {
-    const model = createModel(config);
-    const params = randomParams(model);
-    const fast = new FastWideDeep(model.layout);
-    const candidates = Array.from(
-      { length: 50 },
-      (_, i): { item: string; features: Record<string, string | number> } => ({
-        item: `item-${i}`,
-        features: i % 3 === 0 ? { price: i * 1.5 } : i % 3 === 1 ? { price: 2, query: 'red shoes' } : {},
-      }),
-    );
-    const batch = model.encode(
-      requestExamples(
-        { user: 'user', item: 'item' },
-        'u-42',
-        { device: 'ios', hour: 13, query: 'cheap red shoes' },
-        candidates,
-      ),
-    );
-    const want = predict(model, batch, batchRows(model, batch, params));
-    const got = fast.predict(batch, params);
-    expect(got.length).toBe(50);
-    for (let i = 0; i < 50; i++) expect(got[i]).toBeCloseTo(want[i]!, 5);
-    // The weights are not degenerate: scores differ across candidates.
-    expect(Math.max(...got) - Math.min(...got)).toBeGreaterThan(1e-3);
-  });
-
-  it('agrees when nothing is shared, for a single example, and with missing fields', () => {
-    const model = createModel(config);
-    const params = randomParams(model);
-    const fast = new FastWideDeep(model.layout);
-    const examples = Array.from({ length: 20 }, (_, i): Example => ({
-      features:
-        i % 4 === 0
-          ? { item: `x${i}` }
-          : { user: `u${i}`, item: `x${i}`, device: i % 2 ? 'web' : 'ios', hour: i, query: `t${i} q` },
-      label: 0,
-    }));
-    for (const ex of [examples, examples.slice(0, 1)]) {
-      const batch = model.encode(ex);
+  it.each(['js', 'tfjs'] as const)(
+    'agrees with @freshet/model predict on a ranking batch (%s GEMM)',
+    (gemm) => {
+      const model = createModel(config);
+      const params = randomParams(model);
+      const fast = new FastWideDeep(model.layout, { gemm });
+      const candidates = Array.from(
+        { length: 50 },
+        (_, i): { item: string; features: Record<string, string | number> } => ({
+          item: `item-${i}`,
+          features: i % 3 === 0 ? { price: i * 1.5 } : i % 3 === 1 ? { price: 2, query: 'red shoes' } : {},
+        }),
+      );
+      const batch = model.encode(
+        requestExamples(
+          { user: 'user', item: 'item' },
+          'u-42',
+          { device: 'ios', hour: 13, query: 'cheap red shoes' },
+          candidates,
+        ),
+      );
       const want = predict(model, batch, batchRows(model, batch, params));
       const got = fast.predict(batch, params);
-      for (let i = 0; i < ex.length; i++) expect(got[i]).toBeCloseTo(want[i]!, 5);
-    }
-  });
+      expect(got.length).toBe(50);
+      for (let i = 0; i < 50; i++) expect(got[i]).toBeCloseTo(want[i]!, 5);
+      // The weights are not degenerate: scores differ across candidates.
+      expect(Math.max(...got) - Math.min(...got)).toBeGreaterThan(1e-3);
+    },
+  );
+
+  it.each(['js', 'tfjs'] as const)(
+    'agrees when nothing is shared, for one example, with missing fields (%s)',
+    (gemm) => {
+      const model = createModel(config);
+      const params = randomParams(model);
+      const fast = new FastWideDeep(model.layout, { gemm });
+      const examples = Array.from({ length: 20 }, (_, i): Example => ({
+        features:
+          i % 4 === 0
+            ? { item: `x${i}` }
+            : { user: `u${i}`, item: `x${i}`, device: i % 2 ? 'web' : 'ios', hour: i, query: `t${i} q` },
+        label: 0,
+      }));
+      for (const ex of [examples, examples.slice(0, 1)]) {
+        const batch = model.encode(ex);
+        const want = predict(model, batch, batchRows(model, batch, params));
+        const got = fast.predict(batch, params);
+        for (let i = 0; i < ex.length; i++) expect(got[i]).toBeCloseTo(want[i]!, 5);
+      }
+    },
+  );
 
   it('refuses model kinds it has no forward pass for', () => {
     const model = createModel({ ...config, kind: 'fm' });

@@ -1,0 +1,375 @@
+import { performance } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
+import type { NatsConnection, Subscription } from 'nats';
+import { createModel, type Model } from '@freshet/model';
+import { connectNats, startNatsServer, type NatsServerHandle } from '@freshet/nats';
+import {
+  decodeSnapshotRequest,
+  encodeDelta,
+  encodeSnapshotPage,
+  featureId,
+  initRow,
+  shardOfDense,
+  shardOfKey,
+  subjects,
+  type DeltaTable,
+} from '@freshet/protocol';
+import type { BenchClientJob, BenchClientResult } from './bench-client.js';
+import { createScorer } from './scorer.js';
+import { ServingNode } from './serving-node.js';
+
+/** Options of {@link runServeBench}. */
+export interface ServeBenchOptions {
+  /** Offered request rate of the fixed-rate phases (requests/s). */
+  rate?: number;
+  /** Measured seconds per phase (after a warm-up). */
+  seconds?: number;
+  warmupSeconds?: number;
+  candidates?: number;
+  /** Closed-loop concurrency of the max-throughput phases. */
+  concurrency?: number;
+  /** Deltas per second per shard while measuring (64 rows each), as a learning cluster sends. */
+  deltasPerSecond?: number;
+  /** An existing nats-server; default: start a local one. */
+  url?: string;
+  /** Scorer of the serving node under load (`auto` = the fast path for wide-deep). */
+  scorer?: 'auto' | 'model';
+  /** Matrix products of the fast path under load. */
+  gemm?: 'tfjs' | 'js';
+}
+
+const SHARDS = 2;
+const CONTEXT_FIELDS = 22;
+const USERS = 1000;
+const ITEMS = 10_000;
+
+/** The bench's wide&deep: 26 sparse fields × dim 16, MLP 418→128→64→1 (as the train bench). */
+export function serveBenchModelConfig() {
+  const cat = (name: string) => ({ kind: 'categorical' as const, name });
+  return {
+    name: 'serve-bench',
+    kind: 'wide-deep' as const,
+    embeddingDim: 16,
+    hidden: [128, 64],
+    features: {
+      fields: [
+        cat('user'),
+        cat('item'),
+        cat('item_cat'),
+        cat('item_brand'),
+        ...Array.from({ length: CONTEXT_FIELDS }, (_, i) => cat(`c${i + 1}`)),
+        { kind: 'numeric' as const, name: 'hour' },
+        { kind: 'numeric' as const, name: 'price', transform: 'log1p' as const },
+      ],
+    },
+  };
+}
+
+/** Deterministic pseudo-random numbers for the bench's data. */
+function rng(seed: number) {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 4294967296;
+  };
+}
+
+function requestBodies(n: number, candidates: number): string[] {
+  const r = rng(7);
+  return Array.from({ length: n }, () => {
+    const context: Record<string, string | number> = { hour: Math.floor(r() * 24) };
+    for (let c = 1; c <= CONTEXT_FIELDS; c++) context[`c${c}`] = `v${Math.floor(r() * 50)}`;
+    return JSON.stringify({
+      user: `u${Math.floor(r() * USERS)}`,
+      context,
+      candidates: Array.from({ length: candidates }, () => {
+        const item = Math.floor(r() * ITEMS);
+        return {
+          item: `i${item}`,
+          features: { item_cat: `k${item % 100}`, item_brand: `b${item % 500}`, price: (item % 97) + 0.5 },
+        };
+      }),
+    });
+  });
+}
+
+/**
+ * A stand-in for the shards: it answers snapshot pages of pre-filled rows (every user, item and
+ * context value of the bench) and publishes deltas at a steady rate with probe timestamps.
+ */
+class BenchShards {
+  private readonly data: { keys: Uint32Array; values: Float32Array; dim: number }[][] = [];
+  private subs: Subscription[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private seq: number[] = [];
+  private readonly allKeys: Uint32Array;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly cluster: string,
+    private readonly model: Model,
+  ) {
+    const ids: string[][] = [
+      ['user', ...Array.from({ length: USERS }, (_, i) => `u${i}`)],
+      ['item', ...Array.from({ length: ITEMS }, (_, i) => `i${i}`)],
+      ['item_cat', ...Array.from({ length: 100 }, (_, i) => `k${i}`)],
+      ['item_brand', ...Array.from({ length: 500 }, (_, i) => `b${i}`)],
+      ...Array.from({ length: CONTEXT_FIELDS }, (_, c) => [
+        `c${c + 1}`,
+        ...Array.from({ length: 50 }, (_, i) => `v${i}`),
+      ]),
+    ];
+    const keys: number[] = [];
+    const k = new Uint32Array(2);
+    for (const [field, ...values] of ids)
+      for (const v of values) {
+        featureId(field!, v, k);
+        keys.push(k[0]!, k[1]!);
+      }
+    this.allKeys = new Uint32Array(keys);
+    const spec = model.spec;
+    for (let s = 0; s < SHARDS; s++) {
+      this.seq.push(0);
+      this.data.push(
+        spec.tables.map((t, ti) => {
+          if (t.kind === 'dense') {
+            if (shardOfDense(t.name, SHARDS) !== s)
+              return { keys: new Uint32Array(), values: new Float32Array(), dim: t.dim };
+            const values = new Float32Array(t.dim);
+            initRow(t.init, 0, 0, values);
+            return { keys: new Uint32Array(2), values, dim: t.dim };
+          }
+          const mine: number[] = [];
+          for (let i = 0; i < this.allKeys.length; i += 2)
+            if (shardOfKey(ti, this.allKeys[i]!, this.allKeys[i + 1]!, SHARDS) === s)
+              mine.push(this.allKeys[i]!, this.allKeys[i + 1]!);
+          const ks = new Uint32Array(mine);
+          const values = new Float32Array((ks.length / 2) * t.dim);
+          for (let i = 0; i < ks.length / 2; i++)
+            initRow(
+              { kind: 'normal', std: 0.1, seed: 5 + ti },
+              ks[2 * i]!,
+              ks[2 * i + 1]!,
+              values,
+              i * t.dim,
+              t.dim,
+            );
+          return { keys: ks, values, dim: t.dim };
+        }),
+      );
+    }
+  }
+
+  async start(): Promise<void> {
+    const s = subjects(this.cluster);
+    for (let shard = 0; shard < SHARDS; shard++) {
+      this.subs.push(
+        this.nc.subscribe(s.snapshot(shard), {
+          callback: (_e, msg) => {
+            const req = decodeSnapshotRequest(msg.data);
+            const d = this.data[shard]![req.t]!;
+            const n = d.keys.length / 2;
+            const end = Math.min(n, req.cursor + req.limit);
+            msg.respond(
+              encodeSnapshotPage({
+                t: req.t,
+                dim: d.dim,
+                version: this.seq[shard]!,
+                seq: this.seq[shard]!,
+                next: end < n ? end : null,
+                keys: d.keys.slice(2 * req.cursor, 2 * end),
+                values: d.values.slice(req.cursor * d.dim, end * d.dim),
+              }),
+            );
+          },
+        }),
+      );
+    }
+    await this.nc.flush();
+  }
+
+  /** Publishes `perSecond` deltas per shard, 64 random emb rows each, stamped with probe times. */
+  startDeltas(perSecond: number): void {
+    if (perSecond <= 0) return;
+    const r = rng(11);
+    const s = subjects(this.cluster);
+    const emb = this.model.layout.emb!;
+    const dim = this.model.spec.tables[emb]!.dim;
+    this.timer = setInterval(() => {
+      for (let shard = 0; shard < SHARDS; shard++) {
+        const d = this.data[shard]![emb]!;
+        const n = d.keys.length / 2;
+        const keys = new Uint32Array(128);
+        const values = new Float32Array(64 * dim);
+        for (let i = 0; i < 64; i++) {
+          const row = Math.floor(r() * n);
+          keys[2 * i] = d.keys[2 * row]!;
+          keys[2 * i + 1] = d.keys[2 * row + 1]!;
+          for (let j = 0; j < dim; j++) values[i * dim + j] = (r() - 0.5) * 0.2;
+        }
+        const seq = ++this.seq[shard]!;
+        const tables: DeltaTable[] = [{ t: emb, dim, keys, values, deadKeys: new Uint32Array() }];
+        const now = Date.now();
+        this.nc.publish(
+          s.delta(shard),
+          encodeDelta({ shard, seq, version: seq, ts: now, eventTs: [now], tables }),
+        );
+      }
+    }, 1000 / perSecond);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    for (const sub of this.subs) sub.unsubscribe();
+  }
+}
+
+function runClient(job: BenchClientJob): Promise<BenchClientResult> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(new URL('./bench-client.js', import.meta.url), { workerData: job });
+    w.once('message', (m: { ok: boolean; result?: BenchClientResult; error?: string }) => {
+      void w.terminate();
+      if (m.ok && m.result) resolve(m.result);
+      else reject(new Error(m.error ?? 'bench client failed'));
+    });
+    w.once('error', reject);
+  });
+}
+
+function quantiles(xs: number[]): { p50_ms: number; p99_ms: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number) => s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)] ?? 0;
+  return { p50_ms: Math.round(q(0.5) * 1000) / 1000, p99_ms: Math.round(q(0.99) * 1000) / 1000 };
+}
+
+/**
+ * The serve benchmark: a serving node with the bench's wide&deep (26 fields × 16, MLP 128-64),
+ * fed by stand-in shards that keep publishing deltas, ranking `candidates` candidates per request
+ * over HTTP and over NATS, at a fixed offered rate and at max (closed loop). Also times one
+ * request's scoring in-process with the hand-written forward pass and with tfjs (model predict).
+ * Returns one JSON-ready object: `rps`, `p50_ms`, `p99_ms` are HTTP at the fixed rate.
+ */
+export async function runServeBench(opts: ServeBenchOptions = {}): Promise<Record<string, unknown>> {
+  const rate = opts.rate ?? 500;
+  const seconds = opts.seconds ?? 5;
+  const warmupSeconds = opts.warmupSeconds ?? 1;
+  const candidates = opts.candidates ?? 100;
+  const concurrency = opts.concurrency ?? 8;
+  let server: NatsServerHandle | undefined;
+  const url = opts.url ?? (server = await startNatsServer()).url;
+  const nc = await connectNats({ servers: url }, 'freshet-serve-bench');
+  const cluster = `bench-${process.pid}`;
+  const config = serveBenchModelConfig();
+  const model = createModel(config);
+  const shards = new BenchShards(nc, cluster, model);
+  const node = new ServingNode({
+    cluster,
+    nats: { servers: url },
+    shards: SHARDS,
+    model: config,
+    scorer: opts.scorer ?? 'auto',
+    gemm: opts.gemm ?? 'tfjs',
+    limits: { maxCandidates: Math.max(1000, candidates) },
+  });
+  try {
+    await shards.start();
+    const t0 = performance.now();
+    await node.start();
+    await node.whenReady();
+    const syncMs = performance.now() - t0;
+    const bodies = requestBodies(64, candidates);
+
+    // One request's scoring, in-process: the hand-written pass vs tfjs.
+    const inproc: Record<string, { p50_ms: number; p99_ms: number }> = {};
+    const variants = [
+      ['fast_tfjs', 'fast', 'tfjs'],
+      ['fast_js', 'fast', 'js'],
+      ['model_predict', 'model', 'tfjs'],
+    ] as const;
+    for (const [name, kind, gemm] of variants) {
+      const scorer = await createScorer(model, node.replica, {
+        kind,
+        gemm,
+        fields: { user: 'user', item: 'item' },
+      });
+      const times: number[] = [];
+      for (let i = 0; i < 300; i++) {
+        const b = JSON.parse(bodies[i % bodies.length]!) as {
+          user: string;
+          context: Record<string, string | number>;
+          candidates: { item: string; features: Record<string, string | number> }[];
+        };
+        const s = performance.now();
+        scorer.score(b.user, b.context, b.candidates);
+        if (i >= 50) times.push(performance.now() - s);
+      }
+      inproc[name] = quantiles(times);
+    }
+
+    shards.startDeltas(opts.deltasPerSecond ?? 20);
+    const s = subjects(cluster);
+    const base = { bodies, concurrency, seconds, warmupSeconds };
+    const httpFixed = await runClient({
+      ...base,
+      transport: 'http',
+      url: node.httpUrl!,
+      target: '/v1/rank',
+      rate,
+    });
+    const httpMax = await runClient({ ...base, transport: 'http', url: node.httpUrl!, target: '/v1/rank' });
+    const natsFixed = await runClient({ ...base, transport: 'nats', url, target: s.rank, rate });
+    const natsMax = await runClient({ ...base, transport: 'nats', url, target: s.rank });
+    const status = node.status();
+    return {
+      bench: 'serve',
+      model: 'wide-deep',
+      fields: 26,
+      dim: 16,
+      hidden: [128, 64],
+      candidates,
+      scorer: status.scorer,
+      gemm: opts.gemm ?? 'tfjs',
+      offered_rps: rate,
+      rps: httpFixed.rps,
+      p50_ms: httpFixed.p50_ms,
+      p99_ms: httpFixed.p99_ms,
+      errors: httpFixed.errors,
+      target_p99_ms: 10,
+      target_met: httpFixed.p99_ms < 10 && httpFixed.rps >= rate * 0.98 && httpFixed.errors === 0,
+      http_max: {
+        rps: httpMax.rps,
+        p50_ms: httpMax.p50_ms,
+        p99_ms: httpMax.p99_ms,
+        concurrency,
+        errors: httpMax.errors,
+      },
+      nats: {
+        rps: natsFixed.rps,
+        p50_ms: natsFixed.p50_ms,
+        p99_ms: natsFixed.p99_ms,
+        errors: natsFixed.errors,
+      },
+      nats_max: {
+        rps: natsMax.rps,
+        p50_ms: natsMax.p50_ms,
+        p99_ms: natsMax.p99_ms,
+        concurrency,
+        errors: natsMax.errors,
+      },
+      score_in_process: inproc,
+      freshness_p50_ms: Math.round(status.freshness.p50Ms * 100) / 100,
+      freshness_p99_ms: Math.round(status.freshness.p99Ms * 100) / 100,
+      deltas_applied: status.replica.deltasApplied,
+      replica_rows: status.replica.rows,
+      snapshot_sync_ms: Math.round(syncMs),
+      seconds_per_phase: seconds,
+    };
+  } finally {
+    shards.stop();
+    await node.stop();
+    await nc.close();
+    await server?.stop();
+  }
+}
