@@ -71,9 +71,29 @@ export const natsConfigSchema = z
     /** Host embedded servers bind to; loopback unless exposed on purpose. */
     host: z.string().default('127.0.0.1'),
     auth: natsAuthSchema,
+    /**
+     * TLS for embedded servers: the server's certificate and key, and the CA clients verify it
+     * with (passed to every role and admin connection).
+     */
+    tls: z
+      .object({
+        certFile: z.string(),
+        keyFile: z.string(),
+        caFile: z.string(),
+        verifyClients: z.boolean().default(false),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((n, ctx) => {
+    if (n.tls && n.embedded === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tls'],
+        message: 'nats.tls configures embedded servers; for external NATS set nats.auth.tls.caFile',
+      });
+    }
     if (n.embedded === 0 && n.urls.length === 0) {
       ctx.addIssue({ code: 'custom', message: 'nats: set `embedded: 1|3` or list external `urls`' });
     }
@@ -296,8 +316,18 @@ export function natsConnectionOptions(
     o.token = v;
   }
   if (a.credsFile) o.credsFile = a.credsFile;
-  if (a.tls) o.tls = a.tls;
+  const tls = clientTls(cfg);
+  if (tls) o.tls = tls;
   return o;
+}
+
+/** The TLS options clients use: `nats.auth.tls`, else the embedded servers' CA. */
+export function clientTls(
+  cfg: ClusterConfig,
+): { caFile?: string; certFile?: string; keyFile?: string } | undefined {
+  if (cfg.nats.auth.tls) return cfg.nats.auth.tls;
+  if (cfg.nats.tls) return { caFile: cfg.nats.tls.caFile };
+  return undefined;
 }
 
 /**

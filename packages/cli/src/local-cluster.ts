@@ -12,9 +12,15 @@ import {
 } from '@freshet/nats';
 import { ensureStream } from '@freshet/client';
 import { FreshetError } from '@freshet/protocol';
-import { natsConnectionOptions, planActors, type ActorPlan, type ClusterConfig } from './cluster-config.js';
+import {
+  clientTls,
+  natsConnectionOptions,
+  planActors,
+  type ActorPlan,
+  type ClusterConfig,
+} from './cluster-config.js';
 import { discoverActors, str, type ActorStatus } from './discovery.js';
-import { generateNatsAuth, natsRoles, type GeneratedAuth } from './nats-auth.js';
+import { generateNatsAuth, natsRoles, tlsBlock, type GeneratedAuth } from './nats-auth.js';
 import type { RoleName } from './role-schemas.js';
 
 /**
@@ -284,7 +290,10 @@ export async function startLocalCluster(
       }
       gen = { auth, dir };
     }
-    const extraConfig = gen ? { extraConfig: gen.auth.config } : {};
+    const extra = [gen?.auth.config, n.tls ? tlsBlock({ ...n.tls, verify: n.tls.verifyClients }) : undefined]
+      .filter(Boolean)
+      .join('\n');
+    const extraConfig = extra ? { extraConfig: extra } : {};
     if (n.embedded === 3) {
       const c = await startNatsCluster(3, {
         name: `freshet-${config.cluster}`,
@@ -324,7 +333,8 @@ export async function startLocalCluster(
       env.FRESHET_NATS_URL = urls.join(',');
       if (auth.user) env.FRESHET_NATS_USER = auth.user;
       if (auth.credsFile) env.FRESHET_NATS_CREDS = auth.credsFile;
-      if (auth.tls?.caFile) env.FRESHET_NATS_CA = auth.tls.caFile;
+      const tls = clientTls(config);
+      if (tls?.caFile) env.FRESHET_NATS_CA = tls.caFile;
     }
 
     await ensureStreamWithRetry(nc, config, opts);

@@ -3,7 +3,7 @@ import { createModel } from '@freshet/model';
 import { servingOptionsSchema } from '@freshet/serving';
 import { shardOptionsSchema } from '@freshet/shard';
 import { workerOptionsSchema } from '@freshet/worker';
-import type { ClusterConfig } from './cluster-config.js';
+import { clientTls, type ClusterConfig } from './cluster-config.js';
 
 /** The role processes a cluster config plans. */
 export type RoleName = 'shard' | 'worker' | 'serving';
@@ -32,7 +32,8 @@ function natsFor(ctx: RoleBuildContext): Record<string, unknown> {
   const n: Record<string, unknown> = { servers: ctx.urls };
   if (a.user) n.user = a.user;
   if (a.credsFile) n.credsFile = a.credsFile;
-  if (a.tls) n.tls = a.tls;
+  const tls = clientTls(ctx.cfg);
+  if (tls) n.tls = tls;
   return n;
 }
 

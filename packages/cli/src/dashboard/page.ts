@@ -58,7 +58,7 @@ function line(c, history) {
   const t0 = Math.min(...all.map((x) => x[0])), t1 = Math.max(t0 + 1, ...all.map((x) => x[0]));
   const X = (t) => 40 + ((t - t0) / (t1 - t0)) * (w - 50), Y = (v) => h - 18 - ((v - lo) / (hi - lo)) * (h - 28);
   g.strokeStyle = '#eee'; g.fillStyle = '#888';
-  for (const v of [lo, (lo + hi) / 2, hi]) { g.beginPath(); g.moveTo(40, Y(v)); g.lineTo(w - 10, Y(v)); g.stroke(); g.fillText(fmt(v, 3), 2, Y(v) + 4); }
+  for (const v of [lo, (lo + hi) / 2, hi]) { g.beginPath(); g.moveTo(40, Y(v)); g.lineTo(w - 10, Y(v)); g.stroke(); g.fillText(fmt(v, Math.abs(v) >= 100 ? 0 : 3), 2, Y(v) + 4); }
   g.fillText(Math.round((t1 - t0) / 1000) + ' s', w - 40, h - 4);
   series.forEach((s, i) => { g.strokeStyle = colors[i]; g.lineWidth = 1.5; g.beginPath();
     s.forEach(([t, v], j) => (j ? g.lineTo(X(t), Y(v)) : g.moveTo(X(t), Y(v)))); g.stroke(); });
