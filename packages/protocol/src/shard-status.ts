@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { subjects } from './subjects.js';
 
+const timingSchema = z.object({ p50: z.number(), p99: z.number(), mean: z.number(), n: z.number() });
+
 /**
  * Status of one parameter-server shard, as reported in its NATS service API stats (endpoint
  * `status`, field `data`) and answered as JSON on {@link shardStatusSubject}.
@@ -29,6 +31,11 @@ export const shardStatusSchema = z.object({
   wal: z
     .object({ segment: z.number(), records: z.number(), groupCommits: z.number(), bytes: z.number() })
     .nullable(),
+  /**
+   * Recent timings in ms (last 1024 samples each): optimizer apply per push, log write per push
+   * (append → durable, group commit included), and delta build + encode + publish per message.
+   */
+  timings: z.object({ applyMs: timingSchema, walMs: timingSchema, deltaMs: timingSchema }).optional(),
   /** SSP gate (tables with the `ssp` policy): pulls waiting now, waits so far, timeouts. */
   ssp: z.object({ waiting: z.number(), waits: z.number(), timeouts: z.number() }).optional(),
   tables: z.array(z.object({ t: z.number(), name: z.string(), rows: z.number(), bytes: z.number() })),

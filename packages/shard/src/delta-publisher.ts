@@ -1,6 +1,7 @@
 import type { NatsConnection } from 'nats';
 import { encodeDelta } from '@freshet/protocol';
 import type { ShardCore } from './shard-core.js';
+import { RecentTimings } from './staleness.js';
 import type { Wal } from './wal.js';
 
 /**
@@ -16,6 +17,8 @@ export class DeltaPublisher {
   seq: number;
   published = 0;
   errors = 0;
+  /** takeDelta + encode + publish per message (the log wait excluded). */
+  readonly timings = new RecentTimings();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -42,16 +45,21 @@ export class DeltaPublisher {
   async flush(): Promise<void> {
     // Bounded per call: a huge backlog goes out over several ticks instead of one long stall.
     for (let i = 0; i < 64 && this.core.hasChanges(); i++) {
+      const t0 = performance.now();
       const { tables, eventTs } = this.core.takeDelta(this.maxBytes);
       const version = this.core.version;
       const seq = this.seq + 1;
+      let spent = performance.now() - t0;
       try {
         if (this.wal) await this.wal.append({ kind: 'seq', ts: Date.now(), seq });
+        const t1 = performance.now();
         this.seq = seq;
         this.nc.publish(
           this.subject,
           encodeDelta({ shard: this.shard, seq, version, ts: Date.now(), eventTs, tables }),
         );
+        spent += performance.now() - t1;
+        this.timings.record(spent);
         this.published++;
       } catch (e) {
         this.errors++;

@@ -22,7 +22,7 @@ import { beginCheckpoint, loadCheckpoint, writeCheckpoint } from './checkpoint.j
 import { DeltaPublisher } from './delta-publisher.js';
 import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
 import { ShardCore } from './shard-core.js';
-import { SspGate } from './staleness.js';
+import { RecentTimings, SspGate } from './staleness.js';
 import { replayWal, truncateWal, Wal } from './wal.js';
 
 /**
@@ -80,6 +80,8 @@ export class Shard {
   private lastCheckpointAt = Date.now();
   private lastCheckpoint: ShardStatus['lastCheckpoint'] = null;
   private readonly inflightIds = new Map<string, Promise<void>>();
+  private readonly applyTimings = new RecentTimings();
+  private readonly walTimings = new RecentTimings();
   private rate = { at: Date.now(), updates: 0, pushes: 0, updatesPerS: 0, pushesPerS: 0 };
   private readonly log: (msg: string) => void;
   private onAbort: (() => void) | undefined;
@@ -312,7 +314,10 @@ export class Shard {
     }
     this.ssp?.observe(req.worker, req.clock);
     const ts = Date.now();
+    const t0 = performance.now();
     const res = core.applyPush(req, ts);
+    const t1 = performance.now();
+    this.applyTimings.record(t1 - t0);
     const reply = encodePushReply({
       version: res.version,
       staleness: res.tau,
@@ -328,6 +333,7 @@ export class Shard {
     return durable.then(
       () => {
         this.inflightIds.delete(req.id);
+        this.walTimings.record(performance.now() - t1);
         return reply;
       },
       (e: unknown) => {
@@ -442,6 +448,11 @@ export class Shard {
       },
       rejects,
       evictions: core?.evictions ?? 0,
+      timings: {
+        applyMs: this.applyTimings.summary(),
+        walMs: this.walTimings.summary(),
+        deltaMs: this.deltas?.timings.summary() ?? new RecentTimings(1).summary(),
+      },
       duplicates: core?.duplicates ?? 0,
       deltaSeq: this.deltas?.seq ?? 0,
       lastCheckpoint: this.lastCheckpoint,

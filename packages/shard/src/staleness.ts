@@ -300,3 +300,29 @@ export class SspGate {
     return this.waiters.size;
   }
 }
+
+/** The last `size` samples of a duration, for p50/p99/mean in status (no allocation per sample). */
+export class RecentTimings {
+  private readonly buf: Float64Array;
+  private n = 0;
+  constructor(size = 1024) {
+    this.buf = new Float64Array(size);
+  }
+  record(ms: number): void {
+    this.buf[this.n++ % this.buf.length] = ms;
+  }
+  summary(): { p50: number; p99: number; mean: number; n: number } {
+    const k = Math.min(this.n, this.buf.length);
+    if (k === 0) return { p50: 0, p99: 0, mean: 0, n: 0 };
+    const xs = this.buf.slice(0, k).sort();
+    let sum = 0;
+    for (const x of xs) sum += x;
+    const r = (x: number) => +x.toFixed(3);
+    return {
+      p50: r(xs[Math.floor(0.5 * (k - 1))]!),
+      p99: r(xs[Math.floor(0.99 * (k - 1))]!),
+      mean: r(sum / k),
+      n: this.n,
+    };
+  }
+}

@@ -147,6 +147,9 @@ describe('shard over NATS', () => {
       expect(st).toMatchObject({ state: 'running', version: 2, rows: 4, duplicates: 1 });
       expect(st.rejects.NON_FINITE).toBe(1);
       expect(st.rejects.BAD_FRAME).toBe(1);
+      expect(st.timings?.applyMs.n).toBe(2);
+      expect(st.timings?.walMs.n).toBe(2);
+      expect(st.timings?.deltaMs.n).toBeGreaterThanOrEqual(1);
       const stats = await nats.nc.services.client().stats(s.serviceName('shard'));
       const mine = [];
       for await (const x of stats) if (x.metadata?.cluster === cluster) mine.push(x);
