@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { runShardBench } from '@freshet/shard';
+import { runServeBench } from '@freshet/serving';
+import { runShardBench, runShardNatsBench } from '@freshet/shard';
 import { runIngestBench, runTrainBench } from '@freshet/worker';
 
 /**
@@ -100,10 +101,31 @@ function ingestBench(): Command {
     });
 }
 
+function serveBench(): Command {
+  return new Command('serve')
+    .description('rank 100 candidates with a wide-deep model: rps and p50/p99 latency over HTTP and NATS')
+    .option('--rate <n>', 'offered requests per second', int, 500)
+    .option('--seconds <s>', 'measured seconds per phase', num, 5)
+    .option('--candidates <n>', 'candidates per request', int, 100)
+    .option('--url <url>', 'an existing nats-server (default: start one)')
+    .option('--json', 'print one JSON line (the default output)')
+    .action(async (o: { rate: number; seconds: number; candidates: number; url?: string }) => {
+      print(
+        await runServeBench({
+          rate: o.rate,
+          seconds: o.seconds,
+          candidates: o.candidates,
+          ...(o.url ? { url: o.url } : {}),
+        }),
+      );
+    });
+}
+
 export function benchCommand(): Command {
   return new Command('bench')
     .description('benchmarks that print one JSON line each')
     .addCommand(shardBench())
     .addCommand(trainBench())
-    .addCommand(ingestBench());
+    .addCommand(ingestBench())
+    .addCommand(serveBench());
 }

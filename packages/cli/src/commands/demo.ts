@@ -44,7 +44,7 @@ export const demoModel = {
   },
   embeddingDim: 8,
   hidden: [32, 16],
-  optimizer: { kind: 'adam', lr: 0.01 },
+  optimizer: { kind: 'adam', lr: 0.05 },
 };
 
 function positive(v: string): number {
@@ -120,7 +120,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
     partitions: 4,
     model: demoModel,
     shards: { count: 2 },
-    workers: { count: 1, options: { batch: { size: 256, maxWaitMs: 50 }, joiner: { windowMs: 2000 } } },
+    workers: { count: 1, options: { batch: { size: 256, maxWaitMs: 50 }, joiner: { windowMs: 1000 } } },
     serving: { count: 1 },
     metrics: { enabled: false },
   });
@@ -253,8 +253,8 @@ export function demoCommand(): Command {
     )
     .option('--duration <s>', 'seconds of feedback', positive, 90)
     .option('--rate <n>', 'requests per second (5 impressions each)', positive, 150)
-    .option('--users <n>', 'synthetic users', positive, 300)
-    .option('--items <n>', 'synthetic items', positive, 150)
+    .option('--users <n>', 'synthetic users', positive, 200)
+    .option('--items <n>', 'synthetic items', positive, 100)
     .option('--seed <n>', 'seed of the synthetic world', positive, 7)
     .option('--keep-data', 'keep the checkpoints and logs directory')
     .option('--json', 'print the summary as one JSON line')
