@@ -7,6 +7,7 @@ export {
   loadClusterConfig,
   defaultClusterConfig,
   natsConnectionOptions,
+  clientTls,
   planActors,
   clusterConfigToYaml,
   type ClusterConfig,

@@ -1,0 +1,82 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { connect } from 'nats';
+import { startNatsServer, type NatsServerHandle } from '@freshet/nats';
+import { spawnChild, uniqueName, waitFor } from '@freshet/testkit';
+import { cliMainPath } from '../src/local-cluster.js';
+
+const run = promisify(execFile);
+const cli = (...args: string[]) => run(process.execPath, [cliMainPath, ...args], { timeout: 30_000 });
+const servers: NatsServerHandle[] = [];
+afterAll(async () => {
+  await Promise.all(servers.map((s) => s.stop()));
+});
+
+describe('freshet config', () => {
+  it('auth writes private password files and a config nats-server enforces', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'freshet-auth-cmd-'));
+    const cluster = uniqueName('cfg').replace(/-/g, '_');
+    const { stdout } = await cli('config', 'auth', '--cluster', cluster, '--out', dir);
+    expect(stdout).toContain(`publisher=freshet-${cluster}-publisher`);
+    expect((await stat(join(dir, 'admin.pass'))).mode & 0o077).toBe(0);
+    expect((await stat(join(dir, 'auth.conf'))).mode & 0o077).toBe(0);
+    // (nats-server resolves `include` relative to its own config file, so the text goes inline.)
+    const server = await startNatsServer({ extraConfig: await readFile(join(dir, 'auth.conf'), 'utf8') });
+    servers.push(server);
+    const pass = (await readFile(join(dir, 'publisher.pass'), 'utf8')).trim();
+    const nc = await connect({ servers: server.url, user: `freshet-${cluster}-publisher`, pass });
+    await expect(
+      nc.request(`freshet.${cluster}.ps.0.push`, new Uint8Array(), { timeout: 2000 }),
+    ).rejects.toThrow(/Permissions Violation/);
+    await nc.close();
+    await expect(
+      connect({ servers: server.url, user: `freshet-${cluster}-publisher`, pass: 'nope' }),
+    ).rejects.toThrow(/auth/i);
+  });
+
+  it('show prints the resolved config with every actor’s options', async () => {
+    const { stdout } = await cli('config', 'show', '--json');
+    const c = JSON.parse(stdout) as {
+      cluster: string;
+      actors: Array<{ id: string; options: Record<string, unknown> }>;
+    };
+    expect(c.cluster).toBe('local');
+    expect(c.actors.map((a) => a.id)).toEqual(['shard-0', 'shard-1', 'worker-0', 'serving-0']);
+    expect(c.actors[0]!.options).toMatchObject({ shard: 0, shards: 2, model: { tables: expect.any(Array) } });
+    await expect(cli('config', 'show', '--config', '/nonexistent.yaml')).rejects.toMatchObject({
+      stderr: expect.stringMatching(/cannot read cluster config \/nonexistent\.yaml/),
+    });
+  });
+});
+
+describe('freshet status --watch', () => {
+  it('refreshes until Ctrl-C and exits cleanly', async () => {
+    const server = await startNatsServer();
+    servers.push(server);
+    const w = spawnChild(process.execPath, [
+      cliMainPath,
+      'status',
+      '--nats',
+      server.url,
+      '--json',
+      '--watch',
+      '0.2',
+    ]);
+    await waitFor(
+      () =>
+        w
+          .output()
+          .split('\n')
+          .filter((l) => l.startsWith('{"cluster"')).length >= 3,
+      {
+        message: () => `three refreshes; output:\n${w.output()}`,
+      },
+    );
+    w.child.kill('SIGINT');
+    expect(await w.exited).toBe(0);
+  });
+});
