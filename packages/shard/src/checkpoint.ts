@@ -3,6 +3,7 @@ import { open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FreshetError } from '@freshet/protocol';
 import type { ShardCore } from './shard-core.js';
+import { syncDir } from './wal.js';
 
 /**
  * Checkpoints: the whole shard state (rows with optimizer state, step counts and last-seen
@@ -174,14 +175,7 @@ export async function writeCheckpoint(dir: string, cap: CheckpointCapture, fsync
     await fh.close();
   }
   await rename(tmp, final);
-  if (fsync) {
-    const d = await open(dir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  }
+  if (fsync) await syncDir(dir);
   for (const s of listCheckpoints(dir)) {
     if (s < cap.header.segment) await rm(join(dir, ckptName(s)), { force: true });
   }

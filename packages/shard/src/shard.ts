@@ -138,11 +138,13 @@ export class Shard {
       this.serve(this.nc, deltaSeq);
       await this.registerService(this.nc, spec);
       this.maint = setInterval(() => this.maintain(), o.maintenanceIntervalMs);
+      this._state = 'running';
       if (this.deps.signal) {
         this.onAbort = () => void this.stop();
         this.deps.signal.addEventListener('abort', this.onAbort, { once: true });
+        // Aborted while starting: the listener came too late to hear it.
+        if (this.deps.signal.aborted) void this.stop();
       }
-      this._state = 'running';
     } catch (e) {
       this._state = 'failed';
       await this.release();

@@ -86,6 +86,16 @@ export function decodeSegment(buf: Uint8Array): WalRecord[] {
   return out;
 }
 
+/** fsync of a directory: makes created/renamed entries in it durable (power loss). */
+export async function syncDir(dir: string): Promise<void> {
+  const d = await open(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
+
 const segName = (n: number) => `wal-${String(n).padStart(10, '0')}.log`;
 
 /** Segment numbers present in a data dir, ascending. */
@@ -135,6 +145,7 @@ export class Wal {
   static async open(dir: string, fsync: boolean): Promise<Wal> {
     const segment = (listSegments(dir).pop() ?? 0) + 1;
     const fh = await open(join(dir, segName(segment)), 'wx');
+    if (fsync) await syncDir(dir);
     return new Wal(dir, fsync, fh, segment);
   }
 
@@ -222,6 +233,8 @@ export class Wal {
         await old.close();
         closed();
         this.fh = await open(join(this.dir, segName(next)), 'wx');
+        // With fsync the new file's directory entry must be durable too, or power loss loses it.
+        if (this.fsync) await syncDir(this.dir);
       } catch (e) {
         closed();
         this.failed ??= new FreshetError('INTERNAL', `log rotation failed: ${(e as Error).message}`, {

@@ -45,4 +45,18 @@ describe('write-ahead log', () => {
     await truncateWal(dir, sealed);
     expect(listSegments(dir)).toEqual([sealed + 1]);
   });
+
+  it('with fsync, syncs data and directory entries and still replays', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'freshet-wal-'));
+    dirs.push(dir);
+    const wal = await Wal.open(dir, true);
+    await wal.append({ kind: 'seq', ts: 0, seq: 1 });
+    const { done } = wal.rotate();
+    await wal.append({ kind: 'seq', ts: 0, seq: 2 });
+    await done;
+    await wal.close();
+    const seqs: number[] = [];
+    await replayWal(dir, 0, (r) => r.kind === 'seq' && seqs.push(r.seq));
+    expect(seqs).toEqual([1, 2]);
+  });
 });
