@@ -34,6 +34,10 @@ export interface ServeBenchOptions {
   url?: string;
   /** Scorer of the serving node under load (`auto` = the fast path for wide-deep). */
   scorer?: 'auto' | 'model';
+  /** Which load phases to run (default all). */
+  phases?: ('http' | 'http-max' | 'nats' | 'nats-max')[];
+  /** Skip the in-process scorer comparison. */
+  skipInProcess?: boolean;
   /** Matrix products of the fast path under load. */
   gemm?: 'tfjs' | 'js';
 }
@@ -238,6 +242,10 @@ function runClient(job: BenchClientJob): Promise<BenchClientResult> {
   });
 }
 
+function summary(r: BenchClientResult) {
+  return { rps: r.rps, p50_ms: r.p50_ms, p99_ms: r.p99_ms, max_ms: r.max_ms, errors: r.errors };
+}
+
 function quantiles(xs: number[]): { p50_ms: number; p99_ms: number } {
   const s = [...xs].sort((a, b) => a - b);
   const q = (p: number) => s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)] ?? 0;
@@ -281,14 +289,14 @@ export async function runServeBench(opts: ServeBenchOptions = {}): Promise<Recor
     const syncMs = performance.now() - t0;
     const bodies = requestBodies(64, candidates);
 
-    // One request's scoring, in-process: the hand-written pass vs tfjs.
+    // One request's scoring, in-process: the hand-written pass (tfjs or JS products) vs predict.
     const inproc: Record<string, { p50_ms: number; p99_ms: number }> = {};
     const variants = [
       ['fast_tfjs', 'fast', 'tfjs'],
       ['fast_js', 'fast', 'js'],
       ['model_predict', 'model', 'tfjs'],
     ] as const;
-    for (const [name, kind, gemm] of variants) {
+    for (const [name, kind, gemm] of opts.skipInProcess ? [] : variants) {
       const scorer = await createScorer(model, node.replica, {
         kind,
         gemm,
@@ -310,17 +318,14 @@ export async function runServeBench(opts: ServeBenchOptions = {}): Promise<Recor
 
     shards.startDeltas(opts.deltasPerSecond ?? 20);
     const s = subjects(cluster);
+    const phases = new Set(opts.phases ?? ['http', 'http-max', 'nats', 'nats-max']);
     const base = { bodies, concurrency, seconds, warmupSeconds };
-    const httpFixed = await runClient({
-      ...base,
-      transport: 'http',
-      url: node.httpUrl!,
-      target: '/v1/rank',
-      rate,
-    });
-    const httpMax = await runClient({ ...base, transport: 'http', url: node.httpUrl!, target: '/v1/rank' });
-    const natsFixed = await runClient({ ...base, transport: 'nats', url, target: s.rank, rate });
-    const natsMax = await runClient({ ...base, transport: 'nats', url, target: s.rank });
+    const phase = async (name: string, job: Omit<BenchClientJob, keyof typeof base>) =>
+      phases.has(name as 'http') ? summary(await runClient({ ...base, ...job })) : undefined;
+    const http = await phase('http', { transport: 'http', url: node.httpUrl!, target: '/v1/rank', rate });
+    const httpMax = await phase('http-max', { transport: 'http', url: node.httpUrl!, target: '/v1/rank' });
+    const nats = await phase('nats', { transport: 'nats', url, target: s.rank, rate });
+    const natsMax = await phase('nats-max', { transport: 'nats', url, target: s.rank });
     const status = node.status();
     return {
       bench: 'serve',
@@ -332,32 +337,15 @@ export async function runServeBench(opts: ServeBenchOptions = {}): Promise<Recor
       scorer: status.scorer,
       gemm: opts.gemm ?? 'tfjs',
       offered_rps: rate,
-      rps: httpFixed.rps,
-      p50_ms: httpFixed.p50_ms,
-      p99_ms: httpFixed.p99_ms,
-      errors: httpFixed.errors,
+      rps: http?.rps ?? null,
+      p50_ms: http?.p50_ms ?? null,
+      p99_ms: http?.p99_ms ?? null,
+      errors: http?.errors ?? null,
       target_p99_ms: 10,
-      target_met: httpFixed.p99_ms < 10 && httpFixed.rps >= rate * 0.98 && httpFixed.errors === 0,
-      http_max: {
-        rps: httpMax.rps,
-        p50_ms: httpMax.p50_ms,
-        p99_ms: httpMax.p99_ms,
-        concurrency,
-        errors: httpMax.errors,
-      },
-      nats: {
-        rps: natsFixed.rps,
-        p50_ms: natsFixed.p50_ms,
-        p99_ms: natsFixed.p99_ms,
-        errors: natsFixed.errors,
-      },
-      nats_max: {
-        rps: natsMax.rps,
-        p50_ms: natsMax.p50_ms,
-        p99_ms: natsMax.p99_ms,
-        concurrency,
-        errors: natsMax.errors,
-      },
+      target_met: http ? http.p99_ms < 10 && http.rps >= rate * 0.98 && http.errors === 0 : null,
+      http_max: httpMax ? { ...httpMax, concurrency } : null,
+      nats: nats ?? null,
+      nats_max: natsMax ? { ...natsMax, concurrency } : null,
       score_in_process: inproc,
       freshness_p50_ms: Math.round(status.freshness.p50Ms * 100) / 100,
       freshness_p99_ms: Math.round(status.freshness.p99Ms * 100) / 100,
