@@ -215,6 +215,29 @@ describe('ShardCore', () => {
     expect(c.tau.count).toBeGreaterThan(0);
   });
 
+  it('replays logged pushes (τ, DC-compensated gradients) to exactly the same state', () => {
+    const tables: ModelSpecInput['tables'] = [
+      { name: 's', dim: 2, optimizer: { kind: 'adam', lr: 0.1 }, staleness: { policy: 'scale' } },
+      { name: 'd', dim: 2, optimizer: { kind: 'adagrad', lr: 0.1 }, staleness: { policy: 'dc', lambda: 2 } },
+    ];
+    const live = core(tables);
+    const log: { req: PushRequest; tau: number; dcApplied: boolean }[] = [];
+    const apply = (req: PushRequest) => {
+      const r = live.applyPush(req, 0);
+      log.push({ req: r.effective, tau: r.tau, dcApplied: r.dcApplied });
+    };
+    live.pull({ worker: 'a', tables: [{ t: 1, keys: Uint32Array.from([1, 0, 2, 0]) }] });
+    apply(push(0, 2, [1, 0], [0.3, -0.2]));
+    apply(push(1, 2, [1, 0, 2, 0], [0.5, 0.1, -0.4, 0.2], 0, 'b'));
+    apply(push(1, 2, [1, 0, 2, 0], [0.2, 0.2, 0.3, -0.1], 0, 'a')); // τ = 2, compensated
+    apply(push(0, 2, [1, 0], [0.1, 0.1], 1)); // τ = 2, lr / 3
+    expect(live.dc.compensated).toBe(2);
+    const replayed = core(tables);
+    for (const e of log) replayed.applyPush(e.req, 0, { tau: e.tau, dcApplied: e.dcApplied });
+    expect(replayed.version).toBe(live.version);
+    for (const t of [0, 1]) expect(read(replayed, t, [1, 0, 2, 0])).toEqual(read(live, t, [1, 0, 2, 0]));
+  });
+
   it('keeps τ quantiles', () => {
     const h = new TauHistogram();
     for (let i = 0; i < 100; i++) h.record(i < 98 ? 1 : 500);
