@@ -23,6 +23,16 @@ function print(result: object): void {
   process.stdout.write(JSON.stringify(result) + '\n');
 }
 
+interface ShardBenchFlags {
+  rows: number;
+  dim: number;
+  batch: number;
+  seconds: number;
+  peer: boolean;
+  nats?: boolean;
+  url?: string;
+}
+
 function shardBench(): Command {
   return new Command('shard')
     .description(
@@ -33,8 +43,15 @@ function shardBench(): Command {
     .option('--batch <n>', 'rows per push', int, 8192)
     .option('--seconds <s>', 'measured seconds', num, 3)
     .option('--no-peer', 'skip the PyTorch peer')
+    .option('--nats', 'through a real nats-server from a client process: pushes/s, pull p50/p99 (4096 keys)')
+    .option('--url <url>', 'with --nats: an existing nats-server (default: start one)')
     .option('--json', 'print one JSON line (the default output)')
-    .action(async (o: { rows: number; dim: number; batch: number; seconds: number; peer: boolean }) => {
+    .action(async (o: ShardBenchFlags) => {
+      if (o.nats) {
+        const url = o.url ? { url: o.url } : {};
+        print(await runShardNatsBench({ rows: o.rows, dim: o.dim, seconds: o.seconds, ...url }));
+        return;
+      }
       print(
         await runShardBench({ rows: o.rows, dim: o.dim, batch: o.batch, seconds: o.seconds, peer: o.peer }),
       );
