@@ -337,26 +337,25 @@ export function clientTls(
  */
 export function planActors(cfg: ClusterConfig, urls: string[]): ActorPlan[] {
   const plans: ActorPlan[] = [];
-  const groups: Array<[RoleName, { count: number; options: Record<string, unknown> }]> = [
-    ['shard', cfg.shards],
-    ['worker', cfg.workers],
-    ['serving', cfg.serving],
-  ];
-  for (const [role, group] of groups) {
-    for (let i = 0; i < group.count; i++) {
-      const id = `${role}-${i}`;
-      const raw = roleSchemas[role].build({ cfg, role, index: i, id, urls, options: group.options });
-      const r = roleSchemas[role].schema.safeParse(raw);
-      if (!r.success) {
-        throw new FreshetError(
-          'CONFIG',
-          formatZodError(r.error, `${cfg.source} (${role}s.options for ${id})`),
-        );
-      }
-      plans.push({ role, id, index: i, options: raw });
-    }
+  for (const role of ['shard', 'worker', 'serving'] as const) {
+    for (let i = 0; i < groupOf(cfg, role).count; i++) plans.push(planActor(cfg, role, i, urls));
   }
   return plans;
+}
+
+function groupOf(cfg: ClusterConfig, role: RoleName): { count: number; options: Record<string, unknown> } {
+  return role === 'shard' ? cfg.shards : role === 'worker' ? cfg.workers : cfg.serving;
+}
+
+/** One actor's plan (`<role>-<index>`), validated by the role's schema. */
+export function planActor(cfg: ClusterConfig, role: RoleName, index: number, urls: string[]): ActorPlan {
+  const id = `${role}-${index}`;
+  const raw = roleSchemas[role].build({ cfg, role, index, id, urls, options: groupOf(cfg, role).options });
+  const r = roleSchemas[role].schema.safeParse(raw);
+  if (!r.success) {
+    throw new FreshetError('CONFIG', formatZodError(r.error, `${cfg.source} (${role}s.options for ${id})`));
+  }
+  return { role, id, index, options: raw };
 }
 
 /** The config as YAML with defaults applied (for `freshet config show`). */

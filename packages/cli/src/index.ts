@@ -9,6 +9,7 @@ export {
   natsConnectionOptions,
   clientTls,
   planActors,
+  planActor,
   clusterConfigToYaml,
   type ClusterConfig,
   type ClusterConfigInput,

@@ -15,6 +15,7 @@ import { FreshetError } from '@freshet/protocol';
 import {
   clientTls,
   natsConnectionOptions,
+  planActor,
   planActors,
   type ActorPlan,
   type ClusterConfig,
@@ -93,6 +94,14 @@ export interface LocalCluster {
   nc: NatsConnection;
   /** The live actors as the service API reports them now. */
   actors(): Promise<ActorStatus[]>;
+  /**
+   * Starts one more worker or serving node in the running cluster and resolves once it reports
+   * running; the roles rebalance (worker partitions move by lease) without a restart. Shards are
+   * fixed: their count is the routing modulus.
+   */
+  add(role: 'worker' | 'serving'): Promise<LocalProcess>;
+  /** Stops one actor (SIGTERM: it drains and hands its work back) and forgets it. */
+  remove(id: string): Promise<void>;
   /** Stops every process it started (workers, serving, shards, then NATS). Idempotent. */
   stop(): Promise<void>;
   /** Resolves once stopped. */
@@ -251,6 +260,9 @@ export async function startLocalCluster(
   let natsServers: NatsServerHandle[] = [];
   let nc: NatsConnection | undefined;
   const procs: RoleProcess[] = [];
+  let makeProcess: ((plan: ActorPlan) => RoleProcess) | undefined;
+  let actorUrls: string[] = [];
+  let byEnvOptions = false;
   let stopPromise: Promise<void> | undefined;
   let resolveStopped!: () => void;
   const stopped = new Promise<void>((r) => (resolveStopped = r));
@@ -343,6 +355,8 @@ export async function startLocalCluster(
       'feedback stream ready',
     );
 
+    actorUrls = urls;
+    byEnvOptions = byEnv;
     const plans = planActors(config, urls).map((p) => {
       if (!byEnv) return p;
       const { nats: _nats, ...options } = p.options;
@@ -350,7 +364,7 @@ export async function startLocalCluster(
     });
     let failure: Error | undefined;
     let ready = false;
-    for (const plan of plans) {
+    makeProcess = (plan: ActorPlan): RoleProcess => {
       const roleEnv: NodeJS.ProcessEnv = gen
         ? {
             ...env,
@@ -380,8 +394,9 @@ export async function startLocalCluster(
           if (!stopPromise) proc.start();
         }, delay).unref();
       };
-      procs.push(p);
-    }
+      return p;
+    };
+    for (const plan of plans) procs.push(makeProcess(plan));
     // Shards first: workers and serving nodes pull from them as they start.
     for (const p of procs.filter((x) => x.role === 'shard')) p.start();
     await waitActors(
@@ -409,6 +424,46 @@ export async function startLocalCluster(
     natsServers,
     nc: conn,
     actors: () => discoverActors(conn, { cluster: config.cluster }),
+    add: async (role) => {
+      if (stopPromise || !makeProcess)
+        throw new FreshetError('SHUTTING_DOWN', 'the local cluster is stopping');
+      const index = Math.max(-1, ...procs.filter((p) => p.role === role).map((p) => p.plan.index)) + 1;
+      let plan = planActor(config, role, index, actorUrls);
+      if (byEnvOptions) {
+        const { nats: _nats, ...options } = plan.options;
+        plan = { ...plan, options };
+      }
+      const p = makeProcess(plan);
+      procs.push(p);
+      p.start();
+      let failed: Error | undefined;
+      const prev = p.onUnexpectedExit;
+      p.onUnexpectedExit = (proc, code, sig) => {
+        failed = new FreshetError(
+          'UNAVAILABLE',
+          `${proc.id} exited (${code ?? sig}) during start:\n${proc.output().slice(-3000)}`,
+        );
+      };
+      try {
+        await waitActors(conn, config, procs, opts, () => failed);
+      } catch (e) {
+        await p.stop(graceMs);
+        procs.splice(procs.indexOf(p), 1);
+        throw e;
+      } finally {
+        p.onUnexpectedExit = prev;
+      }
+      return p;
+    },
+    remove: async (id) => {
+      const p = procs.find((x) => x.id === id);
+      if (!p)
+        throw new FreshetError('CONFIG', `no process ${id} (have: ${procs.map((x) => x.id).join(', ')})`);
+      if (p.role === 'shard')
+        throw new FreshetError('CONFIG', 'shards cannot be removed: their count routes the keys');
+      await p.stop(graceMs);
+      procs.splice(procs.indexOf(p), 1);
+    },
     stop: async () => {
       opts.signal?.removeEventListener('abort', onAbort);
       await stop();
