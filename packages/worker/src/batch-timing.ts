@@ -21,10 +21,17 @@ export interface BatchTimingSnapshot {
   push: StageTime;
   /** From taking the batch off the buffer to acking its events. */
   total: StageTime;
+  /**
+   * Batch-manifest KV put, issued when the batch is taken and stored by the first push (its
+   * round trip; the push waits only for what is left of it, see `manifestWait`).
+   */
+  manifest: StageTime;
+  /** How long the first push waited for the manifest put to be stored (the exposed cost). */
+  manifestWait: StageTime;
 }
 
-export type Stage = 'encode' | 'pull' | 'compute' | 'push' | 'total';
-const stages: readonly Stage[] = ['encode', 'pull', 'compute', 'push', 'total'];
+export type Stage = 'encode' | 'pull' | 'compute' | 'push' | 'total' | 'manifest' | 'manifestWait';
+const stages: readonly Stage[] = ['encode', 'pull', 'compute', 'push', 'total', 'manifest', 'manifestWait'];
 
 class StageRing {
   private readonly ring: Float64Array;
@@ -71,6 +78,8 @@ export class BatchTiming {
       compute: g('compute'),
       push: g('push'),
       total: g('total'),
+      manifest: g('manifest'),
+      manifestWait: g('manifestWait'),
     };
   }
 }

@@ -130,6 +130,12 @@ export const workerOptionsSchema = z.object({
     })
     .prefault({}),
   metrics: z.object({ window: z.number().int().min(10).default(10_000) }).prefault({}),
+  /**
+   * Batch manifests in the cluster's KV bucket (see batch-manifest.ts): one put per batch,
+   * overlapped with its pull and compute, so that a crash between a shard's accept and the acks
+   * never applies an example twice. Off only to measure what they cost.
+   */
+  manifest: z.object({ enabled: z.boolean().default(true) }).prefault({}),
 });
 export type WorkerOptionsInput = z.input<typeof workerOptionsSchema>;
 export type WorkerOptions = z.infer<typeof workerOptionsSchema> & { id: string };

@@ -6,6 +6,7 @@ import {
   type Consumer,
   type ConsumerMessages,
   type JetStreamClient,
+  type JetStreamManager,
   type JsMsg,
   type KV,
   type NatsConnection,
@@ -24,8 +25,17 @@ import {
   subjects,
   type DeadLetterReason,
   type FeedbackEvent,
+  type Features,
   type Subjects,
 } from '@freshet/protocol';
+import {
+  decodeManifest,
+  encodeManifest,
+  manifestFilter,
+  manifestKey,
+  type BatchManifest,
+  type ManifestExample,
+} from './batch-manifest.js';
 import { BatchTiming, type BatchTimingSnapshot } from './batch-timing.js';
 import { ComputePool } from './compute-pool.js';
 import { Joiner, type JoinedExample, type JoinerCounters, type JoinerDropReason } from './joiner.js';
@@ -96,6 +106,16 @@ export interface WorkerCounters {
   failedBatches: number;
   nonFiniteBatches: number;
   maxStaleness: number;
+  /** Batch manifests stored in KV (one per batch) and puts that failed (the batch was retried). */
+  manifestPuts: number;
+  manifestFailures: number;
+  /** Batches of a previous owner re-formed from their manifests and pushed again under their id. */
+  recoveredBatches: number;
+  recoveredExamples: number;
+  /** Redelivered messages acked at once because a recovered batch already applied them. */
+  recoveredAcks: number;
+  /** Manifests whose events could no longer be read from the stream (their examples were dropped). */
+  manifestsUnrecoverable: number;
 }
 
 /** Things a caller may hand a worker instead of letting it create them (tests, the CLI). */
@@ -134,6 +154,11 @@ interface PartitionState {
   /** Let go of: its joiner is no longer fed or advanced. */
   closed: boolean;
   idle: (() => void)[];
+  /**
+   * Stream sequences that a batch recovered from a manifest has applied: their redeliveries are
+   * acked on arrival instead of being trained again.
+   */
+  recovered: Set<number>;
 }
 
 interface Buffered {
@@ -147,6 +172,28 @@ interface Buffered {
   joined: boolean;
   /** Local receive time (batch max-wait). */
   at: number;
+}
+
+/** A batch's manifest in KV: its key, and the put in flight or the revision it was stored at. */
+interface ManifestHandle {
+  key: string;
+  partition: number;
+  /** This worker's slot (absent for a recovered manifest of another owner). */
+  slot?: number;
+  bytes?: Uint8Array;
+  put?: Promise<number> | undefined;
+  revision?: number;
+}
+
+/** Recovery reads events back that passed validation once: their age and skew no longer matter. */
+const recoveryParse = compileParseOptions({ maxSkewMs: Number.MAX_SAFE_INTEGER, maxAgeMs: Infinity });
+
+/** A batch re-formed from a manifest: pushed under its original id, holding no messages. */
+interface Recovered {
+  id: string;
+  key: string;
+  revision: number;
+  eventTs: number | undefined;
 }
 
 class Semaphore {
@@ -186,6 +233,7 @@ export class Worker {
   private ownNc = false;
   private js: JetStreamClient | undefined;
   private kv: KV | undefined;
+  private jsm: JetStreamManager | undefined;
   private model: Model | undefined;
   private pool: ComputePool | undefined;
   private client: ShardClient | undefined;
@@ -207,9 +255,15 @@ export class Worker {
   private joinTimer: ReturnType<typeof setInterval> | undefined;
   private readonly timing = new BatchTiming();
   private buffer: Buffered[] = [];
+  /** Buffered examples per partition (batches are single-partition). */
+  private readonly bufferedOf = new Map<number, number>();
+  /** Manifest slots in use per partition (keys `mf.<partition>.<slot>`). */
+  private readonly manifestSlots = new Map<number, Set<number>>();
+  /** Manifest keys of earlier owners being recovered now: no new batch may take those slots. */
+  private readonly recovering = new Set<string>();
   private bufferSpace: (() => void)[] = [];
   private bufferFilled: (() => void) | undefined;
-  private readonly inFlight = new Set<Promise<void>>();
+  private readonly inFlight = new Set<Promise<unknown>>();
   private readonly slots: Semaphore;
   private batcherDone: Promise<void> | undefined;
   private readonly abort = new AbortController();
@@ -234,6 +288,12 @@ export class Worker {
     failedBatches: 0,
     nonFiniteBatches: 0,
     maxStaleness: 0,
+    manifestPuts: 0,
+    manifestFailures: 0,
+    recoveredBatches: 0,
+    recoveredExamples: 0,
+    recoveredAcks: 0,
+    manifestsUnrecoverable: 0,
   };
 
   constructor(options: WorkerOptionsInput | WorkerOptions, deps: WorkerDeps = {}) {
@@ -276,6 +336,7 @@ export class Worker {
       this.nc = this.deps.nc ?? (await connectNats(o.nats, `freshet-worker-${o.id}`));
       this.ownNc = !this.deps.nc;
       const jsm = await this.nc.jetstreamManager();
+      this.jsm = jsm;
       this.js = this.nc.jetstream();
       await this.waitForStream(jsm);
       for (let p = 0; p < o.partitions; p++) {
@@ -383,9 +444,11 @@ export class Worker {
       stop: false,
       done: Promise.resolve(),
     };
-    entry.done = this.fetchLoop(p, entry).catch((e: unknown) => {
-      this.log('warn', 'fetch loop ended', { partition: p, error: String(e) });
-    });
+    entry.done = this.recoverManifests(p, entry)
+      .then(() => this.fetchLoop(p, entry))
+      .catch((e: unknown) => {
+        this.log('warn', 'fetch loop ended', { partition: p, error: String(e) });
+      });
     this.fetching.set(p, entry);
     this.log('info', 'partition acquired', { partition: p });
   }
@@ -400,6 +463,7 @@ export class Worker {
       caughtUp: false,
       closed: false,
       idle: [],
+      recovered: new Set(),
     };
     ps.joiner = new Joiner(this.options.joiner, { released: (id) => this.unretain(ps, id) });
     if (old) this.absorbJoiner(old);
@@ -485,6 +549,13 @@ export class Worker {
   // ------------------------------------------------------------------ admission and joining
 
   private admit(m: JsMsg, ps: PartitionState): void {
+    if (ps.recovered.delete(m.seq)) {
+      // a batch recovered from a manifest applied this message's example already
+      m.ack();
+      this.counters.acked++;
+      this.counters.recoveredAcks++;
+      return;
+    }
     const known = ps.tracked.get(m.seq);
     if (known) {
       // JetStream redelivered a message we still hold (its ack wait ran out): keep the newer
@@ -566,8 +637,10 @@ export class Worker {
   private enqueue(b: Omit<Buffered, 'at'>): void {
     for (const d of b.deps) d.refs++;
     this.buffer.push({ ...b, at: Date.now() });
+    const n = (this.bufferedOf.get(b.partition) ?? 0) + 1;
+    this.bufferedOf.set(b.partition, n);
     const f = this.bufferFilled;
-    if (f && this.buffer.length >= this.options.batch.size) {
+    if (f && n >= this.options.batch.size) {
       this.bufferFilled = undefined;
       f();
     }
@@ -652,7 +725,8 @@ export class Worker {
     for (;;) {
       const first = this.buffer[0];
       const age = first ? Date.now() - first.at : 0;
-      if (!first || (this.buffer.length < o.batch.size && age < o.batch.maxWaitMs)) {
+      const full = first ? this.fullPartition() : undefined;
+      if (!first || (full === undefined && age < o.batch.maxWaitMs)) {
         if (!first && (this._state === 'draining' || this._state === 'stopped' || this._state === 'failed'))
           return;
         await new Promise<void>((resolve) => {
@@ -664,7 +738,8 @@ export class Worker {
         continue;
       }
       await this.slots.acquire();
-      const take = this.buffer.splice(0, o.batch.size);
+      // One partition per batch: its manifest then belongs to that partition's next owner alone.
+      const take = this.takeBatch(full ?? this.buffer[0]?.partition);
       const waiters = this.bufferSpace;
       this.bufferSpace = [];
       waiters.forEach((r) => r());
@@ -680,6 +755,29 @@ export class Worker {
     }
   }
 
+  /** A partition with a full batch buffered, if any. */
+  private fullPartition(): number | undefined {
+    for (const [p, n] of this.bufferedOf) if (n >= this.options.batch.size) return p;
+    return undefined;
+  }
+
+  /** Takes up to `batch.size` buffered examples of `partition`, oldest first. */
+  private takeBatch(partition: number | undefined): Buffered[] {
+    if (partition === undefined) return [];
+    const size = this.options.batch.size;
+    const take: Buffered[] = [];
+    const rest: Buffered[] = [];
+    for (const b of this.buffer) {
+      if (b.partition === partition && take.length < size) take.push(b);
+      else rest.push(b);
+    }
+    this.buffer = rest;
+    const left = (this.bufferedOf.get(partition) ?? 0) - take.length;
+    if (left > 0) this.bufferedOf.set(partition, left);
+    else this.bufferedOf.delete(partition);
+    return take;
+  }
+
   /**
    * Stable across redeliveries of the same events: shards dedupe a re-push of the same batch.
    * Keys name each example by the stream sequences of its messages and its label, so a joined
@@ -690,7 +788,11 @@ export class Worker {
     return `${hex(scratch[0]!)}${hex(scratch[1]!)}n${items.length}`;
   }
 
-  private async runBatch(items: Buffered[]): Promise<void> {
+  /**
+   * Trains one batch and pushes it until every shard accepted it; then acks its events. Resolves
+   * true once settled, false when it was handed back (the worker is stopping).
+   */
+  private async runBatch(items: Buffered[], rec?: Recovered): Promise<boolean> {
     const o = this.options;
     const msgs = [...new Set(items.flatMap((b) => b.deps))];
     const model = this.model!;
@@ -702,11 +804,19 @@ export class Worker {
       // keep the events ours while we retry (resets their ack-wait timer)
       for (const t of msgs) t.msg.working();
     };
-    let eventTs = Number.POSITIVE_INFINITY;
-    for (const t of msgs) eventTs = Math.min(eventTs, Number(t.msg.info.timestampNanos / 1_000_000));
-    const id = this.pushId(items);
+    let eventTs: number | undefined = rec?.eventTs;
+    if (!rec) {
+      let min = Number.POSITIVE_INFINITY;
+      for (const t of msgs) min = Math.min(min, Number(t.msg.info.timestampNanos / 1_000_000));
+      eventTs = Number.isFinite(min) ? min : undefined;
+    }
+    const id = rec?.id ?? this.pushId(items);
+    const manifest: ManifestHandle | undefined = rec
+      ? { key: rec.key, partition: items[0]?.partition ?? -1, revision: rec.revision }
+      : this.writeManifest(items, id, eventTs);
     let pending: Set<number> | undefined;
-    let scored = false;
+    // a recovered batch was scored by the owner that formed it
+    let scored = rec !== undefined;
     const t0 = performance.now();
     const ms = { encode: 0, pull: 0, compute: 0, push: 0 };
     let t = t0;
@@ -747,7 +857,16 @@ export class Worker {
             this.counters.nonFiniteBatches++;
             for (const m of msgs) this.deadLetter(m, 'NON_FINITE', 'non-finite gradient: update not applied');
             this.settleBatch(items, false);
-            return;
+            this.dropManifest(manifest);
+            return true;
+          }
+          if (manifest && manifest.revision === undefined) {
+            // The manifest must be stored before any shard can accept the batch.
+            const w0 = performance.now();
+            if (!manifest.put) this.storeManifest(manifest);
+            await manifest.put;
+            this.timing.add('manifestWait', performance.now() - w0);
+            t = performance.now();
           }
           const out = await client.push(plan, pulled, r.grads, {
             id,
@@ -774,15 +893,19 @@ export class Worker {
         this.clock++;
         this.rate.push({ t: Date.now(), n: items.length });
         this.settleBatch(items, false);
+        // after the acks: a crash in between leaves a manifest whose batch every shard has (a
+        // recovery re-push is all duplicates)
+        this.dropManifest(manifest);
         this.timing.add('encode', ms.encode);
         this.timing.add('pull', ms.pull);
         this.timing.add('compute', ms.compute);
         this.timing.add('push', ms.push);
         this.timing.add('total', performance.now() - t0);
-        return;
+        return true;
       } catch (e) {
         this.counters.failedBatches++;
-        const running = this._state === 'running' && !this.abort.signal.aborted;
+        const running =
+          (this._state === 'running' || this._state === 'starting') && !this.abort.signal.aborted;
         this.log('warn', running ? 'batch failed; retrying it whole' : 'batch handed back', {
           error: String(e),
           code: e instanceof FreshetError ? e.code : 'INTERNAL',
@@ -791,10 +914,13 @@ export class Worker {
           pendingShards: pending ? [...pending] : [],
         });
         if (!running) {
-          // Not applied everywhere and we are stopping: never ack; hand the events back.
+          // Not applied everywhere and we are stopping: never ack; hand the events back. The
+          // manifest stays: the partition's next owner re-pushes exactly this batch first.
           this.settleBatch(items, true);
-          return;
+          this.freeSlot(manifest);
+          return false;
         }
+
         // The same batch again (same id, same shards still pending): the shards that accepted
         // it answer `duplicate`, so nothing is applied twice. Re-forming it from redelivered
         // events could not promise that, and joined examples cannot be re-derived by this worker.
@@ -802,6 +928,197 @@ export class Worker {
         await new Promise((res) =>
           setTimeout(res, Math.min(o.retry.maxMs, o.consumer.nakDelayMs * (attempt + 1))),
         );
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ batch manifests
+
+  /** Starts storing a batch's manifest in a free slot of its partition (undefined when disabled). */
+  private writeManifest(
+    items: Buffered[],
+    id: string,
+    eventTs: number | undefined,
+  ): ManifestHandle | undefined {
+    const first = items[0];
+    if (!this.options.manifest.enabled || !this.kv || !first) return undefined;
+    const partition = first.partition;
+    let used = this.manifestSlots.get(partition);
+    if (!used) this.manifestSlots.set(partition, (used = new Set()));
+    let slot = 0;
+    while (used.has(slot) || this.recovering.has(manifestKey(partition, slot))) slot++;
+    used.add(slot);
+    const ex: ManifestExample[] = items.map((b) => {
+      const s = b.deps.map((d) => d.seq);
+      if (!b.joined) return { s };
+      const e: ManifestExample = { s, l: b.example.label, f: b.example.features as Features };
+      if (b.example.weight !== undefined) e.w = b.example.weight;
+      if (b.example.ts !== undefined) e.t = b.example.ts;
+      return e;
+    });
+    const m: BatchManifest = { v: 1, id, partition, worker: this.id, ex };
+    if (eventTs !== undefined) m.eventTs = eventTs;
+    const h: ManifestHandle = {
+      key: manifestKey(partition, slot),
+      partition,
+      slot,
+      bytes: encodeManifest(m),
+    };
+    this.storeManifest(h);
+    return h;
+  }
+
+  /** One KV put, in flight while the batch is encoded, pulled and computed. */
+  private storeManifest(h: ManifestHandle): void {
+    const t0 = performance.now();
+    const put = this.kv!.put(h.key, h.bytes!).then(
+      (rev) => {
+        this.counters.manifestPuts++;
+        this.timing.add('manifest', performance.now() - t0);
+        h.revision = rev;
+        return rev;
+      },
+      (e: unknown) => {
+        this.counters.manifestFailures++;
+        h.put = undefined; // the batch's retry stores it again
+        throw new FreshetError('UNAVAILABLE', `batch manifest not stored: ${String(e)}`, { cause: e });
+      },
+    );
+    // awaited before the first push; a batch that fails earlier must not leave it unhandled
+    put.catch(() => undefined);
+    h.put = put;
+  }
+
+  private freeSlot(h: ManifestHandle | undefined): void {
+    if (h?.slot !== undefined) this.manifestSlots.get(h.partition)?.delete(h.slot);
+  }
+
+  /**
+   * Deletes a settled batch's manifest, only if it is still the value this batch stored (CAS on
+   * its revision): the slot may already hold a newer batch's manifest.
+   */
+  private dropManifest(h: ManifestHandle | undefined): void {
+    if (!h) return;
+    this.freeSlot(h);
+    const kv = this.kv!;
+    const del = (rev: number) =>
+      kv.delete(h.key, { previousSeq: rev }).catch((e: unknown) => {
+        this.log('info', 'manifest not deleted (replaced or gone)', { key: h.key, error: String(e) });
+      });
+    if (h.revision !== undefined) void del(h.revision);
+    else if (h.put) void h.put.then(del, () => undefined);
+  }
+
+  /**
+   * Before fetching a newly leased partition: re-forms every batch a previous owner left a
+   * manifest for and pushes it under its original id (shards that applied it answer
+   * `duplicate`), then remembers its stream sequences so their redeliveries are acked, not
+   * trained again. Fetching starts only after this, so no redelivered event of such a batch can
+   * enter a different batch.
+   */
+  private async recoverManifests(p: number, f: { stop: boolean }): Promise<void> {
+    if (!this.options.manifest.enabled || !this.kv) return;
+    const kv = this.kv;
+    const keys = await this.untilDone(f, 'list manifests', async () => {
+      const out: string[] = [];
+      for await (const k of await kv.keys(manifestFilter(p))) out.push(k);
+      return out.sort();
+    });
+    if (!keys || keys.length === 0) return;
+    keys.forEach((k) => this.recovering.add(k));
+    try {
+      for (const key of keys) {
+        if (f.stop) return;
+        const entry = await this.untilDone(f, 'read manifest', () => kv.get(key));
+        if (!entry) return;
+        if (entry.operation !== 'PUT' || entry.length === 0) continue;
+        let m: BatchManifest;
+        try {
+          m = decodeManifest(entry.value);
+        } catch (e) {
+          this.log('error', 'malformed batch manifest dropped', { key, error: String(e) });
+          await kv.delete(key, { previousSeq: entry.revision }).catch(() => undefined);
+          continue;
+        }
+        const items = await this.reform(p, m, f);
+        if (!items) return;
+        this.log('info', 'recovering batch from manifest', {
+          partition: p,
+          id: m.id,
+          from: m.worker,
+          examples: items.length,
+        });
+        const rec: Recovered = { id: m.id, key, revision: entry.revision, eventTs: m.eventTs };
+        if (items.length === 0 || !(await this.runBatch(items, rec))) {
+          if (items.length === 0) this.dropManifest({ key, partition: p, revision: entry.revision });
+          if (items.length > 0) return;
+          continue;
+        }
+        this.counters.recoveredBatches++;
+        this.counters.recoveredExamples += items.length;
+        const ps = this.parts.get(p);
+        for (const ex of m.ex) for (const seq of ex.s) ps?.recovered.add(seq);
+      }
+    } finally {
+      keys.forEach((k) => this.recovering.delete(k));
+    }
+  }
+
+  /** The manifest's examples, rebuilt (pre-labelled ones read back from the stream by sequence). */
+  private async reform(p: number, m: BatchManifest, f: { stop: boolean }): Promise<Buffered[] | undefined> {
+    const out: Buffered[] = [];
+    const now = Date.now();
+    for (const ex of m.ex) {
+      let example: Example | undefined;
+      if (ex.f) {
+        example = { features: ex.f, label: ex.l ?? 0 };
+        if (ex.w !== undefined) example.weight = ex.w;
+        if (ex.t !== undefined) example.ts = ex.t;
+      } else if (ex.s[0] !== undefined) {
+        const seq = ex.s[0];
+        const got = await this.untilDone(f, 'read event', async () => {
+          try {
+            return await this.jsm!.streams.getMessage(this.subj.feedbackStream, { seq });
+          } catch (e) {
+            // gone from the stream (limits): nothing to rebuild it from
+            if (/no message found|not found/i.test(String(e))) return null;
+            throw e;
+          }
+        });
+        if (got === undefined) return undefined;
+        const r = got ? parseEvent(got.data, recoveryParse) : undefined;
+        if (r?.ok && r.event.kind === 'example') {
+          const ev = r.event;
+          example = { features: ev.features, label: ev.label, weight: ev.weight, ts: ev.ts };
+        }
+      }
+      if (!example) {
+        this.counters.manifestsUnrecoverable++;
+        this.log('error', 'manifest example cannot be rebuilt; left out', {
+          partition: p,
+          id: m.id,
+          seqs: ex.s,
+        });
+        continue;
+      }
+      out.push({ partition: p, example, deps: [], key: '', joined: ex.f !== undefined, at: now });
+    }
+    return out;
+  }
+
+  /** Retries a KV/stream read until it succeeds or the partition is let go (then undefined). */
+  private async untilDone<T>(
+    f: { stop: boolean },
+    what: string,
+    fn: () => Promise<T>,
+  ): Promise<T | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      if (f.stop || this.abort.signal.aborted) return undefined;
+      try {
+        return await fn();
+      } catch (e) {
+        this.log('warn', `${what} failed; retrying`, { error: String(e), attempt });
+        await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** Math.min(attempt, 5))));
       }
     }
   }
@@ -901,10 +1218,12 @@ export class Worker {
     // Let go of every partition: the joiners' held events are handed back, for the next owner
     // to re-join; examples not yet batched are handed back too (their events redelivered).
     this.bufferSpace.forEach((r) => r());
+    // started before letting go: a partition's manifest recovery may be retrying a push
+    const timer = setTimeout(() => this.abort.abort(), drainMs);
     await Promise.all([...this.parts.keys()].map((p) => this.letGo(p)));
     this.settleBatch(this.buffer.splice(0), true);
+    this.bufferedOf.clear();
     this.bufferSpace.forEach((r) => r());
-    const timer = setTimeout(() => this.abort.abort(), drainMs);
     await Promise.allSettled([...this.inFlight]);
     clearTimeout(timer);
     this.bufferFilled?.();
