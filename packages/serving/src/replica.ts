@@ -45,7 +45,7 @@ export type ReplicaEvent =
   | {
       kind: 'resync';
       shard: number;
-      reason: 'gap' | 'restart' | 'bad-delta' | 'overflow';
+      reason: 'gap' | 'restart' | 'bad-delta' | 'overflow' | 'reconnect';
       expected: number;
       got: number;
     }
@@ -194,6 +194,28 @@ export class Replica {
     await this.nc.flush();
     this.st = 'running';
     for (let s = 0; s < this.nShards; s++) this.resync(s);
+    void this.watchConnection();
+  }
+
+  /**
+   * Deltas published while the connection was down are lost, and a shard that publishes nothing
+   * afterwards would never show the gap (its evictions would go unseen): resync every shard on
+   * reconnect.
+   */
+  private async watchConnection(): Promise<void> {
+    const it = this.nc.status()[Symbol.asyncIterator]();
+    const stopped = new Promise<IteratorResult<unknown>>((resolve) =>
+      this.abort.signal.addEventListener('abort', () => resolve({ done: true, value: undefined }), {
+        once: true,
+      }),
+    );
+    for (;;) {
+      const next = await Promise.race([it.next(), stopped]);
+      if (next.done || this.st !== 'running') break;
+      if ((next.value as { type?: string }).type === 'reconnect')
+        for (let s = 0; s < this.nShards; s++) this.startResync(s, 'reconnect', 0, 0);
+    }
+    await it.return?.();
   }
 
   /** Resolves when {@link ready}; rejects when stopped first or the signal aborts. */
@@ -404,7 +426,7 @@ export class Replica {
 
   private startResync(
     shard: number,
-    reason: 'gap' | 'restart' | 'bad-delta' | 'overflow',
+    reason: 'gap' | 'restart' | 'bad-delta' | 'overflow' | 'reconnect',
     expected: number,
     got: number,
     first?: Delta,

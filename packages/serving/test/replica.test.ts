@@ -225,4 +225,22 @@ describe('Replica', () => {
     await replica.whenReady();
     expect(row(replica, 0, 1, 2)).toEqual([1, 2, 3, 4]);
   });
+
+  // Last: it restarts the file's nats-server.
+  it('resyncs every shard after a reconnect, catching evictions it could not see', async () => {
+    const { shards, replica, events } = await setup(1);
+    const f = shards[0]!;
+    f.set(0, [[5, 5, f32(5, 5, 5, 5)]]);
+    await replica.start();
+    await replica.whenReady();
+    expect(replica.has(0, 5, 5)).toBe(true);
+    // The shard evicts the row and the delta is lost (as if sent while the replica was away).
+    f.update([{ t: 0, dead: [[5, 5]] }], { publish: false });
+    await nats.server.restart();
+    await waitFor(() => events.some((e) => e.kind === 'resync' && e.reason === 'reconnect'), {
+      message: 'a resync after the reconnect',
+    });
+    await waitFor(() => !replica.has(0, 5, 5), { message: 'evicted row dropped by the resync' });
+    expect(row(replica, 0, 5, 5)).toEqual(initial(0, 5, 5));
+  });
 });
