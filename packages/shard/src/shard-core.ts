@@ -161,6 +161,7 @@ export class ShardCore {
   applyPush(req: PushRequest, ts: number, replay?: ReplayInfo): ApplyResult {
     const tau = replay ? replay.tau : this.tauOf(req.base);
     if (!replay) this.validatePush(req, tau);
+    else for (const p of req.tables) this.table(p.t); // a log from another model spec fails loudly
     const tick = tickOf(ts);
     let applied = 0;
     let dcApplied = replay?.dcApplied ?? false;
