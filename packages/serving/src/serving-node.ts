@@ -362,8 +362,7 @@ export class ServingNode {
     });
     app.get('/v1/status', (_req, reply) => reply.send(this.status()));
     app.get('/metrics', (_req, reply) => reply.type('text/plain; version=0.0.4').send(this.metrics()));
-    const address = await app.listen({ host: o.http.host, port: o.http.port });
-    this.url = address.replace('[::1]', '127.0.0.1');
+    await app.listen({ host: o.http.host, port: o.http.port });
     const a = app.server.address();
     if (a && typeof a === 'object')
       this.url = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
