@@ -1,0 +1,152 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { nanos, type NatsConnection } from 'nats';
+import { createModel } from '@freshet/model';
+import { frameEndpoint } from '@freshet/nats';
+import { decodePull, encodeEvent, encodePullReply, shardOfDense, subjects } from '@freshet/protocol';
+import { uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { Worker } from '../src/worker.js';
+import type { WorkerOptionsInput } from '../src/worker-options.js';
+import { ShardHarness } from './shard-harness.js';
+
+/**
+ * The crash window between a shard's accept and the acks. Worker A has every batch accepted by
+ * the shard that owns the dense table while the other shard is down, then its connection is cut
+ * (its process, as far as NATS can tell, is gone). Worker B takes the partitions over with a
+ * different batch size, so the redelivered events would form different batches (different push
+ * ids). Load: 4 partitions × 12 pre-labelled events. Counted: examples applied through the dense
+ * table (each batch's dense push carries its example count), and acks on the consumers.
+ */
+const nats = useNats();
+const modelConfig = {
+  kind: 'lr' as const,
+  features: {
+    fields: [
+      { kind: 'categorical' as const, name: 'user' },
+      { kind: 'categorical' as const, name: 'item' },
+    ],
+  },
+  optimizer: { kind: 'sgd' as const, lr: 0.01 },
+};
+const spec = createModel(modelConfig).spec;
+const PARTITIONS = 4;
+const PER_PARTITION = 12;
+const denseTable = spec.tables.findIndex((t) => t.kind === 'dense');
+
+const workers: Worker[] = [];
+const conns: NatsConnection[] = [];
+afterAll(async () => {
+  await Promise.allSettled(workers.map((w) => w.stop(500)));
+  await Promise.allSettled(conns.map((c) => c.close()));
+});
+
+async function run(manifests: boolean) {
+  const cluster = uniqueName('mf').replace(/[^A-Za-z0-9_-]/g, '');
+  const s = subjects(cluster);
+  const jsm = await nats.nc.jetstreamManager();
+  await jsm.streams.add({ name: s.feedbackStream, subjects: [s.feedbackAll] });
+  const harness = new ShardHarness(nats.nc, cluster, spec, 2);
+  harness.startAll();
+  const denseShard = shardOfDense(spec.tables[denseTable]!.name, 2);
+  const other = 1 - denseShard;
+
+  const options = (id: string, batch: number): WorkerOptionsInput => ({
+    cluster,
+    id,
+    model: modelConfig,
+    shards: 2,
+    partitions: PARTITIONS,
+    batch: { size: batch, maxWaitMs: 30 },
+    maxInFlightBatches: 16,
+    compute: { threads: 1 },
+    retry: { attempts: 1000, baseMs: 10, maxMs: 100 },
+    lease: { heartbeatMs: 150, ttlMs: 1000 },
+    consumer: { nakDelayMs: 50 },
+    manifest: { enabled: manifests },
+  });
+  const start = async (o: WorkerOptionsInput) => {
+    const nc = await nats.connect('manifest-test');
+    conns.push(nc);
+    const w = new Worker(o, {
+      nc,
+      log: process.env.FRESHET_TEST_LOG ? (l, m, f) => console.error(l, m, JSON.stringify(f)) : undefined,
+    });
+    workers.push(w);
+    await w.start();
+    return { w, nc };
+  };
+
+  const a = await start(options('wa', PER_PARTITION));
+  // The other shard answers pulls but not pushes: batches are computed, the dense shard accepts
+  // them, and the push to the other shard retries.
+  await harness.stop(other);
+  const core = harness.cores[other]!;
+  const pullOnly = frameEndpoint(nats.nc, s.pull(other), (d) => encodePullReply(core.pull(decodePull(d))));
+  const js = nats.nc.jetstream();
+  const total = PARTITIONS * PER_PARTITION;
+  const acks: Promise<unknown>[] = [];
+  for (let k = 0; k < total; k++) {
+    const user = `u${k}`;
+    const ev = encodeEvent({
+      v: 1,
+      kind: 'example',
+      id: `e${k}`,
+      ts: Date.now(),
+      user,
+      label: k % 3 === 0 ? 1 : 0,
+      features: { user, item: `i${k % 5}` },
+    });
+    acks.push(js.publish(s.feedback(k % PARTITIONS), ev));
+  }
+  await Promise.all(acks);
+  // Every event is in a batch the dense shard has applied; the other shard is down, so none acked.
+  await waitFor(() => harness.denseExamples[denseShard] === total && a.w.counters.retries > 0, {
+    message: () => `dense shard applied ${harness.denseExamples[denseShard]} of ${total}`,
+  });
+  expect(a.w.counters.acked).toBe(0);
+  if (manifests) expect(a.w.counters.manifestPuts).toBeGreaterThanOrEqual(PARTITIONS);
+  // "kill -9": the connection goes, so no ack, no lease renewal, no manifest delete
+  await a.nc.close();
+  await pullOnly.drain();
+  harness.start(other);
+
+  const b = await start(options('wb', 5));
+  await waitFor(() => b.w.partitions.length === PARTITIONS, { message: 'b leases every partition' });
+  // The dead worker's events would come back after the consumers' ack wait (≥ 15 s as workers
+  // size it); shorten it so they come back in seconds.
+  for (let p = 0; p < PARTITIONS; p++) {
+    const durable = `freshet-worker-p${p}`;
+    const info = await jsm.consumers.info(s.feedbackStream, durable);
+    await jsm.consumers.update(s.feedbackStream, durable, { ...info.config, ack_wait: nanos(2000) });
+  }
+  await waitFor(
+    async () => {
+      let pending = 0;
+      for (let p = 0; p < PARTITIONS; p++) {
+        const i = await jsm.consumers.info(s.feedbackStream, `freshet-worker-p${p}`);
+        pending += i.num_ack_pending + i.num_pending;
+      }
+      return pending === 0;
+    },
+    { timeoutMs: 30_000, message: () => `every event acked: ${JSON.stringify(b.w.counters)}` },
+  );
+  return { harness, denseShard, total, b: b.w };
+}
+
+describe('batch manifests', () => {
+  it('a worker killed between a shard accept and the acks: its successor applies nothing twice', async () => {
+    const { harness, denseShard, total, b } = await run(true);
+    // each example applied exactly once: the dense shard answered the re-pushes as duplicates
+    expect(harness.denseExamples[denseShard]).toBe(total);
+    expect(harness.duplicates[denseShard]).toBeGreaterThanOrEqual(PARTITIONS);
+    expect(b.counters.recoveredBatches).toBeGreaterThanOrEqual(PARTITIONS);
+    expect(b.counters.recoveredExamples).toBe(total);
+    expect(b.counters.recoveredAcks).toBe(total);
+    // the other shard applied each recovered batch once as well
+    expect(harness.applied[1 - denseShard]).toBe(b.counters.recoveredBatches);
+  });
+
+  it('control: without manifests the same crash applies the examples twice', async () => {
+    const { harness, denseShard, total } = await run(false);
+    expect(harness.denseExamples[denseShard]).toBe(2 * total);
+  });
+});
