@@ -91,13 +91,18 @@ describe('dashboard on a learning cluster', () => {
     await page.goto(dashboard.url);
     const num = async (sel: string, attr = 'data-last') =>
       Number((await page.locator(sel).getAttribute(attr)) ?? NaN);
+    // Progressive AUC is undefined (or degenerate) until both classes have been scored: wait for a
+    // proper value rather than reading the first one.
     await waitFor(
-      async () => (await num('#chart-examples')) > 0 && Number.isFinite(await num('#chart-auc')),
+      async () => {
+        const auc = await num('#chart-auc');
+        return (await num('#chart-examples')) > 0 && auc > 0 && auc < 1 && (await num('#chart-logloss')) > 0;
+      },
       {
         timeoutMs: 45_000,
         intervalMs: 200,
         message: () =>
-          `examples/s > 0 and an AUC; state: ${JSON.stringify(dashboard.state().history.slice(-2))}`,
+          `examples/s > 0, AUC in (0,1), logloss > 0; state: ${JSON.stringify(dashboard.state().history.slice(-2))}`,
       },
     );
     const auc = await num('#chart-auc');
@@ -113,6 +118,11 @@ describe('dashboard on a learning cluster', () => {
       message: 'examples/s and shard-0 version move',
     });
     expect(await page.locator('#shards tbody tr').count()).toBe(2);
+    // Freshness buckets come from the serving node itself (its /metrics), not from samples.
+    await waitFor(async () => (await num('#hist-freshness', 'data-total')) > 0, {
+      message: 'freshness histogram',
+    });
+    expect(await page.locator('#src-fresh').textContent()).toBe('(serving nodes)');
     expect(await page.locator('#error').textContent()).toBe('');
   });
 });

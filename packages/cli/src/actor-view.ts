@@ -50,6 +50,8 @@ export interface ServingView {
   freshnessP99Ms: number | null;
   freshnessHistogram: HistogramView | null;
   requestsPerSec: number | null;
+  /** Its HTTP base URL when it serves HTTP (the dashboard reads its freshness buckets there). */
+  http: string | null;
 }
 
 /** `freshet status --json`: one entry per live actor. */
@@ -155,6 +157,7 @@ export function servingView(a: ActorStatus): ServingView {
     freshnessP99Ms: n(s, 'freshness.p99Ms', 'freshness.p99', 'freshnessP99Ms'),
     freshnessHistogram: histogram(pick(s, 'freshness.histogram', 'freshnessHistogram')),
     requestsPerSec: n(s, 'requestsPerSec', 'rates.requests', 'qps'),
+    http: str(s, 'http') ?? null,
   };
 }
 

@@ -89,3 +89,26 @@ describe('dashboard in headless Chromium', () => {
     expect(await (await fetch(`${url}metrics`)).text()).toContain('freshet_worker_progressive_auc');
   });
 });
+
+describe('freshness buckets from Prometheus text', () => {
+  it('re-buckets cumulative le buckets without over-counting, summing label sets (same edges)', async () => {
+    const { promHistogram } = await import('../src/dashboard/server.js');
+    const text = [
+      '# TYPE freshet_serving_freshness_milliseconds histogram',
+      'freshet_serving_freshness_milliseconds_bucket{node="a",le="8"} 2',
+      'freshet_serving_freshness_milliseconds_bucket{node="a",le="64"} 5',
+      'freshet_serving_freshness_milliseconds_bucket{node="a",le="512"} 9',
+      'freshet_serving_freshness_milliseconds_bucket{node="a",le="+Inf"} 10',
+      'freshet_serving_freshness_milliseconds_bucket{node="b",le="8"} 1',
+      'freshet_serving_freshness_milliseconds_bucket{node="b",le="64"} 1',
+      'freshet_serving_freshness_milliseconds_bucket{node="b",le="512"} 1',
+      'freshet_serving_freshness_milliseconds_bucket{node="b",le="+Inf"} 1',
+      'freshet_serving_freshness_milliseconds_sum{node="a"} 900',
+    ].join('\n');
+    expect(promHistogram(text, 'freshet_serving_freshness_milliseconds', [10, 100, 1000])).toEqual({
+      bounds: [10, 100, 1000],
+      counts: [3, 3, 4, 1],
+    });
+    expect(promHistogram('nothing here', 'freshet_serving_freshness_milliseconds', [10])).toBeNull();
+  });
+});

@@ -74,6 +74,42 @@ function sumHistograms(hs: HistogramView[]): HistogramView | null {
   return { bounds: first.bounds, counts };
 }
 
+/**
+ * Cumulative `<name>_bucket{le=...}` lines of a Prometheus histogram (all label sets summed),
+ * re-bucketed onto `bounds`: the count at a bound is the cumulative count at the largest `le` not
+ * above it, so coarser display buckets never over-count.
+ */
+export function promHistogram(text: string, name: string, bounds: number[]): HistogramView | null {
+  const cum = new Map<number, number>();
+  const re = new RegExp(`^${name}_bucket\\{[^}]*le="([^"]+)"[^}]*\\} (\\S+)$`, 'gm');
+  for (const m of text.matchAll(re)) {
+    const le = m[1] === '+Inf' ? Infinity : Number(m[1]);
+    const v = Number(m[2]);
+    if (Number.isFinite(v) && !Number.isNaN(le)) cum.set(le, (cum.get(le) ?? 0) + v);
+  }
+  if (!cum.size) return null;
+  const les = [...cum.keys()].sort((a, b) => a - b);
+  const at = (b: number) => {
+    let c = 0;
+    for (const le of les) if (le <= b) c = cum.get(le) ?? c;
+    return c;
+  };
+  const total = cum.get(Infinity) ?? at(Number.MAX_VALUE);
+  const cumAt = bounds.map(at);
+  const counts = cumAt.map((c, i) => c - (i ? cumAt[i - 1]! : 0));
+  counts.push(total - (cumAt[cumAt.length - 1] ?? 0));
+  return { bounds, counts };
+}
+
+async function fetchText(url: string, timeoutMs: number): Promise<string | null> {
+  try {
+    const r = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    return r.ok ? await r.text() : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Aggregates a cluster view into one time-series point. */
 export function pointOf(v: ClusterView): DashboardPoint {
   let w = 0;
@@ -120,11 +156,22 @@ export async function startDashboard(nc: NatsConnection, opts: DashboardOptions 
   const history: DashboardPoint[] = [];
   let view: ClusterView | null = null;
   let error: string | null = null;
+  // Serving nodes' cumulative freshness buckets, from their own /metrics when reachable.
+  let servingFreshness: HistogramView | null = null;
 
   const poll = async () => {
     try {
       view = await metrics.refresh();
       history.push(pointOf(view));
+      const texts = await Promise.all(
+        view.serving.flatMap((x) => (x.http ? [fetchText(`${x.http}/metrics`, 500)] : [])),
+      );
+      servingFreshness = sumHistograms(
+        texts.flatMap((t) => {
+          const h = t ? promHistogram(t, 'freshet_serving_freshness_milliseconds', freshnessBounds) : null;
+          return h ? [h] : [];
+        }),
+      );
       if (history.length > historySize) history.shift();
       error = null;
     } catch (e) {
@@ -141,9 +188,10 @@ export async function startDashboard(nc: NatsConnection, opts: DashboardOptions 
 
   const state = (): DashboardState => {
     const v = view;
-    const fromServing = sumHistograms(
-      (v?.serving ?? []).flatMap((s) => (s.freshnessHistogram ? [s.freshnessHistogram] : [])),
-    );
+    const fromServing =
+      sumHistograms(
+        (v?.serving ?? []).flatMap((s) => (s.freshnessHistogram ? [s.freshnessHistogram] : [])),
+      ) ?? servingFreshness;
     const fromShards = sumHistograms(
       (v?.shards ?? []).flatMap((s) => (s.stalenessHistogram ? [s.stalenessHistogram] : [])),
     );
