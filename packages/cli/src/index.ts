@@ -40,6 +40,7 @@ export {
 } from './actor-view.js';
 export {
   createActorMetrics,
+  serveActorMetrics,
   createClusterMetrics,
   serveMetrics,
   type ClusterMetrics,

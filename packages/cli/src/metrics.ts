@@ -238,3 +238,22 @@ export async function serveMetrics(
     close: () => new Promise<void>((r) => server.close(() => r())),
   };
 }
+
+/**
+ * One call for a role entry point: Prometheus metrics of this process (its status read on every
+ * scrape, plus Node process metrics) served on `host:port` (loopback by default).
+ */
+export async function serveActorMetrics(opts: {
+  cluster: string;
+  role: RoleName;
+  id: string;
+  status: () => Record<string, unknown>;
+  host?: string;
+  port?: number;
+}): Promise<MetricsServer> {
+  const { host, port, ...actor } = opts;
+  return serveMetrics(createActorMetrics(actor), {
+    ...(host ? { host } : {}),
+    ...(port !== undefined ? { port } : {}),
+  });
+}

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { uniqueName, waitFor } from '@freshet/testkit';
 import { defaultClusterConfig } from '../src/cluster-config.js';
 import { cliMainPath, startLocalCluster, type LocalCluster } from '../src/local-cluster.js';
-import { createActorMetrics, createClusterMetrics, serveMetrics } from '../src/metrics.js';
+import { createActorMetrics, createClusterMetrics, serveActorMetrics, serveMetrics } from '../src/metrics.js';
 import type { ClusterView } from '../src/actor-view.js';
 
 const run = promisify(execFile);
