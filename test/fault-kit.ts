@@ -1,0 +1,258 @@
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { ensureStream } from '@freshet/client';
+import { createModel, type ModelConfigInput } from '@freshet/model';
+import {
+  decodePush,
+  decodePushReply,
+  encodeEvent,
+  shardOfDense,
+  shardStatusSubject,
+  subjects,
+  type ShardStatus,
+} from '@freshet/protocol';
+import { spawnChild, waitFor, type ChildHandle, type NatsFixture } from '@freshet/testkit';
+
+type NatsConnection = NatsFixture['nc'];
+
+/** Shared pieces of the fault tests: role processes, a push ledger on the bus, a countable load. */
+
+export const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * A logistic-regression model with plain SGD: every batch's push to the shard that owns the
+ * dense `lin` table carries the batch's example count, so the examples applied are countable.
+ */
+export const faultModel: ModelConfigInput = {
+  name: 'faults',
+  kind: 'lr',
+  features: {
+    fields: [
+      { kind: 'categorical', name: 'user' },
+      { kind: 'categorical', name: 'item' },
+    ],
+  },
+  optimizer: { kind: 'sgd', lr: 0.05 },
+};
+export const faultSpec = createModel(faultModel).spec;
+const denseTable = faultSpec.tables.findIndex((t) => t.kind === 'dense');
+
+/** The shard that owns the dense table (and so sees every batch's example count). */
+export function denseShard(shards: number): number {
+  return shardOfDense(faultSpec.tables[denseTable]!.name, shards);
+}
+
+export type Role = 'shard' | 'worker' | 'serving';
+
+/** A role process: `node packages/<role>/dist/bin.js --options-json ...`, killed after the file. */
+export interface RoleProcess {
+  handle: ChildHandle;
+  options: Record<string, unknown>;
+  /** The parsed ready line. */
+  ready: Record<string, unknown>;
+}
+
+export async function startRole(role: Role, options: Record<string, unknown>): Promise<RoleProcess> {
+  const bin = join(repoRoot, 'packages', role, 'dist', 'bin.js');
+  const handle = spawnChild(process.execPath, [bin, '--options-json', JSON.stringify(options)], {
+    cwd: repoRoot,
+  });
+  const ready = await waitFor(
+    () => {
+      if (handle.child.exitCode !== null) throw new Error(`${role} exited: ${handle.output().slice(-2000)}`);
+      const line = handle
+        .output()
+        .split('\n')
+        .find((l) => l.startsWith('{') && l.includes('ready'));
+      return line ? (JSON.parse(line) as Record<string, unknown>) : null;
+    },
+    { timeoutMs: 30_000, message: () => `${role} ready: ${handle.output().slice(-2000)}` },
+  );
+  return { handle, options, ready };
+}
+
+/** kill -9, then wait for the exit. */
+export async function kill9(p: RoleProcess): Promise<void> {
+  p.handle.child.kill('SIGKILL');
+  await p.handle.exited;
+}
+
+/** Creates the feedback stream and publishes the model spec where shards look for it. */
+export async function prepareCluster(
+  nc: NatsConnection,
+  cluster: string,
+  partitions: number,
+  replicas = 1,
+): Promise<void> {
+  await ensureStream(nc, { cluster, partitions, replicas });
+}
+
+/**
+ * Watches every push request and its reply on the bus. A push id counts once however many
+ * times it was sent or answered (`duplicate` replies included): the sum of the dense counts of
+ * distinct accepted ids is the number of examples the shards applied. An example applied under
+ * two ids (re-batched after a crash) or never accepted shows as a difference from what was published.
+ */
+export class PushLedger {
+  private readonly sent = new Map<string, { shard: number; id: string; dense: number }>();
+  private readonly replies = new Map<string, boolean>();
+  /** `${shard}|${id}` → dense example count, for ids a shard accepted. */
+  readonly accepted = new Map<string, number>();
+  requests = 0;
+
+  private constructor(private readonly nc: NatsConnection) {}
+
+  static start(nc: NatsConnection, cluster: string): PushLedger {
+    const l = new PushLedger(nc);
+    const s = subjects(cluster);
+    nc.subscribe(`${s.prefix}.ps.*.push`, {
+      callback: (err: unknown, m: { subject: string; data: Uint8Array; reply?: string }) => {
+        if (err || !m.reply) return;
+        const shard = Number(m.subject.split('.').at(-2));
+        const req = decodePush(m.data);
+        let dense = 0;
+        for (const t of req.tables) if (t.t === denseTable) dense += t.counts[0] ?? 0;
+        l.requests++;
+        l.sent.set(m.reply, { shard, id: req.id, dense });
+        l.match(m.reply);
+      },
+    });
+    nc.subscribe('_INBOX.>', {
+      callback: (err: unknown, m: { subject: string; data: Uint8Array; reply?: string }) => {
+        if (err) return;
+        let ok = false;
+        try {
+          decodePushReply(m.data);
+          ok = true;
+        } catch {
+          // an error reply (or not a push reply at all)
+        }
+        l.replies.set(m.subject, ok);
+        l.match(m.subject);
+      },
+    });
+    return l;
+  }
+
+  private match(reply: string): void {
+    const req = this.sent.get(reply);
+    const ok = this.replies.get(reply);
+    if (!req || ok === undefined) return;
+    this.sent.delete(reply);
+    this.replies.delete(reply);
+    if (ok) this.accepted.set(`${req.shard}|${req.id}`, req.dense);
+  }
+
+  /** Examples applied through the dense table: each distinct accepted push id once. */
+  examples(): number {
+    let n = 0;
+    for (const v of this.accepted.values()) n += v;
+    return n;
+  }
+
+  /** Distinct push ids a shard accepted. */
+  acceptedBy(shard: number): number {
+    let n = 0;
+    for (const k of this.accepted.keys()) if (k.startsWith(`${shard}|`)) n++;
+    return n;
+  }
+}
+
+/**
+ * Publishes `n` pre-labelled events, user `u<k>` (so every user's rows are touched by few
+ * events), with JetStream message ids; acks awaited in windows of 256.
+ */
+export async function publishExamples(
+  nc: NatsConnection,
+  cluster: string,
+  from: number,
+  n: number,
+  partitions: number,
+) {
+  const s = subjects(cluster);
+  const js = nc.jetstream();
+  let acks: Promise<unknown>[] = [];
+  for (let k = from; k < from + n; k++) {
+    const user = `u${k}`;
+    const ev = encodeEvent({
+      v: 1,
+      kind: 'example',
+      id: `e${k}`,
+      ts: Date.now(),
+      user,
+      label: k % 4 === 0 ? 1 : 0,
+      features: { user, item: `i${k % 50}` },
+    });
+    acks.push(js.publish(s.feedback(k % partitions), ev, { msgID: `e${k}` }));
+    if (acks.length >= 256) {
+      await Promise.all(acks);
+      acks = [];
+    }
+  }
+  await Promise.all(acks);
+}
+
+/** Unacked plus undelivered events over every partition's durable consumer. */
+export async function outstanding(nc: NatsConnection, cluster: string, partitions: number): Promise<number> {
+  const s = subjects(cluster);
+  const jsm = await nc.jetstreamManager();
+  let n = 0;
+  for (let p = 0; p < partitions; p++) {
+    const i = await jsm.consumers.info(s.feedbackStream, `freshet-worker-p${p}`);
+    n += i.num_ack_pending + i.num_pending;
+  }
+  return n;
+}
+
+/** A shard's status over request-reply. */
+export async function shardStatus(nc: NatsConnection, cluster: string, shard: number): Promise<ShardStatus> {
+  const r = await nc.request(shardStatusSubject(cluster, shard), new Uint8Array(), { timeout: 3000 });
+  return JSON.parse(new TextDecoder().decode(r.data)) as ShardStatus;
+}
+
+/** A worker's status over its status endpoint. */
+export async function workerStatus(
+  nc: NatsConnection,
+  cluster: string,
+  id: string,
+): Promise<Record<string, unknown>> {
+  const s = subjects(cluster);
+  const r = await nc.request(`${s.prefix}.worker.${id}.status`, new Uint8Array(), { timeout: 3000 });
+  return JSON.parse(new TextDecoder().decode(r.data)) as Record<string, unknown>;
+}
+
+/** Options of a shard process of the fault cluster. */
+export function shardOptions(
+  cluster: string,
+  shard: number,
+  shards: number,
+  servers: string | string[],
+  dataDir: string,
+) {
+  return { cluster, shard, shards, nats: { servers }, model: faultSpec, dataDir };
+}
+
+/** Options of a worker process of the fault cluster (short leases so takeovers are quick). */
+export function workerOptions(
+  cluster: string,
+  id: string,
+  shards: number,
+  partitions: number,
+  servers: string | string[],
+  extra: Record<string, unknown> = {},
+) {
+  return {
+    cluster,
+    id,
+    nats: { servers },
+    model: faultModel,
+    shards,
+    partitions,
+    batch: { size: 64, maxWaitMs: 20 },
+    compute: { threads: 1 },
+    retry: { attempts: 1000, baseMs: 20, maxMs: 250 },
+    lease: { heartbeatMs: 200, ttlMs: 1500 },
+    consumer: { nakDelayMs: 100 },
+    ...extra,
+  };
+}
