@@ -120,5 +120,19 @@ describe('metrics', () => {
     expect(await reg.metrics()).toContain(
       'freshet_worker_examples_total{cluster="c1",role="worker",id="w-1"} 20',
     );
+    const srv = await serveActorMetrics({
+      cluster: 'c1',
+      role: 'shard',
+      id: 'shard-3',
+      status: () => ({ rows: 42 }),
+    });
+    try {
+      expect(srv.url).toMatch(/^http:\/\/127\.0\.0\.1:/);
+      expect(await (await fetch(srv.url)).text()).toContain(
+        'freshet_shard_rows{cluster="c1",role="shard",id="shard-3"} 42',
+      );
+    } finally {
+      await srv.close();
+    }
   });
 });
