@@ -204,6 +204,20 @@ export async function outstanding(nc: NatsConnection, cluster: string, partition
   return n;
 }
 
+/**
+ * Workers size the consumers' ack wait for their joiners (≥ 15 s): a dead worker's events come
+ * back only after it. Fault tests shorten it on the shared consumers (after the workers made them).
+ */
+export async function shortenAckWait(nc: NatsConnection, cluster: string, partitions: number, ms: number) {
+  const s = subjects(cluster);
+  const jsm = await nc.jetstreamManager();
+  for (let p = 0; p < partitions; p++) {
+    const durable = `freshet-worker-p${p}`;
+    const info = await jsm.consumers.info(s.feedbackStream, durable);
+    await jsm.consumers.update(s.feedbackStream, durable, { ...info.config, ack_wait: ms * 1_000_000 });
+  }
+}
+
 /** A shard's status over request-reply. */
 export async function shardStatus(nc: NatsConnection, cluster: string, shard: number): Promise<ShardStatus> {
   const r = await nc.request(shardStatusSubject(cluster, shard), new Uint8Array(), { timeout: 3000 });
