@@ -56,7 +56,11 @@ function containers(): Found[] {
   const out: Found[] = [];
   for (const file of yamlFiles(k8s)) {
     for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {
-      const d = doc.toJS() as { kind?: string; metadata?: { name?: string }; spec?: { template?: { spec?: { containers?: Container[] } } } } | null;
+      const d = doc.toJS() as {
+        kind?: string;
+        metadata?: { name?: string };
+        spec?: { template?: { spec?: { containers?: Container[] } } };
+      } | null;
       const cs = d?.spec?.template?.spec?.containers;
       for (const c of cs ?? []) {
         out.push({
