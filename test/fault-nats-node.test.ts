@@ -1,0 +1,92 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { connectNats } from '@freshet/nats';
+import { uniqueName, useNatsCluster, waitFor } from '@freshet/testkit';
+import {
+  outstanding,
+  prepareCluster,
+  publishExamples,
+  PushLedger,
+  shardOptions,
+  startRole,
+  workerOptions,
+} from './fault-kit.js';
+
+/**
+ * Load: a 3-node NATS cluster with the feedback stream replicated 3 ways, 2 shard processes,
+ * 2 worker processes (every process knows all three URLs), 4 partitions, 1,800 pre-labelled
+ * events in 3 waves of 600; NATS node 2 is stopped after the first wave, the second wave is
+ * published and trained without it, then it is restarted and the third wave follows.
+ * Counted: examples applied (Σ of dense counts over distinct accepted push ids, tapped on a
+ * node that stays up) = 1,800 exactly, and every event acked.
+ */
+describe('fault: one of three NATS servers stopped and restarted under load', () => {
+  const nats = useNatsCluster(3);
+  const dirs: string[] = [];
+  afterAll(async () => {
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  it('loses nothing and keeps learning', async () => {
+    const cluster = uniqueName('fnats').replace(/[^A-Za-z0-9_-]/g, '');
+    const SHARDS = 2;
+    const PARTS = 4;
+    const WAVE = 600;
+    const urls = nats.cluster.urls;
+    const dir = await mkdtemp(join(tmpdir(), 'freshet-fault-nats-'));
+    dirs.push(dir);
+    // admin and tap on node 0, which stays up; roles on all three URLs
+    const nc = await connectNats({ servers: urls[0]! }, 'fault-admin');
+    const tap = await connectNats({ servers: urls[0]! }, 'fault-ledger');
+    try {
+      await waitFor(
+        async () => {
+          try {
+            await prepareCluster(nc, cluster, PARTS, 3);
+            return true;
+          } catch {
+            return false; // JetStream meta leader not elected yet
+          }
+        },
+        { timeoutMs: 30_000, message: 'replicated stream created' },
+      );
+      const ledger = PushLedger.start(tap, cluster);
+      await tap.flush();
+      await Promise.all(
+        [0, 1].map((i) =>
+          startRole('shard', shardOptions(cluster, i, SHARDS, urls, join(dir, `shard-${i}`))),
+        ),
+      );
+      await Promise.all(
+        ['wa', 'wb'].map((id) => startRole('worker', workerOptions(cluster, id, SHARDS, PARTS, urls))),
+      );
+
+      await publishExamples(nc, cluster, 0, WAVE, PARTS);
+      await waitFor(() => ledger.examples() > 0, { message: 'learning started' });
+      const victim = nats.cluster.servers[2]!;
+      // SIGTERM without the handle's cleanup: its store and config stay for the restart
+      victim.kill('SIGTERM');
+      await waitFor(() => !victim.running, { message: 'nats node 2 down' });
+      await publishExamples(nc, cluster, WAVE, WAVE, PARTS);
+      await waitFor(() => ledger.examples() >= 2 * WAVE, {
+        timeoutMs: 45_000,
+        message: () => `learning continues with a node down: ${ledger.examples()} applied`,
+      });
+      await victim.restart();
+      await publishExamples(nc, cluster, 2 * WAVE, WAVE, PARTS);
+
+      const total = 3 * WAVE;
+      await waitFor(async () => (await outstanding(nc, cluster, PARTS)) === 0, {
+        timeoutMs: 60_000,
+        message: 'every event acked',
+      });
+      await tap.flush();
+      expect(ledger.examples()).toBe(total);
+    } finally {
+      await tap.close();
+      await nc.close();
+    }
+  });
+});
