@@ -203,14 +203,30 @@ async function runPhase(
   const samples: PhaseResult['samples'] = [];
   let last = before;
   let nextLog = 0;
+  let lastChange = 0;
+  const stallMs = 40_000;
   for (;;) {
     if (publishError) throw publishError;
     if (deps.signal?.aborted) throw new FreshetError('SHUTTING_DOWN', 'bench aborted');
-    const { totals } = await workerTotals(lc);
-    last = totals;
+    const { totals, actors } = await workerTotals(lc);
+    // A status reply that missed the collection window would read as examples going backwards.
+    if (actors.length < o.workers) {
+      await sleep(30);
+      continue;
+    }
     const t = performance.now() - t0;
     samples.push({ t, examples: totals.examples - before.examples });
+    if (totals.handled !== last.handled || lastChange === 0) lastChange = performance.now();
+    last = totals;
     if (publishMs > 0 && totals.handled - before.handled >= p.events) break;
+    // Everything published and nothing learned for a while: report the stall instead of waiting out the deadline.
+    if (publishMs > 0 && performance.now() - lastChange > stallMs) {
+      throw new FreshetError(
+        'TIMEOUT',
+        `${p.tag}: workers stalled at ${totals.handled - before.handled}/${p.events} events learned ` +
+          `(all ${published} published and acked by JetStream; no progress for ${stallMs / 1000} s)`,
+      );
+    }
     if (performance.now() > p.deadline) {
       throw new FreshetError(
         'TIMEOUT',
@@ -513,6 +529,13 @@ export async function runClusterBench(
       tap: tap1 ?? null,
       missing_timings: missingTimings,
     });
+    // Stage times the workers report themselves (p50/p90/ewma ms per batch), when they do.
+    const wt = workers.map((a) => a.status.timing).filter((x) => x !== undefined);
+    if (wt.length > 0)
+      (result.per_batch as Record<string, unknown>).worker_reported = wt.length === 1 ? wt[0] : wt;
+    result.missing_timings = missingTimings.filter(
+      (m) => !(wt.length > 0 && m.startsWith('@freshet/worker')),
+    );
     progress(
       `throughput: ${String(result.examples_per_s)} examples/s, AUC ${String(result.progressive_auc)}, ` +
         `${p1.batches} batches`,
@@ -524,18 +547,24 @@ export async function runClusterBench(
     if (o.serving > 0 && o.rate === undefined && freshRate > 0) {
       // The serving window must hold only this phase: wait out two windows of quiet first.
       await sleep(2 * statsWindowMs + 200);
-      const p2 = await runPhase(
-        cl,
-        o,
-        { passes: 1, rate: freshRate, events: perPass, tag: 'freshness', deadline },
-        deps,
-      );
+      let p2: PhaseResult | undefined;
+      try {
+        p2 = await runPhase(
+          cl,
+          o,
+          { passes: 1, rate: freshRate, events: perPass, tag: 'freshness', deadline },
+          deps,
+        );
+      } catch (e) {
+        // The throughput figures stand; say why freshness is missing.
+        result.freshness_error = (e as Error).message;
+      }
       const f = await servingFreshness(cl);
       result.freshness_p50_ms = f.p50;
       result.freshness_p99_ms = f.p99;
       result.freshness_samples = f.count;
       result.freshness_load_events_per_s = Math.round(freshRate);
-      result.freshness_phase_examples_per_s = Math.round(p2.events / (p2.ms / 1000));
+      result.freshness_phase_examples_per_s = p2 ? Math.round(p2.events / (p2.ms / 1000)) : null;
     } else if (o.serving > 0) {
       result.freshness_p50_ms = fresh1.p50;
       result.freshness_p99_ms = fresh1.p99;

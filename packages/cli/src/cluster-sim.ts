@@ -1,0 +1,482 @@
+import type { MeasuredCosts } from './cost-probe.js';
+
+/**
+ * A discrete-event simulation of a Freshet cluster, fed by costs measured on this machine
+ * (cost-probe.ts). It follows every batch through the loop — worker encode, one pull per shard
+ * touched (through a NATS server, queueing at the shard), gradient compute on a thread pool, one
+ * push per shard, acks — and every shard's delta tick through NATS to a serving replica, which
+ * applies it; freshness is event time → applied at the replica. Every process, thread and NATS
+ * server is a FIFO resource (a lane busy until some time), so queueing, fork-join waits (a batch
+ * waits for its slowest shard) and hot spots (the shard holding the dense tensor) come out of the
+ * run rather than out of a formula. Serving replicas are identical (each applies every delta), so
+ * one representative replica is simulated and the NATS fan-out to all of them is charged.
+ */
+
+/** A cluster layout to simulate. */
+export interface SimLayout {
+  /** Machines per role; a worker machine runs 1 worker (1 main thread + cores−1 compute threads),
+   *  a shard machine `cores` single-threaded shard processes, a NATS machine one multi-core server. */
+  workerMachines: number;
+  shardMachines: number;
+  servingMachines: number;
+  natsMachines: number;
+  coresPerMachine: number;
+}
+
+/** Knobs of the simulated system (defaults: the roles' defaults). */
+export interface SimKnobs {
+  batch: number;
+  /** Batches per worker between pull and ack at once. */
+  inFlightBatches: number;
+  deltaIntervalMs: number;
+  /** A partial batch is trained after this long. */
+  maxWaitMs: number;
+  /** One-way network latency per hop (µs). */
+  netUs: number;
+  /** Average row width of the sparse tables (Criteo wide&deep: dim 16 and dim 1 tables). */
+  avgDim: number;
+  /** Shards the dense tensors are spread over (today 1: `shardOfDense` puts a tensor on one shard). */
+  denseShards: number;
+  /** Single-threaded shard processes per shard machine (today: one per core). */
+  shardProcsPerMachine?: number;
+}
+
+export const defaultKnobs: SimKnobs = {
+  batch: 256,
+  inFlightBatches: 2,
+  deltaIntervalMs: 5,
+  maxWaitMs: 50,
+  netUs: 50,
+  avgDim: 8.5,
+  denseShards: 1,
+};
+
+/** What one simulation run measured. */
+export interface SimResult {
+  offered: number;
+  /** Examples/s acked after warm-up. */
+  throughput: number;
+  stable: boolean;
+  freshnessP50Ms: number | null;
+  freshnessP99Ms: number | null;
+  /** Busiest lane's utilisation per role, and the busiest resource overall. */
+  utilisation: Record<string, number>;
+  bottleneck: string;
+  natsMsgsPerS: number;
+  natsBytesPerS: number;
+  /** Messages and bytes delivered to EACH serving replica per second. */
+  servingBytesPerS: number;
+  shardsTouchedPerBatch: number;
+  /** Pull → compute → push → acked, per batch (ms). */
+  batchP50Ms: number | null;
+}
+
+class Resource {
+  readonly lanes: Float64Array;
+  busy = 0;
+  constructor(
+    readonly name: string,
+    lanes: number,
+    /** A multi-threaded server (nats-server) as one lane `speed` times as fast: cheaper to simulate. */
+    readonly speed = 1,
+    /**
+     * No queue, only accounting: for a server far from saturation whose messages are booked out of
+     * time order by inline fan-outs (a FIFO lane would make an early message wait behind a reply
+     * booked for later). Saturation still shows as utilisation > 1, which makes the run unstable.
+     */
+    readonly fluid = false,
+  ) {
+    this.lanes = new Float64Array(Math.max(1, lanes));
+  }
+  /** Serves a job arriving at `t` needing `us` of one lane; returns its finish time. */
+  run(t: number, cost: number): number {
+    const us = cost / this.speed;
+    if (this.fluid) {
+      this.busy += us;
+      return t + us;
+    }
+    let best = 0;
+    for (let i = 1; i < this.lanes.length; i++) if (this.lanes[i]! < this.lanes[best]!) best = i;
+    const start = Math.max(t, this.lanes[best]!);
+    const end = start + us;
+    this.lanes[best] = end;
+    this.busy += us;
+    return end;
+  }
+  backlog(now: number): number {
+    let m = 0;
+    for (const l of this.lanes) m = Math.max(m, l - now);
+    return m;
+  }
+  utilisation(span: number): number {
+    return this.busy / (span * this.lanes.length);
+  }
+}
+
+/** A binary min-heap of timed events. */
+class Heap<T> {
+  private readonly ts: number[] = [];
+  private readonly vs: T[] = [];
+  get size(): number {
+    return this.ts.length;
+  }
+  push(t: number, v: T): void {
+    const ts = this.ts;
+    const vs = this.vs;
+    let i = ts.length;
+    ts.push(t);
+    vs.push(v);
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (ts[p]! <= t) break;
+      ts[i] = ts[p]!;
+      vs[i] = vs[p]!;
+      i = p;
+    }
+    ts[i] = t;
+    vs[i] = v;
+  }
+  pop(): [number, T] {
+    const ts = this.ts;
+    const vs = this.vs;
+    const t0 = ts[0]!;
+    const v0 = vs[0]!;
+    const t = ts.pop()!;
+    const v = vs.pop()!;
+    const n = ts.length;
+    if (n > 0) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= n) break;
+        const r = l + 1;
+        const c = r < n && ts[r]! < ts[l]! ? r : l;
+        if (ts[c]! >= t) break;
+        ts[i] = ts[c]!;
+        vs[i] = vs[c]!;
+        i = c;
+      }
+      ts[i] = t;
+      vs[i] = v;
+    }
+    return [t0, v0];
+  }
+}
+
+type Ev =
+  | { k: 'ready'; w: number }
+  | { k: 'pulled'; w: number; b: Batch }
+  | { k: 'computed'; w: number; b: Batch }
+  | { k: 'pushed'; w: number; b: Batch }
+  | { k: 'tick'; s: number };
+
+interface Batch {
+  size: number;
+  /** When it started (µs). */
+  startT: number;
+  /** Time of its oldest event (µs). */
+  eventT: number;
+  shards: number[];
+  rowsPerShard: number;
+}
+
+/** Unique rows in E examples (the data's Heaps'-law fit; linear below one example). */
+export function uniqueRows(costs: MeasuredCosts, examples: number): number {
+  if (examples <= 0) return 0;
+  const d = costs.rows.a * Math.pow(examples, costs.rows.b);
+  return Math.min(d, examples * costs.rows.a);
+}
+
+/** Seeded PRNG so every run of the model gives the same numbers. */
+function prng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 4294967296;
+  };
+}
+
+/**
+ * Simulates `simMs` of the cluster at `offered` examples/s (open loop, spread evenly over the
+ * workers). Stable means: it kept up (≥ 95% of the offered rate acked after warm-up) and no
+ * resource ended with more than 50 ms of queued work.
+ */
+export function simulate(
+  costs: MeasuredCosts,
+  layout: SimLayout,
+  offered: number,
+  knobs: SimKnobs = defaultKnobs,
+  simMs = 1000,
+): SimResult {
+  const c = layout.coresPerMachine;
+  const W = layout.workerMachines;
+  const S = layout.shardMachines * (knobs.shardProcsPerMachine ?? c);
+  const D = Math.max(1, Math.min(S, knobs.denseShards));
+  const K = Math.max(1, layout.natsMachines);
+  const R = Math.max(0, layout.servingMachines);
+  const B = knobs.batch;
+  const rnd = prng(42);
+  const workerMain = Array.from({ length: W }, (_, i) => new Resource(`worker-${i} main`, 1));
+  const workerPool = Array.from(
+    { length: W },
+    (_, i) => new Resource(`worker-${i} compute`, Math.max(1, c - 1)),
+  );
+  const shards = Array.from({ length: S }, (_, i) => new Resource(`shard-${i}`, 1));
+  const nats = Array.from({ length: K }, (_, i) => new Resource(`nats-${i}`, 1, c, true));
+  // Serving applies deltas on one thread per replica (the node's event loop).
+  const serving = new Resource('serving replica', 1);
+  const horizon = simMs * 1000;
+  const warm = horizon * 0.3;
+  const rowBytes = knobs.avgDim * 4 + 8;
+  const denseFloats = costs.denseFloats / D;
+  const denseBytes = denseFloats * 4;
+  const U = uniqueRows(costs, B);
+  const expectedTouched = S * (1 - Math.pow(1 - 1 / S, U));
+  const perWorker = offered / W;
+  // A worker trains a batch when it is full or its oldest event waited maxWaitMs.
+  const batchSize = Math.max(1, Math.min(B, Math.round((perWorker * knobs.maxWaitMs) / 1000)));
+  const fill = (batchSize / perWorker) * 1e6;
+  const Ub = uniqueRows(costs, batchSize);
+  const touched = Math.max(1, Math.round(S * (1 - Math.pow(1 - 1 / S, Ub))));
+  const rowsPerShard = Ub / touched;
+
+  let natsMsgs = 0;
+  let natsBytes = 0;
+  let servingBytes = 0;
+  /** One message from a process on server `from` to one on server `to`. */
+  const bus = (t: number, from: number, to: number, bytes: number): number => {
+    const us = costs.natsMsgUs + (bytes * costs.natsByteNs) / 1000;
+    let end = nats[from]!.run(t + knobs.netUs, us);
+    natsMsgs++;
+    natsBytes += bytes;
+    if (to !== from) end = nats[to]!.run(end + knobs.netUs, us);
+    return end + knobs.netUs;
+  };
+  const nodeIo = (bytes: number) => costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000;
+  const serverOfWorker = (w: number) => w % K;
+  const serverOfShard = (s: number) => (s + W) % K;
+
+  const heap = new Heap<Ev>();
+  const inFlight = new Int32Array(W);
+  const waiting: Batch[][] = Array.from({ length: W }, () => []);
+  // Per shard, since its last delta: rows pushed, oldest event times, dense touched.
+  const pendRows = new Float64Array(S);
+  const pendEvents: number[][] = Array.from({ length: S }, () => []);
+  const pendDense = new Uint8Array(S);
+  let acked = 0;
+  const fresh: number[] = [];
+
+  const nextReady = (w: number, t: number) => heap.push(t + fill, { k: 'ready', w });
+  for (let w = 0; w < W; w++) nextReady(w, rnd() * fill);
+  const tickUs = knobs.deltaIntervalMs * 1000;
+  for (let s = 0; s < S; s++) heap.push(rnd() * tickUs, { k: 'tick', s });
+
+  const pickShards = (): number[] => {
+    // Shards 0..D-1 hold the dense tensors: every batch touches them.
+    const set = new Set<number>(Array.from({ length: D }, (_, i) => i));
+    if (touched >= S) return Array.from({ length: S }, (_, i) => i);
+    while (set.size < Math.max(touched, D)) set.add(Math.floor(rnd() * S));
+    return [...set];
+  };
+  const start = (w: number, b: Batch, t: number) => {
+    inFlight[w]!++;
+    b.startT = t;
+    const main = workerMain[w]!;
+    const sent = main.run(t, b.size * costs.encodeExampleUs + b.shards.length * nodeIo(rowsPerShard * 8));
+    let done = sent;
+    for (const s of b.shards) {
+      const reqBytes = b.rowsPerShard * 8;
+      const arrive = bus(sent, serverOfWorker(w), serverOfShard(s), reqBytes);
+      const repBytes = b.rowsPerShard * rowBytes + (s < D ? denseBytes : 0);
+      const served = shards[s]!.run(
+        arrive,
+        2 * costs.nodeMsgUs +
+          b.rowsPerShard * costs.pullRowUs +
+          ((reqBytes + repBytes) * costs.nodeByteNs) / 1000,
+      );
+      done = Math.max(done, bus(served, serverOfShard(s), serverOfWorker(w), repBytes));
+    }
+    heap.push(done, { k: 'pulled', w, b });
+  };
+
+  let now = 0;
+  let overloaded = false;
+  const batchMs: number[] = [];
+  while (heap.size > 0 && !overloaded) {
+    const [t, ev] = heap.pop();
+    if (t > horizon) break;
+    now = t;
+    switch (ev.k) {
+      case 'ready': {
+        const b: Batch = { size: batchSize, startT: t, eventT: t - fill, shards: pickShards(), rowsPerShard };
+        if (inFlight[ev.w]! < knobs.inFlightBatches) start(ev.w, b, t);
+        else waiting[ev.w]!.push(b);
+        // Far behind the offered rate: no need to simulate the rest of an overload.
+        if (waiting[ev.w]!.length > 64) overloaded = true;
+        nextReady(ev.w, t);
+        break;
+      }
+      case 'pulled': {
+        const b = ev.b;
+        const recv = workerMain[ev.w]!.run(
+          t,
+          b.shards.length * nodeIo(b.rowsPerShard * rowBytes) + (D * denseBytes * costs.nodeByteNs) / 1000,
+        );
+        const computed = workerPool[ev.w]!.run(recv, b.size * costs.computeExampleUs);
+        heap.push(computed, { k: 'computed', w: ev.w, b });
+        break;
+      }
+      case 'computed': {
+        const b = ev.b;
+        const pushBytes = b.rowsPerShard * (rowBytes + 4);
+        const sent = workerMain[ev.w]!.run(
+          t,
+          b.shards.length * nodeIo(pushBytes) + (D * denseBytes * costs.nodeByteNs) / 1000,
+        );
+        let done = sent;
+        for (const s of b.shards) {
+          const bytes = pushBytes + (s < D ? denseBytes : 0);
+          const arrive = bus(sent, serverOfWorker(ev.w), serverOfShard(s), bytes);
+          const rows = b.rowsPerShard + (s < D ? denseFloats / 16 : 0);
+          const applied = shards[s]!.run(
+            arrive,
+            2 * costs.nodeMsgUs + rows * costs.applyRowUs + (bytes * costs.nodeByteNs) / 1000,
+          );
+          pendRows[s]! += b.rowsPerShard;
+          if (s < D) pendDense[s] = 1;
+          const pe = pendEvents[s]!;
+          if (pe.length < 1024) pe.push(b.eventT);
+          done = Math.max(done, bus(applied, serverOfShard(s), serverOfWorker(ev.w), 64));
+        }
+        heap.push(done, { k: 'pushed', w: ev.w, b });
+        break;
+      }
+      case 'pushed': {
+        const w = ev.w;
+        inFlight[w]!--;
+        if (t >= warm) {
+          acked += ev.b.size;
+          batchMs.push((t - ev.b.startT) / 1000);
+        }
+        workerMain[w]!.run(t, ev.b.size * 2); // acks to JetStream
+        const next = waiting[w]!.shift();
+        if (next) start(w, next, t);
+        break;
+      }
+      case 'tick': {
+        const s = ev.s;
+        heap.push(t + tickUs, { k: 'tick', s });
+        if (pendRows[s]! === 0 && !pendDense[s]) break;
+        // Rows changed since the last delta, coalesced: repeated keys within the window are sent once.
+        const examplesInWindow = (offered * tickUs) / 1e6;
+        const rows = Math.min(pendRows[s]!, uniqueRows(costs, examplesInWindow) / S);
+        const denseRows = pendDense[s] ? denseFloats : 0;
+        const bytes = rows * rowBytes + denseRows * 4 + 64;
+        const taken = shards[s]!.run(
+          t,
+          costs.nodeMsgUs +
+            rows * costs.deltaRowUs +
+            (denseRows / 16) * costs.deltaRowUs +
+            (bytes * costs.nodeByteNs) / 1000,
+        );
+        let delivered = bus(taken, serverOfShard(s), 0, bytes);
+        // Fan-out: the server delivers one copy per replica (replicas spread over the servers).
+        for (let k = 0; k < K && R > 0; k++) {
+          const copies = Math.ceil(R / K);
+          nats[k]!.run(taken, copies * (costs.natsMsgUs + (bytes * costs.natsByteNs) / 1000));
+        }
+        natsMsgs += R;
+        natsBytes += R * bytes;
+        servingBytes += bytes;
+        if (R > 0) {
+          // A dense row is one copy of the tensor (~1 ns per float), not per-row upserts.
+          delivered = serving.run(delivered, nodeIo(bytes) + rows * costs.servingRowUs + denseRows * 0.001);
+          if (t >= warm) for (const et of pendEvents[s]!) fresh.push((delivered - et) / 1000);
+        }
+        pendRows[s] = 0;
+        pendDense[s] = 0;
+        pendEvents[s] = [];
+        break;
+      }
+    }
+  }
+  const span = Math.max(1, now);
+  const roles: Record<string, Resource[]> = {
+    worker_main: workerMain,
+    worker_compute: workerPool,
+    shard: shards,
+    nats,
+    serving: R > 0 ? [serving] : [],
+  };
+  const utilisation: Record<string, number> = {};
+  let bottleneck = '';
+  let worst = -1;
+  let maxBacklog = 0;
+  for (const [role, rs] of Object.entries(roles)) {
+    let u = 0;
+    for (const r of rs) {
+      const x = r.utilisation(span);
+      if (x > u) u = x;
+      if (x > worst) {
+        worst = x;
+        bottleneck = r.name;
+      }
+      maxBacklog = Math.max(maxBacklog, r.backlog(now));
+    }
+    utilisation[role] = Math.round(u * 1000) / 1000;
+  }
+  const throughput = overloaded ? 0 : acked / (Math.max(1, span - warm) / 1e6);
+  batchMs.sort((a, b) => a - b);
+  const batchP50Ms = batchMs.length ? Math.round(batchMs[batchMs.length >> 1]! * 10) / 10 : null;
+  // Nothing near saturation but the rate is not met: each worker's in-flight batches wait on
+  // their slowest shard (Little's law: throughput ≤ workers × inFlight × batch / latency).
+  if (!overloaded && worst < 0.85)
+    bottleneck = `latency: ${knobs.inFlightBatches} batches in flight per worker`;
+  fresh.sort((a, b) => a - b);
+  const q = (p: number) =>
+    fresh.length ? Math.round(fresh[Math.floor(p * (fresh.length - 1))]! * 10) / 10 : null;
+  const secs = span / 1e6;
+  return {
+    offered: Math.round(offered),
+    throughput: Math.round(throughput),
+    stable: !overloaded && throughput >= 0.95 * offered && maxBacklog < 50_000 && (utilisation.nats ?? 0) < 1,
+    freshnessP50Ms: q(0.5),
+    freshnessP99Ms: q(0.99),
+    utilisation,
+    bottleneck,
+    natsMsgsPerS: Math.round(natsMsgs / secs),
+    natsBytesPerS: Math.round(natsBytes / secs),
+    servingBytesPerS: Math.round(servingBytes / secs),
+    shardsTouchedPerBatch: Math.round(expectedTouched),
+    batchP50Ms,
+  };
+}
+
+/** The highest offered rate the layout sustains (bisection on {@link simulate}), with its run. */
+export function maxSustainable(
+  costs: MeasuredCosts,
+  layout: SimLayout,
+  knobs: SimKnobs = defaultKnobs,
+  opts: { hi?: number; steps?: number; simMs?: number } = {},
+): SimResult {
+  let lo = 0;
+  let hi = opts.hi ?? 2e3 * (layout.workerMachines + 1);
+  let best: SimResult | undefined;
+  // Grow hi until unstable, then bisect.
+  for (let i = 0; i < 12; i++) {
+    const r = simulate(costs, layout, hi, knobs, opts.simMs);
+    if (!r.stable) break;
+    best = r;
+    lo = hi;
+    hi *= 2;
+  }
+  for (let i = 0; i < (opts.steps ?? 9); i++) {
+    const mid = (lo + hi) / 2;
+    const r = simulate(costs, layout, mid, knobs, opts.simMs);
+    if (r.stable) {
+      lo = mid;
+      best = r;
+    } else hi = mid;
+  }
+  return best ?? simulate(costs, layout, Math.max(1, lo), knobs, opts.simMs);
+}

@@ -1,0 +1,127 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError } from 'commander';
+import { runClusterBench } from '../bench-cluster.js';
+import { runScalingModel } from '../scaling-model.js';
+
+/**
+ * `freshet bench cluster` and `freshet bench scaling`: one JSON line each on stdout, progress on
+ * stderr. `--save` also writes the result to bench/results/<name>.json in the repository, so a
+ * change shows up as a diff of the kept results.
+ */
+function int(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  return n;
+}
+function num(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
+  return n;
+}
+
+function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 8; i++) {
+    if (existsSync(join(dir, 'pnpm-workspace.yaml'))) return dir;
+    dir = dirname(dir);
+  }
+  return process.cwd();
+}
+
+async function emit(result: Record<string, unknown>, save: string | boolean | undefined, name: string) {
+  process.stdout.write(JSON.stringify(result) + '\n');
+  if (save === undefined || save === false) return;
+  const file = join(repoRoot(), 'bench', 'results', `${typeof save === 'string' ? save : name}.json`);
+  await mkdir(dirname(file), { recursive: true });
+  await writeFile(file, JSON.stringify(result, null, 2) + '\n');
+  process.stderr.write(`saved ${file}\n`);
+}
+
+const progress = (line: string) => process.stderr.write(`[bench] ${line}\n`);
+
+interface ClusterFlags {
+  data: string;
+  shards: number;
+  workers: number;
+  serving: number;
+  rate?: number;
+  passes: number;
+  limit?: number;
+  partitions: number;
+  model: 'wide-deep' | 'deepfm';
+  batch: number;
+  lr: number;
+  threads?: number;
+  tap: boolean;
+  peer: boolean;
+  save?: string | boolean;
+}
+
+/** `freshet bench cluster --data criteo:PATH --shards S --workers W --serving N [--rate R] [--passes P] --json`. */
+export function clusterBenchCommand(): Command {
+  return new Command('cluster')
+    .description('a real local cluster learns a Criteo file end to end; vs the PyTorch peer in the same run')
+    .requiredOption('--data <ref>', 'criteo:PATH')
+    .option('--shards <n>', 'shard processes', int, 2)
+    .option('--workers <n>', 'worker processes', int, 1)
+    .option('--serving <n>', 'serving processes', int, 1)
+    .option(
+      '--rate <r>',
+      'events/s (default: as fast as the cluster learns, then 70% of it for freshness)',
+      num,
+    )
+    .option('--passes <n>', 'passes over the data', int, 1)
+    .option('--limit <n>', 'only the first n examples', int)
+    .option('--partitions <n>', 'feedback stream partitions', int, 8)
+    .option('--model <kind>', 'wide-deep | deepfm', 'wide-deep')
+    .option('--batch <n>', 'worker batch size', int, 256)
+    .option('--lr <x>', 'Adam learning rate (both sides)', num, 3e-3)
+    .option('--threads <n>', 'compute threads per worker', int)
+    .option('--no-tap', 'do not observe pull/push/delta traffic on the bus')
+    .option('--no-peer', 'skip the PyTorch peer')
+    .option('--save [name]', 'also write bench/results/<name>.json (default cluster-s<S>-w<W>-n<N>)')
+    .option('--json', 'print one JSON line (the default output)')
+    .action(async (o: ClusterFlags) => {
+      if (o.model !== 'wide-deep' && o.model !== 'deepfm')
+        throw new InvalidArgumentError('--model wide-deep|deepfm');
+      const r = await runClusterBench(
+        {
+          data: o.data,
+          shards: o.shards,
+          workers: o.workers,
+          serving: o.serving,
+          passes: o.passes,
+          partitions: o.partitions,
+          model: o.model,
+          batch: o.batch,
+          lr: o.lr,
+          tap: o.tap,
+          peer: o.peer,
+          ...(o.rate !== undefined ? { rate: o.rate } : {}),
+          ...(o.limit !== undefined ? { limit: o.limit } : {}),
+          ...(o.threads !== undefined ? { threads: o.threads } : {}),
+        },
+        { progress },
+      );
+      await emit(r, o.save, `cluster-s${o.shards}-w${o.workers}-n${o.serving}`);
+    });
+}
+
+/** `freshet bench scaling --data criteo:PATH`: measured costs → simulated 10/100/1000-machine clusters. */
+export function scalingBenchCommand(): Command {
+  return new Command('scaling')
+    .description('measure per-message/per-row costs here and simulate clusters of 10, 100 and 1000 machines')
+    .requiredOption('--data <ref>', 'criteo:PATH (key statistics)')
+    .option('--machines <list>', 'comma-separated cluster sizes', '10,100,1000')
+    .option('--cores <n>', 'cores per simulated machine', int, 16)
+    .option('--save [name]', 'also write bench/results/<name>.json (default scaling)')
+    .option('--json', 'print one JSON line (the default output)')
+    .action(async (o: { data: string; machines: string; cores: number; save?: string | boolean }) => {
+      const machines = o.machines.split(',').map((x) => int(x.trim()));
+      const r = await runScalingModel({ data: o.data, machines, coresPerMachine: o.cores, progress });
+      await emit(r, o.save, 'scaling');
+    });
+}

@@ -1,0 +1,280 @@
+import { readFileSync } from 'node:fs';
+import {
+  createModel,
+  criteoWideDeepConfig,
+  parseCriteoLine,
+  runComputeBench,
+  type Example,
+} from '@freshet/model';
+import { connectNats, startNatsServer } from '@freshet/nats';
+import { decodeDelta, encodeDelta, type PushRequest } from '@freshet/protocol';
+import { RowTable } from '@freshet/serving';
+import { ShardCore } from '@freshet/shard';
+import { procCpuSeconds } from './proc-cpu.js';
+
+/**
+ * Per-message and per-row costs of this machine, measured with the same code the roles run: the
+ * inputs of the scaling model (scaling-model.ts). Every figure is CPU or wall time of ONE core.
+ */
+export interface MeasuredCosts {
+  /** Sequential request-reply round trip, 64 B payload (µs, p50). */
+  natsRttUs: number;
+  /** Node endpoint CPU per message sent or received (µs): pipelined request-reply, one thread. */
+  nodeMsgUs: number;
+  /** Node endpoint CPU per payload byte (ns) of one send or one receive of a large message. */
+  nodeByteNs: number;
+  /** nats-server CPU per message routed (µs) and per byte (ns). */
+  natsMsgUs: number;
+  natsByteNs: number;
+  /** Shard: optimizer apply per pushed row (Adam, dim 16), µs; pull per key; delta take+encode per row. */
+  applyRowUs: number;
+  pullRowUs: number;
+  deltaRowUs: number;
+  /** Serving: decode + upsert of one delta row (dim 16), µs. */
+  servingRowUs: number;
+  /** Shard memory per row, bytes (Adam, dim 16: values + two moments + index + metadata). */
+  shardBytesPerRow: number;
+  /** Worker: gradient compute per example, one thread (µs). */
+  computeExampleUs: number;
+  /** Worker: feature encoding per example on the main thread (µs). */
+  encodeExampleUs: number;
+  /** Unique (table, key) rows in a window of E examples of the data: D(E) = a · E^b fitted on E ≥ 256. */
+  rows: { a: number; b: number; points: Array<[number, number]> };
+  /** Floats of the dense tables (pulled and pushed whole by every batch). */
+  denseFloats: number;
+}
+
+const q50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+
+async function measureNats(): Promise<
+  Pick<MeasuredCosts, 'natsRttUs' | 'nodeMsgUs' | 'nodeByteNs' | 'natsMsgUs' | 'natsByteNs'>
+> {
+  const server = await startNatsServer({ maxPayload: 8 * 1024 * 1024 });
+  const a = await connectNats({ servers: [server.url] }, 'probe-responder');
+  const b = await connectNats({ servers: [server.url] }, 'probe-requester');
+  try {
+    const small = new Uint8Array(64);
+    a.subscribe('probe.rr', { callback: (_e, m) => m.respond(small) });
+    const big = new Uint8Array(256 * 1024);
+    a.subscribe('probe.big', { callback: (_e, m) => m.respond(small) });
+    await a.flush();
+    for (let i = 0; i < 500; i++) await b.request('probe.rr', small);
+    const rtt: number[] = [];
+    for (let i = 0; i < 2000; i++) {
+      const t = performance.now();
+      await b.request('probe.rr', small);
+      rtt.push((performance.now() - t) * 1000);
+    }
+    // Pipelined: both endpoints in this one thread, so wall time ≈ their CPU (4 endpoint
+    // operations per request: send, receive, send reply, receive reply).
+    const pipelined = async (subject: string, payload: Uint8Array, n: number, depth: number) => {
+      const s0 = procCpuSeconds(server.pid) ?? 0;
+      const t0 = performance.now();
+      let sent = 0;
+      const lane = async () => {
+        while (sent < n) {
+          sent++;
+          await b.request(subject, payload, { timeout: 10_000 });
+        }
+      };
+      await Promise.all(Array.from({ length: depth }, lane));
+      return {
+        us: ((performance.now() - t0) * 1000) / n,
+        serverUs: (((procCpuSeconds(server.pid) ?? 0) - s0) * 1e6) / n,
+      };
+    };
+    await pipelined('probe.rr', small, 5000, 64);
+    const p = await pipelined('probe.rr', small, 40_000, 64);
+    const g = await pipelined('probe.big', big, 1500, 8);
+    const nodeMsgUs = p.us / 4;
+    const natsMsgUs = p.serverUs / 2;
+    return {
+      natsRttUs: r3(q50(rtt)),
+      nodeMsgUs: r3(nodeMsgUs),
+      // One send and one receive of the big payload per request: per endpoint operation, half.
+      nodeByteNs: r3(Math.max(0, ((g.us - 4 * nodeMsgUs) * 1000) / big.length / 2)),
+      natsMsgUs: r3(natsMsgUs),
+      natsByteNs: r3(Math.max(0, ((g.serverUs - 2 * natsMsgUs) * 1000) / big.length)),
+    };
+  } finally {
+    await b.close();
+    await a.close();
+    await server.stop();
+  }
+}
+
+function measureShardAndServing(): Pick<
+  MeasuredCosts,
+  'applyRowUs' | 'pullRowUs' | 'deltaRowUs' | 'servingRowUs' | 'shardBytesPerRow' | 'denseFloats'
+> {
+  const model = createModel(criteoWideDeepConfig());
+  const spec = model.spec;
+  const t = spec.tables.findIndex((x) => x.kind === 'sparse' && x.dim === 16);
+  if (t < 0) throw new Error('no dim-16 sparse table in the Criteo model');
+  const denseFloats = spec.tables.filter((x) => x.kind === 'dense').reduce((s, x) => s + x.dim, 0);
+  const core = new ShardCore({
+    spec,
+    shard: 0,
+    shards: 1,
+    checkOwnership: false,
+    maxPushRows: 1 << 20,
+    maxPullKeys: 1 << 20,
+    sketchWidth: 1 << 12,
+    recentPushIds: 1024,
+    dcMaxWorkers: 4,
+    dcMaxRowsPerWorker: 1 << 16,
+  });
+  const universe = 1 << 20;
+  const n = 4096;
+  const dim = 16;
+  let seed = 7;
+  const rnd = () => {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    return seed;
+  };
+  const keysOf = (start: number | undefined) => {
+    const k = new Uint32Array(2 * n);
+    const used = new Set<number>();
+    for (let i = 0; i < n; i++) {
+      let x = start !== undefined ? start + i : rnd() % universe;
+      while (used.has(x)) x = (x + 1) % universe;
+      used.add(x);
+      k[2 * i] = x;
+      k[2 * i + 1] = 0;
+    }
+    return k;
+  };
+  const grads = new Float32Array(n * dim).fill(1e-3);
+  const counts = new Uint32Array(n).fill(1);
+  let id = 0;
+  const push = (keys: Uint32Array): PushRequest => ({
+    id: `p${id++}`,
+    worker: 'probe',
+    clock: 0,
+    base: core.version,
+    tables: [{ t, dim, keys, grads, counts }],
+  });
+  // Fill the table (memory per row at a million rows), then time updates of existing rows.
+  for (let s = 0; s < universe; s += n) core.applyPush(push(keysOf(s)), Date.now());
+  core.takeDelta(1 << 30);
+  const shardBytesPerRow = core.bytes / core.rows;
+  const pushes = Array.from({ length: 24 }, () => push(keysOf(undefined)));
+  let t0 = performance.now();
+  for (const p of pushes) core.applyPush({ ...p, base: core.version }, Date.now());
+  const applyRowUs = ((performance.now() - t0) * 1000) / (pushes.length * n);
+  const pulls = Array.from({ length: 24 }, () => ({
+    worker: 'probe',
+    tables: [{ t, keys: keysOf(undefined) }],
+  }));
+  t0 = performance.now();
+  for (const p of pulls) core.pull(p);
+  const pullRowUs = ((performance.now() - t0) * 1000) / (pulls.length * n);
+  // Deltas: rows dirtied by pushes, taken and encoded as the shard's delta publisher does.
+  let deltaUs = 0;
+  let deltaRows = 0;
+  const frames: Uint8Array[] = [];
+  for (let i = 0; i < 16; i++) {
+    core.applyPush(push(keysOf(undefined)), Date.now());
+    t0 = performance.now();
+    const d = core.takeDelta(8 << 20);
+    const f = encodeDelta({
+      shard: 0,
+      seq: i + 1,
+      version: core.version,
+      ts: Date.now(),
+      eventTs: [],
+      tables: d.tables,
+    });
+    deltaUs += (performance.now() - t0) * 1000;
+    for (const x of d.tables) deltaRows += x.keys.length / 2;
+    frames.push(f);
+  }
+  const rt = new RowTable(dim);
+  t0 = performance.now();
+  let servedRows = 0;
+  for (let rep = 0; rep < 4; rep++) {
+    for (const f of frames) {
+      const d = decodeDelta(f);
+      for (const x of d.tables) {
+        const tab = x.dim === dim ? rt : new RowTable(x.dim);
+        const m = x.keys.length >>> 1;
+        for (let i = 0; i < m; i++) tab.upsert(x.keys[2 * i]!, x.keys[2 * i + 1]!, x.values, i * x.dim);
+        servedRows += m;
+      }
+    }
+  }
+  const servingRowUs = ((performance.now() - t0) * 1000) / servedRows;
+  return {
+    applyRowUs: r3(applyRowUs),
+    pullRowUs: r3(pullRowUs),
+    deltaRowUs: r3(deltaUs / deltaRows),
+    servingRowUs: r3(servingRowUs),
+    shardBytesPerRow: Math.round(shardBytesPerRow),
+    denseFloats,
+  };
+}
+
+/** Unique rows per window of E examples of a Criteo file, with a Heaps'-law fit. */
+export function measureRows(
+  path: string,
+  limit = 10_000,
+): { rows: MeasuredCosts['rows']; encodeExampleUs: number } {
+  const model = createModel(criteoWideDeepConfig());
+  const examples: Example[] = [];
+  for (const line of readFileSync(path, 'utf8').split('\n')) {
+    const e = line ? parseCriteoLine(line) : undefined;
+    if (e) examples.push(e);
+    if (examples.length >= limit) break;
+  }
+  const points: Array<[number, number]> = [];
+  for (let s = 0; s + 256 <= Math.min(examples.length, 2048); s += 256)
+    model.encode(examples.slice(s, s + 256));
+  const te = performance.now();
+  let encoded = 0;
+  for (let s = 0; s + 256 <= examples.length; s += 256, encoded += 256)
+    model.encode(examples.slice(s, s + 256));
+  const encodeExampleUs = r3(((performance.now() - te) * 1000) / Math.max(1, encoded));
+  for (const w of [16, 64, 256, 1024, 4096, examples.length]) {
+    if (w > examples.length) continue;
+    let rows = 0;
+    let windows = 0;
+    for (let s = 0; s + w <= examples.length && windows < 8; s += w, windows++) {
+      const b = model.encode(examples.slice(s, s + w));
+      for (const sp of b.sparse) rows += sp.keys.length / 2;
+    }
+    points.push([w, Math.round(rows / windows)]);
+  }
+  // Least squares on log-log over the windows of ≥ 256 examples.
+  const fit = points.filter(([e]) => e >= 256);
+  const xs = fit.map(([e]) => Math.log(e));
+  const ys = fit.map(([, d]) => Math.log(d));
+  const mx = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const my = ys.reduce((a, b) => a + b, 0) / ys.length;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < xs.length; i++) {
+    num += (xs[i]! - mx) * (ys[i]! - my);
+    den += (xs[i]! - mx) ** 2;
+  }
+  const b = den > 0 ? num / den : 1;
+  return { rows: { a: r3(Math.exp(my - b * mx)), b: r3(b), points }, encodeExampleUs };
+}
+
+/**
+ * Measures every cost the scaling model needs on this machine (about 15 s): NATS messages and
+ * bytes (a local nats-server), shard apply/pull/delta and serving apply per row (the roles' own
+ * code, in this process), worker compute per example, and the key statistics of the data.
+ */
+export async function measureCosts(dataPath: string): Promise<MeasuredCosts> {
+  const nats = await measureNats();
+  const rows = measureShardAndServing();
+  const c = await runComputeBench({ batches: [256], steps: 10 });
+  const eps = Number(c.wide_deep_b256_examples_per_s ?? 0);
+  return {
+    ...nats,
+    ...rows,
+    computeExampleUs: eps > 0 ? r3(1e6 / eps) : 250,
+    ...measureRows(dataPath),
+  };
+}
