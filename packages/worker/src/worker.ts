@@ -257,6 +257,8 @@ export class Worker {
   private buffer: Buffered[] = [];
   /** Buffered examples per partition (batches are single-partition). */
   private readonly bufferedOf = new Map<number, number>();
+  /** Buffer room promised to fetches still open (messages not yet arrived). */
+  private reservedRoom = 0;
   /** Manifest slots in use per partition (keys `mf.<partition>.<slot>`). */
   private readonly manifestSlots = new Map<number, Set<number>>();
   /** Manifest keys of earlier owners being recovered now: no new batch may take those slots. */
@@ -509,18 +511,21 @@ export class Worker {
     const consumer = this.consumers.get(p)!;
     const o = this.options;
     while (!f.stop) {
-      const room = o.maxBufferedEvents - this.buffer.length;
+      // Room is reserved across partitions' concurrent fetches, so that together they never bring
+      // in more than maxBufferedEvents.
+      const room = o.maxBufferedEvents - this.buffer.length - this.reservedRoom;
       if (room <= 0) {
         await new Promise<void>((r) => this.bufferSpace.push(r));
         continue;
       }
+      const want = Math.min(room, o.batch.size * 2);
+      this.reservedRoom += want;
+      let unused = want;
       let iter: ConsumerMessages;
       try {
-        iter = await consumer.fetch({
-          max_messages: Math.min(room, o.batch.size * 2),
-          expires: o.consumer.fetchExpiresMs,
-        });
+        iter = await consumer.fetch({ max_messages: want, expires: o.consumer.fetchExpiresMs });
       } catch (e) {
+        this.reservedRoom -= want;
         if (f.stop) return;
         this.log('warn', 'fetch failed', { partition: p, error: String(e) });
         await new Promise((r) => setTimeout(r, 250));
@@ -528,16 +533,30 @@ export class Worker {
       }
       f.iter = iter;
       let got = 0;
-      for await (const m of iter) {
-        got++;
-        const ps = this.parts.get(p);
-        if (f.stop || !ps || ps.closed) {
-          // arrived after we let go of the partition: hand it back for its next owner at once
-          m.nak();
-          this.counters.naked++;
-          continue;
+      try {
+        for await (const m of iter) {
+          got++;
+          if (unused > 0) {
+            unused--;
+            this.reservedRoom--;
+          }
+          const ps = this.parts.get(p);
+          if (f.stop || !ps || ps.closed) {
+            // arrived after we let go of the partition: hand it back for its next owner at once
+            m.nak();
+            this.counters.naked++;
+            continue;
+          }
+          this.admit(m, ps);
         }
-        this.admit(m, ps);
+      } finally {
+        this.reservedRoom -= unused;
+        if (unused > 0) {
+          // room promised to this fetch is free again for the other partitions
+          const waiters = this.bufferSpace;
+          this.bufferSpace = [];
+          waiters.forEach((r) => r());
+        }
       }
       // An empty long poll: nothing is waiting, so event time may follow wall time.
       const ps = this.parts.get(p);
