@@ -20,7 +20,14 @@ export const shardStatusSchema = z.object({
   /** Row updates per second over the last status interval. */
   updatesPerS: z.number().min(0),
   pushesPerS: z.number().min(0),
-  staleness: z.object({ p50: z.number(), p99: z.number(), max: z.number(), count: z.number() }),
+  staleness: z.object({
+    p50: z.number(),
+    p99: z.number(),
+    max: z.number(),
+    count: z.number(),
+    /** Bucket counts: `counts[i]` for τ ≤ `bounds[i]` (above the previous bound), one more above the last. */
+    histogram: z.object({ bounds: z.array(z.number()), counts: z.array(z.number()) }).optional(),
+  }),
   rejects: z.record(z.string(), z.number()),
   evictions: z.number().int().min(0),
   duplicates: z.number().int().min(0),

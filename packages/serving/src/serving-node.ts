@@ -222,7 +222,8 @@ export class ServingNode {
   /** Prometheus text exposition of the node's metrics (`GET /metrics`). */
   metrics(): string {
     const s = this.status();
-    const labels = `node="${this.options.id}",cluster="${this.options.cluster}"`;
+    // The labels every Freshet exporter uses (see @freshet/cli metrics), so one query spans them.
+    const labels = `cluster="${this.options.cluster}",role="serving",id="${this.options.id}"`;
     const gauge = (name: string, help: string, v: number) =>
       `# HELP ${name} ${help}\n# TYPE ${name} gauge\n${name}{${labels}} ${v}\n`;
     const counter = (name: string, help: string, parts: [string, number][]) =>

@@ -85,6 +85,8 @@ export class Shard {
   private rate = { at: Date.now(), updates: 0, pushes: 0, updatesPerS: 0, pushesPerS: 0 };
   private readonly log: (msg: string) => void;
   private onAbort: (() => void) | undefined;
+  private spec: ModelSpec | undefined;
+  private reloading: Promise<RestoreInfo & { versionBefore: number }> | undefined;
   /** Set once start() restored state from disk. */
   restore: RestoreInfo | undefined;
 
@@ -113,18 +115,8 @@ export class Shard {
       this.nc = this.deps.nc ?? (await connectNats(o.nats, `freshet-shard-${o.cluster}-${o.shard}`));
       this.ownsNc = !this.deps.nc;
       const spec = o.model ?? (await this.modelFromKv(this.nc));
-      this._core = new ShardCore({
-        spec,
-        shard: o.shard,
-        shards: o.shards,
-        checkOwnership: o.checkOwnership,
-        maxPushRows: o.limits.maxPushRows,
-        maxPullKeys: o.limits.maxPullKeys,
-        sketchWidth: o.limits.sketchWidth,
-        recentPushIds: o.limits.recentPushIds,
-        dcMaxWorkers: o.limits.dcMaxWorkers,
-        dcMaxRowsPerWorker: o.limits.dcMaxRowsPerWorker,
-      });
+      this.spec = spec;
+      this._core = this.newCore(spec);
       let deltaSeq = 0;
       if (o.dataDir) {
         mkdirSync(o.dataDir, { recursive: true });
@@ -150,6 +142,22 @@ export class Shard {
       await this.release();
       throw e;
     }
+  }
+
+  private newCore(spec: ModelSpec): ShardCore {
+    const o = this.options;
+    return new ShardCore({
+      spec,
+      shard: o.shard,
+      shards: o.shards,
+      checkOwnership: o.checkOwnership,
+      maxPushRows: o.limits.maxPushRows,
+      maxPullKeys: o.limits.maxPullKeys,
+      sketchWidth: o.limits.sketchWidth,
+      recentPushIds: o.limits.recentPushIds,
+      dcMaxWorkers: o.limits.dcMaxWorkers,
+      dcMaxRowsPerWorker: o.limits.dcMaxRowsPerWorker,
+    });
   }
 
   private async modelFromKv(nc: NatsConnection): Promise<ModelSpec> {
@@ -425,6 +433,80 @@ export class Shard {
     };
   }
 
+  /**
+   * Reloads the state from disk while the process keeps running (`freshet restore`): stops
+   * taking requests (in-flight ones are answered), publishes the last delta, closes the log,
+   * rebuilds the state from the newest checkpoint plus the log after it, and serves again with
+   * the delta sequence continued. Requests meanwhile find no responder or NOT_READY (both
+   * retryable). Every accepted push is logged before it is acknowledged, so the reloaded state
+   * equals the acknowledged one; this is how an operator proves a checkpoint restores, or picks
+   * up a checkpoint placed in the data dir.
+   *
+   * `checkpoint` names the checkpoint to load (`checkpoint-<segment>`, its file name, or the
+   * segment number); only the newest exists (older ones are deleted once a newer one is
+   * written, and the log before it is truncated), so any other name is a CONFIG error.
+   */
+  reload(checkpoint?: string): Promise<RestoreInfo & { versionBefore: number }> {
+    if (this.reloading) return Promise.reject(new FreshetError('OVERLOADED', 'a restore is in progress'));
+    this.reloading = this.doReload(checkpoint).finally(() => (this.reloading = undefined));
+    return this.reloading;
+  }
+
+  private async doReload(checkpoint?: string): Promise<RestoreInfo & { versionBefore: number }> {
+    const o = this.options;
+    const dir = o.dataDir;
+    if (!dir || !this.wal) {
+      throw new FreshetError(
+        'CONFIG',
+        'restore needs a shard with a dataDir (this one keeps no checkpoints)',
+      );
+    }
+    if (this._state !== 'running' || !this.nc || !this.spec) {
+      throw new FreshetError('NOT_READY', `shard ${this._state}: restore needs a running shard`);
+    }
+    if (checkpoint !== undefined) {
+      const m = /^(?:.*\/)?(?:checkpoint-)?(\d+)(?:\.ckpt)?$/.exec(checkpoint.trim());
+      const latest = this.lastCheckpoint?.segment;
+      if (!m || latest === undefined || Number(m[1]) !== latest) {
+        throw new FreshetError(
+          'CONFIG',
+          `no checkpoint "${checkpoint}" on shard ${o.shard}: ` +
+            (latest === undefined
+              ? 'it has none yet (take one with `freshet checkpoint`)'
+              : `only the newest is kept, checkpoint-${latest}`),
+        );
+      }
+    }
+    const versionBefore = this.core.version;
+    this._state = 'starting';
+    try {
+      if (this.maint) clearInterval(this.maint);
+      await Promise.allSettled(this.endpoints.splice(0).map((e) => e.drain()));
+      await this.checkpointing;
+      await this.deltas?.stop();
+      await this.wal.close();
+      this.wal = undefined;
+      this._core = this.newCore(this.spec);
+      const deltaSeq = await this.restoreFromDisk(dir);
+      this.wal = await Wal.open(dir, o.fsync);
+      this.rate = {
+        at: Date.now(),
+        updates: this.core.rowUpdates,
+        pushes: this.core.pushes,
+        updatesPerS: 0,
+        pushesPerS: 0,
+      };
+      this.serve(this.nc, deltaSeq);
+      this.maint = setInterval(() => this.maintain(), o.maintenanceIntervalMs);
+      this._state = 'running';
+    } catch (e) {
+      this.fail(e);
+      throw e;
+    }
+    this.log(`restored: version ${versionBefore} before, ${this.core.version} after`);
+    return { ...this.restore!, versionBefore };
+  }
+
   /** Status for the service API, the status subject and `freshet status`. */
   status(): ShardStatus {
     const o = this.options;
@@ -447,6 +529,7 @@ export class Shard {
         p99: core?.tau.quantile(0.99) ?? 0,
         max: core?.tau.max ?? 0,
         count: core?.tau.count ?? 0,
+        ...(core ? { histogram: core.tau.buckets() } : {}),
       },
       rejects,
       evictions: core?.evictions ?? 0,
@@ -489,6 +572,8 @@ export class Shard {
    * checkpoint (fast restart) and closes. Idempotent.
    */
   async stop(): Promise<void> {
+    // A restore in progress finishes first: it holds the log and the endpoints.
+    await this.reloading?.catch(() => undefined);
     if (this._state === 'stopped' || this._state === 'draining') return;
     const wasRunning = this._state === 'running';
     this._state = 'draining';
@@ -526,11 +611,17 @@ export async function startShard(input: ShardOptionsInput, deps: ShardDeps = {})
 /**
  * Runs a shard until `signal` aborts, then stops it cleanly. Prints one JSON line
  * `{"event":"ready",...}` on stdout once serving (process supervisors and tests wait for it).
- * The entry point maps SIGINT/SIGTERM to the signal.
+ * The entry point maps SIGINT/SIGTERM to the signal. `onStarted` sees the running shard before
+ * the ready line (the CLI wires admin commands and metrics to it).
  */
-export async function runShardProcess(input: ShardOptionsInput, signal: AbortSignal): Promise<void> {
+export async function runShardProcess(
+  input: ShardOptionsInput,
+  signal: AbortSignal,
+  onStarted?: (shard: Shard) => void | Promise<void>,
+): Promise<void> {
   const shard = new Shard(input);
   await shard.start();
+  await onStarted?.(shard);
   process.stdout.write(
     JSON.stringify({
       event: 'ready',

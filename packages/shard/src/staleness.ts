@@ -11,6 +11,9 @@ import { FreshetError, type StalenessSpec } from '@freshet/protocol';
  *  - ssp:    applied as is; the bound is enforced at pull time by {@link SspGate}.
  */
 
+/** Default display bounds of {@link TauHistogram.buckets} (versions). */
+export const TAU_BUCKET_BOUNDS: readonly number[] = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
 /** τ histogram: exact buckets for 0..127, then one bucket per power of two. */
 export class TauHistogram {
   private readonly exact = new Float64Array(128);
@@ -29,6 +32,25 @@ export class TauHistogram {
   }
   get max(): number {
     return this.maxSeen;
+  }
+  /**
+   * Counts per bucket for Prometheus-style display: `counts[i]` = records with
+   * `bounds[i-1] < tau <= bounds[i]`, plus one last bucket above the last bound. Bounds are
+   * exact up to 127 and powers of two above it (the resolution the histogram keeps).
+   */
+  buckets(bounds: readonly number[] = TAU_BUCKET_BOUNDS): { bounds: number[]; counts: number[] } {
+    const counts = new Array<number>(bounds.length + 1).fill(0);
+    const add = (tau: number, n: number) => {
+      if (n === 0) return;
+      let i = 0;
+      while (i < bounds.length && tau > bounds[i]!) i++;
+      counts[i]! += n;
+    };
+    for (let t = 0; t < 128; t++) add(t, this.exact[t]!);
+    // A log bucket b holds [2^b, 2^(b+1)): file it under its top so no record is shown as
+    // fresher than it was (with power-of-two bounds this is exact but for τ = 2^b itself).
+    for (let b = 7; b < 33; b++) add(2 ** (b + 1) - 1, this.log[b]!);
+    return { bounds: [...bounds], counts };
   }
   /** The q-quantile (0..1); log buckets report their lower bound. */
   quantile(q: number): number {
