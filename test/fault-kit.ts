@@ -11,6 +11,7 @@ import {
   subjects,
   type ShardStatus,
 } from '@freshet/protocol';
+import { afterAll } from 'vitest';
 import { spawnChild, waitFor, type ChildHandle, type NatsFixture } from '@freshet/testkit';
 
 type NatsConnection = NatsFixture['nc'];
@@ -52,11 +53,25 @@ export interface RoleProcess {
   ready: Record<string, unknown>;
 }
 
+const started = new Set<ChildHandle>();
+
+/**
+ * Stops every role process this file started after its tests, failed or not (call it in the
+ * describe body: a hook registered from inside a running test is not guaranteed to run).
+ */
+export function useRoleProcesses(): void {
+  afterAll(async () => {
+    await Promise.all([...started].map((h) => h.stop(2000)));
+    started.clear();
+  });
+}
+
 export async function startRole(role: Role, options: Record<string, unknown>): Promise<RoleProcess> {
   const bin = join(repoRoot, 'packages', role, 'dist', 'bin.js');
   const handle = spawnChild(process.execPath, [bin, '--options-json', JSON.stringify(options)], {
     cwd: repoRoot,
   });
+  started.add(handle);
   const ready = await waitFor(
     () => {
       if (handle.child.exitCode !== null) throw new Error(`${role} exited: ${handle.output().slice(-2000)}`);

@@ -12,6 +12,7 @@ import {
   shardOptions,
   startRole,
   workerOptions,
+  useRoleProcesses,
 } from './fault-kit.js';
 
 /**
@@ -24,6 +25,7 @@ import {
  */
 describe('fault: one of three NATS servers stopped and restarted under load', () => {
   const nats = useNatsCluster(3);
+  useRoleProcesses();
   const dirs: string[] = [];
   afterAll(async () => {
     await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));

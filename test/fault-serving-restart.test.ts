@@ -11,6 +11,7 @@ import {
   shardOptions,
   startRole,
   workerOptions,
+  useRoleProcesses,
 } from './fault-kit.js';
 
 /**
@@ -22,6 +23,7 @@ import {
  */
 describe('fault: a serving node restarted', () => {
   const nats = useNats();
+  useRoleProcesses();
   const dirs: string[] = [];
   afterAll(async () => {
     await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));

@@ -14,6 +14,7 @@ import {
   shardStatus,
   startRole,
   workerOptions,
+  useRoleProcesses,
 } from './fault-kit.js';
 
 /**
@@ -27,6 +28,7 @@ import {
  */
 describe('fault: kill -9 of a shard', () => {
   const nats = useNats();
+  useRoleProcesses();
   const dirs: string[] = [];
   afterAll(async () => {
     await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));

@@ -22,6 +22,7 @@ import {
   startRole,
   workerOptions,
   workerStatus,
+  useRoleProcesses,
 } from './fault-kit.js';
 
 /**
@@ -36,6 +37,7 @@ import {
  */
 describe('fault: a slow shard', () => {
   const nats = useNats();
+  useRoleProcesses();
 
   it('backpressure bounds worker memory; staleness stays within its bound', async () => {
     const cluster = uniqueName('fslow').replace(/[^A-Za-z0-9_-]/g, '');

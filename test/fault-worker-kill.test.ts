@@ -14,6 +14,7 @@ import {
   startRole,
   workerOptions,
   workerStatus,
+  useRoleProcesses,
 } from './fault-kit.js';
 
 /**
@@ -25,6 +26,7 @@ import {
  */
 describe('fault: kill -9 of a worker', () => {
   const nats = useNats();
+  useRoleProcesses();
   const dirs: string[] = [];
   afterAll(async () => {
     await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
