@@ -12,22 +12,21 @@ export interface ChildHandle {
 }
 
 const children = new Set<ChildHandle>();
-let hooked = false;
+
+// Registered when the module is imported, that is while vitest collects the test file: a hook
+// registered later, from inside a running test, is not run for that file.
+afterAll(async () => {
+  await Promise.all([...children].map((c) => c.stop(2000)));
+});
+process.once('exit', () => {
+  for (const c of children) c.child.kill('SIGKILL');
+});
 
 /**
  * Spawns a real child process (a shard, worker or serving node) that is killed after the test
  * file whatever happens, so no test leaves an orphan behind.
  */
 export function spawnChild(cmd: string, args: string[], opts: SpawnOptions = {}): ChildHandle {
-  if (!hooked) {
-    hooked = true;
-    afterAll(async () => {
-      await Promise.all([...children].map((c) => c.stop(2000)));
-    });
-    process.once('exit', () => {
-      for (const c of children) c.child.kill('SIGKILL');
-    });
-  }
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
   let out = '';
   const keep = (b: Buffer) => {
