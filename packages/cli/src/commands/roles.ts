@@ -1,23 +1,29 @@
 import { readFileSync } from 'node:fs';
-import { Command } from 'commander';
-import { natsOptionsFromEnv } from '@freshet/nats';
-import { FreshetError } from '@freshet/protocol';
-import { runShardProcess } from '@freshet/shard';
-import { startWorker } from '@freshet/worker';
-import { startServing } from '@freshet/serving';
+import { Command, InvalidArgumentError } from 'commander';
+import { FreshetError, type AdminCommand } from '@freshet/protocol';
+import type { NatsOptionsInput } from '@freshet/nats';
+import type { Shard } from '@freshet/shard';
+import type { AdminHandler } from '../role-admin.js';
 import { aborted, shutdownSignal } from '../signals.js';
 
 /**
  * The role processes: `freshet shard|worker|serve --options-json '<json>'`. The options are the
- * role's own zod schema (validated there); NATS options missing from them come from FRESHET_NATS_*
- * variables so that secrets never travel on a command line.
+ * role's own zod schema (validated there); FRESHET_NATS_* variables fill in what the options'
+ * `nats` leaves out, so secrets never travel on a command line. Each process answers the admin
+ * commands for its actor (checkpoint and restore on shards, drain on every role) and, with
+ * `--metrics-port`, serves its own Prometheus metrics.
+ *
+ * Role packages are imported inside the actions: `freshet status` or `--help` must not pay for
+ * loading tfjs, piscina and the shard's optimizers.
  */
 interface RoleFlags {
   optionsJson?: string;
   optionsFile?: string;
+  metricsPort?: number;
+  metricsHost: string;
 }
 
-function readOptions(flags: RoleFlags): Record<string, unknown> {
+function readOptions(flags: RoleFlags, envNats: NatsOptionsInput): Record<string, unknown> {
   let text: string | undefined;
   if (flags.optionsJson) text = flags.optionsJson;
   else if (flags.optionsFile) text = readFileSync(flags.optionsFile, 'utf8');
@@ -34,47 +40,205 @@ function readOptions(flags: RoleFlags): Record<string, unknown> {
   }
   if (typeof o !== 'object' || o === null || Array.isArray(o))
     throw new FreshetError('CONFIG', 'role options must be a JSON object');
-  const opts = o as Record<string, unknown>;
-  if (opts.nats === undefined) opts.nats = natsOptionsFromEnv();
-  return opts;
+  return withEnvNats(o as Record<string, unknown>, envNats);
 }
 
-function roleCommand(
-  name: string,
-  description: string,
-  run: (options: Record<string, unknown>, signal: AbortSignal) => Promise<void>,
-): () => Command {
+/**
+ * The role options with FRESHET_NATS_* settings under the options' own `nats` (the options win
+ * field by field): secrets from the environment, servers and the rest from the options.
+ */
+export function withEnvNats(
+  opts: Record<string, unknown>,
+  envNats: NatsOptionsInput,
+): Record<string, unknown> {
+  const own = opts.nats;
+  if (own !== undefined && (typeof own !== 'object' || own === null || Array.isArray(own)))
+    throw new FreshetError('CONFIG', 'role options: nats must be an object');
+  return { ...opts, nats: { ...envNats, ...(own as Record<string, unknown> | undefined) } };
+}
+
+function port(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new InvalidArgumentError('expected a port number (0 picks a free one)');
+  return n;
+}
+
+/** A started actor as the process loop sees it, whatever its role. */
+interface RunningActor {
+  role: 'shard' | 'worker' | 'serving';
+  cluster: string;
+  id: string;
+  status(): Record<string, unknown>;
+  /** Stops it (drain: stop taking work, hand back or finish in-flight work, close). */
+  stop(timeoutMs?: number): Promise<void>;
+  /** Role-specific admin commands besides drain. */
+  commands?: Partial<Record<Exclude<AdminCommand, 'drain'>, AdminHandler>>;
+  /** Set when the role prints its own ready line. */
+  announced?: boolean;
+}
+
+type Starter = (options: Record<string, unknown>) => Promise<RunningActor>;
+
+const startShardActor: Starter = async (options) => {
+  const { runShardProcess } = await import('@freshet/shard');
+  const ac = new AbortController();
+  let started!: (s: Shard) => void;
+  const ready = new Promise<Shard>((r) => (started = r));
+  const run = runShardProcess(options as Parameters<typeof runShardProcess>[0], ac.signal, started);
+  const shard = await Promise.race([
+    ready,
+    run.then(() => {
+      throw new FreshetError('INTERNAL', 'shard stopped while starting');
+    }),
+  ]);
+  return {
+    role: 'shard',
+    cluster: shard.options.cluster,
+    id: `shard-${shard.options.shard}`,
+    announced: true,
+    status: () => shard.status() as unknown as Record<string, unknown>,
+    async stop() {
+      ac.abort();
+      await run;
+    },
+    commands: {
+      async checkpoint() {
+        await shard.checkpoint();
+        const s = shard.status();
+        return { version: s.version, ...(s.lastCheckpoint ?? {}) };
+      },
+      async restore(req) {
+        const r = await shard.reload(req.checkpoint);
+        return { ...r };
+      },
+    },
+  };
+};
+
+const startWorkerActor: Starter = async (options) => {
+  const { startWorker } = await import('@freshet/worker');
+  const w = await startWorker(options as Parameters<typeof startWorker>[0]);
+  return {
+    role: 'worker',
+    cluster: w.options.cluster,
+    id: w.id,
+    status: () => w.status() as unknown as Record<string, unknown>,
+    stop: (timeoutMs) => w.stop(timeoutMs),
+  };
+};
+
+const startServingActor: Starter = async (options) => {
+  const { startServing } = await import('@freshet/serving');
+  const node = await startServing(options as Parameters<typeof startServing>[0]);
+  return {
+    role: 'serving',
+    cluster: node.options.cluster,
+    id: node.options.id,
+    status: () => node.status() as unknown as Record<string, unknown>,
+    stop: () => node.stop(),
+  };
+};
+
+/**
+ * Starts an actor, wires its admin commands and metrics, announces it on stdout, and runs until
+ * SIGINT/SIGTERM or a `drain` command; then stops it cleanly and resolves (exit code 0).
+ */
+async function runActor(start: Starter, flags: RoleFlags, signal: AbortSignal): Promise<void> {
+  const { natsOptionsFromEnv } = await import('@freshet/nats');
+  const options = readOptions(flags, natsOptionsFromEnv());
+  const actor = await start(options);
+  let stopping: Promise<void> | undefined;
+  const stop = (timeoutMs?: number) => (stopping ??= actor.stop(timeoutMs));
+  let drained!: () => void;
+  const drainDone = new Promise<void>((r) => (drained = r));
+  const log = (level: string, msg: string, fields?: Record<string, unknown>) =>
+    process.stderr.write(
+      JSON.stringify({ t: new Date().toISOString(), level, role: actor.role, msg, ...fields }) + '\n',
+    );
+
+  const { serveRoleAdmin } = await import('../role-admin.js');
+  const admin = await serveRoleAdmin({
+    nats: options.nats as NatsOptionsInput,
+    cluster: actor.cluster,
+    role: actor.role,
+    id: actor.id,
+    log,
+    handlers: {
+      ...actor.commands,
+      async drain(req) {
+        const t0 = Date.now();
+        await stop(req.timeoutMs);
+        return { stoppedMs: Date.now() - t0 };
+      },
+    },
+    onReplied: (command, ok) => {
+      if (command === 'drain' && ok) drained();
+    },
+  }).catch(async (e: unknown) => {
+    await stop();
+    throw e;
+  });
+  let metricsUrl: string | null = null;
+  let metrics: { close(): Promise<void> } | undefined;
+  if (flags.metricsPort !== undefined) {
+    const { serveActorMetrics } = await import('../metrics.js');
+    try {
+      const m = await serveActorMetrics({
+        cluster: actor.cluster,
+        role: actor.role,
+        id: actor.id,
+        status: () => actor.status(),
+        host: flags.metricsHost,
+        port: flags.metricsPort,
+      });
+      metrics = m;
+      metricsUrl = m.url;
+    } catch (e) {
+      await admin.close();
+      await stop();
+      throw e;
+    }
+  }
+  if (!actor.announced) {
+    process.stdout.write(
+      JSON.stringify({
+        event: 'ready',
+        role: actor.role,
+        id: actor.id,
+        pid: process.pid,
+        metrics: metricsUrl,
+      }) + '\n',
+    );
+  } else if (metricsUrl) {
+    process.stdout.write(JSON.stringify({ event: 'metrics', role: actor.role, url: metricsUrl }) + '\n');
+  }
+  await Promise.race([aborted(signal), drainDone]);
+  await stop();
+  await metrics?.close();
+  await admin.close();
+  // A stray handle (a library timer, a socket in TIME_WAIT) must not keep a stopped actor alive.
+  setTimeout(() => process.exit(process.exitCode ?? 0), 3000).unref();
+}
+
+function roleCommand(name: string, description: string, start: Starter): () => Command {
   return () =>
     new Command(name)
       .description(description)
       .option('--options-json <json>', "the role's options as JSON")
       .option('--options-file <path>', "the role's options from a JSON file")
+      .option('--metrics-port <n>', 'serve Prometheus metrics of this process on this port (0: any)', port)
+      .option(
+        '--metrics-host <host>',
+        'metrics bind address (another than loopback exposes them)',
+        '127.0.0.1',
+      )
       .action(async (flags: RoleFlags) => {
         const signal = shutdownSignal();
-        await run(readOptions(flags), signal);
+        await runActor(start, flags, signal);
       });
 }
 
-/** Starts an actor, announces it on stdout, runs until SIGINT/SIGTERM, then stops it cleanly. */
-async function runActor(
-  role: string,
-  start: () => Promise<{ stop(): Promise<void> }>,
-  signal: AbortSignal,
-): Promise<void> {
-  const actor = await start();
-  process.stdout.write(JSON.stringify({ event: 'ready', role, pid: process.pid }) + '\n');
-  await aborted(signal);
-  await actor.stop();
-}
-
-export const shardCommand = roleCommand('shard', 'run a parameter-server shard process', (o, signal) =>
-  runShardProcess(o as Parameters<typeof runShardProcess>[0], signal),
-);
-
-export const workerCommand = roleCommand('worker', 'run a gradient worker process', (o, signal) =>
-  runActor('worker', () => startWorker(o as Parameters<typeof startWorker>[0]), signal),
-);
-
-export const serveCommand = roleCommand('serve', 'run a serving node process', (o, signal) =>
-  runActor('serving', () => startServing(o as Parameters<typeof startServing>[0]), signal),
-);
+export const shardCommand = roleCommand('shard', 'run a parameter-server shard process', startShardActor);
+export const workerCommand = roleCommand('worker', 'run a gradient worker process', startWorkerActor);
+export const serveCommand = roleCommand('serve', 'run a serving node process', startServingActor);

@@ -1,0 +1,158 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Publisher, SyntheticWorld } from '@freshet/client';
+import { uniqueName, waitFor } from '@freshet/testkit';
+import { clusterView } from '../src/actor-view.js';
+import { compileClusterConfig } from '../src/cluster-config.js';
+import { roleNodeArgs, startLocalCluster, type LocalCluster } from '../src/local-cluster.js';
+import { sendAdmin, targets } from '../src/commands/admin.js';
+import { withEnvNats } from '../src/commands/roles.js';
+
+// Admin commands against real role processes (`freshet shard|worker|serve`): a small cluster
+// (1 shard, 1 worker, 1 serving node) learns from ~300 synthetic events/s; checkpoint and
+// restore go to the shard, drain to each role, and each drained process exits with code 0.
+// Every role also serves its own Prometheus metrics (--metrics-port 0).
+let lc: LocalCluster;
+const exits = new Map<string, unknown>();
+const ac = new AbortController();
+let publishing: Promise<void> = Promise.resolve();
+
+beforeAll(async () => {
+  const cfg = compileClusterConfig({
+    cluster: uniqueName('admr'),
+    dataDir: await mkdtemp(join(tmpdir(), 'freshet-admr-')),
+    partitions: 2,
+    shards: { count: 1, options: { checkpointIntervalMs: 0 } },
+    workers: {
+      count: 1,
+      options: { compute: { threads: 1 }, batch: { size: 64, maxWaitMs: 20 }, joiner: { windowMs: 200 } },
+    },
+  });
+  lc = await startLocalCluster(cfg, {
+    stopGraceMs: 5000,
+    readyTimeoutMs: 90_000,
+    restartOnExit: false,
+    nodeArgs: (p) => [...roleNodeArgs(p), '--metrics-port', '0'],
+    log: {
+      info() {},
+      warn() {},
+      debug() {},
+      error(obj: { actor?: string; code?: unknown }) {
+        if (obj.actor) exits.set(obj.actor, obj.code);
+      },
+    },
+  });
+  const start = Date.now();
+  const world = new SyntheticWorld({
+    seed: 3,
+    requests: 100_000,
+    startTs: start,
+    intervalMs: 3,
+    idPrefix: `a${start}`,
+  });
+  const pub = new Publisher(lc.nc, { cluster: lc.cluster, partitions: 2 });
+  publishing = (async () => {
+    for (const ev of world.events()) {
+      if (ac.signal.aborted) break;
+      const wait = ev.ts - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      await pub.publish(ev);
+    }
+    await pub.close();
+  })();
+}, 120_000);
+afterAll(async () => {
+  ac.abort();
+  await publishing.catch(() => undefined);
+  await lc?.stop();
+});
+
+const shardVersion = async () => clusterView(await lc.actors(), lc.cluster).shards[0]?.version ?? 0;
+
+function metricsUrl(id: string): string {
+  const out = lc.processes.find((p) => p.id === id)!.output();
+  for (const line of out.split('\n')) {
+    try {
+      const j = JSON.parse(line) as { event?: string; metrics?: string; url?: string };
+      if (j.event === 'metrics' && j.url) return j.url;
+      if (j.event === 'ready' && j.metrics) return j.metrics;
+    } catch {
+      // a log line
+    }
+  }
+  throw new Error(`${id} printed no metrics URL:\n${out}`);
+}
+
+describe('admin commands on real role processes', () => {
+  it('every role serves its metrics with {cluster, role, id} labels', async () => {
+    for (const [id, role] of [
+      ['shard-0', 'shard'],
+      ['worker-0', 'worker'],
+      ['serving-0', 'serving'],
+    ] as const) {
+      const url = metricsUrl(id);
+      expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+      const text = await (await fetch(url)).text();
+      expect(text).toContain(`freshet_actor_up{cluster="${lc.cluster}",role="${role}",id="${id}"} 1`);
+    }
+  });
+
+  it('checkpoint writes one on the shard; restore reloads the same version while running', async () => {
+    await waitFor(async () => (await shardVersion()) > 20, { timeoutMs: 60_000, message: 'shard learns' });
+    const shard = await targets(lc.nc, lc.cluster, ['shard'], 'shard-0');
+    const [ck] = await sendAdmin(lc.nc, lc.cluster, shard, 'checkpoint');
+    expect(ck).toMatchObject({ ok: true, id: 'shard-0' });
+    expect(ck!.detail!.bytes).toBeGreaterThan(0);
+    expect(typeof ck!.detail!.segment).toBe('number');
+    await waitFor(async () => (await shardVersion()) > (ck!.detail!.version as number) + 5, {
+      message: 'more pushes after the checkpoint',
+    });
+    const [rs] = await sendAdmin(lc.nc, lc.cluster, shard, 'restore');
+    expect(rs).toMatchObject({ ok: true, id: 'shard-0' });
+    const d = rs!.detail as { version: number; versionBefore: number; replayedRecords: number };
+    expect(d.version).toBe(d.versionBefore);
+    expect(d.replayedRecords).toBeGreaterThan(0);
+    // Still learning after the restore.
+    await waitFor(async () => (await shardVersion()) > d.version, { message: 'pushes after restore' });
+
+    const [bad] = await sendAdmin(lc.nc, lc.cluster, shard, 'restore', { checkpoint: 'checkpoint-99999' });
+    expect(bad).toMatchObject({ ok: false, error: { code: 'CONFIG' } });
+    expect(bad!.error!.message).toMatch(/only the newest is kept/);
+  });
+
+  it('says which commands a role does not support', async () => {
+    const w = await targets(lc.nc, lc.cluster, ['worker'], 'worker-0');
+    const [r] = await sendAdmin(lc.nc, lc.cluster, w, 'checkpoint', {}, 5000);
+    expect(r).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST' } });
+    expect(r!.error!.message).toMatch(/worker worker-0 does not support checkpoint/);
+  });
+
+  it('drain stops worker, serving node and shard; each process exits 0 and leaves the service API', async () => {
+    for (const id of ['worker-0', 'serving-0', 'shard-0']) {
+      const t = await targets(lc.nc, lc.cluster, ['shard', 'worker', 'serving'], id);
+      const [r] = await sendAdmin(lc.nc, lc.cluster, t, 'drain', { timeoutMs: 5000 }, 20_000);
+      expect(r, id).toMatchObject({ ok: true, id });
+      const proc = lc.processes.find((p) => p.id === id)!;
+      await waitFor(() => !proc.running, { timeoutMs: 10_000, message: `${id} exits after drain` });
+      await waitFor(() => exits.has(id), { message: `${id} exit seen` });
+      expect(exits.get(id), `${id} exit code`).toBe(0);
+      await waitFor(async () => !(await lc.actors()).some((a) => a.id === id), {
+        message: `${id} left the service API`,
+      });
+    }
+  });
+});
+
+describe('withEnvNats', () => {
+  it('puts FRESHET_NATS_* settings under the options’ own nats', () => {
+    const env = { servers: ['nats://env:4222'], user: 'u', pass: 'secret' };
+    expect(withEnvNats({ cluster: 'c' }, env)).toEqual({ cluster: 'c', nats: env });
+    expect(withEnvNats({ cluster: 'c', nats: { servers: 'nats://opt:4222' } }, env)).toEqual({
+      cluster: 'c',
+      nats: { servers: 'nats://opt:4222', user: 'u', pass: 'secret' },
+    });
+    expect(() => withEnvNats({ nats: 'x' }, env)).toThrow(/nats must be an object/);
+  });
+});
