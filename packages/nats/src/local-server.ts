@@ -126,7 +126,10 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 
   let child: ChildProcess | undefined;
   const launch = async (): Promise<void> => {
-    const c = spawn(bin, ['-c', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // Detached: its own process group, so a Ctrl-C on the terminal reaches only the parent,
+    // which stops NATS last, after the roles have drained through it. Orphans are still
+    // covered: the exit hook below, stop(), and the CLI's reaper (which signals the group).
+    const c = spawn(bin, ['-c', configFile], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     child = c;
     trackChild(c);
     let log = '';
