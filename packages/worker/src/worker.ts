@@ -196,6 +196,19 @@ interface Recovered {
   eventTs: number | undefined;
 }
 
+/**
+ * When an example's label became known, for freshness (event → serving): the publication of its
+ * newest message (a pre-labelled event, or the click that made an impression positive), or, for a
+ * joined negative, the moment the joiner closed its attribution window. Measuring negatives from
+ * the impression would count the window itself as staleness.
+ */
+function labelKnownAt(b: Buffered): number {
+  if (b.joined && b.example.label <= 0) return b.at;
+  let newest = Number.NEGATIVE_INFINITY;
+  for (const d of b.deps) newest = Math.max(newest, Number(d.msg.info.timestampNanos / 1_000_000));
+  return Number.isFinite(newest) ? newest : b.at;
+}
+
 class Semaphore {
   private free: number;
   private readonly waiters: (() => void)[] = [];
@@ -826,7 +839,7 @@ export class Worker {
     let eventTs: number | undefined = rec?.eventTs;
     if (!rec) {
       let min = Number.POSITIVE_INFINITY;
-      for (const t of msgs) min = Math.min(min, Number(t.msg.info.timestampNanos / 1_000_000));
+      for (const b of items) min = Math.min(min, labelKnownAt(b));
       eventTs = Number.isFinite(min) ? min : undefined;
     }
     const id = rec?.id ?? this.pushId(items);
