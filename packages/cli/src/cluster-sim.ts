@@ -462,10 +462,14 @@ export function maxSustainable(
   let lo = 0;
   let hi = opts.hi ?? 2e3 * (layout.workerMachines + 1);
   let best: SimResult | undefined;
+  let failed: SimResult | undefined;
   // Grow hi until unstable, then bisect.
   for (let i = 0; i < 12; i++) {
     const r = simulate(costs, layout, hi, knobs, opts.simMs);
-    if (!r.stable) break;
+    if (!r.stable) {
+      failed = r;
+      break;
+    }
     best = r;
     lo = hi;
     hi *= 2;
@@ -476,7 +480,11 @@ export function maxSustainable(
     if (r.stable) {
       lo = mid;
       best = r;
-    } else hi = mid;
+    } else {
+      hi = mid;
+      failed = r;
+    }
   }
-  return best ?? simulate(costs, layout, Math.max(1, lo), knobs, opts.simMs);
+  // Nothing sustainable: report the lowest rate tried, with what saturated there.
+  return best ?? { ...failed!, throughput: 0, stable: false };
 }

@@ -76,9 +76,10 @@ describe('CPU per process', () => {
     const meter = new CpuMeter(() => [{ group: 'busy', pid }]);
     meter.mark();
     await waitFor(() => (meter.seconds().busy ?? 0) >= 0.3, { timeoutMs: 10_000, message: 'busy child CPU' });
-    expect(procCpuSeconds(pid)).toBeGreaterThan(0.3);
+    expect(procCpuSeconds(pid)).toBeGreaterThanOrEqual(0.3);
     await busy.stop(1000);
-    expect(procCpuSeconds(pid)).toBeUndefined();
+    // A process that exited keeps the CPU it was last seen with.
+    expect(meter.seconds().busy).toBeGreaterThanOrEqual(0.3);
   });
 });
 
@@ -89,6 +90,7 @@ describe('runClusterBench', () => {
       limit: 300,
       shards: 1,
       workers: 1,
+      partitions: 1,
       serving: 1,
       batch: 64,
       freshnessLoad: 0,
