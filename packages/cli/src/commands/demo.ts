@@ -11,6 +11,7 @@ import { startLocalCluster, type LocalCluster } from '../local-cluster.js';
 import { expectedAuc } from '../demo-quality.js';
 import { createLogger } from '../logger.js';
 import { Progress } from '../progress.js';
+import { ReportRecorder } from '../report.js';
 import { shutdownSignal } from '../signals.js';
 
 /**
@@ -27,6 +28,7 @@ interface DemoFlags {
   seed: number;
   keepData: boolean;
   json: boolean;
+  report?: string;
 }
 
 const USERS_PROBED = 40;
@@ -153,6 +155,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
     publisher = new Publisher(local.nc, { cluster, partitions: config.partitions }, { signal });
     const before = await probe(local.nc, cluster, world, start);
     const history: Array<{ t: number; auc: number | null; view: ClusterView }> = [];
+    const recorder = flags.report ? new ReportRecorder(cluster) : undefined;
     let lastReport = 0;
     let published = 0;
     let bestBeforeDrift = before?.auc ?? 0.5;
@@ -165,6 +168,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
       const w = view.workers[0];
       const s = view.serving[0];
       history.push({ t: now - start, auc: p?.auc ?? null, view });
+      await recorder?.sample(view, { servingAuc: p?.auc ?? null, bestAuc: oracleAuc(world, now) });
       if (p && now < world.o.driftAtTs) bestBeforeDrift = Math.max(bestBeforeDrift, p.auc);
       const phase = now < world.o.driftAtTs ? 'before drift' : 'after drift ';
       progress.update(
@@ -217,6 +221,20 @@ async function runDemo(flags: DemoFlags): Promise<void> {
       backend: w?.backend ?? null,
       seconds: Math.round((Date.now() - t0) / 1000),
     };
+    if (recorder && flags.report) {
+      const bytes = await recorder.write(flags.report, {
+        title: `Freshet demo report (${flags.duration} s at ${flags.rate} requests/s, seed ${flags.seed})`,
+        summary,
+        charts: [
+          {
+            id: 'serving-auc',
+            key: 'servingAuc,bestAuc',
+            title: 'Serving AUC of a probe panel (red: best possible)',
+          },
+        ],
+      });
+      progress.log(`report: ${flags.report} (${recorder.samples} samples, ${bytes} bytes)`);
+    }
     if (flags.json) process.stdout.write(JSON.stringify(summary) + '\n');
     else {
       const out = [
@@ -258,5 +276,6 @@ export function demoCommand(): Command {
     .option('--seed <n>', 'seed of the synthetic world', positive, 7)
     .option('--keep-data', 'keep the checkpoints and logs directory')
     .option('--json', 'print the summary as one JSON line')
+    .option('--report <file>', 'write an HTML report with the dashboard charts of the run')
     .action(async (f: DemoFlags) => runDemo({ ...f, keepData: !!f.keepData, json: !!f.json }));
 }

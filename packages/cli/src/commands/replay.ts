@@ -1,9 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { runReplay } from '@freshet/client';
-import { natsOptionsFromEnv } from '@freshet/nats';
 import { Progress } from '../progress.js';
 import { shutdownSignal } from '../signals.js';
-import { natsUrlsFrom } from './common.js';
+import { connectAdmin, natsUrlsFrom } from './common.js';
 
 function positive(v: string): number {
   const n = Number(v);
@@ -21,6 +19,8 @@ interface ReplayFlags {
   cluster: string;
   partitions?: number;
   json?: boolean;
+  report?: string;
+  reportIntervalMs: number;
 }
 
 /** `freshet replay`: publishes a dataset as feedback events in time order. */
@@ -44,12 +44,20 @@ export function replayCommand(): Command {
     .option('--cluster <name>', 'cluster name', 'local')
     .option('--partitions <n>', 'stream partitions when creating the stream', positive)
     .option('--json', 'print the summary as one JSON line')
+    .option('--report <file>', 'write an HTML report with the dashboard charts of the run')
+    .option('--report-interval-ms <ms>', 'how often the report samples the cluster', positive, 1000)
     .action(async (f: ReplayFlags) => {
       if (f.rate !== undefined && f.speedup !== undefined) {
         throw new InvalidArgumentError('--rate and --speedup exclude each other');
       }
       const signal = shutdownSignal();
       const progress = new Progress();
+      const [{ runReplay }, { natsOptionsFromEnv }] = await Promise.all([
+        import('@freshet/client'),
+        import('@freshet/nats'),
+      ]);
+      // --report: sample the cluster through the service API while the events go out.
+      const rep = f.report ? await startReport(f) : undefined;
       const summary = await runReplay({
         data: f.data,
         ...(f.spec !== undefined ? { spec: f.spec } : {}),
@@ -65,8 +73,15 @@ export function replayCommand(): Command {
             `replay ${f.data}: ${p.events} events, ${p.acked} acked, ${Math.round(p.eventsPerSec)}/s`,
             f.limit ? p.events / f.limit : undefined,
           ),
+      }).catch(async (e: unknown) => {
+        await rep?.abandon();
+        throw e;
       });
       progress.done();
+      if (rep && f.report) {
+        const { samples, bytes } = await rep.finish(f.report, summary as unknown as Record<string, unknown>);
+        process.stderr.write(`report: ${f.report} (${samples} samples, ${bytes} bytes)\n`);
+      }
       if (f.json) process.stdout.write(JSON.stringify(summary) + '\n');
       else {
         process.stdout.write(
@@ -77,4 +92,27 @@ export function replayCommand(): Command {
       }
       if (summary.failed > 0) process.exitCode = 1;
     });
+}
+
+/** Starts sampling the cluster for `--report`; `finish` takes a last sample and writes the file. */
+async function startReport(f: ReplayFlags) {
+  const { ReportRecorder, sampleCluster } = await import('../report.js');
+  const nc = await connectAdmin(f, 'freshet-replay-report');
+  const recorder = new ReportRecorder(f.cluster);
+  const sampler = sampleCluster(nc, f.cluster, recorder, f.reportIntervalMs);
+  return {
+    async abandon() {
+      await sampler.stop();
+      await nc.close();
+    },
+    async finish(file: string, summary: Record<string, unknown>) {
+      await sampler.stop();
+      await nc.close();
+      const bytes = await recorder.write(file, {
+        title: `Freshet replay report: ${f.data} into cluster "${f.cluster}"`,
+        summary,
+      });
+      return { samples: recorder.samples, bytes };
+    },
+  };
 }

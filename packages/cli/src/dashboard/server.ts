@@ -137,6 +137,59 @@ export function pointOf(v: ClusterView): DashboardPoint {
 }
 
 /**
+ * The dashboard state from what was sampled: the history, the latest view and the serving nodes'
+ * Prometheus freshness buckets. Histograms come from the actors when they report buckets, else
+ * from the sampled quantiles (`source` says which). Shared with the `--report` files.
+ */
+export function dashboardState(o: {
+  cluster: string | null;
+  history: DashboardPoint[];
+  view: ClusterView | null;
+  servingFreshness?: HistogramView | null;
+  error?: string | null;
+}): DashboardState {
+  const v = o.view;
+  const fromServing =
+    sumHistograms((v?.serving ?? []).flatMap((s) => (s.freshnessHistogram ? [s.freshnessHistogram] : []))) ??
+    o.servingFreshness ??
+    null;
+  const fromShards = sumHistograms(
+    (v?.shards ?? []).flatMap((s) => (s.stalenessHistogram ? [s.stalenessHistogram] : [])),
+  );
+  const fresh = o.history
+    .flatMap((p) => [p.freshnessP50Ms, p.freshnessP99Ms])
+    .filter((x): x is number => x !== null);
+  const stale = o.history
+    .flatMap((p) => [p.stalenessP50, p.stalenessP99])
+    .filter((x): x is number => x !== null);
+  return {
+    cluster: o.cluster,
+    history: o.history,
+    view: v,
+    freshnessHistogram: fromServing
+      ? { ...fromServing, source: 'serving nodes' }
+      : { bounds: freshnessBounds, counts: bucket(fresh, freshnessBounds), source: 'sampled p50/p99' },
+    stalenessHistogram: fromShards
+      ? { ...fromShards, source: 'shards' }
+      : { bounds: stalenessBounds, counts: bucket(stale, stalenessBounds), source: 'sampled p50/p99' },
+    error: o.error ?? null,
+  };
+}
+
+/** The serving nodes' cumulative freshness buckets, read from their own /metrics. */
+export async function servingFreshnessOf(view: ClusterView): Promise<HistogramView | null> {
+  const texts = await Promise.all(
+    view.serving.flatMap((x) => (x.http ? [fetchText(`${x.http}/metrics`, 500)] : [])),
+  );
+  return sumHistograms(
+    texts.flatMap((t) => {
+      const h = t ? promHistogram(t, 'freshet_serving_freshness_milliseconds', freshnessBounds) : null;
+      return h ? [h] : [];
+    }),
+  );
+}
+
+/**
  * The live dashboard: polls the cluster through the service API every `intervalMs`, keeps a
  * bounded history, and serves the page (`/`), its data (`/api/state`) and Prometheus metrics
  * (`/metrics`) over node:http. Histograms come from the actors when they report buckets, else
@@ -163,15 +216,7 @@ export async function startDashboard(nc: NatsConnection, opts: DashboardOptions 
     try {
       view = await metrics.refresh();
       history.push(pointOf(view));
-      const texts = await Promise.all(
-        view.serving.flatMap((x) => (x.http ? [fetchText(`${x.http}/metrics`, 500)] : [])),
-      );
-      servingFreshness = sumHistograms(
-        texts.flatMap((t) => {
-          const h = t ? promHistogram(t, 'freshet_serving_freshness_milliseconds', freshnessBounds) : null;
-          return h ? [h] : [];
-        }),
-      );
+      servingFreshness = await servingFreshnessOf(view);
       if (history.length > historySize) history.shift();
       error = null;
     } catch (e) {
@@ -186,34 +231,8 @@ export async function startDashboard(nc: NatsConnection, opts: DashboardOptions 
     void poll().finally(() => (polling = false));
   }, intervalMs);
 
-  const state = (): DashboardState => {
-    const v = view;
-    const fromServing =
-      sumHistograms(
-        (v?.serving ?? []).flatMap((s) => (s.freshnessHistogram ? [s.freshnessHistogram] : [])),
-      ) ?? servingFreshness;
-    const fromShards = sumHistograms(
-      (v?.shards ?? []).flatMap((s) => (s.stalenessHistogram ? [s.stalenessHistogram] : [])),
-    );
-    const fresh = history
-      .flatMap((p) => [p.freshnessP50Ms, p.freshnessP99Ms])
-      .filter((x): x is number => x !== null);
-    const stale = history
-      .flatMap((p) => [p.stalenessP50, p.stalenessP99])
-      .filter((x): x is number => x !== null);
-    return {
-      cluster: opts.cluster ?? null,
-      history,
-      view: v,
-      freshnessHistogram: fromServing
-        ? { ...fromServing, source: 'serving nodes' }
-        : { bounds: freshnessBounds, counts: bucket(fresh, freshnessBounds), source: 'sampled p50/p99' },
-      stalenessHistogram: fromShards
-        ? { ...fromShards, source: 'shards' }
-        : { bounds: stalenessBounds, counts: bucket(stale, stalenessBounds), source: 'sampled p50/p99' },
-      error,
-    };
-  };
+  const state = (): DashboardState =>
+    dashboardState({ cluster: opts.cluster ?? null, history, view, servingFreshness, error });
 
   const page = dashboardPage({ intervalMs });
   const handle = (req: IncomingMessage, res: ServerResponse) => {
