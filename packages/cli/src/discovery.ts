@@ -1,6 +1,6 @@
 import { ErrorCode, NatsError, RequestStrategy, type NatsConnection, type ServiceStats } from 'nats';
 import { FreshetError, subjects } from '@freshet/protocol';
-import { roleNames, type RoleName } from './role-schemas.js';
+import { roleNames, type RoleName } from './role-names.js';
 
 /**
  * Finds the live actors of a cluster through the NATS service API (`$SRV.STATS.<name>`): every

@@ -5,9 +5,9 @@ import { shardOptionsSchema } from '@freshet/shard';
 import { workerOptionsSchema } from '@freshet/worker';
 import { clientTls, type ClusterConfig } from './cluster-config.js';
 
-/** The role processes a cluster config plans. */
-export type RoleName = 'shard' | 'worker' | 'serving';
-export const roleNames: readonly RoleName[] = ['shard', 'worker', 'serving'];
+import type { RoleName } from './role-names.js';
+
+export { roleNames, type RoleName } from './role-names.js';
 
 /** What a role adapter gets to build one actor's options. */
 export interface RoleBuildContext {
