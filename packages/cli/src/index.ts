@@ -60,8 +60,19 @@ export {
 export {
   startDashboard,
   pointOf,
+  dashboardState,
+  servingFreshnessOf,
   type Dashboard,
   type DashboardOptions,
   type DashboardState,
   type DashboardPoint,
 } from './dashboard/server.js';
+export { ReportRecorder, reportPage, sampleCluster, type ReportOptions, type ReportPoint } from './report.js';
+export { chartBody, chartScript, chartStyles, type ChartCard } from './dashboard/charts.js';
+export {
+  serveRoleAdmin,
+  answerAdmin,
+  type AdminHandler,
+  type RoleAdmin,
+  type RoleAdminOptions,
+} from './role-admin.js';
