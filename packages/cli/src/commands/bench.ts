@@ -2,6 +2,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { runServeBench } from '@freshet/serving';
 import { runShardBench, runShardNatsBench } from '@freshet/shard';
 import { runIngestBench, runTrainBench } from '@freshet/worker';
+import { clusterBenchCommand, scalingBenchCommand } from './bench-cluster.js';
 
 /**
  * `freshet bench <what>`: each benchmark prints ONE JSON line on stdout (progress, if any, goes
@@ -144,5 +145,7 @@ export function benchCommand(): Command {
     .addCommand(shardBench())
     .addCommand(trainBench())
     .addCommand(ingestBench())
-    .addCommand(serveBench());
+    .addCommand(serveBench())
+    .addCommand(clusterBenchCommand())
+    .addCommand(scalingBenchCommand());
 }
