@@ -2,9 +2,8 @@ import { execFile } from 'node:child_process';
 import { createReadStream, existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { z } from 'zod';
 import { runReplay } from '@freshet/client';
@@ -17,6 +16,7 @@ import { discoverActors, type ActorStatus } from './discovery.js';
 import { startLocalCluster, type ClusterLog, type LocalCluster } from './local-cluster.js';
 import { CpuMeter } from './proc-cpu.js';
 import { WireTap, type WireTapReport } from './wire-tap.js';
+import { repoRoot } from './cli-args.js';
 
 /**
  * `freshet bench cluster`: the whole loop on this machine. A real local cluster (nats-server +
@@ -93,15 +93,6 @@ export const missingTimings: readonly string[] = [
 ];
 
 const execFileP = promisify(execFile);
-
-function findRepoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 8; i++) {
-    if (existsSync(join(dir, 'pnpm-workspace.yaml'))) return dir;
-    dir = dirname(dir);
-  }
-  return process.cwd();
-}
 
 async function countExamples(path: string, limit: number | undefined): Promise<number> {
   let n = 0;
@@ -607,7 +598,7 @@ async function runTorchPeer(
   path: string,
   perPass: number,
 ): Promise<Record<string, unknown>> {
-  const root = o.repoRoot ?? findRepoRoot();
+  const root = o.repoRoot ?? repoRoot();
   const script = join(root, '..', 'shared', 'peers', 'torch_online.py');
   if (!existsSync(o.python)) return { error: `${o.python} not found` };
   if (!existsSync(script)) return { error: `peer script not found: ${script}` };
@@ -654,9 +645,7 @@ async function machineInfo(python: string): Promise<Record<string, unknown>> {
   }
   let commit: string | null = null;
   try {
-    commit = (
-      await execFileP('git', ['rev-parse', '--short', 'HEAD'], { cwd: findRepoRoot() })
-    ).stdout.trim();
+    commit = (await execFileP('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot() })).stdout.trim();
   } catch {
     commit = null;
   }

@@ -1,8 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
+import { nonNegativeInt as int, positiveNumber as num, repoRoot } from '../cli-args.js';
 import { runClusterBench } from '../bench-cluster.js';
 import { runScalingModel } from '../scaling-model.js';
 
@@ -11,26 +10,6 @@ import { runScalingModel } from '../scaling-model.js';
  * stderr. `--save` also writes the result to bench/results/<name>.json in the repository, so a
  * change shows up as a diff of the kept results.
  */
-function int(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
-  return n;
-}
-function num(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
-  return n;
-}
-
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 8; i++) {
-    if (existsSync(join(dir, 'pnpm-workspace.yaml'))) return dir;
-    dir = dirname(dir);
-  }
-  return process.cwd();
-}
-
 async function emit(result: Record<string, unknown>, save: string | boolean | undefined, name: string) {
   process.stdout.write(JSON.stringify(result) + '\n');
   if (save === undefined || save === false) return;

@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
+import { positiveInt as int, positiveNumber as num } from '../cli-args.js';
 import { runServeBench } from '@freshet/serving';
 import { runShardBench, runShardNatsBench } from '@freshet/shard';
 import { runIngestBench, runTrainBench } from '@freshet/worker';
@@ -9,17 +10,6 @@ import { clusterBenchCommand, scalingBenchCommand } from './bench-cluster.js';
  * to stderr), so `pnpm -s freshet bench shard --json | jq` works and results can be kept in git.
  * Speed targets are checked here, against a peer measured in the same run, never in timed tests.
  */
-function int(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
-  return n;
-}
-function num(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
-  return n;
-}
-
 function print(result: object): void {
   process.stdout.write(JSON.stringify(result) + '\n');
 }

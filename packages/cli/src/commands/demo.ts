@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { JSONCodec, type NatsConnection } from 'nats';
 import { Publisher, SyntheticWorld } from '@freshet/client';
 import { subjects } from '@freshet/protocol';
@@ -13,6 +13,7 @@ import { createLogger } from '../logger.js';
 import { Progress } from '../progress.js';
 import { ReportRecorder } from '../report.js';
 import { shutdownSignal } from '../signals.js';
+import { positiveInt, positiveNumber } from '../cli-args.js';
 
 /**
  * `freshet demo`: the whole loop on a laptop. An embedded cluster (its own nats-server, two
@@ -48,12 +49,6 @@ export const demoModel = {
   hidden: [32, 16],
   optimizer: { kind: 'adam', lr: 0.05 },
 };
-
-function positive(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
-  return n;
-}
 
 interface ProbeResult {
   auc: number;
@@ -269,11 +264,11 @@ export function demoCommand(): Command {
     .description(
       'an embedded local cluster learns online from a synthetic feedback stream and serves fresh predictions',
     )
-    .option('--duration <s>', 'seconds of feedback', positive, 90)
-    .option('--rate <n>', 'requests per second (5 impressions each)', positive, 150)
-    .option('--users <n>', 'synthetic users', positive, 200)
-    .option('--items <n>', 'synthetic items', positive, 100)
-    .option('--seed <n>', 'seed of the synthetic world', positive, 7)
+    .option('--duration <s>', 'seconds of feedback', positiveNumber, 90)
+    .option('--rate <n>', 'requests per second (5 impressions each)', positiveNumber, 150)
+    .option('--users <n>', 'synthetic users', positiveInt, 200)
+    .option('--items <n>', 'synthetic items', positiveInt, 100)
+    .option('--seed <n>', 'seed of the synthetic world', positiveInt, 7)
     .option('--keep-data', 'keep the checkpoints and logs directory')
     .option('--json', 'print the summary as one JSON line')
     .option('--report <file>', 'write an HTML report with the dashboard charts of the run')

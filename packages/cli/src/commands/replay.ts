@@ -2,12 +2,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { Progress } from '../progress.js';
 import { shutdownSignal } from '../signals.js';
 import { connectAdmin, natsUrlsFrom } from './common.js';
-
-function positive(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
-  return n;
-}
+import { positiveNumber } from '../cli-args.js';
 
 interface ReplayFlags {
   data: string;
@@ -34,18 +29,18 @@ export function replayCommand(): Command {
       'criteo:PATH | movielens:PATH | obd:PATH | csv:PATH | synthetic[:k=v,...]',
     )
     .option('--spec <file>', 'column mapping for csv: data (JSON)')
-    .option('--rate <n>', 'events per second', positive)
-    .option('--speedup <x>', "replay the dataset's own time x times faster", positive)
-    .option('--limit <n>', 'stop after n events', positive)
+    .option('--rate <n>', 'events per second', positiveNumber)
+    .option('--speedup <x>', "replay the dataset's own time x times faster", positiveNumber)
+    .option('--limit <n>', 'stop after n events', positiveNumber)
     .option(
       '--nats <url>',
       'NATS URL(s), comma separated (default FRESHET_NATS_URL or nats://127.0.0.1:4222)',
     )
     .option('--cluster <name>', 'cluster name', 'local')
-    .option('--partitions <n>', 'stream partitions when creating the stream', positive)
+    .option('--partitions <n>', 'stream partitions when creating the stream', positiveNumber)
     .option('--json', 'print the summary as one JSON line')
     .option('--report <file>', 'write an HTML report with the dashboard charts of the run')
-    .option('--report-interval-ms <ms>', 'how often the report samples the cluster', positive, 1000)
+    .option('--report-interval-ms <ms>', 'how often the report samples the cluster', positiveNumber, 1000)
     .action(async (f: ReplayFlags) => {
       if (f.rate !== undefined && f.speedup !== undefined) {
         throw new InvalidArgumentError('--rate and --speedup exclude each other');
