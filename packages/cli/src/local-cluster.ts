@@ -383,6 +383,11 @@ export async function startLocalCluster(
           log.error({ actor: proc.id, code, signal: sig }, `${why}; not restarting`);
           return;
         }
+        if (code === 0) {
+          // A clean exit is a decision (`freshet drain`), not a crash: respect it.
+          log.info({ actor: proc.id }, `${proc.id} drained and exited; not restarting`);
+          return;
+        }
         proc.restarts++;
         // Back off a little on repeated crashes so a broken config does not spin the CPU.
         const delay = Math.min(5000, 200 * 2 ** Math.min(proc.restarts - 1, 5));
