@@ -26,7 +26,7 @@ function alive(pid: number): boolean {
 }
 
 describe('local cluster', () => {
-  it('starts NATS and every actor, restarts a killed one, and stop() leaves no process behind', async () => {
+  it('starts NATS and every actor, restarts a killed one, leaves a drained one down, and stop() leaves no process behind', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'freshet-lc-'));
     const cfg = defaultClusterConfig({ cluster: uniqueName('lc'), dataDir: dir });
     let lc: LocalCluster | undefined;
@@ -48,6 +48,15 @@ describe('local cluster', () => {
       await waitFor(async () => (await lc!.actors()).filter((a) => a.id === 'shard-0').length === 1, {
         message: 'shard-0 back in the service API',
       });
+      // A clean exit (what `freshet drain` ends in) is not a crash: the actor stays down.
+      const worker = lc.processes.find((p) => p.id === 'worker-0')!;
+      worker.kill('SIGTERM');
+      await waitFor(() => !worker.running, { message: 'worker-0 to exit' });
+      await waitFor(async () => !(await lc!.actors()).some((a) => a.id === 'worker-0'), {
+        message: 'worker-0 gone from the service API',
+      });
+      expect(worker.restarts).toBe(0);
+      expect(worker.running).toBe(false);
     } finally {
       const pids = [...(lc?.processes.map((p) => p.pid) ?? []), ...(lc?.natsServers.map((s) => s.pid) ?? [])];
       await lc?.stop();
