@@ -55,26 +55,39 @@ if (
   process.exit(1);
 }
 
-// 3. nats-server: FRESHET_NATS_SERVER, else PATH, else apt-get as root on Debian/Ubuntu.
+// 3. System packages: nats-server (both jobs) and, for the tests, Chromium (the dashboard and
+// report tests drive it headless). FRESHET_NATS_SERVER / FRESHET_CHROMIUM, else PATH, else one
+// apt-get run as root on Debian/Ubuntu.
 function natsServer() {
   const env = process.env.FRESHET_NATS_SERVER;
   if (env) return existsSync(env) ? env : null;
   return ok('sh', ['-c', 'command -v nats-server']);
 }
-if (!natsServer()) {
+function chromium() {
+  const env = process.env.FRESHET_CHROMIUM;
+  if (env) return existsSync(env) ? env : null;
+  return ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p)) ?? null;
+}
+const missing = [];
+if (!natsServer()) missing.push('nats-server');
+if (job === 'test' && !chromium()) missing.push('chromium');
+if (missing.length) {
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   if (isRoot && ok('sh', ['-c', 'command -v apt-get'])) {
-    step('installing nats-server with apt-get');
-    run('apt-get', ['update', '-qq']);
-    run('apt-get', ['install', '-y', '-qq', 'nats-server'], {
-      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-    });
+    step(`installing ${missing.join(', ')} with apt-get`);
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    run('apt-get', ['update', '-qq'], { env });
+    run('apt-get', ['install', '-y', '-qq', ...missing], { env });
   }
   if (!natsServer()) {
     console.error(
       '[freshet] nats-server not found. Install it (Debian/Ubuntu: apt-get install nats-server; ' +
         'elsewhere: https://github.com/nats-io/nats-server/releases) or set FRESHET_NATS_SERVER to its path.',
     );
+    process.exit(1);
+  }
+  if (job === 'test' && !chromium()) {
+    console.error('[freshet] chromium not found (the dashboard tests need it): apt-get install chromium, or set FRESHET_CHROMIUM.');
     process.exit(1);
   }
 }

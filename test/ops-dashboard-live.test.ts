@@ -1,6 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,26 +11,12 @@ import {
   type Dashboard,
   type LocalCluster,
 } from '@freshet/cli';
-import { uniqueName, waitFor } from '@freshet/testkit';
+import { chromiumPath, uniqueName, waitFor } from '@freshet/testkit';
 
 // The dashboard against a real local cluster (2 shards, 1 worker, 1 serving node) learning from
 // a synthetic stream published throughout the test (~400 requests/s, 5 impressions each), opened
 // in headless Chromium: progressive AUC and logloss are real values, examples/s and shard
 // versions move while we watch.
-function chromiumPath(): string {
-  const candidates = [process.env.FRESHET_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'];
-  const found = () => candidates.find((p): p is string => !!p && existsSync(p));
-  if (!found() && process.getuid?.() === 0) {
-    execFileSync('apt-get', ['install', '-y', '-qq', 'chromium'], {
-      stdio: 'ignore',
-      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-      timeout: 300_000,
-    });
-  }
-  const p = found();
-  if (!p) throw new Error('chromium not found: apt-get install chromium (as root), or set FRESHET_CHROMIUM');
-  return p;
-}
 
 let lc: LocalCluster;
 let browser: Browser;

@@ -1,12 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
-import { uniqueName, waitFor } from '@freshet/testkit';
+import { chromiumPath, uniqueName, waitFor } from '@freshet/testkit';
 import { defaultClusterConfig } from '../src/cluster-config.js';
 import { startDashboard, type Dashboard } from '../src/dashboard/server.js';
 import { startLocalCluster, type LocalCluster } from '../src/local-cluster.js';
@@ -14,22 +12,6 @@ import { startLocalCluster, type LocalCluster } from '../src/local-cluster.js';
 // The dashboard (the server `freshet dashboard` runs) against a running local cluster, opened in
 // headless Chromium: the charts must show real numbers that move.
 const fake = fileURLToPath(new URL('./fixtures/fake-actor.mjs', import.meta.url));
-
-/** Debian's chromium; installed with apt-get when missing and running as root. */
-function chromiumPath(): string {
-  const candidates = [process.env.FRESHET_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'];
-  const found = () => candidates.find((p): p is string => !!p && existsSync(p));
-  if (!found() && process.getuid?.() === 0) {
-    execFileSync('apt-get', ['install', '-y', '-qq', 'chromium'], {
-      stdio: 'ignore',
-      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-      timeout: 300_000,
-    });
-  }
-  const p = found();
-  if (!p) throw new Error('chromium not found: apt-get install chromium (as root), or set FRESHET_CHROMIUM');
-  return p;
-}
 
 let lc: LocalCluster;
 let browser: Browser;

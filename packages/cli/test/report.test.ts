@@ -4,10 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
-import { spawnChild, uniqueName } from '@freshet/testkit';
+import { chromiumPath, spawnChild, uniqueName } from '@freshet/testkit';
 import { defaultClusterConfig } from '../src/cluster-config.js';
 import { cliMainPath, startLocalCluster, type LocalCluster } from '../src/local-cluster.js';
-import { chromiumPath } from './fixtures/chromium.js';
 
 // `freshet replay --report FILE` as a real CLI process against a running local cluster (stand-in
 // actors whose numbers move): the file is self-contained, its embedded samples are real numbers,

@@ -2,3 +2,4 @@ export { waitFor, uniqueName } from './wait-for.js';
 export { useNats, useNatsCluster, type NatsFixture } from './nats-fixture.js';
 export { spawnChild, type ChildHandle } from './processes.js';
 export { startNatsServer, startNatsCluster, findNatsServer } from '@freshet/nats';
+export { chromiumPath } from './chromium.js';
