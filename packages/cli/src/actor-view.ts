@@ -1,3 +1,4 @@
+import { mergeProgressive, type ProgressiveHistogram } from '@freshet/protocol';
 import { num, str, type ActorStatus } from './discovery.js';
 
 /**
@@ -61,6 +62,8 @@ export interface ClusterView {
   shards: ShardView[];
   workers: WorkerView[];
   serving: ServingView[];
+  /** Progressive AUC/logloss of every worker's examples together (null without workers). */
+  progressive: { examples: number; auc: number | null; logloss: number | null } | null;
 }
 
 const n = (s: Record<string, unknown>, ...p: string[]) => num(s, ...p) ?? null;
@@ -162,12 +165,29 @@ export function servingView(a: ActorStatus): ServingView {
 }
 
 /** Groups discovered actors into the three role views. */
+function isHistogram(v: unknown): v is ProgressiveHistogram {
+  return (
+    isRecord(v) && typeof v.bins === 'number' && Array.isArray(v.counts) && typeof v.lossSum === 'number'
+  );
+}
+
+/** Merges the workers' mergeable progressive histograms into one cluster-wide figure. */
+export function clusterProgressive(workers: ActorStatus[]): ClusterView['progressive'] {
+  const parts = workers.map((w) => w.status.progressiveHistogram).filter(isHistogram);
+  if (!parts.length) return null;
+  const m = mergeProgressive(parts);
+  const finite = (x: number) => (Number.isFinite(x) ? x : null);
+  return { examples: m.examples, auc: finite(m.auc), logloss: finite(m.logloss) };
+}
+
 export function clusterView(actors: ActorStatus[], cluster?: string): ClusterView {
+  const workers = actors.filter((a) => a.role === 'worker');
   return {
     cluster: cluster ?? null,
     at: Date.now(),
     shards: actors.filter((a) => a.role === 'shard').map(shardView),
-    workers: actors.filter((a) => a.role === 'worker').map(workerView),
+    workers: workers.map(workerView),
     serving: actors.filter((a) => a.role === 'serving').map(servingView),
+    progressive: clusterProgressive(workers),
   };
 }

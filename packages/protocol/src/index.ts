@@ -119,3 +119,4 @@ export {
   type AdminRequest,
   type AdminReply,
 } from './admin.js';
+export { histogramAuc, mergeProgressive, type ProgressiveHistogram } from './progressive-merge.js';

@@ -92,6 +92,12 @@ export function renderStatus(v: ClusterView, where: string): string {
         ]),
       ),
     );
+    const c = v.progressive;
+    if (c && v.workers.length > 1) {
+      out.push(
+        `cluster-wide: ${fmt.n(c.examples)} examples, AUC ${fmt.n(c.auc, 4)}, logloss ${fmt.n(c.logloss, 4)}`,
+      );
+    }
   }
   if (v.serving.length) {
     out.push(
