@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { errorEnvelopeSchema, featuresSchema } from '@freshet/protocol';
+import { errorEnvelopeSchema, eventLimits, featuresSchema } from '@freshet/protocol';
 
 const id = z.string().min(1).max(128);
 
@@ -31,6 +31,99 @@ export function apiSchemas(limits: { maxCandidates: number }) {
   });
   return { score, rank };
 }
+/**
+ * A hand-written check of score/rank requests that runs ~10× faster than the zod schemas of
+ * {@link apiSchemas} on a 100-candidate request. It is conservative: it accepts only what the zod
+ * schema accepts (fuzz-tested against it), and anything it does not accept goes through zod, which
+ * decides and words the reason. So zod stays the definition; this is the fast path for the
+ * common, valid request. Accepted requests are used as they are (no copy is made).
+ */
+export function fastRequestCheck(limits: { maxCandidates: number }) {
+  const max = limits.maxCandidates;
+  return (raw: unknown, op: 'score' | 'rank'): boolean => {
+    if (!isPlain(raw)) return false;
+    let needed = 2;
+    for (const key in raw) {
+      const v = raw[key];
+      switch (key) {
+        case 'user':
+          if (!isId(v)) return false;
+          needed--;
+          break;
+        case 'candidates':
+          if (!candidatesOk(v, max)) return false;
+          needed--;
+          break;
+        case 'context':
+          if (v !== undefined && !featuresOk(v)) return false;
+          break;
+        case 'requestId':
+          if (v !== undefined && !(typeof v === 'string' && v.length <= 128)) return false;
+          break;
+        case 'k':
+          if (op !== 'rank') return false;
+          if (v !== undefined && !(Number.isInteger(v) && (v as number) >= 1 && (v as number) <= max))
+            return false;
+          break;
+        default:
+          return false;
+      }
+    }
+    return needed === 0;
+  };
+}
+
+/** A JSON-like plain object without a `__proto__` own key (zod drops such a key; we'd keep it). */
+function isPlain(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  return (proto === Object.prototype || proto === null) && !Object.hasOwn(v, '__proto__');
+}
+
+function isId(v: unknown): boolean {
+  return typeof v === 'string' && v.length >= 1 && v.length <= 128;
+}
+
+function candidatesOk(v: unknown, max: number): boolean {
+  if (!Array.isArray(v) || v.length < 1 || v.length > max) return false;
+  for (let i = 0; i < v.length; i++) {
+    const c: unknown = v[i];
+    if (!isPlain(c)) return false;
+    let hasItem = false;
+    for (const key in c) {
+      if (key === 'item') {
+        if (!isId(c.item)) return false;
+        hasItem = true;
+      } else if (key === 'features') {
+        if (c.features !== undefined && !featuresOk(c.features)) return false;
+      } else return false;
+    }
+    if (!hasItem) return false;
+  }
+  return true;
+}
+
+function featuresOk(v: unknown): boolean {
+  if (!isPlain(v)) return false;
+  let n = 0;
+  for (const key in v) {
+    if (++n > eventLimits.maxFeatures || key.length < 1 || key.length > 128) return false;
+    const x = v[key];
+    if (typeof x === 'string') {
+      if (x.length > eventLimits.maxStringLength) return false;
+    } else if (typeof x === 'number') {
+      if (!Number.isFinite(x)) return false;
+    } else if (Array.isArray(x)) {
+      if (x.length > eventLimits.maxTokens) return false;
+      for (let i = 0; i < x.length; i++) {
+        const t: unknown = x[i];
+        if (typeof t !== 'string' || t.length > eventLimits.maxStringLength) return false;
+      }
+    } else return false;
+  }
+  return true;
+}
+
 export type ScoreRequest = z.infer<ReturnType<typeof apiSchemas>['score']>;
 export type RankRequest = z.infer<ReturnType<typeof apiSchemas>['rank']>;
 export type Candidate = ScoreRequest['candidates'][number];

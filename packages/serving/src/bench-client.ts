@@ -1,12 +1,14 @@
 import { Agent, request } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { parentPort, workerData } from 'node:worker_threads';
 import { connect } from 'nats';
 
 /**
- * Load generator of the serve bench, in its own thread so that sending requests does not steal
- * the serving node's event loop. Open loop at a fixed rate (latency measured from each request's
- * scheduled time, so queueing delay is not hidden) or closed loop at a fixed concurrency (max).
+ * Load generator of the serve bench, run as its own process (forked with an IPC channel: the job
+ * arrives as the first message, the result goes back as one) so that sending requests shares
+ * neither the serving node's event loop nor its heap and GC. Open loop at a fixed rate (latency
+ * measured from each request's scheduled time, so queueing delay is not hidden: no coordinated
+ * omission) or closed loop at a fixed concurrency (max). It reports its own CPU use and how late
+ * it sent requests, so a starved generator shows instead of passing as a slow server.
  */
 export interface BenchClientJob {
   transport: 'http' | 'nats';
@@ -30,11 +32,17 @@ export interface BenchClientResult {
   ok: number;
   errors: number;
   seconds: number;
+  /** CPU the generator used over the measured window, in % of one core. */
+  cpu_pct: number;
+  /** How late requests left after their scheduled time (open loop; 0 for closed loop), p99 in ms. */
+  send_lag_p99_ms: number;
 }
 
-const job = workerData as BenchClientJob;
+/** What the forked generator tells its parent. */
+export type ClientMessage =
+  { kind: 'measuring' } | { kind: 'done'; ok: boolean; result?: BenchClientResult; error?: string };
 
-async function main(): Promise<BenchClientResult> {
+async function main(job: BenchClientJob): Promise<BenchClientResult> {
   const te = new TextEncoder();
   const payloads = job.bodies.map((b) => te.encode(b));
   let send: (i: number) => Promise<boolean>;
@@ -78,12 +86,18 @@ async function main(): Promise<BenchClientResult> {
   }
 
   const lat: number[] = [];
+  const lag: number[] = [];
+  let cpu0: NodeJS.CpuUsage | undefined;
   let ok = 0;
   let errors = 0;
   let n = 0;
   const t0 = performance.now();
   const warmEnd = t0 + job.warmupSeconds * 1000;
   const end = warmEnd + job.seconds * 1000;
+  const measuring = setTimeout(() => {
+    cpu0 = process.cpuUsage();
+    process.send?.({ kind: 'measuring' } satisfies ClientMessage);
+  }, job.warmupSeconds * 1000);
   const record = (start: number, good: boolean) => {
     if (start < warmEnd) return;
     if (good) {
@@ -100,6 +114,7 @@ async function main(): Promise<BenchClientResult> {
       // Send every request whose scheduled time has come, then sleep until the next one.
       while (t0 + n * interval <= now) {
         const scheduled = t0 + n * interval;
+        if (scheduled >= warmEnd) lag.push(now - scheduled);
         const p = send(n++).then((good) => {
           record(scheduled, good);
           inflight.delete(p);
@@ -110,6 +125,7 @@ async function main(): Promise<BenchClientResult> {
     }
     await Promise.all(inflight);
   } else {
+    lag.push(0);
     await Promise.all(
       Array.from({ length: job.concurrency }, async () => {
         while (performance.now() < end) {
@@ -119,22 +135,39 @@ async function main(): Promise<BenchClientResult> {
       }),
     );
   }
+  clearTimeout(measuring);
+  const cpu = process.cpuUsage(cpu0);
+  const measuredMs = Math.max(1, performance.now() - warmEnd);
   await close();
-  lat.sort((a, b) => a - b);
-  const q = (p: number) => (lat.length ? lat[Math.min(lat.length - 1, Math.ceil(p * lat.length) - 1)]! : 0);
   const round = (x: number) => Math.round(x * 1000) / 1000;
   return {
     rps: round(ok / job.seconds),
-    p50_ms: round(q(0.5)),
-    p99_ms: round(q(0.99)),
-    max_ms: round(lat[lat.length - 1] ?? 0),
+    p50_ms: round(quantile(lat, 0.5)),
+    p99_ms: round(quantile(lat, 0.99)),
+    max_ms: round(quantile(lat, 1)),
     ok,
     errors,
     seconds: job.seconds,
+    cpu_pct: Math.round(((cpu.user + cpu.system) / 1000 / measuredMs) * 1000) / 10,
+    send_lag_p99_ms: round(quantile(lag, 0.99)),
   };
 }
 
-main().then(
-  (r) => parentPort?.postMessage({ ok: true, result: r }),
-  (e: unknown) => parentPort?.postMessage({ ok: false, error: String((e as Error)?.stack ?? e) }),
-);
+function quantile(xs: number[], p: number): number {
+  if (xs.length === 0) return 0;
+  const s = xs.sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))]!;
+}
+
+// Entry point of the forked process: one job in, one result out, then exit.
+process.once('message', (job: BenchClientJob) => {
+  main(job).then(
+    (result) =>
+      process.send?.({ kind: 'done', ok: true, result } satisfies ClientMessage, () => process.exit(0)),
+    (e: unknown) =>
+      process.send?.(
+        { kind: 'done', ok: false, error: String((e as Error)?.stack ?? e) } satisfies ClientMessage,
+        () => process.exit(1),
+      ),
+  );
+});

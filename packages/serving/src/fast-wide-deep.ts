@@ -52,6 +52,7 @@ export class FastWideDeep {
   private readonly transposed = new Map<number, { stamp: number; data: Float32Array }>();
   private readonly tensors = new Map<number, { stamp: number; t: tf.Tensor }>();
   private readonly gemm: GemmKind;
+  private w1: { stamp: number; cols: number[]; t: tf.Tensor } | undefined;
   // Scratch buffers reused across calls: scoring is synchronous, one batch at a time.
   private scratch: Float32Array[] = [];
 
@@ -117,7 +118,7 @@ export class FastWideDeep {
       if (!fieldShared[fi]) continue;
       const f = this.fields[fi]!;
       pool(f, 0, index, sw, slots, embRows, k, pooled, 0);
-      for (let j = 0; j < k; j++) axpy(pooled[j]!, W1, (fi * k + j) * h1, h1, base);
+      gemvRows(pooled, k, W1, fi * k, h1, base);
       wideBase += wideSum(f, 0, index, sw, slots, wideAll);
     }
     for (let c = 0; c < nd; c++) if (numShared[c]) axpy(num[c]!, W1, (F * k + c) * h1, h1, base);
@@ -144,24 +145,25 @@ export class FastWideDeep {
     }
     let H: Float32Array;
     if (this.gemm === 'tfjs' && n >= TFJS_MIN_BATCH && m > 0) {
-      // Rows of W₁ for the varying columns, [m × h1], as tfjs' matMul takes them.
-      const W1g = this.buf(4, m * h1);
-      for (let q = 0; q < m; q++) W1g.set(W1.subarray(cols[q]! * h1, (cols[q]! + 1) * h1), q * h1);
+      const last = this.layers.length - 1;
+      // One fused kernel per layer (product + bias + relu): a tfjs op costs ~10 µs of bookkeeping,
+      // as much as a small product, so fewer ops is most of the win here.
       H = tf
         .tidy(() => {
-          let h: tf.Tensor2D = tf.add(
-            tf.matMul(
-              tf.tensor2d(X.subarray(0, n * m), [n, m]),
-              tf.tensor2d(W1g.subarray(0, m * h1), [m, h1]),
-            ),
-            tf.tensor1d(base.subarray(0, h1)),
-          );
-          for (let li = 1; li < this.layers.length; li++) {
+          let h = tf.fused.matMul({
+            a: tf.tensor2d(X.subarray(0, n * m), [n, m]),
+            b: this.firstLayerTensor(W1, cols, h1, params.stamp?.(L1.w)),
+            bias: tf.tensor1d(base.subarray(0, h1)),
+            activation: last === 0 ? 'linear' : 'relu',
+          });
+          for (let li = 1; li <= last; li++) {
             const L = this.layers[li]!;
-            h = tf.add(
-              tf.matMul(tf.relu(h), this.tensorOf(L.w, [L.in, L.out], params)),
-              this.tensorOf(L.b, [L.out], params),
-            );
+            h = tf.fused.matMul({
+              a: h,
+              b: this.tensorOf(L.w, [L.in, L.out], params),
+              bias: this.tensorOf(L.b, [L.out], params),
+              activation: li === last ? 'linear' : 'relu',
+            });
           }
           return h;
         })
@@ -200,10 +202,42 @@ export class FastWideDeep {
     return t;
   }
 
+  /**
+   * The rows of W₁ for the varying columns, [m × h1], as a tensor kept while the weights and the
+   * set of varying columns stay the same (requests of one shape hit it every time).
+   */
+  private firstLayerTensor(
+    W1: Float32Array,
+    cols: number[],
+    h1: number,
+    stamp: number | undefined,
+  ): tf.Tensor {
+    const hit = this.w1;
+    if (
+      hit &&
+      stamp !== undefined &&
+      hit.stamp === stamp &&
+      hit.cols.length === cols.length &&
+      hit.cols.every((c, i) => c === cols[i])
+    )
+      return hit.t;
+    const m = cols.length;
+    const W1g = this.buf(4, m * h1);
+    for (let q = 0; q < m; q++) W1g.set(W1.subarray(cols[q]! * h1, (cols[q]! + 1) * h1), q * h1);
+    const t = tf.tensor2d(W1g.subarray(0, m * h1), [m, h1]);
+    // Without a stamp the tensor lives only for the call (the caller's tidy disposes it).
+    if (stamp === undefined) return t;
+    hit?.t.dispose();
+    this.w1 = { stamp, cols: [...cols], t: tf.keep(t) };
+    return t;
+  }
+
   /** Releases the tensors kept for the tfjs path. */
   dispose(): void {
     for (const { t } of this.tensors.values()) t.dispose();
     this.tensors.clear();
+    this.w1?.t.dispose();
+    this.w1 = undefined;
   }
 
   /** A layer's weights as [out × in] (rows contiguous per output unit), cached per version. */
@@ -264,6 +298,34 @@ function wideSum(
     if (r >= 0) acc += (sw ? sw[b * slots + s]! : 1) * rows[r]!;
   }
   return acc;
+}
+
+/**
+ * out[0..h) += Σ_i x[i] · W[row0 + i, :] for i < nx (W row-major with h columns): four rows per
+ * pass, so each `out` element is loaded and stored once per four rows instead of once per row.
+ */
+function gemvRows(
+  x: Float32Array,
+  nx: number,
+  W: Float32Array,
+  row0: number,
+  h: number,
+  out: Float32Array,
+): void {
+  let i = 0;
+  for (; i + 4 <= nx; i += 4) {
+    const a0 = x[i]!;
+    const a1 = x[i + 1]!;
+    const a2 = x[i + 2]!;
+    const a3 = x[i + 3]!;
+    const r0 = (row0 + i) * h;
+    const r1 = r0 + h;
+    const r2 = r1 + h;
+    const r3 = r2 + h;
+    for (let j = 0; j < h; j++)
+      out[j]! += a0 * W[r0 + j]! + a1 * W[r1 + j]! + a2 * W[r2 + j]! + a3 * W[r3 + j]!;
+  }
+  for (; i < nx; i++) axpy(x[i]!, W, (row0 + i) * h, h, out);
 }
 
 /** out[0..n) += a · W[at .. at+n). */

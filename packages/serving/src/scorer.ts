@@ -3,6 +3,7 @@ import { FreshetError, type Features } from '@freshet/protocol';
 import { FastWideDeep, type GemmKind, type ParamSource } from './fast-wide-deep.js';
 import type { Replica } from './replica.js';
 import type { Candidate } from './api-schemas.js';
+import { RequestEncoder } from './request-encoder.js';
 
 /** How scores are computed: the hand-written forward pass, or @freshet/model's (tfjs) predict. */
 export type ScorerKind = 'fast' | 'model';
@@ -79,8 +80,10 @@ export async function createScorer(
       'CONFIG',
       `scorer "fast" has no forward pass for ${model.layout.kind}; use auto or model`,
     );
+  // User and context encoded once per request, not once per candidate.
+  const encoder = new RequestEncoder(model, opts.fields);
   const encode = (user: string, context: Features | undefined, candidates: readonly Candidate[]) =>
-    model.encode(requestExamples(opts.fields, user, context, candidates));
+    encoder.encode(user, context, candidates);
   if (fast && opts.kind !== 'model') {
     // The hand-written pass reduces the work; tfjs (wasm SIMD) multiplies what is left.
     await initBackend();

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { Worker } from 'node:worker_threads';
+import { fork } from 'node:child_process';
 import type { NatsConnection, Subscription } from 'nats';
 import { createModel, type Model } from '@freshet/model';
 import { connectNats, startNatsServer, type NatsServerHandle } from '@freshet/nats';
@@ -14,7 +14,7 @@ import {
   subjects,
   type DeltaTable,
 } from '@freshet/protocol';
-import type { BenchClientJob, BenchClientResult } from './bench-client.js';
+import type { BenchClientJob, BenchClientResult, ClientMessage } from './bench-client.js';
 import { createScorer } from './scorer.js';
 import { ServingNode } from './serving-node.js';
 
@@ -80,7 +80,7 @@ function rng(seed: number) {
   };
 }
 
-function requestBodies(n: number, candidates: number): string[] {
+export function requestBodies(n: number, candidates: number): string[] {
   const r = rng(7);
   return Array.from({ length: n }, () => {
     const context: Record<string, string | number> = { hour: Math.floor(r() * 24) };
@@ -103,7 +103,7 @@ function requestBodies(n: number, candidates: number): string[] {
  * A stand-in for the shards: it answers snapshot pages of pre-filled rows (every user, item and
  * context value of the bench) and publishes deltas at a steady rate with probe timestamps.
  */
-class BenchShards {
+export class BenchShards {
   private readonly data: { keys: Uint32Array; values: Float32Array; dim: number }[][] = [];
   private subs: Subscription[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -230,20 +230,51 @@ class BenchShards {
   }
 }
 
-function runClient(job: BenchClientJob): Promise<BenchClientResult> {
+/**
+ * Runs one load phase in a forked process and measures this process's CPU (the serving node's,
+ * plus the stand-in shards' few deltas) over the same time, in % of one core.
+ */
+function runClient(job: BenchClientJob): Promise<BenchClientResult & { server_cpu_pct: number }> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(new URL('./bench-client.js', import.meta.url), { workerData: job });
-    w.once('message', (m: { ok: boolean; result?: BenchClientResult; error?: string }) => {
-      void w.terminate();
-      if (m.ok && m.result) resolve(m.result);
+    const child = fork(new URL('./bench-client.js', import.meta.url), [], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    let cpu0 = process.cpuUsage();
+    let t0 = performance.now();
+    let settled = false;
+    child.on('message', (m: ClientMessage) => {
+      if (m.kind === 'measuring') {
+        // Server CPU counts over the generator's measured window, not its warm-up.
+        cpu0 = process.cpuUsage();
+        t0 = performance.now();
+        return;
+      }
+      settled = true;
+      const c = process.cpuUsage(cpu0);
+      const server_cpu_pct =
+        Math.round(((c.user + c.system) / 1000 / Math.max(1, performance.now() - t0)) * 1000) / 10;
+      if (m.ok && m.result) resolve({ ...m.result, server_cpu_pct });
       else reject(new Error(m.error ?? 'bench client failed'));
     });
-    w.once('error', reject);
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      if (!settled) reject(new Error(`bench client exited with ${code} before reporting`));
+    });
+    child.send(job);
   });
 }
 
-function summary(r: BenchClientResult) {
-  return { rps: r.rps, p50_ms: r.p50_ms, p99_ms: r.p99_ms, max_ms: r.max_ms, errors: r.errors };
+function summary(r: BenchClientResult & { server_cpu_pct: number }) {
+  return {
+    rps: r.rps,
+    p50_ms: r.p50_ms,
+    p99_ms: r.p99_ms,
+    max_ms: r.max_ms,
+    errors: r.errors,
+    server_cpu_pct: r.server_cpu_pct,
+    client_cpu_pct: r.cpu_pct,
+    client_send_lag_p99_ms: r.send_lag_p99_ms,
+  };
 }
 
 function quantiles(xs: number[]): { p50_ms: number; p99_ms: number } {

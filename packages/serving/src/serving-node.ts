@@ -13,6 +13,7 @@ import {
 } from '@freshet/protocol';
 import {
   apiSchemas,
+  fastRequestCheck,
   rankResponseSchema,
   scoreResponseSchema,
   type RankRequest,
@@ -83,6 +84,7 @@ export class ServingNode {
   private readonly deps: ServingNodeDeps;
   private readonly subj: Subjects;
   private readonly schemas: ReturnType<typeof apiSchemas>;
+  private readonly quickCheck: ReturnType<typeof fastRequestCheck>;
   private readonly log: ServingLog;
   private st: ServingState = 'idle';
   private nc: NatsConnection | undefined;
@@ -103,6 +105,7 @@ export class ServingNode {
     this.deps = deps;
     this.subj = subjects(this.options.cluster);
     this.schemas = apiSchemas(this.options.limits);
+    this.quickCheck = fastRequestCheck(this.options.limits);
     this.latency = new WindowedHistogram(this.options.statsWindowMs);
     this.log = deps.log ?? (() => undefined);
     deps.signal?.addEventListener('abort', () => void this.stop(), { once: true });
@@ -273,9 +276,14 @@ export class ServingNode {
     if (this.st !== 'running') return fail(503, new FreshetError('SHUTTING_DOWN', `serving node ${this.st}`));
     if (!this.rep?.ready || !this.scorer)
       return fail(503, new FreshetError('NOT_READY', 'replica still loading the snapshot'));
-    const parsed = (op === 'rank' ? this.schemas.rank : this.schemas.score).safeParse(raw);
-    if (!parsed.success) return fail(400, new FreshetError('BAD_REQUEST', zodReason(parsed.error)));
-    const req = parsed.data as RankRequest;
+    let req: RankRequest;
+    // The hand check accepts only what zod accepts; zod decides (and words) everything else.
+    if (this.quickCheck(raw, op)) req = raw as RankRequest;
+    else {
+      const parsed = (op === 'rank' ? this.schemas.rank : this.schemas.score).safeParse(raw);
+      if (!parsed.success) return fail(400, new FreshetError('BAD_REQUEST', zodReason(parsed.error)));
+      req = parsed.data as RankRequest;
+    }
     let scores: Float32Array;
     try {
       scores = this.scorer.score(req.user, req.context, req.candidates);
@@ -307,7 +315,8 @@ export class ServingNode {
         items: order.slice(0, k).map((i) => ({ item: req.candidates[i]!.item, score: scores[i]!, index: i })),
       };
     }
-    if (this.options.validateResponses) {
+    if (this.options.validateResponses && !responseLooksValid(body)) {
+      // The cheap check failed: let the schema say what is wrong (and be the judge).
       const check = (op === 'score' ? scoreResponseSchema : rankResponseSchema).safeParse(body);
       if (!check.success)
         return fail(500, new FreshetError('INTERNAL', `invalid response: ${zodReason(check.error)}`));
@@ -422,6 +431,20 @@ export class ServingNode {
     else if (e.kind === 'resync') this.log('warn', 'shard resync', { ...e });
     else this.log('warn', e.kind, { shard: e.shard, code: e.error.code, error: e.error.message });
   }
+}
+
+/**
+ * What the response schemas check, by hand: the body is built here from typed values, so only
+ * the numbers can go wrong (a probability outside [0, 1], a version that is not a whole number).
+ * Accepting means the schema would too; rejecting sends the body to the schema for its verdict.
+ */
+function responseLooksValid(body: ScoreResponse | RankResponse): boolean {
+  const wholeNumber = (v: number) => Number.isInteger(v) && v >= 0;
+  if (!wholeNumber(body.version) || !body.versions.every(wholeNumber)) return false;
+  if (body.freshestAgeMs !== null && !(body.freshestAgeMs >= 0)) return false;
+  const prob = (p: number) => p >= 0 && p <= 1;
+  if ('scores' in body) return body.scores.every(prob);
+  return body.items.every((it) => prob(it.score) && wholeNumber(it.index) && typeof it.item === 'string');
 }
 
 function fail(status: number, err: FreshetError): Outcome {
