@@ -4,7 +4,6 @@ import {
   headers as natsHeaders,
   nanos,
   type Consumer,
-  type ConsumerMessages,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
@@ -41,6 +40,7 @@ import { ComputePool } from './compute-pool.js';
 import { Joiner, type JoinedExample, type JoinerCounters, type JoinerDropReason } from './joiner.js';
 import { LrSchedule } from './lr-schedule.js';
 import { PartitionLeases } from './partition-leases.js';
+import { PullFeed } from './pull-feed.js';
 import { ProgressiveMetrics, type ProgressiveHistogram, type ProgressiveSnapshot } from './progressive.js';
 import { allFinite, ShardClient } from './shard-client.js';
 import { compileWorkerOptions, type WorkerOptions, type WorkerOptionsInput } from './worker-options.js';
@@ -161,6 +161,14 @@ interface PartitionState {
   recovered: Set<number>;
 }
 
+/** A partition's fetch loop. */
+interface Fetching {
+  stop: boolean;
+  /** Leased again while this loop was being stopped: start a new one once it is let go. */
+  restart: boolean;
+  done: Promise<void>;
+}
+
 interface Buffered {
   partition: number;
   example: Example;
@@ -253,10 +261,7 @@ export class Worker {
   private leases: PartitionLeases | undefined;
   private service: Service | undefined;
   private readonly consumers = new Map<number, Consumer>();
-  private readonly fetching = new Map<
-    number,
-    { stop: boolean; iter?: ConsumerMessages; done: Promise<void> }
-  >();
+  private readonly fetching = new Map<number, Fetching>();
   private readonly parts = new Map<number, PartitionState>();
   private dlq: DeadLetters | undefined;
   private readonly dlCounts = Object.fromEntries(deadLetterReasons.map((r) => [r, 0])) as Record<
@@ -449,16 +454,20 @@ export class Worker {
   // ------------------------------------------------------------------ fetching
 
   private startFetching(p: number): void {
-    if (this.fetching.has(p) || this._state === 'draining' || this._state === 'stopped') return;
+    if (this._state === 'draining' || this._state === 'stopped') return;
+    const cur = this.fetching.get(p);
+    if (cur) {
+      // Lost and leased again before the old loop ran out (a renewal failed while NATS was
+      // unsettled): ignoring the acquire would leave the partition leased and never fetched.
+      if (cur.stop) cur.restart = true;
+      return;
+    }
     const old = this.parts.get(p);
     if (!old || old.closed) {
       // A fresh joiner: whatever an earlier owner (or we) held unacked is redelivered and re-joined.
       this.parts.set(p, this.newPartition(p, old));
     }
-    const entry: { stop: boolean; iter?: ConsumerMessages; done: Promise<void> } = {
-      stop: false,
-      done: Promise.resolve(),
-    };
+    const entry: Fetching = { stop: false, restart: false, done: Promise.resolve() };
     entry.done = this.recoverManifests(p, entry)
       .then(() => this.fetchLoop(p, entry))
       .catch((e: unknown) => {
@@ -488,11 +497,12 @@ export class Worker {
   private async stopFetching(p: number): Promise<void> {
     const f = this.fetching.get(p);
     if (!f) return;
-    // The open fetch is left to run out (≤ fetchExpiresMs): stopping its iterator would drop
-    // messages already sent to us, which would then sit unacked until the ack wait expires.
+    // The open pull request is left to run out (≤ fetchExpiresMs): closing its subscription
+    // earlier would drop messages already sent to us, which would then sit unacked until the
+    // ack wait expires.
     f.stop = true;
     await f.done;
-    this.fetching.delete(p);
+    if (this.fetching.get(p) === f) this.fetching.delete(p);
   }
 
   /**
@@ -501,15 +511,21 @@ export class Worker {
    * already buffered or in flight are finished (they ack their events).
    */
   private async letGo(p: number): Promise<PartitionState | undefined> {
+    const f = this.fetching.get(p);
+    // this let-go wins over an acquire that came before it
+    if (f) f.restart = false;
     await this.stopFetching(p);
     const ps = this.parts.get(p);
-    if (!ps || ps.closed) return ps;
-    ps.closed = true;
-    for (const t of [...ps.retained.values()]) {
-      t.nak = true;
-      this.release(t);
+    if (this.fetching.has(p)) return ps; // leased again and restarted meanwhile
+    if (ps && !ps.closed) {
+      ps.closed = true;
+      for (const t of [...ps.retained.values()]) {
+        t.nak = true;
+        this.release(t);
+      }
+      ps.retained.clear();
     }
-    ps.retained.clear();
+    if (f?.restart) this.startFetching(p);
     return ps;
   }
 
@@ -520,61 +536,77 @@ export class Worker {
     this.log('info', 'partition handed over', { partition: p });
   }
 
-  private async fetchLoop(p: number, f: { stop: boolean; iter?: ConsumerMessages }): Promise<void> {
-    const consumer = this.consumers.get(p)!;
+  /**
+   * Pulls `p` while its lease is held: one pull request at a time on one subscription (see
+   * pull-feed.ts for why not `Consumer.fetch()`), each sized to the buffer room left.
+   */
+  private async fetchLoop(p: number, f: Fetching): Promise<void> {
     const o = this.options;
-    while (!f.stop) {
-      // Room is reserved across partitions' concurrent fetches, so that together they never bring
-      // in more than maxBufferedEvents.
-      const room = o.maxBufferedEvents - this.buffer.length - this.reservedRoom;
-      if (room <= 0) {
-        await new Promise<void>((r) => this.bufferSpace.push(r));
-        continue;
-      }
-      const want = Math.min(room, o.batch.size * 2);
-      this.reservedRoom += want;
-      let unused = want;
-      let iter: ConsumerMessages;
-      try {
-        iter = await consumer.fetch({ max_messages: want, expires: o.consumer.fetchExpiresMs });
-      } catch (e) {
-        this.reservedRoom -= want;
-        if (f.stop) return;
-        this.log('warn', 'fetch failed', { partition: p, error: String(e) });
-        await new Promise((r) => setTimeout(r, 250));
-        continue;
-      }
-      f.iter = iter;
-      let got = 0;
-      try {
-        for await (const m of iter) {
-          got++;
-          if (unused > 0) {
-            unused--;
-            this.reservedRoom--;
-          }
-          const ps = this.parts.get(p);
-          if (f.stop || !ps || ps.closed) {
-            // arrived after we let go of the partition: hand it back for its next owner at once
-            m.nak();
-            this.counters.naked++;
-            continue;
-          }
-          this.admit(m, ps);
-        }
-      } finally {
-        this.reservedRoom -= unused;
+    // Room promised to the open request and not yet filled by its messages.
+    let unused = 0;
+    const feed = new PullFeed(
+      this.nc!,
+      {
+        stream: this.subj.feedbackStream,
+        durable: `${o.consumer.durablePrefix}-p${p}`,
+        expiresMs: o.consumer.fetchExpiresMs,
+        graceMs: Math.max(1000, o.consumer.fetchExpiresMs),
+        ackTimeoutMs: o.requestTimeoutMs,
+      },
+      (m) => {
         if (unused > 0) {
-          // room promised to this fetch is free again for the other partitions
-          const waiters = this.bufferSpace;
-          this.bufferSpace = [];
-          waiters.forEach((r) => r());
+          unused--;
+          this.reservedRoom--;
+        }
+        const ps = this.parts.get(p);
+        if (f.stop || !ps || ps.closed) {
+          // arrived after we let go of the partition: hand it back for its next owner at once
+          m.nak();
+          this.counters.naked++;
+          return;
+        }
+        this.admit(m, ps);
+      },
+    );
+    try {
+      while (!f.stop) {
+        // Room is reserved across partitions' concurrent requests, so that together they never
+        // bring in more than maxBufferedEvents.
+        const room = o.maxBufferedEvents - this.buffer.length - this.reservedRoom;
+        if (room <= 0) {
+          await new Promise<void>((r) => this.bufferSpace.push(r));
+          continue;
+        }
+        const want = Math.min(room, o.batch.size * 2);
+        this.reservedRoom += want;
+        unused = want;
+        let r;
+        try {
+          r = await feed.request(want);
+        } finally {
+          this.reservedRoom -= unused;
+          if (unused > 0) {
+            unused = 0;
+            // room promised to this request is free again for the other partitions
+            const waiters = this.bufferSpace;
+            this.bufferSpace = [];
+            waiters.forEach((w) => w());
+          }
+        }
+        // An empty long poll: nothing is waiting, so event time may follow wall time.
+        const ps = this.parts.get(p);
+        if (r.end === 'expired' && r.delivered === 0 && ps) ps.caughtUp = true;
+        if ((r.end === 'refused' || r.end === 'silent') && r.delivered === 0 && !f.stop) {
+          this.log('warn', 'pull request unanswered; retrying', {
+            partition: p,
+            end: r.end,
+            status: r.status,
+          });
+          await new Promise((res) => setTimeout(res, 250));
         }
       }
-      // An empty long poll: nothing is waiting, so event time may follow wall time.
-      const ps = this.parts.get(p);
-      if (got === 0 && ps) ps.caughtUp = true;
-      f.iter = undefined;
+    } finally {
+      feed.close();
     }
   }
 
@@ -1218,7 +1250,8 @@ export class Worker {
     await Promise.all(
       s.partitions.map(async (p) => {
         try {
-          const info = await this.consumers.get(p)?.info(true);
+          // fresh, not the cached info of start(): lag must move
+          const info = await this.consumers.get(p)?.info();
           if (info) lag[String(p)] = info.num_pending;
         } catch {
           // lag is best effort
