@@ -45,6 +45,8 @@ export {
   criteoCatFields,
   criteoFeatureSpec,
   criteoWideDeepConfig,
+  criteoPeerWideDeepConfig,
+  criteoWideOptimizer,
   criteoDeepFmConfig,
   parseCriteoLine,
 } from './criteo.js';

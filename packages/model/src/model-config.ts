@@ -53,6 +53,11 @@ export const modelConfigSchema = z
     /** Defaults for every table, before per-table overrides. */
     l2: z.number().min(0).default(0),
     clipNorm: z.number().min(0).default(0),
+    /**
+     * Default staleness policy of every table (the shards' default, `scale` 1/(1+τ), when absent).
+     * Per-table overrides win.
+     */
+    staleness: stalenessSchema.optional(),
     /** Per-table overrides by table name. */
     tables: z.record(z.string(), tableOverrideSchema).default({}),
   })
@@ -122,7 +127,12 @@ export function compileModelConfig(input: unknown): {
   const tables: TableSpecInput[] = [];
   const k = config.embeddingDim;
   const numericDim = features.numeric.length;
-  const base = { optimizer: config.optimizer, l2: config.l2, clipNorm: config.clipNorm };
+  const base = {
+    optimizer: config.optimizer,
+    l2: config.l2,
+    clipNorm: config.clipNorm,
+    ...(config.staleness ? { staleness: config.staleness } : {}),
+  };
 
   const sparse = (name: string, dim: number, init: InitSpec): number => {
     tables.push({ ...base, name, kind: 'sparse', dim, init });

@@ -1,7 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { createModel, criteoDeepFmConfig, criteoWideDeepConfig, parseCriteoLine } from '../src/index.js';
+import {
+  compileModelConfig,
+  createModel,
+  criteoDeepFmConfig,
+  criteoPeerWideDeepConfig,
+  criteoWideDeepConfig,
+  parseCriteoLine,
+} from '../src/index.js';
 
 // Shared data lives next to the repository: ../shared/data from the repo root.
 const sample = fileURLToPath(
@@ -33,5 +40,41 @@ describe('criteo helpers', () => {
     const model = createModel(criteoDeepFmConfig());
     const opt = Object.fromEntries(model.spec.tables.map((t) => [t.name, t.optimizer.kind]));
     expect(opt).toMatchObject({ emb: 'adam', wide: 'adagrad', lin: 'adagrad', 'mlp.0.w': 'adam' });
+  });
+
+  it('wide-deep trains its wide table with Adagrad, the peer config uses Adam everywhere', () => {
+    const opt = (cfg: Parameters<typeof createModel>[0]) =>
+      Object.fromEntries(createModel(cfg).spec.tables.map((t) => [t.name, t.optimizer]));
+    const ours = opt(criteoWideDeepConfig({ optimizer: { kind: 'adam', lr: 3e-3 } }));
+    expect(ours.wide).toMatchObject({ kind: 'adagrad', lr: 0.2 });
+    expect(ours.emb).toMatchObject({ kind: 'adam', lr: 3e-3 });
+    expect(ours['mlp.2.b']).toMatchObject({ kind: 'adam', lr: 3e-3 });
+    const peer = opt(criteoPeerWideDeepConfig());
+    expect(Object.values(peer).every((o) => o.kind === 'adam')).toBe(true);
+    // Same tables and shapes: only the wide table's optimizer differs.
+    const a = createModel(criteoWideDeepConfig()).spec.tables.map((t) => [t.name, t.dim, t.init]);
+    const b = createModel(criteoPeerWideDeepConfig()).spec.tables.map((t) => [t.name, t.dim, t.init]);
+    expect(a).toEqual(b);
+    // Kinds without a wide table still compile from the Criteo helper.
+    expect(() => createModel(criteoWideDeepConfig({ kind: 'seed' }))).not.toThrow();
+  });
+
+  it('a config-level staleness policy reaches every table; per-table overrides win', () => {
+    const { spec } = compileModelConfig(
+      criteoWideDeepConfig({
+        staleness: { policy: 'none' },
+        tables: { emb: { staleness: { policy: 'reject', bound: 4 } } },
+      }),
+    );
+    const pol = Object.fromEntries(spec.tables.map((t) => [t.name, t.staleness.policy]));
+    expect(pol.emb).toBe('reject');
+    expect(
+      Object.entries(pol)
+        .filter(([n]) => n !== 'emb')
+        .every(([, p]) => p === 'none'),
+    ).toBe(true);
+    // Without it the shards' default applies.
+    const plain = compileModelConfig(criteoWideDeepConfig()).spec;
+    expect(plain.tables.every((t) => t.staleness.policy === 'scale')).toBe(true);
   });
 });

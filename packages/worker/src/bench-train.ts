@@ -5,21 +5,44 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import {
   createModel,
+  criteoDeepFmConfig,
+  criteoPeerWideDeepConfig,
   criteoWideDeepConfig,
   parseCriteoLine,
   type EncodedBatch,
   type Example,
+  type ModelConfigInput,
 } from '@freshet/model';
 import { FreshetError, type PullRequest, type PushTable } from '@freshet/protocol';
 import { ShardCore } from '@freshet/shard';
 import { ComputePool } from './compute-pool.js';
 import { exactAuc, logloss } from './progressive.js';
 
+/** Criteo models the train bench runs. */
+export const trainBenchModels = ['wide-deep', 'wide-deep-peer', 'deepfm'] as const;
+export type TrainBenchModel = (typeof trainBenchModels)[number];
+
+const configOf: Record<TrainBenchModel, (o: Partial<ModelConfigInput>) => ModelConfigInput> = {
+  'wide-deep': criteoWideDeepConfig,
+  'wide-deep-peer': criteoPeerWideDeepConfig,
+  deepfm: criteoDeepFmConfig,
+};
+
 /** Options of {@link runTrainBench} (the CLI's `freshet bench train`). */
 export interface TrainBenchOptions {
   /** `criteo:PATH` (a Criteo TSV: label, I1..I13, C1..C26), PATH relative to the current directory. */
   data: string;
-  model?: 'wide-deep';
+  /**
+   * `wide-deep`: the PyTorch peer's model with an Adagrad-trained wide table
+   * ({@link criteoWideDeepConfig}); `wide-deep-peer`: the peer's model and optimizers exactly
+   * ({@link criteoPeerWideDeepConfig}); `deepfm`: {@link criteoDeepFmConfig} on the same features.
+   * Default wide-deep.
+   */
+  model?: TrainBenchModel;
+  /** Seed of the embedding and dense initialisation (default 0), to measure seed variance. */
+  seed?: number;
+  /** Config fields laid over the chosen model's (e.g. per-table optimizers); for experiments. */
+  overrides?: Partial<ModelConfigInput>;
   batch?: number;
   lr?: number;
   passes?: number;
@@ -65,8 +88,12 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
   const m = /^criteo:(.+)$/.exec(opts.data);
   if (!m) throw new FreshetError('CONFIG', `--data must be criteo:PATH, got "${opts.data}"`);
   const path = resolve(m[1]!);
-  if ((opts.model ?? 'wide-deep') !== 'wide-deep')
-    throw new FreshetError('CONFIG', 'only wide-deep is benchmarked');
+  const kind = opts.model ?? 'wide-deep';
+  if (!trainBenchModels.includes(kind))
+    throw new FreshetError(
+      'CONFIG',
+      `--model must be one of ${trainBenchModels.join(', ')}, got "${String(kind)}"`,
+    );
   const batchSize = opts.batch ?? 256;
   const lr = opts.lr ?? 1e-3;
   const passes = opts.passes ?? 1;
@@ -77,7 +104,14 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
   const examples = readCriteo(path);
   if (examples.length === 0) throw new FreshetError('CONFIG', `no Criteo examples in ${path}`);
 
-  const model = createModel(criteoWideDeepConfig({ optimizer: { kind: 'adam', lr } }));
+  const seed = opts.seed ?? 0;
+  const overrides: Partial<ModelConfigInput> = {
+    optimizer: { kind: 'adam', lr },
+    seed,
+    embeddingInit: { kind: 'normal', std: 0.01, seed },
+    ...opts.overrides,
+  };
+  const model = createModel(configOf[kind](overrides));
   const core = new ShardCore({
     spec: model.spec,
     shard: 0,
@@ -171,7 +205,8 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
   for (let i = 0; i < n; i++) ll += logloss(preds[i]!, labels[i]!);
   const ours = {
     bench: 'train',
-    model: 'wide-deep',
+    model: kind,
+    seed,
     data: `criteo:${m[1]!}`,
     examples: seen,
     batch: batchSize,

@@ -55,7 +55,11 @@ function trainBench(): Command {
       "the worker's compute path in one process on a Criteo TSV, vs the PyTorch peer in the same run",
     )
     .requiredOption('--data <ref>', 'criteo:PATH')
-    .option('--model <kind>', 'model', 'wide-deep')
+    .option(
+      '--model <kind>',
+      "wide-deep, wide-deep-peer (the peer's optimizers exactly) or deepfm",
+      'wide-deep',
+    )
     .option('--batch <n>', 'batch size', int, 256)
     .option('--lr <x>', 'learning rate', num, 0.001)
     .option('--passes <n>', 'passes over the data', int, 1)
@@ -72,12 +76,14 @@ function trainBench(): Command {
         threads: number;
         peer: boolean;
       }) => {
-        if (o.model !== 'wide-deep')
-          throw new InvalidArgumentError(`--model ${o.model}: the train bench runs wide-deep`);
+        const models = ['wide-deep', 'wide-deep-peer', 'deepfm'] as const;
+        const model = models.find((m) => m === o.model);
+        if (!model)
+          throw new InvalidArgumentError(`--model ${o.model}: the train bench runs ${models.join(', ')}`);
         print(
           await runTrainBench({
             data: o.data,
-            model: 'wide-deep',
+            model,
             batch: o.batch,
             lr: o.lr,
             passes: o.passes,

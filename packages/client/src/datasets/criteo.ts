@@ -11,6 +11,12 @@ export interface CriteoOptions {
   /** Prefix of event ids (different runs of one file can coexist in the dedupe window). */
   idPrefix?: string;
   limit?: number;
+  /**
+   * `value` (default): an empty categorical is sent as the empty string, a value of its own, as
+   * the PyTorch peer (it hashes `C_k:`) and @freshet/model's `parseCriteoLine` do — "missing" is
+   * informative in Criteo. `missing`: left out of the event.
+   */
+  emptyCategorical?: 'value' | 'missing';
 }
 
 const NUMERIC = 13;
@@ -26,6 +32,7 @@ export async function* readCriteo(path: string, o: CriteoOptions = {}): AsyncGen
   const start = o.startTs ?? Date.UTC(2014, 0, 1);
   const interval = o.intervalMs ?? 100;
   const prefix = o.idPrefix ?? 'criteo';
+  const keepEmpty = (o.emptyCategorical ?? 'value') === 'value';
   let row = 0;
   let first = true;
   let delim = '\t';
@@ -51,7 +58,7 @@ export async function* readCriteo(path: string, o: CriteoOptions = {}): AsyncGen
     }
     for (let i = 0; i < CATEGORICAL; i++) {
       const v = f[1 + NUMERIC + i];
-      if (v !== undefined && v !== '') features[`C${i + 1}`] = v;
+      if (v !== undefined && (v !== '' || keepEmpty)) features[`C${i + 1}`] = v;
     }
     const ts = start + row * interval;
     const id = `${prefix}-${row}`;
