@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { NatsConnection, Subscription } from 'nats';
 import {
   decodeDelta,
@@ -34,6 +35,11 @@ export interface ReplicaOptions {
   retryMs?: number;
   /** Window of the recent freshness quantiles. */
   freshnessWindowMs?: number;
+  /**
+   * Longest stretch (ms) spent applying deltas before yielding to the event loop: a big delta is
+   * applied in steps so requests never wait behind it for more than about this long.
+   */
+  applyStepMs?: number;
   signal?: AbortSignal;
   /** Called on notable events (resyncs, bad deltas, failed snapshots); logs, counters. */
   onEvent?: (e: ReplicaEvent) => void;
@@ -68,8 +74,10 @@ interface ShardReplica {
   lastDeltaTs: number;
   /** Rows changed or dropped by deltas: lets callers see updates arrive. */
   applied: number;
-  /** Bumped whenever the shard's served values change (a delta applied, a resync swapped in). */
+  /** Bumped when a resync swaps in new tables (every table's values may have changed). */
   stamp: number;
+  /** Per table id: bumped when a delta touches that table. */
+  tableStamps: number[];
 }
 
 /** Counters a status endpoint reports. */
@@ -108,7 +116,10 @@ export class Replica {
   readonly freshness: WindowedHistogram;
   private readonly subj: Subjects;
   private readonly opts: Required<
-    Pick<ReplicaOptions, 'emaDecay' | 'pageSize' | 'snapshotTimeoutMs' | 'maxBufferedDeltas' | 'retryMs'>
+    Pick<
+      ReplicaOptions,
+      'emaDecay' | 'pageSize' | 'snapshotTimeoutMs' | 'maxBufferedDeltas' | 'retryMs' | 'applyStepMs'
+    >
   >;
   private readonly shards: ShardReplica[];
   private readonly denseOwner: number[];
@@ -117,6 +128,11 @@ export class Replica {
   private readonly now: () => number;
   private sub: Subscription | undefined;
   private syncs = new Set<Promise<void>>();
+  /** Deltas decoded and in order, waiting to be applied (all shards; the head may be part-applied). */
+  private queue: Delta[] = [];
+  /** Where the head of {@link queue} stands: table index and row within it. */
+  private cursor: { table: number; row: number } | undefined;
+  private drainScheduled = false;
   private st: ReplicaState = 'idle';
   private readyWaiters: (() => void)[] = [];
   private counters = {
@@ -143,6 +159,7 @@ export class Replica {
       snapshotTimeoutMs: o.snapshotTimeoutMs ?? 5000,
       maxBufferedDeltas: o.maxBufferedDeltas ?? 10_000,
       retryMs: o.retryMs ?? 100,
+      applyStepMs: o.applyStepMs ?? 1,
     };
     if (!(this.opts.emaDecay >= 0 && this.opts.emaDecay < 1))
       throw new FreshetError('CONFIG', 'emaDecay must be in [0, 1)');
@@ -161,6 +178,7 @@ export class Replica {
       lastDeltaTs: 0,
       applied: 0,
       stamp: 0,
+      tableStamps: this.spec.tables.map(() => 0),
     }));
     o.signal?.addEventListener('abort', () => void this.stop(), { once: true });
   }
@@ -239,6 +257,8 @@ export class Replica {
     this.st = 'stopped';
     this.abort.abort();
     this.sub?.unsubscribe();
+    this.queue = [];
+    this.cursor = undefined;
     this.wakeReady();
     await Promise.allSettled([...this.syncs]);
   }
@@ -301,7 +321,10 @@ export class Replica {
    * delta or resynced): scorers key caches of derived layouts on it.
    */
   denseStamp(table: number): number {
-    return this.shards[this.denseOwner[table] ?? 0]!.stamp;
+    const s = this.shards[this.denseOwner[table] ?? 0]!;
+    // Both counters only grow, so their sum changes whenever either does; a delta that touches
+    // other tables (embedding rows, mostly) leaves the caches built on this one valid.
+    return s.stamp + (s.tableStamps[table] ?? 0);
   }
 
   /** Per-shard versions (the shard's version after the last delta applied). */
@@ -368,23 +391,62 @@ export class Replica {
     }
     const s = this.shards[d.shard]!;
     if (s.syncing) {
-      if (s.buffer.length >= this.opts.maxBufferedDeltas) s.overflow = true;
-      else s.buffer.push(d);
+      this.bufferDelta(s, d);
       return;
     }
-    if (d.seq === s.seq + 1) {
-      const err = this.checkDelta(d);
-      if (err) {
-        this.counters.badDeltas++;
-        this.o.onEvent?.({ kind: 'bad-delta', shard: d.shard, error: err });
-        this.startResync(d.shard, 'bad-delta', s.seq + 1, d.seq);
-        return;
+    this.queue.push(d);
+    // Usually nothing is queued and a delta applies right here, within one step.
+    if (!this.drainScheduled && this.queue.length === 1) this.drain();
+  }
+
+  private bufferDelta(s: ShardReplica, d: Delta): void {
+    if (s.buffer.length >= this.opts.maxBufferedDeltas) s.overflow = true;
+    else s.buffer.push(d);
+  }
+
+  /**
+   * Applies queued deltas in order for up to `applyStepMs`, then yields (setImmediate) and goes on.
+   * A shard's seq, version and freshness advance when its delta is fully applied; in between a
+   * scorer may see some of its rows new and some old, as it would a moment earlier or later.
+   */
+  private drain(): void {
+    this.drainScheduled = false;
+    const deadline = performance.now() + this.opts.applyStepMs;
+    while (this.queue.length > 0 && this.st === 'running') {
+      const d = this.queue[0]!;
+      const s = this.shards[d.shard]!;
+      if (!this.cursor) {
+        if (s.syncing) {
+          this.queue.shift();
+          this.bufferDelta(s, d);
+          continue;
+        }
+        if (d.seq !== s.seq + 1) {
+          this.queue.shift();
+          // Behind: a delta was lost. Backwards: the shard restarted with a fresh sequence.
+          this.startResync(d.shard, d.seq > s.seq ? 'gap' : 'restart', s.seq + 1, d.seq, d);
+          continue;
+        }
+        const err = this.checkDelta(d);
+        if (err) {
+          this.queue.shift();
+          this.counters.badDeltas++;
+          this.o.onEvent?.({ kind: 'bad-delta', shard: d.shard, error: err });
+          this.startResync(d.shard, 'bad-delta', s.seq + 1, d.seq);
+          continue;
+        }
+        this.cursor = { table: 0, row: 0 };
       }
-      this.apply(s, s.tables, d);
-      return;
+      if (!this.applyRows(s, s.tables, d, this.cursor, deadline)) break;
+      this.queue.shift();
+      this.cursor = undefined;
+      this.finish(s, d);
+      if (performance.now() >= deadline) break;
     }
-    // Behind: a delta was lost. Backwards: the shard restarted with a fresh sequence.
-    this.startResync(d.shard, d.seq > s.seq ? 'gap' : 'restart', s.seq + 1, d.seq, d);
+    if (this.queue.length > 0 && this.st === 'running') {
+      this.drainScheduled = true;
+      setImmediate(() => this.drain());
+    }
   }
 
   /** Shape checks beyond the codec's: table ids and dims must match the model spec. */
@@ -398,18 +460,51 @@ export class Replica {
     return undefined;
   }
 
+  /** Applies a whole delta in one synchronous step (the resync swap replays buffered ones so). */
   private apply(s: ShardReplica, tables: RowTable[], d: Delta): void {
-    for (const t of d.tables) {
+    this.applyRows(s, tables, d, { table: 0, row: 0 }, Number.POSITIVE_INFINITY);
+    this.finish(s, d);
+  }
+
+  /**
+   * Writes a delta's rows and tombstones from `at` on, checking the clock every 64 rows; returns
+   * true when done, else leaves `at` where it stopped. A table's stamp moves as soon as its part is
+   * written, so caches built on a dense table never outlive its new values.
+   */
+  private applyRows(
+    s: ShardReplica,
+    tables: RowTable[],
+    d: Delta,
+    at: { table: number; row: number },
+    deadline: number,
+  ): boolean {
+    for (; at.table < d.tables.length; at.table++, at.row = 0) {
+      const t = d.tables[at.table]!;
       const rt = tables[t.t]!;
       const n = t.keys.length >>> 1;
-      for (let i = 0; i < n; i++) rt.upsert(t.keys[2 * i]!, t.keys[2 * i + 1]!, t.values, i * t.dim);
       const dead = t.deadKeys.length >>> 1;
-      for (let i = 0; i < dead; i++) rt.delete(t.deadKeys[2 * i]!, t.deadKeys[2 * i + 1]!);
+      while (at.row < n + dead) {
+        const end = Math.min(n + dead, at.row + 64);
+        for (let i = at.row; i < end; i++) {
+          if (i < n) rt.upsert(t.keys[2 * i]!, t.keys[2 * i + 1]!, t.values, i * t.dim);
+          else rt.delete(t.deadKeys[2 * (i - n)]!, t.deadKeys[2 * (i - n) + 1]!);
+        }
+        at.row = end;
+        if (at.row < n + dead && performance.now() >= deadline) return false;
+      }
+      s.tableStamps[t.t] = (s.tableStamps[t.t] ?? 0) + 1;
+    }
+    return true;
+  }
+
+  /** A delta fully written: the shard's seq, version and freshness move. */
+  private finish(s: ShardReplica, d: Delta): void {
+    for (const t of d.tables) {
+      const dead = t.deadKeys.length >>> 1;
       this.counters.tombstones += dead;
-      s.applied += n + dead;
+      s.applied += (t.keys.length >>> 1) + dead;
     }
     s.seq = d.seq;
-    s.stamp++;
     if (d.version > s.version) s.version = d.version;
     if (d.ts > s.lastDeltaTs) s.lastDeltaTs = d.ts;
     this.counters.deltasApplied++;
@@ -436,6 +531,13 @@ export class Replica {
     this.counters.resyncs++;
     this.o.onEvent?.({ kind: 'resync', shard, reason, expected, got });
     s.buffer = first ? [first] : [];
+    // Queued deltas of this shard (a part-applied head too: rows carry whole values, so replaying
+    // it is harmless) wait for the snapshot with the rest.
+    if (this.queue.some((q) => q.shard === shard)) {
+      if (this.cursor && this.queue[0]!.shard === shard) this.cursor = undefined;
+      for (const q of this.queue) if (q.shard === shard) this.bufferDelta(s, q);
+      this.queue = this.queue.filter((q) => q.shard !== shard);
+    }
     this.resync(shard);
   }
 

@@ -38,12 +38,24 @@ export function requestExamples(
   });
 }
 
-/** Parameters of one batch read from the replica (unknown keys: the deterministic default). */
-export function replicaParams(replica: Replica): ParamSource {
+/**
+ * Parameters of one batch read from the replica (unknown keys: the deterministic default). With
+ * `reuse` the rows of a table come in one buffer that the next call for that table overwrites
+ * (no allocation per request; for callers that use the rows synchronously, as scorers do).
+ */
+export function replicaParams(replica: Replica, opts: { reuse?: boolean } = {}): ParamSource {
+  const scratch: Float32Array[] = [];
   return {
     rows(table, keys) {
-      const dim = replica.spec.tables[table]!.dim;
-      const out = new Float32Array((keys.length >>> 1) * dim);
+      const need = (keys.length >>> 1) * replica.spec.tables[table]!.dim;
+      if (!opts.reuse) {
+        const out = new Float32Array(need);
+        replica.gather(table, keys, out);
+        return out;
+      }
+      let buf = scratch[table];
+      if (!buf || buf.length < need) buf = scratch[table] = new Float32Array(Math.max(need, 1024));
+      const out = buf.subarray(0, need);
       replica.gather(table, keys, out);
       return out;
     },
@@ -73,7 +85,7 @@ export async function createScorer(
   replica: Replica,
   opts: { kind: 'auto' | ScorerKind; fields: { user: string; item: string }; gemm?: GemmKind },
 ): Promise<Scorer> {
-  const params = replicaParams(replica);
+  const params = replicaParams(replica, { reuse: true });
   const fast = model.layout.kind === 'wide-deep';
   if (opts.kind === 'fast' && !fast)
     throw new FreshetError(

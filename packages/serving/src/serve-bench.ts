@@ -372,6 +372,10 @@ export async function runServeBench(opts: ServeBenchOptions = {}): Promise<Recor
       p50_ms: http?.p50_ms ?? null,
       p99_ms: http?.p99_ms ?? null,
       errors: http?.errors ?? null,
+      // Where the CPU went at the offered rate (% of one core): the node's process, the generator.
+      server_cpu_pct: http?.server_cpu_pct ?? null,
+      client_cpu_pct: http?.client_cpu_pct ?? null,
+      client_send_lag_p99_ms: http?.client_send_lag_p99_ms ?? null,
       target_p99_ms: 10,
       target_met: http ? http.p99_ms < 10 && http.rps >= rate * 0.98 && http.errors === 0 : null,
       http_max: httpMax ? { ...httpMax, concurrency } : null,

@@ -149,6 +149,7 @@ export class ServingNode {
         pageSize: o.replica.pageSize,
         snapshotTimeoutMs: o.replica.snapshotTimeoutMs,
         maxBufferedDeltas: o.replica.maxBufferedDeltas,
+        applyStepMs: o.replica.applyStepMs,
         freshnessWindowMs: o.statsWindowMs,
         signal: this.lifetime.signal,
         onEvent: (e) => this.onReplicaEvent(e),

@@ -68,6 +68,8 @@ export const servingOptionsSchema = z
           .default(8192),
         snapshotTimeoutMs: z.number().int().min(1).default(5000),
         maxBufferedDeltas: z.number().int().min(1).default(10_000),
+        /** Longest stretch (ms) of delta application before requests get the event loop back. */
+        applyStepMs: z.number().min(0).max(1000).default(1),
       })
       .strict()
       .prefault({}),

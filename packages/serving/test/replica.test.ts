@@ -20,7 +20,10 @@ afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
 
-async function setup(nShards: number, opts: { emaDecay?: number; pageSize?: number } = {}) {
+async function setup(
+  nShards: number,
+  opts: { emaDecay?: number; pageSize?: number; applyStepMs?: number } = {},
+) {
   const cluster = uniqueName('rep');
   const shards: FakeShard[] = [];
   for (let s = 0; s < nShards; s++) {
@@ -81,6 +84,59 @@ describe('Replica', () => {
     await waitFor(() => row(replica, 0, lo, hi)[0] === 9, { message: 'delta applied' });
     expect(replica.version()).toBe(before + 1);
     expect(replica.freshestAgeMs()).not.toBeNull();
+  });
+
+  it("changes a dense table's stamp only when its values may have changed", async () => {
+    const { shards, replica } = await setup(1);
+    const f = shards[0]!;
+    f.set(2, [[0, 0, f32(1, 2, 3, 4, 5, 6)]]);
+    await replica.start();
+    await replica.whenReady();
+    const s0 = replica.denseStamp(2);
+    // A delta of embedding rows only: caches built on the dense table stay valid.
+    f.update([{ t: 0, set: [[1, 1, f32(1, 1, 1, 1)]] }]);
+    await waitFor(() => replica.stats().seqs[0] === 1, { message: 'emb delta applied' });
+    expect(replica.denseStamp(2)).toBe(s0);
+    f.update([{ t: 2, set: [[0, 0, f32(6, 5, 4, 3, 2, 1)]] }]);
+    await waitFor(() => replica.stats().seqs[0] === 2, { message: 'dense delta applied' });
+    const s1 = replica.denseStamp(2);
+    expect(s1).not.toBe(s0);
+    expect(Array.from(replica.dense(2))).toEqual([6, 5, 4, 3, 2, 1]);
+    // A lost delta makes the shard resync: every table may have changed.
+    f.update([{ t: 0, set: [[1, 1, f32(2, 2, 2, 2)]] }], { publish: false });
+    f.update([{ t: 0, set: [[1, 1, f32(3, 3, 3, 3)]] }]);
+    await waitFor(() => replica.stats().seqs[0] === 4 && replica.ready, { message: 'resynced' });
+    expect(replica.denseStamp(2)).not.toBe(s1);
+  });
+
+  it('applies a big delta in steps, yielding to the event loop, and keeps delta order', async () => {
+    const { shards, replica } = await setup(1, { applyStepMs: 0 });
+    const f = shards[0]!;
+    await replica.start();
+    await replica.whenReady();
+    const n = 20_000;
+    const big: [number, number, Float32Array][] = Array.from({ length: n }, (_, i) => [
+      i + 1,
+      3,
+      f32(i, 1, 1, 1),
+    ]);
+    // Count event-loop turns that see the big delta part-applied (first row new, seq not yet).
+    let partial = 0;
+    let ticking = true;
+    const tick = () => {
+      if (row(replica, 0, 1, 3)[1] === 1 && replica.stats().seqs[0] === 0) partial++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    f.update([{ t: 0, set: big }]);
+    // A later delta rewrites one of its rows: it must land after the big one, not before.
+    f.update([{ t: 0, set: [[n, 3, f32(-1, -1, -1, -1)]] }]);
+    await waitFor(() => replica.stats().seqs[0] === 2, { message: 'both deltas applied' });
+    ticking = false;
+    expect(partial).toBeGreaterThan(1);
+    expect(row(replica, 0, 5000, 3)).toEqual([4999, 1, 1, 1]);
+    expect(row(replica, 0, n, 3)).toEqual([-1, -1, -1, -1]);
+    expect(replica.stats().deltasApplied).toBe(2);
   });
 
   it('keeps deltas published while the snapshot is being read', async () => {
