@@ -7,7 +7,7 @@ import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { z } from 'zod';
 import { runReplay } from '@freshet/client';
-import { criteoDeepFmConfig, criteoWideDeepConfig } from '@freshet/model';
+import { criteoDeepFmConfig, criteoPeerWideDeepConfig, criteoWideDeepConfig } from '@freshet/model';
 import { connectNats, findNatsServer, natsServerVersion } from '@freshet/nats';
 import { FreshetError } from '@freshet/protocol';
 import { shardView, servingView, workerView } from './actor-view.js';
@@ -46,7 +46,11 @@ export const clusterBenchOptionsSchema = z
     passes: z.number().int().min(1).max(100).default(1),
     /** Only the first `limit` examples of the file. */
     limit: z.number().int().min(1).optional(),
-    model: z.enum(['wide-deep', 'deepfm']).default('wide-deep'),
+    /**
+     * `wide-deep`: the peer's model with an Adagrad-trained wide table (criteoWideDeepConfig, as
+     * `bench train`); `wide-deep-peer`: the peer's optimizers exactly; `deepfm`.
+     */
+    model: z.enum(['wide-deep', 'wide-deep-peer', 'deepfm']).default('wide-deep'),
     batch: z.number().int().min(1).max(65_536).default(256),
     lr: z.number().positive().default(3e-3),
     /** Compute threads per worker (default: the cores shared out among workers, at least 1). */
@@ -368,10 +372,12 @@ export async function runClusterBench(
   const progress = deps.progress ?? (() => undefined);
   const cores = cpus().length;
   const threads = o.threads ?? Math.max(1, Math.floor(cores / o.workers));
-  const modelConfig =
-    o.model === 'deepfm'
-      ? criteoDeepFmConfig({ optimizer: { kind: 'adam', lr: o.lr } })
-      : criteoWideDeepConfig({ optimizer: { kind: 'adam', lr: o.lr } });
+  const modelOf = {
+    'wide-deep': criteoWideDeepConfig,
+    'wide-deep-peer': criteoPeerWideDeepConfig,
+    deepfm: criteoDeepFmConfig,
+  }[o.model];
+  const modelConfig = modelOf({ optimizer: { kind: 'adam', lr: o.lr } });
   const cluster = `bench-${process.pid}-${Date.now().toString(36)}`;
   const dir = await mkdtemp(join(tmpdir(), 'freshet-bench-cluster-'));
   const statsWindowMs = 1000;
