@@ -30,7 +30,7 @@ interface ClusterFlags {
   passes: number;
   limit?: number;
   partitions: number;
-  model: 'wide-deep' | 'deepfm';
+  model: 'wide-deep' | 'wide-deep-peer' | 'deepfm';
   batch: number;
   lr: number;
   threads?: number;
@@ -55,7 +55,11 @@ export function clusterBenchCommand(): Command {
     .option('--passes <n>', 'passes over the data', int, 1)
     .option('--limit <n>', 'only the first n examples', int)
     .option('--partitions <n>', 'feedback stream partitions', int, 8)
-    .option('--model <kind>', 'wide-deep | deepfm', 'wide-deep')
+    .option(
+      '--model <kind>',
+      'wide-deep | wide-deep-peer (all-Adam, as the PyTorch peer) | deepfm',
+      'wide-deep',
+    )
     .option('--batch <n>', 'worker batch size', int, 256)
     .option('--lr <x>', 'Adam learning rate (both sides)', num, 3e-3)
     .option('--threads <n>', 'compute threads per worker', int)
@@ -64,8 +68,8 @@ export function clusterBenchCommand(): Command {
     .option('--save [name]', 'also write bench/results/<name>.json (default cluster-s<S>-w<W>-n<N>)')
     .option('--json', 'print one JSON line (the default output)')
     .action(async (o: ClusterFlags) => {
-      if (o.model !== 'wide-deep' && o.model !== 'deepfm')
-        throw new InvalidArgumentError('--model wide-deep|deepfm');
+      if (!['wide-deep', 'wide-deep-peer', 'deepfm'].includes(o.model))
+        throw new InvalidArgumentError('--model wide-deep|wide-deep-peer|deepfm');
       const r = await runClusterBench(
         {
           data: o.data,
