@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { createModel } from '@freshet/model';
 import { encodeEvent, subjects } from '@freshet/protocol';
 import { uniqueName, useNats, waitFor } from '@freshet/testkit';
-import { Worker } from '../src/worker.js';
+import { Worker, type WorkerStatus } from '../src/worker.js';
 import { ShardHarness } from './shard-harness.js';
 
 const nats = useNats();
@@ -105,6 +105,86 @@ describe('worker under bursts on many partitions', () => {
     expect(learned).toBe('');
     expect(w.counters.acked).toBe(TOTAL);
     expect(harness.duplicates.reduce((a, b) => a + b, 0)).toBe(0);
+    await w.stop();
+  });
+
+  it('fetches again a partition lost and leased back while its old fetch loop was still stopping', async () => {
+    const cluster = uniqueName('wl').replace(/[^A-Za-z0-9_-]/g, '');
+    const s = subjects(cluster);
+    const jsm = await nats.nc.jetstreamManager();
+    await jsm.streams.add({ name: s.feedbackStream, subjects: [s.feedbackAll] });
+    const harness = new ShardHarness(nats.nc, cluster, spec, 2);
+    harness.startAll();
+    let release!: () => void;
+    harness.hold = new Promise<void>((r) => (release = r));
+    const w = new Worker(
+      {
+        cluster,
+        model: modelConfig,
+        shards: 2,
+        partitions: 1,
+        batch: { size: 32, maxWaitMs: 20 },
+        maxInFlightBatches: 1,
+        maxBufferedEvents: 64,
+        compute: { threads: 1 },
+        lease: { heartbeatMs: 100, ttlMs: 5000 },
+      },
+      { nc: await nats.connect('worker-lease-back') },
+    );
+    workers.push(w);
+    await w.start();
+    const js = nats.nc.jetstream();
+    const publish = async (from: number, n: number) => {
+      const acks: Promise<unknown>[] = [];
+      for (let k = from; k < from + n; k++) {
+        const ev = encodeEvent({
+          v: 1,
+          kind: 'example',
+          id: `l${k}`,
+          ts: Date.now(),
+          user: `u${k % 5}`,
+          label: k % 2,
+          features: { user: `u${k % 5}`, item: `i${k % 3}`, x: 1 },
+        });
+        acks.push(js.publish(s.feedback(0), ev));
+      }
+      await Promise.all(acks);
+    };
+    await publish(0, 200);
+    // Replies held: one batch in flight, the buffer full, so the fetch loop waits for room and
+    // cannot end before the replies come.
+    await waitFor(() => harness.applied.some((n) => n > 0) && w.status().bufferedEvents >= 32, {
+      message: 'buffer full behind a held batch',
+    });
+    // the status endpoint reads lag from the consumer now (not the info cached at start)
+    const reply = await nats.nc.request(`${s.prefix}.worker.${w.id}.status`, undefined, { timeout: 5000 });
+    const st = JSON.parse(new TextDecoder().decode(reply.data)) as WorkerStatus;
+    expect(st.lag?.['0']).toBeGreaterThan(0);
+    const kv = await js.views.kv(s.kvBucket);
+    const lease = (owner: string) =>
+      new TextEncoder().encode(JSON.stringify({ owner, exp: Date.now() + 60_000 }));
+    await kv.put('worker.lease.0', lease('another-worker'));
+    await waitFor(() => !w.partitions.includes(0), { message: 'lease lost' });
+    // ours again (a renewal that failed while NATS was unsettled, then succeeded)
+    await kv.put('worker.lease.0', lease(w.id));
+    await waitFor(() => w.partitions.includes(0), { message: 'leased back' });
+    release();
+    harness.hold = undefined;
+    await publish(200, 100);
+    const learned = await waitFor(() => harness.examplesApplied === 300, { timeoutMs: 15_000 }).then(
+      () => '',
+      async () => {
+        const i = await jsm.consumers.info(s.feedbackStream, 'freshet-worker-p0');
+        return `applied ${harness.examplesApplied}/300; consumer pending ${i.num_pending}, ack pending ${i.num_ack_pending}`;
+      },
+    );
+    expect(learned).toBe('');
+    await waitFor(
+      async () => (await jsm.consumers.info(s.feedbackStream, 'freshet-worker-p0')).num_ack_pending === 0,
+      {
+        message: 'every event acked',
+      },
+    );
     await w.stop();
   });
 });
