@@ -34,6 +34,7 @@ export {
   type PartitionLeaseOptions,
   type PartitionLeaseHooks,
 } from './partition-leases.js';
+export { PullFeed, type PullFeedOptions, type PullOutcome, type PullEnd } from './pull-feed.js';
 export {
   ProgressiveMetrics,
   exactAuc,
