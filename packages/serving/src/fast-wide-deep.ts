@@ -148,26 +148,27 @@ export class FastWideDeep {
       const last = this.layers.length - 1;
       // One fused kernel per layer (product + bias + relu): a tfjs op costs ~10 µs of bookkeeping,
       // as much as a small product, so fewer ops is most of the win here.
-      H = tf
-        .tidy(() => {
-          let h = tf.fused.matMul({
-            a: tf.tensor2d(X.subarray(0, n * m), [n, m]),
-            b: this.firstLayerTensor(W1, cols, h1, params.stamp?.(L1.w)),
-            bias: tf.tensor1d(base.subarray(0, h1)),
-            activation: last === 0 ? 'linear' : 'relu',
+      // tidy disposes everything made inside except the result, which is disposed once read.
+      const result = tf.tidy(() => {
+        let h = tf.fused.matMul({
+          a: tf.tensor2d(X.subarray(0, n * m), [n, m]),
+          b: this.firstLayerTensor(W1, cols, h1, params.stamp?.(L1.w)),
+          bias: tf.tensor1d(base.subarray(0, h1)),
+          activation: last === 0 ? 'linear' : 'relu',
+        });
+        for (let li = 1; li <= last; li++) {
+          const L = this.layers[li]!;
+          h = tf.fused.matMul({
+            a: h,
+            b: this.tensorOf(L.w, [L.in, L.out], params),
+            bias: this.tensorOf(L.b, [L.out], params),
+            activation: li === last ? 'linear' : 'relu',
           });
-          for (let li = 1; li <= last; li++) {
-            const L = this.layers[li]!;
-            h = tf.fused.matMul({
-              a: h,
-              b: this.tensorOf(L.w, [L.in, L.out], params),
-              bias: this.tensorOf(L.b, [L.out], params),
-              activation: li === last ? 'linear' : 'relu',
-            });
-          }
-          return h;
-        })
-        .dataSync() as Float32Array;
+        }
+        return h;
+      });
+      H = result.dataSync() as Float32Array;
+      result.dispose();
     } else {
       const W1s = this.buf(4, h1 * m);
       for (let q = 0; q < m; q++) {

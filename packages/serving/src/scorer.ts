@@ -1,3 +1,4 @@
+import * as tf from '@tensorflow/tfjs';
 import { initBackend, predict, type EncodedBatch, type Example, type Model } from '@freshet/model';
 import { FreshetError, type Features } from '@freshet/protocol';
 import { FastWideDeep, type GemmKind, type ParamSource } from './fast-wide-deep.js';
@@ -112,7 +113,8 @@ export async function createScorer(
     model,
     score: (user, context, candidates) => {
       const batch = encode(user, context, candidates);
-      return predict(model, batch, batchRows(model, batch, params));
+      // predict leaves a tensor behind per call (seen in tests): tidy frees it.
+      return tf.tidy(() => predict(model, batch, batchRows(model, batch, params)));
     },
   };
 }

@@ -75,7 +75,10 @@ export const servingOptionsSchema = z
       .prefault({}),
     /** Window of the freshness and latency quantiles in status replies. */
     statsWindowMs: z.number().int().min(1000).default(60_000),
-    /** Validate every response against its schema before sending it (cheap; on by default). */
+    /**
+     * Check every response before sending it: a hand check of what can go wrong (probabilities in
+     * [0, 1], whole-number versions; a few µs), with the zod schema judging any response it doubts.
+     */
     validateResponses: z.boolean().default(true),
   })
   .strict();

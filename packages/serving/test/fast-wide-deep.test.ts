@@ -1,3 +1,4 @@
+import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createModel, initBackend, predict, type Example, type Model } from '@freshet/model';
 import { initRow } from '@freshet/protocol';
@@ -107,6 +108,43 @@ describe('FastWideDeep', () => {
       }
     },
   );
+
+  it('follows dense weights that change (stamped caches) and keeps no tensor per call (tfjs)', () => {
+    const model = createModel(config);
+    const base = randomParams(model);
+    const dense = new Map<number, Float32Array>();
+    let stamp = 0;
+    // Dense tensors that the test rewrites in place, announcing each change with a new stamp.
+    const params: ParamSource = {
+      rows: (t, keys) => base.rows(t, keys),
+      dense(t) {
+        let d = dense.get(t);
+        if (!d) dense.set(t, (d = base.dense(t).slice()));
+        return d;
+      },
+      stamp: () => stamp,
+    };
+    const fast = new FastWideDeep(model.layout, { gemm: 'tfjs' });
+    const examples = Array.from({ length: 32 }, (_, i): Example => ({
+      features: { user: 'u1', device: 'ios', item: `i${i}`, price: i, hour: 3 },
+      label: 0,
+    }));
+    const batch = model.encode(examples);
+    fast.predict(batch, params); // builds and keeps the cached tensors
+    const tensors = tf.memory().numTensors;
+    for (let round = 0; round < 20; round++) {
+      for (const d of dense.values()) for (let i = 0; i < d.length; i += 7) d[i] = d[i]! * -0.9 + 0.01;
+      stamp++;
+      const want = tf.tidy(() => predict(model, batch, batchRows(model, batch, params)));
+      const got = fast.predict(batch, params);
+      for (let i = 0; i < examples.length; i++) expect(got[i]).toBeCloseTo(want[i]!, 5);
+      // Same stamp: served from the caches, same answer.
+      expect(Array.from(fast.predict(batch, params))).toEqual(Array.from(got));
+    }
+    expect(tf.memory().numTensors).toBe(tensors);
+    fast.dispose();
+    expect(tf.memory().numTensors).toBeLessThan(tensors);
+  });
 
   it('refuses model kinds it has no forward pass for', () => {
     const model = createModel({ ...config, kind: 'fm' });
