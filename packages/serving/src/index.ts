@@ -13,6 +13,7 @@ export {
 } from './serving-options.js';
 export {
   apiSchemas,
+  fastRequestCheck,
   scoreResponseSchema,
   rankResponseSchema,
   errorResponseSchema,
@@ -34,6 +35,7 @@ export { RowTable } from './row-table.js';
 export { LogHistogram, WindowedHistogram } from './histogram.js';
 export { RateMeter } from './rate-meter.js';
 export { FastWideDeep, type GemmKind, type ParamSource } from './fast-wide-deep.js';
+export { RequestEncoder } from './request-encoder.js';
 export {
   createScorer,
   requestExamples,
