@@ -87,7 +87,9 @@ if (missing.length) {
     process.exit(1);
   }
   if (job === 'test' && !chromium()) {
-    console.error('[freshet] chromium not found (the dashboard tests need it): apt-get install chromium, or set FRESHET_CHROMIUM.');
+    console.error(
+      '[freshet] chromium not found (the dashboard tests need it): apt-get install chromium, or set FRESHET_CHROMIUM.',
+    );
     process.exit(1);
   }
 }
