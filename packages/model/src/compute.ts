@@ -76,15 +76,17 @@ export function predict(model: Model, batch: EncodedBatch, rows: BatchRows): Flo
   activeBackend();
   const ids = paramTables(model, batch, rows);
   const consts = makeConstants(batch);
+  let out: tf.Tensor | undefined;
   try {
-    return tf
-      .tidy(() => {
-        const p = new Map<number, tf.Tensor>();
-        for (const id of ids) p.set(id, paramTensor(model, batch, rows, id));
-        return tf.sigmoid(forward(model.layout, batch, p, consts));
-      })
-      .dataSync() as Float32Array;
+    out = tf.tidy(() => {
+      const p = new Map<number, tf.Tensor>();
+      for (const id of ids) p.set(id, paramTensor(model, batch, rows, id));
+      return tf.sigmoid(forward(model.layout, batch, p, consts));
+    });
+    // A copy: the tensor's memory is released right after, and serving calls this per request.
+    return (out.dataSync() as Float32Array).slice();
   } finally {
+    out?.dispose();
     disposeConstants(consts);
   }
 }

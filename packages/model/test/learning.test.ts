@@ -5,6 +5,7 @@ import {
   createModel,
   initBackend,
   logLoss,
+  predict,
   type Example,
   type Model,
 } from '../src/index.js';
@@ -111,4 +112,29 @@ describe('plain SGD on computeGradients', () => {
       expect(last, msg).toBeLessThan(0.45);
     },
   );
+});
+
+describe('predict', () => {
+  it('agrees with the scores computeGradients reports and leaves no tensor behind', async () => {
+    const tf = await import('@tensorflow/tfjs');
+    const model = createModel({ kind: 'wide-deep', features, embeddingDim: 8, hidden: [16] });
+    const batch = model.encode(examples(16, 3));
+    const rows: Float32Array[] = [];
+    for (const s of batch.sparse) {
+      const t = model.spec.tables[s.table]!;
+      rows[s.table] = new Float32Array((s.keys.length / 2) * t.dim).fill(0.01);
+    }
+    for (const id of batch.denseTables) {
+      const t = model.spec.tables[id]!;
+      const w = new Float32Array(t.dim);
+      initRow(t.init, 0, 0, w);
+      rows[id] = w;
+    }
+    const expected = computeGradients(model, batch, rows).preds;
+    const before = tf.memory().numTensors;
+    const p = predict(model, batch, rows);
+    predict(model, batch, rows);
+    expect(tf.memory().numTensors).toBe(before);
+    for (let i = 0; i < batch.size; i++) expect(p[i]).toBeCloseTo(expected[i]!, 5);
+  });
 });
