@@ -19,7 +19,8 @@ import {
  * Load: a 3-node NATS cluster with the feedback stream replicated 3 ways, 2 shard processes,
  * 2 worker processes (every process knows all three URLs), 4 partitions, 1,800 pre-labelled
  * events in 3 waves of 600; NATS node 2 is stopped after the first wave, the second wave is
- * published and trained without it, then it is restarted and the third wave follows.
+ * published and learning goes on without it (at least half the wave applied while it is down),
+ * then it is restarted and the third wave follows.
  * Counted: examples applied (Σ of dense counts over distinct accepted push ids, tapped on a
  * node that stays up) = 1,800 exactly, and every event acked.
  */
@@ -72,7 +73,10 @@ describe('fault: one of three NATS servers stopped and restarted under load', ()
       victim.kill('SIGTERM');
       await waitFor(() => !victim.running, { message: 'nats node 2 down' });
       await publishExamples(nc, cluster, WAVE, WAVE, PARTS);
-      await waitFor(() => ledger.examples() >= 2 * WAVE, {
+      // Progress, not completion, while the node is down: a batch whose pull request the lost
+      // server never answered comes back only after the ack wait; the exact count below
+      // (after the restart) is what shows nothing was lost or applied twice.
+      await waitFor(() => ledger.examples() >= WAVE + WAVE / 2, {
         timeoutMs: 45_000,
         message: () => `learning continues with a node down: ${ledger.examples()} applied`,
       });
@@ -90,5 +94,5 @@ describe('fault: one of three NATS servers stopped and restarted under load', ()
       await tap.close();
       await nc.close();
     }
-  });
+  }, 180_000);
 });
