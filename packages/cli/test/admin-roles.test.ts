@@ -8,7 +8,6 @@ import { clusterView } from '../src/actor-view.js';
 import { compileClusterConfig } from '../src/cluster-config.js';
 import { roleNodeArgs, startLocalCluster, type LocalCluster } from '../src/local-cluster.js';
 import { sendAdmin, targets } from '../src/commands/admin.js';
-import { withEnvNats } from '../src/commands/roles.js';
 
 // Admin commands against real role processes (`freshet shard|worker|serve`): a small cluster
 // (1 shard, 1 worker, 1 serving node) learns from ~300 synthetic events/s; checkpoint and
@@ -142,17 +141,5 @@ describe('admin commands on real role processes', () => {
         message: `${id} left the service API`,
       });
     }
-  });
-});
-
-describe('withEnvNats', () => {
-  it('puts FRESHET_NATS_* settings under the options’ own nats', () => {
-    const env = { servers: ['nats://env:4222'], user: 'u', pass: 'secret' };
-    expect(withEnvNats({ cluster: 'c' }, env)).toEqual({ cluster: 'c', nats: env });
-    expect(withEnvNats({ cluster: 'c', nats: { servers: 'nats://opt:4222' } }, env)).toEqual({
-      cluster: 'c',
-      nats: { servers: 'nats://opt:4222', user: 'u', pass: 'secret' },
-    });
-    expect(() => withEnvNats({ nats: 'x' }, env)).toThrow(/nats must be an object/);
   });
 });

@@ -17,3 +17,4 @@ export {
 } from './connection.js';
 export { requestBytes, fromNatsError, type RequestOptions } from './request.js';
 export { frameEndpoint, type Endpoint, type EndpointOptions } from './endpoint.js';
+export { readRoleOptions, roleOptionsArgs, withEnvNats, type RoleOptionsSource } from './role-options.js';

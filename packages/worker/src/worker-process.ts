@@ -1,5 +1,4 @@
-import { readFileSync } from 'node:fs';
-import { natsOptionsFromEnv } from '@freshet/nats';
+import { natsOptionsFromEnv, readRoleOptions, roleOptionsArgs } from '@freshet/nats';
 import { FreshetError } from '@freshet/protocol';
 import { Worker } from './worker.js';
 import type { WorkerOptionsInput } from './worker-options.js';
@@ -14,20 +13,13 @@ export async function runWorkerProcess(
   argv: readonly string[] = process.argv.slice(2),
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
-  const i = argv.indexOf('--options-json');
-  const raw = i >= 0 ? argv[i + 1] : undefined;
-  if (!raw) {
-    process.stderr.write('usage: freshet-worker --options-json <json | @file>\n');
-    return 2;
-  }
   let input: WorkerOptionsInput;
   try {
-    input = JSON.parse(raw.startsWith('@') ? readFileSync(raw.slice(1), 'utf8') : raw) as WorkerOptionsInput;
+    input = readRoleOptions(roleOptionsArgs(argv), natsOptionsFromEnv(env)) as WorkerOptionsInput;
   } catch (e) {
-    process.stderr.write(`--options-json is not valid JSON: ${(e as Error).message}\n`);
+    process.stderr.write(`${(e as Error).message}\n`);
     return 2;
   }
-  input = { ...input, nats: { ...natsOptionsFromEnv(env), ...(input.nats ?? {}) } };
   const log = (level: string, msg: string, fields?: Record<string, unknown>) =>
     process.stderr.write(JSON.stringify({ t: new Date().toISOString(), level, msg, ...fields }) + '\n');
   const ac = new AbortController();

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { FreshetError, type AdminCommand } from '@freshet/protocol';
 import type { NatsOptionsInput } from '@freshet/nats';
@@ -21,40 +20,6 @@ interface RoleFlags {
   optionsFile?: string;
   metricsPort?: number;
   metricsHost: string;
-}
-
-function readOptions(flags: RoleFlags, envNats: NatsOptionsInput): Record<string, unknown> {
-  let text: string | undefined;
-  if (flags.optionsJson) text = flags.optionsJson;
-  else if (flags.optionsFile) text = readFileSync(flags.optionsFile, 'utf8');
-  if (!text)
-    throw new FreshetError(
-      'CONFIG',
-      'pass the role options with --options-json <json> or --options-file <path>',
-    );
-  let o: unknown;
-  try {
-    o = JSON.parse(text);
-  } catch (e) {
-    throw new FreshetError('CONFIG', `role options are not JSON: ${(e as Error).message}`);
-  }
-  if (typeof o !== 'object' || o === null || Array.isArray(o))
-    throw new FreshetError('CONFIG', 'role options must be a JSON object');
-  return withEnvNats(o as Record<string, unknown>, envNats);
-}
-
-/**
- * The role options with FRESHET_NATS_* settings under the options' own `nats` (the options win
- * field by field): secrets from the environment, servers and the rest from the options.
- */
-export function withEnvNats(
-  opts: Record<string, unknown>,
-  envNats: NatsOptionsInput,
-): Record<string, unknown> {
-  const own = opts.nats;
-  if (own !== undefined && (typeof own !== 'object' || own === null || Array.isArray(own)))
-    throw new FreshetError('CONFIG', 'role options: nats must be an object');
-  return { ...opts, nats: { ...envNats, ...(own as Record<string, unknown> | undefined) } };
 }
 
 function port(v: string): number {
@@ -145,8 +110,8 @@ const startServingActor: Starter = async (options) => {
  * SIGINT/SIGTERM or a `drain` command; then stops it cleanly and resolves (exit code 0).
  */
 async function runActor(start: Starter, flags: RoleFlags, signal: AbortSignal): Promise<void> {
-  const { natsOptionsFromEnv } = await import('@freshet/nats');
-  const options = readOptions(flags, natsOptionsFromEnv());
+  const { natsOptionsFromEnv, readRoleOptions } = await import('@freshet/nats');
+  const options = readRoleOptions(flags, natsOptionsFromEnv());
   const actor = await start(options);
   let stopping: Promise<void> | undefined;
   const stop = (timeoutMs?: number) => (stopping ??= actor.stop(timeoutMs));
