@@ -105,3 +105,16 @@ export class ShardHarness {
     return this.denseExamples.reduce((a, b) => a + b, 0);
   }
 }
+
+/** The small logistic-regression model the worker tests train (user, item, one numeric). */
+export const lrTestModel = {
+  kind: 'lr' as const,
+  features: {
+    fields: [
+      { kind: 'categorical' as const, name: 'user' },
+      { kind: 'categorical' as const, name: 'item' },
+      { kind: 'numeric' as const, name: 'x' },
+    ],
+  },
+  optimizer: { kind: 'adam' as const, lr: 0.05 },
+};

@@ -7,21 +7,11 @@ import { uniqueName, useNats, waitFor } from '@freshet/testkit';
 import { Worker } from '../src/worker.js';
 import type { WorkerOptionsInput } from '../src/worker-options.js';
 import { mergeProgressive } from '../src/progressive.js';
-import { ShardHarness } from './shard-harness.js';
+import { lrTestModel, ShardHarness } from './shard-harness.js';
 
 const nats = useNats();
 
-const modelConfig = {
-  kind: 'lr' as const,
-  features: {
-    fields: [
-      { kind: 'categorical' as const, name: 'user' },
-      { kind: 'categorical' as const, name: 'item' },
-      { kind: 'numeric' as const, name: 'x' },
-    ],
-  },
-  optimizer: { kind: 'adam' as const, lr: 0.05 },
-};
+const modelConfig = lrTestModel;
 const model = createModel(modelConfig);
 const PARTITIONS = 4;
 const WINDOW = 6000;
