@@ -178,7 +178,12 @@ async function runDemo(flags: DemoFlags): Promise<void> {
       if (signal.aborted) break;
       const wait = ev.ts - Date.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      await publisher.publish(ev);
+      try {
+        await publisher.publish(ev);
+      } catch (e) {
+        if (signal.aborted) break; // Ctrl-C closed the publisher under us: not an error
+        throw e;
+      }
       published++;
       const now = Date.now();
       if (atDrift === null && now >= world.o.driftAtTs) {
@@ -190,6 +195,11 @@ async function runDemo(flags: DemoFlags): Promise<void> {
         lastReport = now;
         await report(now);
       }
+    }
+    if (signal.aborted) {
+      progress.done();
+      progress.log(`stopped after ${published} events; shutting the cluster down`);
+      return;
     }
     const stats = await publisher.close();
     publisher = undefined;
