@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { spawnChild, uniqueName, waitFor } from '@freshet/testkit';
+import { spawnChild, uniqueName, waitFor, isAlive } from '@freshet/testkit';
 import type { ClusterView } from '@freshet/cli';
 
 // `freshet up` with the real role processes (shards, worker, serving node) from a config file:
@@ -13,15 +13,6 @@ import type { ClusterView } from '@freshet/cli';
 // answers on loopback, and Ctrl-C (SIGINT) stops every process it started.
 const run = promisify(execFile);
 const cli = fileURLToPath(new URL('../packages/cli/dist/main.js', import.meta.url));
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('freshet up (real roles)', () => {
   it('starts a cluster from a config, reports it, and leaves nothing behind on Ctrl-C', async () => {
@@ -78,9 +69,9 @@ describe('freshet up (real roles)', () => {
 
     up.child.kill('SIGINT');
     expect(await up.exited).toBe(0);
-    await waitFor(() => pids.every((p) => !alive(p)), {
+    await waitFor(() => pids.every((p) => !isAlive(p)), {
       timeoutMs: 15_000,
-      message: () => `every role process gone; alive: ${pids.filter(alive).join(',')}`,
+      message: () => `every role process gone; alive: ${pids.filter(isAlive).join(',')}`,
     });
   });
 });

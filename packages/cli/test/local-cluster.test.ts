@@ -3,7 +3,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { spawnChild, uniqueName, waitFor } from '@freshet/testkit';
+import { spawnChild, uniqueName, waitFor, isAlive } from '@freshet/testkit';
 import { defaultClusterConfig } from '../src/cluster-config.js';
 import { startLocalCluster, type LocalCluster } from '../src/local-cluster.js';
 
@@ -15,15 +15,6 @@ const nodeArgs = (p: { role: string; options: unknown }) => [
   '--options-json',
   JSON.stringify(p.options),
 ];
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('local cluster', () => {
   it('starts NATS and every actor, restarts a killed one, leaves a drained one down, and stop() leaves no process behind', async () => {
@@ -60,7 +51,7 @@ describe('local cluster', () => {
     } finally {
       const pids = [...(lc?.processes.map((p) => p.pid) ?? []), ...(lc?.natsServers.map((s) => s.pid) ?? [])];
       await lc?.stop();
-      for (const pid of pids) expect(alive(pid), `pid ${pid} still alive`).toBe(false);
+      for (const pid of pids) expect(isAlive(pid), `pid ${pid} still alive`).toBe(false);
     }
   });
 
@@ -89,11 +80,11 @@ describe('local cluster', () => {
     });
     const { pids } = JSON.parse(line) as { pids: number[] };
     expect(pids).toHaveLength(5);
-    for (const pid of pids) expect(alive(pid)).toBe(true);
+    for (const pid of pids) expect(isAlive(pid)).toBe(true);
     child.child.kill('SIGKILL');
-    await waitFor(() => pids.every((p) => !alive(p)), {
+    await waitFor(() => pids.every((p) => !isAlive(p)), {
       timeoutMs: 15_000,
-      message: () => `all of ${pids.join(',')} gone; alive: ${pids.filter(alive).join(',')}`,
+      message: () => `all of ${pids.join(',')} gone; alive: ${pids.filter(isAlive).join(',')}`,
     });
   });
 });

@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { waitFor } from '@freshet/testkit';
+import { waitFor, isAlive } from '@freshet/testkit';
 import { startNatsServer } from '../src/local-server.js';
 
 const pgid = (pid: number) =>
@@ -9,14 +9,6 @@ const pgid = (pid: number) =>
       .toString()
       .trim(),
   );
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe('startNatsServer', () => {
   it('runs nats-server in its own process group: a terminal Ctrl-C to ours does not reach it', async () => {
@@ -27,7 +19,7 @@ describe('startNatsServer', () => {
     } finally {
       await s.stop();
     }
-    expect(alive(s.pid)).toBe(false);
+    expect(isAlive(s.pid)).toBe(false);
   });
 
   it('still dies with a parent that exits without stopping it (exit hook)', async () => {
@@ -45,7 +37,7 @@ describe('startNatsServer', () => {
     await new Promise((r) => child.once('exit', r));
     const pid = Number(out.trim());
     expect(pid).toBeGreaterThan(0);
-    await waitFor(() => !alive(pid), {
+    await waitFor(() => !isAlive(pid), {
       timeoutMs: 5000,
       message: `nats-server ${pid} killed by the exit hook`,
     });

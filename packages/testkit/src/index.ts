@@ -1,5 +1,5 @@
 export { waitFor, uniqueName } from './wait-for.js';
 export { useNats, useNatsCluster, type NatsFixture } from './nats-fixture.js';
-export { spawnChild, type ChildHandle } from './processes.js';
+export { spawnChild, isAlive, type ChildHandle } from './processes.js';
 export { startNatsServer, startNatsCluster, findNatsServer } from '@freshet/nats';
 export { chromiumPath } from './chromium.js';

@@ -57,3 +57,13 @@ export function spawnChild(cmd: string, args: string[], opts: SpawnOptions = {})
   void exited.then(() => children.delete(handle));
   return handle;
 }
+
+/** Whether a process exists (signal 0 probes without sending anything). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
