@@ -1,0 +1,196 @@
+import type { Model } from '@freshet/model';
+import { FreshetError, hashString64, hasCode } from '@freshet/protocol';
+import type { BatchTiming } from './batch-timing.js';
+import type { ComputePool } from './compute-pool.js';
+import type { LrSchedule } from './lr-schedule.js';
+import type { ManifestHandle, ManifestStore } from './manifest-store.js';
+import type { Recovered } from './manifest-recovery.js';
+import { labelKnownAt, type Buffered, type MessageHolds, type WorkerLog } from './message-holds.js';
+import type { ProgressiveMetrics } from './progressive.js';
+import { allFinite, type ShardClient } from './shard-client.js';
+import type { WorkerOptions } from './worker-options.js';
+import type { WorkerCounters } from './worker.js';
+
+const scratch = new Uint32Array(2);
+const hex = (n: number) => n.toString(16).padStart(8, '0');
+
+export interface BatchRunnerContext {
+  options: WorkerOptions;
+  counters: WorkerCounters;
+  timing: BatchTiming;
+  metrics: ProgressiveMetrics;
+  lr: LrSchedule;
+  holds: MessageHolds;
+  manifests: ManifestStore;
+  /** What start() creates: there once a batch can run. */
+  model: () => Model | undefined;
+  client: () => ShardClient | undefined;
+  pool: () => ComputePool | undefined;
+  /** Still running (a failed batch is retried), or stopping (it is handed back). */
+  running: () => boolean;
+  log: WorkerLog;
+}
+
+/** Runs batches: pull rows, compute gradients, push them until every shard accepted, then ack. */
+export class BatchRunner {
+  /** Batches applied (the clock the shards see). */
+  clock = 0;
+  /** Examples applied, by time (examples per second over the last 10 s). */
+  readonly rate: { t: number; n: number }[] = [];
+
+  constructor(private readonly ctx: BatchRunnerContext) {}
+
+  /**
+   * Stable across redeliveries of the same events: shards dedupe a re-push of the same batch.
+   * Keys name each example by the stream sequences of its messages and its label, so a joined
+   * example re-derived from the same impression and click has the same key.
+   */
+  private pushId(items: Buffered[]): string {
+    hashString64(items.map((b) => b.key).join(','), scratch);
+    return `${hex(scratch[0]!)}${hex(scratch[1]!)}n${items.length}`;
+  }
+
+  /**
+   * Trains one batch and pushes it until every shard accepted it; then acks its events. Resolves
+   * true once settled, false when it was handed back (the worker is stopping).
+   */
+  async run(items: Buffered[], rec?: Recovered): Promise<boolean> {
+    const { options: o, counters, timing, holds, manifests } = this.ctx;
+    const msgs = [...new Set(items.flatMap((b) => b.deps))];
+    const model = this.ctx.model()!;
+    const client = this.ctx.client()!;
+    const pool = this.ctx.pool()!;
+    const examples = items.map((b) => b.example);
+    const onRetry = () => {
+      counters.retries++;
+      // keep the events ours while we retry (resets their ack-wait timer)
+      for (const t of msgs) t.msg.working();
+    };
+    let eventTs: number | undefined = rec?.eventTs;
+    if (!rec) {
+      let min = Number.POSITIVE_INFINITY;
+      for (const b of items) min = Math.min(min, labelKnownAt(b));
+      eventTs = Number.isFinite(min) ? min : undefined;
+    }
+    const id = rec?.id ?? this.pushId(items);
+    const manifest: ManifestHandle | undefined = rec
+      ? { key: rec.key, partition: items[0]?.partition ?? -1, revision: rec.revision }
+      : manifests.write(items, id, eventTs);
+    let pending: Set<number> | undefined;
+    // a recovered batch was scored by the owner that formed it
+    let scored = rec !== undefined;
+    const t0 = performance.now();
+    const ms = { encode: 0, pull: 0, compute: 0, push: 0 };
+    let t = t0;
+    const lap = (stage: keyof typeof ms) => {
+      const now = performance.now();
+      ms[stage] += now - t;
+      t = now;
+    };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        for (let round = 0; ; round++) {
+          t = performance.now();
+          const batch = model.encode(examples);
+          const labels = batch.labels.slice();
+          const weights = batch.weights.slice();
+          const plan = client.route(batch);
+          pending ??= new Set(plan.parts.map((x) => x.shard));
+          lap('encode');
+          const pulled = await client.pull(plan, { clock: this.clock, onRetry });
+          lap('pull');
+          let r: Awaited<ReturnType<ComputePool['gradients']>>;
+          for (let busy = 0; ; busy++) {
+            try {
+              r = await pool.gradients(batch, pulled.rows, pulled.shared);
+              break;
+            } catch (e) {
+              if (!hasCode(e, 'OVERLOADED') || busy > 20) throw e;
+              await new Promise((res) => setTimeout(res, 10 * (busy + 1)));
+            }
+          }
+          lap('compute');
+          if (!scored) {
+            scored = true;
+            const loss = this.ctx.metrics.add(r.preds, labels, weights);
+            this.ctx.lr.observe(loss, labels.length);
+          }
+          if (!allFinite(r.grads)) {
+            counters.nonFiniteBatches++;
+            for (const m of msgs)
+              holds.deadLetter(m, 'NON_FINITE', 'non-finite gradient: update not applied');
+            holds.settleBatch(items, false);
+            manifests.drop(manifest);
+            return true;
+          }
+          if (manifest && manifest.revision === undefined) {
+            // The manifest must be stored before any shard can accept the batch.
+            const w0 = performance.now();
+            if (!manifest.put) manifests.store(manifest);
+            await manifest.put;
+            timing.add('manifestWait', performance.now() - w0);
+            t = performance.now();
+          }
+          const out = await client.push(plan, pulled, r.grads, {
+            id,
+            clock: this.clock,
+            eventTs,
+            lrScale: this.ctx.lr.scale(),
+            only: pending,
+            onRetry,
+          });
+          lap('push');
+          counters.pushes += out.accepted.size;
+          counters.pushDuplicates += out.duplicates;
+          counters.maxStaleness = Math.max(counters.maxStaleness, out.maxStaleness);
+          for (const s of out.accepted) pending.delete(s);
+          if (pending.size === 0) break;
+          counters.staleRounds++;
+          if (round >= o.retry.staleRounds) {
+            throw new FreshetError(
+              'STALE',
+              `shards ${[...pending].join(',')} rejected ${round + 1} rounds as stale`,
+            );
+          }
+        }
+        this.clock++;
+        this.rate.push({ t: Date.now(), n: items.length });
+        holds.settleBatch(items, false);
+        // after the acks: a crash in between leaves a manifest whose batch every shard has (a
+        // recovery re-push is all duplicates)
+        manifests.drop(manifest);
+        timing.add('encode', ms.encode);
+        timing.add('pull', ms.pull);
+        timing.add('compute', ms.compute);
+        timing.add('push', ms.push);
+        timing.add('total', performance.now() - t0);
+        return true;
+      } catch (e) {
+        counters.failedBatches++;
+        const running = this.ctx.running();
+        this.ctx.log('warn', running ? 'batch failed; retrying it whole' : 'batch handed back', {
+          error: String(e),
+          code: e instanceof FreshetError ? e.code : 'INTERNAL',
+          events: msgs.length,
+          attempt,
+          pendingShards: pending ? [...pending] : [],
+        });
+        if (!running) {
+          // Not applied everywhere and we are stopping: never ack; hand the events back. The
+          // manifest stays: the partition's next owner re-pushes exactly this batch first.
+          holds.settleBatch(items, true);
+          manifests.freeSlot(manifest);
+          return false;
+        }
+
+        // The same batch again (same id, same shards still pending): the shards that accepted
+        // it answer `duplicate`, so nothing is applied twice. Re-forming it from redelivered
+        // events could not promise that, and joined examples cannot be re-derived by this worker.
+        onRetry();
+        await new Promise((res) =>
+          setTimeout(res, Math.min(o.retry.maxMs, o.consumer.nakDelayMs * (attempt + 1))),
+        );
+      }
+    }
+  }
+}

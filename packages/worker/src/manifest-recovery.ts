@@ -1,0 +1,152 @@
+import type { JetStreamManager, KV } from 'nats';
+import type { Example } from '@freshet/model';
+import { compileParseOptions, parseEvent } from '@freshet/protocol';
+import { decodeManifest, manifestFilter, type BatchManifest } from './batch-manifest.js';
+import type { ManifestStore } from './manifest-store.js';
+import type { Buffered, PartitionState, WorkerLog } from './message-holds.js';
+import type { WorkerCounters } from './worker.js';
+
+/** Recovery reads events back that passed validation once: their age and skew no longer matter. */
+const recoveryParse = compileParseOptions({ maxSkewMs: Number.MAX_SAFE_INTEGER, maxAgeMs: Infinity });
+
+/** A batch re-formed from a manifest: pushed under its original id, holding no messages. */
+export interface Recovered {
+  id: string;
+  key: string;
+  revision: number;
+  eventTs: number | undefined;
+}
+
+export interface ManifestRecoveryContext {
+  enabled: boolean;
+  kv: () => KV | undefined;
+  jsm: () => JetStreamManager | undefined;
+  feedbackStream: string;
+  store: ManifestStore;
+  parts: ReadonlyMap<number, PartitionState>;
+  counters: WorkerCounters;
+  signal: AbortSignal;
+  log: WorkerLog;
+  /** Trains and pushes a batch; false when it was handed back (the worker is stopping). */
+  runBatch: (items: Buffered[], rec: Recovered) => Promise<boolean>;
+}
+
+/** Re-forms the batches an earlier owner of a partition left manifests for, and pushes them again. */
+export class ManifestRecovery {
+  constructor(private readonly ctx: ManifestRecoveryContext) {}
+
+  /**
+   * Before fetching a newly leased partition: re-forms every batch a previous owner left a
+   * manifest for and pushes it under its original id (shards that applied it answer
+   * `duplicate`), then remembers its stream sequences so their redeliveries are acked, not
+   * trained again. Fetching starts only after this, so no redelivered event of such a batch can
+   * enter a different batch.
+   */
+  async recover(p: number, f: { stop: boolean }): Promise<void> {
+    const kv = this.ctx.kv();
+    if (!this.ctx.enabled || !kv) return;
+    const { counters, store, log } = this.ctx;
+    const keys = await this.untilDone(f, 'list manifests', async () => {
+      const out: string[] = [];
+      for await (const k of await kv.keys(manifestFilter(p))) out.push(k);
+      return out.sort();
+    });
+    if (!keys || keys.length === 0) return;
+    keys.forEach((k) => store.recovering.add(k));
+    try {
+      for (const key of keys) {
+        if (f.stop) return;
+        const entry = await this.untilDone(f, 'read manifest', () => kv.get(key));
+        if (!entry) return;
+        if (entry.operation !== 'PUT' || entry.length === 0) continue;
+        let m: BatchManifest;
+        try {
+          m = decodeManifest(entry.value);
+        } catch (e) {
+          log('error', 'malformed batch manifest dropped', { key, error: String(e) });
+          await kv.delete(key, { previousSeq: entry.revision }).catch(() => undefined);
+          continue;
+        }
+        const items = await this.reform(p, m, f);
+        if (!items) return;
+        log('info', 'recovering batch from manifest', {
+          partition: p,
+          id: m.id,
+          from: m.worker,
+          examples: items.length,
+        });
+        const rec: Recovered = { id: m.id, key, revision: entry.revision, eventTs: m.eventTs };
+        if (items.length === 0 || !(await this.ctx.runBatch(items, rec))) {
+          if (items.length === 0) store.drop({ key, partition: p, revision: entry.revision });
+          if (items.length > 0) return;
+          continue;
+        }
+        counters.recoveredBatches++;
+        counters.recoveredExamples += items.length;
+        const ps = this.ctx.parts.get(p);
+        for (const ex of m.ex) for (const seq of ex.s) ps?.recovered.add(seq);
+      }
+    } finally {
+      keys.forEach((k) => store.recovering.delete(k));
+    }
+  }
+
+  /** The manifest's examples, rebuilt (pre-labelled ones read back from the stream by sequence). */
+  private async reform(p: number, m: BatchManifest, f: { stop: boolean }): Promise<Buffered[] | undefined> {
+    const out: Buffered[] = [];
+    const now = Date.now();
+    for (const ex of m.ex) {
+      let example: Example | undefined;
+      if (ex.f) {
+        example = { features: ex.f, label: ex.l ?? 0 };
+        if (ex.w !== undefined) example.weight = ex.w;
+        if (ex.t !== undefined) example.ts = ex.t;
+      } else if (ex.s[0] !== undefined) {
+        const seq = ex.s[0];
+        const got = await this.untilDone(f, 'read event', async () => {
+          try {
+            return await this.ctx.jsm()!.streams.getMessage(this.ctx.feedbackStream, { seq });
+          } catch (e) {
+            // gone from the stream (limits): nothing to rebuild it from
+            if (/no message found|not found/i.test(String(e))) return null;
+            throw e;
+          }
+        });
+        if (got === undefined) return undefined;
+        const r = got ? parseEvent(got.data, recoveryParse) : undefined;
+        if (r?.ok && r.event.kind === 'example') {
+          const ev = r.event;
+          example = { features: ev.features, label: ev.label, weight: ev.weight, ts: ev.ts };
+        }
+      }
+      if (!example) {
+        this.ctx.counters.manifestsUnrecoverable++;
+        this.ctx.log('error', 'manifest example cannot be rebuilt; left out', {
+          partition: p,
+          id: m.id,
+          seqs: ex.s,
+        });
+        continue;
+      }
+      out.push({ partition: p, example, deps: [], key: '', joined: ex.f !== undefined, at: now });
+    }
+    return out;
+  }
+
+  /** Retries a KV/stream read until it succeeds or the partition is let go (then undefined). */
+  private async untilDone<T>(
+    f: { stop: boolean },
+    what: string,
+    fn: () => Promise<T>,
+  ): Promise<T | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      if (f.stop || this.ctx.signal.aborted) return undefined;
+      try {
+        return await fn();
+      } catch (e) {
+        this.ctx.log('warn', `${what} failed; retrying`, { error: String(e), attempt });
+        await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** Math.min(attempt, 5))));
+      }
+    }
+  }
+}

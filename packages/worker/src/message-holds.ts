@@ -1,0 +1,158 @@
+import { headers as natsHeaders, type JsMsg, type NatsConnection } from 'nats';
+import type { Example } from '@freshet/model';
+import type { DeadLetters } from '@freshet/client';
+import type { DeadLetterReason } from '@freshet/protocol';
+import type { Joiner } from './joiner.js';
+import type { WorkerCounters } from './worker.js';
+
+/** How a worker's parts write structured log lines. */
+export type WorkerLog = (
+  level: 'info' | 'warn' | 'error',
+  msg: string,
+  fields?: Record<string, unknown>,
+) => void;
+
+/**
+ * A fetched message until it is acked or naked. It is acked when the last thing that needs it
+ * goes: its admission, the joiner holding its event, the example it contributed to (until every
+ * shard accepted that example's gradient), or its dead letter (until stored).
+ */
+export interface Tracked {
+  msg: JsMsg;
+  seq: number;
+  part: PartitionState;
+  refs: number;
+  /** Hand back (nak) instead of ack when the last reference goes. */
+  nak: boolean;
+}
+
+/** Per leased partition: its joiner and the messages fetched from it and not yet settled. */
+export interface PartitionState {
+  partition: number;
+  joiner: Joiner;
+  /** By stream sequence, so a redelivery of a message we still hold is recognised. */
+  tracked: Map<number, Tracked>;
+  /** Messages whose events the joiner holds (pending impressions, orphan positives), by event id. */
+  retained: Map<string, Tracked>;
+  /** The last message fetched had nothing behind it (or a fetch came back empty). */
+  caughtUp: boolean;
+  /** Let go of: its joiner is no longer fed or advanced. */
+  closed: boolean;
+  idle: (() => void)[];
+  /**
+   * Stream sequences that a batch recovered from a manifest has applied: their redeliveries are
+   * acked on arrival instead of being trained again.
+   */
+  recovered: Set<number>;
+}
+
+export interface Buffered {
+  partition: number;
+  example: Example;
+  /** The messages this example came from (1 or 2: an impression and its positive). */
+  deps: Tracked[];
+  /** Identifies the example by its messages: the batch's push id is a hash of these. */
+  key: string;
+  /** Produced by the joiner: it cannot be re-derived from a redelivery to this worker. */
+  joined: boolean;
+  /** Local receive time (batch max-wait). */
+  at: number;
+}
+
+/**
+ * When an example's label became known, for freshness (event → serving): the publication of its
+ * newest message (a pre-labelled event, or the click that made an impression positive), or, for a
+ * joined negative, the moment the joiner closed its attribution window. Measuring negatives from
+ * the impression would count the window itself as staleness.
+ */
+export function labelKnownAt(b: Buffered): number {
+  if (b.joined && b.example.label <= 0) return b.at;
+  let newest = Number.NEGATIVE_INFINITY;
+  for (const d of b.deps) newest = Math.max(newest, Number(d.msg.info.timestampNanos / 1_000_000));
+  return Number.isFinite(newest) ? newest : b.at;
+}
+
+export interface MessageHoldsContext {
+  nakDelayMs: number;
+  counters: WorkerCounters;
+  dlCounts: Record<DeadLetterReason, number>;
+  /** The subject dead letters are published on when the dead-letter stream cannot store them. */
+  deadLetterSubject: string;
+  dlq: () => DeadLetters | undefined;
+  nc: () => NatsConnection | undefined;
+  log: WorkerLog;
+}
+
+/** The holds on fetched messages: the last one to go acks (or naks) the message. */
+export class MessageHolds {
+  constructor(private readonly ctx: MessageHoldsContext) {}
+
+  /** Drops one hold on a message; the last one acks it (or naks it when it was handed back). */
+  release(t: Tracked): void {
+    if (--t.refs > 0) return;
+    if (t.nak) {
+      t.msg.nak(this.ctx.nakDelayMs);
+      this.ctx.counters.naked++;
+    } else {
+      t.msg.ack();
+      this.ctx.counters.acked++;
+    }
+    const ps = t.part;
+    ps.tracked.delete(t.seq);
+    if (ps.tracked.size === 0 && ps.idle.length > 0) {
+      const w = ps.idle.splice(0);
+      w.forEach((r) => r());
+    }
+  }
+
+  /**
+   * Stores the message's payload on the dead-letter stream with its reason; the message is held
+   * until the dead letter is stored, then acked. If it cannot be stored, the message is handed
+   * back (redelivered) — after a few deliveries it is published without JetStream and acked, so a
+   * missing dead-letter stream cannot wedge a partition.
+   */
+  deadLetter(t: Tracked, reason: DeadLetterReason, message: string): void {
+    const { counters, dlCounts } = this.ctx;
+    t.refs++;
+    const m = t.msg;
+    this.ctx
+      .dlq()!
+      .send(m.data, { reason, message }, { subject: m.subject, seq: t.seq })
+      .then(
+        () => {
+          dlCounts[reason]++;
+          counters.deadLettered++;
+          this.release(t);
+        },
+        (e: unknown) => {
+          counters.deadLetterFailures++;
+          if (m.info.deliveryCount >= 5) {
+            const h = natsHeaders();
+            h.set('Freshet-Reason', reason);
+            h.set('Freshet-Message', message.replace(/[\r\n]/g, ' ').slice(0, 256));
+            try {
+              this.ctx.nc()?.publish(this.ctx.deadLetterSubject, m.data, { headers: h });
+            } catch {
+              // best effort: the event is dropped either way
+            }
+            dlCounts[reason]++;
+            counters.deadLettered++;
+          } else {
+            this.ctx.log('warn', 'dead letter not stored; event handed back', { reason, error: String(e) });
+            t.nak = true;
+          }
+          this.release(t);
+        },
+      );
+  }
+
+  /** Releases a batch's holds on its messages; `handBack` naks them instead of acking. */
+  settleBatch(items: Buffered[], handBack: boolean): void {
+    for (const b of items) {
+      for (const d of b.deps) {
+        if (handBack) d.nak = true;
+        this.release(d);
+      }
+    }
+  }
+}
