@@ -63,7 +63,17 @@ describe('fault: one of three NATS servers stopped and restarted under load', ()
         ),
       );
       await Promise.all(
-        ['wa', 'wb'].map((id) => startRole('worker', workerOptions(cluster, id, SHARDS, PARTS, urls))),
+        // Messages the lost server had delivered but the worker never received come back after
+        // the consumer's ack wait, which follows the joiner's window (5 min by default): a short
+        // window keeps that redelivery inside this test's deadlines.
+        ['wa', 'wb'].map((id) =>
+          startRole(
+            'worker',
+            workerOptions(cluster, id, SHARDS, PARTS, urls, {
+              joiner: { windowMs: 2000, orphanWaitMs: 2000 },
+            }),
+          ),
+        ),
       );
 
       await publishExamples(nc, cluster, 0, WAVE, PARTS);
