@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connectNats } from '@freshet/nats';
+import { subjects } from '@freshet/protocol';
 import { uniqueName, useNatsCluster, waitFor } from '@freshet/testkit';
 import {
   outstanding,
@@ -13,14 +14,15 @@ import {
   startRole,
   workerOptions,
   useRoleProcesses,
+  workerStatus,
 } from './fault-kit.js';
 
 /**
  * Load: a 3-node NATS cluster with the feedback stream replicated 3 ways, 2 shard processes,
  * 2 worker processes (every process knows all three URLs), 4 partitions, 1,800 pre-labelled
- * events in 3 waves of 600; NATS node 2 is stopped after the first wave, the second wave is
- * published and learning goes on without it (at least half the wave applied while it is down),
- * then it is restarted and the third wave follows.
+ * events in 3 waves of 600. The NATS node that leads the KV bucket is stopped after the first
+ * wave, the second wave is published and learning goes on without it (at least half the wave
+ * applied while it is down), then it is restarted and the third wave follows.
  * Counted: examples applied (Σ of dense counts over distinct accepted push ids, tapped on a
  * node that stays up) = 1,800 exactly, and every event acked.
  */
@@ -40,14 +42,13 @@ describe('fault: one of three NATS servers stopped and restarted under load', ()
     const urls = nats.cluster.urls;
     const dir = await mkdtemp(join(tmpdir(), 'freshet-fault-nats-'));
     dirs.push(dir);
-    // admin and tap on node 0, which stays up; roles on all three URLs
-    const nc = await connectNats({ servers: urls[0]! }, 'fault-admin');
-    const tap = await connectNats({ servers: urls[0]! }, 'fault-ledger');
+    const prep = await connectNats({ servers: urls }, 'fault-prepare');
+    let victimAt: number;
     try {
       await waitFor(
         async () => {
           try {
-            await prepareCluster(nc, cluster, PARTS, 3);
+            await prepareCluster(prep, cluster, PARTS, 3);
             return true;
           } catch {
             return false; // JetStream meta leader not elected yet
@@ -55,6 +56,21 @@ describe('fault: one of three NATS servers stopped and restarted under load', ()
         },
         { timeoutMs: 30_000, message: 'replicated stream created' },
       );
+      // The node that leads the KV bucket (leases, manifests) goes down: the hardest case, and
+      // the one that stalled every worker while the bucket was R1.
+      const kv = await (await prep.jetstreamManager()).streams.info(`KV_${subjects(cluster).kvBucket}`);
+      expect(kv.config.num_replicas).toBe(3);
+      victimAt = nats.cluster.servers.findIndex((s) => s.name === kv.cluster?.leader);
+      expect(victimAt).toBeGreaterThanOrEqual(0);
+    } finally {
+      await prep.close();
+    }
+    const victim = nats.cluster.servers[victimAt]!;
+    // admin and tap on a node that stays up; roles on all three URLs
+    const home = urls[(victimAt + 1) % urls.length]!;
+    const nc = await connectNats({ servers: home }, 'fault-admin');
+    const tap = await connectNats({ servers: home }, 'fault-ledger');
+    try {
       const ledger = PushLedger.start(tap, cluster);
       await tap.flush();
       await Promise.all(
@@ -78,10 +94,9 @@ describe('fault: one of three NATS servers stopped and restarted under load', ()
 
       await publishExamples(nc, cluster, 0, WAVE, PARTS);
       await waitFor(() => ledger.examples() > 0, { message: 'learning started' });
-      const victim = nats.cluster.servers[2]!;
       // SIGTERM without the handle's cleanup: its store and config stay for the restart
       victim.kill('SIGTERM');
-      await waitFor(() => !victim.running, { message: 'nats node 2 down' });
+      await waitFor(() => !victim.running, { message: 'nats node down' });
       await publishExamples(nc, cluster, WAVE, WAVE, PARTS);
       // Progress, not completion, while the node is down: a batch whose pull request the lost
       // server never answered comes back only after the ack wait; the exact count below
@@ -99,6 +114,10 @@ describe('fault: one of three NATS servers stopped and restarted under load', ()
         message: 'every event acked',
       });
       await tap.flush();
+      for (const id of ['wa', 'wb']) {
+        const st = (await workerStatus(nc, cluster, id)) as { counters: Record<string, number> };
+        console.log(`[fault-nats-node] ${id} counters ${JSON.stringify(st.counters)}`);
+      }
       expect(ledger.examples()).toBe(total);
     } finally {
       await tap.close();

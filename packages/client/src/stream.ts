@@ -16,9 +16,13 @@ export interface StreamTopology {
   deadLetterStream: string;
   partitions: number;
   /** Per stream: created, updated (config differed) or unchanged. */
-  feedback: 'created' | 'updated' | 'unchanged';
-  deadLetter: 'created' | 'updated' | 'unchanged';
+  feedback: Ensured;
+  deadLetter: Ensured;
+  /** The cluster's KV bucket (leases, batch manifests, model spec). */
+  kv: Ensured;
 }
+
+type Ensured = 'created' | 'updated' | 'unchanged';
 
 type Wanted = Pick<
   StreamConfig,
@@ -83,7 +87,7 @@ function differs(have: StreamConfig, want: Wanted): boolean {
 const isNotFound = (e: unknown) => /not found/i.test((e as Error)?.message ?? '');
 const isInUse = (e: unknown) => /already in use|exists/i.test((e as Error)?.message ?? '');
 
-async function ensureOne(jsm: JetStreamManager, want: Wanted): Promise<'created' | 'updated' | 'unchanged'> {
+async function ensureOne(jsm: JetStreamManager, want: Wanted): Promise<Ensured> {
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const info = await jsm.streams.info(want.name);
@@ -118,9 +122,39 @@ export async function ensureStream(nc: NatsConnection, input: StreamOptionsInput
   }
   const fb = feedbackConfig(o);
   const dl = deadLetterConfig(o);
+  // The KV bucket first: workers wait for the feedback stream and then open the bucket, which
+  // must by then exist with the cluster's replicas (one they created would be R1).
+  const kv = await ensureKv(nc, jsm, subjects(o.cluster).kvBucket, o.replicas);
   const feedback = await ensureOne(jsm, fb);
   const deadLetter = await ensureOne(jsm, dl);
-  return { stream: fb.name, deadLetterStream: dl.name, partitions: o.partitions, feedback, deadLetter };
+  return { stream: fb.name, deadLetterStream: dl.name, partitions: o.partitions, feedback, deadLetter, kv };
+}
+
+/**
+ * Creates the cluster's KV bucket with `replicas`, or scales an existing one to it. Partition
+ * leases and batch manifests live there: an R1 bucket on a server that goes down stops every
+ * worker (no lease can be renewed) however well the feedback stream is replicated.
+ */
+async function ensureKv(
+  nc: NatsConnection,
+  jsm: JetStreamManager,
+  bucket: string,
+  replicas: number,
+): Promise<Ensured> {
+  const stream = `KV_${bucket}`;
+  let existed = true;
+  try {
+    await jsm.streams.info(stream);
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+    existed = false;
+  }
+  // views.kv creates the bucket when missing and leaves an existing one as it is
+  await nc.jetstream().views.kv(bucket, { history: 1, replicas });
+  const info = await jsm.streams.info(stream);
+  if (info.config.num_replicas === replicas) return existed ? 'unchanged' : 'created';
+  await jsm.streams.update(stream, { ...info.config, num_replicas: replicas });
+  return 'updated';
 }
 
 /** The partition count of an existing feedback stream (from its subjects), or undefined. */

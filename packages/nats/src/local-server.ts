@@ -33,6 +33,8 @@ export interface NatsServerOptions {
 export interface NatsServerHandle {
   url: string;
   port: number;
+  /** The server_name it runs under (what JetStream reports as a stream's leader), when set. */
+  name: string | undefined;
   pid: number;
   storeDir: string;
   configFile: string;
@@ -182,6 +184,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   return {
     url: `nats://${o.host}:${port}`,
     port,
+    name: o.serverName,
     get pid() {
       return child?.pid ?? -1;
     },

@@ -3,3 +3,4 @@ export { useNats, useNatsCluster, type NatsFixture } from './nats-fixture.js';
 export { spawnChild, isAlive, type ChildHandle } from './processes.js';
 export { startNatsServer, startNatsCluster, findNatsServer } from '@freshet/nats';
 export { chromiumPath } from './chromium.js';
+export { startLossyLink, type LossyLink } from './lossy-link.js';

@@ -119,8 +119,7 @@ export class BatchRunner {
             counters.nonFiniteBatches++;
             for (const m of msgs)
               holds.deadLetter(m, 'NON_FINITE', 'non-finite gradient: update not applied');
-            holds.settleBatch(items, false);
-            manifests.drop(manifest);
+            void holds.settleBatch(items, 'discarded').then(() => manifests.drop(manifest));
             return true;
           }
           if (manifest && manifest.revision === undefined) {
@@ -155,10 +154,10 @@ export class BatchRunner {
         }
         this.clock++;
         this.rate.push({ t: Date.now(), n: items.length });
-        holds.settleBatch(items, false);
-        // after the acks: a crash in between leaves a manifest whose batch every shard has (a
-        // recovery re-push is all duplicates)
-        manifests.drop(manifest);
+        // Dropped once the acks are confirmed: a crash (or a lost ack) before then leaves a
+        // manifest whose batch every shard has, so the next owner's re-push is all duplicates
+        // and it acks the redeliveries instead of training them.
+        void holds.settleBatch(items, 'applied').then(() => manifests.drop(manifest));
         timing.add('encode', ms.encode);
         timing.add('pull', ms.pull);
         timing.add('compute', ms.compute);
@@ -178,7 +177,7 @@ export class BatchRunner {
         if (!running) {
           // Not applied everywhere and we are stopping: never ack; hand the events back. The
           // manifest stays: the partition's next owner re-pushes exactly this batch first.
-          holds.settleBatch(items, true);
+          void holds.settleBatch(items, 'handBack');
           manifests.freeSlot(manifest);
           return false;
         }

@@ -1,6 +1,6 @@
-import type { JsMsg } from 'nats';
 import type { Example } from '@freshet/model';
 import { parseEvent, type compileParseOptions, type FeedbackEvent } from '@freshet/protocol';
+import type { DeliveredMsg } from './confirmed-acks.js';
 import type { JoinedExample, JoinerDropReason } from './joiner.js';
 import type { Buffered, MessageHolds, PartitionState, Tracked } from './message-holds.js';
 import type { WorkerCounters } from './worker.js';
@@ -17,13 +17,13 @@ export interface JoiningContext {
 export class Joining {
   constructor(private readonly ctx: JoiningContext) {}
 
-  admit(m: JsMsg, ps: PartitionState): void {
+  admit(m: DeliveredMsg, ps: PartitionState): void {
     const { counters, holds } = this.ctx;
-    if (ps.recovered.delete(m.seq)) {
-      // a batch recovered from a manifest applied this message's example already
-      m.ack();
-      counters.acked++;
-      counters.recoveredAcks++;
+    if (ps.applied.has(m.seq)) {
+      // its example is applied already (our ack of it was lost or is still unconfirmed, or a
+      // batch recovered from an earlier owner's manifest applied it)
+      counters.appliedRedeliveries++;
+      void holds.ackApplied(m, ps);
       return;
     }
     const known = ps.tracked.get(m.seq);
@@ -35,7 +35,7 @@ export class Joining {
       return;
     }
     ps.caughtUp = m.info.pending === 0;
-    const t: Tracked = { msg: m, seq: m.seq, part: ps, refs: 1, nak: false };
+    const t: Tracked = { msg: m, seq: m.seq, part: ps, refs: 1, nak: false, applied: false };
     ps.tracked.set(m.seq, t);
     const r = parseEvent(m.data, this.ctx.parseOpts);
     if (!r.ok) {

@@ -25,6 +25,8 @@ export interface ManifestRecoveryContext {
   store: ManifestStore;
   parts: ReadonlyMap<number, PartitionState>;
   counters: WorkerCounters;
+  /** How long a recovered batch's sequences are remembered for their redeliveries. */
+  appliedRetainMs: number;
   signal: AbortSignal;
   log: WorkerLog;
   /** Trains and pushes a batch; false when it was handed back (the worker is stopping). */
@@ -84,7 +86,9 @@ export class ManifestRecovery {
         counters.recoveredBatches++;
         counters.recoveredExamples += items.length;
         const ps = this.ctx.parts.get(p);
-        for (const ex of m.ex) for (const seq of ex.s) ps?.recovered.add(seq);
+        // their redeliveries (if the earlier owner's acks never landed) are acked, not trained
+        const forgetAt = Date.now() + this.ctx.appliedRetainMs;
+        for (const ex of m.ex) for (const seq of ex.s) ps?.applied.set(seq, forgetAt);
       }
     } finally {
       keys.forEach((k) => store.recovering.delete(k));

@@ -1,7 +1,8 @@
-import { headers as natsHeaders, type JsMsg, type NatsConnection } from 'nats';
+import { headers as natsHeaders, type NatsConnection } from 'nats';
 import type { Example } from '@freshet/model';
 import type { DeadLetters } from '@freshet/client';
 import type { DeadLetterReason } from '@freshet/protocol';
+import type { ConfirmedAcks, DeliveredMsg } from './confirmed-acks.js';
 import type { Joiner } from './joiner.js';
 import type { WorkerCounters } from './worker.js';
 
@@ -18,12 +19,14 @@ export type WorkerLog = (
  * shard accepted that example's gradient), or its dead letter (until stored).
  */
 export interface Tracked {
-  msg: JsMsg;
+  msg: DeliveredMsg;
   seq: number;
   part: PartitionState;
   refs: number;
   /** Hand back (nak) instead of ack when the last reference goes. */
   nak: boolean;
+  /** Its example was applied: its ack must be confirmed (a lost one would train it again). */
+  applied: boolean;
 }
 
 /** Per leased partition: its joiner and the messages fetched from it and not yet settled. */
@@ -38,12 +41,17 @@ export interface PartitionState {
   caughtUp: boolean;
   /** Let go of: its joiner is no longer fed or advanced. */
   closed: boolean;
+  /** Resolved when nothing of this partition is held or waits for an ack's confirmation. */
   idle: (() => void)[];
+  /** Acks of this partition's applied messages not yet confirmed. */
+  confirming: number;
   /**
-   * Stream sequences that a batch recovered from a manifest has applied: their redeliveries are
-   * acked on arrival instead of being trained again.
+   * Stream sequences whose examples are applied but whose ack is not known to have landed: ours
+   * while the ack is being confirmed (forget-at = Infinity), or applied by a batch recovered from
+   * an earlier owner's manifest (forget-at = a few ack waits on). A redelivery of one is acked on
+   * arrival, never trained again.
    */
-  recovered: Set<number>;
+  applied: Map<number, number>;
 }
 
 export interface Buffered {
@@ -74,6 +82,11 @@ export function labelKnownAt(b: Buffered): number {
 
 export interface MessageHoldsContext {
   nakDelayMs: number;
+  acks: ConfirmedAcks;
+  /** Off: applied events get plain acks like every other (options.consumer.confirmAcks). */
+  confirmAcks: boolean;
+  /** How long a sequence whose ack could not be confirmed stays in `applied` (its redelivery is due). */
+  appliedRetainMs: number;
   counters: WorkerCounters;
   dlCounts: Record<DeadLetterReason, number>;
   /** The subject dead letters are published on when the dead-letter stream cannot store them. */
@@ -89,17 +102,54 @@ export class MessageHolds {
 
   /** Drops one hold on a message; the last one acks it (or naks it when it was handed back). */
   release(t: Tracked): void {
-    if (--t.refs > 0) return;
+    void this.unhold(t);
+  }
+
+  /** {@link release}, returning the confirmation of an applied message's ack when it sent one. */
+  private unhold(t: Tracked): Promise<boolean> | undefined {
+    if (--t.refs > 0) return undefined;
+    const ps = t.part;
+    let confirmed: Promise<boolean> | undefined;
     if (t.nak) {
       t.msg.nak(this.ctx.nakDelayMs);
       this.ctx.counters.naked++;
+    } else if (t.applied && this.ctx.confirmAcks) {
+      confirmed = this.ackApplied(t.msg, ps);
     } else {
       t.msg.ack();
       this.ctx.counters.acked++;
     }
-    const ps = t.part;
     ps.tracked.delete(t.seq);
-    if (ps.tracked.size === 0 && ps.idle.length > 0) {
+    this.checkIdle(ps);
+    return confirmed;
+  }
+
+  /**
+   * Acks a message whose example is applied (a settled batch's, or a redelivery of one) and
+   * waits for the confirmation; its sequence stays in `applied` until then, so a redelivery in
+   * between is acked, not trained.
+   */
+  ackApplied(m: DeliveredMsg, ps: PartitionState): Promise<boolean> {
+    this.ctx.counters.acked++;
+    if (!ps.applied.has(m.seq)) ps.applied.set(m.seq, Infinity);
+    ps.confirming++;
+    return this.ctx.acks.ack(m).then((ok) => {
+      if (ok) ps.applied.delete(m.seq);
+      else if (ps.applied.get(m.seq) === Infinity)
+        ps.applied.set(m.seq, Date.now() + this.ctx.appliedRetainMs);
+      ps.confirming--;
+      this.checkIdle(ps);
+      return ok;
+    });
+  }
+
+  /** Forgets applied sequences whose redelivery is no longer expected. */
+  forgetApplied(ps: PartitionState, now: number): void {
+    for (const [seq, at] of ps.applied) if (at <= now) ps.applied.delete(seq);
+  }
+
+  private checkIdle(ps: PartitionState): void {
+    if (ps.tracked.size === 0 && ps.confirming === 0 && ps.idle.length > 0) {
       const w = ps.idle.splice(0);
       w.forEach((r) => r());
     }
@@ -146,13 +196,22 @@ export class MessageHolds {
       );
   }
 
-  /** Releases a batch's holds on its messages; `handBack` naks them instead of acking. */
-  settleBatch(items: Buffered[], handBack: boolean): void {
+  /**
+   * Releases a batch's holds on its messages: `applied` acks them (confirmed), `handBack` naks
+   * them, `discarded` (not applied, e.g. dead-lettered) acks them plainly. Resolves once the
+   * confirmations are in (or given up): until then an applied batch's manifest must stay, for a
+   * next owner that gets the messages again.
+   */
+  settleBatch(items: Buffered[], outcome: 'applied' | 'handBack' | 'discarded'): Promise<void> {
+    const confirmations: Promise<boolean>[] = [];
     for (const b of items) {
       for (const d of b.deps) {
-        if (handBack) d.nak = true;
-        this.release(d);
+        if (outcome === 'handBack') d.nak = true;
+        else if (outcome === 'applied') d.applied = true;
+        const c = this.unhold(d);
+        if (c) confirmations.push(c);
       }
     }
+    return Promise.all(confirmations).then(() => undefined);
   }
 }

@@ -1,7 +1,8 @@
 import { createInbox, nanos, type Msg, type NatsConnection, type Subscription } from 'nats';
 // The library's own JetStream message (ack/nak/working/info over the `$JS.ACK` reply subject):
 // not re-exported at the top level, and the package has no exports map that would forbid this.
-import { toJsMsg, type JsMsg } from 'nats/lib/jetstream/jsmsg.js';
+import { toJsMsg } from 'nats/lib/jetstream/jsmsg.js';
+import type { DeliveredMsg } from './confirmed-acks.js';
 
 /** How one pull request ended. */
 export type PullEnd =
@@ -68,7 +69,7 @@ export class PullFeed {
     private readonly nc: NatsConnection,
     private readonly opts: PullFeedOptions,
     /** Every delivered message, whichever request it answers (or none: a late one). */
-    private readonly onMessage: (m: JsMsg) => void,
+    private readonly onMessage: (m: DeliveredMsg) => void,
   ) {
     this.next = `${opts.apiPrefix ?? '$JS.API'}.CONSUMER.MSG.NEXT.${opts.stream}.${opts.durable}`;
     this.sub = nc.subscribe(createInbox(), { callback: (err, msg) => this.arrived(err, msg) });
@@ -141,7 +142,8 @@ export class PullFeed {
       );
       return;
     }
-    const m = toJsMsg(msg, this.opts.ackTimeoutMs);
+    // toJsMsg makes a JsMsgImpl: its ack subject is what a confirmed ack is sent to
+    const m = toJsMsg(msg, this.opts.ackTimeoutMs) as DeliveredMsg;
     const o = this.open;
     if (o) o.delivered++;
     this.onMessage(m);

@@ -89,6 +89,12 @@ export const workerOptionsSchema = z.object({
       fetchExpiresMs: z.number().int().min(1000).default(1000),
       /** Delay before a handed-back batch is redelivered. */
       nakDelayMs: z.number().int().min(0).default(500),
+      /**
+       * Ack applied events as requests the consumer leader answers, retried until it does
+       * (see confirmed-acks.ts). Off, an ack lost with a NATS server means training the event
+       * again after the ack wait; on, it costs a round trip per event, off the batch's path.
+       */
+      confirmAcks: z.boolean().default(true),
     })
     .prefault({}),
   lease: z

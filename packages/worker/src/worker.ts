@@ -22,6 +22,7 @@ import {
 } from '@freshet/protocol';
 import { BatchTiming, type BatchTimingSnapshot } from './batch-timing.js';
 import { ComputePool } from './compute-pool.js';
+import { ConfirmedAcks } from './confirmed-acks.js';
 import { Joiner, type JoinerCounters, type JoinerDropReason } from './joiner.js';
 import { LrSchedule } from './lr-schedule.js';
 import { ManifestRecovery } from './manifest-recovery.js';
@@ -102,8 +103,15 @@ export interface WorkerCounters {
   /** Batches of a previous owner re-formed from their manifests and pushed again under their id. */
   recoveredBatches: number;
   recoveredExamples: number;
-  /** Redelivered messages acked at once because a recovered batch already applied them. */
-  recoveredAcks: number;
+  /**
+   * Redelivered messages acked at once because their example was already applied (an ack of ours
+   * that was lost or not yet confirmed, or a batch recovered from an earlier owner's manifest).
+   */
+  appliedRedeliveries: number;
+  /** Ack confirmations that failed and were sent again (consumer leader away, timeouts). */
+  ackRetries: number;
+  /** Acks of applied messages never confirmed (their redelivery is recognised, not trained). */
+  acksUnconfirmed: number;
   /** Manifests whose events could no longer be read from the stream (their examples were dropped). */
   manifestsUnrecoverable: number;
 }
@@ -192,6 +200,7 @@ export class Worker {
   private readonly metrics: ProgressiveMetrics;
   private readonly lr: LrSchedule;
   private readonly parseOpts;
+  private readonly acks: ConfirmedAcks;
   private readonly holds: MessageHolds;
   private readonly joining: Joining;
   private readonly manifests: ManifestStore;
@@ -216,7 +225,9 @@ export class Worker {
     manifestFailures: 0,
     recoveredBatches: 0,
     recoveredExamples: 0,
-    recoveredAcks: 0,
+    appliedRedeliveries: 0,
+    ackRetries: 0,
+    acksUnconfirmed: 0,
     manifestsUnrecoverable: 0,
   };
 
@@ -230,8 +241,22 @@ export class Worker {
     const v = this.options.validation;
     this.parseOpts = compileParseOptions({ maxSkewMs: v.maxSkewMs, maxAgeMs: v.maxAgeMs ?? Infinity });
     const log: WorkerLog = (level, msg, fields) => this.log(level, msg, fields);
+    const ackWaitMs = this.options.consumer.ackWaitMs;
+    // a sequence whose ack never landed is redelivered within an ack wait (plus fetch backlog)
+    const appliedRetainMs = 3 * ackWaitMs;
+    this.acks = new ConfirmedAcks({
+      nc: () => this.nc,
+      timeoutMs: this.options.requestTimeoutMs,
+      giveUpMs: ackWaitMs,
+      signal: this.abort.signal,
+      counters: this.counters,
+      log,
+    });
     this.holds = new MessageHolds({
       nakDelayMs: this.options.consumer.nakDelayMs,
+      acks: this.acks,
+      confirmAcks: this.options.consumer.confirmAcks,
+      appliedRetainMs,
       counters: this.counters,
       dlCounts: this.dlCounts,
       deadLetterSubject: this.subj.deadLetter,
@@ -275,6 +300,7 @@ export class Worker {
       store: this.manifests,
       parts: this.parts,
       counters: this.counters,
+      appliedRetainMs,
       signal: this.abort.signal,
       log,
       runBatch: (items, rec) => this.runner.run(items, rec),
@@ -312,7 +338,7 @@ export class Worker {
       const jsm = await this.nc.jetstreamManager();
       this.jsm = jsm;
       this.js = this.nc.jetstream();
-      await this.waitForStream(jsm);
+      const replicas = await this.waitForStream(jsm);
       for (let p = 0; p < o.partitions; p++) {
         const durable = `${o.consumer.durablePrefix}-p${p}`;
         const cfg = {
@@ -330,7 +356,9 @@ export class Worker {
         }
         this.consumers.set(p, await this.js.consumers.get(this.subj.feedbackStream, durable));
       }
-      this.kv = await this.js.views.kv(this.subj.kvBucket, { history: 1 });
+      // ensureStream made the bucket with the cluster's replicas; should it be missing (a stream
+      // made by other tools) it is made like the feedback stream, never silently R1
+      this.kv = await this.js.views.kv(this.subj.kvBucket, { history: 1, replicas });
       this.dlq = new DeadLetters(this.nc, { cluster: o.cluster });
       this.pool = await ComputePool.create({
         model: this.model.config,
@@ -388,12 +416,12 @@ export class Worker {
     }
   }
 
+  /** Waits for the feedback stream and returns its replica count. */
   private async waitForStream(jsm: Awaited<ReturnType<NatsConnection['jetstreamManager']>>) {
     const deadline = Date.now() + 30_000;
     for (;;) {
       try {
-        await jsm.streams.info(this.subj.feedbackStream);
-        return;
+        return (await jsm.streams.info(this.subj.feedbackStream)).config.num_replicas;
       } catch (e) {
         if (Date.now() > deadline || this.deps.signal?.aborted) {
           throw new FreshetError('NOT_READY', `feedback stream ${this.subj.feedbackStream} not found`, {
@@ -442,7 +470,9 @@ export class Worker {
       caughtUp: false,
       closed: false,
       idle: [],
-      recovered: new Set(),
+      confirming: 0,
+      // shared with the previous incarnation: its acks may still be confirming
+      applied: old?.applied ?? new Map<number, number>(),
     };
     ps.joiner = new Joiner(this.options.joiner, { released: (id) => this.joining.unretain(ps, id) });
     if (old) this.absorbJoiner(old);
@@ -487,7 +517,8 @@ export class Worker {
   /** Graceful handover: let go of `p`, then wait until every event of `p` we hold is acked or naked. */
   private async handOver(p: number): Promise<void> {
     const ps = await this.letGo(p);
-    if (ps && ps.tracked.size > 0) await new Promise<void>((r) => ps.idle.push(r));
+    // every ack confirmed too: the next owner must not get an applied event back
+    if (ps && (ps.tracked.size > 0 || ps.confirming > 0)) await new Promise<void>((r) => ps.idle.push(r));
     this.log('info', 'partition handed over', { partition: p });
   }
 
@@ -582,8 +613,10 @@ export class Worker {
   /** Closes attribution windows on caught-up partitions by wall time (minus `joinClock.lagMs`). */
   private advanceJoiners(): void {
     if (this._state !== 'running') return;
-    const now = Date.now() - this.options.joinClock.lagMs;
+    const wall = Date.now();
+    const now = wall - this.options.joinClock.lagMs;
     for (const ps of this.parts.values()) {
+      this.holds.forgetApplied(ps, wall);
       // A partition with a backlog is judged by event time only: the events it has not read
       // yet may still label its pending impressions.
       if (ps.closed || !ps.caughtUp || ps.joiner.pendingCount + ps.joiner.orphanCount === 0) continue;
@@ -745,10 +778,12 @@ export class Worker {
     // started before letting go: a partition's manifest recovery may be retrying a push
     const timer = setTimeout(() => this.abort.abort(), drainMs);
     await Promise.all([...this.parts.keys()].map((p) => this.letGo(p)));
-    this.holds.settleBatch(this.buffer.splice(0), true);
+    void this.holds.settleBatch(this.buffer.splice(0), 'handBack');
     this.bufferedOf.clear();
     this.bufferSpace.forEach((r) => r());
     await Promise.allSettled([...this.inFlight]);
+    // applied batches' acks confirmed before the connection goes (bounded by the drain timer)
+    await this.acks.whenIdle();
     clearTimeout(timer);
     this.bufferFilled?.();
     await this.batcherDone;

@@ -140,7 +140,7 @@ describe('batch manifests', () => {
     expect(harness.duplicates[denseShard]).toBeGreaterThanOrEqual(PARTITIONS);
     expect(b.counters.recoveredBatches).toBeGreaterThanOrEqual(PARTITIONS);
     expect(b.counters.recoveredExamples).toBe(total);
-    expect(b.counters.recoveredAcks).toBe(total);
+    expect(b.counters.appliedRedeliveries).toBe(total);
     // the other shard applied each recovered batch once as well
     expect(harness.applied[1 - denseShard]).toBe(b.counters.recoveredBatches);
   });
