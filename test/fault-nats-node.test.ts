@@ -45,16 +45,18 @@ describe('fault: one of three NATS servers stopped and restarted under load', ()
     const prep = await connectNats({ servers: urls }, 'fault-prepare');
     let victimAt: number;
     try {
+      let lastError = '';
       await waitFor(
         async () => {
           try {
             await prepareCluster(prep, cluster, PARTS, 3);
             return true;
-          } catch {
-            return false; // JetStream meta leader not elected yet
+          } catch (e) {
+            lastError = String(e); // JetStream meta leader not elected yet
+            return false;
           }
         },
-        { timeoutMs: 30_000, message: 'replicated stream created' },
+        { timeoutMs: 60_000, intervalMs: 250, message: () => `replicated stream created (${lastError})` },
       );
       // The node that leads the KV bucket (leases, manifests) goes down: the hardest case, and
       // the one that stalled every worker while the bucket was R1.
