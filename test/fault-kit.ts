@@ -5,14 +5,19 @@ import { createModel, type ModelConfigInput } from '@freshet/model';
 import {
   decodePush,
   decodePushReply,
-  encodeEvent,
   shardOfDense,
   shardStatusSubject,
   subjects,
   type ShardStatus,
 } from '@freshet/protocol';
 import { afterAll } from 'vitest';
-import { spawnChild, waitFor, type ChildHandle, type NatsFixture } from '@freshet/testkit';
+import {
+  publishExamples as publishLabelled,
+  spawnChild,
+  waitFor,
+  type ChildHandle,
+  type NatsFixture,
+} from '@freshet/testkit';
 
 type NatsConnection = NatsFixture['nc'];
 
@@ -177,61 +182,21 @@ export class PushLedger {
  * Publishes `n` pre-labelled events, user `u<k>` (so every user's rows are touched by few
  * events), with JetStream message ids; acks awaited in windows of 256.
  */
-export async function publishExamples(
+export function publishExamples(
   nc: NatsConnection,
   cluster: string,
   from: number,
   n: number,
   partitions: number,
 ) {
-  const s = subjects(cluster);
-  const js = nc.jetstream();
-  let acks: Promise<unknown>[] = [];
-  for (let k = from; k < from + n; k++) {
-    const user = `u${k}`;
-    const ev = encodeEvent({
-      v: 1,
-      kind: 'example',
-      id: `e${k}`,
-      ts: Date.now(),
-      user,
-      label: k % 4 === 0 ? 1 : 0,
-      features: { user, item: `i${k % 50}` },
-    });
-    acks.push(js.publish(s.feedback(k % partitions), ev, { msgID: `e${k}` }));
-    if (acks.length >= 256) {
-      await Promise.all(acks);
-      acks = [];
-    }
-  }
-  await Promise.all(acks);
+  return publishLabelled(nc, cluster, from, n, partitions, {
+    label: (k) => (k % 4 === 0 ? 1 : 0),
+    features: (k, user) => ({ user, item: `i${k % 50}` }),
+    msgId: true,
+  });
 }
 
-/** Unacked plus undelivered events over every partition's durable consumer. */
-export async function outstanding(nc: NatsConnection, cluster: string, partitions: number): Promise<number> {
-  const s = subjects(cluster);
-  const jsm = await nc.jetstreamManager();
-  let n = 0;
-  for (let p = 0; p < partitions; p++) {
-    const i = await jsm.consumers.info(s.feedbackStream, `freshet-worker-p${p}`);
-    n += i.num_ack_pending + i.num_pending;
-  }
-  return n;
-}
-
-/**
- * Workers size the consumers' ack wait for their joiners (≥ 15 s): a dead worker's events come
- * back only after it. Fault tests shorten it on the shared consumers (after the workers made them).
- */
-export async function shortenAckWait(nc: NatsConnection, cluster: string, partitions: number, ms: number) {
-  const s = subjects(cluster);
-  const jsm = await nc.jetstreamManager();
-  for (let p = 0; p < partitions; p++) {
-    const durable = `freshet-worker-p${p}`;
-    const info = await jsm.consumers.info(s.feedbackStream, durable);
-    await jsm.consumers.update(s.feedbackStream, durable, { ...info.config, ack_wait: ms * 1_000_000 });
-  }
-}
+export { outstanding, setAckWait as shortenAckWait } from '@freshet/testkit';
 
 /** A shard's status over request-reply. */
 export async function shardStatus(nc: NatsConnection, cluster: string, shard: number): Promise<ShardStatus> {

@@ -4,3 +4,4 @@ export { spawnChild, isAlive, type ChildHandle } from './processes.js';
 export { startNatsServer, startNatsCluster, findNatsServer } from '@freshet/nats';
 export { chromiumPath } from './chromium.js';
 export { startLossyLink, type LossyLink } from './lossy-link.js';
+export { publishExamples, outstanding, setAckWait, type ExampleShape } from './feedback.js';

@@ -25,8 +25,6 @@ export interface ManifestRecoveryContext {
   store: ManifestStore;
   parts: ReadonlyMap<number, PartitionState>;
   counters: WorkerCounters;
-  /** How long a recovered batch's sequences are remembered for their redeliveries. */
-  appliedRetainMs: number;
   signal: AbortSignal;
   log: WorkerLog;
   /** Trains and pushes a batch; false when it was handed back (the worker is stopping). */
@@ -87,8 +85,8 @@ export class ManifestRecovery {
         counters.recoveredExamples += items.length;
         const ps = this.ctx.parts.get(p);
         // their redeliveries (if the earlier owner's acks never landed) are acked, not trained
-        const forgetAt = Date.now() + this.ctx.appliedRetainMs;
-        for (const ex of m.ex) for (const seq of ex.s) ps?.applied.set(seq, forgetAt);
+        const now = Date.now();
+        for (const ex of m.ex) for (const seq of ex.s) ps?.applied.awaitRedelivery(seq, now);
       }
     } finally {
       keys.forEach((k) => store.recovering.delete(k));

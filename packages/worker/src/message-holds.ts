@@ -2,6 +2,7 @@ import { headers as natsHeaders, type NatsConnection } from 'nats';
 import type { Example } from '@freshet/model';
 import type { DeadLetters } from '@freshet/client';
 import type { DeadLetterReason } from '@freshet/protocol';
+import type { AppliedSeqs } from './applied-seqs.js';
 import type { ConfirmedAcks, DeliveredMsg } from './confirmed-acks.js';
 import type { Joiner } from './joiner.js';
 import type { WorkerCounters } from './worker.js';
@@ -45,13 +46,8 @@ export interface PartitionState {
   idle: (() => void)[];
   /** Acks of this partition's applied messages not yet confirmed. */
   confirming: number;
-  /**
-   * Stream sequences whose examples are applied but whose ack is not known to have landed: ours
-   * while the ack is being confirmed (forget-at = Infinity), or applied by a batch recovered from
-   * an earlier owner's manifest (forget-at = a few ack waits on). A redelivery of one is acked on
-   * arrival, never trained again.
-   */
-  applied: Map<number, number>;
+  /** Applied sequences a redelivery of which may still come (acked on arrival, not trained). */
+  applied: AppliedSeqs;
 }
 
 export interface Buffered {
@@ -85,8 +81,6 @@ export interface MessageHoldsContext {
   acks: ConfirmedAcks;
   /** Off: applied events get plain acks like every other (options.consumer.confirmAcks). */
   confirmAcks: boolean;
-  /** How long a sequence whose ack could not be confirmed stays in `applied` (its redelivery is due). */
-  appliedRetainMs: number;
   counters: WorkerCounters;
   dlCounts: Record<DeadLetterReason, number>;
   /** The subject dead letters are published on when the dead-letter stream cannot store them. */
@@ -131,21 +125,15 @@ export class MessageHolds {
    */
   ackApplied(m: DeliveredMsg, ps: PartitionState): Promise<boolean> {
     this.ctx.counters.acked++;
-    if (!ps.applied.has(m.seq)) ps.applied.set(m.seq, Infinity);
+    ps.applied.acking(m.seq);
     ps.confirming++;
     return this.ctx.acks.ack(m).then((ok) => {
-      if (ok) ps.applied.delete(m.seq);
-      else if (ps.applied.get(m.seq) === Infinity)
-        ps.applied.set(m.seq, Date.now() + this.ctx.appliedRetainMs);
+      if (ok) ps.applied.confirmed(m.seq, Date.now());
+      else ps.applied.awaitRedelivery(m.seq, Date.now());
       ps.confirming--;
       this.checkIdle(ps);
       return ok;
     });
-  }
-
-  /** Forgets applied sequences whose redelivery is no longer expected. */
-  forgetApplied(ps: PartitionState, now: number): void {
-    for (const [seq, at] of ps.applied) if (at <= now) ps.applied.delete(seq);
   }
 
   private checkIdle(ps: PartitionState): void {

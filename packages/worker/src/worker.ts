@@ -21,6 +21,7 @@ import {
   type Subjects,
 } from '@freshet/protocol';
 import { BatchTiming, type BatchTimingSnapshot } from './batch-timing.js';
+import { AppliedSeqs } from './applied-seqs.js';
 import { ComputePool } from './compute-pool.js';
 import { ConfirmedAcks } from './confirmed-acks.js';
 import { Joiner, type JoinerCounters, type JoinerDropReason } from './joiner.js';
@@ -242,8 +243,6 @@ export class Worker {
     this.parseOpts = compileParseOptions({ maxSkewMs: v.maxSkewMs, maxAgeMs: v.maxAgeMs ?? Infinity });
     const log: WorkerLog = (level, msg, fields) => this.log(level, msg, fields);
     const ackWaitMs = this.options.consumer.ackWaitMs;
-    // a sequence whose ack never landed is redelivered within an ack wait (plus fetch backlog)
-    const appliedRetainMs = 3 * ackWaitMs;
     this.acks = new ConfirmedAcks({
       nc: () => this.nc,
       timeoutMs: this.options.requestTimeoutMs,
@@ -256,7 +255,6 @@ export class Worker {
       nakDelayMs: this.options.consumer.nakDelayMs,
       acks: this.acks,
       confirmAcks: this.options.consumer.confirmAcks,
-      appliedRetainMs,
       counters: this.counters,
       dlCounts: this.dlCounts,
       deadLetterSubject: this.subj.deadLetter,
@@ -300,7 +298,6 @@ export class Worker {
       store: this.manifests,
       parts: this.parts,
       counters: this.counters,
-      appliedRetainMs,
       signal: this.abort.signal,
       log,
       runBatch: (items, rec) => this.runner.run(items, rec),
@@ -471,8 +468,10 @@ export class Worker {
       closed: false,
       idle: [],
       confirming: 0,
-      // shared with the previous incarnation: its acks may still be confirming
-      applied: old?.applied ?? new Map<number, number>(),
+      // Shared with the previous incarnation: its acks may still be confirming. A redelivery
+      // sent just before our ack landed arrives within moments (10 s is ample on a starved
+      // machine); one whose ack never landed comes within an ack wait (plus a backlog).
+      applied: old?.applied ?? new AppliedSeqs(10_000, 3 * this.options.consumer.ackWaitMs),
     };
     ps.joiner = new Joiner(this.options.joiner, { released: (id) => this.joining.unretain(ps, id) });
     if (old) this.absorbJoiner(old);
@@ -616,7 +615,7 @@ export class Worker {
     const wall = Date.now();
     const now = wall - this.options.joinClock.lagMs;
     for (const ps of this.parts.values()) {
-      this.holds.forgetApplied(ps, wall);
+      ps.applied.prune(wall);
       // A partition with a backlog is judged by event time only: the events it has not read
       // yet may still label its pending impressions.
       if (ps.closed || !ps.caughtUp || ps.joiner.pendingCount + ps.joiner.orphanCount === 0) continue;

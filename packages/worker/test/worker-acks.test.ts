@@ -1,9 +1,18 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { nanos, type NatsConnection } from 'nats';
+import type { NatsConnection } from 'nats';
 import { createModel } from '@freshet/model';
 import { connectNats } from '@freshet/nats';
-import { encodeEvent, shardOfDense, subjects } from '@freshet/protocol';
-import { startLossyLink, uniqueName, useNats, waitFor, type LossyLink } from '@freshet/testkit';
+import { shardOfDense, subjects } from '@freshet/protocol';
+import {
+  outstanding,
+  publishExamples,
+  setAckWait,
+  startLossyLink,
+  uniqueName,
+  useNats,
+  waitFor,
+  type LossyLink,
+} from '@freshet/testkit';
 import { Worker } from '../src/worker.js';
 import { ShardHarness, lrTestModel } from './shard-harness.js';
 
@@ -63,33 +72,11 @@ async function run(confirmAcks: boolean) {
   workers.push(w);
   await w.start();
   // the worker sizes the ack wait for its joiner (≥ 15 s): shorten it so redeliveries come in seconds
-  for (let p = 0; p < PARTITIONS; p++) {
-    const durable = `freshet-worker-p${p}`;
-    const info = await jsm.consumers.info(s.feedbackStream, durable);
-    await jsm.consumers.update(s.feedbackStream, durable, { ...info.config, ack_wait: nanos(ACK_WAIT_MS) });
-  }
+  await setAckWait(nats.nc, cluster, PARTITIONS, ACK_WAIT_MS);
 
-  // Acks of every other delivery are lost: redelivered without their neighbours, those events
-  // form batches of their own, so a second training is not hidden by the push-id dedupe.
-  // $JS.ACK.<stream>.<consumer>.<delivery count>.<stream seq>.<consumer seq>.<ts>.<pending>
   link.drop((subject) => subject.startsWith('$JS.ACK.') && Number(subject.split('.')[6]) % 2 === 1);
-  const js = nats.nc.jetstream();
   const total = PARTITIONS * PER_PARTITION;
-  const published: Promise<unknown>[] = [];
-  for (let k = 0; k < total; k++) {
-    const user = `u${k}`;
-    const ev = encodeEvent({
-      v: 1,
-      kind: 'example',
-      id: `e${k}`,
-      ts: Date.now(),
-      user,
-      label: k % 3 === 0 ? 1 : 0,
-      features: { user, item: `i${k % 5}` },
-    });
-    published.push(js.publish(s.feedback(k % PARTITIONS), ev));
-  }
-  await Promise.all(published);
+  await publishExamples(nats.nc, cluster, 0, total, PARTITIONS);
   await waitFor(() => harness.denseExamples[dense]! >= total, {
     message: () => `applied ${harness.denseExamples[dense]} of ${total}`,
   });
@@ -97,17 +84,10 @@ async function run(confirmAcks: boolean) {
   await new Promise((r) => setTimeout(r, ACK_WAIT_MS * 2.5));
   const droppedWhileLossy = link.dropped;
   link.heal();
-  await waitFor(
-    async () => {
-      let n = 0;
-      for (let p = 0; p < PARTITIONS; p++) {
-        const i = await jsm.consumers.info(s.feedbackStream, `freshet-worker-p${p}`);
-        n += i.num_ack_pending + i.num_pending;
-      }
-      return n === 0;
-    },
-    { timeoutMs: 30_000, message: () => `every event acked: ${JSON.stringify(w.counters)}` },
-  );
+  await waitFor(async () => (await outstanding(nats.nc, cluster, PARTITIONS)) === 0, {
+    timeoutMs: 30_000,
+    message: () => `every event acked: ${JSON.stringify(w.counters)}`,
+  });
   return { applied: harness.denseExamples[dense]!, total, droppedWhileLossy, w };
 }
 

@@ -1,9 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { nanos, type NatsConnection } from 'nats';
+import type { NatsConnection } from 'nats';
 import { createModel } from '@freshet/model';
 import { frameEndpoint } from '@freshet/nats';
-import { decodePull, encodeEvent, encodePullReply, shardOfDense, subjects } from '@freshet/protocol';
-import { uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { decodePull, encodePullReply, shardOfDense, subjects } from '@freshet/protocol';
+import { outstanding, publishExamples, setAckWait, uniqueName, useNats, waitFor } from '@freshet/testkit';
 import { Worker } from '../src/worker.js';
 import type { WorkerOptionsInput } from '../src/worker-options.js';
 import { ShardHarness } from './shard-harness.js';
@@ -81,23 +81,8 @@ async function run(manifests: boolean) {
   await harness.stop(other);
   const core = harness.cores[other]!;
   const pullOnly = frameEndpoint(nats.nc, s.pull(other), (d) => encodePullReply(core.pull(decodePull(d))));
-  const js = nats.nc.jetstream();
   const total = PARTITIONS * PER_PARTITION;
-  const acks: Promise<unknown>[] = [];
-  for (let k = 0; k < total; k++) {
-    const user = `u${k}`;
-    const ev = encodeEvent({
-      v: 1,
-      kind: 'example',
-      id: `e${k}`,
-      ts: Date.now(),
-      user,
-      label: k % 3 === 0 ? 1 : 0,
-      features: { user, item: `i${k % 5}` },
-    });
-    acks.push(js.publish(s.feedback(k % PARTITIONS), ev));
-  }
-  await Promise.all(acks);
+  await publishExamples(nats.nc, cluster, 0, total, PARTITIONS);
   // Every event is in a batch the dense shard has applied; the other shard is down, so none acked.
   await waitFor(() => harness.denseExamples[denseShard] === total && a.w.counters.retries > 0, {
     message: () => `dense shard applied ${harness.denseExamples[denseShard]} of ${total}`,
@@ -113,22 +98,11 @@ async function run(manifests: boolean) {
   await waitFor(() => b.w.partitions.length === PARTITIONS, { message: 'b leases every partition' });
   // The dead worker's events would come back after the consumers' ack wait (≥ 15 s as workers
   // size it); shorten it so they come back in seconds.
-  for (let p = 0; p < PARTITIONS; p++) {
-    const durable = `freshet-worker-p${p}`;
-    const info = await jsm.consumers.info(s.feedbackStream, durable);
-    await jsm.consumers.update(s.feedbackStream, durable, { ...info.config, ack_wait: nanos(2000) });
-  }
-  await waitFor(
-    async () => {
-      let pending = 0;
-      for (let p = 0; p < PARTITIONS; p++) {
-        const i = await jsm.consumers.info(s.feedbackStream, `freshet-worker-p${p}`);
-        pending += i.num_ack_pending + i.num_pending;
-      }
-      return pending === 0;
-    },
-    { timeoutMs: 30_000, message: () => `every event acked: ${JSON.stringify(b.w.counters)}` },
-  );
+  await setAckWait(nats.nc, cluster, PARTITIONS, 2000);
+  await waitFor(async () => (await outstanding(nats.nc, cluster, PARTITIONS)) === 0, {
+    timeoutMs: 30_000,
+    message: () => `every event acked: ${JSON.stringify(b.w.counters)}`,
+  });
   return { harness, denseShard, total, b: b.w };
 }
 
