@@ -1,10 +1,7 @@
 import type { NatsConnection } from 'nats';
-import type { JsMsgImpl } from 'nats/lib/jetstream/jsmsg.js';
+import type { DeliveredMsg } from './delivered-msg.js';
 import type { WorkerCounters } from './worker.js';
 import type { WorkerLog } from './message-holds.js';
-
-/** A delivered JetStream message as the pull feed hands it out: with its ack subject. */
-export type DeliveredMsg = JsMsgImpl;
 
 const ACK = new TextEncoder().encode('+ACK');
 

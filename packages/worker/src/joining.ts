@@ -1,6 +1,6 @@
 import type { Example } from '@freshet/model';
 import { parseEvent, type compileParseOptions, type FeedbackEvent } from '@freshet/protocol';
-import type { DeliveredMsg } from './confirmed-acks.js';
+import type { DeliveredMsg } from './delivered-msg.js';
 import type { JoinedExample, JoinerDropReason } from './joiner.js';
 import type { Buffered, MessageHolds, PartitionState, Tracked } from './message-holds.js';
 import type { WorkerCounters } from './worker.js';

@@ -3,7 +3,8 @@ import type { Example } from '@freshet/model';
 import type { DeadLetters } from '@freshet/client';
 import type { DeadLetterReason } from '@freshet/protocol';
 import type { AppliedSeqs } from './applied-seqs.js';
-import type { ConfirmedAcks, DeliveredMsg } from './confirmed-acks.js';
+import type { ConfirmedAcks } from './confirmed-acks.js';
+import type { DeliveredMsg } from './delivered-msg.js';
 import type { Joiner } from './joiner.js';
 import type { WorkerCounters } from './worker.js';
 

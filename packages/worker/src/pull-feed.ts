@@ -1,8 +1,5 @@
 import { createInbox, nanos, type Msg, type NatsConnection, type Subscription } from 'nats';
-// The library's own JetStream message (ack/nak/working/info over the `$JS.ACK` reply subject):
-// not re-exported at the top level, and the package has no exports map that would forbid this.
-import { toJsMsg } from 'nats/lib/jetstream/jsmsg.js';
-import type { DeliveredMsg } from './confirmed-acks.js';
+import { delivered, type DeliveredMsg } from './delivered-msg.js';
 
 /** How one pull request ended. */
 export type PullEnd =
@@ -142,8 +139,7 @@ export class PullFeed {
       );
       return;
     }
-    // toJsMsg makes a JsMsgImpl: its ack subject is what a confirmed ack is sent to
-    const m = toJsMsg(msg, this.opts.ackTimeoutMs) as DeliveredMsg;
+    const m = delivered(msg, this.opts.ackTimeoutMs);
     const o = this.open;
     if (o) o.delivered++;
     this.onMessage(m);
