@@ -2,8 +2,6 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { nonNegativeInt as int, positiveNumber as num, repoRoot } from '../cli-args.js';
-import { runClusterBench } from '../bench-cluster.js';
-import { runScalingModel } from '../scaling-model.js';
 
 /**
  * `freshet bench cluster` and `freshet bench scaling`: one JSON line each on stdout, progress on
@@ -70,7 +68,9 @@ export function clusterBenchCommand(): Command {
     .action(async (o: ClusterFlags) => {
       if (!['wide-deep', 'wide-deep-peer', 'deepfm'].includes(o.model))
         throw new InvalidArgumentError('--model wide-deep|wide-deep-peer|deepfm');
-      const r = await runClusterBench(
+      const r = await (
+        await import('../bench-cluster.js')
+      ).runClusterBench(
         {
           data: o.data,
           shards: o.shards,
@@ -104,7 +104,9 @@ export function scalingBenchCommand(): Command {
     .option('--json', 'print one JSON line (the default output)')
     .action(async (o: { data: string; machines: string; cores: number; save?: string | boolean }) => {
       const machines = o.machines.split(',').map((x) => int(x.trim()));
-      const r = await runScalingModel({ data: o.data, machines, coresPerMachine: o.cores, progress });
+      const r = await (
+        await import('../scaling-model.js')
+      ).runScalingModel({ data: o.data, machines, coresPerMachine: o.cores, progress });
       await emit(r, o.save, 'scaling');
     });
 }

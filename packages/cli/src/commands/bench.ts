@@ -1,9 +1,8 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { positiveInt as int, positiveNumber as num } from '../cli-args.js';
-import { runServeBench } from '@freshet/serving';
-import { runShardBench, runShardNatsBench } from '@freshet/shard';
-import { runIngestBench, runTrainBench } from '@freshet/worker';
 import { clusterBenchCommand, scalingBenchCommand } from './bench-cluster.js';
+
+// Role packages are imported when a bench runs: `freshet --help` must not load tfjs and piscina.
 
 /**
  * `freshet bench <what>`: each benchmark prints ONE JSON line on stdout (progress, if any, goes
@@ -40,11 +39,17 @@ function shardBench(): Command {
     .action(async (o: ShardBenchFlags) => {
       if (o.nats) {
         const url = o.url ? { url: o.url } : {};
-        print(await runShardNatsBench({ rows: o.rows, dim: o.dim, seconds: o.seconds, ...url }));
+        print(
+          await (
+            await import('@freshet/shard')
+          ).runShardNatsBench({ rows: o.rows, dim: o.dim, seconds: o.seconds, ...url }),
+        );
         return;
       }
       print(
-        await runShardBench({ rows: o.rows, dim: o.dim, batch: o.batch, seconds: o.seconds, peer: o.peer }),
+        await (
+          await import('@freshet/shard')
+        ).runShardBench({ rows: o.rows, dim: o.dim, batch: o.batch, seconds: o.seconds, peer: o.peer }),
       );
     });
 }
@@ -81,7 +86,9 @@ function trainBench(): Command {
         if (!model)
           throw new InvalidArgumentError(`--model ${o.model}: the train bench runs ${models.join(', ')}`);
         print(
-          await runTrainBench({
+          await (
+            await import('@freshet/worker')
+          ).runTrainBench({
             data: o.data,
             model,
             batch: o.batch,
@@ -106,7 +113,9 @@ function ingestBench(): Command {
     .option('--json', 'print one JSON line (the default output)')
     .action(async (o: { events: number; publishEvents: number; nats?: string }) => {
       print(
-        await runIngestBench({
+        await (
+          await import('@freshet/worker')
+        ).runIngestBench({
           events: o.events,
           publishEvents: o.publishEvents,
           ...(o.nats ? { url: o.nats } : {}),
@@ -125,7 +134,9 @@ function serveBench(): Command {
     .option('--json', 'print one JSON line (the default output)')
     .action(async (o: { rate: number; seconds: number; candidates: number; url?: string }) => {
       print(
-        await runServeBench({
+        await (
+          await import('@freshet/serving')
+        ).runServeBench({
           rate: o.rate,
           seconds: o.seconds,
           candidates: o.candidates,
