@@ -2,7 +2,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type NatsConnection } from 'nats';
 import { ensureStream } from '@freshet/client';
 import { startNatsServer, type NatsServerHandle } from '@freshet/nats';
-import { adminSubjects, subjects } from '@freshet/protocol';
+import {
+  adminSubjects,
+  decodeEncoderStats,
+  encodeEncoderStats,
+  encoderStatsKey,
+  encoderStatsKeyPrefix,
+  subjects,
+} from '@freshet/protocol';
 import { uniqueName, waitFor } from '@freshet/testkit';
 import { authorizationBlock, generateNatsAuth, type GeneratedAuth, type NatsRole } from '../src/nats-auth.js';
 
@@ -107,6 +114,33 @@ describe('generated NATS auth', () => {
     // ...while its own stream's consumers are open to it.
     const own = await jsm.consumers.add(subjects(c1).feedbackStream, { durable_name: 'w1' });
     expect(own.name).toBe('w1');
+  });
+
+  it("lets a worker write its encoder statistics and serving watch them; not another cluster's serving", async () => {
+    const worker = await as(a1, 'worker');
+    const wkv = await worker.jetstream().views.kv(subjects(c1).kvBucket, { bindOnly: true });
+    const record = encodeEncoderStats({
+      v: 1,
+      worker: 'w1',
+      at: Date.now(),
+      stats: { x: { n: 2, mean: 1, m2: 2 } },
+    });
+    await wkv.put(encoderStatsKey('w1'), record);
+
+    const serving = await as(a1, 'serving');
+    const skv = await serving.jetstream().views.kv(subjects(c1).kvBucket, { bindOnly: true });
+    const watch = await skv.watch({ key: `${encoderStatsKeyPrefix}.>` });
+    for await (const e of watch) {
+      expect(decodeEncoderStats(e.value).stats.x).toEqual({ n: 2, mean: 1, m2: 2 });
+      break;
+    }
+    watch.stop();
+
+    const other = await as(a2, 'serving');
+    const okv = await other.jetstream().views.kv(subjects(c1).kvBucket, { bindOnly: true });
+    await expect(okv.watch({ key: `${encoderStatsKeyPrefix}.>` })).rejects.toThrow(
+      /Permissions Violation|timeout/i,
+    );
   });
 
   it('does not let a publisher (or another cluster’s admin) call an admin command; its admin may', async () => {

@@ -32,7 +32,8 @@ const ID_CACHE_MAX = 1 << 18;
 
 /**
  * Turns raw examples into an {@link EncodedBatch}. Stateful only in the running statistics of
- * standardised numeric columns, which every encoded batch updates (see {@link runningStats}).
+ * standardised numeric columns, which every encoded batch updates (see {@link runningStats})
+ * unless they are frozen (serving).
  */
 export class FeatureEncoder {
   private readonly plans: SparsePlan[];
@@ -44,6 +45,7 @@ export class FeatureEncoder {
   private idLoHi = new Uint32Array(1024);
   private idCount = 0;
   private readonly scratch = new Uint32Array(2);
+  private statsFrozen = false;
 
   constructor(
     private readonly compiled: CompiledFeatureSpec,
@@ -80,6 +82,19 @@ export class FeatureEncoder {
     const out: Record<string, RunningStats> = {};
     for (const p of this.numeric) if (p.standardise) out[p.name] = { ...p.stats };
     return out;
+  }
+
+  /**
+   * Stops `encode` from updating the running statistics: a serving node standardises with the
+   * statistics training saw (set with {@link setRunningStats}), not with its requests'.
+   */
+  freezeStats(): void {
+    this.statsFrozen = true;
+  }
+
+  /** Standardised columns' names (empty when the model has none). */
+  get standardised(): string[] {
+    return this.numeric.filter((p) => p.standardise).map((p) => p.name);
   }
 
   /** Restores running statistics (e.g. from a checkpoint); unknown names are ignored. */
@@ -162,11 +177,13 @@ export class FeatureEncoder {
         // Update first, then apply: the first batch is standardised by its own statistics
         // instead of being divided by an undefined deviation.
         const s = p.stats;
-        for (let b = 0; b < size; b++) {
-          s.n++;
-          const d = col[b]! - s.mean;
-          s.mean += d / s.n;
-          s.m2 += d * (col[b]! - s.mean);
+        if (!this.statsFrozen) {
+          for (let b = 0; b < size; b++) {
+            s.n++;
+            const d = col[b]! - s.mean;
+            s.mean += d / s.n;
+            s.m2 += d * (col[b]! - s.mean);
+          }
         }
         const sd = s.n > 1 ? Math.sqrt(s.m2 / (s.n - 1)) : 1;
         const inv = sd > 1e-6 ? 1 / sd : 1;

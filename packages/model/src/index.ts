@@ -24,6 +24,7 @@ export {
   type CompiledFeatureSpec,
 } from './feature-spec.js';
 export { FeatureEncoder, bucketOf, type RunningStats } from './encoder.js';
+export { mergeRunningStats } from './running-stats.js';
 export { KeyIndex } from './key-index.js';
 export {
   modelKinds,

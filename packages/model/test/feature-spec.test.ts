@@ -8,6 +8,7 @@ import {
   compileFeatureSpec,
   compileModelConfig,
   createModel,
+  mergeRunningStats,
   readFeatureSpec,
 } from '../src/index.js';
 import { mixedExamples, mixedSpec } from './helpers.js';
@@ -235,6 +236,29 @@ describe('encode', () => {
     expect(bucketOf([10, 100], 5)).toBe(0);
     expect(bucketOf([10, 100], 10)).toBe(1);
     expect(bucketOf([10, 100], 150)).toBe(2);
+  });
+
+  it('merges running statistics of disjoint samples exactly, and a frozen encoder keeps its own', () => {
+    const xs = [3, 8, -2, 40, 7.5, 0.25, 19, 11, -6, 4];
+    const stats = (vals: number[]) => {
+      const m = createModel({ kind: 'lr', features: mixedSpec });
+      m.encode(vals.map((age) => ({ features: { user: 'a', age }, label: 0 })));
+      return m.encoder.runningStats();
+    };
+    const merged = mergeRunningStats([stats(xs.slice(0, 3)), stats(xs.slice(3, 4)), stats(xs.slice(4))]);
+    const whole = stats(xs).age!;
+    expect(merged.age!.n).toBe(whole.n);
+    expect(merged.age!.mean).toBeCloseTo(whole.mean, 12);
+    expect(merged.age!.m2).toBeCloseTo(whole.m2, 9);
+    expect(mergeRunningStats([{ age: { n: 0, mean: 0, m2: 0 } }, { age: whole }]).age).toEqual(whole);
+
+    const serving = createModel({ kind: 'lr', features: mixedSpec });
+    serving.encoder.freezeStats();
+    serving.encoder.setRunningStats({ age: whole });
+    expect(serving.encoder.standardised).toEqual(['age']);
+    const z = serving.encode([{ features: { user: 'b', age: 1000 }, label: 0 }]).numeric[0]!;
+    expect(serving.encoder.runningStats().age).toEqual(whole); // a request does not move them
+    expect(z).toBeCloseTo((1000 - whole.mean) / Math.sqrt(whole.m2 / (whole.n - 1)), 4);
   });
 
   it('rejects an empty batch and non-finite labels with BAD_REQUEST', () => {

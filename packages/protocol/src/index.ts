@@ -120,3 +120,10 @@ export {
   type AdminReply,
 } from './admin.js';
 export { histogramAuc, mergeProgressive, type ProgressiveHistogram } from './progressive-merge.js';
+export {
+  decodeEncoderStats,
+  encodeEncoderStats,
+  encoderStatsKey,
+  encoderStatsKeyPrefix,
+  type EncoderStatsRecord,
+} from './encoder-stats.js';

@@ -4,6 +4,7 @@ import {
   type EncodedBatch,
   type Example,
   type Model,
+  type RunningStats,
   type SparseInput,
 } from '@freshet/model';
 import type { Features } from '@freshet/protocol';
@@ -41,8 +42,8 @@ const MAX_PART_ENCODERS = 64;
  * in every slot, same pooling weights, same numeric columns). With 26 fields of which 3 vary,
  * that is ~8× fewer ids hashed and looked up per request.
  *
- * One difference: standardised numeric columns update the encoder's running statistics once
- * with a shared value instead of once per candidate.
+ * Standardised numeric columns use the statistics training saw (the workers' records merged,
+ * {@link setStats}); requests never move them: every encoder here is frozen.
  */
 export class RequestEncoder {
   private readonly sparse: FieldDeps[];
@@ -50,6 +51,7 @@ export class RequestEncoder {
   private readonly slots: number;
   private readonly compiled: CompiledFeatureSpec;
   private readonly parts = new Map<string, PartEncoder>();
+  private stats: Record<string, RunningStats> = {};
 
   constructor(
     private readonly model: Model,
@@ -64,6 +66,14 @@ export class RequestEncoder {
     });
     this.numeric = compiled.numeric.map((c) => c.name);
     this.slots = compiled.slots;
+    model.encoder.freezeStats();
+  }
+
+  /** The running statistics of standardised columns to encode with, from now on. */
+  setStats(stats: Record<string, RunningStats>): void {
+    this.stats = stats;
+    this.model.encoder.setRunningStats(stats);
+    for (const p of this.parts.values()) p.encoder.setRunningStats(stats);
   }
 
   /** The part encoder for the fields that depend on any of `varying` (cached per field set). */
@@ -100,6 +110,8 @@ export class RequestEncoder {
       layout.sparseTables,
       layout.denseTables,
     );
+    encoder.freezeStats();
+    encoder.setRunningStats(this.stats);
     if (this.parts.size >= MAX_PART_ENCODERS) this.parts.clear();
     part = { encoder, names: [...names], partSlot, partColumn };
     this.parts.set(key, part);

@@ -1,5 +1,12 @@
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, predict, type EncodedBatch, type Example, type Model } from '@freshet/model';
+import {
+  initBackend,
+  predict,
+  type EncodedBatch,
+  type Example,
+  type Model,
+  type RunningStats,
+} from '@freshet/model';
 import { FreshetError, type Features } from '@freshet/protocol';
 import { FastWideDeep, type GemmKind, type ParamSource } from './fast-wide-deep.js';
 import type { Replica } from './replica.js';
@@ -14,6 +21,8 @@ export interface Scorer {
   readonly kind: ScorerKind;
   readonly model: Model;
   score(user: string, context: Features | undefined, candidates: readonly Candidate[]): Float32Array;
+  /** Standardised columns are scaled with these from now on (the workers' statistics merged). */
+  setEncoderStats(stats: Record<string, RunningStats>): void;
 }
 
 /**
@@ -105,12 +114,14 @@ export async function createScorer(
       kind: 'fast',
       model,
       score: (user, context, candidates) => f.predict(encode(user, context, candidates), params),
+      setEncoderStats: (stats) => encoder.setStats(stats),
     };
   }
   await initBackend();
   return {
     kind: 'model',
     model,
+    setEncoderStats: (stats) => encoder.setStats(stats),
     score: (user, context, candidates) => {
       const batch = encode(user, context, candidates);
       // predict leaves a tensor behind per call (seen in tests): tidy frees it.

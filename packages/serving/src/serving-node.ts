@@ -20,6 +20,7 @@ import {
   type RankResponse,
   type ScoreResponse,
 } from './api-schemas.js';
+import { EncoderStatsFollower, type EncoderStatsView } from './encoder-stats-follower.js';
 import { WindowedHistogram } from './histogram.js';
 import { RateMeter } from './rate-meter.js';
 import { Replica, type ReplicaEvent, type ReplicaStats } from './replica.js';
@@ -62,6 +63,8 @@ export interface ServingStatus {
   requests: { ok: number; badRequest: number; notReady: number; failed: number };
   http: string | null;
   replica: ReplicaStats;
+  /** Workers' statistics of standardised columns in use (null: the model has none). */
+  encoderStats: EncoderStatsView | null;
 }
 
 interface Outcome {
@@ -92,6 +95,7 @@ export class ServingNode {
   private model: Model | undefined;
   private rep: Replica | undefined;
   private scorer: Scorer | undefined;
+  private encoderStats: EncoderStatsFollower | undefined;
   private app: FastifyInstance | undefined;
   private service: Service | undefined;
   private url: string | null = null;
@@ -159,6 +163,16 @@ export class ServingNode {
         fields: o.fields,
         gemm: o.gemm,
       });
+      if (this.model.encoder.standardised.length > 0) {
+        const scorer = this.scorer;
+        this.encoderStats = new EncoderStatsFollower(this.nc, {
+          cluster: o.cluster,
+          maxAgeMs: o.encoderStatsMaxAgeMs,
+          apply: (stats) => scorer.setEncoderStats(stats),
+          log: (level, msg, fields) => this.log(level, msg, fields),
+        });
+        await this.encoderStats.start();
+      }
       await this.rep.start();
       if (o.http.enabled) await this.startHttp();
       await this.startService();
@@ -194,6 +208,7 @@ export class ServingNode {
     await this.service?.stop().catch(() => undefined);
     await this.app?.close().catch(() => undefined);
     await this.rep?.stop();
+    await this.encoderStats?.stop();
     if (this.ownsNc && this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
   }
 
@@ -220,6 +235,7 @@ export class ServingNode {
       requests: { ...this.counters },
       http: this.url,
       replica: r ?? emptyReplicaStats(),
+      encoderStats: this.encoderStats ? { ...this.encoderStats.view } : null,
     };
   }
 

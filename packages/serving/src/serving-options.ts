@@ -76,6 +76,15 @@ export const servingOptionsSchema = z
     /** Window of the freshness and latency quantiles in status replies. */
     statsWindowMs: z.number().int().min(1000).default(60_000),
     /**
+     * Workers' records of standardised-column statistics older than this are left out of the
+     * merge serving scales requests with (a worker gone for good; live ones rewrite every ~2 s).
+     */
+    encoderStatsMaxAgeMs: z
+      .number()
+      .int()
+      .min(1000)
+      .default(7 * 24 * 3600_000),
+    /**
      * Check every response before sending it: a hand check of what can go wrong (probabilities in
      * [0, 1], whole-number versions; a few µs), with the zod schema judging any response it doubts.
      */

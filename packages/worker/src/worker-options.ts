@@ -65,6 +65,8 @@ export const workerOptionsSchema = z.object({
   /** Examples buffered from the stream ahead of batching (bounded; fetching pauses when full). */
   maxBufferedEvents: z.number().int().min(1).default(4096),
   requestTimeoutMs: ms.default(5000),
+  /** How often running statistics of standardised columns go to KV for serving (while they change). */
+  encoderStatsMs: ms.default(2000),
   retry: z
     .object({
       /** Attempts per shard request before the batch is handed back (nak) for redelivery. */

@@ -24,6 +24,7 @@ import { BatchTiming, type BatchTimingSnapshot } from './batch-timing.js';
 import { AppliedSeqs } from './applied-seqs.js';
 import { ComputePool } from './compute-pool.js';
 import { ConfirmedAcks } from './confirmed-acks.js';
+import { EncoderStatsPublisher } from './encoder-stats-publisher.js';
 import { Joiner, type JoinerCounters, type JoinerDropReason } from './joiner.js';
 import { LrSchedule } from './lr-schedule.js';
 import { ManifestRecovery } from './manifest-recovery.js';
@@ -202,6 +203,7 @@ export class Worker {
   private readonly lr: LrSchedule;
   private readonly parseOpts;
   private readonly acks: ConfirmedAcks;
+  private encoderStats: EncoderStatsPublisher | undefined;
   private readonly holds: MessageHolds;
   private readonly joining: Joining;
   private readonly manifests: ManifestStore;
@@ -356,6 +358,14 @@ export class Worker {
       // ensureStream made the bucket with the cluster's replicas; should it be missing (a stream
       // made by other tools) it is made like the feedback stream, never silently R1
       this.kv = await this.js.views.kv(this.subj.kvBucket, { history: 1, replicas });
+      this.encoderStats = new EncoderStatsPublisher(
+        this.kv,
+        o.id,
+        this.model.encoder,
+        o.encoderStatsMs,
+        (level, msg, fields) => this.log(level, msg, fields),
+      );
+      this.encoderStats.start();
       this.dlq = new DeadLetters(this.nc, { cluster: o.cluster });
       this.pool = await ComputePool.create({
         model: this.model.config,
@@ -793,6 +803,8 @@ export class Worker {
 
   private async teardown(): Promise<void> {
     clearInterval(this.joinTimer);
+    // the last statistics, for serving (the timer stops)
+    await this.encoderStats?.stop().catch(() => undefined);
     await this.leases?.stop().catch(() => undefined);
     await this.service?.stop().catch(() => undefined);
     await this.pool?.close().catch(() => undefined);
