@@ -70,6 +70,12 @@ export const natsConfigSchema = z
     maxPayload: byteSize.default(8 * 1024 * 1024),
     /** Host embedded servers bind to; loopback unless exposed on purpose. */
     host: z.string().default('127.0.0.1'),
+    /**
+     * Keep the embedded servers' JetStream store (feedback stream, consumers, KV: leases,
+     * manifests, encoder statistics) in `<dataDir>/nats/<i>`, so a restarted `freshet up` goes on
+     * where it stopped, as the shards do from their checkpoints. Off: a temporary store.
+     */
+    persist: z.boolean().default(false),
     auth: natsAuthSchema,
     /**
      * TLS for embedded servers: the server's certificate and key, and the CA clients verify it
@@ -99,6 +105,13 @@ export const natsConfigSchema = z
     }
     if (n.embedded > 0 && n.urls.length > 0) {
       ctx.addIssue({ code: 'custom', message: 'nats: `embedded` and `urls` are exclusive; set embedded: 0' });
+    }
+    if (n.persist && n.embedded === 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['persist'],
+        message: 'nats.persist keeps the store of embedded servers; external servers keep their own',
+      });
     }
     if (n.auth.generate && n.embedded === 0) {
       ctx.addIssue({

@@ -306,18 +306,25 @@ export async function startLocalCluster(
       .filter(Boolean)
       .join('\n');
     const extraConfig = extra ? { extraConfig: extra } : {};
+    const storeDir = n.persist ? join(config.dataDir, 'nats') : undefined;
     if (n.embedded === 3) {
       const c = await startNatsCluster(3, {
         name: `freshet-${config.cluster}`,
         host: n.host,
         maxPayload: n.maxPayload,
+        ...(storeDir ? { storeDir } : {}),
         ...extraConfig,
       });
       nats = c;
       natsServers = c.servers;
       urls = c.urls;
     } else if (n.embedded === 1) {
-      const s = await startNatsServer({ host: n.host, maxPayload: n.maxPayload, ...extraConfig });
+      const s = await startNatsServer({
+        host: n.host,
+        maxPayload: n.maxPayload,
+        ...(storeDir ? { storeDir: join(storeDir, '0') } : {}),
+        ...extraConfig,
+      });
       nats = s;
       natsServers = [s];
       urls = [s.url];

@@ -70,6 +70,9 @@ describe('cluster config', () => {
     expect(() => parseClusterConfig('bogus: 1')).toThrow(/bogus/);
     expect(() => parseClusterConfig(': : :')).toThrow(/YAML|invalid/);
     expect(() => compileClusterConfig({ nats: { embedded: 1, replicas: 3 } })).toThrow(/replicas 3 > 1/);
+    expect(() =>
+      compileClusterConfig({ nats: { embedded: 0, urls: ['nats://127.0.0.1:4222'], persist: true } }),
+    ).toThrow(/nats\.persist keeps the store of embedded servers/);
     expect(() => compileClusterConfig({ nats: { embedded: 1, auth: { password: 'x' } } })).toThrow(
       /password/,
     );

@@ -157,7 +157,7 @@ describe('deployment manifests', () => {
 
   it('deploy/local.yaml is a valid cluster config with a replicated 3-node NATS', async () => {
     const c = await loadClusterConfig(join(root, 'deploy', 'local.yaml'));
-    expect(c.nats).toMatchObject({ embedded: 3, replicas: 3 });
+    expect(c.nats).toMatchObject({ embedded: 3, replicas: 3, persist: true });
     expect(c.metrics.host).toBe('127.0.0.1');
   });
 

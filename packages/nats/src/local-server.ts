@@ -226,6 +226,8 @@ export async function startNatsCluster(
     routePorts.map((p, i) =>
       startNatsServer({
         ...options,
+        // one store per server (the cluster's RAFT state lives there, by server name)
+        ...(options.storeDir ? { storeDir: join(options.storeDir, String(i)) } : {}),
         serverName: `${name}-${i}`,
         cluster: { name, port: p, routes: routes.filter((_, j) => j !== i) },
       }),
