@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { FreshetError } from './errors.js';
+import { decodeJsonRecord } from './json-record.js';
 
 /**
  * Running statistics of standardised numeric columns, as each worker publishes them in the
@@ -32,7 +32,6 @@ const recordSchema = z.object({
 });
 
 const enc = new TextEncoder();
-const dec = new TextDecoder();
 
 export function encodeEncoderStats(r: EncoderStatsRecord): Uint8Array {
   return enc.encode(JSON.stringify(r));
@@ -40,16 +39,5 @@ export function encodeEncoderStats(r: EncoderStatsRecord): Uint8Array {
 
 /** Validates a record read back from KV; throws `BAD_REQUEST` on anything else. */
 export function decodeEncoderStats(data: Uint8Array): EncoderStatsRecord {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(dec.decode(data));
-  } catch (e) {
-    throw new FreshetError('BAD_REQUEST', 'encoder stats are not JSON', { cause: e });
-  }
-  const r = recordSchema.safeParse(raw);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new FreshetError('BAD_REQUEST', `encoder stats: ${i?.path.join('.') ?? ''} ${i?.message ?? ''}`);
-  }
-  return r.data as EncoderStatsRecord;
+  return decodeJsonRecord(recordSchema, data, 'encoder stats') as EncoderStatsRecord;
 }

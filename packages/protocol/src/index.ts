@@ -127,3 +127,4 @@ export {
   encoderStatsKeyPrefix,
   type EncoderStatsRecord,
 } from './encoder-stats.js';
+export { decodeJsonRecord } from './json-record.js';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { featuresSchema, FreshetError, type Features } from '@freshet/protocol';
+import { decodeJsonRecord, featuresSchema, type Features } from '@freshet/protocol';
 
 /**
  * Batch manifests: what a worker writes to the cluster's KV bucket before it pushes a batch, so
@@ -72,7 +72,6 @@ export function manifestKey(partition: number, slot: number): string {
 }
 
 const enc = new TextEncoder();
-const dec = new TextDecoder();
 
 /** JSON bytes (small: a sequence per pre-labelled example). */
 export function encodeManifest(m: BatchManifest): Uint8Array {
@@ -81,16 +80,5 @@ export function encodeManifest(m: BatchManifest): Uint8Array {
 
 /** Validates a manifest read back from KV; throws `BAD_REQUEST` on anything else. */
 export function decodeManifest(data: Uint8Array): BatchManifest {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(dec.decode(data));
-  } catch (e) {
-    throw new FreshetError('BAD_REQUEST', 'batch manifest is not JSON', { cause: e });
-  }
-  const r = manifestSchema.safeParse(raw);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new FreshetError('BAD_REQUEST', `batch manifest: ${i?.path.join('.') ?? ''} ${i?.message ?? ''}`);
-  }
-  return r.data as BatchManifest;
+  return decodeJsonRecord(manifestSchema, data, 'batch manifest') as BatchManifest;
 }

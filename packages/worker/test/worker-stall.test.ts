@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createModel } from '@freshet/model';
 import { encodeEvent, subjects } from '@freshet/protocol';
-import { uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { publishExamples, uniqueName, useNats, waitFor } from '@freshet/testkit';
 import { Worker, type WorkerStatus } from '../src/worker.js';
 import { lrTestModel, ShardHarness } from './shard-harness.js';
 
@@ -51,27 +51,11 @@ describe('worker under bursts on many partitions', () => {
       const t = Date.now();
       while (Date.now() - t < STALL_MS);
     }, 350);
-    const js = nats.nc.jetstream();
     const TOTAL = 6000;
-    const BURST = 1000;
-    let k = 0;
-    for (let b = 0; b < TOTAL / BURST; b++) {
-      const acks: Promise<unknown>[] = [];
-      for (let i = 0; i < BURST; i++, k++) {
-        const user = `u${k % 31}`;
-        const ev = encodeEvent({
-          v: 1,
-          kind: 'example',
-          id: `e${k}`,
-          ts: Date.now(),
-          user,
-          label: k % 3 === 0 ? 1 : 0,
-          features: { user, item: `i${k % 11}`, x: k % 7 },
-        });
-        acks.push(js.publish(s.feedback(k % PARTITIONS), ev));
-      }
-      await Promise.all(acks);
-    }
+    await publishExamples(nats.nc, cluster, 0, TOTAL, PARTITIONS, {
+      user: (k) => `u${k % 31}`,
+      features: (k, user) => ({ user, item: `i${k % 11}`, x: k % 7 }),
+    });
     const ackInfo = async () => {
       const out: string[] = [];
       for (let p = 0; p < PARTITIONS; p++) {

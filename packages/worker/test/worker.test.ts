@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { NatsConnection } from 'nats';
 import { createModel } from '@freshet/model';
-import { encodeEvent, subjects } from '@freshet/protocol';
-import { uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { subjects } from '@freshet/protocol';
+import { publishExamples, uniqueName, useNats, waitFor } from '@freshet/testkit';
 import { Worker } from '../src/worker.js';
 import type { WorkerOptionsInput } from '../src/worker-options.js';
 import { lrTestModel, ShardHarness } from './shard-harness.js';
@@ -56,26 +56,13 @@ async function start(o: WorkerOptionsInput, nc?: NatsConnection): Promise<Worker
 let eventSeq = 0;
 /** Publishes `n` labelled examples, round-robin over the partitions; returns their ids. */
 async function publish(cluster: string, n: number): Promise<void> {
-  const s = subjects(cluster);
-  const js = nats.nc.jetstream();
-  const acks: Promise<unknown>[] = [];
-  for (let i = 0; i < n; i++) {
-    const k = eventSeq++;
-    const user = `u${k % 17}`;
-    const item = `i${k % 5}`;
-    const label = (k % 17) % 3 === 0 ? 1 : 0;
-    const ev = encodeEvent({
-      v: 1,
-      kind: 'example',
-      id: `e${k}`,
-      ts: Date.now(),
-      user,
-      label,
-      features: { user, item, x: k % 7 },
-    });
-    acks.push(js.publish(s.feedback(k % PARTITIONS), ev));
-  }
-  await Promise.all(acks);
+  const from = eventSeq;
+  eventSeq += n;
+  await publishExamples(nats.nc, cluster, from, n, PARTITIONS, {
+    user: (k) => `u${k % 17}`,
+    label: (k) => ((k % 17) % 3 === 0 ? 1 : 0),
+    features: (k, user) => ({ user, item: `i${k % 5}`, x: k % 7 }),
+  });
 }
 
 async function pendingAcks(jsm: Awaited<ReturnType<NatsConnection['jetstreamManager']>>, stream: string) {
