@@ -34,6 +34,8 @@ export class EncoderStatsFollower {
   private readonly records = new Map<string, EncoderStatsRecord>();
   private iter: QueuedIterator<KvEntry> | undefined;
   private done: Promise<void> | undefined;
+  private stopped = false;
+  private retry: ReturnType<typeof setTimeout> | undefined;
   view: EncoderStatsView = { workers: 0, examples: {} };
 
   constructor(
@@ -41,27 +43,39 @@ export class EncoderStatsFollower {
     private readonly o: EncoderStatsFollowerOptions,
   ) {}
 
-  async start(): Promise<void> {
+  /**
+   * Starts following. Without the bucket yet (serving started before the cluster's streams) it
+   * says so and tries again every `retryMs`; meanwhile standardising is the identity.
+   */
+  async start(retryMs = 2000): Promise<void> {
     const bucket = subjects(this.o.cluster).kvBucket;
-    let kv;
+    let iter: QueuedIterator<KvEntry>;
     try {
-      kv = await this.nc.jetstream().views.kv(bucket, { bindOnly: true });
+      const kv = await this.nc.jetstream().views.kv(bucket, { bindOnly: true });
       // the current value of every record first, then each change
-      this.iter = await kv.watch({ key: `${encoderStatsKeyPrefix}.>` });
+      iter = await kv.watch({ key: `${encoderStatsKeyPrefix}.>` });
     } catch (e) {
-      this.o.log('warn', 'encoder statistics not followed (no KV bucket?): standardising is the identity', {
+      if (this.stopped) return;
+      this.o.log('warn', 'encoder statistics not followed yet (no KV bucket?); retrying', {
         bucket,
         error: String(e),
       });
+      this.retry = setTimeout(() => void this.start(retryMs), retryMs);
       return;
     }
-    const iter = this.iter;
+    if (this.stopped) {
+      iter.stop();
+      return;
+    }
+    this.iter = iter;
     this.done = (async () => {
       for await (const e of iter) this.onEntry(e);
     })().catch((e: unknown) => this.o.log('warn', 'encoder statistics watch ended', { error: String(e) }));
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retry);
     this.iter?.stop();
     await this.done;
   }

@@ -95,4 +95,29 @@ describe('standardised features at serving', () => {
     const after = await score(prices);
     prices.forEach((p, i) => expect(after[i]).toBeCloseTo(expected(p, next), 5));
   });
+
+  it('are found once the KV bucket appears, when serving started before it', async () => {
+    const cluster = uniqueName('encst').replace(/[^A-Za-z0-9_-]/g, '');
+    for (let s = 0; s < 2; s++) {
+      const f = new FakeShard(nats.nc, cluster, s, 2, spec);
+      await f.start();
+      shards.push(f);
+    }
+    const node = new ServingNode(
+      { cluster, shards: 2, model, http: { port: 0 } },
+      { nc: await nats.connect('serving-early') },
+    );
+    nodes.push(node);
+    await node.start();
+    await node.whenReady();
+    expect(node.status().encoderStats).toEqual({ workers: 0, examples: {} });
+    const kv = await nats.nc.jetstream().views.kv(subjects(cluster).kvBucket, { history: 1 });
+    const stats = { price: { n: 4, mean: 2, m2: 8 } };
+    await kv.put(encoderStatsKey('w1'), encodeEncoderStats({ v: 1, worker: 'w1', at: Date.now(), stats }));
+    await waitFor(() => node.status().encoderStats?.workers === 1, {
+      timeoutMs: 15_000,
+      message: () => `record found: ${JSON.stringify(node.status().encoderStats)}`,
+    });
+    expect(node.status().encoderStats?.examples).toEqual({ price: 4 });
+  });
 });
