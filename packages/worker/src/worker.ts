@@ -55,6 +55,8 @@ export interface WorkerStatus {
   batches: number;
   inFlightBatches: number;
   bufferedEvents: number;
+  /** Acks of applied events waiting for the consumer leader's confirmation (grows while it is away). */
+  acksConfirming: number;
   progressive: ProgressiveSnapshot;
   lrScale: number;
   lrLowered: number;
@@ -718,6 +720,7 @@ export class Worker {
       batches: this.runner.clock,
       inFlightBatches: this.inFlight.size,
       bufferedEvents: this.buffer.length,
+      acksConfirming: this.acks.pending,
       progressive: this.metrics.snapshot(),
       lrScale: this.lr.scale(),
       lrLowered: this.lr.lowered,

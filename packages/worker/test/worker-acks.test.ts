@@ -83,11 +83,14 @@ async function run(confirmAcks: boolean) {
   // every ack sent so far is lost; the events come back after the ack wait, some more than once
   await new Promise((r) => setTimeout(r, ACK_WAIT_MS * 2.5));
   const droppedWhileLossy = link.dropped;
+  // confirmed acks wait while theirs are lost (plain ones are gone at once)
+  if (confirmAcks) expect(w.status().acksConfirming).toBeGreaterThan(0);
   link.heal();
   await waitFor(async () => (await outstanding(nats.nc, cluster, PARTITIONS)) === 0, {
     timeoutMs: 30_000,
     message: () => `every event acked: ${JSON.stringify(w.counters)}`,
   });
+  await waitFor(() => w.status().acksConfirming === 0, { message: 'every confirmation in' });
   return { applied: harness.denseExamples[dense]!, total, droppedWhileLossy, w };
 }
 
