@@ -1,4 +1,4 @@
-import type { NatsConnection } from 'nats';
+import { createInbox, type Msg, type NatsConnection, type Subscription } from 'nats';
 import type { DeliveredMsg } from './delivered-msg.js';
 import type { WorkerCounters } from './worker.js';
 import type { WorkerLog } from './message-holds.js';
@@ -19,67 +19,144 @@ export interface ConfirmedAcksContext {
   log: WorkerLog;
 }
 
+interface Pending {
+  subject: string;
+  sentAt: number;
+  /** When to send it again after a refusal (0: waiting for the answer). */
+  resendAt: number;
+  attempt: number;
+  deadline: number;
+  done: (ok: boolean) => void;
+}
+
 /**
- * Acks that the consumer leader confirms, retried until it does.
+ * Acks that the consumer leader confirms, sent again until it does.
  *
  * A plain ack is fire-and-forget: one sent while the consumer's leader is being re-elected (its
  * server went down) reaches no one, and the message comes back after the ack wait to be trained
- * a second time. The ack of a message whose example was applied is therefore a request: the
- * leader answers once it has processed it. `JsMsg.ackAck()` cannot be retried (it marks the
- * message acked before sending), so the request is made here on the message's ack subject.
+ * a second time. The ack of a message whose example was applied therefore carries a reply subject
+ * the leader answers once it has processed it. `JsMsg.ackAck()` cannot be retried (it marks the
+ * message acked before sending) and, like `nc.request`, costs a timer and a mux entry per ack
+ * (~40 µs of CPU measured here, against ~2 µs for a plain ack): here every ack answers on one
+ * wildcard inbox, and one sweep per `timeoutMs / 4` resends what timed out.
  */
 export class ConfirmedAcks {
-  private open = 0;
+  private readonly pendingAcks = new Map<number, Pending>();
+  private sub: Subscription | undefined;
+  private prefix = '';
+  private seq = 0;
+  private sweeper: ReturnType<typeof setInterval> | undefined;
   private idle: (() => void)[] = [];
 
   constructor(private readonly ctx: ConfirmedAcksContext) {}
 
   /** Acks still waiting for their confirmation. */
   get pending(): number {
-    return this.open;
+    return this.pendingAcks.size;
   }
 
   /** Resolves true once confirmed, false when given up (time, stop, or closed connection). */
-  async ack(m: DeliveredMsg): Promise<boolean> {
+  ack(m: DeliveredMsg): Promise<boolean> {
     // nothing else may ack, nak or extend it from now on
     m.didAck = true;
-    this.open++;
-    try {
-      return await this.send(m.reply);
-    } finally {
-      if (--this.open === 0) this.idle.splice(0).forEach((r) => r());
-    }
+    return new Promise<boolean>((resolve) => {
+      const now = Date.now();
+      const token = ++this.seq;
+      this.pendingAcks.set(token, {
+        subject: m.reply,
+        sentAt: now,
+        resendAt: 0,
+        attempt: 0,
+        deadline: now + this.ctx.giveUpMs,
+        done: resolve,
+      });
+      this.listen();
+      this.send(token);
+    });
   }
 
   /** Resolves when no ack waits for its confirmation. */
   whenIdle(): Promise<void> {
-    if (this.open === 0) return Promise.resolve();
+    if (this.pendingAcks.size === 0) return Promise.resolve();
     return new Promise((r) => this.idle.push(r));
   }
 
-  private async send(subject: string): Promise<boolean> {
-    const { counters, timeoutMs, giveUpMs, signal } = this.ctx;
-    const deadline = Date.now() + giveUpMs;
-    for (let attempt = 0; ; attempt++) {
-      const nc = this.ctx.nc();
-      if (!nc || nc.isClosed()) break;
-      try {
-        await nc.request(subject, ACK, { timeout: timeoutMs });
-        return true;
-      } catch (e) {
-        // no responders (no consumer leader right now) or a timeout: the ack may be lost
-        counters.ackRetries++;
-        if (signal.aborted || Date.now() + timeoutMs > deadline) {
-          this.ctx.log('warn', 'ack not confirmed; its redelivery will be recognised', {
-            subject,
-            error: String(e),
-          });
-          break;
-        }
-        await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** Math.min(attempt, 6))));
+  /** One inbox for the connection's life (a subscription per burst would churn interest). */
+  private listen(): void {
+    const nc = this.ctx.nc();
+    if (!this.sub && nc && !nc.isClosed()) {
+      this.prefix = createInbox();
+      this.sub = nc.subscribe(`${this.prefix}.*`, { callback: (err, msg) => this.answered(err, msg) });
+    }
+    this.sweeper ??= setInterval(() => this.sweep(), Math.max(25, this.ctx.timeoutMs / 4));
+  }
+
+  private send(token: number): void {
+    const p = this.pendingAcks.get(token);
+    const nc = this.ctx.nc();
+    if (!p) return;
+    if (!nc || nc.isClosed() || !this.sub) {
+      this.finish(token, false);
+      return;
+    }
+    p.sentAt = Date.now();
+    p.resendAt = 0;
+    try {
+      nc.publish(p.subject, ACK, { reply: `${this.prefix}.${token}` });
+    } catch {
+      this.retry(token, p); // draining: the sweep gives it up at its deadline
+    }
+  }
+
+  private answered(err: Error | null, msg: Msg): void {
+    if (err) return;
+    const token = Number(msg.subject.slice(this.prefix.length + 1));
+    const p = this.pendingAcks.get(token);
+    if (!p) return; // answered after a resend already was
+    const code = msg.data.length === 0 ? msg.headers?.code : undefined;
+    if (code !== undefined && code >= 300) {
+      // 503: no consumer leader right now; try again shortly
+      this.retry(token, p);
+      return;
+    }
+    this.finish(token, true);
+  }
+
+  private retry(token: number, p: Pending): void {
+    this.ctx.counters.ackRetries++;
+    p.attempt++;
+    p.resendAt = Date.now() + Math.min(2000, 50 * 2 ** Math.min(p.attempt, 6));
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    const aborted = this.ctx.signal.aborted;
+    for (const [token, p] of this.pendingAcks) {
+      if (aborted || now >= p.deadline) {
+        this.ctx.log('warn', 'ack not confirmed; its redelivery will be recognised', { subject: p.subject });
+        this.finish(token, false);
+      } else if (p.resendAt > 0 && now >= p.resendAt) {
+        this.send(token);
+      } else if (p.resendAt === 0 && now - p.sentAt >= this.ctx.timeoutMs) {
+        // no answer (the ack or its answer was lost): send it again now
+        this.ctx.counters.ackRetries++;
+        p.attempt++;
+        this.send(token);
       }
     }
-    counters.acksUnconfirmed++;
-    return false;
+  }
+
+  private finish(token: number, ok: boolean): void {
+    const p = this.pendingAcks.get(token);
+    if (!p) return;
+    this.pendingAcks.delete(token);
+    if (!ok) this.ctx.counters.acksUnconfirmed++;
+    p.done(ok);
+    if (this.pendingAcks.size === 0) {
+      this.idle.splice(0).forEach((r) => r());
+      // nothing to watch: no timer keeps the process alive or runs while idle
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
+    }
   }
 }
