@@ -85,7 +85,12 @@ export const workerOptionsSchema = z.object({
         .string()
         .regex(/^[A-Za-z0-9_-]{1,48}$/)
         .default('freshet-worker'),
-      ackWaitMs: ms.default(30_000),
+      /**
+       * How long JetStream waits for an ack before redelivering: what a crashed worker's (or a
+       * lost server's) unacked events cost in delay. Messages held longer (a joiner window, a
+       * retrying batch) are kept ours with `working()` every third of it.
+       */
+      ackWaitMs: z.number().int().min(3000).default(30_000),
       maxAckPending: z.number().int().min(1).default(8192),
       /** Long-poll of one fetch (the server requires at least 1 s). */
       fetchExpiresMs: z.number().int().min(1000).default(1000),
@@ -160,14 +165,11 @@ export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
   if (o.lease.ttlMs <= o.lease.heartbeatMs * 2) {
     throw new FreshetError('CONFIG', 'lease.ttlMs must exceed two heartbeats');
   }
-  // A message the joiner holds stays unacked for up to a window (or an orphan's wait) plus the
-  // wall-clock lag and processing: the consumer's ack wait must outlast that, or JetStream would
-  // redeliver it while it is still held. Likewise every held message counts against
-  // max_ack_pending: joiner state + buffered + in-flight must fit, or delivery would stall.
-  const held = Math.max(o.joiner.windowMs, o.joiner.orphanWaitMs) + o.joinClock.lagMs;
+  // Every held message (joiner state, buffered, in flight) counts against max_ack_pending: they
+  // must all fit, or delivery would stall. (Held messages outlive the ack wait through
+  // `working()`, so the ack wait need not cover a joiner window.)
   const consumer = {
     ...o.consumer,
-    ackWaitMs: Math.max(o.consumer.ackWaitMs, held + 15_000),
     maxAckPending: Math.max(
       o.consumer.maxAckPending,
       o.joiner.maxPending +

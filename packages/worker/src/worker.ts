@@ -112,6 +112,8 @@ export interface WorkerCounters {
    * that was lost or not yet confirmed, or a batch recovered from an earlier owner's manifest).
    */
   appliedRedeliveries: number;
+  /** `working()` sent for held messages so their ack wait does not run out (see refreshHeld). */
+  heldRefreshes: number;
   /** Ack confirmations that failed and were sent again (consumer leader away, timeouts). */
   ackRetries: number;
   /** Acks of applied messages never confirmed (their redelivery is recognised, not trained). */
@@ -188,6 +190,7 @@ export class Worker {
   /** Counters of joiners of partitions already let go of (status sums them with live ones). */
   private joinerPast: JoinerCounters | undefined;
   private joinTimer: ReturnType<typeof setInterval> | undefined;
+  private refreshTimer: ReturnType<typeof setInterval> | undefined;
   private readonly timing = new BatchTiming();
   private buffer: Buffered[] = [];
   /** Buffered examples per partition (batches are single-partition). */
@@ -231,6 +234,7 @@ export class Worker {
     recoveredBatches: 0,
     recoveredExamples: 0,
     appliedRedeliveries: 0,
+    heldRefreshes: 0,
     ackRetries: 0,
     acksUnconfirmed: 0,
     manifestsUnrecoverable: 0,
@@ -400,6 +404,7 @@ export class Worker {
         },
       );
       this.joinTimer = setInterval(() => this.advanceJoiners(), o.joinClock.everyMs);
+      this.refreshTimer = setInterval(() => this.refreshHeld(), o.consumer.ackWaitMs / 3);
       await this.leases.start();
       this.service = await this.nc.services.add({
         name: this.subj.serviceName('worker'),
@@ -635,6 +640,22 @@ export class Worker {
     }
   }
 
+  /**
+   * Keeps every message we hold ours: `working()` restarts its ack wait. The ack wait is short
+   * (30 s) so that what a crashed worker or a lost NATS server leaves unacked comes back soon,
+   * while a pending impression is held for its whole attribution window (5 min) and a batch may
+   * retry for as long as a shard is down. A redelivery despite this (a stalled process) is
+   * recognised by its sequence and not fed twice.
+   */
+  private refreshHeld(): void {
+    for (const ps of this.parts.values()) {
+      for (const t of ps.tracked.values()) {
+        t.msg.working();
+        this.counters.heldRefreshes++;
+      }
+    }
+  }
+
   /** Adds a let-go partition's joiner counters to the totals the status reports. */
   private absorbJoiner(ps: PartitionState): void {
     this.joinerPast = addJoinerCounters(this.joinerPast, ps.joiner.counters());
@@ -806,6 +827,7 @@ export class Worker {
 
   private async teardown(): Promise<void> {
     clearInterval(this.joinTimer);
+    clearInterval(this.refreshTimer);
     // the last statistics, for serving (the timer stops)
     await this.encoderStats?.stop().catch(() => undefined);
     await this.leases?.stop().catch(() => undefined);
