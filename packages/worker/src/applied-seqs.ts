@@ -3,8 +3,10 @@
  * still come: a redelivery of one is acked on arrival, never trained again.
  *
  * - confirming: our ack is on its way; the leader has not answered yet.
- * - recent: confirmed a moment ago. The server may have redelivered the message (its ack wait
- *   ran out) just before our ack reached it; that redelivery is already on the wire.
+ * - recent: confirmed within the last ack wait (+ 10 s). The server may have redelivered the
+ *   message just before our ack reached it, or lost the ack it answered (nats-server answers an
+ *   ack before its RAFT commit; a consumer leader that dies then forgets it) and redeliver it
+ *   after the ack wait. Memory: one entry per applied event of that span (~13 MB at 5k/s).
  * - long: an earlier owner's batch recovered from its manifest (that owner's acks may never have
  *   landed), or an ack we gave up confirming: the redelivery is due within an ack wait.
  *

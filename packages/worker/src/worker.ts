@@ -485,10 +485,13 @@ export class Worker {
       closed: false,
       idle: [],
       confirming: 0,
-      // Shared with the previous incarnation: its acks may still be confirming. A redelivery
-      // sent just before our ack landed arrives within moments (10 s is ample on a starved
-      // machine); one whose ack never landed comes within an ack wait (plus a backlog).
-      applied: old?.applied ?? new AppliedSeqs(10_000, 3 * this.options.consumer.ackWaitMs),
+      // Shared with the previous incarnation: its acks may still be confirming. A confirmed ack
+      // can still be lost (nats-server answers before its RAFT commit; a leader that dies then
+      // loses it): the redelivery comes within an ack wait of the delivery, so confirmed
+      // sequences are remembered an ack wait + 10 s; one never confirmed, a few ack waits.
+      applied:
+        old?.applied ??
+        new AppliedSeqs(this.options.consumer.ackWaitMs + 10_000, 3 * this.options.consumer.ackWaitMs),
     };
     ps.joiner = new Joiner(this.options.joiner, { released: (id) => this.joining.unretain(ps, id) });
     if (old) this.absorbJoiner(old);
