@@ -510,9 +510,10 @@ export class Worker {
   }
 
   /**
-   * Stops fetching `p` and hands back what its joiner holds: pending impressions and orphan
-   * positives are naked, so the partition's next owner re-joins them from the stream. Examples
-   * already buffered or in flight are finished (they ack their events).
+   * Stops fetching `p` and hands back what its joiner holds and what is buffered: pending
+   * impressions, orphan positives and examples not yet in a batch are naked, so the partition's
+   * next owner re-joins them from the stream. Batches in flight are finished (their manifests
+   * are in KV for the next owner; they ack their events).
    */
   private async letGo(p: number): Promise<PartitionState | undefined> {
     const f = this.fetching.get(p);
@@ -528,9 +529,26 @@ export class Worker {
         this.holds.release(t);
       }
       ps.retained.clear();
+      this.handBackBuffered(p);
     }
     if (f?.restart) this.startFetching(p);
     return ps;
+  }
+
+  /**
+   * Hands back (nak) the examples of `p` not yet in a batch. Training them after the partition's
+   * next owner listed its manifests would apply them where that owner cannot see it: should their
+   * acks then be lost (a consumer leader dying right after answering), the owner trains them again.
+   */
+  private handBackBuffered(p: number): void {
+    if (!this.bufferedOf.has(p)) return;
+    const mine = this.buffer.filter((b) => b.partition === p);
+    this.buffer = this.buffer.filter((b) => b.partition !== p);
+    this.bufferedOf.delete(p);
+    void this.holds.settleBatch(mine, 'handBack');
+    const waiters = this.bufferSpace;
+    this.bufferSpace = [];
+    waiters.forEach((w) => w());
   }
 
   /** Graceful handover: let go of `p`, then wait until every event of `p` we hold is acked or naked. */
