@@ -64,7 +64,11 @@ export class BatchRunner {
     const onRetry = () => {
       counters.retries++;
       // keep the events ours while we retry (resets their ack-wait timer)
-      for (const t of msgs) t.msg.working();
+      const now = Date.now();
+      for (const t of msgs) {
+        t.msg.working();
+        t.since = now;
+      }
     };
     let eventTs: number | undefined = rec?.eventTs;
     if (!rec) {

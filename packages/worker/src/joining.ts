@@ -31,11 +31,20 @@ export class Joining {
       // JetStream redelivered a message we still hold (its ack wait ran out): keep the newer
       // delivery's handle for the ack, and do not feed the event twice.
       known.msg = m;
+      known.since = Date.now();
       counters.redelivered++;
       return;
     }
     ps.caughtUp = m.info.pending === 0;
-    const t: Tracked = { msg: m, seq: m.seq, part: ps, refs: 1, nak: false, applied: false };
+    const t: Tracked = {
+      msg: m,
+      seq: m.seq,
+      part: ps,
+      refs: 1,
+      nak: false,
+      applied: false,
+      since: Date.now(),
+    };
     ps.tracked.set(m.seq, t);
     const r = parseEvent(m.data, this.ctx.parseOpts);
     if (!r.ok) {

@@ -29,6 +29,8 @@ export interface Tracked {
   nak: boolean;
   /** Its example was applied: its ack must be confirmed (a lost one would train it again). */
   applied: boolean;
+  /** When its ack wait last started (delivery, or the last `working()`), ms. */
+  since: number;
 }
 
 /** Per leased partition: its joiner and the messages fetched from it and not yet settled. */

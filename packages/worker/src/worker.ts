@@ -669,9 +669,15 @@ export class Worker {
    * recognised by its sequence and not fed twice.
    */
   private refreshHeld(): void {
+    const now = Date.now();
+    // Only what has been held a third of the ack wait: most messages settle sooner (a batch),
+    // and those never cost a publish. Checked every third, so none goes past two thirds.
+    const due = now - this.options.consumer.ackWaitMs / 3;
     for (const ps of this.parts.values()) {
       for (const t of ps.tracked.values()) {
+        if (t.since > due) continue;
         t.msg.working();
+        t.since = now;
         this.counters.heldRefreshes++;
       }
     }
