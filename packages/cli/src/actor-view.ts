@@ -40,6 +40,12 @@ export interface WorkerView {
   logloss: number | null;
   backend: string | null;
   lag: number | null;
+  /** Acks of applied events awaiting the consumer leader's confirmation now. */
+  acksConfirming: number | null;
+  /** Ack confirmations sent again (a consumer leader away or re-elected). */
+  ackRetries: number | null;
+  /** Redeliveries of already-applied events, acked instead of trained. */
+  appliedRedeliveries: number | null;
 }
 
 export interface ServingView {
@@ -147,6 +153,9 @@ export function workerView(a: ActorStatus): WorkerView {
     logloss: n(s, 'progressive.logloss', 'logloss'),
     backend: str(s, 'backend') ?? null,
     lag,
+    acksConfirming: n(s, 'acksConfirming'),
+    ackRetries: n(s, 'counters.ackRetries'),
+    appliedRedeliveries: n(s, 'counters.appliedRedeliveries'),
   };
 }
 

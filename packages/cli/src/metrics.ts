@@ -36,6 +36,9 @@ interface Instruments {
   workerLogloss: Gauge;
   workerLag: Gauge;
   workerPartitions: Gauge;
+  workerAcksConfirming: Gauge;
+  workerAckRetries: Counter;
+  workerAppliedRedeliveries: Counter;
   servingVersion: Gauge;
   servingFreshness: Gauge;
   servingRequestRate: Gauge;
@@ -63,6 +66,15 @@ function instruments(registry: Registry): Instruments {
     workerLogloss: g('freshet_worker_progressive_logloss', 'Progressive-validation logloss.'),
     workerLag: g('freshet_worker_lag', 'Feedback events waiting in its partitions.'),
     workerPartitions: g('freshet_worker_partitions', 'Partitions assigned to the worker.'),
+    workerAcksConfirming: g(
+      'freshet_worker_acks_confirming',
+      'Acks of applied events awaiting the consumer leader (grows while it is away).',
+    ),
+    workerAckRetries: c('freshet_worker_ack_retries_total', 'Ack confirmations sent again.'),
+    workerAppliedRedeliveries: c(
+      'freshet_worker_applied_redeliveries_total',
+      'Redeliveries of already-applied events, acked instead of trained.',
+    ),
     servingVersion: g('freshet_serving_version', 'Parameter version the serving node scores with.'),
     servingFreshness: g('freshet_serving_freshness_seconds', 'Event-to-serving freshness.', ['quantile']),
     servingRequestRate: g('freshet_serving_requests_per_second', 'Score/rank requests per second.'),
@@ -105,6 +117,9 @@ function record(m: Instruments, a: ActorStatus, cluster: string): void {
     setGauge(m.workerLogloss, labels, v.logloss);
     setGauge(m.workerLag, labels, v.lag);
     setGauge(m.workerPartitions, labels, v.partitions.length);
+    setGauge(m.workerAcksConfirming, labels, v.acksConfirming);
+    setCounter(m.workerAckRetries, labels, v.ackRetries);
+    setCounter(m.workerAppliedRedeliveries, labels, v.appliedRedeliveries);
   } else {
     const v = servingView(a);
     setGauge(m.servingVersion, labels, v.version);

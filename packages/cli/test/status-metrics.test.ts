@@ -111,9 +111,18 @@ describe('metrics', () => {
       cluster: 'c1',
       role: 'worker',
       id: 'w-1',
-      status: () => ({ examples: (examples += 5), progressive: { auc: 0.7, logloss: 0.5 }, examplesPerS: 3 }),
+      status: () => ({
+        examples: (examples += 5),
+        progressive: { auc: 0.7, logloss: 0.5 },
+        examplesPerS: 3,
+        acksConfirming: 4,
+        counters: { ackRetries: 9, appliedRedeliveries: 2 },
+      }),
     });
     const a = await reg.metrics();
+    expect(a).toContain('freshet_worker_acks_confirming{cluster="c1",role="worker",id="w-1"} 4');
+    expect(a).toContain('freshet_worker_ack_retries_total{cluster="c1",role="worker",id="w-1"} 9');
+    expect(a).toContain('freshet_worker_applied_redeliveries_total{cluster="c1",role="worker",id="w-1"} 2');
     expect(a).toContain('freshet_worker_examples_total{cluster="c1",role="worker",id="w-1"} 15');
     expect(a).toContain('freshet_worker_progressive_auc{cluster="c1",role="worker",id="w-1"} 0.7');
     expect(a).toContain('freshet_worker_process_cpu_seconds_total');
