@@ -1,10 +1,8 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { connectNats } from '@freshet/nats';
 import { subjects } from '@freshet/protocol';
-import { uniqueName, useNatsCluster, waitFor } from '@freshet/testkit';
+import { uniqueName, useNatsCluster, useTempDirs, waitFor } from '@freshet/testkit';
 import {
   outstanding,
   prepareCluster,
@@ -30,10 +28,7 @@ import {
 describe('fault: one of three NATS servers stopped and restarted under load', () => {
   const nats = useNatsCluster(3);
   useRoleProcesses();
-  const dirs: string[] = [];
-  afterAll(async () => {
-    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
-  });
+  const tempDir = useTempDirs();
 
   it('loses nothing and keeps learning', async () => {
     const cluster = uniqueName('fnats').replace(/[^A-Za-z0-9_-]/g, '');
@@ -41,8 +36,7 @@ describe('fault: one of three NATS servers stopped and restarted under load', ()
     const PARTS = 4;
     const WAVE = 600;
     const urls = nats.cluster.urls;
-    const dir = await mkdtemp(join(tmpdir(), 'freshet-fault-nats-'));
-    dirs.push(dir);
+    const dir = tempDir('fault-nats');
     const prep = await connectNats({ servers: urls }, 'fault-prepare');
     let victimAt: number;
     try {

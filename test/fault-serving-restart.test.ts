@@ -1,8 +1,6 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { describe, expect, it } from 'vitest';
+import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
 import {
   faultModel,
   outstanding,
@@ -24,18 +22,14 @@ import {
 describe('fault: a serving node restarted', () => {
   const nats = useNats();
   useRoleProcesses();
-  const dirs: string[] = [];
-  afterAll(async () => {
-    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
-  });
+  const tempDir = useTempDirs();
 
   it('catches up and serves the same scores as its peer', async () => {
     const cluster = uniqueName('fserve').replace(/[^A-Za-z0-9_-]/g, '');
     const SHARDS = 2;
     const PARTS = 4;
     const WAVE = 800;
-    const dir = await mkdtemp(join(tmpdir(), 'freshet-fault-serving-'));
-    dirs.push(dir);
+    const dir = tempDir('fault-serving');
     await prepareCluster(nats.nc, cluster, PARTS);
     await Promise.all(
       [0, 1].map((i) =>

@@ -1,8 +1,6 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { describe, expect, it } from 'vitest';
+import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
 import {
   denseShard,
   kill9,
@@ -29,18 +27,14 @@ import {
 describe('fault: kill -9 of a shard', () => {
   const nats = useNats();
   useRoleProcesses();
-  const dirs: string[] = [];
-  afterAll(async () => {
-    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
-  });
+  const tempDir = useTempDirs();
 
   it('restarts, restores, every acknowledged event is applied exactly once, workers resume', async () => {
     const cluster = uniqueName('fshard').replace(/[^A-Za-z0-9_-]/g, '');
     const SHARDS = 2;
     const PARTS = 4;
     const WAVE = 800;
-    const dir = await mkdtemp(join(tmpdir(), 'freshet-fault-shard-'));
-    dirs.push(dir);
+    const dir = tempDir('fault-shard');
     await prepareCluster(nats.nc, cluster, PARTS);
     const tap = await nats.connect('ledger');
     const ledger = PushLedger.start(tap, cluster);

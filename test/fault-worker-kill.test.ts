@@ -1,8 +1,6 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { describe, expect, it } from 'vitest';
+import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
 import {
   kill9,
   outstanding,
@@ -27,18 +25,14 @@ import {
 describe('fault: kill -9 of a worker', () => {
   const nats = useNats();
   useRoleProcesses();
-  const dirs: string[] = [];
-  afterAll(async () => {
-    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
-  });
+  const tempDir = useTempDirs();
 
   it('its partitions move to the other worker; no event lost, none applied twice', async () => {
     const cluster = uniqueName('fwork').replace(/[^A-Za-z0-9_-]/g, '');
     const SHARDS = 2;
     const PARTS = 4;
     const WAVE = 800;
-    const dir = await mkdtemp(join(tmpdir(), 'freshet-fault-worker-'));
-    dirs.push(dir);
+    const dir = tempDir('fault-worker');
     await prepareCluster(nats.nc, cluster, PARTS);
     const tap = await nats.connect('ledger');
     const ledger = PushLedger.start(tap, cluster);

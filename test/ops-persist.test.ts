@@ -1,10 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { clusterView, compileClusterConfig, startLocalCluster, type LocalCluster } from '@freshet/cli';
 import { subjects } from '@freshet/protocol';
-import { outstanding, publishExamples, uniqueName, waitFor } from '@freshet/testkit';
+import { outstanding, publishExamples, uniqueName, useTempDirs, waitFor } from '@freshet/testkit';
 
 /**
  * `nats.persist`: a local cluster stopped and started again over the same dataDir goes on where
@@ -14,10 +11,9 @@ import { outstanding, publishExamples, uniqueName, waitFor } from '@freshet/test
  * cluster without `persist` and finds an empty stream.
  */
 const clusters: LocalCluster[] = [];
-const dirs: string[] = [];
+const tempDir = useTempDirs();
 afterAll(async () => {
   await Promise.allSettled(clusters.map((c) => c.stop()));
-  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
 });
 
 async function start(cluster: string, dataDir: string, persist: boolean): Promise<LocalCluster> {
@@ -42,8 +38,7 @@ const messages = async (lc: LocalCluster) =>
 describe('a persisted local cluster', () => {
   it('keeps its stream, consumers and acks across a restart', async () => {
     const cluster = uniqueName('persist').replace(/[^A-Za-z0-9_-]/g, '');
-    const dataDir = await mkdtemp(join(tmpdir(), 'freshet-persist-'));
-    dirs.push(dataDir);
+    const dataDir = tempDir('persist');
     let lc = await start(cluster, dataDir, true);
     await publishExamples(lc.nc, cluster, 0, 40, 2);
     await waitFor(async () => (await outstanding(lc.nc, cluster, 2)) === 0, {
@@ -67,8 +62,7 @@ describe('a persisted local cluster', () => {
 
   it('control: without persist a restart starts from an empty stream', async () => {
     const cluster = uniqueName('volatile').replace(/[^A-Za-z0-9_-]/g, '');
-    const dataDir = await mkdtemp(join(tmpdir(), 'freshet-volatile-'));
-    dirs.push(dataDir);
+    const dataDir = tempDir('volatile');
     let lc = await start(cluster, dataDir, false);
     await publishExamples(lc.nc, cluster, 0, 10, 2);
     expect(await messages(lc)).toBe(10);

@@ -1,13 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useTempDirs } from '@freshet/testkit';
 import { decodePush, encodePush, parseModelSpec, type PushRequest } from '@freshet/protocol';
 import { ShardCore } from '../src/shard-core.js';
 import { replayWal, Wal } from '../src/wal.js';
 
-const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const tempDir = useTempDirs();
 
 const spec = parseModelSpec({
   name: 'm',
@@ -74,8 +71,7 @@ describe('push lrScale', () => {
   });
 
   it('is kept in the logged push frame, so a WAL replay reproduces the scaled update exactly', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'freshet-lrscale-'));
-    dirs.push(dir);
+    const dir = tempDir('lrscale');
     const live = core();
     const wal = await Wal.open(dir, false);
     for (const [i, s] of [0.5, 1, 0.125].entries()) {

@@ -1,7 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { NatsConnection } from 'nats';
 import { requestBytes } from '@freshet/nats';
 import {
@@ -19,17 +16,12 @@ import {
   type Delta,
   type PushRequest,
 } from '@freshet/protocol';
-import { uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
 import { aligned, startShard } from '../src/shard.js';
 
 const nats = useNats();
-const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
-const tmp = () => {
-  const d = mkdtempSync(join(tmpdir(), 'freshet-shard-'));
-  dirs.push(d);
-  return d;
-};
+const tempDir = useTempDirs();
+const tmp = () => tempDir('shard');
 
 const model = {
   name: 'm',

@@ -1,16 +1,14 @@
-import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, statSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useTempDirs } from '@freshet/testkit';
 import { listSegments, replayWal, truncateWal, Wal, type WalRecord } from '../src/wal.js';
 
-const dirs: string[] = [];
-afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const tempDir = useTempDirs();
 
 describe('write-ahead log', () => {
   it('group-commits concurrent appends, rotates, replays in order and stops at a torn tail', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'freshet-wal-'));
-    dirs.push(dir);
+    const dir = tempDir('wal');
     const wal = await Wal.open(dir, false);
     const payload = (i: number) => Uint8Array.from({ length: 5 + i }, (_, k) => (i + k) & 255);
     // Ten appends in one turn: one write.
@@ -47,8 +45,7 @@ describe('write-ahead log', () => {
   });
 
   it('with fsync, syncs data and directory entries and still replays', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'freshet-wal-'));
-    dirs.push(dir);
+    const dir = tempDir('wal');
     const wal = await Wal.open(dir, true);
     await wal.append({ kind: 'seq', ts: 0, seq: 1 });
     const { done } = wal.rotate();

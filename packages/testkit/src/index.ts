@@ -5,3 +5,4 @@ export { startNatsServer, startNatsCluster, findNatsServer } from '@freshet/nats
 export { chromiumPath } from './chromium.js';
 export { startLossyLink, type LossyLink } from './lossy-link.js';
 export { publishExamples, outstanding, setAckWait, type ExampleShape } from './feedback.js';
+export { useTempDirs } from './temp-dirs.js';
