@@ -5,7 +5,7 @@ import { Command } from 'commander';
 import { JSONCodec, type NatsConnection } from 'nats';
 import { Publisher, SyntheticWorld } from '@freshet/client';
 import { subjects } from '@freshet/protocol';
-import { compileClusterConfig } from '../cluster-config.js';
+import { compileClusterConfig, defaultModel } from '../cluster-config.js';
 import { clusterView, type ClusterView } from '../actor-view.js';
 import { startLocalCluster, type LocalCluster } from '../local-cluster.js';
 import { expectedAuc } from '../demo-quality.js';
@@ -35,18 +35,11 @@ interface DemoFlags {
 const USERS_PROBED = 40;
 const ITEMS_PROBED = 12;
 
+/** The default local cluster's model as a DeepFM, with a learning rate for a 90 s run. */
 export const demoModel = {
+  ...defaultModel,
   name: 'demo',
   kind: 'deepfm',
-  features: {
-    fields: [
-      { kind: 'categorical', name: 'user' },
-      { kind: 'categorical', name: 'item', tower: 'item' },
-      { kind: 'categorical', name: 'category', tower: 'item' },
-    ],
-  },
-  embeddingDim: 8,
-  hidden: [32, 16],
   optimizer: { kind: 'adam', lr: 0.05 },
 };
 
