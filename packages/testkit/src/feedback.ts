@@ -47,6 +47,25 @@ export async function publishExamples(
 
 const durable = (p: number, prefix: string) => `${prefix}-p${p}`;
 
+/** Unacked (`ackPending`) and undelivered (`pending`) events over the partitions' worker consumers. */
+export async function consumerBacklog(
+  nc: NatsConnection,
+  cluster: string,
+  partitions: number,
+  prefix = 'freshet-worker',
+): Promise<{ ackPending: number; pending: number }> {
+  const s = subjects(cluster);
+  const jsm = await nc.jetstreamManager();
+  let ackPending = 0;
+  let pending = 0;
+  for (let p = 0; p < partitions; p++) {
+    const i = await jsm.consumers.info(s.feedbackStream, durable(p, prefix));
+    ackPending += i.num_ack_pending;
+    pending += i.num_pending;
+  }
+  return { ackPending, pending };
+}
+
 /** Unacked plus undelivered events over every partition's durable worker consumer. */
 export async function outstanding(
   nc: NatsConnection,
@@ -54,14 +73,8 @@ export async function outstanding(
   partitions: number,
   prefix = 'freshet-worker',
 ): Promise<number> {
-  const s = subjects(cluster);
-  const jsm = await nc.jetstreamManager();
-  let n = 0;
-  for (let p = 0; p < partitions; p++) {
-    const i = await jsm.consumers.info(s.feedbackStream, durable(p, prefix));
-    n += i.num_ack_pending + i.num_pending;
-  }
-  return n;
+  const b = await consumerBacklog(nc, cluster, partitions, prefix);
+  return b.ackPending + b.pending;
 }
 
 /**

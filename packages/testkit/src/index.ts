@@ -4,5 +4,5 @@ export { spawnChild, isAlive, type ChildHandle } from './processes.js';
 export { startNatsServer, startNatsCluster, findNatsServer } from '@freshet/nats';
 export { chromiumPath } from './chromium.js';
 export { startLossyLink, type LossyLink } from './lossy-link.js';
-export { publishExamples, outstanding, setAckWait, type ExampleShape } from './feedback.js';
+export { publishExamples, outstanding, consumerBacklog, setAckWait, type ExampleShape } from './feedback.js';
 export { useTempDirs } from './temp-dirs.js';

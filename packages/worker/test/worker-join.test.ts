@@ -1,9 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import type { JetStreamManager } from 'nats';
 import { createModel } from '@freshet/model';
 import { ensureStream } from '@freshet/client';
 import { encodeEvent, partitionOf, subjects, type FeedbackEventInput } from '@freshet/protocol';
-import { uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { outstanding, uniqueName, useNats, waitFor } from '@freshet/testkit';
 import { Worker } from '../src/worker.js';
 import type { WorkerOptionsInput } from '../src/worker-options.js';
 import { mergeProgressive } from '../src/progressive.js';
@@ -50,17 +49,6 @@ async function startWorker(cluster: string, id: string): Promise<Worker> {
   workers.push(w);
   await w.start();
   return w;
-}
-
-async function consumerState(jsm: JetStreamManager, stream: string) {
-  let ackPending = 0;
-  let pending = 0;
-  for (let p = 0; p < PARTITIONS; p++) {
-    const info = await jsm.consumers.info(stream, `freshet-worker-p${p}`);
-    ackPending += info.num_ack_pending;
-    pending += info.num_pending;
-  }
-  return { ackPending, pending };
 }
 
 describe('worker with the joiner', () => {
@@ -168,15 +156,9 @@ describe('worker with the joiner', () => {
       timeoutMs: WINDOW + 10_000,
       message: () => `items applied: ${itemsApplied()} of ${N}`,
     });
-    await waitFor(
-      async () => {
-        const c = await consumerState(jsm, s.feedbackStream);
-        return c.ackPending === 0 && c.pending === 0;
-      },
-      {
-        message: () => `every event acked; a: ${JSON.stringify(a.counters)} b: ${JSON.stringify(b.counters)}`,
-      },
-    );
+    await waitFor(async () => (await outstanding(nats.nc, cluster, PARTITIONS)) === 0, {
+      message: () => `every event acked; a: ${JSON.stringify(a.counters)} b: ${JSON.stringify(b.counters)}`,
+    });
     // every impression's example reached the shards exactly once, with the right label
     for (const [key, label] of expected) expect(applied.get(key), key).toEqual([label]);
     expect(harness.duplicates.reduce((x, y) => x + y, 0)).toBe(0);

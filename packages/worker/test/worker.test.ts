@@ -2,7 +2,14 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { NatsConnection } from 'nats';
 import { createModel } from '@freshet/model';
 import { subjects } from '@freshet/protocol';
-import { publishExamples, uniqueName, useNats, waitFor } from '@freshet/testkit';
+import {
+  consumerBacklog,
+  outstanding,
+  publishExamples,
+  uniqueName,
+  useNats,
+  waitFor,
+} from '@freshet/testkit';
 import { Worker } from '../src/worker.js';
 import type { WorkerOptionsInput } from '../src/worker-options.js';
 import { lrTestModel, ShardHarness } from './shard-harness.js';
@@ -25,7 +32,7 @@ async function setup(shards = 2) {
   await jsm.streams.add({ name: s.feedbackStream, subjects: [s.feedbackAll] });
   const harness = new ShardHarness(nats.nc, cluster, spec, shards);
   harness.startAll();
-  return { cluster, s, harness, jsm };
+  return { cluster, s, harness };
 }
 
 function options(cluster: string, extra: Partial<WorkerOptionsInput> = {}): WorkerOptionsInput {
@@ -65,20 +72,9 @@ async function publish(cluster: string, n: number): Promise<void> {
   });
 }
 
-async function pendingAcks(jsm: Awaited<ReturnType<NatsConnection['jetstreamManager']>>, stream: string) {
-  let ackPending = 0;
-  let pending = 0;
-  for (let p = 0; p < PARTITIONS; p++) {
-    const info = await jsm.consumers.info(stream, `freshet-worker-p${p}`);
-    ackPending += info.num_ack_pending;
-    pending += info.num_pending;
-  }
-  return { ackPending, pending };
-}
-
 describe('worker', () => {
   it('trains on published events and acks them only after every shard accepted the push', async () => {
-    const { cluster, s, harness, jsm } = await setup();
+    const { cluster, s, harness } = await setup();
     let release!: () => void;
     harness.hold = new Promise<void>((r) => (release = r));
     const w = await start(options(cluster));
@@ -88,12 +84,12 @@ describe('worker', () => {
     // pushes reach the shards, but the replies are held: nothing may be acked yet
     await waitFor(() => harness.applied.every((n) => n > 0), { message: 'pushes on both shards' });
     expect(w.counters.acked).toBe(0);
-    const held = await pendingAcks(jsm, s.feedbackStream);
+    const held = await consumerBacklog(nats.nc, cluster, PARTITIONS);
     expect(held.ackPending).toBeGreaterThan(0);
     release();
     harness.hold = undefined;
     await waitFor(() => w.counters.acked === 200, { message: () => `200 acked, got ${w.counters.acked}` });
-    await waitFor(async () => (await pendingAcks(jsm, s.feedbackStream)).ackPending === 0, {
+    await waitFor(async () => (await consumerBacklog(nats.nc, cluster, PARTITIONS)).ackPending === 0, {
       message: 'no ack pending on the consumers',
     });
     expect(harness.examplesApplied).toBe(200);
@@ -111,14 +107,14 @@ describe('worker', () => {
   });
 
   it('retries while a shard is down and acks nothing until it is back; applies each event once', async () => {
-    const { cluster, s, harness, jsm } = await setup();
+    const { cluster, harness } = await setup();
     const w = await start(options(cluster));
     await harness.stop(1);
     await publish(cluster, 120);
     await waitFor(() => w.counters.retries > 3, { message: 'retries against the stopped shard' });
     // every batch touches both shards (lr model: keys spread over them), so nothing is acked
     expect(w.counters.acked).toBe(0);
-    expect((await pendingAcks(jsm, s.feedbackStream)).ackPending).toBeGreaterThan(0);
+    expect((await consumerBacklog(nats.nc, cluster, PARTITIONS)).ackPending).toBeGreaterThan(0);
     harness.start(1);
     await waitFor(() => w.counters.acked === 120, { message: () => `120 acked, got ${w.counters.acked}` });
     expect(harness.examplesApplied).toBe(120);
@@ -127,7 +123,7 @@ describe('worker', () => {
   });
 
   it('hands partitions over when a worker leaves, without losing or double-applying events', async () => {
-    const { cluster, s, harness, jsm } = await setup();
+    const { cluster, harness } = await setup();
     const a = await start(options(cluster, { id: 'wa' }));
     expect(a.partitions.length).toBe(PARTITIONS);
     const b = await start(options(cluster, { id: 'wb' }));
@@ -153,13 +149,9 @@ describe('worker', () => {
       timeoutMs: 20_000,
       message: () => `applied ${harness.examplesApplied} of ${total}`,
     });
-    await waitFor(
-      async () => {
-        const p = await pendingAcks(jsm, s.feedbackStream);
-        return p.ackPending === 0 && p.pending === 0;
-      },
-      { message: 'all events acked' },
-    );
+    await waitFor(async () => (await outstanding(nats.nc, cluster, PARTITIONS)) === 0, {
+      message: 'all events acked',
+    });
     // every event acked exactly once overall (events a handed back were acked by b)
     expect(a.counters.acked + b.counters.acked).toBe(total);
     expect(harness.examplesApplied).toBe(total);
