@@ -3,7 +3,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
-import { Publisher, SyntheticWorld } from '@freshet/client';
+import { Publisher, publishLive, SyntheticWorld } from '@freshet/client';
 import {
   compileClusterConfig,
   startDashboard,
@@ -50,12 +50,7 @@ beforeAll(async () => {
   });
   const pub = new Publisher(lc.nc, { cluster: lc.cluster, partitions: 2 });
   publishing = (async () => {
-    for (const ev of world.events()) {
-      if (ac.signal.aborted) break;
-      const wait = ev.ts - Date.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      await pub.publish(ev);
-    }
+    await publishLive(pub, world.events(), { signal: ac.signal });
     await pub.close();
   })();
   dashboard = await startDashboard(lc.nc, { cluster: lc.cluster, port: 0, intervalMs: 300 });

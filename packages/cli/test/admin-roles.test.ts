@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Publisher, SyntheticWorld } from '@freshet/client';
+import { Publisher, publishLive, SyntheticWorld } from '@freshet/client';
 import { uniqueName, waitFor } from '@freshet/testkit';
 import { clusterView } from '../src/actor-view.js';
 import { compileClusterConfig } from '../src/cluster-config.js';
@@ -53,12 +53,7 @@ beforeAll(async () => {
   });
   const pub = new Publisher(lc.nc, { cluster: lc.cluster, partitions: 2 });
   publishing = (async () => {
-    for (const ev of world.events()) {
-      if (ac.signal.aborted) break;
-      const wait = ev.ts - Date.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      await pub.publish(ev);
-    }
+    await publishLive(pub, world.events(), { signal: ac.signal });
     await pub.close();
   })();
 }, 120_000);

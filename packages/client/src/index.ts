@@ -12,6 +12,7 @@ export {
   type PublisherOptionsInput,
 } from './publisher-options.js';
 export { Publisher, type PublisherState, type PublisherStats } from './publisher.js';
+export { publishLive } from './live.js';
 export {
   DeadLetters,
   deadLetterHeaders,

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { partitionOf, subjects, hasCode, type FeedbackEventInput } from '@freshet/protocol';
 import { uniqueName, useNats } from '@freshet/testkit';
-import { ensureStream, Publisher, streamPartitions } from '../src/index.js';
+import { ensureStream, Publisher, publishLive, streamPartitions } from '../src/index.js';
 
 const nats = useNats();
 const cluster = () => uniqueName('pub').replace(/[^A-Za-z0-9_-]/g, '_');
@@ -141,5 +141,24 @@ describe('Publisher', () => {
     const stats = await pub.close();
     expect(stats).toMatchObject({ failed: 1, retries: 2, acked: 0 });
     expect(errors).toEqual(['UNAVAILABLE']);
+  });
+});
+
+describe('publishLive', () => {
+  it('publishes each event at its timestamp, in order, and stops when aborted', async () => {
+    const c = cluster();
+    await ensureStream(nats.nc, { cluster: c, partitions: 1 });
+    const pub = new Publisher(nats.nc, { cluster: c, partitions: 1 });
+    const t0 = Date.now();
+    const events = [0, 100, 200, 300].map((dt, i) => ({ ...click(i), ts: t0 + dt }));
+    const at: number[] = [];
+    const n = await publishLive(pub, events, { each: () => void at.push(Date.now() - t0) });
+    expect(n).toBe(4);
+    at.forEach((t, i) => expect(t).toBeGreaterThanOrEqual(events[i]!.ts - t0));
+
+    const ac = new AbortController();
+    const later = [0, 50, 100].map((dt, i) => ({ ...click(10 + i), ts: Date.now() + dt }));
+    expect(await publishLive(pub, later, { signal: ac.signal, each: () => ac.abort() })).toBe(1);
+    expect((await pub.close()).acked).toBe(5);
   });
 });

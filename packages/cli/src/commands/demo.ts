@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { JSONCodec, type NatsConnection } from 'nats';
-import { Publisher, SyntheticWorld } from '@freshet/client';
+import { Publisher, publishLive, SyntheticWorld } from '@freshet/client';
 import { subjects } from '@freshet/protocol';
 import { compileClusterConfig, defaultModel } from '../cluster-config.js';
 import { clusterView, type ClusterView } from '../actor-view.js';
@@ -167,28 +167,23 @@ async function runDemo(flags: DemoFlags): Promise<void> {
       );
       return p;
     };
-    for (const ev of world.events()) {
-      if (signal.aborted) break;
-      const wait = ev.ts - Date.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      try {
-        await publisher.publish(ev);
-      } catch (e) {
-        if (signal.aborted) break; // Ctrl-C closed the publisher under us: not an error
-        throw e;
-      }
-      published++;
-      const now = Date.now();
-      if (atDrift === null && now >= world.o.driftAtTs) {
-        progress.log(`-- drift: every user's tastes changed at ${((now - start) / 1000).toFixed(0)} s --`);
-        const p = await probe(local.nc, cluster, world, now);
-        atDrift = p?.auc ?? null;
-      }
-      if (now - lastReport >= 2000) {
-        lastReport = now;
-        await report(now);
-      }
-    }
+    // Ctrl-C closes the publisher under it: publishLive then stops quietly.
+    await publishLive(publisher, world.events(), {
+      signal,
+      each: async () => {
+        published++;
+        const now = Date.now();
+        if (atDrift === null && now >= world.o.driftAtTs) {
+          progress.log(`-- drift: every user's tastes changed at ${((now - start) / 1000).toFixed(0)} s --`);
+          const p = await probe(local!.nc, cluster, world, now);
+          atDrift = p?.auc ?? null;
+        }
+        if (now - lastReport >= 2000) {
+          lastReport = now;
+          await report(now);
+        }
+      },
+    });
     if (signal.aborted) {
       progress.done();
       progress.log(`stopped after ${published} events; shutting the cluster down`);
