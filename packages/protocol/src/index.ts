@@ -128,3 +128,4 @@ export {
   type EncoderStatsRecord,
 } from './encoder-stats.js';
 export { decodeJsonRecord } from './json-record.js';
+export { xorshift32 } from './random.js';

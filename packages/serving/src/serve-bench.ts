@@ -12,6 +12,7 @@ import {
   shardOfDense,
   shardOfKey,
   subjects,
+  xorshift32,
   type DeltaTable,
 } from '@freshet/protocol';
 import type { BenchClientJob, BenchClientResult, ClientMessage } from './bench-client.js';
@@ -69,19 +70,8 @@ export function serveBenchModelConfig() {
   };
 }
 
-/** Deterministic pseudo-random numbers for the bench's data. */
-function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 4294967296;
-  };
-}
-
 export function requestBodies(n: number, candidates: number): string[] {
-  const r = rng(7);
+  const r = xorshift32(7);
   return Array.from({ length: n }, () => {
     const context: Record<string, string | number> = { hour: Math.floor(r() * 24) };
     for (let c = 1; c <= CONTEXT_FIELDS; c++) context[`c${c}`] = `v${Math.floor(r() * 50)}`;
@@ -197,7 +187,7 @@ export class BenchShards {
   /** Publishes `perSecond` deltas per shard, 64 random emb rows each, stamped with probe times. */
   startDeltas(perSecond: number): void {
     if (perSecond <= 0) return;
-    const r = rng(11);
+    const r = xorshift32(11);
     const s = subjects(this.cluster);
     const emb = this.model.layout.emb!;
     const dim = this.model.spec.tables[emb]!.dim;

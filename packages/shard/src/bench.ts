@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { encodePush, parseModelSpec, type PushRequest } from '@freshet/protocol';
+import { encodePush, parseModelSpec, xorshift32, type PushRequest } from '@freshet/protocol';
 import { beginCheckpoint, loadCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { Wal } from './wal.js';
 import { ShardCore } from './shard-core.js';
@@ -23,16 +23,6 @@ export interface ShardBenchOptions {
   repoRoot?: string;
   /** Run the PyTorch SparseAdam peer when present (default true). */
   peer?: boolean;
-}
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 4294967296;
-  };
 }
 
 /**
@@ -63,7 +53,7 @@ export async function runShardBench(opts: ShardBenchOptions = {}): Promise<Recor
     dcMaxRowsPerWorker: 1,
   });
   const tab = core.tables[0]!;
-  const rand = rng(42);
+  const rand = xorshift32(42);
   const keys = new Uint32Array(rows * 2);
   const t0 = performance.now();
   const now = Date.now();
