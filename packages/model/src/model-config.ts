@@ -49,7 +49,14 @@ export const modelConfigSchema = z
     /** Seed of the dense weights' PyTorch-like U(±1/√fan_in) initialisation. */
     seed: z.number().int().min(0).max(0xffff).default(0),
     /** Default optimizer of every table (the `seed` model defaults to Adam, lr 0.001, too). */
-    optimizer: optimizerSchema.default({ kind: 'adam', lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 }),
+    optimizer: optimizerSchema.default({
+      kind: 'adam',
+      lr: 1e-3,
+      beta1: 0.9,
+      beta2: 0.999,
+      eps: 1e-8,
+      biasCorrection: 'table',
+    }),
     /** Defaults for every table, before per-table overrides. */
     l2: z.number().min(0).default(0),
     clipNorm: z.number().min(0).default(0),

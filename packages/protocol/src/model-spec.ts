@@ -8,7 +8,18 @@ export const optimizerSchema = z.discriminatedUnion('kind', [
     beta1: z.number().min(0).max(1).default(0.9),
     beta2: z.number().min(0).max(1).default(0.999),
     eps: z.number().positive().default(1e-8),
+    /**
+     * Step count of the bias correction: `table` (the table's pushes on its shard, as
+     * torch.optim.SparseAdam counts steps per parameter) or `row` (each row's own updates:
+     * first steps of new rows are ~3× smaller, and the model adapts ~2× slower).
+     */
+    biasCorrection: z.enum(['table', 'row']).default('table'),
   }),
+  /**
+   * Adagrad and FTRL see the gradient of the batch's summed loss (the push's mean-loss gradient
+   * × its example count), so `lr`/`alpha`, `beta`, `l1`, `l2` and `initialAccumulator` mean the
+   * same at every batch size, as in the per-example papers.
+   */
   z.object({
     kind: z.literal('adagrad'),
     lr: z.number().positive().default(0.05),
@@ -53,7 +64,14 @@ export const tableSpecSchema = z.object({
     .int()
     .min(1)
     .max(1 << 22),
-  optimizer: optimizerSchema.default({ kind: 'adam', lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 }),
+  optimizer: optimizerSchema.default({
+    kind: 'adam',
+    lr: 1e-3,
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+    biasCorrection: 'table',
+  }),
   /** L2 weight decay added to the gradient: g + l2·w. */
   l2: z.number().min(0).default(0),
   /** Per-row gradient L2-norm clip; 0 disables. */

@@ -142,6 +142,17 @@ export const pushHeaderSchema = z.object({
    * plateau lowering). Absent means 1; shards that predate it ignore it.
    */
   lrScale: z.number().positive().max(1e3).optional(),
+  /**
+   * Examples the gradients are the mean loss over. Adagrad and FTRL tables multiply by it
+   * (summed-loss gradients: their hyper-parameters mean the same at every batch size).
+   * Absent means 1.
+   */
+  examples: z
+    .number()
+    .int()
+    .min(1)
+    .max(1 << 24)
+    .optional(),
   tables: z.array(z.object({ t: tableId, n: count, dim: z.number().int().min(1) })).max(4096),
 });
 export type PushHeader = z.infer<typeof pushHeaderSchema>;
@@ -162,6 +173,8 @@ export interface PushRequest {
   eventTs?: number | undefined;
   /** Learning-rate multiplier for this push (1 when absent). */
   lrScale?: number | undefined;
+  /** Examples behind the (mean-loss) gradients; see {@link pushHeaderSchema}. */
+  examples?: number | undefined;
   tables: PushTable[];
 }
 
@@ -176,6 +189,7 @@ export function encodePush(req: PushRequest): Uint8Array {
   };
   if (req.eventTs !== undefined) h.eventTs = req.eventTs;
   if (req.lrScale !== undefined && req.lrScale !== 1) h.lrScale = req.lrScale;
+  if (req.examples !== undefined && req.examples !== 1) h.examples = req.examples;
   const arrays: FrameArray[] = [];
   for (const t of req.tables) arrays.push(t.keys, t.grads, t.counts);
   return encodeFrame(h, arrays);
@@ -192,6 +206,7 @@ export function decodePush(data: Uint8Array): PushRequest {
     base: h.base,
     eventTs: h.eventTs,
     lrScale: h.lrScale,
+    examples: h.examples,
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, 3 * i);
       const grads = f32(frame, 3 * i + 1);

@@ -32,6 +32,8 @@ interface TableHeader {
   sketchWords: number;
   dirty: number;
   dead: number;
+  /** The table's push count (Adam's table-mode bias correction); absent in older files. */
+  steps?: number;
 }
 interface Header {
   segment: number;
@@ -70,6 +72,7 @@ export function beginCheckpoint(core: ShardCore, segment: number, deltaSeq: numb
       tab,
       sketch: tab.sketch ? tab.sketch.counts.slice() : new Uint16Array(0),
       pending: tab.pendingState(),
+      steps: tab.steps,
     };
   });
   const version = core.version;
@@ -79,7 +82,7 @@ export function beginCheckpoint(core: ShardCore, segment: number, deltaSeq: numb
     async complete() {
       const sections: Uint8Array[] = [];
       const tables: TableHeader[] = [];
-      for (const { tab, sketch, pending } of parts) {
+      for (const { tab, sketch, pending, steps } of parts) {
         const s = tab.store;
         let snap: { chunks: Uint32Array[]; end: number } | undefined;
         // ~8 MB per turn keeps each pause short for pushes interleaved with the copy.
@@ -107,6 +110,7 @@ export function beginCheckpoint(core: ShardCore, segment: number, deltaSeq: numb
           sketchWords: sketch.length,
           dirty: pending.dirty.length,
           dead: pending.dead.length,
+          steps,
         });
       }
       const header: Header = { segment, version, deltaSeq, createdAt, recent, tables };
@@ -234,6 +238,8 @@ export async function loadCheckpoint(dir: string, core: ShardCore): Promise<Rest
     const dirty = take32(th.dirty);
     const dead = take32(th.dead);
     tab.restorePending(dirty, dead);
+    // An older checkpoint has no count: the most-updated row's is the closest lower bound.
+    tab.steps = th.steps ?? tab.store.maxStep();
   }
   core.version = header.version;
   core.restoreRecent(header.recent);

@@ -60,6 +60,11 @@ export class ParamTable {
   private readonly maxStaged: number;
   private readonly dead = new U32List();
   private evictCursor = 0;
+  /**
+   * Pushes applied to this table on this shard: Adam's bias-correction step in `table` mode.
+   * Checkpointed, and rebuilt by a log replay (each replayed push counts again).
+   */
+  steps = 0;
   /** Rows created / evicted since start. */
   created = 0;
   evicted = 0;
@@ -160,13 +165,33 @@ export class ParamTable {
     }
   }
 
-  /** Applies the table's optimizer to resolved rows [from, to). Returns rows updated. */
-  update(rows: Int32Array, from: number, to: number, grads: Float32Array, lrScale: number): number {
-    const u: RowUpdate = { lrScale, l2: this.spec.l2, clipNorm: this.spec.clipNorm };
+  /**
+   * Applies the table's optimizer to resolved rows [from, to) as part of push number
+   * {@link steps}. `examples`: how many examples the (mean-loss) gradients average over.
+   * Returns rows updated.
+   */
+  update(
+    rows: Int32Array,
+    from: number,
+    to: number,
+    grads: Float32Array,
+    lrScale: number,
+    examples = 1,
+  ): number {
     const opt = this.spec.optimizer;
+    const perExample = opt.kind === 'adagrad' || opt.kind === 'ftrl';
+    const u: RowUpdate = {
+      lrScale,
+      l2: this.spec.l2,
+      clipNorm: this.spec.clipNorm,
+      gradScale: perExample ? examples : 1,
+    };
     switch (opt.kind) {
-      case 'adam':
-        return adamRows(this.store, rows, from, to, grads, opt, this.bias!, u);
+      case 'adam': {
+        // a spec stored before the option existed has no field: the table mode is the default
+        const tableStep = opt.biasCorrection === 'row' ? 0 : Math.max(1, this.steps);
+        return adamRows(this.store, rows, from, to, grads, opt, this.bias!, u, tableStep);
+      }
       case 'adagrad':
         return adagradRows(this.store, rows, from, to, grads, opt, u);
       case 'ftrl':
@@ -188,13 +213,15 @@ export class ParamTable {
     tick: number,
     lrScale: number,
     scratch: Int32Array,
+    examples = 1,
   ): number {
     const n = keys.length >>> 1;
+    if (n > 0) this.steps++;
     let applied = 0;
     for (let from = 0; from < n; from += 16) {
       const to = Math.min(n, from + 16);
       this.resolveForPush(keys, counts, tick, scratch, from, to);
-      applied += this.update(scratch, from, to, grads, lrScale);
+      applied += this.update(scratch, from, to, grads, lrScale, examples);
       for (let i = from; i < to; i++) if (scratch[i]! >= 0) this.stage(scratch[i]!);
     }
     return applied;

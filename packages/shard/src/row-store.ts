@@ -157,7 +157,13 @@ export class RowStore {
     if (this.snap !== undefined) this.cow(r);
     this.u[r >>> this.chunkShift]![this.offset(r) + OFF_SEEN] = tick || 1;
   }
-  /** Increments and returns the row's step count (Adam's lazy bias correction uses it). */
+  /** The largest step count of any live row (0 when empty). */
+  maxStep(): number {
+    let m = 0;
+    for (let r = 0; r < this.rowsEnd; r++) if (this.isLive(r)) m = Math.max(m, this.step(r));
+    return m;
+  }
+  /** Increments and returns the row's update count. */
   bumpStep(r: number): number {
     if (this.snap !== undefined) this.cow(r);
     const u = this.u[r >>> this.chunkShift]!;

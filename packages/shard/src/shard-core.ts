@@ -193,7 +193,7 @@ export class ShardCore {
 
       const staleScale = replay ? this.replayScale(tab, tau) : stalenessScale(tab.spec.staleness, tau);
       const lrScale = staleScale * (req.lrScale ?? 1);
-      applied += tab.push(p.keys, p.counts, p.grads, tick, lrScale, this.scratch);
+      applied += tab.push(p.keys, p.counts, p.grads, tick, lrScale, this.scratch, req.examples ?? 1);
     }
     this.version++;
     this.pushes++;

@@ -25,9 +25,19 @@ afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 const DIM = 8;
 const LANES = 8;
 const KEYS_PER_LANE = 32;
+// Row bias correction: each row's update then depends on its own lane's history only, so the
+// in-process reference may apply lanes one after another (the table mode's step count, which
+// depends on the interleaving, is checked across checkpoints in adam-reference.test.ts).
 const model = {
   name: 'durable',
-  tables: [{ name: 'emb', dim: DIM, optimizer: { kind: 'adam', lr: 0.05 }, staleness: { policy: 'none' } }],
+  tables: [
+    {
+      name: 'emb',
+      dim: DIM,
+      optimizer: { kind: 'adam', lr: 0.05, biasCorrection: 'row' },
+      staleness: { policy: 'none' },
+    },
+  ],
 };
 
 /** Lane l owns keys (l·1000 + j, 7): lanes never share rows, so each row's history is one lane's order. */

@@ -19,7 +19,7 @@ const w = (s: RowStore, r: number) =>
   Array.from(s.chunkF(r).subarray(s.valueOffset(r), s.valueOffset(r) + dim));
 
 describe('optimizer kernels', () => {
-  it('Adam uses each row’s own step count for bias correction (lazy), with L2 and clipping', () => {
+  it('Adam in row mode (tableStep 0) uses each row’s own step count for bias correction, with L2 and clipping', () => {
     const h = { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
     const { s, rows } = storeWith(2 * dim, [
       [1, 2, 3],
@@ -28,8 +28,13 @@ describe('optimizer kernels', () => {
     const bias = new AdamBias(h.beta1, h.beta2);
     const g = Float32Array.from([3, 0, 4, 1, 1, 1]);
     // Row 1 is updated twice, row 0 once: row 0's first update must match a fresh Adam step.
-    adamRows(s, Int32Array.from([-1, rows[1]!]), 0, 2, g, h, bias, { lrScale: 1, l2: 0, clipNorm: 0 });
-    adamRows(s, rows, 0, 2, g, h, bias, { lrScale: 1, l2: 0.5, clipNorm: 1 });
+    adamRows(s, Int32Array.from([-1, rows[1]!]), 0, 2, g, h, bias, {
+      lrScale: 1,
+      l2: 0,
+      clipNorm: 0,
+      gradScale: 1,
+    });
+    adamRows(s, rows, 0, 2, g, h, bias, { lrScale: 1, l2: 0.5, clipNorm: 1, gradScale: 1 });
     // Reference in float64: row 0, step 1, g clipped to norm 1 then + l2·w.
     const gw = [3 / 5 + 0.5 * 1, 0 + 0.5 * 2, 4 / 5 + 0.5 * 3];
     const ref0 = [1, 2, 3].map((x, k) => {
@@ -60,7 +65,12 @@ describe('optimizer kernels', () => {
     const a = storeWith(dim, [[1, 1, 1]]);
     const ha = { lr: 0.5, initialAccumulator: 0.1, eps: 1e-10 };
     adagradInitRow(a.s.chunkF(a.rows[0]!), a.s.valueOffset(a.rows[0]!), dim, ha);
-    adagradRows(a.s, a.rows, 0, 1, Float32Array.from([1, 2, 0]), ha, { lrScale: 1, l2: 0, clipNorm: 0 });
+    adagradRows(a.s, a.rows, 0, 1, Float32Array.from([1, 2, 0]), ha, {
+      lrScale: 1,
+      l2: 0,
+      clipNorm: 0,
+      gradScale: 1,
+    });
     expect(w(a.s, a.rows[0]!)[0]).toBeCloseTo(1 - 0.5 / Math.sqrt(1.1), 5);
     expect(w(a.s, a.rows[0]!)[1]).toBeCloseTo(1 - 1 / Math.sqrt(4.1), 5);
     expect(w(a.s, a.rows[0]!)[2]).toBeCloseTo(1, 6);
@@ -75,7 +85,7 @@ describe('optimizer kernels', () => {
       1,
       Float32Array.from([0, 0.1, 10]),
       { ...hf },
-      { lrScale: 1, l2: 0, clipNorm: 0 },
+      { lrScale: 1, l2: 0, clipNorm: 0, gradScale: 1 },
     );
     const [w0, w1, w2] = w(f.s, f.rows[0]!);
     expect(w0).toBeCloseTo(0.2, 5); // zero gradient keeps the initial weight
@@ -91,7 +101,7 @@ describe('optimizer kernels', () => {
       1,
       Float32Array.from([1, 0, -1]),
       { lr: 0.1 },
-      { lrScale: 0.5, l2: 0, clipNorm: 0 },
+      { lrScale: 0.5, l2: 0, clipNorm: 0, gradScale: 1 },
     );
     expect(w(g.s, g.rows[0]!)).toEqual([1 - 0.05, 1, 1 + 0.05].map(Math.fround));
   });

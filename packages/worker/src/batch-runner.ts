@@ -139,6 +139,7 @@ export class BatchRunner {
             clock: this.clock,
             eventTs,
             lrScale: this.ctx.lr.scale(),
+            examples: labels.length,
             only: pending,
             onRetry,
           });

@@ -84,6 +84,8 @@ export interface PushMeta {
   clock?: number | undefined;
   eventTs?: number | undefined;
   lrScale?: number | undefined;
+  /** Examples the gradients are the mean loss over (Adagrad/FTRL tables sum them back). */
+  examples?: number | undefined;
   /** Only these shards (after a STALE round); all when omitted. */
   only?: ReadonlySet<number> | undefined;
   onRetry?: OnRetry | undefined;
@@ -308,6 +310,7 @@ export class ShardClient {
           base: pulled.base.get(shard) ?? 0,
           eventTs: meta.eventTs,
           lrScale: meta.lrScale,
+          examples: meta.examples,
           tables: pt,
         });
         let reply: PushReply;

@@ -1,5 +1,5 @@
 import type { RowStore } from '../row-store.js';
-import { clipScale, type RowUpdate } from './row-grad.js';
+import { scaledClip, type RowUpdate } from './row-grad.js';
 
 export interface AdagradHyper {
   lr: number;
@@ -37,7 +37,7 @@ export function adagradRows(
     const o = store.valueOffset(r);
     store.bumpStep(r);
     const go = i * dim;
-    const cs = clipScale(g, go, dim, u.clipNorm);
+    const cs = scaledClip(g, go, dim, u);
     const ao = o + dim;
     for (let k = 0; k < dim; k++) {
       const w = f[o + k]!;

@@ -45,10 +45,15 @@ export class AdamBias {
 }
 
 /**
- * Sparse Adam with lazy per-row bias correction: a row's bias correction uses its own step
- * count (how often it was updated), not the table's, so rarely seen features are not
- * under-corrected. Same arithmetic as torch.optim.SparseAdam / Adam per coordinate:
+ * Sparse Adam with lazy moments: only the rows a push touches update m and v.
  *   m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  w ← w − lr/bc1 · m / (√v/√bc2 + ε)
+ *
+ * Bias correction (bc1 = 1 − β1^t, bc2 = 1 − β2^t) takes t from `tableStep`, the table's own
+ * push count on this shard, as torch.optim.SparseAdam does with its per-parameter step: a row
+ * first seen late in the stream gets a full-size first step (≈ lr·(1−β1)/√(1−β2) ≈ 3.2·lr),
+ * which is what makes new users and items useful after a handful of events. With
+ * `tableStep` 0 each row's own update count is used instead (the older "per-row" mode): its
+ * first step is exactly lr, and measured on a drift stream it adapts about 2× slower.
  *
  * `rows[i]` is the row id of gradient row i (−1: skip, e.g. not admitted).
  */
@@ -61,6 +66,7 @@ export function adamRows(
   h: AdamHyper,
   bias: AdamBias,
   u: RowUpdate,
+  tableStep = 0,
 ): number {
   const dim = store.dim;
   const b1 = h.beta1;
@@ -76,6 +82,8 @@ export function adamRows(
   const stride = store.stride;
   const fs = store.f;
   const us = store.u;
+  const tStep = tableStep > 0 ? lr / bias.bc1(tableStep) : 0;
+  const tSbc2 = tableStep > 0 ? 1 / Math.sqrt(bias.bc2(tableStep)) : 0;
   let applied = 0;
   for (let i = from; i < to; i++) {
     const r = rows[i]!;
@@ -84,10 +92,10 @@ export function adamRows(
     const f = fs[c]!;
     const uw = us[c]!;
     const base = (r & cmask) * stride;
-    const t = (uw[base + 2] = (uw[base + 2]! + 1) >>> 0);
+    const rowStep = (uw[base + 2] = (uw[base + 2]! + 1) >>> 0);
     const o = base + META_WORDS;
-    const step = lr / bias.bc1(t);
-    const sbc2 = 1 / Math.sqrt(bias.bc2(t));
+    const step = tableStep > 0 ? tStep : lr / bias.bc1(rowStep);
+    const sbc2 = tableStep > 0 ? tSbc2 : 1 / Math.sqrt(bias.bc2(rowStep));
     const go = i * dim;
     const cs = clip > 0 ? clipScale(g, go, dim, clip) : 1;
     const mo = o + dim;

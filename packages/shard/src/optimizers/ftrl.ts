@@ -1,5 +1,5 @@
 import type { RowStore } from '../row-store.js';
-import { clipScale, type RowUpdate } from './row-grad.js';
+import { scaledClip, type RowUpdate } from './row-grad.js';
 
 export interface FtrlHyper {
   alpha: number;
@@ -52,7 +52,7 @@ export function ftrlRows(
     const o = store.valueOffset(r);
     store.bumpStep(r);
     const go = i * dim;
-    const cs = clipScale(g, go, dim, u.clipNorm) * u.lrScale;
+    const cs = scaledClip(g, go, dim, u) * u.lrScale;
     const zo = o + dim;
     const no = o + 2 * dim;
     for (let k = 0; k < dim; k++) {

@@ -23,4 +23,16 @@ export interface RowUpdate {
   l2: number;
   /** Per-row gradient-norm clip; 0 disables. */
   clipNorm: number;
+  /**
+   * Multiplier turning the push's mean-loss gradient into the summed loss's (its example
+   * count) for the optimizers whose hyper-parameters are per example (Adagrad, FTRL); 1 for
+   * the others. Clipping applies to the scaled gradient.
+   */
+  gradScale: number;
+}
+
+/** {@link clipScale} of the gradient scaled by `u.gradScale`, times that scale. */
+export function scaledClip(g: Float32Array, go: number, dim: number, u: RowUpdate): number {
+  const s = u.gradScale;
+  return u.clipNorm > 0 ? clipScale(g, go, dim, u.clipNorm / s) * s : s;
 }
