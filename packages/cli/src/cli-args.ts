@@ -22,7 +22,7 @@ export function positiveNumber(v: string): number {
 
 /**
  * The repository root (where pnpm-workspace.yaml is), found from this module rather than the
- * cwd: benchmarks read `../shared` beside it and keep results in `bench/results`.
+ * cwd: `freshet bench --save` keeps results in `bench/results`.
  */
 export function repoRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));

@@ -51,4 +51,3 @@ export {
   criteoDeepFmConfig,
   parseCriteoLine,
 } from './criteo.js';
-export { runComputeBench, type ComputeBenchOptions } from './compute-bench.js';

@@ -45,4 +45,3 @@ export {
   type ScorerKind,
 } from './scorer.js';
 export { startServing, runServingProcess } from './serving-process.js';
-export { runServeBench, serveBenchModelConfig, type ServeBenchOptions } from './serve-bench.js';

@@ -31,11 +31,10 @@ export {
 export { DeltaPublisher } from './delta-publisher.js';
 export {
   Shard,
+  aligned,
   startShard,
   runShardProcess,
   type ShardState,
   type ShardDeps,
   type RestoreInfo,
 } from './shard.js';
-export { runShardBench, type ShardBenchOptions } from './bench.js';
-export { runShardNatsBench, type ShardNatsBenchOptions } from './nats-bench.js';

@@ -61,6 +61,4 @@ export {
   type JoinerOptions,
   type JoinerOptionsInput,
 } from './joiner-options.js';
-export { runTrainBench, type TrainBenchOptions } from './bench-train.js';
 export { runWorkerProcess } from './worker-process.js';
-export { runIngestBench, type IngestBenchOptions } from './joiner-bench.js';

@@ -68,9 +68,9 @@ export function clusterBenchCommand(): Command {
     .action(async (o: ClusterFlags) => {
       if (!['wide-deep', 'wide-deep-peer', 'deepfm'].includes(o.model))
         throw new InvalidArgumentError('--model wide-deep|wide-deep-peer|deepfm');
-      const r = await (
-        await import('../bench-cluster.js')
-      ).runClusterBench(
+      const { runClusterBench } = await import('@freshet/bench');
+      const { localClusterHarness } = await import('../bench-harness.js');
+      const r = await runClusterBench(
         {
           data: o.data,
           shards: o.shards,
@@ -87,7 +87,7 @@ export function clusterBenchCommand(): Command {
           ...(o.limit !== undefined ? { limit: o.limit } : {}),
           ...(o.threads !== undefined ? { threads: o.threads } : {}),
         },
-        { progress },
+        { progress, harness: localClusterHarness() },
       );
       await emit(r, o.save, `cluster-s${o.shards}-w${o.workers}-n${o.serving}`);
     });
@@ -105,7 +105,7 @@ export function scalingBenchCommand(): Command {
     .action(async (o: { data: string; machines: string; cores: number; save?: string | boolean }) => {
       const machines = o.machines.split(',').map((x) => int(x.trim()));
       const r = await (
-        await import('../scaling-model.js')
+        await import('@freshet/bench')
       ).runScalingModel({ data: o.data, machines, coresPerMachine: o.cores, progress });
       await emit(r, o.save, 'scaling');
     });

@@ -41,14 +41,14 @@ function shardBench(): Command {
         const url = o.url ? { url: o.url } : {};
         print(
           await (
-            await import('@freshet/shard')
+            await import('@freshet/bench')
           ).runShardNatsBench({ rows: o.rows, dim: o.dim, seconds: o.seconds, ...url }),
         );
         return;
       }
       print(
         await (
-          await import('@freshet/shard')
+          await import('@freshet/bench')
         ).runShardBench({ rows: o.rows, dim: o.dim, batch: o.batch, seconds: o.seconds, peer: o.peer }),
       );
     });
@@ -87,7 +87,7 @@ function trainBench(): Command {
           throw new InvalidArgumentError(`--model ${o.model}: the train bench runs ${models.join(', ')}`);
         print(
           await (
-            await import('@freshet/worker')
+            await import('@freshet/bench')
           ).runTrainBench({
             data: o.data,
             model,
@@ -114,7 +114,7 @@ function ingestBench(): Command {
     .action(async (o: { events: number; publishEvents: number; nats?: string }) => {
       print(
         await (
-          await import('@freshet/worker')
+          await import('@freshet/bench')
         ).runIngestBench({
           events: o.events,
           publishEvents: o.publishEvents,
@@ -135,7 +135,7 @@ function serveBench(): Command {
     .action(async (o: { rate: number; seconds: number; candidates: number; url?: string }) => {
       print(
         await (
-          await import('@freshet/serving')
+          await import('@freshet/bench')
         ).runServeBench({
           rate: o.rate,
           seconds: o.seconds,

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { connectNats, requestBytes } from '@freshet/nats';
 import { decodePullReply, decodePushReply, encodePull, encodePush, subjects } from '@freshet/protocol';
-import { aligned } from './shard.js';
+import { aligned } from '@freshet/shard';
 
 /**
  * Client side of {@link runShardNatsBench}, run as its own process so client encode/decode does

@@ -4,8 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startNatsServer, type NatsServerHandle } from '@freshet/nats';
-import { startShard } from './shard.js';
-import { tickOf } from './row-store.js';
+import { startShard, tickOf } from '@freshet/shard';
 
 /** Options of {@link runShardNatsBench}. */
 export interface ShardNatsBenchOptions {
@@ -69,7 +68,7 @@ export async function runShardNatsBench(opts: ShardNatsBenchOptions = {}): Promi
     const tick = tickOf(Date.now());
     for (let i = 0; i < rows; i++) tab.create(i, 0x5eed, tick);
     tab.takeChanges(rows);
-    const client = join(dirname(fileURLToPath(import.meta.url)), 'nats-bench-client.js');
+    const client = join(dirname(fileURLToPath(import.meta.url)), 'shard-nats-client.js');
     const out = await new Promise<string>((resolve, reject) => {
       const c = spawn(process.execPath, [client, JSON.stringify({ url, cluster, ...o })], {
         stdio: ['ignore', 'pipe', 'pipe'],

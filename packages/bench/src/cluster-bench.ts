@@ -10,13 +10,10 @@ import { runReplay } from '@freshet/client';
 import { criteoDeepFmConfig, criteoPeerWideDeepConfig, criteoWideDeepConfig } from '@freshet/model';
 import { connectNats, findNatsServer, natsServerVersion } from '@freshet/nats';
 import { FreshetError } from '@freshet/protocol';
-import { shardView, servingView, workerView } from './actor-view.js';
-import { compileClusterConfig } from './cluster-config.js';
-import { discoverActors, type ActorStatus } from './discovery.js';
-import { startLocalCluster, type ClusterLog, type LocalCluster } from './local-cluster.js';
+import type { BenchActor, BenchCluster, ClusterHarness } from './cluster-harness.js';
 import { CpuMeter } from './proc-cpu.js';
+import { repoRoot } from './repo-root.js';
 import { WireTap, type WireTapReport } from './wire-tap.js';
-import { repoRoot } from './cli-args.js';
 
 /**
  * `freshet bench cluster`: the whole loop on this machine. A real local cluster (nats-server +
@@ -75,13 +72,13 @@ export const clusterBenchOptionsSchema = z
 export type ClusterBenchOptionsInput = z.input<typeof clusterBenchOptionsSchema>;
 export type ClusterBenchOptions = z.infer<typeof clusterBenchOptionsSchema>;
 
-/** Wiring that is not an option: cancellation and where progress lines go. */
-export interface ClusterBenchDeps {
+/** Wiring that is not an option: the cluster launcher, cancellation and where progress lines go. */
+export interface ClusterBenchDeps<A extends BenchActor = BenchActor> {
+  /** Starts the local cluster and reads its actors (the CLI's launcher; its logger is its own). */
+  harness: ClusterHarness<A>;
   signal?: AbortSignal;
   /** Progress lines (the CLI sends them to stderr; stdout carries only the JSON line). */
   progress?: (line: string) => void;
-  /** Logger for the local cluster (silent by default). */
-  log?: ClusterLog;
 }
 
 /**
@@ -134,11 +131,14 @@ interface Learned {
   batches: number;
 }
 
-async function workerTotals(lc: LocalCluster): Promise<{ totals: Learned; actors: ActorStatus[] }> {
-  const actors = await discoverActors(lc.nc, { cluster: lc.cluster, roles: ['worker'], maxWaitMs: 120 });
+async function workerTotals<A extends BenchActor>(
+  lc: BenchCluster<A>,
+  h: ClusterHarness<A>,
+): Promise<{ totals: Learned; actors: A[] }> {
+  const actors = await h.discover(lc.nc, { cluster: lc.cluster, roles: ['worker'], maxWaitMs: 120 });
   const totals = { examples: 0, handled: 0, batches: 0 };
   for (const a of actors) {
-    const w = workerView(a);
+    const w = h.workerView(a);
     const c = (a.status.counters ?? {}) as Record<string, unknown>;
     const extra =
       (typeof c.deadLettered === 'number' ? c.deadLettered : 0) +
@@ -164,13 +164,13 @@ interface PhaseResult {
  * Publishes `passes` × the data (paced at `rate` when given) while polling the workers, and
  * resolves once they have learned every published event.
  */
-async function runPhase(
-  lc: LocalCluster,
+async function runPhase<A extends BenchActor>(
+  lc: BenchCluster<A>,
   o: ClusterBenchOptions,
   p: { passes: number; rate?: number; events: number; tag: string; deadline: number },
-  deps: ClusterBenchDeps,
+  deps: ClusterBenchDeps<A>,
 ): Promise<PhaseResult> {
-  const before = (await workerTotals(lc)).totals;
+  const before = (await workerTotals(lc, deps.harness)).totals;
   const t0 = performance.now();
   let published = 0;
   let publishMs = 0;
@@ -203,7 +203,7 @@ async function runPhase(
   for (;;) {
     if (publishError) throw publishError;
     if (deps.signal?.aborted) throw new FreshetError('SHUTTING_DOWN', 'bench aborted');
-    const { totals, actors } = await workerTotals(lc);
+    const { totals, actors } = await workerTotals(lc, deps.harness);
     // A status reply that missed the collection window would read as examples going backwards.
     if (actors.length < o.workers) {
       await sleep(30);
@@ -265,16 +265,17 @@ function steadyRate(samples: PhaseResult['samples'], total: number): number | nu
   return (total * 0.8) / ((t9 - t1) / 1000);
 }
 
-async function servingFreshness(
-  lc: LocalCluster,
+async function servingFreshness<A extends BenchActor>(
+  lc: BenchCluster<A>,
+  h: ClusterHarness<A>,
 ): Promise<{ p50: number | null; p99: number | null; count: number }> {
-  const actors = await discoverActors(lc.nc, { cluster: lc.cluster, roles: ['serving'], maxWaitMs: 150 });
+  const actors = await h.discover(lc.nc, { cluster: lc.cluster, roles: ['serving'], maxWaitMs: 150 });
   let p50: number | null = null;
   let p99: number | null = null;
   let count = 0;
   // Several nodes replicate the same deltas: the slowest node is what a user may hit.
   for (const a of actors) {
-    const v = servingView(a);
+    const v = h.servingView(a);
     const c =
       typeof (a.status.freshness as Record<string, unknown> | undefined)?.count === 'number'
         ? ((a.status.freshness as Record<string, number>).count ?? 0)
@@ -354,10 +355,11 @@ function perBatch(
  * one line). Progress goes to `deps.progress`. The cluster is stopped (and its data directory
  * removed) before the PyTorch peer runs, so the two never compete for the cores.
  */
-export async function runClusterBench(
+export async function runClusterBench<A extends BenchActor>(
   input: ClusterBenchOptionsInput,
-  deps: ClusterBenchDeps = {},
+  deps: ClusterBenchDeps<A>,
 ): Promise<Record<string, unknown>> {
+  const h = deps.harness;
   const parsed = clusterBenchOptionsSchema.safeParse(input);
   if (!parsed.success) {
     const i = parsed.error.issues[0];
@@ -381,38 +383,36 @@ export async function runClusterBench(
   const cluster = `bench-${process.pid}-${Date.now().toString(36)}`;
   const dir = await mkdtemp(join(tmpdir(), 'freshet-bench-cluster-'));
   const statsWindowMs = 1000;
-  const cfg = compileClusterConfig(
-    {
-      cluster,
-      dataDir: join(dir, 'data'),
-      nats: { embedded: 1 },
-      partitions: o.partitions,
-      model: modelConfig as Record<string, unknown>,
-      shards: { count: o.shards },
-      workers: {
-        count: o.workers,
-        options: { batch: { size: o.batch }, compute: { threads } },
-      },
-      serving: {
-        count: o.serving,
-        options: { http: { enabled: false }, statsWindowMs },
-      },
-      metrics: { enabled: false },
+  const config: Record<string, unknown> = {
+    cluster,
+    dataDir: join(dir, 'data'),
+    nats: { embedded: 1 },
+    partitions: o.partitions,
+    model: modelConfig as Record<string, unknown>,
+    shards: { count: o.shards },
+    workers: {
+      count: o.workers,
+      options: { batch: { size: o.batch }, compute: { threads } },
     },
-    { source: 'bench cluster', baseDir: dir },
-  );
+    serving: {
+      count: o.serving,
+      options: { http: { enabled: false }, statsWindowMs },
+    },
+    metrics: { enabled: false },
+  };
 
   const tStart = performance.now();
   progress(`starting ${o.shards} shard(s), ${o.workers} worker(s), ${o.serving} serving node(s)`);
-  let lc: LocalCluster | undefined;
+  let lc: BenchCluster<A> | undefined;
   let tap: WireTap | undefined;
   let tapNc: Awaited<ReturnType<typeof connectNats>> | undefined;
   let cpu: CpuMeter | undefined;
   const result: Record<string, unknown> = {};
   try {
-    lc = await startLocalCluster(cfg, {
+    lc = await h.start(config, {
+      source: 'bench cluster',
+      baseDir: dir,
       ...(deps.signal ? { signal: deps.signal } : {}),
-      ...(deps.log ? { log: deps.log } : {}),
       readyTimeoutMs: 120_000,
       stopGraceMs: 5000,
       restartOnExit: false,
@@ -447,13 +447,13 @@ export async function runClusterBench(
     );
     const cpu1 = cpu.seconds();
     const tap1 = tap?.summary();
-    const fresh1 = await servingFreshness(cl);
+    const fresh1 = await servingFreshness(cl, h);
     const actors1 = await cl.actors();
-    const shards = actors1.filter((a) => a.role === 'shard').map(shardView);
+    const shards = actors1.filter((a) => a.role === 'shard').map((a) => h.shardView(a));
     const workers = actors1.filter((a) => a.role === 'worker');
-    const wv = workers.map(workerView);
+    const wv = workers.map((a) => h.workerView(a));
     const examplesLearned = sum(wv.map((w) => w.examples));
-    const weighted = (f: (w: ReturnType<typeof workerView>) => number | null) =>
+    const weighted = (f: (w: ReturnType<ClusterHarness['workerView']>) => number | null) =>
       examplesLearned > 0 ? sum(wv.map((w) => (f(w) ?? 0) * (w.examples ?? 0))) / examplesLearned : null;
     const counters: Record<string, number> = {};
     for (const a of workers) {
@@ -556,7 +556,7 @@ export async function runClusterBench(
         // The throughput figures stand; say why freshness is missing.
         result.freshness_error = (e as Error).message;
       }
-      const f = await servingFreshness(cl);
+      const f = await servingFreshness(cl, h);
       result.freshness_p50_ms = f.p50;
       result.freshness_p99_ms = f.p99;
       result.freshness_samples = f.count;

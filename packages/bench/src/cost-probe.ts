@@ -1,15 +1,10 @@
 import { readFileSync } from 'node:fs';
-import {
-  createModel,
-  criteoWideDeepConfig,
-  parseCriteoLine,
-  runComputeBench,
-  type Example,
-} from '@freshet/model';
+import { createModel, criteoWideDeepConfig, parseCriteoLine, type Example } from '@freshet/model';
 import { connectNats, startNatsServer } from '@freshet/nats';
 import { decodeDelta, encodeDelta, type PushRequest } from '@freshet/protocol';
 import { RowTable } from '@freshet/serving';
 import { ShardCore } from '@freshet/shard';
+import { runComputeBench } from './compute-bench.js';
 import { procCpuSeconds } from './proc-cpu.js';
 
 /**

@@ -1,10 +1,14 @@
 import { FreshetError } from '@freshet/protocol';
-import type { Example } from './batch.js';
-import { initBackend, type BackendPreference } from './backend.js';
-import { computeGradients } from './compute.js';
-import { criteoWideDeepConfig } from './criteo.js';
-import type { ModelKind } from './model-config.js';
-import { createModel, initRows } from './model.js';
+import {
+  computeGradients,
+  createModel,
+  criteoWideDeepConfig,
+  initBackend,
+  initRows,
+  type BackendPreference,
+  type Example,
+  type ModelKind,
+} from '@freshet/model';
 
 /** Options of {@link runComputeBench}. */
 export interface ComputeBenchOptions {

@@ -8,7 +8,7 @@ import {
   type FeedbackEvent,
   type FeedbackEventInput,
 } from '@freshet/protocol';
-import { Joiner } from './joiner.js';
+import { Joiner } from '@freshet/worker';
 
 /** Options of {@link runIngestBench} (the CLI's `freshet bench ingest`). */
 export interface IngestBenchOptions {

@@ -15,9 +15,8 @@ import {
   xorshift32,
   type DeltaTable,
 } from '@freshet/protocol';
-import type { BenchClientJob, BenchClientResult, ClientMessage } from './bench-client.js';
-import { createScorer } from './scorer.js';
-import { ServingNode } from './serving-node.js';
+import type { BenchClientJob, BenchClientResult, ClientMessage } from './serve-client.js';
+import { createScorer, ServingNode } from '@freshet/serving';
 
 /** Options of {@link runServeBench}. */
 export interface ServeBenchOptions {
@@ -226,7 +225,7 @@ export class BenchShards {
  */
 function runClient(job: BenchClientJob): Promise<BenchClientResult & { server_cpu_pct: number }> {
   return new Promise((resolve, reject) => {
-    const child = fork(new URL('./bench-client.js', import.meta.url), [], {
+    const child = fork(new URL('./serve-client.js', import.meta.url), [], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     let cpu0 = process.cpuUsage();

@@ -6,9 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodePush, parseModelSpec, xorshift32, type PushRequest } from '@freshet/protocol';
-import { beginCheckpoint, loadCheckpoint, writeCheckpoint } from './checkpoint.js';
-import { Wal } from './wal.js';
-import { ShardCore } from './shard-core.js';
+import { beginCheckpoint, loadCheckpoint, ShardCore, Wal, writeCheckpoint } from '@freshet/shard';
 
 /** Options of {@link runShardBench}. */
 export interface ShardBenchOptions {

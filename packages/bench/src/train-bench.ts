@@ -1,7 +1,6 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import {
   createModel,
@@ -15,8 +14,8 @@ import {
 } from '@freshet/model';
 import { FreshetError, type PullRequest, type PushTable } from '@freshet/protocol';
 import { ShardCore } from '@freshet/shard';
-import { ComputePool } from './compute-pool.js';
-import { exactAuc, logloss } from './progressive.js';
+import { ComputePool, exactAuc, logloss } from '@freshet/worker';
+import { repoRoot } from './repo-root.js';
 
 /** Criteo models the train bench runs. */
 export const trainBenchModels = ['wide-deep', 'wide-deep-peer', 'deepfm'] as const;
@@ -57,15 +56,6 @@ export interface TrainBenchOptions {
 }
 
 const execFileP = promisify(execFile);
-
-function findRepoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 8; i++) {
-    if (existsSync(join(dir, 'pnpm-workspace.yaml'))) return dir;
-    dir = dirname(dir);
-  }
-  return process.cwd();
-}
 
 function readCriteo(path: string): Example[] {
   const out: Example[] = [];
@@ -227,7 +217,7 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
     progressive_logloss: Math.round((ll / n) * 10_000) / 10_000,
   };
   if (opts.torch === false) return ours;
-  const root = opts.repoRoot ?? findRepoRoot();
+  const root = opts.repoRoot ?? repoRoot();
   const script = join(root, '..', 'shared', 'peers', 'torch_online.py');
   let torch: Record<string, unknown> = { error: 'not run' };
   try {

@@ -1,0 +1,39 @@
+export {
+  runTrainBench,
+  trainBenchModels,
+  type TrainBenchModel,
+  type TrainBenchOptions,
+} from './train-bench.js';
+export { runIngestBench, type IngestBenchOptions } from './ingest-bench.js';
+export { runShardBench, type ShardBenchOptions } from './shard-bench.js';
+export { runShardNatsBench, type ShardNatsBenchOptions } from './shard-nats-bench.js';
+export { runServeBench, serveBenchModelConfig, type ServeBenchOptions } from './serve-bench.js';
+export { runComputeBench, type ComputeBenchOptions } from './compute-bench.js';
+export {
+  runClusterBench,
+  clusterBenchOptionsSchema,
+  missingTimings,
+  type ClusterBenchOptions,
+  type ClusterBenchOptionsInput,
+  type ClusterBenchDeps,
+} from './cluster-bench.js';
+export {
+  type ClusterHarness,
+  type BenchCluster,
+  type BenchActor,
+  type HarnessStartOptions,
+} from './cluster-harness.js';
+export { WireTap, type WireTapReport, type TapSummary } from './wire-tap.js';
+export { CpuMeter, procCpuSeconds, selfCpuSeconds } from './proc-cpu.js';
+export { measureCosts, measureRows, type MeasuredCosts } from './cost-probe.js';
+export {
+  simulate,
+  maxSustainable,
+  uniqueRows,
+  defaultKnobs,
+  type SimLayout,
+  type SimKnobs,
+  type SimResult,
+} from './cluster-sim.js';
+export { runScalingModel, layoutFor, type ScalingModelOptions } from './scaling-model.js';
+export { repoRoot } from './repo-root.js';
