@@ -1,16 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { runClusterBench } from '@freshet/bench';
+import { useTempDirs, writeCriteoFixture } from '@freshet/testkit';
 import { localClusterHarness } from '../src/bench-harness.js';
 
-function repoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'pnpm-workspace.yaml'))) dir = dirname(dir);
-  return dir;
-}
-const criteo = resolve(repoRoot(), '../shared/data/criteo-kaggle-head10k/train_head10k.txt');
+const criteo = writeCriteoFixture(useTempDirs()('bench-criteo'), { rows: 400, seed: 4 }).path;
 
 describe('runClusterBench', () => {
   it('runs a real local cluster on a few hundred Criteo examples and reports every headline field', async () => {

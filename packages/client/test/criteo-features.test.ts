@@ -1,13 +1,13 @@
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { feedbackEventSchema, type FeedbackEventInput } from '@freshet/protocol';
+import { useTempDirs, writeCriteoFixture } from '@freshet/testkit';
 import { readCriteo } from '../src/index.js';
 
-// Shared data lives next to the repository: <repo>/../shared/data.
-const file = fileURLToPath(
-  new URL('../../../../shared/data/criteo-kaggle-head10k/train_head10k.txt', import.meta.url),
-);
+const fx = writeCriteoFixture(useTempDirs()('criteo'), { rows: 600, seed: 2 });
+const file = fx.path;
+// A row with an empty categorical (C22 is mostly empty in Criteo and in the fixture).
+const withEmpty = fx.rows.findIndex((r) => r.cats[21] === '');
 
 async function collect(it: AsyncIterable<FeedbackEventInput>) {
   const out: FeedbackEventInput[] = [];
@@ -34,15 +34,16 @@ describe('Criteo reader features', () => {
       expect(e.features).toEqual(want);
       for (let i = 0; i < 26; i++) if (cols[14 + i] === '') empties++;
     });
-    // The sample has empty categoricals (e.g. C22 of the first row): the test checks something.
+    // The fixture has empty categoricals: the test checks something.
     expect(empties).toBeGreaterThan(n);
-    const first = events[0]!;
-    expect(first.kind === 'example' && first.features.C22).toBe('');
+    const row = events[withEmpty]!;
+    expect(row.kind === 'example' && row.features.C22).toBe('');
   });
 
   it("leaves empty categoricals out with emptyCategorical: 'missing'", async () => {
-    const [first] = await collect(readCriteo(file, { limit: 1, emptyCategorical: 'missing' }));
-    expect(first?.kind === 'example' && 'C22' in first.features).toBe(false);
-    expect(first?.kind === 'example' && first.features.C1).toBe('68fd1e64');
+    const events = await collect(readCriteo(file, { limit: withEmpty + 1, emptyCategorical: 'missing' }));
+    const row = events[withEmpty];
+    expect(row?.kind === 'example' && 'C22' in row.features).toBe(false);
+    expect(row?.kind === 'example' && row.features.C1).toBe(fx.rows[withEmpty]!.cats[0]);
   });
 });

@@ -1,15 +1,21 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { feedbackEventSchema, subjects, type FeedbackEventInput } from '@freshet/protocol';
-import { uniqueName, useNats } from '@freshet/testkit';
+import {
+  uniqueName,
+  useNats,
+  useTempDirs,
+  writeCriteoFixture,
+  writeCsvFixture,
+  writeMovieLensFixture,
+  writeOpenBanditFixture,
+} from '@freshet/testkit';
 import { openDataset, runReplay, splitCsvLine, SyntheticWorld, syntheticEvents } from '../src/index.js';
 
-// Shared data lives next to the repository: <repo>/../shared/data.
-const data = fileURLToPath(new URL('../../../../shared/data/', import.meta.url));
 const nats = useNats();
+const tempDir = useTempDirs();
 
 async function collect(it: AsyncIterable<FeedbackEventInput> | Iterable<FeedbackEventInput>) {
   const out: FeedbackEventInput[] = [];
@@ -27,76 +33,115 @@ describe('dataset readers', () => {
     expect(splitCsvLine('1\t\t3\t', '\t')).toEqual(['1', '', '3', '']);
   });
 
-  it('reads the Criteo TSV head: 10k labelled examples, 21.8% positives, missing values left out', async () => {
-    const ev = await collect(openDataset(`criteo:${data}criteo-kaggle-head10k/train_head10k.txt`));
-    expect(ev).toHaveLength(10_000);
+  it('reads a Criteo TSV: every labelled row, integers as numbers, missing integers left out', async () => {
+    const fx = writeCriteoFixture(tempDir('criteo'), { rows: 3000, seed: 7 });
+    const ev = await collect(openDataset(`criteo:${fx.path}`));
+    expect(ev).toHaveLength(3000);
     expectValidAndOrdered(ev.slice(0, 500));
     const pos = ev.filter((e) => e.kind === 'example' && e.label === 1).length;
-    expect(pos).toBe(2182);
-    const first = ev[0]!;
-    expect(first.kind === 'example' && first.features).toMatchObject({
-      I1: 1,
-      I2: 1,
-      I3: 5,
-      I4: 0,
-      I5: 1382,
-      C1: '68fd1e64',
+    expect(pos).toBe(fx.positives);
+    expect(pos).toBeGreaterThan(0);
+    ev.slice(0, 300).forEach((e, r) => {
+      const row = fx.rows[r]!;
+      const want: Record<string, string | number> = {};
+      row.ints.forEach((x, i) => x !== null && (want[`I${i + 1}`] = x));
+      row.cats.forEach((c, i) => (want[`C${i + 1}`] = c));
+      expect(e.kind === 'example' && e.label).toBe(row.label);
+      expect(e.kind === 'example' && e.features).toEqual(want);
     });
-    expect(first.kind === 'example' && 'I12' in first.features).toBe(false); // empty field
+    // The fixture has missing integers (I12 mostly): the reader leaves them out.
+    const missing = fx.rows.findIndex((r) => r.ints[11] === null);
+    expect(missing).toBeGreaterThanOrEqual(0);
+    const e = ev[missing]!;
+    expect(e.kind === 'example' && 'I12' in e.features).toBe(false);
   });
 
   it('reads Criteo as impression + click pairs, and DeepCTR CSV with a header', async () => {
+    const fx = writeCriteoFixture(tempDir('criteo'), { rows: 1500, seed: 8 });
     const ev = await collect(
-      openDataset(`criteo:${data}criteo-kaggle-head10k/train_head10k.txt`, {
-        criteoMode: 'impression-click',
-        limit: 1000,
-      }),
+      openDataset(`criteo:${fx.path}`, { criteoMode: 'impression-click', limit: 1000 }),
     );
     const imps = ev.filter((e) => e.kind === 'impression').length;
     const clicks = ev.filter((e) => e.kind === 'click').length;
     expect(imps).toBe(1000);
+    expect(clicks).toBe(fx.rows.slice(0, 1000).filter((r) => r.label === 1).length);
     expect(clicks).toBeGreaterThan(100);
     expectValidAndOrdered(ev);
-    const small = await collect(openDataset(`criteo:${data}criteo-deepctr-sample/criteo_sample.txt`));
+    const csv = writeCriteoFixture(tempDir('criteo-csv'), { rows: 200, seed: 9, format: 'csv' });
+    const small = await collect(openDataset(`criteo:${csv.path}`));
     expect(small).toHaveLength(200);
-    expect(small.filter((e) => e.kind === 'example' && e.label === 1)).toHaveLength(49);
+    expect(small.filter((e) => e.kind === 'example' && e.label === 1)).toHaveLength(csv.positives);
+    expect(small[0]!.kind === 'example' && small[0]!.features.C1).toBe(csv.rows[0]!.cats[0]);
   });
 
   it('reads MovieLens 100k and latest-small as ratings sorted by (timestamp, user, item)', async () => {
-    const ml = await collect(openDataset(`movielens:${data}movielens-100k/u.data`));
-    expect(ml).toHaveLength(100_000);
+    const fx = writeMovieLensFixture(tempDir('ml'), { format: '100k', ratings: 3000, seed: 3 });
+    const ml = await collect(openDataset(`movielens:${fx.file}`));
+    expect(ml).toHaveLength(3000);
     expectValidAndOrdered(ml.slice(0, 2000));
-    for (let i = 1; i < ml.length; i++) {
-      const a = ml[i - 1]!;
-      const b = ml[i]!;
-      expect(
-        a.ts < b.ts ||
-          (a.ts === b.ts &&
-            (Number(a.user) < Number(b.user) ||
-              (a.user === b.user &&
-                a.kind === 'rating' &&
-                b.kind === 'rating' &&
-                Number(a.item) < Number(b.item)))),
-      ).toBe(true);
-    }
-    expect(ml[0]!.ts).toBe(Date.UTC(1997, 8, 20, 3, 5, 10));
-    const latest = await collect(openDataset(`movielens:${data}movielens-latest-small`, { limit: 5000 }));
-    expect(latest).toHaveLength(5000);
-    expect(latest.every((e) => e.kind === 'rating' && e.rating >= 0.5 && e.rating <= 5)).toBe(true);
-    expectValidAndOrdered(latest);
+    const want = [...fx.ratings]
+      .sort((a, b) => a.ts - b.ts || a.user - b.user || a.item - b.item)
+      .map((r) => [String(r.user), String(r.item), r.rating, r.ts * 1000]);
+    expect(
+      ml.map((e) => [e.user, e.kind === 'rating' && e.item, e.kind === 'rating' && e.rating, e.ts]),
+    ).toEqual(want);
+    // Ties on the second exist in the fixture, so the (user, item) tie-break is exercised.
+    expect(new Set(fx.ratings.map((r) => r.ts)).size).toBeLessThan(fx.ratings.length);
+    const latest = writeMovieLensFixture(tempDir('ml-latest'), {
+      format: 'latest-small',
+      ratings: 2000,
+      seed: 4,
+    });
+    const l = await collect(openDataset(`movielens:${latest.dir}`, { limit: 500 }));
+    expect(l).toHaveLength(500);
+    expect(l.every((e) => e.kind === 'rating' && e.rating >= 0.5 && e.rating <= 5)).toBe(true);
+    expect(l.some((e) => e.kind === 'rating' && !Number.isInteger(e.rating))).toBe(true);
+    expectValidAndOrdered(l);
   });
 
   it('reads Open Bandit logs keeping positions and propensities', async () => {
-    const ev = await collect(openDataset(`obd:${data}open-bandit-dataset-small/random/men/men.csv`));
+    const fx = writeOpenBanditFixture(tempDir('obd'), { rows: 3000, seed: 5 });
+    // The dataset root resolves to its first campaign log.
+    const ev = await collect(openDataset(`obd:${fx.root}`));
     const imps = ev.filter((e) => e.kind === 'impression');
-    expect(imps).toHaveLength(10_000);
-    expect(ev.filter((e) => e.kind === 'click')).toHaveLength(46);
-    const i0 = imps[0]!;
-    expect(i0.kind === 'impression' && i0.propensity).toBeCloseTo(1 / 34);
-    expect(i0.kind === 'impression' && [0, 1, 2].includes(i0.position!)).toBe(true);
-    expect(i0.kind === 'impression' && i0.features).toHaveProperty('item_feature_0');
-    expect(i0.meta).toEqual({ policy: 'random', campaign: 'men' });
+    expect(imps).toHaveLength(3000);
+    expect(ev.filter((e) => e.kind === 'click')).toHaveLength(fx.clicks);
+    expect(fx.clicks).toBeGreaterThan(0);
+    imps.slice(0, 200).forEach((e, r) => {
+      const row = fx.rows[r]!;
+      if (e.kind !== 'impression') throw new Error(e.kind);
+      expect(e.item).toBe(String(row.item));
+      expect(e.position).toBe(row.position - 1);
+      expect(e.propensity).toBeCloseTo(1 / 34);
+      expect(e.ts).toBe(row.ts);
+      expect(e.features?.item_feature_0).toBeCloseTo(fx.itemFeatures[row.item]![0], 10);
+      expect(e.features?.user_feature_0).toBe(row.userFeatures[0]);
+      expect(e.features?.affinity).toBe(row.affinity);
+    });
+    expect(imps[0]!.meta).toEqual({ policy: 'random', campaign: 'men' });
     for (const e of ev.slice(0, 300)) expect(feedbackEventSchema.safeParse(e).success).toBe(true);
+  });
+
+  it('maps a generated CSV through its spec file: sorted by time, quoted titles tokenised', async () => {
+    const fx = writeCsvFixture(tempDir('csv'), { rows: 300, seed: 6 });
+    const ev = await collect(openDataset(`csv:${fx.path}`, { spec: fx.specPath }));
+    expectValidAndOrdered(ev);
+    const imps = ev.filter((e) => e.kind === 'impression');
+    expect(imps).toHaveLength(300);
+    expect(ev.filter((e) => e.kind === 'click')).toHaveLength(fx.rows.filter((r) => r.clicked).length);
+    const byTs = [...fx.rows].map((r, i) => ({ r, i })).sort((a, b) => a.r.when - b.r.when || a.i - b.i);
+    imps.forEach((e, k) => {
+      const { r } = byTs[k]!;
+      if (e.kind !== 'impression') throw new Error(e.kind);
+      expect([e.user, e.item, e.ts]).toEqual([r.uid, r.doc, r.when * 1000]);
+      expect(e.features?.title).toEqual(
+        r.title
+          .toLowerCase()
+          .split(/[^a-z]+/)
+          .filter(Boolean),
+      );
+      expect('score' in (e.features ?? {})).toBe(r.score !== null);
+    });
   });
 
   it('maps any CSV through a spec file', async () => {
@@ -178,8 +223,9 @@ describe('runReplay', () => {
   it('publishes a dataset in time order and reports a summary', async () => {
     const cluster = uniqueName('rep').replace(/[^A-Za-z0-9_-]/g, '_');
     const progress: number[] = [];
+    const ml = writeMovieLensFixture(tempDir('ml-replay'), { ratings: 4000, seed: 11 });
     const summary = await runReplay({
-      data: `movielens:${data}movielens-100k/u.data`,
+      data: `movielens:${ml.file}`,
       nats: nats.nc,
       cluster,
       partitions: 2,
@@ -199,7 +245,7 @@ describe('runReplay', () => {
     expect((await jsm.streams.info(subjects(cluster).feedbackStream)).state.messages).toBe(3000);
     const m = await jsm.streams.getMessage(subjects(cluster).feedbackStream, { seq: 1 });
     const first = JSON.parse(new TextDecoder().decode(m.data)) as { ts: number; meta: { srcTs: number } };
-    expect(first.meta.srcTs).toBe(Date.UTC(1997, 8, 20, 3, 5, 10));
+    expect(first.meta.srcTs).toBe(Math.min(...ml.ratings.map((r) => r.ts)) * 1000);
     expect(Math.abs(first.ts - Date.now())).toBeLessThan(60_000); // re-stamped to now
   });
 

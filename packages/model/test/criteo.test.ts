@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { useTempDirs, writeCriteoFixture } from '@freshet/testkit';
 import {
   compileModelConfig,
   createModel,
@@ -10,22 +10,23 @@ import {
   parseCriteoLine,
 } from '../src/index.js';
 
-// Shared data lives next to the repository: ../shared/data from the repo root.
-const sample = fileURLToPath(
-  new URL('../../../../shared/data/criteo-kaggle-head10k/train_head10k.txt', import.meta.url),
-);
+const fx = writeCriteoFixture(useTempDirs()('criteo'), { rows: 200, seed: 3 });
+const sample = fx.path;
 
 describe('criteo helpers', () => {
-  it('parse the real sample: 40 columns, missing integers absent, empty categoricals kept', () => {
+  it('parse a Criteo TSV: 40 columns, missing integers absent, empty categoricals kept', () => {
     const lines = readFileSync(sample, 'utf8').split('\n').slice(0, 200).filter(Boolean);
     const examples = lines.map(parseCriteoLine);
     expect(examples.every((e) => e !== undefined)).toBe(true);
-    const first = examples[0]!;
-    expect(first.label).toBe(0);
-    expect(first.features.I1).toBe(1);
-    expect(first.features.I12).toBeUndefined();
-    expect(first.features.C1).toBe('68fd1e64');
-    expect(first.features.C22).toBe('');
+    examples.forEach((e, r) => {
+      const row = fx.rows[r]!;
+      expect(e!.label).toBe(row.label);
+      row.ints.forEach((x, i) => expect(e!.features[`I${i + 1}`]).toBe(x === null ? undefined : x));
+      row.cats.forEach((c, i) => expect(e!.features[`C${i + 1}`]).toBe(c));
+    });
+    // The fixture has both kinds of missing value, so the checks above cover them.
+    expect(fx.rows.some((r) => r.ints[11] === null)).toBe(true);
+    expect(fx.rows.some((r) => r.cats[21] === '')).toBe(true);
     expect(parseCriteoLine('1\t2\t3')).toBeUndefined();
     expect(parseCriteoLine(['x', ...lines[0]!.split('\t').slice(1)].join('\t'))).toBeUndefined();
 

@@ -6,3 +6,14 @@ export { chromiumPath } from './chromium.js';
 export { startLossyLink, type LossyLink } from './lossy-link.js';
 export { publishExamples, outstanding, consumerBacklog, setAckWait, type ExampleShape } from './feedback.js';
 export { useTempDirs } from './temp-dirs.js';
+export {
+  writeCriteoFixture,
+  writeMovieLensFixture,
+  writeOpenBanditFixture,
+  writeCsvFixture,
+  type CriteoFixture,
+  type CriteoFixtureRow,
+  type MovieLensFixture,
+  type OpenBanditFixture,
+  type CsvFixture,
+} from './datasets/index.js';

@@ -2,6 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { nonNegativeInt as int, positiveNumber as num, repoRoot } from '../cli-args.js';
+import { resolveDataRef } from '../data-ref.js';
 
 /**
  * `freshet bench cluster` and `freshet bench scaling`: one JSON line each on stdout, progress on
@@ -72,7 +73,7 @@ export function clusterBenchCommand(): Command {
       const { localClusterHarness } = await import('../bench-harness.js');
       const r = await runClusterBench(
         {
-          data: o.data,
+          data: resolveDataRef(o.data, process.env),
           shards: o.shards,
           workers: o.workers,
           serving: o.serving,
@@ -106,7 +107,12 @@ export function scalingBenchCommand(): Command {
       const machines = o.machines.split(',').map((x) => int(x.trim()));
       const r = await (
         await import('@freshet/bench')
-      ).runScalingModel({ data: o.data, machines, coresPerMachine: o.cores, progress });
+      ).runScalingModel({
+        data: resolveDataRef(o.data, process.env),
+        machines,
+        coresPerMachine: o.cores,
+        progress,
+      });
       await emit(r, o.save, 'scaling');
     });
 }

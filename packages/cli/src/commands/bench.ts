@@ -1,6 +1,8 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { positiveInt as int, positiveNumber as num } from '../cli-args.js';
+import { resolveDataRef } from '../data-ref.js';
 import { clusterBenchCommand, scalingBenchCommand } from './bench-cluster.js';
+import { driftBenchCommand } from './bench-drift.js';
 
 // Role packages are imported when a bench runs: `freshet --help` must not load tfjs and piscina.
 
@@ -89,7 +91,7 @@ function trainBench(): Command {
           await (
             await import('@freshet/bench')
           ).runTrainBench({
-            data: o.data,
+            data: resolveDataRef(o.data, process.env),
             model,
             batch: o.batch,
             lr: o.lr,
@@ -154,5 +156,6 @@ export function benchCommand(): Command {
     .addCommand(ingestBench())
     .addCommand(serveBench())
     .addCommand(clusterBenchCommand())
-    .addCommand(scalingBenchCommand());
+    .addCommand(scalingBenchCommand())
+    .addCommand(driftBenchCommand());
 }

@@ -241,7 +241,7 @@ async function runDemo(flags: DemoFlags): Promise<void> {
         '',
         'Where to look next',
         '  pnpm freshet up           a local cluster that stays up (then: pnpm freshet status, pnpm freshet dashboard)',
-        '  pnpm freshet replay --data criteo:../shared/data/criteo-kaggle-head10k/train_head10k.txt   learn from a real log',
+        '  pnpm freshet replay --data criteo:PATH/train.txt   learn from a real log (README: Datasets, for downloads)',
         '  pnpm -s freshet bench --help   benchmarks against PyTorch, one JSON line each',
         '  README.md                 architecture, guarantees, performance',
         '',

@@ -3,6 +3,7 @@ import { Progress } from '../progress.js';
 import { shutdownSignal } from '../signals.js';
 import { connectAdmin, natsUrlsFrom } from './common.js';
 import { positiveNumber } from '../cli-args.js';
+import { resolveDataRef } from '../data-ref.js';
 
 interface ReplayFlags {
   data: string;
@@ -26,7 +27,7 @@ export function replayCommand(): Command {
     )
     .requiredOption(
       '--data <ref>',
-      'criteo:PATH | movielens:PATH | obd:PATH | csv:PATH | synthetic[:k=v,...]',
+      'criteo:PATH | movielens:PATH | obd:PATH | csv:PATH | synthetic[:k=v,...] (relative PATHs: cwd, then $FRESHET_DATA_DIR)',
     )
     .option('--spec <file>', 'column mapping for csv: data (JSON)')
     .option('--rate <n>', 'events per second', positiveNumber)
@@ -54,7 +55,7 @@ export function replayCommand(): Command {
       // --report: sample the cluster through the service API while the events go out.
       const rep = f.report ? await startReport(f) : undefined;
       const summary = await runReplay({
-        data: f.data,
+        data: resolveDataRef(f.data, process.env),
         ...(f.spec !== undefined ? { spec: f.spec } : {}),
         ...(f.rate !== undefined ? { rate: f.rate } : {}),
         ...(f.speedup !== undefined ? { speedup: f.speedup } : {}),

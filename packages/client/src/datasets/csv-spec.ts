@@ -78,6 +78,26 @@ export async function* readCsv(
   specInput: CsvSpecInput | string,
   o: { idPrefix?: string; limit?: number } = {},
 ): AsyncGenerator<FeedbackEventInput> {
+  // A click is stamped 1 ms after its impression, so when rows share a timestamp (logs in
+  // seconds) it must wait for the impressions of that instant, or replay would go back in time.
+  const clicks: FeedbackEventInput[] = [];
+  for await (const e of csvEvents(path, specInput, o)) {
+    if (e.kind === 'click') {
+      clicks.push(e);
+      continue;
+    }
+    while (clicks.length > 0 && clicks[0]!.ts <= e.ts) yield clicks.shift()!;
+    yield e;
+  }
+  yield* clicks;
+}
+
+/** The spec's events row by row: sorted by timestamp, each click right after its impression. */
+async function* csvEvents(
+  path: string,
+  specInput: CsvSpecInput | string,
+  o: { idPrefix?: string; limit?: number },
+): AsyncGenerator<FeedbackEventInput> {
   const spec = loadCsvSpec(specInput);
   const prefix = o.idPrefix ?? 'csv';
   let index: (c: string | number) => number = (c) => (typeof c === 'number' ? c : -1);
