@@ -6,6 +6,7 @@ export {
   parseClusterConfig,
   loadClusterConfig,
   defaultClusterConfig,
+  defaultModel,
   natsConnectionOptions,
   clientTls,
   planActors,

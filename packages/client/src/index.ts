@@ -25,7 +25,13 @@ export { readCriteo, type CriteoOptions } from './datasets/criteo.js';
 export { readMovieLens, movieLensRatingsFile, type MovieLensOptions } from './datasets/movielens.js';
 export { readOpenBandit, openBanditLogFile, type OpenBanditOptions } from './datasets/open-bandit.js';
 export { csvSpecSchema, loadCsvSpec, readCsv, type CsvSpec, type CsvSpecInput } from './datasets/csv-spec.js';
-export { SyntheticWorld, syntheticEvents, type SyntheticOptions } from './datasets/synthetic.js';
+export {
+  SyntheticWorld,
+  syntheticEvents,
+  type SyntheticExample,
+  type SyntheticOptions,
+  type SyntheticShown,
+} from './datasets/synthetic.js';
 export {
   openDataset,
   parseDatasetRef,

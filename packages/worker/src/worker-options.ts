@@ -27,6 +27,29 @@ export const lrScheduleSchema = z
         minScale: z.number().gt(0).max(1).default(0.05),
       })
       .prefault({}),
+    /**
+     * Page-Hinkley test on the progressive loss: when the loss rises above its recent mean by
+     * more than the noise (the stream changed: a taste shift, a new catalogue), the plateau
+     * lowering is undone and the rate is raised by `boost`, fading back to 1 over
+     * `boostExamples`, so the model unlearns the old world quickly.
+     */
+    drift: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Loss increase per example tolerated as noise (PH δ). */
+        delta: z.number().min(0).default(0.01),
+        /** Alarm threshold on the cumulative excess loss, in loss × examples (PH λ). */
+        threshold: z.number().positive().default(60),
+        /** Examples the reference mean of the loss averages over (an exponential moving mean). */
+        meanExamples: z.number().int().min(100).default(20_000),
+        /** Examples at the start of the stream and after an alarm before the test runs. */
+        warmupExamples: z.number().int().min(0).default(5_000),
+        /** Learning-rate multiplier right after an alarm. */
+        boost: z.number().min(1).max(100).default(2),
+        /** Examples over which the boost fades back to 1. */
+        boostExamples: z.number().int().min(1).default(20_000),
+      })
+      .prefault({}),
   })
   .prefault({});
 export type LrScheduleOptions = z.infer<typeof lrScheduleSchema>;

@@ -14,13 +14,31 @@ export interface SyntheticOptions {
   startTs?: number;
   /** Virtual time between requests. */
   intervalMs?: number;
-  /** Event time at which every user's preferences change (the drift). Default: never. */
+  /** Event time at which users' preferences change (the drift). Default: never. */
   driftAtTs?: number;
+  /** Share of users whose taste changes at the drift (default 1: all of them). */
+  driftFraction?: number;
+  /** How a drifting user's taste changes: a fresh random vector (default) or its opposite. */
+  driftMode?: 'fresh' | 'flip';
   /** Logit scale: how sharp preferences are. */
   sharpness?: number;
   /** Base click logit (sets the average click rate). */
   bias?: number;
   idPrefix?: string;
+}
+
+/** One shown item of a synthetic request. */
+export interface SyntheticShown {
+  item: number;
+  position: number;
+  clicked: boolean;
+}
+
+/** A labelled synthetic impression (the shape of @freshet/model's Example). */
+export interface SyntheticExample {
+  features: { user: string; item: string; position: number; category: string };
+  label: number;
+  ts: number;
 }
 
 /** mulberry32: a small, fast, seedable PRNG; the world is a pure function of its seed. */
@@ -65,6 +83,8 @@ export class SyntheticWorld {
       sharpness: 3,
       bias: -1.5,
       idPrefix: 'syn',
+      driftFraction: 1,
+      driftMode: 'fresh',
       ...options,
       driftAtTs: options.driftAtTs ?? Infinity,
     };
@@ -73,6 +93,21 @@ export class SyntheticWorld {
     this.itemVecs = Array.from({ length: this.o.items }, vec);
     this.before = Array.from({ length: this.o.users }, vec);
     this.after = Array.from({ length: this.o.users }, vec);
+    // Which users drift: a seeded choice of round(fraction · users), the rest keep their taste.
+    const pick = prng(this.o.seed ^ 0x5bd1e995);
+    const order = Array.from({ length: this.o.users }, (_, u) => ({ u, r: pick() })).sort(
+      (a, b) => a.r - b.r,
+    );
+    const drifting = Math.round(Math.min(1, Math.max(0, this.o.driftFraction)) * this.o.users);
+    order.forEach(({ u }, i) => {
+      if (i >= drifting) this.after[u] = this.before[u]!;
+      else if (this.o.driftMode === 'flip') this.after[u] = this.before[u]!.map((x) => -x);
+    });
+  }
+
+  /** Whether user u's taste changes at the drift. */
+  drifts(user: number): boolean {
+    return this.after[user] !== this.before[user];
   }
 
   /** The true click probability of user u on item i at event time ts (for evaluation). */
@@ -93,41 +128,75 @@ export class SyntheticWorld {
     return `${v[best]! >= 0 ? '+' : '-'}${best}`;
   }
 
-  /** Impressions and clicks in time order; deterministic by seed. */
-  *events(): Generator<FeedbackEventInput> {
+  /** Requests in time order: who saw what, at which position, and what they clicked. */
+  private *requests(): Generator<{ r: number; ts: number; user: number; shown: SyntheticShown[] }> {
     const o = this.o;
     const rnd = prng(o.seed ^ 0x9e3779b9);
     for (let r = 0; r < o.requests; r++) {
       const ts = o.startTs + r * o.intervalMs;
       const user = Math.floor(rnd() * o.users);
+      const items = new Set<number>();
+      while (items.size < Math.min(o.slate, o.items)) items.add(Math.floor(rnd() * o.items));
+      const shown: SyntheticShown[] = [];
+      let position = 0;
+      for (const item of items) {
+        const clicked = rnd() < this.clickProbability(user, item, ts);
+        shown.push({ item, position: position++, clicked });
+      }
+      yield { r, ts, user, shown };
+    }
+  }
+
+  /** Impressions and clicks in time order; deterministic by seed. */
+  *events(): Generator<FeedbackEventInput> {
+    const o = this.o;
+    for (const { r, ts, user, shown } of this.requests()) {
       const request = `${o.idPrefix}-r${r}`;
-      const shown = new Set<number>();
-      while (shown.size < Math.min(o.slate, o.items)) shown.add(Math.floor(rnd() * o.items));
-      let pos = 0;
-      const clicks: FeedbackEventInput[] = [];
-      for (const item of shown) {
+      for (const s of shown) {
         yield {
           kind: 'impression',
-          id: `${request}-i${item}`,
+          id: `${request}-i${s.item}`,
           ts,
           user: `u${user}`,
           request,
-          item: `i${item}`,
-          position: pos++,
-          features: { category: this.itemCategory(item) },
+          item: `i${s.item}`,
+          position: s.position,
+          features: { category: this.itemCategory(s.item) },
         };
-        if (rnd() < this.clickProbability(user, item, ts)) {
-          clicks.push({
-            kind: 'click',
-            id: `${request}-c${item}`,
-            ts: ts + 1,
-            user: `u${user}`,
-            request,
-            item: `i${item}`,
-          });
-        }
       }
-      yield* clicks;
+      for (const s of shown) {
+        if (!s.clicked) continue;
+        yield {
+          kind: 'click',
+          id: `${request}-c${s.item}`,
+          ts: ts + 1,
+          user: `u${user}`,
+          request,
+          item: `i${s.item}`,
+        };
+      }
+    }
+  }
+
+  /**
+   * The labelled examples a worker joins from {@link events} (one per impression, 1 when
+   * clicked), in impression order, with the features the joiner gives them: user, item,
+   * position and the impression's category.
+   */
+  *labelled(): Generator<SyntheticExample> {
+    for (const { ts, user, shown } of this.requests()) {
+      for (const s of shown) {
+        yield {
+          features: {
+            user: `u${user}`,
+            item: `i${s.item}`,
+            position: s.position,
+            category: this.itemCategory(s.item),
+          },
+          label: s.clicked ? 1 : 0,
+          ts,
+        };
+      }
     }
   }
 }
