@@ -60,6 +60,8 @@ export interface WorkerStatus {
   progressive: ProgressiveSnapshot;
   lrScale: number;
   lrLowered: number;
+  /** Times the drift detector saw the progressive loss jump (and raised the rate). */
+  lrDrifts: number;
   /** Events not yet delivered to this worker, per owned partition (consumer num_pending). */
   lag?: Record<string, number>;
   counters: WorkerCounters;
@@ -274,6 +276,7 @@ export class Worker {
       holds: this.holds,
       counters: this.counters,
       parseOpts: this.parseOpts,
+      isLabels: this.subj.isLabels,
       enqueue: (b) => this.enqueue(b),
     });
     this.manifests = new ManifestStore({
@@ -338,7 +341,11 @@ export class Worker {
     const o = this.options;
     try {
       this.model = createModel(o.model as never);
-      this.nc = this.deps.nc ?? (await connectNats(o.nats, `freshet-worker-${o.id}`));
+      this.nc =
+        this.deps.nc ??
+        (await connectNats(o.nats, `freshet-worker-${o.id}`, {
+          inboxPrefix: this.subj.inboxPrefix('worker'),
+        }));
       this.ownNc = !this.deps.nc;
       const jsm = await this.nc.jetstreamManager();
       this.jsm = jsm;
@@ -348,7 +355,8 @@ export class Worker {
         const durable = `${o.consumer.durablePrefix}-p${p}`;
         const cfg = {
           durable_name: durable,
-          filter_subject: this.subj.feedback(p),
+          // feedback and labels of partition p (`freshet.<c>.*.<p>`)
+          filter_subject: this.subj.partitionFilter(p),
           ack_policy: AckPolicy.Explicit,
           deliver_policy: DeliverPolicy.All,
           ack_wait: nanos(o.consumer.ackWaitMs),
@@ -357,7 +365,9 @@ export class Worker {
         try {
           await jsm.consumers.add(this.subj.feedbackStream, cfg);
         } catch {
-          // exists with another config (e.g. an older ack wait): keep it, it is shared by all workers
+          // exists with another config (e.g. an older ack wait): keep it, it is shared by all
+          // workers; only a filter from before the labels subjects is brought up to date
+          await this.ensureFilter(jsm, cfg, this.subj.feedback(p));
         }
         this.consumers.set(p, await this.js.consumers.get(this.subj.feedbackStream, durable));
       }
@@ -427,6 +437,31 @@ export class Worker {
       this._state = 'failed';
       await this.teardown();
       throw e;
+    }
+  }
+
+  /**
+   * Widens a consumer made before the labels subjects existed (filter `fb.<p>`) to `*.<p>`; on a
+   * stream made by other tools without the labels subjects, consumes the feedback subject only.
+   */
+  private async ensureFilter(
+    jsm: JetStreamManager,
+    cfg: { durable_name: string; filter_subject: string },
+    feedbackOnly: string,
+  ): Promise<void> {
+    const stream = this.subj.feedbackStream;
+    const durable = cfg.durable_name;
+    const info = await jsm.consumers.info(stream, durable).catch(() => undefined);
+    if (!info) {
+      await jsm.consumers.add(stream, { ...cfg, filter_subject: feedbackOnly }).catch(() => undefined);
+      return;
+    }
+    if (info.config.filter_subject === cfg.filter_subject) return;
+    try {
+      await jsm.consumers.update(stream, durable, { filter_subject: cfg.filter_subject });
+      this.log('info', 'consumer filter updated', { durable, filter: cfg.filter_subject });
+    } catch {
+      // the stream has no labels subjects: keep consuming its feedback subject
     }
   }
 
@@ -772,6 +807,7 @@ export class Worker {
       progressive: this.metrics.snapshot(),
       lrScale: this.lr.scale(),
       lrLowered: this.lr.lowered,
+      lrDrifts: this.lr.drifts,
       counters: { ...this.counters },
       timing: this.timing.snapshot(),
       joiner: this.joinerStatus(),

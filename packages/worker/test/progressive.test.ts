@@ -76,4 +76,48 @@ describe('progressive metrics', () => {
     decay.observe(0.5, 1000);
     expect(decay.scale()).toBeCloseTo(0.5, 9);
   });
+
+  it('detects a jump of the progressive loss (Page-Hinkley), undoes the plateau lowering and boosts the rate', () => {
+    const lr = new LrSchedule(
+      lrScheduleSchema.parse({
+        plateau: { windowExamples: 2000, patience: 1, factor: 0.5, minScale: 0.1 },
+        drift: { boost: 3, boostExamples: 10_000 },
+      }),
+    );
+    // A stationary stream with batch noise (batches of 32, per-example loss sd ≈ 0.5): no alarm.
+    let seed = 7;
+    const noise = () => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return (seed / 2 ** 32 - 0.5) * 0.3;
+    };
+    for (let i = 0; i < 200_000 / 32; i++) lr.observe(0.45 + noise(), 32);
+    expect(lr.drifts).toBe(0);
+    expect(lr.lowered).toBeGreaterThan(0); // flat loss: the plateau rule lowered the rate
+    const lowered = lr.scale();
+    expect(lowered).toBeLessThan(1);
+    // The stream changes: the loss jumps by 0.15 and stays there.
+    let alarmAfter = -1;
+    for (let i = 0; i < 4000 / 32 && alarmAfter < 0; i++) {
+      lr.observe(0.6 + noise(), 32);
+      if (lr.drifts > 0) alarmAfter = (i + 1) * 32;
+    }
+    expect(alarmAfter).toBeGreaterThan(0);
+    expect(alarmAfter).toBeLessThan(1500);
+    // plateau undone and boosted ×3, fading back to 1 over 10,000 examples while the model
+    // relearns (the loss falls again, so the plateau rule stays quiet)
+    expect(lr.scale()).toBeGreaterThan(2.9);
+    let t = 0;
+    const relearning = () => 0.6 - 0.15 * Math.min(1, (t += 32) / 11_000) + noise() * 0.1;
+    for (let i = 0; i < 5000 / 32; i++) lr.observe(relearning(), 32);
+    expect(lr.scale()).toBeGreaterThan(1.8);
+    expect(lr.scale()).toBeLessThan(2.2);
+    for (let i = 0; i < 6000 / 32; i++) lr.observe(relearning(), 32);
+    expect(lr.scale()).toBe(1);
+    expect(lr.drifts).toBe(1);
+
+    const off = new LrSchedule(lrScheduleSchema.parse({ drift: { enabled: false } }));
+    for (let i = 0; i < 300; i++) off.observe(0.45, 32);
+    for (let i = 0; i < 300; i++) off.observe(0.9, 32);
+    expect(off.drifts).toBe(0);
+  });
 });
