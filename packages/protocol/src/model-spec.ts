@@ -44,6 +44,12 @@ export const stalenessSchema = z.object({
   bound: z.number().int().min(0).default(64),
   /** DC-ASGD λ for `dc`: g + λ·g⊙g⊙(w − w_pulled). */
   lambda: z.number().min(0).default(0.04),
+  /**
+   * `scale` leaves the rate alone up to this τ and then scales by (1 + tolerance)/(1 + τ): the
+   * staleness that pipelining always produces (each worker keeps two batches in flight, so τ
+   * of 1–3 with two workers) is not slowness, and halving the rate for it cost 0.02 AUC.
+   */
+  tolerance: z.number().int().min(0).default(8),
 });
 export type StalenessSpec = z.infer<typeof stalenessSchema>;
 
@@ -77,7 +83,7 @@ export const tableSpecSchema = z.object({
   /** Per-row gradient L2-norm clip; 0 disables. */
   clipNorm: z.number().min(0).default(0),
   init: initSchema.default({ kind: 'zeros' }),
-  staleness: stalenessSchema.default({ policy: 'scale', bound: 64, lambda: 0.04 }),
+  staleness: stalenessSchema.default({ policy: 'scale', bound: 64, lambda: 0.04, tolerance: 8 }),
   /** A row is created only after its id was seen this many times (Monolith-style admission). */
   minCount: z.number().int().min(1).default(1),
   /** Rows unseen for this long are evicted (tombstoned to serving); 0 keeps rows forever. */

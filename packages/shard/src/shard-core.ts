@@ -13,7 +13,7 @@ import {
 } from '@freshet/protocol';
 import { ParamTable } from './param-table.js';
 import { tickOf } from './row-store.js';
-import { DcBackups, stalenessScale, TauHistogram } from './staleness.js';
+import { DcBackups, scaleFor, stalenessScale, TauHistogram } from './staleness.js';
 
 /** Limits and knobs of the in-memory shard state (no I/O). */
 export interface ShardCoreOptions {
@@ -206,7 +206,7 @@ export class ShardCore {
 
   /** Replays use the logged τ; `reject` never throws on replay (the push was accepted once). */
   private replayScale(tab: ParamTable, tau: number): number {
-    return tab.spec.staleness.policy === 'scale' ? 1 / (1 + tau) : 1;
+    return tab.spec.staleness.policy === 'scale' ? scaleFor(tab.spec.staleness, tau) : 1;
   }
 
   private remember(id: string, version: number): void {

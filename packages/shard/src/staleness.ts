@@ -5,7 +5,7 @@ import { FreshetError, type StalenessSpec } from '@freshet/protocol';
  * (`base`) and now. Policies per table:
  *  - none:   apply as is.
  *  - reject: τ > bound → the whole push is rejected with STALE (the worker re-pulls).
- *  - scale:  learning rate × 1/(1+τ) (Zhang et al., IJCAI'16).
+ *  - scale:  learning rate × 1/(1+τ) (Zhang et al., IJCAI'16) beyond a tolerance: ×(1+t)/(1+τ) for τ > t.
  *  - dc:     DC-ASGD, g + λ·g⊙g⊙(w − w_base), with w_base the values this worker pulled,
  *            kept per worker by {@link DcBackups}.
  *  - ssp:    applied as is; the bound is enforced at pull time by {@link SspGate}.
@@ -78,10 +78,17 @@ export function stalenessScale(spec: StalenessSpec, tau: number): number {
       }
       return 1;
     case 'scale':
-      return 1 / (1 + tau);
+      return scaleFor(spec, tau);
     default:
       return 1;
   }
+}
+
+/** The `scale` policy's multiplier: 1 up to the tolerance, then (1 + tolerance)/(1 + τ). */
+export function scaleFor(spec: StalenessSpec, tau: number): number {
+  // a spec stored before `tolerance` existed scales from τ = 1, as it did then
+  const tolerance = spec.tolerance ?? 0;
+  return tau <= tolerance ? 1 : (1 + tolerance) / (1 + tau);
 }
 
 interface Backup {

@@ -194,8 +194,9 @@ describe('ShardCore', () => {
   it('applies staleness policies: reject, scale, dc', () => {
     const c = core([
       { name: 'r', dim: 1, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'reject', bound: 2 } },
-      { name: 's', dim: 1, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'scale' } },
+      { name: 's', dim: 1, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'scale', tolerance: 0 } },
       { name: 'd', dim: 1, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'dc', lambda: 1 } },
+      { name: 't', dim: 1, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'scale', tolerance: 2 } },
     ]);
     for (let i = 0; i < 4; i++) c.applyPush(push(1, 1, [100 + i, 0], 0), 0);
     expect(c.version).toBe(4);
@@ -205,6 +206,11 @@ describe('ShardCore', () => {
     const v = c.version;
     c.applyPush(push(1, 1, [9, 0], 1, v - 3), 0);
     expect(read(c, 1, [9, 0])[0]).toBeCloseTo(-1 / 4, 6);
+    // scale with a tolerance of 2: τ ≤ 2 keeps the rate, τ = 5 gets (1 + 2)/(1 + 5)
+    c.applyPush(push(3, 1, [9, 0], 1, c.version - 2), 0);
+    expect(read(c, 3, [9, 0])[0]).toBeCloseTo(-1, 6);
+    c.applyPush(push(3, 1, [8, 0], 1, c.version - 5), 0);
+    expect(read(c, 3, [8, 0])[0]).toBeCloseTo(-0.5, 6);
     // dc: worker pulled w_base = 0, w moved to −1 since; g + λ·g²·(w − w_base) = 2 + 4·(−1) = −2
     c.pull({ worker: 'x', tables: [{ t: 2, keys: Uint32Array.from([5, 0]) }] });
     const base = c.version;
