@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { mkdtemp, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Publisher, SyntheticWorld } from '@freshet/client';
@@ -42,18 +42,23 @@ afterAll(async () => {
 });
 
 describe('local cluster with generated NATS auth (real roles)', () => {
-  it('writes private password files and refuses anonymous clients', async () => {
-    const st = await stat(join(dataDir, 'nats-auth', 'worker.pass'));
+  it('writes private seed files and refuses anonymous clients', async () => {
+    const st = await stat(join(dataDir, 'nats-auth', 'worker.nk'));
     expect(st.mode & 0o077).toBe(0);
     await expect(connectNats({ servers: lc.natsUrls[0]! }, 'anon')).rejects.toThrow(/auth/i);
   });
 
   it('learns from feedback with every role on its own least-privilege user', async () => {
-    const password = (await readFile(join(dataDir, 'nats-auth', 'publisher.pass'), 'utf8')).trim();
-    const pubNc = await connectNats(
-      { servers: lc.natsUrls[0]!, user: `freshet-${lc.cluster}-publisher`, pass: password },
-      'publisher',
-    );
+    const as = (role: string) =>
+      connectNats(
+        {
+          servers: lc.natsUrls[0]!,
+          nkeySeedFile: join(dataDir, 'nats-auth', `${role}.nk`),
+          inboxPrefix: subjects(lc.cluster).inboxPrefix(role),
+        },
+        role,
+      );
+    const pubNc = await as('publisher');
     try {
       const start = Date.now();
       const world = new SyntheticWorld({
@@ -71,6 +76,29 @@ describe('local cluster with generated NATS auth (real roles)', () => {
       await expect(
         pubNc.request(subjects(lc.cluster).pull(0), new Uint8Array(8), { timeout: 2000 }),
       ).rejects.toThrow(/Permissions Violation/);
+      // Labels: a publisher's example on a feedback subject is stored but dead-lettered by the
+      // worker (FORBIDDEN_KIND); the labels subjects refuse it; a labeller's example is trained.
+      const s = subjects(lc.cluster);
+      const example = (id: string) =>
+        JSON.stringify({
+          v: 1,
+          kind: 'example',
+          id,
+          ts: Date.now(),
+          user: 'mallory',
+          label: 1,
+          features: { user: 'mallory' },
+        });
+      await pubNc.jetstream().publish(s.feedback(0), example(`x${start}`));
+      await expect(
+        pubNc.jetstream().publish(s.labels(0), example(`y${start}`), { timeout: 2000 }),
+      ).rejects.toThrow(/Permissions Violation|timeout|no responders/i);
+      const labNc = await as('labeller');
+      try {
+        await labNc.jetstream().publish(s.labels(0), example(`z${start}`));
+      } finally {
+        await labNc.close();
+      }
     } finally {
       await pubNc.close();
     }
@@ -79,13 +107,15 @@ describe('local cluster with generated NATS auth (real roles)', () => {
         const view = clusterView(await lc.actors(), lc.cluster);
         const w = view.workers[0];
         const s = view.serving[0];
-        return (w?.examples ?? 0) > 0 && (s?.version ?? 0) > 0 ? view : undefined;
+        return (w?.examples ?? 0) > 0 && (s?.version ?? 0) > 0 && w?.deadLetters?.FORBIDDEN_KIND === 1
+          ? view
+          : undefined;
       },
       {
         timeoutMs: 45_000,
         intervalMs: 250,
         message: () =>
-          `worker examples and serving version > 0; output:\n${lc.processes.map((p) => `--- ${p.id}\n${p.output().slice(-1500)}`).join('\n')}`,
+          `worker examples and serving version > 0, one FORBIDDEN_KIND dead letter; output:\n${lc.processes.map((p) => `--- ${p.id}\n${p.output().slice(-1500)}`).join('\n')}`,
       },
     );
     expect(v.shards.reduce((a, s) => a + (s.version ?? 0), 0)).toBeGreaterThan(0);

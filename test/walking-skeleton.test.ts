@@ -96,7 +96,7 @@ describe('walking skeleton', () => {
     });
     stops.push(() => worker.stop());
 
-    // A publisher in any language: plain JSON on the partition's subject.
+    // A labeller in any language: plain JSON on the partition's labels subject.
     const event = {
       v: 1,
       kind: 'example',
@@ -109,7 +109,7 @@ describe('walking skeleton', () => {
     };
     const ack = await nats.nc
       .jetstream()
-      .publish(s.feedback(partitionOf('alice', partitions)), JSON.stringify(event), {
+      .publish(s.labels(partitionOf('alice', partitions)), JSON.stringify(event), {
         msgID: event.id,
       });
     expect(ack.duplicate).toBe(false);

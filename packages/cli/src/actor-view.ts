@@ -46,6 +46,8 @@ export interface WorkerView {
   ackRetries: number | null;
   /** Redeliveries of already-applied events, acked instead of trained. */
   appliedRedeliveries: number | null;
+  /** Events this worker dead-lettered since it started, by reason code (only reasons seen). */
+  deadLetters: Record<string, number> | null;
 }
 
 export interface ServingView {
@@ -156,7 +158,16 @@ export function workerView(a: ActorStatus): WorkerView {
     acksConfirming: n(s, 'acksConfirming'),
     ackRetries: n(s, 'counters.ackRetries'),
     appliedRedeliveries: n(s, 'counters.appliedRedeliveries'),
+    deadLetters: countsByReason(pick(s, 'deadLetters')),
   };
+}
+
+/** The non-zero counts of a `{reason: count}` record, or null when there is none. */
+function countsByReason(v: unknown): Record<string, number> | null {
+  if (!isRecord(v)) return null;
+  return Object.fromEntries(
+    Object.entries(v).filter((e): e is [string, number] => typeof e[1] === 'number' && e[1] > 0),
+  );
 }
 
 export function servingView(a: ActorStatus): ServingView {

@@ -42,7 +42,7 @@ const natsAuthSchema = z
   .object({
     /**
      * Embedded servers only: generate one user per role with least-privilege permissions (see
-     * nats-auth.ts); passwords are written to `<dataDir>/nats-auth/<role>.pass` (mode 0600).
+     * nats-auth.ts); nkey seeds are written to `<dataDir>/nats-auth/<role>.nk` (mode 0600).
      */
     generate: z.boolean().default(false),
     user: z.string().optional(),

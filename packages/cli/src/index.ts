@@ -52,9 +52,12 @@ export {
   generateNatsAuth,
   rolePermissions,
   authorizationBlock,
+  clusterAuthBlock,
+  writeAuthFiles,
   tlsBlock,
   natsRoles,
   type NatsRole,
+  type RoleCredentials,
   type RolePermissions,
   type GeneratedAuth,
 } from './nats-auth.js';

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NatsConnection } from 'nats';
@@ -11,7 +11,7 @@ import {
   type NatsServerHandle,
 } from '@freshet/nats';
 import { ensureStream } from '@freshet/client';
-import { FreshetError } from '@freshet/protocol';
+import { FreshetError, subjects } from '@freshet/protocol';
 import {
   clientTls,
   natsConnectionOptions,
@@ -21,7 +21,7 @@ import {
   type ClusterConfig,
 } from './cluster-config.js';
 import { discoverActors, str, type ActorStatus } from './discovery.js';
-import { generateNatsAuth, natsRoles, tlsBlock, type GeneratedAuth } from './nats-auth.js';
+import { generateNatsAuth, tlsBlock, writeAuthFiles, type GeneratedAuth } from './nats-auth.js';
 import type { RoleName } from './role-schemas.js';
 
 /**
@@ -291,15 +291,12 @@ export async function startLocalCluster(
     await mkdir(config.dataDir, { recursive: true });
     let urls: string[];
     const n = config.nats;
-    // Generated auth: one user per role, passwords in files only this user can read.
+    // Generated auth: one nkey user per role, seeds in files only this user can read.
     let gen: { auth: GeneratedAuth; dir: string } | undefined;
     if (n.auth.generate) {
       const auth = generateNatsAuth({ cluster: config.cluster });
       const dir = join(config.dataDir, 'nats-auth');
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      for (const role of natsRoles) {
-        await writeFile(join(dir, `${role}.pass`), auth.users[role].password + '\n', { mode: 0o600 });
-      }
+      await writeAuthFiles(dir, auth);
       gen = { auth, dir };
     }
     const extra = [gen?.auth.config, n.tls ? tlsBlock({ ...n.tls, verify: n.tls.verifyClients }) : undefined]
@@ -334,11 +331,10 @@ export async function startLocalCluster(
     for (const s of natsServers) reaper.watch(s.pid);
     log.info({ cluster: config.cluster, urls }, 'nats ready');
     const connOpts = natsConnectionOptions(config, urls, { ...process.env, ...opts.env });
-    if (gen) {
-      connOpts.user = gen.auth.users.admin.user;
-      connOpts.pass = gen.auth.users.admin.password;
-    }
-    nc = await connectNats(connOpts, `freshet-up-${config.cluster}`);
+    if (gen) connOpts.nkeySeedFile = join(gen.dir, 'admin.nk');
+    nc = await connectNats(connOpts, `freshet-up-${config.cluster}`, {
+      inboxPrefix: subjects(config.cluster).inboxPrefix('admin'),
+    });
 
     const env: NodeJS.ProcessEnv = { ...opts.env };
     const auth = config.nats.auth;
@@ -375,8 +371,8 @@ export async function startLocalCluster(
       const roleEnv: NodeJS.ProcessEnv = gen
         ? {
             ...env,
-            FRESHET_NATS_USER: gen.auth.users[plan.role].user,
-            FRESHET_NATS_PASS_FILE: join(gen.dir, `${plan.role}.pass`),
+            FRESHET_NATS_NKEY_FILE: join(gen.dir, `${plan.role}.nk`),
+            FRESHET_NATS_INBOX_PREFIX: gen.auth.users[plan.role].inboxPrefix,
           }
         : env;
       const p = new RoleProcess(plan, roleEnv, reaper, opts.onOutput, opts.nodeArgs ?? roleNodeArgs);

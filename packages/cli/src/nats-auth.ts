@@ -1,22 +1,31 @@
-import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { nkeys } from 'nats';
+import { routeUrl, type RouteAuth } from '@freshet/nats';
 import { adminSubjects, assertClusterName, subjects } from '@freshet/protocol';
+import { privateDir, writePrivateFile } from './private-files.js';
 
 /**
- * NATS authorization for a Freshet cluster: one user per role with the least permissions its work
- * needs, written against the same subject builder the roles use, so the two cannot drift.
+ * NATS authorization for a Freshet cluster: one nkey user per role with the least permissions its
+ * work needs, written against the same subject builder the roles use, so the two cannot drift.
  *
  * - publisher: publish feedback events (and read the stream's info); nothing else.
+ * - labeller: publish pre-labelled `example` events (the labels subjects) and feedback. Workers
+ *   dead-letter an `example` on a feedback subject, so labels come from labellers only.
+ * - app: call score/rank (applications that rank with the model); nothing else.
  * - worker: consume the feedback stream, call the shards (pull/push), dead-letter, clocks, KV.
  * - shard: answer pull/push/snapshot/status, publish deltas, checkpoints (KV, object store).
  * - serving: read deltas, request snapshots, answer score/rank.
- * - admin: everything of its cluster, the service API, admin commands and JetStream management.
+ * - admin: everything of its cluster, the service API, admin commands and JetStream management
+ *   of its cluster's streams and buckets.
  *
- * Every user may subscribe to `_INBOX.>` (replies) and roles that answer requests get
- * `allow_responses`. Passwords are random; they live in files next to the config (mode 0600),
- * never in code or in the cluster config.
+ * Every role subscribes to replies on its own inbox prefix only (`_INBOX_<cluster>_<role>.>`,
+ * what the roles pass as nats.js `inboxPrefix`), so no role can read another's replies (pulled
+ * weights, acks, ranks). Roles that answer requests get `allow_responses`. Users are nkeys: the
+ * server config holds public keys only, the seeds live in files next to it (mode 0600), and no
+ * secret crosses the wire (challenge-response).
  */
 
-export const natsRoles = ['publisher', 'worker', 'shard', 'serving', 'admin'] as const;
+export const natsRoles = ['publisher', 'labeller', 'app', 'worker', 'shard', 'serving', 'admin'] as const;
 export type NatsRole = (typeof natsRoles)[number];
 
 export interface RolePermissions {
@@ -54,14 +63,17 @@ function objectStoreUse(bucket: string): string[] {
 export function rolePermissions(cluster: string): Record<NatsRole, RolePermissions> {
   const s = subjects(cluster);
   const a = adminSubjects(cluster);
-  const inbox = '_INBOX.>';
+  const inbox = (role: NatsRole) => `${s.inboxPrefix(role)}.>`;
   const serviceApi = '$SRV.>';
+  const feedbackPublish = [`${s.prefix}.fb.*`, '$JS.API.INFO', `$JS.API.STREAM.INFO.${s.feedbackStream}`];
   return {
-    publisher: {
-      publish: [`${s.prefix}.fb.>`, '$JS.API.INFO', `$JS.API.STREAM.INFO.${s.feedbackStream}`],
-      subscribe: [inbox],
+    publisher: { publish: feedbackPublish, subscribe: [inbox('publisher')], allowResponses: false },
+    labeller: {
+      publish: [`${s.prefix}.lb.*`, ...feedbackPublish],
+      subscribe: [inbox('labeller')],
       allowResponses: false,
     },
+    app: { publish: [s.score, s.rank], subscribe: [inbox('app')], allowResponses: false },
     worker: {
       publish: [
         `${s.prefix}.ps.*.pull`,
@@ -73,12 +85,12 @@ export function rolePermissions(cluster: string): Record<NatsRole, RolePermissio
         ...streamUse(s.feedbackStream),
         ...kvUse(s.kvBucket),
       ],
-      subscribe: [inbox, serviceApi, s.workerClockAll, `${s.prefix}.worker.>`, a.role('worker')],
+      subscribe: [inbox('worker'), serviceApi, s.workerClockAll, `${s.prefix}.worker.>`, a.role('worker')],
       allowResponses: true,
     },
     shard: {
       publish: [s.deltaAll, '$JS.API.INFO', ...kvUse(s.kvBucket), ...objectStoreUse(s.objectStore)],
-      subscribe: [inbox, serviceApi, `${s.prefix}.ps.>`, s.workerClockAll, a.role('shard')],
+      subscribe: [inbox('shard'), serviceApi, `${s.prefix}.ps.>`, s.workerClockAll, a.role('shard')],
       allowResponses: true,
     },
     serving: {
@@ -88,52 +100,78 @@ export function rolePermissions(cluster: string): Record<NatsRole, RolePermissio
         '$JS.API.INFO',
         ...streamUse(`KV_${s.kvBucket}`),
       ],
-      subscribe: [inbox, serviceApi, s.deltaAll, s.score, s.rank, a.role('serving')],
+      subscribe: [inbox('serving'), serviceApi, s.deltaAll, s.score, s.rank, a.role('serving')],
       allowResponses: true,
     },
     admin: {
+      // JetStream management of its own cluster's streams only: another cluster's admin on the
+      // same server cannot delete or read this cluster's streams
       publish: [
         `${s.prefix}.>`,
         serviceApi,
-        '$JS.API.>',
-        '$JS.ACK.>',
+        '$JS.API.INFO',
+        '$JS.API.STREAM.NAMES',
+        '$JS.API.STREAM.LIST',
+        ...[s.feedbackStream, s.deadLetterStream, `KV_${s.kvBucket}`, `OBJ_${s.objectStore}`].flatMap(
+          (stream) => [`$JS.API.STREAM.*.${stream}`, `$JS.API.STREAM.MSG.*.${stream}`, ...streamUse(stream)],
+        ),
         `$KV.${s.kvBucket}.>`,
         `$O.${s.objectStore}.>`,
       ],
-      subscribe: [inbox, `${s.prefix}.>`, serviceApi],
+      // it calls the service API (replies come to its inbox); it does not listen to it
+      subscribe: [inbox('admin'), `${s.prefix}.>`],
       allowResponses: true,
     },
   };
 }
 
+export interface RoleCredentials {
+  /** The user's public nkey (`U...`): what the server config lists. */
+  nkey: string;
+  /** The user's nkey seed (`SU...`): the secret the role connects with (`nkeySeedFile`). */
+  seed: string;
+  /** The reply-inbox prefix the role must connect with. */
+  inboxPrefix: string;
+}
+
 export interface GeneratedAuth {
   cluster: string;
-  users: Record<NatsRole, { user: string; password: string }>;
+  users: Record<NatsRole, RoleCredentials>;
   /** The `users = [...]` entries (to combine several clusters in one server). */
   entries: string[];
-  /** A complete `authorization { ... }` block for nats-server.conf. */
+  /** A complete `authorization { ... }` block for nats-server.conf (public keys only). */
   config: string;
 }
 
 const q = (v: string) => JSON.stringify(v);
 
-/** Generates users, random passwords and per-role permissions for one cluster. */
+/** nats.js re-exports nkeys.js, whose types do not resolve through it: the part used here. */
+interface KeyPair {
+  getSeed(): Uint8Array;
+  getPublicKey(): string;
+}
+const nk = nkeys as unknown as { createUser(): KeyPair; fromSeed(seed: Uint8Array): KeyPair };
+
+/** Generates one nkey user per role with its permissions for one cluster. */
 export function generateNatsAuth(opts: {
   cluster: string;
-  /** Fixed passwords (tests); random 24-byte ones otherwise. */
-  passwords?: Partial<Record<NatsRole, string>>;
+  /** Fixed seeds (tests); fresh random nkeys otherwise. */
+  seeds?: Partial<Record<NatsRole, string>>;
 }): GeneratedAuth {
   assertClusterName(opts.cluster);
+  const s = subjects(opts.cluster);
   const perms = rolePermissions(opts.cluster);
-  const users = {} as Record<NatsRole, { user: string; password: string }>;
+  const users = {} as Record<NatsRole, RoleCredentials>;
   const entries: string[] = [];
   for (const role of natsRoles) {
-    const user = `freshet-${opts.cluster}-${role}`;
-    const password = opts.passwords?.[role] ?? randomBytes(24).toString('base64url');
-    users[role] = { user, password };
+    const given = opts.seeds?.[role];
+    const kp = given ? nk.fromSeed(new TextEncoder().encode(given)) : nk.createUser();
+    const seed = new TextDecoder().decode(kp.getSeed());
+    const nkey = kp.getPublicKey();
+    users[role] = { nkey, seed, inboxPrefix: s.inboxPrefix(role) };
     const p = perms[role];
     entries.push(
-      `{ user: ${q(user)}, password: ${q(password)}, permissions: { ` +
+      `# ${opts.cluster} ${role}\n    { nkey: ${q(nkey)}, permissions: { ` +
         `publish: { allow: [${p.publish.map(q).join(', ')}] }, ` +
         `subscribe: { allow: [${p.subscribe.map(q).join(', ')}] }` +
         (p.allowResponses ? ', allow_responses: true' : '') +
@@ -148,6 +186,17 @@ export function authorizationBlock(entries: string[]): string {
   return `authorization {\n  users = [\n    ${entries.join(',\n    ')}\n  ]\n}\n`;
 }
 
+/**
+ * The route part of a `cluster { ... }` block (include it there): the secret every route must
+ * present, and the routes to the peers presenting it. A server without it cannot join as a route.
+ */
+export function clusterAuthBlock(auth: RouteAuth, routes: Array<{ host: string; port: number }>): string {
+  return (
+    `authorization { user: ${q(auth.user)}, password: ${q(auth.password)}, timeout: 2 }\n` +
+    `routes: [\n${routes.map((r) => `  ${q(routeUrl(r.host, r.port, auth))}`).join('\n')}\n]\n`
+  );
+}
+
 /** A nats-server `tls { ... }` block (server side). */
 export function tlsBlock(tls: {
   certFile: string;
@@ -159,4 +208,22 @@ export function tlsBlock(tls: {
   if (tls.caFile) lines.push(`  ca_file: ${q(tls.caFile)}`);
   if (tls.verify) lines.push('  verify: true');
   return `tls {\n${lines.join('\n')}\n}\n`;
+}
+
+/**
+ * Writes a generated auth into `dir` (made 0700): `auth.conf` (include it from nats-server.conf),
+ * one `<role>.nk` seed file per role, and `cluster.conf` (include it inside the `cluster` block)
+ * when a route secret is given. Every file is 0600, also when it existed before.
+ */
+export async function writeAuthFiles(
+  dir: string,
+  auth: GeneratedAuth,
+  cluster?: { routeAuth: RouteAuth; routes: Array<{ host: string; port: number }> },
+): Promise<string[]> {
+  await privateDir(dir);
+  const files: Array<[string, string]> = [['auth.conf', auth.config]];
+  for (const role of natsRoles) files.push([`${role}.nk`, auth.users[role].seed + '\n']);
+  if (cluster) files.push(['cluster.conf', clusterAuthBlock(cluster.routeAuth, cluster.routes)]);
+  for (const [name, text] of files) await writePrivateFile(join(dir, name), text);
+  return files.map(([name]) => name);
 }

@@ -5,6 +5,7 @@ import {
   adminRequestSchema,
   adminSubjects,
   FreshetError,
+  subjects,
   toErrorEnvelope,
   type AdminCommand,
   type AdminReply,
@@ -47,7 +48,9 @@ const dec = new TextDecoder();
 
 /** Connects and starts answering admin commands for one actor. */
 export async function serveRoleAdmin(o: RoleAdminOptions): Promise<RoleAdmin> {
-  const nc = await connectNats(o.nats, `freshet-admin-${o.role}-${o.id}`);
+  const nc = await connectNats(o.nats, `freshet-admin-${o.role}-${o.id}`, {
+    inboxPrefix: subjects(o.cluster).inboxPrefix(o.role),
+  });
   return answerAdmin(nc, o, true);
 }
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect, type NatsConnection } from 'nats';
+import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import { ensureStream } from '@freshet/client';
 import { startNatsServer, type NatsServerHandle } from '@freshet/nats';
 import {
@@ -24,8 +24,13 @@ let a2: GeneratedAuth;
 const conns: NatsConnection[] = [];
 
 async function as(auth: GeneratedAuth, role: NatsRole): Promise<NatsConnection> {
-  const { user, password } = auth.users[role];
-  const nc = await connect({ servers: server.url, user, pass: password, name: `${auth.cluster}-${role}` });
+  const { seed, inboxPrefix } = auth.users[role];
+  const nc = await connect({
+    servers: server.url,
+    authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)),
+    inboxPrefix,
+    name: `${auth.cluster}-${role}`,
+  });
   conns.push(nc);
   return nc;
 }
@@ -60,9 +65,12 @@ afterAll(async () => {
 describe('generated NATS auth', () => {
   it('needs credentials at all', async () => {
     await expect(connect({ servers: server.url })).rejects.toThrow(/auth/i);
+    // another key than the one the server knows (the server config holds public keys only)
+    const stranger = new TextEncoder().encode(generateNatsAuth({ cluster: c1 }).users.publisher.seed);
     await expect(
-      connect({ servers: server.url, user: a1.users.publisher.user, pass: 'wrong' }),
+      connect({ servers: server.url, authenticator: nkeyAuthenticator(stranger) }),
     ).rejects.toThrow(/auth/i);
+    expect(a1.config).not.toContain(a1.users.publisher.seed);
   });
 
   it('lets a publisher publish feedback into its own stream', async () => {

@@ -1,11 +1,13 @@
 import {
   compileParseOptions,
   deadLetterReasons,
+  isLabelsSubject,
   parseEvent,
   type CompiledParseOptions,
   type DeadLetterReason,
   type FeedbackEvent,
   type ParseEventOptions,
+  type ParseEventResult,
 } from '@freshet/protocol';
 import type { DeadLetters } from './dead-letters.js';
 
@@ -24,6 +26,21 @@ export interface IngestCounters {
 }
 
 /**
+ * An `example` is accepted on the labels subjects only (published by the labeller role; NATS
+ * permissions keep plain publishers off them): FORBIDDEN_KIND anywhere else.
+ */
+function checkedKind(r: ParseEventResult, subject: string): ParseEventResult {
+  if (r.ok && r.event.kind === 'example' && !isLabelsSubject(subject)) {
+    return {
+      ok: false,
+      reason: 'FORBIDDEN_KIND',
+      message: 'example events are accepted on the labels subjects only',
+    };
+  }
+  return r;
+}
+
+/**
  * Validates one message from the feedback stream. A valid event is returned; an invalid one is
  * stored on the dead-letter subject with its reason and `undefined` is returned, so the caller
  * acks it and moves on. Never throws for bad input; throws only when the dead letter could not
@@ -35,7 +52,7 @@ export async function validateOrDeadLetter(
   options: ParseEventOptions | CompiledParseOptions = {},
   now?: number,
 ): Promise<FeedbackEvent | undefined> {
-  const r = parseEvent(msg.data, options, now);
+  const r = checkedKind(parseEvent(msg.data, options, now), msg.subject);
   if (r.ok) return r.event;
   const source: { subject: string; seq?: number } = { subject: msg.subject };
   if (msg.seq !== undefined) source.seq = msg.seq;
@@ -67,7 +84,7 @@ export class Ingest {
 
   /** {@link validateOrDeadLetter} with counting. */
   async validate(msg: IngestMessage, now?: number): Promise<FeedbackEvent | undefined> {
-    const r = parseEvent(msg.data, this.parse, now);
+    const r = checkedKind(parseEvent(msg.data, this.parse, now), msg.subject);
     if (r.ok) {
       this.c.accepted++;
       return r.event;

@@ -147,7 +147,11 @@ export class Publisher {
       e = r.data;
     }
     return {
-      subject: this.s.feedback(partitionOf(e.user, this.options.partitions)),
+      // labelled examples go to the labels subjects (the labeller role's); workers dead-letter
+      // an example that arrives on a feedback subject
+      subject: (e.kind === 'example' ? this.s.labels : this.s.feedback)(
+        partitionOf(e.user, this.options.partitions),
+      ),
       id: e.id,
       data: encodeEvent(e, this.options.encoding),
       attempts: 0,

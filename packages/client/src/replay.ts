@@ -1,7 +1,7 @@
 import type { NatsConnection } from 'nats';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectNats, type NatsOptionsInput } from '@freshet/nats';
-import { FreshetError, type FeedbackEventInput } from '@freshet/protocol';
+import { FreshetError, subjects, type FeedbackEventInput } from '@freshet/protocol';
 import { openDataset, type OpenDatasetOptions } from './datasets/index.js';
 import type { CsvSpecInput } from './datasets/csv-spec.js';
 import { Publisher } from './publisher.js';
@@ -82,7 +82,12 @@ export async function runReplay(o: ReplayOptions): Promise<ReplaySummary> {
     throw new FreshetError('CONFIG', 'replay: rate and speedup must be positive');
   }
   const own = !isConnection(o.nats);
-  const nc = isConnection(o.nats) ? o.nats : await connectNats(o.nats, 'freshet-replay');
+  // replays carry labelled examples: the labeller role's inbox unless the options say otherwise
+  const nc = isConnection(o.nats)
+    ? o.nats
+    : await connectNats(o.nats, 'freshet-replay', {
+        inboxPrefix: subjects(o.cluster).inboxPrefix('labeller'),
+      });
   const partitions = o.partitions ?? 8;
   const prefix = o.idPrefix ?? `${o.data.split(':')[0]}-${Date.now().toString(36)}`;
   const byKind: Record<string, number> = {};

@@ -43,7 +43,8 @@ function feedbackConfig(o: StreamOptions): Wanted {
   const s = subjects(o.cluster);
   return {
     name: s.feedbackStream,
-    subjects: Array.from({ length: o.partitions }, (_, p) => s.feedback(p)),
+    // listed, not `fb.*`: a consumer's `*.<p>` filter must be a subset of the stream's subjects
+    subjects: s.streamSubjects(o.partitions),
     retention: RetentionPolicy.Limits,
     storage: o.storage === 'memory' ? StorageType.Memory : StorageType.File,
     num_replicas: o.replicas,
@@ -163,7 +164,7 @@ export async function streamPartitions(nc: NatsConnection, cluster: string): Pro
   const jsm = await nc.jetstreamManager();
   try {
     const info = await jsm.streams.info(s.feedbackStream);
-    return info.config.subjects.length;
+    return info.config.subjects.filter((x) => !s.isLabels(x)).length;
   } catch (e) {
     if (isNotFound(e)) return undefined;
     throw e;

@@ -26,7 +26,10 @@ describe('ensureStream', () => {
     expect(await streamPartitions(nats.nc, c)).toBe(6);
     const jsm = await nats.nc.jetstreamManager();
     const info = await jsm.streams.info(subjects(c).feedbackStream);
-    expect(info.config.subjects).toEqual([0, 1, 2, 3, 4, 5].map((p) => subjects(c).feedback(p)));
+    expect(info.config.subjects).toEqual([
+      ...[0, 1, 2, 3, 4, 5].map((p) => subjects(c).feedback(p)),
+      ...[0, 1, 2, 3, 4, 5].map((p) => subjects(c).labels(p)),
+    ]);
     expect(info.config.max_age).toBe(3600_000 * 1e6);
   });
 

@@ -4,12 +4,16 @@ export {
   findNatsServer,
   natsServerVersion,
   freePort,
+  generateRouteAuth,
+  routeUrl,
+  type RouteAuth,
   type NatsServerOptions,
   type NatsServerHandle,
   type NatsClusterHandle,
 } from './local-server.js';
 export {
   connectNats,
+  newInbox,
   natsOptionsSchema,
   natsOptionsFromEnv,
   type NatsOptions,

@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -22,17 +23,41 @@ export interface NatsServerOptions {
   serverName?: string;
   /** Bytes; Freshet frames need more than NATS's 1 MiB default. */
   maxPayload?: number;
-  /** Route clustering: this node's cluster port and its peers' route URLs. */
-  cluster?: { name: string; port: number; routes: string[] };
+  /**
+   * Route clustering: this node's cluster port and its peers' route URLs. With `auth`, only
+   * servers that present it may connect as routes (and the routes present it to their peers).
+   */
+  cluster?: { name: string; port: number; routes: string[]; auth?: RouteAuth };
+  /** HTTP monitoring port (0 picks one), bound to `host` (loopback by default); off when omitted. */
+  monitorPort?: number;
   /** Extra configuration text appended verbatim (authorization, tls...). */
   extraConfig?: string;
   /** Milliseconds to wait for "Server is ready". */
   readyTimeoutMs?: number;
 }
 
+/** The shared secret of a cluster's route connections. */
+export interface RouteAuth {
+  user: string;
+  password: string;
+}
+
+/** A random route secret (URL-safe, so it can sit in `nats-route://user:pass@host:port`). */
+export function generateRouteAuth(): RouteAuth {
+  return { user: 'route', password: randomBytes(24).toString('base64url') };
+}
+
+/** A route URL that presents `auth`. */
+export function routeUrl(host: string, port: number, auth?: RouteAuth): string {
+  const cred = auth ? `${encodeURIComponent(auth.user)}:${encodeURIComponent(auth.password)}@` : '';
+  return `nats-route://${cred}${host}:${port}`;
+}
+
 export interface NatsServerHandle {
   url: string;
   port: number;
+  /** The HTTP monitoring URL, when `monitorPort` was given. */
+  monitorUrl: string | undefined;
   /** The server_name it runs under (what JetStream reports as a stream's leader), when set. */
   name: string | undefined;
   pid: number;
@@ -101,14 +126,22 @@ function configText(
   o: Required<Pick<NatsServerOptions, 'host' | 'maxPayload'>> & NatsServerOptions,
   port: number,
   storeDir: string,
+  monitorPort: number | undefined,
 ): string {
+  const q = (v: string) => JSON.stringify(v);
   const lines = [`host: "${o.host}"`, `port: ${port}`, `max_payload: ${o.maxPayload}`];
   if (o.serverName) lines.push(`server_name: "${o.serverName}"`);
+  // The monitor answers anyone who reaches it (no auth in nats-server): same host as the
+  // clients, loopback unless asked otherwise.
+  if (monitorPort !== undefined) lines.push(`http: "${o.host}:${monitorPort}"`);
   if (o.jetstream !== false) lines.push(`jetstream { store_dir: "${storeDir}" }`);
   if (o.cluster) {
+    const auth = o.cluster.auth
+      ? ` authorization { user: ${q(o.cluster.auth.user)}, password: ${q(o.cluster.auth.password)}, timeout: 2 },`
+      : '';
     lines.push(
-      `cluster { name: "${o.cluster.name}", host: "${o.host}", port: ${o.cluster.port}, routes: [${o.cluster.routes
-        .map((r) => `"${r}"`)
+      `cluster { name: "${o.cluster.name}", host: "${o.host}", port: ${o.cluster.port},${auth} routes: [${o.cluster.routes
+        .map((r) => q(r))
         .join(', ')}] }`,
     );
   }
@@ -123,8 +156,11 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   const work = await mkdtemp(join(tmpdir(), 'freshet-nats-'));
   const storeDir = o.storeDir ?? join(work, 'js');
   const port = o.port && o.port > 0 ? o.port : await freePort(o.host);
+  const monitorPort =
+    o.monitorPort === undefined ? undefined : o.monitorPort > 0 ? o.monitorPort : await freePort(o.host);
   const configFile = join(work, 'nats.conf');
-  await writeFile(configFile, configText(o, port, storeDir));
+  // It holds route secrets and, with generated auth, the user list: private to this user.
+  await writeFile(configFile, configText(o, port, storeDir, monitorPort), { mode: 0o600 });
 
   let child: ChildProcess | undefined;
   const launch = async (): Promise<void> => {
@@ -184,6 +220,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   return {
     url: `nats://${o.host}:${port}`,
     port,
+    monitorUrl: monitorPort === undefined ? undefined : `http://${o.host}:${monitorPort}`,
     name: o.serverName,
     get pid() {
       return child?.pid ?? -1;
@@ -210,31 +247,48 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
 /** A route-clustered set of nats-servers on loopback (JetStream replicated across them). */
 export interface NatsClusterHandle {
   servers: NatsServerHandle[];
+  /** The route cluster's name, its servers' route ports and the secret routes present. */
+  name: string;
+  routePorts: number[];
+  routeAuth: RouteAuth;
   /** All client URLs, for a connection that fails over. */
   urls: string[];
   stop(): Promise<void>;
 }
 
+/**
+ * Starts `size` route-clustered servers. Routes always authenticate: with `routeAuth`, or else a
+ * random secret made here (a server without it cannot join as a route and see all traffic).
+ */
 export async function startNatsCluster(
   size = 3,
-  options: Omit<NatsServerOptions, 'cluster' | 'port' | 'serverName'> & { name?: string } = {},
+  options: Omit<NatsServerOptions, 'cluster' | 'port' | 'serverName'> & {
+    name?: string;
+    routeAuth?: RouteAuth;
+  } = {},
 ): Promise<NatsClusterHandle> {
-  const name = options.name ?? 'freshet';
-  const routePorts = await Promise.all(Array.from({ length: size }, () => freePort()));
-  const routes = routePorts.map((p) => `nats-route://127.0.0.1:${p}`);
+  const { name: clusterName, routeAuth: givenAuth, ...serverOptions } = options;
+  const name = clusterName ?? 'freshet';
+  const routeAuth = givenAuth ?? generateRouteAuth();
+  const host = serverOptions.host ?? '127.0.0.1';
+  const routePorts = await Promise.all(Array.from({ length: size }, () => freePort(host)));
+  const routes = routePorts.map((p) => routeUrl(host, p, routeAuth));
   const servers = await Promise.all(
     routePorts.map((p, i) =>
       startNatsServer({
-        ...options,
+        ...serverOptions,
         // one store per server (the cluster's RAFT state lives there, by server name)
-        ...(options.storeDir ? { storeDir: join(options.storeDir, String(i)) } : {}),
+        ...(serverOptions.storeDir ? { storeDir: join(serverOptions.storeDir, String(i)) } : {}),
         serverName: `${name}-${i}`,
-        cluster: { name, port: p, routes: routes.filter((_, j) => j !== i) },
+        cluster: { name, port: p, routes: routes.filter((_, j) => j !== i), auth: routeAuth },
       }),
     ),
   );
   return {
     servers,
+    name,
+    routePorts,
+    routeAuth,
     urls: servers.map((s) => s.url),
     async stop() {
       await Promise.all(servers.map((s) => s.stop()));

@@ -148,5 +148,7 @@ export const deadLetterReasons = [
   'DUPLICATE', // event id seen before (joiner)
   'RATE_LIMITED', // per-user rate limit exceeded (joiner, click spam)
   'INVALID', // anything else the schema rejects (ranges, enum values)
+  'FORBIDDEN_KIND', // an `example` on a feedback subject: labels come only from the labeller role
+  'NON_FINITE_GRADIENT', // its example's gradient came back non-finite (worker; never applied)
 ] as const;
 export type DeadLetterReason = (typeof deadLetterReasons)[number];

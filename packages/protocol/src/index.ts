@@ -8,7 +8,7 @@ export {
   type ErrorCode,
   type ErrorEnvelope,
 } from './errors.js';
-export { subjects, assertClusterName, type Subjects } from './subjects.js';
+export { subjects, assertClusterName, isLabelsSubject, type Subjects } from './subjects.js';
 export {
   encodeFrame,
   decodeFrame,

@@ -9,6 +9,11 @@ export function assertClusterName(cluster: string): void {
   }
 }
 
+/** Whether a subject is a labels subject (`freshet.<cluster>.lb.<partition>`) of any cluster. */
+export function isLabelsSubject(subject: string): boolean {
+  return subject.split('.', 3)[2] === 'lb';
+}
+
 /**
  * Every NATS subject, stream, bucket and queue name of one cluster, in one place.
  * Roles never build subjects by hand, so permissions (see deploy/) can be written against these.
@@ -23,6 +28,22 @@ export function subjects(cluster: string) {
     /** Feedback events of one partition (JetStream). */
     feedback: (partition: number) => `${p}.fb.${partition}`,
     feedbackAll: `${p}.fb.*`,
+    /**
+     * Pre-labelled `example` events of one partition, in the same stream. Only the labeller role
+     * may publish here (NATS permissions); workers dead-letter an `example` that arrives on a
+     * feedback subject (FORBIDDEN_KIND), so plain publishers cannot inject labels.
+     */
+    labels: (partition: number) => `${p}.lb.${partition}`,
+    labelsAll: `${p}.lb.*`,
+    /** The consumer filter of one partition: its feedback and its labels (`*` = fb | lb). */
+    partitionFilter: (partition: number) => `${p}.*.${partition}`,
+    /** The feedback stream's subjects: feedback then labels, one each per partition, listed. */
+    streamSubjects: (partitions: number) => [
+      ...Array.from({ length: partitions }, (_, i) => `${p}.fb.${i}`),
+      ...Array.from({ length: partitions }, (_, i) => `${p}.lb.${i}`),
+    ],
+    /** Whether a stream subject is a labels subject (else feedback). */
+    isLabels: (subject: string) => subject.startsWith(`${p}.lb.`),
     feedbackStream: `FRESHET_FB_${streamSuffix}`,
     /** Rejected input, with a reason code in the `Freshet-Reason` header. */
     deadLetter: `${p}.dlq`,
@@ -42,6 +63,11 @@ export function subjects(cluster: string) {
     /** Cluster-wide state (model spec, shard map, partition leases). */
     kvBucket: `freshet_${cluster.replace(/-/g, '_')}`,
     objectStore: `freshet_ckpt_${cluster.replace(/-/g, '_')}`,
+    /**
+     * Each role's reply-inbox prefix (nats.js `inboxPrefix`): NATS permissions let a role subscribe
+     * to its own prefix only, so no role reads another's replies (pulled weights, acks, ranks).
+     */
+    inboxPrefix: (role: string) => `_INBOX_${cluster}_${role}`,
     /** NATS service API names; `freshet status` finds actors by these. */
     serviceName: (role: 'shard' | 'worker' | 'serving') => `freshet-${role}`,
   } as const;

@@ -142,7 +142,9 @@ export class ServingNode {
       this.model = createModel(o.model as ModelConfigInput);
       if (this.deps.nc) this.nc = this.deps.nc;
       else {
-        this.nc = await connectNats(o.nats, `freshet-serving-${o.id}`);
+        this.nc = await connectNats(o.nats, `freshet-serving-${o.id}`, {
+          inboxPrefix: subjects(o.cluster).inboxPrefix('serving'),
+        });
         this.ownsNc = true;
       }
       this.rep = new Replica(this.nc, {

@@ -112,7 +112,11 @@ export class Shard {
     const o = this.options;
     try {
       if (this.deps.signal?.aborted) throw new FreshetError('SHUTTING_DOWN', 'aborted before start');
-      this.nc = this.deps.nc ?? (await connectNats(o.nats, `freshet-shard-${o.cluster}-${o.shard}`));
+      this.nc =
+        this.deps.nc ??
+        (await connectNats(o.nats, `freshet-shard-${o.cluster}-${o.shard}`, {
+          inboxPrefix: subjects(o.cluster).inboxPrefix('shard'),
+        }));
       this.ownsNc = !this.deps.nc;
       const spec = o.model ?? (await this.modelFromKv(this.nc));
       this.spec = spec;

@@ -36,7 +36,7 @@ export async function publishExamples(
       label: shape.label?.(k) ?? (k % 3 === 0 ? 1 : 0),
       features: shape.features?.(k, user) ?? { user, item: `i${k % 5}` },
     });
-    acks.push(js.publish(s.feedback(k % partitions), ev, shape.msgId ? { msgID: `e${k}` } : undefined));
+    acks.push(js.publish(s.labels(k % partitions), ev, shape.msgId ? { msgID: `e${k}` } : undefined));
     if (acks.length >= 256) {
       await Promise.all(acks);
       acks = [];

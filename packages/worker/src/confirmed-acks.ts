@@ -1,4 +1,5 @@
-import { createInbox, type Msg, type NatsConnection, type Subscription } from 'nats';
+import type { Msg, NatsConnection, Subscription } from 'nats';
+import { newInbox } from '@freshet/nats';
 import type { DeliveredMsg } from './delivered-msg.js';
 import type { WorkerCounters } from './worker.js';
 import type { WorkerLog } from './message-holds.js';
@@ -85,7 +86,7 @@ export class ConfirmedAcks {
   private listen(): void {
     const nc = this.ctx.nc();
     if (!this.sub && nc && !nc.isClosed()) {
-      this.prefix = createInbox();
+      this.prefix = newInbox(nc);
       this.sub = nc.subscribe(`${this.prefix}.*`, { callback: (err, msg) => this.answered(err, msg) });
     }
     this.sweeper ??= setInterval(() => this.sweep(), Math.max(25, this.ctx.timeoutMs / 4));

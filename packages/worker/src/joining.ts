@@ -9,6 +9,8 @@ export interface JoiningContext {
   holds: MessageHolds;
   counters: WorkerCounters;
   parseOpts: ReturnType<typeof compileParseOptions>;
+  /** Whether a stream subject is one of the labels subjects (where `example` events belong). */
+  isLabels: (subject: string) => boolean;
   /** Buffers an example for batching (it takes a hold on each of its messages). */
   enqueue: (b: Omit<Buffered, 'at'>) => void;
 }
@@ -53,6 +55,13 @@ export class Joining {
       return;
     }
     const ev = r.event;
+    if (ev.kind === 'example' && !this.ctx.isLabels(m.subject)) {
+      // only the labeller role may publish to the labels subjects (NATS permissions); an example
+      // on a feedback subject would let any publisher set labels and bypass the click limits
+      holds.deadLetter(t, 'FORBIDDEN_KIND', 'example events are accepted on the labels subjects only');
+      holds.release(t);
+      return;
+    }
     if (ev.kind === 'example') {
       // pre-labelled: no join; not deduped by id (JetStream's message-id dedupe covers publishers)
       const ex: Example = { features: ev.features, label: ev.label, weight: ev.weight, ts: ev.ts };

@@ -1,4 +1,5 @@
-import { createInbox, nanos, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { nanos, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { newInbox } from '@freshet/nats';
 import { delivered, type DeliveredMsg } from './delivered-msg.js';
 
 /** How one pull request ended. */
@@ -69,7 +70,7 @@ export class PullFeed {
     private readonly onMessage: (m: DeliveredMsg) => void,
   ) {
     this.next = `${opts.apiPrefix ?? '$JS.API'}.CONSUMER.MSG.NEXT.${opts.stream}.${opts.durable}`;
-    this.sub = nc.subscribe(createInbox(), { callback: (err, msg) => this.arrived(err, msg) });
+    this.sub = nc.subscribe(newInbox(nc), { callback: (err, msg) => this.arrived(err, msg) });
   }
 
   /** Messages of the open request so far (0 when none is open). */

@@ -31,7 +31,7 @@ describe('encoder statistics', () => {
     const cluster = uniqueName('wst').replace(/[^A-Za-z0-9_-]/g, '');
     const s = subjects(cluster);
     const jsm = await nats.nc.jetstreamManager();
-    await jsm.streams.add({ name: s.feedbackStream, subjects: [s.feedbackAll] });
+    await jsm.streams.add({ name: s.feedbackStream, subjects: s.streamSubjects(2) });
     new ShardHarness(nats.nc, cluster, createModel(modelConfig).spec, 1).startAll();
     const w = new Worker(
       {

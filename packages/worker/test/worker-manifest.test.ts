@@ -43,7 +43,7 @@ async function run(manifests: boolean) {
   const cluster = uniqueName('mf').replace(/[^A-Za-z0-9_-]/g, '');
   const s = subjects(cluster);
   const jsm = await nats.nc.jetstreamManager();
-  await jsm.streams.add({ name: s.feedbackStream, subjects: [s.feedbackAll] });
+  await jsm.streams.add({ name: s.feedbackStream, subjects: s.streamSubjects(PARTITIONS) });
   const harness = new ShardHarness(nats.nc, cluster, spec, 2);
   harness.startAll();
   const denseShard = shardOfDense(spec.tables[denseTable]!.name, 2);

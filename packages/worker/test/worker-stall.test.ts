@@ -22,7 +22,7 @@ describe('worker under bursts on many partitions', () => {
     const cluster = uniqueName('ws').replace(/[^A-Za-z0-9_-]/g, '');
     const s = subjects(cluster);
     const jsm = await nats.nc.jetstreamManager();
-    await jsm.streams.add({ name: s.feedbackStream, subjects: [s.feedbackAll] });
+    await jsm.streams.add({ name: s.feedbackStream, subjects: s.streamSubjects(PARTITIONS) });
     const harness = new ShardHarness(nats.nc, cluster, spec, 2);
     harness.startAll();
     const w = new Worker(
@@ -86,7 +86,7 @@ describe('worker under bursts on many partitions', () => {
     const cluster = uniqueName('wl').replace(/[^A-Za-z0-9_-]/g, '');
     const s = subjects(cluster);
     const jsm = await nats.nc.jetstreamManager();
-    await jsm.streams.add({ name: s.feedbackStream, subjects: [s.feedbackAll] });
+    await jsm.streams.add({ name: s.feedbackStream, subjects: s.streamSubjects(PARTITIONS) });
     const harness = new ShardHarness(nats.nc, cluster, spec, 2);
     harness.startAll();
     let release!: () => void;
@@ -120,7 +120,7 @@ describe('worker under bursts on many partitions', () => {
           label: k % 2,
           features: { user: `u${k % 5}`, item: `i${k % 3}`, x: 1 },
         });
-        acks.push(js.publish(s.feedback(0), ev));
+        acks.push(js.publish(s.labels(0), ev));
       }
       await Promise.all(acks);
     };

@@ -29,7 +29,7 @@ async function setup(shards = 2) {
   const cluster = uniqueName('wk').replace(/[^A-Za-z0-9_-]/g, '');
   const s = subjects(cluster);
   const jsm = await nats.nc.jetstreamManager();
-  await jsm.streams.add({ name: s.feedbackStream, subjects: [s.feedbackAll] });
+  await jsm.streams.add({ name: s.feedbackStream, subjects: s.streamSubjects(PARTITIONS) });
   const harness = new ShardHarness(nats.nc, cluster, spec, shards);
   harness.startAll();
   return { cluster, s, harness };

@@ -1,6 +1,6 @@
 import type { NatsConnection } from 'nats';
 import { connectNats, natsOptionsFromEnv } from '@freshet/nats';
-import { FreshetError } from '@freshet/protocol';
+import { FreshetError, subjects } from '@freshet/protocol';
 
 /** Options every admin command takes to find a cluster. */
 export interface AdminFlags {
@@ -24,7 +24,9 @@ export function natsUrlsFrom(flags: AdminFlags, env: NodeJS.ProcessEnv = process
 export async function connectAdmin(flags: AdminFlags, name: string): Promise<NatsConnection> {
   const servers = natsUrlsFrom(flags);
   try {
-    return await connectNats({ ...natsOptionsFromEnv(), servers }, name);
+    // the admin role's reply inboxes (FRESHET_NATS_INBOX_PREFIX overrides, e.g. for another role)
+    const defaults = flags.cluster ? { inboxPrefix: subjects(flags.cluster).inboxPrefix('admin') } : {};
+    return await connectNats({ ...natsOptionsFromEnv(), servers }, name, defaults);
   } catch (e) {
     const msg = (e as Error).message;
     const auth = /auth/i.test(msg);
@@ -32,7 +34,7 @@ export async function connectAdmin(flags: AdminFlags, name: string): Promise<Nat
       'UNAVAILABLE',
       `cannot connect to NATS at ${servers.join(',')}: ${msg}. ` +
         (auth
-          ? 'The server wants credentials: set FRESHET_NATS_USER and FRESHET_NATS_PASS_FILE (or FRESHET_NATS_CREDS) for the admin role.'
+          ? 'The server wants credentials: set FRESHET_NATS_NKEY_FILE (or FRESHET_NATS_USER and FRESHET_NATS_PASS_FILE, or FRESHET_NATS_CREDS) for the admin role, and FRESHET_NATS_INBOX_PREFIX to its inbox prefix.'
           : 'Is a cluster running? Start one with `pnpm freshet up`, or pass --nats URL (or set FRESHET_NATS_URL).'),
       { cause: e },
     );

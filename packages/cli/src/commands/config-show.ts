@@ -1,8 +1,9 @@
-import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command } from 'commander';
+import { generateRouteAuth } from '@freshet/nats';
+import { FreshetError } from '@freshet/protocol';
 import { clusterConfigToYaml, planActors } from '../cluster-config.js';
-import { generateNatsAuth, natsRoles } from '../nats-auth.js';
+import { generateNatsAuth, natsRoles, writeAuthFiles } from '../nats-auth.js';
 import { configFromFlags } from './up.js';
 
 /**
@@ -30,23 +31,41 @@ export function configCommand(): Command {
     });
   cmd
     .command('auth')
-    .description('Write a nats-server authorization config with one user per role (passwords in files)')
+    .description('Write a nats-server authorization config with one nkey user per role (seeds in files)')
     .requiredOption('--cluster <name>', 'cluster name the permissions are for')
-    .requiredOption('--out <dir>', 'directory for auth.conf and the <role>.pass files (mode 0600)')
-    .action(async (flags: { cluster: string; out: string }) => {
+    .requiredOption('--out <dir>', 'directory for auth.conf and the <role>.nk seed files (all mode 0600)')
+    .option(
+      '--routes <host:port,...>',
+      'also write cluster.conf (route secret + routes to these peers) for the cluster block',
+    )
+    .action(async (flags: { cluster: string; out: string; routes?: string }) => {
       const auth = generateNatsAuth({ cluster: flags.cluster });
-      await mkdir(flags.out, { recursive: true, mode: 0o700 });
-      await writeFile(join(flags.out, 'auth.conf'), auth.config, { mode: 0o600 });
-      for (const role of natsRoles) {
-        await writeFile(join(flags.out, `${role}.pass`), auth.users[role].password + '\n', { mode: 0o600 });
-      }
+      const routes = flags.routes ? parseRoutes(flags.routes) : undefined;
+      const files = await writeAuthFiles(
+        flags.out,
+        auth,
+        routes ? { routeAuth: generateRouteAuth(), routes } : undefined,
+      );
       process.stdout.write(
-        `wrote ${join(flags.out, 'auth.conf')} (include it from nats-server.conf) and ${natsRoles
-          .map((r) => `${r}.pass`)
-          .join(', ')}.\n` +
-          `Processes connect with FRESHET_NATS_USER=<role user> FRESHET_NATS_PASS_FILE=<dir>/<role>.pass.\n` +
-          `Users: ${natsRoles.map((r) => `${r}=${auth.users[r].user}`).join(', ')}\n`,
+        `wrote ${files.map((f) => join(flags.out, f)).join(', ')} (mode 0600).\n` +
+          `Include auth.conf from nats-server.conf` +
+          (routes ? ' and cluster.conf inside its cluster { } block' : '') +
+          `; roles connect with FRESHET_NATS_NKEY_FILE=<dir>/<role>.nk ` +
+          `FRESHET_NATS_INBOX_PREFIX=<the role's prefix>.\n` +
+          natsRoles
+            .map((r) => `  ${r.padEnd(9)} nkey ${auth.users[r].nkey}  inbox ${auth.users[r].inboxPrefix}`)
+            .join('\n') +
+          '\n',
       );
     });
   return cmd;
+}
+
+/** `host:port,host:port` → route peers; CONFIG error on anything else. */
+function parseRoutes(text: string): Array<{ host: string; port: number }> {
+  return text.split(',').map((r) => {
+    const m = /^([A-Za-z0-9.-]+):(\d{1,5})$/.exec(r.trim());
+    if (!m) throw new FreshetError('CONFIG', `--routes: "${r}" is not host:port`);
+    return { host: m[1]!, port: Number(m[2]) };
+  });
 }
