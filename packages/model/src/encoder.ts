@@ -1,6 +1,11 @@
 import { FreshetError, featureId } from '@freshet/protocol';
 import type { EncodedBatch, Example, SparseInput } from './batch.js';
-import type { CompiledFeatureSpec, FieldSpec } from './feature-spec.js';
+import {
+  NUMERIC_INPUT_LIMIT,
+  NUMERIC_LIMIT,
+  type CompiledFeatureSpec,
+  type FieldSpec,
+} from './feature-spec.js';
 import { KeyIndex } from './key-index.js';
 
 /** Running mean and variance (Welford) of one standardised numeric column. */
@@ -17,6 +22,8 @@ interface NumericPlan {
   log: boolean;
   standardise: boolean;
   missing: number;
+  min: number;
+  max: number;
   stats: RunningStats;
 }
 
@@ -46,6 +53,8 @@ export class FeatureEncoder {
   private idCount = 0;
   private readonly scratch = new Uint32Array(2);
   private statsFrozen = false;
+  /** Numeric values clipped so far, by field name. */
+  private readonly clippedCounts = new Map<string, number>();
 
   constructor(
     private readonly compiled: CompiledFeatureSpec,
@@ -67,9 +76,16 @@ export class FeatureEncoder {
         log: f.transform === 'log1p' || f.transform === 'log1p-standardise',
         standardise: f.transform === 'standardise' || f.transform === 'log1p-standardise',
         missing: f.missing,
+        min: Math.max(f.clip?.min ?? -NUMERIC_LIMIT, -NUMERIC_LIMIT),
+        max: Math.min(f.clip?.max ?? NUMERIC_LIMIT, NUMERIC_LIMIT),
         stats: { n: 0, mean: 0, m2: 0 },
       };
     });
+  }
+
+  /** Numeric values clipped to their field's range (raw or transformed) so far, by field name. */
+  clipped(): Record<string, number> {
+    return Object.fromEntries(this.clippedCounts);
   }
 
   /** Width of the numeric input. */
@@ -168,8 +184,15 @@ export class FeatureEncoder {
     const numeric = new Float32Array(size * numericDim);
     this.numeric.forEach((p, c) => {
       const col = new Float64Array(size);
+      let clipped = 0;
+      let rawClipped: Uint8Array | undefined;
       for (let b = 0; b < size; b++) {
         let x = toNumber(examples[b]!.features[p.name]) ?? p.missing;
+        if (x < p.min || x > p.max) {
+          x = x < p.min ? p.min : p.max;
+          clipped++;
+          (rawClipped ??= new Uint8Array(size))[b] = 1;
+        }
         if (p.log) x = x > 0 ? Math.log1p(x) : 0;
         col[b] = x;
       }
@@ -189,7 +212,17 @@ export class FeatureEncoder {
         const inv = sd > 1e-6 ? 1 / sd : 1;
         for (let b = 0; b < size; b++) col[b] = (col[b]! - s.mean) * inv;
       }
-      for (let b = 0; b < size; b++) numeric[b * numericDim + c] = col[b]!;
+      for (let b = 0; b < size; b++) {
+        // what reaches the model is bounded too (a raw `none` value up to 1e9; a near-constant
+        // standardised column divided by a tiny deviation)
+        let z = col[b]!;
+        if (!(Math.abs(z) <= NUMERIC_INPUT_LIMIT)) {
+          z = Number.isNaN(z) ? 0 : Math.sign(z) * NUMERIC_INPUT_LIMIT;
+          if (!rawClipped?.[b]) clipped++; // one count per value
+        }
+        numeric[b * numericDim + c] = z;
+      }
+      if (clipped) this.clippedCounts.set(p.name, (this.clippedCounts.get(p.name) ?? 0) + clipped);
     });
 
     const u = keys.size;

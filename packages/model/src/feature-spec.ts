@@ -18,6 +18,18 @@ export const categoricalFieldSchema = z.object({
 });
 
 /**
+ * The bounds of numeric features. Raw values are clipped to ±1e9 (unless the field's `clip`
+ * narrows it) before the transform, so `log1p` and the running statistics of `standardise` see
+ * no more than that; what reaches the model (after the transform) is clipped to ±1e6. One
+ * outlier (a price of 3e38) would otherwise overflow a gradient's square in float32 and leave the
+ * optimizer's state at +Infinity, which freezes those weights for good. With inputs ≤ 1e6 even a
+ * factorization machine's pairwise term (x² ≤ 1e12, example weight ≤ 1000) keeps every gradient
+ * far below MAX_ABS_GRADIENT (2^63) of the shards. Both clips are counted per field.
+ */
+export const NUMERIC_LIMIT = 1e9;
+export const NUMERIC_INPUT_LIMIT = 1e6;
+
+/**
  * A numeric field. `log1p` maps x > 0 to log(1 + x) and anything else (missing, ≤ 0) to 0, as the
  * PyTorch wide&deep peer does; `standardise` subtracts a running mean and divides by a running
  * standard deviation (Welford, updated by every encoded batch); `log1p-standardise` does both.
@@ -36,8 +48,17 @@ export const numericFieldSchema = z
     buckets: z.array(z.number()).min(1).max(4096).optional(),
     /** With `buckets`: keep the transformed value as a numeric input too. */
     keepNumeric: z.boolean().default(false),
+    /**
+     * The range raw values are clipped to before the transform; default (and at most)
+     * ±{@link NUMERIC_LIMIT}.
+     * Clipped values are counted ({@link FeatureEncoder.clipped}).
+     */
+    clip: z.object({ min: z.number(), max: z.number() }).optional(),
   })
   .superRefine((f, ctx) => {
+    if (f.clip && !(f.clip.min < f.clip.max)) {
+      ctx.addIssue({ code: 'custom', message: `clip of "${f.name}": min must be < max`, path: ['clip'] });
+    }
     if (!f.buckets) return;
     for (let i = 1; i < f.buckets.length; i++) {
       if (!(f.buckets[i]! > f.buckets[i - 1]!)) {

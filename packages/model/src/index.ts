@@ -16,6 +16,8 @@ export {
   featureSpecSchema,
   compileFeatureSpec,
   readFeatureSpec,
+  NUMERIC_LIMIT,
+  NUMERIC_INPUT_LIMIT,
   type FieldSpec,
   type FeatureSpec,
   type FeatureSpecInput,

@@ -22,7 +22,33 @@ export const errorCodes = [
   'INTERNAL',
   'BAD_EVENT', // a feedback event failed validation (dead-lettered)
   'CONFIG', // invalid options or configuration
+  'GRAD_OVERFLOW', // a gradient so large its square overflows float32 (see MAX_ABS_GRADIENT)
 ] as const;
+
+/**
+ * The largest gradient value a shard applies: 2^63 ≈ 9.2e18, whose square (8.5e37) still fits
+ * float32 (max 3.4e38). A larger one would turn Adam's or Adagrad's second-moment state into
+ * +Infinity and freeze its row for good, so a push carrying one is rejected whole
+ * (GRAD_OVERFLOW), and workers dead-letter the batch instead of pushing it.
+ */
+export const MAX_ABS_GRADIENT = 2 ** 63;
+
+/**
+ * Why a set of gradients must not be applied: `NON_FINITE` (NaN, ±Infinity), `GRAD_OVERFLOW`
+ * (|g| > {@link MAX_ABS_GRADIENT}), or undefined when every value is fine.
+ */
+export function gradientProblem(grads: ArrayLike<number>): 'NON_FINITE' | 'GRAD_OVERFLOW' | undefined {
+  let overflow = false;
+  for (let i = 0; i < grads.length; i++) {
+    const a = Math.abs(grads[i]!);
+    // NaN fails both comparisons
+    if (!(a <= MAX_ABS_GRADIENT)) {
+      if (!(a < Infinity)) return 'NON_FINITE';
+      overflow = true;
+    }
+  }
+  return overflow ? 'GRAD_OVERFLOW' : undefined;
+}
 
 export const errorCodeSchema = z.enum(errorCodes);
 export type ErrorCode = z.infer<typeof errorCodeSchema>;

@@ -5,6 +5,8 @@ export {
   FreshetError,
   toErrorEnvelope,
   hasCode,
+  gradientProblem,
+  MAX_ABS_GRADIENT,
   type ErrorCode,
   type ErrorEnvelope,
 } from './errors.js';

@@ -1,5 +1,6 @@
 import {
   FreshetError,
+  MAX_ABS_GRADIENT,
   shardOfDense,
   shardOfKey,
   type DeltaTable,
@@ -48,12 +49,29 @@ export interface ReplayInfo {
   dcApplied: boolean;
 }
 
-const finiteAll = (a: Float32Array): boolean => {
-  // x − x is 0 for finite x and NaN for NaN and ±Infinity.
+/**
+ * Throws NON_FINITE or GRAD_OVERFLOW for gradients the optimizers must never see: a NaN or
+ * ±Infinity, or a value whose square overflows float32 (the second-moment state would become
+ * +Infinity and freeze its row). Checked for the whole push before any of it is applied.
+ */
+function checkGradients(table: number, a: Float32Array): void {
+  // x − x is 0 for finite x and NaN for NaN and ±Infinity; one pass, no branch per value
   let acc = 0;
-  for (let i = 0; i < a.length; i++) acc += a[i]! - a[i]!;
-  return acc === 0;
-};
+  let max = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    acc += x - x;
+    const ax = x < 0 ? -x : x;
+    if (ax > max) max = ax;
+  }
+  if (acc !== 0) throw new FreshetError('NON_FINITE', `table ${table}: non-finite gradient`);
+  if (max > MAX_ABS_GRADIENT) {
+    throw new FreshetError(
+      'GRAD_OVERFLOW',
+      `table ${table}: gradient ${max.toExponential(2)} > ${MAX_ABS_GRADIENT}`,
+    );
+  }
+}
 
 /**
  * The parameter state of one shard and every rule for changing it: validation, staleness,
@@ -145,7 +163,7 @@ export class ShardCore {
         throw new FreshetError('WRONG_LENGTH', `table ${p.t}: arrays disagree with ${n} keys`);
       }
       this.checkKeys(tab, p.keys);
-      if (!finiteAll(p.grads)) throw new FreshetError('NON_FINITE', `table ${p.t}: non-finite gradient`);
+      checkGradients(p.t, p.grads);
       stalenessScale(tab.spec.staleness, tau);
     }
   }
@@ -185,7 +203,11 @@ export class ShardCore {
       }
       return p;
     });
-    if (dcApplied && !replay) effective = { ...req, tables };
+    if (dcApplied && !replay) {
+      // the compensation g + λ·g⊙g⊙(w − w_then) can overflow what the push itself did not
+      for (const p of tables) checkGradients(p.t, p.grads);
+      effective = { ...req, tables };
+    }
     for (const p of tables) {
       const tab = this.tables[p.t]!;
       const n = p.keys.length / 2;

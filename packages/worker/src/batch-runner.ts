@@ -1,5 +1,5 @@
 import type { Model } from '@freshet/model';
-import { FreshetError, hashString64, hasCode } from '@freshet/protocol';
+import { FreshetError, gradientProblem, hashString64, hasCode } from '@freshet/protocol';
 import type { BatchTiming } from './batch-timing.js';
 import type { ComputePool } from './compute-pool.js';
 import type { LrSchedule } from './lr-schedule.js';
@@ -7,7 +7,7 @@ import type { ManifestHandle, ManifestStore } from './manifest-store.js';
 import type { Recovered } from './manifest-recovery.js';
 import { labelKnownAt, type Buffered, type MessageHolds, type WorkerLog } from './message-holds.js';
 import type { ProgressiveMetrics } from './progressive.js';
-import { allFinite, type ShardClient } from './shard-client.js';
+import type { ShardClient } from './shard-client.js';
 import type { WorkerOptions } from './worker-options.js';
 import type { WorkerCounters } from './worker.js';
 
@@ -103,26 +103,48 @@ export class BatchRunner {
           lap('encode');
           const pulled = await client.pull(plan, { clock: this.clock, onRetry });
           lap('pull');
-          let r: Awaited<ReturnType<ComputePool['gradients']>>;
+          let r: Awaited<ReturnType<ComputePool['gradients']>> | undefined;
+          // The compute thread refuses to return a non-finite loss or gradient (NON_FINITE);
+          // the same batch would fail the same way forever, so it is never retried.
+          let bad: string | undefined;
           for (let busy = 0; ; busy++) {
             try {
               r = await pool.gradients(batch, pulled.rows, pulled.shared);
               break;
             } catch (e) {
+              if (hasCode(e, 'NON_FINITE')) {
+                bad = (e as Error).message;
+                break;
+              }
               if (!hasCode(e, 'OVERLOADED') || busy > 20) throw e;
               await new Promise((res) => setTimeout(res, 10 * (busy + 1)));
             }
           }
           lap('compute');
-          if (!scored) {
+          if (r && !scored) {
             scored = true;
             const loss = this.ctx.metrics.add(r.preds, labels, weights);
             this.ctx.lr.observe(loss, labels.length);
           }
-          if (!allFinite(r.grads)) {
+          if (r && bad === undefined) {
+            for (const g of r.grads) {
+              const problem = g && gradientProblem(g);
+              if (problem) bad = `${problem === 'NON_FINITE' ? 'non-finite' : 'overflowing'} gradient`;
+              if (bad) break;
+            }
+          }
+          if (!r || bad !== undefined) {
+            // Dead-lettered whole (its events can be replayed once the cause is fixed): a shard
+            // would reject it (NON_FINITE, GRAD_OVERFLOW) and the same events give the same
+            // gradients again. Nothing of it was pushed.
             counters.nonFiniteBatches++;
-            for (const m of msgs)
-              holds.deadLetter(m, 'NON_FINITE', 'non-finite gradient: update not applied');
+            for (const m of msgs) {
+              holds.deadLetter(m, 'NON_FINITE_GRADIENT', `${bad ?? 'no gradient'}: update not applied`);
+            }
+            this.ctx.log('warn', 'batch with a non-finite or overflowing gradient dead-lettered', {
+              error: bad,
+              events: msgs.length,
+            });
             void holds.settleBatch(items, 'discarded').then(() => manifests.drop(manifest));
             return true;
           }
@@ -170,6 +192,20 @@ export class BatchRunner {
         timing.add('total', performance.now() - t0);
         return true;
       } catch (e) {
+        if (hasCode(e, 'NON_FINITE') || hasCode(e, 'GRAD_OVERFLOW')) {
+          // A shard refused the gradients themselves (e.g. a `dc` compensation overflowed):
+          // the same batch would be refused forever. Shards that accepted it keep it (each shard
+          // applies a push whole or not at all); its events are dead-lettered, not retried.
+          counters.nonFiniteBatches++;
+          for (const m of msgs)
+            holds.deadLetter(m, 'NON_FINITE_GRADIENT', `a shard refused it: ${String(e)}`);
+          this.ctx.log('warn', 'batch refused by a shard for its gradients; dead-lettered', {
+            error: String(e),
+            events: msgs.length,
+          });
+          void holds.settleBatch(items, 'discarded').then(() => manifests.drop(manifest));
+          return true;
+        }
         counters.failedBatches++;
         const running = this.ctx.running();
         this.ctx.log('warn', running ? 'batch failed; retrying it whole' : 'batch handed back', {

@@ -71,6 +71,8 @@ export interface WorkerStatus {
   joiner: JoinerStatus;
   /** Dead letters stored by this worker, by reason (all reasons present). */
   deadLetters: Record<DeadLetterReason, number>;
+  /** Numeric feature values clipped to their field's range by this worker's encoder, by field. */
+  clippedValues: Record<string, number>;
   /** Cumulative progressive metrics in a mergeable form: merge workers with `mergeProgressive`. */
   progressiveHistogram: ProgressiveHistogram;
 }
@@ -812,6 +814,7 @@ export class Worker {
       timing: this.timing.snapshot(),
       joiner: this.joinerStatus(),
       deadLetters: { ...this.dlCounts },
+      clippedValues: this.model?.encoder.clipped() ?? {},
       progressiveHistogram: this.metrics.mergeable(),
     };
   }
