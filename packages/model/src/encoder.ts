@@ -1,4 +1,4 @@
-import { FreshetError, featureId } from '@freshet/protocol';
+import { FreshetError, featureId, tokenizeText } from '@freshet/protocol';
 import type { EncodedBatch, Example, SparseInput } from './batch.js';
 import {
   NUMERIC_INPUT_LIMIT,
@@ -65,7 +65,8 @@ export class FeatureEncoder {
     this.plans = compiled.sparse.map((s) => {
       const field = this.byName.get(s.name)!;
       const plan: SparsePlan = { field, slot: s.slot, width: s.width };
-      if (field.kind === 'tokens') plan.split = new RegExp(field.separator, 'u');
+      if (field.kind === 'tokens' && field.separator !== undefined)
+        plan.split = new RegExp(field.separator, 'u');
       return plan;
     });
     this.numeric = compiled.numeric.map((c) => {
@@ -160,7 +161,7 @@ export class FeatureEncoder {
         if (f.kind === 'tokens') {
           const raw = feats[f.name];
           let tokens: string[];
-          if (typeof raw === 'string') tokens = raw.split(p.split!);
+          if (typeof raw === 'string') tokens = p.split ? raw.split(p.split) : tokenizeText(raw, p.width);
           else if (Array.isArray(raw)) tokens = raw.map(String);
           else if (typeof raw === 'number') tokens = [String(raw)];
           else continue;

@@ -82,8 +82,12 @@ export const tokensFieldSchema = z.object({
   tower,
   /** Tokens kept per example (the first ones); the field takes this many slots. */
   maxTokens: z.number().int().min(1).max(256).default(16),
-  /** Regular expression source used to split a string value. */
-  separator: z.string().min(1).default('\\s+'),
+  /**
+   * Regular expression source used to split a string value. Without one, a string is split by
+   * @freshet/protocol's `tokenizeText` (lowercase runs of letters and digits), the tokenizer the
+   * joiner applies to queries, so training and serving see the same tokens.
+   */
+  separator: z.string().min(1).optional(),
   lowercase: z.boolean().default(true),
 });
 

@@ -11,6 +11,7 @@ export {
   type ErrorEnvelope,
 } from './errors.js';
 export { subjects, assertClusterName, isLabelsSubject, type Subjects } from './subjects.js';
+export { tokenizeText } from './tokenize.js';
 export {
   encodeFrame,
   decodeFrame,

@@ -1,4 +1,10 @@
-import type { DeadLetterReason, FeedbackEvent, Features, ImpressionEvent } from '@freshet/protocol';
+import {
+  tokenizeText,
+  type DeadLetterReason,
+  type FeedbackEvent,
+  type Features,
+  type ImpressionEvent,
+} from '@freshet/protocol';
 import { compileJoinerOptions, type JoinerOptions, type JoinerOptionsInput } from './joiner-options.js';
 
 /**
@@ -689,11 +695,8 @@ export class Joiner {
     }
     if (f.position && e.position !== undefined) out.position = e.position;
     if (f.queryTokens && e.query !== undefined) {
-      const tokens = e.query
-        .toLowerCase()
-        .split(/[^\p{L}\p{N}]+/u)
-        .filter((t) => t.length > 0);
-      if (tokens.length > 0) out.query = tokens.slice(0, f.maxQueryTokens);
+      const tokens = tokenizeText(e.query, f.maxQueryTokens); // serving tokenizes queries the same way
+      if (tokens.length > 0) out.query = tokens;
     }
     return out;
   }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { FreshetError, type FeedbackEventInput, type Features } from '@freshet/protocol';
+import { FreshetError, tokenizeText, type FeedbackEventInput, type Features } from '@freshet/protocol';
 import { readLines, splitCsvLine } from './csv.js';
 
 const column = z.union([z.string().min(1), z.number().int().min(0)]);
@@ -65,12 +65,7 @@ export function loadCsvSpec(spec: CsvSpecInput | string): CsvSpec {
   return s;
 }
 
-const tokenize = (s: string) =>
-  s
-    .toLowerCase()
-    .split(/[^\p{L}\p{N}]+/u)
-    .filter((t) => t.length > 0)
-    .slice(0, 256);
+const tokenize = (s: string) => tokenizeText(s, 256);
 
 /** Reads a CSV through a spec into events in time order. */
 export async function* readCsv(
