@@ -152,7 +152,10 @@ export async function writeCheckpoint(dir: string, cap: CheckpointCapture, fsync
   prefix.set(json, 8);
   const final = join(dir, ckptName(cap.header.segment));
   const tmp = `${final}.tmp`;
-  const fh = await open(tmp, 'w');
+  // the model's parameters: readable by the shard's user only (a leftover tmp keeps its mode
+  // through 'w', hence the chmod)
+  const fh = await open(tmp, 'w', 0o600);
+  await fh.chmod(0o600);
   let size = 0;
   try {
     const all = [prefix, ...cap.sections];

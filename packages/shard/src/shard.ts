@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import type { NatsConnection, Service, Subscription } from 'nats';
 import { z } from 'zod';
 import { connectNats, frameEndpoint, type Endpoint } from '@freshet/nats';
@@ -123,7 +123,9 @@ export class Shard {
       this._core = this.newCore(spec);
       let deltaSeq = 0;
       if (o.dataDir) {
-        mkdirSync(o.dataDir, { recursive: true });
+        // WAL and checkpoints are the model: private to the shard's user, also an existing dir
+        mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
+        chmodSync(o.dataDir, 0o700);
         deltaSeq = await this.restoreFromDisk(o.dataDir);
         this.wal = await Wal.open(o.dataDir, o.fsync);
       }

@@ -144,7 +144,8 @@ export class Wal {
   /** Opens a fresh segment after the highest existing one (old segments are only replayed). */
   static async open(dir: string, fsync: boolean): Promise<Wal> {
     const segment = (listSegments(dir).pop() ?? 0) + 1;
-    const fh = await open(join(dir, segName(segment)), 'wx');
+    // the log holds every update: readable by its owner only (the data dir is 0700 too)
+    const fh = await open(join(dir, segName(segment)), 'wx', 0o600);
     if (fsync) await syncDir(dir);
     return new Wal(dir, fsync, fh, segment);
   }
@@ -232,7 +233,7 @@ export class Wal {
         if (this.fsync) await old.datasync();
         await old.close();
         closed();
-        this.fh = await open(join(this.dir, segName(next)), 'wx');
+        this.fh = await open(join(this.dir, segName(next)), 'wx', 0o600);
         // With fsync the new file's directory entry must be durable too, or power loss loses it.
         if (this.fsync) await syncDir(this.dir);
       } catch (e) {
