@@ -53,7 +53,7 @@ function feedbackConfig(o: StreamOptions): Wanted {
     max_msgs: o.maxMsgs,
     max_msg_size: o.maxMsgBytes,
     duplicate_window: nanos(o.duplicateWindowMs),
-    discard: DiscardPolicy.Old,
+    discard: o.discard === 'new' ? DiscardPolicy.New : DiscardPolicy.Old,
   };
 }
 

@@ -31,6 +31,19 @@ describe('ensureStream', () => {
       ...[0, 1, 2, 3, 4, 5].map((p) => subjects(c).labels(p)),
     ]);
     expect(info.config.max_age).toBe(3600_000 * 1e6);
+    // bounded by default: 2 GiB on file storage, oldest dropped first
+    expect(info.config.max_bytes).toBe(2 * 1024 ** 3);
+    expect(info.config.discard).toBe('old');
+    const full = await ensureStream(nats.nc, {
+      cluster: c,
+      partitions: 6,
+      maxAgeMs: 3600_000,
+      maxBytes: 1 << 20,
+      discard: 'new',
+    });
+    expect(full.feedback).toBe('updated');
+    const after = await jsm.streams.info(subjects(c).feedbackStream);
+    expect([after.config.max_bytes, after.config.discard]).toEqual([1 << 20, 'new']);
   });
 
   it('survives concurrent callers', async () => {
