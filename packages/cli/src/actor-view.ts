@@ -72,6 +72,8 @@ export interface ClusterView {
   serving: ServingView[];
   /** Progressive AUC/logloss of every worker's examples together (null without workers). */
   progressive: { examples: number; auc: number | null; logloss: number | null } | null;
+  /** Dead letters the live workers stored since they started, by reason (non-zero only). */
+  deadLetters: Record<string, number>;
 }
 
 const n = (s: Record<string, unknown>, ...p: string[]) => num(s, ...p) ?? null;
@@ -209,5 +211,13 @@ export function clusterView(actors: ActorStatus[], cluster?: string): ClusterVie
     workers: workers.map(workerView),
     serving: actors.filter((a) => a.role === 'serving').map(servingView),
     progressive: clusterProgressive(workers),
+    deadLetters: sumByReason(workers.map(workerView)),
   };
+}
+
+function sumByReason(workers: WorkerView[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const w of workers)
+    for (const [r, n] of Object.entries(w.deadLetters ?? {})) out[r] = (out[r] ?? 0) + n;
+  return out;
 }

@@ -12,6 +12,7 @@ const single: Record<string, () => Promise<() => Command>> = {
   checkpoint: () => import('./commands/checkpoint.js').then((m) => m.checkpointCommand),
   restore: () => import('./commands/restore.js').then((m) => m.restoreCommand),
   drain: () => import('./commands/drain.js').then((m) => m.drainCommand),
+  dlq: () => import('./commands/dlq.js').then((m) => m.dlqCommand),
   shard: () => import('./commands/roles.js').then((m) => m.shardCommand),
   worker: () => import('./commands/roles.js').then((m) => m.workerCommand),
   serve: () => import('./commands/roles.js').then((m) => m.serveCommand),

@@ -39,6 +39,7 @@ interface Instruments {
   workerAcksConfirming: Gauge;
   workerAckRetries: Counter;
   workerAppliedRedeliveries: Counter;
+  workerDeadLetters: Counter;
   servingVersion: Gauge;
   servingFreshness: Gauge;
   servingRequestRate: Gauge;
@@ -75,6 +76,12 @@ function instruments(registry: Registry): Instruments {
       'freshet_worker_applied_redeliveries_total',
       'Redeliveries of already-applied events, acked instead of trained.',
     ),
+    workerDeadLetters: new Counter({
+      name: 'freshet_worker_dead_letters_total',
+      help: 'Events the worker dead-lettered, by reason code.',
+      labelNames: [...labelNames, 'reason'],
+      registers: [registry],
+    }),
     servingVersion: g('freshet_serving_version', 'Parameter version the serving node scores with.'),
     servingFreshness: g('freshet_serving_freshness_seconds', 'Event-to-serving freshness.', ['quantile']),
     servingRequestRate: g('freshet_serving_requests_per_second', 'Score/rank requests per second.'),
@@ -120,6 +127,9 @@ function record(m: Instruments, a: ActorStatus, cluster: string): void {
     setGauge(m.workerAcksConfirming, labels, v.acksConfirming);
     setCounter(m.workerAckRetries, labels, v.ackRetries);
     setCounter(m.workerAppliedRedeliveries, labels, v.appliedRedeliveries);
+    for (const [reason, n] of Object.entries(v.deadLetters ?? {})) {
+      setCounter(m.workerDeadLetters, { ...labels, reason } as Labels, n);
+    }
   } else {
     const v = servingView(a);
     setGauge(m.servingVersion, labels, v.version);

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { connect } from 'nats';
+import { connect, nkeyAuthenticator } from 'nats';
 import { startNatsServer, type NatsServerHandle } from '@freshet/nats';
 import { spawnChild, uniqueName, waitFor } from '@freshet/testkit';
 import { cliMainPath } from '../src/local-cluster.js';
@@ -17,25 +17,27 @@ afterAll(async () => {
 });
 
 describe('freshet config', () => {
-  it('auth writes private password files and a config nats-server enforces', async () => {
+  it('auth writes private nkey seed files and a config nats-server enforces', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'freshet-auth-cmd-'));
     const cluster = uniqueName('cfg').replace(/-/g, '_');
     const { stdout } = await cli('config', 'auth', '--cluster', cluster, '--out', dir);
-    expect(stdout).toContain(`publisher=freshet-${cluster}-publisher`);
-    expect((await stat(join(dir, 'admin.pass'))).mode & 0o077).toBe(0);
+    expect(stdout).toMatch(new RegExp(`publisher\\s+nkey U[A-Z0-9]+\\s+inbox _INBOX_${cluster}_publisher`));
+    expect((await stat(join(dir, 'admin.nk'))).mode & 0o077).toBe(0);
     expect((await stat(join(dir, 'auth.conf'))).mode & 0o077).toBe(0);
     // (nats-server resolves `include` relative to its own config file, so the text goes inline.)
     const server = await startNatsServer({ extraConfig: await readFile(join(dir, 'auth.conf'), 'utf8') });
     servers.push(server);
-    const pass = (await readFile(join(dir, 'publisher.pass'), 'utf8')).trim();
-    const nc = await connect({ servers: server.url, user: `freshet-${cluster}-publisher`, pass });
+    const seed = new TextEncoder().encode((await readFile(join(dir, 'publisher.nk'), 'utf8')).trim());
+    const nc = await connect({
+      servers: server.url,
+      authenticator: nkeyAuthenticator(seed),
+      inboxPrefix: `_INBOX_${cluster}_publisher`,
+    });
     await expect(
       nc.request(`freshet.${cluster}.ps.0.push`, new Uint8Array(), { timeout: 2000 }),
     ).rejects.toThrow(/Permissions Violation/);
     await nc.close();
-    await expect(
-      connect({ servers: server.url, user: `freshet-${cluster}-publisher`, pass: 'nope' }),
-    ).rejects.toThrow(/auth/i);
+    await expect(connect({ servers: server.url })).rejects.toThrow(/auth/i);
   });
 
   it('show prints the resolved config with every actor’s options', async () => {

@@ -52,6 +52,9 @@ describe('freshet status', () => {
     expect(v.workers[0]!.partitions).toEqual([0, 1, 2, 3]);
     expect(v.workers[0]!.auc).toBeGreaterThan(0.5);
     expect(v.serving[0]!.freshnessP99Ms).toBe(400);
+    // dead letters by reason, per worker (non-zero reasons) and summed over the cluster
+    expect(v.workers[0]!.deadLetters).toEqual({ RATE_LIMITED: 2, FORBIDDEN_KIND: 1 });
+    expect(v.deadLetters).toEqual({ RATE_LIMITED: 4, FORBIDDEN_KIND: 2 });
   });
 
   it('prints tables for people, and only the asked-for cluster', async () => {
@@ -59,6 +62,8 @@ describe('freshet status', () => {
     expect(stdout).toMatch(/3 shard\(s\), 2 worker\(s\), 1 serving node\(s\)/);
     expect(stdout).toMatch(/SHARDS\nID\s+STATE\s+ROWS\s+MEMORY\s+VERSION/);
     expect(stdout).toMatch(/worker-1\s+running\s+0,1,2,3/);
+    expect(stdout).toMatch(/LAG\s+DEAD\n/);
+    expect(stdout).toContain('dead letters since the workers started: RATE_LIMITED 4, FORBIDDEN_KIND 2');
     const other = await status('--cluster', 'some-other-cluster', '--json');
     expect(JSON.parse(other.stdout)).toMatchObject({ shards: [], workers: [], serving: [] });
   });
@@ -117,6 +122,7 @@ describe('metrics', () => {
         examplesPerS: 3,
         acksConfirming: 4,
         counters: { ackRetries: 9, appliedRedeliveries: 2 },
+        deadLetters: { RATE_LIMITED: 3, OVERSIZE: 0 },
       }),
     });
     const a = await reg.metrics();
@@ -124,6 +130,10 @@ describe('metrics', () => {
     expect(a).toContain('freshet_worker_ack_retries_total{cluster="c1",role="worker",id="w-1"} 9');
     expect(a).toContain('freshet_worker_applied_redeliveries_total{cluster="c1",role="worker",id="w-1"} 2');
     expect(a).toContain('freshet_worker_examples_total{cluster="c1",role="worker",id="w-1"} 15');
+    expect(a).toContain(
+      'freshet_worker_dead_letters_total{cluster="c1",role="worker",id="w-1",reason="RATE_LIMITED"} 3',
+    );
+    expect(a).not.toContain('reason="OVERSIZE"');
     expect(a).toContain('freshet_worker_progressive_auc{cluster="c1",role="worker",id="w-1"} 0.7');
     expect(a).toContain('freshet_worker_process_cpu_seconds_total');
     expect(await reg.metrics()).toContain(

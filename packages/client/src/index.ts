@@ -19,6 +19,12 @@ export {
   type DeadLetterSource,
   type DeadLettersOptions,
 } from './dead-letters.js';
+export {
+  DeadLetterStore,
+  type StoredDeadLetter,
+  type DeadLetterFilter,
+  type DeadLetterSummary,
+} from './dead-letter-store.js';
 export { validateOrDeadLetter, Ingest, type IngestMessage, type IngestCounters } from './ingest.js';
 export { splitCsvLine, readLines } from './datasets/csv.js';
 export { readCriteo, type CriteoOptions } from './datasets/criteo.js';

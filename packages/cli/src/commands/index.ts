@@ -4,6 +4,7 @@ import { checkpointCommand } from './checkpoint.js';
 import { configCommand } from './config-show.js';
 import { dashboardCommand } from './dashboard.js';
 import { demoCommand } from './demo.js';
+import { dlqCommand } from './dlq.js';
 import { drainCommand } from './drain.js';
 import { replayCommand } from './replay.js';
 import { restoreCommand } from './restore.js';
@@ -28,6 +29,7 @@ const factories: Array<() => Command> = [
   checkpointCommand,
   restoreCommand,
   drainCommand,
+  dlqCommand,
   dashboardCommand,
 ];
 

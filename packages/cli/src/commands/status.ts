@@ -78,7 +78,7 @@ export function renderStatus(v: ClusterView, where: string): string {
       '',
       'WORKERS',
       table(
-        ['ID', 'STATE', 'PARTITIONS', 'EX/S', 'EXAMPLES', 'AUC', 'LOGLOSS', 'BACKEND', 'LAG'],
+        ['ID', 'STATE', 'PARTITIONS', 'EX/S', 'EXAMPLES', 'AUC', 'LOGLOSS', 'BACKEND', 'LAG', 'DEAD'],
         v.workers.map((x) => [
           x.id,
           s(x.state),
@@ -89,9 +89,17 @@ export function renderStatus(v: ClusterView, where: string): string {
           fmt.n(x.logloss, 4),
           s(x.backend),
           fmt.n(x.lag),
+          x.deadLetters ? fmt.n(Object.values(x.deadLetters).reduce((a, b) => a + b, 0)) : '–',
         ]),
       ),
     );
+    const dead = Object.entries(v.deadLetters).sort((a, b) => b[1] - a[1]);
+    if (dead.length) {
+      out.push(
+        `dead letters since the workers started: ${dead.map(([r, n]) => `${r} ${fmt.n(n)}`).join(', ')} ` +
+          '(`freshet dlq list` shows what is stored)',
+      );
+    }
     const c = v.progressive;
     if (c && v.workers.length > 1) {
       out.push(
