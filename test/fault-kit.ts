@@ -137,7 +137,8 @@ export class PushLedger {
         l.match(m.reply);
       },
     });
-    nc.subscribe('_INBOX.>', {
+    // push replies go to the workers' own inboxes (`_INBOX_<cluster>_worker.`)
+    nc.subscribe(`${s.inboxPrefix('worker')}.>`, {
       callback: (err: unknown, m: { subject: string; data: Uint8Array; reply?: string }) => {
         if (err) return;
         let ok = false;

@@ -94,7 +94,10 @@ export class WireTap {
       nc.subscribe(`${p}.ps.*.push`, {
         callback: (_e, m) => this.request(this.push, m.reply, m.data, true),
       }),
-      nc.subscribe('_INBOX.>', { callback: (_e, m) => this.reply(m.subject, m.data.length) }),
+      // pull and push replies go to the workers' own inboxes
+      nc.subscribe(`${subjects(cluster).inboxPrefix('worker')}.>`, {
+        callback: (_e, m) => this.reply(m.subject, m.data.length),
+      }),
       nc.subscribe(subjects(cluster).deltaAll, { callback: (_e, m) => this.onDelta(m.data) }),
     );
     // Requests whose reply never passed (timeouts, a killed shard) must not pile up.

@@ -66,6 +66,10 @@ describe('dashboard in headless Chromium', () => {
     const v0 = await version();
     await waitFor(async () => (await version()) > v0, { message: 'shard version in the table moves' });
     expect(await page.locator('#others tbody tr').count()).toBe(2);
+    // dead letters by reason, per worker (the stand-in worker reports two reasons)
+    expect(await page.locator('#others tbody tr[data-id="worker-0"] td').nth(6).textContent()).toBe(
+      'RATE_LIMITED 2, FORBIDDEN_KIND 1',
+    );
     expect(await page.locator('#error').textContent()).toBe('');
     // The same server answers Prometheus scrapes.
     expect(await (await fetch(`${url}metrics`)).text()).toContain('freshet_worker_progressive_auc');

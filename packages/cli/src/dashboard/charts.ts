@@ -53,7 +53,7 @@ ${cards}
 <th>id</th><th>state</th><th>rows</th><th>memory</th><th>version</th><th>upd/s</th><th>stale p50</th><th>stale p99</th><th>rejects</th><th>evictions</th><th>delta seq</th>
 </tr></thead><tbody></tbody></table></div>
 <div class="card" style="margin-top:12px"><h2>Workers and serving nodes</h2><table id="others"><thead><tr>
-<th>id</th><th>state</th><th>examples/s | req/s</th><th>AUC | version</th><th>logloss | fresh p99</th><th>partitions</th>
+<th>id</th><th>state</th><th>examples/s | req/s</th><th>AUC | version</th><th>logloss | fresh p99</th><th>partitions</th><th>dead letters</th>
 </tr></thead><tbody></tbody></table></div>
 `;
 }
@@ -103,6 +103,10 @@ function rows(tbody, list, cells) {
     for (const v of cells(x)) { const td = document.createElement('td'); td.textContent = v; tr.appendChild(td); }
     tbody.appendChild(tr); }
 }
+function deadLetters(d) {
+  const e = Object.entries(d || {}).sort((a, b) => b[1] - a[1]);
+  return e.length ? e.map(([r, n]) => r + ' ' + n).join(', ') : '0';
+}
 function render(s) {
   document.getElementById('error').textContent = s.error || '';
   document.getElementById('cluster').textContent = s.cluster ? '"' + s.cluster + '"' : '';
@@ -118,7 +122,7 @@ function render(s) {
   rows(document.querySelector('#shards tbody'), v.shards, (x) => [x.id, x.state || '–', fmt(x.rows, 0), x.memoryBytes === null ? '–' : (x.memoryBytes / 1048576).toFixed(1) + ' MiB',
     fmt(x.version, 0), fmt(x.updatesPerSec, 1), fmt(x.stalenessP50, 1), fmt(x.stalenessP99, 1), fmt(x.rejects, 0), fmt(x.evictions, 0), fmt(x.deltaSeq, 0)]);
   rows(document.querySelector('#others tbody'), [...v.workers.map((x) => ({ ...x, kind: 'w' })), ...v.serving.map((x) => ({ ...x, kind: 's' }))], (x) => x.kind === 'w'
-    ? [x.id, x.state || '–', fmt(x.examplesPerSec, 1), fmt(x.auc, 4), fmt(x.logloss, 4), x.partitions.join(',')]
-    : [x.id, x.state || '–', fmt(x.requestsPerSec, 1), fmt(x.version, 0), fmt(x.freshnessP99Ms, 0) + ' ms', '']);
+    ? [x.id, x.state || '–', fmt(x.examplesPerSec, 1), fmt(x.auc, 4), fmt(x.logloss, 4), x.partitions.join(','), deadLetters(x.deadLetters)]
+    : [x.id, x.state || '–', fmt(x.requestsPerSec, 1), fmt(x.version, 0), fmt(x.freshnessP99Ms, 0) + ' ms', '', '']);
 }
 `;
