@@ -119,6 +119,22 @@ describe('local cluster with generated NATS auth (real roles)', () => {
       },
     );
     expect(v.shards.reduce((a, s) => a + (s.version ?? 0), 0)).toBeGreaterThan(0);
+    // An application ranks over NATS with the app role, which may do nothing else.
+    const appNc = await as('app');
+    try {
+      const reply = await appNc.request(
+        subjects(lc.cluster).rank,
+        JSON.stringify({ user: 'u1', candidates: [{ item: 'a' }, { item: 'b' }] }),
+        { timeout: 5000 },
+      );
+      const body = JSON.parse(new TextDecoder().decode(reply.data)) as { items: Array<{ item: string }> };
+      expect(body.items.map((x) => x.item).sort()).toEqual(['a', 'b']);
+      await expect(appNc.request(subjects(lc.cluster).feedback(0), '{}', { timeout: 2000 })).rejects.toThrow(
+        /Permissions Violation/,
+      );
+    } finally {
+      await appNc.close();
+    }
     expect(v.shards.every((s) => s.rejects === 0)).toBe(true);
     // No role ran into a permission its work needs (they log NATS errors).
     for (const p of lc.processes) expect(p.output(), p.id).not.toMatch(/permission/i);
