@@ -1,3 +1,4 @@
+import { readFileSync, statSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { connectNats } from '@freshet/nats';
 import { startNatsCluster, startNatsServer, waitFor } from '../src/index.js';
@@ -24,9 +25,26 @@ describe('nats-server launcher', () => {
     expect(s.running).toBe(false);
   });
 
-  it('forms a 3-node cluster with replicated streams', async () => {
-    const c = await startNatsCluster(3);
+  it('forms a 3-node cluster with replicated streams, routes authenticated, monitor on loopback', async () => {
+    const c = await startNatsCluster(3, { monitorPort: 0 });
     try {
+      // every node has its two peers as routes, which present the generated route secret
+      for (const s of c.servers) {
+        expect(s.monitorUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+        const routes = await waitFor(
+          async () => {
+            const r = (await (await fetch(`${s.monitorUrl}/routez`)).json()) as { num_routes: number };
+            return r.num_routes >= 2 ? r.num_routes : undefined;
+          },
+          { message: `${s.name}: two routes` },
+        );
+        expect(routes).toBe(2);
+        const conf = readFileSync(s.configFile, 'utf8');
+        expect(conf).toContain(
+          `authorization { user: "route", password: ${JSON.stringify(c.routeAuth.password)}`,
+        );
+        expect(statSync(s.configFile).mode & 0o777).toBe(0o600);
+      }
       const nc = await connectNats({ servers: c.urls }, 'cluster-test');
       const info = await waitFor(
         async () =>
