@@ -24,7 +24,7 @@ export const categoricalFieldSchema = z.object({
  * outlier (a price of 3e38) would otherwise overflow a gradient's square in float32 and leave the
  * optimizer's state at +Infinity, which freezes those weights for good. With inputs ≤ 1e6 even a
  * factorization machine's pairwise term (x² ≤ 1e12, example weight ≤ 1000) keeps every gradient
- * far below MAX_ABS_GRADIENT (2^63) of the shards. Both clips are counted per field.
+ * far below MAX_ABS_GRADIENT (2^53) of the shards. Both clips are counted per field.
  */
 export const NUMERIC_LIMIT = 1e9;
 export const NUMERIC_INPUT_LIMIT = 1e6;

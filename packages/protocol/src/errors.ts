@@ -26,12 +26,13 @@ export const errorCodes = [
 ] as const;
 
 /**
- * The largest gradient value a shard applies: 2^63 ≈ 9.2e18, whose square (8.5e37) still fits
- * float32 (max 3.4e38). A larger one would turn Adam's or Adagrad's second-moment state into
- * +Infinity and freeze its row for good, so a push carrying one is rejected whole
- * (GRAD_OVERFLOW), and workers dead-letter the batch instead of pushing it.
+ * The largest gradient value a shard applies: 2^53 ≈ 9.0e15. Its square (8.1e31) fits float32
+ * (max 3.4e38) with room for four million of them summed, which is what Adagrad's and FTRL's
+ * accumulators do (Adam's second moment is an average: never more than the largest square).
+ * A larger gradient could turn that state into +Infinity and freeze its row for good, so a push
+ * carrying one is rejected whole (GRAD_OVERFLOW), and workers dead-letter the batch instead.
  */
-export const MAX_ABS_GRADIENT = 2 ** 63;
+export const MAX_ABS_GRADIENT = 2 ** 53;
 
 /**
  * Why a set of gradients must not be applied: `NON_FINITE` (NaN, ±Infinity), `GRAD_OVERFLOW`
