@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, stat } from 'node:fs/promises';
+import { mkdtemp, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Publisher, SyntheticWorld } from '@freshet/client';
+import { Publisher, runReplay, SyntheticWorld } from '@freshet/client';
 import { compileClusterConfig, startLocalCluster, clusterView, type LocalCluster } from '@freshet/cli';
 import { connectNats } from '@freshet/nats';
 import { subjects } from '@freshet/protocol';
@@ -99,6 +99,23 @@ describe('local cluster with generated NATS auth (real roles)', () => {
       } finally {
         await labNc.close();
       }
+      // `freshet replay` of a labelled dataset runs under the labeller's user (it may not
+      // create or change the stream: --no-ensure, partitions read from the stream)
+      const tsv = join(dataDir, 'criteo.tsv');
+      const row = (i: number) =>
+        [
+          i % 2,
+          ...Array.from({ length: 13 }, (_, k) => (i * k) % 9),
+          ...Array.from({ length: 26 }, (_, k) => `c${(i + k) % 5}`),
+        ].join('\t');
+      await writeFile(tsv, Array.from({ length: 20 }, (_, i) => row(i)).join('\n') + '\n');
+      const replayed = await runReplay({
+        data: `criteo:${tsv}`,
+        nats: { servers: lc.natsUrls[0]!, nkeySeedFile: join(dataDir, 'nats-auth', 'labeller.nk') },
+        cluster: lc.cluster,
+        ensure: false,
+      });
+      expect(replayed).toMatchObject({ events: 20, acked: 20, failed: 0, byKind: { example: 20 } });
     } finally {
       await pubNc.close();
     }

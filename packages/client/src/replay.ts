@@ -5,7 +5,7 @@ import { FreshetError, subjects, type FeedbackEventInput } from '@freshet/protoc
 import { openDataset, type OpenDatasetOptions } from './datasets/index.js';
 import type { CsvSpecInput } from './datasets/csv-spec.js';
 import { Publisher } from './publisher.js';
-import { ensureStream } from './stream.js';
+import { ensureStream, streamPartitions } from './stream.js';
 
 /** Options of {@link runReplay}. */
 export interface ReplayOptions {
@@ -88,7 +88,7 @@ export async function runReplay(o: ReplayOptions): Promise<ReplaySummary> {
     : await connectNats(o.nats, 'freshet-replay', {
         inboxPrefix: subjects(o.cluster).inboxPrefix('labeller'),
       });
-  const partitions = o.partitions ?? 8;
+  let partitions = o.partitions ?? 8;
   const prefix = o.idPrefix ?? `${o.data.split(':')[0]}-${Date.now().toString(36)}`;
   const byKind: Record<string, number> = {};
   let events = 0;
@@ -99,6 +99,8 @@ export async function runReplay(o: ReplayOptions): Promise<ReplaySummary> {
   const wallStart = Date.now();
   try {
     if (o.ensure !== false) await ensureStream(nc, { cluster: o.cluster, partitions });
+    // without ensuring (a labeller may only read the stream's info): route as the stream does
+    else if (o.partitions === undefined) partitions = (await streamPartitions(nc, o.cluster)) ?? partitions;
     const pub = new Publisher(nc, {
       cluster: o.cluster,
       partitions,

@@ -17,6 +17,7 @@ interface ReplayFlags {
   json?: boolean;
   report?: string;
   reportIntervalMs: number;
+  ensure: boolean;
 }
 
 /** `freshet replay`: publishes a dataset as feedback events in time order. */
@@ -39,6 +40,10 @@ export function replayCommand(): Command {
     )
     .option('--cluster <name>', 'cluster name', 'local')
     .option('--partitions <n>', 'stream partitions when creating the stream', positiveNumber)
+    .option(
+      '--no-ensure',
+      "do not create or update the stream first (a labeller's or publisher's NATS user may not)",
+    )
     .option('--json', 'print the summary as one JSON line')
     .option('--report <file>', 'write an HTML report with the dashboard charts of the run')
     .option('--report-interval-ms <ms>', 'how often the report samples the cluster', positiveNumber, 1000)
@@ -63,6 +68,7 @@ export function replayCommand(): Command {
         ...(f.partitions !== undefined ? { partitions: f.partitions } : {}),
         nats: { ...natsOptionsFromEnv(), servers: natsUrlsFrom(f) },
         cluster: f.cluster,
+        ensure: f.ensure,
         signal,
         onProgress: (p) =>
           progress.update(
