@@ -13,6 +13,7 @@ import { FreshetError } from '@freshet/protocol';
 import type { BenchActor, BenchCluster, ClusterHarness } from './cluster-harness.js';
 import { CpuMeter } from './proc-cpu.js';
 import { repoRoot } from './repo-root.js';
+import { runTorchPeer, type PeerResult } from './torch-peer.js';
 import { WireTap, type WireTapReport } from './wire-tap.js';
 
 /**
@@ -56,8 +57,9 @@ export const clusterBenchOptionsSchema = z
     freshnessLoad: z.number().min(0).max(1).default(0.7),
     /** Observe pull/push/delta traffic on the bus (one extra copy of it through this process). */
     tap: z.boolean().default(true),
-    /** Run `../shared/peers/torch_online.py` on the same data after the cluster stopped. */
+    /** Run bench/peers/torch_online.py on the same data after the cluster stopped. */
     peer: z.boolean().default(true),
+    /** The Python that `machine.torch` reports the PyTorch version of (peers: $FRESHET_PYTHON or this). */
     python: z.string().default('/usr/bin/python3'),
     /** Whole-run deadline (ms). */
     timeoutMs: z
@@ -65,8 +67,6 @@ export const clusterBenchOptionsSchema = z
       .int()
       .min(1000)
       .default(15 * 60_000),
-    /** Repository root (to find ../shared/peers); found from this file when absent. */
-    repoRoot: z.string().optional(),
   })
   .strict();
 export type ClusterBenchOptionsInput = z.input<typeof clusterBenchOptionsSchema>;
@@ -582,7 +582,13 @@ export async function runClusterBench<A extends BenchActor>(
   result.machine = await machineInfo(o.python);
   if (!o.peer) return result;
   progress('running the PyTorch peer on the same data');
-  const peer = await runTorchPeer(o, path, perPass);
+  const run = await runOnlinePeer(o, path, perPass);
+  if (!run.ok) {
+    result.peer = run.peer;
+    return result;
+  }
+  const peer = run.json;
+  result.peer = typeof peer.peer === 'string' ? peer.peer : 'pytorch';
   result.torch = peer;
   const teps = typeof peer.examples_per_s === 'number' ? peer.examples_per_s : undefined;
   const tauc = typeof peer.progressive_auc_pass1 === 'number' ? peer.progressive_auc_pass1 : undefined;
@@ -599,15 +605,8 @@ export async function runClusterBench<A extends BenchActor>(
   return result;
 }
 
-async function runTorchPeer(
-  o: ClusterBenchOptions,
-  path: string,
-  perPass: number,
-): Promise<Record<string, unknown>> {
-  const root = o.repoRoot ?? repoRoot();
-  const script = join(root, '..', 'shared', 'peers', 'torch_online.py');
-  if (!existsSync(o.python)) return { error: `${o.python} not found` };
-  if (!existsSync(script)) return { error: `peer script not found: ${script}` };
+/** bench/peers/torch_online.py on the examples the cluster learnt (the first `limit` when set). */
+async function runOnlinePeer(o: ClusterBenchOptions, path: string, perPass: number): Promise<PeerResult> {
   let file = path;
   let tmp: string | undefined;
   try {
@@ -616,19 +615,12 @@ async function runTorchPeer(
       file = join(tmp, 'head.tsv');
       await writeHead(path, perPass, file);
     }
-    // The same passes, batch, lr and 2 threads (the whole machine, like the cluster).
-    const r = await execFileP(
-      o.python,
-      [script, file, String(o.passes), String(o.batch), String(cpus().length), String(o.lr)],
-      {
-        timeout: 600_000,
-        maxBuffer: 16 << 20,
-      },
+    // The same passes, batch and lr, with every core (the whole machine, like the cluster).
+    return await runTorchPeer(
+      'torch_online.py',
+      [file, String(o.passes), String(o.batch), String(cpus().length), String(o.lr)],
+      600_000,
     );
-    const line = r.stdout.trim().split('\n').pop() ?? '{}';
-    return JSON.parse(line) as Record<string, unknown>;
-  } catch (e) {
-    return { error: (e as Error).message.slice(0, 300) };
   } finally {
     if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
   }

@@ -1,12 +1,9 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodePush, parseModelSpec, xorshift32, type PushRequest } from '@freshet/protocol';
 import { beginCheckpoint, loadCheckpoint, ShardCore, Wal, writeCheckpoint } from '@freshet/shard';
+import { runTorchPeer } from './torch-peer.js';
 
 /** Options of {@link runShardBench}. */
 export interface ShardBenchOptions {
@@ -17,9 +14,7 @@ export interface ShardBenchOptions {
   batch?: number;
   /** Measured seconds (default 3). */
   seconds?: number;
-  /** Repository root, to find ../shared/peers (default: the current directory). */
-  repoRoot?: string;
-  /** Run the PyTorch SparseAdam peer when present (default true). */
+  /** Run the PyTorch SparseAdam peer, bench/peers/torch_sparse_adam.py (default true). */
   peer?: boolean;
 }
 
@@ -27,7 +22,8 @@ export interface ShardBenchOptions {
  * In-process shard benchmark: Adam, dim 16, one table of `rows` rows, pushes of `batch` random
  * existing rows (unique within a push), one thread. Measures the whole apply path (validation,
  * key lookup, Adam) and the store's bytes per row from its actual allocations; runs the PyTorch
- * SparseAdam peer on the same machine when it is there. Returns one JSON-able object.
+ * SparseAdam peer in the same run: its `SparseAdam.step()` with ready gradients is the same work
+ * as `applyPush` (no forward or backward pass on either side). Returns one JSON-able object.
  */
 export async function runShardBench(opts: ShardBenchOptions = {}): Promise<Record<string, unknown>> {
   const rows = opts.rows ?? 1 << 20;
@@ -181,27 +177,27 @@ export async function runShardBench(opts: ShardBenchOptions = {}): Promise<Recor
     row_inserts_per_s: Math.round(insertPerS),
     ...durability,
   };
-  const script = resolve(opts.repoRoot ?? process.cwd(), '../shared/peers/torch_sparse_adam.py');
-  if ((opts.peer ?? true) && existsSync(script) && existsSync('/usr/bin/python3')) {
-    try {
-      const r = await promisify(execFile)('/usr/bin/python3', [script, String(dim), String(batch)], {
-        encoding: 'utf8',
-        timeout: 300_000,
-      });
-      const peer = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as { row_updates_per_s?: number };
-      if (typeof peer.row_updates_per_s === 'number') {
-        // Measure again right after the peer and compare their mean to it: both sides then see
-        // the same machine load (a shared 2-core machine swings ±30% between runs).
-        const second = measure(seconds);
-        const mean = (first.rate + second.rate) / 2;
-        out.row_updates_per_s = Math.round(mean);
-        out.row_updates_per_s_runs = [Math.round(first.rate), Math.round(second.rate)];
-        out.torch_row_updates_per_s = peer.row_updates_per_s;
-        out.vs_torch = +(mean / peer.row_updates_per_s).toFixed(2);
-      }
-    } catch (e) {
-      out.torch_error = ((e as { stderr?: string }).stderr ?? (e as Error).message).slice(-300);
-    }
+  if (opts.peer ?? true) {
+    // The same table size, dim, rows per push and measured seconds.
+    const run = await runTorchPeer(
+      'torch_sparse_adam.py',
+      [String(dim), String(batch), String(rows), String(seconds)],
+      300_000,
+    );
+    const peer = run.ok ? run.json : undefined;
+    if (!run.ok) out.peer = run.peer;
+    else if (typeof peer?.row_updates_per_s === 'number') {
+      // Measure again right after the peer and compare their mean to it: both sides then see
+      // the same machine load (a shared 2-core machine swings ±30% between runs).
+      const second = measure(seconds);
+      const mean = (first.rate + second.rate) / 2;
+      out.peer = typeof peer.peer === 'string' ? peer.peer : 'pytorch-sparseadam';
+      out.row_updates_per_s = Math.round(mean);
+      out.row_updates_per_s_runs = [Math.round(first.rate), Math.round(second.rate)];
+      out.torch_row_updates_per_s = peer.row_updates_per_s;
+      out.torch_step_ms = peer.step_ms ?? null;
+      out.vs_torch = +(mean / peer.row_updates_per_s).toFixed(2);
+    } else out.peer = 'failed: no row_updates_per_s in its output';
   }
   return out;
 }

@@ -1,7 +1,5 @@
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
+import { resolve } from 'node:path';
 import {
   createModel,
   criteoDeepFmConfig,
@@ -15,7 +13,7 @@ import {
 import { FreshetError, type PullRequest, type PushTable } from '@freshet/protocol';
 import { ShardCore } from '@freshet/shard';
 import { ComputePool, exactAuc, logloss } from '@freshet/worker';
-import { repoRoot } from './repo-root.js';
+import { runTorchPeer } from './torch-peer.js';
 
 /** Criteo models the train bench runs. */
 export const trainBenchModels = ['wide-deep', 'wide-deep-peer', 'deepfm'] as const;
@@ -51,11 +49,7 @@ export interface TrainBenchOptions {
   pipeline?: number;
   /** Run the PyTorch peer in the same call (default true). */
   torch?: boolean;
-  /** Repository root, to find ../shared/peers (default: found from this file). */
-  repoRoot?: string;
 }
-
-const execFileP = promisify(execFile);
 
 function readCriteo(path: string): Example[] {
   const out: Example[] = [];
@@ -217,22 +211,14 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
     progressive_logloss: Math.round((ll / n) * 10_000) / 10_000,
   };
   if (opts.torch === false) return ours;
-  const root = opts.repoRoot ?? repoRoot();
-  const script = join(root, '..', 'shared', 'peers', 'torch_online.py');
-  let torch: Record<string, unknown> = { error: 'not run' };
-  try {
-    const r = await execFileP(
-      '/usr/bin/python3',
-      [script, path, String(passes), String(batchSize), '2', String(lr)],
-      {
-        timeout: 600_000,
-      },
-    );
-    const line = r.stdout.trim().split('\n').pop() ?? '{}';
-    torch = JSON.parse(line) as Record<string, unknown>;
-  } catch (e) {
-    torch = { error: (e as Error).message.slice(0, 300) };
-  }
+  // The same file, passes, batch, threads, lr and seed (bench/peers/torch_online.py).
+  const run = await runTorchPeer(
+    'torch_online.py',
+    [path, String(passes), String(batchSize), String(threads), String(lr), String(seed)],
+    600_000,
+  );
+  if (!run.ok) return { ...ours, peer: run.peer };
+  const torch = run.json;
   const num = (k: string) => (typeof torch[k] === 'number' ? torch[k] : undefined);
   const teps = num('examples_per_s');
   const tauc = num('progressive_auc_pass1');
@@ -240,6 +226,7 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
   const r4 = (x: number) => Math.round(x * 10_000) / 10_000;
   return {
     ...ours,
+    peer: typeof torch.peer === 'string' ? torch.peer : 'pytorch',
     torch,
     vs_torch: {
       examples_per_s: teps ? r4(ours.examples_per_s / teps) : null,
