@@ -4,6 +4,7 @@ import {
   nanos,
   type Consumer,
   type JetStreamClient,
+  type ConsumerConfig,
   type JetStreamManager,
   type KV,
   type NatsConnection,
@@ -364,13 +365,7 @@ export class Worker {
           ack_wait: nanos(o.consumer.ackWaitMs),
           max_ack_pending: o.consumer.maxAckPending,
         };
-        try {
-          await jsm.consumers.add(this.subj.feedbackStream, cfg);
-        } catch {
-          // exists with another config (e.g. an older ack wait): keep it, it is shared by all
-          // workers; only a filter from before the labels subjects is brought up to date
-          await this.ensureFilter(jsm, cfg, this.subj.feedback(p));
-        }
+        await this.ensureConsumer(jsm, cfg, this.subj.feedback(p));
         this.consumers.set(p, await this.js.consumers.get(this.subj.feedbackStream, durable));
       }
       // ensureStream made the bucket with the cluster's replicas; should it be missing (a stream
@@ -443,27 +438,41 @@ export class Worker {
   }
 
   /**
-   * Widens a consumer made before the labels subjects existed (filter `fb.<p>`) to `*.<p>`; on a
-   * stream made by other tools without the labels subjects, consumes the feedback subject only.
+   * Creates a partition's consumer. One that exists with another config (e.g. an older ack wait)
+   * is kept: it is shared by all workers. One made before the labels subjects existed (filter
+   * `fb.<p>`) is kept untouched and reported: nats-server 2.9 accepts a filter change but then
+   * delivers nothing to the consumer (seen with 2.9.10), and recreating it would lose its
+   * position; its partition's labels are not consumed until an operator removes it at a quiet
+   * moment (the workers recreate it). On a stream made by other tools without the labels
+   * subjects, the consumer takes the feedback subject only.
    */
-  private async ensureFilter(
+  private async ensureConsumer(
     jsm: JetStreamManager,
-    cfg: { durable_name: string; filter_subject: string },
+    cfg: Partial<ConsumerConfig> & { durable_name: string; filter_subject: string },
     feedbackOnly: string,
   ): Promise<void> {
     const stream = this.subj.feedbackStream;
     const durable = cfg.durable_name;
-    const info = await jsm.consumers.info(stream, durable).catch(() => undefined);
-    if (!info) {
-      await jsm.consumers.add(stream, { ...cfg, filter_subject: feedbackOnly }).catch(() => undefined);
+    const have = await jsm.consumers.info(stream, durable).catch(() => undefined);
+    if (have && have.config.filter_subject !== cfg.filter_subject) {
+      this.log(
+        'warn',
+        'consumer filters feedback only: labelled examples of its partition are not consumed',
+        {
+          durable,
+          filter: have.config.filter_subject,
+          want: cfg.filter_subject,
+          fix: `remove consumer ${durable} of ${stream} while no worker runs; workers recreate it`,
+        },
+      );
       return;
     }
-    if (info.config.filter_subject === cfg.filter_subject) return;
     try {
-      await jsm.consumers.update(stream, durable, { filter_subject: cfg.filter_subject });
-      this.log('info', 'consumer filter updated', { durable, filter: cfg.filter_subject });
+      await jsm.consumers.add(stream, cfg);
     } catch {
-      // the stream has no labels subjects: keep consuming its feedback subject
+      // exists with another config: keep it; or the stream has no labels subjects
+      if (!have)
+        await jsm.consumers.add(stream, { ...cfg, filter_subject: feedbackOnly }).catch(() => undefined);
     }
   }
 
