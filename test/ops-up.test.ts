@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:net';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +11,9 @@ import type { ClusterView } from '@freshet/cli';
 
 // `freshet up` with the real role processes (shards, worker, serving node) from a config file:
 // it comes up, `freshet status` finds every actor through the service API, the metrics endpoint
-// answers on loopback, and Ctrl-C (SIGINT) stops every process it started.
+// answers on loopback, each serving node's HTTP URL is printed and answers, and Ctrl-C (SIGINT)
+// stops every process it started. Its NATS port here is one this test holds, so `up` must say so
+// and take another (the default, 4222, is left alone: a developer's cluster may hold it).
 const run = promisify(execFile);
 const cli = fileURLToPath(new URL('../packages/cli/dist/main.js', import.meta.url));
 
@@ -31,12 +34,31 @@ describe('freshet up (real roles)', () => {
         'metrics: { basePort: 0 }',
       ].join('\n'),
     );
-    const up = spawnChild(process.execPath, [cli, 'up', '--config', file, '--quiet']);
+    const held = createServer();
+    await new Promise<void>((resolve) => held.listen(0, '127.0.0.1', resolve));
+    const heldPort = (held.address() as { port: number }).port;
+    const up = spawnChild(process.execPath, [
+      cli,
+      'up',
+      '--config',
+      file,
+      '--quiet',
+      '--nats-port',
+      String(heldPort),
+    ]);
     const out = await waitFor(() => (/is up\./.test(up.output()) ? up.output() : undefined), {
       timeoutMs: 90_000,
       message: () => `cluster up; output:\n${up.output().slice(-4000)}`,
     });
+    await new Promise((resolve) => held.close(resolve));
     const nats = /NATS:\s+(\S+)/.exec(out)![1]!;
+    expect(out).toContain(`port ${heldPort} is in use`);
+    expect(nats).not.toBe(`nats://127.0.0.1:${heldPort}`);
+    // Not NATS's default port: the hints carry the URL.
+    expect(out).toContain(`freshet status --nats ${nats} --cluster ${cluster}`);
+    const servingUrl = /serving:\s+serving-0 (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1];
+    expect(servingUrl, out).toBeDefined();
+    expect((await fetch(`${servingUrl!}/v1/status`)).status).toBe(200);
     const metricsUrl = /metrics:\s+(http:\/\/127\.0\.0\.1:\d+\/metrics)/.exec(out)![1]!;
     const pids = [...out.matchAll(/\(pid (\d+)\)/g)].map((m) => Number(m[1]));
     expect(pids).toHaveLength(4);

@@ -50,6 +50,11 @@ export interface LocalClusterOptions {
   readyTimeoutMs?: number;
   /** SIGTERM → SIGKILL grace per process on stop (ms). */
   stopGraceMs?: number;
+  /**
+   * Client port of the (first) embedded nats-server; default: a free one. `freshet up` asks for
+   * NATS's own 4222 so other commands find the cluster without flags.
+   */
+  natsPort?: number;
   /** Restart a role process that exits on its own (kill -9, crash). Default true. */
   restartOnExit?: boolean;
   /** Extra environment for role processes (secrets by file or env name, never argv). */
@@ -307,6 +312,7 @@ export async function startLocalCluster(
     if (n.embedded === 3) {
       const c = await startNatsCluster(3, {
         name: `freshet-${config.cluster}`,
+        ...(opts.natsPort ? { clientPorts: [opts.natsPort] } : {}),
         host: n.host,
         maxPayload: n.maxPayload,
         ...(storeDir ? { storeDir } : {}),
@@ -318,6 +324,7 @@ export async function startLocalCluster(
     } else if (n.embedded === 1) {
       const s = await startNatsServer({
         host: n.host,
+        ...(opts.natsPort ? { port: opts.natsPort } : {}),
         maxPayload: n.maxPayload,
         ...(storeDir ? { storeDir: join(storeDir, '0') } : {}),
         ...extraConfig,

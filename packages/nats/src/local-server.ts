@@ -265,9 +265,11 @@ export async function startNatsCluster(
   options: Omit<NatsServerOptions, 'cluster' | 'port' | 'serverName'> & {
     name?: string;
     routeAuth?: RouteAuth;
+    /** Client ports by server index (missing or 0: a free one), e.g. `[4222]` for the first. */
+    clientPorts?: number[];
   } = {},
 ): Promise<NatsClusterHandle> {
-  const { name: clusterName, routeAuth: givenAuth, ...serverOptions } = options;
+  const { name: clusterName, routeAuth: givenAuth, clientPorts = [], ...serverOptions } = options;
   const name = clusterName ?? 'freshet';
   const routeAuth = givenAuth ?? generateRouteAuth();
   const host = serverOptions.host ?? '127.0.0.1';
@@ -280,6 +282,7 @@ export async function startNatsCluster(
         // one store per server (the cluster's RAFT state lives there, by server name)
         ...(serverOptions.storeDir ? { storeDir: join(serverOptions.storeDir, String(i)) } : {}),
         serverName: `${name}-${i}`,
+        ...(clientPorts[i] ? { port: clientPorts[i] } : {}),
         cluster: { name, port: p, routes: routes.filter((_, j) => j !== i), auth: routeAuth },
       }),
     ),
