@@ -54,7 +54,7 @@ describe('fault: a slow shard', () => {
       ...faultSpec,
       tables: faultSpec.tables.map((t) => ({
         ...t,
-        staleness: { policy: 'reject', bound: BOUND, lambda: 0 },
+        staleness: { policy: 'reject', bound: BOUND, lambda: 0, tolerance: 0 },
       })),
     };
     const slow = denseShard(SHARDS);
