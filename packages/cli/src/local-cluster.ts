@@ -172,7 +172,7 @@ class RoleProcess implements LocalProcess {
   onUnexpectedExit: ((p: RoleProcess, code: number | null, sig: NodeJS.Signals | null) => void) | undefined;
 
   constructor(
-    readonly plan: ActorPlan,
+    public plan: ActorPlan,
     private readonly env: NodeJS.ProcessEnv,
     private readonly reaper: Reaper,
     private readonly onOutput: ((id: string, line: string) => void) | undefined,
@@ -181,6 +181,15 @@ class RoleProcess implements LocalProcess {
 
   get role(): RoleName {
     return this.plan.role;
+  }
+  /**
+   * Keeps the HTTP port a serving node was given (0 in its options: any free one) for its
+   * restarts, so the URL `freshet up` printed, and clients use, stays right after a crash.
+   */
+  pinHttpPort(port: number): void {
+    const http = (this.plan.options.http ?? {}) as Record<string, unknown>;
+    if (http.enabled === false || (typeof http.port === 'number' && http.port > 0)) return;
+    this.plan = { ...this.plan, options: { ...this.plan.options, http: { ...http, port } } };
   }
   get id(): string {
     return this.plan.id;
@@ -423,6 +432,7 @@ export async function startLocalCluster(
     );
     for (const p of procs.filter((x) => x.role !== 'shard')) p.start();
     await waitActors(nc, config, procs, opts, () => failure);
+    await pinServingPorts(nc, config.cluster, procs);
     ready = true;
     log.info({ cluster: config.cluster, actors: procs.map((p) => p.id) }, 'local cluster ready');
   } catch (e) {
@@ -461,6 +471,7 @@ export async function startLocalCluster(
       };
       try {
         await waitActors(conn, config, procs, opts, () => failed);
+        if (p.role === 'serving') await pinServingPorts(conn, config.cluster, [p]);
       } catch (e) {
         await p.stop(graceMs);
         procs.splice(procs.indexOf(p), 1);
@@ -506,6 +517,16 @@ async function ensureStreamWithRetry(nc: NatsConnection, config: ClusterConfig, 
       }
       await new Promise((r) => setTimeout(r, 250));
     }
+  }
+}
+
+/** Pins each serving node's reported HTTP port for its restarts (see RoleProcess.pinHttpPort). */
+async function pinServingPorts(nc: NatsConnection, cluster: string, procs: RoleProcess[]): Promise<void> {
+  const serving = procs.filter((p) => p.role === 'serving');
+  if (serving.length === 0) return;
+  for (const a of await discoverActors(nc, { cluster, roles: ['serving'], maxWaitMs: 300 })) {
+    const port = Number(/:(\d+)\/?$/.exec(str(a.status, 'http') ?? '')?.[1]);
+    if (port > 0) serving.find((p) => p.id === a.id)?.pinHttpPort(port);
   }
 }
 

@@ -39,6 +39,19 @@ describe('local cluster', () => {
       await waitFor(async () => (await lc!.actors()).filter((a) => a.id === 'shard-0').length === 1, {
         message: 'shard-0 back in the service API',
       });
+      // A restarted serving node listens where it did: clients keep its URL.
+      const httpOf = async () =>
+        (await lc!.actors()).find((a) => a.id === 'serving-0')?.status.http as string | undefined;
+      const url = await httpOf();
+      expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      const serving = lc.processes.find((p) => p.id === 'serving-0')!;
+      const servingPid = serving.pid;
+      serving.kill('SIGKILL');
+      await waitFor(() => serving.restarts === 1 && serving.running && serving.pid !== servingPid, {
+        message: 'serving-0 restarted',
+      });
+      await waitFor(async () => (await httpOf()) !== undefined, { message: 'serving-0 back' });
+      expect(await httpOf()).toBe(url);
       // A clean exit (what `freshet drain` ends in) is not a crash: the actor stays down.
       const worker = lc.processes.find((p) => p.id === 'worker-0')!;
       worker.kill('SIGTERM');
