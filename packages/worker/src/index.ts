@@ -33,6 +33,8 @@ export {
   desiredOwner,
   type PartitionLeaseOptions,
   type PartitionLeaseHooks,
+  type LeaseCounters,
+  type LeaseLossReason,
 } from './partition-leases.js';
 export { PullFeed, type PullFeedOptions, type PullOutcome, type PullEnd } from './pull-feed.js';
 export {

@@ -130,8 +130,13 @@ export const workerOptionsSchema = z.object({
   lease: z
     .object({
       heartbeatMs: ms.default(1000),
-      /** A lease not renewed for this long is free for another worker. */
-      ttlMs: ms.default(5000),
+      /**
+       * A lease not renewed for this long is free for another worker (and its owner stops a
+       * heartbeat earlier). It must outlive a RAFT election of the KV bucket (4–9 s in
+       * nats-server 2.9, after a node is lost) plus a request timeout, or every owner fences
+       * itself while one runs; a crashed worker's partitions wait this long for a new owner.
+       */
+      ttlMs: ms.default(15_000),
     })
     .prefault({}),
   lr: lrScheduleSchema,

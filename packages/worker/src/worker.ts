@@ -33,7 +33,7 @@ import { ManifestStore } from './manifest-store.js';
 import { MessageHolds, type Buffered, type PartitionState, type WorkerLog } from './message-holds.js';
 import { Joining } from './joining.js';
 import { BatchRunner } from './batch-runner.js';
-import { PartitionLeases } from './partition-leases.js';
+import { PartitionLeases, type LeaseCounters } from './partition-leases.js';
 import { PullFeed } from './pull-feed.js';
 import { ProgressiveMetrics, type ProgressiveHistogram, type ProgressiveSnapshot } from './progressive.js';
 import { ShardClient } from './shard-client.js';
@@ -49,6 +49,8 @@ export interface WorkerStatus {
   state: WorkerState;
   partitions: number[];
   members: string[];
+  /** Partitions this worker took up, handed over and lost (by reason), cumulative. */
+  leases: LeaseCounters;
   backend: string;
   examples: number;
   /** Over the last 10 s. */
@@ -399,10 +401,13 @@ export class Worker {
       this.leases = new PartitionLeases(
         {
           kv: this.kv,
+          jsm,
+          bucket: this.subj.kvBucket,
           worker: o.id,
           partitions: o.partitions,
           heartbeatMs: o.lease.heartbeatMs,
           ttlMs: o.lease.ttlMs,
+          log: (level, msg, fields) => this.log(level, msg, fields),
         },
         {
           acquired: (p) => this.startFetching(p),
@@ -808,6 +813,7 @@ export class Worker {
       state: this._state,
       partitions: this.partitions,
       members: this.leases?.members ?? [],
+      leases: structuredClone(this.leases?.counters ?? noLeases),
       backend: this.pool?.backend ?? 'unknown',
       examples: this.metrics.examples,
       examplesPerS: Math.round((n * 1000) / span),
@@ -911,6 +917,15 @@ export class Worker {
     if (this.ownNc) await this.nc?.drain().catch(() => undefined);
   }
 }
+
+const noLeases: LeaseCounters = {
+  acquired: 0,
+  takenOver: 0,
+  resumed: 0,
+  handedOver: 0,
+  lost: { taken: 0, deleted: 0, expired: 0 },
+  unansweredRounds: 0,
+};
 
 function addJoinerCounters(a: JoinerCounters | undefined, b: JoinerCounters): JoinerCounters {
   if (!a) return { ...b, dropped: { ...b.dropped } };
