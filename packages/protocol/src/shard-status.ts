@@ -43,8 +43,13 @@ export const shardStatusSchema = z.object({
    * (append → durable, group commit included), and delta build + encode + publish per message.
    */
   timings: z.object({ applyMs: timingSchema, walMs: timingSchema, deltaMs: timingSchema }).optional(),
-  /** SSP gate (tables with the `ssp` policy): pulls waiting now, waits so far, timeouts. */
-  ssp: z.object({ waiting: z.number(), waits: z.number(), timeouts: z.number() }).optional(),
+  /**
+   * SSP gate (tables with the `ssp` policy): pulls waiting now, waits so far, timeouts, and
+   * workers admitted at the current clock (joined or restarted; absent from older shards).
+   */
+  ssp: z
+    .object({ waiting: z.number(), waits: z.number(), timeouts: z.number(), joins: z.number().optional() })
+    .optional(),
   tables: z.array(z.object({ t: z.number(), name: z.string(), rows: z.number(), bytes: z.number() })),
 });
 export type ShardStatus = z.infer<typeof shardStatusSchema>;

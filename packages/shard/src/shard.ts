@@ -556,7 +556,14 @@ export class Shard {
           }
         : null,
       ...(this.ssp
-        ? { ssp: { waiting: this.ssp.waiting, waits: this.ssp.waits, timeouts: this.ssp.timeouts } }
+        ? {
+            ssp: {
+              waiting: this.ssp.waiting,
+              waits: this.ssp.waits,
+              timeouts: this.ssp.timeouts,
+              joins: this.ssp.joins,
+            },
+          }
         : {}),
       tables: (core?.tables ?? []).map((t) => ({
         t: t.id,

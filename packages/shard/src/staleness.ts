@@ -221,6 +221,12 @@ export class DcBackups {
   }
 }
 
+/**
+ * A clock this far below what a worker reported before means it restarted. Smaller steps back
+ * are pushes of batches still in flight arriving after the next pull, not a restart.
+ */
+const RESTART_REGRESSION = 64;
+
 interface Waiter {
   worker: string;
   clock: number;
@@ -235,12 +241,23 @@ interface Waiter {
  * waits while c − (slowest live worker's clock) > bound. Clocks arrive with pulls, pushes and
  * worker clock heartbeats; a worker unseen for `liveMs` no longer holds others back. A wait
  * longer than `timeoutMs` fails with TIMEOUT (retryable); waiters are bounded.
+ *
+ * A joining worker (first seen, back after `liveMs`, or restarted: its clock went backwards)
+ * counts its batches from 0, but it pulls today's weights: it is admitted at the slowest live
+ * worker's clock and its own clock is offset from there. Taken literally, its clock 0 made every
+ * other worker wait until it had caught up thousands of batches: the cluster stalled.
  */
 export class SspGate {
-  private readonly clocks = new Map<string, { clock: number; seen: number }>();
+  /** Per live worker: its clock on the gate's scale, what it last reported, and the offset between. */
+  private readonly clocks = new Map<
+    string,
+    { clock: number; reported: number; offset: number; seen: number }
+  >();
   private readonly waiters = new Set<Waiter>();
   waits = 0;
   timeouts = 0;
+  /** Workers admitted at the current clock (joined, returned or restarted). */
+  joins = 0;
 
   constructor(
     private readonly liveMs: number,
@@ -249,11 +266,37 @@ export class SspGate {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Records a worker's clock (monotonic per worker) and wakes pulls that may go now. */
-  observe(worker: string, clock: number): void {
-    const prev = this.clocks.get(worker);
-    this.clocks.set(worker, { clock: Math.max(prev?.clock ?? 0, clock), seen: this.now() });
+  /**
+   * Records a worker's clock and wakes pulls that may go now; returns the clock on the gate's
+   * scale (see the class comment: a joining worker starts at the slowest live clock).
+   */
+  observe(worker: string, clock: number): number {
+    const now = this.now();
+    let c = this.clocks.get(worker);
+    if (c && now - c.seen > this.liveMs) {
+      this.clocks.delete(worker);
+      c = undefined;
+    }
+    if (!c) {
+      const floor = this.slowest();
+      const offset = floor === Infinity ? 0 : Math.max(0, floor - clock);
+      c = { clock: clock + offset, reported: clock, offset, seen: now };
+      this.clocks.set(worker, c);
+      if (floor !== Infinity) this.joins++;
+    } else {
+      if (clock + RESTART_REGRESSION < c.reported) {
+        // far backwards: the same id restarted; it goes on from where it was
+        c.offset = c.clock - clock;
+        c.reported = clock;
+        this.joins++;
+      } else {
+        c.reported = Math.max(c.reported, clock);
+      }
+      c.clock = Math.max(c.clock, clock + c.offset);
+      c.seen = now;
+    }
     if (this.waiters.size > 0) this.wake();
+    return c.clock;
   }
 
   /** The slowest live worker's clock (Infinity when none). */
@@ -285,8 +328,8 @@ export class SspGate {
   }
 
   /** Resolves when a worker at `clock` may read under `bound`; undefined when it may already. */
-  admit(worker: string, clock: number, bound: number): Promise<void> | undefined {
-    this.observe(worker, clock);
+  admit(worker: string, reported: number, bound: number): Promise<void> | undefined {
+    const clock = this.observe(worker, reported);
     if (this.mayGo(clock, bound)) return undefined;
     if (this.waiters.size >= this.maxWaiters) {
       throw new FreshetError('OVERLOADED', `${this.waiters.size} pulls already waiting for slower workers`);

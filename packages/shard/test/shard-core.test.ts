@@ -261,4 +261,38 @@ describe('ShardCore', () => {
     await expect(g.admit('b', 9, 2)).rejects.toMatchObject({ code: 'TIMEOUT' });
     expect(g.timeouts).toBe(1);
   });
+
+  it('SSP: a worker joining at clock 0 is admitted at the current clock and stalls nobody', () => {
+    let now = 0;
+    const g = new SspGate(1000, 300, 1024, () => now);
+    for (let c = 0; c <= 5000; c++) {
+      expect(g.admit('a', c, 2)).toBeUndefined();
+      expect(g.admit('b', c + 1, 2)).toBeUndefined();
+    }
+    // c joins at its clock 0: the others go on, and so does c
+    expect(g.admit('c', 0, 2)).toBeUndefined();
+    expect(g.joins).toBe(2); // b (its first pull came after a's) and c
+    expect(g.admit('a', 5001, 2)).toBeUndefined();
+    expect(g.admit('b', 5002, 2)).toBeUndefined();
+    expect(g.admit('c', 1, 2)).toBeUndefined();
+    // from there it is held to the bound like anyone: c now trails at 5000 + 1, a may not run ahead
+    expect(g.slowest()).toBe(5001);
+    expect(g.admit('a', 5004, 2)).toBeInstanceOf(Promise);
+    g.observe('c', 3); // c's clock 3 is 5003 on the gate's scale
+    expect(g.waiting).toBe(0);
+    // pushes in flight arriving after the next pull step back a little: not a restart
+    g.observe('c', 2);
+    expect(g.joins).toBe(2);
+    // b restarts under the same id (clock 0 again, long after its last batch): it goes on from
+    // where it was instead of pinning the slowest clock to its old one
+    expect(g.admit('b', 0, 2)).toBeUndefined();
+    expect(g.joins).toBe(3);
+    expect(g.admit('b', 1, 2)).toBeUndefined();
+    expect(g.slowest()).toBe(5003);
+    // one unseen for liveMs is gone; back, it joins again at the current clock
+    now += 2000;
+    expect(g.admit('c', 10, 2)).toBeUndefined();
+    expect(g.slowest()).toBe(10);
+    expect(g.admit('a', 11, 2)).toBeUndefined();
+  });
 });
