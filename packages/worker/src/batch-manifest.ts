@@ -32,6 +32,8 @@ export interface BatchManifest {
   /** The batch's push id prefix (per-shard ids append `.s<shard>`). */
   id: string;
   partition: number;
+  /** Every partition of the batch, when it has several (the manifest is stored under each). */
+  partitions?: number[];
   worker: string;
   /** Oldest event time of the batch (freshness stamp of the push), ms. */
   eventTs?: number;
@@ -42,6 +44,7 @@ const manifestSchema = z.object({
   v: z.literal(1),
   id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
   partition: z.number().int().min(0),
+  partitions: z.array(z.number().int().min(0)).max(4096).optional(),
   worker: z.string().max(128),
   eventTs: z.number().finite().optional(),
   ex: z

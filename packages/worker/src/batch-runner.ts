@@ -78,7 +78,7 @@ export class BatchRunner {
     }
     const id = rec?.id ?? this.pushId(items);
     const manifest: ManifestHandle | undefined = rec
-      ? { key: rec.key, partition: items[0]?.partition ?? -1, revision: rec.revision }
+      ? { copies: [{ key: rec.key, partition: rec.partition, revision: rec.revision }], stored: true }
       : manifests.write(items, id, eventTs);
     let pending: Set<number> | undefined;
     // a recovered batch was scored by the owner that formed it
@@ -148,7 +148,7 @@ export class BatchRunner {
             void holds.settleBatch(items, 'discarded').then(() => manifests.drop(manifest));
             return true;
           }
-          if (manifest && manifest.revision === undefined) {
+          if (manifest && !manifest.stored) {
             // The manifest must be stored before any shard can accept the batch.
             const w0 = performance.now();
             if (!manifest.put) manifests.store(manifest);

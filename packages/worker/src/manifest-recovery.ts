@@ -12,6 +12,8 @@ const recoveryParse = compileParseOptions({ maxSkewMs: Number.MAX_SAFE_INTEGER, 
 /** A batch re-formed from a manifest: pushed under its original id, holding no messages. */
 export interface Recovered {
   id: string;
+  /** The copy this owner read: the partition being recovered, and its key. */
+  partition: number;
   key: string;
   revision: number;
   eventTs: number | undefined;
@@ -75,9 +77,10 @@ export class ManifestRecovery {
           from: m.worker,
           examples: items.length,
         });
-        const rec: Recovered = { id: m.id, key, revision: entry.revision, eventTs: m.eventTs };
+        const rec: Recovered = { id: m.id, partition: p, key, revision: entry.revision, eventTs: m.eventTs };
         if (items.length === 0 || !(await this.ctx.runBatch(items, rec))) {
-          if (items.length === 0) store.drop({ key, partition: p, revision: entry.revision });
+          if (items.length === 0)
+            store.drop({ copies: [{ key, partition: p, revision: entry.revision }], stored: true });
           if (items.length > 0) return;
           continue;
         }

@@ -5,15 +5,28 @@ import type { BatchTiming } from './batch-timing.js';
 import type { Buffered, WorkerLog } from './message-holds.js';
 import type { WorkerCounters } from './worker.js';
 
-/** A batch's manifest in KV: its key, and the put in flight or the revision it was stored at. */
-export interface ManifestHandle {
+/** One stored copy of a batch's manifest: a slot of one of the batch's partitions. */
+export interface ManifestCopy {
   key: string;
   partition: number;
   /** This worker's slot (absent for a recovered manifest of another owner). */
   slot?: number;
-  bytes?: Uint8Array;
-  put?: Promise<number> | undefined;
+  /** KV revision once stored. */
   revision?: number;
+}
+
+/**
+ * A batch's manifest in KV. A batch may hold examples of several partitions; the same manifest
+ * is then stored in a slot of each, so whichever worker owns any of them next finds it and
+ * re-pushes the whole batch under its id (shards answer `duplicate` to the second re-push).
+ */
+export interface ManifestHandle {
+  copies: ManifestCopy[];
+  bytes?: Uint8Array;
+  /** Every copy's put, in flight while the batch is encoded, pulled and computed. */
+  put?: Promise<void> | undefined;
+  /** Every copy is stored (always, for a recovered manifest). */
+  stored: boolean;
 }
 
 export interface ManifestStoreContext {
@@ -34,16 +47,22 @@ export class ManifestStore {
 
   constructor(private readonly ctx: ManifestStoreContext) {}
 
-  /** Starts storing a batch's manifest in a free slot of its partition (undefined when disabled). */
+  /**
+   * Starts storing a batch's manifest in a free slot of each of its partitions (undefined when
+   * manifests are disabled).
+   */
   write(items: Buffered[], id: string, eventTs: number | undefined): ManifestHandle | undefined {
     const first = items[0];
     if (!this.ctx.enabled || !this.ctx.kv() || !first) return undefined;
-    const partition = first.partition;
-    let used = this.slots.get(partition);
-    if (!used) this.slots.set(partition, (used = new Set()));
-    let slot = 0;
-    while (used.has(slot) || this.recovering.has(manifestKey(partition, slot))) slot++;
-    used.add(slot);
+    const partitions = [...new Set(items.map((b) => b.partition))].sort((a, b) => a - b);
+    const copies = partitions.map((partition): ManifestCopy => {
+      let used = this.slots.get(partition);
+      if (!used) this.slots.set(partition, (used = new Set()));
+      let slot = 0;
+      while (used.has(slot) || this.recovering.has(manifestKey(partition, slot))) slot++;
+      used.add(slot);
+      return { key: manifestKey(partition, slot), partition, slot };
+    });
     const ex: ManifestExample[] = items.map((b) => {
       const s = b.deps.map((d) => d.seq);
       if (!b.joined) return { s };
@@ -52,45 +71,43 @@ export class ManifestStore {
       if (b.example.ts !== undefined) e.t = b.example.ts;
       return e;
     });
-    const m: BatchManifest = { v: 1, id, partition, worker: this.ctx.worker, ex };
+    const m: BatchManifest = { v: 1, id, partition: first.partition, worker: this.ctx.worker, ex };
+    if (partitions.length > 1) m.partitions = partitions;
     if (eventTs !== undefined) m.eventTs = eventTs;
-    const h: ManifestHandle = {
-      key: manifestKey(partition, slot),
-      partition,
-      slot,
-      bytes: encodeManifest(m),
-    };
+    const h: ManifestHandle = { copies, bytes: encodeManifest(m), stored: false };
     this.store(h);
     return h;
   }
 
-  /** One KV put, in flight while the batch is encoded, pulled and computed. */
+  /** One KV put per copy, in flight while the batch is encoded, pulled and computed. */
   store(h: ManifestHandle): void {
     const { counters, timing } = this.ctx;
     const t0 = performance.now();
-    const put = this.ctx
-      .kv()!
-      .put(h.key, h.bytes!)
-      .then(
-        (rev) => {
-          counters.manifestPuts++;
-          timing.add('manifest', performance.now() - t0);
-          h.revision = rev;
-          return rev;
-        },
-        (e: unknown) => {
-          counters.manifestFailures++;
-          h.put = undefined; // the batch's retry stores it again
-          throw new FreshetError('UNAVAILABLE', `batch manifest not stored: ${String(e)}`, { cause: e });
-        },
-      );
+    const kv = this.ctx.kv()!;
+    const put = Promise.all(
+      h.copies.map(async (c) => {
+        if (c.revision !== undefined) return;
+        c.revision = await kv.put(c.key, h.bytes!);
+        counters.manifestPuts++;
+      }),
+    ).then(
+      () => {
+        timing.add('manifest', performance.now() - t0);
+        h.stored = true;
+      },
+      (e: unknown) => {
+        counters.manifestFailures++;
+        h.put = undefined; // the batch's retry stores the missing copies again
+        throw new FreshetError('UNAVAILABLE', `batch manifest not stored: ${String(e)}`, { cause: e });
+      },
+    );
     // awaited before the first push; a batch that fails earlier must not leave it unhandled
     put.catch(() => undefined);
     h.put = put;
   }
 
   freeSlot(h: ManifestHandle | undefined): void {
-    if (h?.slot !== undefined) this.slots.get(h.partition)?.delete(h.slot);
+    for (const c of h?.copies ?? []) if (c.slot !== undefined) this.slots.get(c.partition)?.delete(c.slot);
   }
 
   /**
@@ -101,11 +118,17 @@ export class ManifestStore {
     if (!h) return;
     this.freeSlot(h);
     const kv = this.ctx.kv()!;
-    const del = (rev: number) =>
-      kv.delete(h.key, { previousSeq: rev }).catch((e: unknown) => {
-        this.ctx.log('info', 'manifest not deleted (replaced or gone)', { key: h.key, error: String(e) });
+    const del = (c: ManifestCopy) =>
+      c.revision !== undefined &&
+      kv.delete(c.key, { previousSeq: c.revision }).catch((e: unknown) => {
+        this.ctx.log('info', 'manifest not deleted (replaced or gone)', { key: c.key, error: String(e) });
       });
-    if (h.revision !== undefined) void del(h.revision);
-    else if (h.put) void h.put.then(del, () => undefined);
+    // copies whose put is still in flight are deleted once it lands
+    if (h.stored || !h.put) h.copies.forEach((c) => void del(c));
+    else
+      void h.put.then(
+        () => h.copies.forEach((c) => void del(c)),
+        () => h.copies.forEach((c) => void del(c)),
+      );
   }
 }

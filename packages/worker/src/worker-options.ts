@@ -74,6 +74,13 @@ export const workerOptionsSchema = z.object({
       size: z.number().int().min(1).max(65_536).default(256),
       /** A partial batch is trained after this long rather than waiting for more events. */
       maxWaitMs: ms.default(50),
+      /**
+       * Fill batches from every partition this worker owns, not one at a time: with many
+       * partitions at a modest rate, single-partition batches averaged 7.8 examples for a
+       * configured 64. Such a batch's manifest is stored in a slot of each of its partitions,
+       * so the next owner of any of them re-pushes it whole under its id (exactly once still).
+       */
+      crossPartition: z.boolean().default(true),
     })
     .prefault({}),
   compute: z

@@ -127,6 +127,8 @@ export interface WorkerCounters {
   acksUnconfirmed: number;
   /** Manifests whose events could no longer be read from the stream (their examples were dropped). */
   manifestsUnrecoverable: number;
+  /** Batches formed from several partitions' examples (their manifest stored under each). */
+  crossPartitionBatches: number;
 }
 
 /** Things a caller may hand a worker instead of letting it create them (tests, the CLI). */
@@ -200,7 +202,7 @@ export class Worker {
   private refreshTimer: ReturnType<typeof setInterval> | undefined;
   private readonly timing = new BatchTiming();
   private buffer: Buffered[] = [];
-  /** Buffered examples per partition (batches are single-partition). */
+  /** Buffered examples per partition (a partition with a full batch is batched alone). */
   private readonly bufferedOf = new Map<number, number>();
   /** Buffer room promised to fetches still open (messages not yet arrived). */
   private reservedRoom = 0;
@@ -245,6 +247,7 @@ export class Worker {
     ackRetries: 0,
     acksUnconfirmed: 0,
     manifestsUnrecoverable: 0,
+    crossPartitionBatches: 0,
   };
 
   constructor(options: WorkerOptionsInput | WorkerOptions, deps: WorkerDeps = {}) {
@@ -746,7 +749,7 @@ export class Worker {
     for (;;) {
       const first = this.buffer[0];
       const age = first ? Date.now() - first.at : 0;
-      const full = first ? this.fullPartition() : undefined;
+      const full = first ? this.fullBatch() : undefined;
       if (!first || (full === undefined && age < o.batch.maxWaitMs)) {
         if (!first && (this._state === 'draining' || this._state === 'stopped' || this._state === 'failed'))
           return;
@@ -759,8 +762,7 @@ export class Worker {
         continue;
       }
       await this.slots.acquire();
-      // One partition per batch: its manifest then belongs to that partition's next owner alone.
-      const take = this.takeBatch(full ?? this.buffer[0]?.partition);
+      const take = this.takeBatch(full ?? (o.batch.crossPartition ? 'any' : this.buffer[0]?.partition));
       const waiters = this.bufferSpace;
       this.bufferSpace = [];
       waiters.forEach((r) => r());
@@ -768,6 +770,7 @@ export class Worker {
         this.slots.release();
         continue;
       }
+      if (take.some((b) => b.partition !== take[0]!.partition)) this.counters.crossPartitionBatches++;
       const job = this.runner.run(take).finally(() => {
         this.slots.release();
         this.inFlight.delete(job);
@@ -776,26 +779,32 @@ export class Worker {
     }
   }
 
-  /** A partition with a full batch buffered, if any. */
-  private fullPartition(): number | undefined {
-    for (const [p, n] of this.bufferedOf) if (n >= this.options.batch.size) return p;
-    return undefined;
+  /**
+   * What a full batch can be taken from now: a partition with a full batch buffered (one
+   * manifest copy), else, across partitions, any full batch of the oldest examples.
+   */
+  private fullBatch(): number | 'any' | undefined {
+    const size = this.options.batch.size;
+    for (const [p, n] of this.bufferedOf) if (n >= size) return p;
+    return this.options.batch.crossPartition && this.buffer.length >= size ? 'any' : undefined;
   }
 
-  /** Takes up to `batch.size` buffered examples of `partition`, oldest first. */
-  private takeBatch(partition: number | undefined): Buffered[] {
+  /** Takes up to `batch.size` buffered examples of `partition` (or of any), oldest first. */
+  private takeBatch(partition: number | 'any' | undefined): Buffered[] {
     if (partition === undefined) return [];
     const size = this.options.batch.size;
     const take: Buffered[] = [];
     const rest: Buffered[] = [];
     for (const b of this.buffer) {
-      if (b.partition === partition && take.length < size) take.push(b);
+      if ((partition === 'any' || b.partition === partition) && take.length < size) take.push(b);
       else rest.push(b);
     }
     this.buffer = rest;
-    const left = (this.bufferedOf.get(partition) ?? 0) - take.length;
-    if (left > 0) this.bufferedOf.set(partition, left);
-    else this.bufferedOf.delete(partition);
+    for (const b of take) {
+      const left = (this.bufferedOf.get(b.partition) ?? 0) - 1;
+      if (left > 0) this.bufferedOf.set(b.partition, left);
+      else this.bufferedOf.delete(b.partition);
+    }
     return take;
   }
 

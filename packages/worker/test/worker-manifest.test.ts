@@ -39,7 +39,7 @@ afterAll(async () => {
   await Promise.allSettled(conns.map((c) => c.close()));
 });
 
-async function run(manifests: boolean) {
+async function run(manifests: boolean, batchA = PER_PARTITION) {
   const cluster = uniqueName('mf').replace(/[^A-Za-z0-9_-]/g, '');
   const s = subjects(cluster);
   const jsm = await nats.nc.jetstreamManager();
@@ -75,7 +75,7 @@ async function run(manifests: boolean) {
     return { w, nc };
   };
 
-  const a = await start(options('wa', PER_PARTITION));
+  const a = await start(options('wa', batchA));
   // The other shard answers pulls but not pushes: batches are computed, the dense shard accepts
   // them, and the push to the other shard retries.
   await harness.stop(other);
@@ -103,7 +103,7 @@ async function run(manifests: boolean) {
     timeoutMs: 30_000,
     message: () => `every event acked: ${JSON.stringify(b.w.counters)}`,
   });
-  return { harness, denseShard, total, b: b.w };
+  return { harness, denseShard, total, a: a.w, b: b.w };
 }
 
 describe('batch manifests', () => {
@@ -117,6 +117,19 @@ describe('batch manifests', () => {
     expect(b.counters.appliedRedeliveries).toBe(total);
     // the other shard applied each recovered batch once as well
     expect(harness.applied[1 - denseShard]).toBe(b.counters.recoveredBatches);
+  });
+
+  it('batches across partitions: the manifest under each partition; recovered whole, applied once', async () => {
+    // A's batches (16) are larger than any partition's events (12): every batch mixes partitions.
+    const { harness, denseShard, total, a, b } = await run(true, 16);
+    expect(a.counters.crossPartitionBatches).toBeGreaterThan(0);
+    expect(a.counters.manifestPuts).toBeGreaterThan(harness.applied[denseShard]!); // more copies than batches
+    expect(harness.denseExamples[denseShard]).toBe(total);
+    // each copy of a mixed batch is recovered (so examples more than once), all but the first
+    // re-push of each answered `duplicate` by both shards
+    expect(b.counters.recoveredExamples).toBeGreaterThan(total);
+    expect(b.counters.appliedRedeliveries).toBe(total);
+    expect(harness.applied[1 - denseShard]).toBeLessThan(b.counters.recoveredBatches);
   });
 
   it('control: without manifests the same crash applies the examples twice', async () => {
