@@ -18,6 +18,12 @@ export const joinerOptionsSchema = z.object({
   lateWindowMs: ms.default(24 * 3600_000),
   /** A positive that arrives before its impression (out of order) waits this long for it. */
   orphanWaitMs: ms.default(60_000),
+  /**
+   * How far past this process's wall clock one event may move the joiner's clock. Event time
+   * drives the windows (replays of old logs work), but a publisher whose clock runs fast must
+   * not close every other user's pending impressions at once: its event counts as `now + lead`.
+   */
+  maxClockLeadMs: ms.default(1000),
   /** How far before its impression a click may be stamped (client clock skew); earlier is dropped. */
   maxSkewMs: ms.default(60_000),
   /** Event ids remembered for dedupe, and for how long. */

@@ -290,7 +290,7 @@ export class Joiner {
   ): JoinedExample[] {
     const out: JoinedExample[] = [];
     this.c.events++;
-    this.advanceInto(event.ts, out);
+    this.advanceInto(Math.min(event.ts, Date.now() + this.options.maxClockLeadMs), out);
     const drop = (reason: JoinerDropReason) => {
       this.c.dropped[reason]++;
       onDrop?.(reason, event);
@@ -352,8 +352,8 @@ export class Joiner {
       }
       case 'example': {
         const ex: JoinedExample = {
-          features:
-            event.item === undefined ? event.features : this.withIds(event.features, event.user, event.item),
+          // the event's user (and item) are features even when the labeller did not repeat them
+          features: this.exampleIds(event.features, event.user, event.item),
           label: event.label,
           weight: event.weight,
           ts: event.ts,
@@ -680,6 +680,14 @@ export class Joiner {
     if (b.tokens < 1) return false;
     b.tokens -= 1;
     return true;
+  }
+
+  private exampleIds(features: Features, user: string, item: string | undefined): Features {
+    if (!this.options.features.ids) return features;
+    const out: Features = { ...features };
+    out.user ??= user;
+    if (item !== undefined) out.item ??= item;
+    return out;
   }
 
   private withIds(features: Features, user: string, item: string): Features {

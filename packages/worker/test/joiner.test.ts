@@ -165,12 +165,34 @@ describe('Joiner', () => {
     expect(scaled.push(ev({ kind: 'rating', item: 'm', rating: 2.5, ts: T0 }))[0]?.label).toBe(0.5);
   });
 
-  it('passes pre-labelled examples through', () => {
+  it('passes pre-labelled examples through, with their user and item as features', () => {
     const j = new Joiner(opts);
     const out = j.push(ev({ kind: 'example', label: 1, weight: 2, features: { c1: 'x', i1: 3 }, ts: T0 }));
     expect(out).toEqual([
-      expect.objectContaining({ label: 1, weight: 2, source: 'example', features: { c1: 'x', i1: 3 } }),
+      expect.objectContaining({
+        label: 1,
+        weight: 2,
+        source: 'example',
+        features: { c1: 'x', i1: 3, user: 'u1' },
+      }),
     ]);
+    // an item on the event joins too; features the labeller set win
+    const withItem = j.push(
+      ev({ kind: 'example', label: 0, item: 'b7', features: { user: 'kept' }, ts: T0 + 1 }),
+    );
+    expect(withItem[0]!.features).toEqual({ user: 'kept', item: 'b7' });
+  });
+
+  it('a publisher with a fast clock cannot close other users’ windows (clock led by wall time)', () => {
+    const j = new Joiner(opts);
+    const now = Date.now();
+    expect(j.push(imp('r1', 'i1', now, { user: 'slow' }))).toEqual([]);
+    // 290 s ahead: accepted, but moves the joiner's clock only to wall time + maxClockLeadMs
+    j.push(imp('r2', 'i2', now + 290_000, { user: 'fast' }));
+    expect(j.now).toBeLessThan(now + 60_000);
+    // the slow user's click, within its window, still labels its impression
+    const out = j.push(click('r1', 'i1', now + 1000, { user: 'slow' }));
+    expect(out).toEqual([expect.objectContaining({ request: 'r1', label: 1, source: 'click' })]);
   });
 
   it('bounds pending impressions: overflow emits the earliest-deadline ones as negatives, or drops them', () => {
