@@ -76,6 +76,8 @@ export class ParamTable {
     readonly owned: boolean,
     sketchWidth: number,
     chunkRows?: number,
+    /** Admission counts halve every this many ms (0: never); see admission.ts. */
+    sketchDecayMs = 0,
   ) {
     const dense = spec.kind === 'dense';
     this.store = new RowStore({
@@ -84,7 +86,10 @@ export class ParamTable {
       chunkRows: dense ? 1 : (chunkRows ?? 4096),
       initialSlots: dense ? 16 : 1024,
     });
-    this.sketch = spec.minCount > 1 && !dense ? new AdmissionSketch(sketchWidth) : undefined;
+    this.sketch =
+      spec.minCount > 1 && !dense
+        ? new AdmissionSketch(sketchWidth, undefined, Math.ceil(sketchDecayMs / TICK_MS))
+        : undefined;
     this.bias =
       spec.optimizer.kind === 'adam' ? new AdamBias(spec.optimizer.beta1, spec.optimizer.beta2) : undefined;
     this.ttlTicks = spec.ttlMs > 0 ? Math.max(1, Math.ceil(spec.ttlMs / TICK_MS)) : 0;
@@ -217,6 +222,7 @@ export class ParamTable {
   ): number {
     const n = keys.length >>> 1;
     if (n > 0) this.steps++;
+    this.sketch?.advance(tick);
     let applied = 0;
     for (let from = 0; from < n; from += 16) {
       const to = Math.min(n, from + 16);

@@ -26,6 +26,8 @@ export interface ShardCoreOptions {
   maxPushRows: number;
   maxPullKeys: number;
   sketchWidth: number;
+  /** Admission counts halve every this many ms (0 or absent: never). */
+  sketchDecayMs?: number;
   /** Push ids remembered for idempotent retries. */
   recentPushIds: number;
   chunkRows?: number;
@@ -95,7 +97,7 @@ export class ShardCore {
   constructor(readonly o: ShardCoreOptions) {
     this.tables = o.spec.tables.map((t, id) => {
       const owned = t.kind === 'dense' ? shardOfDense(t.name, o.shards) === o.shard : true;
-      return new ParamTable(id, t, owned, o.sketchWidth, o.chunkRows);
+      return new ParamTable(id, t, owned, o.sketchWidth, o.chunkRows, o.sketchDecayMs);
     });
     this.dc = new DcBackups(o.dcMaxWorkers, 4, o.dcMaxRowsPerWorker);
     const tick = tickOf(Date.now());

@@ -36,6 +36,13 @@ export const shardLimitsSchema = z.object({
     .int()
     .min(16)
     .default(1 << 18),
+  /**
+   * Admission sketch counts halve every this many ms (0: never), so an id must be seen about
+   * `minCount` times within a period or two to get a row, and ids seen long ago stop counting.
+   * Default 1 h: longer than a user session, short enough that a month of one-off ids does not
+   * add up. Checked on each push of the table (the halving itself is ~1 ms at the default width).
+   */
+  sketchDecayMs: z.number().int().min(0).default(3_600_000),
   /** SSP: longest wait of a pull for slower workers, and how long an unseen worker counts as live. */
   sspTimeoutMs: z.number().int().min(1).default(10_000),
   sspLiveMs: z.number().int().min(1).default(10_000),

@@ -160,6 +160,7 @@ export class Shard {
       maxPushRows: o.limits.maxPushRows,
       maxPullKeys: o.limits.maxPullKeys,
       sketchWidth: o.limits.sketchWidth,
+      sketchDecayMs: o.limits.sketchDecayMs,
       recentPushIds: o.limits.recentPushIds,
       dcMaxWorkers: o.limits.dcMaxWorkers,
       dcMaxRowsPerWorker: o.limits.dcMaxRowsPerWorker,

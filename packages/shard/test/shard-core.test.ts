@@ -12,7 +12,7 @@ import { SspGate, TauHistogram } from '../src/staleness.js';
 
 function core(
   tables: ModelSpecInput['tables'],
-  o: Partial<{ shard: number; shards: number; maxPushRows: number }> = {},
+  o: Partial<{ shard: number; shards: number; maxPushRows: number; sketchDecayMs: number }> = {},
 ) {
   return new ShardCore({
     spec: parseModelSpec({ name: 'm', tables }),
@@ -22,6 +22,7 @@ function core(
     maxPushRows: o.maxPushRows ?? 1 << 20,
     maxPullKeys: 1 << 20,
     sketchWidth: 1 << 12,
+    sketchDecayMs: o.sketchDecayMs,
     recentPushIds: 1000,
     dcMaxWorkers: 8,
     dcMaxRowsPerWorker: 1 << 16,
@@ -149,6 +150,34 @@ describe('ShardCore', () => {
     expect(c.tables[0]!.store.size).toBe(0);
     expect(c.applyPush(push(0, 1, [7, 7], 1), 0).applied).toBe(1);
     expect(read(c, 0, [7, 7])).toEqual([-1]);
+  });
+
+  it('admission counts halve every sketchDecayMs: sightings long ago stop counting', () => {
+    const spec = [
+      {
+        name: 'a',
+        dim: 1,
+        minCount: 3,
+        optimizer: { kind: 'sgd' as const, lr: 1 },
+        staleness: { policy: 'none' as const },
+      },
+    ];
+    const t0 = Date.UTC(2025, 0, 1);
+    const c = core(spec, { sketchDecayMs: 1000 });
+    const never = core(spec, { sketchDecayMs: 0 });
+    for (const x of [c, never]) {
+      expect(x.applyPush(push(0, 1, [7, 7], 1), t0).applied).toBe(0);
+      expect(x.applyPush(push(0, 1, [7, 7], 1), t0 + 100).applied).toBe(0);
+    }
+    // two periods later: 2 sightings halved twice are 0, so a third is not enough
+    expect(never.applyPush(push(0, 1, [7, 7], 1), t0 + 2500).applied).toBe(1);
+    expect(c.applyPush(push(0, 1, [7, 7], 1), t0 + 2500).applied).toBe(0);
+    expect(c.tables[0]!.sketch!.halvings).toBe(2);
+    expect(c.tables[0]!.sketch!.estimate(7, 7)).toBe(1);
+    // within one period, minCount sightings admit as before
+    expect(c.applyPush(push(0, 1, [7, 7], 1), t0 + 2600).applied).toBe(0);
+    expect(c.applyPush(push(0, 1, [7, 7], 1), t0 + 2700).applied).toBe(1);
+    expect(c.tables[0]!.sketch!.halvings).toBe(2);
   });
 
   it('evicts rows unseen for ttlMs and sends tombstones in the next delta', () => {
