@@ -17,6 +17,11 @@ export interface OnlineTrainOptions {
   pipeline?: number;
   /** The worker's learning-rate schedule (plateau, drift detector); default: the worker's default. */
   lr?: z.input<typeof lrScheduleSchema>;
+  /**
+   * Pushes carry their example count (default true), so Adagrad/FTRL tables see summed-loss
+   * gradients. False measures what that buys (the mean-loss gradient, as before).
+   */
+  sendExamples?: boolean;
 }
 
 /** What {@link trainOnline} measured: progressive predictions of the first pass and costs. */
@@ -120,7 +125,7 @@ export async function trainOnline(o: OnlineTrainOptions): Promise<OnlineTrainRun
         worker: 'bench',
         clock: 0,
         base: reply.version,
-        examples: size,
+        examples: o.sendExamples === false ? 1 : size,
         lrScale: schedule.scale(),
         tables,
       },
