@@ -74,8 +74,15 @@ export const shardOptionsSchema = z
     modelWaitMs: z.number().int().min(0).default(30_000),
     /** Write-ahead log and checkpoints; without it the shard is memory-only (no crash guarantee). */
     dataDir: z.string().min(1).optional(),
-    /** fsync each group commit and checkpoint: needed for power loss, not for process kill. */
-    fsync: z.boolean().default(false),
+    /**
+     * fdatasync each group commit and checkpoint. On by default: with one copy of the data (no
+     * replica of the shard) it is what makes an acknowledged push survive a host power loss or
+     * kernel crash; kill -9 is survived either way. Cost measured here (ext4 on virtio, 2 vCPUs):
+     * a 608 KB frame p50 0.11 → 0.75 ms, a 4 KB frame 0.03 → 0.25 ms; 138 vs 198 pushes/s of
+     * 4096 rows through NATS (README). Off only where the host's storage is battery-backed or the
+     * data can be replayed from the stream.
+     */
+    fsync: z.boolean().default(true),
     deltaIntervalMs: z.number().min(1).default(5),
     /** Periodic checkpoint; 0 disables the timer (the WAL-size trigger still applies). */
     checkpointIntervalMs: z.number().int().min(0).default(60_000),

@@ -8,8 +8,8 @@ import { FreshetError } from '@freshet/protocol';
  *
  * A push is acknowledged only after its record was handed to the kernel with write(): data in
  * the page cache survives kill -9 of the process (the kernel owns it); only power loss or a
- * kernel crash needs fsync, which is optional (`fsync: true`) because it costs a disk flush per
- * group. Concurrent appends are group-committed: every append made while a write is in progress
+ * kernel crash needs fsync, which is on by default (`fsync`, see shard-options.ts) and costs a
+ * disk flush per group. Concurrent appends are group-committed: every append made while a write is in progress
  * goes out in the next single writev (and fsync).
  *
  * Record: [u32 magic][u32 kind][u32 payload bytes][u32 aux][f64 ts][payload, padded to 4].
