@@ -135,8 +135,8 @@ export function desiredOwner(members: readonly string[], p: number): string | un
 export class PartitionLeases {
   private readonly owned = new Set<number>();
   private readonly releasing = new Set<number>();
-  /** Per owned partition: when the last write of its lease that succeeded was sent. */
-  private readonly held = new Map<number, number>();
+  /** Per owned partition: its lease's revision and when the write that made it was sent. */
+  private readonly held = new Map<number, { revision: number; sentAt: number }>();
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private stopped = false;
@@ -187,6 +187,10 @@ export class PartitionLeases {
     if (this.stopped) return;
     const now = Date.now();
     this.fence(now);
+    // Renewals first, on the revisions our own writes returned: one round trip, so a slow
+    // round (a busy event loop, a slow leader) does not age the leases we hold.
+    const renewals = new Map<number, Promise<'ok' | 'conflict' | 'unanswered'>>();
+    for (const [p, h] of this.held) renewals.set(p, this.renew(p, h.revision, now));
     let view: { members: Map<string, number>; leases: Map<number, Read> };
     try {
       await this.o.kv.put(
@@ -195,6 +199,7 @@ export class PartitionLeases {
       );
       view = await this.read();
     } catch (e) {
+      await Promise.all(renewals.values());
       this.unanswered(now, e);
       return;
     }
@@ -213,7 +218,9 @@ export class PartitionLeases {
     if (!settled) for (const m of this.members) live.add(m);
     this.members = [...live].sort();
     await Promise.all(
-      Array.from({ length: this.o.partitions }, (_, p) => this.round(p, view.leases.get(p), now, settled)),
+      Array.from({ length: this.o.partitions }, async (_, p) =>
+        this.round(p, view.leases.get(p), now, settled, await renewals.get(p)),
+      ),
     );
   }
 
@@ -229,12 +236,15 @@ export class PartitionLeases {
     this.answeredSince = undefined;
   }
 
-  /** Drops every lease not renewed within `ttlMs` (less a heartbeat, so we stop before a taker starts). */
+  /**
+   * Drops every lease not renewed within `ttlMs`: by then another worker may take it (it needs
+   * the lease expired on its clock, and a round of its own after that).
+   */
   private fence(now: number): void {
     for (const p of [...this.owned]) {
-      const sentAt = this.held.get(p);
-      if (sentAt !== undefined && now - sentAt > this.o.ttlMs - this.o.heartbeatMs) {
-        this.drop(p, 'expired', { unrenewedMs: now - sentAt });
+      const h = this.held.get(p);
+      if (h && now - h.sentAt > this.o.ttlMs) {
+        this.drop(p, 'expired', { unrenewedMs: now - h.sentAt });
       }
     }
   }
@@ -284,7 +294,13 @@ export class PartitionLeases {
     return te.encode(JSON.stringify({ owner: this.o.worker, exp: now + this.o.ttlMs }));
   }
 
-  private async round(p: number, read: Read | undefined, now: number, settled: boolean): Promise<void> {
+  private async round(
+    p: number,
+    read: Read | undefined,
+    now: number,
+    settled: boolean,
+    renewal: 'ok' | 'conflict' | 'unanswered' | undefined,
+  ): Promise<void> {
     const { worker } = this.o;
     const lease = asLease(read?.value ?? null);
     const want = desiredOwner(this.members, p) === worker;
@@ -295,7 +311,10 @@ export class PartitionLeases {
         this.drop(p, lease ? 'taken' : 'deleted', lease ? { owner: lease.owner } : {});
         return;
       }
-      await this.renew(p, read!.revision, now);
+      // a write of ours we never heard back from moved the revision: renew on the leader's
+      if (renewal === 'conflict' || (renewal === undefined && !this.held.has(p))) {
+        await this.renew(p, read!.revision, now);
+      }
       if (this.owned.has(p) && !want && !this.releasing.has(p)) this.handOver(p);
       return;
     }
@@ -316,9 +335,10 @@ export class PartitionLeases {
       reason = 'expired';
     }
     try {
-      if (read) await this.o.kv.update(leaseKey(p), this.value(now), read.revision);
-      else await this.o.kv.create(leaseKey(p), this.value(now));
-      this.held.set(p, now);
+      const revision = read
+        ? await this.o.kv.update(leaseKey(p), this.value(now), read.revision)
+        : await this.o.kv.create(leaseKey(p), this.value(now));
+      this.held.set(p, { revision, sentAt: now });
     } catch {
       return; // someone else won the race, or no answer: the next round sees which
     }
@@ -338,15 +358,18 @@ export class PartitionLeases {
     this.hooks.acquired(p);
   }
 
-  /** Compare-and-set on the revision the leader just showed: only a write in between can fail it. */
-  private async renew(p: number, revision: number, now: number): Promise<void> {
+  /**
+   * Compare-and-set on the lease's last known revision. A conflict means a write we did not
+   * see the answer of (ours that timed out, or a taker's): the round's leader read decides. No
+   * answer keeps the lease until it would expire (fence).
+   */
+  private async renew(p: number, revision: number, now: number): Promise<'ok' | 'conflict' | 'unanswered'> {
     try {
-      await this.o.kv.update(leaseKey(p), this.value(now), revision);
-      if (this.owned.has(p)) this.held.set(p, now);
+      const next = await this.o.kv.update(leaseKey(p), this.value(now), revision);
+      if (this.owned.has(p)) this.held.set(p, { revision: next, sentAt: now });
+      return 'ok';
     } catch (e) {
-      // A conflict is a write we did not make: the next round reads who holds it now. No answer
-      // keeps the lease until it would expire (fence).
-      if (!isConflict(e)) this.counters.unansweredRounds++;
+      return isConflict(e) ? 'conflict' : 'unanswered';
     }
   }
 
