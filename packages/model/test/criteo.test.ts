@@ -47,7 +47,7 @@ describe('criteo helpers', () => {
     const opt = (cfg: Parameters<typeof createModel>[0]) =>
       Object.fromEntries(createModel(cfg).spec.tables.map((t) => [t.name, t.optimizer]));
     const ours = opt(criteoWideDeepConfig({ optimizer: { kind: 'adam', lr: 3e-3 } }));
-    expect(ours.wide).toMatchObject({ kind: 'adagrad', lr: 0.2 });
+    expect(ours.wide).toMatchObject({ kind: 'adagrad', lr: 0.05 });
     expect(ours.emb).toMatchObject({ kind: 'adam', lr: 3e-3 });
     expect(ours['mlp.2.b']).toMatchObject({ kind: 'adam', lr: 3e-3 });
     const peer = opt(criteoPeerWideDeepConfig());
