@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import {
   criteoDeepFmConfig,
@@ -10,6 +11,7 @@ import {
 } from '@freshet/model';
 import { FreshetError } from '@freshet/protocol';
 import { exactAuc, logloss } from '@freshet/worker';
+import { rollingAuc } from './drift-metrics.js';
 import { trainOnline } from './online-trainer.js';
 import { runTorchPeer } from './torch-peer.js';
 
@@ -47,6 +49,10 @@ export interface TrainBenchOptions {
   pipeline?: number;
   /** Run the PyTorch peer in the same call (default true). */
   torch?: boolean;
+  /** Writes one `prediction,label` line per example of the first pass, in stream order. */
+  predictions?: string;
+  /** Adds `window_auc`: the AUC of consecutive windows of this many examples. */
+  window?: number;
 }
 
 function readCriteo(path: string): Example[] {
@@ -123,7 +129,20 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
     max_staleness: run.maxStaleness,
     progressive_auc: Math.round(exactAuc(run.preds, run.labels) * 10_000) / 10_000,
     progressive_logloss: Math.round((ll / n) * 10_000) / 10_000,
+    ...(opts.window
+      ? {
+          window: opts.window,
+          window_auc: rollingAuc(run.preds, run.labels, opts.window, opts.window).map(
+            (w) => Math.round(w.auc * 10_000) / 10_000,
+          ),
+        }
+      : {}),
   };
+  if (opts.predictions) {
+    const lines: string[] = [];
+    for (let i = 0; i < n; i++) lines.push(`${run.preds[i]!.toFixed(6)},${run.labels[i]!}`);
+    await writeFile(opts.predictions, lines.join('\n') + '\n');
+  }
   if (opts.torch === false) return ours;
   // The same file, passes, batch, threads, lr and seed (bench/peers/torch_online.py).
   const peer = await runTorchPeer(

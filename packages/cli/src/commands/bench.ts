@@ -71,6 +71,11 @@ function trainBench(): Command {
     .option('--lr <x>', 'learning rate', num, 0.001)
     .option('--passes <n>', 'passes over the data', int, 1)
     .option('--threads <n>', 'compute threads', int, 2)
+    .option(
+      '--predictions <file>',
+      'write one `prediction,label` line per example, in stream order (progressive)',
+    )
+    .option('--window <n>', 'add the AUC of consecutive windows of n examples to the JSON', int)
     .option('--no-peer', 'skip the PyTorch peer')
     .option('--json', 'print one JSON line (the default output)')
     .action(
@@ -81,6 +86,8 @@ function trainBench(): Command {
         lr: number;
         passes: number;
         threads: number;
+        predictions?: string;
+        window?: number;
         peer: boolean;
       }) => {
         const models = ['wide-deep', 'wide-deep-peer', 'deepfm'] as const;
@@ -98,6 +105,8 @@ function trainBench(): Command {
             passes: o.passes,
             threads: o.threads,
             torch: o.peer,
+            ...(o.predictions ? { predictions: o.predictions } : {}),
+            ...(o.window ? { window: o.window } : {}),
           }),
         );
       },
