@@ -98,9 +98,19 @@ export async function runReplay(o: ReplayOptions): Promise<ReplaySummary> {
   const started = performance.now();
   const wallStart = Date.now();
   try {
+    // An existing stream fixes the partition count: events routed by another count would land
+    // on partitions no worker consumes (or be refused), while the replay reported success.
+    const existing = await streamPartitions(nc, o.cluster).catch(() => undefined);
+    if (existing !== undefined) {
+      if (o.partitions !== undefined && o.partitions !== existing)
+        throw new FreshetError(
+          'CONFIG',
+          `cluster ${o.cluster}'s stream has ${existing} partitions, not ${o.partitions}: ` +
+            'leave --partitions out (replay routes as the stream does) or use a new cluster',
+        );
+      partitions = existing;
+    }
     if (o.ensure !== false) await ensureStream(nc, { cluster: o.cluster, partitions });
-    // without ensuring (a labeller may only read the stream's info): route as the stream does
-    else if (o.partitions === undefined) partitions = (await streamPartitions(nc, o.cluster)) ?? partitions;
     const pub = new Publisher(nc, {
       cluster: o.cluster,
       partitions,

@@ -12,7 +12,15 @@ import {
   writeMovieLensFixture,
   writeOpenBanditFixture,
 } from '@freshet/testkit';
-import { openDataset, runReplay, splitCsvLine, SyntheticWorld, syntheticEvents } from '../src/index.js';
+import {
+  ensureStream,
+  openDataset,
+  runReplay,
+  splitCsvLine,
+  streamPartitions,
+  SyntheticWorld,
+  syntheticEvents,
+} from '../src/index.js';
 
 const nats = useNats();
 const tempDir = useTempDirs();
@@ -247,6 +255,19 @@ describe('runReplay', () => {
     const first = JSON.parse(new TextDecoder().decode(m.data)) as { ts: number; meta: { srcTs: number } };
     expect(first.meta.srcTs).toBe(Math.min(...ml.ratings.map((r) => r.ts)) * 1000);
     expect(Math.abs(first.ts - Date.now())).toBeLessThan(60_000); // re-stamped to now
+  });
+
+  it('routes as an existing stream does, and refuses another partition count', async () => {
+    const cluster = uniqueName('rep').replace(/[^A-Za-z0-9_-]/g, '_');
+    await ensureStream(nats.nc, { cluster, partitions: 3 });
+    const data = 'synthetic:requests=20,slate=2';
+    await expect(runReplay({ data, nats: nats.nc, cluster, partitions: 8 })).rejects.toMatchObject({
+      code: 'CONFIG',
+      message: expect.stringContaining('3 partitions, not 8') as string,
+    });
+    const s = await runReplay({ data, nats: nats.nc, cluster });
+    expect(s.failed).toBe(0);
+    expect(await streamPartitions(nats.nc, cluster)).toBe(3);
   });
 
   it('paces by rate', async () => {
