@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import {
+  defaultOptimizer,
   FreshetError,
   initSchema,
   optimizerSchema,
@@ -49,14 +50,7 @@ export const modelConfigSchema = z
     /** Seed of the dense weights' PyTorch-like U(±1/√fan_in) initialisation. */
     seed: z.number().int().min(0).max(0xffff).default(0),
     /** Default optimizer of every table (the `seed` model defaults to Adam, lr 0.001, too). */
-    optimizer: optimizerSchema.default({
-      kind: 'adam',
-      lr: 1e-3,
-      beta1: 0.9,
-      beta2: 0.999,
-      eps: 1e-8,
-      biasCorrection: 'table',
-    }),
+    optimizer: optimizerSchema.default(() => ({ ...defaultOptimizer })),
     /** Defaults for every table, before per-table overrides. */
     l2: z.number().min(0).default(0),
     clipNorm: z.number().min(0).default(0),

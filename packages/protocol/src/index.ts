@@ -22,6 +22,7 @@ export {
   type FrameArray,
 } from './frame.js';
 export {
+  defaultOptimizer,
   optimizerSchema,
   stalenessSchema,
   initSchema,

@@ -37,6 +37,9 @@ export const optimizerSchema = z.discriminatedUnion('kind', [
 ]);
 export type OptimizerSpec = z.infer<typeof optimizerSchema>;
 
+/** The optimizer of a table (and of a model) that names none: Adam, lr 0.001, table bias correction. */
+export const defaultOptimizer: OptimizerSpec = optimizerSchema.parse({ kind: 'adam' });
+
 /** How a shard treats a push computed on an old version (τ = versions applied since the pull). */
 export const stalenessSchema = z.object({
   policy: z.enum(['none', 'reject', 'scale', 'dc', 'ssp']).default('scale'),
@@ -70,14 +73,7 @@ export const tableSpecSchema = z.object({
     .int()
     .min(1)
     .max(1 << 22),
-  optimizer: optimizerSchema.default({
-    kind: 'adam',
-    lr: 1e-3,
-    beta1: 0.9,
-    beta2: 0.999,
-    eps: 1e-8,
-    biasCorrection: 'table',
-  }),
+  optimizer: optimizerSchema.default(() => ({ ...defaultOptimizer })),
   /** L2 weight decay added to the gradient: g + l2·w. */
   l2: z.number().min(0).default(0),
   /** Per-row gradient L2-norm clip; 0 disables. */
