@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { parseModelSpec, xorshift32, type PushRequest } from '@freshet/protocol';
 import { useTempDirs } from '@freshet/testkit';
 import { captureCheckpoint, loadCheckpoint, writeCheckpoint } from '../src/checkpoint.js';
-import { ShardCore } from '../src/shard-core.js';
+import type { ShardCore } from '../src/shard-core.js';
+import { inProcessCore } from './in-process-core.js';
 
 const tempDir = useTempDirs();
 
@@ -48,8 +49,8 @@ class SparseAdamReference {
 const DIM = 4;
 const ROWS = 40;
 const coreOf = (biasCorrection: 'table' | 'row') =>
-  new ShardCore({
-    spec: parseModelSpec({
+  inProcessCore(
+    parseModelSpec({
       name: 'm',
       tables: [
         {
@@ -60,16 +61,7 @@ const coreOf = (biasCorrection: 'table' | 'row') =>
         },
       ],
     }),
-    shard: 0,
-    shards: 1,
-    checkOwnership: true,
-    maxPushRows: 1 << 16,
-    maxPullKeys: 1 << 16,
-    sketchWidth: 1 << 10,
-    recentPushIds: 100,
-    dcMaxWorkers: 2,
-    dcMaxRowsPerWorker: 1 << 10,
-  });
+  );
 const keysOf = (rows: number[]) => Uint32Array.from(rows.flatMap((r) => [r + 1, 0]));
 const read = (c: ShardCore) =>
   c.pull({ tables: [{ t: 0, keys: keysOf(Array.from({ length: ROWS }, (_, r) => r)) }] }).tables[0]!.values;

@@ -14,7 +14,7 @@ import {
   type PushRequest,
 } from '@freshet/protocol';
 import { spawnChild, uniqueName, useNats, waitFor, type ChildHandle } from '@freshet/testkit';
-import { ShardCore } from '../src/shard-core.js';
+import { inProcessCore } from './in-process-core.js';
 import { aligned } from '../src/shard.js';
 
 const nats = useNats();
@@ -149,18 +149,7 @@ describe('durability', () => {
     }
 
     // The same pushes applied in process.
-    const ref = new ShardCore({
-      spec: parseModelSpec(model),
-      shard: 0,
-      shards: 1,
-      checkOwnership: true,
-      maxPushRows: 1 << 20,
-      maxPullKeys: 1 << 20,
-      sketchWidth: 1 << 10,
-      recentPushIds: 1 << 16,
-      dcMaxWorkers: 1,
-      dcMaxRowsPerWorker: 1,
-    });
+    const ref = inProcessCore(parseModelSpec(model));
     for (let lane = 0; lane < LANES; lane++)
       for (let st = 0; st < steps[lane]!; st++) ref.applyPush(lanePush(lane, st), Date.now());
 

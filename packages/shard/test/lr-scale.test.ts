@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { useTempDirs } from '@freshet/testkit';
 import { decodePush, encodePush, parseModelSpec, type PushRequest } from '@freshet/protocol';
-import { ShardCore } from '../src/shard-core.js';
+import type { ShardCore } from '../src/shard-core.js';
+import { inProcessCore } from './in-process-core.js';
 import { replayWal, Wal } from '../src/wal.js';
 
 const tempDir = useTempDirs();
@@ -13,19 +14,7 @@ const spec = parseModelSpec({
     { name: 'adam', dim: 2, optimizer: { kind: 'adam', lr: 0.01 }, staleness: { policy: 'none' }, ttlMs: 0 },
   ],
 });
-const core = () =>
-  new ShardCore({
-    spec,
-    shard: 0,
-    shards: 1,
-    checkOwnership: true,
-    maxPushRows: 1 << 16,
-    maxPullKeys: 1 << 16,
-    sketchWidth: 1 << 10,
-    recentPushIds: 100,
-    dcMaxWorkers: 2,
-    dcMaxRowsPerWorker: 1 << 10,
-  });
+const core = () => inProcessCore(spec);
 const KEYS = [7, 1, 8, 1];
 const push = (id: string, t: number, lrScale?: number): PushRequest => ({
   id,
