@@ -4,6 +4,15 @@ export {
   type TrainBenchModel,
   type TrainBenchOptions,
 } from './train-bench.js';
+export { loadBenchData, inferFields, type BenchData, type BenchDataOptions } from './bench-data.js';
+export {
+  benchModels,
+  benchModelConfig,
+  isBenchModel,
+  type BenchModel,
+  type BenchModelOptions,
+} from './bench-models.js';
+export { runExactPeer, type PeerRun, type PeerRunOptions } from './exact-peer.js';
 export { runIngestBench, type IngestBenchOptions } from './ingest-bench.js';
 export { runShardBench, type ShardBenchOptions } from './shard-bench.js';
 export { runShardNatsBench, type ShardNatsBenchOptions } from './shard-nats-bench.js';

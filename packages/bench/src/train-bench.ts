@@ -1,43 +1,41 @@
-import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
-import {
-  criteoDeepFmConfig,
-  criteoPeerWideDeepConfig,
-  criteoWideDeepConfig,
-  parseCriteoLine,
-  type Example,
-  type ModelConfigInput,
-} from '@freshet/model';
+import type { CsvSpecInput } from '@freshet/client';
+import type { ModelConfigInput } from '@freshet/model';
 import { FreshetError } from '@freshet/protocol';
 import { exactAuc, logloss } from '@freshet/worker';
+import { loadBenchData } from './bench-data.js';
+import { benchModelConfig, benchModels, isBenchModel, type BenchModel } from './bench-models.js';
 import { rollingAuc } from './drift-metrics.js';
+import { runExactPeer } from './exact-peer.js';
 import { trainOnline } from './online-trainer.js';
-import { runTorchPeer } from './torch-peer.js';
 
-/** Criteo models the train bench runs. */
-export const trainBenchModels = ['wide-deep', 'wide-deep-peer', 'deepfm'] as const;
-export type TrainBenchModel = (typeof trainBenchModels)[number];
-
-const configOf: Record<TrainBenchModel, (o: Partial<ModelConfigInput>) => ModelConfigInput> = {
-  'wide-deep': criteoWideDeepConfig,
-  'wide-deep-peer': criteoPeerWideDeepConfig,
-  deepfm: criteoDeepFmConfig,
-};
+/** Models the train bench runs: every model kind, and the peer's Criteo wide&deep. */
+export const trainBenchModels = benchModels;
+export type TrainBenchModel = BenchModel;
 
 /** Options of {@link runTrainBench} (the CLI's `freshet bench train`). */
 export interface TrainBenchOptions {
-  /** `criteo:PATH` (a Criteo TSV: label, I1..I13, C1..C26), PATH relative to the current directory. */
-  data: string;
   /**
-   * `wide-deep`: the PyTorch peer's model with an Adagrad-trained wide table
-   * ({@link criteoWideDeepConfig}); `wide-deep-peer`: the peer's model and optimizers exactly
-   * ({@link criteoPeerWideDeepConfig}); `deepfm`: {@link criteoDeepFmConfig} on the same features.
+   * Any data ref `freshet replay` takes: `criteo:PATH`, `movielens:PATH`, `obd:PATH`,
+   * `csv:PATH` (with `spec`), `synthetic[:k=v,...]`; PATH relative to the current directory.
+   */
+  data: string;
+  /** The csv spec (object or JSON file) of `csv:` data. */
+  spec?: CsvSpecInput | string;
+  /** Only the first `limit` labelled examples. */
+  limit?: number;
+  /**
+   * A model kind (lr, fm, wide-deep, deepfm, two-tower, seed) on the data's fields, or
+   * `wide-deep-peer`: the PyTorch peer's Criteo model and optimizers exactly
+   * ({@link criteoPeerWideDeepConfig}). On Criteo data `wide-deep` is the peer's model with an
+   * Adagrad-trained wide table ({@link criteoWideDeepConfig}), `deepfm` {@link criteoDeepFmConfig}.
    * Default wide-deep.
    */
   model?: TrainBenchModel;
   /** Seed of the embedding and dense initialisation (default 0), to measure seed variance. */
   seed?: number;
+  /** Embedding width of models on non-Criteo data (default 8). */
+  dim?: number;
   /** Config fields laid over the chosen model's (e.g. per-table optimizers); for experiments. */
   overrides?: Partial<ModelConfigInput>;
   batch?: number;
@@ -55,16 +53,6 @@ export interface TrainBenchOptions {
   window?: number;
 }
 
-function readCriteo(path: string): Example[] {
-  const out: Example[] = [];
-  for (const line of readFileSync(path, 'utf8').split('\n')) {
-    if (line.length === 0) continue;
-    const ex = parseCriteoLine(line);
-    if (ex) out.push(ex);
-  }
-  return out;
-}
-
 /**
  * The worker's compute path in one process, without NATS ({@link trainOnline}): the Criteo
  * file in order, each mini-batch encoded, its rows pulled from an in-process shard, scored and
@@ -73,11 +61,8 @@ function readCriteo(path: string): Example[] {
  * runs the PyTorch peer on the same data and settings and reports the ratios. One JSON object.
  */
 export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<string, unknown>> {
-  const m = /^criteo:(.+)$/.exec(opts.data);
-  if (!m) throw new FreshetError('CONFIG', `--data must be criteo:PATH, got "${opts.data}"`);
-  const path = resolve(m[1]!);
   const kind = opts.model ?? 'wide-deep';
-  if (!trainBenchModels.includes(kind))
+  if (!isBenchModel(kind))
     throw new FreshetError(
       'CONFIG',
       `--model must be one of ${trainBenchModels.join(', ')}, got "${String(kind)}"`,
@@ -86,19 +71,22 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
   const lr = opts.lr ?? 1e-3;
   const passes = opts.passes ?? 1;
   const threads = opts.threads ?? 2;
-  const examples = readCriteo(path);
-  if (examples.length === 0) throw new FreshetError('CONFIG', `no Criteo examples in ${path}`);
-
   const seed = opts.seed ?? 0;
-  const overrides: Partial<ModelConfigInput> = {
-    optimizer: { kind: 'adam', lr },
+  const dim = opts.dim ?? 8;
+  const data = await loadBenchData(opts.data, {
+    ...(opts.spec !== undefined ? { spec: opts.spec } : {}),
+    ...(opts.limit !== undefined ? { limit: opts.limit } : {}),
+  });
+  const { examples } = data;
+  const model = benchModelConfig(kind, data, {
+    lr,
     seed,
-    embeddingInit: { kind: 'normal', std: 0.01, seed },
-    ...opts.overrides,
-  };
+    dim,
+    ...(opts.overrides ? { overrides: opts.overrides } : {}),
+  });
   // A constant rate, as the peer has: the worker's plateau rule and drift boost stay out.
   const run = await trainOnline({
-    model: configOf[kind](overrides),
+    model,
     examples,
     batch: batchSize,
     passes,
@@ -113,7 +101,11 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
     bench: 'train',
     model: kind,
     seed,
-    data: `criteo:${m[1]!}`,
+    data: opts.data,
+    fields: model.features.fields.map((f) => `${f.name}:${f.kind}`),
+    events: data.events,
+    ...(data.invalid > 0 ? { invalid_events: data.invalid } : {}),
+    ...(Object.keys(data.dropped).length > 0 ? { joiner_dropped: data.dropped } : {}),
     examples: run.examples,
     batch: batchSize,
     lr,
@@ -144,12 +136,17 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
     await writeFile(opts.predictions, lines.join('\n') + '\n');
   }
   if (opts.torch === false) return ours;
-  // The same file, passes, batch, threads, lr and seed (bench/peers/torch_online.py).
-  const peer = await runTorchPeer(
-    'torch_online.py',
-    [path, String(passes), String(batchSize), String(threads), String(lr), String(seed)],
-    600_000,
-  );
+  const peer = await runExactPeer({
+    model: kind,
+    data,
+    batch: batchSize,
+    lr,
+    passes,
+    threads,
+    seed,
+    dim,
+    overridden: opts.overrides !== undefined,
+  });
   if (!peer.ok) return { ...ours, peer: peer.peer };
   const torch = peer.json;
   const num = (k: string) => (typeof torch[k] === 'number' ? torch[k] : undefined);
@@ -159,7 +156,8 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
   const r4 = (x: number) => Math.round(x * 10_000) / 10_000;
   return {
     ...ours,
-    peer: typeof torch.peer === 'string' ? torch.peer : 'pytorch',
+    peer: peer.peer,
+    peer_exact: peer.exact,
     torch,
     vs_torch: {
       examples_per_s: teps ? r4(ours.examples_per_s / teps) : null,

@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { positiveInt as int, positiveNumber as num } from '../cli-args.js';
+import { nonNegativeInt, positiveInt as int, positiveNumber as num } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
 import { clusterBenchCommand, scalingBenchCommand } from './bench-cluster.js';
 import { driftBenchCommand } from './bench-drift.js';
@@ -59,14 +59,21 @@ function shardBench(): Command {
 function trainBench(): Command {
   return new Command('train')
     .description(
-      "the worker's compute path in one process on a Criteo TSV, vs the PyTorch peer in the same run",
+      "the worker's compute path in one process on any dataset `replay` reads, vs the PyTorch peer where one exists",
     )
-    .requiredOption('--data <ref>', 'criteo:PATH')
+    .requiredOption(
+      '--data <ref>',
+      'criteo:PATH | movielens:PATH | obd:PATH | csv:PATH (with --spec) | synthetic[:k=v,...]',
+    )
+    .option('--spec <file>', 'column mapping for csv: data (JSON; see packages/client/README.md)')
     .option(
       '--model <kind>',
-      "wide-deep, wide-deep-peer (the peer's optimizers exactly) or deepfm",
+      "lr, fm, wide-deep, deepfm, two-tower, seed, or wide-deep-peer (the peer's Criteo model and optimizers exactly)",
       'wide-deep',
     )
+    .option('--seed <n>', 'seed of the embedding and dense initialisation', nonNegativeInt, 0)
+    .option('--dim <n>', 'embedding width of models on non-Criteo data', int, 8)
+    .option('--limit <n>', 'only the first n labelled examples', int)
     .option('--batch <n>', 'batch size', int, 256)
     .option('--lr <x>', 'learning rate', num, 0.001)
     .option('--passes <n>', 'passes over the data', int, 1)
@@ -81,7 +88,11 @@ function trainBench(): Command {
     .action(
       async (o: {
         data: string;
+        spec?: string;
         model: string;
+        seed: number;
+        dim: number;
+        limit?: number;
         batch: number;
         lr: number;
         passes: number;
@@ -90,21 +101,25 @@ function trainBench(): Command {
         window?: number;
         peer: boolean;
       }) => {
-        const models = ['wide-deep', 'wide-deep-peer', 'deepfm'] as const;
-        const model = models.find((m) => m === o.model);
-        if (!model)
-          throw new InvalidArgumentError(`--model ${o.model}: the train bench runs ${models.join(', ')}`);
+        const bench = await import('@freshet/bench');
+        const model = o.model;
+        if (!bench.isBenchModel(model))
+          throw new InvalidArgumentError(
+            `--model ${o.model}: the train bench runs ${bench.benchModels.join(', ')}`,
+          );
         print(
-          await (
-            await import('@freshet/bench')
-          ).runTrainBench({
+          await bench.runTrainBench({
             data: resolveDataRef(o.data, process.env),
+            ...(o.spec ? { spec: o.spec } : {}),
             model,
+            seed: o.seed,
+            dim: o.dim,
             batch: o.batch,
             lr: o.lr,
             passes: o.passes,
             threads: o.threads,
             torch: o.peer,
+            ...(o.limit ? { limit: o.limit } : {}),
             ...(o.predictions ? { predictions: o.predictions } : {}),
             ...(o.window ? { window: o.window } : {}),
           }),
