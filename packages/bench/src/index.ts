@@ -13,6 +13,13 @@ export {
   type BenchModelOptions,
 } from './bench-models.js';
 export { runExactPeer, type PeerRun, type PeerRunOptions } from './exact-peer.js';
+export {
+  runPersonalization,
+  type PersonalizationOptions,
+  type PersonalizationResult,
+  type PersonalizationWorld,
+  type UserRanking,
+} from './personalization.js';
 export { runIngestBench, type IngestBenchOptions } from './ingest-bench.js';
 export { runShardBench, type ShardBenchOptions } from './shard-bench.js';
 export { runShardNatsBench, type ShardNatsBenchOptions } from './shard-nats-bench.js';

@@ -38,6 +38,9 @@ export interface WorkerView {
   examples: number | null;
   auc: number | null;
   logloss: number | null;
+  /** Exact progressive AUC of the worker's last `window` examples (its `metrics.window` option). */
+  windowAuc: number | null;
+  window: number | null;
   backend: string | null;
   lag: number | null;
   /** Acks of applied events awaiting the consumer leader's confirmation now. */
@@ -70,8 +73,17 @@ export interface ClusterView {
   shards: ShardView[];
   workers: WorkerView[];
   serving: ServingView[];
-  /** Progressive AUC/logloss of every worker's examples together (null without workers). */
-  progressive: { examples: number; auc: number | null; logloss: number | null } | null;
+  /**
+   * Progressive AUC/logloss of every worker's examples together, and the AUC of their rolling
+   * windows together (`windowExamples` of them), from merged histograms (null without workers).
+   */
+  progressive: {
+    examples: number;
+    auc: number | null;
+    logloss: number | null;
+    windowAuc: number | null;
+    windowExamples: number | null;
+  } | null;
   /** Dead letters the live workers stored since they started, by reason (non-zero only). */
   deadLetters: Record<string, number>;
 }
@@ -155,6 +167,8 @@ export function workerView(a: ActorStatus): WorkerView {
     examples: n(s, 'examples', 'examplesTotal', 'counters.examples'),
     auc: n(s, 'progressive.auc', 'auc'),
     logloss: n(s, 'progressive.logloss', 'logloss'),
+    windowAuc: n(s, 'progressive.windowAuc'),
+    window: n(s, 'progressive.window'),
     backend: str(s, 'backend') ?? null,
     lag,
     acksConfirming: n(s, 'acksConfirming'),
@@ -193,13 +207,24 @@ function isHistogram(v: unknown): v is ProgressiveHistogram {
   );
 }
 
-/** Merges the workers' mergeable progressive histograms into one cluster-wide figure. */
+/**
+ * Merges the workers' mergeable progressive histograms into one cluster-wide figure: cumulative,
+ * and over the rolling windows (each worker's last `metrics.window` examples).
+ */
 export function clusterProgressive(workers: ActorStatus[]): ClusterView['progressive'] {
   const parts = workers.map((w) => w.status.progressiveHistogram).filter(isHistogram);
   if (!parts.length) return null;
   const m = mergeProgressive(parts);
   const finite = (x: number) => (Number.isFinite(x) ? x : null);
-  return { examples: m.examples, auc: finite(m.auc), logloss: finite(m.logloss) };
+  const windows = workers.map((w) => w.status.progressiveWindowHistogram).filter(isHistogram);
+  const w = windows.length ? mergeProgressive(windows) : undefined;
+  return {
+    examples: m.examples,
+    auc: finite(m.auc),
+    logloss: finite(m.logloss),
+    windowAuc: w ? finite(w.auc) : null,
+    windowExamples: w ? w.examples : null,
+  };
 }
 
 export function clusterView(actors: ActorStatus[], cluster?: string): ClusterView {

@@ -138,6 +138,28 @@ export class ProgressiveMetrics {
     };
   }
 
+  /**
+   * The last `window` examples as a mergeable histogram (unweighted, as the window's exact AUC is):
+   * the workers' windows merge into one cluster-wide rolling AUC, where averaging their AUCs would
+   * not (one worker's scores may all sit below another's). O(window), computed on demand.
+   */
+  windowMergeable(bins = 1024): ProgressiveHistogram {
+    const pos = new Float64Array(bins);
+    const neg = new Float64Array(bins);
+    let lossSum = 0;
+    for (let i = 0; i < this.ringN; i++) {
+      const p = this.ringP[i]!;
+      const clipped = Number.isFinite(p) ? Math.min(Math.max(p, 0), 1) : 0.5;
+      const b = Math.min(bins - 1, Math.floor(clipped * bins));
+      if (this.ringL[i]! >= 0.5) pos[b] = pos[b]! + 1;
+      else neg[b] = neg[b]! + 1;
+      lossSum += this.ringLoss[i]!;
+    }
+    const counts: [number, number, number][] = [];
+    for (let b = 0; b < bins; b++) if (pos[b]! > 0 || neg[b]! > 0) counts.push([b, pos[b]!, neg[b]!]);
+    return { bins, counts, lossSum, weightSum: this.ringN, examples: this.ringN };
+  }
+
   snapshot(): ProgressiveSnapshot {
     let wl = 0;
     for (let i = 0; i < this.ringN; i++) wl += this.ringLoss[i]!;

@@ -177,7 +177,16 @@ export const workerOptionsSchema = z.object({
       maxAgeMs: z.number().int().min(0).optional(),
     })
     .prefault({}),
-  metrics: z.object({ window: z.number().int().min(10).default(10_000) }).prefault({}),
+  metrics: z
+    .object({
+      /**
+       * Examples in the rolling progressive window (status `progressive.windowAuc` and the
+       * mergeable `progressiveWindowHistogram`, shown by `freshet status`): a ring of 16 bytes
+       * per example, so bounded at 1M (16 MB).
+       */
+      window: z.number().int().min(10).max(1_000_000).default(10_000),
+    })
+    .prefault({}),
   /**
    * Batch manifests in the cluster's KV bucket (see batch-manifest.ts): one put per batch,
    * overlapped with its pull and compute, so that a crash between a shard's accept and the acks

@@ -78,6 +78,8 @@ export interface WorkerStatus {
   clippedValues: Record<string, number>;
   /** Cumulative progressive metrics in a mergeable form: merge workers with `mergeProgressive`. */
   progressiveHistogram: ProgressiveHistogram;
+  /** The last `metrics.window` examples (`progressive.window` of them so far), mergeable alike. */
+  progressiveWindowHistogram: ProgressiveHistogram;
 }
 
 /** The joiner part of a worker's status. */
@@ -840,6 +842,7 @@ export class Worker {
       deadLetters: { ...this.dlCounts },
       clippedValues: this.model?.encoder.clipped() ?? {},
       progressiveHistogram: this.metrics.mergeable(),
+      progressiveWindowHistogram: this.metrics.windowMergeable(),
     };
   }
 

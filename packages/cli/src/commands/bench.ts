@@ -172,6 +172,37 @@ function serveBench(): Command {
     });
 }
 
+function personalizationBench(): Command {
+  return new Command('personalization')
+    .description(
+      'two groups of users with opposite tastes, through publish → worker → shards → serving rank: users ranked right',
+    )
+    .option('--users <n>', 'users (half always click item A, half item B)', int, 40)
+    .option('--requests <n>', 'requests per user (each shows A and B: two labelled examples)', int, 25)
+    .option('--model <kind>', "model kind on the local cluster's default fields (user, item, category)", 'fm')
+    .option('--url <url>', 'an existing nats-server with JetStream (default: start one)')
+    .option('--rankings', "add every user's ranking and A−B gap to the JSON")
+    .option('--json', 'print one JSON line (the default output)')
+    .action(
+      async (o: { users: number; requests: number; model: string; url?: string; rankings?: boolean }) => {
+        const [{ runPersonalization }, { defaultModel }] = await Promise.all([
+          import('@freshet/bench'),
+          import('../cluster-config.js'),
+        ]);
+        const model = { ...defaultModel, kind: o.model } as unknown as Parameters<
+          typeof runPersonalization
+        >[0]['model'];
+        const { rankings, ...r } = await runPersonalization({
+          model,
+          users: o.users,
+          requests: o.requests,
+          ...(o.url ? { url: o.url } : {}),
+        });
+        print(o.rankings ? { ...r, rankings } : r);
+      },
+    );
+}
+
 export function benchCommand(): Command {
   return new Command('bench')
     .description('benchmarks that print one JSON line each')
@@ -181,5 +212,6 @@ export function benchCommand(): Command {
     .addCommand(serveBench())
     .addCommand(clusterBenchCommand())
     .addCommand(scalingBenchCommand())
-    .addCommand(driftBenchCommand());
+    .addCommand(driftBenchCommand())
+    .addCommand(personalizationBench());
 }

@@ -78,7 +78,19 @@ export function renderStatus(v: ClusterView, where: string): string {
       '',
       'WORKERS',
       table(
-        ['ID', 'STATE', 'PARTITIONS', 'EX/S', 'EXAMPLES', 'AUC', 'LOGLOSS', 'BACKEND', 'LAG', 'DEAD'],
+        [
+          'ID',
+          'STATE',
+          'PARTITIONS',
+          'EX/S',
+          'EXAMPLES',
+          'AUC',
+          'WINDOW AUC',
+          'LOGLOSS',
+          'BACKEND',
+          'LAG',
+          'DEAD',
+        ],
         v.workers.map((x) => [
           x.id,
           s(x.state),
@@ -86,6 +98,7 @@ export function renderStatus(v: ClusterView, where: string): string {
           fmt.n(x.examplesPerSec, 1),
           fmt.n(x.examples),
           fmt.n(x.auc, 4),
+          x.windowAuc === null ? '–' : `${fmt.n(x.windowAuc, 4)} (last ${fmt.n(x.window)})`,
           fmt.n(x.logloss, 4),
           s(x.backend),
           fmt.n(x.lag),
@@ -103,7 +116,10 @@ export function renderStatus(v: ClusterView, where: string): string {
     const c = v.progressive;
     if (c && v.workers.length > 1) {
       out.push(
-        `cluster-wide: ${fmt.n(c.examples)} examples, AUC ${fmt.n(c.auc, 4)}, logloss ${fmt.n(c.logloss, 4)}`,
+        `cluster-wide: ${fmt.n(c.examples)} examples, AUC ${fmt.n(c.auc, 4)}, logloss ${fmt.n(c.logloss, 4)}` +
+          (c.windowAuc !== null
+            ? `, AUC of the last ${fmt.n(c.windowExamples)} ${fmt.n(c.windowAuc, 4)}`
+            : ''),
       );
     }
   }
