@@ -51,6 +51,8 @@ export interface BenchDataOptions {
   spec?: CsvSpecInput | string;
   /** At most this many examples (the first ones). */
   limit?: number;
+  /** Only the first this many events of event data (as `freshet replay --limit` publishes). */
+  eventLimit?: number;
   /** Joiner options for event data (default: the worker's). */
   joiner?: JoinerOptionsInput;
 }
@@ -131,7 +133,7 @@ export async function loadBenchData(ref: string, o: BenchDataOptions = {}): Prom
   let examples: Example[];
   let fields: FieldSpec[] | undefined;
   if (kind === 'criteo') {
-    examples = readCriteoExamples(path, o.limit);
+    examples = readCriteoExamples(path, o.limit ?? o.eventLimit);
     events = examples.length;
     fields = featureSpecSchema.parse(criteoFeatureSpec()).fields;
   } else {
@@ -152,6 +154,7 @@ export async function loadBenchData(ref: string, o: BenchDataOptions = {}): Prom
       ...(o.spec !== undefined ? { spec: o.spec } : {}),
     });
     for await (const e of src) {
+      if (o.eventLimit !== undefined && events >= o.eventLimit) break;
       events++;
       const parsed = feedbackEventSchema.safeParse(e);
       if (!parsed.success) {
@@ -171,7 +174,9 @@ export async function loadBenchData(ref: string, o: BenchDataOptions = {}): Prom
   }
   if (examples.length === 0)
     throw new FreshetError('CONFIG', `${ref}: no labelled examples (${events} events read)`);
-  const limited = o.limit !== undefined && examples.length >= o.limit;
+  const limited =
+    (o.limit !== undefined && examples.length >= o.limit) ||
+    (o.eventLimit !== undefined && events >= o.eventLimit);
   return {
     ref,
     kind,

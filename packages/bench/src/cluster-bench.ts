@@ -1,34 +1,41 @@
 import { execFile } from 'node:child_process';
-import { createReadStream, existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { z } from 'zod';
 import { runReplay } from '@freshet/client';
-import { criteoDeepFmConfig, criteoPeerWideDeepConfig, criteoWideDeepConfig } from '@freshet/model';
 import { connectNats, findNatsServer, natsServerVersion } from '@freshet/nats';
-import { FreshetError } from '@freshet/protocol';
+import { FreshetError, mergeProgressive, type ProgressiveHistogram } from '@freshet/protocol';
+import { loadBenchData } from './bench-data.js';
+import { benchModelConfig, benchModels } from './bench-models.js';
 import type { BenchActor, BenchCluster, ClusterHarness } from './cluster-harness.js';
+import { runExactPeer } from './exact-peer.js';
 import { CpuMeter } from './proc-cpu.js';
 import { repoRoot } from './repo-root.js';
-import { runTorchPeer, type PeerResult } from './torch-peer.js';
 import { WireTap, type WireTapReport } from './wire-tap.js';
 
 /**
  * `freshet bench cluster`: the whole loop on this machine. A real local cluster (nats-server +
- * S shard, W worker, N serving processes) learns a Criteo file replayed as pre-labelled `example`
- * events; throughput, progressive quality, staleness, freshness and CPU per role come from the
+ * S shard, W worker, N serving processes) learns a dataset replayed as `freshet replay` publishes
+ * it (a Criteo file as pre-labelled `example` events, other data as impressions, clicks, ratings);
+ * throughput, progressive quality, staleness, freshness and CPU per role come from the
  * processes' own status (service API) and from /proc, the per-request shard times from a passive
- * tap on the bus. The PyTorch peer then trains on the same data in the same run.
+ * tap on the bus. Quality is the workers' progressive AUC from their merged score histograms (one
+ * AUC of every example, not a mean of per-worker AUCs). The PyTorch peer then trains on the same
+ * data in the same run, where an exact peer of the model exists.
  */
 
 /** Options of {@link runClusterBench}; `clusterBenchOptionsSchema` fills in the defaults. */
 export const clusterBenchOptionsSchema = z
   .object({
-    /** `criteo:PATH` (Kaggle TSV: label, I1..I13, C1..C26), PATH relative to the current directory. */
-    data: z.string().regex(/^criteo:.+/, 'expected criteo:PATH'),
+    /**
+     * Any data ref `freshet replay` takes (`criteo:PATH`, `movielens:PATH`, `obd:PATH`,
+     * `csv:PATH` with `spec`, `synthetic[:k=v,...]`), PATH relative to the current directory.
+     */
+    data: z.string().min(1),
+    /** The csv spec file of `csv:` data. */
+    spec: z.string().optional(),
     shards: z.number().int().min(1).max(64).default(2),
     workers: z.number().int().min(1).max(64).default(1),
     serving: z.number().int().min(0).max(64).default(1),
@@ -45,10 +52,25 @@ export const clusterBenchOptionsSchema = z
     /** Only the first `limit` examples of the file. */
     limit: z.number().int().min(1).optional(),
     /**
-     * `wide-deep`: the peer's model with an Adagrad-trained wide table (criteoWideDeepConfig, as
-     * `bench train`); `wide-deep-peer`: the peer's optimizers exactly; `deepfm`.
+     * A model kind on the data's fields, or on Criteo data the Criteo configs (as `bench train`):
+     * `wide-deep` the peer's model with an Adagrad-trained wide table, `wide-deep-peer` the peer's
+     * optimizers exactly, `deepfm`.
      */
-    model: z.enum(['wide-deep', 'wide-deep-peer', 'deepfm']).default('wide-deep'),
+    model: z.enum(benchModels).default('wide-deep'),
+    /** Seed of the embedding and dense initialisation. */
+    seed: z.number().int().min(0).max(0xffff).default(0),
+    /** Embedding width of models on non-Criteo data. */
+    dim: z.number().int().min(1).max(1024).default(8),
+    /**
+     * Each worker's rolling progressive window (`metrics.window`); the result's `window_auc` merges
+     * the workers' windows after the throughput phase.
+     */
+    window: z.number().int().min(10).max(1_000_000).optional(),
+    /**
+     * Attribution window of the workers' joiner (ms) for impression data: an unclicked impression
+     * becomes a negative when it closes, and the bench waits for every example.
+     */
+    joinWindowMs: z.number().int().min(100).default(2000),
     batch: z.number().int().min(1).max(65_536).default(256),
     lr: z.number().positive().default(3e-3),
     /** Compute threads per worker (default: the cores shared out among workers, at least 1). */
@@ -94,30 +116,6 @@ export const missingTimings: readonly string[] = [
 ];
 
 const execFileP = promisify(execFile);
-
-async function countExamples(path: string, limit: number | undefined): Promise<number> {
-  let n = 0;
-  const rl = createInterface({ input: createReadStream(path), crlfDelay: Infinity });
-  for await (const line of rl) {
-    if (line.length === 0 || line.startsWith('label')) continue;
-    n++;
-    if (limit !== undefined && n >= limit) break;
-  }
-  rl.close();
-  return n;
-}
-
-async function writeHead(path: string, n: number, out: string): Promise<void> {
-  const lines: string[] = [];
-  const rl = createInterface({ input: createReadStream(path), crlfDelay: Infinity });
-  for await (const line of rl) {
-    if (line.length === 0 || line.startsWith('label')) continue;
-    lines.push(line);
-    if (lines.length >= n) break;
-  }
-  rl.close();
-  await writeFile(out, lines.join('\n') + '\n');
-}
 
 const r1 = (x: number) => Math.round(x * 10) / 10;
 const r2 = (x: number) => Math.round(x * 100) / 100;
@@ -167,7 +165,15 @@ interface PhaseResult {
 async function runPhase<A extends BenchActor>(
   lc: BenchCluster<A>,
   o: ClusterBenchOptions,
-  p: { passes: number; rate?: number; events: number; tag: string; deadline: number },
+  p: {
+    passes: number;
+    rate?: number;
+    /** Examples to learn (Criteo: events handled, dead letters included; else labelled examples). */
+    events: number;
+    countBy: 'handled' | 'examples';
+    tag: string;
+    deadline: number;
+  },
   deps: ClusterBenchDeps<A>,
 ): Promise<PhaseResult> {
   const before = (await workerTotals(lc, deps.harness)).totals;
@@ -179,6 +185,7 @@ async function runPhase<A extends BenchActor>(
     for (let pass = 0; pass < p.passes; pass++) {
       const s = await runReplay({
         data: o.data,
+        ...(o.spec !== undefined ? { spec: o.spec } : {}),
         nats: lc.nc,
         cluster: lc.cluster,
         partitions: o.partitions,
@@ -213,19 +220,19 @@ async function runPhase<A extends BenchActor>(
     samples.push({ t, examples: totals.examples - before.examples });
     if (totals.handled !== last.handled || lastChange === 0) lastChange = performance.now();
     last = totals;
-    if (publishMs > 0 && totals.handled - before.handled >= p.events) break;
+    if (publishMs > 0 && totals[p.countBy] - before[p.countBy] >= p.events) break;
     // Everything published and nothing learned for a while: report the stall instead of waiting out the deadline.
     if (publishMs > 0 && performance.now() - lastChange > stallMs) {
       throw new FreshetError(
         'TIMEOUT',
-        `${p.tag}: workers stalled at ${totals.handled - before.handled}/${p.events} events learned ` +
+        `${p.tag}: workers stalled at ${totals[p.countBy] - before[p.countBy]}/${p.events} ${p.countBy === 'handled' ? 'events' : 'examples'} learned ` +
           `(all ${published} published and acked by JetStream; no progress for ${stallMs / 1000} s)`,
       );
     }
     if (performance.now() > p.deadline) {
       throw new FreshetError(
         'TIMEOUT',
-        `${p.tag}: ${totals.handled - before.handled}/${p.events} events learned before the deadline ` +
+        `${p.tag}: ${totals[p.countBy] - before[p.countBy]}/${p.events} ${p.countBy === 'handled' ? 'events' : 'examples'} learned before the deadline ` +
           `(published ${published})`,
       );
     }
@@ -350,6 +357,37 @@ function perBatch(
   return out;
 }
 
+function isHistogram(v: unknown): v is ProgressiveHistogram {
+  const h = v as ProgressiveHistogram | undefined;
+  return typeof h === 'object' && h !== null && typeof h.bins === 'number' && Array.isArray(h.counts);
+}
+
+/**
+ * One progressive AUC/logloss of every worker's examples, from their mergeable histograms
+ * (`progressiveHistogram`), and one of their rolling windows (`progressiveWindowHistogram`):
+ * averaging per-worker AUCs would be wrong, since one worker's scores may all sit below another's.
+ */
+export function mergeWorkerProgressive(statuses: ReadonlyArray<Record<string, unknown>>): {
+  examples: number;
+  auc: number | null;
+  logloss: number | null;
+  windowAuc: number | null;
+  windowExamples: number | null;
+} {
+  const finite = (x: number) => (Number.isFinite(x) ? x : null);
+  const all = statuses.map((s) => s.progressiveHistogram).filter(isHistogram);
+  const win = statuses.map((s) => s.progressiveWindowHistogram).filter(isHistogram);
+  const m = mergeProgressive(all);
+  const w = win.length > 0 ? mergeProgressive(win) : undefined;
+  return {
+    examples: m.examples,
+    auc: all.length > 0 ? finite(m.auc) : null,
+    logloss: all.length > 0 ? finite(m.logloss) : null,
+    windowAuc: w ? finite(w.auc) : null,
+    windowExamples: w ? w.examples : null,
+  };
+}
+
 /**
  * Runs the end-to-end cluster benchmark and returns ONE JSON-able object (the CLI prints it as
  * one line). Progress goes to `deps.progress`. The cluster is stopped (and its data directory
@@ -367,19 +405,21 @@ export async function runClusterBench<A extends BenchActor>(
   }
   const o = parsed.data;
   const deadline = performance.now() + o.timeoutMs;
-  const path = resolve(o.data.slice('criteo:'.length));
-  if (!existsSync(path)) throw new FreshetError('CONFIG', `no such data file: ${path}`);
-  const perPass = await countExamples(path, o.limit);
-  if (perPass === 0) throw new FreshetError('CONFIG', `no examples in ${path}`);
+  // What the cluster will learn, joined as its workers join (the same window, no rate limit:
+  // replay re-stamps events to now, so a user's clicks all land within seconds).
+  const joiner = { windowMs: o.joinWindowMs, rateLimit: { enabled: false } };
+  const data = await loadBenchData(o.data, {
+    ...(o.spec !== undefined ? { spec: o.spec } : {}),
+    ...(o.limit !== undefined ? { eventLimit: o.limit } : {}),
+    joiner,
+  });
+  // Criteo lines are one example event each; other data are counted in labelled examples.
+  const perPass = data.kind === 'criteo' ? data.events : data.examples.length;
+  const countBy = data.kind === 'criteo' ? 'handled' : 'examples';
   const progress = deps.progress ?? (() => undefined);
   const cores = cpus().length;
   const threads = o.threads ?? Math.max(1, Math.floor(cores / o.workers));
-  const modelOf = {
-    'wide-deep': criteoWideDeepConfig,
-    'wide-deep-peer': criteoPeerWideDeepConfig,
-    deepfm: criteoDeepFmConfig,
-  }[o.model];
-  const modelConfig = modelOf({ optimizer: { kind: 'adam', lr: o.lr } });
+  const modelConfig = benchModelConfig(o.model, data, { lr: o.lr, seed: o.seed, dim: o.dim });
   const cluster = `bench-${process.pid}-${Date.now().toString(36)}`;
   const dir = await mkdtemp(join(tmpdir(), 'freshet-bench-cluster-'));
   const statsWindowMs = 1000;
@@ -392,7 +432,14 @@ export async function runClusterBench<A extends BenchActor>(
     shards: { count: o.shards },
     workers: {
       count: o.workers,
-      options: { batch: { size: o.batch }, compute: { threads } },
+      options: {
+        batch: { size: o.batch },
+        compute: { threads },
+        joiner,
+        // Close windows by wall time soon after they end, so the last negatives do not wait.
+        joinClock: { everyMs: 100, lagMs: 200 },
+        ...(o.window !== undefined ? { metrics: { window: o.window } } : {}),
+      },
     },
     serving: {
       count: o.serving,
@@ -440,6 +487,7 @@ export async function runClusterBench<A extends BenchActor>(
         passes: o.passes,
         ...(o.rate !== undefined ? { rate: o.rate } : {}),
         events,
+        countBy,
         tag: 'throughput',
         deadline,
       },
@@ -452,9 +500,7 @@ export async function runClusterBench<A extends BenchActor>(
     const shards = actors1.filter((a) => a.role === 'shard').map((a) => h.shardView(a));
     const workers = actors1.filter((a) => a.role === 'worker');
     const wv = workers.map((a) => h.workerView(a));
-    const examplesLearned = sum(wv.map((w) => w.examples));
-    const weighted = (f: (w: ReturnType<ClusterHarness['workerView']>) => number | null) =>
-      examplesLearned > 0 ? sum(wv.map((w) => (f(w) ?? 0) * (w.examples ?? 0))) / examplesLearned : null;
+    const merged = mergeWorkerProgressive(workers.map((a) => a.status));
     const counters: Record<string, number> = {};
     for (const a of workers) {
       for (const [k, v] of Object.entries((a.status.counters ?? {}) as Record<string, unknown>)) {
@@ -470,12 +516,14 @@ export async function runClusterBench<A extends BenchActor>(
     }
     const seconds = p1.ms / 1000;
     const cpuTotal = Object.values(cpu1).reduce((a, b) => a + b, 0);
-    const auc = weighted((w) => w.auc);
-    const ll = weighted((w) => w.logloss);
+    const auc = merged.auc;
+    const ll = merged.logloss;
     Object.assign(result, {
       bench: 'cluster',
       data: o.data,
       model: o.model,
+      seed: o.seed,
+      fields: (modelConfig.features.fields ?? []).map((f) => `${f.name}:${f.kind}`),
       shards: o.shards,
       workers: o.workers,
       serving: o.serving,
@@ -500,8 +548,19 @@ export async function runClusterBench<A extends BenchActor>(
       freshness_load_events_per_s: null as number | null,
       saturated_freshness_p50_ms: fresh1.p50,
       saturated_freshness_p99_ms: fresh1.p99,
+      // One AUC of every worker's examples (merged score histograms), never a mean of AUCs.
       progressive_auc: auc === null ? null : r4(auc),
       progressive_logloss: ll === null ? null : r4(ll),
+      progressive_examples: merged.examples,
+      worker_auc: wv.map((w) => (w.auc === null ? null : r4(w.auc))),
+      worker_examples: wv.map((w) => w.examples),
+      ...(o.window !== undefined
+        ? {
+            window: o.window,
+            window_auc: merged.windowAuc === null ? null : r4(merged.windowAuc),
+            window_examples: merged.windowExamples,
+          }
+        : {}),
       staleness_p50: Math.max(0, ...shards.map((s) => s.stalenessP50 ?? 0)),
       staleness_p99: Math.max(0, ...shards.map((s) => s.stalenessP99 ?? 0)),
       staleness_max: counters.maxStaleness ?? null,
@@ -549,7 +608,7 @@ export async function runClusterBench<A extends BenchActor>(
         p2 = await runPhase(
           cl,
           o,
-          { passes: 1, rate: freshRate, events: perPass, tag: 'freshness', deadline },
+          { passes: 1, rate: freshRate, events: perPass, countBy, tag: 'freshness', deadline },
           deps,
         );
       } catch (e) {
@@ -582,13 +641,25 @@ export async function runClusterBench<A extends BenchActor>(
   result.machine = await machineInfo(o.python);
   if (!o.peer) return result;
   progress('running the PyTorch peer on the same data');
-  const run = await runOnlinePeer(o, path, perPass);
+  // The same passes, batch and lr, with every core (the whole machine, like the cluster).
+  const run = await runExactPeer({
+    model: o.model,
+    data,
+    batch: o.batch,
+    lr: o.lr,
+    passes: o.passes,
+    threads: cpus().length,
+    seed: o.seed,
+    dim: o.dim,
+    overridden: false,
+  });
   if (!run.ok) {
     result.peer = run.peer;
     return result;
   }
   const peer = run.json;
-  result.peer = typeof peer.peer === 'string' ? peer.peer : 'pytorch';
+  result.peer = run.peer;
+  result.peer_exact = run.exact;
   result.torch = peer;
   const teps = typeof peer.examples_per_s === 'number' ? peer.examples_per_s : undefined;
   const tauc = typeof peer.progressive_auc_pass1 === 'number' ? peer.progressive_auc_pass1 : undefined;
@@ -603,27 +674,6 @@ export async function runClusterBench<A extends BenchActor>(
     logloss_delta: tll !== undefined && ll !== null ? r4(ll - tll) : null,
   };
   return result;
-}
-
-/** bench/peers/torch_online.py on the examples the cluster learnt (the first `limit` when set). */
-async function runOnlinePeer(o: ClusterBenchOptions, path: string, perPass: number): Promise<PeerResult> {
-  let file = path;
-  let tmp: string | undefined;
-  try {
-    if (o.limit !== undefined) {
-      tmp = await mkdtemp(join(tmpdir(), 'freshet-bench-peer-'));
-      file = join(tmp, 'head.tsv');
-      await writeHead(path, perPass, file);
-    }
-    // The same passes, batch and lr, with every core (the whole machine, like the cluster).
-    return await runTorchPeer(
-      'torch_online.py',
-      [file, String(o.passes), String(o.batch), String(cpus().length), String(o.lr)],
-      600_000,
-    );
-  } finally {
-    if (tmp) await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-  }
 }
 
 async function machineInfo(python: string): Promise<Record<string, unknown>> {

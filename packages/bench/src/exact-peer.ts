@@ -83,7 +83,7 @@ export async function runExactPeer(o: PeerRunOptions): Promise<PeerRun> {
     const dir = await mkdtemp(join(tmpdir(), 'freshet-peer-criteo-'));
     let r: Awaited<ReturnType<typeof runTorchPeer>>;
     try {
-      const file = o.data.limited ? await criteoHead(o.data.path, o.data.examples.length, dir) : o.data.path;
+      const file = o.data.limited ? await criteoHead(o.data.path, o.data.events, dir) : o.data.path;
       r = await runTorchPeer(
         'torch_online.py',
         [file, String(o.passes), String(o.batch), String(o.threads), String(o.lr), String(o.seed)],

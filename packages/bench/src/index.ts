@@ -27,6 +27,7 @@ export { runServeBench, serveBenchModelConfig, type ServeBenchOptions } from './
 export { runComputeBench, type ComputeBenchOptions } from './compute-bench.js';
 export {
   runClusterBench,
+  mergeWorkerProgressive,
   clusterBenchOptionsSchema,
   missingTimings,
   type ClusterBenchOptions,

@@ -22,6 +22,10 @@ const progress = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
 interface ClusterFlags {
   data: string;
+  spec?: string;
+  seed: number;
+  dim: number;
+  window?: number;
   shards: number;
   workers: number;
   serving: number;
@@ -29,7 +33,7 @@ interface ClusterFlags {
   passes: number;
   limit?: number;
   partitions: number;
-  model: 'wide-deep' | 'wide-deep-peer' | 'deepfm';
+  model: string;
   batch: number;
   lr: number;
   threads?: number;
@@ -38,11 +42,17 @@ interface ClusterFlags {
   save?: string | boolean;
 }
 
-/** `freshet bench cluster --data criteo:PATH --shards S --workers W --serving N [--rate R] [--passes P] --json`. */
+/** `freshet bench cluster --data REF --shards S --workers W --serving N [--rate R] [--passes P] --json`. */
 export function clusterBenchCommand(): Command {
   return new Command('cluster')
-    .description('a real local cluster learns a Criteo file end to end; vs the PyTorch peer in the same run')
-    .requiredOption('--data <ref>', 'criteo:PATH')
+    .description(
+      'a real local cluster learns any dataset `replay` reads, end to end; vs the PyTorch peer where one exists',
+    )
+    .requiredOption(
+      '--data <ref>',
+      'criteo:PATH | movielens:PATH | obd:PATH | csv:PATH (with --spec) | synthetic[:k=v,...]',
+    )
+    .option('--spec <file>', 'column mapping for csv: data (JSON; see packages/client/README.md)')
     .option('--shards <n>', 'shard processes', int, 2)
     .option('--workers <n>', 'worker processes', int, 1)
     .option('--serving <n>', 'serving processes', int, 1)
@@ -56,8 +66,15 @@ export function clusterBenchCommand(): Command {
     .option('--partitions <n>', 'feedback stream partitions', int, 8)
     .option(
       '--model <kind>',
-      'wide-deep | wide-deep-peer (all-Adam, as the PyTorch peer) | deepfm',
+      'lr | fm | wide-deep | deepfm | two-tower | seed | wide-deep-peer (Criteo: all-Adam, as the PyTorch peer)',
       'wide-deep',
+    )
+    .option('--seed <n>', 'seed of the embedding and dense initialisation', int, 0)
+    .option('--dim <n>', 'embedding width of models on non-Criteo data', int, 8)
+    .option(
+      '--window <n>',
+      "each worker's rolling window (examples); adds the merged window AUC to the JSON",
+      int,
     )
     .option('--batch <n>', 'worker batch size', int, 256)
     .option('--lr <x>', 'Adam learning rate (both sides)', num, 3e-3)
@@ -67,9 +84,9 @@ export function clusterBenchCommand(): Command {
     .option('--save [name]', 'also write bench/results/<name>.json (default cluster-s<S>-w<W>-n<N>)')
     .option('--json', 'print one JSON line (the default output)')
     .action(async (o: ClusterFlags) => {
-      if (!['wide-deep', 'wide-deep-peer', 'deepfm'].includes(o.model))
-        throw new InvalidArgumentError('--model wide-deep|wide-deep-peer|deepfm');
-      const { runClusterBench } = await import('@freshet/bench');
+      const { runClusterBench, isBenchModel, benchModels } = await import('@freshet/bench');
+      const model = o.model;
+      if (!isBenchModel(model)) throw new InvalidArgumentError(`--model ${benchModels.join('|')}`);
       const { localClusterHarness } = await import('../bench-harness.js');
       const r = await runClusterBench(
         {
@@ -79,7 +96,9 @@ export function clusterBenchCommand(): Command {
           serving: o.serving,
           passes: o.passes,
           partitions: o.partitions,
-          model: o.model,
+          model,
+          seed: o.seed,
+          dim: o.dim,
           batch: o.batch,
           lr: o.lr,
           tap: o.tap,
@@ -87,6 +106,8 @@ export function clusterBenchCommand(): Command {
           ...(o.rate !== undefined ? { rate: o.rate } : {}),
           ...(o.limit !== undefined ? { limit: o.limit } : {}),
           ...(o.threads !== undefined ? { threads: o.threads } : {}),
+          ...(o.spec !== undefined ? { spec: o.spec } : {}),
+          ...(o.window !== undefined ? { window: o.window } : {}),
         },
         { progress, harness: localClusterHarness() },
       );
