@@ -8,6 +8,7 @@ import { connectNats, frameEndpoint, requestBytes } from '@freshet/nats';
 import {
   decodePull,
   decodePushReply,
+  parseModelSpec,
   encodePullReply,
   encodePush,
   featureId,
@@ -15,7 +16,7 @@ import {
   subjects,
   type PushRequest,
 } from '@freshet/protocol';
-import { ShardCore, startShard, type Shard } from '@freshet/shard';
+import { ShardCore, startShard, tickOf, type Shard } from '@freshet/shard';
 import { startWorker, type Worker } from '@freshet/worker';
 import { consumerBacklog, uniqueName, useNats, waitFor } from '@freshet/testkit';
 
@@ -25,7 +26,12 @@ import { consumerBacklog, uniqueName, useNats, waitFor } from '@freshet/testkit'
 // - a batch whose gradient comes back non-finite is dead-lettered (NON_FINITE_GRADIENT), never
 //   retried and never pushed (a stand-in shard serves poisoned rows to force it);
 // - a shard refuses a whole push whose gradients are non-finite or overflow float32 when squared
-//   (NON_FINITE, GRAD_OVERFLOW): its version and every row of the push are unchanged.
+//   (NON_FINITE, GRAD_OVERFLOW): its version and every row of the push are unchanged;
+// - a finite push that would overflow the optimizer state (FTRL's n scaled by the example count)
+//   is rolled back and refused (NON_FINITE_STATE), never logged: a reload from the log replays
+//   the accepted pushes only and ends where the shard was;
+// - a worker whose batch a shard refuses that way dead-letters its events (NON_FINITE_STATE),
+//   does not retry it, and the partition keeps moving.
 
 const nats = useNats();
 const stops: Array<() => Promise<void>> = [];
@@ -291,4 +297,143 @@ describe('numeric safety end to end', () => {
     expect(shard.core.version).toBe(version + 1);
     expect([...snapshot().tables[0]!.values]).not.toEqual([...before.tables[0]!.values]);
   }, 60_000);
+
+  it('a push that would overflow optimizer state is rolled back, refused and never logged', async () => {
+    const name = await cluster();
+    const s = subjects(name);
+    const dir = await mkdtemp(join(tmpdir(), 'freshet-num-'));
+    stops.push(() => rm(dir, { recursive: true, force: true }));
+    const ftrl = parseModelSpec({
+      name: 'ftrl',
+      tables: [{ name: 'emb', dim: 4, optimizer: { kind: 'ftrl' }, init: { kind: 'normal', std: 0.1 } }],
+    });
+    const shard = await startShard({
+      cluster: name,
+      shard: 0,
+      shards: 1,
+      nats: { servers: nats.url },
+      model: ftrl,
+      dataDir: dir,
+    });
+    stops.push(() => shard.stop());
+    const keys = new Uint32Array(2 * 24);
+    for (let i = 0; i < 24; i++) featureId('user', `f${i}`, keys, 2 * i);
+    let ids = 0;
+    // every gradient finite and below GRAD_OVERFLOW; × the example count (2^24) one of them
+    // squares past float32 in FTRL's n
+    const push = (g: number, examples: number, huge = -1): Uint8Array => {
+      const grads = new Float32Array(24 * 4).fill(g);
+      if (huge >= 0) grads.fill(1e15, huge * 4, huge * 4 + 4);
+      return encodePush({
+        id: `f${ids++}`,
+        worker: 'w',
+        clock: 0,
+        base: shard.core.version,
+        examples,
+        tables: [{ t: 0, dim: 4, keys, grads, counts: new Uint32Array(24).fill(1) }],
+      });
+    };
+    const send = (frame: Uint8Array) =>
+      requestBytes(nats.nc, s.push(0), frame)
+        .then(decodePushReply)
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+    const values = () => [...shard.core.pull({ tables: [{ t: 0, keys: keys.slice() }] }).tables[0]!.values];
+    expect(await send(push(0.01, 16))).toBeUndefined();
+    const before = values();
+    const version = shard.core.version;
+    const err = await send(push(0.01, 1 << 24, 20));
+    expect(hasCode(err, 'NON_FINITE_STATE'), String(err)).toBe(true);
+    expect(shard.core.version).toBe(version);
+    expect(values()).toEqual(before);
+    expect(shard.status().rejects).toMatchObject({ NON_FINITE_STATE: 1 });
+    // the same rows keep learning
+    for (let k = 0; k < 3; k++) expect(await send(push(-0.02, 16))).toBeUndefined();
+    const learned = values();
+    for (let i = 0; i < learned.length; i++) {
+      expect(Number.isFinite(learned[i]!)).toBe(true);
+      expect(learned[i]).not.toBe(before[i]);
+    }
+    // the log holds the four accepted pushes only (and delta records): a reload from it ends
+    // exactly here, with nothing to refuse (a logged refused push would count as rejected)
+    const info = await shard.reload();
+    expect(info.checkpointSegment).toBeNull();
+    expect(info.replayedRecords).toBeGreaterThanOrEqual(4);
+    expect(info.rejectedRecords).toBe(0);
+    expect(shard.core.version).toBe(version + 3);
+    expect(values()).toEqual(learned);
+  }, 60_000);
+
+  it('a worker dead-letters a batch a shard refuses for non-finite state, and the partition moves on', async () => {
+    const name = await cluster();
+    const s = subjects(name);
+    const shard = await startShard({
+      cluster: name,
+      shard: 0,
+      shards: 1,
+      nats: { servers: nats.url },
+      model: spec,
+    });
+    stops.push(() => shard.stop());
+    const w = await worker(name, 'num-c');
+    const js = nats.nc.jetstream();
+    const backlogEmpty = (what: string) =>
+      waitFor(
+        async () => {
+          const b = await consumerBacklog(nats.nc, name, 1);
+          return b.pending === 0 && b.ackPending === 0;
+        },
+        { timeoutMs: 30_000, message: what },
+      );
+    for (let k = 0; k < 20; k++)
+      await js.publish(s.labels(0), exampleJson(`a${k}`, `a${k}`, '1', '1', k % 2));
+    await waitFor(() => w.status().counters.acked >= 20, { timeoutMs: 30_000, message: 'first 20 acked' });
+
+    // The victim's row holds a state no finite gradient can be applied to (Adam's m at 3e38,
+    // v at 0: the next step is ≈ lr·m/ε, past float32), as a corrupted or extreme state would.
+    const tab = shard.core.tables[wide]!;
+    const key = new Uint32Array(2);
+    featureId('user', 'victim', key);
+    let r = tab.store.find(key[0]!, key[1]!);
+    if (r < 0) r = tab.create(key[0]!, key[1]!, tickOf(Date.now()));
+    tab.steps = 10_000; // bias correction ≈ 1: the step is lr·m/(√v + ε) whatever the gradient
+    const f = tab.store.chunkF(r);
+    const o = tab.store.valueOffset(r);
+    f.fill(3e38, o + tab.dim, o + 2 * tab.dim);
+    f.fill(0, o + 2 * tab.dim, o + 3 * tab.dim);
+    const victimBefore = [...f.subarray(o, o + 3 * tab.dim)];
+    const version = shard.core.version;
+
+    await js.publish(s.labels(0), exampleJson('v0', 'victim', '1', '1', 1));
+    await waitFor(() => w.status().deadLetters.NON_FINITE_STATE >= 1, {
+      timeoutMs: 30_000,
+      message: () => `victim dead-lettered: ${JSON.stringify(w.status().deadLetters)}`,
+    });
+    await backlogEmpty('victim batch acked after dead-lettering');
+    // the partition moves on: later events of other users are trained
+    for (let k = 0; k < 20; k++)
+      await js.publish(s.labels(0), exampleJson(`b${k}`, `b${k}`, '2', '2', k % 2));
+    await waitFor(() => w.status().counters.acked >= 41, {
+      timeoutMs: 30_000,
+      message: () => `later events acked: ${JSON.stringify(w.status().counters)}`,
+    });
+    await backlogEmpty('nothing left in the partition');
+    expect(shard.core.version).toBeGreaterThan(version);
+
+    const st = w.status();
+    expect(st.deadLetters.NON_FINITE_STATE).toBe(1);
+    expect(st.deadLetters.NON_FINITE_GRADIENT).toBe(0);
+    expect(st.counters.failedBatches).toBe(0);
+    expect(shard.status().rejects.NON_FINITE_STATE).toBe(1);
+    // the refused push was rolled back whole: the victim's row is as it was
+    const rr = tab.store.find(key[0]!, key[1]!);
+    const ff = tab.store.chunkF(rr);
+    const oo = tab.store.valueOffset(rr);
+    expect([...ff.subarray(oo, oo + 3 * tab.dim)]).toEqual(victimBefore);
+    const jsm = await nats.nc.jetstreamManager();
+    const dl = await jsm.streams.getMessage(s.deadLetterStream, { last_by_subj: s.deadLetter });
+    expect(dl.header?.get('Freshet-Reason')).toBe('NON_FINITE_STATE');
+  }, 90_000);
 });

@@ -23,6 +23,7 @@ export const errorCodes = [
   'BAD_EVENT', // a feedback event failed validation (dead-lettered)
   'CONFIG', // invalid options or configuration
   'GRAD_OVERFLOW', // a gradient so large its square overflows float32 (see MAX_ABS_GRADIENT)
+  'NON_FINITE_STATE', // applying a finite push made a weight or optimizer state non-finite: rolled back
 ] as const;
 
 /**

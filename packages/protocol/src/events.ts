@@ -150,5 +150,6 @@ export const deadLetterReasons = [
   'INVALID', // anything else the schema rejects (ranges, enum values)
   'FORBIDDEN_KIND', // an `example` on a feedback subject: labels come only from the labeller role
   'NON_FINITE_GRADIENT', // its example's gradient came back non-finite (worker; never applied)
+  'NON_FINITE_STATE', // a shard refused its batch's push: it would make model state non-finite
 ] as const;
 export type DeadLetterReason = (typeof deadLetterReasons)[number];

@@ -1,10 +1,11 @@
-import { initRow, type TableSpec } from '@freshet/protocol';
+import { FreshetError, initRow, type TableSpec } from '@freshet/protocol';
 import { AdmissionSketch } from './admission.js';
 import { AdamBias, adamRows, adamStateDim } from './optimizers/adam.js';
 import { adagradInitRow, adagradRows, adagradStateDim } from './optimizers/adagrad.js';
 import { ftrlInitRow, ftrlRows, ftrlStateDim } from './optimizers/ftrl.js';
 import type { RowUpdate } from './optimizers/row-grad.js';
 import { sgdRows, sgdStateDim } from './optimizers/sgd.js';
+import { firstNonFinite, type PushUndo, type UndoTarget } from './push-undo.js';
 import { META_WORDS, RowStore, TICK_MS } from './row-store.js';
 
 function stateDimOf(spec: TableSpec): number {
@@ -38,7 +39,7 @@ class U32List {
  * One table on one shard: its rows, its optimizer, admission counts, and what changed since the
  * last delta (dirty rows, tombstones).
  */
-export class ParamTable {
+export class ParamTable implements UndoTarget {
   readonly store: RowStore;
   readonly sketch: AdmissionSketch | undefined;
   private readonly bias: AdamBias | undefined;
@@ -147,6 +148,7 @@ export class ParamTable {
     out: Int32Array,
     from = 0,
     to = keys.length >>> 1,
+    undo?: PushUndo,
   ): void {
     const s = this.store;
     const minCount = this.spec.minCount;
@@ -163,7 +165,10 @@ export class ParamTable {
           continue;
         }
         r = this.create(lo, hi, tick, false);
+        undo?.createdRow(this.id, r);
       } else {
+        // saved before anything of it changes (lastSeen included)
+        undo?.saveRow(this.id, s, r, this.isDirty(r));
         s.setLastSeen(r, tick);
       }
       out[i] = r;
@@ -219,18 +224,65 @@ export class ParamTable {
     lrScale: number,
     scratch: Int32Array,
     examples = 1,
+    undo?: PushUndo,
   ): number {
     const n = keys.length >>> 1;
+    undo?.beginTable(this.id, this.steps, this.stagedN, this.created);
     if (n > 0) this.steps++;
     this.sketch?.advance(tick);
     let applied = 0;
     for (let from = 0; from < n; from += 16) {
       const to = Math.min(n, from + 16);
-      this.resolveForPush(keys, counts, tick, scratch, from, to);
+      this.resolveForPush(keys, counts, tick, scratch, from, to, undo);
       applied += this.update(scratch, from, to, grads, lrScale, examples);
+      // Checked while the block is in cache, before it is staged: non-finite values never
+      // reach a delta; the caller rolls the whole push back from `undo`.
+      if (undo) {
+        const bad = firstNonFinite(this.store, scratch, from, to);
+        if (bad) throw this.nonFiniteState(keys, bad.i, bad.k);
+      }
       for (let i = from; i < to; i++) if (scratch[i]! >= 0) this.stage(scratch[i]!);
     }
     return applied;
+  }
+
+  private nonFiniteState(keys: Uint32Array, i: number, k: number): FreshetError {
+    const dim = this.spec.dim;
+    const what = k < dim ? `weight ${k}` : `${this.spec.optimizer.kind} state ${k - dim}`;
+    return new FreshetError(
+      'NON_FINITE_STATE',
+      `table ${this.id} (${this.spec.name}), key ${keys[2 * i]}:${keys[2 * i + 1]}: the update made ${what} non-finite; push rolled back whole`,
+    );
+  }
+
+  /** Whether row r waits for a delta. */
+  private isDirty(r: number): boolean {
+    const w = r >>> 5;
+    return w < this.dirtyBits.length && (this.dirtyBits[w]! & (1 << (r & 31))) !== 0;
+  }
+
+  private clearDirtyBit(r: number): void {
+    const w = r >>> 5;
+    if (w < this.dirtyBits.length) this.dirtyBits[w] = this.dirtyBits[w]! & ~(1 << (r & 31));
+  }
+
+  /**
+   * Undo of a rolled-back push (see push-undo.ts). A row that was dirty before the push keeps
+   * its bit: its earlier staged entry or dirty-list entry carries exactly the restored values.
+   */
+  restoreRow(r: number, words: Uint32Array, at: number, wasDirty: boolean): void {
+    const s = this.store;
+    s.chunkU(r).set(words.subarray(at, at + s.stride), s.offset(r));
+    if (!wasDirty) this.clearDirtyBit(r);
+  }
+  dropCreatedRow(r: number): void {
+    this.clearDirtyBit(r);
+    this.store.remove(r);
+  }
+  rewindPush(steps: number, staged: number, created: number): void {
+    this.steps = steps;
+    this.stagedN = Math.min(this.stagedN, staged);
+    this.created = created;
   }
 
   /** Writes the current values of keys into out (deterministic init for rows that do not exist). */

@@ -13,6 +13,7 @@ import {
   type SnapshotRequest,
 } from '@freshet/protocol';
 import { ParamTable } from './param-table.js';
+import { PushUndo } from './push-undo.js';
 import { tickOf } from './row-store.js';
 import { DcBackups, scaleFor, stalenessScale, TauHistogram } from './staleness.js';
 
@@ -93,6 +94,8 @@ export class ShardCore {
   private readonly recent = new Map<string, number>();
   private eventTs: number[] = [];
   private scratch = new Int32Array(8192);
+  /** The rows the current push touched, as they were (reused buffers; see push-undo.ts). */
+  private readonly undo = new PushUndo();
 
   constructor(readonly o: ShardCoreOptions) {
     this.tables = o.spec.tables.map((t, id) => {
@@ -176,7 +179,9 @@ export class ShardCore {
 
   /**
    * Validates and applies a push atomically (all of it or nothing), or replays one from the log
-   * with the τ recorded when it was first applied. Returns what to log and reply.
+   * with the τ recorded when it was first applied. Returns what to log and reply. Throws
+   * NON_FINITE_STATE, with every touched row restored, when the update would leave a weight or
+   * optimizer state non-finite.
    */
   applyPush(req: PushRequest, ts: number, replay?: ReplayInfo): ApplyResult {
     const tau = replay ? replay.tau : this.tauOf(req.base);
@@ -210,14 +215,24 @@ export class ShardCore {
       for (const p of tables) checkGradients(p.t, p.grads);
       effective = { ...req, tables };
     }
-    for (const p of tables) {
-      const tab = this.tables[p.t]!;
-      const n = p.keys.length / 2;
-      if (this.scratch.length < n) this.scratch = new Int32Array(n * 2);
+    // The gradients were checked above; what they do to the state is checked as it is applied
+    // (a finite gradient can still overflow float32 state), and any throw takes back every row
+    // of the push: it is applied whole or not at all, and a rejected push is never logged.
+    const undo = this.undo;
+    undo.reset();
+    try {
+      for (const p of tables) {
+        const tab = this.tables[p.t]!;
+        const n = p.keys.length / 2;
+        if (this.scratch.length < n) this.scratch = new Int32Array(n * 2);
 
-      const staleScale = replay ? this.replayScale(tab, tau) : stalenessScale(tab.spec.staleness, tau);
-      const lrScale = staleScale * (req.lrScale ?? 1);
-      applied += tab.push(p.keys, p.counts, p.grads, tick, lrScale, this.scratch, req.examples ?? 1);
+        const staleScale = replay ? this.replayScale(tab, tau) : stalenessScale(tab.spec.staleness, tau);
+        const lrScale = staleScale * (req.lrScale ?? 1);
+        applied += tab.push(p.keys, p.counts, p.grads, tick, lrScale, this.scratch, req.examples ?? 1, undo);
+      }
+    } catch (e) {
+      undo.rollback(this.tables);
+      throw e;
     }
     this.version++;
     this.pushes++;
@@ -347,7 +362,7 @@ export class ShardCore {
 
   /** Bytes held by tables (slabs, indexes, sketches, delta bookkeeping) and DC backups. */
   get bytes(): number {
-    let b = this.dc.bytes;
+    let b = this.dc.bytes + this.undo.bytes;
     for (const t of this.tables) b += t.bytes;
     return b;
   }

@@ -11,6 +11,7 @@ import {
   encodePushReply,
   encodeSnapshotPage,
   FreshetError,
+  hasCode,
   parseModelSpec,
   shardStatusSubject,
   subjects,
@@ -54,6 +55,11 @@ export interface RestoreInfo {
   checkpointVersion: number;
   replayedRecords: number;
   replayedSegments: number;
+  /**
+   * Logged pushes skipped because they left state non-finite (NON_FINITE_STATE). This version
+   * never logs such a push; a log written before the after-apply check existed may hold one.
+   */
+  rejectedRecords: number;
   version: number;
   ms: number;
 }
@@ -135,6 +141,9 @@ export class Shard {
       }
       this.serve(this.nc, deltaSeq);
       await this.registerService(this.nc, spec);
+      // the server has our subscriptions once this returns: a started shard is reachable, and a
+      // client on another connection does not get "no responders" right after start()
+      await this.nc.flush();
       this.maint = setInterval(() => this.maintain(), o.maintenanceIntervalMs);
       this._state = 'running';
       if (this.deps.signal) {
@@ -228,9 +237,17 @@ export class Shard {
     const core = this.core;
     const ck = await loadCheckpoint(dir, core);
     let deltaSeq = ck?.deltaSeq ?? 0;
+    let rejectedRecords = 0;
     const r = await replayWal(dir, ck?.segment ?? 0, (rec) => {
       if (rec.kind === 'push') {
-        core.applyPush(decodePush(rec.payload), rec.ts, { tau: rec.tau, dcApplied: rec.dcApplied });
+        try {
+          core.applyPush(decodePush(rec.payload), rec.ts, { tau: rec.tau, dcApplied: rec.dcApplied });
+        } catch (e) {
+          // rolled back whole; replaying it as it once was applied would poison its rows again
+          if (!hasCode(e, 'NON_FINITE_STATE')) throw e;
+          rejectedRecords++;
+          core.countReject('NON_FINITE_STATE');
+        }
       } else if (rec.kind === 'evict') {
         core.evict(rec.t, rec.keys);
       } else {
@@ -243,6 +260,7 @@ export class Shard {
       checkpointVersion: ck?.version ?? 0,
       replayedRecords: r.records,
       replayedSegments: r.segments,
+      rejectedRecords,
       version: core.version,
       ms: Math.round(performance.now() - t0),
     };
@@ -504,6 +522,7 @@ export class Shard {
         pushesPerS: 0,
       };
       this.serve(this.nc, deltaSeq);
+      await this.nc.flush();
       this.maint = setInterval(() => this.maintain(), o.maintenanceIntervalMs);
       this._state = 'running';
     } catch (e) {

@@ -192,15 +192,19 @@ export class BatchRunner {
         timing.add('total', performance.now() - t0);
         return true;
       } catch (e) {
-        if (hasCode(e, 'NON_FINITE') || hasCode(e, 'GRAD_OVERFLOW')) {
-          // A shard refused the gradients themselves (e.g. a `dc` compensation overflowed):
-          // the same batch would be refused forever. Shards that accepted it keep it (each shard
-          // applies a push whole or not at all); its events are dead-lettered, not retried.
+        const state = hasCode(e, 'NON_FINITE_STATE');
+        if (state || hasCode(e, 'NON_FINITE') || hasCode(e, 'GRAD_OVERFLOW')) {
+          // A shard refused the gradients themselves (e.g. a `dc` compensation overflowed), or
+          // what they would do to its state (NON_FINITE_STATE: it rolled the push back): the same
+          // batch would be refused forever. Shards that accepted it keep it (each shard applies
+          // a push whole or not at all); its events are dead-lettered, not retried, and the
+          // partition moves on.
           counters.nonFiniteBatches++;
-          for (const m of msgs)
-            holds.deadLetter(m, 'NON_FINITE_GRADIENT', `a shard refused it: ${String(e)}`);
+          const reason = state ? 'NON_FINITE_STATE' : 'NON_FINITE_GRADIENT';
+          for (const m of msgs) holds.deadLetter(m, reason, `a shard refused it: ${String(e)}`);
           this.ctx.log('warn', 'batch refused by a shard for its gradients; dead-lettered', {
             error: String(e),
+            reason,
             events: msgs.length,
           });
           void holds.settleBatch(items, 'discarded').then(() => manifests.drop(manifest));
