@@ -4,7 +4,6 @@ import {
   nanos,
   type Consumer,
   type JetStreamClient,
-  type ConsumerConfig,
   type JetStreamManager,
   type KV,
   type NatsConnection,
@@ -33,6 +32,7 @@ import { ManifestStore } from './manifest-store.js';
 import { MessageHolds, type Buffered, type PartitionState, type WorkerLog } from './message-holds.js';
 import { Joining } from './joining.js';
 import { BatchRunner } from './batch-runner.js';
+import { ensurePartitionConsumer } from './partition-consumer.js';
 import { PartitionLeases, type LeaseCounters } from './partition-leases.js';
 import { PullFeed } from './pull-feed.js';
 import { ProgressiveMetrics, type ProgressiveHistogram, type ProgressiveSnapshot } from './progressive.js';
@@ -372,7 +372,14 @@ export class Worker {
           ack_wait: nanos(o.consumer.ackWaitMs),
           max_ack_pending: o.consumer.maxAckPending,
         };
-        await this.ensureConsumer(jsm, cfg, this.subj.feedback(p));
+        await ensurePartitionConsumer(
+          jsm,
+          this.subj.feedbackStream,
+          cfg,
+          this.subj.feedback(p),
+          this.subj.labels(p),
+          (level, msg, fields) => this.log(level, msg, fields),
+        );
         this.consumers.set(p, await this.js.consumers.get(this.subj.feedbackStream, durable));
       }
       // ensureStream made the bucket with the cluster's replicas; should it be missing (a stream
@@ -444,45 +451,6 @@ export class Worker {
       this._state = 'failed';
       await this.teardown();
       throw e;
-    }
-  }
-
-  /**
-   * Creates a partition's consumer. One that exists with another config (e.g. an older ack wait)
-   * is kept: it is shared by all workers. One made before the labels subjects existed (filter
-   * `fb.<p>`) is kept untouched and reported: nats-server 2.9 accepts a filter change but then
-   * delivers nothing to the consumer (seen with 2.9.10), and recreating it would lose its
-   * position; its partition's labels are not consumed until an operator removes it at a quiet
-   * moment (the workers recreate it). On a stream made by other tools without the labels
-   * subjects, the consumer takes the feedback subject only.
-   */
-  private async ensureConsumer(
-    jsm: JetStreamManager,
-    cfg: Partial<ConsumerConfig> & { durable_name: string; filter_subject: string },
-    feedbackOnly: string,
-  ): Promise<void> {
-    const stream = this.subj.feedbackStream;
-    const durable = cfg.durable_name;
-    const have = await jsm.consumers.info(stream, durable).catch(() => undefined);
-    if (have && have.config.filter_subject !== cfg.filter_subject) {
-      this.log(
-        'warn',
-        'consumer filters feedback only: labelled examples of its partition are not consumed',
-        {
-          durable,
-          filter: have.config.filter_subject,
-          want: cfg.filter_subject,
-          fix: `remove consumer ${durable} of ${stream} while no worker runs; workers recreate it`,
-        },
-      );
-      return;
-    }
-    try {
-      await jsm.consumers.add(stream, cfg);
-    } catch {
-      // exists with another config: keep it; or the stream has no labels subjects
-      if (!have)
-        await jsm.consumers.add(stream, { ...cfg, filter_subject: feedbackOnly }).catch(() => undefined);
     }
   }
 
