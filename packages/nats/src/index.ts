@@ -7,6 +7,7 @@ export {
   generateRouteAuth,
   routeUrl,
   type RouteAuth,
+  type RouteTls,
   type NatsServerOptions,
   type NatsServerHandle,
   type NatsClusterHandle,

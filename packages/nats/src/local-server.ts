@@ -27,7 +27,7 @@ export interface NatsServerOptions {
    * Route clustering: this node's cluster port and its peers' route URLs. With `auth`, only
    * servers that present it may connect as routes (and the routes present it to their peers).
    */
-  cluster?: { name: string; port: number; routes: string[]; auth?: RouteAuth };
+  cluster?: { name: string; port: number; routes: string[]; auth?: RouteAuth; tls?: RouteTls };
   /** HTTP monitoring port (0 picks one), bound to `host` (loopback by default); off when omitted. */
   monitorPort?: number;
   /** Extra configuration text appended verbatim (authorization, tls...). */
@@ -40,6 +40,18 @@ export interface NatsServerOptions {
 export interface RouteAuth {
   user: string;
   password: string;
+}
+
+/**
+ * Mutual TLS on route connections: this node's certificate and key, and the CA every peer's
+ * certificate must chain to. Each side verifies the other, so a server without a certificate
+ * from that CA cannot join as a route, and route traffic (all messages) is encrypted. The
+ * certificate must name the host the peers dial (an IP SAN for 127.0.0.1).
+ */
+export interface RouteTls {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
 }
 
 /** A random route secret (URL-safe, so it can sit in `nats-route://user:pass@host:port`). */
@@ -139,8 +151,12 @@ function configText(
     const auth = o.cluster.auth
       ? ` authorization { user: ${q(o.cluster.auth.user)}, password: ${q(o.cluster.auth.password)}, timeout: 2 },`
       : '';
+    const t = o.cluster.tls;
+    const tls = t
+      ? ` tls { cert_file: ${q(t.certFile)}, key_file: ${q(t.keyFile)}, ca_file: ${q(t.caFile)}, verify: true, timeout: 2 },`
+      : '';
     lines.push(
-      `cluster { name: "${o.cluster.name}", host: "${o.host}", port: ${o.cluster.port},${auth} routes: [${o.cluster.routes
+      `cluster { name: "${o.cluster.name}", host: "${o.host}", port: ${o.cluster.port},${auth}${tls} routes: [${o.cluster.routes
         .map((r) => q(r))
         .join(', ')}] }`,
     );
@@ -267,9 +283,14 @@ export async function startNatsCluster(
     routeAuth?: RouteAuth;
     /** Client ports by server index (missing or 0: a free one), e.g. `[4222]` for the first. */
     clientPorts?: number[];
+    /** Route TLS by server index (each node its own certificate, one CA); off when omitted. */
+    routeTls?: RouteTls[];
   } = {},
 ): Promise<NatsClusterHandle> {
-  const { name: clusterName, routeAuth: givenAuth, clientPorts = [], ...serverOptions } = options;
+  const { name: clusterName, routeAuth: givenAuth, clientPorts = [], routeTls, ...serverOptions } = options;
+  if (routeTls && routeTls.length !== size) {
+    throw new FreshetError('CONFIG', `route TLS for ${routeTls.length} servers, the cluster has ${size}`);
+  }
   const name = clusterName ?? 'freshet';
   const routeAuth = givenAuth ?? generateRouteAuth();
   const host = serverOptions.host ?? '127.0.0.1';
@@ -283,7 +304,13 @@ export async function startNatsCluster(
         ...(serverOptions.storeDir ? { storeDir: join(serverOptions.storeDir, String(i)) } : {}),
         serverName: `${name}-${i}`,
         ...(clientPorts[i] ? { port: clientPorts[i] } : {}),
-        cluster: { name, port: p, routes: routes.filter((_, j) => j !== i), auth: routeAuth },
+        cluster: {
+          name,
+          port: p,
+          routes: routes.filter((_, j) => j !== i),
+          auth: routeAuth,
+          ...(routeTls ? { tls: routeTls[i] } : {}),
+        },
       }),
     ),
   );

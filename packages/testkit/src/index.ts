@@ -17,3 +17,4 @@ export {
   type OpenBanditFixture,
   type CsvFixture,
 } from './datasets/index.js';
+export { writeRouteCerts } from './route-certs.js';

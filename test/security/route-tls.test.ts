@@ -1,0 +1,115 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  freePort,
+  routeUrl,
+  startNatsCluster,
+  startNatsServer,
+  type NatsServerHandle,
+  type RouteTls,
+} from '@freshet/nats';
+import { waitFor, writeRouteCerts } from '@freshet/testkit';
+
+// Route (cluster) TLS with real nats-servers and openssl-made certificates: three nodes, each
+// with its own certificate from one CA, form their routes over mutual TLS; a fourth server that
+// knows the route secret but presents a certificate from another CA, or none, is refused,
+// while one with a certificate from the cluster's CA joins (so the refusals are the
+// certificate's doing).
+
+const stops: Array<() => Promise<unknown>> = [];
+afterAll(async () => {
+  for (const stop of stops.reverse()) await stop().catch(() => undefined);
+});
+
+async function routez(s: NatsServerHandle): Promise<{ num_routes: number; routes: { rid: number }[] }> {
+  const r = await fetch(`${s.monitorUrl!}/routez`);
+  return (await r.json()) as { num_routes: number; routes: { rid: number }[] };
+}
+
+/**
+ * A TLS handshake with a route port, as a route would (the CA's certificate): the certificate
+ * the server presents and the INFO it then sends inside TLS.
+ */
+function routeHandshake(port: number, tls: RouteTls): Promise<{ cn: string; info: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const sock = tlsConnect({
+      port,
+      host: '127.0.0.1',
+      ca: readFileSync(tls.caFile),
+      cert: readFileSync(tls.certFile),
+      key: readFileSync(tls.keyFile),
+    });
+    let buf = '';
+    sock.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      const end = buf.indexOf('\r\n');
+      if (end < 0) return;
+      const cn = String(sock.getPeerCertificate().subject.CN);
+      sock.destroy();
+      resolve({ cn, info: JSON.parse(buf.slice(5, end)) as Record<string, unknown> });
+    });
+    sock.on('error', reject);
+  });
+}
+
+describe('route TLS', () => {
+  it('a 3-node cluster routes over mutual TLS; a route without the CA’s certificate is refused', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'freshet-route-tls-'));
+    stops.push(() => rm(dir, { recursive: true, force: true }));
+    const certs = writeRouteCerts(dir, 4);
+    const [stranger] = writeRouteCerts(dir, 1, 'stranger');
+    const cluster = await startNatsCluster(3, { routeTls: certs.slice(0, 3), monitorPort: 0 });
+    stops.push(() => cluster.stop());
+
+    for (const s of cluster.servers) {
+      await waitFor(async () => (await routez(s)).num_routes === 2, {
+        timeoutMs: 20_000,
+        message: `${s.url} routed to both peers`,
+      });
+    }
+    // the route ports speak TLS only, and each node presents its own certificate
+    for (const [i, p] of cluster.routePorts.entries()) {
+      const h = await routeHandshake(p, certs[3]!);
+      expect(h.cn).toBe(`route-${i}`);
+      expect(h.info.tls_required).toBe(true);
+    }
+
+    // a fourth server with the route secret; only its TLS differs
+    let joiners = 0;
+    const join4 = async (tls: RouteTls | undefined) => {
+      const s = await startNatsServer({
+        monitorPort: 0,
+        jetstream: false,
+        serverName: `joiner-${++joiners}`,
+        cluster: {
+          name: cluster.name,
+          port: await freePort('127.0.0.1'),
+          routes: [routeUrl('127.0.0.1', cluster.routePorts[0]!, cluster.routeAuth)],
+          auth: cluster.routeAuth,
+          ...(tls ? { tls } : {}),
+        },
+      });
+      stops.push(() => s.stop());
+      return s;
+    };
+    const before = (await routez(cluster.servers[0]!)).num_routes;
+    const foreign = await join4(stranger);
+    const plain = await join4(undefined);
+    // the server retries its route every second: give it several tries
+    await new Promise((r) => setTimeout(r, 4000));
+    expect((await routez(foreign)).num_routes).toBe(0);
+    expect((await routez(plain)).num_routes).toBe(0);
+    expect((await routez(cluster.servers[0]!)).num_routes).toBe(before);
+
+    // the control: the cluster CA's fourth certificate joins
+    const member = await join4(certs[3]);
+    await waitFor(async () => (await routez(member)).num_routes >= 1, {
+      timeoutMs: 20_000,
+      message: 'a server with the CA’s certificate joins',
+    });
+  }, 90_000);
+});
