@@ -114,8 +114,8 @@ describe('worker and the labels subjects', () => {
       },
       {
         nc: await nats.connect('worker-labels-old'),
-        log: (level, msg) => {
-          if (level !== 'debug') infos.push(msg);
+        log: (_level, msg) => {
+          infos.push(msg);
         },
       },
     );
