@@ -54,6 +54,7 @@ export {
 } from './cluster-sim.js';
 export { runScalingModel, layoutFor, type ScalingModelOptions } from './scaling-model.js';
 export { repoRoot } from './repo-root.js';
+export { runFtrlBench, type FtrlBenchOptions } from './ftrl-bench.js';
 export { runDriftBench, driftPeerModel, type DriftBenchOptions } from './drift-bench.js';
 export { driftMetrics, rollingAuc, type DriftMetrics } from './drift-metrics.js';
 export { trainOnline, type OnlineTrainOptions, type OnlineTrainRun } from './online-trainer.js';

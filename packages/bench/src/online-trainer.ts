@@ -1,5 +1,12 @@
-import { createModel, logLoss, type EncodedBatch, type Example, type ModelConfigInput } from '@freshet/model';
-import type { PullRequest, PushTable } from '@freshet/protocol';
+import {
+  createModel,
+  isSequentialFtrl,
+  logLoss,
+  type EncodedBatch,
+  type Example,
+  type ModelConfigInput,
+} from '@freshet/model';
+import { pushesState, pushWidth, type PullRequest, type PushTable } from '@freshet/protocol';
 import { ShardCore } from '@freshet/shard';
 import { ComputePool, LrSchedule, lrScheduleSchema } from '@freshet/worker';
 import type { z } from 'zod';
@@ -52,8 +59,9 @@ export async function trainOnline(o: OnlineTrainOptions): Promise<OnlineTrainRun
   const threads = o.threads ?? 2;
   // Small batches compute in a few ms: a second concurrent batch then only competes with the
   // main thread for the two cores (and adds staleness), so pipelining starts at 128 examples.
-  const depth = Math.max(1, o.pipeline ?? (batchSize >= 128 ? threads : 1));
   const model = createModel(o.model);
+  // as the worker: batches overlap from 128 examples, never for sequential FTRL (see its options)
+  const depth = Math.max(1, o.pipeline ?? (batchSize >= 128 && !isSequentialFtrl(model) ? threads : 1));
   const core = new ShardCore({
     spec: model.spec,
     shard: 0,
@@ -76,11 +84,13 @@ export async function trainOnline(o: OnlineTrainOptions): Promise<OnlineTrainRun
   const mainMs = { encode: 0, pull: 0, apply: 0 };
   let maxTau = 0;
   let pushId = 0;
+  // a sequential-FTRL model trains on w, z, n and pushes state deltas (as the worker does)
+  const stateful = model.spec.tables.some(pushesState);
   const schedule = new LrSchedule(lrScheduleSchema.parse(o.lr ?? {}));
 
   const step = async (batch: EncodedBatch, at: number | undefined) => {
     const tp = performance.now();
-    const req: PullRequest = { worker: 'bench', tables: [] };
+    const req: PullRequest = { worker: 'bench', state: stateful || undefined, tables: [] };
     for (const s of batch.sparse) req.tables.push({ t: s.table, keys: s.keys });
     for (const t of batch.denseTables) req.tables.push({ t, keys: new Uint32Array(2) });
     const reply = core.pull(req);
@@ -90,13 +100,13 @@ export async function trainOnline(o: OnlineTrainOptions): Promise<OnlineTrainRun
     const pushTables: Omit<PushTable, 'grads'>[] = [
       ...batch.sparse.map((s) => ({
         t: s.table,
-        dim: model.spec.tables[s.table]!.dim,
+        dim: pushWidth(model.spec.tables[s.table]!),
         keys: s.keys.slice(),
         counts: s.counts.slice(),
       })),
       ...batch.denseTables.map((t) => ({
         t,
-        dim: model.spec.tables[t]!.dim,
+        dim: pushWidth(model.spec.tables[t]!),
         keys: new Uint32Array(2),
         counts: Uint32Array.of(batch.size),
       })),

@@ -45,8 +45,14 @@ export function lrSparseVectors(
           if (row < 0) continue;
           const w = s.slotWeights ? s.slotWeights[i * s.slots + k]! : 1;
           if (w === 0) continue;
-          idsOf.push(id(`${s.keys[2 * row]!}:${s.keys[2 * row + 1]!}`));
-          valuesOf.push(w);
+          // a key in several slots is one coordinate whose value is their sum (x is a vector)
+          const c = id(`${s.keys[2 * row]!}:${s.keys[2 * row + 1]!}`);
+          const at = idsOf.indexOf(c);
+          if (at >= 0) valuesOf[at]! += w;
+          else {
+            idsOf.push(c);
+            valuesOf.push(w);
+          }
         }
       }
       for (let j = 0; j < numericDim; j++) {

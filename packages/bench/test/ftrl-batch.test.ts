@@ -7,14 +7,15 @@ import { trainOnline } from '../src/online-trainer.js';
 /**
  * FTRL's α, β, λ1, λ2 are per-example quantities (McMahan et al. 2013). Pushes carry their
  * example count and the shard applies the summed-loss gradient, so one setting means the same
- * at batch 1 and at batch 256: the progressive AUC on the same stream must agree.
+ * at batch 1 and at batch 256: the progressive AUC on the same stream must agree. (This is the
+ * summed mode, `sequential: false`; the lr model's default trains per example on the workers.)
  */
 const model: ModelConfigInput = {
   kind: 'lr',
   features: {
     fields: ['user', 'item', 'category', 'position'].map((name) => ({ kind: 'categorical' as const, name })),
   },
-  optimizer: { kind: 'ftrl', alpha: 0.1, beta: 1, l1: 1, l2: 1 },
+  optimizer: { kind: 'ftrl', alpha: 0.1, beta: 1, l1: 1, l2: 1, sequential: false },
 };
 const examples = [
   ...new SyntheticWorld({ seed: 3, users: 50, items: 40, requests: 1600, slate: 5 }).labelled(),

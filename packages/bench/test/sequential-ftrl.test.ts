@@ -8,10 +8,12 @@ import { lrSparseVectors, sequentialFtrl } from '../src/sequential-ftrl.js';
  * The shard's FTRL on summed-loss gradients, at batch 1, is per-example FTRL-Proximal: the
  * trainer (encoder, compute threads, shard) and a float64 implementation written from the paper
  * must score every example alike. This pins both: the reference the ftrl bench measures against,
- * and the shard's FTRL on sparse (wide) and dense (numeric weights, bias) tables.
+ * and the shard's FTRL on sparse (wide) and dense (numeric weights, bias) tables. The `lr`
+ * model's default, sequential FTRL (workers train per example on pulled z, n and push what they
+ * added), must equal the reference at any batch size.
  */
 const ftrl = { kind: 'ftrl' as const, alpha: 0.1, beta: 1, l1: 0.5, l2: 1 };
-const model: ModelConfigInput = {
+const summed: ModelConfigInput = {
   kind: 'lr',
   features: {
     fields: [
@@ -19,8 +21,9 @@ const model: ModelConfigInput = {
       { kind: 'numeric' as const, name: 'position', transform: 'standardise' as const },
     ],
   },
-  optimizer: ftrl,
+  optimizer: { ...ftrl, sequential: false },
 };
+const model: ModelConfigInput = { ...summed, optimizer: ftrl };
 const examples = [
   ...new SyntheticWorld({ seed: 5, users: 30, items: 20, requests: 400, slate: 5 }).labelled(),
 ];
@@ -31,7 +34,7 @@ describe('sequential FTRL reference', () => {
     const { vectors, coordinates } = lrSparseVectors(model, examples, 1);
     const seq = sequentialFtrl(vectors, labels, coordinates, ftrl);
     const run = await trainOnline({
-      model,
+      model: summed,
       examples,
       batch: 1,
       threads: 1,
@@ -45,11 +48,32 @@ describe('sequential FTRL reference', () => {
     expect(Math.max(...late)).toBeGreaterThan(0.1);
   }, 60_000);
 
+  it('equals sequential FTRL at batch 64 (workers train per example, push z and n deltas)', async () => {
+    const { vectors, coordinates } = lrSparseVectors(model, examples, 64);
+    const seq = sequentialFtrl(vectors, labels, coordinates, ftrl);
+    const opts = {
+      examples,
+      batch: 64,
+      threads: 1,
+      lr: { plateau: { enabled: false }, drift: { enabled: false } },
+    };
+    const run = await trainOnline({ ...opts, model });
+    let maxDiff = 0;
+    for (let i = 0; i < examples.length; i++) maxDiff = Math.max(maxDiff, Math.abs(seq[i]! - run.preds[i]!));
+    expect(maxDiff).toBeLessThan(1e-4);
+    // the summed gradient of 64 examples applied once scores differently: the test can fail
+    const batched = await trainOnline({ ...opts, model: summed });
+    let batchedDiff = 0;
+    for (let i = 0; i < examples.length; i++)
+      batchedDiff = Math.max(batchedDiff, Math.abs(seq[i]! - batched.preds[i]!));
+    expect(batchedDiff).toBeGreaterThan(1e-2);
+  }, 60_000);
+
   it('differs from the trainer when the hyper-parameters differ (the comparison can fail)', async () => {
     const { vectors, coordinates } = lrSparseVectors(model, examples, 1);
     const seq = sequentialFtrl(vectors, labels, coordinates, { ...ftrl, alpha: 0.2 });
     const run = await trainOnline({
-      model,
+      model: summed,
       examples,
       batch: 1,
       threads: 1,

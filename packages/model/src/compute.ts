@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { FreshetError } from '@freshet/protocol';
 import type { BatchRows, EncodedBatch, GradientResult, SparseInput } from './batch.js';
 import { activeBackend } from './backend.js';
+import { ftrlSequential, isSequentialFtrl } from './ftrl-local.js';
 import type { LinearLayer, ModelLayout } from './model-config.js';
 import type { Model } from './model.js';
 
@@ -18,6 +19,8 @@ import type { Model } from './model.js';
  * Synchronous; call {@link initBackend} once per thread first.
  */
 export function computeGradients(model: Model, batch: EncodedBatch, rows: BatchRows): GradientResult {
+  // FTRL on an lr model trains example by example on the pulled state (no graph needed)
+  if (isSequentialFtrl(model)) return ftrlSequential(model, batch, rows);
   activeBackend();
   const ids = paramTables(model, batch, rows);
   const grads: (Float32Array | undefined)[] = new Array<Float32Array | undefined>(model.spec.tables.length);

@@ -43,6 +43,7 @@ export {
 } from './model-config.js';
 export { createModel, initRows, type Model } from './model.js';
 export { computeGradients, predict, logLoss } from './compute.js';
+export { ftrlSequential, isSequentialFtrl } from './ftrl-local.js';
 export {
   criteoIntFields,
   criteoCatFields,

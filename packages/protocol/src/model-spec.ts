@@ -32,6 +32,13 @@ export const optimizerSchema = z.discriminatedUnion('kind', [
     beta: z.number().min(0).default(1),
     l1: z.number().min(0).default(0),
     l2: z.number().min(0).default(0),
+    /**
+     * Workers run FTRL per example on the pulled state (w, z, n) and push what it added to z and
+     * n, so a batch learns as the examples would one at a time (z and n are sums: concurrent
+     * deltas add up). Set by the `lr` model when every table is FTRL (see the model package);
+     * absent or false: the shard applies the batch's summed gradient once.
+     */
+    sequential: z.boolean().optional(),
   }),
   z.object({ kind: z.literal('sgd'), lr: z.number().positive().default(0.01) }),
 ]);
@@ -86,6 +93,19 @@ export const tableSpecSchema = z.object({
   ttlMs: z.number().int().min(0).default(0),
 });
 export type TableSpec = z.infer<typeof tableSpecSchema>;
+
+/** Whether workers push this table's optimizer-state deltas (sequential FTRL) instead of gradients. */
+export function pushesState(spec: TableSpec): boolean {
+  return spec.optimizer.kind === 'ftrl' && spec.optimizer.sequential === true;
+}
+/** Floats per row of a pull: w, z and n of a state-pushing table when the pull asks for state. */
+export function pullWidth(spec: TableSpec, state: boolean): number {
+  return state && pushesState(spec) ? 3 * spec.dim : spec.dim;
+}
+/** Floats per row of a push: Δz and Δn of a state-pushing table, else the gradient. */
+export function pushWidth(spec: TableSpec): number {
+  return pushesState(spec) ? 2 * spec.dim : spec.dim;
+}
 export type TableSpecInput = z.input<typeof tableSpecSchema>;
 
 /** The part of a model the cluster shares: its tables. Table ids are indexes into `tables`. */

@@ -54,6 +54,8 @@ export const pullHeaderSchema = z.object({
   worker: z.string().max(128).optional(),
   /** Worker clock (SSP). */
   clock: z.number().int().min(0).optional(),
+  /** Rows of state-pushing tables as w, z, n (see `pullWidth`). */
+  state: z.boolean().optional(),
   tables: z.array(z.object({ t: tableId, n: count })).max(4096),
 });
 export type PullHeader = z.infer<typeof pullHeaderSchema>;
@@ -64,6 +66,8 @@ export interface PullTable {
 export interface PullRequest {
   worker?: string | undefined;
   clock?: number | undefined;
+  /** Asks for w, z, n of state-pushing tables (a worker of a sequential-FTRL model). */
+  state?: boolean | undefined;
   tables: PullTable[];
 }
 
@@ -71,6 +75,7 @@ export function encodePull(req: PullRequest): Uint8Array {
   const h: PullHeader = { op: 'pull', tables: req.tables.map((t) => ({ t: t.t, n: t.keys.length / 2 })) };
   if (req.worker !== undefined) h.worker = req.worker;
   if (req.clock !== undefined) h.clock = req.clock;
+  if (req.state) h.state = true;
   return encodeFrame(
     h,
     req.tables.map((t) => t.keys),
@@ -83,6 +88,7 @@ export function decodePull(data: Uint8Array): PullRequest {
   return {
     worker: h.worker,
     clock: h.clock,
+    state: h.state,
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, i);
       if (keys.length !== t.n * 2) wrongLength('pull keys', keys.length, t.n * 2);

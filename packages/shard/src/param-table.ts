@@ -1,8 +1,8 @@
-import { FreshetError, initRow, type TableSpec } from '@freshet/protocol';
+import { FreshetError, initRow, pushesState, type TableSpec } from '@freshet/protocol';
 import { AdmissionSketch } from './admission.js';
 import { AdamBias, adamRows, adamStateDim } from './optimizers/adam.js';
 import { adagradInitRow, adagradRows, adagradStateDim } from './optimizers/adagrad.js';
-import { ftrlInitRow, ftrlRows, ftrlStateDim } from './optimizers/ftrl.js';
+import { ftrlInitRow, ftrlRows, ftrlStateDim, ftrlStateRows } from './optimizers/ftrl.js';
 import type { RowUpdate } from './optimizers/row-grad.js';
 import { sgdRows, sgdStateDim } from './optimizers/sgd.js';
 import { firstNonFinite, type PushUndo, type UndoTarget } from './push-undo.js';
@@ -205,7 +205,9 @@ export class ParamTable implements UndoTarget {
       case 'adagrad':
         return adagradRows(this.store, rows, from, to, grads, opt, u);
       case 'ftrl':
-        return ftrlRows(this.store, rows, from, to, grads, opt, u);
+        return opt.sequential === true
+          ? ftrlStateRows(this.store, rows, from, to, grads, opt, u)
+          : ftrlRows(this.store, rows, from, to, grads, opt, u);
       case 'sgd':
         return sgdRows(this.store, rows, from, to, grads, opt, u);
     }
@@ -285,21 +287,29 @@ export class ParamTable implements UndoTarget {
     this.created = created;
   }
 
-  /** Writes the current values of keys into out (deterministic init for rows that do not exist). */
-  read(keys: Uint32Array, out: Float32Array): void {
+  /**
+   * Writes the current values of keys into out (deterministic init for rows that do not exist).
+   * With `state`, a state-pushing table's rows come as [w, z, n] × dim, a new row's z the one
+   * that keeps its initial w (as {@link create} sets it).
+   */
+  read(keys: Uint32Array, out: Float32Array, state = false): void {
     const s = this.store;
     const dim = this.spec.dim;
+    const withState = state && pushesState(this.spec);
+    const width = withState ? 3 * dim : dim;
     const n = keys.length >>> 1;
     for (let i = 0; i < n; i++) {
       const lo = keys[2 * i]!;
       const hi = keys[2 * i + 1]!;
       const r = s.find(lo, hi);
       if (r < 0) {
-        initRow(this.spec.init, lo, hi, out, i * dim, dim);
+        initRow(this.spec.init, lo, hi, out, i * width, dim);
+        if (withState && this.spec.optimizer.kind === 'ftrl')
+          ftrlInitRow(out, i * width, dim, this.spec.optimizer);
         continue;
       }
       const o = s.valueOffset(r);
-      out.set(s.chunkF(r).subarray(o, o + dim), i * dim);
+      out.set(s.chunkF(r).subarray(o, o + width), i * width);
     }
   }
 

@@ -1,6 +1,9 @@
 import {
   FreshetError,
   MAX_ABS_GRADIENT,
+  pullWidth,
+  pushesState,
+  pushWidth,
   shardOfDense,
   shardOfKey,
   type DeltaTable,
@@ -160,11 +163,13 @@ export class ShardCore {
     }
     for (const p of req.tables) {
       const tab = this.table(p.t);
-      if (p.dim !== tab.dim) {
-        throw new FreshetError('WRONG_LENGTH', `table ${p.t}: dim ${p.dim}, expected ${tab.dim}`);
+      // a sequential-FTRL table takes Δz and Δn per row: twice its dim
+      const width = pushWidth(tab.spec);
+      if (p.dim !== width) {
+        throw new FreshetError('WRONG_LENGTH', `table ${p.t}: dim ${p.dim}, expected ${width}`);
       }
       const n = p.keys.length / 2;
-      if (p.grads.length !== n * tab.dim || p.counts.length !== n) {
+      if (p.grads.length !== n * width || p.counts.length !== n) {
         throw new FreshetError('WRONG_LENGTH', `table ${p.t}: arrays disagree with ${n} keys`);
       }
       this.checkKeys(tab, p.keys);
@@ -194,7 +199,8 @@ export class ShardCore {
     const tables = req.tables.map((p) => {
       const tab = this.tables[p.t]!;
       const st = tab.spec.staleness;
-      if (!replay && st.policy === 'dc' && tau > 0) {
+      // state deltas are not gradients: DC-ASGD's compensation does not apply to them
+      if (!replay && st.policy === 'dc' && tau > 0 && !pushesState(tab.spec)) {
         const grads = this.dc.compensate(
           req.worker,
           req.base,
@@ -276,12 +282,13 @@ export class ShardCore {
       version,
       tables: req.tables.map((t) => {
         const tab = this.tables[t.t]!;
-        const values = new Float32Array((t.keys.length / 2) * tab.dim);
-        tab.read(t.keys, values);
-        if (tab.spec.staleness.policy === 'dc' && req.worker) {
+        const width = pullWidth(tab.spec, req.state === true);
+        const values = new Float32Array((t.keys.length / 2) * width);
+        tab.read(t.keys, values, req.state === true);
+        if (tab.spec.staleness.policy === 'dc' && req.worker && width === tab.dim) {
           this.dc.remember(req.worker, version, t.t, tab.dim, t.keys, values);
         }
-        return { t: t.t, dim: tab.dim, values };
+        return { t: t.t, dim: width, values };
       }),
     };
   }

@@ -7,6 +7,9 @@ import {
   encodePush,
   FreshetError,
   hasCode,
+  pullWidth,
+  pushesState,
+  pushWidth,
   shardOfDense,
   shardOfKey,
   subjects,
@@ -26,7 +29,9 @@ export interface BatchKeys {
 /** One table's share of one shard: keys and where their rows sit in the batch's rows[t]. */
 interface TablePart {
   t: number;
+  /** Floats per row of the pull reply (w, z, n for sequential FTRL) and of the push. */
   dim: number;
+  pushDim: number;
   dense: boolean;
   keys: Uint32Array;
   /** Row index in rows[t] of each key. */
@@ -119,6 +124,8 @@ export class ShardClient {
   private readonly subj;
   private readonly denseShard: number[] = [];
   private readonly denseCache = new Map<number, { values: Float32Array; version: number }>();
+  /** The model pushes optimizer-state deltas (sequential FTRL): pulls ask for w, z, n. */
+  private readonly state: boolean;
   /** Highest version seen per shard, from pull and push replies. */
   private readonly known = new Map<number, number>();
   /** Requests sent (pull + push, retries included), for tests and status. */
@@ -129,6 +136,7 @@ export class ShardClient {
     private readonly o: ShardClientOptions,
   ) {
     this.subj = subjects(o.cluster);
+    this.state = o.spec.tables.some(pushesState);
     o.spec.tables.forEach((t, i) => {
       this.denseShard[i] = t.kind === 'dense' ? shardOfDense(t.name, o.shards) : -1;
     });
@@ -165,7 +173,8 @@ export class ShardClient {
           const n = perShard[sh]!;
           p = {
             t: s.table,
-            dim: spec.dim,
+            dim: pullWidth(spec, this.state),
+            pushDim: pushWidth(spec),
             dense: false,
             keys: new Uint32Array(2 * n),
             pos: new Uint32Array(n),
@@ -187,7 +196,8 @@ export class ShardClient {
       rowsOf.set(t, 1);
       add(this.denseShard[t]!, {
         t,
-        dim: spec.dim,
+        dim: pullWidth(spec, this.state),
+        pushDim: pushWidth(spec),
         dense: true,
         keys: new Uint32Array(2),
         pos: new Uint32Array(1),
@@ -206,7 +216,8 @@ export class ShardClient {
     const rows: (Float32Array | undefined)[] = [];
     const shared = new Set<number>();
     const base = new Map<number, number>();
-    for (const [t, n] of plan.rowsOf) rows[t] = new Float32Array(n * this.o.spec.tables[t]!.dim);
+    for (const [t, n] of plan.rowsOf)
+      rows[t] = new Float32Array(n * pullWidth(this.o.spec.tables[t]!, this.state));
     await Promise.all(
       plan.parts.map(async ({ shard, tables }) => {
         const want: TablePart[] = [];
@@ -225,7 +236,12 @@ export class ShardClient {
           return;
         }
         const req: PullTable[] = want.map((p) => ({ t: p.t, keys: p.keys }));
-        const payload = encodePull({ worker: this.o.worker, clock: opts.clock, tables: req });
+        const payload = encodePull({
+          worker: this.o.worker,
+          clock: opts.clock,
+          state: this.state || undefined,
+          tables: req,
+        });
         const reply = await this.retry(async () => {
           this.requests.pull++;
           return decodePullReply(
@@ -289,7 +305,7 @@ export class ShardClient {
         for (const p of tables) {
           const g = grads[p.t];
           if (!g) continue;
-          const d = p.dim;
+          const d = p.pushDim;
           let gg: Float32Array;
           if (p.dense) gg = g;
           else {

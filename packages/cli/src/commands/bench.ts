@@ -3,6 +3,7 @@ import { nonNegativeInt, positiveInt as int, positiveNumber as num } from '../cl
 import { resolveDataRef } from '../data-ref.js';
 import { clusterBenchCommand, scalingBenchCommand } from './bench-cluster.js';
 import { driftBenchCommand } from './bench-drift.js';
+import { ftrlBenchCommand } from './bench-ftrl.js';
 
 // Role packages are imported when a bench runs: `freshet --help` must not load tfjs and piscina.
 
@@ -213,5 +214,6 @@ export function benchCommand(): Command {
     .addCommand(clusterBenchCommand())
     .addCommand(scalingBenchCommand())
     .addCommand(driftBenchCommand())
+    .addCommand(ftrlBenchCommand())
     .addCommand(personalizationBench());
 }

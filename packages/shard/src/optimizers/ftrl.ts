@@ -70,3 +70,43 @@ export function ftrlRows(
   }
   return applied;
 }
+
+/**
+ * Adds a worker's state deltas (sequential FTRL: per row [Δz × dim][Δn × dim], what its batch's
+ * examples added one at a time) and materialises w. A stale push under the `scale` policy adds
+ * s·Δz and s²·Δn, what its gradients scaled by s would have added. n never goes below 0.
+ */
+export function ftrlStateRows(
+  store: RowStore,
+  rows: Int32Array,
+  from: number,
+  to: number,
+  d: Float32Array,
+  h: FtrlHyper,
+  u: RowUpdate,
+): number {
+  const dim = store.dim;
+  const { alpha, beta, l1 } = h;
+  const l2f = h.l2;
+  const s = u.lrScale;
+  let applied = 0;
+  for (let i = from; i < to; i++) {
+    const r = rows[i]!;
+    if (r < 0) continue;
+    const f = store.chunkF(r);
+    const o = store.valueOffset(r);
+    store.bumpStep(r);
+    const go = i * 2 * dim;
+    const zo = o + dim;
+    const no = o + 2 * dim;
+    for (let k = 0; k < dim; k++) {
+      const z = f[zo + k]! + s * d[go + k]!;
+      const n = Math.max(0, f[no + k]! + s * s * d[go + dim + k]!);
+      f[zo + k] = z;
+      f[no + k] = n;
+      f[o + k] = Math.abs(z) <= l1 ? 0 : -(z - Math.sign(z) * l1) / ((beta + Math.sqrt(n)) / alpha + l2f);
+    }
+    applied++;
+  }
+  return applied;
+}
