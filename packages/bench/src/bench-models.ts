@@ -11,9 +11,10 @@ import { FreshetError } from '@freshet/protocol';
 
 /**
  * The models `bench train` and `bench cluster` run: every model kind of @freshet/model, plus
- * `wide-deep-peer`, the PyTorch peer's Criteo wide&deep with the peer's optimizers exactly.
+ * `wide-deep-peer`, the PyTorch peer's Criteo wide&deep with the peer's optimizers exactly, and
+ * `lr-ftrl`, the lr model with sequential FTRL (compared with per-example FTRL-Proximal).
  */
-export const benchModels = [...modelKinds, 'wide-deep-peer'] as const;
+export const benchModels = [...modelKinds, 'wide-deep-peer', 'lr-ftrl'] as const;
 export type BenchModel = (typeof benchModels)[number];
 
 /** Options of {@link benchModelConfig}. */
@@ -47,6 +48,16 @@ export function benchModelConfig(
     seed: o.seed,
     embeddingInit: { kind: 'normal', std: 0.01, seed: o.seed },
   };
+  if (model === 'lr-ftrl') {
+    // on every data its own fields (Criteo's too); FTRL's per-example defaults, not `lr`
+    return {
+      name: 'bench-lr-ftrl',
+      kind: 'lr',
+      features: { fields: data.fields.map((f) => ({ ...f })) },
+      optimizer: { kind: 'ftrl' },
+      ...o.overrides,
+    };
+  }
   const towers = new Set(data.fields.map((f) => f.tower));
   if (model === 'two-tower' && !(towers.has('user') && towers.has('item')))
     throw new FreshetError(

@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { parseCriteoLine } from '@freshet/model';
 import { exactAuc, logloss } from '@freshet/worker';
 import type { BenchData } from './bench-data.js';
-import type { BenchModel } from './bench-models.js';
+import { optimizerSchema } from '@freshet/protocol';
+import { benchModelConfig, type BenchModel } from './bench-models.js';
+import { lrSparseVectors, sequentialFtrl } from './sequential-ftrl.js';
 import { runTorchPeer } from './torch-peer.js';
 
 /**
@@ -69,8 +71,42 @@ function fmPeerGap(o: PeerRunOptions): string | undefined {
   return undefined;
 }
 
+/**
+ * The peer of `lr-ftrl`: per-example FTRL-Proximal from the paper ({@link sequentialFtrl}) on the
+ * model's exact inputs, in the data's order; in this process, float64 (no PyTorch needed).
+ */
+function ftrlReference(o: PeerRunOptions): PeerRun {
+  if (o.passes !== 1) return { ok: false, peer: 'unavailable: the FTRL reference makes one pass' };
+  if (o.overridden)
+    return { ok: false, peer: 'unavailable: the config overrides have no reference counterpart' };
+  const config = benchModelConfig('lr-ftrl', o.data, { lr: o.lr, seed: o.seed });
+  const opt = optimizerSchema.parse(config.optimizer);
+  if (opt.kind !== 'ftrl') throw new Error('unreachable: lr-ftrl without FTRL');
+  const { examples } = o.data;
+  const labels = examples.map((e) => e.label);
+  const weights = examples.map((e) => e.weight ?? 1);
+  const t0 = performance.now();
+  const { vectors, coordinates } = lrSparseVectors(config, examples, o.batch);
+  const preds = sequentialFtrl(vectors, labels, coordinates, opt, weights);
+  const seconds = (performance.now() - t0) / 1000;
+  let ll = 0;
+  for (let i = 0; i < preds.length; i++) ll += logloss(preds[i]!, labels[i]!);
+  return {
+    ok: true,
+    peer: 'sequential FTRL-Proximal (float64, per example, from the paper)',
+    exact: true,
+    json: {
+      examples: preds.length,
+      examples_per_s: Math.round(preds.length / Math.max(seconds, 1e-9)),
+      progressive_auc_pass1: r4(exactAuc(preds, labels)),
+      progressive_logloss_pass1: r4(ll / Math.max(1, preds.length)),
+    },
+  };
+}
+
 /** Runs the peer that matches `o`, or says why there is none. Never throws. */
 export async function runExactPeer(o: PeerRunOptions): Promise<PeerRun> {
+  if (o.model === 'lr-ftrl') return ftrlReference(o);
   if (o.data.kind === 'criteo') {
     if (!criteoModels.has(o.model))
       return {

@@ -128,4 +128,19 @@ describe('bench train on every data ref replay reads', () => {
     expect(w[3]!).toBeGreaterThan(w[0]! + 0.03);
     expect(r.progressive_auc as number).toBeGreaterThan(0.55);
   }, 30_000);
+
+  it('lr-ftrl is compared with per-example FTRL-Proximal, its exact reference (no PyTorch needed)', async () => {
+    const r = await runTrainBench({
+      data: 'synthetic:seed=4,requests=1500',
+      model: 'lr-ftrl',
+      batch: 128,
+      threads: 1,
+    });
+    expect(r.peer).toMatch(/sequential FTRL/);
+    expect(r.peer_exact).toBe(true);
+    const ref = (r.torch as { progressive_auc_pass1: number }).progressive_auc_pass1;
+    expect(ref).toBeGreaterThan(0.52); // it learned something
+    // sequential FTRL on the workers is the reference, batch or not
+    expect(Math.abs((r.progressive_auc as number) - ref)).toBeLessThanOrEqual(0.0002);
+  }, 30_000);
 });

@@ -66,7 +66,8 @@ export function clusterBenchCommand(): Command {
     .option('--partitions <n>', 'feedback stream partitions', int, 8)
     .option(
       '--model <kind>',
-      'lr | fm | wide-deep | deepfm | two-tower | seed | wide-deep-peer (Criteo: all-Adam, as the PyTorch peer)',
+      'lr | fm | wide-deep | deepfm | two-tower | seed | wide-deep-peer (Criteo: all-Adam, as the PyTorch peer) | ' +
+        'lr-ftrl (lr with sequential FTRL, vs per-example FTRL-Proximal)',
       'wide-deep',
     )
     .option('--seed <n>', 'seed of the embedding and dense initialisation', int, 0)

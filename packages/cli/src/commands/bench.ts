@@ -69,7 +69,8 @@ function trainBench(): Command {
     .option('--spec <file>', 'column mapping for csv: data (JSON; see packages/client/README.md)')
     .option(
       '--model <kind>',
-      "lr, fm, wide-deep, deepfm, two-tower, seed, or wide-deep-peer (the peer's Criteo model and optimizers exactly)",
+      "lr, fm, wide-deep, deepfm, two-tower, seed, wide-deep-peer (the peer's Criteo model and optimizers exactly), " +
+        'or lr-ftrl (lr with sequential FTRL, vs per-example FTRL-Proximal)',
       'wide-deep',
     )
     .option('--seed <n>', 'seed of the embedding and dense initialisation', nonNegativeInt, 0)
