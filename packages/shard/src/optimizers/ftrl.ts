@@ -73,8 +73,9 @@ export function ftrlRows(
 
 /**
  * Adds a worker's state deltas (sequential FTRL: per row [Δz × dim][Δn × dim], what its batch's
- * examples added one at a time) and materialises w. A stale push under the `scale` policy adds
- * s·Δz and s²·Δn, what its gradients scaled by s would have added. n never goes below 0.
+ * examples added one at a time) and materialises w. A push scaled by s (a stale push under the
+ * `scale` policy, the worker's rate schedule) adds s·Δz and s²·Δn: exactly what gradients scaled
+ * by s add to the gradient sums, approximately for z's σ·w part. n never goes below 0.
  */
 export function ftrlStateRows(
   store: RowStore,
