@@ -20,6 +20,7 @@ import {
   type ActorPlan,
   type ClusterConfig,
 } from './cluster-config.js';
+import { clusterStreamOptions } from './cluster-init.js';
 import { discoverActors, str, type ActorStatus } from './discovery.js';
 import { generateNatsAuth, tlsBlock, writeAuthFiles, type GeneratedAuth } from './nats-auth.js';
 import type { RoleName } from './role-schemas.js';
@@ -503,12 +504,7 @@ async function ensureStreamWithRetry(nc: NatsConnection, config: ClusterConfig, 
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
   for (;;) {
     try {
-      return await ensureStream(nc, {
-        ...config.stream,
-        cluster: config.cluster,
-        partitions: config.partitions,
-        replicas: config.nats.replicas,
-      });
+      return await ensureStream(nc, clusterStreamOptions(config));
     } catch (e) {
       if (Date.now() > deadline || opts.signal?.aborted) {
         throw new FreshetError('UNAVAILABLE', `cannot create the feedback stream: ${(e as Error).message}`, {

@@ -20,6 +20,7 @@ const single: Record<string, () => Promise<() => Command>> = {
   dashboard: () => import('./commands/dashboard.js').then((m) => m.dashboardCommand),
   config: () => import('./commands/config-show.js').then((m) => m.configCommand),
   up: () => import('./commands/up.js').then((m) => m.upCommand),
+  init: () => import('./commands/init.js').then((m) => m.initCommand),
   demo: () => import('./commands/demo.js').then((m) => m.demoCommand),
 };
 

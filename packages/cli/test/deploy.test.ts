@@ -4,7 +4,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
-import { loadClusterConfig } from '../src/cluster-config.js';
+import { loadClusterConfig, parseClusterConfig } from '../src/cluster-config.js';
 import { cliMainPath } from '../src/local-cluster.js';
 import { subjects } from '@freshet/protocol';
 import { natsRoles } from '../src/nats-auth.js';
@@ -97,16 +97,19 @@ describe('deployment manifests', () => {
   const all = containers();
   const freshet = all.filter((f) => f.container.image === 'freshet');
 
-  it('find the role containers of the base', () => {
-    const roles = freshet.filter((f) => f.container.args).map((f) => f.container.args![0]);
-    expect(new Set(roles)).toEqual(new Set(['shard', 'worker', 'serve']));
+  // the bootstrap Job runs `freshet init`; every other Freshet container is a role
+  const roleContainers = freshet.filter((f) => f.container.args && f.container.args[0] !== 'init');
+
+  it('find the role containers of the base and the init Job', () => {
+    const commands = freshet.filter((f) => f.container.args).map((f) => f.container.args![0]);
+    expect(new Set(commands)).toEqual(new Set(['shard', 'worker', 'serve', 'init']));
   });
 
   it('run real CLI commands with known flags and options that pass the role schemas', () => {
     const clusters = new Set<unknown>();
     const shardIds: number[] = [];
     const shardCounts = new Set<unknown>();
-    for (const f of freshet.filter((x) => x.container.args)) {
+    for (const f of roleContainers) {
       const where = `${f.file} ${f.kind}/${f.name}`;
       const c = f.container;
       expect(c.command, where).toEqual(['node', 'packages/cli/dist/main.js']);
@@ -145,6 +148,81 @@ describe('deployment manifests', () => {
     expect(shardCounts.size, 'one shard count across manifests').toBe(1);
     const [n] = [...shardCounts] as number[];
     expect(shardIds.sort()).toEqual(Array.from({ length: n! }, (_, i) => i));
+  });
+
+  it('run `freshet init` in a Job, as the admin user, with a cluster config that agrees with the roles', () => {
+    const jobs = freshet.filter((f) => f.container.args?.[0] === 'init');
+    expect(jobs.map((f) => f.kind)).toEqual(['Job']);
+    const job = jobs[0]!;
+    const c = job.container;
+    const where = `${job.file} Job/${job.name}`;
+    expect(c.command, where).toEqual(['node', 'packages/cli/dist/main.js']);
+    const [, ...rest] = c.args!;
+    const flags = flagsOf('init');
+    for (const a of rest.filter((x) => x.startsWith('--')))
+      expect(flags.has(a), `${where}: flag ${a}`).toBe(true);
+    const configPath = rest[rest.indexOf('--config') + 1]!;
+    const mount = (c.volumeMounts ?? []).find((m) => m.mountPath === configPath) as
+      { name: string; subPath?: string } | undefined;
+    expect(mount, `${where}: ${configPath} is mounted`).toBeDefined();
+    // the mounted ConfigMap, from the same file
+    const docs = parseAllDocuments(readFileSync(join(root, job.file), 'utf8')).map(
+      (d) =>
+        d.toJS() as {
+          kind: string;
+          metadata: { name: string };
+          data?: Record<string, string>;
+          spec?: unknown;
+        },
+    );
+    const jobSpec = docs.find((d) => d.kind === 'Job')?.spec as {
+      template: {
+        metadata: { labels: Record<string, string> };
+        spec: { volumes: Array<{ name: string; configMap?: { name: string } }> };
+      };
+    };
+    const volumes = jobSpec.template.spec.volumes;
+    const cmName = volumes.find((v) => v.name === mount!.name)?.configMap?.name;
+    const cm = docs.find((d) => d.kind === 'ConfigMap' && d.metadata.name === cmName);
+    const text = cm?.data?.[mount!.subPath ?? ''];
+    expect(text, `${where}: ConfigMap ${cmName} holds ${mount!.subPath}`).toBeDefined();
+    const cfg = parseClusterConfig(text!, { source: `${job.file} ConfigMap/${cmName}` });
+    expect(cfg.nats.embedded).toBe(0);
+
+    // what the roles run with must be what init prepares
+    const optionsOf = (command: string) =>
+      roleContainers
+        .filter((f) => f.container.args![0] === command)
+        .map((f) => {
+          const a = f.container.args!;
+          return JSON.parse(a[a.indexOf('--options-json') + 1]!) as Record<string, unknown>;
+        });
+    const shards = optionsOf('shard');
+    for (const o of [...shards, ...optionsOf('worker'), ...optionsOf('serve')]) {
+      expect(o.cluster).toBe(cfg.cluster);
+      expect(o.shards).toBe(cfg.shards.count);
+    }
+    for (const o of optionsOf('worker')) {
+      expect(o.partitions).toBe(cfg.partitions);
+      expect(o.model).toEqual(cfg.model);
+    }
+    for (const o of optionsOf('serve')) expect(o.model).toEqual(cfg.model);
+    // shards take the model spec init stores, so there is one source of it
+    for (const o of shards) expect(o.model).toBeUndefined();
+    expect(shards.length).toBe(cfg.shards.count);
+
+    const env = new Map((c.env ?? []).map((e) => [e.name, e.value]));
+    expect(env.get('FRESHET_NATS_INBOX_PREFIX'), where).toBe(subjects(cfg.cluster).inboxPrefix('admin'));
+    const seedFile = env.get('FRESHET_NATS_NKEY_FILE') ?? '';
+    expect(seedFile, where).toMatch(/\/admin\.nk$/);
+    expect(
+      (c.volumeMounts ?? []).some((m) => seedFile.startsWith(m.mountPath + '/')),
+      `${where}: ${seedFile} is on a mounted volume`,
+    ).toBe(true);
+    // its pod may reach NATS (network-policies.yaml lets labelled clients in)
+    expect(jobSpec.template.metadata.labels['freshet.io/nats-client']).toBe('true');
+    const kust = readFileSync(join(k8s, 'base', 'kustomization.yaml'), 'utf8');
+    expect(kust).toContain(relative(join(k8s, 'base'), join(root, job.file)));
   });
 
   it('set only environment variables Freshet reads (base and overlay patches)', () => {

@@ -23,3 +23,11 @@ export {
 export { requestBytes, fromNatsError, type RequestOptions } from './request.js';
 export { frameEndpoint, type Endpoint, type EndpointOptions } from './endpoint.js';
 export { readRoleOptions, roleOptionsArgs, withEnvNats, type RoleOptionsSource } from './role-options.js';
+export {
+  modelSpecKey,
+  readModelSpec,
+  writeModelSpec,
+  modelSpecConflicts,
+  sameModelSpec,
+  type StoredModelSpec,
+} from './model-spec-store.js';

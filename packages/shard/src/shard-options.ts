@@ -70,8 +70,13 @@ export const shardOptionsSchema = z
     nats: natsOptionsSchema.prefault({}),
     /** The model spec; when absent it is read from the cluster's KV bucket, key `model-spec`. */
     model: z.unknown().optional(),
-    /** How long to wait for `model-spec` to appear in KV. */
-    modelWaitMs: z.number().int().min(0).default(30_000),
+    /**
+     * How long to wait for `model-spec` to appear in KV; 0 (default) waits until stopped, since
+     * roles may start before `freshet init` and a crash loop would only hide why.
+     */
+    modelWaitMs: z.number().int().min(0).default(0),
+    /** How often a waiting shard says what it waits for. */
+    modelWaitLogMs: z.number().int().min(1).default(10_000),
     /** Write-ahead log and checkpoints; without it the shard is memory-only (no crash guarantee). */
     dataDir: z.string().min(1).optional(),
     /**

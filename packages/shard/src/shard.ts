@@ -1,7 +1,7 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import type { NatsConnection, Service, Subscription } from 'nats';
 import { z } from 'zod';
-import { connectNats, frameEndpoint, type Endpoint } from '@freshet/nats';
+import { connectNats, frameEndpoint, readModelSpec, type Endpoint } from '@freshet/nats';
 import {
   decodePull,
   decodePush,
@@ -12,7 +12,6 @@ import {
   encodeSnapshotPage,
   FreshetError,
   hasCode,
-  parseModelSpec,
   shardStatusSubject,
   subjects,
   type ErrorCode,
@@ -36,6 +35,19 @@ export function aligned(data: Uint8Array): Uint8Array {
 }
 
 const clockMessageSchema = z.object({ clock: z.number().int().min(0) });
+
+/** Resolves after `ms`, or at once when `signal` aborts (a waiting start must not hold a stop). */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
 
 /** Lifecycle of a shard actor. */
 export type ShardState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
@@ -176,32 +188,45 @@ export class Shard {
     });
   }
 
+  /**
+   * Waits for the model spec `freshet init` stores, for as long as it takes: a shard that starts
+   * before init (a Kubernetes rollout applies everything at once) must wait, not crash-loop. Says
+   * what it waits for every `modelWaitLogMs`; stop() or the signal ends the wait. `modelWaitMs`
+   * > 0 bounds it for embedders that prefer an error.
+   */
   private async modelFromKv(nc: NatsConnection): Promise<ModelSpec> {
-    const s = subjects(this.options.cluster);
-    const deadline = Date.now() + this.options.modelWaitMs;
-    let last: unknown;
+    const o = this.options;
+    const t0 = Date.now();
+    let lastLog = -Infinity;
     for (;;) {
+      let reason: string;
       try {
-        const kv = await nc.jetstream().views.kv(s.kvBucket, { bindOnly: true });
-        const e = await kv.get('model-spec');
-        if (e && e.operation === 'PUT' && e.value.length > 0) return parseModelSpec(JSON.parse(e.string()));
+        const r = await readModelSpec(nc, o.cluster);
+        if (r.state === 'present') return r.spec;
+        reason = r.reason;
       } catch (err) {
-        last = err;
-        if (err instanceof SyntaxError || (err as { name?: string }).name === 'ZodError') {
-          throw new FreshetError(
-            'CONFIG',
-            `model-spec in ${s.kvBucket} is invalid: ${(err as Error).message}`,
-          );
-        }
+        if (err instanceof FreshetError) throw err;
+        // NATS not settled yet (no JetStream leader, a reconnect): the same wait
+        reason = (err as Error).message;
       }
-      if (Date.now() > deadline) {
+      if (this.deps.signal?.aborted || this._state !== 'starting') {
+        throw new FreshetError('SHUTTING_DOWN', `stopped while waiting for the model spec (${reason})`);
+      }
+      const waited = Date.now() - t0;
+      if (o.modelWaitMs > 0 && waited > o.modelWaitMs) {
         throw new FreshetError(
           'CONFIG',
-          `no model-spec in KV bucket ${s.kvBucket} after ${this.options.modelWaitMs} ms` +
-            (last instanceof Error ? ` (${last.message})` : ''),
+          `${reason} after ${o.modelWaitMs} ms: run \`freshet init --config FILE\` for cluster ${o.cluster}`,
         );
       }
-      await new Promise((r) => setTimeout(r, 200));
+      if (Date.now() - lastLog >= o.modelWaitLogMs) {
+        lastLog = Date.now();
+        this.log(
+          `waiting for the model spec (${reason}, ${Math.round(waited / 1000)} s so far): ` +
+            `run \`freshet init --config FILE\` for cluster ${o.cluster}`,
+        );
+      }
+      await sleep(500, this.deps.signal);
     }
   }
 
@@ -652,7 +677,8 @@ export async function runShardProcess(
   signal: AbortSignal,
   onStarted?: (shard: Shard) => void | Promise<void>,
 ): Promise<void> {
-  const shard = new Shard(input);
+  // the signal reaches start(): a shard waiting for `freshet init` stops on SIGTERM
+  const shard = new Shard(input, { signal });
   await shard.start();
   await onStarted?.(shard);
   process.stdout.write(

@@ -454,19 +454,32 @@ export class Worker {
     }
   }
 
-  /** Waits for the feedback stream and returns its replica count. */
+  /**
+   * The feedback stream's replicas, once `freshet init` (or `freshet up`) has made it. Waits for
+   * as long as it takes, saying so every 10 s: a worker started before init must wait, not
+   * crash-loop. The signal or stop() ends the wait.
+   */
   private async waitForStream(jsm: Awaited<ReturnType<NatsConnection['jetstreamManager']>>) {
-    const deadline = Date.now() + 30_000;
+    const t0 = Date.now();
+    let lastLog = -Infinity;
     for (;;) {
       try {
         return (await jsm.streams.info(this.subj.feedbackStream)).config.num_replicas;
       } catch (e) {
-        if (Date.now() > deadline || this.deps.signal?.aborted) {
-          throw new FreshetError('NOT_READY', `feedback stream ${this.subj.feedbackStream} not found`, {
+        if (this.deps.signal?.aborted || this.stopping) {
+          throw new FreshetError('SHUTTING_DOWN', `stopped while waiting for ${this.subj.feedbackStream}`, {
             cause: e,
           });
         }
-        await new Promise((r) => setTimeout(r, 250));
+        if (Date.now() - lastLog >= 10_000) {
+          lastLog = Date.now();
+          this.log('warn', 'waiting for the feedback stream: run `freshet init --config FILE`', {
+            stream: this.subj.feedbackStream,
+            waitedS: Math.round((Date.now() - t0) / 1000),
+            error: (e as Error).message,
+          });
+        }
+        await new Promise((r) => setTimeout(r, 500));
       }
     }
   }

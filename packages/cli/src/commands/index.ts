@@ -6,6 +6,7 @@ import { dashboardCommand } from './dashboard.js';
 import { demoCommand } from './demo.js';
 import { dlqCommand } from './dlq.js';
 import { drainCommand } from './drain.js';
+import { initCommand } from './init.js';
 import { replayCommand } from './replay.js';
 import { restoreCommand } from './restore.js';
 import { serveCommand, shardCommand, workerCommand } from './roles.js';
@@ -19,6 +20,7 @@ import { upCommand } from './up.js';
 const factories: Array<() => Command> = [
   demoCommand,
   upCommand,
+  initCommand,
   statusCommand,
   replayCommand,
   benchCommand,

@@ -43,20 +43,37 @@ interface RunningActor {
   announced?: boolean;
 }
 
-type Starter = (options: Record<string, unknown>) => Promise<RunningActor>;
+/**
+ * Starts one actor. `signal` is the process's shutdown: a role waiting for `freshet init` (no
+ * stream or model spec yet) stops waiting on SIGTERM and the starter resolves undefined.
+ */
+type Starter = (options: Record<string, unknown>, signal: AbortSignal) => Promise<RunningActor | undefined>;
 
-const startShardActor: Starter = async (options) => {
+/** One JSON log line on stderr, as the running actor's own lines. */
+const logLine =
+  (role: RunningActor['role']) => (level: string, msg: string, fields?: Record<string, unknown>) =>
+    process.stderr.write(JSON.stringify({ t: new Date().toISOString(), level, role, msg, ...fields }) + '\n');
+
+const startShardActor: Starter = async (options, signal) => {
   const { runShardProcess } = await import('@freshet/shard');
   const ac = new AbortController();
+  signal.addEventListener('abort', () => ac.abort(), { once: true });
   let started!: (s: Shard) => void;
   const ready = new Promise<Shard>((r) => (started = r));
   const run = runShardProcess(options as Parameters<typeof runShardProcess>[0], ac.signal, started);
   const shard = await Promise.race([
     ready,
-    run.then(() => {
-      throw new FreshetError('INTERNAL', 'shard stopped while starting');
-    }),
+    run.then(
+      () => {
+        throw new FreshetError('INTERNAL', 'shard stopped while starting');
+      },
+      (e: unknown) => {
+        if (signal.aborted) return undefined;
+        throw e;
+      },
+    ),
   ]);
+  if (!shard) return undefined;
   return {
     role: 'shard',
     cluster: shard.options.cluster,
@@ -81,9 +98,15 @@ const startShardActor: Starter = async (options) => {
   };
 };
 
-const startWorkerActor: Starter = async (options) => {
+const startWorkerActor: Starter = async (options, signal) => {
   const { startWorker } = await import('@freshet/worker');
-  const w = await startWorker(options as Parameters<typeof startWorker>[0]);
+  let w;
+  try {
+    w = await startWorker(options as Parameters<typeof startWorker>[0], { signal, log: logLine('worker') });
+  } catch (e) {
+    if (signal.aborted) return undefined;
+    throw e;
+  }
   return {
     role: 'worker',
     cluster: w.options.cluster,
@@ -112,15 +135,13 @@ const startServingActor: Starter = async (options) => {
 async function runActor(start: Starter, flags: RoleFlags, signal: AbortSignal): Promise<void> {
   const { natsOptionsFromEnv, readRoleOptions } = await import('@freshet/nats');
   const options = readRoleOptions(flags, natsOptionsFromEnv());
-  const actor = await start(options);
+  const actor = await start(options, signal);
+  if (!actor) return;
   let stopping: Promise<void> | undefined;
   const stop = (timeoutMs?: number) => (stopping ??= actor.stop(timeoutMs));
   let drained!: () => void;
   const drainDone = new Promise<void>((r) => (drained = r));
-  const log = (level: string, msg: string, fields?: Record<string, unknown>) =>
-    process.stderr.write(
-      JSON.stringify({ t: new Date().toISOString(), level, role: actor.role, msg, ...fields }) + '\n',
-    );
+  const log = logLine(actor.role);
 
   const { serveRoleAdmin } = await import('../role-admin.js');
   const admin = await serveRoleAdmin({
