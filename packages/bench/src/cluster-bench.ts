@@ -530,6 +530,7 @@ export async function runClusterBench<A extends BenchActor>(
       partitions: o.partitions,
       batch: o.batch,
       lr: o.lr,
+      optimizer: modelConfig.optimizer ?? null,
       threads_per_worker: threads,
       passes: o.passes,
       rate: o.rate ?? null,

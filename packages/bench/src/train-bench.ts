@@ -109,6 +109,8 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
     examples: run.examples,
     batch: batchSize,
     lr,
+    // what trains the model (for lr-ftrl, FTRL with its own α: `lr` does not apply)
+    optimizer: model.optimizer ?? null,
     passes,
     threads,
     pipeline: run.pipeline,
