@@ -37,7 +37,7 @@ export function clusterStreamOptions(cfg: ClusterConfig): StreamOptionsInput {
     cluster: cfg.cluster,
     partitions: cfg.partitions,
     replicas: cfg.nats.replicas,
-  } as StreamOptionsInput;
+  };
 }
 
 /** The table spec shards serve for the config's model. */

@@ -9,6 +9,7 @@ import { createModel } from '@freshet/model';
 import { readModelSpec } from '@freshet/nats';
 import { shardStatusSubject, subjects } from '@freshet/protocol';
 import { Shard } from '@freshet/shard';
+import { Worker } from '@freshet/worker';
 import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
 import { defaultModel } from '../src/cluster-config.js';
 import { cliMainPath } from '../src/local-cluster.js';
@@ -166,6 +167,33 @@ describe('freshet init', () => {
     } finally {
       // stop() also ends a wait that never saw the spec
       await shard.stop();
+      await started.catch(() => undefined);
+    }
+  });
+
+  it('a worker started before init waits for the feedback stream, then runs once init has run', async () => {
+    const cluster = clusterName();
+    const lines: string[] = [];
+    const worker = new Worker(
+      { cluster, id: 'w0', shards: 1, partitions: 4, model: defaultModel, compute: { threads: 1 } },
+      { nc: nats.nc, log: (level, msg) => lines.push(`${level} ${msg}`) },
+    );
+    const started = worker.start();
+    try {
+      await waitFor(
+        () => lines.find((l) => /^warn waiting for the feedback stream: run `freshet init/.test(l)),
+        {
+          timeoutMs: 20_000,
+        },
+      );
+      await new Promise((r) => setTimeout(r, 1200));
+      expect(worker.state).toBe('starting');
+      expect((await init(writeConfig(cluster))).code).toBe(0);
+      await started;
+      expect(worker.state).toBe('running');
+      await waitFor(() => worker.partitions.length === 4, { timeoutMs: 20_000 });
+    } finally {
+      await worker.stop(2000);
       await started.catch(() => undefined);
     }
   });

@@ -36,6 +36,7 @@ export class EncoderStatsFollower {
   private done: Promise<void> | undefined;
   private stopped = false;
   private retry: ReturnType<typeof setTimeout> | undefined;
+  private lastWaitLog = -Infinity;
   view: EncoderStatsView = { workers: 0, examples: {} };
 
   constructor(
@@ -56,10 +57,18 @@ export class EncoderStatsFollower {
       iter = await kv.watch({ key: `${encoderStatsKeyPrefix}.>` });
     } catch (e) {
       if (this.stopped) return;
-      this.o.log('warn', 'encoder statistics not followed yet (no KV bucket?); retrying', {
-        bucket,
-        error: String(e),
-      });
+      // retried every retryMs, said every 10 s: a node started before init would flood its log
+      if (Date.now() - this.lastWaitLog >= 10_000) {
+        this.lastWaitLog = Date.now();
+        this.o.log(
+          'warn',
+          'encoder statistics not followed yet (no KV bucket?): run `freshet init --config FILE`',
+          {
+            bucket,
+            error: String(e),
+          },
+        );
+      }
       this.retry = setTimeout(() => void this.start(retryMs), retryMs);
       return;
     }
