@@ -365,10 +365,22 @@ function groupOf(cfg: ClusterConfig, role: RoleName): { count: number; options: 
   return role === 'shard' ? cfg.shards : role === 'worker' ? cfg.workers : cfg.serving;
 }
 
+/** An actor's NATS options: secrets only as paths, never values (they would show in `ps`). */
+function actorNats(cfg: ClusterConfig, urls: string[]): Record<string, unknown> {
+  const a = cfg.nats.auth;
+  const n: Record<string, unknown> = { servers: urls };
+  if (a.user) n.user = a.user;
+  if (a.credsFile) n.credsFile = a.credsFile;
+  const tls = clientTls(cfg);
+  if (tls) n.tls = tls;
+  return n;
+}
+
 /** One actor's plan (`<role>-<index>`), validated by the role's schema. */
 export function planActor(cfg: ClusterConfig, role: RoleName, index: number, urls: string[]): ActorPlan {
   const id = `${role}-${index}`;
-  const raw = roleSchemas[role].build({ cfg, role, index, id, urls, options: groupOf(cfg, role).options });
+  const nats = actorNats(cfg, urls);
+  const raw = roleSchemas[role].build({ cfg, role, index, id, nats, options: groupOf(cfg, role).options });
   const r = roleSchemas[role].schema.safeParse(raw);
   if (!r.success) {
     throw new FreshetError('CONFIG', formatZodError(r.error, `${cfg.source} (${role}s.options for ${id})`));

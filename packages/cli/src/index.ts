@@ -17,7 +17,13 @@ export {
   type NatsConfig,
   type ActorPlan,
 } from './cluster-config.js';
-export { roleSchemas, roleNames, type RoleName, type RoleBuildContext } from './role-schemas.js';
+export {
+  roleSchemas,
+  roleNames,
+  type RoleName,
+  type RoleBuildContext,
+  type RoleClusterFields,
+} from './role-schemas.js';
 export {
   startLocalCluster,
   roleNodeArgs,

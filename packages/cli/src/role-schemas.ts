@@ -3,19 +3,30 @@ import { createModel } from '@freshet/model';
 import { servingOptionsSchema } from '@freshet/serving';
 import { shardOptionsSchema } from '@freshet/shard';
 import { workerOptionsSchema } from '@freshet/worker';
-import { clientTls, type ClusterConfig } from './cluster-config.js';
-
 import type { RoleName } from './role-names.js';
 
 export { roleNames, type RoleName } from './role-names.js';
 
+/**
+ * The cluster-wide fields the adapters copy into every actor's options. A `ClusterConfig` is
+ * one; naming only these keeps this module from importing cluster-config.ts, which imports it.
+ */
+export interface RoleClusterFields {
+  cluster: string;
+  dataDir: string;
+  partitions: number;
+  model: Record<string, unknown>;
+  shards: { count: number };
+}
+
 /** What a role adapter gets to build one actor's options. */
 export interface RoleBuildContext {
-  cfg: ClusterConfig;
+  cfg: RoleClusterFields;
   role: RoleName;
   index: number;
   id: string;
-  urls: string[];
+  /** The actor's NATS client options (see `planActor`). */
+  nats: Record<string, unknown>;
   /** The group's `options` from the config file. */
   options: Record<string, unknown>;
 }
@@ -25,16 +36,6 @@ interface RoleAdapter {
   schema: z.ZodType;
   /** Cluster-wide fields (cluster, NATS, ids, counts) merged under the group's own options. */
   build(ctx: RoleBuildContext): Record<string, unknown>;
-}
-
-function natsFor(ctx: RoleBuildContext): Record<string, unknown> {
-  const a = ctx.cfg.nats.auth;
-  const n: Record<string, unknown> = { servers: ctx.urls };
-  if (a.user) n.user = a.user;
-  if (a.credsFile) n.credsFile = a.credsFile;
-  const tls = clientTls(ctx.cfg);
-  if (tls) n.tls = tls;
-  return n;
 }
 
 const specCache = new WeakMap<object, unknown>();
@@ -54,7 +55,7 @@ export const roleSchemas: Record<RoleName, RoleAdapter> = {
     build: (ctx) => ({
       ...ctx.options,
       cluster: ctx.cfg.cluster,
-      nats: natsFor(ctx),
+      nats: ctx.nats,
       shard: ctx.index,
       shards: ctx.cfg.shards.count,
       // Shards hold tables, not models: they get the model's table spec.
@@ -67,7 +68,7 @@ export const roleSchemas: Record<RoleName, RoleAdapter> = {
     build: (ctx) => ({
       ...ctx.options,
       cluster: ctx.cfg.cluster,
-      nats: natsFor(ctx),
+      nats: ctx.nats,
       id: ctx.id,
       shards: ctx.cfg.shards.count,
       partitions: ctx.cfg.partitions,
@@ -79,7 +80,7 @@ export const roleSchemas: Record<RoleName, RoleAdapter> = {
     build: (ctx) => ({
       ...ctx.options,
       cluster: ctx.cfg.cluster,
-      nats: natsFor(ctx),
+      nats: ctx.nats,
       id: ctx.id,
       shards: ctx.cfg.shards.count,
       model: ctx.cfg.model,
