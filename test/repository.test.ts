@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
@@ -50,5 +50,37 @@ describe('the repository stands alone', () => {
       if (gone.length > 0) wrong.push(`${pkg}: in README but not in src/: ${gone.join(', ')}`);
     }
     expect(wrong).toEqual([]);
+  });
+
+  // eslint's import-x/no-cycle follows runtime imports only; a cycle of type imports still ties
+  // the files together (none can be read or moved alone), so shared types go to a leaf module.
+  it("no import cycle among a package's src files, type-only imports included", () => {
+    const cycles: string[] = [];
+    for (const pkg of readdirSync(join(root, 'packages'))) {
+      const src = join(root, 'packages', pkg, 'src');
+      const files = walk(src).filter((f) => f.endsWith('.ts'));
+      const imports = new Map<string, string[]>();
+      for (const f of files) {
+        const specs = readFileSync(f, 'utf8').matchAll(/(?:from|import)\s*\(?\s*'(\.\.?\/[^']+)'/g);
+        const deps = [...specs].map((m) => join(dirname(f), m[1]!.replace(/\.js$/, '.ts')));
+        imports.set(f, deps);
+      }
+      const done = new Set<string>();
+      const path: string[] = [];
+      const visit = (f: string): void => {
+        const at = path.indexOf(f);
+        if (at >= 0) {
+          cycles.push(`${pkg}: ${[...path.slice(at), f].map((p) => relative(src, p)).join(' > ')}`);
+          return;
+        }
+        if (done.has(f)) return;
+        path.push(f);
+        for (const d of imports.get(f)!) if (imports.has(d)) visit(d);
+        path.pop();
+        done.add(f);
+      };
+      for (const f of files) visit(f);
+    }
+    expect(cycles).toEqual([]);
   });
 });

@@ -7,8 +7,7 @@ import {
   type StoredMsg,
 } from 'nats';
 import { FreshetError, subjects, type Subjects } from '@freshet/protocol';
-import { fromNatsError } from '@freshet/nats';
-import { deadLetterHeaders } from './dead-letters.js';
+import { deadLetterHeaders, fromNatsError } from '@freshet/nats';
 
 /**
  * Reading and acting on a cluster's dead-letter stream (what `freshet dlq` does): list and count

@@ -13,12 +13,13 @@ export {
 } from './publisher-options.js';
 export { Publisher, type PublisherState, type PublisherStats } from './publisher.js';
 export { publishLive } from './live.js';
+// DeadLetters lives in @freshet/nats (the worker uses it too); publishers keep importing it here.
 export {
   DeadLetters,
   deadLetterHeaders,
   type DeadLetterSource,
   type DeadLettersOptions,
-} from './dead-letters.js';
+} from '@freshet/nats';
 export {
   DeadLetterStore,
   type StoredDeadLetter,

@@ -9,7 +9,7 @@ import {
   type ParseEventOptions,
   type ParseEventResult,
 } from '@freshet/protocol';
-import type { DeadLetters } from './dead-letters.js';
+import type { DeadLetters } from '@freshet/nats';
 
 /** The parts of a JetStream message the validator needs (a `JsMsg` fits). */
 export interface IngestMessage {

@@ -22,6 +22,12 @@ export {
 } from './connection.js';
 export { requestBytes, fromNatsError, type RequestOptions } from './request.js';
 export { frameEndpoint, type Endpoint, type EndpointOptions } from './endpoint.js';
+export {
+  DeadLetters,
+  deadLetterHeaders,
+  type DeadLetterSource,
+  type DeadLettersOptions,
+} from './dead-letters.js';
 export { readRoleOptions, roleOptionsArgs, withEnvNats, type RoleOptionsSource } from './role-options.js';
 export {
   modelSpecKey,

@@ -5,11 +5,11 @@ import type { ComputePool } from './compute-pool.js';
 import type { LrSchedule } from './lr-schedule.js';
 import type { ManifestHandle, ManifestStore } from './manifest-store.js';
 import type { Recovered } from './manifest-recovery.js';
-import { labelKnownAt, type Buffered, type MessageHolds, type WorkerLog } from './message-holds.js';
+import { labelKnownAt, type MessageHolds } from './message-holds.js';
 import type { ProgressiveMetrics } from './progressive.js';
 import type { ShardClient } from './shard-client.js';
 import type { WorkerOptions } from './worker-options.js';
-import type { WorkerCounters } from './worker.js';
+import type { Buffered, WorkerCounters, WorkerLog } from './worker-types.js';
 
 const scratch = new Uint32Array(2);
 const hex = (n: number) => n.toString(16).padStart(8, '0');

@@ -1,8 +1,7 @@
 import type { Msg, NatsConnection, Subscription } from 'nats';
 import { newInbox } from '@freshet/nats';
 import type { DeliveredMsg } from './delivered-msg.js';
-import type { WorkerCounters } from './worker.js';
-import type { WorkerLog } from './message-holds.js';
+import type { WorkerCounters, WorkerLog } from './worker-types.js';
 
 const ACK = new TextEncoder().encode('+ACK');
 

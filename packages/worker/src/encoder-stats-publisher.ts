@@ -1,7 +1,7 @@
 import type { KV } from 'nats';
 import type { FeatureEncoder } from '@freshet/model';
 import { encodeEncoderStats, encoderStatsKey } from '@freshet/protocol';
-import type { WorkerLog } from './message-holds.js';
+import type { WorkerLog } from './worker-types.js';
 
 const REWRITE_MS = 3600_000;
 

@@ -3,10 +3,10 @@ export {
   startWorker,
   type WorkerState,
   type WorkerStatus,
-  type WorkerCounters,
   type WorkerDeps,
   type JoinerStatus,
 } from './worker.js';
+export type { WorkerCounters } from './worker-types.js';
 export { BatchTiming, type BatchTimingSnapshot, type StageTime, type Stage } from './batch-timing.js';
 export {
   workerOptionsSchema,

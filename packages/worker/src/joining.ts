@@ -2,8 +2,8 @@ import type { Example } from '@freshet/model';
 import { parseEvent, type compileParseOptions, type FeedbackEvent } from '@freshet/protocol';
 import type { DeliveredMsg } from './delivered-msg.js';
 import type { JoinedExample, JoinerDropReason } from './joiner.js';
-import type { Buffered, MessageHolds, PartitionState, Tracked } from './message-holds.js';
-import type { WorkerCounters } from './worker.js';
+import type { MessageHolds } from './message-holds.js';
+import type { Buffered, PartitionState, Tracked, WorkerCounters } from './worker-types.js';
 
 export interface JoiningContext {
   holds: MessageHolds;

@@ -3,8 +3,7 @@ import type { Example } from '@freshet/model';
 import { compileParseOptions, parseEvent } from '@freshet/protocol';
 import { decodeManifest, manifestFilter, type BatchManifest } from './batch-manifest.js';
 import type { ManifestStore } from './manifest-store.js';
-import type { Buffered, PartitionState, WorkerLog } from './message-holds.js';
-import type { WorkerCounters } from './worker.js';
+import type { Buffered, PartitionState, WorkerCounters, WorkerLog } from './worker-types.js';
 
 /** Recovery reads events back that passed validation once: their age and skew no longer matter. */
 const recoveryParse = compileParseOptions({ maxSkewMs: Number.MAX_SAFE_INTEGER, maxAgeMs: Infinity });

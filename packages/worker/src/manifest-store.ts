@@ -2,8 +2,7 @@ import type { KV } from 'nats';
 import { FreshetError, type Features } from '@freshet/protocol';
 import { encodeManifest, manifestKey, type BatchManifest, type ManifestExample } from './batch-manifest.js';
 import type { BatchTiming } from './batch-timing.js';
-import type { Buffered, WorkerLog } from './message-holds.js';
-import type { WorkerCounters } from './worker.js';
+import type { Buffered, WorkerCounters, WorkerLog } from './worker-types.js';
 
 /** One stored copy of a batch's manifest: a slot of one of the batch's partitions. */
 export interface ManifestCopy {

@@ -1,70 +1,9 @@
 import { headers as natsHeaders, type NatsConnection } from 'nats';
-import type { Example } from '@freshet/model';
-import type { DeadLetters } from '@freshet/client';
+import type { DeadLetters } from '@freshet/nats';
 import type { DeadLetterReason } from '@freshet/protocol';
-import type { AppliedSeqs } from './applied-seqs.js';
 import type { ConfirmedAcks } from './confirmed-acks.js';
 import type { DeliveredMsg } from './delivered-msg.js';
-import type { Joiner } from './joiner.js';
-import type { WorkerCounters } from './worker.js';
-
-/** How a worker's parts write structured log lines. */
-export type WorkerLog = (
-  level: 'info' | 'warn' | 'error',
-  msg: string,
-  fields?: Record<string, unknown>,
-) => void;
-
-/**
- * A fetched message until it is acked or naked. It is acked when the last thing that needs it
- * goes: its admission, the joiner holding its event, the example it contributed to (until every
- * shard accepted that example's gradient), or its dead letter (until stored).
- */
-export interface Tracked {
-  msg: DeliveredMsg;
-  seq: number;
-  part: PartitionState;
-  refs: number;
-  /** Hand back (nak) instead of ack when the last reference goes. */
-  nak: boolean;
-  /** Its example was applied: its ack must be confirmed (a lost one would train it again). */
-  applied: boolean;
-  /** When its ack wait last started (delivery, or the last `working()`), ms. */
-  since: number;
-}
-
-/** Per leased partition: its joiner and the messages fetched from it and not yet settled. */
-export interface PartitionState {
-  partition: number;
-  joiner: Joiner;
-  /** By stream sequence, so a redelivery of a message we still hold is recognised. */
-  tracked: Map<number, Tracked>;
-  /** Messages whose events the joiner holds (pending impressions, orphan positives), by event id. */
-  retained: Map<string, Tracked>;
-  /** The last message fetched had nothing behind it (or a fetch came back empty). */
-  caughtUp: boolean;
-  /** Let go of: its joiner is no longer fed or advanced. */
-  closed: boolean;
-  /** Resolved when nothing of this partition is held or waits for an ack's confirmation. */
-  idle: (() => void)[];
-  /** Acks of this partition's applied messages not yet confirmed. */
-  confirming: number;
-  /** Applied sequences a redelivery of which may still come (acked on arrival, not trained). */
-  applied: AppliedSeqs;
-}
-
-export interface Buffered {
-  partition: number;
-  example: Example;
-  /** The messages this example came from (1 or 2: an impression and its positive). */
-  deps: Tracked[];
-  /** Identifies the example by its messages: the batch's push id is a hash of these. */
-  key: string;
-  /** Produced by the joiner: it cannot be re-derived from a redelivery to this worker. */
-  joined: boolean;
-  /** Local receive time (batch max-wait). */
-  at: number;
-}
+import type { Buffered, PartitionState, Tracked, WorkerCounters, WorkerLog } from './worker-types.js';
 
 /**
  * When an example's label became known, for freshness (event → serving): the publication of its

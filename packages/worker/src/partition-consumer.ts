@@ -1,5 +1,5 @@
 import { DeliverPolicy, type ConsumerConfig, type ConsumerInfo, type JetStreamManager } from 'nats';
-import type { WorkerLog } from './message-holds.js';
+import type { WorkerLog } from './worker-types.js';
 
 /** A partition's durable consumer as this version wants it. */
 export type PartitionConsumerConfig = Partial<ConsumerConfig> & {

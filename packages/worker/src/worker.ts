@@ -9,9 +9,8 @@ import {
   type NatsConnection,
   type Service,
 } from 'nats';
-import { connectNats } from '@freshet/nats';
+import { connectNats, DeadLetters } from '@freshet/nats';
 import { createModel, type Model } from '@freshet/model';
-import { DeadLetters } from '@freshet/client';
 import {
   compileParseOptions,
   deadLetterReasons,
@@ -29,7 +28,7 @@ import { Joiner, type JoinerCounters, type JoinerDropReason } from './joiner.js'
 import { LrSchedule } from './lr-schedule.js';
 import { ManifestRecovery } from './manifest-recovery.js';
 import { ManifestStore } from './manifest-store.js';
-import { MessageHolds, type Buffered, type PartitionState, type WorkerLog } from './message-holds.js';
+import { MessageHolds } from './message-holds.js';
 import { Joining } from './joining.js';
 import { BatchRunner } from './batch-runner.js';
 import { ensurePartitionConsumer } from './partition-consumer.js';
@@ -38,6 +37,7 @@ import { PullFeed } from './pull-feed.js';
 import { ProgressiveMetrics, type ProgressiveHistogram, type ProgressiveSnapshot } from './progressive.js';
 import { ShardClient } from './shard-client.js';
 import { compileWorkerOptions, type WorkerOptions, type WorkerOptionsInput } from './worker-options.js';
+import type { Buffered, PartitionState, WorkerCounters, WorkerLog } from './worker-types.js';
 
 /** Actor states (DESIGN.md): explicit, observable, one way. */
 export type WorkerState = 'idle' | 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
@@ -89,48 +89,6 @@ export interface JoinerStatus extends JoinerCounters {
   orphans: number;
   /** Messages held unacked because the joiner holds their events. */
   retainedMessages: number;
-}
-
-export interface WorkerCounters {
-  acked: number;
-  naked: number;
-  deadLettered: number;
-  /** Dead letters that could not be stored (the event was handed back for redelivery). */
-  deadLetterFailures: number;
-  /** Feedback events the joiner consumed without producing or holding an example (see `joiner.dropped`). */
-  ignored: number;
-  /** Redeliveries of an event this worker still held (kept once, not fed twice). */
-  redelivered: number;
-  /** Joined examples put back in the buffer after their batch failed (their events stay held). */
-  requeued: number;
-  pushes: number;
-  pushDuplicates: number;
-  staleRounds: number;
-  retries: number;
-  failedBatches: number;
-  nonFiniteBatches: number;
-  maxStaleness: number;
-  /** Batch manifests stored in KV (one per batch) and puts that failed (the batch was retried). */
-  manifestPuts: number;
-  manifestFailures: number;
-  /** Batches of a previous owner re-formed from their manifests and pushed again under their id. */
-  recoveredBatches: number;
-  recoveredExamples: number;
-  /**
-   * Redelivered messages acked at once because their example was already applied (an ack of ours
-   * that was lost or not yet confirmed, or a batch recovered from an earlier owner's manifest).
-   */
-  appliedRedeliveries: number;
-  /** `working()` sent for held messages so their ack wait does not run out (see refreshHeld). */
-  heldRefreshes: number;
-  /** Ack confirmations that failed and were sent again (consumer leader away, timeouts). */
-  ackRetries: number;
-  /** Acks of applied messages never confirmed (their redelivery is recognised, not trained). */
-  acksUnconfirmed: number;
-  /** Manifests whose events could no longer be read from the stream (their examples were dropped). */
-  manifestsUnrecoverable: number;
-  /** Batches formed from several partitions' examples (their manifest stored under each). */
-  crossPartitionBatches: number;
 }
 
 /** Things a caller may hand a worker instead of letting it create them (tests, the CLI). */

@@ -3,7 +3,7 @@ import { AckPolicy } from 'nats';
 import { uniqueName, useNats } from '@freshet/testkit';
 import { ConfirmedAcks } from '../src/confirmed-acks.js';
 import type { DeliveredMsg } from '../src/delivered-msg.js';
-import type { WorkerCounters } from '../src/worker.js';
+import type { WorkerCounters } from '../src/worker-types.js';
 
 const nats = useNats();
 

@@ -6,7 +6,7 @@ import {
   type DeadLetterReason,
   type Subjects,
 } from '@freshet/protocol';
-import { fromNatsError } from '@freshet/nats';
+import { fromNatsError } from './request.js';
 
 /** Header names of a dead letter; the body is the rejected payload (possibly truncated). */
 export const deadLetterHeaders = {
