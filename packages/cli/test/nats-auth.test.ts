@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import { ensureStream } from '@freshet/client';
-import { startNatsServer, type NatsServerHandle } from '@freshet/nats';
+import { readModelSpec, startNatsServer, writeModelSpec, type NatsServerHandle } from '@freshet/nats';
 import {
   adminSubjects,
   decodeEncoderStats,
@@ -11,6 +11,8 @@ import {
   subjects,
 } from '@freshet/protocol';
 import { uniqueName, waitFor } from '@freshet/testkit';
+import { compileClusterConfig } from '../src/cluster-config.js';
+import { initCluster, modelSpecOfConfig } from '../src/cluster-init.js';
 import { authorizationBlock, generateNatsAuth, type GeneratedAuth, type NatsRole } from '../src/nats-auth.js';
 
 // Two clusters on one server, each with generated per-role users: the publisher of cluster one
@@ -147,6 +149,22 @@ describe('generated NATS auth', () => {
     const other = await as(a2, 'serving');
     const okv = await other.jetstream().views.kv(subjects(c1).kvBucket, { bindOnly: true });
     await expect(okv.watch({ key: `${encoderStatsKeyPrefix}.>` })).rejects.toThrow(
+      /Permissions Violation|timeout/i,
+    );
+  });
+
+  it('lets its admin run `freshet init` and a shard read the model spec; not a publisher write it', async () => {
+    const cfg = compileClusterConfig({
+      cluster: c1,
+      nats: { embedded: 0, urls: [server.url] },
+      partitions: 2,
+      stream: { storage: 'memory' },
+    });
+    const report = await initCluster(await as(a1, 'admin'), cfg);
+    expect(report.modelSpec.result).toBe('created');
+    const spec = modelSpecOfConfig(cfg);
+    expect(await readModelSpec(await as(a1, 'shard'), c1)).toEqual({ state: 'present', spec });
+    await expect(writeModelSpec(await as(a1, 'publisher'), c1, spec)).rejects.toThrow(
       /Permissions Violation|timeout/i,
     );
   });
