@@ -1,5 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -12,6 +13,7 @@ import {
   type NatsServerHandle,
   type RouteTls,
 } from '@freshet/nats';
+import { cliMainPath } from '@freshet/cli';
 import { waitFor, writeRouteCerts } from '@freshet/testkit';
 
 // Route (cluster) TLS with real nats-servers and openssl-made certificates: three nodes, each
@@ -111,5 +113,53 @@ describe('route TLS', () => {
       timeoutMs: 20_000,
       message: 'a server with the CA’s certificate joins',
     });
+  }, 90_000);
+
+  it('`freshet config auth --route-tls`: one certificate for every route host, and a cluster.conf that requires it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'freshet-route-tls-cli-'));
+    stops.push(() => rm(dir, { recursive: true, force: true }));
+    const out = join(dir, 'secrets');
+    const cli = (...args: string[]) =>
+      execFileSync(
+        process.execPath,
+        [cliMainPath, 'config', 'auth', '--cluster', 'prod', '--out', out, ...args],
+        {
+          encoding: 'utf8',
+          stdio: 'pipe',
+        },
+      );
+    expect(() => cli('--route-tls')).toThrow(/--route-tls needs --routes/);
+    const stdout = cli('--routes', '127.0.0.1:6222,localhost:6223', '--route-tls', '--route-tls-dir', out);
+    expect(stdout).toMatch(/route-ca.key issues more certificates/);
+    for (const f of ['route.key', 'route-ca.key', 'cluster.conf'])
+      expect(statSync(join(out, f)).mode & 0o077).toBe(0);
+    expect(readdirSync(out).filter((f) => /\.(csr|cnf)$/.test(f))).toEqual([]); // scratch files removed
+    const conf = readFileSync(join(out, 'cluster.conf'), 'utf8');
+    const tls: RouteTls = {
+      certFile: join(out, 'route.pem'),
+      keyFile: join(out, 'route.key'),
+      caFile: join(out, 'route-ca.pem'),
+    };
+    for (const f of Object.values(tls)) expect(conf).toContain(JSON.stringify(f));
+    expect(conf).toMatch(/verify: true/);
+    const secret = /password: "([^"]+)"/.exec(conf)?.[1];
+    expect(secret).toBeTruthy();
+
+    // three servers with the route secret and that one certificate route to each other over TLS
+    const cluster = await startNatsCluster(3, {
+      routeTls: [tls, tls, tls],
+      routeAuth: { user: 'route', password: secret! },
+      monitorPort: 0,
+    });
+    stops.push(() => cluster.stop());
+    for (const s of cluster.servers) {
+      await waitFor(async () => (await routez(s)).num_routes === 2, {
+        timeoutMs: 20_000,
+        message: `${s.url} routed to both peers with the CLI's certificate`,
+      });
+    }
+    const h = await routeHandshake(cluster.routePorts[0]!, tls);
+    expect(h.cn).toBe('route');
+    expect(h.info.tls_required).toBe(true);
   }, 90_000);
 });

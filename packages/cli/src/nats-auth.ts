@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { nkeys } from 'nats';
-import { routeUrl, type RouteAuth } from '@freshet/nats';
+import { routeUrl, type RouteAuth, type RouteTls } from '@freshet/nats';
 import { adminSubjects, assertClusterName, subjects } from '@freshet/protocol';
 import { privateDir, writePrivateFile } from './private-files.js';
 
@@ -189,10 +189,16 @@ export function authorizationBlock(entries: string[]): string {
 /**
  * The route part of a `cluster { ... }` block (include it there): the secret every route must
  * present, and the routes to the peers presenting it. A server without it cannot join as a route.
+ * With `tls`, routes also speak mutual TLS: a peer must present a certificate from the CA.
  */
-export function clusterAuthBlock(auth: RouteAuth, routes: Array<{ host: string; port: number }>): string {
+export function clusterAuthBlock(
+  auth: RouteAuth,
+  routes: Array<{ host: string; port: number }>,
+  tls?: RouteTls,
+): string {
   return (
     `authorization { user: ${q(auth.user)}, password: ${q(auth.password)}, timeout: 2 }\n` +
+    (tls ? tlsBlock({ ...tls, verify: true }) : '') +
     `routes: [\n${routes.map((r) => `  ${q(routeUrl(r.host, r.port, auth))}`).join('\n')}\n]\n`
   );
 }
@@ -213,17 +219,18 @@ export function tlsBlock(tls: {
 /**
  * Writes a generated auth into `dir` (made 0700): `auth.conf` (include it from nats-server.conf),
  * one `<role>.nk` seed file per role, and `cluster.conf` (include it inside the `cluster` block)
- * when a route secret is given. Every file is 0600, also when it existed before.
+ * when a route secret is given, with the route TLS block when `cluster.tls` names the files.
+ * Every file is 0600, also when it existed before.
  */
 export async function writeAuthFiles(
   dir: string,
   auth: GeneratedAuth,
-  cluster?: { routeAuth: RouteAuth; routes: Array<{ host: string; port: number }> },
+  cluster?: { routeAuth: RouteAuth; routes: Array<{ host: string; port: number }>; tls?: RouteTls },
 ): Promise<string[]> {
   await privateDir(dir);
   const files: Array<[string, string]> = [['auth.conf', auth.config]];
   for (const role of natsRoles) files.push([`${role}.nk`, auth.users[role].seed + '\n']);
-  if (cluster) files.push(['cluster.conf', clusterAuthBlock(cluster.routeAuth, cluster.routes)]);
+  if (cluster) files.push(['cluster.conf', clusterAuthBlock(cluster.routeAuth, cluster.routes, cluster.tls)]);
   for (const [name, text] of files) await writePrivateFile(join(dir, name), text);
   return files.map(([name]) => name);
 }

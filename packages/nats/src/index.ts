@@ -12,6 +12,7 @@ export {
   type NatsServerHandle,
   type NatsClusterHandle,
 } from './local-server.js';
+export { issueRouteCerts, type RouteCertOptions, type RouteCerts } from './route-certs.js';
 export {
   connectNats,
   newInbox,

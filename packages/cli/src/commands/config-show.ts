@@ -1,6 +1,7 @@
-import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { basename, join, posix } from 'node:path';
 import { Command } from 'commander';
-import { generateRouteAuth } from '@freshet/nats';
+import { generateRouteAuth, issueRouteCerts, type RouteTls } from '@freshet/nats';
 import { FreshetError } from '@freshet/protocol';
 import { clusterConfigToYaml, planActors } from '../cluster-config.js';
 import { generateNatsAuth, natsRoles, writeAuthFiles } from '../nats-auth.js';
@@ -38,26 +39,63 @@ export function configCommand(): Command {
       '--routes <host:port,...>',
       'also write cluster.conf (route secret + routes to these peers) for the cluster block',
     )
-    .action(async (flags: { cluster: string; out: string; routes?: string }) => {
-      const auth = generateNatsAuth({ cluster: flags.cluster });
-      const routes = flags.routes ? parseRoutes(flags.routes) : undefined;
-      const files = await writeAuthFiles(
-        flags.out,
-        auth,
-        routes ? { routeAuth: generateRouteAuth(), routes } : undefined,
-      );
-      process.stdout.write(
-        `wrote ${files.map((f) => join(flags.out, f)).join(', ')} (mode 0600).\n` +
-          `Include auth.conf from nats-server.conf` +
-          (routes ? ' and cluster.conf inside its cluster { } block' : '') +
-          `; roles connect with FRESHET_NATS_NKEY_FILE=<dir>/<role>.nk ` +
-          `FRESHET_NATS_INBOX_PREFIX=<the role's prefix>.\n` +
-          natsRoles
-            .map((r) => `  ${r.padEnd(9)} nkey ${auth.users[r].nkey}  inbox ${auth.users[r].inboxPrefix}`)
-            .join('\n') +
-          '\n',
-      );
-    });
+    .option(
+      '--route-tls',
+      'with --routes: mutual TLS on routes too (a CA and one certificate for every route host, made with openssl)',
+    )
+    .option(
+      '--route-tls-dir <dir>',
+      'where nats-server reads route.pem, route.key and route-ca.pem (the manifests mount the secret here)',
+      '/etc/nats/auth',
+    )
+    .action(
+      async (flags: {
+        cluster: string;
+        out: string;
+        routes?: string;
+        routeTls?: boolean;
+        routeTlsDir: string;
+      }) => {
+        const auth = generateNatsAuth({ cluster: flags.cluster });
+        const routes = flags.routes ? parseRoutes(flags.routes) : undefined;
+        if (flags.routeTls && !routes)
+          throw new FreshetError('CONFIG', '--route-tls needs --routes (the hosts the certificate names)');
+        let tls: RouteTls | undefined;
+        if (flags.routeTls && routes) {
+          await mkdir(flags.out, { recursive: true, mode: 0o700 });
+          const made = issueRouteCerts(flags.out, { hosts: [...new Set(routes.map((r) => r.host))] });
+          // the servers read them where the secret is mounted, not where they were made
+          const at = (f: string) => posix.join(flags.routeTlsDir, basename(f));
+          tls = {
+            certFile: at(made.nodes[0]!.certFile),
+            keyFile: at(made.nodes[0]!.keyFile),
+            caFile: at(made.caFile),
+          };
+        }
+        const files = await writeAuthFiles(
+          flags.out,
+          auth,
+          routes ? { routeAuth: generateRouteAuth(), routes, ...(tls ? { tls } : {}) } : undefined,
+        );
+        process.stdout.write(
+          `wrote ${files.map((f) => join(flags.out, f)).join(', ')} (mode 0600).\n` +
+            `Include auth.conf from nats-server.conf` +
+            (routes ? ' and cluster.conf inside its cluster { } block' : '') +
+            `; roles connect with FRESHET_NATS_NKEY_FILE=<dir>/<role>.nk ` +
+            `FRESHET_NATS_INBOX_PREFIX=<the role's prefix>.\n` +
+            natsRoles
+              .map((r) => `  ${r.padEnd(9)} nkey ${auth.users[r].nkey}  inbox ${auth.users[r].inboxPrefix}`)
+              .join('\n') +
+            '\n',
+        );
+        if (tls) {
+          process.stdout.write(
+            `route TLS: route.pem, route.key and route-ca.pem in ${flags.out} go into the NATS servers' secret ` +
+              `(read from ${flags.routeTlsDir}); route-ca.key issues more certificates: keep it out of the secret.\n`,
+          );
+        }
+      },
+    );
   return cmd;
 }
 
