@@ -238,6 +238,13 @@ describe('deployment manifests', () => {
     for (const role of natsRoles) expect(k).toContain(`secrets/${role}.nk`);
     expect(k).toContain('secrets/auth.conf');
     expect(k).toContain('secrets/cluster.conf');
+    // route TLS: the certificate the servers present and the CA they check; never the CA's key
+    for (const f of ['route.pem', 'route.key', 'route-ca.pem']) expect(k).toContain(`secrets/${f}`);
+    expect(k).not.toContain('secrets/route-ca.key');
+    const nats = readFileSync(join(k8s, 'base', 'nats.yaml'), 'utf8');
+    for (const f of ['route.pem', 'route.key', 'route-ca.pem'])
+      expect(nats).toContain(`{ key: ${f}, path: ${f} }`);
+    expect(nats).toContain('--route-tls');
   });
 
   it('close NATS to strangers: route secret, loopback monitor, network policies', () => {
