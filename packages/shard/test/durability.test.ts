@@ -125,7 +125,8 @@ describe('durability', () => {
     await first.exited;
     stop = true;
     await Promise.all(lanes);
-    expect(total()).toBeGreaterThan(40);
+    // ≥, not >: the first checkpoint can come before any push, and the kill right at the 40th
+    expect(total()).toBeGreaterThanOrEqual(atCheckpoint + 40);
 
     const second = startChild(cluster);
     const ready = await waitFor(() => readyLine(second), {

@@ -78,7 +78,9 @@ describe('worker under bursts on many partitions', () => {
     clearInterval(stall);
     expect(learned).toBe('');
     expect(w.counters.acked).toBe(TOTAL);
-    expect(harness.duplicates.reduce((a, b) => a + b, 0)).toBe(0);
+    // a push is sent again only when its reply was lost or late (then the shard, which had
+    // applied it, answers duplicate): never otherwise
+    expect(harness.duplicates.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(w.counters.retries);
     await w.stop();
   });
 
