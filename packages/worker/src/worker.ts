@@ -97,7 +97,7 @@ export interface WorkerDeps {
   nc?: NatsConnection;
   signal?: AbortSignal;
   /** Structured log lines (the CLI prints them); silent by default. */
-  log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+  log?: WorkerLog;
 }
 
 /** A partition's fetch loop. */
