@@ -11,6 +11,11 @@ export interface FtrlHyper {
 /** FTRL-Proximal keeps z and n per coordinate. */
 export const ftrlStateDim = (dim: number) => 2 * dim;
 
+/** The closed-form FTRL-Proximal weight of one coordinate from its z and n. */
+export function ftrlWeight(z: number, n: number, h: FtrlHyper): number {
+  return Math.abs(z) <= h.l1 ? 0 : -(z - Math.sign(z) * h.l1) / ((h.beta + Math.sqrt(n)) / h.alpha + h.l2);
+}
+
 /**
  * Sets z so that the closed-form weight equals the row's initial value (n = 0): a row created
  * with a non-zero init keeps it instead of snapping to 0 at its first update.
@@ -41,8 +46,7 @@ export function ftrlRows(
   u: RowUpdate,
 ): number {
   const dim = store.dim;
-  const { alpha, beta, l1 } = h;
-  const l2f = h.l2;
+  const alpha = h.alpha;
   const l2 = u.l2;
   let applied = 0;
   for (let i = from; i < to; i++) {
@@ -64,7 +68,7 @@ export function ftrlRows(
       const z = f[zo + k]! + gk - sigma * w;
       f[zo + k] = z;
       f[no + k] = nNew;
-      f[o + k] = Math.abs(z) <= l1 ? 0 : -(z - Math.sign(z) * l1) / ((beta + Math.sqrt(nNew)) / alpha + l2f);
+      f[o + k] = ftrlWeight(z, nNew, h);
     }
     applied++;
   }
@@ -87,8 +91,6 @@ export function ftrlStateRows(
   u: RowUpdate,
 ): number {
   const dim = store.dim;
-  const { alpha, beta, l1 } = h;
-  const l2f = h.l2;
   const s = u.lrScale;
   let applied = 0;
   for (let i = from; i < to; i++) {
@@ -105,7 +107,7 @@ export function ftrlStateRows(
       const n = Math.max(0, f[no + k]! + s * s * d[go + dim + k]!);
       f[zo + k] = z;
       f[no + k] = n;
-      f[o + k] = Math.abs(z) <= l1 ? 0 : -(z - Math.sign(z) * l1) / ((beta + Math.sqrt(n)) / alpha + l2f);
+      f[o + k] = ftrlWeight(z, n, h);
     }
     applied++;
   }
