@@ -13,8 +13,9 @@ import {
   type NatsServerHandle,
   type RouteTls,
 } from '@freshet/nats';
-import { cliMainPath } from '@freshet/cli';
-import { waitFor, writeRouteCerts } from '@freshet/testkit';
+import { cliMainPath, compileClusterConfig, startLocalCluster } from '@freshet/cli';
+import { subjects } from '@freshet/protocol';
+import { uniqueName, waitFor, writeRouteCerts } from '@freshet/testkit';
 
 // Route (cluster) TLS with real nats-servers and openssl-made certificates: three nodes, each
 // with its own certificate from one CA, form their routes over mutual TLS; a fourth server that
@@ -162,4 +163,36 @@ describe('route TLS', () => {
     expect(h.cn).toBe('route');
     expect(h.info.tls_required).toBe(true);
   }, 90_000);
+
+  it('`freshet up` with 3 embedded servers: routes over TLS with nats.routeTls (default beyond loopback)', async () => {
+    expect(compileClusterConfig({ nats: { embedded: 3 } }).nats.routeTls).toBe(false);
+    expect(compileClusterConfig({ nats: { embedded: 3, host: '0.0.0.0' } }).nats.routeTls).toBe(true);
+    expect(() => compileClusterConfig({ nats: { embedded: 1, routeTls: true } })).toThrow(/embedded: 3/);
+
+    const dir = await mkdtemp(join(tmpdir(), 'freshet-route-tls-up-'));
+    stops.push(() => rm(dir, { recursive: true, force: true }));
+    const cfg = compileClusterConfig({
+      cluster: uniqueName('rtls').replace(/[^A-Za-z0-9_-]/g, ''),
+      dataDir: join(dir, 'data'),
+      nats: { embedded: 3, routeTls: true },
+      shards: { count: 1 },
+      workers: { count: 0 },
+      serving: { count: 0 },
+    });
+    const lc = await startLocalCluster(cfg, { stopGraceMs: 2000 });
+    stops.push(() => lc.stop());
+    const certs = join(dir, 'data', 'nats-route-tls');
+    const tls: RouteTls = {
+      certFile: join(certs, 'route.pem'),
+      keyFile: join(certs, 'route.key'),
+      caFile: join(certs, 'route-ca.pem'),
+    };
+    expect(lc.natsRoutePorts).toHaveLength(3);
+    for (const p of lc.natsRoutePorts) expect((await routeHandshake(p, tls)).info.tls_required).toBe(true);
+    // the routes formed: the launcher's replicated stream has its three replicas
+    const jsm = await lc.nc.jetstreamManager();
+    const info = await jsm.streams.info(subjects(cfg.cluster).feedbackStream);
+    expect(info.config.num_replicas).toBe(3);
+    expect(info.cluster?.replicas?.length).toBe(2);
+  }, 120_000);
 });

@@ -58,6 +58,11 @@ const natsAuthSchema = z
   .strict()
   .prefault({});
 
+/** Whether a bind address keeps traffic on this machine. */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
 export const natsConfigSchema = z
   .object({
     /** Embedded nats-server processes started by `freshet up` (1, or 3 for a replicated cluster). */
@@ -90,6 +95,13 @@ export const natsConfigSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Mutual TLS on the routes of an embedded 3-node cluster, next to the route secret: a CA and
+     * a route certificate made with openssl in `<dataDir>/nats-route-tls` at each start. Default:
+     * on when the servers bind beyond loopback (route traffic then crosses a network), off on
+     * loopback.
+     */
+    routeTls: z.boolean().optional(),
   })
   .strict()
   .superRefine((n, ctx) => {
@@ -128,6 +140,13 @@ export const natsConfigSchema = z
         message: '`generate` excludes user/passFile/passEnv/credsFile',
       });
     }
+    if (n.routeTls && n.embedded !== 3) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['routeTls'],
+        message: 'nats.routeTls secures the routes of an embedded 3-node cluster (embedded: 3)',
+      });
+    }
     const servers = n.embedded || n.urls.length;
     if (n.replicas !== undefined && n.replicas > servers && n.embedded > 0) {
       ctx.addIssue({
@@ -136,7 +155,11 @@ export const natsConfigSchema = z
       });
     }
   })
-  .transform((n) => ({ ...n, replicas: n.replicas ?? (n.embedded === 3 ? 3 : 1) }));
+  .transform((n) => ({
+    ...n,
+    replicas: n.replicas ?? (n.embedded === 3 ? 3 : 1),
+    routeTls: n.routeTls ?? (n.embedded === 3 && !isLoopback(n.host)),
+  }));
 export type NatsConfig = z.infer<typeof natsConfigSchema>;
 
 const roleGroupSchema = (defaultCount: number) =>

@@ -5,10 +5,12 @@ import { fileURLToPath } from 'node:url';
 import type { NatsConnection } from 'nats';
 import {
   connectNats,
+  issueRouteCerts,
   startNatsCluster,
   startNatsServer,
   type NatsClusterHandle,
   type NatsServerHandle,
+  type RouteTls,
 } from '@freshet/nats';
 import { ensureStream } from '@freshet/client';
 import { FreshetError, subjects } from '@freshet/protocol';
@@ -23,6 +25,7 @@ import {
 import { clusterStreamOptions } from './cluster-init.js';
 import { discoverActors, str, type ActorStatus } from './discovery.js';
 import { generateNatsAuth, tlsBlock, writeAuthFiles, type GeneratedAuth } from './nats-auth.js';
+import { privateDir } from './private-files.js';
 import type { RoleName } from './role-schemas.js';
 
 /**
@@ -96,6 +99,8 @@ export interface LocalCluster {
   processes: LocalProcess[];
   /** The embedded nats-servers (empty for external NATS). */
   natsServers: NatsServerHandle[];
+  /** Route (cluster) ports of an embedded 3-node cluster, by server; empty otherwise. */
+  natsRoutePorts: number[];
   /** An admin connection to the cluster's NATS. */
   nc: NatsConnection;
   /** The live actors as the service API reports them now. */
@@ -273,6 +278,7 @@ export async function startLocalCluster(
   const reaper = new Reaper(graceMs);
   let nats: NatsClusterHandle | NatsServerHandle | undefined;
   let natsServers: NatsServerHandle[] = [];
+  let natsRoutePorts: number[] = [];
   let nc: NatsConnection | undefined;
   const procs: RoleProcess[] = [];
   let makeProcess: ((plan: ActorPlan) => RoleProcess) | undefined;
@@ -320,8 +326,16 @@ export async function startLocalCluster(
     const extraConfig = extra ? { extraConfig: extra } : {};
     const storeDir = n.persist ? join(config.dataDir, 'nats') : undefined;
     if (n.embedded === 3) {
+      // one certificate for the three nodes: they share the host they are dialled at
+      let routeTls: RouteTls | undefined;
+      if (n.routeTls) {
+        const dir = join(config.dataDir, 'nats-route-tls');
+        await privateDir(dir);
+        routeTls = issueRouteCerts(dir, { hosts: [...new Set([n.host, '127.0.0.1', 'localhost'])] }).nodes[0];
+      }
       const c = await startNatsCluster(3, {
         name: `freshet-${config.cluster}`,
+        ...(routeTls ? { routeTls: [routeTls, routeTls, routeTls] } : {}),
         ...(opts.natsPort ? { clientPorts: [opts.natsPort] } : {}),
         host: n.host,
         maxPayload: n.maxPayload,
@@ -330,6 +344,7 @@ export async function startLocalCluster(
       });
       nats = c;
       natsServers = c.servers;
+      natsRoutePorts = c.routePorts;
       urls = c.urls;
     } else if (n.embedded === 1) {
       const s = await startNatsServer({
@@ -448,6 +463,7 @@ export async function startLocalCluster(
     config,
     processes: procs,
     natsServers,
+    natsRoutePorts,
     nc: conn,
     actors: () => discoverActors(conn, { cluster: config.cluster }),
     add: async (role) => {
