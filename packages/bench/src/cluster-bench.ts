@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { z } from 'zod';
 import { runReplay } from '@freshet/client';
+import { compileModelConfig } from '@freshet/model';
 import { connectNats, findNatsServer, natsServerVersion } from '@freshet/nats';
 import { FreshetError, mergeProgressive, type ProgressiveHistogram } from '@freshet/protocol';
 import { loadBenchData } from './bench-data.js';
@@ -474,7 +475,11 @@ export async function runClusterBench<A extends BenchActor>(
     cpu.start(250);
     if (o.tap) {
       tapNc = await connectNats({ servers: cl.natsUrls }, `freshet-bench-tap-${cluster}`);
-      tap = new WireTap(tapNc, cluster);
+      // A frame does not say whether its tables are dense: the model's spec does.
+      const dense = compileModelConfig(modelConfig)
+        .spec.tables.map((t, i) => (t.kind === 'dense' ? i : -1))
+        .filter((i) => i >= 0);
+      tap = new WireTap(tapNc, cluster, new Set(dense));
     }
 
     // Phase 1: throughput (and first-pass progressive quality).

@@ -41,6 +41,15 @@ export {
   type HarnessStartOptions,
 } from './cluster-harness.js';
 export { WireTap, type WireTapReport, type TapSummary } from './wire-tap.js';
+export {
+  runWireBench,
+  wireCosts,
+  wireRatios,
+  wireTargets,
+  wireBenchOptionsSchema,
+  type WireBenchOptions,
+  type WireBenchOptionsInput,
+} from './wire-bench.js';
 export { CpuMeter, procCpuSeconds, selfCpuSeconds } from './proc-cpu.js';
 export { measureCosts, measureRows, type MeasuredCosts } from './cost-probe.js';
 export {

@@ -3,7 +3,8 @@ import { decodeDelta, decodeFrame, subjects } from '@freshet/protocol';
 
 /**
  * A passive observer of a cluster's parameter-server traffic: it subscribes (on its own
- * connection) to the shards' pull/push subjects, to every reply inbox and to the delta subjects,
+ * connection) to the shards' pull/push subjects, to every reply inbox, to the delta subjects and
+ * to the feedback and labels subjects events are published on,
  * and times each request from the moment the server hands it out to the moment the reply passes
  * by. That is the time a request spends at the shard (queueing + decode + work + WAL), measured
  * from outside, so the benchmark needs nothing from the roles. It also counts rows and bytes.
@@ -24,6 +25,15 @@ export interface TapSummary {
   meanMs: number | null;
   /** Reply payload bytes (pull, push). */
   replyBytes: number;
+  /** Replies that passed by (pull, push). */
+  replies: number;
+  /**
+   * Array payload bytes of dense and of sparse tables, requests and replies together (0 for
+   * feedback, and when the tap was not told which tables are dense); the rest of `bytes +
+   * replyBytes` is headers and framing.
+   */
+  denseBytes: number;
+  sparseBytes: number;
 }
 
 /** What {@link WireTap.summary} returns. */
@@ -31,6 +41,8 @@ export interface WireTapReport {
   pull: TapSummary;
   push: TapSummary;
   delta: TapSummary;
+  /** Events published to the feedback stream (one message each; JetStream's delivery not seen). */
+  feedback: TapSummary;
   /** Probe events carried by deltas (their eventTs). */
   deltaEventTs: number;
   /** Messages the tap could not decode (not an error of the cluster: counted for honesty). */
@@ -44,6 +56,9 @@ class Series {
   bytes = 0;
   rows = 0;
   replyBytes = 0;
+  replies = 0;
+  denseBytes = 0;
+  sparseBytes = 0;
   readonly ms: number[] = [];
   add(ms: number | undefined): void {
     if (ms !== undefined && this.ms.length < MAX_SAMPLES) this.ms.push(ms);
@@ -59,6 +74,9 @@ class Series {
       p99Ms: q(0.99),
       meanMs: s.length ? round(s.reduce((a, b) => a + b, 0) / s.length) : null,
       replyBytes: this.replyBytes,
+      replies: this.replies,
+      denseBytes: this.denseBytes,
+      sparseBytes: this.sparseBytes,
     };
   }
 }
@@ -70,6 +88,24 @@ interface Pending {
   series: Series;
 }
 
+/**
+ * Adds a frame's array bytes to `s` by table kind. Every ps message carries the same number of
+ * arrays per table in table order (pull: keys; reply: values; push and delta: three), so this
+ * needs no knowledge of the message type.
+ */
+function splitByTable(s: Series, data: Uint8Array, dense: ReadonlySet<number> | undefined): void {
+  if (!dense) return;
+  const f = decodeFrame(data);
+  const tables = (f.header as { tables?: Array<{ t?: number }> } | null)?.tables ?? [];
+  if (tables.length === 0) return;
+  const per = f.arrays.length / tables.length;
+  if (!Number.isInteger(per)) return;
+  f.arrays.forEach((a, i) => {
+    if (dense.has(tables[Math.floor(i / per)]?.t ?? -1)) s.denseBytes += a.byteLength;
+    else s.sparseBytes += a.byteLength;
+  });
+}
+
 /** Subscribes on `nc` (give it a connection of its own: it sees every reply inbox). */
 export class WireTap {
   private readonly subs: Subscription[] = [];
@@ -77,16 +113,20 @@ export class WireTap {
   private readonly pull = new Series();
   private readonly push = new Series();
   private readonly delta = new Series();
+  private readonly feedback = new Series();
   private deltaEventTs = 0;
   private undecoded = 0;
   private sweeper: NodeJS.Timeout | undefined;
   private active = true;
 
+  /** `denseTables`: ids of the model's dense tables, to split bytes by table kind. */
   constructor(
     private readonly nc: NatsConnection,
     cluster: string,
+    private readonly denseTables?: ReadonlySet<number>,
   ) {
-    const p = subjects(cluster).prefix;
+    const s = subjects(cluster);
+    const p = s.prefix;
     this.subs.push(
       nc.subscribe(`${p}.ps.*.pull`, {
         callback: (_e, m) => this.request(this.pull, m.reply, m.data, false),
@@ -95,10 +135,12 @@ export class WireTap {
         callback: (_e, m) => this.request(this.push, m.reply, m.data, true),
       }),
       // pull and push replies go to the workers' own inboxes
-      nc.subscribe(`${subjects(cluster).inboxPrefix('worker')}.>`, {
-        callback: (_e, m) => this.reply(m.subject, m.data.length),
+      nc.subscribe(`${s.inboxPrefix('worker')}.>`, {
+        callback: (_e, m) => this.reply(m.subject, m.data),
       }),
-      nc.subscribe(subjects(cluster).deltaAll, { callback: (_e, m) => this.onDelta(m.data) }),
+      nc.subscribe(s.deltaAll, { callback: (_e, m) => this.onDelta(m.data) }),
+      nc.subscribe(s.feedbackAll, { callback: (_e, m) => this.onFeedback(m.data) }),
+      nc.subscribe(s.labelsAll, { callback: (_e, m) => this.onFeedback(m.data) }),
     );
     // Requests whose reply never passed (timeouts, a killed shard) must not pile up.
     this.sweeper = setInterval(() => {
@@ -112,23 +154,37 @@ export class WireTap {
     if (!this.active) return;
     s.count++;
     s.bytes += data.length;
-    if (countRows) {
-      try {
+    try {
+      if (countRows) {
         const h = decodeFrame(data).header as { tables?: Array<{ n?: number }> };
         for (const t of h.tables ?? []) s.rows += t.n ?? 0;
-      } catch {
-        this.undecoded++;
       }
+      splitByTable(s, data, this.denseTables);
+    } catch {
+      this.undecoded++;
     }
     if (reply) this.pending.set(reply, { t: performance.now(), series: s });
   }
 
-  private reply(subject: string, bytes: number): void {
+  private reply(subject: string, data: Uint8Array): void {
     const p = this.pending.get(subject);
     if (!p) return;
     this.pending.delete(subject);
     p.series.add(performance.now() - p.t);
-    p.series.replyBytes += bytes;
+    p.series.replyBytes += data.length;
+    p.series.replies++;
+    try {
+      splitByTable(p.series, data, this.denseTables);
+    } catch {
+      this.undecoded++;
+    }
+  }
+
+  private onFeedback(data: Uint8Array): void {
+    if (!this.active) return;
+    this.feedback.count++;
+    this.feedback.bytes += data.length;
+    this.feedback.rows++;
   }
 
   private onDelta(data: Uint8Array): void {
@@ -140,6 +196,7 @@ export class WireTap {
       const d = decodeDelta(data);
       for (const t of d.tables) s.rows += (t.keys.length + t.deadKeys.length) >>> 1;
       this.deltaEventTs += d.eventTs.length;
+      splitByTable(s, data, this.denseTables);
       s.add(Math.max(0, Date.now() - d.ts));
     } catch {
       this.undecoded++;
@@ -152,6 +209,7 @@ export class WireTap {
       pull: this.pull.summary(),
       push: this.push.summary(),
       delta: this.delta.summary(),
+      feedback: this.feedback.summary(),
       deltaEventTs: this.deltaEventTs,
       undecoded: this.undecoded,
     };

@@ -24,6 +24,14 @@ export function nonNegativeNumber(v: string): number {
   if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a non-negative number');
   return n;
 }
+/** A comma-separated list of integers ≥ `min` (`--shards 2,4,8`). */
+export function intList(v: string, min: number): number[] {
+  const out = v.split(',').map((s) => Number(s.trim()));
+  if (out.some((n) => !Number.isInteger(n) || n < min)) {
+    throw new InvalidArgumentError(`expected comma-separated integers ≥ ${min}`);
+  }
+  return out;
+}
 
 /**
  * The repository root (where pnpm-workspace.yaml is), found from this module rather than the

@@ -1,5 +1,5 @@
-import { Command, InvalidArgumentError } from 'commander';
-import { nonNegativeNumber, positiveInt as int, positiveNumber as num } from '../cli-args.js';
+import { Command } from 'commander';
+import { intList, nonNegativeNumber, positiveInt as int, positiveNumber as num } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
 
 interface FtrlFlags {
@@ -12,14 +12,6 @@ interface FtrlFlags {
   l1?: number;
   l2?: number;
   threads: number;
-}
-
-function batchList(v: string): number[] {
-  const out = v.split(',').map((s) => Number(s));
-  if (out.length === 0 || out.some((b) => !Number.isInteger(b) || b < 1)) {
-    throw new InvalidArgumentError(`--batch ${v}: a comma-separated list of positive integers`);
-  }
-  return out;
 }
 
 /**
@@ -54,7 +46,7 @@ export function ftrlBenchCommand(): Command {
         data: resolveDataRef(o.data, process.env),
         ...(o.spec ? { spec: o.spec } : {}),
         ...(o.limit ? { limit: o.limit } : {}),
-        batches: batchList(o.batch),
+        batches: intList(o.batch, 1),
         ftrl,
         threads: o.threads,
       });
