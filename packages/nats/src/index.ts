@@ -38,3 +38,20 @@ export {
   sameModelSpec,
   type StoredModelSpec,
 } from './model-spec-store.js';
+export { jsonLineLog, silentLog, type ActorLog, type LogLevel } from './actor-log.js';
+export {
+  Lifecycle,
+  actorStates,
+  actorTransitions,
+  type ActorState,
+  type LifecycleHooks,
+  type LifecycleOptions,
+} from './lifecycle.js';
+export {
+  runActorProcess,
+  parseReadyLine,
+  type ProcessActor,
+  type ActorProcessExtras,
+  type ActorProcessSpec,
+  type ReadyLine,
+} from './actor-process.js';

@@ -24,6 +24,7 @@ export const errorCodes = [
   'CONFIG', // invalid options or configuration
   'GRAD_OVERFLOW', // a gradient so large its square overflows float32 (see MAX_ABS_GRADIENT)
   'NON_FINITE_STATE', // applying a finite push made a weight or optimizer state non-finite: rolled back
+  'ILLEGAL_STATE', // an actor asked for a transition its state machine forbids (start twice, start after stop)
 ] as const;
 
 /**
