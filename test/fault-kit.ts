@@ -10,6 +10,7 @@ import {
   subjects,
   type ShardStatus,
 } from '@freshet/protocol';
+import { parseReadyLine } from '@freshet/nats';
 import { afterAll } from 'vitest';
 import {
   publishExamples as publishLabelled,
@@ -80,11 +81,7 @@ export async function startRole(role: Role, options: Record<string, unknown>): P
   const ready = await waitFor(
     () => {
       if (handle.child.exitCode !== null) throw new Error(`${role} exited: ${handle.output().slice(-2000)}`);
-      const line = handle
-        .output()
-        .split('\n')
-        .find((l) => l.startsWith('{') && l.includes('ready'));
-      return line ? (JSON.parse(line) as Record<string, unknown>) : null;
+      return parseReadyLine(handle.output()) ?? null;
     },
     { timeoutMs: 30_000, message: () => `${role} ready: ${handle.output().slice(-2000)}` },
   );

@@ -1,5 +1,5 @@
 import type { Msg, NatsConnection, Subscription } from 'nats';
-import { connectNats, type NatsOptionsInput } from '@freshet/nats';
+import { connectNats, type ActorLog, type NatsOptionsInput } from '@freshet/nats';
 import {
   adminCommands,
   adminRequestSchema,
@@ -32,7 +32,7 @@ export interface RoleAdminOptions {
   handlers: Partial<Record<AdminCommand, AdminHandler>>;
   /** Called once a reply went out (flushed), e.g. to exit after a drain. */
   onReplied?: (command: AdminCommand, ok: boolean) => void;
-  log?: (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+  log?: ActorLog;
 }
 
 export interface RoleAdmin {

@@ -3,6 +3,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Publisher, publishLive, SyntheticWorld } from '@freshet/client';
+import { parseReadyLine } from '@freshet/nats';
 import { uniqueName, waitFor } from '@freshet/testkit';
 import { clusterView } from '../src/actor-view.js';
 import { compileClusterConfig } from '../src/cluster-config.js';
@@ -67,16 +68,9 @@ const shardVersion = async () => clusterView(await lc.actors(), lc.cluster).shar
 
 function metricsUrl(id: string): string {
   const out = lc.processes.find((p) => p.id === id)!.output();
-  for (const line of out.split('\n')) {
-    try {
-      const j = JSON.parse(line) as { event?: string; metrics?: string; url?: string };
-      if (j.event === 'metrics' && j.url) return j.url;
-      if (j.event === 'ready' && j.metrics) return j.metrics;
-    } catch {
-      // a log line
-    }
-  }
-  throw new Error(`${id} printed no metrics URL:\n${out}`);
+  const metrics = parseReadyLine(out)?.metrics;
+  if (typeof metrics === 'string') return metrics;
+  throw new Error(`${id} printed no metrics URL in its ready line:\n${out}`);
 }
 
 describe('admin commands on real role processes', () => {

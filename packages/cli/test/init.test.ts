@@ -148,11 +148,16 @@ describe('freshet init', () => {
   it('a shard started before init waits, saying to run it, then serves once init has run', async () => {
     const cluster = clusterName();
     const lines: string[] = [];
-    const shard = new Shard({ cluster, shard: 0, shards: 1 }, { nc: nats.nc, log: (m) => lines.push(m) });
+    const shard = new Shard(
+      { cluster, shard: 0, shards: 1 },
+      { nc: nats.nc, log: (_level, m) => lines.push(m) },
+    );
     const started = shard.start();
     try {
-      await waitFor(() => lines.find((l) => /run `freshet init/.test(l)), { timeoutMs: 10_000 });
-      expect(lines[0]).toMatch(new RegExp(`no KV bucket ${subjects(cluster).kvBucket}.*cluster ${cluster}`));
+      const waiting = await waitFor(() => lines.find((l) => /run `freshet init/.test(l)), {
+        timeoutMs: 10_000,
+      });
+      expect(waiting).toMatch(new RegExp(`no KV bucket ${subjects(cluster).kvBucket}.*cluster ${cluster}`));
       // still waiting a while later: no timeout, no crash
       await new Promise((r) => setTimeout(r, 1200));
       expect(shard.state).toBe('starting');

@@ -8,15 +8,15 @@ import {
   type FeedbackEventInput,
   type Subjects,
 } from '@freshet/protocol';
-import { fromNatsError } from '@freshet/nats';
+import { fromNatsError, Lifecycle, type ActorLog, type ActorState } from '@freshet/nats';
 import {
   compilePublisherOptions,
   type PublisherOptions,
   type PublisherOptionsInput,
 } from './publisher-options.js';
 
-/** Actor states, as in every Freshet actor. */
-export type PublisherState = 'running' | 'draining' | 'stopped' | 'failed';
+/** Actor states, as in every Freshet actor (running once constructed). */
+export type PublisherState = ActorState;
 
 /** Monotonic counters of a publisher. */
 export interface PublisherStats {
@@ -51,7 +51,7 @@ export class Publisher {
   readonly options: PublisherOptions;
   private readonly js: JetStreamClient;
   private readonly s: Subjects;
-  private st: PublisherState = 'running';
+  private readonly life: Lifecycle;
   private queue: Pending[] = [];
   private head = 0;
   private inFlight = 0;
@@ -64,18 +64,27 @@ export class Publisher {
   constructor(
     nc: NatsConnection,
     options: PublisherOptionsInput,
-    extra: { signal?: AbortSignal; onError?: (err: FreshetError, eventId: string) => void } = {},
+    extra: {
+      signal?: AbortSignal;
+      onError?: (err: FreshetError, eventId: string) => void;
+      /** Its state transitions; silent by default. */
+      log?: ActorLog;
+    } = {},
   ) {
     this.options = compilePublisherOptions(options);
     this.js = nc.jetstream({ timeout: this.options.ackTimeoutMs });
     this.s = subjects(this.options.cluster);
     this.onError = extra.onError;
     this.signal = extra.signal;
-    extra.signal?.addEventListener('abort', () => void this.close().catch(() => undefined), { once: true });
+    this.life = new Lifecycle(
+      { start: () => Promise.resolve(), stop: () => this.drain() },
+      { name: `publisher-${this.options.cluster}`, log: extra.log, signal: extra.signal },
+    );
+    this.life.runningNow();
   }
 
   get state(): PublisherState {
-    return this.st;
+    return this.life.state;
   }
   /** Events buffered, not yet sent. */
   get buffered(): number {
@@ -120,17 +129,27 @@ export class Publisher {
     return this.stats();
   }
 
-  /** Stops taking events, publishes what is buffered, and waits for the acks. Idempotent. */
+  /**
+   * Stops taking events, publishes what is buffered, and waits for the acks: one stop shared by
+   * every caller (and the signal).
+   */
+  stop(): Promise<void> {
+    return this.life.stop();
+  }
+
+  /** {@link stop}, then the final counters. */
   async close(): Promise<PublisherStats> {
-    if (this.st === 'running') this.st = 'draining';
+    await this.stop();
+    return this.stats();
+  }
+
+  private async drain(): Promise<void> {
     for (const w of this.spaceWaiters.splice(0)) w();
-    const stats = await this.flush();
-    this.st = 'stopped';
-    return stats;
+    await this.flush();
   }
 
   private assertOpen(): void {
-    if (this.st !== 'running' || this.signal?.aborted) {
+    if (this.life.state !== 'running' || this.signal?.aborted) {
       throw new FreshetError('SHUTTING_DOWN', 'publisher is closed');
     }
   }

@@ -11,7 +11,7 @@ export const shardStatusSchema = z.object({
   cluster: z.string(),
   shard: z.number().int().min(0),
   shards: z.number().int().min(1),
-  state: z.enum(['starting', 'running', 'draining', 'stopped', 'failed']),
+  state: z.enum(['created', 'starting', 'running', 'draining', 'stopped', 'failed']),
   model: z.string(),
   rows: z.number().int().min(0),
   bytes: z.number().int().min(0),

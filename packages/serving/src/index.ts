@@ -1,5 +1,6 @@
 export {
   ServingNode,
+  startServing,
   type ServingState,
   type ServingStatus,
   type ServingLog,
@@ -44,4 +45,3 @@ export {
   type Scorer,
   type ScorerKind,
 } from './scorer.js';
-export { startServing, runServingProcess } from './serving-process.js';

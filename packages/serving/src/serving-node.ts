@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance, type FastifyError } from 'fastify';
 import type { NatsConnection, NatsError, Service, ServiceMsg } from 'nats';
 import type { z } from 'zod';
 import { createModel, type Model, type ModelConfigInput } from '@freshet/model';
-import { connectNats } from '@freshet/nats';
+import { connectNats, Lifecycle, type ActorLog, type ActorState, type ProcessActor } from '@freshet/nats';
 import {
   FreshetError,
   subjects,
@@ -27,15 +27,11 @@ import { Replica, type ReplicaEvent, type ReplicaStats } from './replica.js';
 import { createScorer, type Scorer, type ScorerKind } from './scorer.js';
 import { compileServingOptions, type ServingOptions, type ServingOptionsInput } from './serving-options.js';
 
-/** Actor states of a serving node. */
-export type ServingState = 'idle' | 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
+/** Actor states of a serving node: the actor contract's (docs/architecture.md). */
+export type ServingState = ActorState;
 
-/** Structured log lines; entry points print them, tests may collect them. */
-export type ServingLog = (
-  level: 'info' | 'warn' | 'error',
-  msg: string,
-  fields?: Record<string, unknown>,
-) => void;
+/** Structured log lines (the actors' one logger type); entry points print them, tests may collect them. */
+export type ServingLog = ActorLog;
 
 export interface ServingNodeDeps {
   /** An existing connection (not closed by the node); otherwise the node connects with `options.nats`. */
@@ -82,14 +78,15 @@ const SERVICE_VERSION = '0.1.0';
  * serving queue group (so N nodes share the load), registered with the NATS service API.
  * Bad requests get a 400 with a reason and never disturb the node.
  */
-export class ServingNode {
+export class ServingNode implements ProcessActor {
+  readonly role = 'serving';
   readonly options: ServingOptions;
   private readonly deps: ServingNodeDeps;
   private readonly subj: Subjects;
   private readonly schemas: ReturnType<typeof apiSchemas>;
   private readonly quickCheck: ReturnType<typeof fastRequestCheck>;
   private readonly log: ServingLog;
-  private st: ServingState = 'idle';
+  private readonly life: Lifecycle;
   private nc: NatsConnection | undefined;
   private ownsNc = false;
   private model: Model | undefined;
@@ -112,11 +109,24 @@ export class ServingNode {
     this.quickCheck = fastRequestCheck(this.options.limits);
     this.latency = new WindowedHistogram(this.options.statsWindowMs);
     this.log = deps.log ?? (() => undefined);
-    deps.signal?.addEventListener('abort', () => void this.stop(), { once: true });
+    this.life = new Lifecycle(
+      { start: () => this.doStart(), stop: () => this.teardown() },
+      { name: this.options.id, log: this.log, signal: deps.signal },
+    );
   }
 
   get state(): ServingState {
-    return this.st;
+    return this.life.state;
+  }
+  get id(): string {
+    return this.options.id;
+  }
+  get cluster(): string {
+    return this.options.cluster;
+  }
+  /** The ready line's serving fields: where it answers HTTP. */
+  readyFields(): Record<string, unknown> {
+    return { http: this.url };
   }
   /** `http://host:port` once listening; null when HTTP is disabled or not started. */
   get httpUrl(): string | null {
@@ -127,16 +137,18 @@ export class ServingNode {
     return this.rep;
   }
   get ready(): boolean {
-    return this.st === 'running' && !!this.rep?.ready;
+    return this.life.state === 'running' && !!this.rep?.ready;
   }
 
   /**
    * Connects, subscribes to deltas, starts syncing, listens on HTTP and NATS. Resolves once it
    * listens (answering NOT_READY until the replica has caught up: see {@link whenReady}).
    */
-  async start(): Promise<void> {
-    if (this.st !== 'idle') throw new FreshetError('CONFIG', `serving node already ${this.st}`);
-    this.st = 'starting';
+  start(): Promise<void> {
+    return this.life.start();
+  }
+
+  private async doStart(): Promise<void> {
     const o = this.options;
     try {
       this.model = createModel(o.model as ModelConfigInput);
@@ -178,10 +190,8 @@ export class ServingNode {
       await this.rep.start();
       if (o.http.enabled) await this.startHttp();
       await this.startService();
-      this.st = 'running';
       this.log('info', 'serving node listening', { id: o.id, http: this.url, scorer: this.scorer.kind });
     } catch (e) {
-      this.st = 'failed';
       await this.teardown();
       throw e;
     }
@@ -192,17 +202,12 @@ export class ServingNode {
     await this.replica.whenReady(signal);
   }
 
-  /** Stops taking requests (NATS first, then HTTP), finishes in-flight ones, closes. */
-  async stop(): Promise<void> {
-    if (this.st === 'stopped' || this.st === 'draining') return;
-    if (this.st === 'idle') {
-      this.st = 'stopped';
-      return;
-    }
-    this.st = 'draining';
-    await this.teardown();
-    this.st = 'stopped';
-    this.log('info', 'serving node stopped', { id: this.options.id });
+  /**
+   * Stops taking requests (NATS first, then HTTP), finishes in-flight ones, closes. Every caller
+   * gets the same promise.
+   */
+  stop(): Promise<void> {
+    return this.life.stop();
   }
 
   private async teardown(): Promise<void> {
@@ -220,7 +225,7 @@ export class ServingNode {
     return {
       id: this.options.id,
       cluster: this.options.cluster,
-      state: this.st,
+      state: this.life.state,
       ready: this.ready,
       model: this.model?.spec.name ?? '',
       scorer: this.scorer?.kind ?? null,
@@ -292,7 +297,8 @@ export class ServingNode {
   }
 
   private handleInner(op: 'score' | 'rank', raw: unknown): Outcome {
-    if (this.st !== 'running') return fail(503, new FreshetError('SHUTTING_DOWN', `serving node ${this.st}`));
+    const state = this.life.state;
+    if (state !== 'running') return fail(503, new FreshetError('SHUTTING_DOWN', `serving node ${state}`));
     if (!this.rep?.ready || !this.scorer)
       return fail(503, new FreshetError('NOT_READY', 'replica still loading the snapshot'));
     let req: RankRequest;
@@ -381,7 +387,9 @@ export class ServingNode {
     app.post('/v1/score', route('score'));
     app.post('/v1/rank', route('rank'));
     app.get('/healthz', (_req, reply) =>
-      reply.code(this.st === 'running' || this.st === 'starting' ? 200 : 503).send({ state: this.st }),
+      reply
+        .code(this.life.state === 'running' || this.life.state === 'starting' ? 200 : 503)
+        .send({ state: this.life.state }),
     );
     app.get('/readyz', (_req, reply) => {
       const s = this.status();
@@ -496,4 +504,14 @@ function emptyReplicaStats(): ReplicaStats {
     freshness: { p50: 0, p99: 0, count: 0 },
     futureEvents: 0,
   };
+}
+
+/** Creates and starts a serving node (listening; it answers NOT_READY until caught up). */
+export async function startServing(
+  input: ServingOptionsInput,
+  deps: ServingNodeDeps = {},
+): Promise<ServingNode> {
+  const node = new ServingNode(input, deps);
+  await node.start();
+  return node;
 }

@@ -11,7 +11,7 @@ import {
   shardOfKey,
   subjects,
 } from '@freshet/protocol';
-import { requestBytes } from '@freshet/nats';
+import { parseReadyLine, requestBytes } from '@freshet/nats';
 import { spawnChild, uniqueName, useNats, waitFor, type ChildHandle } from '@freshet/testkit';
 
 /**
@@ -41,13 +41,7 @@ afterAll(async () => {
   await Promise.all(children.map((c) => c.stop()));
 });
 
-function readyLine(c: ChildHandle): Record<string, unknown> | undefined {
-  const line = c
-    .output()
-    .split('\n')
-    .find((l) => l.startsWith('{"event":"ready"'));
-  return line ? (JSON.parse(line) as Record<string, unknown>) : undefined;
-}
+const readyLine = (c: ChildHandle) => parseReadyLine(c.output());
 
 describe('serving against real shard processes', () => {
   it('follows the shards: a pushed gradient moves the served score, with freshness measured', async () => {

@@ -29,12 +29,4 @@ export {
   type ShardOptionsInput,
 } from './shard-options.js';
 export { DeltaPublisher } from './delta-publisher.js';
-export {
-  Shard,
-  aligned,
-  startShard,
-  runShardProcess,
-  type ShardState,
-  type ShardDeps,
-  type RestoreInfo,
-} from './shard.js';
+export { Shard, aligned, startShard, type ShardState, type ShardDeps, type RestoreInfo } from './shard.js';

@@ -1,7 +1,17 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import type { NatsConnection, Service, Subscription } from 'nats';
 import { z } from 'zod';
-import { connectNats, frameEndpoint, readModelSpec, type Endpoint } from '@freshet/nats';
+import {
+  connectNats,
+  frameEndpoint,
+  jsonLineLog,
+  Lifecycle,
+  readModelSpec,
+  type ActorLog,
+  type ActorState,
+  type Endpoint,
+  type ProcessActor,
+} from '@freshet/nats';
 import {
   decodePull,
   decodePush,
@@ -49,16 +59,16 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** Lifecycle of a shard actor. */
-export type ShardState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
+/** Lifecycle of a shard actor: the actor contract's states (a restore passes through starting). */
+export type ShardState = ActorState;
 
 /** Extra wiring for a shard: a shared connection (tests, benches) and a stop signal. */
 export interface ShardDeps {
   /** Use this connection instead of opening one (it is not closed by stop()). */
   nc?: NatsConnection;
   signal?: AbortSignal;
-  /** Diagnostics (default: stderr). */
-  log?: (msg: string) => void;
+  /** Diagnostics (default: JSON lines on stderr). */
+  log?: ActorLog;
 }
 
 /** What the shard recovered on start. */
@@ -81,9 +91,10 @@ export interface RestoreInfo {
  * NATS, publishes deltas, logs every accepted push before acknowledging it, checkpoints
  * periodically and registers with the NATS service API.
  */
-export class Shard {
+export class Shard implements ProcessActor {
+  readonly role = 'shard';
   readonly options: ShardOptions;
-  private _state: ShardState = 'starting';
+  private readonly life: Lifecycle;
   private nc: NatsConnection | undefined;
   private ownsNc = false;
   private _core: ShardCore | undefined;
@@ -101,8 +112,7 @@ export class Shard {
   private readonly applyTimings = new RecentTimings();
   private readonly walTimings = new RecentTimings();
   private rate = { at: Date.now(), updates: 0, pushes: 0, updatesPerS: 0, pushesPerS: 0 };
-  private readonly log: (msg: string) => void;
-  private onAbort: (() => void) | undefined;
+  private readonly log: ActorLog;
   private spec: ModelSpec | undefined;
   private reloading: Promise<RestoreInfo & { versionBefore: number }> | undefined;
   /** Set once start() restored state from disk. */
@@ -113,11 +123,25 @@ export class Shard {
     private readonly deps: ShardDeps = {},
   ) {
     this.options = compileShardOptions(input);
-    this.log = deps.log ?? ((m) => process.stderr.write(`[shard ${this.options.shard}] ${m}\n`));
+    this.log = deps.log ?? jsonLineLog({ role: 'shard', id: this.id });
+    this.life = new Lifecycle(
+      { start: (signal) => this.doStart(signal), stop: (from) => this.doStop(from) },
+      { name: this.id, log: this.log, signal: deps.signal },
+    );
   }
 
   get state(): ShardState {
-    return this._state;
+    return this.life.state;
+  }
+  get id(): string {
+    return `shard-${this.options.shard}`;
+  }
+  get cluster(): string {
+    return this.options.cluster;
+  }
+  /** The ready line's shard fields: its number and what it recovered from disk. */
+  readyFields(): Record<string, unknown> {
+    return { shard: this.options.shard, restore: this.restore ?? null };
   }
   /** The in-memory state (for tests and in-process benches). */
   get core(): ShardCore {
@@ -126,17 +150,20 @@ export class Shard {
   }
 
   /** Connects, loads the model, restores from disk, then starts serving. */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    return this.life.start();
+  }
+
+  private async doStart(signal: AbortSignal): Promise<void> {
     const o = this.options;
     try {
-      if (this.deps.signal?.aborted) throw new FreshetError('SHUTTING_DOWN', 'aborted before start');
       this.nc =
         this.deps.nc ??
         (await connectNats(o.nats, `freshet-shard-${o.cluster}-${o.shard}`, {
           inboxPrefix: subjects(o.cluster).inboxPrefix('shard'),
         }));
       this.ownsNc = !this.deps.nc;
-      const spec = o.model ?? (await this.modelFromKv(this.nc));
+      const spec = o.model ?? (await this.modelFromKv(this.nc, signal));
       this.spec = spec;
       this._core = this.newCore(spec);
       let deltaSeq = 0;
@@ -157,15 +184,7 @@ export class Shard {
       // client on another connection does not get "no responders" right after start()
       await this.nc.flush();
       this.maint = setInterval(() => this.maintain(), o.maintenanceIntervalMs);
-      this._state = 'running';
-      if (this.deps.signal) {
-        this.onAbort = () => void this.stop();
-        this.deps.signal.addEventListener('abort', this.onAbort, { once: true });
-        // Aborted while starting: the listener came too late to hear it.
-        if (this.deps.signal.aborted) void this.stop();
-      }
     } catch (e) {
-      this._state = 'failed';
       await this.release();
       throw e;
     }
@@ -194,7 +213,7 @@ export class Shard {
    * what it waits for every `modelWaitLogMs`; stop() or the signal ends the wait. `modelWaitMs`
    * > 0 bounds it for embedders that prefer an error.
    */
-  private async modelFromKv(nc: NatsConnection): Promise<ModelSpec> {
+  private async modelFromKv(nc: NatsConnection, signal: AbortSignal): Promise<ModelSpec> {
     const o = this.options;
     const t0 = Date.now();
     let lastLog = -Infinity;
@@ -209,7 +228,7 @@ export class Shard {
         // NATS not settled yet (no JetStream leader, a reconnect): the same wait
         reason = (err as Error).message;
       }
-      if (this.deps.signal?.aborted || this._state !== 'starting') {
+      if (signal.aborted) {
         throw new FreshetError('SHUTTING_DOWN', `stopped while waiting for the model spec (${reason})`);
       }
       const waited = Date.now() - t0;
@@ -222,11 +241,12 @@ export class Shard {
       if (Date.now() - lastLog >= o.modelWaitLogMs) {
         lastLog = Date.now();
         this.log(
+          'warn',
           `waiting for the model spec (${reason}, ${Math.round(waited / 1000)} s so far): ` +
             `run \`freshet init --config FILE\` for cluster ${o.cluster}`,
         );
       }
-      await sleep(500, this.deps.signal);
+      await sleep(500, signal);
     }
   }
 
@@ -296,9 +316,10 @@ export class Shard {
   }
 
   private guard(): void {
-    if (this._state === 'running') return;
-    if (this._state === 'starting') throw new FreshetError('NOT_READY', 'shard starting');
-    throw new FreshetError('SHUTTING_DOWN', `shard ${this._state}`);
+    const state = this.life.state;
+    if (state === 'running') return;
+    if (state === 'starting' || state === 'created') throw new FreshetError('NOT_READY', `shard ${state}`);
+    throw new FreshetError('SHUTTING_DOWN', `shard ${state}`);
   }
 
   private countError(err: FreshetError | Error): void {
@@ -430,7 +451,7 @@ export class Shard {
   }
 
   private maintain(): void {
-    if (this._state !== 'running') return;
+    if (this.life.state !== 'running') return;
     const core = this.core;
     const now = Date.now();
     const dt = (now - this.rate.at) / 1000;
@@ -452,7 +473,7 @@ export class Shard {
         this.wal.stats.segmentBytes >= o.checkpointWalBytes)
     ) {
       this.checkpointing = this.checkpoint()
-        .catch((e: unknown) => this.log(`checkpoint failed: ${(e as Error).message}`))
+        .catch((e: unknown) => this.log('error', 'checkpoint failed', { error: (e as Error).message }))
         .finally(() => (this.checkpointing = undefined));
     }
   }
@@ -511,8 +532,11 @@ export class Shard {
         'restore needs a shard with a dataDir (this one keeps no checkpoints)',
       );
     }
-    if (this._state !== 'running' || !this.nc || !this.spec) {
-      throw new FreshetError('NOT_READY', `shard ${this._state}: restore needs a running shard`);
+    const nc = this.nc;
+    const spec = this.spec;
+    const wal = this.wal;
+    if (this.life.state !== 'running' || !nc || !spec) {
+      throw new FreshetError('NOT_READY', `shard ${this.life.state}: restore needs a running shard`);
     }
     if (checkpoint !== undefined) {
       const m = /^(?:.*\/)?(?:checkpoint-)?(\d+)(?:\.ckpt)?$/.exec(checkpoint.trim());
@@ -528,15 +552,14 @@ export class Shard {
       }
     }
     const versionBefore = this.core.version;
-    this._state = 'starting';
-    try {
+    await this.life.restart(async () => {
       if (this.maint) clearInterval(this.maint);
       await Promise.allSettled(this.endpoints.splice(0).map((e) => e.drain()));
       await this.checkpointing;
       await this.deltas?.stop();
-      await this.wal.close();
+      await wal.close();
       this.wal = undefined;
-      this._core = this.newCore(this.spec);
+      this._core = this.newCore(spec);
       const deltaSeq = await this.restoreFromDisk(dir);
       this.wal = await Wal.open(dir, o.fsync);
       this.rate = {
@@ -546,15 +569,11 @@ export class Shard {
         updatesPerS: 0,
         pushesPerS: 0,
       };
-      this.serve(this.nc, deltaSeq);
-      await this.nc.flush();
+      this.serve(nc, deltaSeq);
+      await nc.flush();
       this.maint = setInterval(() => this.maintain(), o.maintenanceIntervalMs);
-      this._state = 'running';
-    } catch (e) {
-      this.fail(e);
-      throw e;
-    }
-    this.log(`restored: version ${versionBefore} before, ${this.core.version} after`);
+    });
+    this.log('info', 'restored', { versionBefore, version: this.core.version });
     return { ...this.restore!, versionBefore };
   }
 
@@ -568,7 +587,7 @@ export class Shard {
       cluster: o.cluster,
       shard: o.shard,
       shards: o.shards,
-      state: this._state,
+      state: this.life.state,
       model: core?.o.spec.name ?? '',
       rows: core?.rows ?? 0,
       bytes: core?.bytes ?? 0,
@@ -619,36 +638,33 @@ export class Shard {
     };
   }
 
+  /** A failure while serving (the log cannot be written): requests are refused from now on. */
   private fail(e: unknown): void {
-    if (this._state === 'failed' || this._state === 'stopped') return;
-    this.log(`failed: ${(e as Error)?.message ?? String(e)}`);
-    this._state = 'failed';
+    if (this.life.state === 'running') this.life.to('failed', { error: (e as Error)?.message ?? String(e) });
   }
 
   /**
    * Stops taking requests, answers the in-flight ones, publishes the last delta, writes a final
-   * checkpoint (fast restart) and closes. Idempotent.
+   * checkpoint (fast restart) and closes. Every caller gets the same promise; a restore in
+   * progress finishes first (it holds the log and the endpoints).
    */
-  async stop(): Promise<void> {
-    // A restore in progress finishes first: it holds the log and the endpoints.
-    await this.reloading?.catch(() => undefined);
-    if (this._state === 'stopped' || this._state === 'draining') return;
-    const wasRunning = this._state === 'running';
-    this._state = 'draining';
-    if (this.onAbort) this.deps.signal?.removeEventListener('abort', this.onAbort);
+  stop(): Promise<void> {
+    return this.life.stop();
+  }
+
+  private async doStop(from: 'running' | 'failed'): Promise<void> {
     if (this.maint) clearInterval(this.maint);
     this.clockSub?.unsubscribe();
     this.ssp?.close();
     await Promise.allSettled(this.endpoints.map((e) => e.drain()));
     await this.checkpointing;
     await this.deltas?.stop().catch(() => undefined);
-    if (wasRunning && this.wal) {
+    if (from === 'running' && this.wal) {
       await this.checkpoint().catch((e: unknown) =>
-        this.log(`final checkpoint failed: ${(e as Error).message}`),
+        this.log('error', 'final checkpoint failed', { error: (e as Error).message }),
       );
     }
     await this.release();
-    this._state = 'stopped';
   }
 
   private async release(): Promise<void> {
@@ -664,33 +680,4 @@ export async function startShard(input: ShardOptionsInput, deps: ShardDeps = {})
   const s = new Shard(input, deps);
   await s.start();
   return s;
-}
-
-/**
- * Runs a shard until `signal` aborts, then stops it cleanly. Prints one JSON line
- * `{"event":"ready",...}` on stdout once serving (process supervisors and tests wait for it).
- * The entry point maps SIGINT/SIGTERM to the signal. `onStarted` sees the running shard before
- * the ready line (the CLI wires admin commands and metrics to it).
- */
-export async function runShardProcess(
-  input: ShardOptionsInput,
-  signal: AbortSignal,
-  onStarted?: (shard: Shard) => void | Promise<void>,
-): Promise<void> {
-  // the signal reaches start(): a shard waiting for `freshet init` stops on SIGTERM
-  const shard = new Shard(input, { signal });
-  await shard.start();
-  await onStarted?.(shard);
-  process.stdout.write(
-    JSON.stringify({
-      event: 'ready',
-      cluster: shard.options.cluster,
-      shard: shard.options.shard,
-      pid: process.pid,
-      restore: shard.restore ?? null,
-    }) + '\n',
-  );
-  if (!signal.aborted)
-    await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
-  await shard.stop();
 }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { requestBytes } from '@freshet/nats';
+import { parseReadyLine, requestBytes } from '@freshet/nats';
 import {
   decodePullReply,
   decodePushReply,
@@ -72,20 +72,8 @@ function startChild(cluster: string): ChildHandle {
   return spawnChild(process.execPath, [bin, '--options-json', JSON.stringify(options)]);
 }
 const readyLine = (c: ChildHandle) =>
-  c
-    .output()
-    .split('\n')
-    .map((l) => {
-      try {
-        return JSON.parse(l) as {
-          event?: string;
-          restore?: { checkpointSegment: number | null; replayedRecords: number };
-        };
-      } catch {
-        return undefined;
-      }
-    })
-    .find((x) => x?.event === 'ready');
+  parseReadyLine(c.output()) as
+    { restore?: { checkpointSegment: number | null; replayedRecords: number } } | undefined;
 
 describe('durability', () => {
   it('keeps every acknowledged push across SIGKILL mid-stream (checkpoint + log replay)', async () => {

@@ -63,4 +63,3 @@ export {
   type JoinerOptions,
   type JoinerOptionsInput,
 } from './joiner-options.js';
-export { runWorkerProcess } from './worker-process.js';

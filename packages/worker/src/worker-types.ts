@@ -1,3 +1,4 @@
+import type { ActorLog } from '@freshet/nats';
 import type { Example } from '@freshet/model';
 import type { AppliedSeqs } from './applied-seqs.js';
 import type { DeliveredMsg } from './delivered-msg.js';
@@ -6,12 +7,8 @@ import type { Joiner } from './joiner.js';
 // The types the worker's parts share. They live here, importing only leaf modules, so that the
 // parts can name them without importing worker.ts or each other (which made import cycles).
 
-/** How a worker's parts write structured log lines. */
-export type WorkerLog = (
-  level: 'info' | 'warn' | 'error',
-  msg: string,
-  fields?: Record<string, unknown>,
-) => void;
+/** How a worker's parts write structured log lines: the actors' one logger type. */
+export type WorkerLog = ActorLog;
 
 /**
  * A fetched message until it is acked or naked. It is acked when the last thing that needs it

@@ -9,7 +9,7 @@ import {
   type NatsConnection,
   type Service,
 } from 'nats';
-import { connectNats, DeadLetters } from '@freshet/nats';
+import { connectNats, DeadLetters, Lifecycle, type ActorState, type ProcessActor } from '@freshet/nats';
 import { createModel, type Model } from '@freshet/model';
 import {
   compileParseOptions,
@@ -39,8 +39,8 @@ import { ShardClient } from './shard-client.js';
 import { compileWorkerOptions, type WorkerOptions, type WorkerOptionsInput } from './worker-options.js';
 import type { Buffered, PartitionState, WorkerCounters, WorkerLog } from './worker-types.js';
 
-/** Actor states (DESIGN.md): explicit, observable, one way. */
-export type WorkerState = 'idle' | 'starting' | 'running' | 'draining' | 'stopped' | 'failed';
+/** Actor states: the actor contract's (docs/architecture.md). */
+export type WorkerState = ActorState;
 
 /** What the NATS service API reports for a worker. */
 export interface WorkerStatus {
@@ -133,11 +133,12 @@ class Semaphore {
  * the shards, computes gradients in a piscina pool, pushes them and acks the events only after
  * every shard accepted its part. See the package README for the guarantees.
  */
-export class Worker {
+export class Worker implements ProcessActor {
+  readonly role = 'worker';
   readonly options: WorkerOptions;
   private readonly subj: Subjects;
   private readonly deps: WorkerDeps;
-  private _state: WorkerState = 'idle';
+  private readonly life: Lifecycle;
   private nc: NatsConnection | undefined;
   private ownNc = false;
   private js: JetStreamClient | undefined;
@@ -172,7 +173,8 @@ export class Worker {
   private readonly slots: Semaphore;
   private batcherDone: Promise<void> | undefined;
   private readonly abort = new AbortController();
-  private stopping: Promise<void> | undefined;
+  /** The drain budget of the first stop() call. */
+  private drainMs: number | undefined;
   private readonly metrics: ProgressiveMetrics;
   private readonly lr: LrSchedule;
   private readonly parseOpts;
@@ -220,6 +222,10 @@ export class Worker {
     const v = this.options.validation;
     this.parseOpts = compileParseOptions({ maxSkewMs: v.maxSkewMs, maxAgeMs: v.maxAgeMs ?? Infinity });
     const log: WorkerLog = (level, msg, fields) => this.log(level, msg, fields);
+    this.life = new Lifecycle(
+      { start: (signal) => this.doStart(signal), stop: (from) => this.doStop(from) },
+      { name: this.id, log, signal: deps.signal },
+    );
     const ackWaitMs = this.options.consumer.ackWaitMs;
     this.acks = new ConfirmedAcks({
       nc: () => this.nc,
@@ -266,7 +272,8 @@ export class Worker {
       model: () => this.model,
       client: () => this.client,
       pool: () => this.pool,
-      running: () => (this._state === 'running' || this._state === 'starting') && !this.abort.signal.aborted,
+      running: () =>
+        (this.life.state === 'running' || this.life.state === 'starting') && !this.abort.signal.aborted,
       log,
     });
     this.recovery = new ManifestRecovery({
@@ -284,10 +291,17 @@ export class Worker {
   }
 
   get state(): WorkerState {
-    return this._state;
+    return this.life.state;
   }
   get id(): string {
     return this.options.id;
+  }
+  get cluster(): string {
+    return this.options.cluster;
+  }
+  /** The ready line's worker fields: the partitions it leased on start. */
+  readyFields(): Record<string, unknown> {
+    return { partitions: this.partitions };
   }
   /** Partitions currently leased by this worker. */
   get partitions(): number[] {
@@ -303,9 +317,11 @@ export class Worker {
   }
 
   /** Connects, starts the compute threads, ensures consumers, takes leases, starts consuming. */
-  async start(): Promise<void> {
-    if (this._state !== 'idle') throw new FreshetError('CONFIG', `worker ${this.id} already ${this._state}`);
-    this._state = 'starting';
+  start(): Promise<void> {
+    return this.life.start();
+  }
+
+  private async doStart(signal: AbortSignal): Promise<void> {
     const o = this.options;
     try {
       this.model = createModel(o.model as never);
@@ -318,7 +334,7 @@ export class Worker {
       const jsm = await this.nc.jetstreamManager();
       this.jsm = jsm;
       this.js = this.nc.jetstream();
-      const replicas = await this.waitForStream(jsm);
+      const replicas = await this.waitForStream(jsm, signal);
       for (let p = 0; p < o.partitions; p++) {
         const durable = `${o.consumer.durablePrefix}-p${p}`;
         const cfg = {
@@ -402,11 +418,8 @@ export class Worker {
           void this.statusWithLag().then((s) => msg.respond(JSON.stringify(s)));
         },
       });
-      this._state = 'running';
-      this.deps.signal?.addEventListener('abort', () => void this.stop(), { once: true });
-      this.log('info', 'worker running', { partitions: this.partitions, backend: this.pool.backend });
+      this.log('info', 'worker started', { partitions: this.partitions, backend: this.pool.backend });
     } catch (e) {
-      this._state = 'failed';
       await this.teardown();
       throw e;
     }
@@ -417,14 +430,17 @@ export class Worker {
    * as long as it takes, saying so every 10 s: a worker started before init must wait, not
    * crash-loop. The signal or stop() ends the wait.
    */
-  private async waitForStream(jsm: Awaited<ReturnType<NatsConnection['jetstreamManager']>>) {
+  private async waitForStream(
+    jsm: Awaited<ReturnType<NatsConnection['jetstreamManager']>>,
+    signal: AbortSignal,
+  ) {
     const t0 = Date.now();
     let lastLog = -Infinity;
     for (;;) {
       try {
         return (await jsm.streams.info(this.subj.feedbackStream)).config.num_replicas;
       } catch (e) {
-        if (this.deps.signal?.aborted || this.stopping) {
+        if (signal.aborted) {
           throw new FreshetError('SHUTTING_DOWN', `stopped while waiting for ${this.subj.feedbackStream}`, {
             cause: e,
           });
@@ -445,7 +461,7 @@ export class Worker {
   // ------------------------------------------------------------------ fetching
 
   private startFetching(p: number): void {
-    if (this._state === 'draining' || this._state === 'stopped') return;
+    if (this.life.state === 'draining' || this.life.state === 'stopped') return;
     const cur = this.fetching.get(p);
     if (cur) {
       // Lost and leased again before the old loop ran out (a renewal failed while NATS was
@@ -644,7 +660,7 @@ export class Worker {
 
   /** Closes attribution windows on caught-up partitions by wall time (minus `joinClock.lagMs`). */
   private advanceJoiners(): void {
-    if (this._state !== 'running') return;
+    if (this.life.state !== 'running') return;
     const wall = Date.now();
     const now = wall - this.options.joinClock.lagMs;
     for (const ps of this.parts.values()) {
@@ -692,7 +708,10 @@ export class Worker {
       const age = first ? Date.now() - first.at : 0;
       const full = first ? this.fullBatch() : undefined;
       if (!first || (full === undefined && age < o.batch.maxWaitMs)) {
-        if (!first && (this._state === 'draining' || this._state === 'stopped' || this._state === 'failed'))
+        if (
+          !first &&
+          (this.life.state === 'draining' || this.life.state === 'stopped' || this.life.state === 'failed')
+        )
           return;
         await new Promise<void>((resolve) => {
           this.bufferFilled = resolve;
@@ -760,7 +779,7 @@ export class Worker {
     return {
       id: this.id,
       cluster: this.options.cluster,
-      state: this._state,
+      state: this.life.state,
       partitions: this.partitions,
       members: this.leases?.members ?? [],
       leases: structuredClone(this.leases?.counters ?? noLeases),
@@ -825,17 +844,15 @@ export class Worker {
    * (within `drainMs`; then aborts their retries, which hands them back too), gives up the
    * leases so other workers take the partitions at once, and closes.
    */
-  stop(drainMs = 10_000): Promise<void> {
-    this.stopping ??= this.doStop(drainMs);
-    return this.stopping;
+  stop(drainMs?: number): Promise<void> {
+    this.drainMs ??= drainMs ?? 10_000;
+    return this.life.stop();
   }
 
-  private async doStop(drainMs: number): Promise<void> {
-    if (this._state === 'idle') {
-      this._state = 'stopped';
-      return;
-    }
-    this._state = 'draining';
+  private async doStop(from: 'running' | 'failed'): Promise<void> {
+    // a failed start tore down what it had made
+    if (from === 'failed') return this.teardown();
+    const drainMs = this.drainMs ?? 10_000;
     clearInterval(this.joinTimer);
     // Let go of every partition: the joiners' held events are handed back, for the next owner
     // to re-join; examples not yet batched are handed back too (their events redelivered).
@@ -853,8 +870,6 @@ export class Worker {
     this.bufferFilled?.();
     await this.batcherDone;
     await this.teardown();
-    this._state = 'stopped';
-    this.log('info', 'worker stopped');
   }
 
   private async teardown(): Promise<void> {

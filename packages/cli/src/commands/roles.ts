@@ -1,9 +1,11 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { FreshetError, type AdminCommand } from '@freshet/protocol';
-import type { NatsOptionsInput } from '@freshet/nats';
-import type { Shard } from '@freshet/shard';
+import type { AdminCommand } from '@freshet/protocol';
+import type { ActorLog, ActorProcessExtras, NatsOptionsInput, ProcessActor } from '@freshet/nats';
+import type { ServingNode, ServingOptionsInput } from '@freshet/serving';
+import type { Shard, ShardOptionsInput } from '@freshet/shard';
+import type { Worker, WorkerOptionsInput } from '@freshet/worker';
 import type { AdminHandler } from '../role-admin.js';
-import { aborted, shutdownSignal } from '../signals.js';
+import { shutdownSignal } from '../signals.js';
 
 /**
  * The role processes: `freshet shard|worker|serve --options-json '<json>'`. The options are the
@@ -29,185 +31,126 @@ function port(v: string): number {
   return n;
 }
 
-/** A started actor as the process loop sees it, whatever its role. */
-interface RunningActor {
-  role: 'shard' | 'worker' | 'serving';
-  cluster: string;
-  id: string;
-  status(): Record<string, unknown>;
+/** An actor as the process loop sees it, whatever its role. */
+interface RoleActor extends ProcessActor {
+  status(): unknown;
   /** Stops it (drain: stop taking work, hand back or finish in-flight work, close). */
   stop(timeoutMs?: number): Promise<void>;
-  /** Role-specific admin commands besides drain. */
-  commands?: Partial<Record<Exclude<AdminCommand, 'drain'>, AdminHandler>>;
-  /** Set when the role prints its own ready line. */
-  announced?: boolean;
 }
 
-/**
- * Starts one actor. `signal` is the process's shutdown: a role waiting for `freshet init` (no
- * stream or model spec yet) stops waiting on SIGTERM and the starter resolves undefined.
- */
-type Starter = (options: Record<string, unknown>, signal: AbortSignal) => Promise<RunningActor | undefined>;
+/** How a role's actor is made, and its admin commands besides drain. */
+interface Role<A extends RoleActor> {
+  create(options: Record<string, unknown>, deps: { signal: AbortSignal; log: ActorLog }): Promise<A>;
+  commands?(actor: A): Partial<Record<Exclude<AdminCommand, 'drain'>, AdminHandler>>;
+}
 
-/** One JSON log line on stderr, as the running actor's own lines. */
-const logLine =
-  (role: RunningActor['role']) => (level: string, msg: string, fields?: Record<string, unknown>) =>
-    process.stderr.write(JSON.stringify({ t: new Date().toISOString(), level, role, msg, ...fields }) + '\n');
-
-const startShardActor: Starter = async (options, signal) => {
-  const { runShardProcess } = await import('@freshet/shard');
-  const ac = new AbortController();
-  signal.addEventListener('abort', () => ac.abort(), { once: true });
-  let started!: (s: Shard) => void;
-  const ready = new Promise<Shard>((r) => (started = r));
-  const run = runShardProcess(options as Parameters<typeof runShardProcess>[0], ac.signal, started);
-  const shard = await Promise.race([
-    ready,
-    run.then(
-      () => {
-        throw new FreshetError('INTERNAL', 'shard stopped while starting');
-      },
-      (e: unknown) => {
-        if (signal.aborted) return undefined;
-        throw e;
-      },
-    ),
-  ]);
-  if (!shard) return undefined;
-  return {
-    role: 'shard',
-    cluster: shard.options.cluster,
-    id: `shard-${shard.options.shard}`,
-    announced: true,
-    status: () => shard.status() as unknown as Record<string, unknown>,
-    async stop() {
-      ac.abort();
-      await run;
+const shardRole: Role<Shard> = {
+  async create(options, deps) {
+    const { Shard } = await import('@freshet/shard');
+    return new Shard(options as ShardOptionsInput, deps);
+  },
+  commands: (shard) => ({
+    async checkpoint() {
+      await shard.checkpoint();
+      const s = shard.status();
+      return { version: s.version, ...(s.lastCheckpoint ?? {}) };
     },
-    commands: {
-      async checkpoint() {
-        await shard.checkpoint();
-        const s = shard.status();
-        return { version: s.version, ...(s.lastCheckpoint ?? {}) };
-      },
-      async restore(req) {
-        const r = await shard.reload(req.checkpoint);
-        return { ...r };
-      },
+    async restore(req) {
+      const r = await shard.reload(req.checkpoint);
+      return { ...r };
     },
-  };
+  }),
 };
 
-const startWorkerActor: Starter = async (options, signal) => {
-  const { startWorker } = await import('@freshet/worker');
-  let w;
-  try {
-    w = await startWorker(options as Parameters<typeof startWorker>[0], { signal, log: logLine('worker') });
-  } catch (e) {
-    if (signal.aborted) return undefined;
-    throw e;
-  }
-  return {
-    role: 'worker',
-    cluster: w.options.cluster,
-    id: w.id,
-    status: () => w.status() as unknown as Record<string, unknown>,
-    stop: (timeoutMs) => w.stop(timeoutMs),
-  };
+const workerRole: Role<Worker> = {
+  async create(options, deps) {
+    const { Worker } = await import('@freshet/worker');
+    return new Worker(options as WorkerOptionsInput, deps);
+  },
 };
 
-const startServingActor: Starter = async (options) => {
-  const { startServing } = await import('@freshet/serving');
-  const node = await startServing(options as Parameters<typeof startServing>[0]);
-  return {
-    role: 'serving',
-    cluster: node.options.cluster,
-    id: node.options.id,
-    status: () => node.status() as unknown as Record<string, unknown>,
-    stop: () => node.stop(),
-  };
+const servingRole: Role<ServingNode> = {
+  async create(options, deps) {
+    const { ServingNode } = await import('@freshet/serving');
+    return new ServingNode(options as ServingOptionsInput, deps);
+  },
 };
 
 /**
- * Starts an actor, wires its admin commands and metrics, announces it on stdout, and runs until
- * SIGINT/SIGTERM or a `drain` command; then stops it cleanly and resolves (exit code 0).
+ * Wires a started actor's admin commands and, with `--metrics-port`, its metrics; a `drain`
+ * command ends the process like SIGTERM does.
  */
-async function runActor(start: Starter, flags: RoleFlags, signal: AbortSignal): Promise<void> {
-  const { natsOptionsFromEnv, readRoleOptions } = await import('@freshet/nats');
-  const options = readRoleOptions(flags, natsOptionsFromEnv());
-  const actor = await start(options, signal);
-  if (!actor) return;
-  let stopping: Promise<void> | undefined;
-  const stop = (timeoutMs?: number) => (stopping ??= actor.stop(timeoutMs));
+async function serveExtras<A extends RoleActor>(
+  actor: A,
+  role: Role<A>,
+  flags: RoleFlags,
+  nats: NatsOptionsInput,
+  log: ActorLog,
+): Promise<ActorProcessExtras> {
   let drained!: () => void;
-  const drainDone = new Promise<void>((r) => (drained = r));
-  const log = logLine(actor.role);
-
+  const done = new Promise<void>((r) => (drained = r));
   const { serveRoleAdmin } = await import('../role-admin.js');
   const admin = await serveRoleAdmin({
-    nats: options.nats as NatsOptionsInput,
+    nats,
     cluster: actor.cluster,
     role: actor.role,
     id: actor.id,
     log,
     handlers: {
-      ...actor.commands,
+      ...role.commands?.(actor),
       async drain(req) {
         const t0 = Date.now();
-        await stop(req.timeoutMs);
+        await actor.stop(req.timeoutMs);
         return { stoppedMs: Date.now() - t0 };
       },
     },
     onReplied: (command, ok) => {
       if (command === 'drain' && ok) drained();
     },
-  }).catch(async (e: unknown) => {
-    await stop();
-    throw e;
   });
-  let metricsUrl: string | null = null;
-  let metrics: { close(): Promise<void> } | undefined;
-  if (flags.metricsPort !== undefined) {
-    const { serveActorMetrics } = await import('../metrics.js');
-    try {
-      const m = await serveActorMetrics({
-        cluster: actor.cluster,
-        role: actor.role,
-        id: actor.id,
-        status: () => actor.status(),
-        host: flags.metricsHost,
-        port: flags.metricsPort,
-      });
-      metrics = m;
-      metricsUrl = m.url;
-    } catch (e) {
-      await admin.close();
-      await stop();
-      throw e;
-    }
+  if (flags.metricsPort === undefined) return { done, close: () => admin.close() };
+  const { serveActorMetrics } = await import('../metrics.js');
+  try {
+    const metrics = await serveActorMetrics({
+      cluster: actor.cluster,
+      role: actor.role,
+      id: actor.id,
+      status: () => actor.status() as Record<string, unknown>,
+      host: flags.metricsHost,
+      port: flags.metricsPort,
+    });
+    return {
+      fields: { metrics: metrics.url },
+      done,
+      async close() {
+        await metrics.close();
+        await admin.close();
+      },
+    };
+  } catch (e) {
+    await admin.close();
+    throw e;
   }
-  if (!actor.announced) {
-    process.stdout.write(
-      JSON.stringify({
-        event: 'ready',
-        role: actor.role,
-        id: actor.id,
-        pid: process.pid,
-        metrics: metricsUrl,
-      }) + '\n',
-    );
-  } else if (metricsUrl) {
-    process.stdout.write(JSON.stringify({ event: 'metrics', role: actor.role, url: metricsUrl }) + '\n');
-  }
-  await Promise.race([aborted(signal), drainDone]);
-  await stop();
-  await metrics?.close();
-  await admin.close();
+}
+
+/**
+ * Runs one role process (runActorProcess: start, ready line, run until SIGINT/SIGTERM or a
+ * `drain` command, stop cleanly) with the admin commands and metrics around it.
+ */
+async function runActor<A extends RoleActor>(role: Role<A>, flags: RoleFlags, signal: AbortSignal) {
+  const { natsOptionsFromEnv, readRoleOptions, runActorProcess } = await import('@freshet/nats');
+  let options: Record<string, unknown> = {};
+  process.exitCode = await runActorProcess({
+    signal,
+    options: () => (options = readRoleOptions(flags, natsOptionsFromEnv())),
+    create: (o, deps) => role.create(o, deps),
+    onStarted: (actor, log) => serveExtras(actor, role, flags, options.nats as NatsOptionsInput, log),
+  });
   // A stray handle (a library timer, a socket in TIME_WAIT) must not keep a stopped actor alive.
   setTimeout(() => process.exit(process.exitCode ?? 0), 3000).unref();
 }
 
-function roleCommand(name: string, description: string, start: Starter): () => Command {
+function roleCommand<A extends RoleActor>(name: string, description: string, role: Role<A>): () => Command {
   return () =>
     new Command(name)
       .description(description)
@@ -221,10 +164,10 @@ function roleCommand(name: string, description: string, start: Starter): () => C
       )
       .action(async (flags: RoleFlags) => {
         const signal = shutdownSignal();
-        await runActor(start, flags, signal);
+        await runActor(role, flags, signal);
       });
 }
 
-export const shardCommand = roleCommand('shard', 'run a parameter-server shard process', startShardActor);
-export const workerCommand = roleCommand('worker', 'run a gradient worker process', startWorkerActor);
-export const serveCommand = roleCommand('serve', 'run a serving node process', startServingActor);
+export const shardCommand = roleCommand('shard', 'run a parameter-server shard process', shardRole);
+export const workerCommand = roleCommand('worker', 'run a gradient worker process', workerRole);
+export const serveCommand = roleCommand('serve', 'run a serving node process', servingRole);
