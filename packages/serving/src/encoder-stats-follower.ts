@@ -1,4 +1,5 @@
 import type { KvEntry, NatsConnection, QueuedIterator } from 'nats';
+import type { ActorLog } from '@freshet/nats';
 import { mergeRunningStats, type RunningStats } from '@freshet/model';
 import {
   decodeEncoderStats,
@@ -13,7 +14,7 @@ export interface EncoderStatsFollowerOptions {
   maxAgeMs: number;
   /** Gets the merged statistics whenever a record changes. */
   apply: (stats: Record<string, RunningStats>) => void;
-  log: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
+  log: ActorLog;
 }
 
 /** What the follower merged last. */

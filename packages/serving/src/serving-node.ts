@@ -183,7 +183,7 @@ export class ServingNode implements ProcessActor {
           cluster: o.cluster,
           maxAgeMs: o.encoderStatsMaxAgeMs,
           apply: (stats) => scorer.setEncoderStats(stats),
-          log: (level, msg, fields) => this.log(level, msg, fields),
+          log: this.log,
         });
         await this.encoderStats.start();
       }

@@ -1,5 +1,6 @@
 import type { JetStreamManager, KV, StoredMsg } from 'nats';
 import { fmix32, hashString64 } from '@freshet/protocol';
+import type { WorkerLog } from './worker-types.js';
 
 /**
  * Partition ownership through leases in the cluster's JetStream KV bucket.
@@ -46,7 +47,7 @@ export interface PartitionLeaseOptions {
   partitions: number;
   heartbeatMs: number;
   ttlMs: number;
-  log?: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
+  log?: WorkerLog;
 }
 
 export interface PartitionLeaseHooks {
