@@ -28,21 +28,20 @@ const examples = [
   ...new SyntheticWorld({ seed: 5, users: 30, items: 20, requests: 400, slate: 5 }).labelled(),
 ];
 const labels = examples.map((e) => e.label);
+const constant = { plateau: { enabled: false }, drift: { enabled: false } };
+/** The largest difference between two runs' predictions, example by example. */
+const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let m = 0;
+  for (let i = 0; i < examples.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+};
 
 describe('sequential FTRL reference', () => {
   it('equals the trainer with the shard FTRL at batch 1, example for example', async () => {
     const { vectors, coordinates } = lrSparseVectors(model, examples, 1);
     const seq = sequentialFtrl(vectors, labels, coordinates, ftrl);
-    const run = await trainOnline({
-      model: summed,
-      examples,
-      batch: 1,
-      threads: 1,
-      lr: { plateau: { enabled: false }, drift: { enabled: false } },
-    });
-    let maxDiff = 0;
-    for (let i = 0; i < examples.length; i++) maxDiff = Math.max(maxDiff, Math.abs(seq[i]! - run.preds[i]!));
-    expect(maxDiff).toBeLessThan(1e-5);
+    const run = await trainOnline({ model: summed, examples, batch: 1, threads: 1, lr: constant });
+    expect(maxDiff(seq, run.preds)).toBeLessThan(1e-5);
     // and it learned: the late predictions are far from the cold 0.5
     const late = Array.from(seq.slice(-200), (p) => Math.abs(p - 0.5));
     expect(Math.max(...late)).toBeGreaterThan(0.1);
@@ -51,36 +50,18 @@ describe('sequential FTRL reference', () => {
   it('equals sequential FTRL at batch 64 (workers train per example, push z and n deltas)', async () => {
     const { vectors, coordinates } = lrSparseVectors(model, examples, 64);
     const seq = sequentialFtrl(vectors, labels, coordinates, ftrl);
-    const opts = {
-      examples,
-      batch: 64,
-      threads: 1,
-      lr: { plateau: { enabled: false }, drift: { enabled: false } },
-    };
+    const opts = { examples, batch: 64, threads: 1, lr: constant };
     const run = await trainOnline({ ...opts, model });
-    let maxDiff = 0;
-    for (let i = 0; i < examples.length; i++) maxDiff = Math.max(maxDiff, Math.abs(seq[i]! - run.preds[i]!));
-    expect(maxDiff).toBeLessThan(1e-4);
+    expect(maxDiff(seq, run.preds)).toBeLessThan(1e-4);
     // the summed gradient of 64 examples applied once scores differently: the test can fail
     const batched = await trainOnline({ ...opts, model: summed });
-    let batchedDiff = 0;
-    for (let i = 0; i < examples.length; i++)
-      batchedDiff = Math.max(batchedDiff, Math.abs(seq[i]! - batched.preds[i]!));
-    expect(batchedDiff).toBeGreaterThan(1e-2);
+    expect(maxDiff(seq, batched.preds)).toBeGreaterThan(1e-2);
   }, 60_000);
 
   it('differs from the trainer when the hyper-parameters differ (the comparison can fail)', async () => {
     const { vectors, coordinates } = lrSparseVectors(model, examples, 1);
     const seq = sequentialFtrl(vectors, labels, coordinates, { ...ftrl, alpha: 0.2 });
-    const run = await trainOnline({
-      model: summed,
-      examples,
-      batch: 1,
-      threads: 1,
-      lr: { plateau: { enabled: false }, drift: { enabled: false } },
-    });
-    let maxDiff = 0;
-    for (let i = 0; i < examples.length; i++) maxDiff = Math.max(maxDiff, Math.abs(seq[i]! - run.preds[i]!));
-    expect(maxDiff).toBeGreaterThan(1e-3);
+    const run = await trainOnline({ model: summed, examples, batch: 1, threads: 1, lr: constant });
+    expect(maxDiff(seq, run.preds)).toBeGreaterThan(1e-3);
   }, 60_000);
 });

@@ -6,32 +6,24 @@ import {
   type FreshetError,
   type PushRequest,
 } from '@freshet/protocol';
-import { ShardCore } from '../src/shard-core.js';
+import { inProcessCore } from './in-process-core.js';
 
 /**
  * Sequential FTRL: workers pull w, z, n and push what their examples added to z and n; the
  * shard adds the deltas and recomputes w by FTRL-Proximal's closed form.
  */
 const ftrl = { kind: 'ftrl' as const, alpha: 0.1, beta: 1, l1: 0.2, l2: 0.5, sequential: true };
-function core(staleness: 'scale' | 'none' = 'none') {
-  return new ShardCore({
-    spec: parseModelSpec({
+function core() {
+  return inProcessCore(
+    parseModelSpec({
       name: 'm',
       tables: [
-        { name: 'wide', kind: 'sparse', dim: 1, optimizer: ftrl, staleness: { policy: staleness } },
-        { name: 'lin', kind: 'dense', dim: 3, optimizer: ftrl, staleness: { policy: staleness } },
+        { name: 'wide', kind: 'sparse', dim: 1, optimizer: ftrl, staleness: { policy: 'none' } },
+        { name: 'lin', kind: 'dense', dim: 3, optimizer: ftrl, staleness: { policy: 'none' } },
       ],
     }),
-    shard: 0,
-    shards: 1,
-    checkOwnership: false,
-    maxPushRows: 1 << 16,
-    maxPullKeys: 1 << 16,
-    sketchWidth: 1 << 10,
-    recentPushIds: 100,
-    dcMaxWorkers: 4,
-    dcMaxRowsPerWorker: 1 << 10,
-  });
+    { checkOwnership: false },
+  );
 }
 let ids = 0;
 function push(t: number, dim: number, keys: number[], d: number[], base = 0, lrScale?: number): PushRequest {
@@ -52,7 +44,7 @@ function push(t: number, dim: number, keys: number[], d: number[], base = 0, lrS
     ],
   };
 }
-const pull = (c: ShardCore, t: number, keys: number[], state: boolean) =>
+const pull = (c: ReturnType<typeof core>, t: number, keys: number[], state: boolean) =>
   // through the wire format: the state flag must survive encoding
   c.pull(decodePull(encodePull({ state, tables: [{ t, keys: Uint32Array.from(keys) }] }))).tables[0]!;
 const wOf = (z: number, n: number) =>
