@@ -6,7 +6,7 @@ interface FtrlFlags {
   data: string;
   spec?: string;
   limit?: number;
-  batch: string;
+  batch: number[];
   alpha?: number;
   beta?: number;
   l1?: number;
@@ -30,7 +30,7 @@ export function ftrlBenchCommand(): Command {
     )
     .option('--spec <file>', 'column mapping for csv: data (JSON; see packages/client/README.md)')
     .option('--limit <n>', 'only the first n labelled examples', int)
-    .option('--batch <list>', "Freshet's batch sizes, comma-separated", '256')
+    .option('--batch <list>', "Freshet's batch sizes, comma-separated", (v) => intList(v, 1), [256])
     .option('--alpha <x>', 'FTRL alpha (per example)', num)
     .option('--beta <x>', 'FTRL beta', nonNegativeNumber)
     .option('--l1 <x>', 'FTRL l1', nonNegativeNumber)
@@ -46,7 +46,7 @@ export function ftrlBenchCommand(): Command {
         data: resolveDataRef(o.data, process.env),
         ...(o.spec ? { spec: o.spec } : {}),
         ...(o.limit ? { limit: o.limit } : {}),
-        batches: intList(o.batch, 1),
+        batches: o.batch,
         ftrl,
         threads: o.threads,
       });
