@@ -80,6 +80,8 @@ export const clusterBenchOptionsSchema = z
     freshnessLoad: z.number().min(0).max(1).default(0.7),
     /** Observe pull/push/delta traffic on the bus (one extra copy of it through this process). */
     tap: z.boolean().default(true),
+    /** The tap also counts the events published to the stream (`bench wire`'s feedback bytes). */
+    tapFeedback: z.boolean().default(false),
     /** Run bench/peers/torch_online.py on the same data after the cluster stopped. */
     peer: z.boolean().default(true),
     /** The Python that `machine.torch` reports the PyTorch version of (peers: $FRESHET_PYTHON or this). */
@@ -479,7 +481,10 @@ export async function runClusterBench<A extends BenchActor>(
       const dense = compileModelConfig(modelConfig)
         .spec.tables.map((t, i) => (t.kind === 'dense' ? i : -1))
         .filter((i) => i >= 0);
-      tap = new WireTap(tapNc, cluster, new Set(dense));
+      tap = new WireTap(tapNc, cluster, new Set(dense), o.tapFeedback);
+      // the server has the tap's subscriptions before the first event is published: a tap that
+      // missed the first batches of a short run would report too few requests per batch
+      await tapNc.flush();
     }
 
     // Phase 1: throughput (and first-pass progressive quality).

@@ -188,6 +188,7 @@ export async function runWireBench<A extends BenchActor>(
           model: o.model,
           batch: o.batch,
           tap: true,
+          tapFeedback: true,
           peer: false,
           freshnessLoad: 0,
           timeoutMs: o.timeoutMs,

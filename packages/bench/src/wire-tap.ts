@@ -119,11 +119,17 @@ export class WireTap {
   private sweeper: NodeJS.Timeout | undefined;
   private active = true;
 
-  /** `denseTables`: ids of the model's dense tables, to split bytes by table kind. */
+  /**
+   * `denseTables`: ids of the model's dense tables, to split bytes by table kind. `feedback`: also
+   * count the events published to the stream; off by default, because a replay publishes them
+   * faster than the parameter-server traffic, and a tap that falls behind (a slow consumer) would
+   * lose pull and push messages with them.
+   */
   constructor(
     private readonly nc: NatsConnection,
     cluster: string,
     private readonly denseTables?: ReadonlySet<number>,
+    feedback = false,
   ) {
     const s = subjects(cluster);
     const p = s.prefix;
@@ -139,9 +145,13 @@ export class WireTap {
         callback: (_e, m) => this.reply(m.subject, m.data),
       }),
       nc.subscribe(s.deltaAll, { callback: (_e, m) => this.onDelta(m.data) }),
-      nc.subscribe(s.feedbackAll, { callback: (_e, m) => this.onFeedback(m.data) }),
-      nc.subscribe(s.labelsAll, { callback: (_e, m) => this.onFeedback(m.data) }),
     );
+    if (feedback) {
+      this.subs.push(
+        nc.subscribe(s.feedbackAll, { callback: (_e, m) => this.onFeedback(m.data) }),
+        nc.subscribe(s.labelsAll, { callback: (_e, m) => this.onFeedback(m.data) }),
+      );
+    }
     // Requests whose reply never passed (timeouts, a killed shard) must not pile up.
     this.sweeper = setInterval(() => {
       const old = performance.now() - 30_000;
