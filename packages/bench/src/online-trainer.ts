@@ -6,7 +6,7 @@ import {
   type Example,
   type ModelConfigInput,
 } from '@freshet/model';
-import { pushesState, pushWidth, type PullRequest, type PushTable } from '@freshet/protocol';
+import { pushWidth, type PullRequest, type PushTable } from '@freshet/protocol';
 import { ShardCore } from '@freshet/shard';
 import { ComputePool, LrSchedule, lrScheduleSchema } from '@freshet/worker';
 import type { z } from 'zod';
@@ -60,8 +60,10 @@ export async function trainOnline(o: OnlineTrainOptions): Promise<OnlineTrainRun
   // Small batches compute in a few ms: a second concurrent batch then only competes with the
   // main thread for the two cores (and adds staleness), so pipelining starts at 128 examples.
   const model = createModel(o.model);
+  // a sequential-FTRL model trains on w, z, n and pushes state deltas (as the worker does)
+  const sequential = isSequentialFtrl(model);
   // as the worker: batches overlap from 128 examples, never for sequential FTRL (see its options)
-  const depth = Math.max(1, o.pipeline ?? (batchSize >= 128 && !isSequentialFtrl(model) ? threads : 1));
+  const depth = Math.max(1, o.pipeline ?? (batchSize >= 128 && !sequential ? threads : 1));
   const core = new ShardCore({
     spec: model.spec,
     shard: 0,
@@ -84,13 +86,11 @@ export async function trainOnline(o: OnlineTrainOptions): Promise<OnlineTrainRun
   const mainMs = { encode: 0, pull: 0, apply: 0 };
   let maxTau = 0;
   let pushId = 0;
-  // a sequential-FTRL model trains on w, z, n and pushes state deltas (as the worker does)
-  const stateful = model.spec.tables.some(pushesState);
   const schedule = new LrSchedule(lrScheduleSchema.parse(o.lr ?? {}));
 
   const step = async (batch: EncodedBatch, at: number | undefined) => {
     const tp = performance.now();
-    const req: PullRequest = { worker: 'bench', state: stateful || undefined, tables: [] };
+    const req: PullRequest = { worker: 'bench', state: sequential || undefined, tables: [] };
     for (const s of batch.sparse) req.tables.push({ t: s.table, keys: s.keys });
     for (const t of batch.denseTables) req.tables.push({ t, keys: new Uint32Array(2) });
     const reply = core.pull(req);

@@ -29,8 +29,9 @@ export interface BatchKeys {
 /** One table's share of one shard: keys and where their rows sit in the batch's rows[t]. */
 interface TablePart {
   t: number;
-  /** Floats per row of the pull reply (w, z, n for sequential FTRL) and of the push. */
+  /** Floats per row of the pull reply (w, z and n for sequential FTRL). */
   dim: number;
+  /** Floats per row of the push (Δz and Δn for sequential FTRL). */
   pushDim: number;
   dense: boolean;
   keys: Uint32Array;

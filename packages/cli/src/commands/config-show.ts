@@ -1,10 +1,10 @@
-import { mkdir } from 'node:fs/promises';
 import { basename, join, posix } from 'node:path';
 import { Command } from 'commander';
 import { generateRouteAuth, issueRouteCerts, type RouteTls } from '@freshet/nats';
 import { FreshetError } from '@freshet/protocol';
 import { clusterConfigToYaml, planActors } from '../cluster-config.js';
 import { generateNatsAuth, natsRoles, writeAuthFiles } from '../nats-auth.js';
+import { privateDir } from '../private-files.js';
 import { configFromFlags } from './up.js';
 
 /**
@@ -62,7 +62,7 @@ export function configCommand(): Command {
           throw new FreshetError('CONFIG', '--route-tls needs --routes (the hosts the certificate names)');
         let tls: RouteTls | undefined;
         if (flags.routeTls && routes) {
-          await mkdir(flags.out, { recursive: true, mode: 0o700 });
+          await privateDir(flags.out);
           const made = issueRouteCerts(flags.out, { hosts: [...new Set(routes.map((r) => r.host))] });
           // the servers read them where the secret is mounted, not where they were made
           const at = (f: string) => posix.join(flags.routeTlsDir, basename(f));
