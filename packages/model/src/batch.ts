@@ -15,6 +15,8 @@ export interface Example {
   weight?: number;
   /** Event time in ms since the epoch, carried for freshness measurement. */
   ts?: number;
+  /** The logging policy's propensity of its impression (off-policy evaluation); not a model input. */
+  propensity?: number;
 }
 
 /** The sparse inputs of one sparse table for a batch. */

@@ -113,6 +113,7 @@ export class Joining {
         if (held) freed.push(id);
       }
       const e: Example = { features: ex.features, label: ex.label, weight: ex.weight, ts: ex.ts };
+      if (ex.propensity !== undefined) e.propensity = ex.propensity;
       const key = `${deps.map((d) => d.seq).join('+')}${ex.source.charAt(0)}${ex.label >= 0.5 ? 1 : 0}`;
       this.ctx.enqueue({ partition: ps.partition, example: e, deps, key, joined: true });
       // the example now holds those messages; the joiner no longer does
