@@ -5,6 +5,7 @@ import type { ServingNode, ServingOptionsInput } from '@freshet/serving';
 import type { Shard, ShardOptionsInput } from '@freshet/shard';
 import type { Worker, WorkerOptionsInput } from '@freshet/worker';
 import type { AdminHandler } from '../role-admin.js';
+import { shardIndexFromEnv } from '../shard-index.js';
 import { shutdownSignal } from '../signals.js';
 
 /**
@@ -22,6 +23,8 @@ interface RoleFlags {
   optionsFile?: string;
   metricsPort?: number;
   metricsHost: string;
+  /** shard only: the index from this variable's trailing -<ordinal> (a StatefulSet pod's name) */
+  indexFromEnv?: string;
 }
 
 function port(v: string): number {
@@ -142,7 +145,11 @@ async function runActor<A extends RoleActor>(role: Role<A>, flags: RoleFlags, si
   let options: Record<string, unknown> = {};
   process.exitCode = await runActorProcess({
     signal,
-    options: () => (options = readRoleOptions(flags, natsOptionsFromEnv())),
+    options: () => {
+      options = readRoleOptions(flags, natsOptionsFromEnv());
+      if (flags.indexFromEnv) options = shardIndexFromEnv(options, flags.indexFromEnv);
+      return options;
+    },
     create: (o, deps) => role.create(o, deps),
     onStarted: (actor, log) => serveExtras(actor, role, flags, options.nats as NatsOptionsInput, log),
   });
@@ -168,6 +175,10 @@ function roleCommand<A extends RoleActor>(name: string, description: string, rol
       });
 }
 
-export const shardCommand = roleCommand('shard', 'run a parameter-server shard process', shardRole);
+export const shardCommand = () =>
+  roleCommand('shard', 'run a parameter-server shard process', shardRole)().option(
+    '--index-from-env <name>',
+    "the shard index from this variable's trailing -<ordinal> (a StatefulSet pod's name)",
+  );
 export const workerCommand = roleCommand('worker', 'run a gradient worker process', workerRole);
 export const serveCommand = roleCommand('serve', 'run a serving node process', servingRole);
