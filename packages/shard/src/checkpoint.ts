@@ -35,7 +35,8 @@ interface TableHeader {
   /** The table's push count (Adam's table-mode bias correction); absent in older files. */
   steps?: number;
 }
-interface Header {
+/** The JSON header of a checkpoint file. */
+export interface CheckpointHeader {
   segment: number;
   version: number;
   deltaSeq: number;
@@ -46,7 +47,7 @@ interface Header {
 
 /** A consistent copy of the shard state, ready to be written in the background. */
 export interface CheckpointCapture {
-  header: Header;
+  header: CheckpointHeader;
   sections: Uint8Array[];
   bytes: number;
 }
@@ -113,7 +114,7 @@ export function beginCheckpoint(core: ShardCore, segment: number, deltaSeq: numb
           steps,
         });
       }
-      const header: Header = { segment, version, deltaSeq, createdAt, recent, tables };
+      const header: CheckpointHeader = { segment, version, deltaSeq, createdAt, recent, tables };
       return { header, sections, bytes: sections.reduce((n, x) => n + x.byteLength, 0) };
     },
   };
@@ -128,9 +129,12 @@ export function captureCheckpoint(
   return beginCheckpoint(core, segment, deltaSeq).complete();
 }
 
-const ckptName = (segment: number) => `checkpoint-${String(segment).padStart(10, '0')}.ckpt`;
+/** The file name of the checkpoint as of the end of WAL segment `segment`. */
+export const checkpointFileName = (segment: number) => `checkpoint-${String(segment).padStart(10, '0')}.ckpt`;
+const ckptName = checkpointFileName;
 
-function listCheckpoints(dir: string): number[] {
+/** Segments of the checkpoints in `dir`, ascending. */
+export function listCheckpoints(dir: string): number[] {
   return readdirSync(dir)
     .map((f) => /^checkpoint-(\d{10})\.ckpt$/.exec(f)?.[1])
     .filter((x): x is string => x !== undefined)
@@ -189,6 +193,83 @@ export async function writeCheckpoint(dir: string, cap: CheckpointCapture, fsync
   return size;
 }
 
+const pad4 = (n: number) => (4 - (n & 3)) & 3;
+
+/** Body bytes a header promises: per table rows, sketch (padded to 4), dirty and dead lists. */
+function bodyBytes(h: CheckpointHeader): number {
+  let n = 0;
+  for (const t of h.tables)
+    n += t.words * 4 + t.sketchWords * 2 + pad4(t.sketchWords * 2) + (t.dirty + t.dead) * 4;
+  return n;
+}
+
+const isCount = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x) && x >= 0;
+
+/**
+ * Checks a checkpoint's bytes before anything of it is used: magic, a header that parses and
+ * names non-negative counts, and a length equal to what the header promises (a truncated or
+ * padded object fails here). A checksum, where there is one, is the store's to check
+ * (checkpoint-store.ts). Throws BAD_FRAME naming `what`.
+ */
+export function parseCheckpoint(
+  u8: Uint8Array,
+  what: string,
+): { header: CheckpointHeader; bodyOffset: number } {
+  const bad = (why: string) => new FreshetError('BAD_FRAME', `checkpoint ${what}: ${why}`);
+  if (u8.byteLength < 8) throw bad(`${u8.byteLength} bytes, shorter than the prefix`);
+  const dv = new DataView(u8.buffer, u8.byteOffset, u8.byteLength);
+  if (dv.getUint32(0, true) !== MAGIC) throw bad('bad magic (not a Freshet checkpoint)');
+  const hlen = dv.getUint32(4, true);
+  if (8 + hlen > u8.byteLength)
+    throw bad(`header of ${hlen} bytes runs past the end (${u8.byteLength} bytes)`);
+  let header: CheckpointHeader;
+  try {
+    header = JSON.parse(new TextDecoder().decode(u8.subarray(8, 8 + hlen))) as CheckpointHeader;
+  } catch (e) {
+    throw bad(`header is not JSON (${(e as Error).message})`);
+  }
+  const counts = ['words', 'sketchWords', 'dirty', 'dead', 'stride', 'chunkRows', 'end'] as const;
+  if (
+    !isCount(header?.segment) ||
+    !isCount(header.version) ||
+    !isCount(header.deltaSeq) ||
+    !Array.isArray(header.tables) ||
+    !Array.isArray(header.recent) ||
+    header.tables.some((t) => counts.some((k) => !isCount(t?.[k])) || t.words !== t.end * t.stride)
+  ) {
+    throw bad('header fields missing or not non-negative integers');
+  }
+  const bodyOffset = 8 + hlen + pad4(8 + hlen);
+  const want = bodyOffset + bodyBytes(header);
+  if (want !== u8.byteLength) throw bad(`${u8.byteLength} bytes, the header describes ${want}`);
+  return { header, bodyOffset };
+}
+
+/**
+ * Puts checkpoint bytes fetched elsewhere (the Object Store) into `dir` as its checkpoint for
+ * `segment`, atomically (tmp + rename, fsync with `fsync`). The caller has verified them.
+ */
+export async function installCheckpoint(
+  dir: string,
+  segment: number,
+  bytes: Uint8Array,
+  fsync: boolean,
+): Promise<void> {
+  const final = join(dir, ckptName(segment));
+  const tmp = `${final}.tmp`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.chmod(0o600);
+    let off = 0;
+    while (off < bytes.byteLength) off += (await fh.write(bytes, off)).bytesWritten;
+    if (fsync) await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, final);
+  if (fsync) await syncDir(dir);
+}
+
 /** What a restore recovered from the checkpoint (before the log replay). */
 export interface RestoredCheckpoint {
   segment: number;
@@ -207,14 +288,10 @@ export async function loadCheckpoint(dir: string, core: ShardCore): Promise<Rest
   if (latest === undefined) return undefined;
   const buf = await readFile(join(dir, ckptName(latest)));
   const u8 = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  const dv = new DataView(u8.buffer, u8.byteOffset, u8.byteLength);
-  if (dv.getUint32(0, true) !== MAGIC) throw new FreshetError('INTERNAL', `${ckptName(latest)}: bad magic`);
-  const hlen = dv.getUint32(4, true);
-  const header = JSON.parse(new TextDecoder().decode(u8.subarray(8, 8 + hlen))) as Header;
-  let off = 8 + hlen + ((4 - ((8 + hlen) & 3)) & 3);
+  const { header, bodyOffset } = parseCheckpoint(u8, ckptName(latest));
   // One aligned copy: typed-array views below need 4-byte alignment.
-  const words = u8.slice(off);
-  off = 0;
+  const words = u8.slice(bodyOffset);
+  let off = 0;
   const take32 = (n: number) => {
     const a = new Uint32Array(words.buffer, off, n);
     off += n * 4;

@@ -17,12 +17,37 @@ export {
   beginCheckpoint,
   writeCheckpoint,
   loadCheckpoint,
+  parseCheckpoint,
+  installCheckpoint,
+  listCheckpoints,
+  checkpointFileName,
   type CheckpointCapture,
+  type CheckpointHeader,
   type PendingCheckpoint,
   type RestoredCheckpoint,
 } from './checkpoint.js';
 export {
+  DirCheckpointStore,
+  CheckpointUploader,
+  restoreFromStore,
+  verifyCheckpoint,
+  isFreshDataDir,
+  sha256Hex,
+  type CheckpointStore,
+  type StoredCheckpoint,
+  type UploadStats,
+} from './checkpoint-store.js';
+export {
+  ObjectStoreCheckpoints,
+  checkpointObjectName,
+  listCheckpointObjects,
+  describeObject,
+  type CheckpointObject,
+  type ObjectStoreCheckpointsOptions,
+} from './object-store-checkpoints.js';
+export {
   shardOptionsSchema,
+  shardCheckpointSchema,
   shardLimitsSchema,
   compileShardOptions,
   type ShardOptions,

@@ -61,6 +61,27 @@ export const shardLimitsSchema = z.object({
     .default(1 << 16),
 });
 
+/**
+ * Where checkpoints go besides the data dir (docs/checkpoints.md). `dir`: the data dir only (a
+ * shard restarts where its volume is). `object-store`: each checkpoint is also uploaded, in the
+ * background, to the cluster's JetStream Object Store bucket, the newest `keep` kept per shard,
+ * and a shard whose data dir is empty (a new host) restores from there.
+ */
+export const shardCheckpointSchema = z
+  .object({
+    store: z.enum(['dir', 'object-store']).default('dir'),
+    /** Checkpoints kept per shard in the Object Store (the data dir keeps its newest only). */
+    keep: z.number().int().min(1).default(3),
+    /** Bucket; default `subjects(cluster).objectStore` (what `freshet init` and NATS auth name). */
+    bucket: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/, 'letters, digits, _ and - only')
+      .optional(),
+    /** Replicas of the bucket when the shard creates it (like the stream's on a NATS cluster). */
+    replicas: z.number().int().min(1).max(5).default(1),
+  })
+  .strict();
+
 /** Options of one shard process. */
 export const shardOptionsSchema = z
   .object({
@@ -102,8 +123,13 @@ export const shardOptionsSchema = z
     /** Reject keys routed to another shard (NOT_OWNER). */
     checkOwnership: z.boolean().default(true),
     limits: shardLimitsSchema.prefault({}),
+    checkpoint: shardCheckpointSchema.prefault({}),
   })
-  .refine((o) => o.shard < o.shards, { message: 'shard must be < shards' });
+  .refine((o) => o.shard < o.shards, { message: 'shard must be < shards' })
+  .refine((o) => o.checkpoint.store === 'dir' || o.dataDir !== undefined, {
+    message: 'checkpoint.store "object-store" needs a dataDir (checkpoints are written there first)',
+    path: ['checkpoint', 'store'],
+  });
 
 export type ShardOptionsInput = z.input<typeof shardOptionsSchema>;
 /** Compiled options: defaults applied, model parsed when given. */

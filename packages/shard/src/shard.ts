@@ -29,6 +29,8 @@ import {
   type ShardStatus,
 } from '@freshet/protocol';
 import { beginCheckpoint, loadCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { CheckpointUploader, isFreshDataDir, restoreFromStore } from './checkpoint-store.js';
+import { ObjectStoreCheckpoints } from './object-store-checkpoints.js';
 import { DeltaPublisher } from './delta-publisher.js';
 import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
 import { ShardCore } from './shard-core.js';
@@ -74,7 +76,11 @@ export interface ShardDeps {
 /** What the shard recovered on start. */
 export interface RestoreInfo {
   checkpointSegment: number | null;
+  /** Where the checkpoint came from: the data dir, or the Object Store (a fresh data dir). */
+  checkpointSource: 'dir' | 'object-store' | null;
   checkpointVersion: number;
+  /** Time spent fetching and verifying it from the Object Store (0 when from the data dir). */
+  fetchMs: number;
   replayedRecords: number;
   replayedSegments: number;
   /**
@@ -115,6 +121,8 @@ export class Shard implements ProcessActor {
   private readonly log: ActorLog;
   private spec: ModelSpec | undefined;
   private reloading: Promise<RestoreInfo & { versionBefore: number }> | undefined;
+  /** Uploads checkpoints to the Object Store (`checkpoint.store: 'object-store'`). */
+  uploader: CheckpointUploader | undefined;
   /** Set once start() restored state from disk. */
   restore: RestoreInfo | undefined;
 
@@ -171,8 +179,12 @@ export class Shard implements ProcessActor {
         // WAL and checkpoints are the model: private to the shard's user, also an existing dir
         mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
         chmodSync(o.dataDir, 0o700);
-        deltaSeq = await this.restoreFromDisk(o.dataDir);
-        this.wal = await Wal.open(o.dataDir, o.fsync);
+        const t0 = performance.now();
+        const fetched = await this.openCheckpointStore(this.nc, spec, o.dataDir);
+        const fetchMs = fetched ? Math.round(performance.now() - t0) : undefined;
+        deltaSeq = await this.restoreFromDisk(o.dataDir, fetchMs);
+        this.wal = await Wal.open(o.dataDir, o.fsync, this.restore?.checkpointSegment ?? 0);
+        this.uploader?.schedule();
       }
       if (spec.tables.some((t) => t.staleness.policy === 'ssp')) {
         this.ssp = new SspGate(o.limits.sspLiveMs, o.limits.sspTimeoutMs);
@@ -277,7 +289,33 @@ export class Shard implements ProcessActor {
     });
   }
 
-  private async restoreFromDisk(dir: string): Promise<number> {
+  /**
+   * With `checkpoint.store: 'object-store'`: opens the bucket and, when the data dir is fresh (a
+   * new host), installs the newest verified checkpoint of this shard from it. Returns whether it
+   * did. The log after that checkpoint stayed on the old host (docs/checkpoints.md).
+   */
+  private async openCheckpointStore(nc: NatsConnection, spec: ModelSpec, dir: string): Promise<boolean> {
+    const o = this.options;
+    if (o.checkpoint.store !== 'object-store') return false;
+    const store = await ObjectStoreCheckpoints.open(nc, {
+      bucket: o.checkpoint.bucket ?? subjects(o.cluster).objectStore,
+      shard: o.shard,
+      shards: o.shards,
+      model: spec.name,
+      replicas: o.checkpoint.replicas,
+      keep: o.checkpoint.keep,
+    });
+    this.uploader = new CheckpointUploader(store, dir, this.log);
+    if (!isFreshDataDir(dir)) return false;
+    const got = await restoreFromStore(store, dir, o.fsync, this.log);
+    if (!got) return false;
+    this.uploader.have(got.segment);
+    this.log('info', 'checkpoint fetched from the object store', { name: got.name, version: got.version });
+    return true;
+  }
+
+  /** `fetchMs`: how long fetching its checkpoint from the Object Store took (undefined: not fetched). */
+  private async restoreFromDisk(dir: string, fetchMs?: number): Promise<number> {
     const t0 = performance.now();
     const core = this.core;
     const ck = await loadCheckpoint(dir, core);
@@ -302,7 +340,9 @@ export class Shard implements ProcessActor {
     if (ck) await truncateWal(dir, ck.segment);
     this.restore = {
       checkpointSegment: ck?.segment ?? null,
+      checkpointSource: ck ? (fetchMs !== undefined ? 'object-store' : 'dir') : null,
       checkpointVersion: ck?.version ?? 0,
+      fetchMs: fetchMs ?? 0,
       replayedRecords: r.records,
       replayedSegments: r.segments,
       rejectedRecords,
@@ -495,6 +535,8 @@ export class Shard implements ProcessActor {
     await done;
     const bytes = await writeCheckpoint(dir, cap, this.options.fsync);
     await truncateWal(dir, sealed);
+    // background: a slow or failed upload never holds pushes (a failure is retried next time)
+    this.uploader?.schedule();
     this.lastCheckpoint = {
       at: Date.now(),
       ms: Math.round(performance.now() - t0),
@@ -561,7 +603,7 @@ export class Shard implements ProcessActor {
       this.wal = undefined;
       this._core = this.newCore(spec);
       const deltaSeq = await this.restoreFromDisk(dir);
-      this.wal = await Wal.open(dir, o.fsync);
+      this.wal = await Wal.open(dir, o.fsync, this.restore?.checkpointSegment ?? 0);
       this.rate = {
         at: Date.now(),
         updates: this.core.rowUpdates,
@@ -664,6 +706,17 @@ export class Shard implements ProcessActor {
         this.log('error', 'final checkpoint failed', { error: (e as Error).message }),
       );
     }
+    // a drained shard restarts anywhere from the Object Store with nothing left in its log
+    await this.uploader?.flush().catch((e: unknown) =>
+      this.log(
+        'error',
+        'final checkpoint upload failed: a restart elsewhere loses what came after the last upload',
+        {
+          code: e instanceof FreshetError ? e.code : 'UNAVAILABLE',
+          error: (e as Error).message,
+        },
+      ),
+    );
     await this.release();
   }
 

@@ -141,9 +141,12 @@ export class Wal {
     this.stats = { segment, records: 0, groupCommits: 0, bytes: 0, segmentBytes: 0 };
   }
 
-  /** Opens a fresh segment after the highest existing one (old segments are only replayed). */
-  static async open(dir: string, fsync: boolean): Promise<Wal> {
-    const segment = (listSegments(dir).pop() ?? 0) + 1;
+  /**
+   * Opens a fresh segment after the highest existing one (old segments are only replayed) and
+   * after `after` (the restored checkpoint's: one fetched from the Object Store has no log).
+   */
+  static async open(dir: string, fsync: boolean, after = 0): Promise<Wal> {
+    const segment = Math.max(listSegments(dir).pop() ?? 0, after) + 1;
     // the log holds every update: readable by its owner only (the data dir is 0700 too)
     const fh = await open(join(dir, segName(segment)), 'wx', 0o600);
     if (fsync) await syncDir(dir);
