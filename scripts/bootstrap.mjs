@@ -71,6 +71,8 @@ function chromium() {
 const missing = [];
 if (!natsServer()) missing.push('nats-server');
 if (job === 'test' && !chromium()) missing.push('chromium');
+// the deploy test renders deploy/k8s with `kubectl kustomize`
+if (job === 'test' && !ok('sh', ['-c', 'command -v kubectl'])) missing.push('kubectl');
 if (missing.length) {
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   if (isRoot && ok('sh', ['-c', 'command -v apt-get'])) {
