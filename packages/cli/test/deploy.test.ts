@@ -614,6 +614,51 @@ describe('the production overlay', () => {
   });
 });
 
+describe('docs/kubernetes.md', () => {
+  const doc = () => readFileSync(join(root, 'docs', 'kubernetes.md'), 'utf8');
+
+  it('creates the secret with the command the overlay names', () => {
+    const overlay = readFileSync(join(k8s, 'overlays', 'production', 'kustomization.yaml'), 'utf8');
+    const m = /pnpm freshet (config auth [^\n]*?)\\\n#\s+([^\n]*)/.exec(overlay)!;
+    expect(doc()).toContain(`pnpm -s freshet ${m[1]!.trim()} ${m[2]!.trim()}\n`);
+  });
+
+  it('checks status with a real subcommand, as the admin user, with files from the Secret', () => {
+    const m = /kubectl -n freshet run \S+ --rm -i --restart=Never --image=(\S+) --overrides='([^']+)'/.exec(
+      doc(),
+    );
+    expect(m, 'the status command').not.toBeNull();
+    const objs = renderings.production;
+    const images = new Set(
+      containersOf(objs).flatMap((f) => (isFreshet(f.container) ? [f.container.image] : [])),
+    );
+    expect([...images]).toEqual([m![1]]);
+    const pod = JSON.parse(m![2]!) as PodTemplate;
+    const c = pod.spec.containers[0]!;
+    expect(c.image).toBe(m![1]);
+    const f: Found = { where: 'docs/kubernetes.md status', workload: objs[0]!, pod, container: c };
+    const [command, ...rest] = c.args!;
+    expect(command).toBe('status');
+    const flags = flagsOf('status');
+    for (const a of rest.filter((x) => x.startsWith('--'))) expect(flags.has(a), a).toBe(true);
+    const cm = objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'freshet-cluster');
+    const cfg = parseClusterConfig(cm!.data!['cluster.yaml']!, { source: 'ConfigMap/freshet-cluster' });
+    expect(argOf(c, '--cluster')).toBe(cfg.cluster);
+    for (const e of c.env ?? []) expect(knownEnv.has(e.name), e.name).toBe(true);
+    const env = envOf(c);
+    expect(env.get('FRESHET_NATS_URL')?.value?.split(',')).toEqual(cfg.nats.urls);
+    expect(fileOn(f, env.get('FRESHET_NATS_NKEY_FILE')?.value ?? '')?.key).toBe('admin.nk');
+    expect(fileOn(f, env.get('FRESHET_NATS_CA')?.value ?? '')?.key).toBe('route-ca.pem');
+    const secret = objs.find((o) => o.kind === 'Secret' && o.metadata.name === 'nats-auth')!;
+    for (const v of pod.spec.volumes ?? []) {
+      expect(v.secret?.secretName).toBe('nats-auth');
+      for (const i of v.secret?.items ?? []) expect(secret.data?.[i.key], i.key).toBeDefined();
+    }
+    // NetworkPolicy/nats-clients lets labelled clients reach NATS
+    expect(pod.metadata?.labels?.['freshet.io/nats-client']).toBe('true');
+  });
+});
+
 describe('deployment files', () => {
   it('deploy/local.yaml is a valid cluster config with a replicated 3-node NATS', async () => {
     const c = await loadClusterConfig(join(root, 'deploy', 'local.yaml'));
