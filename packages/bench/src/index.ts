@@ -68,3 +68,21 @@ export { runDriftBench, driftPeerModel, type DriftBenchOptions } from './drift-b
 export { driftMetrics, rollingAuc, type DriftMetrics } from './drift-metrics.js';
 export { trainOnline, type OnlineTrainOptions, type OnlineTrainRun } from './online-trainer.js';
 export { runTorchPeer, type PeerResult } from './torch-peer.js';
+export { runOpeBench, type OpeBenchOptions, type OpeBenchResult } from './ope-bench.js';
+export {
+  loadOpeLog,
+  candidateFeatures,
+  type OpeLog,
+  type OpeLogOptions,
+  type LoggedDecision,
+} from './ope-data.js';
+export {
+  estimatePolicyValue,
+  rankCandidates,
+  argmaxSlotProbabilities,
+  softmaxSlotProbabilities,
+  uniformSlotProbabilities,
+  MAX_SOFTMAX_SLOT,
+  type OpeEstimate,
+  type PolicyOnLog,
+} from './ope-estimators.js';

@@ -29,6 +29,12 @@ export interface OnlineTrainOptions {
    * gradients. False measures what that buys (the mean-loss gradient, as before).
    */
   sendExamples?: boolean;
+  /**
+   * Called before each batch of the first pass (after the batches before it are applied), with a
+   * scorer of any examples on the rows as they are then: progressive off-policy evaluation scores
+   * each logged context's candidates there. The scorer leaves the running statistics alone.
+   */
+  beforeBatch?: (start: number, score: (xs: readonly Example[]) => Promise<Float32Array>) => Promise<void>;
 }
 
 /** What {@link trainOnline} measured: progressive predictions of the first pass and costs. */
@@ -146,11 +152,29 @@ export async function trainOnline(o: OnlineTrainOptions): Promise<OnlineTrainRun
     seen += size;
   };
 
+  // a second encoder with the trainer's statistics, frozen: scoring must not move them
+  const scorer = o.beforeBatch && createModel(model.config);
+  scorer?.encoder.freezeStats();
+  const score = async (xs: readonly Example[]): Promise<Float32Array> => {
+    scorer!.encoder.setRunningStats(model.encoder.runningStats());
+    const batch = scorer!.encode(xs);
+    const req: PullRequest = { worker: 'bench', tables: [] };
+    for (const s of batch.sparse) req.tables.push({ t: s.table, keys: s.keys });
+    for (const t of batch.denseTables) req.tables.push({ t, keys: new Uint32Array(2) });
+    const rows: (Float32Array | undefined)[] = [];
+    core.pull(req).tables.forEach((t) => (rows[t.t] = t.values));
+    return pool.predict(batch, rows);
+  };
+
   const t0 = performance.now();
   try {
     const inFlight = new Set<Promise<void>>();
     for (let p = 0; p < (o.passes ?? 1); p++) {
       for (let s = 0; s < n; s += batchSize) {
+        if (o.beforeBatch && p === 0) {
+          await Promise.all(inFlight);
+          await o.beforeBatch(s, score);
+        }
         const chunk = o.examples.slice(s, s + batchSize);
         const te = performance.now();
         const batch = model.encode(chunk);

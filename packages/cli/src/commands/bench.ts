@@ -4,6 +4,7 @@ import { resolveDataRef } from '../data-ref.js';
 import { clusterBenchCommand, scalingBenchCommand } from './bench-cluster.js';
 import { driftBenchCommand } from './bench-drift.js';
 import { ftrlBenchCommand } from './bench-ftrl.js';
+import { opeBenchCommand } from './bench-ope.js';
 import { wireBenchCommand } from './bench-wire.js';
 
 // Role packages are imported when a bench runs: `freshet --help` must not load tfjs and piscina.
@@ -218,5 +219,6 @@ export function benchCommand(): Command {
     .addCommand(wireBenchCommand())
     .addCommand(driftBenchCommand())
     .addCommand(ftrlBenchCommand())
+    .addCommand(opeBenchCommand())
     .addCommand(personalizationBench());
 }
