@@ -56,7 +56,13 @@ function kvUse(bucket: string): string[] {
 }
 
 function objectStoreUse(bucket: string): string[] {
-  return [`$O.${bucket}.>`, `$JS.API.STREAM.CREATE.OBJ_${bucket}`, ...streamUse(`OBJ_${bucket}`)];
+  return [
+    `$O.${bucket}.>`,
+    `$JS.API.STREAM.CREATE.OBJ_${bucket}`,
+    // deleting an object (a shard keeps its newest N checkpoints) purges its chunks
+    `$JS.API.STREAM.PURGE.OBJ_${bucket}`,
+    ...streamUse(`OBJ_${bucket}`),
+  ];
 }
 
 /** The permissions of each role in one cluster. */

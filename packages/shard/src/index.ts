@@ -39,10 +39,13 @@ export {
 } from './checkpoint-store.js';
 export {
   ObjectStoreCheckpoints,
+  ObjectBucket,
   checkpointObjectName,
   listCheckpointObjects,
+  listBucketCheckpoints,
   describeObject,
   type CheckpointObject,
+  type ObjectRecord,
   type ObjectStoreCheckpointsOptions,
 } from './object-store-checkpoints.js';
 export {

@@ -7,10 +7,10 @@ import {
   type JetStreamClient,
   type JetStreamManager,
   type NatsConnection,
-  type ObjectInfo,
-  type ObjectStore,
   type PubAck,
+  type StoredMsg,
 } from 'nats';
+import type { ActorLog } from '@freshet/nats';
 import { FreshetError } from '@freshet/protocol';
 import { checkpointFileName } from './checkpoint.js';
 import {
@@ -33,6 +33,8 @@ export interface ObjectStoreCheckpointsOptions {
   replicas: number;
   /** Checkpoints kept per shard; older ones are deleted after each upload. */
   keep: number;
+  /** Where a failed deletion of old checkpoints is reported (the upload itself succeeded). */
+  log?: ActorLog;
 }
 
 /** Object name of shard `shard`'s checkpoint as of segment `segment`. */
@@ -58,8 +60,23 @@ export interface CheckpointObject extends StoredCheckpoint {
 
 const num = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined);
 
+/** The info record the Object Store keeps per object (on `$O.<bucket>.M.<name>`). */
+export interface ObjectRecord {
+  name: string;
+  description?: string;
+  bucket: string;
+  nuid: string;
+  size: number;
+  chunks: number;
+  digest: string;
+  deleted?: boolean;
+  mtime: string;
+  metadata?: Record<string, string>;
+  options?: { max_chunk_size?: number };
+}
+
 /** Reads an object's metadata; `problem` says what is missing or malformed. */
-export function describeObject(info: ObjectInfo): CheckpointObject | undefined {
+export function describeObject(info: ObjectRecord): CheckpointObject | undefined {
   const at = shardOfObject(info.name);
   if (!at) return undefined;
   const m = info.metadata ?? {};
@@ -96,81 +113,215 @@ export function describeObject(info: ObjectInfo): CheckpointObject | undefined {
   };
 }
 
-/** Every checkpoint object of a bucket (all shards), newest first per shard. */
-export async function listCheckpointObjects(os: ObjectStore): Promise<CheckpointObject[]> {
-  const out: CheckpointObject[] = [];
-  for (const info of await os.list()) {
-    if (info.deleted) continue;
-    const c = describeObject(info);
-    if (c) out.push(c);
-  }
-  return out.sort((a, b) => a.shard - b.shard || b.segment - a.segment);
-}
-
 const CHUNK = 256 * 1024;
 const WINDOW = 8;
 
-/** nats.js's digest form: `SHA-256=` + padded base64url. */
-const natsDigest = (d: Buffer) => `SHA-256=${d.toString('base64').replace(/\+/g, '-').replace(/\//g, '_')}`;
+/** nats.js's encodings: padded base64url for object names in subjects and for digests. */
+const b64url = (b: Uint8Array) => Buffer.from(b).toString('base64').replace(/\+/g, '-').replace(/\//g, '_');
+const natsDigest = (d: Uint8Array) => `SHA-256=${b64url(d)}`;
+/**
+ * Direct get (`$JS.API.DIRECT.GET.<stream>`): on every nats.js JetStreamManager since 2.11, what
+ * its KV and Object Store read with, but left out of the public type.
+ */
+type WithDirect = JetStreamManager & {
+  direct: {
+    getMessage(
+      stream: string,
+      q: { last_by_subj: string } | { seq: number; next_by_subj: string },
+    ): Promise<StoredMsg>;
+  };
+};
+
+const isNotFound = (e: unknown) => /not found|no message/i.test((e as Error).message);
 
 /**
- * Writes an object in the Object Store's own format (chunks on `$O.<bucket>.C.<nuid>`, then the
- * info on `$O.<bucket>.M.<name>` as a rollup), readable by nats.js `get` and the nats CLI.
- * Not nats.js `put`: it publishes every chunk of what one stream read returns at once and hashes
- * it synchronously (a whole checkpoint would hold the event loop, and pushes, for that long),
- * and a chunk that fails while later chunks are still being read is an unhandled rejection,
- * which ends the process. Here at most WINDOW chunks are in flight, each awaited.
+ * One Object Store bucket, read and written in the store's own format (chunks on
+ * `$O.<bucket>.C.<nuid>`, the info record on `$O.<bucket>.M.<base64url name>` as a rollup), so
+ * nats.js `views.os` and the nats CLI read what this writes and the other way round. Not through
+ * nats.js's ObjectStore, for three reasons: its `list` and `get` subscribe without naming the
+ * stream, so nats.js looks the stream up with `$JS.API.STREAM.NAMES`, which the shard's NATS user
+ * may not do (names of every cluster's streams); its `put` publishes all chunks of what one
+ * stream read returns at once and hashes them synchronously, holding the event loop (and pushes)
+ * for a whole checkpoint; and a chunk that fails while it is still reading is an unhandled
+ * rejection, which ends the process. Here: stream info with a subjects filter and direct gets
+ * (what the shard user may do), and at most WINDOW chunks in flight, each awaited.
  */
-async function putObject(
-  js: JetStreamClient,
-  jsm: JetStreamManager,
-  bucket: string,
-  meta: { name: string; description: string; metadata: Record<string, string> },
-  bytes: Uint8Array,
-  old: ObjectInfo | null,
-): Promise<void> {
-  const id = nuid.next();
-  const chunkSubj = `$O.${bucket}.C.${id}`;
-  const hash = createHash('sha256');
-  const inFlight: Promise<PubAck>[] = [];
-  let chunks = 0;
-  try {
-    for (let off = 0; off < bytes.byteLength; off += CHUNK) {
-      const piece = bytes.subarray(off, off + CHUNK);
-      hash.update(piece);
-      const p = js.publish(chunkSubj, piece);
-      // handled now, awaited below: a rejection while another chunk is awaited is not unhandled
-      p.catch(() => undefined);
-      inFlight.push(p);
-      chunks++;
-      if (inFlight.length >= WINDOW) await inFlight.shift();
+export class ObjectBucket {
+  readonly stream: string;
+
+  constructor(
+    private readonly js: JetStreamClient,
+    private readonly jsm: WithDirect,
+    readonly bucket: string,
+  ) {
+    this.stream = `OBJ_${bucket}`;
+  }
+
+  /** Opens a bucket, creating it when `create` is given and it does not exist; undefined if absent. */
+  static async open(
+    nc: NatsConnection,
+    bucket: string,
+    create?: { replicas: number },
+  ): Promise<ObjectBucket | undefined> {
+    const js = nc.jetstream();
+    const jsm = await nc.jetstreamManager();
+    try {
+      await jsm.streams.info(`OBJ_${bucket}`);
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      if (!create) return undefined;
+      // nats.js creates it with the store's stream settings (rollups, direct get, discard new)
+      await js.views.os(bucket, {
+        storage: StorageType.File,
+        replicas: create.replicas,
+        description: 'Freshet shard checkpoints',
+      });
     }
-    await Promise.all(inFlight);
-    const info = {
-      name: meta.name,
-      description: meta.description,
-      options: { max_chunk_size: CHUNK },
-      metadata: meta.metadata,
-      bucket,
-      nuid: id,
-      size: bytes.byteLength,
-      chunks,
-      digest: natsDigest(hash.digest()),
-      deleted: false,
-      mtime: new Date().toISOString(),
-    };
+    return new ObjectBucket(js, jsm as WithDirect, bucket);
+  }
+
+  private metaSubject(name: string): string {
+    return `$O.${this.bucket}.M.${b64url(new TextEncoder().encode(name))}`;
+  }
+
+  /** The info record of every live object. */
+  async list(): Promise<ObjectRecord[]> {
+    const si = await this.jsm.streams.info(this.stream, { subjects_filter: `$O.${this.bucket}.M.>` });
+    const out: ObjectRecord[] = [];
+    for (const subject of Object.keys(si.state.subjects ?? {})) {
+      const r = await this.record(subject);
+      if (r && !r.deleted) out.push(r);
+    }
+    return out;
+  }
+
+  /** The info record of `name` (deleted ones too), undefined when there is none. */
+  info(name: string): Promise<ObjectRecord | undefined> {
+    return this.record(this.metaSubject(name));
+  }
+
+  private async record(subject: string): Promise<ObjectRecord | undefined> {
+    try {
+      const m = await this.jsm.direct.getMessage(this.stream, { last_by_subj: subject });
+      return JSON.parse(new TextDecoder().decode(m.data)) as ObjectRecord;
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    }
+  }
+
+  /** The bytes of an object, checked against its record's size, chunk count and digest. */
+  async read(r: ObjectRecord): Promise<Uint8Array> {
+    const bad = (why: string) => new FreshetError('BAD_FRAME', `object ${r.name}: ${why}`);
+    const subject = `$O.${this.bucket}.C.${r.nuid}`;
+    const out = new Uint8Array(r.size);
+    const hash = createHash('sha256');
+    let off = 0;
+    let seq = 1;
+    for (let i = 0; i < r.chunks; i++) {
+      let data: Uint8Array;
+      try {
+        const m = await this.jsm.direct.getMessage(this.stream, { seq, next_by_subj: subject });
+        data = m.data;
+        seq = m.seq + 1;
+      } catch (e) {
+        if (isNotFound(e)) throw bad(`chunk ${i + 1} of ${r.chunks} is missing`);
+        throw e;
+      }
+      if (off + data.byteLength > r.size) throw bad(`chunks hold more than its ${r.size} bytes`);
+      out.set(data, off);
+      hash.update(data);
+      off += data.byteLength;
+    }
+    if (off !== r.size) throw bad(`chunks hold ${off} bytes, its record says ${r.size}`);
+    if (natsDigest(hash.digest()) !== r.digest) throw bad(`digest mismatch (record ${r.digest})`);
+    return out;
+  }
+
+  /** Writes (or replaces) object `name`; the replaced object's chunks are purged after. */
+  async put(
+    meta: { name: string; description: string; metadata: Record<string, string> },
+    bytes: Uint8Array,
+  ): Promise<void> {
+    const old = await this.info(meta.name);
+    const id = nuid.next();
+    const chunkSubj = `$O.${this.bucket}.C.${id}`;
+    const hash = createHash('sha256');
+    const inFlight: Promise<PubAck>[] = [];
+    let chunks = 0;
+    try {
+      for (let off = 0; off < bytes.byteLength; off += CHUNK) {
+        const piece = bytes.subarray(off, off + CHUNK);
+        hash.update(piece);
+        const p = this.js.publish(chunkSubj, piece);
+        // handled now, awaited below: a rejection while another chunk is awaited is not unhandled
+        p.catch(() => undefined);
+        inFlight.push(p);
+        chunks++;
+        if (inFlight.length >= WINDOW) await inFlight.shift();
+      }
+      await Promise.all(inFlight);
+      const record: ObjectRecord = {
+        ...meta,
+        options: { max_chunk_size: CHUNK },
+        bucket: this.bucket,
+        nuid: id,
+        size: bytes.byteLength,
+        chunks,
+        digest: natsDigest(hash.digest()),
+        deleted: false,
+        mtime: new Date().toISOString(),
+      };
+      await this.writeRecord(record);
+    } catch (e) {
+      await this.purgeChunks(id).catch(() => undefined);
+      throw e;
+    }
+    // the object now points at the new chunks; the replaced ones are garbage
+    if (old && !old.deleted && old.nuid !== id) await this.purgeChunks(old.nuid).catch(() => undefined);
+  }
+
+  /** Deletes an object: a deleted record replaces its info, then its chunks are purged. */
+  async delete(name: string): Promise<void> {
+    const r = await this.info(name);
+    if (!r || r.deleted) return;
+    await this.writeRecord({ ...r, deleted: true, size: 0, chunks: 0, digest: '' });
+    await this.purgeChunks(r.nuid);
+  }
+
+  private async writeRecord(r: ObjectRecord): Promise<void> {
     const h = headers();
     h.set(JsHeaders.RollupHdr, JsHeaders.RollupValueSubject);
-    const subject = `$O.${bucket}.M.${Buffer.from(meta.name).toString('base64').replace(/\+/g, '-').replace(/\//g, '_')}`;
-    await js.publish(subject, new TextEncoder().encode(JSON.stringify(info)), { headers: h });
-  } catch (e) {
-    await jsm.streams.purge(`OBJ_${bucket}`, { filter: chunkSubj }).catch(() => undefined);
-    throw e;
+    await this.js.publish(this.metaSubject(r.name), new TextEncoder().encode(JSON.stringify(r)), {
+      headers: h,
+    });
   }
-  // the object now points at the new chunks; the replaced ones are garbage
-  if (old && !old.deleted && old.nuid !== id) {
-    await jsm.streams.purge(`OBJ_${bucket}`, { filter: `$O.${bucket}.C.${old.nuid}` }).catch(() => undefined);
+
+  private async purgeChunks(id: string): Promise<void> {
+    await this.jsm.streams.purge(this.stream, { filter: `$O.${this.bucket}.C.${id}` });
   }
+}
+
+/**
+ * The checkpoints in bucket `bucket` without creating it (`freshet shard checkpoints`); undefined
+ * when the bucket does not exist (no shard has uploaded one).
+ */
+export async function listBucketCheckpoints(
+  nc: NatsConnection,
+  bucket: string,
+): Promise<CheckpointObject[] | undefined> {
+  const b = await ObjectBucket.open(nc, bucket);
+  return b && listCheckpointObjects(b);
+}
+
+/** Every checkpoint object of a bucket (all shards), newest first per shard. */
+export async function listCheckpointObjects(bucket: ObjectBucket): Promise<CheckpointObject[]> {
+  const out: CheckpointObject[] = [];
+  for (const r of await bucket.list()) {
+    const c = describeObject(r);
+    if (c) out.push(c);
+  }
+  return out.sort((a, b) => a.shard - b.shard || b.segment - a.segment);
 }
 
 /**
@@ -183,22 +334,15 @@ export class ObjectStoreCheckpoints implements CheckpointStore {
   readonly kind = 'object-store';
 
   private constructor(
-    private readonly os: ObjectStore,
-    private readonly js: JetStreamClient,
-    private readonly jsm: JetStreamManager,
+    readonly bucket: ObjectBucket,
     readonly o: ObjectStoreCheckpointsOptions,
   ) {}
 
   /** Opens the bucket, creating it (file storage, `replicas`) when it does not exist. */
   static async open(nc: NatsConnection, o: ObjectStoreCheckpointsOptions): Promise<ObjectStoreCheckpoints> {
     try {
-      const js = nc.jetstream();
-      const os = await js.views.os(o.bucket, {
-        storage: StorageType.File,
-        replicas: o.replicas,
-        description: 'Freshet shard checkpoints',
-      });
-      return new ObjectStoreCheckpoints(os, js, await nc.jetstreamManager(), o);
+      const bucket = await ObjectBucket.open(nc, o.bucket, { replicas: o.replicas });
+      return new ObjectStoreCheckpoints(bucket!, o);
     } catch (e) {
       throw new FreshetError('UNAVAILABLE', `checkpoint bucket ${o.bucket}: ${(e as Error).message}`, {
         cause: e,
@@ -208,7 +352,7 @@ export class ObjectStoreCheckpoints implements CheckpointStore {
 
   async list(): Promise<StoredCheckpoint[]> {
     const o = this.o;
-    return (await listCheckpointObjects(this.os))
+    return (await listCheckpointObjects(this.bucket))
       .filter((c) => c.shard === o.shard)
       .map((c) => {
         if (c.problem) return c;
@@ -221,17 +365,10 @@ export class ObjectStoreCheckpoints implements CheckpointStore {
   }
 
   async read(c: StoredCheckpoint): Promise<Uint8Array> {
-    let bytes: Uint8Array | null;
-    try {
-      bytes = await this.os.getBlob(c.name);
-    } catch (e) {
-      // nats.js checks its own digest of the chunks: a mismatch is a corrupt object
-      if (/digest/i.test((e as Error).message)) {
-        throw new FreshetError('BAD_FRAME', `checkpoint ${c.name}: ${(e as Error).message}`, { cause: e });
-      }
-      throw e;
-    }
-    if (!bytes) throw new FreshetError('BAD_FRAME', `checkpoint ${c.name}: deleted while being read`);
+    const r = await this.bucket.info(c.name);
+    if (!r || r.deleted)
+      throw new FreshetError('BAD_FRAME', `checkpoint ${c.name}: deleted while being read`);
+    const bytes = await this.bucket.read(r);
     await verifyCheckpoint(c, bytes);
     return bytes;
   }
@@ -240,13 +377,10 @@ export class ObjectStoreCheckpoints implements CheckpointStore {
     const o = this.o;
     const { info, bytes } = await describeLocalCheckpoint(dir, segment);
     const name = checkpointObjectName(o.shard, segment);
-    const have = await this.os.info(name);
+    const have = await this.bucket.info(name);
     // already there (a restart uploads the newest local checkpoint again otherwise)
     if (!have || have.deleted || have.metadata?.sha256 !== info.sha256) {
-      await putObject(
-        this.js,
-        this.jsm,
-        this.o.bucket,
+      await this.bucket.put(
         {
           name,
           description: `shard ${o.shard}/${o.shards} as of log segment ${segment}`,
@@ -264,20 +398,25 @@ export class ObjectStoreCheckpoints implements CheckpointStore {
           },
         },
         bytes,
-        have,
       );
     }
-    await this.prune();
+    // the new one is there: a failed clean-up costs space, not the upload (tried again next time)
+    await this.prune().catch((e: unknown) =>
+      this.o.log?.('warn', 'old checkpoints not deleted', {
+        code: e instanceof FreshetError ? e.code : 'UNAVAILABLE',
+        error: (e as Error).message,
+      }),
+    );
     return { ...info, name };
   }
 
   /** Deletes this shard's checkpoints beyond the newest `keep`; returns their names. */
   async prune(): Promise<string[]> {
-    const old = (await listCheckpointObjects(this.os))
+    const old = (await listCheckpointObjects(this.bucket))
       .filter((c) => c.shard === this.o.shard)
       .slice(this.o.keep)
       .map((c) => c.name);
-    for (const name of old) await this.os.delete(name);
+    for (const name of old) await this.bucket.delete(name);
     return old;
   }
 }

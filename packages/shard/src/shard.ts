@@ -304,6 +304,7 @@ export class Shard implements ProcessActor {
       model: spec.name,
       replicas: o.checkpoint.replicas,
       keep: o.checkpoint.keep,
+      log: this.log,
     });
     this.uploader = new CheckpointUploader(store, dir, this.log);
     if (!isFreshDataDir(dir)) return false;

@@ -6,7 +6,11 @@ import { decodePushReply, encodePush, subjects, type PushRequest } from '@freshe
 import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
 import { captureCheckpoint } from '../src/checkpoint.js';
 import { sha256Hex } from '../src/checkpoint-store.js';
-import { checkpointObjectName, listCheckpointObjects } from '../src/object-store-checkpoints.js';
+import {
+  checkpointObjectName,
+  listCheckpointObjects,
+  ObjectBucket,
+} from '../src/object-store-checkpoints.js';
 import { compileShardOptions } from '../src/shard-options.js';
 import { aligned, Shard } from '../src/shard.js';
 import type { ShardCore } from '../src/shard-core.js';
@@ -84,7 +88,10 @@ async function stateWords(core: ShardCore) {
   return { version, recent, tables, words: new Uint32Array(words.buffer) };
 }
 
+/** nats.js's own Object Store view: what the shard writes must read there too, and the other way round. */
 const objectStore = (cluster: string) => nats.nc.jetstream().views.os(subjects(cluster).objectStore);
+const listed = async (cluster: string) =>
+  listCheckpointObjects((await ObjectBucket.open(nats.nc, subjects(cluster).objectStore))!);
 
 describe('checkpoint options', () => {
   it('refuses an unknown store and the object store without a data dir (CONFIG)', () => {
@@ -123,7 +130,7 @@ describe('checkpoints in the JetStream Object Store', () => {
     expect(up.failures).toBe(0);
     const finalSegment = a.shard.status().lastCheckpoint!.segment;
     expect(up.segment).toBe(finalSegment);
-    const objects = await listCheckpointObjects(await objectStore(cluster));
+    const objects = await listed(cluster);
     expect(objects.map((o) => o.name)).toEqual([
       checkpointObjectName(0, finalSegment),
       checkpointObjectName(0, finalSegment - 1),
@@ -192,7 +199,7 @@ describe('checkpoints in the JetStream Object Store', () => {
     await a.shard.stop();
     const good = await stateWords(a.shard.core);
     const os = await objectStore(cluster);
-    const [obj] = await listCheckpointObjects(os);
+    const [obj] = await listed(cluster);
     const info = (await os.info(obj!.name))!;
     const bytes = (await os.getBlob(obj!.name))!;
 
@@ -243,7 +250,7 @@ describe('checkpoints in the JetStream Object Store', () => {
     }
 
     // nothing usable at all: the shard does not start empty (that would drop the trained model)
-    for (const o of await listCheckpointObjects(os)) {
+    for (const o of await listed(cluster)) {
       if (!corrupt.some((c) => checkpointObjectName(0, c.seg) === o.name)) await os.delete(o.name);
     }
     const c = shardOf(cluster, tempDir('ckbad-c'), keep10);
@@ -273,7 +280,7 @@ describe('checkpoints in the JetStream Object Store', () => {
       // pushes go on while uploads fail
       for (let i = 3; i < 6; i++) expect((await push(nats.nc, cluster, i)).version).toBe(i + 1);
       expect(a.shard.state).toBe('running');
-      expect(await listCheckpointObjects(await objectStore(cluster))).toEqual([]);
+      expect(await listed(cluster)).toEqual([]);
 
       // room again: the next checkpoint's upload gets there
       const jsm = await nats.nc.jetstreamManager();
@@ -284,7 +291,7 @@ describe('checkpoints in the JetStream Object Store', () => {
       await waitFor(() => up.segment === segment, {
         message: () => `upload after the retry: ${up.lastError}`,
       });
-      const objects = await listCheckpointObjects(await objectStore(cluster));
+      const objects = await listed(cluster);
       expect(objects.map((o) => [o.segment, o.version])).toEqual([[segment, 6]]);
     } finally {
       await a.shard.stop();

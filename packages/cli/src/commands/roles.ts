@@ -7,6 +7,7 @@ import type { Worker, WorkerOptionsInput } from '@freshet/worker';
 import type { AdminHandler } from '../role-admin.js';
 import { shardIndexFromEnv } from '../shard-index.js';
 import { shutdownSignal } from '../signals.js';
+import { shardCheckpointsCommand } from './shard-checkpoints.js';
 
 /**
  * The role processes: `freshet shard|worker|serve --options-json '<json>'`. The options are the
@@ -176,9 +177,11 @@ function roleCommand<A extends RoleActor>(name: string, description: string, rol
 }
 
 export const shardCommand = () =>
-  roleCommand('shard', 'run a parameter-server shard process', shardRole)().option(
-    '--index-from-env <name>',
-    "the shard index from this variable's trailing -<ordinal> (a StatefulSet pod's name)",
-  );
+  roleCommand('shard', 'run a parameter-server shard process', shardRole)()
+    .option(
+      '--index-from-env <name>',
+      "the shard index from this variable's trailing -<ordinal> (a StatefulSet pod's name)",
+    )
+    .addCommand(shardCheckpointsCommand());
 export const workerCommand = roleCommand('worker', 'run a gradient worker process', workerRole);
 export const serveCommand = roleCommand('serve', 'run a serving node process', servingRole);
