@@ -1,15 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { checkServerIdentity } from 'node:tls';
 import { fileURLToPath } from 'node:url';
+import { connect, nkeyAuthenticator } from 'nats';
 import { Registry } from 'prom-client';
 import { parseAllDocuments } from 'yaml';
 import { subjects } from '@freshet/protocol';
 import { ServingNode } from '@freshet/serving';
-import { useNats } from '@freshet/testkit';
+import { findNatsServer, spawnChild, useNats, waitFor } from '@freshet/testkit';
 import { loadClusterConfig, parseClusterConfig } from '../src/cluster-config.js';
 import { cliMainPath } from '../src/local-cluster.js';
 import { serveMetrics } from '../src/metrics.js';
@@ -612,6 +614,80 @@ describe('the production overlay', () => {
     expect(hosts.size).toBeGreaterThan(0);
     for (const h of hosts) expect(cert.checkHost(h), `certificate names ${h}`).toBe(h);
   });
+});
+
+describe('the production NATS config and Secret', () => {
+  it('start a nats-server that takes every Freshet pod over TLS, as its own user, and no client without TLS', async () => {
+    const objs = renderings.production;
+    const secret = objs.find((o) => o.kind === 'Secret' && o.metadata.name === 'nats-auth')!.data!;
+    const natsPod = containersOf(objs).find((f) => f.container.image?.startsWith('nats:'))!;
+    // the pod's files under a directory of this machine: the ConfigMap's nats.conf, the Secret's items
+    const dir = join(tmp, 'nats-server');
+    mkdirSync(join(dir, 'data'), { recursive: true });
+    const confMount = natsPod.container.volumeMounts!.find((m) => m.subPath === 'nats.conf')!.mountPath;
+    const authMount = natsPod.container.volumeMounts!.find((m) => m.name === 'auth')!.mountPath;
+    const authDir = join(dir, authMount.slice(confMount.lastIndexOf('/') + 1));
+    mkdirSync(authDir);
+    const local = (text: string) => text.replaceAll(authMount, authDir);
+    for (const item of natsPod.pod.spec.volumes!.find((v) => v.name === 'auth')!.secret!.items!) {
+      writeFileSync(join(authDir, item.path), local(Buffer.from(secret[item.key]!, 'base64').toString()));
+    }
+    const conf = objs.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'nats-config')!.data![
+      'nats.conf'
+    ]!;
+    // loopback and free ports instead of the pod's; peers (nats-N.nats) stay unresolved here
+    const confPath = join(dir, 'nats.conf');
+    writeFileSync(
+      confPath,
+      local(conf)
+        .replace(/^port: 4222$/m, 'listen: 127.0.0.1:-1')
+        .replace(/^\s+port: 6222$/m, '  listen: 127.0.0.1:-1')
+        .replace(/^http: .*$/m, '')
+        .replace('store_dir: /data', `store_dir: ${JSON.stringify(join(dir, 'data'))}`),
+    );
+    const server = spawnChild(findNatsServer(), ['-c', confPath], {
+      env: { ...process.env, POD_NAME: 'nats-0' },
+    });
+    try {
+      const port = await waitFor(
+        () => /Listening for client connections on 127\.0\.0\.1:(\d+)/.exec(server.output())?.[1],
+        { timeoutMs: 10_000, message: () => `nats-server listening:\n${server.output()}` },
+      );
+      expect(server.output()).toContain('TLS required for client connections');
+      const caFile = join(dir, 'ca.pem');
+      for (const f of containersOf(objs).filter((x) => isFreshet(x.container))) {
+        const env = envOf(f.container);
+        const key = (name: string) => fileOn(f, env.get(name)?.value ?? '')!.key!;
+        writeFileSync(caFile, Buffer.from(secret[key('FRESHET_NATS_CA')]!, 'base64'));
+        const seed = Buffer.from(secret[key('FRESHET_NATS_NKEY_FILE')]!, 'base64').toString().trim();
+        // the name the pod dials, checked against the certificate as the pod's TLS would
+        const urls = env.get('FRESHET_NATS_URL')?.value ?? 'nats://nats-0.nats:4222';
+        const host = new URL(urls.split(',')[0]!).hostname;
+        const options = {
+          servers: `nats://127.0.0.1:${port}`,
+          authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)),
+          inboxPrefix: env.get('FRESHET_NATS_INBOX_PREFIX')!.value!,
+          timeout: 5000,
+        };
+        // nats.js hands its tls options to node's tls.connect, checkServerIdentity included
+        const tls: { caFile: string; checkServerIdentity: typeof checkServerIdentity } = {
+          caFile,
+          checkServerIdentity: (_h, cert) => checkServerIdentity(host, cert),
+        };
+        // the seed must be a user of auth.conf, or the server refuses the connection
+        const nc = await connect({ ...options, tls });
+        try {
+          expect(nc.info?.tls_required, f.where).toBe(true);
+          await nc.flush();
+        } finally {
+          await nc.close();
+        }
+        await expect(connect({ ...options, reconnect: false }), `${f.where} without TLS`).rejects.toThrow();
+      }
+    } finally {
+      await server.stop();
+    }
+  }, 60_000);
 });
 
 describe('docs/kubernetes.md', () => {
