@@ -38,10 +38,10 @@ export interface StoredCheckpoint {
   problem?: string;
 }
 
-/** SHA-256 of `data` in hex, 8 MB per event-loop turn so that pushes go on meanwhile. */
+/** SHA-256 of `data` in hex, 2 MB per event-loop turn so that pushes go on meanwhile. */
 export async function sha256Hex(data: Uint8Array): Promise<string> {
   const h = createHash('sha256');
-  const step = 8 << 20;
+  const step = 2 << 20;
   for (let off = 0; off < data.byteLength; off += step) {
     h.update(data.subarray(off, off + step));
     if (off + step < data.byteLength) await new Promise((r) => setImmediate(r));

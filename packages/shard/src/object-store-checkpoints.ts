@@ -114,7 +114,13 @@ export function describeObject(info: ObjectRecord): CheckpointObject | undefined
 }
 
 const CHUNK = 256 * 1024;
-const WINDOW = 8;
+/**
+ * Chunks in flight while uploading: few, since they share the connection with push replies (a
+ * reply queued behind them waits for them to go out): 4 × 256 KiB.
+ */
+const UPLOAD_WINDOW = 4;
+/** Chunk reads in flight while restoring (before the shard serves anything). */
+const READ_WINDOW = 16;
 
 /** nats.js's encodings: padded base64url for object names in subjects and for digests. */
 const b64url = (b: Uint8Array) => Buffer.from(b).toString('base64').replace(/\+/g, '-').replace(/\//g, '_');
@@ -213,21 +219,11 @@ export class ObjectBucket {
   /** The bytes of an object, checked against its record's size, chunk count and digest. */
   async read(r: ObjectRecord): Promise<Uint8Array> {
     const bad = (why: string) => new FreshetError('BAD_FRAME', `object ${r.name}: ${why}`);
-    const subject = `$O.${this.bucket}.C.${r.nuid}`;
+    const chunks = (await this.readChunks(r)).map((m) => m.data);
     const out = new Uint8Array(r.size);
     const hash = createHash('sha256');
     let off = 0;
-    let seq = 1;
-    for (let i = 0; i < r.chunks; i++) {
-      let data: Uint8Array;
-      try {
-        const m = await this.jsm.direct.getMessage(this.stream, { seq, next_by_subj: subject });
-        data = m.data;
-        seq = m.seq + 1;
-      } catch (e) {
-        if (isNotFound(e)) throw bad(`chunk ${i + 1} of ${r.chunks} is missing`);
-        throw e;
-      }
+    for (const data of chunks) {
       if (off + data.byteLength > r.size) throw bad(`chunks hold more than its ${r.size} bytes`);
       out.set(data, off);
       hash.update(data);
@@ -235,6 +231,39 @@ export class ObjectBucket {
     }
     if (off !== r.size) throw bad(`chunks hold ${off} bytes, its record says ${r.size}`);
     if (natsDigest(hash.digest()) !== r.digest) throw bad(`digest mismatch (record ${r.digest})`);
+    return out;
+  }
+
+  /**
+   * The chunk messages of an object, in order. A direct get asks for the first message of a
+   * subject at or after a sequence, one round trip each; one upload's chunks are usually
+   * consecutive in the stream, so after the first, the rest are asked for at once (READ_WINDOW
+   * in flight) at the sequences they would have. Answers that are all different are then exactly
+   * the object's chunks; when other objects' chunks were interleaved (shards uploading at the
+   * same time) some repeat, and the chunks are read again one after the other.
+   */
+  private async readChunks(r: ObjectRecord): Promise<StoredMsg[]> {
+    const subject = `$O.${this.bucket}.C.${r.nuid}`;
+    const get = async (seq: number, i: number) => {
+      try {
+        return await this.jsm.direct.getMessage(this.stream, { seq, next_by_subj: subject });
+      } catch (e) {
+        if (isNotFound(e))
+          throw new FreshetError('BAD_FRAME', `object ${r.name}: chunk ${i + 1} of ${r.chunks} is missing`);
+        throw e;
+      }
+    };
+    if (r.chunks === 0) return [];
+    const first = await get(1, 0);
+    const guessed: StoredMsg[] = [first];
+    for (let i = 1; i < r.chunks; i += READ_WINDOW) {
+      const batch = [];
+      for (let k = i; k < Math.min(r.chunks, i + READ_WINDOW); k++) batch.push(get(first.seq + k, k));
+      guessed.push(...(await Promise.all(batch)));
+    }
+    if (guessed.every((m, k) => k === 0 || m.seq > guessed[k - 1]!.seq)) return guessed;
+    const out = [first];
+    for (let k = 1; k < r.chunks; k++) out.push(await get(out[k - 1]!.seq + 1, k));
     return out;
   }
 
@@ -258,7 +287,7 @@ export class ObjectBucket {
         p.catch(() => undefined);
         inFlight.push(p);
         chunks++;
-        if (inFlight.length >= WINDOW) await inFlight.shift();
+        if (inFlight.length >= UPLOAD_WINDOW) await inFlight.shift();
       }
       await Promise.all(inFlight);
       const record: ObjectRecord = {
