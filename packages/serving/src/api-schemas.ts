@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { errorEnvelopeSchema, eventLimits, featuresSchema } from '@freshet/protocol';
+import { explorationSchema } from './exploration.js';
 
 const id = z.string().min(1).max(128);
 
@@ -28,6 +29,8 @@ export function apiSchemas(limits: { maxCandidates: number }) {
   const rank = score.extend({
     /** How many of the best candidates to return (default: the node's `limits.defaultK`). */
     k: z.number().int().min(1).max(limits.maxCandidates).optional(),
+    /** Exploration over the ranked list (default: the node's `exploration`); see exploration.ts. */
+    explore: explorationSchema.optional(),
   });
   return { score, rank };
 }
@@ -153,7 +156,17 @@ export type ScoreResponse = z.infer<typeof scoreResponseSchema>;
 export const rankResponseSchema = z.object({
   ...meta,
   /** The best `k` candidates, highest score first; `index` is the position in the request. */
-  items: z.array(z.object({ item: z.string(), score: probability, index: z.number().int().min(0) })),
+  items: z.array(
+    z.object({
+      item: z.string(),
+      score: probability,
+      index: z.number().int().min(0),
+      /** Under exploration: the probability its slot showed it (send it back on the impression). */
+      propensity: probability.optional(),
+      /** Under exploration: shown instead of the best remaining candidate. */
+      explored: z.boolean().optional(),
+    }),
+  ),
 });
 export type RankResponse = z.infer<typeof rankResponseSchema>;
 

@@ -45,3 +45,4 @@ export {
   type Scorer,
   type ScorerKind,
 } from './scorer.js';
+export { explorationSchema, exploreRanking, type Exploration, type ExploredRanking } from './exploration.js';

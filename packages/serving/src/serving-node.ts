@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyInstance, type FastifyError } from 'fastify';
 import type { NatsConnection, NatsError, Service, ServiceMsg } from 'nats';
@@ -10,6 +11,7 @@ import {
   toErrorEnvelope,
   type ErrorEnvelope,
   type Subjects,
+  xorshift32,
 } from '@freshet/protocol';
 import {
   apiSchemas,
@@ -21,6 +23,7 @@ import {
   type ScoreResponse,
 } from './api-schemas.js';
 import { EncoderStatsFollower, type EncoderStatsView } from './encoder-stats-follower.js';
+import { exploreRanking, type Exploration } from './exploration.js';
 import { WindowedHistogram } from './histogram.js';
 import { RateMeter } from './rate-meter.js';
 import { Replica, type ReplicaEvent, type ReplicaStats } from './replica.js';
@@ -57,6 +60,8 @@ export interface ServingStatus {
   /** Server-side handling time of score/rank requests (ms), over the recent window. */
   latency: { p50Ms: number; p99Ms: number; count: number };
   requests: { ok: number; badRequest: number; notReady: number; failed: number };
+  /** Rank requests answered with exploration, and their slots that explored. */
+  exploration: { rankings: number; explored: number };
   http: string | null;
   replica: ReplicaStats;
   /** Workers' statistics of standardised columns in use (null: the model has none). */
@@ -99,6 +104,10 @@ export class ServingNode implements ProcessActor {
   private readonly rate = new RateMeter(10);
   private readonly latency: WindowedHistogram;
   private readonly counters = { ok: 0, badRequest: 0, notReady: 0, failed: 0 };
+  /** Explored rank requests, and their slots that did not show the best remaining candidate. */
+  private readonly exploration = { rankings: 0, explored: 0 };
+  // seeded once per node: exploration draws need no cryptographic quality, only independence
+  private readonly random = xorshift32(randomInt(1, 2 ** 32));
   private readonly lifetime = new AbortController();
 
   constructor(input: ServingOptionsInput | ServingOptions, deps: ServingNodeDeps = {}) {
@@ -240,6 +249,7 @@ export class ServingNode implements ProcessActor {
       requestsPerSec: this.rate.perSecond(),
       latency: { p50Ms: lat.p50, p99Ms: lat.p99, count: lat.count },
       requests: { ...this.counters },
+      exploration: { ...this.exploration },
       http: this.url,
       replica: r ?? emptyReplicaStats(),
       encoderStats: this.encoderStats ? { ...this.encoderStats.view } : null,
@@ -333,12 +343,18 @@ export class ServingNode implements ProcessActor {
     if (op === 'score') body = { ...meta, scores: Array.from(scores) };
     else {
       const k = Math.min(req.k ?? this.options.limits.defaultK, scores.length);
-      const order = Array.from({ length: scores.length }, (_, i) => i);
-      order.sort((a, b) => scores[b]! - scores[a]! || a - b);
-      body = {
-        ...meta,
-        items: order.slice(0, k).map((i) => ({ item: req.candidates[i]!.item, score: scores[i]!, index: i })),
-      };
+      const explore = req.explore ?? this.options.exploration;
+      if (explore.kind !== 'none') body = { ...meta, items: this.explored(req, scores, k, explore) };
+      else {
+        const order = Array.from({ length: scores.length }, (_, i) => i);
+        order.sort((a, b) => scores[b]! - scores[a]! || a - b);
+        body = {
+          ...meta,
+          items: order
+            .slice(0, k)
+            .map((i) => ({ item: req.candidates[i]!.item, score: scores[i]!, index: i })),
+        };
+      }
     }
     if (this.options.validateResponses && !responseLooksValid(body)) {
       // The cheap check failed: let the schema say what is wrong (and be the judge).
@@ -347,6 +363,22 @@ export class ServingNode implements ProcessActor {
         return fail(500, new FreshetError('INTERNAL', `invalid response: ${zodReason(check.error)}`));
     }
     return { status: 200, body };
+  }
+
+  /** An explored ranking's items, each with its propensity; counted in `exploration`. */
+  private explored(req: RankRequest, scores: Float32Array, k: number, e: Exploration): RankResponse['items'] {
+    const r = exploreRanking(scores, k, e, this.random);
+    this.exploration.rankings++;
+    return r.order.map((i, s) => {
+      if (r.explored[s]) this.exploration.explored++;
+      return {
+        item: req.candidates[i]!.item,
+        score: scores[i]!,
+        index: i,
+        propensity: r.propensity[s]!,
+        explored: r.explored[s]!,
+      };
+    });
   }
 
   // ------------------------------------------------------------------ HTTP

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { natsOptionsSchema } from '@freshet/nats';
 import { assertClusterName, FreshetError } from '@freshet/protocol';
+import { explorationSchema } from './exploration.js';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -54,6 +55,8 @@ export const servingOptionsSchema = z
      * model's own predict; `fast` requires the former; `model` always uses @freshet/model.
      */
     scorer: z.enum(['auto', 'fast', 'model']).default('auto'),
+    /** Exploration of rank requests that name none (`explore`); see exploration.ts. */
+    exploration: explorationSchema.default({ kind: 'none' }),
     /** The fast path's per-candidate matrix products: tfjs (wasm SIMD) or plain JS loops. */
     gemm: z.enum(['tfjs', 'js']).default('tfjs'),
     replica: z
