@@ -1,6 +1,7 @@
+import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { NatsConnection } from 'nats';
+import { headers, JsHeaders, type NatsConnection } from 'nats';
 import { requestBytes } from '@freshet/nats';
 import { decodePushReply, encodePush, subjects, type PushRequest } from '@freshet/protocol';
 import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
@@ -296,5 +297,47 @@ describe('checkpoints in the JetStream Object Store', () => {
     } finally {
       await a.shard.stop();
     }
+  });
+
+  it("reads an object whose chunks are interleaved with another upload's (shards uploading at once)", async () => {
+    const name = uniqueName('ckmix').replace(/-/g, '_');
+    const bucket = (await ObjectBucket.open(nats.nc, name, { replicas: 1 }))!;
+    const js = nats.nc.jetstream();
+    const chunk = (o: number, i: number) => new Uint8Array(1000).fill(o * 16 + i);
+    // two objects' chunks published alternately: A0 B0 A1 B1 ...
+    for (let i = 0; i < 5; i++) for (const o of [0, 1]) await js.publish(`$O.${name}.C.obj${o}`, chunk(o, i));
+    for (const o of [0, 1]) {
+      const all = Buffer.concat(Array.from({ length: 5 }, (_, i) => chunk(o, i)));
+      const digest = createHash('sha256')
+        .update(all)
+        .digest('base64')
+        .replace(/\+/g, '-')
+        .replace(/\//g, '_');
+      const rec = {
+        name: `o${o}`,
+        bucket: name,
+        nuid: `obj${o}`,
+        size: 5000,
+        chunks: 5,
+        digest: `SHA-256=${digest}`,
+        mtime: new Date().toISOString(),
+      };
+      const h = headers();
+      h.set(JsHeaders.RollupHdr, JsHeaders.RollupValueSubject);
+      const subj = `$O.${name}.M.${Buffer.from(`o${o}`).toString('base64').replace(/\+/g, '-').replace(/\//g, '_')}`;
+      await js.publish(subj, new TextEncoder().encode(JSON.stringify(rec)), { headers: h });
+      const got = await bucket.read((await bucket.info(`o${o}`))!);
+      expect(Buffer.compare(Buffer.from(got), all)).toBe(0);
+      // and nats.js reads the same bytes (its digest check included)
+      expect(
+        Buffer.compare(Buffer.from((await js.views.os(name).then((os) => os.getBlob(`o${o}`)))!), all),
+      ).toBe(0);
+    }
+    // a chunk gone is a corrupt object, not a short one
+    await (await nats.nc.jetstreamManager()).streams.purge(`OBJ_${name}`, { filter: `$O.${name}.C.obj1` });
+    await expect(bucket.read((await bucket.info('o1'))!)).rejects.toMatchObject({
+      code: 'BAD_FRAME',
+      message: expect.stringMatching(/chunk 1 of 5 is missing/) as string,
+    });
   });
 });
