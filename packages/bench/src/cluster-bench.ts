@@ -74,6 +74,18 @@ export const clusterBenchOptionsSchema = z
     joinWindowMs: z.number().int().min(100).default(2000),
     batch: z.number().int().min(1).max(65_536).default(256),
     lr: z.number().positive().default(3e-3),
+    /**
+     * Where the workers' dense tables learn (worker option `dense.mode`): `shard` pulls and
+     * pushes them with every batch, `replica` keeps a copy per worker and flushes its change
+     * every `denseSyncExamples` examples.
+     */
+    dense: z.enum(['shard', 'replica']).default('shard'),
+    denseSyncExamples: z
+      .number()
+      .int()
+      .min(1)
+      .max(1 << 20)
+      .default(2048),
     /** Compute threads per worker (default: the cores shared out among workers, at least 1). */
     threads: z.number().int().min(1).max(64).optional(),
     /** Fraction of the measured throughput the freshness phase publishes at; 0 skips that phase. */
@@ -441,6 +453,7 @@ export async function runClusterBench<A extends BenchActor>(
         joiner,
         // Close windows by wall time soon after they end, so the last negatives do not wait.
         joinClock: { everyMs: 100, lagMs: 200 },
+        dense: { mode: o.dense, syncExamples: o.denseSyncExamples },
         ...(o.window !== undefined ? { metrics: { window: o.window } } : {}),
       },
     },
@@ -542,6 +555,8 @@ export async function runClusterBench<A extends BenchActor>(
       lr: o.lr,
       optimizer: modelConfig.optimizer ?? null,
       threads_per_worker: threads,
+      dense: o.dense,
+      dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
       passes: o.passes,
       rate: o.rate ?? null,
       backend: wv[0]?.backend ?? null,

@@ -31,6 +31,14 @@ export const wireBenchOptionsSchema = z
     model: z.enum(benchModels).default('wide-deep'),
     batch: z.number().int().min(1).max(65_536).default(256),
     partitions: z.number().int().min(1).max(1024).default(8),
+    /** The workers' dense tables: per batch on the shards, or a replica flushed every `denseSyncExamples` examples. */
+    dense: z.enum(['shard', 'replica']).default('shard'),
+    denseSyncExamples: z
+      .number()
+      .int()
+      .min(1)
+      .max(1 << 20)
+      .default(2048),
     /** Deadline of each configuration (ms). */
     timeoutMs: z
       .number()
@@ -187,6 +195,8 @@ export async function runWireBench<A extends BenchActor>(
           limit: o.limit,
           model: o.model,
           batch: o.batch,
+          dense: o.dense,
+          denseSyncExamples: o.denseSyncExamples,
           tap: true,
           tapFeedback: true,
           peer: false,
@@ -207,6 +217,8 @@ export async function runWireBench<A extends BenchActor>(
     batch: o.batch,
     limit: o.limit,
     partitions: o.partitions,
+    dense: o.dense,
+    dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
     configs,
     ratios: wireRatios(configs),
     machine,

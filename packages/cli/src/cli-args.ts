@@ -24,6 +24,11 @@ export function nonNegativeNumber(v: string): number {
   if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a non-negative number');
   return n;
 }
+/** `--dense shard|replica`: where workers' dense tables learn. */
+export function denseMode(v: string): 'shard' | 'replica' {
+  if (v !== 'shard' && v !== 'replica') throw new InvalidArgumentError('expected shard or replica');
+  return v;
+}
 /** A comma-separated list of integers ≥ `min` (`--shards 2,4,8`). */
 export function intList(v: string, min: number): number[] {
   const out = v.split(',').map((s) => Number(s.trim()));

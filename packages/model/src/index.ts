@@ -44,6 +44,7 @@ export {
 export { createModel, initRows, type Model } from './model.js';
 export { computeGradients, predict, logLoss } from './compute.js';
 export { ftrlSequential, isSequentialFtrl } from './ftrl-local.js';
+export { DenseOptimizer } from './dense-optimizer.js';
 export {
   criteoIntFields,
   criteoCatFields,

@@ -135,8 +135,12 @@ export function decodePullReply(data: Uint8Array): PullReply {
 
 export const pushHeaderSchema = z.object({
   op: z.literal('push'),
-  /** Unique per push attempt series; a shard applies one id once (idempotent retries). */
-  id: z.string().min(1).max(200),
+  /**
+   * Unique per push attempt series; a shard applies one id once (idempotent retries). An id of
+   * `+`-joined parts (a dense replica's flush of several batches) is a duplicate when any part
+   * was applied, and applying it remembers every part.
+   */
+  id: z.string().min(1).max(4096),
   worker: z.string().max(128),
   clock: z.number().int().min(0).default(0),
   /** Shard version the gradients were computed on (from the pull reply). */
@@ -159,6 +163,11 @@ export const pushHeaderSchema = z.object({
     .min(1)
     .max(1 << 24)
     .optional(),
+  /**
+   * The arrays are weight deltas to add, not gradients (a worker's dense replica flushing what its
+   * own optimizer did): dense tables only, no optimizer step, no staleness policy.
+   */
+  add: z.literal(true).optional(),
   tables: z.array(z.object({ t: tableId, n: count, dim: z.number().int().min(1) })).max(4096),
 });
 export type PushHeader = z.infer<typeof pushHeaderSchema>;
@@ -181,6 +190,8 @@ export interface PushRequest {
   lrScale?: number | undefined;
   /** Examples behind the (mean-loss) gradients; see {@link pushHeaderSchema}. */
   examples?: number | undefined;
+  /** Weight deltas to add (see {@link pushHeaderSchema}). */
+  add?: boolean | undefined;
   tables: PushTable[];
 }
 
@@ -196,6 +207,7 @@ export function encodePush(req: PushRequest): Uint8Array {
   if (req.eventTs !== undefined) h.eventTs = req.eventTs;
   if (req.lrScale !== undefined && req.lrScale !== 1) h.lrScale = req.lrScale;
   if (req.examples !== undefined && req.examples !== 1) h.examples = req.examples;
+  if (req.add) h.add = true;
   const arrays: FrameArray[] = [];
   for (const t of req.tables) arrays.push(t.keys, t.grads, t.counts);
   return encodeFrame(h, arrays);
@@ -213,6 +225,7 @@ export function decodePush(data: Uint8Array): PushRequest {
     eventTs: h.eventTs,
     lrScale: h.lrScale,
     examples: h.examples,
+    add: h.add,
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, 3 * i);
       const grads = f32(frame, 3 * i + 1);

@@ -5,6 +5,7 @@ import { adagradInitRow, adagradRows, adagradStateDim } from './optimizers/adagr
 import { ftrlInitRow, ftrlRows, ftrlStateDim, ftrlStateRows } from './optimizers/ftrl.js';
 import type { RowUpdate } from './optimizers/row-grad.js';
 import { sgdRows, sgdStateDim } from './optimizers/sgd.js';
+import { addRows } from './optimizers/weight-delta.js';
 import { firstNonFinite, type PushUndo, type UndoTarget } from './push-undo.js';
 import { META_WORDS, RowStore, TICK_MS } from './row-store.js';
 
@@ -227,16 +228,20 @@ export class ParamTable implements UndoTarget {
     scratch: Int32Array,
     examples = 1,
     undo?: PushUndo,
+    /** `grads` are weight deltas to add (a dense replica's flush): no optimizer step. */
+    add = false,
   ): number {
     const n = keys.length >>> 1;
     undo?.beginTable(this.id, this.steps, this.stagedN, this.created);
-    if (n > 0) this.steps++;
+    if (n > 0 && !add) this.steps++;
     this.sketch?.advance(tick);
     let applied = 0;
     for (let from = 0; from < n; from += 16) {
       const to = Math.min(n, from + 16);
       this.resolveForPush(keys, counts, tick, scratch, from, to, undo);
-      applied += this.update(scratch, from, to, grads, lrScale, examples);
+      applied += add
+        ? addRows(this.store, scratch, from, to, grads)
+        : this.update(scratch, from, to, grads, lrScale, examples);
       // Checked while the block is in cache, before it is staged: non-finite values never
       // reach a delta; the caller rolls the whole push back from `undo`.
       if (undo) {

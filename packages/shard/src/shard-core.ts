@@ -115,9 +115,19 @@ export class ShardCore {
     this.rejects.set(code, (this.rejects.get(code) ?? 0) + 1);
   }
 
-  /** The version a push id was applied at, when it is a remembered retry. */
+  /**
+   * The version a push id was applied at, when it is a remembered retry. A `+`-joined id (a
+   * dense replica's flush of several batches) counts as applied when any of its parts was: a
+   * part applied on its own (the batch's recovery by another owner) must not be applied again,
+   * so the rest of that flush is given up rather than the part doubled.
+   */
   appliedVersion(id: string): number | undefined {
-    return this.recent.get(id);
+    if (!id.includes('+')) return this.recent.get(id);
+    for (const part of id.split('+')) {
+      const v = this.recent.get(part);
+      if (v !== undefined) return v;
+    }
+    return undefined;
   }
 
   private table(t: number): ParamTable {
@@ -156,6 +166,10 @@ export class ShardCore {
    * and the `reject` staleness bound. Throws the first violation's FreshetError.
    */
   validatePush(req: PushRequest, tau = this.tauOf(req.base)): void {
+    if (req.add) {
+      this.validateAdd(req);
+      return;
+    }
     let rows = 0;
     for (const p of req.tables) rows += p.keys.length / 2;
     if (rows > this.o.maxPushRows) {
@@ -175,6 +189,27 @@ export class ShardCore {
       this.checkKeys(tab, p.keys);
       checkGradients(p.t, p.grads);
       stalenessScale(tab.spec.staleness, tau);
+    }
+  }
+
+  /** An additive push carries whole dense tables' weight deltas: no rows, no staleness bound. */
+  private validateAdd(req: PushRequest): void {
+    for (const p of req.tables) {
+      const tab = this.table(p.t);
+      if (!tab.dense) {
+        throw new FreshetError(
+          'BAD_REQUEST',
+          `table ${p.t} (${tab.spec.name}): only dense tables take weight deltas`,
+        );
+      }
+      if (p.dim !== tab.spec.dim || p.grads.length !== tab.spec.dim || p.counts.length !== 1) {
+        throw new FreshetError(
+          'WRONG_LENGTH',
+          `table ${p.t}: a weight delta is the whole ${tab.spec.dim}-float tensor`,
+        );
+      }
+      this.checkKeys(tab, p.keys);
+      checkGradients(p.t, p.grads);
     }
   }
 
@@ -199,8 +234,8 @@ export class ShardCore {
     const tables = req.tables.map((p) => {
       const tab = this.tables[p.t]!;
       const st = tab.spec.staleness;
-      // state deltas are not gradients: DC-ASGD's compensation does not apply to them
-      if (!replay && st.policy === 'dc' && tau > 0 && !pushesState(tab.spec)) {
+      // state and weight deltas are not gradients: DC-ASGD's compensation does not apply to them
+      if (!replay && !req.add && st.policy === 'dc' && tau > 0 && !pushesState(tab.spec)) {
         const grads = this.dc.compensate(
           req.worker,
           req.base,
@@ -232,6 +267,10 @@ export class ShardCore {
         const n = p.keys.length / 2;
         if (this.scratch.length < n) this.scratch = new Int32Array(n * 2);
 
+        if (req.add) {
+          applied += tab.push(p.keys, p.counts, p.grads, tick, 1, this.scratch, 1, undo, true);
+          continue;
+        }
         const staleScale = replay ? this.replayScale(tab, tau) : stalenessScale(tab.spec.staleness, tau);
         const lrScale = staleScale * (req.lrScale ?? 1);
         applied += tab.push(p.keys, p.counts, p.grads, tick, lrScale, this.scratch, req.examples ?? 1, undo);
@@ -255,6 +294,10 @@ export class ShardCore {
   }
 
   private remember(id: string, version: number): void {
+    if (id.includes('+')) {
+      for (const part of id.split('+')) this.remember(part, version);
+      return;
+    }
     this.recent.set(id, version);
     if (this.recent.size > this.o.recentPushIds) {
       const first = this.recent.keys().next().value;

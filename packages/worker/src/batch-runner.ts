@@ -2,6 +2,7 @@ import type { Model } from '@freshet/model';
 import { FreshetError, gradientProblem, hashString64, hasCode } from '@freshet/protocol';
 import type { BatchTiming } from './batch-timing.js';
 import type { ComputePool } from './compute-pool.js';
+import type { DenseReplica } from './dense-replica.js';
 import type { LrSchedule } from './lr-schedule.js';
 import type { ManifestHandle, ManifestStore } from './manifest-store.js';
 import type { Recovered } from './manifest-recovery.js';
@@ -26,6 +27,8 @@ export interface BatchRunnerContext {
   model: () => Model | undefined;
   client: () => ShardClient | undefined;
   pool: () => ComputePool | undefined;
+  /** The dense tables' replica when `dense.mode` is `replica`. */
+  dense: () => DenseReplica | undefined;
   /** Still running (a failed batch is retried), or stopping (it is handed back). */
   running: () => boolean;
   log: WorkerLog;
@@ -60,6 +63,7 @@ export class BatchRunner {
     const model = this.ctx.model()!;
     const client = this.ctx.client()!;
     const pool = this.ctx.pool()!;
+    const replica = this.ctx.dense();
     const examples = items.map((b) => b.example);
     const onRetry = () => {
       counters.retries++;
@@ -81,6 +85,7 @@ export class BatchRunner {
       ? { copies: [{ key: rec.key, partition: rec.partition, revision: rec.revision }], stored: true }
       : manifests.write(items, id, eventTs);
     let pending: Set<number> | undefined;
+    let denseGrads: readonly (Float32Array | undefined)[] | undefined;
     // a recovered batch was scored by the owner that formed it
     let scored = rec !== undefined;
     const t0 = performance.now();
@@ -98,10 +103,15 @@ export class BatchRunner {
           const batch = model.encode(examples);
           const labels = batch.labels.slice();
           const weights = batch.weights.slice();
-          const plan = client.route(batch);
+          // a replica's dense tables are read here and flushed on their own (dense-replica.ts)
+          const plan = client.route(replica ? { ...batch, denseTables: [] } : batch);
           pending ??= new Set(plan.parts.map((x) => x.shard));
           lap('encode');
           const pulled = await client.pull(plan, { clock: this.clock, onRetry });
+          if (replica) {
+            await replica.load(onRetry);
+            for (const t of batch.denseTables) pulled.rows[t] = replica.rows(t).slice();
+          }
           lap('pull');
           let r: Awaited<ReturnType<ComputePool['gradients']>> | undefined;
           // The compute thread refuses to return a non-finite loss or gradient (NON_FINITE);
@@ -166,6 +176,7 @@ export class BatchRunner {
             onRetry,
           });
           lap('push');
+          denseGrads = r.grads;
           counters.pushes += out.accepted.size;
           counters.pushDuplicates += out.duplicates;
           counters.maxStaleness = Math.max(counters.maxStaleness, out.maxStaleness);
@@ -179,12 +190,28 @@ export class BatchRunner {
             );
           }
         }
+        // The dense update: applied to the replica now, acked once a flush carried it to the
+        // shard. A recovered batch goes alone, under its own id (its owner may have flushed it).
+        let flushed: Promise<void> | undefined;
+        if (replica && denseGrads) {
+          const scale = this.ctx.lr.scale();
+          if (rec) await replica.addAlone(id, denseGrads, scale, examples.length);
+          else flushed = replica.add(id, denseGrads, scale, examples.length);
+        }
         this.clock++;
         this.rate.push({ t: Date.now(), n: items.length });
         // Dropped once the acks are confirmed: a crash (or a lost ack) before then leaves a
         // manifest whose batch every shard has, so the next owner's re-push is all duplicates
         // and it acks the redeliveries instead of training them.
-        void holds.settleBatch(items, 'applied').then(() => manifests.drop(manifest));
+        const settle = () => holds.settleBatch(items, 'applied').then(() => manifests.drop(manifest));
+        if (!flushed) void settle();
+        else {
+          void flushed.then(settle, () => {
+            // never flushed (the worker stopped): not applied everywhere, so never acked
+            void holds.settleBatch(items, 'handBack');
+            manifests.freeSlot(manifest);
+          });
+        }
         timing.add('encode', ms.encode);
         timing.add('pull', ms.pull);
         timing.add('compute', ms.compute);

@@ -362,6 +362,58 @@ export class ShardClient {
     return out;
   }
 
+  /**
+   * A dense replica's flush: each table's weight delta to its owning shard as an additive push
+   * whose id is the `+`-joined parts (one per batch covered). Throws what the retries could not
+   * get past; resolves with how many shards answered `duplicate`.
+   */
+  async pushDense(
+    deltas: ReadonlyMap<number, Float32Array>,
+    meta: { parts: readonly string[]; examples: number; onRetry?: OnRetry | undefined },
+  ): Promise<{ duplicates: number }> {
+    const byShard = new Map<number, PushTable[]>();
+    for (const [t, d] of deltas) {
+      const shard = this.denseShard[t];
+      if (shard === undefined || shard < 0)
+        throw new FreshetError('UNKNOWN_TABLE', `table ${t} is not dense`);
+      let l = byShard.get(shard);
+      if (!l) byShard.set(shard, (l = []));
+      // counts: the examples behind the delta, as a dense table's gradient push carries
+      l.push({ t, dim: d.length, keys: new Uint32Array(2), grads: d, counts: Uint32Array.of(meta.examples) });
+    }
+    let duplicates = 0;
+    await Promise.all(
+      [...byShard].map(async ([shard, tables]) => {
+        const payload = encodePush({
+          id: meta.parts.map((p) => `${p}.s${shard}`).join('+'),
+          worker: this.o.worker,
+          clock: 0,
+          base: this.known.get(shard) ?? 0,
+          examples: meta.examples,
+          add: true,
+          tables,
+        });
+        try {
+          const reply = await this.retry(async () => {
+            this.requests.push++;
+            return decodePushReply(
+              await requestBytes(this.nc, this.subj.push(shard), payload, {
+                timeoutMs: this.o.timeoutMs,
+                signal: this.o.signal,
+              }),
+            );
+          }, meta.onRetry);
+          this.observe(shard, reply.version);
+          if (reply.duplicate) duplicates++;
+        } catch (e) {
+          if (!hasCode(e, 'DUPLICATE')) throw e;
+          duplicates++;
+        }
+      }),
+    );
+    return { duplicates };
+  }
+
   private cachedDense(shard: number, t: number) {
     if (this.o.denseCacheMaxLag <= 0) return undefined;
     const c = this.denseCache.get(t);

@@ -119,6 +119,27 @@ export const workerOptionsSchema = z.object({
     .prefault({}),
   /** Dense tables are reused from cache while their shard moved fewer versions than this (0: always pull). */
   denseCacheMaxLag: z.number().int().min(0).default(0),
+  /**
+   * Where dense tables (the MLP) learn. `shard`: pulled and pushed whole with every batch, the
+   * shard's optimizer applies each batch's gradient. `replica`: the worker keeps a copy, applies
+   * its own batches' gradients at once with the table's optimizer (dense-optimizer.ts), and every
+   * `syncExamples` examples (or `maxDelayMs`) pushes the weight change since its last flush to
+   * the shard (which adds it) and pulls the sum of every worker's changes back; the batches it
+   * covers are acked only then, so an acked event's dense update is on the shard. Dense bytes
+   * on the bus: three copies of the tensor per `syncExamples` examples instead of per batch.
+   */
+  dense: z
+    .object({
+      mode: z.enum(['shard', 'replica']).default('shard'),
+      syncExamples: z
+        .number()
+        .int()
+        .min(1)
+        .max(1 << 20)
+        .default(2048),
+      maxDelayMs: ms.default(1000),
+    })
+    .prefault({}),
   consumer: z
     .object({
       durablePrefix: z

@@ -31,6 +31,7 @@ import { ManifestStore } from './manifest-store.js';
 import { MessageHolds } from './message-holds.js';
 import { Joining } from './joining.js';
 import { BatchRunner } from './batch-runner.js';
+import { DenseReplica, type DenseReplicaCounters } from './dense-replica.js';
 import { ensurePartitionConsumer } from './partition-consumer.js';
 import { PartitionLeases, type LeaseCounters } from './partition-leases.js';
 import { PullFeed } from './pull-feed.js';
@@ -80,6 +81,8 @@ export interface WorkerStatus {
   progressiveHistogram: ProgressiveHistogram;
   /** The last `metrics.window` examples (`progressive.window` of them so far), mergeable alike. */
   progressiveWindowHistogram: ProgressiveHistogram;
+  /** The dense replica's flushes (`dense.mode: replica`); absent otherwise. */
+  dense?: DenseReplicaCounters | undefined;
 }
 
 /** The joiner part of a worker's status. */
@@ -147,6 +150,7 @@ export class Worker implements ProcessActor {
   private model: Model | undefined;
   private pool: ComputePool | undefined;
   private client: ShardClient | undefined;
+  private dense: DenseReplica | undefined;
   private leases: PartitionLeases | undefined;
   private service: Service | undefined;
   private readonly consumers = new Map<number, Consumer>();
@@ -272,6 +276,7 @@ export class Worker implements ProcessActor {
       model: () => this.model,
       client: () => this.client,
       pool: () => this.pool,
+      dense: () => this.dense,
       running: () =>
         (this.life.state === 'running' || this.life.state === 'starting') && !this.abort.signal.aborted,
       log,
@@ -383,6 +388,10 @@ export class Worker implements ProcessActor {
         denseCacheMaxLag: o.denseCacheMaxLag,
         signal: this.abort.signal,
       });
+      if (o.dense.mode === 'replica' && this.model.spec.tables.some((t) => t.kind === 'dense'))
+        this.dense = new DenseReplica(this.client, this.model.spec, o.dense, (level, msg, fields) =>
+          this.log(level, msg, fields),
+        );
       this.batcherDone = this.batcher();
       this.leases = new PartitionLeases(
         {
@@ -801,6 +810,7 @@ export class Worker implements ProcessActor {
       clippedValues: this.model?.encoder.clipped() ?? {},
       progressiveHistogram: this.metrics.mergeable(),
       progressiveWindowHistogram: this.metrics.windowMergeable(),
+      dense: this.dense ? { ...this.dense.counters } : undefined,
     };
   }
 
@@ -859,11 +869,14 @@ export class Worker implements ProcessActor {
     this.bufferSpace.forEach((r) => r());
     // started before letting go: a partition's manifest recovery may be retrying a push
     const timer = setTimeout(() => this.abort.abort(), drainMs);
+    // what the replica holds goes to the shards before the partitions' next owners look
+    await this.dense?.flush().catch(() => undefined);
     await Promise.all([...this.parts.keys()].map((p) => this.letGo(p)));
     void this.holds.settleBatch(this.buffer.splice(0), 'handBack');
     this.bufferedOf.clear();
     this.bufferSpace.forEach((r) => r());
     await Promise.allSettled([...this.inFlight]);
+    await this.dense?.stop();
     // applied batches' acks confirmed before the connection goes (bounded by the drain timer)
     await this.acks.whenIdle();
     clearTimeout(timer);

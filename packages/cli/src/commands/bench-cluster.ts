@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { nonNegativeInt as int, positiveNumber as num, repoRoot } from '../cli-args.js';
+import { denseMode, nonNegativeInt as int, positiveNumber as num, repoRoot } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
 
 /**
@@ -37,6 +37,8 @@ interface ClusterFlags {
   batch: number;
   lr: number;
   threads?: number;
+  dense: 'shard' | 'replica';
+  denseSyncExamples: number;
   tap: boolean;
   peer: boolean;
   save?: string | boolean;
@@ -80,6 +82,13 @@ export function clusterBenchCommand(): Command {
     .option('--batch <n>', 'worker batch size', int, 256)
     .option('--lr <x>', 'Adam learning rate (both sides)', num, 3e-3)
     .option('--threads <n>', 'compute threads per worker', int)
+    .option(
+      '--dense <mode>',
+      'dense tables: shard (per batch) or replica (worker copy, flushed)',
+      denseMode,
+      'shard',
+    )
+    .option('--dense-sync-examples <n>', 'examples per dense replica flush', int, 2048)
     .option('--no-tap', 'do not observe pull/push/delta traffic on the bus')
     .option('--no-peer', 'skip the PyTorch peer')
     .option('--save [name]', 'also write bench/results/<name>.json (default cluster-s<S>-w<W>-n<N>)')
@@ -102,6 +111,8 @@ export function clusterBenchCommand(): Command {
           dim: o.dim,
           batch: o.batch,
           lr: o.lr,
+          dense: o.dense,
+          denseSyncExamples: o.denseSyncExamples,
           tap: o.tap,
           peer: o.peer,
           ...(o.rate !== undefined ? { rate: o.rate } : {}),

@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { intList, positiveInt as int } from '../cli-args.js';
+import { denseMode, intList, positiveInt as int } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
 
 interface WireFlags {
@@ -12,6 +12,8 @@ interface WireFlags {
   model: string;
   batch: number;
   partitions: number;
+  dense: 'shard' | 'replica';
+  denseSyncExamples: number;
 }
 
 /**
@@ -37,6 +39,13 @@ export function wireBenchCommand(): Command {
     .option('--model <kind>', 'a model kind `bench cluster` takes', 'wide-deep')
     .option('--batch <n>', 'worker batch size', int, 256)
     .option('--partitions <n>', 'feedback stream partitions', int, 8)
+    .option(
+      '--dense <mode>',
+      'dense tables: shard (per batch) or replica (worker copy, flushed)',
+      denseMode,
+      'shard',
+    )
+    .option('--dense-sync-examples <n>', 'examples per dense replica flush', int, 2048)
     .option('--json', 'print one JSON line (the default output)')
     .action(async (o: WireFlags) => {
       const { runWireBench, isBenchModel, benchModels } = await import('@freshet/bench');
@@ -53,6 +62,8 @@ export function wireBenchCommand(): Command {
           model,
           batch: o.batch,
           partitions: o.partitions,
+          dense: o.dense,
+          denseSyncExamples: o.denseSyncExamples,
           ...(o.spec !== undefined ? { spec: o.spec } : {}),
         },
         { harness: localClusterHarness(), progress: (line) => process.stderr.write(`[bench] ${line}\n`) },
