@@ -374,7 +374,8 @@ describe('dense replica across a worker crash', () => {
     await waitFor(() => b.w.partitions.length === PARTITIONS, { message: 'b leases every partition' });
     await waitFor(async () => (await outstanding(nats.nc, cluster, PARTITIONS)) === 0, {
       timeoutMs: 30_000,
-      message: () => `every event acked: ${JSON.stringify(b.w.counters)} dense ${JSON.stringify(b.w.status().dense)}`,
+      message: () =>
+        `every event acked: ${JSON.stringify(b.w.counters)} dense ${JSON.stringify(b.w.status().dense)}`,
     });
     await b.w.stop(5000);
     // every example's dense update on the shards exactly once (each dense push counts its examples per table)
