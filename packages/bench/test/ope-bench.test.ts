@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { useTempDirs, writeOpenBanditFixture } from '@freshet/testkit';
@@ -5,6 +6,55 @@ import { runOpeBench } from '../src/ope-bench.js';
 
 const dir = useTempDirs()('ope');
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
+
+describe('bench ope on a csv log', () => {
+  it('reads propensities through the joiner and estimates a known policy exactly', async () => {
+    // two items, each shown with propensity 0.5; item A has quality 1, B 0. Rows: A clicked,
+    // B not, A not, B clicked, A clicked, B not; one user without clicks on a third item's row
+    // whose propensity is missing (not evaluable)
+    const file = join(dir, 'log.csv');
+    writeFileSync(
+      file,
+      'user,item,position,propensity,click,quality\n' +
+        ['u1,A,0,0.5,1,1', 'u2,B,0,0.5,0,0', 'u3,A,0,0.5,0,1', 'u4,B,0,0.5,1,0', 'u5,A,0,0.5,1,1']
+          .concat(['u6,B,0,0.5,0,0', 'u7,A,0,,0,1'])
+          .join('\n') +
+        '\n',
+    );
+    const spec = {
+      kind: 'impression-click' as const,
+      label: { column: 'click' },
+      user: 'user',
+      item: 'item',
+      position: 'position',
+      propensity: 'propensity',
+      numeric: ['quality'],
+    };
+    const r = await runOpeBench({
+      data: `csv:${file}`,
+      spec,
+      train: false,
+      policies: { quality: (f) => f.quality as number, worst: (f) => -(f.quality as number) },
+    });
+    expect(r).toMatchObject({ decisions: 6, clicks: 3, candidates: 2, no_propensity: 1 });
+    expect(r.logging.value).toBeCloseTo(0.5, 6);
+    // `quality` always shows A: weight 2 on the three A rows (rewards 1, 0, 1)
+    expect(r.estimates.quality).toMatchObject({ matched: 3, max_weight: 2, ess: 3, clipped: 0 });
+    expect(r.estimates.quality!.ips).toBeCloseTo(4 / 6, 6);
+    expect(r.estimates.quality!.snips).toBeCloseTo(4 / 6, 6);
+    expect(r.estimates.worst!.ips).toBeCloseTo(2 / 6, 6);
+    expect(r.estimates.random!.ips).toBeCloseTo(0.5, 6);
+    const clipped = await runOpeBench({
+      data: `csv:${file}`,
+      spec,
+      train: false,
+      clip: 1.5,
+      policies: { quality: (f) => f.quality as number },
+    });
+    expect(clipped.estimates.quality).toMatchObject({ clipped: 3, max_weight: 1.5 });
+    expect(clipped.estimates.quality!.ips).toBeCloseTo(3 / 6, 6);
+  });
+});
 
 describe('bench ope on the Open Bandit generator', () => {
   it('a policy that knows the generator’s truth beats a random ranking under IPS and SNIPS', async () => {
