@@ -10,6 +10,12 @@ import type { MeasuredCosts } from './cost-probe.js';
  * waits for its slowest shard) and hot spots (the shard holding the dense tensor) come out of the
  * run rather than out of a formula. Serving replicas are identical (each applies every delta), so
  * one representative replica is simulated and the NATS fan-out to all of them is charged.
+ *
+ * Designs (knobs): dense tensors on one shard and pulled/pushed by every batch (built, the default);
+ * split over several shards (not built); a dense replica on every worker flushed every N examples
+ * (built: `dense.mode: 'replica'`); one multi-threaded shard process per machine (not built).
+ * With `sharedCores` every role runs on one machine of that many cores, as the local cluster does:
+ * the model of this machine that `bench scaling` checks against a measured `bench cluster`.
  */
 
 /** A cluster layout to simulate. */
@@ -21,6 +27,14 @@ export interface SimLayout {
   servingMachines: number;
   natsMachines: number;
   coresPerMachine: number;
+  /** Compute threads per worker (default cores − 1). */
+  computeThreads?: number;
+  /**
+   * All roles share one machine of this many cores (the local cluster): every role's CPU, the
+   * feedback publisher's and the tap's, is also charged to that pool, and a run whose pool is full
+   * is unstable.
+   */
+  sharedCores?: number;
 }
 
 /** Knobs of the simulated system (defaults: the roles' defaults). */
@@ -39,6 +53,22 @@ export interface SimKnobs {
   denseShards: number;
   /** Single-threaded shard processes per shard machine (today: one per core). */
   shardProcsPerMachine?: number;
+  /**
+   * Dense replica on the workers (`dense.mode: 'replica'`): no dense tensor in a batch's pull or
+   * push; each worker applies the dense gradient itself and every this many examples (or
+   * `denseMaxDelayMs`) pushes the weight change (an add) and pulls the tensor back. Unset: per batch.
+   */
+  denseSyncExamples?: number;
+  denseMaxDelayMs?: number;
+  /**
+   * One shard process per shard machine (NOT BUILT): one NATS endpoint thread and `cores − 1`
+   * threads owning key ranges, so a batch fans out to machines and each machine publishes one delta.
+   */
+  shardPerHost?: boolean;
+  /** Bytes of one feedback event (the worker receives one message per example; Criteo: 667). */
+  feedbackBytes?: number;
+  /** A passive tap (bench cluster's) receives every pull, push and delta too. */
+  tap?: boolean;
 }
 
 export const defaultKnobs: SimKnobs = {
@@ -69,11 +99,19 @@ export interface SimResult {
   shardsTouchedPerBatch: number;
   /** Pull → compute → push → acked, per batch (ms). */
   batchP50Ms: number | null;
+  /** Bus bytes per trained example (each message once, as `bench wire` counts), and the dense part. */
+  busBytesPerExample: number;
+  denseBytesPerExample: number;
+  /** Examples per trained batch (batches close after maxWaitMs) and per dense replica flush. */
+  examplesPerBatch: number;
+  examplesPerFlush: number | null;
 }
 
 class Resource {
   readonly lanes: Float64Array;
   busy = 0;
+  /** A machine's cores that this resource's work also occupies (the local cluster's shared CPU). */
+  pool: Resource | undefined;
   constructor(
     readonly name: string,
     lanes: number,
@@ -91,6 +129,7 @@ class Resource {
   /** Serves a job arriving at `t` needing `us` of one lane; returns its finish time. */
   run(t: number, cost: number): number {
     const us = cost / this.speed;
+    if (this.pool) this.pool.busy += cost;
     if (this.fluid) {
       this.busy += us;
       return t + us;
@@ -168,7 +207,9 @@ type Ev =
   | { k: 'pulled'; w: number; b: Batch }
   | { k: 'computed'; w: number; b: Batch }
   | { k: 'pushed'; w: number; b: Batch }
-  | { k: 'tick'; s: number };
+  | { k: 'tick'; s: number }
+  | { k: 'flush'; w: number; gen: number }
+  | { k: 'flushed'; w: number; examples: number };
 
 interface Batch {
   size: number;
@@ -210,26 +251,45 @@ export function simulate(
 ): SimResult {
   const c = layout.coresPerMachine;
   const W = layout.workerMachines;
-  const S = layout.shardMachines * (knobs.shardProcsPerMachine ?? c);
+  const perHost = knobs.shardPerHost === true;
+  const S = perHost ? layout.shardMachines : layout.shardMachines * (knobs.shardProcsPerMachine ?? c);
   const D = Math.max(1, Math.min(S, knobs.denseShards));
   const K = Math.max(1, layout.natsMachines);
   const R = Math.max(0, layout.servingMachines);
   const B = knobs.batch;
+  const sync = knobs.denseSyncExamples ?? 0;
+  const replica = sync > 0;
   const rnd = prng(42);
-  const workerMain = Array.from({ length: W }, (_, i) => new Resource(`worker-${i} main`, 1));
-  const workerPool = Array.from(
-    { length: W },
-    (_, i) => new Resource(`worker-${i} compute`, Math.max(1, c - 1)),
+  // The local cluster: one pool of cores that every role's work also occupies (accounting only).
+  const cpu = layout.sharedCores ? new Resource('machine cpu', layout.sharedCores, 1, true) : undefined;
+  const res = (name: string, lanes: number, speed = 1, fluid = false) => {
+    const r = new Resource(name, lanes, speed, fluid);
+    r.pool = cpu;
+    return r;
+  };
+  const workerMain = Array.from({ length: W }, (_, i) => res(`worker-${i} main`, 1));
+  const workerPool = Array.from({ length: W }, (_, i) =>
+    res(`worker-${i} compute`, Math.max(1, layout.computeThreads ?? c - 1)),
   );
-  const shards = Array.from({ length: S }, (_, i) => new Resource(`shard-${i}`, 1));
-  const nats = Array.from({ length: K }, (_, i) => new Resource(`nats-${i}`, 1, c, true));
+  // A shard process's endpoint (messages, bytes) and its row work: the same single lane for a
+  // process per core; an endpoint thread and cores − 1 key-range threads for a process per host.
+  const shardIo = Array.from({ length: S }, (_, i) =>
+    res(perHost ? `shard-host-${i} endpoint` : `shard-${i}`, 1),
+  );
+  const shardWork = perHost
+    ? Array.from({ length: S }, (_, i) => res(`shard-host-${i} threads`, 1, Math.max(1, c - 1)))
+    : shardIo;
+  const nats = Array.from({ length: K }, (_, i) => res(`nats-${i}`, 1, layout.sharedCores ?? c, true));
   // Serving applies deltas on one thread per replica (the node's event loop).
-  const serving = new Resource('serving replica', 1);
+  const serving = res('serving replica', 1);
+  // The feedback publisher and bench cluster's tap: clients, charged only to a shared machine.
+  const clients = res('publisher and tap', 1, 1, true);
   const horizon = simMs * 1000;
   const warm = horizon * 0.3;
   const rowBytes = knobs.avgDim * 4 + 8;
   const denseFloats = costs.denseFloats / D;
   const denseBytes = denseFloats * 4;
+  const fbBytes = knobs.feedbackBytes ?? 0;
   const U = uniqueRows(costs, B);
   const expectedTouched = S * (1 - Math.pow(1 - 1 / S, U));
   const perWorker = offered / W;
@@ -240,21 +300,38 @@ export function simulate(
   const touched = Math.max(1, Math.round(S * (1 - Math.pow(1 - 1 / S, Ub))));
   const rowsPerShard = Ub / touched;
 
+  let now = 0;
   let natsMsgs = 0;
   let natsBytes = 0;
   let servingBytes = 0;
-  /** One message from a process on server `from` to one on server `to`. */
-  const bus = (t: number, from: number, to: number, bytes: number): number => {
-    const us = costs.natsMsgUs + (bytes * costs.natsByteNs) / 1000;
+  let busBytes = 0;
+  let denseBus = 0;
+  const nodeIo = (bytes: number) => costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000;
+  const natsIo = (bytes: number) => costs.natsMsgUs + (bytes * costs.natsByteNs) / 1000;
+  /** One message from a process on server `from` to one on server `to`; `dense` of its bytes are dense. */
+  const bus = (t: number, from: number, to: number, bytes: number, dense = 0): number => {
+    const us = natsIo(bytes);
     let end = nats[from]!.run(t + knobs.netUs, us);
     natsMsgs++;
     natsBytes += bytes;
+    if (now >= warm) {
+      busBytes += bytes;
+      denseBus += dense;
+    }
     if (to !== from) end = nats[to]!.run(end + knobs.netUs, us);
+    if (knobs.tap) {
+      nats[from]!.run(end, us);
+      clients.run(end, nodeIo(bytes));
+    }
     return end + knobs.netUs;
   };
-  const nodeIo = (bytes: number) => costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000;
   const serverOfWorker = (w: number) => w % K;
   const serverOfShard = (s: number) => (s + W) % K;
+  /** A request served by shard `s`: endpoint work, then row work (µs each). */
+  const shardServe = (s: number, t: number, ioUs: number, workUs: number): number => {
+    const io = shardIo[s]!.run(t, ioUs);
+    return workUs > 0 ? shardWork[s]!.run(io, workUs) : io;
+  };
 
   const heap = new Heap<Ev>();
   const inFlight = new Int32Array(W);
@@ -263,6 +340,14 @@ export function simulate(
   const pendRows = new Float64Array(S);
   const pendEvents: number[][] = Array.from({ length: S }, () => []);
   const pendDense = new Uint8Array(S);
+  // Per worker (dense replica): batches applied locally and not yet flushed, flush state.
+  const unflushed: Batch[][] = Array.from({ length: W }, () => []);
+  const unflushedEx = new Float64Array(W);
+  const flushing = new Uint8Array(W);
+  const flushQueued = new Uint8Array(W);
+  const flushGen = new Int32Array(W);
+  let flushes = 0;
+  let flushedExamples = 0;
   let acked = 0;
   const fresh: number[] = [];
 
@@ -272,34 +357,90 @@ export function simulate(
   for (let s = 0; s < S; s++) heap.push(rnd() * tickUs, { k: 'tick', s });
 
   const pickShards = (): number[] => {
-    // Shards 0..D-1 hold the dense tensors: every batch touches them.
-    const set = new Set<number>(Array.from({ length: D }, (_, i) => i));
+    // Shards 0..D-1 hold the dense tensors: every batch touches them, unless workers replicate them.
+    const need = replica ? 0 : D;
+    const set = new Set<number>(Array.from({ length: need }, (_, i) => i));
     if (touched >= S) return Array.from({ length: S }, (_, i) => i);
-    while (set.size < Math.max(touched, D)) set.add(Math.floor(rnd() * S));
+    while (set.size < Math.max(touched, need)) set.add(Math.floor(rnd() * S));
     return [...set];
   };
   const start = (w: number, b: Batch, t: number) => {
     inFlight[w]!++;
     b.startT = t;
-    const main = workerMain[w]!;
-    const sent = main.run(t, b.size * costs.encodeExampleUs + b.shards.length * nodeIo(rowsPerShard * 8));
+    const reqBytes = b.rowsPerShard * 8;
+    // The batch's feedback events: received one message each from JetStream (published by a client).
+    const ingest = fbBytes > 0 ? b.size * nodeIo(fbBytes) : 0;
+    if (fbBytes > 0) {
+      nats[serverOfWorker(w)]!.run(t, 2 * b.size * natsIo(fbBytes));
+      clients.run(t, ingest);
+      natsMsgs += 2 * b.size;
+      natsBytes += 2 * b.size * fbBytes;
+      if (now >= warm) busBytes += b.size * fbBytes;
+    }
+    const sent = workerMain[w]!.run(
+      t,
+      ingest + b.size * costs.encodeExampleUs + b.shards.length * nodeIo(reqBytes),
+    );
     let done = sent;
     for (const s of b.shards) {
-      const reqBytes = b.rowsPerShard * 8;
       const arrive = bus(sent, serverOfWorker(w), serverOfShard(s), reqBytes);
-      const repBytes = b.rowsPerShard * rowBytes + (s < D ? denseBytes : 0);
-      const served = shards[s]!.run(
+      const dense = !replica && s < D ? denseBytes : 0;
+      const repBytes = b.rowsPerShard * rowBytes + dense;
+      const served = shardServe(
+        s,
         arrive,
-        2 * costs.nodeMsgUs +
-          b.rowsPerShard * costs.pullRowUs +
-          ((reqBytes + repBytes) * costs.nodeByteNs) / 1000,
+        2 * costs.nodeMsgUs + ((reqBytes + repBytes) * costs.nodeByteNs) / 1000,
+        b.rowsPerShard * costs.pullRowUs,
       );
-      done = Math.max(done, bus(served, serverOfShard(s), serverOfWorker(w), repBytes));
+      done = Math.max(done, bus(served, serverOfShard(s), serverOfWorker(w), repBytes, dense));
     }
     heap.push(done, { k: 'pulled', w, b });
   };
+  const acks = (w: number, t: number, examples: number) => workerMain[w]!.run(t, examples * 2);
+  /** A dense replica's flush: one additive push per dense shard, then the pull that rebases. */
+  const flush = (w: number, t: number) => {
+    const batches = unflushed[w]!;
+    const examples = unflushedEx[w]!;
+    unflushed[w] = [];
+    unflushedEx[w] = 0;
+    flushGen[w]!++;
+    flushing[w] = 1;
+    flushQueued[w] = 0;
+    if (t >= warm) {
+      flushes++;
+      flushedExamples += examples;
+    }
+    // w − base: one pass over the tensor, then one message per dense shard.
+    const sent = workerMain[w]!.run(t, costs.denseFloats * 0.001 + D * nodeIo(denseBytes));
+    let done = sent;
+    for (let s = 0; s < D; s++) {
+      const arrive = bus(sent, serverOfWorker(w), serverOfShard(s), denseBytes, denseBytes);
+      const added = shardServe(
+        s,
+        arrive,
+        2 * costs.nodeMsgUs + (denseBytes * costs.nodeByteNs) / 1000,
+        (denseFloats * costs.denseAddFloatNs) / 1000,
+      );
+      pendDense[s] = 1;
+      // An event is fresh when its dense change, the later of its two paths, reaches serving.
+      const pe = pendEvents[s]!;
+      for (const b of batches) if (pe.length < 1024) pe.push(b.eventT);
+      const replied = bus(added, serverOfShard(s), serverOfWorker(w), 64);
+      const pulled = shardServe(
+        s,
+        bus(replied, serverOfWorker(w), serverOfShard(s), 64),
+        2 * costs.nodeMsgUs + (denseBytes * costs.nodeByteNs) / 1000,
+        0,
+      );
+      done = Math.max(done, bus(pulled, serverOfShard(s), serverOfWorker(w), denseBytes, denseBytes));
+    }
+    heap.push(done, { k: 'flushed', w, examples });
+  };
+  const requestFlush = (w: number, t: number) => {
+    if (flushing[w]) flushQueued[w] = 1;
+    else flush(w, t);
+  };
 
-  let now = 0;
   let overloaded = false;
   const batchMs: number[] = [];
   while (heap.size > 0 && !overloaded) {
@@ -320,7 +461,8 @@ export function simulate(
         const b = ev.b;
         const recv = workerMain[ev.w]!.run(
           t,
-          b.shards.length * nodeIo(b.rowsPerShard * rowBytes) + (D * denseBytes * costs.nodeByteNs) / 1000,
+          b.shards.length * nodeIo(b.rowsPerShard * rowBytes) +
+            (replica ? 0 : (D * denseBytes * costs.nodeByteNs) / 1000),
         );
         const computed = workerPool[ev.w]!.run(recv, b.size * costs.computeExampleUs);
         heap.push(computed, { k: 'computed', w: ev.w, b });
@@ -331,21 +473,26 @@ export function simulate(
         const pushBytes = b.rowsPerShard * (rowBytes + 4);
         const sent = workerMain[ev.w]!.run(
           t,
-          b.shards.length * nodeIo(pushBytes) + (D * denseBytes * costs.nodeByteNs) / 1000,
+          b.shards.length * nodeIo(pushBytes) +
+            (replica
+              ? (costs.denseFloats * costs.denseApplyFloatNs) / 1000
+              : (D * denseBytes * costs.nodeByteNs) / 1000),
         );
         let done = sent;
         for (const s of b.shards) {
-          const bytes = pushBytes + (s < D ? denseBytes : 0);
-          const arrive = bus(sent, serverOfWorker(ev.w), serverOfShard(s), bytes);
-          const rows = b.rowsPerShard + (s < D ? denseFloats / 16 : 0);
-          const applied = shards[s]!.run(
+          const dense = !replica && s < D ? denseBytes : 0;
+          const bytes = pushBytes + dense;
+          const arrive = bus(sent, serverOfWorker(ev.w), serverOfShard(s), bytes, dense);
+          const applied = shardServe(
+            s,
             arrive,
-            2 * costs.nodeMsgUs + rows * costs.applyRowUs + (bytes * costs.nodeByteNs) / 1000,
+            2 * costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000,
+            (b.rowsPerShard + (dense > 0 ? denseFloats / 16 : 0)) * costs.applyRowUs,
           );
           pendRows[s]! += b.rowsPerShard;
-          if (s < D) pendDense[s] = 1;
+          if (dense > 0) pendDense[s] = 1;
           const pe = pendEvents[s]!;
-          if (pe.length < 1024) pe.push(b.eventT);
+          if (!replica && pe.length < 1024) pe.push(b.eventT);
           done = Math.max(done, bus(applied, serverOfShard(s), serverOfWorker(ev.w), 64));
         }
         heap.push(done, { k: 'pushed', w: ev.w, b });
@@ -358,9 +505,30 @@ export function simulate(
           acked += ev.b.size;
           batchMs.push((t - ev.b.startT) / 1000);
         }
-        workerMain[w]!.run(t, ev.b.size * 2); // acks to JetStream
+        if (!replica) acks(w, t, ev.b.size);
+        else {
+          // Acked only once the flush carrying its dense change was accepted.
+          if (unflushed[w]!.length === 0)
+            heap.push(t + (knobs.denseMaxDelayMs ?? 1000) * 1000, { k: 'flush', w, gen: flushGen[w]! });
+          unflushed[w]!.push(ev.b);
+          unflushedEx[w]! += ev.b.size;
+          if (unflushedEx[w]! >= sync) requestFlush(w, t);
+        }
         const next = waiting[w]!.shift();
         if (next) start(w, next, t);
+        break;
+      }
+      case 'flush': {
+        if (ev.gen === flushGen[ev.w] && unflushedEx[ev.w]! > 0) requestFlush(ev.w, t);
+        break;
+      }
+      case 'flushed': {
+        const w = ev.w;
+        // The pulled tensors in, rebased (w ← shard + (w − base)), and the covered batches acked.
+        workerMain[w]!.run(t, D * nodeIo(denseBytes) + costs.denseFloats * 0.002);
+        acks(w, t, ev.examples);
+        flushing[w] = 0;
+        if (flushQueued[w] || unflushedEx[w]! >= sync) flush(w, t);
         break;
       }
       case 'tick': {
@@ -372,18 +540,17 @@ export function simulate(
         const rows = Math.min(pendRows[s]!, uniqueRows(costs, examplesInWindow) / S);
         const denseRows = pendDense[s] ? denseFloats : 0;
         const bytes = rows * rowBytes + denseRows * 4 + 64;
-        const taken = shards[s]!.run(
+        const taken = shardServe(
+          s,
           t,
-          costs.nodeMsgUs +
-            rows * costs.deltaRowUs +
-            (denseRows / 16) * costs.deltaRowUs +
-            (bytes * costs.nodeByteNs) / 1000,
+          costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000,
+          rows * costs.deltaRowUs + (denseRows / 16) * costs.deltaRowUs,
         );
-        let delivered = bus(taken, serverOfShard(s), 0, bytes);
+        let delivered = bus(taken, serverOfShard(s), 0, bytes, denseRows * 4);
         // Fan-out: the server delivers one copy per replica (replicas spread over the servers).
         for (let k = 0; k < K && R > 0; k++) {
           const copies = Math.ceil(R / K);
-          nats[k]!.run(taken, copies * (costs.natsMsgUs + (bytes * costs.natsByteNs) / 1000));
+          nats[k]!.run(taken, copies * natsIo(bytes));
         }
         natsMsgs += R;
         natsBytes += R * bytes;
@@ -404,9 +571,10 @@ export function simulate(
   const roles: Record<string, Resource[]> = {
     worker_main: workerMain,
     worker_compute: workerPool,
-    shard: shards,
+    shard: perHost ? [...shardIo, ...shardWork] : shardIo,
     nats,
     serving: R > 0 ? [serving] : [],
+    ...(cpu ? { machine_cpu: [cpu] } : {}),
   };
   const utilisation: Record<string, number> = {};
   let bottleneck = '';
@@ -436,10 +604,16 @@ export function simulate(
   const q = (p: number) =>
     fresh.length ? Math.round(fresh[Math.floor(p * (fresh.length - 1))]! * 10) / 10 : null;
   const secs = span / 1e6;
+  const perEx = (x: number) => (acked > 0 ? Math.round(x / acked) : 0);
   return {
     offered: Math.round(offered),
     throughput: Math.round(throughput),
-    stable: !overloaded && throughput >= 0.95 * offered && maxBacklog < 50_000 && (utilisation.nats ?? 0) < 1,
+    stable:
+      !overloaded &&
+      throughput >= 0.95 * offered &&
+      maxBacklog < 50_000 &&
+      (utilisation.nats ?? 0) < 1 &&
+      (utilisation.machine_cpu ?? 0) < 1,
     freshnessP50Ms: q(0.5),
     freshnessP99Ms: q(0.99),
     utilisation,
@@ -449,6 +623,10 @@ export function simulate(
     servingBytesPerS: Math.round(servingBytes / secs),
     shardsTouchedPerBatch: Math.round(expectedTouched),
     batchP50Ms,
+    busBytesPerExample: perEx(busBytes),
+    denseBytesPerExample: perEx(denseBus),
+    examplesPerBatch: batchSize,
+    examplesPerFlush: flushes > 0 ? Math.round(flushedExamples / flushes) : null,
   };
 }
 

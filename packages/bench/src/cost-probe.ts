@@ -1,5 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { createModel, criteoWideDeepConfig, parseCriteoLine, type Example } from '@freshet/model';
+import {
+  createModel,
+  criteoWideDeepConfig,
+  DenseOptimizer,
+  parseCriteoLine,
+  type Example,
+} from '@freshet/model';
 import { connectNats, startNatsServer } from '@freshet/nats';
 import { decodeDelta, encodeDelta, type PushRequest } from '@freshet/protocol';
 import { RowTable } from '@freshet/serving';
@@ -37,6 +43,10 @@ export interface MeasuredCosts {
   rows: { a: number; b: number; points: Array<[number, number]> };
   /** Floats of the dense tables (pulled and pushed whole by every batch). */
   denseFloats: number;
+  /** Worker dense replica: its optimizer (Adam, `DenseOptimizer`) per dense float per batch (ns). */
+  denseApplyFloatNs: number;
+  /** Shard: an additive dense push (a replica's flush, `add: true`) per float (ns). */
+  denseAddFloatNs: number;
 }
 
 const q50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
@@ -101,7 +111,14 @@ async function measureNats(): Promise<
 
 function measureShardAndServing(): Pick<
   MeasuredCosts,
-  'applyRowUs' | 'pullRowUs' | 'deltaRowUs' | 'servingRowUs' | 'shardBytesPerRow' | 'denseFloats'
+  | 'applyRowUs'
+  | 'pullRowUs'
+  | 'deltaRowUs'
+  | 'servingRowUs'
+  | 'shardBytesPerRow'
+  | 'denseFloats'
+  | 'denseApplyFloatNs'
+  | 'denseAddFloatNs'
 > {
   const model = createModel(criteoWideDeepConfig());
   const spec = model.spec;
@@ -200,6 +217,36 @@ function measureShardAndServing(): Pick<
     }
   }
   const servingRowUs = ((performance.now() - t0) * 1000) / servedRows;
+  // The dense replica: a worker's optimizer step over the whole MLP per batch, and the shard's
+  // additive push of a flush (the shard adds the weight change: no optimizer, no rows).
+  const denseTables = spec.tables.flatMap((x, i) => (x.kind === 'dense' ? [i] : []));
+  const opts = denseTables.map((i) => new DenseOptimizer(spec.tables[i]!));
+  const ws = denseTables.map((i) => new Float32Array(spec.tables[i]!.dim).fill(0.01));
+  const gs = ws.map((w) => new Float32Array(w.length).fill(1e-3));
+  const reps = 64;
+  for (let r = 0; r < 192; r++) opts.forEach((o, k) => o.apply(ws[k]!, gs[k]!, 1, 256));
+  t0 = performance.now();
+  for (let r = 0; r < reps; r++) opts.forEach((o, k) => o.apply(ws[k]!, gs[k]!, 1, 256));
+  const denseApplyFloatNs = ((performance.now() - t0) * 1e6) / (reps * denseFloats);
+  const addPush = (): PushRequest => ({
+    id: `a${id++}`,
+    worker: 'probe',
+    clock: 0,
+    base: core.version,
+    examples: 2048,
+    add: true,
+    tables: denseTables.map((i, k) => ({
+      t: i,
+      dim: spec.tables[i]!.dim,
+      keys: new Uint32Array(2),
+      grads: gs[k]!,
+      counts: Uint32Array.of(2048),
+    })),
+  });
+  for (let r = 0; r < 192; r++) core.applyPush(addPush(), Date.now());
+  t0 = performance.now();
+  for (let r = 0; r < reps; r++) core.applyPush(addPush(), Date.now());
+  const denseAddFloatNs = ((performance.now() - t0) * 1e6) / (reps * denseFloats);
   return {
     applyRowUs: r3(applyRowUs),
     pullRowUs: r3(pullRowUs),
@@ -207,6 +254,8 @@ function measureShardAndServing(): Pick<
     servingRowUs: r3(servingRowUs),
     shardBytesPerRow: Math.round(shardBytesPerRow),
     denseFloats,
+    denseApplyFloatNs: r3(denseApplyFloatNs),
+    denseAddFloatNs: r3(denseAddFloatNs),
   };
 }
 

@@ -1,5 +1,6 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { FreshetError } from '@freshet/protocol';
 import { Command, InvalidArgumentError } from 'commander';
 import { denseMode, nonNegativeInt as int, positiveNumber as num, repoRoot } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
@@ -127,25 +128,72 @@ export function clusterBenchCommand(): Command {
     });
 }
 
-/** `freshet bench scaling --data criteo:PATH`: measured costs → simulated 10/100/1000-machine clusters. */
+/** The kept result of `bench cluster` on this machine that `bench scaling` calibrates against by default. */
+const defaultCalibration = join('bench', 'results', 'cluster-s2-w1-n1.json');
+
+/**
+ * `freshet bench scaling --data criteo:PATH [--calibrate-with FILE]`: measured costs → the local
+ * cluster of a `bench cluster` result predicted and compared (calibration_error) → simulated
+ * 10/100/1000-machine clusters per design.
+ */
 export function scalingBenchCommand(): Command {
   return new Command('scaling')
-    .description('measure per-message/per-row costs here and simulate clusters of 10, 100 and 1000 machines')
+    .description(
+      'measure per-message/per-row costs here, check the model against a measured local cluster, ' +
+        'and simulate clusters of 10, 100 and 1000 machines',
+    )
     .requiredOption('--data <ref>', 'criteo:PATH (key statistics)')
     .option('--machines <list>', 'comma-separated cluster sizes', '10,100,1000')
     .option('--cores <n>', 'cores per simulated machine', int, 16)
+    .option(
+      '--calibrate-with <file>',
+      `a bench cluster result JSON measured on this machine (default ${defaultCalibration} when present)`,
+    )
+    .option('--no-calibrate', 'skip the calibration')
     .option('--save [name]', 'also write bench/results/<name>.json (default scaling)')
     .option('--json', 'print one JSON line (the default output)')
-    .action(async (o: { data: string; machines: string; cores: number; save?: string | boolean }) => {
-      const machines = o.machines.split(',').map((x) => int(x.trim()));
-      const r = await (
-        await import('@freshet/bench')
-      ).runScalingModel({
-        data: resolveDataRef(o.data, process.env),
-        machines,
-        coresPerMachine: o.cores,
-        progress,
-      });
-      await emit(r, o.save, 'scaling');
-    });
+    .action(
+      async (o: {
+        data: string;
+        machines: string;
+        cores: number;
+        calibrateWith?: string;
+        calibrate: boolean;
+        save?: string | boolean;
+      }) => {
+        const machines = o.machines.split(',').map((x) => int(x.trim()));
+        let calibrateWith: unknown;
+        if (o.calibrate) {
+          const file = o.calibrateWith ?? join(repoRoot(), defaultCalibration);
+          let text: string | undefined;
+          try {
+            text = await readFile(file, 'utf8');
+          } catch (e) {
+            if (o.calibrateWith !== undefined)
+              throw new FreshetError('CONFIG', `--calibrate-with ${file}: ${(e as Error).message}`);
+            progress(`no ${defaultCalibration}: no calibration (run bench cluster --save first)`);
+          }
+          if (text !== undefined) {
+            try {
+              calibrateWith = JSON.parse(text);
+            } catch (e) {
+              throw new FreshetError(
+                'CONFIG',
+                `--calibrate-with ${file}: not JSON (${(e as Error).message})`,
+              );
+            }
+          }
+        }
+        const r = await (
+          await import('@freshet/bench')
+        ).runScalingModel({
+          data: resolveDataRef(o.data, process.env),
+          machines,
+          coresPerMachine: o.cores,
+          progress,
+          ...(calibrateWith !== undefined ? { calibrateWith } : {}),
+        });
+        await emit(r, o.save, 'scaling');
+      },
+    );
 }
