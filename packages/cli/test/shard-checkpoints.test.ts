@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import { startNatsServer, type NatsServerHandle } from '@freshet/nats';
-import { subjects } from '@freshet/protocol';
+import { encodePush, shardOfKey, subjects } from '@freshet/protocol';
 import { Shard } from '@freshet/shard';
 import { uniqueName, useTempDirs, waitFor } from '@freshet/testkit';
 import { cliMainPath } from '../src/local-cluster.js';
@@ -70,6 +70,13 @@ function shardWith(nc: NatsConnection, dataDir: string, logs: string[]) {
   );
 }
 
+/** Keys (lo, hi pairs) that shard 0 of 2 owns. */
+const ownedKeys = (() => {
+  const out: number[] = [];
+  for (let lo = 1; out.length < 8; lo++) if (shardOfKey(0, lo, 0, 2) === 0) out.push(lo, 0);
+  return new Uint32Array(out);
+})();
+
 async function cli(...args: string[]) {
   const seedFile = join(tempDir('ckcli-seed'), 'admin.nk');
   writeFileSync(seedFile, auth.users.admin.seed, { mode: 0o600 });
@@ -93,7 +100,12 @@ describe('freshet shard checkpoints', () => {
   it('says so when no shard has uploaded one (and creates no bucket)', async () => {
     expect(await cli('--cluster', cluster)).toMatch(/no bucket freshet_ckpt_.*checkpoint\.store/);
     const out = JSON.parse(await cli('--cluster', cluster, '--json')) as { exists: boolean; checkpoints: [] };
-    expect(out).toEqual({ bucket: subjects(cluster).objectStore, exists: false, checkpoints: [] });
+    expect(out).toEqual({
+      bucket: subjects(cluster).objectStore,
+      exists: false,
+      checkpoints: [],
+      segments: [],
+    });
   });
 
   it('lists what a shard under its own NATS user uploaded, pruned and restores from', async () => {
@@ -139,5 +151,68 @@ describe('freshet shard checkpoints', () => {
     expect(b.restore).toMatchObject({ checkpointSource: 'object-store', checkpointSegment: last });
     await b.stop();
     expect(violations).toEqual([]);
+  });
+
+  it('lists the log segments a running shard mirrored after its checkpoint', async () => {
+    const { nc, violations } = await as('shard');
+    const { nc: worker } = await as('worker');
+    const logs: string[] = [];
+    const shard = new Shard(
+      {
+        cluster,
+        shard: 0,
+        shards: 2,
+        nats: { servers: server.url },
+        model,
+        dataDir: tempDir('ckcli-c'),
+        fsync: false,
+        checkpointIntervalMs: 0,
+        maintenanceIntervalMs: 20,
+        checkpoint: { store: 'object-store', walSegmentMs: 50 },
+      },
+      { nc, log: (level, msg) => logs.push(`${level} ${msg}`) },
+    );
+    await shard.start();
+    try {
+      await shard.checkpoint();
+      for (let i = 0; i < 3; i++) {
+        const push = encodePush({
+          id: `w${i}`,
+          worker: 'w',
+          clock: i,
+          base: i,
+          // keys owned by shard 0 of 2
+          tables: [
+            {
+              t: 0,
+              dim: 4,
+              keys: ownedKeys,
+              grads: new Float32Array(ownedKeys.length * 2).fill(0.1),
+              counts: new Uint32Array(ownedKeys.length / 2).fill(1),
+            },
+          ],
+        });
+        await worker.request(subjects(cluster).push(0), push, { timeout: 5000 });
+      }
+      type Listed = { segments: { shard: number; segment: number; version: number }[] };
+      const listed = async () =>
+        JSON.parse(await cli('--cluster', cluster, '--shard', '0', '--json')) as Listed;
+      const out = await waitFor(
+        async () => {
+          const l = await listed();
+          return l.segments.at(-1)?.version === 3 ? l : undefined;
+        },
+        { message: () => `segments up to version 3: ${logs.join('; ')}` },
+      );
+      const versions = out.segments.map((x) => x.version);
+      expect(versions).toEqual([...versions].sort((a, b) => a - b));
+      expect(out.segments.every((x) => x.shard === 0)).toBe(true);
+      expect(await cli('--cluster', cluster, '--shard', '0')).toMatch(
+        /^shard 0: log segments \d+-\d+ mirrored, up to version 3$/m,
+      );
+      expect(violations).toEqual([]);
+    } finally {
+      await shard.stop();
+    }
   });
 });

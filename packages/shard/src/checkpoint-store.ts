@@ -4,7 +4,14 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FreshetError, hasCode, type ErrorCode } from '@freshet/protocol';
 import type { ActorLog } from '@freshet/nats';
-import { checkpointFileName, installCheckpoint, listCheckpoints, parseCheckpoint } from './checkpoint.js';
+import {
+  checkpointFileName,
+  installCheckpoint,
+  installFile,
+  listCheckpoints,
+  parseCheckpoint,
+} from './checkpoint.js';
+import { walSegmentFileName } from './wal.js';
 
 /**
  * Where a shard's checkpoints live: its data dir ({@link DirCheckpointStore}) or, besides it,
@@ -20,6 +27,23 @@ export interface CheckpointStore {
   read(c: StoredCheckpoint): Promise<Uint8Array>;
   /** Stores the data dir's checkpoint file of `segment` (no-op where it is already there). */
   put(dir: string, segment: number): Promise<StoredCheckpoint>;
+  /** Sealed log segments mirrored between checkpoints, ascending (stores that keep them). */
+  listSegments?(): Promise<StoredSegment[]>;
+  /** The bytes of one, verified (size, checksum); BAD_FRAME if not. */
+  readSegment?(s: StoredSegment): Promise<Uint8Array>;
+  /** Stores the data dir's sealed segment `segment`, which ends at `version`. */
+  putSegment?(dir: string, segment: number, version: number): Promise<StoredSegment>;
+}
+
+/** A sealed log segment in a store. */
+export interface StoredSegment {
+  name: string;
+  segment: number;
+  /** The shard's version at its end (pushes applied up to and with it). */
+  version: number;
+  bytes: number;
+  sha256: string;
+  problem?: string;
 }
 
 /** A checkpoint in a store and its log position. */
@@ -141,26 +165,40 @@ export function isFreshDataDir(dir: string): boolean {
 
 const codeOf = (e: unknown): ErrorCode => (e instanceof FreshetError ? e.code : 'UNAVAILABLE');
 
+/** What {@link restoreFromStore} put into the data dir. */
+export interface FetchedFromStore {
+  /** The checkpoint, or undefined when the store had only log segments from the first one on. */
+  checkpoint: StoredCheckpoint | undefined;
+  /** Log segments after it, installed as the data dir's log (replayed by the usual restore). */
+  segments: number;
+  /** The shard's version at the end of the last of them (the checkpoint's without any). */
+  version: number;
+}
+
 /**
  * Restores the newest usable checkpoint of `store` into `dir` (which must be fresh, see
  * {@link isFreshDataDir}): tries each, newest first; one that fails verification is refused
- * with a warning (code BAD_FRAME) and the next-newest is tried. Returns what was installed, or
- * undefined when the store has none. When it has some and none is usable, throws BAD_FRAME
- * listing why: starting from an empty model would silently throw the trained one away.
+ * with a warning (code BAD_FRAME) and the next-newest is tried. Then the mirrored log segments
+ * after it, consecutive from the next one, become the data dir's log; the first gap or bad
+ * segment ends them (a warning), since each later one builds on it. Returns undefined when the
+ * store has nothing for this shard. When it has checkpoints and none is usable, throws
+ * BAD_FRAME listing why: starting from an empty model would silently throw the trained one away.
  */
 export async function restoreFromStore(
   store: CheckpointStore,
   dir: string,
   fsync: boolean,
   log: ActorLog,
-): Promise<StoredCheckpoint | undefined> {
+): Promise<FetchedFromStore | undefined> {
   const all = await store.list();
   const problems: string[] = [];
+  let checkpoint: StoredCheckpoint | undefined;
   for (const c of all) {
     try {
       const bytes = await store.read(c);
       await installCheckpoint(dir, c.segment, bytes, fsync);
-      return c;
+      checkpoint = c;
+      break;
     } catch (e) {
       if (!hasCode(e, 'BAD_FRAME', 'CONFIG')) throw e;
       problems.push((e as Error).message);
@@ -170,12 +208,44 @@ export async function restoreFromStore(
       });
     }
   }
-  if (all.length === 0) return undefined;
-  throw new FreshetError(
-    'BAD_FRAME',
-    `no usable checkpoint among ${all.length} in the ${store.kind} store: ${problems.join('; ')} ` +
-      '(delete the bad objects to start this shard empty)',
-  );
+  if (all.length > 0 && !checkpoint) {
+    throw new FreshetError(
+      'BAD_FRAME',
+      `no usable checkpoint among ${all.length} in the ${store.kind} store: ${problems.join('; ')} ` +
+        '(delete the bad objects to start this shard empty)',
+    );
+  }
+  // without any checkpoint the log must start at the first segment ever written
+  let next = (checkpoint?.segment ?? 0) + 1;
+  let version = checkpoint?.version ?? 0;
+  let segments = 0;
+  const mirrored = (await store.listSegments?.()) ?? [];
+  for (const s of mirrored) {
+    if (s.segment < next) continue;
+    if (s.segment > next) {
+      log('warn', 'log segments in the store stop at a gap; restoring up to it', {
+        code: 'BAD_FRAME',
+        missing: next,
+        found: s.segment,
+      });
+      break;
+    }
+    try {
+      await installFile(dir, walSegmentFileName(s.segment), await store.readSegment!(s), fsync);
+    } catch (e) {
+      if (!hasCode(e, 'BAD_FRAME')) throw e;
+      log('warn', 'log segment refused; restoring up to it', {
+        code: codeOf(e),
+        error: (e as Error).message,
+      });
+      break;
+    }
+    segments++;
+    version = s.version;
+    next++;
+  }
+  if (!checkpoint && segments === 0) return undefined;
+  return { checkpoint, segments, version };
 }
 
 /** Progress of a {@link CheckpointUploader}, for status and tests. */
@@ -187,6 +257,9 @@ export interface UploadStats {
   lastMs: number;
   lastBytes: number;
   lastError: string | null;
+  /** Log segments mirrored, and the newest of them. */
+  segmentUploads: number;
+  walSegment: number | null;
 }
 
 /**
@@ -205,14 +278,20 @@ export class CheckpointUploader {
     lastMs: 0,
     lastBytes: 0,
     lastError: null,
+    segmentUploads: 0,
+    walSegment: null,
   };
   private running: Promise<void> | undefined;
   private again = false;
+  /** Sealed log segments waiting for their upload → the version at their end. */
+  private readonly sealedSegments = new Map<number, number>();
 
+  /** `segments`: mirror sealed log segments too (where the store keeps them). */
   constructor(
     private readonly store: CheckpointStore,
     private readonly dir: string,
     private readonly log: ActorLog,
+    private readonly segments = false,
   ) {}
 
   /** Uploads the newest local checkpoint unless the store has it (background; never rejects). */
@@ -222,6 +301,13 @@ export class CheckpointUploader {
       return;
     }
     this.running = this.loop().finally(() => (this.running = undefined));
+  }
+
+  /** Queues sealed log segment `segment` (ending at `version`) and starts uploading. */
+  sealed(segment: number, version: number): void {
+    if (!this.store.putSegment || !this.segments) return;
+    this.sealedSegments.set(segment, version);
+    this.schedule();
   }
 
   /** Marks `segment` as in the store already (restored from it). */
@@ -244,33 +330,69 @@ export class CheckpointUploader {
   private async loop(): Promise<void> {
     do {
       this.again = false;
-      const segment = listCheckpoints(this.dir).pop();
-      if (segment === undefined || (this.stats.segment ?? -1) >= segment) continue;
-      const t0 = performance.now();
+      await this.uploadCheckpoint();
+      await this.uploadSegments();
+    } while (this.again);
+  }
+
+  private async uploadCheckpoint(): Promise<void> {
+    const segment = listCheckpoints(this.dir).pop();
+    if (segment === undefined || (this.stats.segment ?? -1) >= segment) return;
+    const t0 = performance.now();
+    try {
+      const info = await this.store.put(this.dir, segment);
+      this.stats.uploads++;
+      this.stats.segment = segment;
+      this.stats.lastMs = Math.round(performance.now() - t0);
+      this.stats.lastBytes = info.bytes;
+      this.stats.lastError = null;
+    } catch (e) {
+      // deleted by a newer checkpoint meanwhile: that one is uploaded next
+      if (
+        (e as NodeJS.ErrnoException).code === 'ENOENT' &&
+        (listCheckpoints(this.dir).pop() ?? 0) > segment
+      ) {
+        this.again = true;
+        return;
+      }
+      this.stats.failures++;
+      this.stats.lastError = (e as Error).message;
+      this.log('warn', 'checkpoint upload failed; retried at the next checkpoint', {
+        code: codeOf(e),
+        segment,
+        error: (e as Error).message,
+      });
+    }
+  }
+
+  /** Sealed segments in order; a failure holds the later ones (a restore needs them consecutive). */
+  private async uploadSegments(): Promise<void> {
+    for (const [segment, version] of [...this.sealedSegments].sort((a, b) => a[0] - b[0])) {
+      // covered by an uploaded checkpoint
+      if (segment <= (this.stats.segment ?? 0)) {
+        this.sealedSegments.delete(segment);
+        continue;
+      }
       try {
-        const info = await this.store.put(this.dir, segment);
-        this.stats.uploads++;
-        this.stats.segment = segment;
-        this.stats.lastMs = Math.round(performance.now() - t0);
-        this.stats.lastBytes = info.bytes;
-        this.stats.lastError = null;
+        await this.store.putSegment!(this.dir, segment, version);
+        this.sealedSegments.delete(segment);
+        this.stats.segmentUploads++;
+        this.stats.walSegment = segment;
       } catch (e) {
-        // deleted by a newer checkpoint meanwhile: that one is uploaded next
-        if (
-          (e as NodeJS.ErrnoException).code === 'ENOENT' &&
-          (listCheckpoints(this.dir).pop() ?? 0) > segment
-        ) {
-          this.again = true;
+        // truncated under a newer local checkpoint, whose upload covers it
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+          this.sealedSegments.delete(segment);
           continue;
         }
         this.stats.failures++;
         this.stats.lastError = (e as Error).message;
-        this.log('warn', 'checkpoint upload failed; retried at the next checkpoint', {
+        this.log('warn', 'log segment upload failed; retried with the next one', {
           code: codeOf(e),
           segment,
           error: (e as Error).message,
         });
+        return;
       }
-    } while (this.again);
+    }
   }
 }

@@ -249,13 +249,23 @@ export function parseCheckpoint(
  * Puts checkpoint bytes fetched elsewhere (the Object Store) into `dir` as its checkpoint for
  * `segment`, atomically (tmp + rename, fsync with `fsync`). The caller has verified them.
  */
-export async function installCheckpoint(
+export function installCheckpoint(
   dir: string,
   segment: number,
   bytes: Uint8Array,
   fsync: boolean,
 ): Promise<void> {
-  const final = join(dir, ckptName(segment));
+  return installFile(dir, ckptName(segment), bytes, fsync);
+}
+
+/** Writes `bytes` as `dir/name` atomically (tmp + rename, fsync with `fsync`), mode 0600. */
+export async function installFile(
+  dir: string,
+  name: string,
+  bytes: Uint8Array,
+  fsync: boolean,
+): Promise<void> {
+  const final = join(dir, name);
   const tmp = `${final}.tmp`;
   const fh = await open(tmp, 'w', 0o600);
   try {

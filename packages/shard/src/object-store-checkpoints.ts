@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import {
   headers,
   JsHeaders,
@@ -13,11 +15,14 @@ import {
 import type { ActorLog } from '@freshet/nats';
 import { FreshetError } from '@freshet/protocol';
 import { checkpointFileName } from './checkpoint.js';
+import { walSegmentFileName } from './wal.js';
 import {
   describeLocalCheckpoint,
+  sha256Hex,
   verifyCheckpoint,
   type CheckpointStore,
   type StoredCheckpoint,
+  type StoredSegment,
 } from './checkpoint-store.js';
 
 /** Where and for which shard a {@link ObjectStoreCheckpoints} keeps checkpoints. */
@@ -47,7 +52,37 @@ export function shardOfObject(name: string): { shard: number; segment: number } 
   return m ? { shard: Number(m[1]), segment: Number(m[2]) } : undefined;
 }
 
+/** Object name of shard `shard`'s sealed log segment `segment`. */
+export const segmentObjectName = (shard: number, segment: number) =>
+  `shard-${shard}/${walSegmentFileName(segment)}`;
+
+/** A log segment object of a shard, with what its metadata records. */
+export function describeSegmentObject(info: ObjectRecord): (StoredSegment & { shard: number }) | undefined {
+  const m = /^shard-(\d+)\/wal-(\d{10})\.log$/.exec(info.name);
+  if (!m) return undefined;
+  const meta = info.metadata ?? {};
+  const bytes = num(meta.bytes);
+  const version = num(meta.version);
+  const problem =
+    meta.format !== WAL_FORMAT ||
+    bytes === undefined ||
+    version === undefined ||
+    !/^[0-9a-f]{64}$/.test(meta.sha256 ?? '')
+      ? `metadata of a log segment missing or malformed (format ${meta.format ?? '(none)'})`
+      : undefined;
+  return {
+    name: info.name,
+    shard: Number(m[1]),
+    segment: Number(m[2]),
+    version: version ?? 0,
+    bytes: bytes ?? 0,
+    sha256: meta.sha256 ?? '',
+    ...(problem ? { problem } : {}),
+  };
+}
+
 const FORMAT = 'FCK1';
+const WAL_FORMAT = 'FWL1';
 
 /** A listed object with everything its metadata records (for `freshet shard checkpoints`). */
 export interface CheckpointObject extends StoredCheckpoint {
@@ -402,6 +437,61 @@ export class ObjectStoreCheckpoints implements CheckpointStore {
     return bytes;
   }
 
+  /** This shard's mirrored log segments, ascending. */
+  async listSegments(): Promise<StoredSegment[]> {
+    const out: StoredSegment[] = [];
+    for (const r of await this.bucket.list()) {
+      const s = describeSegmentObject(r);
+      if (s && s.shard === this.o.shard) out.push(s);
+    }
+    return out.sort((a, b) => a.segment - b.segment);
+  }
+
+  async readSegment(s: StoredSegment): Promise<Uint8Array> {
+    const bad = (why: string) => new FreshetError('BAD_FRAME', `log segment ${s.name}: ${why}`);
+    if (s.problem) throw bad(s.problem);
+    const r = await this.bucket.info(s.name);
+    if (!r || r.deleted) throw bad('deleted while being read');
+    const bytes = await this.bucket.read(r);
+    if (bytes.byteLength !== s.bytes) throw bad(`${bytes.byteLength} bytes, recorded ${s.bytes}`);
+    const sum = await sha256Hex(bytes);
+    if (sum !== s.sha256) throw bad(`checksum mismatch (sha256 ${sum}, recorded ${s.sha256})`);
+    return bytes;
+  }
+
+  async putSegment(dir: string, segment: number, version: number): Promise<StoredSegment> {
+    const o = this.o;
+    const buf = await readFile(join(dir, walSegmentFileName(segment)));
+    const bytes = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+    const info: StoredSegment = {
+      name: segmentObjectName(o.shard, segment),
+      segment,
+      version,
+      bytes: bytes.byteLength,
+      sha256: await sha256Hex(bytes),
+    };
+    const have = await this.bucket.info(info.name);
+    if (have && !have.deleted && have.metadata?.sha256 === info.sha256) return info;
+    await this.bucket.put(
+      {
+        name: info.name,
+        description: `shard ${o.shard}/${o.shards} log segment ${segment}, up to version ${version}`,
+        metadata: {
+          format: WAL_FORMAT,
+          segment: String(segment),
+          version: String(version),
+          bytes: String(info.bytes),
+          sha256: info.sha256,
+          shard: String(o.shard),
+          shards: String(o.shards),
+          model: o.model,
+        },
+      },
+      bytes,
+    );
+    return info;
+  }
+
   async put(dir: string, segment: number): Promise<StoredCheckpoint> {
     const o = this.o;
     const { info, bytes } = await describeLocalCheckpoint(dir, segment);
@@ -439,12 +529,15 @@ export class ObjectStoreCheckpoints implements CheckpointStore {
     return { ...info, name };
   }
 
-  /** Deletes this shard's checkpoints beyond the newest `keep`; returns their names. */
+  /**
+   * Deletes this shard's checkpoints beyond the newest `keep`, and the log segments the newest
+   * checkpoint covers; returns their names.
+   */
   async prune(): Promise<string[]> {
-    const old = (await listCheckpointObjects(this.bucket))
-      .filter((c) => c.shard === this.o.shard)
-      .slice(this.o.keep)
-      .map((c) => c.name);
+    const mine = (await listCheckpointObjects(this.bucket)).filter((c) => c.shard === this.o.shard);
+    const newest = mine[0]?.segment ?? 0;
+    const old = mine.slice(this.o.keep).map((c) => c.name);
+    for (const s of await this.listSegments()) if (s.segment <= newest) old.push(s.name);
     for (const name of old) await this.bucket.delete(name);
     return old;
   }

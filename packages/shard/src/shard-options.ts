@@ -79,6 +79,12 @@ export const shardCheckpointSchema = z
       .optional(),
     /** Replicas of the bucket when the shard creates it (like the stream's on a NATS cluster). */
     replicas: z.number().int().min(1).max(5).default(1),
+    /**
+     * With `object-store`: seal the log segment this often (when it holds anything) and upload
+     * it, so a shard restored elsewhere after a crash loses at most about this much, not
+     * everything since the last checkpoint. 0: only checkpoints are uploaded.
+     */
+    walSegmentMs: z.number().int().min(0).default(10_000),
   })
   .strict();
 

@@ -35,7 +35,7 @@ import { DeltaPublisher } from './delta-publisher.js';
 import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
 import { ShardCore } from './shard-core.js';
 import { RecentTimings, SspGate } from './staleness.js';
-import { replayWal, truncateWal, Wal } from './wal.js';
+import { listSegments, replayWal, truncateWal, Wal } from './wal.js';
 
 /**
  * An aligned copy of a message payload when it sits at an odd offset. NATS hands payloads out as
@@ -113,6 +113,9 @@ export class Shard implements ProcessActor {
   private clockSub: Subscription | undefined;
   private checkpointing: Promise<void> | undefined;
   private lastCheckpointAt = Date.now();
+  /** Mirrored log segments (`checkpoint.walSegmentMs`): last seal, bytes sealed since the checkpoint. */
+  private lastSealAt = Date.now();
+  private sealedSinceCheckpoint = 0;
   private lastCheckpoint: ShardStatus['lastCheckpoint'] = null;
   private readonly inflightIds = new Map<string, Promise<void>>();
   private readonly applyTimings = new RecentTimings();
@@ -306,12 +309,16 @@ export class Shard implements ProcessActor {
       keep: o.checkpoint.keep,
       log: this.log,
     });
-    this.uploader = new CheckpointUploader(store, dir, this.log);
+    this.uploader = new CheckpointUploader(store, dir, this.log, o.checkpoint.walSegmentMs > 0);
     if (!isFreshDataDir(dir)) return false;
     const got = await restoreFromStore(store, dir, o.fsync, this.log);
     if (!got) return false;
-    this.uploader.have(got.segment);
-    this.log('info', 'checkpoint fetched from the object store', { name: got.name, version: got.version });
+    if (got.checkpoint) this.uploader.have(got.checkpoint.segment);
+    this.log('info', 'restoring from the object store', {
+      checkpoint: got.checkpoint?.name ?? null,
+      segments: got.segments,
+      version: got.version,
+    });
     return true;
   }
 
@@ -322,7 +329,8 @@ export class Shard implements ProcessActor {
     const ck = await loadCheckpoint(dir, core);
     let deltaSeq = ck?.deltaSeq ?? 0;
     let rejectedRecords = 0;
-    const r = await replayWal(dir, ck?.segment ?? 0, (rec) => {
+    const ends = new Map<number, number>();
+    const r = await replayWal(dir, ck?.segment ?? 0, (rec, segment) => {
       if (rec.kind === 'push') {
         try {
           core.applyPush(decodePush(rec.payload), rec.ts, { tau: rec.tau, dcApplied: rec.dcApplied });
@@ -337,7 +345,16 @@ export class Shard implements ProcessActor {
       } else {
         deltaSeq = Math.max(deltaSeq, rec.seq);
       }
+      ends.set(segment, core.version);
     });
+    // replayed segments are sealed now: mirrored (unless the store has them), empty ones too, so
+    // the store's segments stay consecutive
+    let end = ck?.version ?? 0;
+    for (const s of listSegments(dir)) {
+      if (s <= (ck?.segment ?? 0)) continue;
+      end = ends.get(s) ?? end;
+      this.uploader?.sealed(s, end);
+    }
     if (ck) await truncateWal(dir, ck.segment);
     this.restore = {
       checkpointSegment: ck?.segment ?? null,
@@ -511,12 +528,34 @@ export class Shard implements ProcessActor {
       this.wal &&
       !this.checkpointing &&
       ((o.checkpointIntervalMs > 0 && now - this.lastCheckpointAt >= o.checkpointIntervalMs) ||
-        this.wal.stats.segmentBytes >= o.checkpointWalBytes)
+        this.wal.stats.segmentBytes + this.sealedSinceCheckpoint >= o.checkpointWalBytes)
     ) {
       this.checkpointing = this.checkpoint()
         .catch((e: unknown) => this.log('error', 'checkpoint failed', { error: (e as Error).message }))
         .finally(() => (this.checkpointing = undefined));
+    } else if (
+      this.wal &&
+      this.uploader &&
+      !this.checkpointing &&
+      o.checkpoint.walSegmentMs > 0 &&
+      now - this.lastSealAt >= o.checkpoint.walSegmentMs &&
+      this.wal.stats.segmentBytes > 0
+    ) {
+      this.sealSegment(this.wal, this.uploader);
     }
+  }
+
+  /**
+   * Seals the current log segment (a rotation without a checkpoint) and mirrors it to the
+   * Object Store once it is closed: a shard restored elsewhere after a crash replays it. Every
+   * push in it was applied before the rotation, so the version now is the one at its end.
+   */
+  private sealSegment(wal: Wal, uploader: CheckpointUploader): void {
+    this.lastSealAt = Date.now();
+    this.sealedSinceCheckpoint += wal.stats.segmentBytes;
+    const version = this.core.version;
+    const { sealed, done } = wal.rotate();
+    void done.then(() => uploader.sealed(sealed, version));
   }
 
   /**
@@ -531,7 +570,8 @@ export class Shard implements ProcessActor {
     const { sealed, done } = wal.rotate();
     const pending = beginCheckpoint(this.core, sealed, this.deltas?.seq ?? 0);
     const pauseMs = performance.now() - t0;
-    this.lastCheckpointAt = Date.now();
+    this.lastCheckpointAt = this.lastSealAt = Date.now();
+    this.sealedSinceCheckpoint = 0;
     const cap = await pending.complete();
     await done;
     const bytes = await writeCheckpoint(dir, cap, this.options.fsync);

@@ -96,7 +96,9 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
-const segName = (n: number) => `wal-${String(n).padStart(10, '0')}.log`;
+/** The file name of log segment `n`. */
+export const walSegmentFileName = (n: number) => `wal-${String(n).padStart(10, '0')}.log`;
+const segName = walSegmentFileName;
 
 /** Segment numbers present in a data dir, ascending. */
 export function listSegments(dir: string): number[] {

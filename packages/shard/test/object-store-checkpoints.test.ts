@@ -110,6 +110,7 @@ describe('checkpoint options', () => {
       store: 'dir',
       keep: 3,
       replicas: 1,
+      walSegmentMs: 10_000,
     });
   });
 });
@@ -124,6 +125,9 @@ describe('checkpoints in the JetStream Object Store', () => {
     // three checkpoints while training, then the drain's final one: keep 2 leaves the newest two
     for (let c = 0; c < 3; c++) {
       await a.shard.checkpoint();
+      // one upload each: one written while an upload runs is coalesced into the next
+      const seg = a.shard.status().lastCheckpoint!.segment;
+      await waitFor(() => a.shard.uploader!.stats.segment === seg, { message: `upload of ${seg}` });
       await push(nats.nc, cluster, 10 + c);
     }
     await a.shard.stop();

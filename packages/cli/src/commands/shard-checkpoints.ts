@@ -31,18 +31,26 @@ export function shardCheckpointsCommand(): Command {
     .option('--json', 'print the list as JSON')
     .action(async (f: Flags) => {
       // the shard package (optimizers, row store) only once the command runs
-      const { listBucketCheckpoints } = await import('@freshet/shard');
+      const { ObjectBucket, describeObject, describeSegmentObject } = await import('@freshet/shard');
       const bucket = f.bucket ?? subjects(f.cluster).objectStore;
       await withAdmin({ nats: f.nats, cluster: f.cluster }, 'freshet-shard-checkpoints', async (nc) => {
-        const all = await listBucketCheckpoints(nc, bucket);
-        const list = (all ?? []).filter((c) => f.shard === undefined || c.shard === f.shard);
+        const b = await ObjectBucket.open(nc, bucket);
+        const records = (await b?.list()) ?? [];
+        const mine = (x: { shard: number }) => f.shard === undefined || x.shard === f.shard;
+        const list = records
+          .flatMap((r) => describeObject(r) ?? [])
+          .filter(mine)
+          .sort((x, y) => x.shard - y.shard || y.segment - x.segment);
+        const segments = records
+          .flatMap((r) => describeSegmentObject(r) ?? [])
+          .filter(mine)
+          .sort((x, y) => x.shard - y.shard || x.segment - y.segment);
         if (f.json) {
-          process.stdout.write(
-            JSON.stringify({ bucket, exists: all !== undefined, checkpoints: list }) + '\n',
-          );
+          const out = { bucket, exists: b !== undefined, checkpoints: list, segments };
+          process.stdout.write(JSON.stringify(out) + '\n');
           return;
         }
-        if (!all) {
+        if (!b) {
           process.stdout.write(
             `no bucket ${bucket}: no shard of cluster ${f.cluster} has uploaded a checkpoint ` +
               `(shard option checkpoint.store "object-store")\n`,
@@ -63,6 +71,14 @@ export function shardCheckpointsCommand(): Command {
           table(['shard', 'segment', 'version', 'deltaSeq', 'size', 'created', 'sha256', 'state'], rows) +
             '\n',
         );
+        // the log after each shard's newest checkpoint (checkpoint.walSegmentMs)
+        for (const shard of new Set(segments.map((x) => x.shard))) {
+          const own = segments.filter((x) => x.shard === shard);
+          const last = own[own.length - 1]!;
+          process.stdout.write(
+            `shard ${shard}: log segments ${own[0]!.segment}-${last.segment} mirrored, up to version ${last.version}\n`,
+          );
+        }
       });
     });
 }
