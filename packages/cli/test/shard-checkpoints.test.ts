@@ -8,6 +8,7 @@ import { startNatsServer, type NatsServerHandle } from '@freshet/nats';
 import { encodePush, shardOfKey, subjects } from '@freshet/protocol';
 import { Shard } from '@freshet/shard';
 import { uniqueName, useTempDirs, waitFor } from '@freshet/testkit';
+import { compileClusterConfig } from '../src/cluster-config.js';
 import { cliMainPath } from '../src/local-cluster.js';
 import { authorizationBlock, generateNatsAuth, type GeneratedAuth, type NatsRole } from '../src/nats-auth.js';
 
@@ -95,6 +96,27 @@ async function cli(...args: string[]) {
   );
   return r.stdout;
 }
+
+describe('checkpoint options in a cluster config', () => {
+  const base = {
+    cluster: 'c',
+    model: { kind: 'lr', features: { fields: [{ name: 'u', kind: 'categorical' }] } },
+  };
+  it("reach the shards through the shard role's own schema; a bad one names its path", () => {
+    const checkpoint = { store: 'object-store', keep: 5, walSegmentMs: 2000 };
+    const cfg = compileClusterConfig(
+      { ...base, shards: { count: 2, options: { checkpoint } } },
+      { baseDir: '.' },
+    );
+    expect(cfg.shards.options).toEqual({ checkpoint });
+    expect(() =>
+      compileClusterConfig(
+        { ...base, shards: { count: 2, options: { checkpoint: { store: 's3' } } } },
+        { baseDir: '.' },
+      ),
+    ).toThrow(/shards\.options for shard-0[\s\S]*checkpoint\.store/);
+  });
+});
 
 describe('freshet shard checkpoints', () => {
   it('says so when no shard has uploaded one (and creates no bucket)', async () => {
