@@ -86,6 +86,8 @@ export const clusterBenchOptionsSchema = z
       .min(1)
       .max(1 << 20)
       .default(2048),
+    /** Workers pull embedding rows as binary16 (worker option `halfPull`). */
+    halfPull: z.boolean().default(false),
     /** Compute threads per worker (default: the cores shared out among workers, at least 1). */
     threads: z.number().int().min(1).max(64).optional(),
     /** Fraction of the measured throughput the freshness phase publishes at; 0 skips that phase. */
@@ -454,6 +456,7 @@ export async function runClusterBench<A extends BenchActor>(
         // Close windows by wall time soon after they end, so the last negatives do not wait.
         joinClock: { everyMs: 100, lagMs: 200 },
         dense: { mode: o.dense, syncExamples: o.denseSyncExamples },
+        halfPull: o.halfPull,
         ...(o.window !== undefined ? { metrics: { window: o.window } } : {}),
       },
     },
@@ -557,6 +560,7 @@ export async function runClusterBench<A extends BenchActor>(
       threads_per_worker: threads,
       dense: o.dense,
       dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
+      half_pull: o.halfPull,
       passes: o.passes,
       rate: o.rate ?? null,
       backend: wv[0]?.backend ?? null,

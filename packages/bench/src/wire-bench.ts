@@ -39,6 +39,7 @@ export const wireBenchOptionsSchema = z
       .min(1)
       .max(1 << 20)
       .default(2048),
+    halfPull: z.boolean().default(false),
     /** Deadline of each configuration (ms). */
     timeoutMs: z
       .number()
@@ -197,6 +198,7 @@ export async function runWireBench<A extends BenchActor>(
           batch: o.batch,
           dense: o.dense,
           denseSyncExamples: o.denseSyncExamples,
+          halfPull: o.halfPull,
           tap: true,
           tapFeedback: true,
           peer: false,
@@ -219,6 +221,7 @@ export async function runWireBench<A extends BenchActor>(
     partitions: o.partitions,
     dense: o.dense,
     dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
+    half_pull: o.halfPull,
     configs,
     ratios: wireRatios(configs),
     machine,

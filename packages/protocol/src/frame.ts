@@ -1,5 +1,6 @@
 import { Packr } from 'msgpackr';
 import { FreshetError } from './errors.js';
+import { fromHalf } from './half.js';
 
 /**
  * Tensor frames: a small msgpack header followed by raw, 4-byte-aligned typed arrays.
@@ -7,11 +8,14 @@ import { FreshetError } from './errors.js';
  *   [u32 magic 'FRS1'][u32 header bytes H][H bytes msgpack header][pad to 4]
  *   [array 0][array 1]...            each array 4-byte aligned, kinds and lengths in the header
  *
+ * Kinds: f32, u32, i32, and f16 (a Uint16Array of binary16 bits, padded to 4 bytes): {@link f32}
+ * reads an f16 array back as float32 values, so a decoder takes either.
+ *
  * Decoding returns zero-copy views when the message buffer is aligned (measured: 0.2 µs vs
  * 19 µs for msgpackr typed-array extensions on a 278 KB gradient), copying once otherwise.
  */
-export type FrameArray = Float32Array | Uint32Array | Int32Array;
-type Kind = 'f32' | 'u32' | 'i32';
+export type FrameArray = Float32Array | Uint32Array | Int32Array | Uint16Array;
+type Kind = 'f32' | 'u32' | 'i32' | 'f16';
 
 export interface Frame<H = unknown> {
   header: H;
@@ -28,6 +32,7 @@ const packr = new Packr({ useRecords: false, moreTypes: false });
 function kindOf(a: FrameArray): Kind {
   if (a instanceof Float32Array) return 'f32';
   if (a instanceof Uint32Array) return 'u32';
+  if (a instanceof Uint16Array) return 'f16';
   return 'i32';
 }
 
@@ -39,7 +44,7 @@ export function encodeFrame(header: object, arrays: readonly FrameArray[] = []):
   const head = packr.pack({ h: header, a: layout }) as Uint8Array;
   if (head.length > MAX_HEADER_BYTES) throw new FreshetError('OVERSIZE', `frame header ${head.length} B`);
   let size = align4(PREFIX + head.length);
-  for (const a of arrays) size += a.byteLength;
+  for (const a of arrays) size += align4(a.byteLength);
   const out = new Uint8Array(size);
   const dv = new DataView(out.buffer);
   dv.setUint32(0, MAGIC, true);
@@ -48,7 +53,7 @@ export function encodeFrame(header: object, arrays: readonly FrameArray[] = []):
   let off = align4(PREFIX + head.length);
   for (const a of arrays) {
     out.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), off);
-    off += a.byteLength;
+    off += align4(a.byteLength);
   }
   return out;
 }
@@ -89,12 +94,13 @@ export function decodeFrame(data: Uint8Array): Frame {
     if (!Array.isArray(entry) || entry.length !== 2) bad('bad array layout entry');
     const [kind, n] = entry as [unknown, unknown];
     if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) bad('bad array length');
-    const bytes = n * 4;
+    const bytes = kind === 'f16' ? align4(n * 2) : n * 4;
     if (off + bytes > data.byteLength) bad(`array overruns frame (${off + bytes} > ${data.byteLength})`);
     const at = data.byteOffset + off;
     if (kind === 'f32') arrays.push(new Float32Array(data.buffer, at, n));
     else if (kind === 'u32') arrays.push(new Uint32Array(data.buffer, at, n));
     else if (kind === 'i32') arrays.push(new Int32Array(data.buffer, at, n));
+    else if (kind === 'f16') arrays.push(new Uint16Array(data.buffer, at, n));
     else bad(`unknown array kind ${String(kind)}`);
     off += bytes;
   }
@@ -105,6 +111,7 @@ export function decodeFrame(data: Uint8Array): Frame {
 /** Narrowing helpers for decoded arrays, so callers check kinds instead of casting. */
 export function f32(frame: Frame, i: number): Float32Array {
   const a = frame.arrays[i];
+  if (a instanceof Uint16Array) return fromHalf(a);
   if (!(a instanceof Float32Array)) bad(`array ${i} should be f32`);
   return a;
 }

@@ -21,6 +21,7 @@ export {
   type Frame,
   type FrameArray,
 } from './frame.js';
+export { fromHalf, halfBits, halfValue, toHalf } from './half.js';
 export {
   defaultOptimizer,
   optimizerSchema,

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { errorEnvelopeSchema, FreshetError, type ErrorEnvelope } from './errors.js';
 import { decodeFrame, encodeFrame, f32, u32, type Frame, type FrameArray } from './frame.js';
+import { toHalf } from './half.js';
 
 /**
  * Parameter-server messages: pull, push, delta and snapshot, as tensor frames.
@@ -56,6 +57,8 @@ export const pullHeaderSchema = z.object({
   clock: z.number().int().min(0).optional(),
   /** Rows of state-pushing tables as w, z, n (see `pullWidth`). */
   state: z.boolean().optional(),
+  /** Embedding rows in the reply as binary16. */
+  half: z.boolean().optional(),
   tables: z.array(z.object({ t: tableId, n: count })).max(4096),
 });
 export type PullHeader = z.infer<typeof pullHeaderSchema>;
@@ -68,6 +71,8 @@ export interface PullRequest {
   clock?: number | undefined;
   /** Asks for w, z, n of state-pushing tables (a worker of a sequential-FTRL model). */
   state?: boolean | undefined;
+  /** Asks for embedding rows as binary16 (half the bytes; dense tensors and state stay f32). */
+  half?: boolean | undefined;
   tables: PullTable[];
 }
 
@@ -76,6 +81,7 @@ export function encodePull(req: PullRequest): Uint8Array {
   if (req.worker !== undefined) h.worker = req.worker;
   if (req.clock !== undefined) h.clock = req.clock;
   if (req.state) h.state = true;
+  if (req.half) h.half = true;
   return encodeFrame(
     h,
     req.tables.map((t) => t.keys),
@@ -89,6 +95,7 @@ export function decodePull(data: Uint8Array): PullRequest {
     worker: h.worker,
     clock: h.clock,
     state: h.state,
+    half: h.half,
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, i);
       if (keys.length !== t.n * 2) wrongLength('pull keys', keys.length, t.n * 2);
@@ -105,6 +112,8 @@ export interface PullReplyTable {
   t: number;
   dim: number;
   values: Float32Array;
+  /** Sent as binary16 (decoded back to float32 on arrival). */
+  half?: boolean | undefined;
 }
 export interface PullReply {
   /** The shard's version when the values were read: echo it in the push as `base`. */
@@ -114,7 +123,7 @@ export interface PullReply {
 export function encodePullReply(r: PullReply): Uint8Array {
   return encodeFrame(
     { version: r.version, tables: r.tables.map((t) => ({ t: t.t, n: t.values.length / t.dim, dim: t.dim })) },
-    r.tables.map((t) => t.values),
+    r.tables.map((t) => (t.half ? toHalf(t.values) : t.values)),
   );
 }
 export function decodePullReply(data: Uint8Array): PullReply {

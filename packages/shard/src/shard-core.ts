@@ -331,7 +331,10 @@ export class ShardCore {
         if (tab.spec.staleness.policy === 'dc' && req.worker && width === tab.dim) {
           this.dc.remember(req.worker, version, t.t, tab.dim, t.keys, values);
         }
-        return { t: t.t, dim: width, values };
+        // embedding rows may travel as binary16; dense tensors and FTRL state (n grows past
+        // 65504) never do
+        const half = req.half === true && !tab.dense && width === tab.dim;
+        return { t: t.t, dim: width, values, half };
       }),
     };
   }

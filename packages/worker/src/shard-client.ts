@@ -67,6 +67,8 @@ export interface ShardClientOptions {
   retry: { attempts: number; baseMs: number; maxMs: number };
   /** Reuse a cached dense table while its shard moved fewer than this many versions (0: off). */
   denseCacheMaxLag: number;
+  /** Ask for embedding rows as binary16 (half the reply bytes). */
+  halfPull?: boolean | undefined;
   signal?: AbortSignal | undefined;
 }
 
@@ -241,6 +243,8 @@ export class ShardClient {
           worker: this.o.worker,
           clock: opts.clock,
           state: this.state || undefined,
+          // never with state: FTRL's n outgrows binary16
+          half: (this.o.halfPull && !this.state) || undefined,
           tables: req,
         });
         const reply = await this.retry(async () => {

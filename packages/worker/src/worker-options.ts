@@ -128,6 +128,12 @@ export const workerOptionsSchema = z.object({
    * covers are acked only then, so an acked event's dense update is on the shard. Dense bytes
    * on the bus: three copies of the tensor per `syncExamples` examples instead of per batch.
    */
+  /**
+   * Pull embedding rows as binary16: half the bytes of a pull reply, the rows rounded to 11
+   * significant bits for the gradient (the shard keeps and updates float32). Dense tensors and
+   * sequential FTRL's state are always pulled as float32.
+   */
+  halfPull: z.boolean().default(false),
   dense: z
     .object({
       mode: z.enum(['shard', 'replica']).default('shard'),

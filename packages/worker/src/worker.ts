@@ -386,6 +386,7 @@ export class Worker implements ProcessActor {
         timeoutMs: o.requestTimeoutMs,
         retry: o.retry,
         denseCacheMaxLag: o.denseCacheMaxLag,
+        halfPull: o.halfPull,
         signal: this.abort.signal,
       });
       if (o.dense.mode === 'replica' && this.model.spec.tables.some((t) => t.kind === 'dense'))

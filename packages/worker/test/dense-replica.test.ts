@@ -219,7 +219,7 @@ describe('additive pushes on the shard', () => {
 });
 
 describe('worker with a dense replica', () => {
-  it('learns through NATS, flushes every syncExamples examples and leaves the shard with its weights', async () => {
+  it('learns through NATS (rows pulled as binary16), flushes every syncExamples examples and leaves the shard with its weights', async () => {
     const config = wideDeep({
       kind: 'adam',
       lr: 0.01,
@@ -271,6 +271,7 @@ describe('worker with a dense replica', () => {
         batch: { size: 16, maxWaitMs: 10 },
         compute: { threads: 1 },
         dense: { mode: 'replica', syncExamples: 64, maxDelayMs: 200 },
+        halfPull: true,
       },
       { nc: await nats.connect('worker-dense') },
     );

@@ -40,6 +40,7 @@ interface ClusterFlags {
   threads?: number;
   dense: 'shard' | 'replica';
   denseSyncExamples: number;
+  halfPull?: boolean;
   tap: boolean;
   peer: boolean;
   save?: string | boolean;
@@ -90,6 +91,7 @@ export function clusterBenchCommand(): Command {
       'shard',
     )
     .option('--dense-sync-examples <n>', 'examples per dense replica flush', int, 2048)
+    .option('--half-pull', 'workers pull embedding rows as binary16')
     .option('--no-tap', 'do not observe pull/push/delta traffic on the bus')
     .option('--no-peer', 'skip the PyTorch peer')
     .option('--save [name]', 'also write bench/results/<name>.json (default cluster-s<S>-w<W>-n<N>)')
@@ -114,6 +116,7 @@ export function clusterBenchCommand(): Command {
           lr: o.lr,
           dense: o.dense,
           denseSyncExamples: o.denseSyncExamples,
+          halfPull: o.halfPull === true,
           tap: o.tap,
           peer: o.peer,
           ...(o.rate !== undefined ? { rate: o.rate } : {}),

@@ -14,6 +14,7 @@ interface WireFlags {
   partitions: number;
   dense: 'shard' | 'replica';
   denseSyncExamples: number;
+  halfPull?: boolean;
 }
 
 /**
@@ -46,6 +47,7 @@ export function wireBenchCommand(): Command {
       'shard',
     )
     .option('--dense-sync-examples <n>', 'examples per dense replica flush', int, 2048)
+    .option('--half-pull', 'workers pull embedding rows as binary16')
     .option('--json', 'print one JSON line (the default output)')
     .action(async (o: WireFlags) => {
       const { runWireBench, isBenchModel, benchModels } = await import('@freshet/bench');
@@ -64,6 +66,7 @@ export function wireBenchCommand(): Command {
           partitions: o.partitions,
           dense: o.dense,
           denseSyncExamples: o.denseSyncExamples,
+          halfPull: o.halfPull === true,
           ...(o.spec !== undefined ? { spec: o.spec } : {}),
         },
         { harness: localClusterHarness(), progress: (line) => process.stderr.write(`[bench] ${line}\n`) },
