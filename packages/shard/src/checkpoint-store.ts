@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { readdirSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { existsSync, readdirSync } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FreshetError, hasCode, type ErrorCode } from '@freshet/protocol';
 import type { ActorLog } from '@freshet/nats';
@@ -11,7 +11,7 @@ import {
   listCheckpoints,
   parseCheckpoint,
 } from './checkpoint.js';
-import { walSegmentFileName } from './wal.js';
+import { syncDir, walSegmentFileName } from './wal.js';
 
 /**
  * Where a shard's checkpoints live: its data dir ({@link DirCheckpointStore}) or, besides it,
@@ -158,9 +158,21 @@ export class DirCheckpointStore implements CheckpointStore {
   }
 }
 
-/** True when `dir` holds neither a checkpoint nor a log segment: a shard starting from nothing. */
-export function isFreshDataDir(dir: string): boolean {
-  return !readdirSync(dir).some((f) => /^(checkpoint-\d{10}\.ckpt|wal-\d{10}\.log)$/.test(f));
+/** Present while a restore from a store writes into the data dir (see {@link restoreFromStore}). */
+export const RESTORE_MARKER = 'restore-from-store.pending';
+const STATE_FILE = /^(checkpoint-\d{10}\.ckpt|wal-\d{10}\.log)(\.tmp)?$/;
+
+/**
+ * True when `dir` holds neither a checkpoint nor a log segment: a shard starting from nothing.
+ * What a restore from a store left half written (killed meanwhile: its marker is still there) is
+ * removed first, so that restore starts again instead of a part of it passing for the state.
+ */
+export async function isFreshDataDir(dir: string): Promise<boolean> {
+  if (existsSync(join(dir, RESTORE_MARKER))) {
+    for (const f of readdirSync(dir)) if (STATE_FILE.test(f)) await rm(join(dir, f), { force: true });
+    await rm(join(dir, RESTORE_MARKER), { force: true });
+  }
+  return !readdirSync(dir).some((f) => STATE_FILE.test(f) && !f.endsWith('.tmp'));
 }
 
 const codeOf = (e: unknown): ErrorCode => (e instanceof FreshetError ? e.code : 'UNAVAILABLE');
@@ -191,6 +203,10 @@ export async function restoreFromStore(
   log: ActorLog,
 ): Promise<FetchedFromStore | undefined> {
   const all = await store.list();
+  const mirrored = (await store.listSegments?.()) ?? [];
+  if (all.length === 0 && mirrored.length === 0) return undefined;
+  // the files below are the state only once all are there: until then a marker says they are not
+  await installFile(dir, RESTORE_MARKER, new Uint8Array(0), fsync);
   const problems: string[] = [];
   let checkpoint: StoredCheckpoint | undefined;
   for (const c of all) {
@@ -219,7 +235,6 @@ export async function restoreFromStore(
   let next = (checkpoint?.segment ?? 0) + 1;
   let version = checkpoint?.version ?? 0;
   let segments = 0;
-  const mirrored = (await store.listSegments?.()) ?? [];
   for (const s of mirrored) {
     if (s.segment < next) continue;
     if (s.segment > next) {
@@ -244,6 +259,8 @@ export async function restoreFromStore(
     version = s.version;
     next++;
   }
+  await rm(join(dir, RESTORE_MARKER));
+  if (fsync) await syncDir(dir);
   if (!checkpoint && segments === 0) return undefined;
   return { checkpoint, segments, version };
 }

@@ -36,6 +36,7 @@ export {
   type StoredSegment,
   verifyCheckpoint,
   isFreshDataDir,
+  RESTORE_MARKER,
   sha256Hex,
   type CheckpointStore,
   type StoredCheckpoint,

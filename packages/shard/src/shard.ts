@@ -310,7 +310,7 @@ export class Shard implements ProcessActor {
       log: this.log,
     });
     this.uploader = new CheckpointUploader(store, dir, this.log, o.checkpoint.walSegmentMs > 0);
-    if (!isFreshDataDir(dir)) return false;
+    if (!(await isFreshDataDir(dir))) return false;
     const got = await restoreFromStore(store, dir, o.fsync, this.log);
     if (!got) return false;
     if (got.checkpoint) this.uploader.have(got.checkpoint.segment);

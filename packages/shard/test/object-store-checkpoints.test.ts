@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { headers, JsHeaders, type NatsConnection } from 'nats';
 import { requestBytes } from '@freshet/nats';
 import { decodePushReply, encodePush, subjects, type PushRequest } from '@freshet/protocol';
 import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
 import { captureCheckpoint } from '../src/checkpoint.js';
-import { sha256Hex } from '../src/checkpoint-store.js';
+import { RESTORE_MARKER, sha256Hex } from '../src/checkpoint-store.js';
 import {
   checkpointObjectName,
   listCheckpointObjects,
@@ -263,6 +264,27 @@ describe('checkpoints in the JetStream Object Store', () => {
       code: 'BAD_FRAME',
       message: expect.stringMatching(/no usable checkpoint among 3/) as string,
     });
+  });
+
+  it('starts a restore from the store again when the last one was cut short (its marker left)', async () => {
+    const cluster = uniqueName('ckcut');
+    const a = shardOf(cluster, tempDir('ckcut-a'));
+    await a.shard.start();
+    await push(nats.nc, cluster, 1, 200);
+    await a.shard.stop();
+    // what a restore killed half way leaves: its marker and a partial state
+    const dir = tempDir('ckcut-b');
+    writeFileSync(join(dir, RESTORE_MARKER), '');
+    writeFileSync(join(dir, 'checkpoint-0000000999.ckpt'), 'partial');
+    writeFileSync(join(dir, 'wal-0000001000.log'), 'partial');
+    const b = shardOf(cluster, dir);
+    await b.shard.start();
+    try {
+      expect(b.shard.restore).toMatchObject({ checkpointSource: 'object-store', version: 1 });
+      expect(readdirSync(dir).some((f) => f.includes('999') || f === RESTORE_MARKER)).toBe(false);
+    } finally {
+      await b.shard.stop();
+    }
   });
 
   it('a failing upload logs a warning with a code, never holds pushes, and is retried at the next checkpoint', async () => {
