@@ -354,7 +354,15 @@ export function simulate(
   const nextReady = (w: number, t: number) => heap.push(t + fill, { k: 'ready', w });
   for (let w = 0; w < W; w++) nextReady(w, rnd() * fill);
   const tickUs = knobs.deltaIntervalMs * 1000;
-  for (let s = 0; s < S; s++) heap.push(rnd() * tickUs, { k: 'tick', s });
+  // Each shard ticks on its own phase; a tick is only scheduled while it has something to
+  // publish (an idle shard's tick does nothing, and at 10k shard processes they dominate the run).
+  const phase = Float64Array.from({ length: S }, () => rnd() * tickUs);
+  const tickDue = new Uint8Array(S);
+  const dirty = (s: number, t: number) => {
+    if (tickDue[s]) return;
+    tickDue[s] = 1;
+    heap.push(phase[s]! + Math.max(0, Math.ceil((t - phase[s]!) / tickUs)) * tickUs, { k: 'tick', s });
+  };
 
   const pickShards = (): number[] => {
     // Shards 0..D-1 hold the dense tensors: every batch touches them, unless workers replicate them.
@@ -422,6 +430,7 @@ export function simulate(
         (denseFloats * costs.denseAddFloatNs) / 1000,
       );
       pendDense[s] = 1;
+      dirty(s, t);
       // An event is fresh when its dense change, the later of its two paths, reaches serving.
       const pe = pendEvents[s]!;
       for (const b of batches) if (pe.length < 1024) pe.push(b.eventT);
@@ -459,6 +468,8 @@ export function simulate(
       }
       case 'pulled': {
         const b = ev.b;
+        // A pull that waited a second: some shard's queue is far past the stability bound.
+        if (t - b.startT > 1e6) overloaded = true;
         const recv = workerMain[ev.w]!.run(
           t,
           b.shards.length * nodeIo(b.rowsPerShard * rowBytes) +
@@ -491,6 +502,7 @@ export function simulate(
           );
           pendRows[s]! += b.rowsPerShard;
           if (dense > 0) pendDense[s] = 1;
+          dirty(s, t);
           const pe = pendEvents[s]!;
           if (!replica && pe.length < 1024) pe.push(b.eventT);
           done = Math.max(done, bus(applied, serverOfShard(s), serverOfWorker(ev.w), 64));
@@ -533,7 +545,7 @@ export function simulate(
       }
       case 'tick': {
         const s = ev.s;
-        heap.push(t + tickUs, { k: 'tick', s });
+        tickDue[s] = 0;
         if (pendRows[s]! === 0 && !pendDense[s]) break;
         // Rows changed since the last delta, coalesced: repeated keys within the window are sent once.
         const examplesInWindow = (offered * tickUs) / 1e6;
@@ -558,6 +570,8 @@ export function simulate(
         if (R > 0) {
           // A dense row is one copy of the tensor (~1 ns per float), not per-row upserts.
           delivered = serving.run(delivered, nodeIo(bytes) + rows * costs.servingRowUs + denseRows * 0.001);
+          // Serving 250 ms behind (5× the stability bound) does not recover at a steady rate.
+          if (delivered - t > 250_000) overloaded = true;
           if (t >= warm) for (const et of pendEvents[s]!) fresh.push((delivered - et) / 1000);
         }
         pendRows[s] = 0;
