@@ -88,6 +88,8 @@ export const clusterBenchOptionsSchema = z
       .default(2048),
     /** Workers pull embedding rows as binary16 (worker option `halfPull`). */
     halfPull: z.boolean().default(false),
+    /** How the replay publishes events: JSON (any language's default) or msgpack (fewer bytes). */
+    encoding: z.enum(['json', 'msgpack']).default('json'),
     /** Compute threads per worker (default: the cores shared out among workers, at least 1). */
     threads: z.number().int().min(1).max(64).optional(),
     /** Fraction of the measured throughput the freshness phase publishes at; 0 skips that phase. */
@@ -207,6 +209,7 @@ async function runPhase<A extends BenchActor>(
         cluster: lc.cluster,
         partitions: o.partitions,
         ensure: false,
+        encoding: o.encoding,
         idPrefix: `${p.tag}-${pass}-${Date.now().toString(36)}`,
         ...(p.rate !== undefined ? { rate: p.rate } : {}),
         ...(o.limit !== undefined ? { limit: o.limit } : {}),
@@ -561,6 +564,7 @@ export async function runClusterBench<A extends BenchActor>(
       dense: o.dense,
       dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
       half_pull: o.halfPull,
+      encoding: o.encoding,
       passes: o.passes,
       rate: o.rate ?? null,
       backend: wv[0]?.backend ?? null,

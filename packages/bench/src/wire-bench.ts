@@ -40,6 +40,7 @@ export const wireBenchOptionsSchema = z
       .max(1 << 20)
       .default(2048),
     halfPull: z.boolean().default(false),
+    encoding: z.enum(['json', 'msgpack']).default('json'),
     /** Deadline of each configuration (ms). */
     timeoutMs: z
       .number()
@@ -199,6 +200,7 @@ export async function runWireBench<A extends BenchActor>(
           dense: o.dense,
           denseSyncExamples: o.denseSyncExamples,
           halfPull: o.halfPull,
+          encoding: o.encoding,
           tap: true,
           tapFeedback: true,
           peer: false,
@@ -222,6 +224,7 @@ export async function runWireBench<A extends BenchActor>(
     dense: o.dense,
     dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
     half_pull: o.halfPull,
+    encoding: o.encoding,
     configs,
     ratios: wireRatios(configs),
     machine,

@@ -29,6 +29,11 @@ export function denseMode(v: string): 'shard' | 'replica' {
   if (v !== 'shard' && v !== 'replica') throw new InvalidArgumentError('expected shard or replica');
   return v;
 }
+/** `--encoding json|msgpack`: how events are published. */
+export function eventEncoding(v: string): 'json' | 'msgpack' {
+  if (v !== 'json' && v !== 'msgpack') throw new InvalidArgumentError('expected json or msgpack');
+  return v;
+}
 /** A comma-separated list of integers ≥ `min` (`--shards 2,4,8`). */
 export function intList(v: string, min: number): number[] {
   const out = v.split(',').map((s) => Number(s.trim()));

@@ -2,7 +2,13 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FreshetError } from '@freshet/protocol';
 import { Command, InvalidArgumentError } from 'commander';
-import { denseMode, nonNegativeInt as int, positiveNumber as num, repoRoot } from '../cli-args.js';
+import {
+  denseMode,
+  eventEncoding,
+  nonNegativeInt as int,
+  positiveNumber as num,
+  repoRoot,
+} from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
 
 /**
@@ -41,6 +47,7 @@ interface ClusterFlags {
   dense: 'shard' | 'replica';
   denseSyncExamples: number;
   halfPull?: boolean;
+  encoding: 'json' | 'msgpack';
   tap: boolean;
   peer: boolean;
   save?: string | boolean;
@@ -92,6 +99,7 @@ export function clusterBenchCommand(): Command {
     )
     .option('--dense-sync-examples <n>', 'examples per dense replica flush', int, 2048)
     .option('--half-pull', 'workers pull embedding rows as binary16')
+    .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json')
     .option('--no-tap', 'do not observe pull/push/delta traffic on the bus')
     .option('--no-peer', 'skip the PyTorch peer')
     .option('--save [name]', 'also write bench/results/<name>.json (default cluster-s<S>-w<W>-n<N>)')
@@ -117,6 +125,7 @@ export function clusterBenchCommand(): Command {
           dense: o.dense,
           denseSyncExamples: o.denseSyncExamples,
           halfPull: o.halfPull === true,
+          encoding: o.encoding,
           tap: o.tap,
           peer: o.peer,
           ...(o.rate !== undefined ? { rate: o.rate } : {}),

@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { denseMode, intList, positiveInt as int } from '../cli-args.js';
+import { denseMode, eventEncoding, intList, positiveInt as int } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
 
 interface WireFlags {
@@ -15,6 +15,7 @@ interface WireFlags {
   dense: 'shard' | 'replica';
   denseSyncExamples: number;
   halfPull?: boolean;
+  encoding: 'json' | 'msgpack';
 }
 
 /**
@@ -48,6 +49,7 @@ export function wireBenchCommand(): Command {
     )
     .option('--dense-sync-examples <n>', 'examples per dense replica flush', int, 2048)
     .option('--half-pull', 'workers pull embedding rows as binary16')
+    .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json')
     .option('--json', 'print one JSON line (the default output)')
     .action(async (o: WireFlags) => {
       const { runWireBench, isBenchModel, benchModels } = await import('@freshet/bench');
@@ -67,6 +69,7 @@ export function wireBenchCommand(): Command {
           dense: o.dense,
           denseSyncExamples: o.denseSyncExamples,
           halfPull: o.halfPull === true,
+          encoding: o.encoding,
           ...(o.spec !== undefined ? { spec: o.spec } : {}),
         },
         { harness: localClusterHarness(), progress: (line) => process.stderr.write(`[bench] ${line}\n`) },
