@@ -161,8 +161,8 @@ const READ_WINDOW = 16;
 const b64url = (b: Uint8Array) => Buffer.from(b).toString('base64').replace(/\+/g, '-').replace(/\//g, '_');
 const natsDigest = (d: Uint8Array) => `SHA-256=${b64url(d)}`;
 /**
- * Direct get (`$JS.API.DIRECT.GET.<stream>`): on every nats.js JetStreamManager since 2.11, what
- * its KV and Object Store read with, but left out of the public type.
+ * Direct get (`$JS.API.DIRECT.GET.<stream>`): nats.js (2.29 here) has it on every
+ * JetStreamManager, what its KV and Object Store read with, but leaves it out of the public type.
  */
 type WithDirect = JetStreamManager & {
   direct: {
@@ -185,7 +185,9 @@ const isNotFound = (e: unknown) => /not found|no message/i.test((e as Error).mes
  * stream read returns at once and hashes them synchronously, holding the event loop (and pushes)
  * for a whole checkpoint; and a chunk that fails while it is still reading is an unhandled
  * rejection, which ends the process. Here: stream info with a subjects filter and direct gets
- * (what the shard user may do), and at most WINDOW chunks in flight, each awaited.
+ * (what the shard user may do), and at most UPLOAD_WINDOW chunks in flight, each awaited. Listing
+ * costs one direct get per object of the bucket (all shards'): fine for checkpoints and the
+ * segments of one checkpoint interval, not for thousands of objects.
  */
 export class ObjectBucket {
   readonly stream: string;
