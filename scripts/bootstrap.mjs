@@ -73,6 +73,8 @@ if (!natsServer()) missing.push('nats-server');
 if (job === 'test' && !chromium()) missing.push('chromium');
 // the deploy test renders deploy/k8s with `kubectl kustomize`
 if (job === 'test' && !ok('sh', ['-c', 'command -v kubectl'])) missing.push('kubectl');
+// the multi-host test makes network namespaces, veths and tc limits with iproute2
+if (job === 'test' && !ok('sh', ['-c', 'command -v ip && command -v tc'])) missing.push('iproute2');
 if (missing.length) {
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   if (isRoot && ok('sh', ['-c', 'command -v apt-get'])) {

@@ -119,7 +119,8 @@ export class PushLedger {
 
   private constructor(private readonly nc: NatsConnection) {}
 
-  static start(nc: NatsConnection, cluster: string): PushLedger {
+  /** `table`: the dense table whose counts are summed (default: the fault model's). */
+  static start(nc: NatsConnection, cluster: string, table = denseTable): PushLedger {
     const l = new PushLedger(nc);
     const s = subjects(cluster);
     nc.subscribe(`${s.prefix}.ps.*.push`, {
@@ -128,7 +129,7 @@ export class PushLedger {
         const shard = Number(m.subject.split('.').at(-2));
         const req = decodePush(m.data);
         let dense = 0;
-        for (const t of req.tables) if (t.t === denseTable) dense += t.counts[0] ?? 0;
+        for (const t of req.tables) if (t.t === table) dense += t.counts[0] ?? 0;
         l.requests++;
         l.sent.set(m.reply, { shard, id: req.id, dense });
         l.match(m.reply);
