@@ -88,6 +88,8 @@ export const clusterBenchOptionsSchema = z
       .default(2048),
     /** Workers pull embedding rows as binary16 (worker option `halfPull`). */
     halfPull: z.boolean().default(false),
+    /** Shards publish embedding rows in deltas as binary16 (shard option `halfDeltas`). */
+    halfDeltas: z.boolean().default(false),
     /** How the replay publishes events: JSON (any language's default) or msgpack (fewer bytes). */
     encoding: z.enum(['json', 'msgpack']).default('json'),
     /** Compute threads per worker (default: the cores shared out among workers, at least 1). */
@@ -449,7 +451,7 @@ export async function runClusterBench<A extends BenchActor>(
     nats: { embedded: 1 },
     partitions: o.partitions,
     model: modelConfig as Record<string, unknown>,
-    shards: { count: o.shards },
+    shards: { count: o.shards, ...(o.halfDeltas ? { options: { halfDeltas: true } } : {}) },
     workers: {
       count: o.workers,
       options: {
@@ -564,6 +566,7 @@ export async function runClusterBench<A extends BenchActor>(
       dense: o.dense,
       dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
       half_pull: o.halfPull,
+      half_deltas: o.halfDeltas,
       encoding: o.encoding,
       passes: o.passes,
       rate: o.rate ?? null,

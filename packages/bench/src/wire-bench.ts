@@ -40,6 +40,7 @@ export const wireBenchOptionsSchema = z
       .max(1 << 20)
       .default(2048),
     halfPull: z.boolean().default(false),
+    halfDeltas: z.boolean().default(false),
     encoding: z.enum(['json', 'msgpack']).default('json'),
     /** Deadline of each configuration (ms). */
     timeoutMs: z
@@ -200,6 +201,7 @@ export async function runWireBench<A extends BenchActor>(
           dense: o.dense,
           denseSyncExamples: o.denseSyncExamples,
           halfPull: o.halfPull,
+          halfDeltas: o.halfDeltas,
           encoding: o.encoding,
           tap: true,
           tapFeedback: true,
@@ -224,6 +226,7 @@ export async function runWireBench<A extends BenchActor>(
     dense: o.dense,
     dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
     half_pull: o.halfPull,
+    half_deltas: o.halfDeltas,
     encoding: o.encoding,
     configs,
     ratios: wireRatios(configs),

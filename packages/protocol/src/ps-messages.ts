@@ -286,6 +286,8 @@ export interface DeltaTable {
   values: Float32Array;
   /** Evicted rows: serving must drop them (tombstones). */
   deadKeys: Uint32Array;
+  /** Values sent as binary16 (decoded back to float32 on arrival). */
+  half?: boolean | undefined;
 }
 export interface Delta {
   shard: number;
@@ -297,7 +299,7 @@ export interface Delta {
 }
 export function encodeDelta(d: Delta): Uint8Array {
   const arrays: FrameArray[] = [];
-  for (const t of d.tables) arrays.push(t.keys, t.values, t.deadKeys);
+  for (const t of d.tables) arrays.push(t.keys, t.half ? toHalf(t.values) : t.values, t.deadKeys);
   return encodeFrame(
     {
       shard: d.shard,

@@ -30,6 +30,8 @@ export class DeltaPublisher {
     private readonly maxBytes: number,
     startSeq: number,
     private readonly onError: (e: unknown) => void,
+    /** Embedding rows' values as binary16 (shard option `halfDeltas`). */
+    private readonly halfRows = false,
   ) {
     this.seq = startSeq;
   }
@@ -46,7 +48,7 @@ export class DeltaPublisher {
     // Bounded per call: a huge backlog goes out over several ticks instead of one long stall.
     for (let i = 0; i < 64 && this.core.hasChanges(); i++) {
       const t0 = performance.now();
-      const { tables, eventTs } = this.core.takeDelta(this.maxBytes);
+      const { tables, eventTs } = this.core.takeDelta(this.maxBytes, this.halfRows);
       const version = this.core.version;
       const seq = this.seq + 1;
       let spent = performance.now() - t0;

@@ -395,17 +395,19 @@ export class ShardCore {
   }
 
   /** Changed rows and tombstones, at most about `maxBytes` of values; the rest stays pending. */
-  takeDelta(maxBytes: number): { tables: DeltaTable[]; eventTs: number[] } {
+  takeDelta(maxBytes: number, halfRows = false): { tables: DeltaTable[]; eventTs: number[] } {
     const tables: DeltaTable[] = [];
     let budget = maxBytes;
     for (const tab of this.tables) {
       if (tab.pendingDirty === 0 && tab.pendingDead === 0) continue;
-      const rowBytes = tab.dim * 4 + 8;
+      // embedding rows may go as binary16 (values only: no error accumulates); dense tensors not
+      const half = halfRows && !tab.dense;
+      const rowBytes = tab.dim * (half ? 2 : 4) + 8;
       const maxRows = Math.max(tables.length === 0 ? 1 : 0, Math.floor(budget / rowBytes));
       if (maxRows === 0 && tab.pendingDead === 0) break;
       const c = tab.takeChanges(maxRows);
       budget -= (c.keys.length / 2) * rowBytes + c.deadKeys.length * 4;
-      if (c.keys.length > 0 || c.deadKeys.length > 0) tables.push({ t: tab.id, dim: tab.dim, ...c });
+      if (c.keys.length > 0 || c.deadKeys.length > 0) tables.push({ t: tab.id, dim: tab.dim, ...c, half });
       if (budget <= 0) break;
     }
     const eventTs = this.eventTs;

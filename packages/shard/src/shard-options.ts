@@ -116,6 +116,12 @@ export const shardOptionsSchema = z
      */
     fsync: z.boolean().default(true),
     deltaIntervalMs: z.number().min(1).default(5),
+    /**
+     * Embedding rows in deltas as binary16: half the bytes every serving node receives. Deltas
+     * carry values, not increments, so the rounding (11 significant bits) never accumulates;
+     * dense tensors and snapshots stay float32.
+     */
+    halfDeltas: z.boolean().default(false),
     /** Periodic checkpoint; 0 disables the timer (the WAL-size trigger still applies). */
     checkpointIntervalMs: z.number().int().min(0).default(60_000),
     /** Checkpoint when the current log segment grows past this. */

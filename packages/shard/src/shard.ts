@@ -434,6 +434,7 @@ export class Shard implements ProcessActor {
       o.limits.maxDeltaBytes,
       deltaSeq,
       (e) => this.fail(e),
+      o.halfDeltas,
     );
     this.deltas.start();
   }

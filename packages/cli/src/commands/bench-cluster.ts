@@ -47,6 +47,7 @@ interface ClusterFlags {
   dense: 'shard' | 'replica';
   denseSyncExamples: number;
   halfPull?: boolean;
+  halfDeltas?: boolean;
   encoding: 'json' | 'msgpack';
   tap: boolean;
   peer: boolean;
@@ -99,6 +100,7 @@ export function clusterBenchCommand(): Command {
     )
     .option('--dense-sync-examples <n>', 'examples per dense replica flush', int, 2048)
     .option('--half-pull', 'workers pull embedding rows as binary16')
+    .option('--half-deltas', 'shards publish embedding rows in deltas as binary16')
     .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json')
     .option('--no-tap', 'do not observe pull/push/delta traffic on the bus')
     .option('--no-peer', 'skip the PyTorch peer')
@@ -125,6 +127,7 @@ export function clusterBenchCommand(): Command {
           dense: o.dense,
           denseSyncExamples: o.denseSyncExamples,
           halfPull: o.halfPull === true,
+          halfDeltas: o.halfDeltas === true,
           encoding: o.encoding,
           tap: o.tap,
           peer: o.peer,

@@ -15,6 +15,7 @@ interface WireFlags {
   dense: 'shard' | 'replica';
   denseSyncExamples: number;
   halfPull?: boolean;
+  halfDeltas?: boolean;
   encoding: 'json' | 'msgpack';
 }
 
@@ -49,6 +50,7 @@ export function wireBenchCommand(): Command {
     )
     .option('--dense-sync-examples <n>', 'examples per dense replica flush', int, 2048)
     .option('--half-pull', 'workers pull embedding rows as binary16')
+    .option('--half-deltas', 'shards publish embedding rows in deltas as binary16')
     .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json')
     .option('--json', 'print one JSON line (the default output)')
     .action(async (o: WireFlags) => {
@@ -69,6 +71,7 @@ export function wireBenchCommand(): Command {
           dense: o.dense,
           denseSyncExamples: o.denseSyncExamples,
           halfPull: o.halfPull === true,
+          halfDeltas: o.halfDeltas === true,
           encoding: o.encoding,
           ...(o.spec !== undefined ? { spec: o.spec } : {}),
         },

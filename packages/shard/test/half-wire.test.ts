@@ -1,0 +1,99 @@
+import { describe, expect, it } from 'vitest';
+import {
+  decodeDelta,
+  decodePullReply,
+  encodeDelta,
+  encodePullReply,
+  halfBits,
+  halfValue,
+  parseModelSpec,
+} from '@freshet/protocol';
+import { inProcessCore } from './in-process-core.js';
+
+// A pull may ask for embedding rows as binary16, and a shard may publish them so in deltas. The
+// shard keeps float32; only what travels is rounded, and never dense tensors or FTRL state (n
+// passes 65504 on a busy row).
+
+const spec = parseModelSpec({
+  name: 'half',
+  tables: [
+    { name: 'emb', dim: 4, init: { kind: 'normal', std: 0.3, seed: 1 } },
+    { name: 'mlp', kind: 'dense', dim: 6, init: { kind: 'normal', std: 0.3, seed: 2 } },
+    {
+      name: 'wide',
+      dim: 1,
+      optimizer: { kind: 'ftrl', alpha: 0.1, beta: 1, l1: 0, l2: 0, sequential: true },
+    },
+  ],
+});
+const keys = Uint32Array.of(1, 0, 2, 0, 3, 0);
+
+describe('half pulls', () => {
+  it('round embedding rows to binary16 and leave dense tensors and FTRL state float32', () => {
+    const core = inProcessCore(spec);
+    const ask = (half: boolean, state = false) =>
+      decodePullReply(
+        encodePullReply(
+          core.pull({
+            half,
+            state,
+            tables: [
+              { t: 0, keys },
+              { t: 1, keys: new Uint32Array(2) },
+              { t: 2, keys },
+            ],
+          }),
+        ),
+      );
+    const full = ask(false);
+    const half = ask(true);
+    expect(full.tables[0]!.values.some((v) => halfValue(halfBits(v)) !== v)).toBe(true);
+    expect(Array.from(half.tables[0]!.values)).toEqual(
+      Array.from(full.tables[0]!.values).map((v) => halfValue(halfBits(v))),
+    );
+    expect(Array.from(half.tables[1]!.values)).toEqual(Array.from(full.tables[1]!.values));
+    // FTRL's w, z, n with state: float32 whatever the request says
+    const st = ask(true, true);
+    expect(st.tables[2]!.dim).toBe(3);
+    expect(Array.from(st.tables[2]!.values)).toEqual(Array.from(ask(false, true).tables[2]!.values));
+  });
+});
+
+describe('half deltas', () => {
+  it('carry embedding rows as binary16 in half the bytes, dense tensors as float32', () => {
+    const deltaOf = (half: boolean) => {
+      const core = inProcessCore(spec);
+      core.applyPush(
+        {
+          id: 'p',
+          worker: 'w',
+          clock: 0,
+          base: 0,
+          tables: [
+            { t: 0, dim: 4, keys, grads: new Float32Array(12).fill(0.1), counts: Uint32Array.of(1, 1, 1) },
+            {
+              t: 1,
+              dim: 6,
+              keys: new Uint32Array(2),
+              grads: new Float32Array(6).fill(0.1),
+              counts: Uint32Array.of(1),
+            },
+          ],
+        },
+        Date.now(),
+      );
+      const { tables } = core.takeDelta(1 << 20, half);
+      return encodeDelta({ shard: 0, seq: 1, version: core.version, ts: 0, eventTs: [], tables });
+    };
+    const full = deltaOf(false);
+    const half = deltaOf(true);
+    expect(full.length - half.length).toBe(3 * 4 * 2);
+    const f = decodeDelta(full);
+    const h = decodeDelta(half);
+    const emb = (d: typeof f) => d.tables.find((t) => t.t === 0)!;
+    const mlp = (d: typeof f) => d.tables.find((t) => t.t === 1)!;
+    expect(Array.from(emb(h).keys)).toEqual(Array.from(emb(f).keys));
+    expect(Array.from(emb(h).values)).toEqual(Array.from(emb(f).values).map((v) => halfValue(halfBits(v))));
+    expect(Array.from(mlp(h).values)).toEqual(Array.from(mlp(f).values));
+  });
+});
