@@ -376,11 +376,12 @@ export function simulate(
     inFlight[w]!++;
     b.startT = t;
     const reqBytes = b.rowsPerShard * 8;
-    // The batch's feedback events: received one message each from JetStream (published by a client).
-    const ingest = fbBytes > 0 ? b.size * nodeIo(fbBytes) : 0;
+    // The batch's feedback events: fetched and acked one message each from JetStream (published
+    // by a client), stored, delivered and acked by the server.
+    const ingest = fbBytes > 0 ? b.size * costs.jsConsumeUs : 0;
     if (fbBytes > 0) {
-      nats[serverOfWorker(w)]!.run(t, 2 * b.size * natsIo(fbBytes));
-      clients.run(t, ingest);
+      nats[serverOfWorker(w)]!.run(t, b.size * costs.jsServerUs);
+      clients.run(t, b.size * costs.jsPublishUs);
       natsMsgs += 2 * b.size;
       natsBytes += 2 * b.size * fbBytes;
       if (now >= warm) busBytes += b.size * fbBytes;
@@ -404,7 +405,9 @@ export function simulate(
     }
     heap.push(done, { k: 'pulled', w, b });
   };
-  const acks = (w: number, t: number, examples: number) => workerMain[w]!.run(t, examples * 2);
+  // Acks to JetStream: in jsConsumeUs when the feedback path is charged, else ~2 µs each.
+  const acks = (w: number, t: number, examples: number) =>
+    workerMain[w]!.run(t, fbBytes > 0 ? 0 : examples * 2);
   /** A dense replica's flush: one additive push per dense shard, then the pull that rebases. */
   const flush = (w: number, t: number) => {
     const batches = unflushed[w]!;

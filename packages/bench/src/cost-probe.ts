@@ -7,6 +7,7 @@ import {
   type Example,
 } from '@freshet/model';
 import { connectNats, startNatsServer } from '@freshet/nats';
+import { AckPolicy } from 'nats';
 import { decodeDelta, encodeDelta, type PushRequest } from '@freshet/protocol';
 import { RowTable } from '@freshet/serving';
 import { ShardCore } from '@freshet/shard';
@@ -47,6 +48,13 @@ export interface MeasuredCosts {
   denseApplyFloatNs: number;
   /** Shard: an additive dense push (a replica's flush, `add: true`) per float (ns). */
   denseAddFloatNs: number;
+  /**
+   * The feedback path through JetStream, per 667-byte event: the publisher's CPU (pipelined
+   * publish with acks), the consumer's (fetch + ack), and nats-server's (store, deliver, ack), µs.
+   */
+  jsPublishUs: number;
+  jsConsumeUs: number;
+  jsServerUs: number;
 }
 
 const q50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
@@ -105,6 +113,46 @@ async function measureNats(): Promise<
   } finally {
     await b.close();
     await a.close();
+    await server.stop();
+  }
+}
+
+/** JetStream costs per feedback event: publish with acks, fetch and ack, and the server's CPU. */
+async function measureJetStream(): Promise<
+  Pick<MeasuredCosts, 'jsPublishUs' | 'jsConsumeUs' | 'jsServerUs'>
+> {
+  const server = await startNatsServer({ maxPayload: 8 * 1024 * 1024 });
+  const nc = await connectNats({ servers: [server.url] }, 'probe-js');
+  try {
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.add({ name: 'probe', subjects: ['probe.fb'] });
+    await jsm.consumers.add('probe', { durable_name: 'probe', ack_policy: AckPolicy.Explicit });
+    const js = nc.jetstream();
+    const event = new Uint8Array(667).fill(7);
+    const n = 6000;
+    const window = 256;
+    const s0 = procCpuSeconds(server.pid) ?? 0;
+    let t0 = performance.now();
+    for (let i = 0; i < n; i += window) {
+      await Promise.all(Array.from({ length: Math.min(window, n - i) }, () => js.publish('probe.fb', event)));
+    }
+    const jsPublishUs = ((performance.now() - t0) * 1000) / n;
+    const consumer = await js.consumers.get('probe', 'probe');
+    t0 = performance.now();
+    let got = 0;
+    while (got < n) {
+      const batch = await consumer.fetch({ max_messages: Math.min(window, n - got), expires: 2000 });
+      for await (const m of batch) {
+        m.ack();
+        got++;
+      }
+    }
+    await nc.flush();
+    const jsConsumeUs = ((performance.now() - t0) * 1000) / n;
+    const jsServerUs = (((procCpuSeconds(server.pid) ?? 0) - s0) * 1e6) / n;
+    return { jsPublishUs: r3(jsPublishUs), jsConsumeUs: r3(jsConsumeUs), jsServerUs: r3(jsServerUs) };
+  } finally {
+    await nc.close();
     await server.stop();
   }
 }
@@ -312,11 +360,13 @@ export function measureRows(
  */
 export async function measureCosts(dataPath: string): Promise<MeasuredCosts> {
   const nats = await measureNats();
+  const js = await measureJetStream();
   const rows = measureShardAndServing();
   const c = await runComputeBench({ batches: [256], steps: 10 });
   const eps = Number(c.wide_deep_b256_examples_per_s ?? 0);
   return {
     ...nats,
+    ...js,
     ...rows,
     computeExampleUs: eps > 0 ? r3(1e6 / eps) : 250,
     ...measureRows(dataPath),

@@ -22,6 +22,9 @@ const costs: MeasuredCosts = {
   denseFloats: 63361,
   denseApplyFloatNs: 15,
   denseAddFloatNs: 20,
+  jsPublishUs: 30,
+  jsConsumeUs: 25,
+  jsServerUs: 20,
 };
 const layout = {
   workerMachines: 2,
