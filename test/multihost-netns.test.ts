@@ -122,6 +122,16 @@ describe('netns lab', () => {
     }
   });
 
+  it('fails with the reason, never skips, where namespaces cannot be made', () => {
+    const path = process.env.PATH;
+    process.env.PATH = '/nonexistent'; // no `ip`: what a machine without iproute2 looks like
+    try {
+      expect(() => createNetnsLab({ hosts: ['a'] })).toThrow(/network namespaces unavailable: .*iproute2/);
+    } finally {
+      process.env.PATH = path;
+    }
+  });
+
   it('rewrites absolute paths under mount points, and nothing else', () => {
     const mounts = ['/etc/nats/auth', '/etc/nats/nats.conf', '/data'];
     const text =

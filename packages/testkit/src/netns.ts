@@ -184,7 +184,7 @@ export function createNetnsLab(opts: NetnsLabOptions): NetnsLab {
     for (const p of plan) {
       must('ip', ['netns', 'add', p.ns]);
       mkdirSync(`/etc/netns/${p.ns}`, { recursive: true });
-      writeFileSync(`/etc/netns/${p.ns}/hosts`, `${hostsFile}\n${p.ip} ${p.name}-self\n`);
+      writeFileSync(`/etc/netns/${p.ns}/hosts`, `${hostsFile}\n`);
       must('ip', ['link', 'add', p.veth, 'type', 'veth', 'peer', 'name', p.peer]);
       must('ip', ['link', 'set', p.peer, 'netns', p.ns]);
       must('ip', ['link', 'set', p.veth, 'master', bridge, 'up']);
