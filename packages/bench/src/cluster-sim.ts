@@ -105,11 +105,15 @@ export interface SimResult {
   /** Examples per trained batch (batches close after maxWaitMs) and per dense replica flush. */
   examplesPerBatch: number;
   examplesPerFlush: number | null;
+  /** CPU µs per trained example by process kind (the local cluster's `cpu_s` to compare with). */
+  cpuUsPerExample: Record<'worker' | 'shard' | 'serving' | 'nats' | 'clients', number>;
 }
 
 class Resource {
   readonly lanes: Float64Array;
   busy = 0;
+  /** CPU time (µs) of every job: busy × speed. */
+  cpu = 0;
   /** A machine's cores that this resource's work also occupies (the local cluster's shared CPU). */
   pool: Resource | undefined;
   constructor(
@@ -129,6 +133,7 @@ class Resource {
   /** Serves a job arriving at `t` needing `us` of one lane; returns its finish time. */
   run(t: number, cost: number): number {
     const us = cost / this.speed;
+    this.cpu += cost;
     if (this.pool) this.pool.busy += cost;
     if (this.fluid) {
       this.busy += us;
@@ -349,6 +354,7 @@ export function simulate(
   let flushes = 0;
   let flushedExamples = 0;
   let acked = 0;
+  let trained = 0;
   const fresh: number[] = [];
 
   const nextReady = (w: number, t: number) => heap.push(t + fill, { k: 'ready', w });
@@ -516,6 +522,7 @@ export function simulate(
       case 'pushed': {
         const w = ev.w;
         inFlight[w]!--;
+        trained += ev.b.size;
         if (t >= warm) {
           acked += ev.b.size;
           batchMs.push((t - ev.b.startT) / 1000);
@@ -622,6 +629,8 @@ export function simulate(
     fresh.length ? Math.round(fresh[Math.floor(p * (fresh.length - 1))]! * 10) / 10 : null;
   const secs = span / 1e6;
   const perEx = (x: number) => (acked > 0 ? Math.round(x / acked) : 0);
+  const cpuOf = (rs: Resource[]) =>
+    trained > 0 ? Math.round((rs.reduce((a, r) => a + r.cpu, 0) / trained) * 10) / 10 : 0;
   return {
     offered: Math.round(offered),
     throughput: Math.round(throughput),
@@ -644,6 +653,13 @@ export function simulate(
     denseBytesPerExample: perEx(denseBus),
     examplesPerBatch: batchSize,
     examplesPerFlush: flushes > 0 ? Math.round(flushedExamples / flushes) : null,
+    cpuUsPerExample: {
+      worker: cpuOf([...workerMain, ...workerPool]),
+      shard: cpuOf(perHost ? [...shardIo, ...shardWork] : shardIo),
+      serving: cpuOf([serving]),
+      nats: cpuOf(nats),
+      clients: cpuOf([clients]),
+    },
   };
 }
 

@@ -113,6 +113,8 @@ const clusterResultSchema = z.object({
   dense: z.enum(['shard', 'replica']).optional(),
   dense_sync_examples: z.number().int().positive().nullish(),
   tap: z.unknown().optional(),
+  examples: z.number().positive().optional(),
+  cpu_s: z.record(z.string(), z.number()).optional(),
   machine: z.object({ cpus: z.number().int().positive() }).partial().optional(),
 });
 
@@ -128,6 +130,12 @@ export interface Calibration {
   utilisation: Record<string, number>;
   predicted_bytes_per_example: number;
   predicted_dense_bytes_per_example: number;
+  /**
+   * CPU µs per example by process kind, simulated (at the predicted rate) and measured (the
+   * result's `cpu_s` over its examples; `bench` is the publisher, tap and metrics): where the
+   * model under- or over-charges.
+   */
+  cpu_us_per_example: Record<string, { simulated: number; measured: number | null }>;
 }
 
 /**
@@ -181,6 +189,26 @@ export function calibrate(
     utilisation: max.utilisation,
     predicted_bytes_per_example: max.busBytesPerExample,
     predicted_dense_bytes_per_example: max.denseBytesPerExample,
+    cpu_us_per_example: Object.fromEntries(
+      (
+        [
+          ['worker', 'worker'],
+          ['shard', 'shard'],
+          ['serving', 'serving'],
+          ['nats', 'nats'],
+          ['bench', 'clients'],
+        ] as const
+      ).map(([measured, simulated]) => {
+        const cpu = r.cpu_s?.[measured];
+        return [
+          measured,
+          {
+            simulated: max.cpuUsPerExample[simulated],
+            measured: cpu !== undefined && r.examples ? Math.round((cpu * 1e6) / r.examples) : null,
+          },
+        ];
+      }),
+    ),
   };
 }
 

@@ -98,6 +98,8 @@ describe('calibration against a measured local cluster', () => {
     examples_per_s: 2000,
     tap: { pull: {} },
     machine: { cpus: 2 },
+    examples: 10_000,
+    cpu_s: { shard: 1.2, worker: 3, serving: 0.2, nats: 1.8, bench: 2.8 },
   };
 
   it('predicts the same layout on the shared cores and reports |predicted − measured| / measured', () => {
@@ -119,6 +121,12 @@ describe('calibration against a measured local cluster', () => {
     );
     expect(exact.predicted_examples_per_s).toBe(c.predicted_examples_per_s);
     expect(exact.calibration_error).toBe(0);
+    // Where the model's CPU goes, next to the run's own per-process CPU.
+    expect(c.cpu_us_per_example.worker).toEqual({ simulated: expect.any(Number), measured: 300 });
+    expect(c.cpu_us_per_example.bench!.measured).toBe(280);
+    expect(c.cpu_us_per_example.worker!.simulated).toBeGreaterThan(
+      costs.computeExampleUs + costs.jsConsumeUs,
+    );
     // Every process shares the machine's cores: twice the cores predict more.
     const wider = calibrate(costs, measured, { simMs: 1000, cores: 4 });
     expect(wider.predicted_examples_per_s).toBeGreaterThan(c.predicted_examples_per_s);
