@@ -118,6 +118,20 @@ const clusterResultSchema = z.object({
   machine: z.object({ cpus: z.number().int().positive() }).partial().optional(),
 });
 
+/** A `bench cluster` result's fields calibration reads; CONFIG when it is not one. */
+function parseClusterResult(result: unknown): z.infer<typeof clusterResultSchema> {
+  const parsed = clusterResultSchema.safeParse(result);
+  if (!parsed.success) {
+    throw new FreshetError(
+      'CONFIG',
+      `--calibrate-with: not a bench cluster result (${parsed.error.issues
+        .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+        .join('; ')})`,
+    );
+  }
+  return parsed.data;
+}
+
 /** The local cluster of a `bench cluster` result, simulated on `cores` shared cores. */
 export interface Calibration {
   layout: SimLayout;
@@ -148,16 +162,7 @@ export function calibrate(
   result: unknown,
   opts: { cores?: number; simMs?: number } = {},
 ): Calibration {
-  const parsed = clusterResultSchema.safeParse(result);
-  if (!parsed.success) {
-    throw new FreshetError(
-      'CONFIG',
-      `--calibrate-with: not a bench cluster result (${parsed.error.issues
-        .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
-        .join('; ')})`,
-    );
-  }
-  const r = parsed.data;
+  const r = parseClusterResult(result);
   const cores = opts.cores ?? r.machine?.cpus ?? 2;
   const layout: SimLayout = {
     workerMachines: r.workers,
@@ -234,6 +239,8 @@ export async function runScalingModel(o: ScalingModelOptions): Promise<Record<st
   const m = /^criteo:(.+)$/.exec(o.data);
   if (!m) throw new FreshetError('CONFIG', `--data must be criteo:PATH, got "${o.data}"`);
   const progress = o.progress ?? (() => undefined);
+  // A bad --calibrate-with fails before the ~30 s probe.
+  if (o.calibrateWith !== undefined) parseClusterResult(o.calibrateWith);
   progress('measuring per-message and per-row costs on this machine');
   const costs = o.costs ?? (await measureCosts(resolve(m[1]!)));
   const cores = o.coresPerMachine ?? 16;
