@@ -13,6 +13,7 @@ const single: Record<string, () => Promise<() => Command>> = {
   restore: () => import('./commands/restore.js').then((m) => m.restoreCommand),
   drain: () => import('./commands/drain.js').then((m) => m.drainCommand),
   dlq: () => import('./commands/dlq.js').then((m) => m.dlqCommand),
+  user: () => import('./commands/user-forget.js').then((m) => m.userCommand),
   shard: () => import('./commands/roles.js').then((m) => m.shardCommand),
   worker: () => import('./commands/roles.js').then((m) => m.workerCommand),
   serve: () => import('./commands/roles.js').then((m) => m.serveCommand),

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { hashString64 } from './keys.js';
 import { subjects } from './subjects.js';
 
 /**
@@ -19,7 +20,7 @@ export function adminSubjects(cluster: string) {
   } as const;
 }
 
-export const adminCommands = ['checkpoint', 'restore', 'drain'] as const;
+export const adminCommands = ['checkpoint', 'restore', 'drain', 'forget'] as const;
 export type AdminCommand = (typeof adminCommands)[number];
 
 /** JSON body of an admin request (all fields optional; commands ignore what they do not use). */
@@ -29,6 +30,10 @@ export const adminRequestSchema = z
     checkpoint: z.string().max(4096).optional(),
     /** drain: how long to wait for in-flight work before handing it back (ms). */
     timeoutMs: z.number().int().min(0).max(600_000).optional(),
+    /** forget: the user id whose rows (shards) and pending state (workers) go (docs/privacy.md). */
+    user: z.string().min(1).max(1024).optional(),
+    /** forget on shards: the categorical fields whose value is the user id (default `user`). */
+    fields: z.array(z.string().min(1).max(64)).min(1).max(64).optional(),
   })
   .strict();
 export type AdminRequest = z.infer<typeof adminRequestSchema>;
@@ -42,3 +47,19 @@ export const adminReplySchema = z.object({
   detail: z.record(z.string(), z.unknown()).default({}),
 });
 export type AdminReply = z.infer<typeof adminReplySchema>;
+
+/**
+ * The cluster-KV key recording that a user was forgotten (`freshet user forget`): a hash of the
+ * id, never the id itself, so the record of a deletion keeps no personal data. Workers load these
+ * keys at start and drop the user's events while they exist.
+ */
+export function forgottenUserKey(user: string): string {
+  return `${forgottenUserPrefix}${forgottenUserHash(user)}`;
+}
+export const forgottenUserPrefix = 'forgotten.';
+/** The 64-bit hash of a user id as 16 hex digits (what {@link forgottenUserKey} ends with). */
+export function forgottenUserHash(user: string): string {
+  const out = new Uint32Array(2);
+  hashString64(`user\u0003${user}`, out);
+  return out[1]!.toString(16).padStart(8, '0') + out[0]!.toString(16).padStart(8, '0');
+}

@@ -65,3 +65,4 @@ export {
 } from './shard-options.js';
 export { DeltaPublisher } from './delta-publisher.js';
 export { Shard, aligned, startShard, type ShardState, type ShardDeps, type RestoreInfo } from './shard.js';
+export { userKeys, forgetPlan, type ForgetTable } from './forget.js';

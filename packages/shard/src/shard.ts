@@ -32,6 +32,7 @@ import { beginCheckpoint, loadCheckpoint, writeCheckpoint } from './checkpoint.j
 import { CheckpointUploader, isFreshDataDir, restoreFromStore } from './checkpoint-store.js';
 import { ObjectStoreCheckpoints } from './object-store-checkpoints.js';
 import { DeltaPublisher } from './delta-publisher.js';
+import { forgetPlan } from './forget.js';
 import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
 import { ShardCore } from './shard-core.js';
 import { RecentTimings, SspGate } from './staleness.js';
@@ -563,6 +564,28 @@ export class Shard implements ProcessActor {
    * Takes a checkpoint now: rotates the log, snapshots the state copy-on-write (no pause),
    * copies and writes it in the background, then deletes the log segments it covers.
    */
+  /**
+   * Removes one user's rows (`freshet user forget`, docs/privacy.md) through the expiry path:
+   * the eviction is logged first (a WAL replay or a restore evicts them again), then the rows go
+   * and their tombstones leave with the next delta, so serving drops them too. Resolves once the
+   * log record is durable; returns the rows removed per table.
+   */
+  async forgetUser(user: string, fields: readonly string[] = ['user']): Promise<Record<string, number>> {
+    this.guard();
+    const core = this.core;
+    const removed: Record<string, number> = {};
+    const logged: Promise<void>[] = [];
+    for (const { t, name, keys } of forgetPlan(core, user, fields)) {
+      if (this.wal) logged.push(this.wal.append({ kind: 'evict', ts: Date.now(), t, keys }));
+      removed[name] = core.evict(t, keys);
+    }
+    await Promise.all(logged).catch((e: unknown) => {
+      this.fail(e);
+      throw e;
+    });
+    return removed;
+  }
+
   async checkpoint(): Promise<void> {
     const wal = this.wal;
     const dir = this.options.dataDir;

@@ -63,3 +63,4 @@ export {
   type JoinerOptions,
   type JoinerOptionsInput,
 } from './joiner-options.js';
+export { ForgottenUsers } from './forgotten-users.js';

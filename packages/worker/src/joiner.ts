@@ -428,6 +428,34 @@ export class Joiner {
     };
   }
 
+  /**
+   * Drops everything held for one user (`freshet user forget`): pending impressions, orphan
+   * positives, remembered negatives (their features) and the rate-limit bucket. Held events are
+   * reported through `hooks.released`, so their messages get acked. Returns what was dropped.
+   */
+  forgetUser(user: string): { pending: number; orphans: number; resolved: number } {
+    const out = { pending: 0, orphans: 0, resolved: 0 };
+    for (const [k, p] of this.pending) {
+      if (p.user !== user) continue;
+      this.pending.delete(k); // its heap entry is skipped as stale
+      this.hooks.released?.(p.id);
+      out.pending++;
+    }
+    for (const [k, o] of this.orphans) {
+      if (o.user !== user) continue;
+      this.orphans.delete(k);
+      this.hooks.released?.(o.id);
+      out.orphans++;
+    }
+    for (const [k, r] of this.resolved) {
+      if (r.imp?.user !== user) continue;
+      this.resolved.delete(k);
+      out.resolved++;
+    }
+    this.buckets.delete(user);
+    return out;
+  }
+
   // ------------------------------------------------------------------ internals
 
   private impression(e: ImpressionEvent, out: JoinedExample[]): void {

@@ -1,6 +1,7 @@
 import type { Example } from '@freshet/model';
 import { parseEvent, type compileParseOptions, type FeedbackEvent } from '@freshet/protocol';
 import type { DeliveredMsg } from './delivered-msg.js';
+import type { ForgottenUsers } from './forgotten-users.js';
 import type { JoinedExample, JoinerDropReason } from './joiner.js';
 import type { MessageHolds } from './message-holds.js';
 import type { Buffered, PartitionState, Tracked, WorkerCounters } from './worker-types.js';
@@ -13,6 +14,8 @@ export interface JoiningContext {
   isLabels: (subject: string) => boolean;
   /** Buffers an example for batching (it takes a hold on each of its messages). */
   enqueue: (b: Omit<Buffered, 'at'>) => void;
+  /** Users deleted with `freshet user forget`: their events are acked unused and counted. */
+  forgotten?: ForgottenUsers;
 }
 
 /** Admission of fetched messages: validation, joining, and which messages the joiner holds. */
@@ -55,6 +58,12 @@ export class Joining {
       return;
     }
     const ev = r.event;
+    const forgotten = this.ctx.forgotten;
+    if (forgotten?.has(ev.user)) {
+      forgotten.droppedEvents++;
+      holds.release(t);
+      return;
+    }
     if (ev.kind === 'example' && !this.ctx.isLabels(m.subject)) {
       // only the labeller role may publish to the labels subjects (NATS permissions); an example
       // on a feedback subject would let any publisher set labels and bypass the click limits

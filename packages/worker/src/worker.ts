@@ -29,6 +29,7 @@ import { LrSchedule } from './lr-schedule.js';
 import { ManifestRecovery } from './manifest-recovery.js';
 import { ManifestStore } from './manifest-store.js';
 import { MessageHolds } from './message-holds.js';
+import { ForgottenUsers } from './forgotten-users.js';
 import { Joining } from './joining.js';
 import { BatchRunner } from './batch-runner.js';
 import { DenseReplica, type DenseReplicaCounters } from './dense-replica.js';
@@ -83,6 +84,8 @@ export interface WorkerStatus {
   progressiveWindowHistogram: ProgressiveHistogram;
   /** The dense replica's flushes (`dense.mode: replica`); absent otherwise. */
   dense?: DenseReplicaCounters | undefined;
+  /** Users deleted with `freshet user forget` (known to this worker) and their events dropped. */
+  forgotten: { users: number; droppedEvents: number };
 }
 
 /** The joiner part of a worker's status. */
@@ -186,6 +189,7 @@ export class Worker implements ProcessActor {
   private encoderStats: EncoderStatsPublisher | undefined;
   private readonly holds: MessageHolds;
   private readonly joining: Joining;
+  private readonly forgotten = new ForgottenUsers();
   private readonly manifests: ManifestStore;
   private readonly recovery: ManifestRecovery;
   private readonly runner: BatchRunner;
@@ -256,6 +260,7 @@ export class Worker implements ProcessActor {
       parseOpts: this.parseOpts,
       isLabels: this.subj.isLabels,
       enqueue: (b) => this.enqueue(b),
+      forgotten: this.forgotten,
     });
     this.manifests = new ManifestStore({
       enabled: this.options.manifest.enabled,
@@ -364,6 +369,8 @@ export class Worker implements ProcessActor {
       // ensureStream made the bucket with the cluster's replicas; should it be missing (a stream
       // made by other tools) it is made like the feedback stream, never silently R1
       this.kv = await this.js.views.kv(this.subj.kvBucket, { history: 1, replicas });
+      // before any partition is fetched: a replay of a forgotten user's events stays dropped
+      await this.forgotten.load(this.kv);
       this.encoderStats = new EncoderStatsPublisher(
         this.kv,
         o.id,
@@ -812,7 +819,26 @@ export class Worker implements ProcessActor {
       progressiveHistogram: this.metrics.mergeable(),
       progressiveWindowHistogram: this.metrics.windowMergeable(),
       dense: this.dense ? { ...this.dense.counters } : undefined,
+      forgotten: { users: this.forgotten.size, droppedEvents: this.forgotten.droppedEvents },
     };
+  }
+
+  /**
+   * Forgets one user (`freshet user forget`, docs/privacy.md): its later events are dropped at
+   * admission and what the joiners hold for it goes now. The caller records the deletion in the
+   * cluster KV, which workers started later load.
+   */
+  forgetUser(user: string): { pending: number; orphans: number; resolved: number } {
+    this.forgotten.add(user);
+    const out = { pending: 0, orphans: 0, resolved: 0 };
+    for (const ps of this.parts.values()) {
+      if (ps.closed) continue;
+      const d = ps.joiner.forgetUser(user);
+      out.pending += d.pending;
+      out.orphans += d.orphans;
+      out.resolved += d.resolved;
+    }
+    return out;
   }
 
   private joinerStatus(): JoinerStatus {

@@ -12,6 +12,7 @@ import { restoreCommand } from './restore.js';
 import { serveCommand, shardCommand, workerCommand } from './roles.js';
 import { statusCommand } from './status.js';
 import { upCommand } from './up.js';
+import { userCommand } from './user-forget.js';
 
 /**
  * Every `freshet` subcommand, in the order `--help` lists them (demo first). Each command lives
@@ -32,6 +33,7 @@ const factories: Array<() => Command> = [
   restoreCommand,
   drainCommand,
   dlqCommand,
+  userCommand,
   dashboardCommand,
 ];
 

@@ -63,6 +63,9 @@ const shardRole: Role<Shard> = {
       const r = await shard.reload(req.checkpoint);
       return { ...r };
     },
+    async forget(req) {
+      return (await import('./user-forget.js')).shardForgetHandler(shard)(req);
+    },
   }),
 };
 
@@ -71,6 +74,11 @@ const workerRole: Role<Worker> = {
     const { Worker } = await import('@freshet/worker');
     return new Worker(options as WorkerOptionsInput, deps);
   },
+  commands: (worker) => ({
+    async forget(req) {
+      return (await import('./user-forget.js')).workerForgetHandler(worker)(req);
+    },
+  }),
 };
 
 const servingRole: Role<ServingNode> = {
