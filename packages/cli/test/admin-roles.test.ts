@@ -117,6 +117,20 @@ describe('admin commands on real role processes', () => {
     expect(r!.error!.message).toMatch(/worker worker-0 does not support checkpoint/);
   });
 
+  it('forget is answered by the shard and the worker processes (freshet user forget)', async () => {
+    const actors = await targets(lc.nc, lc.cluster, ['shard', 'worker']);
+    const replies = await sendAdmin(lc.nc, lc.cluster, actors, 'forget', { user: 'no-such-user' }, 10_000);
+    expect(replies.map((r) => [r.id, r.ok]).sort()).toEqual([
+      ['shard-0', true],
+      ['worker-0', true],
+    ]);
+    const shard = replies.find((r) => r.role === 'shard')!;
+    expect(Object.values(shard.detail!.removed as Record<string, number>).every((n) => n === 0)).toBe(true);
+    expect(replies.find((r) => r.role === 'worker')!.detail).toMatchObject({ joiner: { pending: 0 } });
+    const [bad] = await sendAdmin(lc.nc, lc.cluster, [actors[0]!], 'forget', {}, 10_000);
+    expect(bad).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST' } });
+  });
+
   it('drain stops worker, serving node and shard; each process exits 0 and leaves the service API', async () => {
     for (const id of ['worker-0', 'serving-0', 'shard-0']) {
       const t = await targets(lc.nc, lc.cluster, ['shard', 'worker', 'serving'], id);

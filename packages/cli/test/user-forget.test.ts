@@ -10,7 +10,13 @@ import { startShard, type Shard } from '@freshet/shard';
 import { ForgottenUsers, startWorker } from '@freshet/worker';
 import { uniqueName, useNats, waitFor } from '@freshet/testkit';
 import { answerAdmin, type RoleAdmin } from '../src/role-admin.js';
-import { forgetUser, shardForgetHandler, workerForgetHandler } from '../src/commands/user-forget.js';
+import {
+  forgetUser,
+  shardForgetHandler,
+  userCommand,
+  workerForgetHandler,
+  type ForgetReport,
+} from '../src/commands/user-forget.js';
 
 // `freshet user forget` against real actors on a real nats-server (in-process, like the walking
 // skeleton; the admin commands go over NATS as the role processes answer them): two users train
@@ -200,6 +206,36 @@ describe('freshet user forget', () => {
     await shards[owner]!.stop();
     shards[owner] = await restarted(shardOpts(owner));
     expect(onShards('bob')).toBe(sparse.length);
+    await admins[owner]!.close();
+    admins[owner] = answerAdmin(nats.nc, {
+      cluster,
+      role: 'shard',
+      id: shards[owner]!.id,
+      nats: {},
+      handlers: { forget: shardForgetHandler(shards[owner]!) },
+    });
+
+    // the command line: `freshet user forget bob --json` prints the report
+    const out: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((chunk: string) => (
+      out.push(String(chunk)),
+      true
+    )) as typeof process.stdout.write;
+    try {
+      await userCommand().parseAsync(
+        ['forget', 'bob', '--nats', nats.url, '--cluster', cluster, '--settle-ms', '0', '--json'],
+        { from: 'user' },
+      );
+    } finally {
+      process.stdout.write = write;
+    }
+    const printed = JSON.parse(out.join('')) as ForgetReport;
+    expect(printed).toMatchObject({ user: 'bob', kvKey: forgottenUserKey('bob'), failed: [] });
+    const bobRows = Object.values(printed.shards).flatMap((per) => Object.values(per));
+    expect(bobRows.reduce((a, b) => a + b, 0)).toBe(sparse.length);
+    expect(onShards('bob')).toBe(0);
+    expect(process.exitCode ?? 0).toBe(0);
 
     // a forget without a user id is refused with a code
     const bad = await shardForgetHandler(shards[owner]!)({} as AdminRequest).catch((e: unknown) => e);
