@@ -10,6 +10,7 @@ import { connectNats, findNatsServer, natsServerVersion } from '@freshet/nats';
 import { FreshetError, mergeProgressive, type ProgressiveHistogram } from '@freshet/protocol';
 import { loadBenchData } from './bench-data.js';
 import { benchModelConfig, benchModels } from './bench-models.js';
+import { busOptionsSchema, busReport } from './bus-options.js';
 import type { BenchActor, BenchCluster, ClusterHarness } from './cluster-harness.js';
 import { runExactPeer } from './exact-peer.js';
 import { CpuMeter } from './proc-cpu.js';
@@ -74,24 +75,7 @@ export const clusterBenchOptionsSchema = z
     joinWindowMs: z.number().int().min(100).default(2000),
     batch: z.number().int().min(1).max(65_536).default(256),
     lr: z.number().positive().default(3e-3),
-    /**
-     * Where the workers' dense tables learn (worker option `dense.mode`): `shard` pulls and
-     * pushes them with every batch, `replica` keeps a copy per worker and flushes its change
-     * every `denseSyncExamples` examples.
-     */
-    dense: z.enum(['shard', 'replica']).default('shard'),
-    denseSyncExamples: z
-      .number()
-      .int()
-      .min(1)
-      .max(1 << 20)
-      .default(2048),
-    /** Workers pull embedding rows as binary16 (worker option `halfPull`). */
-    halfPull: z.boolean().default(false),
-    /** Shards publish embedding rows in deltas as binary16 (shard option `halfDeltas`). */
-    halfDeltas: z.boolean().default(false),
-    /** How the replay publishes events: JSON (any language's default) or msgpack (fewer bytes). */
-    encoding: z.enum(['json', 'msgpack']).default('json'),
+    ...busOptionsSchema.shape,
     /** Compute threads per worker (default: the cores shared out among workers, at least 1). */
     threads: z.number().int().min(1).max(64).optional(),
     /** Fraction of the measured throughput the freshness phase publishes at; 0 skips that phase. */
@@ -563,11 +547,7 @@ export async function runClusterBench<A extends BenchActor>(
       lr: o.lr,
       optimizer: modelConfig.optimizer ?? null,
       threads_per_worker: threads,
-      dense: o.dense,
-      dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
-      half_pull: o.halfPull,
-      half_deltas: o.halfDeltas,
-      encoding: o.encoding,
+      ...busReport(o),
       passes: o.passes,
       rate: o.rate ?? null,
       backend: wv[0]?.backend ?? null,

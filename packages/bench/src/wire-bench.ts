@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { FreshetError } from '@freshet/protocol';
 import { benchModels } from './bench-models.js';
+import { busOptionsOf, busOptionsSchema, busReport } from './bus-options.js';
 import { runClusterBench, type ClusterBenchDeps } from './cluster-bench.js';
 import type { BenchActor } from './cluster-harness.js';
 import type { TapSummary, WireTapReport } from './wire-tap.js';
@@ -31,17 +32,7 @@ export const wireBenchOptionsSchema = z
     model: z.enum(benchModels).default('wide-deep'),
     batch: z.number().int().min(1).max(65_536).default(256),
     partitions: z.number().int().min(1).max(1024).default(8),
-    /** The workers' dense tables: per batch on the shards, or a replica flushed every `denseSyncExamples` examples. */
-    dense: z.enum(['shard', 'replica']).default('shard'),
-    denseSyncExamples: z
-      .number()
-      .int()
-      .min(1)
-      .max(1 << 20)
-      .default(2048),
-    halfPull: z.boolean().default(false),
-    halfDeltas: z.boolean().default(false),
-    encoding: z.enum(['json', 'msgpack']).default('json'),
+    ...busOptionsSchema.shape,
     /** Deadline of each configuration (ms). */
     timeoutMs: z
       .number()
@@ -198,11 +189,7 @@ export async function runWireBench<A extends BenchActor>(
           limit: o.limit,
           model: o.model,
           batch: o.batch,
-          dense: o.dense,
-          denseSyncExamples: o.denseSyncExamples,
-          halfPull: o.halfPull,
-          halfDeltas: o.halfDeltas,
-          encoding: o.encoding,
+          ...busOptionsOf(o),
           tap: true,
           tapFeedback: true,
           peer: false,
@@ -223,11 +210,7 @@ export async function runWireBench<A extends BenchActor>(
     batch: o.batch,
     limit: o.limit,
     partitions: o.partitions,
-    dense: o.dense,
-    dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
-    half_pull: o.halfPull,
-    half_deltas: o.halfDeltas,
-    encoding: o.encoding,
+    ...busReport(o),
     configs,
     ratios: wireRatios(configs),
     machine,

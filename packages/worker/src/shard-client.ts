@@ -336,15 +336,7 @@ export class ShardClient {
         });
         let reply: PushReply;
         try {
-          reply = await this.retry(async () => {
-            this.requests.push++;
-            return decodePushReply(
-              await requestBytes(this.nc, this.subj.push(shard), payload, {
-                timeoutMs: this.o.timeoutMs,
-                signal: this.o.signal,
-              }),
-            );
-          }, meta.onRetry);
+          reply = await this.sendPush(shard, payload, meta.onRetry);
         } catch (e) {
           if (hasCode(e, 'STALE')) {
             out.stale.add(shard);
@@ -357,7 +349,6 @@ export class ShardClient {
           }
           throw e;
         }
-        this.observe(shard, reply.version);
         out.accepted.add(shard);
         if (reply.duplicate) out.duplicates++;
         out.maxStaleness = Math.max(out.maxStaleness, reply.staleness);
@@ -398,16 +389,7 @@ export class ShardClient {
           tables,
         });
         try {
-          const reply = await this.retry(async () => {
-            this.requests.push++;
-            return decodePushReply(
-              await requestBytes(this.nc, this.subj.push(shard), payload, {
-                timeoutMs: this.o.timeoutMs,
-                signal: this.o.signal,
-              }),
-            );
-          }, meta.onRetry);
-          this.observe(shard, reply.version);
+          const reply = await this.sendPush(shard, payload, meta.onRetry);
           if (reply.duplicate) duplicates++;
         } catch (e) {
           if (!hasCode(e, 'DUPLICATE')) throw e;
@@ -416,6 +398,21 @@ export class ShardClient {
       }),
     );
     return { duplicates };
+  }
+
+  /** One push to a shard, retried (see {@link retry}); the version it answered is observed. */
+  private async sendPush(shard: number, payload: Uint8Array, onRetry?: OnRetry): Promise<PushReply> {
+    const reply = await this.retry(async () => {
+      this.requests.push++;
+      return decodePushReply(
+        await requestBytes(this.nc, this.subj.push(shard), payload, {
+          timeoutMs: this.o.timeoutMs,
+          signal: this.o.signal,
+        }),
+      );
+    }, onRetry);
+    this.observe(shard, reply.version);
+    return reply;
   }
 
   private cachedDense(shard: number, t: number) {

@@ -1,12 +1,12 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createModel, DenseOptimizer, type ModelConfigInput } from '@freshet/model';
-import { subjects, type ModelSpec, type OptimizerSpec } from '@freshet/protocol';
-import { ShardCore } from '@freshet/shard';
+import { subjects, type OptimizerSpec } from '@freshet/protocol';
+import type { ShardCore } from '@freshet/shard';
 import { outstanding, publishExamples, setAckWait, uniqueName, useNats, waitFor } from '@freshet/testkit';
 import type { NatsConnection } from 'nats';
 import type { WorkerOptionsInput } from '../src/worker-options.js';
 import { Worker } from '../src/worker.js';
-import { ShardHarness } from './shard-harness.js';
+import { ShardHarness, testCore } from './shard-harness.js';
 
 const nats = useNats();
 const workers: Worker[] = [];
@@ -30,19 +30,7 @@ const wideDeep = (optimizer?: OptimizerSpec, extra: Partial<ModelConfigInput> = 
   ...extra,
 });
 
-const core = (spec: ModelSpec, shards = 1, shard = 0) =>
-  new ShardCore({
-    spec,
-    shard,
-    shards,
-    checkOwnership: true,
-    maxPushRows: 1 << 20,
-    maxPullKeys: 1 << 20,
-    sketchWidth: 1 << 10,
-    recentPushIds: 1000,
-    dcMaxWorkers: 4,
-    dcMaxRowsPerWorker: 1 << 12,
-  });
+const core = testCore;
 
 const denseOf = (c: ShardCore, t: number): Float32Array =>
   c.pull({ worker: 'w', clock: 0, tables: [{ t, keys: new Uint32Array(2) }] }).tables[0]!.values.slice();

@@ -34,22 +34,7 @@ export class ShardHarness {
     private readonly spec: ModelSpec,
     readonly shards: number,
   ) {
-    this.cores = Array.from(
-      { length: shards },
-      (_, shard) =>
-        new ShardCore({
-          spec,
-          shard,
-          shards,
-          checkOwnership: true,
-          maxPushRows: 1 << 20,
-          maxPullKeys: 1 << 20,
-          sketchWidth: 1 << 10,
-          recentPushIds: 100_000,
-          dcMaxWorkers: 4,
-          dcMaxRowsPerWorker: 1 << 12,
-        }),
-    );
+    this.cores = Array.from({ length: shards }, (_, shard) => testCore(spec, shards, shard));
     this.denseExamples = new Array<number>(shards).fill(0);
     this.applied = new Array<number>(shards).fill(0);
     this.duplicates = new Array<number>(shards).fill(0);
@@ -104,6 +89,22 @@ export class ShardHarness {
   get examplesApplied(): number {
     return this.denseExamples.reduce((a, b) => a + b, 0);
   }
+}
+
+/** One in-process shard of `spec` with roomy limits, as the harness runs them. */
+export function testCore(spec: ModelSpec, shards = 1, shard = 0): ShardCore {
+  return new ShardCore({
+    spec,
+    shard,
+    shards,
+    checkOwnership: true,
+    maxPushRows: 1 << 20,
+    maxPullKeys: 1 << 20,
+    sketchWidth: 1 << 10,
+    recentPushIds: 100_000,
+    dcMaxWorkers: 4,
+    dcMaxRowsPerWorker: 1 << 12,
+  });
 }
 
 /** The small logistic-regression model the worker tests train (user, item, one numeric). */

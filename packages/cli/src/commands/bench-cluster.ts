@@ -2,14 +2,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FreshetError } from '@freshet/protocol';
 import { Command, InvalidArgumentError } from 'commander';
-import {
-  denseMode,
-  eventEncoding,
-  nonNegativeInt as int,
-  positiveNumber as num,
-  repoRoot,
-} from '../cli-args.js';
+import { nonNegativeInt as int, positiveNumber as num, repoRoot } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
+import { busInput, withBusFlags, type BusFlags } from './bus-flags.js';
 
 /**
  * `freshet bench cluster` and `freshet bench scaling`: one JSON line each on stdout, progress on
@@ -27,7 +22,7 @@ async function emit(result: Record<string, unknown>, save: string | boolean | un
 
 const progress = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
-interface ClusterFlags {
+interface ClusterFlags extends BusFlags {
   data: string;
   spec?: string;
   seed: number;
@@ -44,11 +39,6 @@ interface ClusterFlags {
   batch: number;
   lr: number;
   threads?: number;
-  dense: 'shard' | 'replica';
-  denseSyncExamples: number;
-  halfPull?: boolean;
-  halfDeltas?: boolean;
-  encoding: 'json' | 'msgpack';
   tap: boolean;
   peer: boolean;
   save?: string | boolean;
@@ -56,55 +46,47 @@ interface ClusterFlags {
 
 /** `freshet bench cluster --data REF --shards S --workers W --serving N [--rate R] [--passes P] --json`. */
 export function clusterBenchCommand(): Command {
-  return new Command('cluster')
-    .description(
-      'a real local cluster learns any dataset `replay` reads, end to end; vs the PyTorch peer where one exists',
-    )
-    .requiredOption(
-      '--data <ref>',
-      'criteo:PATH | movielens:PATH | obd:PATH | csv:PATH (with --spec) | synthetic[:k=v,...]',
-    )
-    .option('--spec <file>', 'column mapping for csv: data (JSON; see packages/client/README.md)')
-    .option('--shards <n>', 'shard processes', int, 2)
-    .option('--workers <n>', 'worker processes', int, 1)
-    .option('--serving <n>', 'serving processes', int, 1)
-    .option(
-      '--rate <r>',
-      'events/s (default: as fast as the cluster learns, then 70% of it for freshness)',
-      num,
-    )
-    .option('--passes <n>', 'passes over the data', int, 1)
-    .option('--limit <n>', 'only the first n examples', int)
-    .option('--partitions <n>', 'feedback stream partitions', int, 8)
-    .option(
-      '--model <kind>',
-      'lr | fm | wide-deep | deepfm | two-tower | seed | wide-deep-peer (Criteo: all-Adam, as the PyTorch peer) | ' +
-        'lr-ftrl (lr with sequential FTRL, vs per-example FTRL-Proximal)',
-      'wide-deep',
-    )
-    .option('--seed <n>', 'seed of the embedding and dense initialisation', int, 0)
-    .option('--dim <n>', 'embedding width of models on non-Criteo data', int, 8)
-    .option(
-      '--window <n>',
-      "each worker's rolling window (examples); adds the merged window AUC to the JSON",
-      int,
-    )
-    .option('--batch <n>', 'worker batch size', int, 256)
-    .option('--lr <x>', 'Adam learning rate (both sides)', num, 3e-3)
-    .option('--threads <n>', 'compute threads per worker', int)
-    .option(
-      '--dense <mode>',
-      'dense tables: shard (per batch) or replica (worker copy, flushed)',
-      denseMode,
-      'shard',
-    )
-    .option('--dense-sync-examples <n>', 'examples per dense replica flush', int, 2048)
-    .option('--half-pull', 'workers pull embedding rows as binary16')
-    .option('--half-deltas', 'shards publish embedding rows in deltas as binary16')
-    .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json')
-    .option('--no-tap', 'do not observe pull/push/delta traffic on the bus')
-    .option('--no-peer', 'skip the PyTorch peer')
-    .option('--save [name]', 'also write bench/results/<name>.json (default cluster-s<S>-w<W>-n<N>)')
+  return withBusFlags(
+    new Command('cluster')
+      .description(
+        'a real local cluster learns any dataset `replay` reads, end to end; vs the PyTorch peer where one exists',
+      )
+      .requiredOption(
+        '--data <ref>',
+        'criteo:PATH | movielens:PATH | obd:PATH | csv:PATH (with --spec) | synthetic[:k=v,...]',
+      )
+      .option('--spec <file>', 'column mapping for csv: data (JSON; see packages/client/README.md)')
+      .option('--shards <n>', 'shard processes', int, 2)
+      .option('--workers <n>', 'worker processes', int, 1)
+      .option('--serving <n>', 'serving processes', int, 1)
+      .option(
+        '--rate <r>',
+        'events/s (default: as fast as the cluster learns, then 70% of it for freshness)',
+        num,
+      )
+      .option('--passes <n>', 'passes over the data', int, 1)
+      .option('--limit <n>', 'only the first n examples', int)
+      .option('--partitions <n>', 'feedback stream partitions', int, 8)
+      .option(
+        '--model <kind>',
+        'lr | fm | wide-deep | deepfm | two-tower | seed | wide-deep-peer (Criteo: all-Adam, as the PyTorch peer) | ' +
+          'lr-ftrl (lr with sequential FTRL, vs per-example FTRL-Proximal)',
+        'wide-deep',
+      )
+      .option('--seed <n>', 'seed of the embedding and dense initialisation', int, 0)
+      .option('--dim <n>', 'embedding width of models on non-Criteo data', int, 8)
+      .option(
+        '--window <n>',
+        "each worker's rolling window (examples); adds the merged window AUC to the JSON",
+        int,
+      )
+      .option('--batch <n>', 'worker batch size', int, 256)
+      .option('--lr <x>', 'Adam learning rate (both sides)', num, 3e-3)
+      .option('--threads <n>', 'compute threads per worker', int)
+      .option('--no-tap', 'do not observe pull/push/delta traffic on the bus')
+      .option('--no-peer', 'skip the PyTorch peer')
+      .option('--save [name]', 'also write bench/results/<name>.json (default cluster-s<S>-w<W>-n<N>)'),
+  )
     .option('--json', 'print one JSON line (the default output)')
     .action(async (o: ClusterFlags) => {
       const { runClusterBench, isBenchModel, benchModels } = await import('@freshet/bench');
@@ -124,11 +106,7 @@ export function clusterBenchCommand(): Command {
           dim: o.dim,
           batch: o.batch,
           lr: o.lr,
-          dense: o.dense,
-          denseSyncExamples: o.denseSyncExamples,
-          halfPull: o.halfPull === true,
-          halfDeltas: o.halfDeltas === true,
-          encoding: o.encoding,
+          ...busInput(o),
           tap: o.tap,
           peer: o.peer,
           ...(o.rate !== undefined ? { rate: o.rate } : {}),

@@ -1,0 +1,45 @@
+import { z } from 'zod';
+
+/**
+ * How a bench cluster moves bytes on the bus: where the workers' dense tables learn, binary16
+ * rows, and the events' encoding. `bench cluster` and `bench wire` take the same options and
+ * report them the same way.
+ */
+export const busOptionsSchema = z.object({
+  /**
+   * Where the workers' dense tables learn (worker option `dense.mode`): `shard` pulls and pushes
+   * them with every batch, `replica` keeps a copy per worker and flushes its change every
+   * `denseSyncExamples` examples.
+   */
+  dense: z.enum(['shard', 'replica']).default('shard'),
+  denseSyncExamples: z
+    .number()
+    .int()
+    .min(1)
+    .max(1 << 20)
+    .default(2048),
+  /** Workers pull embedding rows as binary16 (worker option `halfPull`). */
+  halfPull: z.boolean().default(false),
+  /** Shards publish embedding rows in deltas as binary16 (shard option `halfDeltas`). */
+  halfDeltas: z.boolean().default(false),
+  /** How the replay publishes events: JSON (any language's default) or msgpack (fewer bytes). */
+  encoding: z.enum(['json', 'msgpack']).default('json'),
+});
+export type BusOptions = z.infer<typeof busOptionsSchema>;
+
+/** The bus options of a parsed options object (to hand on to another bench). */
+export function busOptionsOf(o: BusOptions): BusOptions {
+  const { dense, denseSyncExamples, halfPull, halfDeltas, encoding } = o;
+  return { dense, denseSyncExamples, halfPull, halfDeltas, encoding };
+}
+
+/** The bus options as a bench result reports them. */
+export function busReport(o: BusOptions): Record<string, unknown> {
+  return {
+    dense: o.dense,
+    dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
+    half_pull: o.halfPull,
+    half_deltas: o.halfDeltas,
+    encoding: o.encoding,
+  };
+}

@@ -1,0 +1,37 @@
+import type { Command } from 'commander';
+import { denseMode, eventEncoding, positiveInt } from '../cli-args.js';
+
+/** The bus flags `bench cluster` and `bench wire` share (`busOptionsSchema` of @freshet/bench). */
+export interface BusFlags {
+  dense: 'shard' | 'replica';
+  denseSyncExamples: number;
+  halfPull?: boolean;
+  halfDeltas?: boolean;
+  encoding: 'json' | 'msgpack';
+}
+
+/** Adds the bus flags to a bench command. */
+export function withBusFlags(c: Command): Command {
+  return c
+    .option(
+      '--dense <mode>',
+      'dense tables: shard (per batch) or replica (worker copy, flushed)',
+      denseMode,
+      'shard',
+    )
+    .option('--dense-sync-examples <n>', 'examples per dense replica flush', positiveInt, 2048)
+    .option('--half-pull', 'workers pull embedding rows as binary16')
+    .option('--half-deltas', 'shards publish embedding rows in deltas as binary16')
+    .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json');
+}
+
+/** The bench options the flags stand for. */
+export function busInput(o: BusFlags) {
+  return {
+    dense: o.dense,
+    denseSyncExamples: o.denseSyncExamples,
+    halfPull: o.halfPull === true,
+    halfDeltas: o.halfDeltas === true,
+    encoding: o.encoding,
+  };
+}
