@@ -203,7 +203,12 @@ export class BatchRunner {
         // Dropped once the acks are confirmed: a crash (or a lost ack) before then leaves a
         // manifest whose batch every shard has, so the next owner's re-push is all duplicates
         // and it acks the redeliveries instead of training them.
-        const settle = () => holds.settleBatch(items, 'applied').then(() => manifests.drop(manifest));
+        // A recovered batch's manifest copy is kept until its events' redeliveries are due: the
+        // recovery drops it then, or leaves it for the partition's next owner (manifest-recovery.ts).
+        const settle = () =>
+          holds.settleBatch(items, 'applied').then(() => {
+            if (!rec) manifests.drop(manifest);
+          });
         if (!flushed) void settle();
         else {
           void flushed.then(settle, () => {

@@ -30,6 +30,8 @@ export interface ManifestRecoveryContext {
   log: WorkerLog;
   /** Trains and pushes a batch; false when it was handed back (the worker is stopping). */
   runBatch: (items: Buffered[], rec: Recovered) => Promise<boolean>;
+  /** How long a recovered batch's redeliveries may still come (the AppliedSeqs `long` span). */
+  holdMs: number;
 }
 
 /** Re-forms the batches an earlier owner of a partition left manifests for, and pushes them again. */
@@ -54,6 +56,7 @@ export class ManifestRecovery {
     });
     if (!keys || keys.length === 0) return;
     keys.forEach((k) => store.recovering.add(k));
+    const kept = new Set<string>();
     try {
       for (const key of keys) {
         if (f.stop) return;
@@ -77,6 +80,7 @@ export class ManifestRecovery {
           examples: items.length,
         });
         const rec: Recovered = { id: m.id, partition: p, key, revision: entry.revision, eventTs: m.eventTs };
+        const owned = this.ctx.parts.get(p);
         if (items.length === 0 || !(await this.ctx.runBatch(items, rec))) {
           if (items.length === 0)
             store.drop({ copies: [{ key, partition: p, revision: entry.revision }], stored: true });
@@ -89,10 +93,34 @@ export class ManifestRecovery {
         // their redeliveries (if the earlier owner's acks never landed) are acked, not trained
         const now = Date.now();
         for (const ex of m.ex) for (const seq of ex.s) ps?.applied.awaitRedelivery(seq, now);
+        kept.add(key);
+        this.keep(p, owned, key, entry.revision);
       }
     } finally {
-      keys.forEach((k) => store.recovering.delete(k));
+      keys.forEach((k) => {
+        if (!kept.has(k)) store.recovering.delete(k);
+      });
     }
+  }
+
+  /**
+   * A recovered batch's copy stays in KV (and its slot unused) while the batch's events may still
+   * be redelivered, since only this owner knows they are applied (its AppliedSeqs). Should the
+   * partition move meanwhile, the next owner finds the copy, re-pushes it (every shard answers
+   * `duplicate`) and acks the redeliveries itself. Dropped at once, the next owner would train
+   * them again: the multi-host test saw it when a partition was handed over right after its
+   * recovery.
+   */
+  private keep(p: number, owned: PartitionState | undefined, key: string, revision: number): void {
+    const { store } = this.ctx;
+    const t = setTimeout(() => {
+      store.recovering.delete(key);
+      const ps = this.ctx.parts.get(p);
+      if (owned && ps === owned && !ps.closed && !this.ctx.signal.aborted) {
+        store.drop({ copies: [{ key, partition: p, revision }], stored: true });
+      }
+    }, this.ctx.holdMs);
+    t.unref();
   }
 
   /** The manifest's examples, rebuilt (pre-labelled ones read back from the stream by sequence). */

@@ -297,6 +297,7 @@ export class Worker implements ProcessActor {
       signal: this.abort.signal,
       log,
       runBatch: (items, rec) => this.runner.run(items, rec),
+      holdMs: recoveredSpanMs(this.options),
     });
   }
 
@@ -519,7 +520,7 @@ export class Worker implements ProcessActor {
       // sequences are remembered an ack wait + 10 s; one never confirmed, a few ack waits.
       applied:
         old?.applied ??
-        new AppliedSeqs(this.options.consumer.ackWaitMs + 10_000, 3 * this.options.consumer.ackWaitMs),
+        new AppliedSeqs(this.options.consumer.ackWaitMs + 10_000, recoveredSpanMs(this.options)),
     };
     ps.joiner = new Joiner(this.options.joiner, { released: (id) => this.joining.unretain(ps, id) });
     if (old) this.absorbJoiner(old);
@@ -923,6 +924,9 @@ export class Worker implements ProcessActor {
     if (this.ownNc) await this.nc?.drain().catch(() => undefined);
   }
 }
+
+/** How long a recovered batch's (or an unconfirmed ack's) redelivery may still come: a few ack waits. */
+const recoveredSpanMs = (o: WorkerOptions) => 3 * o.consumer.ackWaitMs;
 
 const noLeases: LeaseCounters = {
   acquired: 0,
