@@ -49,7 +49,7 @@ export function denseShard(shards: number): number {
   return shardOfDense(faultSpec.tables[denseTable]!.name, shards);
 }
 
-export type Role = 'shard' | 'worker' | 'serving';
+export type Role = 'shard' | 'worker' | 'serving' | 'shard-host';
 
 /** A role process: `node packages/<role>/dist/bin.js --options-json ...`, killed after the file. */
 export interface RoleProcess {
@@ -73,8 +73,12 @@ export function useRoleProcesses(): void {
 }
 
 export async function startRole(role: Role, options: Record<string, unknown>): Promise<RoleProcess> {
-  const bin = join(repoRoot, 'packages', role, 'dist', 'bin.js');
-  const handle = spawnChild(process.execPath, [bin, '--options-json', JSON.stringify(options)], {
+  // a shard host has no bin of its own: it is the CLI's `freshet shard-host`
+  const entry =
+    role === 'shard-host'
+      ? [join(repoRoot, 'packages', 'cli', 'dist', 'main.js'), 'shard-host']
+      : [join(repoRoot, 'packages', role, 'dist', 'bin.js')];
+  const handle = spawnChild(process.execPath, [...entry, '--options-json', JSON.stringify(options)], {
     cwd: repoRoot,
   });
   started.add(handle);

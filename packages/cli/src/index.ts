@@ -86,3 +86,10 @@ export {
   type RoleAdmin,
   type RoleAdminOptions,
 } from './role-admin.js';
+export {
+  placeShards,
+  shardPlacement,
+  type PlaceOptions,
+  type PlaceReport,
+  type ShardWhere,
+} from './commands/shard-place.js';

@@ -15,6 +15,7 @@ const single: Record<string, () => Promise<() => Command>> = {
   dlq: () => import('./commands/dlq.js').then((m) => m.dlqCommand),
   user: () => import('./commands/user-forget.js').then((m) => m.userCommand),
   shard: () => import('./commands/roles.js').then((m) => m.shardCommand),
+  'shard-host': () => import('./commands/roles.js').then((m) => m.shardHostCommand),
   worker: () => import('./commands/roles.js').then((m) => m.workerCommand),
   serve: () => import('./commands/roles.js').then((m) => m.serveCommand),
   replay: () => import('./commands/replay.js').then((m) => m.replayCommand),

@@ -38,6 +38,23 @@ export {
   sameModelSpec,
   type StoredModelSpec,
 } from './model-spec-store.js';
+export {
+  placementKey,
+  leaseKey,
+  placementSchema,
+  leaseSchema,
+  hostNameError,
+  placementKv,
+  readPlacement,
+  readLease,
+  writePlacement,
+  planPlacement,
+  takeLease,
+  releaseLease,
+  type Placement,
+  type Lease,
+  type Stored,
+} from './shard-placement.js';
 export { jsonLineLog, silentLog, type ActorLog, type LogLevel } from './actor-log.js';
 export {
   Lifecycle,

@@ -25,6 +25,7 @@ export const errorCodes = [
   'GRAD_OVERFLOW', // a gradient so large its square overflows float32 (see MAX_ABS_GRADIENT)
   'NON_FINITE_STATE', // applying a finite push made a weight or optimizer state non-finite: rolled back
   'ILLEGAL_STATE', // an actor asked for a transition its state machine forbids (start twice, start after stop)
+  'CONFLICT', // a compare-and-set lost to a concurrent change (the shard placement, a lease): read again
 ] as const;
 
 /**
@@ -64,6 +65,7 @@ const retryableByDefault: ReadonlySet<ErrorCode> = new Set([
   'TIMEOUT',
   'UNAVAILABLE',
   'NOT_OWNER',
+  'CONFLICT',
 ]);
 
 export const errorEnvelopeSchema = z.object({

@@ -65,4 +65,14 @@ export {
 } from './shard-options.js';
 export { DeltaPublisher } from './delta-publisher.js';
 export { Shard, aligned, startShard, type ShardState, type ShardDeps, type RestoreInfo } from './shard.js';
+export {
+  ShardHost,
+  shardHostOptionsSchema,
+  compileShardHostOptions,
+  type ShardHostOptions,
+  type ShardHostOptionsInput,
+  type ShardHostHooks,
+  type ShardHostDeps,
+  type ShardHostStatus,
+} from './shard-host.js';
 export { userKeys, forgetPlan, type ForgetTable } from './forget.js';

@@ -129,6 +129,8 @@ export class Shard implements ProcessActor {
   uploader: CheckpointUploader | undefined;
   /** Set once start() restored state from disk. */
   restore: RestoreInfo | undefined;
+  private _handedOff = false;
+  private _finalCheckpoint = false;
 
   constructor(
     input: ShardOptionsInput,
@@ -154,6 +156,17 @@ export class Shard implements ProcessActor {
   /** The ready line's shard fields: its number and what it recovered from disk. */
   readyFields(): Record<string, unknown> {
     return { shard: this.options.shard, restore: this.restore ?? null };
+  }
+  /**
+   * Stopped with everything it applied in the Object Store (a final checkpoint written and
+   * uploaded, nothing logged after it): another host may restore it from there alone.
+   */
+  get handedOff(): boolean {
+    return this._handedOff;
+  }
+  /** stop() wrote a checkpoint of everything applied (its upload may still be missing). */
+  get finalCheckpointWritten(): boolean {
+    return this._finalCheckpoint;
   }
   /** The in-memory state (for tests and in-process benches). */
   get core(): ShardCore {
@@ -766,13 +779,19 @@ export class Shard implements ProcessActor {
     await Promise.allSettled(this.endpoints.map((e) => e.drain()));
     await this.checkpointing;
     await this.deltas?.stop().catch(() => undefined);
+    let complete = from === 'running' && this.wal !== undefined && this.uploader !== undefined;
     if (from === 'running' && this.wal) {
-      await this.checkpoint().catch((e: unknown) =>
-        this.log('error', 'final checkpoint failed', { error: (e as Error).message }),
+      await this.checkpoint().then(
+        () => (this._finalCheckpoint = true),
+        (e: unknown) => {
+          complete = false;
+          this.log('error', 'final checkpoint failed', { error: (e as Error).message });
+        },
       );
     }
     // a drained shard restarts anywhere from the Object Store with nothing left in its log
-    await this.uploader?.flush().catch((e: unknown) =>
+    await this.uploader?.flush().catch((e: unknown) => {
+      complete = false;
       this.log(
         'error',
         'final checkpoint upload failed: a restart elsewhere loses what came after the last upload',
@@ -780,8 +799,9 @@ export class Shard implements ProcessActor {
           code: e instanceof FreshetError ? e.code : 'UNAVAILABLE',
           error: (e as Error).message,
         },
-      ),
-    );
+      );
+    });
+    this._handedOff = complete;
     await this.release();
   }
 

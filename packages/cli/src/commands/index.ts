@@ -9,7 +9,7 @@ import { drainCommand } from './drain.js';
 import { initCommand } from './init.js';
 import { replayCommand } from './replay.js';
 import { restoreCommand } from './restore.js';
-import { serveCommand, shardCommand, workerCommand } from './roles.js';
+import { serveCommand, shardCommand, shardHostCommand, workerCommand } from './roles.js';
 import { statusCommand } from './status.js';
 import { upCommand } from './up.js';
 import { userCommand } from './user-forget.js';
@@ -27,6 +27,7 @@ const factories: Array<() => Command> = [
   benchCommand,
   configCommand,
   shardCommand,
+  shardHostCommand,
   workerCommand,
   serveCommand,
   checkpointCommand,

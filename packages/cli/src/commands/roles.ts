@@ -1,13 +1,14 @@
 import { Command, InvalidArgumentError } from 'commander';
-import type { AdminCommand } from '@freshet/protocol';
+import { FreshetError, type AdminCommand } from '@freshet/protocol';
 import type { ActorLog, ActorProcessExtras, NatsOptionsInput, ProcessActor } from '@freshet/nats';
 import type { ServingNode, ServingOptionsInput } from '@freshet/serving';
-import type { Shard, ShardOptionsInput } from '@freshet/shard';
+import type { Shard, ShardHost, ShardHostOptionsInput, ShardOptionsInput } from '@freshet/shard';
 import type { Worker, WorkerOptionsInput } from '@freshet/worker';
 import type { AdminHandler } from '../role-admin.js';
 import { shardIndexFromEnv } from '../shard-index.js';
 import { shutdownSignal } from '../signals.js';
 import { shardCheckpointsCommand } from './shard-checkpoints.js';
+import { shardPlaceCommand, shardPlacementCommand } from './shard-place.js';
 
 /**
  * The role processes: `freshet shard|worker|serve --options-json '<json>'`. The options are the
@@ -67,6 +68,49 @@ const shardRole: Role<Shard> = {
       return (await import('./user-forget.js')).shardForgetHandler(shard)(req);
     },
   }),
+};
+
+/**
+ * A shard host runs the shards the placement gives it (docs/resharding.md). Each hosted shard
+ * answers the shard admin commands under its own id while it runs here, as a shard process
+ * would; draining one alone is refused (the host would start it again): move it, or drain the host.
+ */
+const shardHostRole: Role<ShardHost> = {
+  async create(options, deps) {
+    const { ShardHost } = await import('@freshet/shard');
+    const { serveRoleAdmin } = await import('../role-admin.js');
+    const admins = new Map<number, { close(): Promise<void> }>();
+    return new ShardHost(options as ShardHostOptionsInput, {
+      ...deps,
+      hooks: {
+        async onShardStarted(shard) {
+          const admin = await serveRoleAdmin({
+            nats: options.nats as NatsOptionsInput,
+            cluster: shard.cluster,
+            role: 'shard',
+            id: shard.id,
+            log: deps.log,
+            handlers: {
+              ...shardRole.commands!(shard),
+              drain: () =>
+                Promise.reject(
+                  new FreshetError(
+                    'BAD_REQUEST',
+                    `${shard.id} runs on a shard host: move it (freshet shard place) or drain the host`,
+                    { retryable: false },
+                  ),
+                ),
+            },
+          });
+          admins.set(shard.options.shard, admin);
+        },
+        async onShardStopping(shard) {
+          await admins.get(shard.options.shard)?.close();
+          admins.delete(shard.options.shard);
+        },
+      },
+    });
+  },
 };
 
 const workerRole: Role<Worker> = {
@@ -190,6 +234,13 @@ export const shardCommand = () =>
       '--index-from-env <name>',
       "the shard index from this variable's trailing -<ordinal> (a StatefulSet pod's name)",
     )
-    .addCommand(shardCheckpointsCommand());
+    .addCommand(shardCheckpointsCommand())
+    .addCommand(shardPlaceCommand())
+    .addCommand(shardPlacementCommand());
+export const shardHostCommand = roleCommand(
+  'shard-host',
+  'run a shard host: the shards the cluster placement gives it (docs/resharding.md)',
+  shardHostRole,
+);
 export const workerCommand = roleCommand('worker', 'run a gradient worker process', workerRole);
 export const serveCommand = roleCommand('serve', 'run a serving node process', servingRole);

@@ -1,0 +1,426 @@
+import { rmSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { KV, NatsConnection } from 'nats';
+import { z } from 'zod';
+import {
+  connectNats,
+  hostNameError,
+  jsonLineLog,
+  Lifecycle,
+  natsOptionsSchema,
+  placementKv,
+  readPlacement,
+  releaseLease,
+  takeLease,
+  type ActorLog,
+  type ActorState,
+  type ProcessActor,
+} from '@freshet/nats';
+import { assertClusterName, FreshetError, subjects, type ShardStatus } from '@freshet/protocol';
+import { compileShardOptions, type ShardOptionsInput } from './shard-options.js';
+import { Shard } from './shard.js';
+
+/** Options of a shard host process (`freshet shard-host`, docs/resharding.md). */
+export const shardHostOptionsSchema = z
+  .object({
+    cluster: z.string().min(1),
+    /**
+     * This host's name in the placement (`freshet shard place --hosts …`); default: the machine's
+     * host name up to its first dot (a StatefulSet pod's name, stable across restarts).
+     */
+    host: z.string().optional(),
+    nats: natsOptionsSchema.prefault({}),
+    /** Each hosted shard keeps its log and checkpoints in `<dataDir>/shard-<index>`. */
+    dataDir: z.string().min(1),
+    /**
+     * Options every hosted shard gets (the shard's own options, less cluster, shard, shards, nats
+     * and dataDir, which the host fills in). Checkpoints always go to the Object Store: that is
+     * how a shard moves.
+     */
+    shard: z.record(z.string(), z.unknown()).default({}),
+    /** How often the host checks the placement and the leases it waits for. */
+    pollMs: z.number().int().min(10).default(250),
+    /** How often it says what it waits for (no placement yet, a lease another host holds). */
+    waitLogMs: z.number().int().min(1).default(10_000),
+  })
+  .strict();
+export type ShardHostOptionsInput = z.input<typeof shardHostOptionsSchema>;
+export type ShardHostOptions = z.infer<typeof shardHostOptionsSchema> & { host: string };
+
+const reserved = ['cluster', 'shard', 'shards', 'nats', 'dataDir'];
+
+export function compileShardHostOptions(input: ShardHostOptionsInput): ShardHostOptions {
+  const r = shardHostOptionsSchema.safeParse(input);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new FreshetError(
+      'CONFIG',
+      `shard host options: ${i?.path.join('.') ?? ''} ${i?.message ?? 'invalid'}`,
+    );
+  }
+  assertClusterName(r.data.cluster);
+  const host = r.data.host ?? hostname().split('.')[0]!;
+  const badHost = hostNameError(host);
+  if (badHost) throw new FreshetError('CONFIG', `shard host options: ${badHost}`);
+  const own = reserved.filter((k) => k in r.data.shard);
+  if (own.length) {
+    throw new FreshetError(
+      'CONFIG',
+      `shard host options: shard.${own[0]} is the host's to set, not the template's`,
+    );
+  }
+  const ck = r.data.shard.checkpoint as { store?: string } | undefined;
+  if (ck?.store === 'dir') {
+    throw new FreshetError(
+      'CONFIG',
+      'shard host options: hosted shards checkpoint to the Object Store (a move restores from there)',
+    );
+  }
+  // the template must make a valid shard: a usage error now, not a failed shard after a move
+  const o = { ...r.data, host };
+  compileShardOptions(hostedShardOptions(o, 0, 1));
+  return o;
+}
+
+function hostedShardOptions(o: ShardHostOptions, shard: number, shards: number): ShardOptionsInput {
+  const t = o.shard as Partial<ShardOptionsInput>;
+  return {
+    ...t,
+    cluster: o.cluster,
+    nats: o.nats,
+    shard,
+    shards,
+    dataDir: join(o.dataDir, `shard-${shard}`),
+    checkpoint: { ...(t.checkpoint ?? {}), store: 'object-store' },
+  };
+}
+
+/** Called as hosted shards start and stop (the CLI wires their admin commands with it). */
+export interface ShardHostHooks {
+  onShardStarted?(shard: Shard): void | Promise<void>;
+  onShardStopping?(shard: Shard): void | Promise<void>;
+}
+
+export interface ShardHostDeps {
+  nc?: NatsConnection;
+  signal?: AbortSignal;
+  log?: ActorLog;
+  hooks?: ShardHostHooks;
+}
+
+/** A shard host's status: the placement it follows and each shard it runs or waits for. */
+export interface ShardHostStatus {
+  role: 'shard-host';
+  cluster: string;
+  id: string;
+  host: string;
+  state: ActorState;
+  /** The placement epoch it last acted on (null: no placement yet). */
+  epoch: number | null;
+  /** Shards the placement gives this host. */
+  assigned: number[];
+  /** Shards running here, with their status. */
+  running: ShardStatus[];
+  /** Shards assigned here whose lease another host still holds: index → holder. */
+  waiting: Record<string, string>;
+  /** Shards stopped here whose final checkpoint is not in the Object Store yet (lease kept). */
+  unreleased: number[];
+  moves: { in: number; out: number; lastInMs: number | null; lastOutMs: number | null };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/**
+ * A process that runs the shards the cluster's placement gives it (docs/resharding.md). It
+ * follows the placement in KV: a shard taken away is drained (final checkpoint uploaded to the
+ * Object Store) and its lease released; a shard given to it is started once its lease is free,
+ * from the Object Store when another host held it last, else from its own data dir. All its
+ * shards share one NATS connection. Workers and serving nodes address shards by index, so they
+ * follow a move without knowing of it: for the second or so a shard is between hosts, its
+ * requests get no answer and are retried.
+ */
+export class ShardHost implements ProcessActor {
+  readonly role = 'shard';
+  readonly options: ShardHostOptions;
+  private readonly life: Lifecycle;
+  private readonly log: ActorLog;
+  private nc: NatsConnection | undefined;
+  private ownsNc = false;
+  private kv: KV | undefined;
+  private readonly running = new Map<number, Shard>();
+  /** Stopped, final checkpoint not yet in the Object Store: the lease stays ours. */
+  private readonly unreleased = new Map<number, Shard>();
+  private readonly waiting = new Map<number, string>();
+  private readonly lastWaitLog = new Map<string, number>();
+  private assigned: number[] = [];
+  private epoch: number | null = null;
+  private loopDone: Promise<void> | undefined;
+  private readonly loopAbort = new AbortController();
+  private readonly moves = {
+    in: 0,
+    out: 0,
+    lastInMs: null as number | null,
+    lastOutMs: null as number | null,
+  };
+
+  constructor(
+    input: ShardHostOptionsInput,
+    private readonly deps: ShardHostDeps = {},
+  ) {
+    this.options = compileShardHostOptions(input);
+    this.log = deps.log ?? jsonLineLog({ role: 'shard', id: this.id });
+    this.life = new Lifecycle(
+      { start: (signal) => this.doStart(signal), stop: () => this.doStop() },
+      { name: this.id, log: this.log, signal: deps.signal },
+    );
+  }
+
+  get id(): string {
+    return `shard-host-${this.options.host}`;
+  }
+  get cluster(): string {
+    return this.options.cluster;
+  }
+  get state(): ActorState {
+    return this.life.state;
+  }
+  /** The shards running here now (index → shard). */
+  get shards(): ReadonlyMap<number, Shard> {
+    return this.running;
+  }
+  readyFields(): Record<string, unknown> {
+    return {
+      host: this.options.host,
+      epoch: this.epoch,
+      shards: [...this.running.keys()].sort((a, b) => a - b),
+    };
+  }
+
+  /** Connects and acts on the placement once (shards whose lease is free are running after it). */
+  start(): Promise<void> {
+    return this.life.start();
+  }
+  stop(): Promise<void> {
+    return this.life.stop();
+  }
+
+  private async doStart(signal: AbortSignal): Promise<void> {
+    const o = this.options;
+    this.nc =
+      this.deps.nc ??
+      (await connectNats(o.nats, `freshet-shard-host-${o.cluster}-${o.host}`, {
+        inboxPrefix: subjects(o.cluster).inboxPrefix('shard'),
+      }));
+    this.ownsNc = !this.deps.nc;
+    try {
+      this.kv = await placementKv(this.nc, o.cluster);
+      await this.reconcile(signal);
+    } catch (e) {
+      await this.stopShards();
+      if (this.ownsNc) await this.nc.drain().catch(() => undefined);
+      throw e;
+    }
+    this.loopDone = this.loop(this.loopAbort.signal);
+  }
+
+  private async loop(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      await sleep(this.options.pollMs, signal);
+      if (signal.aborted) break;
+      try {
+        await this.reconcile(signal);
+      } catch (e) {
+        this.waitLog('reconcile', 'warn', 'placement not read; trying again', {
+          code: e instanceof FreshetError ? e.code : 'UNAVAILABLE',
+          error: (e as Error).message,
+        });
+      }
+    }
+  }
+
+  /** One pass: hand off what is no longer ours, then take what is (when its lease is free). */
+  private async reconcile(signal: AbortSignal): Promise<void> {
+    const kv = this.kv!;
+    const me = this.options.host;
+    const stored = await readPlacement(kv).catch((e: unknown) => {
+      // no bucket yet (init has not run): the same wait as no placement
+      if (/not found/i.test((e as Error).message)) return undefined;
+      throw e;
+    });
+    for (const [i, shard] of this.unreleased) await this.tryRelease(i, shard);
+    if (!stored) {
+      this.waitLog(
+        'placement',
+        'warn',
+        `no shard placement in cluster ${this.options.cluster} yet: run \`freshet shard place --hosts ${me},…\``,
+      );
+      return;
+    }
+    const p = stored.value;
+    this.epoch = p.epoch;
+    const shards = p.hosts.length;
+    this.assigned = p.hosts.flatMap((h, i) => (h === me ? [i] : []));
+    const want = new Set(this.assigned);
+    // leaving first: the next host of a shard waits for its lease
+    await Promise.all(
+      [...this.running.keys()].filter((i) => !want.has(i)).map((i) => this.handOff(i, p.epoch)),
+    );
+    for (const i of this.waiting.keys()) if (!want.has(i)) this.waiting.delete(i);
+    for (const i of this.assigned) {
+      if (signal.aborted) return;
+      if (this.running.has(i) || this.unreleased.has(i)) continue;
+      await this.takeOver(i, shards, p.epoch);
+    }
+  }
+
+  private async takeOver(i: number, shards: number, epoch: number): Promise<void> {
+    const me = this.options.host;
+    const t0 = Date.now();
+    const lease = await takeLease(this.kv!, i, me, epoch);
+    if (!lease.taken) {
+      this.waiting.set(i, lease.holder);
+      this.waitLog(`lease-${i}`, 'info', `shard ${i}: waiting for host ${lease.holder} to release it`, {
+        shard: i,
+        holder: lease.holder,
+      });
+      return;
+    }
+    this.waiting.delete(i);
+    const o = hostedShardOptions(this.options, i, shards);
+    const ours = lease.before?.last === me;
+    // another host ran it since our copy was written: the Object Store has the state, our dir is stale
+    if (!ours) rmSync(o.dataDir!, { recursive: true, force: true });
+    const log: ActorLog = (level, msg, fields) => this.log(level, msg, { shard: i, ...fields });
+    const shard = new Shard(o, { nc: this.nc, log });
+    try {
+      await shard.start();
+    } catch (e) {
+      // the lease stays ours (nobody else may start it meanwhile); the next pass tries again
+      this.log('error', `shard ${i} did not start; retrying`, {
+        shard: i,
+        code: e instanceof FreshetError ? e.code : 'INTERNAL',
+        error: (e as Error).message,
+      });
+      await shard.stop().catch(() => undefined);
+      return;
+    }
+    this.running.set(i, shard);
+    if (lease.before && !ours) {
+      this.moves.in++;
+      this.moves.lastInMs = Date.now() - t0;
+    }
+    this.log('info', `shard ${i} running`, {
+      shard: i,
+      epoch,
+      from: ours ? 'data dir' : (shard.restore?.checkpointSource ?? 'empty'),
+      version: shard.core.version,
+      ms: Date.now() - t0,
+    });
+    await this.deps.hooks?.onShardStarted?.(shard);
+  }
+
+  /** Drains shard `i` (final checkpoint to the Object Store) and releases its lease. */
+  private async handOff(i: number, epoch: number): Promise<void> {
+    const shard = this.running.get(i)!;
+    this.running.delete(i);
+    const t0 = Date.now();
+    await this.deps.hooks?.onShardStopping?.(shard);
+    await shard.stop();
+    this.moves.out++;
+    this.moves.lastOutMs = Date.now() - t0;
+    this.unreleased.set(i, shard);
+    await this.tryRelease(i, shard, epoch);
+  }
+
+  /**
+   * Releases a stopped shard's lease once everything it applied is in the Object Store. Until
+   * then the lease stays ours, so no host restores an older state: the upload is retried each
+   * pass, and a restart of this host resumes the shard from its own data dir.
+   */
+  private async tryRelease(i: number, shard: Shard, epoch = this.epoch ?? 0): Promise<void> {
+    if (!shard.handedOff) {
+      const up = shard.uploader;
+      const err = !shard.finalCheckpointWritten
+        ? new Error('the final checkpoint was not written (restart this host: it recovers from its log)')
+        : !up
+          ? new Error('no Object Store uploader')
+          : await (up.schedule(), up.flush()).then(
+              () => undefined,
+              (e: unknown) => e as Error,
+            );
+      if (err) {
+        this.waitLog(
+          `release-${i}`,
+          'error',
+          `shard ${i} stopped but its final state is not in the Object Store: lease kept`,
+          {
+            shard: i,
+            error: err.message,
+          },
+        );
+        return;
+      }
+    }
+    await releaseLease(this.kv!, i, this.options.host, epoch);
+    this.unreleased.delete(i);
+    this.log('info', `shard ${i} handed off`, { shard: i, epoch });
+  }
+
+  private waitLog(
+    key: string,
+    level: 'info' | 'warn' | 'error',
+    msg: string,
+    fields?: Record<string, unknown>,
+  ): void {
+    const now = Date.now();
+    if (now - (this.lastWaitLog.get(key) ?? -Infinity) < this.options.waitLogMs) return;
+    this.lastWaitLog.set(key, now);
+    this.log(level, msg, fields);
+  }
+
+  private async stopShards(): Promise<void> {
+    await Promise.all(
+      [...this.running.keys()].map((i) => this.handOff(i, this.epoch ?? 0).catch(() => undefined)),
+    );
+  }
+
+  /**
+   * Stops its shards one by one like a move (final checkpoint uploaded, lease released): a
+   * stopped host never blocks the placement, and started again it takes its shards back from
+   * its own data dirs (it held them last).
+   */
+  private async doStop(): Promise<void> {
+    this.loopAbort.abort();
+    await this.loopDone;
+    await this.stopShards();
+    if (this.ownsNc) await this.nc?.drain().catch(() => undefined);
+  }
+
+  status(): ShardHostStatus {
+    return {
+      role: 'shard-host',
+      cluster: this.cluster,
+      id: this.id,
+      host: this.options.host,
+      state: this.state,
+      epoch: this.epoch,
+      assigned: this.assigned,
+      running: [...this.running.values()].map((s) => s.status()),
+      waiting: Object.fromEntries([...this.waiting].map(([i, h]) => [String(i), h])),
+      unreleased: [...this.unreleased.keys()],
+      moves: { ...this.moves },
+    };
+  }
+}

@@ -1,0 +1,205 @@
+import { join } from 'node:path';
+import type { NatsFixture } from '@freshet/testkit';
+import { describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { cliMainPath, placeShards, type PlaceReport } from '@freshet/cli';
+import { decodeSnapshotPage, encodeSnapshotRequest, subjects } from '@freshet/protocol';
+import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
+import {
+  faultModel,
+  faultSpec,
+  outstanding,
+  prepareCluster,
+  publishExamples,
+  PushLedger,
+  shardStatus,
+  startRole,
+  workerOptions,
+  useRoleProcesses,
+  type RoleProcess,
+} from './fault-kit.js';
+
+const execFileP = promisify(execFile);
+const log = (msg: string) => console.log(`[reshard] ${msg}`);
+
+/** Every row a shard serves (weights; all tables), as `table:key` → the bytes of its values. */
+async function shardRows(
+  nc: NatsFixture['nc'],
+  cluster: string,
+  shard: number,
+): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (let t = 0; t < faultSpec.tables.length; t++) {
+    let cursor: number | null = 0;
+    while (cursor !== null) {
+      const r = await nc.request(
+        subjects(cluster).snapshot(shard),
+        encodeSnapshotRequest({ t, cursor, limit: 4096 }),
+        {
+          timeout: 5000,
+        },
+      );
+      const page = decodeSnapshotPage(r.data);
+      for (let i = 0; i < page.keys.length / 2; i++) {
+        const v = page.values.subarray(i * page.dim, (i + 1) * page.dim);
+        out.set(
+          `${t}:${page.keys[2 * i]}:${page.keys[2 * i + 1]}`,
+          Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('hex'),
+        );
+      }
+      cursor = page.next;
+    }
+  }
+  return out;
+}
+
+/**
+ * Shards that move between hosts under load (docs/resharding.md). 4 shards, 4 partitions, 2
+ * worker processes, 2 serving nodes; shard hosts are `freshet shard-host` processes. The 4 shards
+ * start on 2 hosts; while the second of 4 waves of 600 labelled events is trained, two more hosts
+ * start and `placeShards` spreads the shards over 4 (2 move); during the third wave they go back
+ * to 2 hosts (2 move again) and the extra hosts stop. Counted as in the fault tests: every event
+ * the stream acknowledged is applied exactly once (Σ of the dense example counts of distinct
+ * accepted push ids), each shard's version equals the push ids it accepted, nothing is left
+ * unacked. Then, quiet: a shard moved to another host serves bit-identical rows (restored from
+ * the Object Store alone), and the serving node that followed every move scores like one
+ * started afterwards from snapshots.
+ */
+describe('resharding: shards move between hosts under load', () => {
+  const nats = useNats();
+  useRoleProcesses();
+  const tempDir = useTempDirs();
+
+  it('moves shards 2 → 4 → 2 hosts while training: none lost, none twice, rows identical', async () => {
+    const cluster = uniqueName('reshard').replace(/[^A-Za-z0-9_-]/g, '');
+    const SHARDS = 4;
+    const PARTS = 4;
+    const WAVE = 600;
+    const dir = tempDir('reshard');
+    await prepareCluster(nats.nc, cluster, PARTS);
+    // the cluster's KV bucket (`freshet init` makes it) holds the placement and the leases
+    await nats.nc.jetstream().views.kv(subjects(cluster).kvBucket);
+    const tap = await nats.connect('ledger');
+    const ledger = PushLedger.start(tap, cluster);
+    await tap.flush();
+
+    const first = await placeShards(nats.nc, cluster, { hosts: ['h1', 'h2'], shards: SHARDS, wait: false });
+    expect(first.hosts).toEqual(['h1', 'h1', 'h2', 'h2']);
+    const host = (name: string) =>
+      startRole('shard-host', {
+        cluster,
+        host: name,
+        nats: { servers: nats.url },
+        dataDir: join(dir, name),
+        // a short segment interval is not needed: a move uploads a final checkpoint
+        shard: { model: faultSpec, checkpointIntervalMs: 0 },
+      });
+    const hosts: Record<string, RoleProcess> = {};
+    for (const h of ['h1', 'h2']) hosts[h] = await host(h);
+    expect(hosts.h1!.ready.shards).toEqual([0, 1]);
+
+    const servingOpts = (id: string) => ({
+      cluster,
+      id,
+      shards: SHARDS,
+      nats: { servers: nats.url },
+      model: faultModel,
+    });
+    const s0 = await startRole('serving', servingOpts('s0'));
+    await Promise.all(
+      ['wa', 'wb'].map((id) => startRole('worker', workerOptions(cluster, id, SHARDS, PARTS, nats.url))),
+    );
+    const settle = async (what: string) => {
+      await waitFor(async () => (await outstanding(nats.nc, cluster, PARTS)) === 0, {
+        timeoutMs: 60_000,
+        message: `${what}: every event acked`,
+      });
+    };
+
+    await publishExamples(nats.nc, cluster, 0, WAVE, PARTS);
+    for (const h of ['h3', 'h4']) hosts[h] = await host(h);
+    expect(hosts.h3!.ready.shards).toEqual([]);
+
+    // grow while wave 2 is being published and trained
+    const wave2 = publishExamples(nats.nc, cluster, WAVE, WAVE, PARTS);
+    log(`grow: ${await outstanding(nats.nc, cluster, PARTS)} events outstanding as it starts`);
+    const grow = await placeShards(nats.nc, cluster, { hosts: ['h1', 'h2', 'h3', 'h4'], timeoutMs: 60_000 });
+    await wave2;
+    log(
+      `grow: moved ${JSON.stringify(grow.moved)} in ${grow.ms} ms (settled ${JSON.stringify(grow.settledMs)})`,
+    );
+    expect(grow.moved.map((m) => m.shard)).toEqual([1, 3]);
+    expect(grow.hosts).toEqual(['h1', 'h3', 'h2', 'h4']);
+
+    // shrink with the operator's command, while wave 3 is being published and trained
+    const wave3 = publishExamples(nats.nc, cluster, 2 * WAVE, WAVE, PARTS);
+    // (asynchronously: the test process keeps publishing meanwhile)
+    const cli = await execFileP(
+      process.execPath,
+      [cliMainPath, 'shard', 'place', '--hosts', 'h1,h2', '--cluster', cluster, '--nats', nats.url, '--json'],
+      { encoding: 'utf8', timeout: 90_000 },
+    );
+    const shrink = JSON.parse(cli.stdout) as PlaceReport;
+    await wave3;
+    log(`shrink (freshet shard place): moved ${JSON.stringify(shrink.moved)} in ${shrink.ms} ms`);
+    expect(shrink.moved.map((m) => m.shard)).toEqual([1, 3]);
+    expect(shrink.hosts).toEqual(['h1', 'h1', 'h2', 'h2']);
+    for (const h of ['h3', 'h4']) expect(await hosts[h]!.handle.stop(10_000)).toBe(0);
+
+    await publishExamples(nats.nc, cluster, 3 * WAVE, WAVE, PARTS);
+    await settle('after the moves');
+    await tap.flush();
+    const total = 4 * WAVE;
+    log(`applied ${ledger.examples()} of ${total}; push requests ${ledger.requests}`);
+    expect(ledger.examples()).toBe(total); // none lost, none twice
+    for (let i = 0; i < SHARDS; i++) {
+      const st = await shardStatus(nats.nc, cluster, i);
+      expect(st.state).toBe('running');
+      expect(st.version).toBe(ledger.acceptedBy(i)); // every accepted push present once
+    }
+
+    // quiet now: a move carries the rows bit for bit (h3 takes one of h2's shards)
+    const rowsOf = async () => Promise.all([2, 3].map((i) => shardRows(nats.nc, cluster, i)));
+    const versionsOf = async () =>
+      Promise.all([2, 3].map(async (i) => (await shardStatus(nats.nc, cluster, i)).version));
+    const before = await rowsOf();
+    const versionsBefore = await versionsOf();
+    expect(before[0]!.size + before[1]!.size).toBeGreaterThan(20);
+    hosts.h3 = await host('h3');
+    const move = await placeShards(nats.nc, cluster, { hosts: ['h1', 'h2', 'h3'], timeoutMs: 60_000 });
+    log(`moved ${JSON.stringify(move.moved)} in ${move.ms} ms`);
+    expect(move.moved).toEqual([{ shard: 3, from: 'h2', to: 'h3' }]);
+    const after = await rowsOf();
+    expect(await versionsOf()).toEqual(versionsBefore);
+    for (let j = 0; j < 2; j++) {
+      expect(after[j]!.size).toBe(before[j]!.size);
+      for (const [k, v] of before[j]!) expect(after[j]!.get(k), k).toBe(v);
+    }
+
+    // the serving node that followed every move scores like one that starts now
+    const s1 = await startRole('serving', servingOpts('s1'));
+    const pairs = Array.from({ length: 30 }, (_, i) => ({ user: `u${i * 37}`, item: `i${(i * 37) % 50}` }));
+    const scores = (node: RoleProcess) =>
+      Promise.all(
+        pairs.map(async (p) => {
+          const res = await fetch(`${node.ready.http as string}/v1/score`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ user: p.user, candidates: [{ item: p.item }] }),
+          });
+          expect(res.status).toBe(200);
+          return ((await res.json()) as { scores: number[] }).scores[0]!;
+        }),
+      );
+    let last: { a: number[]; b: number[] } | undefined;
+    await waitFor(
+      async () => {
+        const [a, b] = await Promise.all([scores(s0), scores(s1)]);
+        last = { a, b };
+        return a.every((x, i) => Math.abs(x - b[i]!) < 1e-6);
+      },
+      { timeoutMs: 20_000, message: () => `same scores on both serving nodes: ${JSON.stringify(last)}` },
+    );
+  });
+});
