@@ -72,15 +72,24 @@ export function useRoleProcesses(): void {
   });
 }
 
-export async function startRole(role: Role, options: Record<string, unknown>): Promise<RoleProcess> {
+export async function startRole(
+  role: Role,
+  options: Record<string, unknown>,
+  /** more arguments after the options (e.g. `--metrics-port 0`) */
+  args: string[] = [],
+): Promise<RoleProcess> {
   // a shard host has no bin of its own: it is the CLI's `freshet shard-host`
   const entry =
     role === 'shard-host'
       ? [join(repoRoot, 'packages', 'cli', 'dist', 'main.js'), 'shard-host']
       : [join(repoRoot, 'packages', role, 'dist', 'bin.js')];
-  const handle = spawnChild(process.execPath, [...entry, '--options-json', JSON.stringify(options)], {
-    cwd: repoRoot,
-  });
+  const handle = spawnChild(
+    process.execPath,
+    [...entry, '--options-json', JSON.stringify(options), ...args],
+    {
+      cwd: repoRoot,
+    },
+  );
   started.add(handle);
   const ready = await waitFor(
     () => {

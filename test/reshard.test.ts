@@ -87,14 +87,18 @@ describe('resharding: shards move between hosts under load', () => {
     const first = await placeShards(nats.nc, cluster, { hosts: ['h1', 'h2'], shards: SHARDS, wait: false });
     expect(first.hosts).toEqual(['h1', 'h1', 'h2', 'h2']);
     const host = (name: string) =>
-      startRole('shard-host', {
-        cluster,
-        host: name,
-        nats: { servers: nats.url },
-        dataDir: join(dir, name),
-        // a short segment interval is not needed: a move uploads a final checkpoint
-        shard: { model: faultSpec, checkpointIntervalMs: 0 },
-      });
+      startRole(
+        'shard-host',
+        {
+          cluster,
+          host: name,
+          nats: { servers: nats.url },
+          dataDir: join(dir, name),
+          // no periodic checkpoints: a move uploads a final one
+          shard: { model: faultSpec, checkpointIntervalMs: 0 },
+        },
+        ['--metrics-port', '0'],
+      );
     const hosts: Record<string, RoleProcess> = {};
     for (const h of ['h1', 'h2']) hosts[h] = await host(h);
     expect(hosts.h1!.ready.shards).toEqual([0, 1]);
@@ -166,6 +170,8 @@ describe('resharding: shards move between hosts under load', () => {
     const before = await rowsOf();
     const versionsBefore = await versionsOf();
     expect(before[0]!.size + before[1]!.size).toBeGreaterThan(20);
+    const metricsBefore = await (await fetch(hosts.h2!.ready.metrics as string)).text();
+    expect(metricsBefore).toMatch(/freshet_actor_up\{[^}]*id="shard-3"[^}]*\} 1/);
     hosts.h3 = await host('h3');
     const move = await placeShards(nats.nc, cluster, { hosts: ['h1', 'h2', 'h3'], timeoutMs: 60_000 });
     log(`moved ${JSON.stringify(move.moved)} in ${move.ms} ms`);
@@ -176,6 +182,14 @@ describe('resharding: shards move between hosts under load', () => {
       expect(after[j]!.size).toBe(before[j]!.size);
       for (const [k, v] of before[j]!) expect(after[j]!.get(k), k).toBe(v);
     }
+
+    // a host's metrics: one set per shard it runs now, a shard that left reads as down
+    const metrics = await (await fetch(hosts.h2!.ready.metrics as string)).text();
+    const gauge = (name: string, id: string) =>
+      Number(new RegExp(`^${name}\\{[^}]*id="${id}"[^}]*\\} (\\S+)$`, 'm').exec(metrics)?.[1]);
+    expect(gauge('freshet_shard_version', 'shard-2')).toBe(versionsBefore[0]);
+    expect(gauge('freshet_actor_up', 'shard-3')).toBe(0);
+    expect(gauge('freshet_actor_up', 'shard-2')).toBe(1);
 
     // the serving node that followed every move scores like one that starts now
     const s1 = await startRole('serving', servingOpts('s1'));

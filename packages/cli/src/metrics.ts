@@ -154,19 +154,34 @@ export function createActorMetrics(opts: {
   if (opts.processMetrics !== false)
     collectDefaultMetrics({ register: registry, prefix: `freshet_${opts.role}_` });
   const m = instruments(registry);
+  let hosted = new Set<string>();
   const refresh = () => {
-    const actor: ActorStatus = {
+    const actor = (id: string, status: Record<string, unknown>): ActorStatus => ({
       role: opts.role,
-      id: opts.id,
+      id,
       cluster: opts.cluster,
-      serviceId: opts.id,
+      serviceId: id,
       version: '',
       started: '',
       metadata: {},
-      status: opts.status(),
+      status,
       endpoints: [],
-    };
-    record(m, actor, opts.cluster);
+    });
+    const status = opts.status();
+    // a shard host: each shard it runs now is a shard of its own (id shard-<n>), as when it
+    // ran as its own process; one that moved away reads as down here
+    if (status.role === 'shard-host' && Array.isArray(status.running)) {
+      const now = new Set<string>();
+      for (const s of status.running as Array<Record<string, unknown>>) {
+        const id = `shard-${String(s.shard)}`;
+        now.add(id);
+        record(m, actor(id, s), opts.cluster);
+      }
+      for (const id of hosted) if (!now.has(id)) m.up.set({ cluster: opts.cluster, role: opts.role, id }, 0);
+      hosted = now;
+      return;
+    }
+    record(m, actor(opts.id, status), opts.cluster);
   };
   const orig = registry.metrics.bind(registry);
   registry.metrics = async () => {
