@@ -62,9 +62,11 @@ async function shardRows(
  * to 2 hosts (2 move again) and the extra hosts stop. Counted as in the fault tests: every event
  * the stream acknowledged is applied exactly once (Σ of the dense example counts of distinct
  * accepted push ids), each shard's version equals the push ids it accepted, nothing is left
- * unacked. Then, quiet: a shard moved to another host serves bit-identical rows (restored from
- * the Object Store alone), and the serving node that followed every move scores like one
- * started afterwards from snapshots.
+ * unacked. Then, quiet: a shard moved to another host (`freshet shard move`) serves
+ * bit-identical rows (restored from the Object Store alone); its host is killed for good, its
+ * lease freed by hand (`freshet shard release --force`, refused while the shard answers) and the
+ * shard moved on, again bit-identical; a host's metrics follow its shards; and the serving node
+ * that followed every move scores like one started afterwards from snapshots.
  */
 describe('resharding: shards move between hosts under load', () => {
   const nats = useNats();
@@ -84,6 +86,21 @@ describe('resharding: shards move between hosts under load', () => {
     const ledger = PushLedger.start(tap, cluster);
     await tap.flush();
 
+    /** `freshet <args> --cluster C --nats URL` as an operator runs it (--json where it has one) */
+    const freshet = (...args: string[]) =>
+      execFileP(
+        process.execPath,
+        [
+          cliMainPath,
+          ...args,
+          '--cluster',
+          cluster,
+          '--nats',
+          nats.url,
+          ...(args[1] === 'release' ? [] : ['--json']),
+        ],
+        { encoding: 'utf8', timeout: 90_000 },
+      );
     const first = await placeShards(nats.nc, cluster, { hosts: ['h1', 'h2'], shards: SHARDS, wait: false });
     expect(first.hosts).toEqual(['h1', 'h1', 'h2', 'h2']);
     const host = (name: string) =>
@@ -139,11 +156,7 @@ describe('resharding: shards move between hosts under load', () => {
     // shrink with the operator's command, while wave 3 is being published and trained
     const wave3 = publishExamples(nats.nc, cluster, 2 * WAVE, WAVE, PARTS);
     // (asynchronously: the test process keeps publishing meanwhile)
-    const cli = await execFileP(
-      process.execPath,
-      [cliMainPath, 'shard', 'place', '--hosts', 'h1,h2', '--cluster', cluster, '--nats', nats.url, '--json'],
-      { encoding: 'utf8', timeout: 90_000 },
-    );
+    const cli = await freshet('shard', 'place', '--hosts', 'h1,h2');
     const shrink = JSON.parse(cli.stdout) as PlaceReport;
     await wave3;
     log(`shrink (freshet shard place): moved ${JSON.stringify(shrink.moved)} in ${shrink.ms} ms`);
@@ -173,15 +186,20 @@ describe('resharding: shards move between hosts under load', () => {
     const metricsBefore = await (await fetch(hosts.h2!.ready.metrics as string)).text();
     expect(metricsBefore).toMatch(/freshet_actor_up\{[^}]*id="shard-3"[^}]*\} 1/);
     hosts.h3 = await host('h3');
-    const move = await placeShards(nats.nc, cluster, { hosts: ['h1', 'h2', 'h3'], timeoutMs: 60_000 });
-    log(`moved ${JSON.stringify(move.moved)} in ${move.ms} ms`);
+    const move = JSON.parse(
+      (await freshet('shard', 'move', '--shard', '3', '--to', 'h3')).stdout,
+    ) as PlaceReport;
+    log(`freshet shard move: ${JSON.stringify(move.moved)} in ${move.ms} ms`);
     expect(move.moved).toEqual([{ shard: 3, from: 'h2', to: 'h3' }]);
-    const after = await rowsOf();
-    expect(await versionsOf()).toEqual(versionsBefore);
-    for (let j = 0; j < 2; j++) {
-      expect(after[j]!.size).toBe(before[j]!.size);
-      for (const [k, v] of before[j]!) expect(after[j]!.get(k), k).toBe(v);
-    }
+    const same = async (what: string) => {
+      const after = await rowsOf();
+      expect(await versionsOf(), what).toEqual(versionsBefore);
+      for (let j = 0; j < 2; j++) {
+        expect(after[j]!.size, what).toBe(before[j]!.size);
+        for (const [k, v] of before[j]!) expect(after[j]!.get(k), `${what}: ${k}`).toBe(v);
+      }
+    };
+    await same('moved to h3');
 
     // a host's metrics: one set per shard it runs now, a shard that left reads as down
     const metrics = await (await fetch(hosts.h2!.ready.metrics as string)).text();
@@ -190,6 +208,29 @@ describe('resharding: shards move between hosts under load', () => {
     expect(gauge('freshet_shard_version', 'shard-2')).toBe(versionsBefore[0]);
     expect(gauge('freshet_actor_up', 'shard-3')).toBe(0);
     expect(gauge('freshet_actor_up', 'shard-2')).toBe(1);
+
+    // h3 lost for good (kill -9, its volume gone): its lease is freed by hand, the shard moves on
+    await expect(freshet('shard', 'release', '--shard', '3', '--force')).rejects.toThrow(/answers/);
+    hosts.h3!.handle.child.kill('SIGKILL');
+    await hosts.h3!.handle.exited;
+    await expect(freshet('shard', 'release', '--shard', '3')).rejects.toThrow(/--force/);
+    expect((await freshet('shard', 'release', '--shard', '3', '--force')).stdout).toContain(
+      'lease of h3 released',
+    );
+    const back = JSON.parse(
+      (await freshet('shard', 'move', '--shard', '3', '--to', 'h2')).stdout,
+    ) as PlaceReport;
+    log(`after losing h3: shard 3 back on h2 in ${back.ms} ms`);
+    await same('restored on h2 from the Object Store after h3 was lost');
+    const where = JSON.parse((await freshet('shard', 'placement')).stdout) as {
+      shards: Array<{ host: string; answers: boolean; lease: { holder: string } }>;
+    };
+    expect(where.shards.map((x) => [x.host, x.lease.holder, x.answers])).toEqual([
+      ['h1', 'h1', true],
+      ['h1', 'h1', true],
+      ['h2', 'h2', true],
+      ['h2', 'h2', true],
+    ]);
 
     // the serving node that followed every move scores like one that starts now
     const s1 = await startRole('serving', servingOpts('s1'));

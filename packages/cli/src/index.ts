@@ -88,6 +88,8 @@ export {
 } from './role-admin.js';
 export {
   placeShards,
+  moveShard,
+  forceReleaseShard,
   shardPlacement,
   type PlaceOptions,
   type PlaceReport,

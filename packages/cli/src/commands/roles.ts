@@ -8,7 +8,12 @@ import type { AdminHandler } from '../role-admin.js';
 import { shardIndexFromEnv } from '../shard-index.js';
 import { shutdownSignal } from '../signals.js';
 import { shardCheckpointsCommand } from './shard-checkpoints.js';
-import { shardPlaceCommand, shardPlacementCommand } from './shard-place.js';
+import {
+  shardMoveCommand,
+  shardPlaceCommand,
+  shardPlacementCommand,
+  shardReleaseCommand,
+} from './shard-place.js';
 
 /**
  * The role processes: `freshet shard|worker|serve --options-json '<json>'`. The options are the
@@ -236,7 +241,9 @@ export const shardCommand = () =>
     )
     .addCommand(shardCheckpointsCommand())
     .addCommand(shardPlaceCommand())
-    .addCommand(shardPlacementCommand());
+    .addCommand(shardMoveCommand())
+    .addCommand(shardPlacementCommand())
+    .addCommand(shardReleaseCommand());
 export const shardHostCommand = roleCommand(
   'shard-host',
   'run a shard host: the shards the cluster placement gives it (docs/resharding.md)',
