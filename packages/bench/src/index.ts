@@ -86,3 +86,4 @@ export {
   type OpeEstimate,
   type PolicyOnLog,
 } from './ope-estimators.js';
+export { runMoveBench, type MoveBenchOptions } from './move-bench.js';

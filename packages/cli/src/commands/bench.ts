@@ -4,6 +4,7 @@ import { resolveDataRef } from '../data-ref.js';
 import { clusterBenchCommand, scalingBenchCommand } from './bench-cluster.js';
 import { driftBenchCommand } from './bench-drift.js';
 import { ftrlBenchCommand } from './bench-ftrl.js';
+import { moveBenchCommand } from './bench-move.js';
 import { opeBenchCommand } from './bench-ope.js';
 import { wireBenchCommand } from './bench-wire.js';
 
@@ -219,6 +220,7 @@ export function benchCommand(): Command {
     .addCommand(wireBenchCommand())
     .addCommand(driftBenchCommand())
     .addCommand(ftrlBenchCommand())
+    .addCommand(moveBenchCommand())
     .addCommand(opeBenchCommand())
     .addCommand(personalizationBench());
 }
