@@ -133,7 +133,11 @@ describe('admin commands on real role processes', () => {
 
   it('drain stops worker, serving node and shard; each process exits 0 and leaves the service API', async () => {
     for (const id of ['worker-0', 'serving-0', 'shard-0']) {
-      const t = await targets(lc.nc, lc.cluster, ['shard', 'worker', 'serving'], id);
+      // discovery listens for a moment: on a loaded machine an answer can miss one round
+      const t = await waitFor(
+        () => targets(lc.nc, lc.cluster, ['shard', 'worker', 'serving'], id).catch(() => null),
+        { timeoutMs: 20_000, message: `${id} discovered` },
+      );
       const [r] = await sendAdmin(lc.nc, lc.cluster, t, 'drain', { timeoutMs: 5000 }, 20_000);
       expect(r, id).toMatchObject({ ok: true, id });
       const proc = lc.processes.find((p) => p.id === id)!;
