@@ -174,7 +174,8 @@ export const pushHeaderSchema = z.object({
     .optional(),
   /**
    * The arrays are weight deltas to add, not gradients (a worker's dense replica flushing what its
-   * own optimizer did): dense tables only, no optimizer step, no staleness policy.
+   * own optimizer did; a warm-start import's rows): dense tensors or embedding rows, no optimizer
+   * step, no staleness policy.
    */
   add: z.literal(true).optional(),
   tables: z.array(z.object({ t: tableId, n: count, dim: z.number().int().min(1) })).max(4096),

@@ -192,21 +192,41 @@ export class ShardCore {
     }
   }
 
-  /** An additive push carries whole dense tables' weight deltas: no rows, no staleness bound. */
+  /**
+   * An additive push carries weight deltas: whole dense tensors (a dense replica's flush), or
+   * embedding rows (a warm-start import: `freshet model import`). No staleness bound: a delta
+   * is not a gradient of some older weights. FTRL tables are refused: their weights are derived
+   * from z and n at every update, so an added delta would be lost at the row's next push.
+   */
   private validateAdd(req: PushRequest): void {
+    let rows = 0;
+    for (const p of req.tables) rows += p.keys.length / 2;
+    if (rows > this.o.maxPushRows) {
+      throw new FreshetError('OVERSIZE', `push of ${rows} rows > limit ${this.o.maxPushRows}`);
+    }
     for (const p of req.tables) {
       const tab = this.table(p.t);
-      if (!tab.dense) {
-        throw new FreshetError(
-          'BAD_REQUEST',
-          `table ${p.t} (${tab.spec.name}): only dense tables take weight deltas`,
-        );
-      }
-      if (p.dim !== tab.spec.dim || p.grads.length !== tab.spec.dim || p.counts.length !== 1) {
-        throw new FreshetError(
-          'WRONG_LENGTH',
-          `table ${p.t}: a weight delta is the whole ${tab.spec.dim}-float tensor`,
-        );
+      if (tab.dense) {
+        if (p.dim !== tab.spec.dim || p.grads.length !== tab.spec.dim || p.counts.length !== 1) {
+          throw new FreshetError(
+            'WRONG_LENGTH',
+            `table ${p.t}: a weight delta is the whole ${tab.spec.dim}-float tensor`,
+          );
+        }
+      } else {
+        if (tab.spec.optimizer.kind === 'ftrl') {
+          throw new FreshetError(
+            'BAD_REQUEST',
+            `table ${p.t} (${tab.spec.name}): FTRL rows take no weight deltas (w follows z and n)`,
+          );
+        }
+        const n = p.keys.length / 2;
+        if (p.dim !== tab.spec.dim || p.grads.length !== n * tab.spec.dim || p.counts.length !== n) {
+          throw new FreshetError(
+            'WRONG_LENGTH',
+            `table ${p.t}: a weight delta is ${tab.spec.dim} floats per row, one count per row`,
+          );
+        }
       }
       this.checkKeys(tab, p.keys);
       checkGradients(p.t, p.grads);

@@ -3,6 +3,7 @@ import { nonNegativeInt, positiveInt as int, positiveNumber as num } from '../cl
 import { resolveDataRef } from '../data-ref.js';
 import { clusterBenchCommand, scalingBenchCommand } from './bench-cluster.js';
 import { driftBenchCommand } from './bench-drift.js';
+import { warmBenchCommand } from './bench-warm.js';
 import { ftrlBenchCommand } from './bench-ftrl.js';
 import { moveBenchCommand } from './bench-move.js';
 import { opeBenchCommand } from './bench-ope.js';
@@ -219,6 +220,7 @@ export function benchCommand(): Command {
     .addCommand(scalingBenchCommand())
     .addCommand(wireBenchCommand())
     .addCommand(driftBenchCommand())
+    .addCommand(warmBenchCommand())
     .addCommand(ftrlBenchCommand())
     .addCommand(moveBenchCommand())
     .addCommand(opeBenchCommand())

@@ -1,9 +1,9 @@
 import type { RowStore } from '../row-store.js';
 
 /**
- * w ← w + Δ: a dense replica's flush. The worker's own optimizer already turned its gradients
- * into Δ, so the shard keeps no optimizer state for it and applies no learning rate; deltas of
- * several workers add up as their updates would have.
+ * w ← w + Δ: a dense replica's flush, or a warm-start import's embedding rows. The sender's own
+ * optimizer already turned its gradients into Δ, so the shard leaves the optimizer state alone
+ * and applies no learning rate; deltas of several workers add up as their updates would have.
  */
 export function addRows(
   store: RowStore,
