@@ -39,6 +39,16 @@ export const clusterBenchOptionsSchema = z
     /** The csv spec file of `csv:` data. */
     spec: z.string().optional(),
     shards: z.number().int().min(1).max(64).default(2),
+    /**
+     * Run the shards on this many shard hosts (docs/resharding.md) instead of one process each;
+     * with `placements`, the number of hosts that run them at equal steps of the first pass.
+     */
+    shardHosts: z.number().int().min(1).max(64).optional(),
+    /**
+     * Host counts the shards are spread over during the throughput phase, at equal fractions of
+     * the examples learned: `[2, 4, 2]` starts on 2 hosts, moves to 4 at 1/3, back to 2 at 2/3.
+     */
+    placements: z.array(z.number().int().min(1).max(64)).min(1).optional(),
     workers: z.number().int().min(1).max(64).default(1),
     serving: z.number().int().min(0).max(64).default(1),
     /** Feedback partitions of the stream. */
@@ -95,7 +105,13 @@ export const clusterBenchOptionsSchema = z
       .min(1000)
       .default(15 * 60_000),
   })
-  .strict();
+  .strict()
+  .refine(
+    (o) =>
+      o.placements === undefined ||
+      (o.shardHosts !== undefined && o.placements.every((n) => n <= o.shardHosts! && n <= o.shards)),
+    { message: 'placements need shardHosts; each at most shardHosts and shards', path: ['placements'] },
+  );
 export type ClusterBenchOptionsInput = z.input<typeof clusterBenchOptionsSchema>;
 export type ClusterBenchOptions = z.infer<typeof clusterBenchOptionsSchema>;
 
@@ -161,6 +177,8 @@ interface PhaseResult {
   /** Learned examples over time (ms since phase start). */
   samples: Array<{ t: number; examples: number }>;
   batches: number;
+  /** Shard moves made during the phase (`placements`). */
+  moves?: Array<{ at_examples: number; hosts: number; moved: number; ms: number }>;
 }
 
 /**
@@ -178,10 +196,33 @@ async function runPhase<A extends BenchActor>(
     countBy: 'handled' | 'examples';
     tag: string;
     deadline: number;
+    /** Host counts to move the shards to at equal fractions of the examples (after the first). */
+    placements?: number[];
   },
   deps: ClusterBenchDeps<A>,
 ): Promise<PhaseResult> {
   const before = (await workerTotals(lc, deps.harness)).totals;
+  // shard moves under load: each starts when its share of the examples is learned
+  const moves: NonNullable<PhaseResult['moves']> = [];
+  let moving: Promise<void> | undefined;
+  let nextMove = 1;
+  const h = deps.harness;
+  const maybeMove = (learned: number) => {
+    const steps = p.placements;
+    if (!steps || !h.place || moving || nextMove >= steps.length) return;
+    if (learned < (nextMove / steps.length) * p.events) return;
+    const hosts = steps[nextMove++]!;
+    moving = h.place(lc, hosts).then(
+      (r) => {
+        moves.push({ at_examples: learned, hosts, moved: r.moved, ms: r.ms });
+        deps.progress?.(`${p.tag}: shards moved to ${hosts} host(s) (${r.moved} moved, ${r.ms} ms)`);
+        moving = undefined;
+      },
+      (e: unknown) => {
+        publishError = e instanceof Error ? e : new Error(String(e));
+      },
+    );
+  };
   const t0 = performance.now();
   let published = 0;
   let publishMs = 0;
@@ -224,6 +265,7 @@ async function runPhase<A extends BenchActor>(
     }
     const t = performance.now() - t0;
     samples.push({ t, examples: totals.examples - before.examples });
+    maybeMove(totals[p.countBy] - before[p.countBy]);
     if (totals.handled !== last.handled || lastChange === 0) lastChange = performance.now();
     last = totals;
     if (publishMs > 0 && totals[p.countBy] - before[p.countBy] >= p.events) break;
@@ -251,7 +293,9 @@ async function runPhase<A extends BenchActor>(
     await sleep(30);
   }
   await publishing;
+  await moving;
   return {
+    moves,
     events: p.events,
     ms: samples[samples.length - 1]!.t,
     publishMs,
@@ -435,7 +479,11 @@ export async function runClusterBench<A extends BenchActor>(
     nats: { embedded: 1 },
     partitions: o.partitions,
     model: modelConfig as Record<string, unknown>,
-    shards: { count: o.shards, ...(o.halfDeltas ? { options: { halfDeltas: true } } : {}) },
+    shards: {
+      count: o.shards,
+      ...(o.shardHosts !== undefined ? { hosts: o.shardHosts } : {}),
+      ...(o.halfDeltas ? { options: { halfDeltas: true } } : {}),
+    },
     workers: {
       count: o.workers,
       options: {
@@ -492,6 +540,12 @@ export async function runClusterBench<A extends BenchActor>(
       await tapNc.flush();
     }
 
+    if (o.placements) {
+      if (!h.place) throw new FreshetError('CONFIG', 'bench cluster: this harness cannot move shards');
+      // where the shards start: not under load
+      const r = await h.place(cl, o.placements[0]!);
+      progress(`shards on ${o.placements[0]} of ${o.shardHosts} host(s) (${r.moved} moved, ${r.ms} ms)`);
+    }
     // Phase 1: throughput (and first-pass progressive quality).
     cpu.mark();
     const events = perPass * o.passes;
@@ -505,6 +559,7 @@ export async function runClusterBench<A extends BenchActor>(
         countBy,
         tag: 'throughput',
         deadline,
+        ...(o.placements ? { placements: o.placements } : {}),
       },
       deps,
     );
@@ -540,6 +595,9 @@ export async function runClusterBench<A extends BenchActor>(
       seed: o.seed,
       fields: (modelConfig.features.fields ?? []).map((f) => `${f.name}:${f.kind}`),
       shards: o.shards,
+      shard_hosts: o.shardHosts ?? null,
+      placements: o.placements ?? null,
+      shard_moves: p1.moves ?? [],
       workers: o.workers,
       serving: o.serving,
       partitions: o.partitions,

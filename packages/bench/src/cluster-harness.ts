@@ -63,4 +63,9 @@ export interface ClusterHarness<A extends BenchActor = BenchActor> {
     backend: string | null;
   };
   servingView(a: A): { freshnessP50Ms: number | null; freshnessP99Ms: number | null };
+  /**
+   * Spreads the shards over shard hosts `h0`… `h<hosts-1>` of a cluster started with shard hosts
+   * and waits until they run there (the CLI's `freshet shard place`); the shards moved and the ms.
+   */
+  place?(lc: BenchCluster<A>, hosts: number): Promise<{ moved: number; ms: number }>;
 }

@@ -1,6 +1,7 @@
 import type { ClusterHarness } from '@freshet/bench';
 import { shardView, servingView, workerView } from './actor-view.js';
-import { compileClusterConfig } from './cluster-config.js';
+import { compileClusterConfig, shardHostNames } from './cluster-config.js';
+import { placeShards } from './commands/shard-place.js';
 import { discoverActors, type ActorStatus } from './discovery.js';
 import { startLocalCluster, type ClusterLog } from './local-cluster.js';
 
@@ -19,6 +20,10 @@ export function localClusterHarness(log?: ClusterLog): ClusterHarness<ActorStatu
         restartOnExit: o.restartOnExit,
       }),
     discover: (nc, o) => discoverActors(nc, o),
+    async place(lc, hosts) {
+      const r = await placeShards(lc.nc, lc.cluster, { hosts: shardHostNames(hosts), timeoutMs: 60_000 });
+      return { moved: r.moved.length, ms: r.ms };
+    },
     shardView,
     workerView,
     servingView,

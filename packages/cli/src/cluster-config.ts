@@ -6,7 +6,8 @@ import { streamOptionsSchema } from '@freshet/client';
 import { modelConfigSchema } from '@freshet/model';
 import { natsOptionsSchema } from '@freshet/nats';
 import { assertClusterName, FreshetError } from '@freshet/protocol';
-import { roleSchemas, type RoleName } from './role-schemas.js';
+import { compileShardHostOptions, type ShardHostOptionsInput } from '@freshet/shard';
+import { roleSchemas, shardHostOptions, type RoleName } from './role-schemas.js';
 
 /**
  * The cluster config format (YAML): one file names the NATS servers, the model, and the count and
@@ -172,6 +173,27 @@ const roleGroupSchema = (defaultCount: number) =>
     .strict()
     .prefault({});
 
+/**
+ * Shards, and optionally the shard hosts that run them (docs/resharding.md): with `hosts: H` the
+ * cluster runs H `freshet shard-host` processes (hosts `h0`…) instead of one process per shard,
+ * and the shards can be moved between them while it runs (`freshet shard place`).
+ */
+const shardGroupSchema = z
+  .object({
+    count: z.number().int().min(0).max(256).default(2),
+    options: z.record(z.string(), z.unknown()).default({}),
+    hosts: z.number().int().min(1).max(256).optional(),
+  })
+  .strict()
+  .refine((g) => g.hosts === undefined || g.hosts <= g.count, {
+    message: 'more shard hosts than shards: a host runs whole shards',
+    path: ['hosts'],
+  })
+  .prefault({});
+
+/** The host names of a config's shard hosts (`h0`, `h1`, …). */
+export const shardHostNames = (n: number): string[] => Array.from({ length: n }, (_, i) => `h${i}`);
+
 export const metricsConfigSchema = z
   .object({
     enabled: z.boolean().default(true),
@@ -228,7 +250,7 @@ export const clusterConfigSchema = z
       .omit({ cluster: true, partitions: true, replicas: true })
       .strict()
       .prefault({}),
-    shards: roleGroupSchema(2),
+    shards: shardGroupSchema,
     workers: roleGroupSchema(1),
     serving: roleGroupSchema(1),
     metrics: metricsConfigSchema,
@@ -244,6 +266,8 @@ export interface ActorPlan {
   index: number;
   /** Options as the role process receives them (`--options-json`), validated by its schema. */
   options: Record<string, unknown>;
+  /** The `freshet` command that runs it when not the role's own (`shard-host`). */
+  command?: string;
 }
 
 /** A validated cluster config: defaults applied, paths resolved, every actor planned. */
@@ -254,7 +278,7 @@ export interface ClusterConfig {
   partitions: number;
   model: Record<string, unknown>;
   stream: Record<string, unknown>;
-  shards: { count: number; options: Record<string, unknown> };
+  shards: { count: number; options: Record<string, unknown>; hosts?: number | undefined };
   workers: { count: number; options: Record<string, unknown> };
   serving: { count: number; options: Record<string, unknown> };
   metrics: z.infer<typeof metricsConfigSchema>;
@@ -379,6 +403,10 @@ export function clientTls(
 export function planActors(cfg: ClusterConfig, urls: string[]): ActorPlan[] {
   const plans: ActorPlan[] = [];
   for (const role of ['shard', 'worker', 'serving'] as const) {
+    if (role === 'shard' && cfg.shards.hosts !== undefined) {
+      for (let i = 0; i < cfg.shards.hosts; i++) plans.push(planShardHost(cfg, i, urls));
+      continue;
+    }
     for (let i = 0; i < groupOf(cfg, role).count; i++) plans.push(planActor(cfg, role, i, urls));
   }
   return plans;
@@ -409,6 +437,25 @@ export function planActor(cfg: ClusterConfig, role: RoleName, index: number, url
     throw new FreshetError('CONFIG', formatZodError(r.error, `${cfg.source} (${role}s.options for ${id})`));
   }
   return { role, id, index, options: raw };
+}
+
+/** Shard host `h<index>`: it runs the shards the placement gives it (docs/resharding.md). */
+export function planShardHost(cfg: ClusterConfig, index: number, urls: string[]): ActorPlan {
+  const id = `shard-host-${index}`;
+  const raw = shardHostOptions({
+    cfg,
+    role: 'shard',
+    index,
+    id,
+    nats: actorNats(cfg, urls),
+    options: cfg.shards.options,
+  });
+  try {
+    compileShardHostOptions(raw as ShardHostOptionsInput);
+  } catch (e) {
+    throw new FreshetError('CONFIG', `${cfg.source} (shards.options for ${id}): ${(e as Error).message}`);
+  }
+  return { role: 'shard', id, index, options: raw, command: 'shard-host' };
 }
 
 /** The config as YAML with defaults applied (for `freshet config show`). */

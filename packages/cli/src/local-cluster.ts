@@ -21,8 +21,10 @@ import {
   planActors,
   type ActorPlan,
   type ClusterConfig,
+  shardHostNames,
 } from './cluster-config.js';
 import { clusterStreamOptions } from './cluster-init.js';
+import { placeShards } from './commands/shard-place.js';
 import { discoverActors, str, type ActorStatus } from './discovery.js';
 import { generateNatsAuth, tlsBlock, writeAuthFiles, type GeneratedAuth } from './nats-auth.js';
 import { privateDir } from './private-files.js';
@@ -72,7 +74,7 @@ export interface LocalClusterOptions {
 
 /** The default command line of a role process (after `node`). */
 export function roleNodeArgs(plan: ActorPlan): string[] {
-  const command = plan.role === 'serving' ? 'serve' : plan.role;
+  const command = plan.command ?? (plan.role === 'serving' ? 'serve' : plan.role);
   return [cliMainPath, command, '--options-json', JSON.stringify(plan.options)];
 }
 
@@ -389,6 +391,15 @@ export async function startLocalCluster(
       { cluster: config.cluster, partitions: config.partitions, replicas: config.nats.replicas },
       'feedback stream ready',
     );
+    if (config.shards.hosts !== undefined) {
+      // the first start spreads the shards over the hosts; a restart moves none (it is balanced)
+      const placed = await placeShards(nc, config.cluster, {
+        hosts: shardHostNames(config.shards.hosts),
+        shards: config.shards.count,
+        wait: false,
+      });
+      log.info({ cluster: config.cluster, epoch: placed.epoch, hosts: placed.hosts }, 'shard placement');
+    }
 
     actorUrls = urls;
     byEnvOptions = byEnv;

@@ -48,6 +48,17 @@ function modelSpecOf(model: Record<string, unknown>): unknown {
   return spec;
 }
 
+/** A shard host's options: each shard it runs gets the group's options and the table spec. */
+export function shardHostOptions(ctx: RoleBuildContext): Record<string, unknown> {
+  return {
+    cluster: ctx.cfg.cluster,
+    nats: ctx.nats,
+    host: `h${ctx.index}`,
+    dataDir: `${ctx.cfg.dataDir}/${ctx.id}`,
+    shard: { ...ctx.options, model: modelSpecOf(ctx.cfg.model) },
+  };
+}
+
 /** One adapter per role, mapping the cluster config onto that role's options. */
 export const roleSchemas: Record<RoleName, RoleAdapter> = {
   shard: {

@@ -2,7 +2,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FreshetError } from '@freshet/protocol';
 import { Command, InvalidArgumentError } from 'commander';
-import { nonNegativeInt as int, positiveNumber as num, repoRoot } from '../cli-args.js';
+import { intList, nonNegativeInt as int, positiveNumber as num, repoRoot } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
 import { busInput, withBusFlags, type BusFlags } from './bus-flags.js';
 
@@ -29,6 +29,8 @@ interface ClusterFlags extends BusFlags {
   dim: number;
   window?: number;
   shards: number;
+  shardHosts?: number;
+  placements?: number[];
   workers: number;
   serving: number;
   rate?: number;
@@ -56,7 +58,13 @@ export function clusterBenchCommand(): Command {
         'criteo:PATH | movielens:PATH | obd:PATH | csv:PATH (with --spec) | synthetic[:k=v,...]',
       )
       .option('--spec <file>', 'column mapping for csv: data (JSON; see packages/client/README.md)')
-      .option('--shards <n>', 'shard processes', int, 2)
+      .option('--shards <n>', 'shards', int, 2)
+      .option('--shard-hosts <n>', 'run the shards on this many shard hosts (docs/resharding.md)', int)
+      .option(
+        '--placements <list>',
+        'host counts the shards move over at equal steps of the run, e.g. 2,4,2 (needs --shard-hosts)',
+        (v) => intList(v, 1),
+      )
       .option('--workers <n>', 'worker processes', int, 1)
       .option('--serving <n>', 'serving processes', int, 1)
       .option(
@@ -97,6 +105,8 @@ export function clusterBenchCommand(): Command {
         {
           data: resolveDataRef(o.data, process.env),
           shards: o.shards,
+          ...(o.shardHosts !== undefined ? { shardHosts: o.shardHosts } : {}),
+          ...(o.placements !== undefined ? { placements: o.placements } : {}),
           workers: o.workers,
           serving: o.serving,
           passes: o.passes,
