@@ -174,25 +174,36 @@ const roleGroupSchema = (defaultCount: number) =>
     .prefault({});
 
 /**
- * Shards, and optionally the shard hosts that run them (docs/resharding.md): with `hosts: H` the
- * cluster runs H `freshet shard-host` processes (hosts `h0`…) instead of one process per shard,
- * and the shards can be moved between them while it runs (`freshet shard place`).
+ * Shards, and optionally the shard hosts that run them (docs/resharding.md): with `hosts` the
+ * cluster runs shard hosts instead of one process per shard, and the shards can be moved
+ * between them while it runs (`freshet shard place`). A number H names them `h0`… `h<H-1>` (the
+ * local cluster starts them); a list names them as they are elsewhere (a StatefulSet's pods).
  */
 const shardGroupSchema = z
   .object({
     count: z.number().int().min(0).max(256).default(2),
     options: z.record(z.string(), z.unknown()).default({}),
-    hosts: z.number().int().min(1).max(256).optional(),
+    hosts: z
+      .union([
+        z.number().int().min(1).max(256),
+        z
+          .array(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'a host name is 1-64 letters, digits, - or _'))
+          .min(1)
+          .refine((h) => new Set(h).size === h.length, 'a host is named twice'),
+      ])
+      .optional(),
   })
   .strict()
-  .refine((g) => g.hosts === undefined || g.hosts <= g.count, {
+  .refine((g) => g.hosts === undefined || shardHostNames(g.hosts).length <= g.count, {
     message: 'more shard hosts than shards: a host runs whole shards',
     path: ['hosts'],
   })
   .prefault({});
 
-/** The host names of a config's shard hosts (`h0`, `h1`, …). */
-export const shardHostNames = (n: number): string[] => Array.from({ length: n }, (_, i) => `h${i}`);
+/** The names of a config's shard hosts: `h0`… for a count, else the names given. */
+export function shardHostNames(hosts: number | string[]): string[] {
+  return typeof hosts === 'number' ? Array.from({ length: hosts }, (_, i) => `h${i}`) : hosts;
+}
 
 export const metricsConfigSchema = z
   .object({
@@ -278,7 +289,7 @@ export interface ClusterConfig {
   partitions: number;
   model: Record<string, unknown>;
   stream: Record<string, unknown>;
-  shards: { count: number; options: Record<string, unknown>; hosts?: number | undefined };
+  shards: { count: number; options: Record<string, unknown>; hosts?: number | string[] | undefined };
   workers: { count: number; options: Record<string, unknown> };
   serving: { count: number; options: Record<string, unknown> };
   metrics: z.infer<typeof metricsConfigSchema>;
@@ -404,7 +415,8 @@ export function planActors(cfg: ClusterConfig, urls: string[]): ActorPlan[] {
   const plans: ActorPlan[] = [];
   for (const role of ['shard', 'worker', 'serving'] as const) {
     if (role === 'shard' && cfg.shards.hosts !== undefined) {
-      for (let i = 0; i < cfg.shards.hosts; i++) plans.push(planShardHost(cfg, i, urls));
+      const names = shardHostNames(cfg.shards.hosts);
+      for (let i = 0; i < names.length; i++) plans.push(planShardHost(cfg, i, urls));
       continue;
     }
     for (let i = 0; i < groupOf(cfg, role).count; i++) plans.push(planActor(cfg, role, i, urls));
@@ -439,10 +451,11 @@ export function planActor(cfg: ClusterConfig, role: RoleName, index: number, url
   return { role, id, index, options: raw };
 }
 
-/** Shard host `h<index>`: it runs the shards the placement gives it (docs/resharding.md). */
+/** Shard host number `index`: it runs the shards the placement gives it (docs/resharding.md). */
 export function planShardHost(cfg: ClusterConfig, index: number, urls: string[]): ActorPlan {
   const id = `shard-host-${index}`;
-  const raw = shardHostOptions({
+  const host = shardHostNames(cfg.shards.hosts ?? 0)[index]!;
+  const raw = shardHostOptions(host, {
     cfg,
     role: 'shard',
     index,

@@ -5,11 +5,15 @@ import { FreshetError, subjects, type ModelSpec } from '@freshet/protocol';
 import {
   modelSpecConflicts,
   modelSpecKey,
+  placementKey,
+  placementKv,
   readModelSpec,
+  readPlacement,
   sameModelSpec,
   writeModelSpec,
 } from '@freshet/nats';
-import type { ClusterConfig } from './cluster-config.js';
+import { shardHostNames, type ClusterConfig } from './cluster-config.js';
+import { placeShards } from './commands/shard-place.js';
 
 /**
  * What a cluster needs in NATS before its roles can run: the feedback and dead-letter streams,
@@ -28,6 +32,8 @@ export interface InitReport {
   deadLetterStream: { name: string; result: Ensured };
   kvBucket: { name: string; result: Ensured };
   modelSpec: { key: string; result: Ensured };
+  /** With shard hosts (`shards.hosts`): the first placement, written once (moves are `shard place`'s). */
+  placement?: { key: string; result: Ensured; epoch: number };
 }
 
 /** The feedback stream options of a cluster config (partitions and replicas from the config). */
@@ -66,6 +72,12 @@ export async function initCluster(nc: NatsConnection, cfg: ClusterConfig): Promi
   if (stored.state === 'present') {
     conflicts.push(...modelSpecConflicts(stored.spec, wanted).map((c) => `model spec ${c}`));
   }
+  const placed = await readPlacement(await placementKv(nc, cfg.cluster)).catch(() => undefined);
+  if (placed && placed.value.hosts.length !== cfg.shards.count) {
+    conflicts.push(
+      `shards: the placement has ${placed.value.hosts.length}, the config says ${cfg.shards.count}`,
+    );
+  }
   if (conflicts.length > 0) {
     throw new FreshetError(
       'CONFIG',
@@ -81,7 +93,30 @@ export async function initCluster(nc: NatsConnection, cfg: ClusterConfig): Promi
     await writeModelSpec(nc, cfg.cluster, wanted);
     model = stored.state === 'missing' ? 'created' : 'updated';
   }
-  const results = [topology.feedback, topology.deadLetter, topology.kv, model];
+  // the first placement only: re-running init must not undo the moves made since
+  let placement: InitReport['placement'];
+  if (cfg.shards.hosts !== undefined) {
+    placement = placed
+      ? { key: placementKey, result: 'unchanged', epoch: placed.value.epoch }
+      : {
+          key: placementKey,
+          result: 'created',
+          epoch: (
+            await placeShards(nc, cfg.cluster, {
+              hosts: shardHostNames(cfg.shards.hosts),
+              shards: cfg.shards.count,
+              wait: false,
+            })
+          ).epoch,
+        };
+  }
+  const results = [
+    topology.feedback,
+    topology.deadLetter,
+    topology.kv,
+    model,
+    placement?.result ?? 'unchanged',
+  ];
   return {
     cluster: cfg.cluster,
     changed: results.some((r) => r !== 'unchanged'),
@@ -89,5 +124,6 @@ export async function initCluster(nc: NatsConnection, cfg: ClusterConfig): Promi
     deadLetterStream: { name: topology.deadLetterStream, result: topology.deadLetter },
     kvBucket: { name: s.kvBucket, result: topology.kv },
     modelSpec: { key: modelSpecKey, result: model },
+    ...(placement ? { placement } : {}),
   };
 }

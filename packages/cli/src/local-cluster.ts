@@ -6,6 +6,8 @@ import type { NatsConnection } from 'nats';
 import {
   connectNats,
   issueRouteCerts,
+  placementKv,
+  readPlacement,
   startNatsCluster,
   startNatsServer,
   type NatsClusterHandle,
@@ -392,13 +394,16 @@ export async function startLocalCluster(
       'feedback stream ready',
     );
     if (config.shards.hosts !== undefined) {
-      // the first start spreads the shards over the hosts; a restart moves none (it is balanced)
-      const placed = await placeShards(nc, config.cluster, {
-        hosts: shardHostNames(config.shards.hosts),
-        shards: config.shards.count,
-        wait: false,
-      });
-      log.info({ cluster: config.cluster, epoch: placed.epoch, hosts: placed.hosts }, 'shard placement');
+      // the first start spreads the shards over the hosts; a restart keeps where they were moved
+      const placed = await readPlacement(await placementKv(nc, config.cluster));
+      const p =
+        placed?.value ??
+        (await placeShards(nc, config.cluster, {
+          hosts: shardHostNames(config.shards.hosts),
+          shards: config.shards.count,
+          wait: false,
+        }));
+      log.info({ cluster: config.cluster, epoch: p.epoch, hosts: p.hosts }, 'shard placement');
     }
 
     actorUrls = urls;

@@ -49,11 +49,11 @@ function modelSpecOf(model: Record<string, unknown>): unknown {
 }
 
 /** A shard host's options: each shard it runs gets the group's options and the table spec. */
-export function shardHostOptions(ctx: RoleBuildContext): Record<string, unknown> {
+export function shardHostOptions(host: string, ctx: RoleBuildContext): Record<string, unknown> {
   return {
     cluster: ctx.cfg.cluster,
     nats: ctx.nats,
-    host: `h${ctx.index}`,
+    host,
     dataDir: `${ctx.cfg.dataDir}/${ctx.id}`,
     shard: { ...ctx.options, model: modelSpecOf(ctx.cfg.model) },
   };

@@ -6,12 +6,13 @@ import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { streamPartitions } from '@freshet/client';
 import { createModel } from '@freshet/model';
-import { readModelSpec } from '@freshet/nats';
+import { placementKv, readModelSpec, readPlacement } from '@freshet/nats';
 import { shardStatusSubject, subjects } from '@freshet/protocol';
 import { Shard } from '@freshet/shard';
 import { Worker } from '@freshet/worker';
 import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
 import { defaultModel } from '../src/cluster-config.js';
+import { placeShards } from '../src/commands/shard-place.js';
 import { cliMainPath } from '../src/local-cluster.js';
 
 // `freshet init` against a real nats-server, through the built CLI as an operator runs it: it
@@ -104,6 +105,31 @@ describe('freshet init', () => {
     const third = await init(file);
     expect(third.stdout).toMatch(/already initialised, nothing to do/);
     expect(await snapshot(cluster)).toEqual(before);
+  });
+
+  it('with shard hosts, writes the first placement once; a re-run keeps the moves made since', async () => {
+    const cluster = clusterName();
+    const file = writeConfig(cluster, { shards: { count: 4, hosts: ['shard-0', 'shard-1'] } });
+    const first = await init(file, '--json');
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout)).toMatchObject({
+      placement: { key: 'shard-placement', result: 'created', epoch: 1 },
+    });
+    const kv = await placementKv(nats.nc, cluster);
+    expect((await readPlacement(kv))!.value.hosts).toEqual(['shard-0', 'shard-0', 'shard-1', 'shard-1']);
+    // an operator moves a shard; init again must not move it back
+    await placeShards(nats.nc, cluster, { hosts: ['shard-0', 'shard-1', 'shard-2'], wait: false });
+    const again = await init(file, '--json');
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({
+      changed: false,
+      placement: { result: 'unchanged', epoch: 2 },
+    });
+    expect((await readPlacement(kv))!.value.hosts).toEqual(['shard-0', 'shard-0', 'shard-1', 'shard-2']);
+    // the shard count is fixed: a config with another one is refused
+    const other = await init(writeConfig(cluster, { shards: { count: 8, hosts: 2 } }));
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(/shards: the placement has 4, the config says 8/);
   });
 
   it('refuses another partition count or table layout with a CONFIG error naming it, and changes nothing', async () => {

@@ -57,6 +57,15 @@ function describe(r: InitReport): string {
     ['dead-letter stream', r.deadLetterStream.name, r.deadLetterStream.result],
     ['KV bucket', r.kvBucket.name, r.kvBucket.result],
     ['model spec', `${r.kvBucket.name}/${r.modelSpec.key}`, r.modelSpec.result],
+    ...(r.placement
+      ? [
+          ['shard placement', `${r.kvBucket.name}/${r.placement.key}`, r.placement.result] as [
+            string,
+            string,
+            string,
+          ],
+        ]
+      : []),
   ];
   const lines = rows.map(([what, name, result]) => `  ${what.padEnd(18)} ${name.padEnd(28)} ${result}`);
   const head = r.changed
