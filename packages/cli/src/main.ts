@@ -11,6 +11,7 @@ const single: Record<string, () => Promise<() => Command>> = {
   status: () => import('./commands/status.js').then((m) => m.statusCommand),
   checkpoint: () => import('./commands/checkpoint.js').then((m) => m.checkpointCommand),
   restore: () => import('./commands/restore.js').then((m) => m.restoreCommand),
+  model: () => import('./commands/model.js').then((m) => m.modelCommand),
   drain: () => import('./commands/drain.js').then((m) => m.drainCommand),
   dlq: () => import('./commands/dlq.js').then((m) => m.dlqCommand),
   user: () => import('./commands/user-forget.js').then((m) => m.userCommand),

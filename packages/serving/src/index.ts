@@ -46,3 +46,10 @@ export {
   type ScorerKind,
 } from './scorer.js';
 export { explorationSchema, exploreRanking, type Exploration, type ExploredRanking } from './exploration.js';
+export {
+  ModelPinFollower,
+  modelPinKey,
+  modelPinSchema,
+  type ModelPin,
+  type ModelPinFollowerOptions,
+} from './model-pin.js';

@@ -51,7 +51,7 @@ export type ReplicaEvent =
   | {
       kind: 'resync';
       shard: number;
-      reason: 'gap' | 'restart' | 'bad-delta' | 'overflow' | 'reconnect';
+      reason: 'gap' | 'restart' | 'bad-delta' | 'overflow' | 'reconnect' | 'unpin';
       expected: number;
       got: number;
     }
@@ -99,6 +99,8 @@ export interface ReplicaStats {
   freshness: { p50: number; p99: number; count: number };
   /** eventTs later than the local clock (clock skew), counted as 0 ms. */
   futureEvents: number;
+  /** Deltas left unapplied while pinned (see {@link Replica.pin}). */
+  deltasHeld: number;
 }
 
 /**
@@ -135,7 +137,10 @@ export class Replica {
   private drainScheduled = false;
   private st: ReplicaState = 'idle';
   private readyWaiters: (() => void)[] = [];
+  /** Pinned: the served weights stay as they are; resolves the waiting resyncs when unpinned. */
+  private pinned: { released: Promise<void>; release: () => void } | undefined;
   private counters = {
+    deltasHeld: 0,
     resyncs: 0,
     deltasApplied: 0,
     deltasIgnored: 0,
@@ -261,6 +266,41 @@ export class Replica {
     this.cursor = undefined;
     this.wakeReady();
     await Promise.allSettled([...this.syncs]);
+  }
+
+  /**
+   * Pins the served weights (`freshet model` guard, docs/model-versions.md): deltas are counted
+   * and dropped, and a resync that completes meanwhile waits before swapping its tables in, so
+   * scores stay exactly those of the weights held now. {@link unpin} resyncs every shard.
+   */
+  pin(): void {
+    if (this.pinned) return;
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    this.pinned = { released, release };
+    // a part-applied head delta is finished (its rows carry whole values): nothing half-written
+    if (this.cursor) {
+      const d = this.queue.shift()!;
+      this.applyRows(this.shards[d.shard]!, this.shards[d.shard]!.tables, d, this.cursor, Infinity);
+      this.cursor = undefined;
+      this.finish(this.shards[d.shard]!, d);
+    }
+    this.counters.deltasHeld += this.queue.length;
+    this.queue = [];
+  }
+
+  /** Follows the shards again from fresh snapshots (the deltas dropped while pinned are gone). */
+  unpin(): void {
+    const p = this.pinned;
+    if (!p) return;
+    this.pinned = undefined;
+    p.release();
+    if (this.st !== 'running') return;
+    for (let s = 0; s < this.nShards; s++) this.startResync(s, 'unpin', 0, 0);
+  }
+
+  get isPinned(): boolean {
+    return this.pinned !== undefined;
   }
 
   // ------------------------------------------------------------------ reads
@@ -390,6 +430,10 @@ export class Replica {
       return;
     }
     const s = this.shards[d.shard]!;
+    if (this.pinned && s.synced) {
+      this.counters.deltasHeld++;
+      return;
+    }
     if (s.syncing) {
       this.bufferDelta(s, d);
       return;
@@ -521,7 +565,7 @@ export class Replica {
 
   private startResync(
     shard: number,
-    reason: 'gap' | 'restart' | 'bad-delta' | 'overflow' | 'reconnect',
+    reason: 'gap' | 'restart' | 'bad-delta' | 'overflow' | 'reconnect' | 'unpin',
     expected: number,
     got: number,
     first?: Delta,
@@ -554,8 +598,14 @@ export class Replica {
     while (this.st === 'running') {
       const t0 = this.now();
       try {
+        // pinned: a shard that already serves keeps its tables until unpinned (then re-read)
+        if (this.pinned && s.synced) {
+          await Promise.race([this.pinned.released, sleep(60_000, this.abort.signal)]);
+          continue;
+        }
         const snap = await this.snapshot(shard);
         if (this.st !== 'running') return;
+        if (this.pinned && s.synced) continue;
         if (s.overflow) {
           s.overflow = false;
           s.buffer = [];
@@ -584,7 +634,8 @@ export class Replica {
         for (const d of pending) this.apply(target, snap.tables, d);
         s.tables = snap.tables;
         s.seq = target.seq;
-        s.version = Math.max(target.version, s.version);
+        // the snapshot's version is the shard's now: lower after a rollback (docs/model-versions.md)
+        s.version = target.version;
         s.lastDeltaTs = target.lastDeltaTs;
         s.applied += target.applied;
         s.stamp++;

@@ -27,6 +27,7 @@ import { exploreRanking, type Exploration } from './exploration.js';
 import { WindowedHistogram } from './histogram.js';
 import { RateMeter } from './rate-meter.js';
 import { Replica, type ReplicaEvent, type ReplicaStats } from './replica.js';
+import { ModelPinFollower, type ModelPin } from './model-pin.js';
 import { createScorer, type Scorer, type ScorerKind } from './scorer.js';
 import { compileServingOptions, type ServingOptions, type ServingOptionsInput } from './serving-options.js';
 
@@ -66,6 +67,8 @@ export interface ServingStatus {
   replica: ReplicaStats;
   /** Workers' statistics of standardised columns in use (null: the model has none). */
   encoderStats: EncoderStatsView | null;
+  /** Set while the model is pinned (docs/model-versions.md): why, and since when. */
+  pinned: ModelPin | null;
 }
 
 interface Outcome {
@@ -98,6 +101,7 @@ export class ServingNode implements ProcessActor {
   private rep: Replica | undefined;
   private scorer: Scorer | undefined;
   private encoderStats: EncoderStatsFollower | undefined;
+  private pin: ModelPinFollower | undefined;
   private app: FastifyInstance | undefined;
   private service: Service | undefined;
   private url: string | null = null;
@@ -197,6 +201,14 @@ export class ServingNode implements ProcessActor {
         await this.encoderStats.start();
       }
       await this.rep.start();
+      const rep = this.rep;
+      this.pin = new ModelPinFollower(this.nc, {
+        cluster: o.cluster,
+        pin: () => rep.pin(),
+        unpin: () => rep.unpin(),
+        log: this.log,
+      });
+      await this.pin.start();
       if (o.http.enabled) await this.startHttp();
       await this.startService();
       this.log('info', 'serving node listening', { id: o.id, http: this.url, scorer: this.scorer.kind });
@@ -223,6 +235,7 @@ export class ServingNode implements ProcessActor {
     this.lifetime.abort();
     await this.service?.stop().catch(() => undefined);
     await this.app?.close().catch(() => undefined);
+    await this.pin?.stop();
     await this.rep?.stop();
     await this.encoderStats?.stop();
     if (this.ownsNc && this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
@@ -253,6 +266,7 @@ export class ServingNode implements ProcessActor {
       http: this.url,
       replica: r ?? emptyReplicaStats(),
       encoderStats: this.encoderStats ? { ...this.encoderStats.view } : null,
+      pinned: this.pin?.current ?? null,
     };
   }
 
@@ -277,6 +291,17 @@ export class ServingNode implements ProcessActor {
       ) +
       counter('freshet_serving_requests_total', 'score and rank requests', Object.entries(s.requests)) +
       gauge('freshet_serving_resyncs', 'shard resyncs since start', s.replica.resyncs) +
+      gauge(
+        'freshet_serving_pinned',
+        '1 while the model is pinned (docs/model-versions.md)',
+        s.pinned ? 1 : 0,
+      ) +
+      gauge(
+        'freshet_serving_pinned_since_seconds',
+        'when the pin began (unix seconds; 0 when not pinned)',
+        s.pinned ? Math.floor(s.pinned.since / 1000) : 0,
+      ) +
+      gauge('freshet_serving_deltas_held', 'deltas left unapplied while pinned', s.replica.deltasHeld) +
       this.rep!.freshness.cumulative.prometheus(
         'freshet_serving_freshness_milliseconds',
         'event publication to update applied on this node',
@@ -535,6 +560,7 @@ function emptyReplicaStats(): ReplicaStats {
     freshestAgeMs: null,
     freshness: { p50: 0, p99: 0, count: 0 },
     futureEvents: 0,
+    deltasHeld: 0,
   };
 }
 

@@ -91,6 +91,17 @@ export interface CheckpointObject extends StoredCheckpoint {
   model: string;
   /** When the upload finished (the object's mtime). */
   uploadedAt: string;
+  /** Model tags holding it (`freshet model tag`): kept whatever `keep` says. */
+  tags: string[];
+}
+
+/** The metadata field listing the model tags that hold a checkpoint (comma-separated names). */
+export const TAGS_FIELD = 'tags';
+
+/** The tag names in an object's metadata. */
+export function tagsOf(info: Pick<ObjectRecord, 'metadata'>): string[] {
+  const v = info.metadata?.[TAGS_FIELD] ?? '';
+  return v ? v.split(',').filter(Boolean) : [];
 }
 
 const num = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined);
@@ -144,6 +155,7 @@ export function describeObject(info: ObjectRecord): CheckpointObject | undefined
     shards: fields.shards ?? 0,
     model: m.model ?? '',
     uploadedAt: info.mtime,
+    tags: tagsOf(info),
     ...(problem ? { problem } : {}),
   };
 }
@@ -347,6 +359,27 @@ export class ObjectBucket {
     if (old && !old.deleted && old.nuid !== id) await this.purgeChunks(old.nuid).catch(() => undefined);
   }
 
+  /**
+   * Adds or removes model tags on an object (its info record is rewritten; the chunks stay).
+   * Returns the tags it has after, or undefined when the object is gone (deleted meanwhile).
+   */
+  async retag(
+    name: string,
+    add: readonly string[],
+    remove: readonly string[] = [],
+  ): Promise<string[] | undefined> {
+    const r = await this.info(name);
+    if (!r || r.deleted) return undefined;
+    const tags = new Set(tagsOf(r));
+    for (const t of add) tags.add(t);
+    for (const t of remove) tags.delete(t);
+    const metadata = { ...(r.metadata ?? {}) };
+    if (tags.size > 0) metadata[TAGS_FIELD] = [...tags].sort().join(',');
+    else delete metadata[TAGS_FIELD];
+    await this.writeRecord({ ...r, metadata });
+    return [...tags].sort();
+  }
+
   /** Deletes an object: a deleted record replaces its info, then its chunks are purged. */
   async delete(name: string): Promise<void> {
     const r = await this.info(name);
@@ -500,6 +533,14 @@ export class ObjectStoreCheckpoints implements CheckpointStore {
     const name = checkpointObjectName(o.shard, segment);
     const have = await this.bucket.info(name);
     // already there (a restart uploads the newest local checkpoint again otherwise)
+    // a tagged object is never replaced: its bytes are what the tag promises (a rollback continues
+    // at a later segment, so the same name with other bytes is not expected)
+    if (have && !have.deleted && tagsOf(have).length > 0 && have.metadata?.sha256 !== info.sha256) {
+      throw new FreshetError(
+        'CONFIG',
+        `${name} is held by model tag(s) ${tagsOf(have).join(', ')} with other contents; not replaced`,
+      );
+    }
     if (!have || have.deleted || have.metadata?.sha256 !== info.sha256) {
       await this.bucket.put(
         {
@@ -533,12 +574,19 @@ export class ObjectStoreCheckpoints implements CheckpointStore {
 
   /**
    * Deletes this shard's checkpoints beyond the newest `keep`, and the log segments the newest
-   * checkpoint covers; returns their names.
+   * checkpoint covers; returns their names. Checkpoints held by a model tag are neither deleted
+   * nor counted in `keep`.
    */
   async prune(): Promise<string[]> {
     const mine = (await listCheckpointObjects(this.bucket)).filter((c) => c.shard === this.o.shard);
     const newest = mine[0]?.segment ?? 0;
-    const old = mine.slice(this.o.keep).map((c) => c.name);
+    const untagged = mine.filter((c) => c.tags.length === 0);
+    // the listing may predate a tag written meanwhile: each is checked again just before it goes
+    const old: string[] = [];
+    for (const c of untagged.slice(this.o.keep)) {
+      const r = await this.bucket.info(c.name);
+      if (r && !r.deleted && tagsOf(r).length === 0) old.push(c.name);
+    }
     for (const s of await this.listSegments()) if (s.segment <= newest) old.push(s.name);
     for (const name of old) await this.bucket.delete(name);
     return old;

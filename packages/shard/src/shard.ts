@@ -1,4 +1,6 @@
 import { chmodSync, mkdirSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { NatsConnection, Service, Subscription } from 'nats';
 import { z } from 'zod';
 import {
@@ -16,6 +18,7 @@ import {
   decodePull,
   decodePush,
   decodeSnapshotRequest,
+  encodeDelta,
   encodePullReply,
   encodePush,
   encodePushReply,
@@ -28,7 +31,13 @@ import {
   type ModelSpec,
   type ShardStatus,
 } from '@freshet/protocol';
-import { beginCheckpoint, loadCheckpoint, writeCheckpoint } from './checkpoint.js';
+import {
+  beginCheckpoint,
+  installCheckpoint,
+  listCheckpoints,
+  loadCheckpoint,
+  writeCheckpoint,
+} from './checkpoint.js';
 import { CheckpointUploader, isFreshDataDir, restoreFromStore } from './checkpoint-store.js';
 import { ObjectStoreCheckpoints } from './object-store-checkpoints.js';
 import { DeltaPublisher } from './delta-publisher.js';
@@ -46,6 +55,9 @@ import { listSegments, replayWal, truncateWal, Wal } from './wal.js';
 export function aligned(data: Uint8Array): Uint8Array {
   return data.byteOffset % 4 === 0 ? data : new Uint8Array(data);
 }
+
+/** A restore's `checkpoint` naming an object of the Object Store (a rollback). */
+export const OBJECT_STORE_PREFIX = 'object-store:';
 
 const clockMessageSchema = z.object({ clock: z.number().int().min(0) });
 
@@ -636,6 +648,9 @@ export class Shard implements ProcessActor {
    * `checkpoint` names the checkpoint to load (`checkpoint-<segment>`, its file name, or the
    * segment number); only the newest exists (older ones are deleted once a newer one is
    * written, and the log before it is truncated), so any other name is a CONFIG error.
+   *
+   * `object-store:<object name>` (`freshet model rollback`, docs/model-versions.md) loads an
+   * older checkpoint of this shard from the Object Store instead: see {@link rollBack}.
    */
   reload(checkpoint?: string): Promise<RestoreInfo & { versionBefore: number }> {
     if (this.reloading) return Promise.reject(new FreshetError('OVERLOADED', 'a restore is in progress'));
@@ -644,6 +659,9 @@ export class Shard implements ProcessActor {
   }
 
   private async doReload(checkpoint?: string): Promise<RestoreInfo & { versionBefore: number }> {
+    if (checkpoint?.startsWith(OBJECT_STORE_PREFIX)) {
+      return this.rollBack(checkpoint.slice(OBJECT_STORE_PREFIX.length));
+    }
     const o = this.options;
     const dir = o.dataDir;
     if (!dir || !this.wal) {
@@ -694,6 +712,110 @@ export class Shard implements ProcessActor {
       this.maint = setInterval(() => this.maintain(), o.maintenanceIntervalMs);
     });
     this.log('info', 'restored', { versionBefore, version: this.core.version });
+    return { ...this.restore!, versionBefore };
+  }
+
+  /**
+   * Rolls the state back to an older checkpoint of this shard in the Object Store (object
+   * `name`, e.g. one a model tag holds), while the process runs. The object is fetched and
+   * verified first (the shard keeps serving meanwhile); then, as in a restore, requests stop,
+   * the last delta goes out and the log closes. The old state becomes a new checkpoint at a
+   * segment after every one written so far, and the log before it is dropped: what was learned
+   * after the old checkpoint is gone from this shard (a crash or a move restores the rolled-back
+   * state, and the store's newest checkpoint is the rolled-back one once uploaded), and later
+   * checkpoints never reuse the name of an older one a tag may hold.
+   *
+   * The delta sequence goes on forward with one number skipped, and an empty delta at the next
+   * one is published at once: every serving node sees a gap and pulls a fresh snapshot, so no
+   * row learned after the old checkpoint stays in serving, even when nothing is trained after.
+   */
+  private async rollBack(name: string): Promise<RestoreInfo & { versionBefore: number }> {
+    const o = this.options;
+    const dir = o.dataDir;
+    const nc = this.nc;
+    const spec = this.spec;
+    const wal = this.wal;
+    if (!dir || !wal || o.checkpoint.store !== 'object-store') {
+      throw new FreshetError(
+        'CONFIG',
+        `shard ${o.shard} cannot load ${name}: a rollback needs a dataDir and checkpoint.store 'object-store'`,
+      );
+    }
+    if (this.life.state !== 'running' || !nc || !spec) {
+      throw new FreshetError('NOT_READY', `shard ${this.life.state}: a rollback needs a running shard`);
+    }
+    const store = await ObjectStoreCheckpoints.open(nc, {
+      bucket: o.checkpoint.bucket ?? subjects(o.cluster).objectStore,
+      shard: o.shard,
+      shards: o.shards,
+      model: spec.name,
+      replicas: o.checkpoint.replicas,
+      keep: o.checkpoint.keep,
+      log: this.log,
+    });
+    const t0 = performance.now();
+    const listed = (await store.list()).find((c) => c.name === name);
+    if (!listed) {
+      throw new FreshetError(
+        'CONFIG',
+        `no checkpoint object ${name} of shard ${o.shard} in the Object Store`,
+      );
+    }
+    if (listed.problem) throw new FreshetError('BAD_FRAME', `checkpoint ${name}: ${listed.problem}`);
+    const bytes = await store.read(listed);
+    const fetchMs = Math.round(performance.now() - t0);
+    const versionBefore = this.core.version;
+    await this.life.restart(async () => {
+      if (this.maint) clearInterval(this.maint);
+      await Promise.allSettled(this.endpoints.splice(0).map((e) => e.drain()));
+      await this.checkpointing;
+      await this.deltas?.stop();
+      const seqBefore = this.deltas?.seq ?? 0;
+      const segment = Math.max(wal.stats.segment, ...listSegments(dir), ...listCheckpoints(dir)) + 1;
+      await wal.close();
+      this.wal = undefined;
+      // the old checkpoint is loaded from a scratch dir and written again as the newest one
+      const scratch = await mkdtemp(join(dir, 'rollback-'));
+      try {
+        await installCheckpoint(scratch, listed.segment, bytes, false);
+        const old = this.newCore(spec);
+        await loadCheckpoint(scratch, old);
+        const cap = await beginCheckpoint(old, segment, seqBefore + 1).complete();
+        await writeCheckpoint(dir, cap, o.fsync);
+      } finally {
+        await rm(scratch, { recursive: true, force: true });
+      }
+      await truncateWal(dir, segment);
+      this._core = this.newCore(spec);
+      const deltaSeq = (await this.restoreFromDisk(dir)) + 1;
+      this.restore = { ...this.restore!, checkpointSource: 'object-store', fetchMs };
+      this.wal = await Wal.open(dir, o.fsync, segment);
+      // logged like every delta's seq: a restart continues after it
+      await this.wal.append({ kind: 'seq', ts: Date.now(), seq: deltaSeq });
+      this.rate = {
+        at: Date.now(),
+        updates: this.core.rowUpdates,
+        pushes: this.core.pushes,
+        updatesPerS: 0,
+        pushesPerS: 0,
+      };
+      this.serve(nc, deltaSeq);
+      nc.publish(
+        subjects(o.cluster).delta(o.shard),
+        encodeDelta({
+          shard: o.shard,
+          seq: deltaSeq,
+          version: this.core.version,
+          ts: Date.now(),
+          eventTs: [],
+          tables: [],
+        }),
+      );
+      await nc.flush();
+      this.maint = setInterval(() => this.maintain(), o.maintenanceIntervalMs);
+    });
+    this.uploader?.schedule();
+    this.log('info', 'rolled back', { object: name, versionBefore, version: this.core.version });
     return { ...this.restore!, versionBefore };
   }
 

@@ -5,6 +5,7 @@ import type { ComputePool } from './compute-pool.js';
 import type { DenseReplica } from './dense-replica.js';
 import type { LrSchedule } from './lr-schedule.js';
 import type { ManifestHandle, ManifestStore } from './manifest-store.js';
+import type { ModelGuard } from './model-guard.js';
 import type { Recovered } from './manifest-recovery.js';
 import { labelKnownAt, type MessageHolds } from './message-holds.js';
 import type { ProgressiveMetrics } from './progressive.js';
@@ -21,6 +22,8 @@ export interface BatchRunnerContext {
   timing: BatchTiming;
   metrics: ProgressiveMetrics;
   lr: LrSchedule;
+  /** The model guard (docs/model-versions.md), fed the same losses as the lr schedule. */
+  guard?: ModelGuard;
   holds: MessageHolds;
   manifests: ManifestStore;
   /** What start() creates: there once a batch can run. */
@@ -135,6 +138,7 @@ export class BatchRunner {
             scored = true;
             const loss = this.ctx.metrics.add(r.preds, labels, weights);
             this.ctx.lr.observe(loss, labels.length);
+            this.ctx.guard?.observe(loss, labels.length);
           }
           if (r && bad === undefined) {
             for (const g of r.grads) {

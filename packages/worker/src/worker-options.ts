@@ -5,6 +5,7 @@ import { compileModelConfig, isSequentialFtrl } from '@freshet/model';
 import { natsOptionsSchema } from '@freshet/nats';
 import { assertClusterName, FreshetError } from '@freshet/protocol';
 import { joinerOptionsSchema } from './joiner-options.js';
+import { modelGuardSchema } from './model-guard.js';
 
 const ms = z.number().int().min(1);
 
@@ -214,6 +215,8 @@ export const workerOptionsSchema = z.object({
       maxAgeMs: z.number().int().min(0).optional(),
     })
     .prefault({}),
+  /** The model guard: pins serving when the progressive logloss degrades (docs/model-versions.md). */
+  guard: modelGuardSchema,
   metrics: z
     .object({
       /**

@@ -29,6 +29,7 @@ import { LrSchedule } from './lr-schedule.js';
 import { ManifestRecovery } from './manifest-recovery.js';
 import { ManifestStore } from './manifest-store.js';
 import { MessageHolds } from './message-holds.js';
+import { ModelGuard, type GuardTrip, type ModelGuardStatus } from './model-guard.js';
 import { ForgottenUsers } from './forgotten-users.js';
 import { Joining } from './joining.js';
 import { BatchRunner } from './batch-runner.js';
@@ -67,6 +68,8 @@ export interface WorkerStatus {
   lrLowered: number;
   /** Times the drift detector saw the progressive loss jump (and raised the rate). */
   lrDrifts: number;
+  /** The model guard (docs/model-versions.md). */
+  guard: ModelGuardStatus;
   /** Events not yet delivered to this worker, per owned partition (consumer num_pending). */
   lag?: Record<string, number>;
   counters: WorkerCounters;
@@ -184,6 +187,7 @@ export class Worker implements ProcessActor {
   private drainMs: number | undefined;
   private readonly metrics: ProgressiveMetrics;
   private readonly lr: LrSchedule;
+  private readonly guard: ModelGuard;
   private readonly parseOpts;
   private readonly acks: ConfirmedAcks;
   private encoderStats: EncoderStatsPublisher | undefined;
@@ -227,6 +231,7 @@ export class Worker implements ProcessActor {
     this.slots = new Semaphore(this.options.maxInFlightBatches);
     this.metrics = new ProgressiveMetrics({ window: this.options.metrics.window });
     this.lr = new LrSchedule(this.options.lr);
+    this.guard = new ModelGuard(this.options.guard, (t) => void this.pinModel(t));
     const v = this.options.validation;
     this.parseOpts = compileParseOptions({ maxSkewMs: v.maxSkewMs, maxAgeMs: v.maxAgeMs ?? Infinity });
     const log: WorkerLog = (level, msg, fields) => this.log(level, msg, fields);
@@ -276,6 +281,7 @@ export class Worker implements ProcessActor {
       timing: this.timing,
       metrics: this.metrics,
       lr: this.lr,
+      guard: this.guard,
       holds: this.holds,
       manifests: this.manifests,
       model: () => this.model,
@@ -812,6 +818,7 @@ export class Worker implements ProcessActor {
       lrScale: this.lr.scale(),
       lrLowered: this.lr.lowered,
       lrDrifts: this.lr.drifts,
+      guard: this.guard.status(),
       counters: { ...this.counters },
       timing: this.timing.snapshot(),
       joiner: this.joinerStatus(),
@@ -822,6 +829,23 @@ export class Worker implements ProcessActor {
       dense: this.dense ? { ...this.dense.counters } : undefined,
       forgotten: { users: this.forgotten.size, droppedEvents: this.forgotten.droppedEvents },
     };
+  }
+
+  /**
+   * The guard tripped: writes the cluster's model pin (key `model-pin`, read by serving's
+   * ModelPinFollower) unless one is there already (another worker's, or one not yet unpinned).
+   */
+  private async pinModel(t: GuardTrip): Promise<void> {
+    this.log('warn', 'model guard tripped: pinning serving', { ...t });
+    const record = { since: t.at, reason: t.reason, logloss: t.logloss, baseline: t.baseline, by: this.id };
+    try {
+      await this.kv?.create('model-pin', JSON.stringify(record));
+    } catch (e) {
+      // exists already: the cluster is pinned, the first reason stands
+      if (!/exist|wrong last sequence/i.test((e as Error).message)) {
+        this.log('error', 'model pin not written', { error: (e as Error).message });
+      }
+    }
   }
 
   /**

@@ -7,6 +7,7 @@ import { demoCommand } from './demo.js';
 import { dlqCommand } from './dlq.js';
 import { drainCommand } from './drain.js';
 import { initCommand } from './init.js';
+import { modelCommand } from './model.js';
 import { replayCommand } from './replay.js';
 import { restoreCommand } from './restore.js';
 import { serveCommand, shardCommand, shardHostCommand, workerCommand } from './roles.js';
@@ -32,6 +33,7 @@ const factories: Array<() => Command> = [
   serveCommand,
   checkpointCommand,
   restoreCommand,
+  modelCommand,
   drainCommand,
   dlqCommand,
   userCommand,

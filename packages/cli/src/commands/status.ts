@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import type { NatsConnection } from 'nats';
 import { clusterView, type ClusterView } from '../actor-view.js';
-import { discoverActors } from '../discovery.js';
+import { discoverActors, type ActorStatus } from '../discovery.js';
 import { aborted, shutdownSignal } from '../signals.js';
 import { connectAdmin, fmt, natsUrlsFrom, table } from './common.js';
 
@@ -13,17 +13,42 @@ interface StatusFlags {
   waitMs: string;
 }
 
-/** Collects the cluster view through the service API. */
+/** A model pin as the serving nodes report it (docs/model-versions.md). */
+export interface ModelPinView {
+  since: number;
+  reason: string;
+  logloss: number;
+  baseline: number;
+  by: string;
+  /** The serving nodes that report it. */
+  nodes: string[];
+}
+
+/** The pin the serving nodes report (the oldest, when they differ), or null. */
+export function modelPinOf(actors: readonly ActorStatus[]): ModelPinView | null {
+  let pin: ModelPinView | null = null;
+  const nodes: string[] = [];
+  for (const a of actors) {
+    const p =
+      a.role === 'serving' ? (a.status.pinned as Omit<ModelPinView, 'nodes'> | null | undefined) : null;
+    if (!p || typeof p.since !== 'number') continue;
+    nodes.push(a.id);
+    if (!pin || p.since < pin.since) pin = { ...p, nodes };
+  }
+  return pin;
+}
+
+/** Collects the cluster view through the service API, with the model pin. */
 export async function collectStatus(
   nc: NatsConnection,
   opts: { cluster?: string; maxWaitMs?: number } = {},
-): Promise<ClusterView> {
+): Promise<ClusterView & { pinned: ModelPinView | null }> {
   const actors = await discoverActors(nc, opts);
-  return clusterView(actors, opts.cluster);
+  return { ...clusterView(actors, opts.cluster), pinned: modelPinOf(actors) };
 }
 
 /** The human-readable status tables. */
-export function renderStatus(v: ClusterView, where: string): string {
+export function renderStatus(v: ClusterView & { pinned?: ModelPinView | null }, where: string): string {
   const out: string[] = [];
   const total = v.shards.length + v.workers.length + v.serving.length;
   out.push(
@@ -138,6 +163,15 @@ export function renderStatus(v: ClusterView, where: string): string {
           fmt.n(x.requestsPerSec, 1),
         ]),
       ),
+    );
+  }
+  if (v.pinned) {
+    const p = v.pinned;
+    out.push(
+      '',
+      `MODEL PINNED since ${new Date(p.since).toISOString()} (${fmt.ago(p.since, v.at)}) by ${p.by || '?'}: ` +
+        `${p.reason}. Serving (${p.nodes.join(', ')}) keeps its weights while training goes on; ` +
+        '`freshet model rollback TAG` or `freshet model unpin` ends it (docs/model-versions.md).',
     );
   }
   return out.join('\n');

@@ -1,0 +1,91 @@
+import type { KV, NatsConnection } from 'nats';
+import { z } from 'zod';
+import { FreshetError, subjects } from '@freshet/protocol';
+
+/**
+ * Model tags in the cluster KV (docs/model-versions.md): `model-tag.<name>` records which
+ * Object Store checkpoint of each shard the tag holds, and where the feedback stream and its
+ * consumers stood when it was taken.
+ */
+export const modelTagPrefix = 'model-tag.';
+
+/** A tag name: it is a KV key token and an entry of the objects' comma-separated `tags` field. */
+export const tagNamePattern = /^[A-Za-z0-9_-]{1,64}$/;
+
+export function checkTagName(name: string): string {
+  if (!tagNamePattern.test(name)) {
+    throw new FreshetError('BAD_REQUEST', `bad tag name "${name}": 1-64 letters, digits, - or _`, {
+      retryable: false,
+    });
+  }
+  return name;
+}
+
+export const modelTagSchema = z.object({
+  name: z.string(),
+  /** When it was taken (ms since epoch). */
+  createdAt: z.number(),
+  model: z.string(),
+  shards: z.number().int().min(1),
+  bucket: z.string(),
+  /** One per shard, by index. */
+  checkpoints: z.array(
+    z.object({
+      shard: z.number().int().min(0),
+      object: z.string(),
+      segment: z.number().int(),
+      version: z.number(),
+      deltaSeq: z.number(),
+      sha256: z.string(),
+    }),
+  ),
+  /** The feedback stream's last sequence when the tag was taken. */
+  stream: z.object({ name: z.string(), lastSeq: z.number() }),
+  /** Each durable consumer's ack floor then (what a replay would start after). */
+  consumers: z.array(z.object({ name: z.string(), ackFloor: z.number(), delivered: z.number() })),
+});
+export type ModelTag = z.infer<typeof modelTagSchema>;
+
+/** The cluster's KV bucket (created by `freshet init` or the first worker). */
+export async function clusterKv(nc: NatsConnection, cluster: string): Promise<KV> {
+  const bucket = subjects(cluster).kvBucket;
+  try {
+    const kv = await nc.jetstream().views.kv(bucket, { bindOnly: true });
+    await kv.status();
+    return kv;
+  } catch (e) {
+    throw new FreshetError(
+      'UNAVAILABLE',
+      `no KV bucket ${bucket} for cluster ${cluster}: run \`freshet init --config FILE\` (${(e as Error).message})`,
+      { cause: e },
+    );
+  }
+}
+
+export async function readTag(kv: KV, name: string): Promise<ModelTag | undefined> {
+  const e = await kv.get(modelTagPrefix + checkTagName(name));
+  if (!e || e.operation !== 'PUT') return undefined;
+  return modelTagSchema.parse(JSON.parse(new TextDecoder().decode(e.value)));
+}
+
+export async function listTags(kv: KV): Promise<ModelTag[]> {
+  const out: ModelTag[] = [];
+  const keys = await kv.keys(`${modelTagPrefix}>`);
+  for await (const k of keys) {
+    const t = await readTag(kv, k.slice(modelTagPrefix.length));
+    if (t) out.push(t);
+  }
+  return out.sort((a, b) => a.createdAt - b.createdAt);
+}
+
+/** Polls `get` every 100 ms until it returns a value; UNAVAILABLE naming `what` after `timeoutMs`. */
+export async function pollFor<T>(get: () => Promise<T | null>, timeoutMs: number, what: string): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await get();
+    if (v !== null) return v;
+    if (Date.now() > end)
+      throw new FreshetError('UNAVAILABLE', `timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
