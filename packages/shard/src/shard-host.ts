@@ -278,6 +278,15 @@ export class ShardHost implements ProcessActor {
       [...this.running.keys()].filter((i) => !want.has(i)).map((i) => this.handOff(i, p.epoch)),
     );
     for (const i of this.waiting.keys()) if (!want.has(i)) this.waiting.delete(i);
+    // a shard that failed here (its log could not be written) restarts from its own data dir,
+    // as a crashed shard process would: the lease stays ours meanwhile
+    for (const [i, shard] of [...this.running]) {
+      if (shard.state !== 'failed') continue;
+      this.log('error', `shard ${i} failed; restarting it from its data dir`, { shard: i });
+      this.running.delete(i);
+      await this.stopping(shard);
+      await shard.stop().catch(() => undefined);
+    }
     for (const i of this.assigned) {
       if (signal.aborted) return;
       if (this.running.has(i) || this.unreleased.has(i)) continue;
@@ -328,7 +337,11 @@ export class ShardHost implements ProcessActor {
       version: shard.core.version,
       ms: Date.now() - t0,
     });
-    await this.deps.hooks?.onShardStarted?.(shard);
+    try {
+      await this.deps.hooks?.onShardStarted?.(shard);
+    } catch (e) {
+      this.log('warn', 'onShardStarted failed', { shard: i, error: (e as Error).message });
+    }
   }
 
   /** Drains shard `i` (final checkpoint to the Object Store) and releases its lease. */
@@ -336,12 +349,21 @@ export class ShardHost implements ProcessActor {
     const shard = this.running.get(i)!;
     this.running.delete(i);
     const t0 = Date.now();
-    await this.deps.hooks?.onShardStopping?.(shard);
+    await this.stopping(shard);
     await shard.stop();
     this.moves.out++;
     this.moves.lastOutMs = Date.now() - t0;
     this.unreleased.set(i, shard);
     await this.tryRelease(i, shard, epoch);
+  }
+
+  /** Tells the embedder a shard stops (its admin commands go); a failure there must not stop the move. */
+  private async stopping(shard: Shard): Promise<void> {
+    try {
+      await this.deps.hooks?.onShardStopping?.(shard);
+    } catch (e) {
+      this.log('warn', 'onShardStopping failed', { shard: shard.options.shard, error: (e as Error).message });
+    }
   }
 
   /**
