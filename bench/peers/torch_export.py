@@ -14,12 +14,14 @@ Tables written: `wide.keys` U32 [n, 2] (lo, hi), `wide.values` F32 [n, 1], `emb.
 `emb.values` F32 [n, dim] (fm), `lin` F32 [14]. Only ids seen in the training rows are written;
 every other id keeps Freshet's deterministic initial row.
 
-Training is batch: the first `rows` examples of DATA, `epochs` shuffled passes of Adam (lr)
-on mini-batches, BCE with logits; the embeddings start N(0, 0.01), wide and lin at zero (as
-Freshet initialises them).
+Training is batch: the first `rows` examples of DATA, `epochs` shuffled passes on mini-batches,
+BCE with logits; Adam (lr) on emb and lin, and on wide Adagrad (wide_lr, initial accumulator 0.1)
+on the batch's summed loss, as Freshet's Criteo configs train it (`criteoWideOptimizer`:
+a wide weight under Adam barely moves in a few thousand examples); wide_lr 0 puts wide on Adam
+too. The embeddings start N(0, 0.01), wide and lin at zero (as Freshet initialises them).
 
-usage: torch_export.py DATA OUT [model=fm] [rows=5000] [epochs=2] [batch=64] [lr=0.003] [dim=16]
-                       [seed=0] [threads=2] [l2=0]
+usage: torch_export.py DATA OUT [model=fm] [rows=5000] [epochs=1] [batch=64] [lr=0.003] [dim=16]
+                       [seed=0] [threads=2] [l2=0] [wide_lr=0.05]
 Prints one JSON line: rows, keys per table, final training logloss, seconds.
 """
 import json
@@ -46,13 +48,14 @@ def arg(i, kind, default):
 path, out = sys.argv[1], sys.argv[2]
 kind = arg(3, str, "fm")
 max_rows = arg(4, int, 5000)
-epochs = arg(5, int, 2)
+epochs = arg(5, int, 1)
 batch = arg(6, int, 64)
 lr = arg(7, float, 0.003)
 dim = arg(8, int, 16)
 seed = arg(9, int, 0)
 threads = arg(10, int, 2)
 l2 = arg(11, float, 0.0)
+wide_lr = arg(12, float, 0.05)
 if kind not in ("fm", "lr"):
     sys.exit(f"model {kind}: lr or fm")
 torch.set_num_threads(threads)
@@ -105,7 +108,10 @@ class Model(nn.Module):
 
 
 model = Model(len(vocab))
-opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=l2)
+adam_params = [p for name, p in model.named_parameters() if wide_lr == 0 or not name.startswith("wide")]
+opts = [torch.optim.Adam(adam_params, lr=lr, weight_decay=l2)]
+if wide_lr > 0:
+    opts.append(torch.optim.Adagrad(model.wide.parameters(), lr=wide_lr, initial_accumulator_value=0.1, eps=1e-10))
 loss_fn = nn.BCEWithLogitsLoss()
 n = len(y)
 t0 = time.perf_counter()
@@ -114,9 +120,13 @@ for _ in range(epochs):
     for s in range(0, n, batch):
         b = perm[s : s + batch]
         loss = loss_fn(model(c[b], x[b]), y[b])
-        opt.zero_grad()
+        for o in opts:
+            o.zero_grad()
         loss.backward()
-        opt.step()
+        if wide_lr > 0:
+            model.wide.weight.grad *= len(b)  # the summed loss's gradient, as Freshet's Adagrad sees it
+        for o in opts:
+            o.step()
 elapsed = time.perf_counter() - t0
 with torch.no_grad():
     train_logloss = float(loss_fn(model(c, x), y))
@@ -163,6 +173,7 @@ print(
             "lr": lr,
             "dim": dim if kind == "fm" else None,
             "l2": l2,
+            "wide_lr": wide_lr,
             "seed": seed,
             "train_logloss": round(train_logloss, 4),
             "seconds": round(elapsed, 3),

@@ -22,7 +22,9 @@ import { importDigest, importWarmStart, type ImportReport, type ShardLink } from
  *   - `frozen`: the batch model, never updated;
  *   - `cold`: an online model from its initial weights;
  *   - `warm`: the batch model imported (the import's own code, on an in-process shard), then
- *     online;
+ *     online at the same learning rate;
+ *   - `warm_lower_lr`: the same at `warmLrScale` times the rate (fresh optimizer state on a model
+ *     near its optimum: see docs/warm-start.md);
  *   - `online_all_along`: an online model that also learned the head online (a reference: what
  *     a cluster that ran from the log's start would have).
  * The batch model comes from the PyTorch exporter (`bench/peers/torch_export.py`) when it runs,
@@ -44,6 +46,12 @@ export interface WarmBenchOptions {
   threads: number;
   /** `torch` (fail without it), `freshet`, or `auto` (torch when available). */
   trainer: 'auto' | 'torch' | 'freshet';
+  /**
+   * Learning-rate multiplier of the `warm_lower_lr` variant: an imported model sits near an
+   * optimum with fresh optimizer state (Adam's moments, Adagrad's accumulators start over), so
+   * full-rate steps first move it away.
+   */
+  warmLrScale: number;
   /** Keep the warm-start file here (default: a temporary file, removed). */
   out?: string;
 }
@@ -102,7 +110,12 @@ class Learner {
   }
 
   /** Progressive predictions of `examples` (scored, then trained on when `train`). */
-  async run(examples: readonly Example[], batchSize: number, train: boolean): Promise<Float32Array> {
+  async run(
+    examples: readonly Example[],
+    batchSize: number,
+    train: boolean,
+    lrScale = 1,
+  ): Promise<Float32Array> {
     const preds = new Float32Array(examples.length);
     for (let s = 0; s < examples.length; s += batchSize) {
       const batch = this.model.encode(examples.slice(s, s + batchSize));
@@ -133,7 +146,7 @@ class Learner {
         if (g) tables.push({ ...p, dim: pushWidth(spec.tables[p.t]!), grads: g });
       }
       this.core.applyPush(
-        { id: `b${this.pushes++}`, worker: 'bench', clock: 0, base, examples: size, tables },
+        { id: `b${this.pushes++}`, worker: 'bench', clock: 0, base, examples: size, lrScale, tables },
         Date.now(),
       );
     }
@@ -163,6 +176,18 @@ class Learner {
     });
     return { tables, metadata: { trainer: 'freshet' } };
   }
+}
+
+/** AUC and logloss against the frozen and the cold model: {auc: Δ vs frozen, Δ vs cold, ...}. */
+function beats(w: Variant, frozen: Variant, cold: Variant) {
+  const r4 = (x: number) => Math.round(x * 1e4) / 1e4;
+  return {
+    auc_vs_frozen: r4(w.auc - frozen.auc),
+    auc_vs_cold: r4(w.auc - cold.auc),
+    logloss_vs_frozen: r4(w.logloss - frozen.logloss),
+    logloss_vs_cold: r4(w.logloss - cold.logloss),
+    both: w.auc > frozen.auc && w.auc > cold.auc && w.logloss < frozen.logloss && w.logloss < cold.logloss,
+  };
 }
 
 function metrics(preds: Float32Array, labels: Float32Array): Variant {
@@ -213,8 +238,11 @@ export async function runWarmStartBench(o: WarmBenchOptions): Promise<Record<str
             String(o.seed),
             String(o.threads),
           ]);
-    if (torch?.ok) trainer = torch.json;
-    else {
+    if (torch?.ok) {
+      // where it wrote the file is this run's business, not the result's
+      const { out: _out, ...json } = torch.json;
+      trainer = json;
+    } else {
       if (o.trainer === 'torch') throw new FreshetError('UNAVAILABLE', `PyTorch exporter: ${torch?.peer}`);
       const batchConfig = benchModelConfig(o.model, data, { lr: batchLr, seed: o.seed, dim: o.dim });
       if (o.model === 'fm') batchConfig.embeddingDim = o.dim;
@@ -237,6 +265,9 @@ export async function runWarmStartBench(o: WarmBenchOptions): Promise<Record<str
     const warmLearner = new Learner(config, pool);
     await load(warmLearner);
     const warm = await warmLearner.run(tail, o.batch, true);
+    const lower = new Learner(config, pool);
+    await load(lower);
+    const warmLower = await lower.run(tail, o.batch, true, o.warmLrScale);
     const along = new Learner(config, pool);
     await along.run(head, o.batch, true);
     const alongPreds = await along.run(tail, o.batch, true);
@@ -244,6 +275,7 @@ export async function runWarmStartBench(o: WarmBenchOptions): Promise<Record<str
       frozen: metrics(frozenPreds, labels),
       cold: metrics(cold, labels),
       warm: metrics(warm, labels),
+      warm_lower_lr: metrics(warmLower, labels),
       online_all_along: metrics(alongPreds, labels),
     };
     return {
@@ -266,12 +298,11 @@ export async function runWarmStartBench(o: WarmBenchOptions): Promise<Record<str
         differing: imported.differing,
       },
       tail_progressive: m,
-      warm_minus_frozen_auc: Math.round((m.warm.auc - m.frozen.auc) * 1e4) / 1e4,
-      warm_minus_cold_auc: Math.round((m.warm.auc - m.cold.auc) * 1e4) / 1e4,
-      warm_beats_both:
-        m.warm.auc > m.frozen.auc &&
-        m.warm.auc > m.cold.auc &&
-        m.warm.logloss < Math.min(m.frozen.logloss, m.cold.logloss),
+      warm_lr_scale: o.warmLrScale,
+      beats: {
+        warm: beats(m.warm, m.frozen, m.cold),
+        warm_lower_lr: beats(m.warm_lower_lr, m.frozen, m.cold),
+      },
       seconds: Math.round((performance.now() - t0) / 100) / 10,
       backend: pool.backend,
     };

@@ -143,11 +143,13 @@ describe('warm-start files', () => {
       seed: 0,
       threads: 1,
       trainer: 'freshet',
+      warmLrScale: 0.5,
     });
     expect(r).toMatchObject({ bench: 'warm', head: 600, tail: 600, batch_trainer: { trainer: 'freshet' } });
     expect((r.import as { differing: number }).differing).toBe(0);
     const m = r.tail_progressive as Record<string, { auc: number; logloss: number }>;
-    for (const k of ['frozen', 'cold', 'warm', 'online_all_along']) expect(m[k]!.auc).toBeGreaterThan(0.5);
+    for (const k of ['frozen', 'cold', 'warm', 'warm_lower_lr', 'online_all_along'])
+      expect(m[k]!.auc).toBeGreaterThan(0.5);
     // the imported model knows the head: it starts where the cold model has yet to get
     expect(m.warm!.logloss).toBeLessThan(m.cold!.logloss);
   }, 120_000);

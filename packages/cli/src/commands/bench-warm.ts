@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError } from 'commander';
-import { positiveInt as int, positiveNumber as num } from '../cli-args.js';
+import { nonNegativeInt, positiveInt as int, positiveNumber as num } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
 
 interface WarmFlags {
@@ -10,6 +10,7 @@ interface WarmFlags {
   batch: number;
   lr: number;
   batchLr?: number;
+  warmLrScale: number;
   dim: number;
   seed: number;
   threads: number;
@@ -42,8 +43,9 @@ export function warmBenchCommand(): Command {
     .option('--batch <n>', 'batch size (batch training and online)', int, 64)
     .option('--lr <x>', 'Adam learning rate online', num, 0.003)
     .option('--batch-lr <x>', 'learning rate of the batch trainer (default: --lr)', num)
+    .option('--warm-lr-scale <x>', 'learning-rate multiplier of the warm_lower_lr variant', num, 0.5)
     .option('--dim <n>', 'embedding dimension (fm)', int, 16)
-    .option('--seed <n>', 'seed', int, 0)
+    .option('--seed <n>', 'seed', nonNegativeInt, 0)
     .option('--threads <n>', 'compute threads (and PyTorch threads)', int, 2)
     .option(
       '--trainer <t>',
@@ -62,6 +64,7 @@ export function warmBenchCommand(): Command {
         batch: o.batch,
         lr: o.lr,
         batchLr: o.batchLr,
+        warmLrScale: o.warmLrScale,
         dim: o.dim,
         seed: o.seed,
         threads: o.threads,
