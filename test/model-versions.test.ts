@@ -18,6 +18,7 @@ import { createModel } from '@freshet/model';
 import {
   faultModel,
   outstanding,
+  PushLedger,
   prepareCluster,
   repoRoot,
   shardStatus,
@@ -38,7 +39,9 @@ import {
  * Counted: (tag) the tag holds one checkpoint per shard and keep-N leaves them while it deletes
  * untagged ones; (rollback, discard) with nothing trained after it, the shards' versions equal
  * the tag's, and a serving node that followed wave 2 scores exactly what it scored at tag time,
- * as does a node started after; (guard) flipped labels trip the worker's guard, serving pins and
+ * as does a node started after; (rollback, replay) refused while the worker runs; with it
+ * stopped, the shards are back at the tag and the restarted worker applies exactly the 600
+ * events of wave 2 again (each once: the push ledger's dense example counts); (guard) flipped labels trip the worker's guard, serving pins and
  * keeps its scores while the shards go on learning, status and /metrics say why, and after
  * `freshet model unpin` the node serves the shards' newer weights (so the pin held them back).
  */
@@ -161,15 +164,13 @@ describe('model versions: tag, rollback, guard', () => {
       model,
     });
     const s0 = await startRole('serving', servingOpts('s0'));
-    await startRole(
-      'worker',
-      workerOptions(cluster, 'w0', SHARDS, PARTS, nats.url, {
-        model,
-        guard: { enabled: true, windowExamples: 150, baselineWindows: 2, maxRise: 0.3, minRise: 0.05 },
-        // the drift detector's rate boost would make the flipped wave's loss fall faster
-        lr: { drift: { enabled: false }, plateau: { enabled: false } },
-      }),
-    );
+    const w0Options = workerOptions(cluster, 'w0', SHARDS, PARTS, nats.url, {
+      model,
+      guard: { enabled: true, windowExamples: 150, baselineWindows: 2, maxRise: 0.3, minRise: 0.05 },
+      // the drift detector's rate boost would make the flipped wave's loss fall faster
+      lr: { drift: { enabled: false }, plateau: { enabled: false } },
+    });
+    let w0 = await startRole('worker', w0Options);
     const untrained = await scores(s0);
 
     // wave 1, then a tag
@@ -181,7 +182,10 @@ describe('model versions: tag, rollback, guard', () => {
     const tag = (await freshet(['model', 'tag', 'v1', '--cluster', cluster])) as {
       checkpoints: { shard: number; object: string; version: number }[];
       stream: { lastSeq: number };
+      replayable: boolean;
     };
+    // taken with every event acknowledged and nothing in flight: a clean cut
+    expect(tag.replayable).toBe(true);
     expect(tag.checkpoints.map((c) => c.shard)).toEqual([0, 1]);
     expect(tag.checkpoints.map((c) => c.version)).toEqual(tagVersions);
     expect(tag.stream.lastSeq).toBe(WAVE);
@@ -232,6 +236,32 @@ describe('model versions: tag, rollback, guard', () => {
     expect(await scores(s1)).toEqual(atTag);
     // the events stay acknowledged (discard)
     expect(await outstanding(nats.nc, cluster, PARTS)).toBe(0);
+
+    // rollback, replay: refused while a worker runs; then wave 2 is learned again, each event once
+    const refused = await freshet(['model', 'rollback', 'v1', '--replay', '--cluster', cluster]).then(
+      () => 'ran',
+      (e: { stderr?: string }) => e.stderr ?? '',
+    );
+    expect(refused).toMatch(/no replay: worker\(s\) w0 running/);
+    w0.handle.child.kill('SIGTERM');
+    expect(await w0.handle.exited).toBe(0);
+    const ledger = PushLedger.start(nats.nc, cluster);
+    const replay = (await freshet(['model', 'rollback', 'v1', '--replay', '--cluster', cluster])) as {
+      rewound: { name: string; startSeq: number }[];
+    };
+    expect(replay.rewound).toHaveLength(PARTS);
+    expect(await shardVersions(cluster)).toEqual(tagVersions);
+    w0 = await startRole('worker', w0Options);
+    await learned(cluster, 'wave 2 learned again');
+    await waitFor(() => ledger.examples() >= WAVE, {
+      timeoutMs: 30_000,
+      message: () => `${ledger.examples()} replayed`,
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    expect(ledger.examples()).toBe(WAVE);
+    expect((await workerStatus(nats.nc, cluster, 'w0')).examples).toBe(WAVE);
+    await converged(cluster, s0, 'serving after the replay');
+    expect(await scores(s0)).not.toEqual(atTag);
 
     // wave 3, labels flipped: the guard trips and serving pins
     await publishExamples(nats.nc, cluster, 2 * WAVE, 2 * WAVE, PARTS, wave(true));

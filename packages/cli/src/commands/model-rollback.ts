@@ -1,15 +1,17 @@
 import { Command } from 'commander';
-import type { KV, NatsConnection } from 'nats';
+import { DeliverPolicy, type KV, type NatsConnection } from 'nats';
 import { FreshetError } from '@freshet/protocol';
+import { discoverActors } from '../discovery.js';
 import { sendAdmin, targets, type AdminResult } from './admin.js';
 import { withAdmin } from './common.js';
-import { clusterKv, readTag } from './model-tags.js';
+import { clusterKv, readTag, type ModelTag } from './model-tags.js';
 
 interface Flags {
   nats?: string;
   cluster: string;
   json?: boolean;
   discard?: boolean;
+  replay?: boolean;
   keepPin?: boolean;
   timeoutMs: string;
 }
@@ -27,22 +29,85 @@ export async function unpinModel(kv: KV): Promise<unknown> {
   return JSON.parse(new TextDecoder().decode(e.value)) as unknown;
 }
 
+/** Batch manifests in the cluster KV (the worker's `mf.<partition>.<slot>` keys). */
+const manifestKeys = 'mf.>';
+
+/**
+ * What `--replay` needs before anything moves: a tag taken at a clean cut, no worker running
+ * (none may hold a batch or a position while the consumers move), and no batch manifest left (a
+ * crashed worker's batch, which the next owner would push again on top of the rolled-back
+ * state). Throws BAD_REQUEST saying what to do.
+ */
+async function checkReplay(nc: NatsConnection, kv: KV, cluster: string, tag: ModelTag): Promise<void> {
+  const refuse = (why: string) => new FreshetError('BAD_REQUEST', `no replay: ${why}`, { retryable: false });
+  if (!tag.replayable) {
+    throw refuse(
+      `tag ${tag.name} was not taken at a clean cut (${tag.why ?? 'unknown'}); roll back with --discard, ` +
+        'or tag while the feed is quiet',
+    );
+  }
+  const workers = (await discoverActors(nc, { cluster })).filter((a) => a.role === 'worker');
+  if (workers.length > 0) {
+    throw refuse(
+      `worker(s) ${workers.map((w) => w.id).join(', ')} running: drain them first ` +
+        `(\`freshet drain ID --cluster ${cluster}\` for each), start them again after the rollback`,
+    );
+  }
+  const left: string[] = [];
+  for await (const k of await kv.keys(manifestKeys)) left.push(k);
+  if (left.length > 0) {
+    throw refuse(
+      `batch manifest(s) ${left.join(', ')} left by a worker that did not stop cleanly: start the workers ` +
+        'so they recover those batches, then drain them again',
+    );
+  }
+}
+
+/**
+ * Moves each durable consumer of the tag to deliver again from right after its ack floor then:
+ * deleted and added with the same config and a start sequence (nothing consumes meanwhile: no
+ * worker runs). Returns the consumers and where they start.
+ */
+async function rewindConsumers(
+  nc: NatsConnection,
+  tag: ModelTag,
+): Promise<{ name: string; startSeq: number }[]> {
+  const jsm = await nc.jetstreamManager();
+  const out: { name: string; startSeq: number }[] = [];
+  for (const c of tag.consumers) {
+    const have = await jsm.consumers.info(tag.stream.name, c.name).catch(() => undefined);
+    if (!have) continue;
+    const startSeq = c.ackFloor + 1;
+    await jsm.consumers.delete(tag.stream.name, c.name);
+    await jsm.consumers.add(tag.stream.name, {
+      ...have.config,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: startSeq,
+    });
+    out.push({ name: c.name, startSeq });
+  }
+  return out;
+}
+
 /**
  * Rolls every shard back to the tag's checkpoint (admin `restore` with the object's name): each
- * shard fetches and verifies it, then swaps its state and tells serving to resync. Everything
- * learned after the tag is discarded; the events it came from stay acknowledged. Then the pin, if
+ * shard fetches and verifies it, then swaps its state and tells serving to resync. By default
+ * (discard) everything learned after the tag is gone and the events it came from stay
+ * acknowledged; with `replay` the workers' consumers are moved back to the tag's positions, so
+ * the workers, started again, learn those events once more on top of the tag. Then the pin, if
  * any, is lifted so that serving follows the rolled-back shards (unless `keepPin`).
  */
 export async function rollBackToTag(
   nc: NatsConnection,
   cluster: string,
   name: string,
-  o: { timeoutMs: number; keepPin?: boolean },
-): Promise<{ results: AdminResult[]; unpinned: unknown }> {
+  o: { timeoutMs: number; keepPin?: boolean; replay?: boolean },
+): Promise<{ results: AdminResult[]; unpinned: unknown; rewound?: { name: string; startSeq: number }[] }> {
   const kv = await clusterKv(nc, cluster);
   const tag = await readTag(kv, name);
   if (!tag)
     throw new FreshetError('BAD_REQUEST', `no tag ${name} in cluster ${cluster}`, { retryable: false });
+  if (o.replay) await checkReplay(nc, kv, cluster, tag);
   const shards = await targets(nc, cluster, ['shard']);
   const count = Number(shards[0]!.metadata.shards ?? shards[0]!.status.shards);
   if (count !== tag.shards) {
@@ -71,8 +136,11 @@ export async function rollBackToTag(
         )[0]!,
     ),
   );
-  const unpinned = results.every((r) => r.ok) && !o.keepPin ? await unpinModel(kv) : undefined;
-  return { results, unpinned };
+  const ok = results.every((r) => r.ok);
+  // consumers move only once every shard holds the tag: a half rollback replays nothing
+  const rewound = ok && o.replay ? await rewindConsumers(nc, tag) : undefined;
+  const unpinned = ok && !o.keepPin ? await unpinModel(kv) : undefined;
+  return { results, unpinned, ...(rewound ? { rewound } : {}) };
 }
 
 /** `freshet model rollback NAME`. */
@@ -86,8 +154,12 @@ export function modelRollbackCommand(): Command {
     .option('--cluster <name>', 'cluster name', 'local')
     .option(
       '--discard',
-      'discard what was learned after the tag; consumers stay where they are (the default, and for now the only mode)',
-      true,
+      'discard what was learned after the tag; consumers stay where they are (the default)',
+    )
+    .option(
+      '--replay',
+      "learn the events after the tag again: the workers' consumers go back to the tag's positions " +
+        '(workers drained first, started after; the tag must be replayable)',
     )
     .option(
       '--keep-pin',
@@ -97,9 +169,15 @@ export function modelRollbackCommand(): Command {
     .option('--timeout-ms <ms>', 'per-shard timeout (fetch, verify, reload)', '120000')
     .action(async (name: string, f: Flags) => {
       await withAdmin(f, 'freshet-model-rollback', async (nc) => {
+        if (f.discard && f.replay) {
+          throw new FreshetError('BAD_REQUEST', '--discard and --replay exclude each other', {
+            retryable: false,
+          });
+        }
         const r = await rollBackToTag(nc, f.cluster, name, {
           timeoutMs: Number(f.timeoutMs),
           keepPin: f.keepPin,
+          replay: f.replay,
         });
         if (f.json) process.stdout.write(JSON.stringify({ command: 'rollback', tag: name, ...r }) + '\n');
         else {
@@ -110,6 +188,11 @@ export function modelRollbackCommand(): Command {
                 : `rollback ${x.id}: FAILED [${x.error?.code}] ${x.error?.message}\n`,
             );
           }
+          for (const c of r.rewound ?? []) {
+            process.stdout.write(`consumer ${c.name}: delivers again from stream sequence ${c.startSeq}\n`);
+          }
+          if (r.rewound)
+            process.stdout.write('start the workers: they learn the events after the tag again\n');
           if (r.unpinned) process.stdout.write('model pin lifted: serving follows the rolled-back shards\n');
         }
         if (r.results.some((x) => !x.ok)) process.exitCode = 1;

@@ -62,6 +62,9 @@ export async function takeTag(
     );
   }
   const { ObjectBucket, checkpointObjectName, describeObject } = await import('@freshet/shard');
+  // consumer positions before and after the checkpoints: equal and quiet means the checkpoints
+  // hold exactly the events up to them (see consumerCut)
+  const before = await consumerCut(nc, cluster);
   const results = await sendAdmin(nc, cluster, shards, 'checkpoint', {}, timeoutMs);
   const failed = results.filter((r) => !r.ok);
   if (failed.length > 0) {
@@ -106,20 +109,17 @@ export async function takeTag(
     });
   }
   checkpoints.sort((a, b) => a.shard - b.shard);
-  const jsm = await nc.jetstreamManager();
-  const streamName = subjects(cluster).feedbackStream;
-  const si = await jsm.streams.info(streamName).catch(() => undefined);
-  const consumers: ModelTag['consumers'] = [];
-  if (si) {
-    for await (const ci of jsm.consumers.list(streamName)) {
-      if (!ci.config.durable_name) continue;
-      consumers.push({
-        name: ci.name,
-        ackFloor: ci.ack_floor.stream_seq,
-        delivered: ci.delivered.stream_seq,
-      });
-    }
-  }
+  const after = await consumerCut(nc, cluster);
+  const moved = after.consumers.filter((c) => {
+    const b = before.consumers.find((x) => x.name === c.name);
+    return !b || b.ackFloor !== c.ackFloor;
+  });
+  const why =
+    before.busy ??
+    after.busy ??
+    (moved.length > 0
+      ? `consumer(s) ${moved.map((c) => c.name).join(', ')} acknowledged events while the checkpoints were taken`
+      : undefined);
   const tag: ModelTag = {
     name,
     createdAt: Date.now(),
@@ -127,11 +127,45 @@ export async function takeTag(
     shards: count,
     bucket: bucketName,
     checkpoints,
-    stream: { name: streamName, lastSeq: si?.state.last_seq ?? 0 },
-    consumers: consumers.sort((a, b) => a.name.localeCompare(b.name)),
+    stream: { name: subjects(cluster).feedbackStream, lastSeq: before.lastSeq },
+    consumers: before.consumers,
+    replayable: why === undefined,
+    ...(why ? { why } : {}),
   };
   await kv.create(modelTagPrefix + name, JSON.stringify(tag));
   return tag;
+}
+
+/**
+ * Where the feedback stream's durable consumers stand, and why that is not a clean cut (`busy`):
+ * events delivered and not yet acknowledged (a batch in flight, or a joiner holding impressions
+ * for their attribution window) may or may not be in a checkpoint taken now.
+ */
+async function consumerCut(
+  nc: NatsConnection,
+  cluster: string,
+): Promise<{ lastSeq: number; consumers: ModelTag['consumers']; busy?: string }> {
+  const jsm = await nc.jetstreamManager();
+  const stream = subjects(cluster).feedbackStream;
+  const si = await jsm.streams.info(stream).catch(() => undefined);
+  const consumers: ModelTag['consumers'] = [];
+  const busy: string[] = [];
+  if (si) {
+    for await (const ci of jsm.consumers.list(stream)) {
+      if (!ci.config.durable_name) continue;
+      consumers.push({
+        name: ci.name,
+        ackFloor: ci.ack_floor.stream_seq,
+        delivered: ci.delivered.stream_seq,
+      });
+      if (ci.num_ack_pending > 0) busy.push(`${ci.name} has ${ci.num_ack_pending} unacknowledged`);
+    }
+  }
+  return {
+    lastSeq: si?.state.last_seq ?? 0,
+    consumers: consumers.sort((a, b) => a.name.localeCompare(b.name)),
+    ...(busy.length > 0 ? { busy: `events in flight (${busy.join(', ')})` } : {}),
+  };
 }
 
 /** `freshet model tag NAME`. */
@@ -147,7 +181,8 @@ export function modelTagCommand(): Command {
         else {
           process.stdout.write(
             `tagged ${t.name}: ${t.checkpoints.map((c) => `shard ${c.shard} v${c.version} (${c.object})`).join(', ')}; ` +
-              `stream at ${t.stream.lastSeq}\n`,
+              `stream at ${t.stream.lastSeq}; ` +
+              (t.replayable ? 'replayable\n' : `not replayable: ${t.why}\n`),
           );
         }
       });
@@ -178,13 +213,14 @@ export function modelTagsCommand(): Command {
         }
         process.stdout.write(
           table(
-            ['tag', 'created', 'shards', 'versions', 'stream seq', 'state'],
+            ['tag', 'created', 'shards', 'versions', 'stream seq', 'replay', 'state'],
             rows.map((t) => [
               t.name,
               `${new Date(t.createdAt).toISOString()} (${fmt.ago(t.createdAt)})`,
               String(t.shards),
               t.checkpoints.map((c) => c.version).join(','),
               String(t.stream.lastSeq),
+              t.replayable ? 'yes' : 'no',
               t.missing > 0 ? `${t.missing} checkpoint(s) missing` : 'ok',
             ]),
           ) + '\n',

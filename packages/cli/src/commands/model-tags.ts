@@ -43,6 +43,13 @@ export const modelTagSchema = z.object({
   stream: z.object({ name: z.string(), lastSeq: z.number() }),
   /** Each durable consumer's ack floor then (what a replay would start after). */
   consumers: z.array(z.object({ name: z.string(), ackFloor: z.number(), delivered: z.number() })),
+  /**
+   * Whether `rollback --replay` may start the consumers right after these floors: only when the
+   * checkpoints hold exactly the events up to them (nothing was in flight, and nothing was
+   * acknowledged while the checkpoints were taken). `why` says what was in the way.
+   */
+  replayable: z.boolean().default(false),
+  why: z.string().optional(),
 });
 export type ModelTag = z.infer<typeof modelTagSchema>;
 
