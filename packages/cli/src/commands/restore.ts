@@ -20,7 +20,10 @@ export function restoreCommand(): Command {
     .option('--nats <url>', 'NATS server URL(s) (default: $FRESHET_NATS_URL or nats://127.0.0.1:4222)')
     .option('--cluster <name>', 'cluster name', 'local')
     .option('--actor <id>', 'only this actor (e.g. shard-1)')
-    .option('--checkpoint <id>', 'checkpoint id or path the shard understands')
+    .option(
+      '--checkpoint <id>',
+      'checkpoint id or path the shard understands, or object-store:<object> (an older checkpoint in the Object Store: docs/model-versions.md)',
+    )
     .option('--json', 'print results as JSON')
     .option('--timeout-ms <ms>', 'per-actor timeout', '120000')
     .action(async (f: Flags) => {
