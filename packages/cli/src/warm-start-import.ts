@@ -28,7 +28,7 @@ import { resolveWarmStart, type ResolvedTable, type WarmStartFile } from './warm
  * and published as a delta like any push, and concurrent training is kept rather than
  * overwritten. float32 `w + (v − w)` can miss `v` by an ulp, so it pulls again and pushes the
  * residual until every row reads back bit for bit (a few rounds at most; rows training moves
- * meanwhile may not converge and are counted). Push ids are `<id>.r<round>.s<shard>.c<chunk>`
+ * meanwhile are left as they are: file value plus that training, counted). Push ids are `<id>.r<round>.s<shard>.c<chunk>`
  * with `<id>` from the file's digest: a retried import is answered `duplicate` where it was
  * applied, and applied where it was not.
  */
@@ -79,15 +79,33 @@ export interface ImportReport {
   duplicates: number;
   /** Rows pushed per round. */
   pushedRows: number[];
-  /** Rows that still read back different after the last round (0: bit for bit). */
+  /** Rows that still read back different by rounding after the last round (0: bit for bit). */
   differing: number;
+  /**
+   * Rows training moved while the import ran: after the first push they read back further from
+   * the file than rounding explains, and are left alone (file value plus that training).
+   */
+  moved: number;
 }
 
 /** A warm-start's rows that live on one shard, in fixed chunks (stable across retries). */
 interface Chunk {
-  tables: { r: ResolvedTable; keys: Uint32Array; values: Float32Array; dim: number }[];
+  tables: {
+    r: ResolvedTable;
+    keys: Uint32Array;
+    values: Float32Array;
+    dim: number;
+    /** Per row: the largest |value| of the file's and the first pull's (what rounding scales with). */
+    scale?: Float32Array;
+  }[];
   rows: number;
 }
+
+/**
+ * How far from the file, relative to the row's scale, a row may read after a push for the gap to
+ * be float32 rounding (a few ulps: 2^-23 each) rather than a training step.
+ */
+const ROUNDING = 2 ** -18;
 
 export function importDigest(bytes: Uint8Array): string {
   return `import-${createHash('sha256').update(bytes).digest('hex').slice(0, 16)}`;
@@ -167,11 +185,13 @@ export async function importWarmStart(
     duplicates: 0,
     pushedRows: [],
     differing: 0,
+    moved: 0,
   };
   const perShard = Array.from({ length: o.shards }, (_, sh) => chunksOf(tables, spec, sh, o.shards, size));
   for (let round = 0; round <= maxRounds; round++) {
     let pushed = 0;
     let differing = 0;
+    let moved = 0;
     for (let sh = 0; sh < o.shards; sh++) {
       for (const [c, chunk] of perShard[sh]!.entries()) {
         const pullTables: PullTable[] = chunk.tables.map((x) => ({ t: x.r.t, keys: x.keys }));
@@ -181,14 +201,30 @@ export async function importWarmStart(
           const now = reply.tables[i]!.values;
           const n = x.keys.length / 2;
           const rows: number[] = [];
-          for (let j = 0; j < n; j++) {
-            for (let k = 0; k < x.dim; k++) {
-              // bit for bit: -0 and 0 differ too
-              if (!Object.is(now[j * x.dim + k], x.values[j * x.dim + k])) {
-                rows.push(j);
-                break;
-              }
+          if (round === 0) {
+            x.scale = new Float32Array(n);
+            for (let j = 0; j < n; j++) {
+              let m = 1;
+              for (let k = 0; k < x.dim; k++)
+                m = Math.max(m, Math.abs(now[j * x.dim + k]!), Math.abs(x.values[j * x.dim + k]!));
+              x.scale[j] = m;
             }
+          }
+          for (let j = 0; j < n; j++) {
+            let differs = false;
+            let far = false;
+            for (let k = 0; k < x.dim; k++) {
+              const v = x.values[j * x.dim + k]!;
+              const w = now[j * x.dim + k]!;
+              // bit for bit: -0 and 0 differ too
+              if (Object.is(w, v)) continue;
+              differs = true;
+              if (Math.abs(v - w) > ROUNDING * x.scale![j]!) far = true;
+            }
+            if (!differs) continue;
+            // after the first push a row far from the file was moved by training: keep that
+            if (round > 0 && far) moved++;
+            else rows.push(j);
           }
           if (rows.length === 0) return;
           const keys = new Uint32Array(rows.length * 2);
@@ -229,6 +265,7 @@ export async function importWarmStart(
       }
     }
     report.rounds = round + 1;
+    report.moved = moved;
     if (round === maxRounds) report.differing = differing;
     else report.pushedRows.push(pushed);
     if (pushed === 0 && round < maxRounds) break;

@@ -116,9 +116,13 @@ export function modelImportCommand(): Command {
           process.stdout.write(
             `imported ${path} into ${f.cluster} (${r.model}, ${r.shards} shards) as ${r.id}: ${rows}; ` +
               `${r.pushes} pushes (${r.duplicates} already applied), ${r.rounds} rounds, ` +
-              `${r.differing === 0 ? 'every row reads back bit for bit' : `${r.differing} rows still differ (training moved them?)`}\n`,
+              `${r.differing === 0 ? 'every row reads back bit for bit' : `${r.differing} rows still differ by rounding`}\n`,
           );
           if (r.missing.length > 0) process.stdout.write(`left as they were: ${r.missing.join(', ')}\n`);
+          if (r.moved > 0)
+            process.stdout.write(
+              `${r.moved} rows were trained while importing: kept as file value + training\n`,
+            );
         }
         if (r.differing > 0) process.exitCode = 1;
       });
