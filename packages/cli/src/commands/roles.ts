@@ -32,6 +32,8 @@ interface RoleFlags {
   metricsHost: string;
   /** shard only: the index from this variable's trailing -<ordinal> (a StatefulSet pod's name) */
   indexFromEnv?: string;
+  /** shard-host only: the host name from this variable (a StatefulSet pod's name) */
+  hostFromEnv?: string;
 }
 
 function port(v: string): number {
@@ -206,6 +208,7 @@ async function runActor<A extends RoleActor>(role: Role<A>, flags: RoleFlags, si
     options: () => {
       options = readRoleOptions(flags, natsOptionsFromEnv());
       if (flags.indexFromEnv) options = shardIndexFromEnv(options, flags.indexFromEnv);
+      if (flags.hostFromEnv) options = hostFromEnv(options, flags.hostFromEnv);
       return options;
     },
     create: (o, deps) => role.create(o, deps),
@@ -244,10 +247,18 @@ export const shardCommand = () =>
     .addCommand(shardMoveCommand())
     .addCommand(shardPlacementCommand())
     .addCommand(shardReleaseCommand());
-export const shardHostCommand = roleCommand(
-  'shard-host',
-  'run a shard host: the shards the cluster placement gives it (docs/resharding.md)',
-  shardHostRole,
-);
+export const shardHostCommand = () =>
+  roleCommand(
+    'shard-host',
+    'run a shard host: the shards the cluster placement gives it (docs/resharding.md)',
+    shardHostRole,
+  )().option('--host-from-env <name>', "the host name from this variable (a StatefulSet pod's name)");
+
+/** The `host` option from an environment variable (`--host-from-env POD_NAME`). */
+function hostFromEnv(options: Record<string, unknown>, name: string): Record<string, unknown> {
+  const host = process.env[name];
+  if (!host) throw new FreshetError('CONFIG', `--host-from-env ${name}: ${name} is not set`);
+  return { ...options, host };
+}
 export const workerCommand = roleCommand('worker', 'run a gradient worker process', workerRole);
 export const serveCommand = roleCommand('serve', 'run a serving node process', servingRole);
