@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createModel, type ModelConfigInput } from '@freshet/model';
@@ -16,12 +18,14 @@ import { aligned } from '@freshet/shard';
 import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
 import { runModelImport } from '../packages/cli/src/commands/model-import.js';
 import { encodeWarmStart, type WarmStartFile } from '../packages/cli/src/warm-start-file.js';
-import { kill9, startRole, useRoleProcesses, type RoleProcess } from './fault-kit.js';
+import { kill9, repoRoot, startRole, useRoleProcesses, type RoleProcess } from './fault-kit.js';
+
+const execFileP = promisify(execFile);
 
 /**
  * Warm start against real processes (docs/warm-start.md): nats-server, 2 shard processes and a
  * serving node; a warm-start file of 60 users' and 30 items' rows (FM: wide, emb, lin) imported
- * through the command's function. Checked: every row reads back from its owning shard bit for bit;
+ * with `freshet model import` (a CLI process; the repeat through the command's function). Checked: every row reads back from its owning shard bit for bit;
  * the serving node scores a (user, item) pair as the imported weights say; a second import of the
  * same file changes nothing (push ids); after kill -9 and restart of both shards the rows are
  * still bit for bit; a file whose dims do not match the model is refused, naming the table, and
@@ -144,7 +148,39 @@ describe('warm start: freshet model import', () => {
     // the rows start elsewhere: the initial embedding rows are not the file's
     expect(bits(await pullAll('emb'))).not.toEqual(bits(file.tables.get('emb')!.values));
 
-    const report = await runModelImport(nats.nc, path, flags);
+    /** `freshet model import` as a process: its JSON report, or its exit code and stderr. */
+    const cli = async (file: string) => {
+      try {
+        const r = await execFileP(
+          process.execPath,
+          [
+            join(repoRoot, 'packages', 'cli', 'dist', 'main.js'),
+            'model',
+            'import',
+            file,
+            ...[
+              '--nats',
+              nats.url,
+              '--cluster',
+              cluster,
+              '--model',
+              modelPath,
+              '--chunk-rows',
+              '16',
+              '--json',
+            ],
+          ],
+          { cwd: repoRoot, timeout: 60_000 },
+        );
+        return { code: 0, report: JSON.parse(r.stdout.trim()) as Awaited<ReturnType<typeof runModelImport>> };
+      } catch (e) {
+        const err = e as { code?: number; stderr?: string };
+        return { code: err.code ?? -1, stderr: err.stderr ?? '' };
+      }
+    };
+    const ran = await cli(path);
+    expect(ran.code).toBe(0);
+    const report = ran.report!;
     expect(report.shards).toBe(SHARDS);
     expect(report.differing).toBe(0);
     expect(report.rows).toEqual({ wide: n, emb: n, lin: 1 });
@@ -195,9 +231,9 @@ describe('warm start: freshet model import', () => {
     const badPath = join(dir, 'bad.safetensors');
     writeFileSync(badPath, encodeWarmStart(bad));
     const v = await versions();
-    await expect(runModelImport(nats.nc, badPath, flags)).rejects.toThrow(
-      /table "emb": rows of dim 3 in the file, 4 in the model/,
-    );
+    const refused = await cli(badPath);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/\[CONFIG\] .*table "emb": rows of dim 3 in the file, 4 in the model/);
     // and one that is not a safetensors file at all
     writeFileSync(badPath, 'not a model');
     await expect(runModelImport(nats.nc, badPath, flags)).rejects.toThrow(/warm-start file: header length/);

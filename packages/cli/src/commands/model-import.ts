@@ -128,13 +128,3 @@ export function modelImportCommand(): Command {
       });
     });
 }
-
-/**
- * A `model` group holding only `import`: commands/model.ts adds its subcommands to the one
- * `model` group (kept so that file's import stays as it is).
- */
-export function modelCommand(): Command {
-  return new Command('model')
-    .description("The cluster's model weights (docs/warm-start.md)")
-    .addCommand(modelImportCommand());
-}
