@@ -147,7 +147,7 @@ export async function rollBackToTag(
 export function modelRollbackCommand(): Command {
   return new Command('rollback')
     .description(
-      'Roll every shard back to a tag; serving follows. What was learned after the tag is discarded',
+      'Roll every shard back to a tag; serving follows. What was learned after it is discarded, or learned again (--replay)',
     )
     .argument('<name>', 'tag name')
     .option('--nats <url>', 'NATS server URL(s) (default: $FRESHET_NATS_URL or nats://127.0.0.1:4222)')
