@@ -1,7 +1,7 @@
 import type { ClusterHarness } from '@freshet/bench';
 import { shardView, servingView, workerView } from './actor-view.js';
 import { compileClusterConfig, shardHostNames } from './cluster-config.js';
-import { placeShards } from './commands/shard-place.js';
+import { placeShards } from './shard-placement-ops.js';
 import { discoverActors, type ActorStatus } from './discovery.js';
 import { startLocalCluster, type ClusterLog } from './local-cluster.js';
 

@@ -13,7 +13,7 @@ import {
   writeModelSpec,
 } from '@freshet/nats';
 import { shardHostNames, type ClusterConfig } from './cluster-config.js';
-import { placeShards } from './commands/shard-place.js';
+import { placeShards } from './shard-placement-ops.js';
 
 /**
  * What a cluster needs in NATS before its roles can run: the feedback and dead-letter streams,

@@ -94,4 +94,4 @@ export {
   type PlaceOptions,
   type PlaceReport,
   type ShardWhere,
-} from './commands/shard-place.js';
+} from './shard-placement-ops.js';

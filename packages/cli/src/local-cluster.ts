@@ -26,7 +26,7 @@ import {
   shardHostNames,
 } from './cluster-config.js';
 import { clusterStreamOptions } from './cluster-init.js';
-import { placeShards } from './commands/shard-place.js';
+import { placeShards } from './shard-placement-ops.js';
 import { discoverActors, str, type ActorStatus } from './discovery.js';
 import { generateNatsAuth, tlsBlock, writeAuthFiles, type GeneratedAuth } from './nats-auth.js';
 import { privateDir } from './private-files.js';

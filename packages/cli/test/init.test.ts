@@ -12,7 +12,7 @@ import { Shard } from '@freshet/shard';
 import { Worker } from '@freshet/worker';
 import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
 import { defaultModel } from '../src/cluster-config.js';
-import { placeShards } from '../src/commands/shard-place.js';
+import { placeShards } from '../src/shard-placement-ops.js';
 import { cliMainPath } from '../src/local-cluster.js';
 
 // `freshet init` against a real nats-server, through the built CLI as an operator runs it: it

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { uniqueName, waitFor } from '@freshet/testkit';
 import { compileClusterConfig, planActors } from '../src/cluster-config.js';
-import { placeShards, shardPlacement } from '../src/commands/shard-place.js';
+import { placeShards, shardPlacement } from '../src/shard-placement-ops.js';
 import { startLocalCluster, type LocalCluster } from '../src/local-cluster.js';
 
 describe('a local cluster on shard hosts (shards.hosts)', () => {
