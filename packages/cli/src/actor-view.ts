@@ -64,6 +64,8 @@ export interface ServingView {
   requestsPerSec: number | null;
   /** Its HTTP base URL when it serves HTTP (the dashboard reads its freshness buckets there). */
   http: string | null;
+  /** Pinned to the weights it holds by the model guard (docs/model-versions.md): since, reason. */
+  pinned: { since: number; reason: string } | null;
 }
 
 /** `freshet status --json`: one entry per live actor. */
@@ -197,7 +199,13 @@ export function servingView(a: ActorStatus): ServingView {
     freshnessHistogram: histogram(pick(s, 'freshness.histogram', 'freshnessHistogram')),
     requestsPerSec: n(s, 'requestsPerSec', 'rates.requests', 'qps'),
     http: str(s, 'http') ?? null,
+    pinned: pinOf(s.pinned),
   };
+}
+
+function pinOf(v: unknown): ServingView['pinned'] {
+  if (!isRecord(v) || typeof v.since !== 'number') return null;
+  return { since: v.since, reason: typeof v.reason === 'string' ? v.reason : '' };
 }
 
 /** Groups discovered actors into the three role views. */

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
 import { chromiumPath, uniqueName, waitFor } from '@freshet/testkit';
 import { defaultClusterConfig } from '../src/cluster-config.js';
+import { dashboardPage } from '../src/dashboard/page.js';
 import { startDashboard, type Dashboard } from '../src/dashboard/server.js';
 import { startLocalCluster, type LocalCluster } from '../src/local-cluster.js';
 
@@ -73,6 +74,43 @@ describe('dashboard in headless Chromium', () => {
     expect(await page.locator('#error').textContent()).toBe('');
     // The same server answers Prometheus scrapes.
     expect(await (await fetch(`${url}metrics`)).text()).toContain('freshet_worker_progressive_auc');
+  });
+});
+
+describe('dashboard page', () => {
+  it('says when serving is pinned by the model guard, which nodes, and why', async () => {
+    const page = await browser.newPage();
+    // the page alone (its poll has no server here): render() is what every poll calls
+    await page.setContent(dashboardPage({ intervalMs: 3_600_000 }));
+    const empty = { counts: [], bounds: [], source: '' };
+    const serving = (id: string, pinned: unknown) => ({
+      id,
+      state: 'running',
+      requestsPerSec: 1,
+      version: 7,
+      freshnessP99Ms: 12,
+      pinned,
+    });
+    const state = (pinned: unknown) => ({
+      cluster: 'c',
+      history: [],
+      freshnessHistogram: empty,
+      stalenessHistogram: empty,
+      view: { shards: [], workers: [], serving: [serving('serving-0', pinned), serving('serving-1', null)] },
+    });
+    const render = (st: unknown) =>
+      page.evaluate((x) => (globalThis as unknown as { render(s: unknown): void }).render(x), st);
+    await render(state({ since: Date.now(), reason: 'logloss 0.91 over 500 examples > baseline 0.52' }));
+    expect(await page.locator('#pinned').textContent()).toMatch(
+      /^Serving pinned \(serving-0\) since .*: logloss 0\.91 over 500 examples > baseline 0\.52\. freshet model rollback TAG or freshet model unpin ends it\.$/,
+    );
+    expect(await page.locator('#others tbody tr[data-id="serving-0"] td').nth(3).textContent()).toBe(
+      '7 (pinned)',
+    );
+    expect(await page.locator('#others tbody tr[data-id="serving-1"] td').nth(3).textContent()).toBe('7');
+    await render(state(null));
+    expect(await page.locator('#pinned').textContent()).toBe('');
+    await page.close();
   });
 });
 

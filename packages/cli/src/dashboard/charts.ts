@@ -28,6 +28,7 @@ export const chartStyles = `  body { font: 14px system-ui, sans-serif; margin: 1
   table { border-collapse: collapse; width: 100%; font: 12px ui-monospace, monospace; }
   th, td { text-align: right; padding: 3px 6px; border-bottom: 1px solid #eee; } th:first-child, td:first-child { text-align: left; }
   #error { color: #b00; }
+  #pinned { color: #b00; font-weight: 600; }
 `;
 
 /** The page body: title, error line, chart grid (plus `extra` line charts) and actor tables. */
@@ -40,6 +41,7 @@ export function chartBody(extra: readonly ChartCard[] = []): string {
     .join('\n');
   return `<h1>Freshet <span id="cluster"></span> <span class="muted" id="summary"></span></h1>
 <div id="error"></div>
+<div id="pinned"></div>
 <div class="grid">
   <div class="card"><h2>Progressive AUC <span class="value" id="v-auc">–</span></h2><canvas id="chart-auc" data-key="auc"></canvas></div>
   <div class="card"><h2>Progressive logloss <span class="value" id="v-logloss">–</span></h2><canvas id="chart-logloss" data-key="logloss"></canvas></div>
@@ -112,6 +114,10 @@ function render(s) {
   document.getElementById('cluster').textContent = s.cluster ? '"' + s.cluster + '"' : '';
   const v = s.view || { shards: [], workers: [], serving: [] };
   document.getElementById('summary').textContent = v.shards.length + ' shards · ' + v.workers.length + ' workers · ' + v.serving.length + ' serving';
+  const pinned = v.serving.filter((x) => x.pinned);
+  document.getElementById('pinned').textContent = pinned.length
+    ? 'Serving pinned (' + pinned.map((x) => x.id).join(', ') + ') since ' + new Date(pinned[0].pinned.since).toLocaleTimeString() + ': ' + pinned[0].pinned.reason + '. freshet model rollback TAG or freshet model unpin ends it.'
+    : '';
   for (const c of document.querySelectorAll('canvas[data-key]')) line(c, s.history);
   const last = s.history[s.history.length - 1] || {};
   for (const k of ['auc', 'logloss', 'examplesPerSec', 'freshnessP99Ms']) document.getElementById('v-' + k).textContent = fmt(last[k], k === 'auc' || k === 'logloss' ? 4 : 0);
@@ -123,6 +129,6 @@ function render(s) {
     fmt(x.version, 0), fmt(x.updatesPerSec, 1), fmt(x.stalenessP50, 1), fmt(x.stalenessP99, 1), fmt(x.rejects, 0), fmt(x.evictions, 0), fmt(x.deltaSeq, 0)]);
   rows(document.querySelector('#others tbody'), [...v.workers.map((x) => ({ ...x, kind: 'w' })), ...v.serving.map((x) => ({ ...x, kind: 's' }))], (x) => x.kind === 'w'
     ? [x.id, x.state || '–', fmt(x.examplesPerSec, 1), fmt(x.auc, 4), fmt(x.logloss, 4), x.partitions.join(','), deadLetters(x.deadLetters)]
-    : [x.id, x.state || '–', fmt(x.requestsPerSec, 1), fmt(x.version, 0), fmt(x.freshnessP99Ms, 0) + ' ms', '', '']);
+    : [x.id, x.state || '–', fmt(x.requestsPerSec, 1), fmt(x.version, 0) + (x.pinned ? ' (pinned)' : ''), fmt(x.freshnessP99Ms, 0) + ' ms', '', '']);
 }
 `;
