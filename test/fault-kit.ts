@@ -262,3 +262,21 @@ export function workerOptions(
     ...extra,
   };
 }
+
+/** Scores of `pairs` (one candidate each) from a serving node's HTTP API, in order. */
+export async function servingScores(
+  node: RoleProcess,
+  pairs: ReadonlyArray<{ user: string; item: string }>,
+): Promise<number[]> {
+  return Promise.all(
+    pairs.map(async (p) => {
+      const res = await fetch(`${node.ready.http as string}/v1/score`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ user: p.user, candidates: [{ item: p.item }] }),
+      });
+      if (res.status !== 200) throw new Error(`score: HTTP ${res.status}: ${await res.text()}`);
+      return ((await res.json()) as { scores: number[] }).scores[0]!;
+    }),
+  );
+}

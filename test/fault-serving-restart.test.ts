@@ -10,6 +10,7 @@ import {
   startRole,
   workerOptions,
   useRoleProcesses,
+  servingScores,
 } from './fault-kit.js';
 
 /**
@@ -48,18 +49,7 @@ describe('fault: a serving node restarted', () => {
     await startRole('worker', workerOptions(cluster, 'w0', SHARDS, PARTS, nats.url));
 
     const pairs = Array.from({ length: 40 }, (_, i) => ({ user: `u${i * 37}`, item: `i${(i * 37) % 50}` }));
-    const scores = async (node: typeof s0): Promise<number[]> =>
-      Promise.all(
-        pairs.map(async (p) => {
-          const res = await fetch(`${node.ready.http as string}/v1/score`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ user: p.user, candidates: [{ item: p.item }] }),
-          });
-          expect(res.status).toBe(200);
-          return ((await res.json()) as { scores: number[] }).scores[0]!;
-        }),
-      );
+    const scores = (node: typeof s0) => servingScores(node, pairs);
     const untrained = await scores(s0);
 
     await publishExamples(nats.nc, cluster, 0, WAVE, PARTS);

@@ -27,6 +27,7 @@ import {
   workerOptions,
   workerStatus,
   type RoleProcess,
+  servingScores,
 } from './fault-kit.js';
 
 /**
@@ -108,19 +109,7 @@ describe('model versions: tag, rollback, guard', () => {
   }
 
   const pairs = Array.from({ length: 30 }, (_, i) => ({ user: `u${i * 41}`, item: `i${i % ITEMS}` }));
-  async function scores(node: RoleProcess): Promise<number[]> {
-    return Promise.all(
-      pairs.map(async (p) => {
-        const res = await fetch(`${node.ready.http as string}/v1/score`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ user: p.user, candidates: [{ item: p.item }] }),
-        });
-        expect(res.status).toBe(200);
-        return ((await res.json()) as { scores: number[] }).scores[0]!;
-      }),
-    );
-  }
+  const scores = (node: RoleProcess) => servingScores(node, pairs);
   const servingStatus = async (node: RoleProcess) =>
     (await (await fetch(`${node.ready.http as string}/v1/status`)).json()) as {
       versions: number[];

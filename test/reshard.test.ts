@@ -18,6 +18,7 @@ import {
   workerOptions,
   useRoleProcesses,
   type RoleProcess,
+  servingScores,
 } from './fault-kit.js';
 
 const execFileP = promisify(execFile);
@@ -237,18 +238,7 @@ describe('resharding: shards move between hosts under load', () => {
     // the serving node that followed every move scores like one that starts now
     const s1 = await startRole('serving', servingOpts('s1'));
     const pairs = Array.from({ length: 30 }, (_, i) => ({ user: `u${i * 37}`, item: `i${(i * 37) % 50}` }));
-    const scores = (node: RoleProcess) =>
-      Promise.all(
-        pairs.map(async (p) => {
-          const res = await fetch(`${node.ready.http as string}/v1/score`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({ user: p.user, candidates: [{ item: p.item }] }),
-          });
-          expect(res.status).toBe(200);
-          return ((await res.json()) as { scores: number[] }).scores[0]!;
-        }),
-      );
+    const scores = (node: RoleProcess) => servingScores(node, pairs);
     let last: { a: number[]; b: number[] } | undefined;
     await waitFor(
       async () => {
