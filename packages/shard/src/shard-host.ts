@@ -10,6 +10,7 @@ import {
   Lifecycle,
   natsOptionsSchema,
   placementKv,
+  readLease,
   readPlacement,
   releaseLease,
   takeLease,
@@ -166,6 +167,8 @@ export class ShardHost implements ProcessActor {
   private readonly lastWaitLog = new Map<string, number>();
   private assigned: number[] = [];
   private epoch: number | null = null;
+  /** Shards held here before a crash and placed elsewhere have been handed off (first pass). */
+  private recovered = false;
   private loopDone: Promise<void> | undefined;
   private readonly loopAbort = new AbortController();
   private readonly moves = {
@@ -287,6 +290,28 @@ export class ShardHost implements ProcessActor {
       await this.stopping(shard);
       await shard.stop().catch(() => undefined);
     }
+    // placed here again while its hand-off waits for the Object Store: run it again from our dir
+    for (const i of [...this.unreleased.keys()]) if (want.has(i)) this.unreleased.delete(i);
+    if (!this.recovered) {
+      let pending = false;
+      // shards this host held when it died and that were placed elsewhere meanwhile: their next
+      // host waits for the lease, so run each once from our data dir and hand it off properly
+      for (let i = 0; i < shards && !signal.aborted; i++) {
+        if (want.has(i) || (await readLease(kv, i))?.value.holder !== me) continue;
+        this.log(
+          'info',
+          `shard ${i} was held here and is placed on ${p.hosts[i]}: recovering it to hand it off`,
+          {
+            shard: i,
+          },
+        );
+        await this.takeOver(i, shards, p.epoch);
+        if (this.running.has(i)) await this.handOff(i, p.epoch);
+        else pending = true;
+      }
+      // one that did not start is tried again next pass
+      this.recovered = !pending;
+    }
     for (const i of this.assigned) {
       if (signal.aborted) return;
       if (this.running.has(i) || this.unreleased.has(i)) continue;
@@ -308,8 +333,9 @@ export class ShardHost implements ProcessActor {
     }
     this.waiting.delete(i);
     const o = hostedShardOptions(this.options, i, shards);
-    const ours = lease.before?.last === me;
-    // another host ran it since our copy was written: the Object Store has the state, our dir is stale
+    const ours = lease.before === undefined || lease.before.last === me;
+    // another host ran it since our copy was written: the Object Store has the state, our dir is
+    // stale (with no lease ever written, a dir here can only be ours: kept)
     if (!ours) rmSync(o.dataDir!, { recursive: true, force: true });
     const log: ActorLog = (level, msg, fields) => this.log(level, msg, { shard: i, ...fields });
     const shard = new Shard(o, { nc: this.nc, log });
