@@ -143,6 +143,11 @@ const meta = {
   freshestAgeMs: z.number().min(0).nullable(),
   /** The node that answered. */
   node: z.string(),
+  /**
+   * The cluster whose model computed the scores: the node's own, or a canary's
+   * (docs/multi-model.md). Put it on the impressions as `meta.servedBy` for served CTR per model.
+   */
+  servedBy: z.string().optional(),
   requestId: z.string().optional(),
 };
 

@@ -53,3 +53,5 @@ export {
   type ModelPin,
   type ModelPinFollowerOptions,
 } from './model-pin.js';
+export { userPoint, pickCanary } from './user-split.js';
+export { Variant, variantSchema, type VariantOptions, type VariantStatus } from './variants.js';

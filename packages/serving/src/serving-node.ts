@@ -30,6 +30,8 @@ import { Replica, type ReplicaEvent, type ReplicaStats } from './replica.js';
 import { ModelPinFollower, type ModelPin } from './model-pin.js';
 import { createScorer, type Scorer, type ScorerKind } from './scorer.js';
 import { compileServingOptions, type ServingOptions, type ServingOptionsInput } from './serving-options.js';
+import { pickCanary } from './user-split.js';
+import { Variant, type VariantStatus } from './variants.js';
 
 /** Actor states of a serving node: the actor contract's (docs/architecture.md). */
 export type ServingState = ActorState;
@@ -69,6 +71,10 @@ export interface ServingStatus {
   encoderStats: EncoderStatsView | null;
   /** Set while the model is pinned (docs/model-versions.md): why, and since when. */
   pinned: ModelPin | null;
+  /** Requests answered (200) by each model, by cluster: the live one and any canary. */
+  servedBy: Record<string, number>;
+  /** The other models this node follows (docs/multi-model.md). */
+  variants: VariantStatus[];
 }
 
 interface Outcome {
@@ -113,6 +119,11 @@ export class ServingNode implements ProcessActor {
   // seeded once per node: exploration draws need no cryptographic quality, only independence
   private readonly random = xorshift32(randomInt(1, 2 ** 32));
   private readonly lifetime = new AbortController();
+  private variants: Variant[] = [];
+  private canaries: Variant[] = [];
+  private canaryFractions: number[] = [];
+  private shadows: Variant[] = [];
+  private readonly servedBy: Record<string, number> = {};
 
   constructor(input: ServingOptionsInput | ServingOptions, deps: ServingNodeDeps = {}) {
     this.options = compileServingOptions(input);
@@ -209,6 +220,7 @@ export class ServingNode implements ProcessActor {
         log: this.log,
       });
       await this.pin.start();
+      await this.startVariants();
       if (o.http.enabled) await this.startHttp();
       await this.startService();
       this.log('info', 'serving node listening', { id: o.id, http: this.url, scorer: this.scorer.kind });
@@ -236,6 +248,7 @@ export class ServingNode implements ProcessActor {
     await this.service?.stop().catch(() => undefined);
     await this.app?.close().catch(() => undefined);
     await this.pin?.stop();
+    for (const v of this.variants) await v.stop();
     await this.rep?.stop();
     await this.encoderStats?.stop();
     if (this.ownsNc && this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
@@ -267,6 +280,8 @@ export class ServingNode implements ProcessActor {
       replica: r ?? emptyReplicaStats(),
       encoderStats: this.encoderStats ? { ...this.encoderStats.view } : null,
       pinned: this.pin?.current ?? null,
+      servedBy: { ...this.servedBy },
+      variants: this.variants.map((v) => v.status()),
     };
   }
 
@@ -302,6 +317,11 @@ export class ServingNode implements ProcessActor {
         s.pinned ? Math.floor(s.pinned.since / 1000) : 0,
       ) +
       gauge('freshet_serving_deltas_held', 'deltas left unapplied while pinned', s.replica.deltasHeld) +
+      `# HELP freshet_serving_served_total requests answered, by the cluster whose model served them\n` +
+      `# TYPE freshet_serving_served_total counter\n` +
+      Object.entries(s.servedBy)
+        .map(([m, v]) => `freshet_serving_served_total{${labels},model="${m}"} ${v}\n`)
+        .join('') +
       this.rep!.freshness.cumulative.prometheus(
         'freshet_serving_freshness_milliseconds',
         'event publication to update applied on this node',
@@ -345,8 +365,17 @@ export class ServingNode implements ProcessActor {
       req = parsed.data as RankRequest;
     }
     let scores: Float32Array;
+    // a canary's users are answered by it, the rest (and its users while it loads) by the live model
+    let by: Variant | undefined;
+    if (this.canaries.length > 0) {
+      const c = this.canaries[pickCanary(req.user, this.options.cluster, this.canaryFractions)];
+      if (c?.ready) by = c;
+      else c?.fellBack();
+    }
     try {
-      scores = this.scorer.score(req.user, req.context, req.candidates);
+      scores = by
+        ? by.score(req.user, req.context, req.candidates)
+        : this.scorer.score(req.user, req.context, req.candidates);
     } catch (e) {
       const err = e instanceof FreshetError ? e : new FreshetError('INTERNAL', String(e));
       return fail(err.code === 'BAD_REQUEST' ? 400 : 500, err);
@@ -355,9 +384,13 @@ export class ServingNode implements ProcessActor {
       if (!Number.isFinite(scores[i]!))
         return fail(500, new FreshetError('INTERNAL', `non-finite score for candidate ${i}`));
     }
-    const rep = this.rep;
+    for (const v of this.shadows) v.shadow(req.user, req.context, req.candidates, scores);
+    const servedBy = by ? by.o.cluster : this.options.cluster;
+    this.servedBy[servedBy] = (this.servedBy[servedBy] ?? 0) + 1;
+    const rep = by ? by.rep! : this.rep;
     const meta = {
-      model: this.model!.spec.name,
+      model: (by ? by.model! : this.model!).spec.name,
+      servedBy,
       version: rep.version(),
       versions: rep.versions(),
       freshestAgeMs: rep.freshestAgeMs(),
@@ -388,6 +421,36 @@ export class ServingNode implements ProcessActor {
         return fail(500, new FreshetError('INTERNAL', `invalid response: ${zodReason(check.error)}`));
     }
     return { status: 200, body };
+  }
+
+  /** Starts the variants' replicas (their snapshots load while the live model serves). */
+  private async startVariants(): Promise<void> {
+    const o = this.options;
+    for (const vo of o.variants) {
+      const v = new Variant(vo, {
+        nc: this.nc!,
+        replica: {
+          emaDecay: o.replica.emaDecay,
+          pageSize: o.replica.pageSize,
+          snapshotTimeoutMs: o.replica.snapshotTimeoutMs,
+          maxBufferedDeltas: o.replica.maxBufferedDeltas,
+          applyStepMs: o.replica.applyStepMs,
+        },
+        statsWindowMs: o.statsWindowMs,
+        encoderStatsMaxAgeMs: o.encoderStatsMaxAgeMs,
+        scorer: o.scorer,
+        fields: o.fields,
+        gemm: o.gemm,
+        signal: this.lifetime.signal,
+        log: this.log,
+      });
+      this.variants.push(v);
+      await v.start();
+      if (vo.mode === 'canary') {
+        this.canaries.push(v);
+        this.canaryFractions.push(vo.fraction);
+      } else this.shadows.push(v);
+    }
   }
 
   /** An explored ranking's items, each with its propensity; counted in `exploration`. */

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { natsOptionsSchema } from '@freshet/nats';
 import { assertClusterName, FreshetError } from '@freshet/protocol';
 import { explorationSchema } from './exploration.js';
+import { variantSchema } from './variants.js';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -92,6 +93,11 @@ export const servingOptionsSchema = z
      * [0, 1], whole-number versions; a few µs), with the zod schema judging any response it doubts.
      */
     validateResponses: z.boolean().default(true),
+    /**
+     * Other models (other clusters) this node follows beside the live one: scored in the shadow
+     * of every request, or serving a fixed share of users (docs/multi-model.md).
+     */
+    variants: z.array(variantSchema).max(8).default([]),
   })
   .strict();
 
@@ -111,5 +117,14 @@ export function compileServingOptions(input: unknown): ServingOptions {
       `http.host ${o.http.host} is not loopback: set http.expose: true to serve beyond this machine`,
     );
   }
+  const seen = new Set([o.cluster]);
+  for (const v of o.variants) {
+    assertClusterName(v.cluster);
+    if (seen.has(v.cluster))
+      throw new FreshetError('CONFIG', `variant cluster ${v.cluster} is the live cluster or listed twice`);
+    seen.add(v.cluster);
+  }
+  const canary = o.variants.reduce((a, v) => a + (v.mode === 'canary' ? v.fraction : 0), 0);
+  if (canary > 1 + 1e-9) throw new FreshetError('CONFIG', `canary fractions add up to ${canary}: at most 1`);
   return { ...o, id: o.id ?? `serving-${randomUUID().slice(0, 8)}` };
 }

@@ -64,3 +64,4 @@ export {
   type JoinerOptionsInput,
 } from './joiner-options.js';
 export { ForgottenUsers } from './forgotten-users.js';
+export { ServedCtr, type ServedCounts } from './served-ctr.js';

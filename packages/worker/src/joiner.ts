@@ -36,6 +36,8 @@ export interface JoinedExample {
   impressionTs?: number;
   position?: number;
   propensity?: number;
+  /** The model that served the impression (its `meta.servedBy`), for served CTR per model. */
+  servedBy?: string;
   /** True for a positive re-inserted after its impression was emitted as a negative. */
   delayed?: boolean;
 }
@@ -86,6 +88,7 @@ interface Pending {
   features: Features;
   position?: number;
   propensity?: number;
+  servedBy?: string;
   /** Monotonic insertion number: heap entries of replaced impressions are recognised as stale. */
   n: number;
 }
@@ -477,6 +480,7 @@ export class Joiner {
     };
     if (e.position !== undefined) p.position = e.position;
     if (e.propensity !== undefined) p.propensity = e.propensity;
+    if (typeof e.meta?.servedBy === 'string') p.servedBy = e.meta.servedBy;
     const orphan = this.orphans.get(key);
     if (orphan) {
       this.orphans.delete(key);
@@ -601,6 +605,7 @@ export class Joiner {
     };
     if (p.position !== undefined) b.position = p.position;
     if (p.propensity !== undefined) b.propensity = p.propensity;
+    if (p.servedBy !== undefined) b.servedBy = p.servedBy;
     return b;
   }
 

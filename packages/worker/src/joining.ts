@@ -4,6 +4,7 @@ import type { DeliveredMsg } from './delivered-msg.js';
 import type { ForgottenUsers } from './forgotten-users.js';
 import type { JoinedExample, JoinerDropReason } from './joiner.js';
 import type { MessageHolds } from './message-holds.js';
+import type { ServedCtr } from './served-ctr.js';
 import type { Buffered, PartitionState, Tracked, WorkerCounters } from './worker-types.js';
 
 export interface JoiningContext {
@@ -16,6 +17,8 @@ export interface JoiningContext {
   enqueue: (b: Omit<Buffered, 'at'>) => void;
   /** Users deleted with `freshet user forget`: their events are acked unused and counted. */
   forgotten?: ForgottenUsers;
+  /** Served CTR per model (impressions carrying `meta.servedBy`). */
+  served?: ServedCtr;
 }
 
 /** Admission of fetched messages: validation, joining, and which messages the joiner holds. */
@@ -107,6 +110,7 @@ export class Joining {
   /** Buffers joined examples, each holding the messages it came from until it is applied. */
   emitJoined(ps: PartitionState, out: JoinedExample[], curId?: string, cur?: Tracked): void {
     for (const ex of out) {
+      this.ctx.served?.record(ex);
       const deps: Tracked[] = [];
       const freed: string[] = [];
       const ids =

@@ -151,7 +151,7 @@ export const workerOptionsSchema = z.object({
     .object({
       durablePrefix: z
         .string()
-        .regex(/^[A-Za-z0-9_-]{1,48}$/)
+        .regex(/^[A-Za-z0-9_-]{1,120}$/)
         .default('freshet-worker'),
       /**
        * How long JetStream waits for an ack before redelivering: what a crashed worker's (or a
@@ -233,6 +233,12 @@ export const workerOptionsSchema = z.object({
    * never applies an example twice. Off only to measure what they cost.
    */
   manifest: z.object({ enabled: z.boolean().default(true) }).prefault({}),
+  /**
+   * Whose feedback stream to learn from: another cluster's, for a second model trained on the
+   * live model's events (docs/multi-model.md). Leases, manifests, shards and status stay this
+   * cluster's; the consumers are this cluster's own, on that stream. Default: this cluster.
+   */
+  feedback: z.object({ cluster: z.string().optional() }).strict().prefault({}),
 });
 export type WorkerOptionsInput = z.input<typeof workerOptionsSchema>;
 export type WorkerOptions = Omit<z.infer<typeof workerOptionsSchema>, 'maxInFlightBatches'> & {
@@ -254,6 +260,8 @@ export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
       (r.data.batch.size >= 128 && !isSequentialFtrl(compileModelConfig(r.data.model)) ? 2 : 1),
   };
   assertClusterName(o.cluster);
+  const source = o.feedback.cluster ?? o.cluster;
+  assertClusterName(source);
   if (o.lease.ttlMs <= o.lease.heartbeatMs * 2) {
     throw new FreshetError('CONFIG', 'lease.ttlMs must exceed two heartbeats');
   }
@@ -262,6 +270,13 @@ export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
   // `working()`, so the ack wait need not cover a joiner window.)
   const consumer = {
     ...o.consumer,
+    // on another cluster's stream the durable names carry this cluster's: the live model's
+    // workers and this model's never share (or steal acks from) a consumer
+    // (compiling compiled options again must not add it twice)
+    durablePrefix:
+      source === o.cluster || o.consumer.durablePrefix.endsWith(`-${o.cluster}`)
+        ? o.consumer.durablePrefix
+        : `${o.consumer.durablePrefix}-${o.cluster}`,
     maxAckPending: Math.max(
       o.consumer.maxAckPending,
       o.joiner.maxPending +
@@ -276,5 +291,5 @@ export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
     `w-${hostname()
       .replace(/[^A-Za-z0-9_-]/g, '')
       .slice(0, 24)}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  return { ...o, consumer, id };
+  return { ...o, consumer, id, feedback: { cluster: source } };
 }

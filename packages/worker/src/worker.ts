@@ -37,6 +37,7 @@ import { DenseReplica, type DenseReplicaCounters } from './dense-replica.js';
 import { ensurePartitionConsumer } from './partition-consumer.js';
 import { PartitionLeases, type LeaseCounters } from './partition-leases.js';
 import { PullFeed } from './pull-feed.js';
+import { ServedCtr, type ServedCounts } from './served-ctr.js';
 import { ProgressiveMetrics, type ProgressiveHistogram, type ProgressiveSnapshot } from './progressive.js';
 import { ShardClient } from './shard-client.js';
 import { compileWorkerOptions, type WorkerOptions, type WorkerOptionsInput } from './worker-options.js';
@@ -89,6 +90,10 @@ export interface WorkerStatus {
   dense?: DenseReplicaCounters | undefined;
   /** Users deleted with `freshet user forget` (known to this worker) and their events dropped. */
   forgotten: { users: number; droppedEvents: number };
+  /** The cluster whose feedback stream this worker learns from (its own, or the live model's). */
+  feedbackCluster: string;
+  /** Impressions with `meta.servedBy` and their positives, by serving model (docs/multi-model.md). */
+  served: Record<string, ServedCounts>;
 }
 
 /** The joiner part of a worker's status. */
@@ -146,6 +151,9 @@ export class Worker implements ProcessActor {
   readonly role = 'worker';
   readonly options: WorkerOptions;
   private readonly subj: Subjects;
+  /** The feedback stream's subjects: this cluster's, or the cluster named by `feedback.cluster`. */
+  private readonly feed: Subjects;
+  private readonly served = new ServedCtr();
   private readonly deps: WorkerDeps;
   private readonly life: Lifecycle;
   private nc: NatsConnection | undefined;
@@ -227,6 +235,7 @@ export class Worker implements ProcessActor {
   constructor(options: WorkerOptionsInput | WorkerOptions, deps: WorkerDeps = {}) {
     this.options = compileWorkerOptions(options as WorkerOptionsInput);
     this.subj = subjects(this.options.cluster);
+    this.feed = subjects(this.options.feedback.cluster ?? this.options.cluster);
     this.deps = deps;
     this.slots = new Semaphore(this.options.maxInFlightBatches);
     this.metrics = new ProgressiveMetrics({ window: this.options.metrics.window });
@@ -263,9 +272,10 @@ export class Worker implements ProcessActor {
       holds: this.holds,
       counters: this.counters,
       parseOpts: this.parseOpts,
-      isLabels: this.subj.isLabels,
+      isLabels: this.feed.isLabels,
       enqueue: (b) => this.enqueue(b),
       forgotten: this.forgotten,
+      served: this.served,
     });
     this.manifests = new ManifestStore({
       enabled: this.options.manifest.enabled,
@@ -296,7 +306,7 @@ export class Worker implements ProcessActor {
       enabled: this.options.manifest.enabled,
       kv: () => this.kv,
       jsm: () => this.jsm,
-      feedbackStream: this.subj.feedbackStream,
+      feedbackStream: this.feed.feedbackStream,
       store: this.manifests,
       parts: this.parts,
       counters: this.counters,
@@ -357,7 +367,7 @@ export class Worker implements ProcessActor {
         const cfg = {
           durable_name: durable,
           // feedback and labels of partition p (`freshet.<c>.*.<p>`)
-          filter_subject: this.subj.partitionFilter(p),
+          filter_subject: this.feed.partitionFilter(p),
           ack_policy: AckPolicy.Explicit,
           deliver_policy: DeliverPolicy.All,
           ack_wait: nanos(o.consumer.ackWaitMs),
@@ -365,13 +375,13 @@ export class Worker implements ProcessActor {
         };
         await ensurePartitionConsumer(
           jsm,
-          this.subj.feedbackStream,
+          this.feed.feedbackStream,
           cfg,
-          this.subj.feedback(p),
-          this.subj.labels(p),
+          this.feed.feedback(p),
+          this.feed.labels(p),
           (level, msg, fields) => this.log(level, msg, fields),
         );
-        this.consumers.set(p, await this.js.consumers.get(this.subj.feedbackStream, durable));
+        this.consumers.set(p, await this.js.consumers.get(this.feed.feedbackStream, durable));
       }
       // ensureStream made the bucket with the cluster's replicas; should it be missing (a stream
       // made by other tools) it is made like the feedback stream, never silently R1
@@ -462,17 +472,17 @@ export class Worker implements ProcessActor {
     let lastLog = -Infinity;
     for (;;) {
       try {
-        return (await jsm.streams.info(this.subj.feedbackStream)).config.num_replicas;
+        return (await jsm.streams.info(this.feed.feedbackStream)).config.num_replicas;
       } catch (e) {
         if (signal.aborted) {
-          throw new FreshetError('SHUTTING_DOWN', `stopped while waiting for ${this.subj.feedbackStream}`, {
+          throw new FreshetError('SHUTTING_DOWN', `stopped while waiting for ${this.feed.feedbackStream}`, {
             cause: e,
           });
         }
         if (Date.now() - lastLog >= 10_000) {
           lastLog = Date.now();
           this.log('warn', 'waiting for the feedback stream: run `freshet init --config FILE`', {
-            stream: this.subj.feedbackStream,
+            stream: this.feed.feedbackStream,
             waitedS: Math.round((Date.now() - t0) / 1000),
             error: (e as Error).message,
           });
@@ -605,7 +615,7 @@ export class Worker implements ProcessActor {
     const feed = new PullFeed(
       this.nc!,
       {
-        stream: this.subj.feedbackStream,
+        stream: this.feed.feedbackStream,
         durable: `${o.consumer.durablePrefix}-p${p}`,
         expiresMs: o.consumer.fetchExpiresMs,
         graceMs: Math.max(1000, o.consumer.fetchExpiresMs),
@@ -828,6 +838,8 @@ export class Worker implements ProcessActor {
       progressiveWindowHistogram: this.metrics.windowMergeable(),
       dense: this.dense ? { ...this.dense.counters } : undefined,
       forgotten: { users: this.forgotten.size, droppedEvents: this.forgotten.droppedEvents },
+      feedbackCluster: this.feed.cluster,
+      served: this.served.snapshot(),
     };
   }
 
