@@ -84,6 +84,11 @@ export const clusterBenchOptionsSchema = z
      */
     joinWindowMs: z.number().int().min(100).default(2000),
     batch: z.number().int().min(1).max(65_536).default(256),
+    /**
+     * Synchronous steps (the model's staleness policy `sync`): `batch` is the global batch, each
+     * worker's is batch/workers, and the cluster trains like one learner at `batch`.
+     */
+    sync: z.boolean().default(false),
     lr: z.number().positive().default(3e-3),
     ...busOptionsSchema.shape,
     /** Compute threads per worker (default: the cores shared out among workers, at least 1). */
@@ -106,6 +111,10 @@ export const clusterBenchOptionsSchema = z
       .default(15 * 60_000),
   })
   .strict()
+  .refine((o) => !o.sync || o.batch % o.workers === 0, {
+    message: 'with sync the batch is the global one: a multiple of workers',
+    path: ['batch'],
+  })
   .refine(
     (o) =>
       o.placements === undefined ||
@@ -469,7 +478,9 @@ export async function runClusterBench<A extends BenchActor>(
   const progress = deps.progress ?? (() => undefined);
   const cores = cpus().length;
   const threads = o.threads ?? Math.max(1, Math.floor(cores / o.workers));
-  const modelConfig = benchModelConfig(o.model, data, { lr: o.lr, seed: o.seed, dim: o.dim });
+  const benchConfig = benchModelConfig(o.model, data, { lr: o.lr, seed: o.seed, dim: o.dim });
+  const modelConfig = o.sync ? { ...benchConfig, staleness: { policy: 'sync' as const } } : benchConfig;
+  const workerBatch = o.sync ? o.batch / o.workers : o.batch;
   const cluster = `bench-${process.pid}-${Date.now().toString(36)}`;
   const dir = await mkdtemp(join(tmpdir(), 'freshet-bench-cluster-'));
   const statsWindowMs = 1000;
@@ -487,7 +498,7 @@ export async function runClusterBench<A extends BenchActor>(
     workers: {
       count: o.workers,
       options: {
-        batch: { size: o.batch },
+        batch: { size: workerBatch },
         compute: { threads },
         joiner,
         // Close windows by wall time soon after they end, so the last negatives do not wait.
@@ -602,6 +613,8 @@ export async function runClusterBench<A extends BenchActor>(
       serving: o.serving,
       partitions: o.partitions,
       batch: o.batch,
+      sync: o.sync,
+      worker_batch: workerBatch,
       lr: o.lr,
       optimizer: modelConfig.optimizer ?? null,
       threads_per_worker: threads,

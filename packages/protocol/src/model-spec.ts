@@ -49,7 +49,12 @@ export const defaultOptimizer: OptimizerSpec = optimizerSchema.parse({ kind: 'ad
 
 /** How a shard treats a push computed on an old version (τ = versions applied since the pull). */
 export const stalenessSchema = z.object({
-  policy: z.enum(['none', 'reject', 'scale', 'dc', 'ssp']).default('scale'),
+  /**
+   * `sync` (every table or none): each shard sums the pushes of one step, one per live worker,
+   * and applies one optimizer step to the sum before answering any of them; W workers at batch
+   * b train like one learner at batch W·b (docs/learning-quality.md).
+   */
+  policy: z.enum(['none', 'reject', 'scale', 'dc', 'ssp', 'sync']).default('scale'),
   /** τ bound for `reject` and `ssp` (clock difference for `ssp`). */
   bound: z.number().int().min(0).default(64),
   /** DC-ASGD λ for `dc`: g + λ·g⊙g⊙(w − w_pulled). */

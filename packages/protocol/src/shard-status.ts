@@ -50,6 +50,13 @@ export const shardStatusSchema = z.object({
   ssp: z
     .object({ waiting: z.number(), waits: z.number(), timeouts: z.number(), joins: z.number().optional() })
     .optional(),
+  /**
+   * Synchronous steps (the `sync` policy): steps applied, pushes they summed, steps closed by the
+   * step timeout with a worker missing, and the workers the next step waits for.
+   */
+  sync: z
+    .object({ steps: z.number(), pushes: z.number(), timeouts: z.number(), members: z.number() })
+    .optional(),
   tables: z.array(z.object({ t: z.number(), name: z.string(), rows: z.number(), bytes: z.number() })),
 });
 export type ShardStatus = z.infer<typeof shardStatusSchema>;

@@ -46,6 +46,12 @@ export const shardLimitsSchema = z.object({
   /** SSP: longest wait of a pull for slower workers, and how long an unseen worker counts as live. */
   sspTimeoutMs: z.number().int().min(1).default(10_000),
   sspLiveMs: z.number().int().min(1).default(10_000),
+  /**
+   * The `sync` policy: a step closes this long after it opened even when a worker of the last
+   * step has not pushed (it died, stopped or ran out of events): it stalls the others once, then
+   * is no longer waited for. Below the workers' request timeout (5 s), or they retry meanwhile.
+   */
+  syncStepTimeoutMs: z.number().int().min(1).default(1000),
   /** DC-ASGD backups: workers remembered and rows per pull kept. */
   dcMaxWorkers: z.number().int().min(1).default(64),
   dcMaxRowsPerWorker: z

@@ -24,6 +24,7 @@ import {
   encodePushReply,
   encodeSnapshotPage,
   FreshetError,
+  type PushRequest,
   hasCode,
   shardStatusSubject,
   subjects,
@@ -45,6 +46,7 @@ import { forgetPlan } from './forget.js';
 import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
 import { ShardCore } from './shard-core.js';
 import { RecentTimings, SspGate } from './staleness.js';
+import { combineStep, isSyncModel, SyncSteps, type StepReply } from './sync-steps.js';
 import { listSegments, replayWal, truncateWal, Wal } from './wal.js';
 
 /**
@@ -122,6 +124,8 @@ export class Shard implements ProcessActor {
   private service: Service | undefined;
   private deltas: DeltaPublisher | undefined;
   private ssp: SspGate | undefined;
+  /** The `sync` policy's steps (docs/learning-quality.md). */
+  private sync: SyncSteps | undefined;
   private maint: NodeJS.Timeout | undefined;
   private clockSub: Subscription | undefined;
   private checkpointing: Promise<void> | undefined;
@@ -218,6 +222,9 @@ export class Shard implements ProcessActor {
       if (spec.tables.some((t) => t.staleness.policy === 'ssp')) {
         this.ssp = new SspGate(o.limits.sspLiveMs, o.limits.sspTimeoutMs);
         this.clockSub = this.subscribeClocks(this.nc, this.ssp);
+      }
+      if (isSyncModel(spec)) {
+        this.sync = new SyncSteps(o.limits.syncStepTimeoutMs, (reqs) => this.applyStep(reqs));
       }
       this.serve(this.nc, deltaSeq);
       await this.registerService(this.nc, spec);
@@ -478,6 +485,7 @@ export class Shard implements ProcessActor {
       const pending = this.inflightIds.get(req.id);
       return pending ? pending.then(() => reply) : reply;
     }
+    if (this.sync && !req.add) return this.joinStep(this.sync, req);
     this.ssp?.observe(req.worker, req.clock);
     const ts = Date.now();
     const t0 = performance.now();
@@ -504,6 +512,66 @@ export class Shard implements ProcessActor {
       },
       (e: unknown) => {
         this.inflightIds.delete(req.id);
+        this.fail(e);
+        throw e;
+      },
+    );
+  }
+
+  /**
+   * A push under the `sync` policy: checked alone (a bad push is refused without failing its
+   * step), then answered once its whole step is applied and logged. A retry of a push still in
+   * the open step waits for it and is answered duplicate.
+   */
+  private joinStep(sync: SyncSteps, req: PushRequest): Promise<Uint8Array> {
+    const core = this.core;
+    const open = sync.pending(req.id);
+    if (open) {
+      core.duplicates++;
+      return open.then((r) =>
+        encodePushReply({ version: r.version, staleness: 0, applied: 0, duplicate: true }),
+      );
+    }
+    core.validatePush(req);
+    return sync.join(req).then((r) => encodePushReply({ ...r, duplicate: false }));
+  }
+
+  /**
+   * Applies a closed step as one push (combineStep: one optimizer step on the examples of all of
+   * them) and logs it as that one record before any of its pushes is answered: a replay applies
+   * the same push, and each part's id is remembered as applied, here and after a replay.
+   */
+  private applyStep(reqs: PushRequest[]): Promise<StepReply[]> {
+    const core = this.core;
+    const before = core.version;
+    const step = combineStep(reqs);
+    let tau = 0;
+    for (const r of reqs) tau = Math.max(tau, core.tauOf(r.base));
+    const ts = Date.now();
+    const t0 = performance.now();
+    // applied as logged: each part passed validatePush, and the sum may exceed maxPushRows
+    const res = core.applyPush(step, ts, { tau, dcApplied: false });
+    const t1 = performance.now();
+    this.applyTimings.record(t1 - t0);
+    const replies = reqs.map((r) => ({
+      version: res.version,
+      staleness: Math.max(0, before - r.base),
+      applied: res.applied,
+    }));
+    if (!this.wal) return Promise.resolve(replies);
+    const durable = this.wal.append({ kind: 'push', ts, tau, dcApplied: false, payload: encodePush(step) });
+    for (const r of reqs) this.inflightIds.set(r.id, durable);
+    const forget = () => {
+      for (const r of reqs) this.inflightIds.delete(r.id);
+    };
+    return durable.then(
+      () => {
+        forget();
+        this.walTimings.record(performance.now() - t1);
+        return replies;
+      },
+      (e: unknown) => {
+        forget();
         this.fail(e);
         throw e;
       },
@@ -861,6 +929,16 @@ export class Shard implements ProcessActor {
             bytes: this.wal.stats.bytes,
           }
         : null,
+      ...(this.sync
+        ? {
+            sync: {
+              steps: this.sync.steps,
+              pushes: this.sync.pushes,
+              timeouts: this.sync.timeouts,
+              members: this.sync.memberCount,
+            },
+          }
+        : {}),
       ...(this.ssp
         ? {
             ssp: {
@@ -899,6 +977,7 @@ export class Shard implements ProcessActor {
     this.clockSub?.unsubscribe();
     this.ssp?.close();
     await Promise.allSettled(this.endpoints.map((e) => e.drain()));
+    this.sync?.stop();
     await this.checkpointing;
     await this.deltas?.stop().catch(() => undefined);
     let complete = from === 'running' && this.wal !== undefined && this.uploader !== undefined;

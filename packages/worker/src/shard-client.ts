@@ -129,6 +129,11 @@ export class ShardClient {
   private readonly denseCache = new Map<number, { values: Float32Array; version: number }>();
   /** The model pushes optimizer-state deltas (sequential FTRL): pulls ask for w, z, n. */
   private readonly state: boolean;
+  /**
+   * The `sync` policy: every shard waits for this worker's push in each step, so every batch
+   * pulls from and pushes to every shard, an empty part where it has no rows there.
+   */
+  private readonly sync: boolean;
   /** Highest version seen per shard, from pull and push replies. */
   private readonly known = new Map<number, number>();
   /** Requests sent (pull + push, retries included), for tests and status. */
@@ -140,6 +145,7 @@ export class ShardClient {
   ) {
     this.subj = subjects(o.cluster);
     this.state = o.spec.tables.some(pushesState);
+    this.sync = o.spec.tables.some((t) => t.staleness.policy === 'sync');
     o.spec.tables.forEach((t, i) => {
       this.denseShard[i] = t.kind === 'dense' ? shardOfDense(t.name, o.shards) : -1;
     });
@@ -207,6 +213,7 @@ export class ShardClient {
         counts: Uint32Array.of(batch.size),
       });
     }
+    if (this.sync) for (let sh = 0; sh < nShards; sh++) if (!byShard.has(sh)) byShard.set(sh, []);
     return {
       size: batch.size,
       rowsOf,
@@ -234,7 +241,7 @@ export class ShardClient {
             this.requests.denseCacheHits++;
           } else want.push(p);
         }
-        if (want.length === 0) {
+        if (want.length === 0 && !(this.sync && tables.length === 0)) {
           base.set(shard, cachedBase);
           return;
         }
@@ -320,7 +327,7 @@ export class ShardClient {
           }
           pt.push({ t: p.t, dim: d, keys: p.keys, grads: gg, counts: p.counts });
         }
-        if (pt.length === 0) {
+        if (pt.length === 0 && !this.sync) {
           out.accepted.add(shard);
           return;
         }

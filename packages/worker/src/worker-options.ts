@@ -253,11 +253,20 @@ export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
     const i = r.error.issues[0];
     throw new FreshetError('CONFIG', `worker options: ${i?.path.join('.') ?? ''} ${i?.message ?? 'invalid'}`);
   }
+  const spec = compileModelConfig(r.data.model);
+  // `sync` steps (docs/learning-quality.md): one batch per worker per step, its dense gradient
+  // summed at the shard; a second batch in flight or a dense replica would break the lockstep
+  const sync = spec.spec.tables.some((t) => t.staleness.policy === 'sync');
+  if (sync && ((r.data.maxInFlightBatches ?? 1) > 1 || r.data.dense.mode === 'replica')) {
+    throw new FreshetError(
+      'CONFIG',
+      'the sync staleness policy takes one batch in flight and dense.mode shard',
+    );
+  }
   const o = {
     ...r.data,
     maxInFlightBatches:
-      r.data.maxInFlightBatches ??
-      (r.data.batch.size >= 128 && !isSequentialFtrl(compileModelConfig(r.data.model)) ? 2 : 1),
+      r.data.maxInFlightBatches ?? (r.data.batch.size >= 128 && !sync && !isSequentialFtrl(spec) ? 2 : 1),
   };
   assertClusterName(o.cluster);
   const source = o.feedback.cluster ?? o.cluster;

@@ -39,6 +39,7 @@ interface ClusterFlags extends BusFlags {
   partitions: number;
   model: string;
   batch: number;
+  sync?: boolean;
   lr: number;
   threads?: number;
   tap: boolean;
@@ -88,7 +89,8 @@ export function clusterBenchCommand(): Command {
         "each worker's rolling window (examples); adds the merged window AUC to the JSON",
         int,
       )
-      .option('--batch <n>', 'worker batch size', int, 256)
+      .option('--batch <n>', 'worker batch size (with --sync the global one: batch/workers each)', int, 256)
+      .option('--sync', 'synchronous steps: the model staleness policy sync (docs/learning-quality.md)')
       .option('--lr <x>', 'Adam learning rate (both sides)', num, 3e-3)
       .option('--threads <n>', 'compute threads per worker', int)
       .option('--no-tap', 'do not observe pull/push/delta traffic on the bus')
@@ -115,6 +117,7 @@ export function clusterBenchCommand(): Command {
           seed: o.seed,
           dim: o.dim,
           batch: o.batch,
+          sync: o.sync === true,
           lr: o.lr,
           ...busInput(o),
           tap: o.tap,
