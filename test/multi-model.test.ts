@@ -1,13 +1,16 @@
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import type { ModelConfigInput } from '@freshet/model';
-import { partitionOf, subjects } from '@freshet/protocol';
+import { createModel, type ModelConfigInput } from '@freshet/model';
+import { mergeProgressive, partitionOf, subjects, type ProgressiveHistogram } from '@freshet/protocol';
 import { pickCanary } from '@freshet/serving';
 import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
 import {
   faultModel,
   outstanding,
   prepareCluster,
+  repoRoot,
   publishExamples,
   shardOptions,
   startRole,
@@ -16,7 +19,6 @@ import {
   workerStatus,
   type RoleProcess,
 } from './fault-kit.js';
-import { createModel } from '@freshet/model';
 
 /**
  * Two models in one NATS: cluster A (the live model: 1 shard, 1 worker, 2 serving nodes, one with
@@ -201,5 +203,44 @@ describe('several models in one cluster', () => {
     expect(cs.variants[0]!.served).toBe(byB + repeatsByB);
     expect(cs.servedBy[B]).toBe(byB + repeatsByB);
     expect(cs.servedBy[A]).toBe(USERS + 100 - byB - repeatsByB);
+
+    // `freshet status --cluster A --also B`, as a process: both models side by side
+    const r = await promisify(execFile)(
+      process.execPath,
+      [join(repoRoot, 'packages/cli/dist/main.js'), 'status', '--cluster', A, '--also', B, '--json'],
+      { env: { ...process.env, FRESHET_NATS_URL: nats.url } },
+    );
+    type Row = {
+      cluster: string;
+      role: string;
+      feedbackCluster: string | null;
+      examples: number | null;
+      auc: number | null;
+      served: number;
+      impressions: number;
+      positives: number;
+      fraction: number;
+      shadow: { compared: number } | null;
+    };
+    const models = (JSON.parse(r.stdout) as { models: Row[] }).models;
+    expect(models.map((m) => m.cluster)).toEqual([A, B]);
+    const [ra, rb] = models as [Row, Row];
+    expect(ra).toMatchObject({ role: 'live', feedbackCluster: A, examples, served: SH + cs.servedBy[A]! });
+    // B is a shadow on one node and a canary on the other: the row names the canary, and the shadow's counts
+    expect(rb).toMatchObject({ role: 'canary', fraction: FRACTION, feedbackCluster: A, examples });
+    expect(rb.served).toBe(cs.servedBy[B]);
+    expect(rb.shadow?.compared).toBe(SH);
+    // each row's AUC is its own workers' merged histogram
+    const merged = (st: Record<string, unknown>) =>
+      mergeProgressive([st.progressiveHistogram as ProgressiveHistogram]).auc;
+    expect(ra.auc).toBeCloseTo(merged(a), 12);
+    expect(rb.auc).toBeCloseTo(merged(b), 12);
+    expect(ra.auc).not.toBe(rb.auc);
+    expect([ra.impressions, ra.positives, rb.impressions, rb.positives]).toEqual([
+      served[A]!.imps,
+      served[A]!.clicks,
+      served[B]!.imps,
+      served[B]!.clicks,
+    ]);
   });
 });

@@ -1,7 +1,9 @@
 import { Command, Option } from 'commander';
 import type { NatsConnection } from 'nats';
+import { FreshetError } from '@freshet/protocol';
 import { clusterView, type ClusterView } from '../actor-view.js';
 import { discoverActors, type ActorStatus } from '../discovery.js';
+import { modelsView, type ModelView } from '../models-view.js';
 import { aborted, shutdownSignal } from '../signals.js';
 import { connectAdmin, fmt, natsUrlsFrom, table } from './common.js';
 
@@ -11,6 +13,7 @@ interface StatusFlags {
   json?: boolean;
   watch?: boolean | string;
   waitMs: string;
+  also?: string;
 }
 
 /** A model pin as the serving nodes report it (docs/model-versions.md). */
@@ -45,6 +48,63 @@ export async function collectStatus(
 ): Promise<ClusterView & { pinned: ModelPinView | null }> {
   const actors = await discoverActors(nc, opts);
   return { ...clusterView(actors, opts.cluster), pinned: modelPinOf(actors) };
+}
+
+/**
+ * The live cluster and the clusters that learn from its stream, side by side
+ * (docs/multi-model.md). Each cluster's actors are found separately.
+ */
+export async function collectModels(
+  nc: NatsConnection,
+  live: string,
+  also: readonly string[],
+  maxWaitMs?: number,
+): Promise<ModelView[]> {
+  const find = (cluster: string) =>
+    discoverActors(nc, { cluster, ...(maxWaitMs !== undefined ? { maxWaitMs } : {}) });
+  const [liveActors, ...rest] = await Promise.all([find(live), ...also.map(find)]);
+  return modelsView(live, liveActors!, Object.fromEntries(also.map((c, i) => [c, rest[i]!])));
+}
+
+/** The MODELS table of `freshet status --also`. */
+export function renderModels(models: readonly ModelView[]): string {
+  const pct = (v: number | null) => (v === null ? '–' : `${(v * 100).toFixed(2)}%`);
+  return [
+    'MODELS',
+    table(
+      [
+        'CLUSTER',
+        'ROLE',
+        'LEARNS FROM',
+        'WORKERS',
+        'EXAMPLES',
+        'AUC',
+        'LOGLOSS',
+        'SERVED',
+        'IMPRESSIONS',
+        'CTR',
+        'SHADOW',
+      ],
+      models.map((m) => [
+        m.cluster,
+        m.role === 'canary' ? `canary ${pct(m.fraction)}` : m.role,
+        m.feedbackCluster ?? '–',
+        fmt.n(m.workers),
+        fmt.n(m.examples),
+        fmt.n(m.auc, 4),
+        fmt.n(m.logloss, 4),
+        fmt.n(m.served),
+        fmt.n(m.impressions),
+        pct(m.ctr),
+        m.shadow
+          ? `${fmt.n(m.shadow.compared)} compared, top-1 agree ${pct(m.shadow.top1Agreement)}, ` +
+            `|Δscore| ${m.shadow.meanAbsDiff === null ? '–' : m.shadow.meanAbsDiff.toFixed(4)}`
+          : '–',
+      ]),
+    ),
+    'SERVED: requests its model answered on the live nodes; IMPRESSIONS, CTR: impressions published with ' +
+      'meta.servedBy naming it, joined by the live workers.',
+  ].join('\n');
 }
 
 /** The human-readable status tables. */
@@ -189,17 +249,34 @@ export function statusCommand(): Command {
     .option('--json', 'print one JSON object {shards, workers, serving} for scripts')
     .addOption(new Option('--watch [seconds]', 'refresh until Ctrl-C (default every 2 s)'))
     .option('--wait-ms <ms>', 'how long to collect replies', '500')
+    .option(
+      '--also <clusters>',
+      'with --cluster: other models (clusters learning from its stream), comma-separated, side by side',
+    )
     .action(async (flags: StatusFlags) => {
       const nc = await connectAdmin(flags, 'freshet-status');
       const where = natsUrlsFrom(flags).join(',');
       const maxWaitMs = Math.max(50, Number(flags.waitMs) || 500);
+      const also = (flags.also ?? '')
+        .split(',')
+        .map((c) => c.trim())
+        .filter((c) => c !== '');
+      if (also.length > 0 && !flags.cluster) {
+        await nc.close().catch(() => undefined);
+        throw new FreshetError('CONFIG', '--also needs --cluster (the live model the others learn beside)');
+      }
       const once = async () => {
         const v = await collectStatus(nc, {
           ...(flags.cluster ? { cluster: flags.cluster } : {}),
           maxWaitMs,
         });
-        if (flags.json) process.stdout.write(JSON.stringify(v) + '\n');
-        else process.stdout.write(`${flags.watch ? '\x1b[2J\x1b[H' : ''}${renderStatus(v, where)}\n`);
+        const models = also.length > 0 ? await collectModels(nc, flags.cluster!, also, maxWaitMs) : undefined;
+        if (flags.json) process.stdout.write(JSON.stringify(models ? { ...v, models } : v) + '\n');
+        else
+          process.stdout.write(
+            `${flags.watch ? '\x1b[2J\x1b[H' : ''}${renderStatus(v, where)}\n` +
+              (models ? `\n${renderModels(models)}\n` : ''),
+          );
       };
       try {
         if (!flags.watch) {
