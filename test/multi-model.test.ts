@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { createModel, type ModelConfigInput } from '@freshet/model';
 import { mergeProgressive, partitionOf, subjects, type ProgressiveHistogram } from '@freshet/protocol';
 import { pickCanary } from '@freshet/serving';
-import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
+import { spawnChild, uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
 import {
   faultModel,
   outstanding,
@@ -242,5 +242,27 @@ describe('several models in one cluster', () => {
       served[B]!.imps,
       served[B]!.clicks,
     ]);
+
+    // `freshet dashboard --cluster A --also B`, as a process: the same rows in its state
+    const dash = spawnChild(
+      process.execPath,
+      [join(repoRoot, 'packages/cli/dist/main.js'), 'dashboard', '--cluster', A, '--also', B, '--port', '0'],
+      { cwd: repoRoot, env: { ...process.env, FRESHET_NATS_URL: nats.url } },
+    );
+    try {
+      const url = await waitFor(() => /dashboard: (http:\S+)/.exec(dash.output())?.[1] ?? null, {
+        timeoutMs: 20_000,
+        message: () => `dashboard url: ${dash.output()}`,
+      });
+      const state = (await (await fetch(`${url}api/state`)).json()) as { models: Row[] | null };
+      expect(state.models?.map((m) => [m.cluster, m.role, m.examples, m.impressions])).toEqual([
+        [A, 'live', examples, served[A]!.imps],
+        [B, 'canary', examples, served[B]!.imps],
+      ]);
+      // the page carries the Models table the state fills
+      expect(await (await fetch(url)).text()).toContain('id="models"');
+    } finally {
+      await dash.stop(2000);
+    }
   });
 });

@@ -1,5 +1,6 @@
+import type { NatsConnection } from 'nats';
 import { clusterProgressive } from './actor-view.js';
-import type { ActorStatus } from './discovery.js';
+import { discoverActors, type ActorStatus } from './discovery.js';
 
 /**
  * Several models side by side (docs/multi-model.md): the live cluster and the clusters that
@@ -117,4 +118,20 @@ export function modelsView(
     };
   };
   return [row(liveCluster, live), ...Object.entries(others).map(([c, a]) => row(c, a))];
+}
+
+/**
+ * The live cluster and the clusters that learn from its stream, side by side
+ * (docs/multi-model.md). Each cluster's actors are found separately.
+ */
+export async function collectModels(
+  nc: NatsConnection,
+  live: string,
+  also: readonly string[],
+  maxWaitMs?: number,
+): Promise<ModelView[]> {
+  const find = (cluster: string) =>
+    discoverActors(nc, { cluster, ...(maxWaitMs !== undefined ? { maxWaitMs } : {}) });
+  const [liveActors, ...rest] = await Promise.all([find(live), ...also.map(find)]);
+  return modelsView(live, liveActors!, Object.fromEntries(also.map((c, i) => [c, rest[i]!])));
 }

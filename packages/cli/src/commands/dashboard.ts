@@ -10,6 +10,7 @@ interface DashboardFlags {
   port: string;
   expose?: boolean;
   intervalMs: string;
+  also?: string;
 }
 
 /** `freshet dashboard`: a live web page of one cluster (or all), served on loopback by default. */
@@ -22,6 +23,10 @@ export function dashboardCommand(): Command {
     .option('--port <port>', 'port (0 = any free one)', '8090')
     .option('--expose', 'allow a non-loopback --host')
     .option('--interval-ms <ms>', 'how often to poll the cluster', '1000')
+    .option(
+      '--also <clusters>',
+      'with --cluster: other models (clusters learning from its stream), comma-separated, in a Models table',
+    )
     .action(async (flags: DashboardFlags) => {
       const nc = await connectAdmin(flags, 'freshet-dashboard');
       const signal = shutdownSignal();
@@ -32,6 +37,10 @@ export function dashboardCommand(): Command {
           port: Number(flags.port),
           expose: !!flags.expose,
           intervalMs: Math.max(200, Number(flags.intervalMs) || 1000),
+          also: (flags.also ?? '')
+            .split(',')
+            .map((c) => c.trim())
+            .filter((c) => c !== ''),
           signal,
         });
         process.stdout.write(`dashboard: ${d.url}  (metrics: ${d.url}metrics; Ctrl-C to stop)\n`);

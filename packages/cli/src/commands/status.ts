@@ -3,7 +3,7 @@ import type { NatsConnection } from 'nats';
 import { FreshetError } from '@freshet/protocol';
 import { clusterView, type ClusterView } from '../actor-view.js';
 import { discoverActors, type ActorStatus } from '../discovery.js';
-import { modelsView, type ModelView } from '../models-view.js';
+import { collectModels, type ModelView } from '../models-view.js';
 import { aborted, shutdownSignal } from '../signals.js';
 import { connectAdmin, fmt, natsUrlsFrom, table } from './common.js';
 
@@ -48,22 +48,6 @@ export async function collectStatus(
 ): Promise<ClusterView & { pinned: ModelPinView | null }> {
   const actors = await discoverActors(nc, opts);
   return { ...clusterView(actors, opts.cluster), pinned: modelPinOf(actors) };
-}
-
-/**
- * The live cluster and the clusters that learn from its stream, side by side
- * (docs/multi-model.md). Each cluster's actors are found separately.
- */
-export async function collectModels(
-  nc: NatsConnection,
-  live: string,
-  also: readonly string[],
-  maxWaitMs?: number,
-): Promise<ModelView[]> {
-  const find = (cluster: string) =>
-    discoverActors(nc, { cluster, ...(maxWaitMs !== undefined ? { maxWaitMs } : {}) });
-  const [liveActors, ...rest] = await Promise.all([find(live), ...also.map(find)]);
-  return modelsView(live, liveActors!, Object.fromEntries(also.map((c, i) => [c, rest[i]!])));
 }
 
 /** The MODELS table of `freshet status --also`. */

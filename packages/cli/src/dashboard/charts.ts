@@ -51,6 +51,9 @@ export function chartBody(extra: readonly ChartCard[] = []): string {
   <div class="card"><h2>Staleness histogram (versions) <span class="muted" id="src-stale"></span></h2><canvas id="hist-staleness"></canvas></div>
 ${cards}
 </div>
+<div class="card" style="margin-top:12px;display:none" id="models-card"><h2>Models</h2><table id="models"><thead><tr>
+<th>cluster</th><th>role</th><th>learns from</th><th>examples</th><th>AUC</th><th>logloss</th><th>served</th><th>impressions</th><th>CTR</th><th>shadow: compared · top-1 agree · |Δscore|</th>
+</tr></thead><tbody></tbody></table></div>
 <div class="card" style="margin-top:12px"><h2>Shards</h2><table id="shards"><thead><tr>
 <th>id</th><th>state</th><th>rows</th><th>memory</th><th>version</th><th>upd/s</th><th>stale p50</th><th>stale p99</th><th>rejects</th><th>evictions</th><th>delta seq</th>
 </tr></thead><tbody></tbody></table></div>
@@ -125,6 +128,13 @@ function render(s) {
   bars(document.getElementById('hist-staleness'), s.stalenessHistogram);
   document.getElementById('src-fresh').textContent = '(' + s.freshnessHistogram.source + ')';
   document.getElementById('src-stale').textContent = '(' + s.stalenessHistogram.source + ')';
+  const models = s.models || [];
+  document.getElementById('models-card').style.display = models.length ? '' : 'none';
+  const pct = (x) => x === null || x === undefined ? '–' : (x * 100).toFixed(2) + '%';
+  rows(document.querySelector('#models tbody'), models.map((m) => ({ ...m, id: m.cluster })), (m) => [m.cluster,
+    m.role === 'canary' ? 'canary ' + pct(m.fraction) : m.role, m.feedbackCluster || '–', fmt(m.examples, 0), fmt(m.auc, 4), fmt(m.logloss, 4),
+    fmt(m.served, 0), fmt(m.impressions, 0), pct(m.ctr),
+    m.shadow ? fmt(m.shadow.compared, 0) + ' · ' + pct(m.shadow.top1Agreement) + ' · ' + fmt(m.shadow.meanAbsDiff, 4) : '–']);
   rows(document.querySelector('#shards tbody'), v.shards, (x) => [x.id, x.state || '–', fmt(x.rows, 0), x.memoryBytes === null ? '–' : (x.memoryBytes / 1048576).toFixed(1) + ' MiB',
     fmt(x.version, 0), fmt(x.updatesPerSec, 1), fmt(x.stalenessP50, 1), fmt(x.stalenessP99, 1), fmt(x.rejects, 0), fmt(x.evictions, 0), fmt(x.deltaSeq, 0)]);
   rows(document.querySelector('#others tbody'), [...v.workers.map((x) => ({ ...x, kind: 'w' })), ...v.serving.map((x) => ({ ...x, kind: 's' }))], (x) => x.kind === 'w'

@@ -4,6 +4,7 @@ import type { NatsConnection } from 'nats';
 import { FreshetError } from '@freshet/protocol';
 import type { ClusterView, HistogramView } from '../actor-view.js';
 import { createClusterMetrics } from '../metrics.js';
+import { collectModels, type ModelView } from '../models-view.js';
 import { dashboardPage } from './page.js';
 
 /** One point of the dashboard's time series (cluster-wide aggregates). */
@@ -26,6 +27,8 @@ export interface DashboardState {
   view: ClusterView | null;
   freshnessHistogram: HistogramView & { source: string };
   stalenessHistogram: HistogramView & { source: string };
+  /** With `also`: the live cluster and the other models side by side (docs/multi-model.md). */
+  models: ModelView[] | null;
   error: string | null;
 }
 
@@ -38,6 +41,8 @@ export interface DashboardOptions {
   intervalMs?: number;
   /** Points kept (at 1 s: ten minutes). */
   historySize?: number;
+  /** Other models (clusters learning from `cluster`'s stream) shown beside it; needs `cluster`. */
+  also?: string[];
   signal?: AbortSignal;
 }
 
@@ -146,6 +151,7 @@ export function dashboardState(o: {
   history: DashboardPoint[];
   view: ClusterView | null;
   servingFreshness?: HistogramView | null;
+  models?: ModelView[] | null;
   error?: string | null;
 }): DashboardState {
   const v = o.view;
@@ -172,6 +178,7 @@ export function dashboardState(o: {
     stalenessHistogram: fromShards
       ? { ...fromShards, source: 'shards' }
       : { bounds: stalenessBounds, counts: bucket(stale, stalenessBounds), source: 'sampled p50/p99' },
+    models: o.models ?? null,
     error: o.error ?? null,
   };
 }
@@ -203,6 +210,9 @@ export async function startDashboard(nc: NatsConnection, opts: DashboardOptions 
       `dashboard host ${host} is not loopback: pass --expose to serve beyond this machine`,
     );
   }
+  const also = opts.also ?? [];
+  if (also.length > 0 && opts.cluster === undefined)
+    throw new FreshetError('CONFIG', 'also needs cluster (the live model the others learn beside)');
   const intervalMs = opts.intervalMs ?? 1000;
   const historySize = opts.historySize ?? 600;
   const metrics = createClusterMetrics(nc, opts.cluster === undefined ? {} : { cluster: opts.cluster });
@@ -211,12 +221,14 @@ export async function startDashboard(nc: NatsConnection, opts: DashboardOptions 
   let error: string | null = null;
   // Serving nodes' cumulative freshness buckets, from their own /metrics when reachable.
   let servingFreshness: HistogramView | null = null;
+  let models: ModelView[] | null = null;
 
   const poll = async () => {
     try {
       view = await metrics.refresh();
       history.push(pointOf(view));
       servingFreshness = await servingFreshnessOf(view);
+      if (also.length > 0) models = await collectModels(nc, opts.cluster!, also);
       if (history.length > historySize) history.shift();
       error = null;
     } catch (e) {
@@ -232,7 +244,7 @@ export async function startDashboard(nc: NatsConnection, opts: DashboardOptions 
   }, intervalMs);
 
   const state = (): DashboardState =>
-    dashboardState({ cluster: opts.cluster ?? null, history, view, servingFreshness, error });
+    dashboardState({ cluster: opts.cluster ?? null, history, view, servingFreshness, models, error });
 
   const page = dashboardPage({ intervalMs });
   const handle = (req: IncomingMessage, res: ServerResponse) => {
