@@ -718,6 +718,12 @@ export async function runClusterBench<A extends BenchActor>(
     result.roles_reported = Object.fromEntries(
       actors1.map((a) => [a.id, (a.status.timings as unknown) ?? null]),
     );
+    // steps, pushes summed, steps closed by the timeout (after the throughput phase)
+    if (o.sync) {
+      result.sync_steps = Object.fromEntries(
+        actors1.filter((a) => a.role === 'shard').map((a) => [a.id, (a.status.sync as unknown) ?? null]),
+      );
+    }
   } finally {
     tap?.stop();
     await tapNc?.close().catch(() => undefined);

@@ -257,10 +257,11 @@ export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
   // `sync` steps (docs/learning-quality.md): one batch per worker per step, its dense gradient
   // summed at the shard; a second batch in flight or a dense replica would break the lockstep
   const sync = spec.spec.tables.some((t) => t.staleness.policy === 'sync');
-  if (sync && ((r.data.maxInFlightBatches ?? 1) > 1 || r.data.dense.mode === 'replica')) {
+  const d = r.data;
+  if (sync && ((d.maxInFlightBatches ?? 1) > 1 || d.dense.mode === 'replica' || d.denseCacheMaxLag > 0)) {
     throw new FreshetError(
       'CONFIG',
-      'the sync staleness policy takes one batch in flight and dense.mode shard',
+      'the sync staleness policy takes one batch in flight, dense.mode shard and no dense cache',
     );
   }
   const o = {
