@@ -1,12 +1,8 @@
-import type { KvEntry, NatsConnection, QueuedIterator } from 'nats';
+import type { KvEntry, NatsConnection } from 'nats';
 import type { ActorLog } from '@freshet/nats';
 import { mergeRunningStats, type RunningStats } from '@freshet/model';
-import {
-  decodeEncoderStats,
-  encoderStatsKeyPrefix,
-  subjects,
-  type EncoderStatsRecord,
-} from '@freshet/protocol';
+import { decodeEncoderStats, encoderStatsKeyPrefix, type EncoderStatsRecord } from '@freshet/protocol';
+import { KvWatch } from './kv-watch.js';
 
 export interface EncoderStatsFollowerOptions {
   cluster: string;
@@ -33,61 +29,29 @@ export interface EncoderStatsView {
  */
 export class EncoderStatsFollower {
   private readonly records = new Map<string, EncoderStatsRecord>();
-  private iter: QueuedIterator<KvEntry> | undefined;
-  private done: Promise<void> | undefined;
-  private stopped = false;
-  private retry: ReturnType<typeof setTimeout> | undefined;
-  private lastWaitLog = -Infinity;
+  private readonly watch: KvWatch;
   view: EncoderStatsView = { workers: 0, examples: {} };
 
   constructor(
-    private readonly nc: NatsConnection,
+    nc: NatsConnection,
     private readonly o: EncoderStatsFollowerOptions,
-  ) {}
-
-  /**
-   * Starts following. Without the bucket yet (serving started before the cluster's streams) it
-   * says so and tries again every `retryMs`; meanwhile standardising is the identity.
-   */
-  async start(retryMs = 2000): Promise<void> {
-    const bucket = subjects(this.o.cluster).kvBucket;
-    let iter: QueuedIterator<KvEntry>;
-    try {
-      const kv = await this.nc.jetstream().views.kv(bucket, { bindOnly: true });
-      // the current value of every record first, then each change
-      iter = await kv.watch({ key: `${encoderStatsKeyPrefix}.>` });
-    } catch (e) {
-      if (this.stopped) return;
-      // retried every retryMs, said every 10 s: a node started before init would flood its log
-      if (Date.now() - this.lastWaitLog >= 10_000) {
-        this.lastWaitLog = Date.now();
-        this.o.log(
-          'warn',
-          'encoder statistics not followed yet (no KV bucket?): run `freshet init --config FILE`',
-          {
-            bucket,
-            error: String(e),
-          },
-        );
-      }
-      this.retry = setTimeout(() => void this.start(retryMs), retryMs);
-      return;
-    }
-    if (this.stopped) {
-      iter.stop();
-      return;
-    }
-    this.iter = iter;
-    this.done = (async () => {
-      for await (const e of iter) this.onEntry(e);
-    })().catch((e: unknown) => this.o.log('warn', 'encoder statistics watch ended', { error: String(e) }));
+  ) {
+    this.watch = new KvWatch(nc, {
+      cluster: o.cluster,
+      key: `${encoderStatsKeyPrefix}.>`,
+      what: 'encoder statistics',
+      onEntry: (e) => this.onEntry(e),
+      log: o.log,
+    });
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.retry);
-    this.iter?.stop();
-    await this.done;
+  /** Starts following; meanwhile (no bucket yet) standardising is the identity. */
+  start(retryMs = 2000): Promise<void> {
+    return this.watch.start(retryMs);
+  }
+
+  stop(): Promise<void> {
+    return this.watch.stop();
   }
 
   private onEntry(e: KvEntry): void {

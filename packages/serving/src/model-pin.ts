@@ -1,7 +1,7 @@
-import type { KvEntry, NatsConnection, QueuedIterator } from 'nats';
+import type { KvEntry, NatsConnection } from 'nats';
 import { z } from 'zod';
 import type { ActorLog } from '@freshet/nats';
-import { subjects } from '@freshet/protocol';
+import { KvWatch } from './kv-watch.js';
 
 /**
  * The cluster-KV key of the model pin (docs/model-versions.md). A worker's guard creates it when
@@ -39,40 +39,27 @@ export interface ModelPinFollowerOptions {
  */
 export class ModelPinFollower {
   current: ModelPin | null = null;
-  private iter: QueuedIterator<KvEntry> | undefined;
-  private done: Promise<void> | undefined;
-  private stopped = false;
-  private retry: ReturnType<typeof setTimeout> | undefined;
+  private readonly watch: KvWatch;
 
   constructor(
-    private readonly nc: NatsConnection,
+    nc: NatsConnection,
     private readonly o: ModelPinFollowerOptions,
-  ) {}
-
-  async start(retryMs = 2000): Promise<void> {
-    let iter: QueuedIterator<KvEntry>;
-    try {
-      const kv = await this.nc.jetstream().views.kv(subjects(this.o.cluster).kvBucket, { bindOnly: true });
-      iter = await kv.watch({ key: modelPinKey });
-    } catch {
-      if (!this.stopped) this.retry = setTimeout(() => void this.start(retryMs), retryMs);
-      return;
-    }
-    if (this.stopped) {
-      iter.stop();
-      return;
-    }
-    this.iter = iter;
-    this.done = (async () => {
-      for await (const e of iter) this.onEntry(e);
-    })().catch((e: unknown) => this.o.log('warn', 'model pin watch ended', { error: String(e) }));
+  ) {
+    this.watch = new KvWatch(nc, {
+      cluster: o.cluster,
+      key: modelPinKey,
+      what: 'model pin',
+      onEntry: (e) => this.onEntry(e),
+      log: o.log,
+    });
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.retry);
-    this.iter?.stop();
-    await this.done;
+  start(retryMs = 2000): Promise<void> {
+    return this.watch.start(retryMs);
+  }
+
+  stop(): Promise<void> {
+    return this.watch.stop();
   }
 
   private onEntry(e: KvEntry): void {
