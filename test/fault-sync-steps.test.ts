@@ -98,6 +98,8 @@ describe('fault: kill -9 of a worker in sync steps', () => {
     console.log(
       `[fault-sync-steps] dense shard before the kill ${JSON.stringify(before.sync)}, after ${JSON.stringify(st.sync)}`,
     );
+    const wbSt = (await workerStatus(nats.nc, cluster, 'wb')) as { counters: Record<string, number> };
+    console.log(`[fault-sync-steps] wb counters ${JSON.stringify(wbSt.counters)}`);
     expect(st.sync?.pushes).toBe(ledger.acceptedBy(dense));
     expect(st.sync?.members).toBe(1);
     // the kill costs one timed-out step; the end of the stream (one worker runs dry first) may
