@@ -19,6 +19,8 @@ import { decodeJsonRecord, featuresSchema, type Features } from '@freshet/protoc
 export interface ManifestExample {
   /** Stream sequences of the messages this example holds (1 or 2). */
   s: number[];
+  /** Its partition, in a batch of several (a copy may be missing: see ManifestRecovery). */
+  p?: number;
   /** Joined examples only: label, weight, event time and features. */
   l?: number;
   w?: number;
@@ -51,6 +53,7 @@ const manifestSchema = z.object({
     .array(
       z.object({
         s: z.array(z.number().int().min(1)).max(2),
+        p: z.number().int().min(0).optional(),
         l: z.number().finite().optional(),
         w: z.number().finite().optional(),
         t: z.number().finite().optional(),

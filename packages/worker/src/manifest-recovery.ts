@@ -71,6 +71,9 @@ export class ManifestRecovery {
           await kv.delete(key, { previousSeq: entry.revision }).catch(() => undefined);
           continue;
         }
+        const whole = await this.storedPart(p, m, f);
+        if (!whole) return;
+        m = whole;
         const items = await this.reform(p, m, f);
         if (!items) return;
         log('info', 'recovering batch from manifest', {
@@ -121,6 +124,53 @@ export class ManifestRecovery {
       }
     }, this.ctx.holdMs);
     t.unref();
+  }
+
+  /**
+   * The part of a batch of several partitions whose manifest copies exist. A worker stores one
+   * copy per partition, all before its first push; one that dies while storing them leaves only
+   * some, and the batch was never pushed. The owners of the partitions without a copy train
+   * those events when they are redelivered, so re-pushing the whole batch would apply them
+   * twice: the batch is recovered without them, under its id (each recoverer sees the same
+   * copies: a dead worker writes no more). A batch that was pushed has every copy until its acks
+   * are confirmed, and is then a duplicate whatever part of it is re-pushed. Undefined when the
+   * partition is let go meanwhile.
+   */
+  private async storedPart(
+    p: number,
+    m: BatchManifest,
+    f: { stop: boolean },
+  ): Promise<BatchManifest | undefined> {
+    const others = (m.partitions ?? []).filter((q) => q !== p);
+    if (others.length === 0 || !m.ex.every((e) => e.p !== undefined)) return m;
+    const kv = this.ctx.kv()!;
+    const present = new Set([p]);
+    for (const q of others) {
+      const has = await this.untilDone(f, 'list manifests', async () => {
+        for await (const k of await kv.keys(manifestFilter(q))) {
+          const e = await kv.get(k);
+          if (!e || e.operation !== 'PUT' || e.length === 0) continue;
+          try {
+            if (decodeManifest(e.value).id === m.id) return true;
+          } catch {
+            // a malformed copy is its partition owner's to drop
+          }
+        }
+        return false;
+      });
+      if (has === undefined) return undefined;
+      if (has) present.add(q);
+    }
+    if (present.size === others.length + 1) return m;
+    const ex = m.ex.filter((e) => present.has(e.p!));
+    this.ctx.log('warn', 'batch manifest stored for some of its partitions only: recovering their part', {
+      id: m.id,
+      partitions: m.partitions,
+      stored: [...present].sort((a, b) => a - b),
+      examples: ex.length,
+      of: m.ex.length,
+    });
+    return { ...m, ex };
   }
 
   /** The manifest's examples, rebuilt (pre-labelled ones read back from the stream by sequence). */

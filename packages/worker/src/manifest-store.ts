@@ -62,10 +62,13 @@ export class ManifestStore {
       used.add(slot);
       return { key: manifestKey(partition, slot), partition, slot };
     });
+    const mixed = partitions.length > 1;
     const ex: ManifestExample[] = items.map((b) => {
       const s = b.deps.map((d) => d.seq);
-      if (!b.joined) return { s };
-      const e: ManifestExample = { s, l: b.example.label, f: b.example.features as Features };
+      const e: ManifestExample = mixed ? { s, p: b.partition } : { s };
+      if (!b.joined) return e;
+      e.l = b.example.label;
+      e.f = b.example.features as Features;
       if (b.example.weight !== undefined) e.w = b.example.weight;
       if (b.example.ts !== undefined) e.t = b.example.ts;
       return e;

@@ -4,6 +4,7 @@ import { createModel } from '@freshet/model';
 import { frameEndpoint } from '@freshet/nats';
 import { decodePull, encodePullReply, shardOfDense, subjects } from '@freshet/protocol';
 import { outstanding, publishExamples, setAckWait, uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { encodeManifest, manifestKey } from '../src/batch-manifest.js';
 import { Worker } from '../src/worker.js';
 import type { WorkerOptionsInput } from '../src/worker-options.js';
 import { ShardHarness } from './shard-harness.js';
@@ -130,6 +131,67 @@ describe('batch manifests', () => {
     expect(b.counters.recoveredExamples).toBeGreaterThan(total);
     expect(b.counters.appliedRedeliveries).toBe(total);
     expect(harness.applied[1 - denseShard]).toBeLessThan(b.counters.recoveredBatches);
+  });
+
+  it('a mixed batch whose worker died while storing its copies: the stored part recovered, each example once', async () => {
+    const cluster = uniqueName('mfp').replace(/[^A-Za-z0-9_-]/g, '');
+    const s = subjects(cluster);
+    const jsm = await nats.nc.jetstreamManager();
+    await jsm.streams.add({ name: s.feedbackStream, subjects: s.streamSubjects(PARTITIONS) });
+    const kv = await nats.nc.jetstream().views.kv(s.kvBucket);
+    const harness = new ShardHarness(nats.nc, cluster, spec, 2);
+    harness.startAll();
+    const denseShard = shardOfDense(spec.tables[denseTable]!.name, 2);
+    const total = PARTITIONS * PER_PARTITION;
+    await publishExamples(nats.nc, cluster, 0, total, PARTITIONS);
+    const seqs: number[][] = [[], []];
+    for (let seq = 1; seq <= total; seq++) {
+      const m = await jsm.streams.getMessage(s.feedbackStream, { seq });
+      const q = Number(m.subject.split('.').at(-1));
+      if (q === 0 || q === 1) seqs[q]!.push(seq);
+    }
+    expect(seqs.map((x) => x.length)).toEqual([PER_PARTITION, PER_PARTITION]);
+    // a batch of partitions 0 and 1 whose worker died after storing the copy of partition 0 and
+    // before the copy of partition 1 (so before its push): partition 1's owner will find nothing
+    await kv.put(
+      manifestKey(0, 0),
+      encodeManifest({
+        v: 1,
+        id: 'diedwhilestoring',
+        partition: 0,
+        partitions: [0, 1],
+        worker: 'dead',
+        ex: [0, 1].flatMap((q) => seqs[q]!.slice(0, 6).map((seq) => ({ s: [seq], p: q }))),
+      }),
+    );
+    const nc = await nats.connect('manifest-partial');
+    conns.push(nc);
+    const w = new Worker(
+      {
+        cluster,
+        id: 'wb',
+        model: modelConfig,
+        shards: 2,
+        partitions: PARTITIONS,
+        batch: { size: 5, maxWaitMs: 30 },
+        compute: { threads: 1 },
+        lease: { heartbeatMs: 150, ttlMs: 1000 },
+      },
+      {
+        nc,
+        log: process.env.FRESHET_TEST_LOG ? (l, m, f) => console.error(l, m, JSON.stringify(f)) : undefined,
+      },
+    );
+    workers.push(w);
+    await w.start();
+    await waitFor(async () => (await outstanding(nats.nc, cluster, PARTITIONS)) === 0, {
+      timeoutMs: 30_000,
+      message: () => `every event acked: ${JSON.stringify(w.counters)}`,
+    });
+    await waitFor(() => harness.denseExamples[denseShard]! >= total, { message: 'every example applied' });
+    // partition 0's part under the batch's id, partition 1's events trained as they came
+    expect(w.counters.recoveredExamples).toBe(6);
+    expect(harness.denseExamples[denseShard]).toBe(total);
   });
 
   it('control: without manifests the same crash applies the examples twice', async () => {
