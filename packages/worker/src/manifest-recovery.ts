@@ -61,8 +61,9 @@ export class ManifestRecovery {
       for (const key of keys) {
         if (f.stop) return;
         const entry = await this.untilDone(f, 'read manifest', () => kv.get(key));
-        if (!entry) return;
-        if (entry.operation !== 'PUT' || entry.length === 0) continue;
+        if (entry === undefined) return; // the partition is let go
+        // gone since the listing (its batch settled and its worker dropped it): the next key
+        if (entry === null || entry.operation !== 'PUT' || entry.length === 0) continue;
         let m: BatchManifest;
         try {
           m = decodeManifest(entry.value);
