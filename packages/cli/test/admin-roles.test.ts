@@ -19,6 +19,22 @@ const exits = new Map<string, unknown>();
 const ac = new AbortController();
 let publishing: Promise<void> = Promise.resolve();
 
+/**
+ * The admin targets: one actor by id, or `count` of `roles`. Discovery listens for a moment, and
+ * on a loaded machine an actor's answer can miss a round: wait for it instead of failing.
+ */
+function discovered(roles: Array<'shard' | 'worker' | 'serving'>, want: string | number) {
+  return waitFor(
+    async () => {
+      const t = await targets(lc.nc, lc.cluster, roles, typeof want === 'string' ? want : undefined).catch(
+        () => null,
+      );
+      return t && (typeof want === 'string' || t.length >= want) ? t : null;
+    },
+    { timeoutMs: 20_000, message: `${String(want)} discovered` },
+  );
+}
+
 beforeAll(async () => {
   const cfg = compileClusterConfig({
     cluster: uniqueName('admr'),
@@ -89,7 +105,7 @@ describe('admin commands on real role processes', () => {
 
   it('checkpoint writes one on the shard; restore reloads the same version while running', async () => {
     await waitFor(async () => (await shardVersion()) > 20, { timeoutMs: 60_000, message: 'shard learns' });
-    const shard = await targets(lc.nc, lc.cluster, ['shard'], 'shard-0');
+    const shard = await discovered(['shard'], 'shard-0');
     const [ck] = await sendAdmin(lc.nc, lc.cluster, shard, 'checkpoint');
     expect(ck).toMatchObject({ ok: true, id: 'shard-0' });
     expect(ck!.detail!.bytes).toBeGreaterThan(0);
@@ -111,14 +127,14 @@ describe('admin commands on real role processes', () => {
   });
 
   it('says which commands a role does not support', async () => {
-    const w = await targets(lc.nc, lc.cluster, ['worker'], 'worker-0');
+    const w = await discovered(['worker'], 'worker-0');
     const [r] = await sendAdmin(lc.nc, lc.cluster, w, 'checkpoint', {}, 5000);
     expect(r).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST' } });
     expect(r!.error!.message).toMatch(/worker worker-0 does not support checkpoint/);
   });
 
   it('forget is answered by the shard and the worker processes (freshet user forget)', async () => {
-    const actors = await targets(lc.nc, lc.cluster, ['shard', 'worker']);
+    const actors = await discovered(['shard', 'worker'], 2);
     const replies = await sendAdmin(lc.nc, lc.cluster, actors, 'forget', { user: 'no-such-user' }, 10_000);
     expect(replies.map((r) => [r.id, r.ok]).sort()).toEqual([
       ['shard-0', true],
@@ -133,11 +149,7 @@ describe('admin commands on real role processes', () => {
 
   it('drain stops worker, serving node and shard; each process exits 0 and leaves the service API', async () => {
     for (const id of ['worker-0', 'serving-0', 'shard-0']) {
-      // discovery listens for a moment: on a loaded machine an answer can miss one round
-      const t = await waitFor(
-        () => targets(lc.nc, lc.cluster, ['shard', 'worker', 'serving'], id).catch(() => null),
-        { timeoutMs: 20_000, message: `${id} discovered` },
-      );
+      const t = await discovered(['shard', 'worker', 'serving'], id);
       const [r] = await sendAdmin(lc.nc, lc.cluster, t, 'drain', { timeoutMs: 5000 }, 20_000);
       expect(r, id).toMatchObject({ ok: true, id });
       const proc = lc.processes.find((p) => p.id === id)!;
