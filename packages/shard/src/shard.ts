@@ -325,15 +325,10 @@ export class Shard implements ProcessActor {
     });
   }
 
-  /**
-   * With `checkpoint.store: 'object-store'`: opens the bucket and, when the data dir is fresh (a
-   * new host), installs the newest verified checkpoint of this shard from it. Returns whether it
-   * did. The log after that checkpoint stayed on the old host (docs/checkpoints.md).
-   */
-  private async openCheckpointStore(nc: NatsConnection, spec: ModelSpec, dir: string): Promise<boolean> {
+  /** This shard's checkpoints in the cluster's Object Store bucket (created when missing). */
+  private objectStore(nc: NatsConnection, spec: ModelSpec): Promise<ObjectStoreCheckpoints> {
     const o = this.options;
-    if (o.checkpoint.store !== 'object-store') return false;
-    const store = await ObjectStoreCheckpoints.open(nc, {
+    return ObjectStoreCheckpoints.open(nc, {
       bucket: o.checkpoint.bucket ?? subjects(o.cluster).objectStore,
       shard: o.shard,
       shards: o.shards,
@@ -342,6 +337,17 @@ export class Shard implements ProcessActor {
       keep: o.checkpoint.keep,
       log: this.log,
     });
+  }
+
+  /**
+   * With `checkpoint.store: 'object-store'`: opens the bucket and, when the data dir is fresh (a
+   * new host), installs the newest verified checkpoint of this shard from it. Returns whether it
+   * did. The log after that checkpoint stayed on the old host (docs/checkpoints.md).
+   */
+  private async openCheckpointStore(nc: NatsConnection, spec: ModelSpec, dir: string): Promise<boolean> {
+    const o = this.options;
+    if (o.checkpoint.store !== 'object-store') return false;
+    const store = await this.objectStore(nc, spec);
     this.uploader = new CheckpointUploader(store, dir, this.log, o.checkpoint.walSegmentMs > 0);
     if (!(await isFreshDataDir(dir))) return false;
     const got = await restoreFromStore(store, dir, o.fsync, this.log);
@@ -812,15 +818,7 @@ export class Shard implements ProcessActor {
     if (this.life.state !== 'running' || !nc || !spec) {
       throw new FreshetError('NOT_READY', `shard ${this.life.state}: a rollback needs a running shard`);
     }
-    const store = await ObjectStoreCheckpoints.open(nc, {
-      bucket: o.checkpoint.bucket ?? subjects(o.cluster).objectStore,
-      shard: o.shard,
-      shards: o.shards,
-      model: spec.name,
-      replicas: o.checkpoint.replicas,
-      keep: o.checkpoint.keep,
-      log: this.log,
-    });
+    const store = await this.objectStore(nc, spec);
     const t0 = performance.now();
     const listed = (await store.list()).find((c) => c.name === name);
     if (!listed) {
