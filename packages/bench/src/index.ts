@@ -66,7 +66,12 @@ export { repoRoot } from './repo-root.js';
 export { runFtrlBench, type FtrlBenchOptions } from './ftrl-bench.js';
 export { runDriftBench, driftPeerModel, type DriftBenchOptions } from './drift-bench.js';
 export { driftMetrics, rollingAuc, type DriftMetrics } from './drift-metrics.js';
-export { trainOnline, type OnlineTrainOptions, type OnlineTrainRun } from './online-trainer.js';
+export {
+  trainOnline,
+  inProcessCore,
+  type OnlineTrainOptions,
+  type OnlineTrainRun,
+} from './online-trainer.js';
 export { runTorchPeer, type PeerResult } from './torch-peer.js';
 export { runOpeBench, type OpeBenchOptions, type OpeBenchResult } from './ope-bench.js';
 export {

@@ -6,7 +6,7 @@ import {
   type Example,
   type ModelConfigInput,
 } from '@freshet/model';
-import { pushWidth, type PullRequest, type PushTable } from '@freshet/protocol';
+import { pushWidth, type ModelSpec, type PullRequest, type PushTable } from '@freshet/protocol';
 import { ShardCore } from '@freshet/shard';
 import { ComputePool, LrSchedule, lrScheduleSchema } from '@freshet/worker';
 import type { z } from 'zod';
@@ -70,18 +70,7 @@ export async function trainOnline(o: OnlineTrainOptions): Promise<OnlineTrainRun
   const sequential = isSequentialFtrl(model);
   // as the worker: batches overlap from 128 examples, never for sequential FTRL (see its options)
   const depth = Math.max(1, o.pipeline ?? (batchSize >= 128 && !sequential ? threads : 1));
-  const core = new ShardCore({
-    spec: model.spec,
-    shard: 0,
-    shards: 1,
-    checkOwnership: false,
-    maxPushRows: 1 << 22,
-    maxPullKeys: 1 << 22,
-    sketchWidth: 1 << 12,
-    recentPushIds: 1024,
-    dcMaxWorkers: 4,
-    dcMaxRowsPerWorker: 1 << 16,
-  });
+  const core = inProcessCore(model.spec);
   const pool = await ComputePool.create({ model: model.config, threads, maxQueue: depth });
   const n = o.examples.length;
   const preds = new Float32Array(n);
@@ -208,4 +197,20 @@ export async function trainOnline(o: OnlineTrainOptions): Promise<OnlineTrainRun
     maxStaleness: maxTau,
     schedule: { lowered: schedule.lowered, drifts: schedule.drifts, finalScale: schedule.scale() },
   };
+}
+
+/** A whole model on one in-process shard core (no NATS): what the in-process benches train on. */
+export function inProcessCore(spec: ModelSpec): ShardCore {
+  return new ShardCore({
+    spec,
+    shard: 0,
+    shards: 1,
+    checkOwnership: false,
+    maxPushRows: 1 << 22,
+    maxPullKeys: 1 << 22,
+    sketchWidth: 1 << 12,
+    recentPushIds: 1024,
+    dcMaxWorkers: 4,
+    dcMaxRowsPerWorker: 1 << 16,
+  });
 }

@@ -1,10 +1,10 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { benchModelConfig, loadBenchData, runTorchPeer } from '@freshet/bench';
+import { benchModelConfig, inProcessCore, loadBenchData, runTorchPeer } from '@freshet/bench';
 import { createModel, logLoss, type Example, type Model, type ModelConfigInput } from '@freshet/model';
-import { FreshetError, pushWidth, type ModelSpec, type PullRequest, type PushTable } from '@freshet/protocol';
-import { ShardCore } from '@freshet/shard';
+import { FreshetError, pushWidth, type PullRequest, type PushTable } from '@freshet/protocol';
+import type { ShardCore } from '@freshet/shard';
 import { ComputePool, exactAuc } from '@freshet/worker';
 import {
   decodeWarmStart,
@@ -59,21 +59,6 @@ export interface WarmBenchOptions {
 interface Variant {
   auc: number;
   logloss: number;
-}
-
-function inProcessCore(spec: ModelSpec): ShardCore {
-  return new ShardCore({
-    spec,
-    shard: 0,
-    shards: 1,
-    checkOwnership: false,
-    maxPushRows: 1 << 22,
-    maxPullKeys: 1 << 22,
-    sketchWidth: 1 << 12,
-    recentPushIds: 1024,
-    dcMaxWorkers: 4,
-    dcMaxRowsPerWorker: 1 << 16,
-  });
 }
 
 /** The import's transport on an in-process shard: the bench applies a file as the CLI does. */
