@@ -22,13 +22,14 @@ import {
   type RankResponse,
   type ScoreResponse,
 } from './api-schemas.js';
-import { EncoderStatsFollower, type EncoderStatsView } from './encoder-stats-follower.js';
+import type { EncoderStatsView } from './encoder-stats-follower.js';
 import { exploreRanking, type Exploration } from './exploration.js';
 import { WindowedHistogram } from './histogram.js';
 import { RateMeter } from './rate-meter.js';
-import { Replica, type ReplicaEvent, type ReplicaStats } from './replica.js';
-import { ModelPinFollower, type ModelPin } from './model-pin.js';
-import { createScorer, type Scorer, type ScorerKind } from './scorer.js';
+import { ModelFollower, type ModelFollowerOptions } from './model-follower.js';
+import type { ModelPin } from './model-pin.js';
+import type { Replica, ReplicaEvent, ReplicaStats } from './replica.js';
+import type { Scorer, ScorerKind } from './scorer.js';
 import { compileServingOptions, type ServingOptions, type ServingOptionsInput } from './serving-options.js';
 import { pickCanary } from './user-split.js';
 import { Variant, type VariantStatus } from './variants.js';
@@ -106,8 +107,8 @@ export class ServingNode implements ProcessActor {
   private model: Model | undefined;
   private rep: Replica | undefined;
   private scorer: Scorer | undefined;
-  private encoderStats: EncoderStatsFollower | undefined;
-  private pin: ModelPinFollower | undefined;
+  /** The live model: replica, scorer, encoder statistics, pin. */
+  private followed: ModelFollower | undefined;
   private app: FastifyInstance | undefined;
   private service: Service | undefined;
   private url: string | null = null;
@@ -183,43 +184,22 @@ export class ServingNode implements ProcessActor {
         });
         this.ownsNc = true;
       }
-      this.rep = new Replica(this.nc, {
+      this.followed = await ModelFollower.start(this.nc, {
         cluster: o.cluster,
         shards: o.shards,
-        spec: this.model.spec,
-        emaDecay: o.replica.emaDecay,
-        pageSize: o.replica.pageSize,
-        snapshotTimeoutMs: o.replica.snapshotTimeoutMs,
-        maxBufferedDeltas: o.replica.maxBufferedDeltas,
-        applyStepMs: o.replica.applyStepMs,
-        freshnessWindowMs: o.statsWindowMs,
-        signal: this.lifetime.signal,
-        onEvent: (e) => this.onReplicaEvent(e),
-      });
-      this.scorer = await createScorer(this.model, this.rep, {
-        kind: o.scorer,
+        model: this.model,
+        replica: this.replicaSettings(),
+        statsWindowMs: o.statsWindowMs,
+        encoderStatsMaxAgeMs: o.encoderStatsMaxAgeMs,
+        scorer: o.scorer,
         fields: o.fields,
         gemm: o.gemm,
-      });
-      if (this.model.encoder.standardised.length > 0) {
-        const scorer = this.scorer;
-        this.encoderStats = new EncoderStatsFollower(this.nc, {
-          cluster: o.cluster,
-          maxAgeMs: o.encoderStatsMaxAgeMs,
-          apply: (stats) => scorer.setEncoderStats(stats),
-          log: this.log,
-        });
-        await this.encoderStats.start();
-      }
-      await this.rep.start();
-      const rep = this.rep;
-      this.pin = new ModelPinFollower(this.nc, {
-        cluster: o.cluster,
-        pin: () => rep.pin(),
-        unpin: () => rep.unpin(),
+        signal: this.lifetime.signal,
         log: this.log,
+        onEvent: (e) => this.onReplicaEvent(e),
       });
-      await this.pin.start();
+      this.rep = this.followed.rep;
+      this.scorer = this.followed.scorer;
       await this.startVariants();
       if (o.http.enabled) await this.startHttp();
       await this.startService();
@@ -247,10 +227,8 @@ export class ServingNode implements ProcessActor {
     this.lifetime.abort();
     await this.service?.stop().catch(() => undefined);
     await this.app?.close().catch(() => undefined);
-    await this.pin?.stop();
     for (const v of this.variants) await v.stop();
-    await this.rep?.stop();
-    await this.encoderStats?.stop();
+    await this.followed?.stop();
     if (this.ownsNc && this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
   }
 
@@ -278,8 +256,8 @@ export class ServingNode implements ProcessActor {
       exploration: { ...this.exploration },
       http: this.url,
       replica: r ?? emptyReplicaStats(),
-      encoderStats: this.encoderStats ? { ...this.encoderStats.view } : null,
-      pinned: this.pin?.current ?? null,
+      encoderStats: this.followed?.encoderStats ? { ...this.followed.encoderStats.view } : null,
+      pinned: this.followed?.pin.current ?? null,
       servedBy: { ...this.servedBy },
       variants: this.variants.map((v) => v.status()),
     };
@@ -429,13 +407,7 @@ export class ServingNode implements ProcessActor {
     for (const vo of o.variants) {
       const v = new Variant(vo, {
         nc: this.nc!,
-        replica: {
-          emaDecay: o.replica.emaDecay,
-          pageSize: o.replica.pageSize,
-          snapshotTimeoutMs: o.replica.snapshotTimeoutMs,
-          maxBufferedDeltas: o.replica.maxBufferedDeltas,
-          applyStepMs: o.replica.applyStepMs,
-        },
+        replica: this.replicaSettings(),
         statsWindowMs: o.statsWindowMs,
         encoderStatsMaxAgeMs: o.encoderStatsMaxAgeMs,
         scorer: o.scorer,
@@ -451,6 +423,18 @@ export class ServingNode implements ProcessActor {
         this.canaryFractions.push(vo.fraction);
       } else this.shadows.push(v);
     }
+  }
+
+  /** The replica options every model this node follows gets. */
+  private replicaSettings(): ModelFollowerOptions['replica'] {
+    const r = this.options.replica;
+    return {
+      emaDecay: r.emaDecay,
+      pageSize: r.pageSize,
+      snapshotTimeoutMs: r.snapshotTimeoutMs,
+      maxBufferedDeltas: r.maxBufferedDeltas,
+      applyStepMs: r.applyStepMs,
+    };
   }
 
   /** An explored ranking's items, each with its propensity; counted in `exploration`. */

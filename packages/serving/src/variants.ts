@@ -1,14 +1,12 @@
 import type { NatsConnection } from 'nats';
 import { z } from 'zod';
 import { createModel, type Model, type ModelConfigInput } from '@freshet/model';
-import type { ActorLog } from '@freshet/nats';
 import type { Features } from '@freshet/protocol';
 import type { Candidate } from './api-schemas.js';
-import { EncoderStatsFollower } from './encoder-stats-follower.js';
 import { LogHistogram } from './histogram.js';
-import { ModelPinFollower } from './model-pin.js';
-import { Replica, type ReplicaEvent } from './replica.js';
-import { createScorer, type Scorer } from './scorer.js';
+import { ModelFollower, type ModelFollowerOptions } from './model-follower.js';
+import type { Replica, ReplicaEvent } from './replica.js';
+import type { Scorer } from './scorer.js';
 
 /**
  * A second model served beside the live one (docs/multi-model.md): another Freshet cluster (its
@@ -58,31 +56,16 @@ export interface VariantStatus {
 }
 
 /** Settings a variant shares with its serving node. */
-export interface VariantContext {
+export type VariantContext = Omit<ModelFollowerOptions, 'cluster' | 'shards' | 'model' | 'onEvent'> & {
   nc: NatsConnection;
-  replica: {
-    emaDecay: number;
-    pageSize: number;
-    snapshotTimeoutMs: number;
-    maxBufferedDeltas: number;
-    applyStepMs: number;
-  };
-  statsWindowMs: number;
-  encoderStatsMaxAgeMs: number;
-  scorer: 'auto' | 'fast' | 'model';
-  fields: { user: string; item: string };
-  gemm: 'tfjs' | 'js';
-  signal: AbortSignal;
-  log: ActorLog;
-}
+};
 
 /** One variant's replica, scorer and counters. */
 export class Variant {
   model: Model | undefined;
   rep: Replica | undefined;
   scorer: Scorer | undefined;
-  private encoderStats: EncoderStatsFollower | undefined;
-  private pin: ModelPinFollower | undefined;
+  private followed: ModelFollower | undefined;
   private served = 0;
   private fallbacks = 0;
   private compared = 0;
@@ -107,50 +90,26 @@ export class Variant {
     this.model = createModel(o.model as ModelConfigInput);
     const log = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) =>
       ctx.log(level, msg, { variant: o.cluster, ...fields });
-    this.rep = new Replica(ctx.nc, {
+    const f = await ModelFollower.start(ctx.nc, {
       cluster: o.cluster,
       shards: o.shards,
-      spec: this.model.spec,
-      ...ctx.replica,
-      freshnessWindowMs: ctx.statsWindowMs,
-      signal: ctx.signal,
+      model: this.model,
+      ...ctx,
+      log,
       onEvent: (e: ReplicaEvent) => {
         if (e.kind === 'synced') log('info', 'variant shard synced', { ...e });
         else if (e.kind === 'resync') log('warn', 'variant shard resync', { ...e });
         else log('warn', e.kind, { shard: e.shard, code: e.error.code, error: e.error.message });
       },
     });
-    this.scorer = await createScorer(this.model, this.rep, {
-      kind: ctx.scorer,
-      fields: ctx.fields,
-      gemm: ctx.gemm,
-    });
-    if (this.model.encoder.standardised.length > 0) {
-      const scorer = this.scorer;
-      this.encoderStats = new EncoderStatsFollower(ctx.nc, {
-        cluster: o.cluster,
-        maxAgeMs: ctx.encoderStatsMaxAgeMs,
-        apply: (stats) => scorer.setEncoderStats(stats),
-        log,
-      });
-      await this.encoderStats.start();
-    }
-    await this.rep.start();
-    const rep = this.rep;
     // the variant's own guard pins the variant (a degraded canary stops moving, as the live one would)
-    this.pin = new ModelPinFollower(ctx.nc, {
-      cluster: o.cluster,
-      pin: () => rep.pin(),
-      unpin: () => rep.unpin(),
-      log,
-    });
-    await this.pin.start();
+    this.followed = f;
+    this.rep = f.rep;
+    this.scorer = f.scorer;
   }
 
   async stop(): Promise<void> {
-    await this.pin?.stop();
-    await this.rep?.stop();
-    await this.encoderStats?.stop();
+    await this.followed?.stop();
   }
 
   /** Canary: scores a request of one of its users. */
