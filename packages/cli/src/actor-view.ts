@@ -65,7 +65,7 @@ export interface ServingView {
   /** Its HTTP base URL when it serves HTTP (the dashboard reads its freshness buckets there). */
   http: string | null;
   /** Pinned to the weights it holds by the model guard (docs/model-versions.md): since, reason. */
-  pinned: { since: number; reason: string } | null;
+  pinned: { since: number; reason: string; logloss: number; baseline: number; by: string } | null;
 }
 
 /** `freshet status --json`: one entry per live actor. */
@@ -205,7 +205,14 @@ export function servingView(a: ActorStatus): ServingView {
 
 function pinOf(v: unknown): ServingView['pinned'] {
   if (!isRecord(v) || typeof v.since !== 'number') return null;
-  return { since: v.since, reason: typeof v.reason === 'string' ? v.reason : '' };
+  const num = (x: unknown) => (typeof x === 'number' ? x : 0);
+  return {
+    since: v.since,
+    reason: typeof v.reason === 'string' ? v.reason : '',
+    logloss: num(v.logloss),
+    baseline: num(v.baseline),
+    by: typeof v.by === 'string' ? v.by : '',
+  };
 }
 
 /** Groups discovered actors into the three role views. */

@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import type { NatsConnection } from 'nats';
 import { FreshetError } from '@freshet/protocol';
-import { clusterView, type ClusterView } from '../actor-view.js';
+import { clusterView, servingView, type ClusterView } from '../actor-view.js';
 import { discoverActors, type ActorStatus } from '../discovery.js';
 import { collectModels, type ModelView } from '../models-view.js';
 import { aborted, shutdownSignal } from '../signals.js';
@@ -29,16 +29,15 @@ export interface ModelPinView {
 
 /** The pin the serving nodes report (the oldest, when they differ), or null. */
 export function modelPinOf(actors: readonly ActorStatus[]): ModelPinView | null {
-  let pin: ModelPinView | null = null;
-  const nodes: string[] = [];
-  for (const a of actors) {
-    const p =
-      a.role === 'serving' ? (a.status.pinned as Omit<ModelPinView, 'nodes'> | null | undefined) : null;
-    if (!p || typeof p.since !== 'number') continue;
-    nodes.push(a.id);
-    if (!pin || p.since < pin.since) pin = { ...p, nodes };
-  }
-  return pin;
+  const pinned = actors
+    .filter((a) => a.role === 'serving')
+    .flatMap((a) => {
+      const p = servingView(a).pinned;
+      return p ? [{ id: a.id, p }] : [];
+    });
+  if (pinned.length === 0) return null;
+  const oldest = pinned.reduce((a, b) => (b.p.since < a.p.since ? b : a));
+  return { ...oldest.p, nodes: pinned.map((x) => x.id) };
 }
 
 /** Collects the cluster view through the service API, with the model pin. */
