@@ -38,6 +38,7 @@ import { ensurePartitionConsumer } from './partition-consumer.js';
 import { PartitionLeases, type LeaseCounters } from './partition-leases.js';
 import { PullFeed } from './pull-feed.js';
 import { ServedCtr, type ServedCounts } from './served-ctr.js';
+import { ConsumerLag } from './consumer-lag.js';
 import { ProgressiveMetrics, type ProgressiveHistogram, type ProgressiveSnapshot } from './progressive.js';
 import { ShardClient } from './shard-client.js';
 import { compileWorkerOptions, type WorkerOptions, type WorkerOptionsInput } from './worker-options.js';
@@ -168,6 +169,7 @@ export class Worker implements ProcessActor {
   private leases: PartitionLeases | undefined;
   private service: Service | undefined;
   private readonly consumers = new Map<number, Consumer>();
+  private readonly lag = new ConsumerLag();
   private readonly fetching = new Map<number, Fetching>();
   private readonly parts = new Map<number, PartitionState>();
   private dlq: DeadLetters | undefined;
@@ -896,19 +898,7 @@ export class Worker implements ProcessActor {
 
   private async statusWithLag(): Promise<WorkerStatus> {
     const s = this.status();
-    const lag: Record<string, number> = {};
-    await Promise.all(
-      s.partitions.map(async (p) => {
-        try {
-          // fresh, not the cached info of start(): lag must move
-          const info = await this.consumers.get(p)?.info();
-          if (info) lag[String(p)] = info.num_pending;
-        } catch {
-          // lag is best effort
-        }
-      }),
-    );
-    return { ...s, lag };
+    return { ...s, lag: await this.lag.read(s.partitions, (p) => this.consumers.get(p)) };
   }
 
   // ------------------------------------------------------------------ shutdown
