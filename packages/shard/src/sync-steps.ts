@@ -29,6 +29,32 @@ export function isSyncModel(spec: ModelSpec): boolean {
 }
 
 /**
+ * Row numbers of key pairs [lo, hi] in first-seen order. A key is 64 bits, more than a number
+ * holds exactly, and a string per key was the step's main cost: rows are found by `lo` and
+ * checked against `hi`, with a string map only for the rare keys that share a `lo`.
+ */
+class RowIndex {
+  private readonly byLo = new Map<number, number>();
+  private readonly sharedLo = new Map<string, number>();
+
+  /** The row of (lo, hi), appended to `keys` (pairs) when new. */
+  rowOf(lo: number, hi: number, keys: number[]): number {
+    const j = this.byLo.get(lo);
+    if (j !== undefined && keys[2 * j + 1] === hi) return j;
+    const next = keys.length / 2;
+    if (j === undefined) this.byLo.set(lo, next);
+    else {
+      const k = `${lo}:${hi}`;
+      const s = this.sharedLo.get(k);
+      if (s !== undefined) return s;
+      this.sharedLo.set(k, next);
+    }
+    keys.push(lo, hi);
+    return next;
+  }
+}
+
+/**
  * One push equal to a step's pushes together: the gradients of a batch of Σ nᵢ examples, where
  * push i is the mean-loss gradient over its nᵢ examples (`examples`). Rows are the union of the
  * pushes' keys (first seen first), a row's gradient Σ (nᵢ/N)·gᵢ summed in float64 in push order,
@@ -48,26 +74,17 @@ export function combineStep(reqs: readonly PushRequest[]): PushRequest {
     if (r.eventTs !== undefined) eventTs = Math.min(eventTs ?? r.eventTs, r.eventTs);
   }
   // table id → its rows: key → row index, in first-seen order
-  const byTable = new Map<number, { dim: number; index: Map<string, number>; keys: number[] }>();
+  const byTable = new Map<number, { dim: number; index: RowIndex; keys: number[] }>();
   const rowOf: Int32Array[][] = reqs.map((r) =>
     r.tables.map((p) => {
       let tab = byTable.get(p.t);
-      if (!tab) byTable.set(p.t, (tab = { dim: p.dim, index: new Map(), keys: [] }));
+      if (!tab) byTable.set(p.t, (tab = { dim: p.dim, index: new RowIndex(), keys: [] }));
       if (tab.dim !== p.dim) {
         throw new FreshetError('WRONG_LENGTH', `table ${p.t}: dims ${tab.dim} and ${p.dim} in one step`);
       }
       const n = p.keys.length / 2;
       const rows = new Int32Array(n);
-      for (let i = 0; i < n; i++) {
-        const k = `${p.keys[2 * i]}:${p.keys[2 * i + 1]}`;
-        let j = tab.index.get(k);
-        if (j === undefined) {
-          j = tab.keys.length / 2;
-          tab.index.set(k, j);
-          tab.keys.push(p.keys[2 * i]!, p.keys[2 * i + 1]!);
-        }
-        rows[i] = j;
-      }
+      for (let i = 0; i < n; i++) rows[i] = tab.index.rowOf(p.keys[2 * i]!, p.keys[2 * i + 1]!, tab.keys);
       return rows;
     }),
   );

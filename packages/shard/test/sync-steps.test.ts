@@ -15,7 +15,7 @@ import {
 import { uniqueName, useNats } from '@freshet/testkit';
 import type { ShardCore } from '../src/shard-core.js';
 import { Shard } from '../src/shard.js';
-import { isSyncModel } from '../src/sync-steps.js';
+import { combineStep, isSyncModel } from '../src/sync-steps.js';
 import { inProcessCore } from './in-process-core.js';
 
 const nats = useNats();
@@ -135,6 +135,26 @@ describe('sync steps', () => {
         }),
       ),
     ).toThrow(FreshetError);
+  });
+
+  it('merges rows by their whole 64-bit key, also where keys share a low word', () => {
+    const a = workerPush(0, 1, 0, 32);
+    const b = workerPush(1, 1, 0, 20);
+    // b's rows: same low words as a's with other high words, then a's keys again
+    const t = b.tables[0]!;
+    for (let j = 0; j < 3; j++) t.keys[2 * j + 1] = 4 + j;
+    const got = combineStep([a, b]);
+    const want = singleLearnerPush([a, b], got.id);
+    expect(got.tables.map((x) => [...x.keys])).toEqual(want.tables.map((x) => [...x.keys]));
+    expect(got.tables.map((x) => [...x.counts])).toEqual(want.tables.map((x) => [...x.counts]));
+    got.tables.forEach((x, i) => {
+      const w = want.tables[i]!.grads;
+      x.grads.forEach((g, k) => expect(g).toBeCloseTo(w[k]!, 6));
+    });
+    // the case it is about: one low word under two high words, both rows kept
+    const rows = [...got.tables[0]!.keys].flatMap((v, k, all) => (k % 2 ? [] : [[v, all[k + 1]]]));
+    const lows = rows.map((r) => r[0]);
+    expect(new Set(lows).size).toBeLessThan(rows.length);
   });
 
   it('applies the pushes of a step as one Adam step on their sum, once, and replays it the same', async () => {
