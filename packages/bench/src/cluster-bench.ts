@@ -59,6 +59,13 @@ export const clusterBenchOptionsSchema = z
      * measure freshness at a sustainable load.
      */
     rate: z.number().positive().optional(),
+    /**
+     * The throughput phase trains from a backlog: the data is published first, with no worker
+     * running, then the workers start and the clock runs from when they report running. This is
+     * the like-for-like number next to the PyTorch peer, which trains from parsed tensors in
+     * memory: the publisher's parsing and JetStream's writes are not in it.
+     */
+    backlog: z.boolean().default(false),
     /** Passes over the data in the throughput phase. */
     passes: z.number().int().min(1).max(100).default(1),
     /** Only the first `limit` examples of the file. */
@@ -89,6 +96,11 @@ export const clusterBenchOptionsSchema = z
      * worker's is batch/workers, and the cluster trains like one learner at `batch`.
      */
     sync: z.boolean().default(false),
+    /**
+     * Batches each worker keeps in flight (worker option `maxInFlightBatches`; default: the
+     * worker's, 2 at batch ≥ 128). One makes every pull see the previous push: no staleness.
+     */
+    inFlight: z.number().int().min(1).max(64).optional(),
     lr: z.number().positive().default(3e-3),
     ...busOptionsSchema.shape,
     /** Compute threads per worker (default: the cores shared out among workers, at least 1). */
@@ -111,6 +123,9 @@ export const clusterBenchOptionsSchema = z
       .default(15 * 60_000),
   })
   .strict()
+  .refine((o) => !o.backlog || (o.rate === undefined && o.placements === undefined), {
+    message: 'a backlog is published whole before training: no rate, no shard moves',
+  })
   .refine((o) => !o.sync || o.batch % o.workers === 0, {
     message: 'with sync the batch is the global one: a multiple of workers',
     path: ['batch'],
@@ -180,7 +195,7 @@ async function workerTotals<A extends BenchActor>(
 
 interface PhaseResult {
   events: number;
-  /** Wall ms from the first publish until every event was learned. */
+  /** Wall ms from the first publish (a backlog: from the workers running) until every event was learned. */
   ms: number;
   publishMs: number;
   /** Learned examples over time (ms since phase start). */
@@ -207,6 +222,8 @@ async function runPhase<A extends BenchActor>(
     deadline: number;
     /** Host counts to move the shards to at equal fractions of the examples (after the first). */
     placements?: number[];
+    /** Publish everything first, then start the workers with this (the clock starts after). */
+    startWorkers?: () => Promise<void>;
   },
   deps: ClusterBenchDeps<A>,
 ): Promise<PhaseResult> {
@@ -232,7 +249,7 @@ async function runPhase<A extends BenchActor>(
       },
     );
   };
-  const t0 = performance.now();
+  const tPublish = performance.now();
   let published = 0;
   let publishMs = 0;
   let publishError: Error | undefined;
@@ -254,10 +271,16 @@ async function runPhase<A extends BenchActor>(
       if (s.failed > 0) throw new FreshetError('UNAVAILABLE', `${s.failed} events failed to publish`);
       published += s.acked + s.duplicates;
     }
-    publishMs = performance.now() - t0;
+    publishMs = performance.now() - tPublish;
   })().catch((e: unknown) => {
     publishError = e instanceof Error ? e : new Error(String(e));
   });
+  if (p.startWorkers) {
+    await publishing;
+    if (publishError) throw publishError;
+    await p.startWorkers();
+  }
+  const t0 = p.startWorkers ? performance.now() : tPublish;
   const samples: PhaseResult['samples'] = [];
   let last = before;
   let nextLog = 0;
@@ -447,6 +470,13 @@ export function mergeWorkerProgressive(statuses: ReadonlyArray<Record<string, un
   };
 }
 
+/** A backlog's workers, started together once it is published. */
+async function startWorkers(lc: BenchCluster, workers: number, progress: (m: string) => void) {
+  if (!lc.add) throw new FreshetError('CONFIG', 'bench cluster: this harness cannot add workers');
+  progress(`backlog published: starting ${workers} worker(s)`);
+  await Promise.all(Array.from({ length: workers }, () => lc.add!('worker')));
+}
+
 /**
  * Runs the end-to-end cluster benchmark and returns ONE JSON-able object (the CLI prints it as
  * one line). Progress goes to `deps.progress`. The cluster is stopped (and its data directory
@@ -496,7 +526,8 @@ export async function runClusterBench<A extends BenchActor>(
       ...(o.halfDeltas ? { options: { halfDeltas: true } } : {}),
     },
     workers: {
-      count: o.workers,
+      // a backlog's workers start once it is published (phase 1)
+      count: o.backlog ? 0 : o.workers,
       options: {
         batch: { size: workerBatch },
         compute: { threads },
@@ -505,6 +536,7 @@ export async function runClusterBench<A extends BenchActor>(
         joinClock: { everyMs: 100, lagMs: 200 },
         dense: { mode: o.dense, syncExamples: o.denseSyncExamples },
         halfPull: o.halfPull,
+        ...(o.inFlight !== undefined ? { maxInFlightBatches: o.inFlight } : {}),
         ...(o.window !== undefined ? { metrics: { window: o.window } } : {}),
       },
     },
@@ -571,6 +603,7 @@ export async function runClusterBench<A extends BenchActor>(
         tag: 'throughput',
         deadline,
         ...(o.placements ? { placements: o.placements } : {}),
+        ...(o.backlog ? { startWorkers: () => startWorkers(cl, o.workers, progress) } : {}),
       },
       deps,
     );
@@ -615,12 +648,14 @@ export async function runClusterBench<A extends BenchActor>(
       batch: o.batch,
       sync: o.sync,
       worker_batch: workerBatch,
+      in_flight: o.inFlight ?? null,
       lr: o.lr,
       optimizer: modelConfig.optimizer ?? null,
       threads_per_worker: threads,
       ...busReport(o),
       passes: o.passes,
       rate: o.rate ?? null,
+      backlog: o.backlog,
       backend: wv[0]?.backend ?? null,
       startup_s: r2(startupS),
       examples: p1.events,

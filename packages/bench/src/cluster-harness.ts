@@ -28,6 +28,8 @@ export interface BenchCluster<A extends BenchActor = BenchActor> {
   actors(): Promise<A[]>;
   /** Stops every process it started. Idempotent. */
   stop(): Promise<void>;
+  /** Starts one more worker and resolves once it reports running (`bench cluster --backlog`). */
+  add?(role: 'worker'): Promise<unknown>;
 }
 
 export interface HarnessStartOptions {

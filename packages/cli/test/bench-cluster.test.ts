@@ -33,4 +33,37 @@ describe('runClusterBench', () => {
     expect(pb.push.rows).toBeGreaterThan(0);
     expect(typeof r.freshness_p50_ms).toBe('number');
   }, 60_000);
+
+  it('trains from a backlog: every event published before a worker starts, one batch in flight', async () => {
+    const said: string[] = [];
+    const r = await runClusterBench(
+      {
+        data: `criteo:${criteo}`,
+        limit: 384,
+        shards: 1,
+        workers: 1,
+        partitions: 2,
+        serving: 0,
+        batch: 128,
+        backlog: true,
+        inFlight: 1,
+        freshnessLoad: 0,
+        peer: false,
+        timeoutMs: 50_000,
+      },
+      { harness: localClusterHarness(), progress: (m) => said.push(m) },
+    );
+    expect(r).toMatchObject({ examples: 384, backlog: true, in_flight: 1, rejected_pushes: 0 });
+    // one batch in flight (2 is the default at batch 128): each pull sees the previous push
+    expect(r.staleness_p99).toBe(0);
+    const started = said.findIndex((m) => m.startsWith('backlog published'));
+    expect(started).toBeGreaterThanOrEqual(0);
+    expect(said.slice(0, started).some((m) => /learned [1-9]/.test(m))).toBe(false);
+    await expect(
+      runClusterBench(
+        { data: `criteo:${criteo}`, backlog: true, rate: 100, peer: false },
+        { harness: localClusterHarness() },
+      ),
+    ).rejects.toMatchObject({ code: 'CONFIG' });
+  }, 60_000);
 });

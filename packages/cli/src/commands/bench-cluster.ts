@@ -40,6 +40,8 @@ interface ClusterFlags extends BusFlags {
   model: string;
   batch: number;
   sync?: boolean;
+  backlog?: boolean;
+  inFlight?: number;
   lr: number;
   threads?: number;
   tap: boolean;
@@ -73,6 +75,11 @@ export function clusterBenchCommand(): Command {
         'events/s (default: as fast as the cluster learns, then 70% of it for freshness)',
         num,
       )
+      .option(
+        '--backlog',
+        'publish the data first, then start the workers and time them (like for like with the peer, ' +
+          'which trains from parsed data in memory)',
+      )
       .option('--passes <n>', 'passes over the data', int, 1)
       .option('--limit <n>', 'only the first n examples', int)
       .option('--partitions <n>', 'feedback stream partitions', int, 8)
@@ -91,6 +98,11 @@ export function clusterBenchCommand(): Command {
       )
       .option('--batch <n>', 'worker batch size (with --sync the global one: batch/workers each)', int, 256)
       .option('--sync', 'synchronous steps: the model staleness policy sync (docs/learning-quality.md)')
+      .option(
+        '--in-flight <n>',
+        "batches each worker keeps in flight (default: the worker's, 2 at batch ≥ 128)",
+        int,
+      )
       .option('--lr <x>', 'Adam learning rate (both sides)', num, 3e-3)
       .option('--threads <n>', 'compute threads per worker', int)
       .option('--no-tap', 'do not observe pull/push/delta traffic on the bus')
@@ -118,6 +130,8 @@ export function clusterBenchCommand(): Command {
           dim: o.dim,
           batch: o.batch,
           sync: o.sync === true,
+          backlog: o.backlog === true,
+          ...(o.inFlight !== undefined ? { inFlight: o.inFlight } : {}),
           lr: o.lr,
           ...busInput(o),
           tap: o.tap,
