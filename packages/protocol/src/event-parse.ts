@@ -10,6 +10,7 @@ import {
   type FeedbackEvent,
   type FeedbackEventInput,
 } from './events.js';
+import { validEvent } from './event-validate.js';
 
 /**
  * Validation of inbound feedback events: bytes in, a typed event or a dead-letter reason out.
@@ -199,14 +200,16 @@ export function parseEvent(
   }
   const bad = scan(raw);
   if (bad) return fail(bad.reason, bad.message);
-  const schema = eventSchemaByKind[obj.kind as EventKind];
-  const r = schema.safeParse(raw);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    const where = issue.path.join('.') || 'event';
-    return fail(classify(issue, raw), `${where}: ${issue.message}`);
+  let event = validEvent(raw);
+  if (!event) {
+    const r = eventSchemaByKind[obj.kind as EventKind].safeParse(raw);
+    if (!r.success) {
+      const issue = r.error.issues[0]!;
+      const where = issue.path.join('.') || 'event';
+      return fail(classify(issue, raw), `${where}: ${issue.message}`);
+    }
+    event = r.data as FeedbackEvent;
   }
-  const event = r.data as FeedbackEvent;
   now ??= o.now ?? Date.now();
   if (event.ts > now + o.maxSkewMs) {
     return fail('TS_FUTURE', `ts ${event.ts} is ${Math.round(event.ts - now)} ms ahead of the receiver`);

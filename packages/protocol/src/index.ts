@@ -116,6 +116,7 @@ export {
   type CompiledParseOptions,
   type DeadLetter,
 } from './event-parse.js';
+export { validEvent } from './event-validate.js';
 export { partitionOf } from './partitions.js';
 export { shardStatusSchema, shardStatusSubject, type ShardStatus } from './shard-status.js';
 export {
