@@ -648,7 +648,8 @@ export async function runClusterBench<A extends BenchActor>(
       batch: o.batch,
       sync: o.sync,
       worker_batch: workerBatch,
-      in_flight: o.inFlight ?? null,
+      // the worker's default is 1 (results without this field predate it: 2 from batch 128)
+      in_flight: o.inFlight ?? 1,
       lr: o.lr,
       optimizer: modelConfig.optimizer ?? null,
       threads_per_worker: threads,

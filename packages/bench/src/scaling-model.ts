@@ -112,6 +112,8 @@ const clusterResultSchema = z.object({
   threads_per_worker: z.number().int().positive().optional(),
   dense: z.enum(['shard', 'replica']).optional(),
   dense_sync_examples: z.number().int().positive().nullish(),
+  /** Absent in results from before the field: the workers' default then, 2 from batch 128. */
+  in_flight: z.number().int().positive().optional(),
   tap: z.unknown().optional(),
   examples: z.number().positive().optional(),
   cpu_s: z.record(z.string(), z.number()).optional(),
@@ -178,6 +180,7 @@ export function calibrate(
     batch: r.batch,
     shardProcsPerMachine: 1,
     tap: r.tap !== undefined && r.tap !== null,
+    inFlightBatches: r.in_flight ?? (r.batch >= 128 ? 2 : 1),
     ...(r.dense === 'replica'
       ? { denseSyncExamples: r.dense_sync_examples ?? 2048, denseMaxDelayMs: 1000 }
       : {}),

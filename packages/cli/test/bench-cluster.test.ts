@@ -34,7 +34,7 @@ describe('runClusterBench', () => {
     expect(typeof r.freshness_p50_ms).toBe('number');
   }, 60_000);
 
-  it('trains from a backlog: every event published before a worker starts, one batch in flight', async () => {
+  it('trains from a backlog: every event published before a worker starts, two batches in flight', async () => {
     const said: string[] = [];
     const r = await runClusterBench(
       {
@@ -46,16 +46,16 @@ describe('runClusterBench', () => {
         serving: 0,
         batch: 128,
         backlog: true,
-        inFlight: 1,
+        inFlight: 2,
         freshnessLoad: 0,
         peer: false,
         timeoutMs: 50_000,
       },
       { harness: localClusterHarness(), progress: (m) => said.push(m) },
     );
-    expect(r).toMatchObject({ examples: 384, backlog: true, in_flight: 1, rejected_pushes: 0 });
-    // one batch in flight (2 is the default at batch 128): each pull sees the previous push
-    expect(r.staleness_p99).toBe(0);
+    expect(r).toMatchObject({ examples: 384, backlog: true, in_flight: 2, rejected_pushes: 0 });
+    // two batches in flight (the default is 1): a batch is pulled before the previous one's push
+    expect(r.staleness_p99 as number).toBeGreaterThanOrEqual(1);
     const started = said.findIndex((m) => m.startsWith('backlog published'));
     expect(started).toBeGreaterThanOrEqual(0);
     expect(said.slice(0, started).some((m) => /learned [1-9]/.test(m))).toBe(false);

