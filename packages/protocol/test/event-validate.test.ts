@@ -2,23 +2,13 @@ import { describe, expect, it } from 'vitest';
 import { eventKinds, eventLimits, eventSchemaByKind, type EventKind } from '../src/events.js';
 import { parseEvent } from '../src/event-parse.js';
 import { validEvent } from '../src/event-validate.js';
+import { xorshift32 } from '../src/random.js';
 
 /**
  * The fast path against zod, on thousands of seeded events of every kind: valid ones, and each
  * broken in one of many ways. Wherever the fast path answers, zod must accept and return the
  * same event; and it must answer for (nearly) every valid event, or it buys nothing.
  */
-
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Raw = Record<string, unknown>;
 
@@ -159,7 +149,7 @@ const mutations: [string, (e: Raw) => Raw][] = [
 
 describe('the fast event validator', () => {
   it('answers only what zod answers, with the same event, and for nearly every valid one', () => {
-    const r = rng(7);
+    const r = xorshift32(7);
     let valid = 0;
     let vouched = 0;
     let zodAccepted = 0;
