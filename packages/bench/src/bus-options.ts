@@ -20,6 +20,8 @@ export const busOptionsSchema = z.object({
     .default(2048),
   /** Workers pull embedding rows as binary16 (worker option `halfPull`). */
   halfPull: z.boolean().default(false),
+  /** Workers push embedding rows' gradients as binary16 (worker option `halfPush`). */
+  halfPush: z.boolean().default(false),
   /** Shards publish embedding rows in deltas as binary16 (shard option `halfDeltas`). */
   halfDeltas: z.boolean().default(false),
   /** How the replay publishes events: JSON (any language's default) or msgpack (fewer bytes). */
@@ -29,8 +31,8 @@ export type BusOptions = z.infer<typeof busOptionsSchema>;
 
 /** The bus options of a parsed options object (to hand on to another bench). */
 export function busOptionsOf(o: BusOptions): BusOptions {
-  const { dense, denseSyncExamples, halfPull, halfDeltas, encoding } = o;
-  return { dense, denseSyncExamples, halfPull, halfDeltas, encoding };
+  const { dense, denseSyncExamples, halfPull, halfPush, halfDeltas, encoding } = o;
+  return { dense, denseSyncExamples, halfPull, halfPush, halfDeltas, encoding };
 }
 
 /** The bus options as a bench result reports them. */
@@ -39,6 +41,7 @@ export function busReport(o: BusOptions): Record<string, unknown> {
     dense: o.dense,
     dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
     half_pull: o.halfPull,
+    half_push: o.halfPush,
     half_deltas: o.halfDeltas,
     encoding: o.encoding,
   };

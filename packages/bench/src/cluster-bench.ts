@@ -536,6 +536,7 @@ export async function runClusterBench<A extends BenchActor>(
         joinClock: { everyMs: 100, lagMs: 200 },
         dense: { mode: o.dense, syncExamples: o.denseSyncExamples },
         halfPull: o.halfPull,
+        halfPush: o.halfPush,
         ...(o.inFlight !== undefined ? { maxInFlightBatches: o.inFlight } : {}),
         ...(o.window !== undefined ? { metrics: { window: o.window } } : {}),
       },

@@ -178,7 +178,20 @@ export const pushHeaderSchema = z.object({
    * step, no staleness policy.
    */
   add: z.literal(true).optional(),
-  tables: z.array(z.object({ t: tableId, n: count, dim: z.number().int().min(1) })).max(4096),
+  tables: z
+    .array(
+      z.object({
+        t: tableId,
+        n: count,
+        dim: z.number().int().min(1),
+        /**
+         * The gradients went as binary16 scaled by 2^e (see {@link PushTable.half}): the decoder
+         * multiplies by 2^-e. Absent: float32 as they are.
+         */
+        e: z.number().int().min(-126).max(126).optional(),
+      }),
+    )
+    .max(4096),
 });
 export type PushHeader = z.infer<typeof pushHeaderSchema>;
 export interface PushTable {
@@ -189,6 +202,13 @@ export interface PushTable {
   grads: Float32Array;
   /** Examples in the batch that touched each key (feature admission counts). */
   counts: Uint32Array;
+  /**
+   * Send the gradients as binary16 (half the bytes; worker option `halfPush`, embedding rows only).
+   * Batch-mean gradients are small, often below binary16's normal range (6.1e-5) where it loses
+   * precision, or below 6e-8 where it flushes to zero; so the table is scaled by a power of two
+   * (exact in float32) that puts its largest |g| near 2^14, and the header carries the exponent.
+   */
+  half?: boolean | undefined;
 }
 export interface PushRequest {
   id: string;
@@ -214,13 +234,37 @@ export function encodePush(req: PushRequest): Uint8Array {
     base: req.base,
     tables: req.tables.map((t) => ({ t: t.t, n: t.keys.length / 2, dim: t.dim })),
   };
+  const arrays: FrameArray[] = [];
+  req.tables.forEach((t, i) => {
+    if (!t.half) {
+      arrays.push(t.keys, t.grads, t.counts);
+      return;
+    }
+    const { bits, e } = scaledHalf(t.grads);
+    if (e !== 0) h.tables[i]!.e = e;
+    arrays.push(t.keys, bits, t.counts);
+  });
   if (req.eventTs !== undefined) h.eventTs = req.eventTs;
   if (req.lrScale !== undefined && req.lrScale !== 1) h.lrScale = req.lrScale;
   if (req.examples !== undefined && req.examples !== 1) h.examples = req.examples;
   if (req.add) h.add = true;
-  const arrays: FrameArray[] = [];
-  for (const t of req.tables) arrays.push(t.keys, t.grads, t.counts);
   return encodeFrame(h, arrays);
+}
+
+/** Largest |g| lands in [2^14, 2^15): well inside binary16 (max 65504) with full precision. */
+function scaledHalf(g: Float32Array): { bits: Uint16Array; e: number } {
+  let max = 0;
+  for (let i = 0; i < g.length; i++) {
+    const a = Math.abs(g[i]!);
+    if (a > max) max = a; // NaN is skipped here and stays NaN in binary16: the shard refuses it
+  }
+  const e =
+    max > 0 && Number.isFinite(max) ? Math.max(-126, Math.min(126, 14 - Math.floor(Math.log2(max)))) : 0;
+  if (e === 0) return { bits: toHalf(g), e };
+  const scale = 2 ** e;
+  const scaled = new Float32Array(g.length);
+  for (let i = 0; i < g.length; i++) scaled[i] = g[i]! * scale;
+  return { bits: toHalf(scaled), e };
 }
 /** Decodes and shape-checks a push. Finiteness is checked by the shard before applying. */
 export function decodePush(data: Uint8Array): PushRequest {
@@ -239,6 +283,15 @@ export function decodePush(data: Uint8Array): PushRequest {
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, 3 * i);
       const grads = f32(frame, 3 * i + 1);
+      if (t.e !== undefined) {
+        // only a binary16 array was scaled (and decoded into a copy: a float32 one is a view of
+        // the request bytes, which the shard logs as they came)
+        if (!(frame.arrays[3 * i + 1] instanceof Uint16Array))
+          throw new FreshetError('BAD_FRAME', `push table ${t.t}: a scale on float32 gradients`);
+        // dividing by a power of two is exact
+        const unscale = 2 ** -t.e;
+        for (let j = 0; j < grads.length; j++) grads[j] = grads[j]! * unscale;
+      }
       const counts = u32(frame, 3 * i + 2);
       if (keys.length !== t.n * 2) wrongLength('push keys', keys.length, t.n * 2);
       if (grads.length !== t.n * t.dim) wrongLength('push grads', grads.length, t.n * t.dim);

@@ -69,6 +69,8 @@ export interface ShardClientOptions {
   denseCacheMaxLag: number;
   /** Ask for embedding rows as binary16 (half the reply bytes). */
   halfPull?: boolean | undefined;
+  /** Push embedding rows' gradients as binary16, scaled per table (half the push bytes). */
+  halfPush?: boolean | undefined;
   signal?: AbortSignal | undefined;
 }
 
@@ -325,7 +327,15 @@ export class ShardClient {
             for (let j = 0; j < p.pos.length; j++)
               gg.set(g.subarray(p.pos[j]! * d, (p.pos[j]! + 1) * d), j * d);
           }
-          pt.push({ t: p.t, dim: d, keys: p.keys, grads: gg, counts: p.counts });
+          pt.push({
+            t: p.t,
+            dim: d,
+            keys: p.keys,
+            grads: gg,
+            counts: p.counts,
+            // never FTRL's state deltas (n outgrows binary16) nor a dense tensor
+            ...(this.o.halfPush && !p.dense && !this.state ? { half: true } : {}),
+          });
         }
         if (pt.length === 0 && !this.sync) {
           out.accepted.add(shard);

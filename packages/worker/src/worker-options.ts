@@ -136,6 +136,13 @@ export const workerOptionsSchema = z.object({
    * sequential FTRL's state are always pulled as float32.
    */
   halfPull: z.boolean().default(false),
+  /**
+   * Push embedding rows' gradients as binary16, each table scaled by a power of two carried in
+   * the push (about half the push bytes). No error feedback: a value far below its table's
+   * largest loses precision (see docs/performance.md for what it costs). Dense tensors and
+   * sequential FTRL's state deltas are always pushed as float32.
+   */
+  halfPush: z.boolean().default(false),
   dense: z
     .object({
       mode: z.enum(['shard', 'replica']).default('shard'),

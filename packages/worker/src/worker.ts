@@ -413,6 +413,7 @@ export class Worker implements ProcessActor {
         retry: o.retry,
         denseCacheMaxLag: o.denseCacheMaxLag,
         halfPull: o.halfPull,
+        halfPush: o.halfPush,
         signal: this.abort.signal,
       });
       if (o.dense.mode === 'replica' && this.model.spec.tables.some((t) => t.kind === 'dense'))

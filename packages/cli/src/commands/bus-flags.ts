@@ -6,6 +6,7 @@ export interface BusFlags {
   dense: 'shard' | 'replica';
   denseSyncExamples: number;
   halfPull?: boolean;
+  halfPush?: boolean;
   halfDeltas?: boolean;
   encoding: 'json' | 'msgpack';
 }
@@ -21,6 +22,7 @@ export function withBusFlags(c: Command): Command {
     )
     .option('--dense-sync-examples <n>', 'examples per dense replica flush', positiveInt, 2048)
     .option('--half-pull', 'workers pull embedding rows as binary16')
+    .option('--half-push', "workers push embedding rows' gradients as binary16 (scaled per table)")
     .option('--half-deltas', 'shards publish embedding rows in deltas as binary16')
     .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json');
 }
@@ -31,6 +33,7 @@ export function busInput(o: BusFlags) {
     dense: o.dense,
     denseSyncExamples: o.denseSyncExamples,
     halfPull: o.halfPull === true,
+    halfPush: o.halfPush === true,
     halfDeltas: o.halfDeltas === true,
     encoding: o.encoding,
   };

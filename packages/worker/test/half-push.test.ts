@@ -1,0 +1,95 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { createModel, type ModelConfigInput } from '@freshet/model';
+import { decodeFrame, subjects } from '@freshet/protocol';
+import { publishExamples, uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { Worker } from '../src/worker.js';
+import { ShardHarness } from './shard-harness.js';
+
+/**
+ * A worker with `halfPush` against 2 shards over a real nats-server: its pushes carry the
+ * embedding rows' gradients as binary16 with a scale exponent, the dense tensors as float32,
+ * the shards apply every example once, and the model learns the pattern.
+ */
+const nats = useNats();
+const workers: Worker[] = [];
+afterAll(async () => {
+  await Promise.allSettled(workers.map((w) => w.stop(2000)));
+});
+
+const config: ModelConfigInput = {
+  kind: 'wide-deep',
+  features: {
+    fields: [
+      { kind: 'categorical', name: 'user' },
+      { kind: 'categorical', name: 'item' },
+    ],
+  },
+  embeddingDim: 4,
+  hidden: [8],
+  optimizer: { kind: 'adam', lr: 0.02 },
+};
+
+describe('binary16 pushes from a worker', () => {
+  it('sends sparse gradients as scaled binary16 and dense ones as float32, and learns', async () => {
+    const spec = createModel(config).spec;
+    const dense = new Set(spec.tables.map((t, i) => (t.kind === 'dense' ? i : -1)).filter((i) => i >= 0));
+    const cluster = uniqueName('hp').replace(/[^A-Za-z0-9_-]/g, '');
+    const s = subjects(cluster);
+    const jsm = await nats.nc.jetstreamManager();
+    await jsm.streams.add({ name: s.feedbackStream, subjects: s.streamSubjects(2) });
+    await jsm.streams.add({ name: s.deadLetterStream, subjects: [s.deadLetter] });
+    const harness = new ShardHarness(nats.nc, cluster, spec, 2);
+    harness.startAll();
+    // what goes on the wire, seen by a plain subscriber of the push subjects
+    const kinds = { half: 0, halfScaled: 0, f32: 0, denseHalf: 0 };
+    const tap = nats.nc.subscribe(s.push(0).replace('.ps.0.push', '.ps.*.push'), {
+      callback: (_e, m) => {
+        const f = decodeFrame(m.data);
+        const h = f.header as { tables: { t: number; e?: number }[] };
+        h.tables.forEach((t, i) => {
+          const grads = f.arrays[3 * i + 1];
+          if (grads instanceof Uint16Array) {
+            kinds.half++;
+            if (t.e !== undefined) kinds.halfScaled++;
+            if (dense.has(t.t)) kinds.denseHalf++;
+          } else kinds.f32++;
+        });
+      },
+    });
+    const w = new Worker(
+      {
+        cluster,
+        model: config,
+        shards: 2,
+        partitions: 2,
+        batch: { size: 16, maxWaitMs: 10 },
+        compute: { threads: 1 },
+        halfPush: true,
+      },
+      { nc: await nats.connect('worker-half-push') },
+    );
+    workers.push(w);
+    await w.start();
+    const N = 480;
+    const item = (k: number) => `i${(k * 3) % 4}`;
+    const label = (k: number) => (((k % 10) % 2 === 0) === (k * 3) % 4 < 2 ? 1 : 0);
+    for (let k = 0; k < N; k += 32) {
+      await publishExamples(nats.nc, cluster, k, 32, 2, {
+        user: (i) => `u${i % 10}`,
+        label,
+        features: (i, u) => ({ user: u, item: item(i) }),
+      });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await waitFor(() => w.status().examples >= N, {
+      timeoutMs: 30_000,
+      message: () => `learned ${w.status().examples}/${N}`,
+    });
+    tap.unsubscribe();
+    expect(kinds.half).toBeGreaterThan(0);
+    expect(kinds.halfScaled).toBe(kinds.half); // batch-mean gradients are far below 2^14
+    expect(kinds.denseHalf).toBe(0);
+    expect(kinds.f32).toBeGreaterThan(0); // the dense tensors
+    expect(w.status().progressive.auc).toBeGreaterThan(0.6);
+  });
+});
