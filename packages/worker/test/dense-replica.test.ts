@@ -6,7 +6,7 @@ import { outstanding, publishExamples, setAckWait, uniqueName, useNats, waitFor 
 import type { NatsConnection } from 'nats';
 import type { WorkerOptionsInput } from '../src/worker-options.js';
 import { Worker } from '../src/worker.js';
-import { ShardHarness, testCore } from './shard-harness.js';
+import { publishUserItemPattern, ShardHarness, testCore, wideDeepTestModel } from './shard-harness.js';
 
 const nats = useNats();
 const workers: Worker[] = [];
@@ -16,19 +16,7 @@ afterAll(async () => {
   await Promise.allSettled(conns.map((c) => c.close()));
 });
 
-const wideDeep = (optimizer?: OptimizerSpec, extra: Partial<ModelConfigInput> = {}): ModelConfigInput => ({
-  kind: 'wide-deep',
-  features: {
-    fields: [
-      { kind: 'categorical', name: 'user' },
-      { kind: 'categorical', name: 'item' },
-    ],
-  },
-  embeddingDim: 4,
-  hidden: [8],
-  ...(optimizer ? { optimizer } : {}),
-  ...extra,
-});
+const wideDeep = wideDeepTestModel;
 
 const core = testCore;
 
@@ -267,17 +255,7 @@ describe('worker with a dense replica', () => {
     workers.push(w);
     await w.start();
     const N = 320;
-    const user = (k: number) => `u${k % 10}`;
-    const item = (k: number) => `i${(k * 3) % 4}`;
-    const label = (k: number) => (((k % 10) % 2 === 0) === (k * 3) % 4 < 2 ? 1 : 0);
-    for (let k = 0; k < N; k += 32) {
-      await publishExamples(nats.nc, cluster, k, 32, 2, {
-        user,
-        label,
-        features: (i, u) => ({ user: u, item: item(i) }),
-      });
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await publishUserItemPattern(nats.nc, cluster, N);
     // acked events = learned events: the dense part of each is on the shard when it is acked
     await waitFor(
       async () =>

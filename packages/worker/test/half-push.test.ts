@@ -1,9 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { createModel, type ModelConfigInput } from '@freshet/model';
+import { createModel } from '@freshet/model';
 import { decodeFrame, subjects } from '@freshet/protocol';
-import { publishExamples, uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { uniqueName, useNats, waitFor } from '@freshet/testkit';
 import { Worker } from '../src/worker.js';
-import { ShardHarness } from './shard-harness.js';
+import { publishUserItemPattern, ShardHarness, wideDeepTestModel } from './shard-harness.js';
 
 /**
  * A worker with `halfPush` against 2 shards over a real nats-server: its pushes carry the
@@ -16,18 +16,7 @@ afterAll(async () => {
   await Promise.allSettled(workers.map((w) => w.stop(2000)));
 });
 
-const config: ModelConfigInput = {
-  kind: 'wide-deep',
-  features: {
-    fields: [
-      { kind: 'categorical', name: 'user' },
-      { kind: 'categorical', name: 'item' },
-    ],
-  },
-  embeddingDim: 4,
-  hidden: [8],
-  optimizer: { kind: 'adam', lr: 0.02 },
-};
+const config = wideDeepTestModel({ kind: 'adam', lr: 0.02 });
 
 describe('binary16 pushes from a worker', () => {
   it('sends sparse gradients as scaled binary16 and dense ones as float32, and learns', async () => {
@@ -71,16 +60,7 @@ describe('binary16 pushes from a worker', () => {
     workers.push(w);
     await w.start();
     const N = 480;
-    const item = (k: number) => `i${(k * 3) % 4}`;
-    const label = (k: number) => (((k % 10) % 2 === 0) === (k * 3) % 4 < 2 ? 1 : 0);
-    for (let k = 0; k < N; k += 32) {
-      await publishExamples(nats.nc, cluster, k, 32, 2, {
-        user: (i) => `u${i % 10}`,
-        label,
-        features: (i, u) => ({ user: u, item: item(i) }),
-      });
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await publishUserItemPattern(nats.nc, cluster, N);
     await waitFor(() => w.status().examples >= N, {
       timeoutMs: 30_000,
       message: () => `learned ${w.status().examples}/${N}`,

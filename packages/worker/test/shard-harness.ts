@@ -1,4 +1,6 @@
 import type { NatsConnection } from 'nats';
+import type { ModelConfigInput } from '@freshet/model';
+import { publishExamples } from '@freshet/testkit';
 import { frameEndpoint, type Endpoint } from '@freshet/nats';
 import {
   decodePull,
@@ -119,3 +121,38 @@ export const lrTestModel = {
   },
   optimizer: { kind: 'adam' as const, lr: 0.05 },
 };
+
+/** A small wide&deep on user and item (embedding dim 4, one hidden layer of 8). */
+export const wideDeepTestModel = (
+  optimizer?: ModelConfigInput['optimizer'],
+  extra: Partial<ModelConfigInput> = {},
+): ModelConfigInput => ({
+  kind: 'wide-deep',
+  features: {
+    fields: [
+      { kind: 'categorical', name: 'user' },
+      { kind: 'categorical', name: 'item' },
+    ],
+  },
+  embeddingDim: 4,
+  hidden: [8],
+  ...(optimizer ? { optimizer } : {}),
+  ...extra,
+});
+
+/**
+ * Publishes `n` examples of a learnable user × item pattern (10 users, 4 items: even users click
+ * items 0–1, odd users items 2–3) in bursts of 32 over 2 partitions.
+ */
+export async function publishUserItemPattern(nc: NatsConnection, cluster: string, n: number): Promise<void> {
+  const item = (k: number) => `i${(k * 3) % 4}`;
+  const label = (k: number) => (((k % 10) % 2 === 0) === (k * 3) % 4 < 2 ? 1 : 0);
+  for (let k = 0; k < n; k += 32) {
+    await publishExamples(nc, cluster, k, 32, 2, {
+      user: (i) => `u${i % 10}`,
+      label,
+      features: (i, u) => ({ user: u, item: item(i) }),
+    });
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
