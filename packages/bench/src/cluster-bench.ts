@@ -97,10 +97,16 @@ export const clusterBenchOptionsSchema = z
      */
     sync: z.boolean().default(false),
     /**
-     * Batches each worker keeps in flight (worker option `maxInFlightBatches`; default: the
-     * worker's, 2 at batch ≥ 128). One makes every pull see the previous push: no staleness.
+     * Batches each worker keeps in flight before their push is sent (worker option
+     * `maxInFlightBatches`; default: the worker's, 1). One makes every pull see the previous
+     * push: no staleness.
      */
     inFlight: z.number().int().min(1).max(64).optional(),
+    /**
+     * The worker's `overlapPush` (default: the worker's, on unless `sync` or a dense replica):
+     * false waits for each push's answer before the next batch starts.
+     */
+    overlapPush: z.boolean().optional(),
     lr: z.number().positive().default(3e-3),
     ...busOptionsSchema.shape,
     /** Compute threads per worker (default: the cores shared out among workers, at least 1). */
@@ -224,6 +230,8 @@ async function runPhase<A extends BenchActor>(
     placements?: number[];
     /** Publish everything first, then start the workers with this (the clock starts after). */
     startWorkers?: () => Promise<void>;
+    /** Called when the clock starts (a backlog's CPU is measured from there). */
+    clockStarted?: () => void;
   },
   deps: ClusterBenchDeps<A>,
 ): Promise<PhaseResult> {
@@ -281,6 +289,7 @@ async function runPhase<A extends BenchActor>(
     await p.startWorkers();
   }
   const t0 = p.startWorkers ? performance.now() : tPublish;
+  p.clockStarted?.();
   const samples: PhaseResult['samples'] = [];
   let last = before;
   let nextLog = 0;
@@ -538,6 +547,7 @@ export async function runClusterBench<A extends BenchActor>(
         halfPull: o.halfPull,
         halfPush: o.halfPush,
         ...(o.inFlight !== undefined ? { maxInFlightBatches: o.inFlight } : {}),
+        ...(o.overlapPush !== undefined ? { overlapPush: o.overlapPush } : {}),
         ...(o.window !== undefined ? { metrics: { window: o.window } } : {}),
       },
     },
@@ -604,7 +614,13 @@ export async function runClusterBench<A extends BenchActor>(
         tag: 'throughput',
         deadline,
         ...(o.placements ? { placements: o.placements } : {}),
-        ...(o.backlog ? { startWorkers: () => startWorkers(cl, o.workers, progress) } : {}),
+        ...(o.backlog
+          ? {
+              startWorkers: () => startWorkers(cl, o.workers, progress),
+              // the publishing and the workers' start-up are not in the timed window either
+              clockStarted: () => cpu?.mark(),
+            }
+          : {}),
       },
       deps,
     );
@@ -651,6 +667,8 @@ export async function runClusterBench<A extends BenchActor>(
       worker_batch: workerBatch,
       // the worker's default is 1 (results without this field predate it: 2 from batch 128)
       in_flight: o.inFlight ?? 1,
+      // the worker's default (results without this field predate it: off)
+      overlap_push: o.overlapPush ?? !(o.sync || o.dense === 'replica'),
       lr: o.lr,
       optimizer: modelConfig.optimizer ?? null,
       threads_per_worker: threads,

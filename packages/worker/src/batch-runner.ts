@@ -58,9 +58,11 @@ export class BatchRunner {
 
   /**
    * Trains one batch and pushes it until every shard accepted it; then acks its events. Resolves
-   * true once settled, false when it was handed back (the worker is stopping).
+   * true once settled, false when it was handed back (the worker is stopping). `pushSent` is
+   * called once, right after the first push's requests went out on the connection: a pull
+   * sent after that reaches every shard behind them (`overlapPush`).
    */
-  async run(items: Buffered[], rec?: Recovered): Promise<boolean> {
+  async run(items: Buffered[], rec?: Recovered, pushSent?: () => void): Promise<boolean> {
     const { options: o, counters, timing, holds, manifests } = this.ctx;
     const msgs = [...new Set(items.flatMap((b) => b.deps))];
     const model = this.ctx.model()!;
@@ -170,7 +172,7 @@ export class BatchRunner {
             timing.add('manifestWait', performance.now() - w0);
             t = performance.now();
           }
-          const out = await client.push(plan, pulled, r.grads, {
+          const pushed = client.push(plan, pulled, r.grads, {
             id,
             clock: this.clock,
             eventTs,
@@ -179,6 +181,8 @@ export class BatchRunner {
             only: pending,
             onRetry,
           });
+          pushSent?.();
+          const out = await pushed;
           lap('push');
           denseGrads = r.grads;
           counters.pushes += out.accepted.size;

@@ -303,7 +303,9 @@ export class ShardClient {
 
   /**
    * Pushes each shard its part of the gradients (per-key sums, aligned with the pulled rows).
-   * Resolves once every shard answered: accepted, duplicate (= accepted) or STALE.
+   * Resolves once every shard answered: accepted, duplicate (= accepted) or STALE. The first
+   * attempt's requests are written to the connection before this returns its promise (nothing
+   * is awaited before them): the worker's `overlapPush` relies on that order.
    */
   async push(
     plan: RoutePlan,

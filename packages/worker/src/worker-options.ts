@@ -104,6 +104,17 @@ export const workerOptionsSchema = z.object({
    * flight, 0.0000 with one).
    */
   maxInFlightBatches: z.number().int().min(1).max(64).optional(),
+  /**
+   * Start the next batch as soon as this one's push is sent, not when it is answered. Its pull
+   * leaves the same connection after the push, and a shard applies a push as it arrives, so
+   * the pull still sees every earlier push: no staleness is added, and the push's round trip
+   * (the shard's write-ahead log included) overlaps the next batch's encode, pull and compute.
+   * Batches whose push is sent but not yet answered count apart from `maxInFlightBatches` (at
+   * most as many again). Default on, except under the sync policy (a push is applied only when
+   * its whole step is) and with a dense replica (the replica adds a batch's dense update once
+   * its push is answered), where it is refused.
+   */
+  overlapPush: z.boolean().optional(),
   /** Examples buffered from the stream ahead of batching (bounded; fetching pauses when full). */
   maxBufferedEvents: z.number().int().min(1).default(4096),
   requestTimeoutMs: ms.default(5000),
@@ -249,9 +260,13 @@ export const workerOptionsSchema = z.object({
   feedback: z.object({ cluster: z.string().optional() }).strict().prefault({}),
 });
 export type WorkerOptionsInput = z.input<typeof workerOptionsSchema>;
-export type WorkerOptions = Omit<z.infer<typeof workerOptionsSchema>, 'maxInFlightBatches'> & {
+export type WorkerOptions = Omit<
+  z.infer<typeof workerOptionsSchema>,
+  'maxInFlightBatches' | 'overlapPush'
+> & {
   id: string;
   maxInFlightBatches: number;
+  overlapPush: boolean;
 };
 
 /** Validates and compiles worker options once: defaults applied, id assigned, invariants checked. */
@@ -272,9 +287,17 @@ export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
       'the sync staleness policy takes one batch in flight, dense.mode shard and no dense cache',
     );
   }
+  const replica = d.dense.mode === 'replica';
+  if (d.overlapPush && (sync || replica)) {
+    throw new FreshetError(
+      'CONFIG',
+      `overlapPush does not combine with ${sync ? 'the sync staleness policy' : 'dense.mode replica'}`,
+    );
+  }
   const o = {
     ...r.data,
     maxInFlightBatches: r.data.maxInFlightBatches ?? 1,
+    overlapPush: d.overlapPush ?? !(sync || replica),
   };
   assertClusterName(o.cluster);
   const source = o.feedback.cluster ?? o.cluster;
@@ -299,7 +322,7 @@ export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
       o.joiner.maxPending +
         o.joiner.maxOrphans +
         o.maxBufferedEvents +
-        o.batch.size * (o.maxInFlightBatches + 1) +
+        o.batch.size * (o.maxInFlightBatches * (o.overlapPush ? 2 : 1) + 1) +
         1024,
     ),
   };

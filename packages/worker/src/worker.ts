@@ -190,7 +190,10 @@ export class Worker implements ProcessActor {
   private bufferSpace: (() => void)[] = [];
   private bufferFilled: (() => void) | undefined;
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Batches before their push is sent (`maxInFlightBatches`). */
   private readonly slots: Semaphore;
+  /** All batches in flight: as many again while pushes are answered (`overlapPush`). */
+  private readonly jobs: Semaphore;
   private batcherDone: Promise<void> | undefined;
   private readonly abort = new AbortController();
   /** The drain budget of the first stop() call. */
@@ -240,6 +243,7 @@ export class Worker implements ProcessActor {
     this.feed = subjects(this.options.feedback.cluster ?? this.options.cluster);
     this.deps = deps;
     this.slots = new Semaphore(this.options.maxInFlightBatches);
+    this.jobs = new Semaphore(this.options.maxInFlightBatches * (this.options.overlapPush ? 2 : 1));
     this.metrics = new ProgressiveMetrics({ window: this.options.metrics.window });
     this.lr = new LrSchedule(this.options.lr);
     this.guard = new ModelGuard(this.options.guard, (t) => void this.pinModel(t));
@@ -758,6 +762,7 @@ export class Worker implements ProcessActor {
         this.bufferFilled = undefined;
         continue;
       }
+      await this.jobs.acquire();
       await this.slots.acquire();
       const take = this.takeBatch(full ?? (o.batch.crossPartition ? 'any' : this.buffer[0]?.partition));
       const waiters = this.bufferSpace;
@@ -765,11 +770,19 @@ export class Worker implements ProcessActor {
       waiters.forEach((r) => r());
       if (take.length === 0) {
         this.slots.release();
+        this.jobs.release();
         continue;
       }
       if (take.some((b) => b.partition !== take[0]!.partition)) this.counters.crossPartitionBatches++;
-      const job = this.runner.run(take).finally(() => {
+      let slotHeld = true;
+      const freeSlot = () => {
+        if (!slotHeld) return;
+        slotHeld = false;
         this.slots.release();
+      };
+      const job = this.runner.run(take, undefined, o.overlapPush ? freeSlot : undefined).finally(() => {
+        freeSlot();
+        this.jobs.release();
         this.inFlight.delete(job);
       });
       this.inFlight.add(job);

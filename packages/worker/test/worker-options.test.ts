@@ -16,4 +16,19 @@ describe('worker options', () => {
       compileWorkerOptions({ ...base, batch: { size: 64 }, maxInFlightBatches: 3 }).maxInFlightBatches,
     ).toBe(3);
   });
+
+  it('overlaps pushes by default, not under sync steps nor with a dense replica, and refuses asking for that', () => {
+    expect(compileWorkerOptions(base).overlapPush).toBe(true);
+    expect(compileWorkerOptions({ ...base, overlapPush: false }).overlapPush).toBe(false);
+    const replica = { ...base, dense: { mode: 'replica' as const } };
+    expect(compileWorkerOptions(replica).overlapPush).toBe(false);
+    expect(() => compileWorkerOptions({ ...replica, overlapPush: true })).toThrow(/dense.mode replica/);
+    const sync: ModelConfigInput = { ...model, staleness: { policy: 'sync' } };
+    expect(compileWorkerOptions({ ...base, model: sync }).overlapPush).toBe(false);
+    expect(() => compileWorkerOptions({ ...base, model: sync, overlapPush: true })).toThrow(/sync/);
+    // batches awaiting their push's answer also hold their messages
+    const a = compileWorkerOptions({ ...base, batch: { size: 256 }, overlapPush: false });
+    const b = compileWorkerOptions({ ...base, batch: { size: 256 } });
+    expect(b.consumer.maxAckPending - a.consumer.maxAckPending).toBe(256);
+  });
 });

@@ -42,6 +42,7 @@ interface ClusterFlags extends BusFlags {
   sync?: boolean;
   backlog?: boolean;
   inFlight?: number;
+  overlapPush: boolean;
   lr: number;
   threads?: number;
   tap: boolean;
@@ -100,8 +101,12 @@ export function clusterBenchCommand(): Command {
       .option('--sync', 'synchronous steps: the model staleness policy sync (docs/learning-quality.md)')
       .option(
         '--in-flight <n>',
-        "batches each worker keeps in flight (default: the worker's, 2 at batch ≥ 128)",
+        "batches each worker keeps in flight before their push is sent (default: the worker's, 1)",
         int,
+      )
+      .option(
+        '--no-overlap-push',
+        "wait for each push's answer before the next batch starts (the worker's overlapPush off)",
       )
       .option('--lr <x>', 'Adam learning rate (both sides)', num, 3e-3)
       .option('--threads <n>', 'compute threads per worker', int)
@@ -132,6 +137,7 @@ export function clusterBenchCommand(): Command {
           sync: o.sync === true,
           backlog: o.backlog === true,
           ...(o.inFlight !== undefined ? { inFlight: o.inFlight } : {}),
+          ...(o.overlapPush ? {} : { overlapPush: false }),
           lr: o.lr,
           ...busInput(o),
           tap: o.tap,
