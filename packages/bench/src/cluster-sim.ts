@@ -69,7 +69,50 @@ export interface SimKnobs {
   feedbackBytes?: number;
   /** A passive tap (bench cluster's) receives every pull, push and delta too. */
   tap?: boolean;
+  /**
+   * The feedback was published before the clock started (`bench cluster --backlog`): the
+   * publisher's CPU is not charged; JetStream's delivery and the worker's fetch and ack are.
+   */
+  prepublished?: boolean;
+  /**
+   * CPU cost multipliers per process kind, from calibration against a measured local cluster
+   * (`calibrate` in scaling-model.ts): what the cost probe leaves out or under-charges.
+   */
+  cpuScale?: Partial<Record<SimRole, number>>;
+  /** Worker processes per worker machine (default 1), each a main thread and its share of the cores. */
+  workerProcsPerMachine?: number;
+  /** binary16 rows in pull replies (`halfPull`), push gradients (`halfPush`) and deltas (`halfDeltas`). */
+  halfPull?: boolean;
+  halfPush?: boolean;
+  halfDeltas?: boolean;
+  /**
+   * Adaptive delta interval (NOT BUILT): each shard process (or host) stretches its delta tick so
+   * that a serving node receives at most this many delta messages per second in all, never beyond
+   * `deltaMaxIntervalMs` (the freshness budget). Unset: every `deltaIntervalMs`.
+   */
+  deltaMsgsPerServingNode?: number;
+  deltaMaxIntervalMs?: number;
+  /**
+   * Sharded serving (NOT BUILT): serving nodes hold a slice of the model each (the key ranges of
+   * 1/slices of the shards), this many nodes per slice; a rank scatters to one node per slice.
+   * Unset: every serving node holds the whole model and receives every delta.
+   */
+  servingNodesPerSlice?: number;
+  /**
+   * Pull/push coalescing (NOT BUILT): this many batches of a worker machine's processes share one
+   * pull and one push per shard (a per-machine client), so each pays 1/k of a message's fixed cost
+   * and waits on average (k − 1)/2 batch arrivals of its machine for the others. Bytes unchanged
+   * (the union of their keys is smaller: conservative).
+   */
+  coalesceBatches?: number;
+  /** Serving processes per serving machine (default 1); with sliced serving each holds a slice. */
+  servingProcsPerMachine?: number;
+  /** CPU the bench process spends per example beyond what is simulated (calibration only). */
+  clientsUsPerExample?: number;
 }
+
+/** Process kinds the simulation charges CPU to (the local cluster's `cpu_s` roles; clients = the bench process). */
+export type SimRole = 'worker' | 'shard' | 'serving' | 'nats' | 'clients';
 
 export const defaultKnobs: SimKnobs = {
   batch: 256,
@@ -96,6 +139,7 @@ export interface SimResult {
   natsBytesPerS: number;
   /** Messages and bytes delivered to EACH serving replica per second. */
   servingBytesPerS: number;
+  servingMsgsPerS: number;
   shardsTouchedPerBatch: number;
   /** Pull → compute → push → acked, per batch (ms). */
   batchP50Ms: number | null;
@@ -112,6 +156,8 @@ export interface SimResult {
 class Resource {
   readonly lanes: Float64Array;
   busy = 0;
+  /** Calibrated multiplier on every cost charged here. */
+  scale = 1;
   /** CPU time (µs) of every job: busy × speed. */
   cpu = 0;
   /** A machine's cores that this resource's work also occupies (the local cluster's shared CPU). */
@@ -131,7 +177,8 @@ class Resource {
     this.lanes = new Float64Array(Math.max(1, lanes));
   }
   /** Serves a job arriving at `t` needing `us` of one lane; returns its finish time. */
-  run(t: number, cost: number): number {
+  run(t: number, charged: number): number {
+    const cost = charged * this.scale;
     const us = cost / this.speed;
     this.cpu += cost;
     if (this.pool) this.pool.busy += cost;
@@ -255,7 +302,8 @@ export function simulate(
   simMs = 1000,
 ): SimResult {
   const c = layout.coresPerMachine;
-  const W = layout.workerMachines;
+  const procs = Math.max(1, Math.min(c, knobs.workerProcsPerMachine ?? 1));
+  const W = layout.workerMachines * procs;
   const perHost = knobs.shardPerHost === true;
   const S = perHost ? layout.shardMachines : layout.shardMachines * (knobs.shardProcsPerMachine ?? c);
   const D = Math.max(1, Math.min(S, knobs.denseShards));
@@ -267,31 +315,44 @@ export function simulate(
   const rnd = prng(42);
   // The local cluster: one pool of cores that every role's work also occupies (accounting only).
   const cpu = layout.sharedCores ? new Resource('machine cpu', layout.sharedCores, 1, true) : undefined;
-  const res = (name: string, lanes: number, speed = 1, fluid = false) => {
+  const res = (role: SimRole, name: string, lanes: number, speed = 1, fluid = false) => {
     const r = new Resource(name, lanes, speed, fluid);
     r.pool = cpu;
+    r.scale = knobs.cpuScale?.[role] ?? 1;
     return r;
   };
-  const workerMain = Array.from({ length: W }, (_, i) => res(`worker-${i} main`, 1));
+  const workerMain = Array.from({ length: W }, (_, i) => res('worker', `worker-${i} main`, 1));
   const workerPool = Array.from({ length: W }, (_, i) =>
-    res(`worker-${i} compute`, Math.max(1, layout.computeThreads ?? c - 1)),
+    res('worker', `worker-${i} compute`, Math.max(1, layout.computeThreads ?? Math.floor(c / procs) - 1)),
   );
   // A shard process's endpoint (messages, bytes) and its row work: the same single lane for a
   // process per core; an endpoint thread and cores − 1 key-range threads for a process per host.
   const shardIo = Array.from({ length: S }, (_, i) =>
-    res(perHost ? `shard-host-${i} endpoint` : `shard-${i}`, 1),
+    res('shard', perHost ? `shard-host-${i} endpoint` : `shard-${i}`, 1),
   );
   const shardWork = perHost
-    ? Array.from({ length: S }, (_, i) => res(`shard-host-${i} threads`, 1, Math.max(1, c - 1)))
+    ? Array.from({ length: S }, (_, i) => res('shard', `shard-host-${i} threads`, 1, Math.max(1, c - 1)))
     : shardIo;
-  const nats = Array.from({ length: K }, (_, i) => res(`nats-${i}`, 1, layout.sharedCores ?? c, true));
-  // Serving applies deltas on one thread per replica (the node's event loop).
-  const serving = res('serving replica', 1);
+  const nats = Array.from({ length: K }, (_, i) =>
+    res('nats', `nats-${i}`, 1, layout.sharedCores ?? c, true),
+  );
+  // Serving applies deltas on one thread per replica (the node's event loop). With sharded
+  // serving a node holds 1/slices of the shards' key ranges and receives only their deltas.
+  const servingProcs = R * Math.max(1, knobs.servingProcsPerMachine ?? 1);
+  const slices = knobs.servingNodesPerSlice
+    ? Math.max(1, Math.floor(servingProcs / knobs.servingNodesPerSlice))
+    : 1;
+  const serving = res('serving', slices > 1 ? 'serving node (one slice)' : 'serving replica', 1);
+  const servesShard = (s: number) => s % slices === 0;
   // The feedback publisher and bench cluster's tap: clients, charged only to a shared machine.
-  const clients = res('publisher and tap', 1, 1, true);
+  const clients = res('clients', 'publisher and tap', 1, 1, true);
   const horizon = simMs * 1000;
   const warm = horizon * 0.3;
   const rowBytes = knobs.avgDim * 4 + 8;
+  const halfRow = knobs.avgDim * 2 + 8;
+  const pullRowBytes = knobs.halfPull ? halfRow : rowBytes;
+  const pushRowBytes = (knobs.halfPush ? halfRow : rowBytes) + 4;
+  const deltaRowBytes = knobs.halfDeltas ? halfRow : rowBytes;
   const denseFloats = costs.denseFloats / D;
   const denseBytes = denseFloats * 4;
   const fbBytes = knobs.feedbackBytes ?? 0;
@@ -304,20 +365,29 @@ export function simulate(
   const Ub = uniqueRows(costs, batchSize);
   const touched = Math.max(1, Math.round(S * (1 - Math.pow(1 - 1 / S, Ub))));
   const rowsPerShard = Ub / touched;
+  // A batch's share of a coalesced pull or push message, and its wait for the others: batches of
+  // a worker machine arrive every fill / procs, and a coalesced one waits for k − 1 of them.
+  const co = Math.max(1, knobs.coalesceBatches ?? 1);
+  const coShare = 1 / co;
+  const coWait = co > 1 ? ((co - 1) / 2) * (fill / procs) : 0;
 
   let now = 0;
   let natsMsgs = 0;
   let natsBytes = 0;
   let servingBytes = 0;
+  let servingMsgs = 0;
   let busBytes = 0;
   let denseBus = 0;
-  const nodeIo = (bytes: number) => costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000;
-  const natsIo = (bytes: number) => costs.natsMsgUs + (bytes * costs.natsByteNs) / 1000;
-  /** One message from a process on server `from` to one on server `to`; `dense` of its bytes are dense. */
-  const bus = (t: number, from: number, to: number, bytes: number, dense = 0): number => {
-    const us = natsIo(bytes);
+  const nodeIo = (bytes: number, share = 1) => costs.nodeMsgUs * share + (bytes * costs.nodeByteNs) / 1000;
+  const natsIo = (bytes: number, share = 1) => costs.natsMsgUs * share + (bytes * costs.natsByteNs) / 1000;
+  /**
+   * One message from a process on server `from` to one on server `to`; `dense` of its bytes are
+   * dense; `share` of a message (a coalesced batch's part of one).
+   */
+  const bus = (t: number, from: number, to: number, bytes: number, dense = 0, share = 1): number => {
+    const us = natsIo(bytes, share);
     let end = nats[from]!.run(t + knobs.netUs, us);
-    natsMsgs++;
+    natsMsgs += share;
     natsBytes += bytes;
     if (now >= warm) {
       busBytes += bytes;
@@ -326,7 +396,7 @@ export function simulate(
     if (to !== from) end = nats[to]!.run(end + knobs.netUs, us);
     if (knobs.tap) {
       nats[from]!.run(end, us);
-      clients.run(end, nodeIo(bytes));
+      clients.run(end, nodeIo(bytes, share));
     }
     return end + knobs.netUs;
   };
@@ -343,6 +413,7 @@ export function simulate(
   const waiting: Batch[][] = Array.from({ length: W }, () => []);
   // Per shard, since its last delta: rows pushed, oldest event times, dense touched.
   const pendRows = new Float64Array(S);
+  const pendExamples = new Float64Array(S);
   const pendEvents: number[][] = Array.from({ length: S }, () => []);
   const pendDense = new Uint8Array(S);
   // Per worker (dense replica): batches applied locally and not yet flushed, flush state.
@@ -359,7 +430,15 @@ export function simulate(
 
   const nextReady = (w: number, t: number) => heap.push(t + fill, { k: 'ready', w });
   for (let w = 0; w < W; w++) nextReady(w, rnd() * fill);
-  const tickUs = knobs.deltaIntervalMs * 1000;
+  // The adaptive interval: a serving node's delta messages per second bounded by the budget.
+  const sources = Math.ceil(S / slices);
+  const tickUs =
+    knobs.deltaMsgsPerServingNode !== undefined
+      ? Math.min(
+          Math.max(knobs.deltaIntervalMs, (sources / knobs.deltaMsgsPerServingNode) * 1000),
+          Math.max(knobs.deltaIntervalMs, knobs.deltaMaxIntervalMs ?? 250),
+        ) * 1000
+      : knobs.deltaIntervalMs * 1000;
   // Each shard ticks on its own phase; a tick is only scheduled while it has something to
   // publish (an idle shard's tick does nothing, and at 10k shard processes they dominate the run).
   const phase = Float64Array.from({ length: S }, () => rnd() * tickUs);
@@ -387,27 +466,29 @@ export function simulate(
     const ingest = fbBytes > 0 ? b.size * costs.jsConsumeUs : 0;
     if (fbBytes > 0) {
       nats[serverOfWorker(w)]!.run(t, b.size * costs.jsServerUs);
-      clients.run(t, b.size * costs.jsPublishUs);
+      if (!knobs.prepublished) clients.run(t, b.size * costs.jsPublishUs);
       natsMsgs += 2 * b.size;
       natsBytes += 2 * b.size * fbBytes;
       if (now >= warm) busBytes += b.size * fbBytes;
     }
-    const sent = workerMain[w]!.run(
-      t,
-      ingest + b.size * costs.encodeExampleUs + b.shards.length * nodeIo(reqBytes),
-    );
+    if (knobs.clientsUsPerExample) clients.run(t, b.size * knobs.clientsUsPerExample);
+    const sent =
+      workerMain[w]!.run(
+        t,
+        ingest + b.size * costs.encodeExampleUs + b.shards.length * nodeIo(reqBytes, coShare),
+      ) + coWait;
     let done = sent;
     for (const s of b.shards) {
-      const arrive = bus(sent, serverOfWorker(w), serverOfShard(s), reqBytes);
+      const arrive = bus(sent, serverOfWorker(w), serverOfShard(s), reqBytes, 0, coShare);
       const dense = !replica && s < D ? denseBytes : 0;
-      const repBytes = b.rowsPerShard * rowBytes + dense;
+      const repBytes = b.rowsPerShard * pullRowBytes + dense;
       const served = shardServe(
         s,
         arrive,
-        2 * costs.nodeMsgUs + ((reqBytes + repBytes) * costs.nodeByteNs) / 1000,
+        2 * costs.nodeMsgUs * coShare + ((reqBytes + repBytes) * costs.nodeByteNs) / 1000,
         b.rowsPerShard * costs.pullRowUs,
       );
-      done = Math.max(done, bus(served, serverOfShard(s), serverOfWorker(w), repBytes, dense));
+      done = Math.max(done, bus(served, serverOfShard(s), serverOfWorker(w), repBytes, dense, coShare));
     }
     heap.push(done, { k: 'pulled', w, b });
   };
@@ -481,7 +562,7 @@ export function simulate(
         if (t - b.startT > 1e6) overloaded = true;
         const recv = workerMain[ev.w]!.run(
           t,
-          b.shards.length * nodeIo(b.rowsPerShard * rowBytes) +
+          b.shards.length * nodeIo(b.rowsPerShard * pullRowBytes, coShare) +
             (replica ? 0 : (D * denseBytes * costs.nodeByteNs) / 1000),
         );
         const computed = workerPool[ev.w]!.run(recv, b.size * costs.computeExampleUs);
@@ -490,10 +571,10 @@ export function simulate(
       }
       case 'computed': {
         const b = ev.b;
-        const pushBytes = b.rowsPerShard * (rowBytes + 4);
+        const pushBytes = b.rowsPerShard * pushRowBytes;
         const sent = workerMain[ev.w]!.run(
           t,
-          b.shards.length * nodeIo(pushBytes) +
+          b.shards.length * nodeIo(pushBytes, coShare) +
             (replica
               ? (costs.denseFloats * costs.denseApplyFloatNs) / 1000
               : (D * denseBytes * costs.nodeByteNs) / 1000),
@@ -502,19 +583,20 @@ export function simulate(
         for (const s of b.shards) {
           const dense = !replica && s < D ? denseBytes : 0;
           const bytes = pushBytes + dense;
-          const arrive = bus(sent, serverOfWorker(ev.w), serverOfShard(s), bytes, dense);
+          const arrive = bus(sent, serverOfWorker(ev.w), serverOfShard(s), bytes, dense, coShare);
           const applied = shardServe(
             s,
             arrive,
-            2 * costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000,
+            2 * costs.nodeMsgUs * coShare + (bytes * costs.nodeByteNs) / 1000,
             (b.rowsPerShard + (dense > 0 ? denseFloats / 16 : 0)) * costs.applyRowUs,
           );
           pendRows[s]! += b.rowsPerShard;
+          pendExamples[s]! += b.size;
           if (dense > 0) pendDense[s] = 1;
           dirty(s, t);
           const pe = pendEvents[s]!;
           if (!replica && pe.length < 1024) pe.push(b.eventT);
-          done = Math.max(done, bus(applied, serverOfShard(s), serverOfWorker(ev.w), 64));
+          done = Math.max(done, bus(applied, serverOfShard(s), serverOfWorker(ev.w), 64, 0, coShare));
         }
         heap.push(done, { k: 'pushed', w: ev.w, b });
         break;
@@ -557,27 +639,29 @@ export function simulate(
         const s = ev.s;
         tickDue[s] = 0;
         if (pendRows[s]! === 0 && !pendDense[s]) break;
-        // Rows changed since the last delta, coalesced: repeated keys within the window are sent once.
-        const examplesInWindow = (offered * tickUs) / 1e6;
-        const rows = Math.min(pendRows[s]!, uniqueRows(costs, examplesInWindow) / S);
+        // Rows changed since the last delta, coalesced: a key pushed by several batches in the
+        // window is sent once (the unique rows of the examples pushed here, keys spread evenly).
+        const rows = Math.min(pendRows[s]!, uniqueRows(costs, pendExamples[s]!) / S);
         const denseRows = pendDense[s] ? denseFloats : 0;
-        const bytes = rows * rowBytes + denseRows * 4 + 64;
+        const bytes = rows * deltaRowBytes + denseRows * 4 + 64;
         const taken = shardServe(
           s,
           t,
           costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000,
           rows * costs.deltaRowUs + (denseRows / 16) * costs.deltaRowUs,
         );
-        let delivered = bus(taken, serverOfShard(s), 0, bytes, denseRows * 4);
-        // Fan-out: the server delivers one copy per replica (replicas spread over the servers).
-        for (let k = 0; k < K && R > 0; k++) {
-          const copies = Math.ceil(R / K);
+        let delivered = bus(taken, serverOfShard(s), serverOfShard(s), bytes, denseRows * 4);
+        // Fan-out: the server delivers one copy per replica holding the shard (spread over the servers).
+        const holders = Math.ceil(servingProcs / slices);
+        for (let k = 0; k < Math.min(K, holders) && R > 0; k++) {
+          const copies = Math.ceil(holders / K);
           nats[k]!.run(taken, copies * natsIo(bytes));
         }
-        natsMsgs += R;
-        natsBytes += R * bytes;
-        servingBytes += bytes;
-        if (R > 0) {
+        natsMsgs += holders;
+        natsBytes += holders * bytes;
+        if (R > 0 && servesShard(s)) {
+          servingBytes += bytes;
+          servingMsgs++;
           // A dense row is one copy of the tensor (~1 ns per float), not per-row upserts.
           delivered = serving.run(delivered, nodeIo(bytes) + rows * costs.servingRowUs + denseRows * 0.001);
           // Serving 250 ms behind (5× the stability bound) does not recover at a steady rate.
@@ -585,6 +669,7 @@ export function simulate(
           if (t >= warm) for (const et of pendEvents[s]!) fresh.push((delivered - et) / 1000);
         }
         pendRows[s] = 0;
+        pendExamples[s] = 0;
         pendDense[s] = 0;
         pendEvents[s] = [];
         break;
@@ -647,6 +732,7 @@ export function simulate(
     natsMsgsPerS: Math.round(natsMsgs / secs),
     natsBytesPerS: Math.round(natsBytes / secs),
     servingBytesPerS: Math.round(servingBytes / secs),
+    servingMsgsPerS: Math.round(servingMsgs / secs),
     shardsTouchedPerBatch: Math.round(expectedTouched),
     batchP50Ms,
     busBytesPerExample: perEx(busBytes),

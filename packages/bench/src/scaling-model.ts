@@ -8,6 +8,7 @@ import {
   type SimKnobs,
   type SimLayout,
   type SimResult,
+  type SimRole,
 } from './cluster-sim.js';
 import { measureCosts, type MeasuredCosts } from './cost-probe.js';
 
@@ -40,14 +41,16 @@ export interface ScalingModelOptions {
    * and the measured examples/s the prediction is compared with. Absent: no calibration.
    */
   calibrateWith?: unknown;
+  /** More `bench cluster` results to predict with the multipliers fitted on `calibrateWith`. */
+  heldOut?: unknown[];
   /** Cores of this machine (default: the result's `machine.cpus`, else 2). */
   localCores?: number;
   progress?: (line: string) => void;
 }
 
 /** Machines per role for a cluster of `m` machines with `workerShare` of them workers. */
-export function layoutFor(m: number, workerShare: number, cores: number): SimLayout {
-  const nats = Math.max(1, Math.round(m * 0.05));
+export function layoutFor(m: number, workerShare: number, cores: number, natsShare = 0.05): SimLayout {
+  const nats = Math.max(1, Math.round(m * natsShare));
   const serving = Math.max(1, Math.round(m * 0.05));
   const rest = Math.max(2, m - nats - serving);
   const workerMachines = Math.max(1, Math.round(rest * workerShare));
@@ -59,6 +62,14 @@ export function layoutFor(m: number, workerShare: number, cores: number): SimLay
     coresPerMachine: cores,
   };
 }
+
+/** (worker share of the non-NATS, non-serving machines, NATS share) tried per design and size. */
+const layoutGrid: readonly (readonly [number, number])[] = [
+  [0.2, 0.05],
+  [0.4, 0.05],
+  [0.6, 0.05],
+  [0.45, 0.12],
+];
 
 /** Bytes of one Criteo feedback event on the bus (`bench wire`, docs/performance.md). */
 export const criteoFeedbackBytes = 667;
@@ -72,6 +83,17 @@ export interface ScalingDesign {
 }
 
 const base: SimKnobs = { ...defaultKnobs, feedbackBytes: criteoFeedbackBytes };
+/** Bytes of one msgpack Criteo event (`bench wire --encoding msgpack`). */
+export const criteoMsgpackBytes = 494;
+/** The built byte savings together, and several smaller workers per machine. */
+const compact: SimKnobs = {
+  ...base,
+  feedbackBytes: criteoMsgpackBytes,
+  halfPull: true,
+  halfPush: true,
+  halfDeltas: true,
+  workerProcsPerMachine: 4,
+};
 
 /** The designs `bench scaling` compares, in order. */
 export const scalingDesigns: readonly ScalingDesign[] = [
@@ -99,6 +121,39 @@ export const scalingDesigns: readonly ScalingDesign[] = [
     built: false,
     knobs: { ...base, denseSyncExamples: 2048, denseMaxDelayMs: 1000, shardPerHost: true },
   },
+  {
+    key: 'replica_compact',
+    design:
+      'dense replica, binary16 pull/push/deltas, msgpack events, 4 worker processes per machine ' +
+      '(all built: --dense replica --half-pull --half-push --half-deltas)',
+    built: true,
+    knobs: { ...compact, denseSyncExamples: 2048, denseMaxDelayMs: 1000 },
+  },
+  {
+    key: 'scale_out',
+    design:
+      'replica_compact with 8 worker processes per machine, 4 batches in flight, flush every 2048 ' +
+      'examples or 0.5 s + dense tensors in chunks over up to 64 shards, one shard process per ' +
+      'host, delta interval adapted to <= 20k delta messages/s per serving process (<= 250 ms), ' +
+      'one serving process per core each holding a slice, 2 per slice (dense chunks, shard ' +
+      'per host, adaptive interval and sliced serving NOT BUILT) + pulls and pushes of a ' +
+      "machine's 8 batches coalesced per shard (NOT BUILT)",
+    built: false,
+    knobs: {
+      ...compact,
+      denseSyncExamples: 2048,
+      denseMaxDelayMs: 500,
+      denseShards: 64,
+      inFlightBatches: 4,
+      workerProcsPerMachine: 8,
+      shardPerHost: true,
+      deltaMsgsPerServingNode: 20_000,
+      deltaMaxIntervalMs: 250,
+      servingNodesPerSlice: 2,
+      servingProcsPerMachine: 16,
+      coalesceBatches: 8,
+    },
+  },
 ];
 
 /** What calibration reads from a `bench cluster` result. */
@@ -114,19 +169,27 @@ const clusterResultSchema = z.object({
   dense_sync_examples: z.number().int().positive().nullish(),
   /** Absent in results from before the field: the workers' default then, 2 from batch 128. */
   in_flight: z.number().int().positive().optional(),
+  /** Absent before the field: streaming (the publisher runs inside the timed window). */
+  backlog: z.boolean().optional(),
+  half_pull: z.boolean().optional(),
+  half_push: z.boolean().optional(),
+  half_deltas: z.boolean().optional(),
   tap: z.unknown().optional(),
   examples: z.number().positive().optional(),
   cpu_s: z.record(z.string(), z.number()).optional(),
+  cpu_utilisation: z.number().optional(),
   machine: z.object({ cpus: z.number().int().positive() }).partial().optional(),
+  per_batch: z.object({ examples_per_batch: z.number().positive().nullish() }).partial().nullish(),
 });
+type ClusterResult = z.infer<typeof clusterResultSchema>;
 
 /** A `bench cluster` result's fields calibration reads; CONFIG when it is not one. */
-function parseClusterResult(result: unknown): z.infer<typeof clusterResultSchema> {
+function parseClusterResult(result: unknown, what = '--calibrate-with'): ClusterResult {
   const parsed = clusterResultSchema.safeParse(result);
   if (!parsed.success) {
     throw new FreshetError(
       'CONFIG',
-      `--calibrate-with: not a bench cluster result (${parsed.error.issues
+      `${what}: not a bench cluster result (${parsed.error.issues
         .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
         .join('; ')})`,
     );
@@ -134,89 +197,186 @@ function parseClusterResult(result: unknown): z.infer<typeof clusterResultSchema
   return parsed.data;
 }
 
-/** The local cluster of a `bench cluster` result, simulated on `cores` shared cores. */
-export interface Calibration {
-  layout: SimLayout;
-  knobs: SimKnobs;
+/** The result's processes and options as a simulated local cluster on `cores` shared cores. */
+function localModel(r: ClusterResult, cores: number): { layout: SimLayout; knobs: SimKnobs } {
+  const fill = r.per_batch?.examples_per_batch;
+  return {
+    layout: {
+      workerMachines: r.workers,
+      shardMachines: r.shards,
+      servingMachines: r.serving,
+      natsMachines: 1,
+      coresPerMachine: cores,
+      computeThreads: r.threads_per_worker ?? cores,
+      sharedCores: cores,
+    },
+    knobs: {
+      ...base,
+      // Batches as full as the run's (an input, like its layout: a busy worker fills them while
+      // it waits for a slot), at any offered rate.
+      ...(fill ? { batch: Math.max(1, Math.round(fill)), maxWaitMs: 60_000 } : { batch: r.batch }),
+      shardProcsPerMachine: 1,
+      tap: r.tap !== undefined && r.tap !== null,
+      prepublished: r.backlog === true,
+      halfPull: r.half_pull === true,
+      halfPush: r.half_push === true,
+      halfDeltas: r.half_deltas === true,
+      inFlightBatches: r.in_flight ?? (r.batch >= 128 ? 2 : 1),
+      ...(r.dense === 'replica'
+        ? { denseSyncExamples: r.dense_sync_examples ?? 2048, denseMaxDelayMs: 1000 }
+        : {}),
+    },
+  };
+}
+
+/** The result's `cpu_s` keys and the simulated process kind each is compared with. */
+const measuredRoles = [
+  ['worker', 'worker'],
+  ['shard', 'shard'],
+  ['serving', 'serving'],
+  ['nats', 'nats'],
+  ['bench', 'clients'],
+] as const;
+
+function measuredUs(r: ClusterResult, role: string): number | null {
+  const cpu = r.cpu_s?.[role];
+  return cpu !== undefined && r.examples ? (cpu * 1e6) / r.examples : null;
+}
+
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+
+/** One measured local cluster next to the model's prediction of it. */
+export interface CalibrationRun {
+  shards: number;
+  workers: number;
+  serving: number;
+  dense: 'shard' | 'replica';
+  backlog: boolean;
   measured_examples_per_s: number;
+  /** The share of the machine's cores the measured run's processes used. */
+  measured_cpu_utilisation: number | null;
   predicted_examples_per_s: number;
   /** |predicted − measured| / measured. */
-  calibration_error: number;
+  error: number;
   bottleneck: string;
   utilisation: Record<string, number>;
   predicted_bytes_per_example: number;
   predicted_dense_bytes_per_example: number;
-  /**
-   * CPU µs per example by process kind, simulated (at the predicted rate) and measured (the
-   * result's `cpu_s` over its examples; `bench` is the publisher, tap and metrics): where the
-   * model under- or over-charges.
-   */
-  cpu_us_per_example: Record<string, { simulated: number; measured: number | null }>;
+  /** CPU µs per example by process kind: the model with the probe's costs, calibrated, and measured. */
+  cpu_us_per_example: Record<string, { probe: number; calibrated: number; measured: number | null }>;
 }
 
 /**
- * Predicts the examples/s of the local cluster a `bench cluster` result measured: the same
- * processes, batch, dense mode and tap, every one of them (and the feedback publisher) on one
- * machine of `cores` cores, and compares with what that run measured.
+ * The model checked against measured local clusters. The cost probe times each role's code in
+ * isolation and misses what a running process also does (piscina transfers, metrics, status,
+ * timers, GC), so calibration fits one CPU multiplier per process kind on the first result
+ * (measured ÷ simulated CPU per example) and then predicts every result's examples/s with it.
+ * `calibration_error` is the worst error on the results the multipliers were NOT fitted on
+ * (`held_out`) when there are any; with one result only it is the fit's own error, which says
+ * little (`calibration_basis: 'fit only'`).
  */
-export function calibrate(
+export interface Calibration {
+  /** Multiplier per process kind, applied to the large-cluster simulations too. */
+  cpu_scale: Record<SimRole, number>;
+  fit: CalibrationRun;
+  held_out: CalibrationRun[];
+  calibration_error: number;
+  calibration_basis: 'held-out' | 'fit only';
+  /** The fitted result predicted with the probe's costs alone (the model before calibration). */
+  uncalibrated_error: number;
+  /** The simulated layout and knobs of the fitted result. */
+  layout: SimLayout;
+  knobs: SimKnobs;
+}
+
+/** Simulates result `r` with `scale`; `probe` is the same run with the probe's costs alone. */
+function predictRun(
   costs: MeasuredCosts,
-  result: unknown,
-  opts: { cores?: number; simMs?: number } = {},
-): Calibration {
-  const r = parseClusterResult(result);
-  const cores = opts.cores ?? r.machine?.cpus ?? 2;
-  const layout: SimLayout = {
-    workerMachines: r.workers,
-    shardMachines: r.shards,
-    servingMachines: r.serving,
-    natsMachines: 1,
-    coresPerMachine: cores,
-    computeThreads: r.threads_per_worker ?? cores,
-    sharedCores: cores,
-  };
-  const knobs: SimKnobs = {
-    ...base,
-    batch: r.batch,
-    shardProcsPerMachine: 1,
-    tap: r.tap !== undefined && r.tap !== null,
-    inFlightBatches: r.in_flight ?? (r.batch >= 128 ? 2 : 1),
-    ...(r.dense === 'replica'
-      ? { denseSyncExamples: r.dense_sync_examples ?? 2048, denseMaxDelayMs: 1000 }
-      : {}),
-  };
-  const max = maxSustainable(costs, layout, knobs, { simMs: opts.simMs ?? 2000, steps: 8, hi: 1000 });
-  return {
+  r: ClusterResult,
+  cores: number,
+  simMs: number,
+  scale: Partial<Record<SimRole, number>>,
+  clientsUs: number,
+): CalibrationRun {
+  const { layout, knobs } = localModel(r, cores);
+  const probe = simulate(costs, layout, r.examples_per_s, knobs, simMs);
+  const max = maxSustainable(
+    costs,
     layout,
-    knobs,
+    { ...knobs, cpuScale: scale, clientsUsPerExample: clientsUs },
+    { simMs, steps: 8, hi: 1000 },
+  );
+  return {
+    shards: r.shards,
+    workers: r.workers,
+    serving: r.serving,
+    dense: r.dense ?? 'shard',
+    backlog: r.backlog === true,
     measured_examples_per_s: r.examples_per_s,
+    measured_cpu_utilisation: r.cpu_utilisation ?? null,
     predicted_examples_per_s: max.throughput,
-    calibration_error:
-      Math.round((Math.abs(max.throughput - r.examples_per_s) / r.examples_per_s) * 1000) / 1000,
+    error: r3(Math.abs(max.throughput - r.examples_per_s) / r.examples_per_s),
     bottleneck: max.bottleneck,
     utilisation: max.utilisation,
     predicted_bytes_per_example: max.busBytesPerExample,
     predicted_dense_bytes_per_example: max.denseBytesPerExample,
     cpu_us_per_example: Object.fromEntries(
-      (
-        [
-          ['worker', 'worker'],
-          ['shard', 'shard'],
-          ['serving', 'serving'],
-          ['nats', 'nats'],
-          ['bench', 'clients'],
-        ] as const
-      ).map(([measured, simulated]) => {
-        const cpu = r.cpu_s?.[measured];
+      measuredRoles.map(([m, sim]) => {
+        const meas = measuredUs(r, m);
         return [
-          measured,
+          m,
           {
-            simulated: max.cpuUsPerExample[simulated],
-            measured: cpu !== undefined && r.examples ? Math.round((cpu * 1e6) / r.examples) : null,
+            probe: probe.cpuUsPerExample[sim],
+            calibrated: max.cpuUsPerExample[sim],
+            measured: meas === null ? null : Math.round(meas),
           },
         ];
       }),
     ),
+  };
+}
+
+/**
+ * Fits the per-kind CPU multipliers on `result` (a `bench cluster` JSON measured on this
+ * machine) and predicts it and every `heldOut` result with them: each as its own local cluster
+ * (the same processes, batch, dense mode, encodings, tap and backlog), every process on one
+ * machine of `cores` cores (default: the result's `machine.cpus`).
+ */
+export function calibrate(
+  costs: MeasuredCosts,
+  result: unknown,
+  opts: { cores?: number; simMs?: number; heldOut?: unknown[] } = {},
+): Calibration {
+  const r = parseClusterResult(result);
+  const held = (opts.heldOut ?? []).map((h, i) => parseClusterResult(h, `held-out result ${i + 1}`));
+  const cores = opts.cores ?? r.machine?.cpus ?? 2;
+  const simMs = opts.simMs ?? 2000;
+  const { layout, knobs } = localModel(r, cores);
+  // The probe's CPU per example at the measured rate, against the run's own.
+  const probe = simulate(costs, layout, r.examples_per_s, knobs, simMs);
+  const scale: Record<SimRole, number> = { worker: 1, shard: 1, serving: 1, nats: 1, clients: 1 };
+  let clientsUs = 0;
+  for (const [m, sim] of measuredRoles) {
+    const meas = measuredUs(r, m);
+    const simulated = probe.cpuUsPerExample[sim];
+    if (meas === null) continue;
+    if (simulated > 0) scale[sim] = r3(Math.min(20, Math.max(0.05, meas / simulated)));
+    // Nothing of the bench process is simulated (a backlog without a tap): charge its measured
+    // per-example CPU as is, so the shared cores carry it.
+    else if (sim === 'clients') clientsUs = meas;
+  }
+  const fit = predictRun(costs, r, cores, simMs, scale, clientsUs);
+  const heldOut = held.map((h) => predictRun(costs, h, cores, simMs, scale, clientsUs));
+  const uncal = maxSustainable(costs, layout, knobs, { simMs, steps: 8, hi: 1000 });
+  return {
+    cpu_scale: scale,
+    fit,
+    held_out: heldOut,
+    calibration_error: heldOut.length ? Math.max(...heldOut.map((x) => x.error)) : fit.error,
+    calibration_basis: heldOut.length ? 'held-out' : 'fit only',
+    uncalibrated_error: r3(Math.abs(uncal.throughput - r.examples_per_s) / r.examples_per_s),
+    layout,
+    knobs: { ...knobs, cpuScale: scale, clientsUsPerExample: clientsUs },
   };
 }
 
@@ -244,6 +404,9 @@ export async function runScalingModel(o: ScalingModelOptions): Promise<Record<st
   const progress = o.progress ?? (() => undefined);
   // A bad --calibrate-with fails before the ~30 s probe.
   if (o.calibrateWith !== undefined) parseClusterResult(o.calibrateWith);
+  (o.heldOut ?? []).forEach((h, i) => parseClusterResult(h, `held-out result ${i + 1}`));
+  if (o.heldOut?.length && o.calibrateWith === undefined)
+    throw new FreshetError('CONFIG', 'held-out results need a result to calibrate with');
   progress('measuring per-message and per-row costs on this machine');
   const costs = o.costs ?? (await measureCosts(resolve(m[1]!)));
   const cores = o.coresPerMachine ?? 16;
@@ -253,29 +416,40 @@ export async function runScalingModel(o: ScalingModelOptions): Promise<Record<st
   if (o.calibrateWith !== undefined) {
     calibration = calibrate(costs, o.calibrateWith, {
       ...(o.localCores !== undefined ? { cores: o.localCores } : {}),
+      ...(o.heldOut ? { heldOut: o.heldOut } : {}),
     });
-    progress(
-      `calibration: predicted ${calibration.predicted_examples_per_s} examples/s here, measured ` +
-        `${calibration.measured_examples_per_s} (error ${calibration.calibration_error})`,
-    );
+    for (const run of [calibration.fit, ...calibration.held_out]) {
+      progress(
+        `calibration (${run === calibration.fit ? 'fitted' : 'held out'}, ${run.shards} shards, ` +
+          `${run.serving} serving): predicted ${run.predicted_examples_per_s} examples/s here, ` +
+          `measured ${run.measured_examples_per_s} (error ${run.error})`,
+      );
+    }
   }
+  // The large clusters run with the calibrated CPU multipliers of their own processes (the bench
+  // process is not part of them).
+  const scale = calibration ? (({ clients: _, ...rest }) => rest)(calibration.cpu_scale) : undefined;
+  const knobsOf = (d: ScalingDesign): SimKnobs => (scale ? { ...d.knobs, cpuScale: scale } : d.knobs);
   const sizes = o.machines ?? [10, 100, 1000];
   const rows: Row[] = [];
   for (const machines of sizes) {
     for (const design of scalingDesigns) {
       // A replica flushes every 2048 examples or 1 s: simulate several flushes past the warm-up.
-      const runMs = design.knobs.denseSyncExamples ? Math.max(simMs, 3000) : simMs;
+      // At 1000 machines a run follows millions of messages: shorter runs, fewer bisection steps.
+      const big = machines >= 500;
+      const runMs = design.knobs.denseSyncExamples ? Math.max(simMs, big ? 1500 : 3000) : simMs;
       let best: Row | undefined;
-      // The split between workers and shards that sustains the most (a small grid, each bisected).
-      for (const share of [0.2, 0.4, 0.6]) {
-        const layout = layoutFor(machines, share, cores);
-        const max = maxSustainable(costs, layout, design.knobs, { simMs: runMs, steps: 7 });
+      // The split between workers, shards and NATS servers that sustains the most (a small grid,
+      // each bisected): at millions of events/s JetStream's own CPU wants more NATS machines.
+      for (const [share, natsShare] of layoutGrid) {
+        const layout = layoutFor(machines, share, cores, natsShare);
+        const max = maxSustainable(costs, layout, knobsOf(design), { simMs: runMs, steps: big ? 5 : 7 });
         if (!best || max.throughput > best.max.throughput) {
           best = { machines, design, layout, max, at70: max };
         }
       }
       const b = best!;
-      b.at70 = simulate(costs, b.layout, Math.max(1, b.max.throughput * 0.7), design.knobs, runMs);
+      b.at70 = simulate(costs, b.layout, Math.max(1, b.max.throughput * 0.7), knobsOf(design), runMs);
       progress(`${machines} machines, ${design.key}: ${b.max.throughput} examples/s (${b.max.bottleneck})`);
       rows.push(b);
     }
@@ -349,6 +523,8 @@ export async function runScalingModel(o: ScalingModelOptions): Promise<Record<st
     data: o.data,
     cores_per_machine: cores,
     calibration_error: calibration?.calibration_error ?? null,
+    calibration_basis: calibration?.calibration_basis ?? null,
+    calibrated_cpu_scale: scale ?? null,
     calibration: calibration ?? null,
     targets: scalingTargets,
     calibration_met: calibration ? calibration.calibration_error <= scalingTargets.calibration_error : null,

@@ -32,8 +32,13 @@ export async function runTorchPeer(script: string, args: string[], timeoutMs = 9
     return { ok: true, json: JSON.parse(line) as Record<string, unknown> };
   } catch (e) {
     const msg = String((e as { stderr?: string }).stderr ?? (e as Error).message);
-    if (/No module named 'torch'/.test(msg))
-      return fail('unavailable: PyTorch is not installed (scripts/install-peers.sh installs python3-torch)');
+    // The peers import numpy before torch: either missing means the peer stack is not installed.
+    const missing = /No module named '(torch|numpy)'/.exec(msg);
+    if (missing)
+      return fail(
+        `unavailable: ${missing[1] === 'torch' ? 'PyTorch' : 'numpy (for the PyTorch peers)'} is not ` +
+          'installed (scripts/install-peers.sh installs python3-torch and python3-numpy)',
+      );
     return fail(`failed: ${msg.trim().split('\n').pop()?.slice(0, 300) ?? 'unknown error'}`);
   }
 }

@@ -87,6 +87,71 @@ describe('cluster simulation', () => {
   });
 });
 
+describe('scale-out knobs', () => {
+  const big = {
+    workerMachines: 4,
+    shardMachines: 8,
+    servingMachines: 2,
+    natsMachines: 1,
+    coresPerMachine: 16,
+  };
+  const knobs = { ...defaultKnobs, denseSyncExamples: 2048, denseMaxDelayMs: 500, shardPerHost: true };
+
+  it('sliced serving divides what each serving process receives; the adaptive interval caps its messages', () => {
+    const whole = simulate(costs, big, 20_000, knobs, 2000);
+    const sliced = simulate(
+      costs,
+      big,
+      20_000,
+      { ...knobs, servingProcsPerMachine: 4, servingNodesPerSlice: 2 },
+      2000,
+    );
+    expect(whole.stable).toBe(true);
+    expect(sliced.stable).toBe(true);
+    // 2 machines × 4 processes, 2 per slice: 4 slices over 8 shard hosts.
+    expect(sliced.servingMsgsPerS).toBeLessThan(whole.servingMsgsPerS / 3);
+    expect(sliced.servingBytesPerS).toBeLessThan(whole.servingBytesPerS / 2);
+    // Shard hosts with changes tick every 5 ms: far more than the budget below.
+    expect(whole.servingMsgsPerS).toBeGreaterThan(400);
+    const adaptive = simulate(costs, big, 20_000, { ...knobs, deltaMsgsPerServingNode: 200 }, 2000);
+    expect(adaptive.servingMsgsPerS).toBeLessThanOrEqual(220);
+    // Fewer, larger deltas: each row changed within the longer window travels once.
+    expect(adaptive.servingBytesPerS).toBeLessThan(whole.servingBytesPerS);
+    expect(adaptive.freshnessP50Ms!).toBeGreaterThan(whole.freshnessP50Ms!);
+    // The cap never stretches the interval past the freshness budget.
+    const capped = simulate(
+      costs,
+      big,
+      20_000,
+      { ...knobs, deltaMsgsPerServingNode: 10, deltaMaxIntervalMs: 100 },
+      2000,
+    );
+    expect(capped.servingMsgsPerS).toBeGreaterThan(8 * 8);
+  });
+
+  it('coalescing k batches per pull and push divides their messages, not their bytes', () => {
+    // Four worker processes per machine: a machine's batches come four times as often.
+    const perMachine = { ...knobs, shardPerHost: false, workerProcsPerMachine: 4, inFlightBatches: 4 };
+    const one = simulate(costs, big, 20_000, perMachine, 2000);
+    const co = simulate(costs, big, 20_000, { ...perMachine, coalesceBatches: 4 }, 2000);
+    expect(one.stable).toBe(true);
+    expect(co.stable).toBe(true);
+    expect(co.natsMsgsPerS).toBeLessThan(one.natsMsgsPerS * 0.6);
+    expect(Math.abs(co.busBytesPerExample / one.busBytesPerExample - 1)).toBeLessThan(0.1);
+    // It waits for the machine's other batches.
+    expect(co.batchP50Ms!).toBeGreaterThan(one.batchP50Ms!);
+  });
+
+  it('cpuScale multiplies the CPU charged to that process kind only', () => {
+    const plain = simulate(costs, layout, 2000);
+    const scaled = simulate(costs, layout, 2000, { ...defaultKnobs, cpuScale: { worker: 2 } });
+    const ratio = scaled.cpuUsPerExample.worker / plain.cpuUsPerExample.worker;
+    expect(ratio).toBeGreaterThan(1.9);
+    expect(ratio).toBeLessThan(2.2);
+    expect(Math.abs(scaled.cpuUsPerExample.shard / plain.cpuUsPerExample.shard - 1)).toBeLessThan(0.02);
+  });
+});
+
 describe('calibration against a measured local cluster', () => {
   const measured = {
     bench: 'cluster',
@@ -95,14 +160,15 @@ describe('calibration against a measured local cluster', () => {
     serving: 1,
     batch: 256,
     threads_per_worker: 2,
-    examples_per_s: 2000,
+    examples_per_s: 1500,
     tap: { pull: {} },
     machine: { cpus: 2 },
     examples: 10_000,
-    cpu_s: { shard: 1.2, worker: 3, serving: 0.2, nats: 1.8, bench: 2.8 },
+    cpu_s: { shard: 1.2, worker: 5, serving: 0.2, nats: 1.8, bench: 2.8 },
+    per_batch: { examples_per_batch: 200 },
   };
 
-  it('predicts the same layout on the shared cores and reports |predicted − measured| / measured', () => {
+  it('fits a CPU multiplier per process kind and predicts the fitted run from it', () => {
     const c = calibrate(costs, measured, { simMs: 1000 });
     expect(c.layout).toMatchObject({
       workerMachines: 1,
@@ -110,39 +176,53 @@ describe('calibration against a measured local cluster', () => {
       servingMachines: 1,
       sharedCores: 2,
     });
-    expect(c.predicted_examples_per_s).toBeGreaterThan(0);
-    const error = Math.abs(c.predicted_examples_per_s - 2000) / 2000;
+    expect(c.calibration_basis).toBe('fit only');
+    expect(c.fit.predicted_examples_per_s).toBeGreaterThan(0);
+    const error = Math.abs(c.fit.predicted_examples_per_s - 1500) / 1500;
     expect(c.calibration_error).toBeCloseTo(error, 3);
-    // The measurement, not the prediction, moves the error: measured = predicted gives 0.
-    const exact = calibrate(
-      costs,
-      { ...measured, examples_per_s: c.predicted_examples_per_s },
-      { simMs: 1000 },
-    );
-    expect(exact.predicted_examples_per_s).toBe(c.predicted_examples_per_s);
-    expect(exact.calibration_error).toBe(0);
-    // Where the model's CPU goes, next to the run's own per-process CPU.
-    expect(c.cpu_us_per_example.worker).toEqual({ simulated: expect.any(Number), measured: 300 });
-    expect(c.cpu_us_per_example.bench!.measured).toBe(280);
-    expect(c.cpu_us_per_example.worker!.simulated).toBeGreaterThan(
-      costs.computeExampleUs + costs.jsConsumeUs,
-    );
-    // Every process shares the machine's cores: twice the cores predict more.
-    const wider = calibrate(costs, measured, { simMs: 1000, cores: 4 });
-    expect(wider.predicted_examples_per_s).toBeGreaterThan(c.predicted_examples_per_s);
+    // Calibrated, each kind's simulated CPU per example is its measured one (within the
+    // difference between the measured rate and the predicted one's batch fill).
+    for (const role of ['worker', 'shard', 'nats'] as const) {
+      const x = c.fit.cpu_us_per_example[role]!;
+      expect(x.measured).toBe(Math.round((measured.cpu_s[role] * 1e6) / 10_000));
+      expect(Math.abs(x.calibrated / x.measured! - 1)).toBeLessThan(0.25);
+    }
+    expect(c.cpu_scale.worker).toBeGreaterThan(1);
+    // Every process shares the machine's cores: the measured CPU fills 2 cores at about
+    // 2 / (CPU s per example) examples/s.
+    const perExample = Object.values(measured.cpu_s).reduce((a, b) => a + b, 0) / 10_000;
+    expect(c.fit.predicted_examples_per_s).toBeLessThan(2 / perExample);
+    expect(c.fit.predicted_examples_per_s).toBeGreaterThan(0.4 * (2 / perExample));
+  });
+
+  it('reports the error on held-out results, not on the one it was fitted on', () => {
+    const heldOut = { ...measured, shards: 4, serving: 2, examples_per_s: 1000 };
+    const c = calibrate(costs, measured, { simMs: 1000, heldOut: [heldOut] });
+    expect(c.calibration_basis).toBe('held-out');
+    expect(c.held_out).toHaveLength(1);
+    const h = c.held_out[0]!;
+    expect(h.shards).toBe(4);
+    expect(h.error).toBeCloseTo(Math.abs(h.predicted_examples_per_s - 1000) / 1000, 3);
+    expect(c.calibration_error).toBe(h.error);
+    // More processes on the same cores: more messages per example, a lower prediction.
+    expect(h.predicted_examples_per_s).toBeLessThan(c.fit.predicted_examples_per_s);
     // A replica run is simulated as one, with less dense traffic.
-    const rep = calibrate(
-      costs,
-      { ...measured, dense: 'replica', dense_sync_examples: 2048 },
-      { simMs: 3000 },
+    const rep = calibrate(costs, measured, {
+      simMs: 3000,
+      heldOut: [{ ...measured, dense: 'replica', dense_sync_examples: 2048 }],
+    });
+    expect(rep.held_out[0]!.dense).toBe('replica');
+    expect(rep.held_out[0]!.predicted_dense_bytes_per_example).toBeLessThan(
+      rep.fit.predicted_dense_bytes_per_example / 4,
     );
-    expect(rep.knobs.denseSyncExamples).toBe(2048);
-    expect(rep.predicted_dense_bytes_per_example).toBeLessThan(c.predicted_dense_bytes_per_example / 4);
   });
 
   it('rejects what is not a bench cluster result with CONFIG', () => {
     const bad = () => calibrate(costs, { bench: 'wire', shards: 2 });
     expect(bad).toThrow(FreshetError);
     expect(bad).toThrow(/not a bench cluster result/);
+    expect(() => calibrate(costs, measured, { heldOut: [{ bench: 'cluster' }] })).toThrow(
+      /held-out result 1: not a bench cluster result/,
+    );
   });
 });
