@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -80,5 +80,39 @@ describe('freshet status --watch', () => {
     );
     w.child.kill('SIGINT');
     expect(await w.exited).toBe(0);
+  });
+});
+
+describe('freshet bench scaling', () => {
+  it('refuses an unreadable or non-JSON --held-out file with CONFIG before measuring anything', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'freshet-scaling-'));
+    const fit = join(dir, 'fit.json');
+    const bad = join(dir, 'bad.json');
+    await writeFile(
+      fit,
+      JSON.stringify({
+        bench: 'cluster',
+        shards: 2,
+        workers: 1,
+        serving: 1,
+        batch: 256,
+        examples_per_s: 1000,
+      }),
+    );
+    await writeFile(bad, 'not json');
+    const data = ['--data', `criteo:${join(dir, 'none.txt')}`, '--calibrate-with', fit];
+    await expect(cli('bench', 'scaling', ...data, '--held-out', bad)).rejects.toMatchObject({
+      stderr: expect.stringMatching(/--held-out .*bad\.json: not JSON/),
+    });
+    await expect(
+      cli('bench', 'scaling', ...data, '--held-out', join(dir, 'missing.json')),
+    ).rejects.toMatchObject({
+      stderr: expect.stringMatching(/--held-out .*missing\.json: ENOENT/),
+    });
+    // JSON, but not a bench cluster result: named by its place among the held-out results
+    await writeFile(bad, JSON.stringify({ bench: 'wire' }));
+    await expect(cli('bench', 'scaling', ...data, '--held-out', bad)).rejects.toMatchObject({
+      stderr: expect.stringMatching(/held-out result 1: not a bench cluster result/),
+    });
   });
 });

@@ -1,4 +1,5 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FreshetError } from '@freshet/protocol';
 import { Command, InvalidArgumentError } from 'commander';
@@ -154,6 +155,21 @@ export function clusterBenchCommand(): Command {
     });
 }
 
+/** A result JSON file; CONFIG naming the option when it is unreadable or not JSON. */
+async function readResult(file: string, option: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw new FreshetError('CONFIG', `${option} ${file}: ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new FreshetError('CONFIG', `${option} ${file}: not JSON (${(e as Error).message})`);
+  }
+}
+
 /** The kept result of `bench cluster` on this machine that `bench scaling` calibrates against by default. */
 const defaultCalibration = join('bench', 'results', 'cluster-s2-w1-n1.json');
 
@@ -175,6 +191,11 @@ export function scalingBenchCommand(): Command {
       '--calibrate-with <file>',
       `a bench cluster result JSON measured on this machine (default ${defaultCalibration} when present)`,
     )
+    .option(
+      '--held-out <files...>',
+      'more bench cluster results (other layouts or options) predicted with the fitted multipliers: ' +
+        'calibration_error is the worst of them',
+    )
     .option('--no-calibrate', 'skip the calibration')
     .option('--save [name]', 'also write bench/results/<name>.json (default scaling)')
     .option('--json', 'print one JSON line (the default output)')
@@ -184,6 +205,7 @@ export function scalingBenchCommand(): Command {
         machines: string;
         cores: number;
         calibrateWith?: string;
+        heldOut?: string[];
         calibrate: boolean;
         save?: string | boolean;
       }) => {
@@ -191,25 +213,13 @@ export function scalingBenchCommand(): Command {
         let calibrateWith: unknown;
         if (o.calibrate) {
           const file = o.calibrateWith ?? join(repoRoot(), defaultCalibration);
-          let text: string | undefined;
-          try {
-            text = await readFile(file, 'utf8');
-          } catch (e) {
-            if (o.calibrateWith !== undefined)
-              throw new FreshetError('CONFIG', `--calibrate-with ${file}: ${(e as Error).message}`);
-            progress(`no ${defaultCalibration}: no calibration (run bench cluster --save first)`);
-          }
-          if (text !== undefined) {
-            try {
-              calibrateWith = JSON.parse(text);
-            } catch (e) {
-              throw new FreshetError(
-                'CONFIG',
-                `--calibrate-with ${file}: not JSON (${(e as Error).message})`,
-              );
-            }
-          }
+          if (o.calibrateWith !== undefined || existsSync(file))
+            calibrateWith = await readResult(file, '--calibrate-with');
+          else progress(`no ${defaultCalibration}: no calibration (run bench cluster --save first)`);
         }
+        const heldOut: unknown[] = [];
+        for (const file of o.calibrate ? (o.heldOut ?? []) : [])
+          heldOut.push(await readResult(file, '--held-out'));
         const r = await (
           await import('@freshet/bench')
         ).runScalingModel({
@@ -218,6 +228,7 @@ export function scalingBenchCommand(): Command {
           coresPerMachine: o.cores,
           progress,
           ...(calibrateWith !== undefined ? { calibrateWith } : {}),
+          ...(heldOut.length ? { heldOut } : {}),
         });
         await emit(r, o.save, 'scaling');
       },
