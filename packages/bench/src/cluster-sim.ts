@@ -42,6 +42,11 @@ export interface SimKnobs {
   batch: number;
   /** Batches per worker between pull and ack at once. */
   inFlightBatches: number;
+  /**
+   * The worker's `overlapPush`: a batch frees its slot once its push is sent (at most
+   * `inFlightBatches` such batches wait on push replies), so the next pull queues behind it.
+   */
+  overlapPush?: boolean;
   deltaIntervalMs: number;
   /** A partial batch is trained after this long. */
   maxWaitMs: number;
@@ -158,6 +163,8 @@ class Resource {
   busy = 0;
   /** Calibrated multiplier on every cost charged here. */
   scale = 1;
+  /** Identical processes this one stands for (serving replicas): CPU is charged for each. */
+  copies = 1;
   /** CPU time (µs) of every job: busy × speed. */
   cpu = 0;
   /** A machine's cores that this resource's work also occupies (the local cluster's shared CPU). */
@@ -180,8 +187,8 @@ class Resource {
   run(t: number, charged: number): number {
     const cost = charged * this.scale;
     const us = cost / this.speed;
-    this.cpu += cost;
-    if (this.pool) this.pool.busy += cost;
+    this.cpu += cost * this.copies;
+    if (this.pool) this.pool.busy += cost * this.copies;
     if (this.fluid) {
       this.busy += us;
       return t + us;
@@ -199,8 +206,12 @@ class Resource {
     for (const l of this.lanes) m = Math.max(m, l - now);
     return m;
   }
-  utilisation(span: number): number {
-    return this.busy / (span * this.lanes.length);
+  /** Busy time booked before the warm-up ended (utilisation counts the rest). */
+  busyAtWarm = 0;
+  utilisation(span: number, warm: number): number {
+    return span > warm
+      ? (this.busy - this.busyAtWarm) / ((span - warm) * this.lanes.length)
+      : this.busy / (span * this.lanes.length);
   }
 }
 
@@ -269,6 +280,8 @@ interface Batch {
   startT: number;
   /** Time of its oldest event (µs). */
   eventT: number;
+  /** Freed its slot when its push was sent (overlapPush). */
+  early?: boolean;
   shards: number[];
   rowsPerShard: number;
 }
@@ -292,7 +305,7 @@ function prng(seed: number): () => number {
 /**
  * Simulates `simMs` of the cluster at `offered` examples/s (open loop, spread evenly over the
  * workers). Stable means: it kept up (≥ 95% of the offered rate acked after warm-up) and no
- * resource ended with more than 50 ms of queued work.
+ * resource ended with more than max(50 ms, two batch latencies) of queued work.
  */
 export function simulate(
   costs: MeasuredCosts,
@@ -315,8 +328,10 @@ export function simulate(
   const rnd = prng(42);
   // The local cluster: one pool of cores that every role's work also occupies (accounting only).
   const cpu = layout.sharedCores ? new Resource('machine cpu', layout.sharedCores, 1, true) : undefined;
+  const all: Resource[] = cpu ? [cpu] : [];
   const res = (role: SimRole, name: string, lanes: number, speed = 1, fluid = false) => {
     const r = new Resource(name, lanes, speed, fluid);
+    all.push(r);
     r.pool = cpu;
     r.scale = knobs.cpuScale?.[role] ?? 1;
     return r;
@@ -344,6 +359,8 @@ export function simulate(
     : 1;
   const serving = res('serving', slices > 1 ? 'serving node (one slice)' : 'serving replica', 1);
   const servesShard = (s: number) => s % slices === 0;
+  // Every serving process of a slice applies what the representative one does.
+  serving.copies = Math.max(1, servingProcs);
   // The feedback publisher and bench cluster's tap: clients, charged only to a shared machine.
   const clients = res('clients', 'publisher and tap', 1, 1, true);
   const horizon = simMs * 1000;
@@ -410,6 +427,7 @@ export function simulate(
 
   const heap = new Heap<Ev>();
   const inFlight = new Int32Array(W);
+  const pushing = new Int32Array(W);
   const waiting: Batch[][] = Array.from({ length: W }, () => []);
   // Per shard, since its last delta: rows pushed, oldest event times, dense touched.
   const pendRows = new Float64Array(S);
@@ -461,22 +479,9 @@ export function simulate(
     inFlight[w]!++;
     b.startT = t;
     const reqBytes = b.rowsPerShard * 8;
-    // The batch's feedback events: fetched and acked one message each from JetStream (published
-    // by a client), stored, delivered and acked by the server.
-    const ingest = fbBytes > 0 ? b.size * costs.jsConsumeUs : 0;
-    if (fbBytes > 0) {
-      nats[serverOfWorker(w)]!.run(t, b.size * costs.jsServerUs);
-      if (!knobs.prepublished) clients.run(t, b.size * costs.jsPublishUs);
-      natsMsgs += 2 * b.size;
-      natsBytes += 2 * b.size * fbBytes;
-      if (now >= warm) busBytes += b.size * fbBytes;
-    }
-    if (knobs.clientsUsPerExample) clients.run(t, b.size * knobs.clientsUsPerExample);
     const sent =
-      workerMain[w]!.run(
-        t,
-        ingest + b.size * costs.encodeExampleUs + b.shards.length * nodeIo(reqBytes, coShare),
-      ) + coWait;
+      workerMain[w]!.run(t, b.size * costs.encodeExampleUs + b.shards.length * nodeIo(reqBytes, coShare)) +
+      coWait;
     let done = sent;
     for (const s of b.shards) {
       const arrive = bus(sent, serverOfWorker(w), serverOfShard(s), reqBytes, 0, coShare);
@@ -541,14 +546,35 @@ export function simulate(
   };
 
   let overloaded = false;
+  let warmed = false;
   const batchMs: number[] = [];
   while (heap.size > 0 && !overloaded) {
     const [t, ev] = heap.pop();
     if (t > horizon) break;
     now = t;
+    if (!warmed && t >= warm) {
+      warmed = true;
+      for (const r of all) r.busyAtWarm = r.busy;
+    }
     switch (ev.k) {
       case 'ready': {
         const b: Batch = { size: batchSize, startT: t, eventT: t - fill, shards: pickShards(), rowsPerShard };
+        // The batch's feedback events: published by a client, stored, delivered and acked by the
+        // server, fetched and acked by the worker's main thread while they arrive (off the
+        // batch's critical path when an earlier batch holds the slot).
+        if (fbBytes > 0) {
+          // A backlog was stored before the clock: only its delivery and acks are in the window.
+          const serverUs = knobs.prepublished
+            ? (costs.jsServerDeliverUs ?? costs.jsServerUs)
+            : costs.jsServerUs;
+          nats[serverOfWorker(ev.w)]!.run(t, b.size * serverUs);
+          if (!knobs.prepublished) clients.run(t, b.size * costs.jsPublishUs);
+          workerMain[ev.w]!.run(t, b.size * costs.jsConsumeUs);
+          natsMsgs += 2 * b.size;
+          natsBytes += 2 * b.size * fbBytes;
+          if (now >= warm) busBytes += b.size * fbBytes;
+        }
+        if (knobs.clientsUsPerExample) clients.run(t, b.size * knobs.clientsUsPerExample);
         if (inFlight[ev.w]! < knobs.inFlightBatches) start(ev.w, b, t);
         else waiting[ev.w]!.push(b);
         // Far behind the offered rate: no need to simulate the rest of an overload.
@@ -598,12 +624,20 @@ export function simulate(
           if (!replica && pe.length < 1024) pe.push(b.eventT);
           done = Math.max(done, bus(applied, serverOfShard(s), serverOfWorker(ev.w), 64, 0, coShare));
         }
+        if (knobs.overlapPush && pushing[ev.w]! < knobs.inFlightBatches) {
+          pushing[ev.w]!++;
+          b.early = true;
+          inFlight[ev.w]!--;
+          const next = waiting[ev.w]!.shift();
+          if (next) start(ev.w, next, sent);
+        }
         heap.push(done, { k: 'pushed', w: ev.w, b });
         break;
       }
       case 'pushed': {
         const w = ev.w;
-        inFlight[w]!--;
+        if (ev.b.early) pushing[w]!--;
+        else inFlight[w]!--;
         trained += ev.b.size;
         if (t >= warm) {
           acked += ev.b.size;
@@ -618,7 +652,7 @@ export function simulate(
           unflushedEx[w]! += ev.b.size;
           if (unflushedEx[w]! >= sync) requestFlush(w, t);
         }
-        const next = waiting[w]!.shift();
+        const next = ev.b.early ? undefined : waiting[w]!.shift();
         if (next) start(w, next, t);
         break;
       }
@@ -692,7 +726,7 @@ export function simulate(
   for (const [role, rs] of Object.entries(roles)) {
     let u = 0;
     for (const r of rs) {
-      const x = r.utilisation(span);
+      const x = r.utilisation(span, warm);
       if (x > u) u = x;
       if (x > worst) {
         worst = x;
@@ -722,7 +756,9 @@ export function simulate(
     stable:
       !overloaded &&
       throughput >= 0.95 * offered &&
-      maxBacklog < 50_000 &&
+      // Queued work at the end: a snapshot, so the bound allows two batches' worth where
+      // batches are long (one worker's 256-example batch on a loaded local machine).
+      maxBacklog < Math.max(50_000, 2000 * (batchP50Ms ?? 0)) &&
       (utilisation.nats ?? 0) < 1 &&
       (utilisation.machine_cpu ?? 0) < 1,
     freshnessP50Ms: q(0.5),

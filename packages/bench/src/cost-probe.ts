@@ -55,6 +55,8 @@ export interface MeasuredCosts {
   jsPublishUs: number;
   jsConsumeUs: number;
   jsServerUs: number;
+  /** The part of `jsServerUs` spent delivering and taking acks (the rest is storing); absent in older cost files. */
+  jsServerDeliverUs?: number;
 }
 
 const q50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
@@ -119,7 +121,7 @@ async function measureNats(): Promise<
 
 /** JetStream costs per feedback event: publish with acks, fetch and ack, and the server's CPU. */
 async function measureJetStream(): Promise<
-  Pick<MeasuredCosts, 'jsPublishUs' | 'jsConsumeUs' | 'jsServerUs'>
+  Pick<MeasuredCosts, 'jsPublishUs' | 'jsConsumeUs' | 'jsServerUs' | 'jsServerDeliverUs'>
 > {
   const server = await startNatsServer({ maxPayload: 8 * 1024 * 1024 });
   const nc = await connectNats({ servers: [server.url] }, 'probe-js');
@@ -137,6 +139,7 @@ async function measureJetStream(): Promise<
       await Promise.all(Array.from({ length: Math.min(window, n - i) }, () => js.publish('probe.fb', event)));
     }
     const jsPublishUs = ((performance.now() - t0) * 1000) / n;
+    const s1 = procCpuSeconds(server.pid) ?? 0;
     const consumer = await js.consumers.get('probe', 'probe');
     t0 = performance.now();
     let got = 0;
@@ -149,8 +152,15 @@ async function measureJetStream(): Promise<
     }
     await nc.flush();
     const jsConsumeUs = ((performance.now() - t0) * 1000) / n;
-    const jsServerUs = (((procCpuSeconds(server.pid) ?? 0) - s0) * 1e6) / n;
-    return { jsPublishUs: r3(jsPublishUs), jsConsumeUs: r3(jsConsumeUs), jsServerUs: r3(jsServerUs) };
+    const s2 = procCpuSeconds(server.pid) ?? 0;
+    const jsServerUs = ((s2 - s0) * 1e6) / n;
+    const jsServerDeliverUs = ((s2 - s1) * 1e6) / n;
+    return {
+      jsPublishUs: r3(jsPublishUs),
+      jsConsumeUs: r3(jsConsumeUs),
+      jsServerUs: r3(jsServerUs),
+      jsServerDeliverUs: r3(jsServerDeliverUs),
+    };
   } finally {
     await nc.close();
     await server.stop();

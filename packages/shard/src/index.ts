@@ -60,6 +60,7 @@ export {
   shardCheckpointSchema,
   shardLimitsSchema,
   compileShardOptions,
+  deltaIntervalOf,
   type ShardOptions,
   type ShardOptionsInput,
 } from './shard-options.js';

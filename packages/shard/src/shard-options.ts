@@ -123,6 +123,18 @@ export const shardOptionsSchema = z
     fsync: z.boolean().default(true),
     deltaIntervalMs: z.number().min(1).default(5),
     /**
+     * Sizes the delta interval by the cluster: a serving node that holds the whole model receives
+     * every shard's deltas, so at 5 ms each, 500 shards would send it 100k messages/s. With this
+     * budget each of `shards` shards publishes at most every shards / budget seconds (never more
+     * often than `deltaIntervalMs`, never less often than `deltaMaxIntervalMs`): a serving node
+     * receives about `budget` delta messages per second in all, whatever the shard count, and
+     * each message carries more rows (a row changed twice in the window travels once). Unset:
+     * every `deltaIntervalMs`. See {@link deltaIntervalOf}.
+     */
+    deltaMsgsPerServingNode: z.number().positive().optional(),
+    /** The longest interval the budget may stretch to: the freshness it may cost. */
+    deltaMaxIntervalMs: z.number().min(1).default(250),
+    /**
      * Embedding rows in deltas as binary16: half the bytes every serving node receives. Deltas
      * carry values, not increments, so the rounding (11 significant bits) never accumulates;
      * dense tensors and snapshots stay float32.
@@ -148,6 +160,18 @@ export const shardOptionsSchema = z
     message: 'checkpoint.store "object-store" needs a dataDir (checkpoints are written there first)',
     path: ['checkpoint', 'store'],
   });
+
+/**
+ * The interval a shard publishes deltas at: `deltaIntervalMs`, stretched by
+ * `deltaMsgsPerServingNode` to shards / budget seconds, capped at `deltaMaxIntervalMs`.
+ */
+export function deltaIntervalOf(
+  o: Pick<ShardOptions, 'shards' | 'deltaIntervalMs' | 'deltaMsgsPerServingNode' | 'deltaMaxIntervalMs'>,
+): number {
+  if (o.deltaMsgsPerServingNode === undefined) return o.deltaIntervalMs;
+  const sized = (o.shards / o.deltaMsgsPerServingNode) * 1000;
+  return Math.max(o.deltaIntervalMs, Math.min(sized, o.deltaMaxIntervalMs));
+}
 
 export type ShardOptionsInput = z.input<typeof shardOptionsSchema>;
 /** Compiled options: defaults applied, model parsed when given. */

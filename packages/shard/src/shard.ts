@@ -43,7 +43,12 @@ import { CheckpointUploader, isFreshDataDir, restoreFromStore } from './checkpoi
 import { ObjectStoreCheckpoints } from './object-store-checkpoints.js';
 import { DeltaPublisher } from './delta-publisher.js';
 import { forgetPlan } from './forget.js';
-import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
+import {
+  compileShardOptions,
+  deltaIntervalOf,
+  type ShardOptions,
+  type ShardOptionsInput,
+} from './shard-options.js';
 import { ShardCore } from './shard-core.js';
 import { RecentTimings, SspGate } from './staleness.js';
 import { combineStep, isSyncModel, SyncSteps, type StepReply } from './sync-steps.js';
@@ -469,7 +474,7 @@ export class Shard implements ProcessActor {
       o.shard,
       core,
       this.wal,
-      o.deltaIntervalMs,
+      deltaIntervalOf(o),
       o.limits.maxDeltaBytes,
       deltaSeq,
       (e) => this.fail(e),
