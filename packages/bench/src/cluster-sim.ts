@@ -66,6 +66,12 @@ export interface SimKnobs {
   denseSyncExamples?: number;
   denseMaxDelayMs?: number;
   /**
+   * One dense replica per worker machine (NOT BUILT): its worker processes apply their dense
+   * gradients to it in shared memory and one of them flushes it, so dense flushes scale with
+   * machines, not processes.
+   */
+  denseReplicaPerMachine?: boolean;
+  /**
    * One shard process per shard machine (NOT BUILT): one NATS endpoint thread and `cores − 1`
    * threads owning key ranges, so a batch fans out to machines and each machine publishes one delta.
    */
@@ -325,6 +331,7 @@ export function simulate(
   const B = knobs.batch;
   const sync = knobs.denseSyncExamples ?? 0;
   const replica = sync > 0;
+  const machineReplica = replica && knobs.denseReplicaPerMachine === true;
   const rnd = prng(42);
   // The local cluster: one pool of cores that every role's work also occupies (accounting only).
   const cpu = layout.sharedCores ? new Resource('machine cpu', layout.sharedCores, 1, true) : undefined;
@@ -645,12 +652,14 @@ export function simulate(
         }
         if (!replica) acks(w, t, ev.b.size);
         else {
-          // Acked only once the flush carrying its dense change was accepted.
-          if (unflushed[w]!.length === 0)
-            heap.push(t + (knobs.denseMaxDelayMs ?? 1000) * 1000, { k: 'flush', w, gen: flushGen[w]! });
-          unflushed[w]!.push(ev.b);
-          unflushedEx[w]! += ev.b.size;
-          if (unflushedEx[w]! >= sync) requestFlush(w, t);
+          // Acked only once the flush carrying its dense change was accepted. With one replica
+          // per machine the processes add into it (shared memory) and its first process flushes.
+          const o = machineReplica ? w - (w % procs) : w;
+          if (unflushed[o]!.length === 0)
+            heap.push(t + (knobs.denseMaxDelayMs ?? 1000) * 1000, { k: 'flush', w: o, gen: flushGen[o]! });
+          unflushed[o]!.push(ev.b);
+          unflushedEx[o]! += ev.b.size;
+          if (unflushedEx[o]! >= sync) requestFlush(o, t);
         }
         const next = ev.b.early ? undefined : waiting[w]!.shift();
         if (next) start(w, next, t);
@@ -796,14 +805,23 @@ export function maxSustainable(
   let hi = opts.hi ?? 2e3 * (layout.workerMachines + 1);
   let best: SimResult | undefined;
   let failed: SimResult | undefined;
-  // Grow hi until unstable, then bisect.
+  // Grow hi until unstable, then bisect. A large cluster can be unstable at a low rate and
+  // stable above it (fixed costs per worker, e.g. a replica's timed flushes, against batches of
+  // a few examples): when the first rate fails, a few higher ones are tried before bisecting down.
+  let probeUp = 4;
   for (let i = 0; i < 12; i++) {
     const r = simulate(costs, layout, hi, knobs, opts.simMs);
     if (!r.stable) {
-      failed = r;
+      failed ??= r;
+      if (best === undefined && probeUp-- > 0) {
+        hi *= 2;
+        continue;
+      }
+      if (best === undefined) hi /= 2 ** 4;
       break;
     }
     best = r;
+    failed = undefined;
     lo = hi;
     hi *= 2;
   }

@@ -142,6 +142,17 @@ describe('scale-out knobs', () => {
     expect(co.batchP50Ms!).toBeGreaterThan(one.batchP50Ms!);
   });
 
+  it('one dense replica per machine flushes per machine, not per process', () => {
+    const procs = { ...knobs, shardPerHost: false, workerProcsPerMachine: 4 };
+    const each = simulate(costs, big, 8000, procs, 3000);
+    const shared = simulate(costs, big, 8000, { ...procs, denseReplicaPerMachine: true }, 3000);
+    expect(each.stable).toBe(true);
+    expect(shared.stable).toBe(true);
+    // 16 processes at 500 examples/s flush on the 500 ms timer; 4 machine replicas carry 4× as much each
+    expect(shared.examplesPerFlush! / each.examplesPerFlush!).toBeGreaterThan(3);
+    expect(shared.denseBytesPerExample).toBeLessThan(each.denseBytesPerExample / 3);
+  });
+
   it('cpuScale multiplies the CPU charged to that process kind only', () => {
     const plain = simulate(costs, layout, 2000);
     const scaled = simulate(costs, layout, 2000, { ...defaultKnobs, cpuScale: { worker: 2 } });
