@@ -6,7 +6,13 @@ import { outstanding, publishExamples, setAckWait, uniqueName, useNats, waitFor 
 import type { NatsConnection } from 'nats';
 import type { WorkerOptionsInput } from '../src/worker-options.js';
 import { Worker } from '../src/worker.js';
-import { publishUserItemPattern, ShardHarness, testCore, wideDeepTestModel } from './shard-harness.js';
+import {
+  publishUserItemPattern,
+  ShardHarness,
+  testCore,
+  wideDeepTestModel,
+  smallWorkerOptions,
+} from './shard-harness.js';
 
 const nats = useNats();
 const workers: Worker[] = [];
@@ -240,16 +246,10 @@ describe('worker with a dense replica', () => {
       });
     }
     const w = new Worker(
-      {
-        cluster,
-        model: config,
-        shards: 2,
-        partitions: 2,
-        batch: { size: 16, maxWaitMs: 10 },
-        compute: { threads: 1 },
+      smallWorkerOptions(cluster, config, {
         dense: { mode: 'replica', syncExamples: 64, maxDelayMs: 200 },
         halfPull: true,
-      },
+      }),
       { nc: await nats.connect('worker-dense') },
     );
     workers.push(w);

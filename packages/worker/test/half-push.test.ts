@@ -3,7 +3,12 @@ import { createModel } from '@freshet/model';
 import { decodeFrame, subjects } from '@freshet/protocol';
 import { uniqueName, useNats, waitFor } from '@freshet/testkit';
 import { Worker } from '../src/worker.js';
-import { publishUserItemPattern, ShardHarness, wideDeepTestModel } from './shard-harness.js';
+import {
+  publishUserItemPattern,
+  ShardHarness,
+  wideDeepTestModel,
+  smallWorkerOptions,
+} from './shard-harness.js';
 
 /**
  * A worker with `halfPush` against 2 shards over a real nats-server: its pushes carry the
@@ -45,18 +50,9 @@ describe('binary16 pushes from a worker', () => {
         });
       },
     });
-    const w = new Worker(
-      {
-        cluster,
-        model: config,
-        shards: 2,
-        partitions: 2,
-        batch: { size: 16, maxWaitMs: 10 },
-        compute: { threads: 1 },
-        halfPush: true,
-      },
-      { nc: await nats.connect('worker-half-push') },
-    );
+    const w = new Worker(smallWorkerOptions(cluster, config, { halfPush: true }), {
+      nc: await nats.connect('worker-half-push'),
+    });
     workers.push(w);
     await w.start();
     const N = 480;

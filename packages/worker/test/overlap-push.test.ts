@@ -3,7 +3,12 @@ import { createModel } from '@freshet/model';
 import { decodeFrame, subjects } from '@freshet/protocol';
 import { uniqueName, useNats, waitFor } from '@freshet/testkit';
 import { Worker } from '../src/worker.js';
-import { publishUserItemPattern, ShardHarness, wideDeepTestModel } from './shard-harness.js';
+import {
+  publishUserItemPattern,
+  ShardHarness,
+  wideDeepTestModel,
+  smallWorkerOptions,
+} from './shard-harness.js';
 
 /**
  * `overlapPush`: the next batch starts once a push is sent, not answered. Real nats-server,
@@ -46,18 +51,9 @@ async function run(overlapPush: boolean) {
     },
   });
   expect(pullSub.getSubject()).not.toBe(s.pull(0));
-  const w = new Worker(
-    {
-      cluster,
-      model: config,
-      shards: 2,
-      partitions: 2,
-      batch: { size: 16, maxWaitMs: 10 },
-      compute: { threads: 1 },
-      overlapPush,
-    },
-    { nc: await nats.connect(`worker-overlap-${overlapPush}`) },
-  );
+  const w = new Worker(smallWorkerOptions(cluster, config, { overlapPush }), {
+    nc: await nats.connect(`worker-overlap-${overlapPush}`),
+  });
   workers.push(w);
   await w.start();
   const publishing = publishUserItemPattern(nats.nc, cluster, N);

@@ -11,6 +11,7 @@ import {
   type ModelSpec,
 } from '@freshet/protocol';
 import { ShardCore } from '@freshet/shard';
+import type { WorkerOptionsInput } from '../src/worker-options.js';
 
 /**
  * Real shard state (ShardCore: row store, optimizers, staleness, idempotent push ids) behind
@@ -155,4 +156,24 @@ export async function publishUserItemPattern(nc: NatsConnection, cluster: string
     });
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * A small worker's options against a harness of 2 shards and the 2 partitions
+ * {@link publishUserItemPattern} fills: batches of 16 (10 ms), one compute thread, then `extra`.
+ */
+export function smallWorkerOptions(
+  cluster: string,
+  model: ModelConfigInput,
+  extra: Partial<WorkerOptionsInput> = {},
+): WorkerOptionsInput {
+  return {
+    cluster,
+    model,
+    shards: 2,
+    partitions: 2,
+    batch: { size: 16, maxWaitMs: 10 },
+    compute: { threads: 1 },
+    ...extra,
+  };
 }
