@@ -110,9 +110,12 @@ export const workerOptionsSchema = z.object({
    * the pull still sees every earlier push: no staleness is added, and the push's round trip
    * (the shard's write-ahead log included) overlaps the next batch's encode, pull and compute.
    * Batches whose push is sent but not yet answered count apart from `maxInFlightBatches` (at
-   * most as many again). Default on, except under the sync policy (a push is applied only when
-   * its whole step is) and with a dense replica (the replica adds a batch's dense update once
-   * its push is answered), where it is refused.
+   * most as many again). Off by default and experimental: with it on, a full-suite run lost
+   * 17–23 of 2400 events when a worker was killed (`test/fault-worker-kill.test.ts`,
+   * `test/multihost.test.ts`; another run passed both), so some recovery path still assumes a
+   * batch starts only after the previous push was answered. Refused under the sync policy (a
+   * push is applied only when its whole step is) and with a dense replica (the replica adds a
+   * batch's dense update once its push is answered).
    */
   overlapPush: z.boolean().optional(),
   /** Examples buffered from the stream ahead of batching (bounded; fetching pauses when full). */
@@ -297,7 +300,7 @@ export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
   const o = {
     ...r.data,
     maxInFlightBatches: r.data.maxInFlightBatches ?? 1,
-    overlapPush: d.overlapPush ?? !(sync || replica),
+    overlapPush: d.overlapPush ?? false,
   };
   assertClusterName(o.cluster);
   const source = o.feedback.cluster ?? o.cluster;
