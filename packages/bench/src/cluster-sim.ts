@@ -1,3 +1,4 @@
+import { deltaIntervalOf } from '@freshet/shard';
 import type { MeasuredCosts } from './cost-probe.js';
 
 /**
@@ -97,9 +98,9 @@ export interface SimKnobs {
   halfPush?: boolean;
   halfDeltas?: boolean;
   /**
-   * Adaptive delta interval (NOT BUILT): each shard process (or host) stretches its delta tick so
-   * that a serving node receives at most this many delta messages per second in all, never beyond
-   * `deltaMaxIntervalMs` (the freshness budget). Unset: every `deltaIntervalMs`.
+   * The shard option of the same name (built): each shard process (or host) stretches its delta
+   * tick so that a serving node receives at most this many delta messages per second in all,
+   * never beyond `deltaMaxIntervalMs` (the shard's default, 250 ms). Unset: every `deltaIntervalMs`.
    */
   deltaMsgsPerServingNode?: number;
   deltaMaxIntervalMs?: number;
@@ -455,15 +456,15 @@ export function simulate(
 
   const nextReady = (w: number, t: number) => heap.push(t + fill, { k: 'ready', w });
   for (let w = 0; w < W; w++) nextReady(w, rnd() * fill);
-  // The adaptive interval: a serving node's delta messages per second bounded by the budget.
-  const sources = Math.ceil(S / slices);
+  // The shard's own interval, sized by the shards a serving node hears from (all of them unless
+  // serving is sliced).
   const tickUs =
-    knobs.deltaMsgsPerServingNode !== undefined
-      ? Math.min(
-          Math.max(knobs.deltaIntervalMs, (sources / knobs.deltaMsgsPerServingNode) * 1000),
-          Math.max(knobs.deltaIntervalMs, knobs.deltaMaxIntervalMs ?? 250),
-        ) * 1000
-      : knobs.deltaIntervalMs * 1000;
+    deltaIntervalOf({
+      shards: Math.ceil(S / slices),
+      deltaIntervalMs: knobs.deltaIntervalMs,
+      deltaMsgsPerServingNode: knobs.deltaMsgsPerServingNode,
+      deltaMaxIntervalMs: knobs.deltaMaxIntervalMs ?? 250,
+    }) * 1000;
   // Each shard ticks on its own phase; a tick is only scheduled while it has something to
   // publish (an idle shard's tick does nothing, and at 10k shard processes they dominate the run).
   const phase = Float64Array.from({ length: S }, () => rnd() * tickUs);

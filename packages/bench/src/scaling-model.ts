@@ -310,7 +310,10 @@ export interface Calibration {
   knobs: SimKnobs;
 }
 
-/** Simulates result `r` with `scale`; `probe` is the same run with the probe's costs alone. */
+/**
+ * Simulates result `r` with `scale`; `probe` is the same run at the measured rate with the
+ * probe's costs alone (simulated here unless the caller has it).
+ */
 function predictRun(
   costs: MeasuredCosts,
   r: ClusterResult,
@@ -318,10 +321,11 @@ function predictRun(
   simMs: number,
   scale: Partial<Record<SimRole, number>>,
   clientsUs: number,
+  probeRun?: SimResult,
 ): CalibrationRun {
   const { layout, knobs } = localModel(r, cores);
   const measured = measuredRate(r);
-  const probe = simulate(costs, layout, measured, knobs, simMs);
+  const probe = probeRun ?? simulate(costs, layout, measured, knobs, simMs);
   const max = maxSustainable(
     costs,
     layout,
@@ -388,7 +392,7 @@ export function calibrate(
     // per-example CPU as is, so the shared cores carry it.
     else if (sim === 'clients') clientsUs = meas;
   }
-  const fit = predictRun(costs, r, cores, simMs, scale, clientsUs);
+  const fit = predictRun(costs, r, cores, simMs, scale, clientsUs, probe);
   const heldOut = held.map((h) => predictRun(costs, h, cores, simMs, scale, clientsUs));
   const uncal = maxSustainable(costs, layout, knobs, { simMs, steps: 8, hi: 1000 });
   return {
@@ -397,7 +401,9 @@ export function calibrate(
     held_out: heldOut,
     calibration_error: heldOut.length ? Math.max(...heldOut.map((x) => x.error)) : fit.error,
     calibration_basis: heldOut.length ? 'held-out' : 'fit only',
-    uncalibrated_error: r3(Math.abs(uncal.throughput - measuredRate(r)) / measuredRate(r)),
+    uncalibrated_error: r3(
+      Math.abs(uncal.throughput - fit.measured_examples_per_s) / fit.measured_examples_per_s,
+    ),
     layout,
     knobs: { ...knobs, cpuScale: scale, clientsUsPerExample: clientsUs },
   };
