@@ -125,16 +125,29 @@ export async function prepareCluster(
  */
 export class PushLedger {
   private readonly sent = new Map<string, { shard: number; id: string; dense: number }>();
-  private readonly replies = new Map<string, boolean>();
+  /** Reply subject → whether the shard accepted the push, and whether as a duplicate. */
+  private readonly replies = new Map<string, { ok: boolean; duplicate: boolean }>();
   /** `${shard}|${id}` → dense example count, for ids a shard accepted. */
   readonly accepted = new Map<string, number>();
   requests = 0;
+  /** Duplicate replies to a re-push whose example count differs from the applied push's. */
+  partialDuplicates = 0;
+  /**
+   * What the tap's connection went through (disconnects, slow-consumer errors): a tap that lost
+   * messages undercounts, which must not be mistaken for lost examples.
+   */
+  readonly tapEvents: string[] = [];
 
   private constructor(private readonly nc: NatsConnection) {}
 
   /** `table`: the dense table whose counts are summed (default: the fault model's). */
   static start(nc: NatsConnection, cluster: string, table = denseTable): PushLedger {
     const l = new PushLedger(nc);
+    void (async () => {
+      for await (const st of nc.status()) {
+        if (st.type !== 'pingTimer') l.tapEvents.push(`${st.type}${st.data ? ` ${String(st.data)}` : ''}`);
+      }
+    })();
     const s = subjects(cluster);
     nc.subscribe(`${s.prefix}.ps.*.push`, {
       callback: (err: unknown, m: { subject: string; data: Uint8Array; reply?: string }) => {
@@ -153,13 +166,14 @@ export class PushLedger {
       callback: (err: unknown, m: { subject: string; data: Uint8Array; reply?: string }) => {
         if (err) return;
         let ok = false;
+        let duplicate = false;
         try {
-          decodePushReply(m.data);
+          duplicate = decodePushReply(m.data).duplicate;
           ok = true;
         } catch {
           // an error reply (or not a push reply at all)
         }
-        l.replies.set(m.subject, ok);
+        l.replies.set(m.subject, { ok, duplicate });
         l.match(m.subject);
       },
     });
@@ -168,11 +182,19 @@ export class PushLedger {
 
   private match(reply: string): void {
     const req = this.sent.get(reply);
-    const ok = this.replies.get(reply);
-    if (!req || ok === undefined) return;
+    const rep = this.replies.get(reply);
+    if (!req || rep === undefined) return;
     this.sent.delete(reply);
     this.replies.delete(reply);
-    if (ok) this.accepted.set(`${req.shard}|${req.id}`, req.dense);
+    if (!rep.ok) return;
+    const key = `${req.shard}|${req.id}`;
+    // A duplicate re-push may carry part of the batch only (a recovered manifest whose other
+    // partitions' copies were already deleted): the count is the applied push's, never the re-push's.
+    // A duplicate of a push this tap never saw answered (a shard that died before replying,
+    // then replayed its log) still counts: that push was applied.
+    const had = this.accepted.get(key);
+    if (rep.duplicate && had !== undefined && req.dense !== had) this.partialDuplicates++;
+    if (!rep.duplicate || had === undefined) this.accepted.set(key, req.dense);
   }
 
   /** Examples applied through the dense table: each distinct accepted push id once. */

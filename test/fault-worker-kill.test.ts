@@ -67,9 +67,18 @@ describe('fault: kill -9 of a worker', () => {
       message: 'every event acked',
     });
     await tap.flush();
+    if (ledger.examples() !== total) {
+      // what the survivor recovered, to tell a lost batch from a miscount
+      const lines = wb.handle.output().split('\n');
+      console.log(
+        `[fault-worker-kill] wb recovery log:\n${lines.filter((l) => /manifest/.test(l)).join('\n')}`,
+      );
+    }
     expect(ledger.examples()).toBe(total);
     const st = (await workerStatus(nats.nc, cluster, 'wb')) as { counters: Record<string, number> };
-    console.log(`[fault-worker-kill] wb counters ${JSON.stringify(st.counters)}`);
+    console.log(
+      `[fault-worker-kill] wb counters ${JSON.stringify(st.counters)}; re-pushes of part of a batch ${ledger.partialDuplicates}`,
+    );
     expect(wb.handle.child.exitCode).toBeNull();
   });
 });

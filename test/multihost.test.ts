@@ -179,7 +179,10 @@ describe('multi-host: the Kubernetes manifests on netns hosts, a role host lost 
           {
             timeoutMs,
             intervalMs: 250,
-            message: () => `${what}: ${ledger.examples()} of ${acked} applied`,
+            message: () =>
+              `${what}: ${ledger.examples()} of ${acked} applied; ` +
+              `accepted ids per shard ${[...Array(shards).keys()].map((i) => ledger.acceptedBy(i)).join('/')}, ` +
+              `re-pushes of part of a batch ${ledger.partialDuplicates}, tap ${JSON.stringify(ledger.tapEvents)}`,
           },
         );
         await obs.flush();
@@ -263,7 +266,8 @@ describe('multi-host: the Kubernetes manifests on netns hosts, a role host lost 
       log(
         `acked ${acked}, applied ${applied} (table ${spec.tables[table]!.name} on shard ${victimShard}); ` +
           `shard versions ${versions.join('/')}, accepted push ids ${acceptedIds.join('/')}; ` +
-          `push requests seen ${ledger.requests}; total ${Date.now() - t0} ms`,
+          `push requests seen ${ledger.requests}, re-pushes of part of a batch ${ledger.partialDuplicates}; ` +
+          `total ${Date.now() - t0} ms`,
       );
       expect(applied).toBe(acked); // none lost, none twice
       expect(versions).toEqual(acceptedIds); // no push applied that the ledger did not see accepted once
