@@ -43,7 +43,7 @@ export interface TrainBenchOptions {
   passes?: number;
   /** Compute threads (default 2). */
   threads?: number;
-  /** Batches between pull and apply at once (default: threads for batches ≥ 128, else 1). */
+  /** Batches between pull and apply at once (default 1, as the worker's `maxInFlightBatches`). */
   pipeline?: number;
   /** Run the PyTorch peer in the same call (default true). */
   torch?: boolean;

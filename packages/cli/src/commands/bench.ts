@@ -85,6 +85,12 @@ function trainBench(): Command {
     .option('--passes <n>', 'passes over the data', int, 1)
     .option('--threads <n>', 'compute threads', int, 2)
     .option(
+      '--pipeline <n>',
+      "batches between pull and apply at once (the worker's maxInFlightBatches; more adds staleness)",
+      int,
+      1,
+    )
+    .option(
       '--predictions <file>',
       'write one `prediction,label` line per example, in stream order (progressive)',
     )
@@ -103,6 +109,7 @@ function trainBench(): Command {
         lr: number;
         passes: number;
         threads: number;
+        pipeline: number;
         predictions?: string;
         window?: number;
         peer: boolean;
@@ -124,6 +131,7 @@ function trainBench(): Command {
             lr: o.lr,
             passes: o.passes,
             threads: o.threads,
+            pipeline: o.pipeline,
             torch: o.peer,
             ...(o.limit ? { limit: o.limit } : {}),
             ...(o.predictions ? { predictions: o.predictions } : {}),
