@@ -32,6 +32,13 @@ export interface ManifestRecoveryContext {
   runBatch: (items: Buffered[], rec: Recovered) => Promise<boolean>;
   /** How long a recovered batch's redeliveries may still come (the AppliedSeqs `long` span). */
   holdMs: number;
+  /** Whether a worker (a manifest's writer) holds a live membership now. */
+  isAlive: (worker: string) => boolean;
+  /**
+   * How long a live writer's missing manifest copies are waited for (its puts in flight and
+   * retried) before the batch is taken to have been stored in part only.
+   */
+  settleMs: number;
 }
 
 /** Re-forms the batches an earlier owner of a partition left manifests for, and pushes them again. */
@@ -72,8 +79,9 @@ export class ManifestRecovery {
           await kv.delete(key, { previousSeq: entry.revision }).catch(() => undefined);
           continue;
         }
-        const whole = await this.storedPart(p, m, f);
-        if (!whole) return;
+        const whole = await this.storedPart(p, m, f, key, entry.revision);
+        if (whole === undefined) return;
+        if (whole === null) continue; // settled by its live writer meanwhile
         m = whole;
         const items = await this.reform(p, m, f);
         if (!items) return;
@@ -134,35 +142,41 @@ export class ManifestRecovery {
    * those events when they are redelivered, so re-pushing the whole batch would apply them
    * twice: the batch is recovered without them, under its id (each recoverer sees the same
    * copies: a dead worker writes no more). A batch that was pushed has every copy until its acks
-   * are confirmed, and is then a duplicate whatever part of it is re-pushed. Undefined when the
-   * partition is let go meanwhile.
+   * are confirmed, and is then a duplicate whatever part of it is re-pushed.
+   *
+   * The writer is not always dead: when a partition moves between live workers, its previous
+   * owner may still be storing the other copies of a batch in flight, and will push it whole.
+   * Pushing part of it under its id first would make that whole push a duplicate and lose the
+   * rest, so while the writer is a live member the missing copies are waited for (at most
+   * `settleMs`), and a batch whose copy here disappears meanwhile was settled by its writer (null:
+   * skip it). Undefined when the partition is let go meanwhile.
    */
   private async storedPart(
     p: number,
     m: BatchManifest,
     f: { stop: boolean },
-  ): Promise<BatchManifest | undefined> {
+    key: string,
+    revision: number,
+  ): Promise<BatchManifest | null | undefined> {
     const others = (m.partitions ?? []).filter((q) => q !== p);
     if (others.length === 0 || !m.ex.every((e) => e.p !== undefined)) return m;
     const kv = this.ctx.kv()!;
-    const present = new Set([p]);
-    for (const q of others) {
-      const has = await this.untilDone(f, 'list manifests', async () => {
-        for await (const k of await kv.keys(manifestFilter(q))) {
-          const e = await kv.get(k);
-          if (!e || e.operation !== 'PUT' || e.length === 0) continue;
-          try {
-            if (decodeManifest(e.value).id === m.id) return true;
-          } catch {
-            // a malformed copy is its partition owner's to drop
-          }
-        }
-        return false;
-      });
-      if (has === undefined) return undefined;
-      if (has) present.add(q);
+    const deadline = Date.now() + this.ctx.settleMs;
+    let present = new Set([p]);
+    for (;;) {
+      present = new Set([p]);
+      for (const q of others) {
+        const has = await this.untilDone(f, 'list manifests', () => this.hasCopy(q, m.id));
+        if (has === undefined) return undefined;
+        if (has) present.add(q);
+      }
+      if (present.size === others.length + 1) return m;
+      if (!this.ctx.isAlive(m.worker) || Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, 100));
+      const own = await this.untilDone(f, 'read manifest', () => kv.get(key));
+      if (own === undefined) return undefined;
+      if (own === null || own.operation !== 'PUT' || own.revision !== revision) return null;
     }
-    if (present.size === others.length + 1) return m;
     const ex = m.ex.filter((e) => present.has(e.p!));
     this.ctx.log('warn', 'batch manifest stored for some of its partitions only: recovering their part', {
       id: m.id,
@@ -172,6 +186,21 @@ export class ManifestRecovery {
       of: m.ex.length,
     });
     return { ...m, ex };
+  }
+
+  /** Whether partition `q` holds a copy of the manifest of batch `id`. */
+  private async hasCopy(q: number, id: string): Promise<boolean> {
+    const kv = this.ctx.kv()!;
+    for await (const k of await kv.keys(manifestFilter(q))) {
+      const e = await kv.get(k);
+      if (!e || e.operation !== 'PUT' || e.length === 0) continue;
+      try {
+        if (decodeManifest(e.value).id === id) return true;
+      } catch {
+        // a malformed copy is its partition owner's to drop
+      }
+    }
+    return false;
   }
 
   /** The manifest's examples, rebuilt (pre-labelled ones read back from the stream by sequence). */

@@ -320,6 +320,9 @@ export class Worker implements ProcessActor {
       log,
       runBatch: (items, rec) => this.runner.run(items, rec),
       holdMs: recoveredSpanMs(this.options),
+      isAlive: (worker) => worker === this.id || (this.leases?.members.includes(worker) ?? false),
+      // a live writer's put lands, or fails and is stored again by the batch's retry, within this
+      settleMs: 2 * this.options.requestTimeoutMs + this.options.retry.maxMs,
     });
   }
 
