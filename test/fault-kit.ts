@@ -145,7 +145,8 @@ export class PushLedger {
     const l = new PushLedger(nc);
     void (async () => {
       for await (const st of nc.status()) {
-        if (st.type !== 'pingTimer') l.tapEvents.push(`${st.type}${st.data ? ` ${String(st.data)}` : ''}`);
+        const type = String(st.type);
+        if (type !== 'pingTimer') l.tapEvents.push(`${type}${st.data ? ` ${JSON.stringify(st.data)}` : ''}`);
       }
     })();
     const s = subjects(cluster);
