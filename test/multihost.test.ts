@@ -174,13 +174,15 @@ describe('multi-host: the Kubernetes manifests on netns hosts, a role host lost 
         acked += WAVE;
       };
       const drained = async (what: string, timeoutMs: number) => {
+        let left = -1;
         await waitFor(
-          async () => (await outstanding(obs, cluster, partitions)) === 0 && ledger.examples() >= acked,
+          async () =>
+            (left = await outstanding(obs, cluster, partitions)) === 0 && ledger.examples() >= acked,
           {
             timeoutMs,
             intervalMs: 250,
             message: () =>
-              `${what}: ${ledger.examples()} of ${acked} applied; ` +
+              `${what}: ${ledger.examples()} of ${acked} applied, ${left} events not yet acked; ` +
               `accepted ids per shard ${[...Array(shards).keys()].map((i) => ledger.acceptedBy(i)).join('/')}, ` +
               `re-pushes of part of a batch ${ledger.partialDuplicates}, tap ${JSON.stringify(ledger.tapEvents)}`,
           },

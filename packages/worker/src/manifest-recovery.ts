@@ -144,8 +144,9 @@ export class ManifestRecovery {
    * copies: a dead worker writes no more). A batch that was pushed has every copy until its acks
    * are confirmed, and is then a duplicate whatever part of it is re-pushed.
    *
-   * The writer is not always dead: when a partition moves between live workers, its previous
-   * owner may still be storing the other copies of a batch in flight, and will push it whole.
+   * The writer is not always dead: a worker whose lease lapsed while it lived (a stall past the
+   * lease TTL, a KV outage; a graceful handover settles its batches first) may still be storing
+   * the other copies of a batch in flight, and will push it whole.
    * Pushing part of it under its id first would make that whole push a duplicate and lose the
    * rest, so while the writer is a live member the missing copies are waited for (at most
    * `settleMs`), and a batch whose copy here disappears meanwhile was settled by its writer (null:

@@ -111,10 +111,9 @@ export const workerOptionsSchema = z.object({
    * (the shard's write-ahead log included) overlaps the next batch's encode, pull and compute.
    * Batches whose push is sent but not yet answered count apart from `maxInFlightBatches` (at
    * most as many again). 0.52–0.60× the PyTorch peer's examples/s from a backlog against
-   * 0.46–0.56× without, same AUC (docs/performance.md). Off by default and experimental: it
-   * exposed a recovery race (a partition moving between live workers: manifest-recovery.ts),
-   * now fixed, but a full-suite run with it on still came up 128 of 2,400 examples short in
-   * `test/multihost.test.ts` (cause not found). Refused under the sync policy (a push is applied
+   * 0.46–0.56× without, same AUC (docs/performance.md). Off by default and experimental: with it
+   * on, `test/multihost.test.ts` came up 16–128 of 2,400 examples short in some full-suite runs
+   * (cause not found; docs/multi-host-test.md). Refused under the sync policy (a push is applied
    * only when its whole step is) and with a dense replica (the replica adds a batch's dense update
    * once its push is answered).
    */
