@@ -174,15 +174,25 @@ describe('multi-host: the Kubernetes manifests on netns hosts, a role host lost 
         acked += WAVE;
       };
       const drained = async (what: string, timeoutMs: number) => {
+        // what a timeout reports: events still unacked, and events dead-lettered (acked, never applied)
         let left = -1;
+        let deadLettered = -1;
+        const jsm = await obs.jetstreamManager();
         await waitFor(
-          async () =>
-            (left = await outstanding(obs, cluster, partitions)) === 0 && ledger.examples() >= acked,
+          async () => {
+            left = await outstanding(obs, cluster, partitions);
+            deadLettered = await jsm.streams.info(s.deadLetterStream).then(
+              (i) => i.state.messages,
+              () => 0,
+            );
+            return left === 0 && ledger.examples() >= acked;
+          },
           {
             timeoutMs,
             intervalMs: 250,
             message: () =>
-              `${what}: ${ledger.examples()} of ${acked} applied, ${left} events not yet acked; ` +
+              `${what}: ${ledger.examples()} of ${acked} applied, ${left} events not yet acked, ` +
+              `${deadLettered} dead-lettered; ` +
               `accepted ids per shard ${[...Array(shards).keys()].map((i) => ledger.acceptedBy(i)).join('/')}, ` +
               `re-pushes of part of a batch ${ledger.partialDuplicates}, tap ${JSON.stringify(ledger.tapEvents)}`,
           },
