@@ -163,7 +163,7 @@ export class ManifestRecovery {
     if (others.length === 0 || !m.ex.every((e) => e.p !== undefined)) return m;
     const kv = this.ctx.kv()!;
     const deadline = Date.now() + this.ctx.settleMs;
-    let present = new Set([p]);
+    let present: Set<number>;
     for (;;) {
       present = new Set([p]);
       for (const q of others) {
