@@ -138,6 +138,9 @@ export class PushLedger {
    */
   readonly tapEvents: string[] = [];
 
+  /** Batch manifests seen put on the KV bucket: batch id → its events' stream sequences and writer. */
+  private readonly manifests = new Map<string, { seqs: number[]; worker: string }>();
+
   private constructor(private readonly nc: NatsConnection) {}
 
   /** `table`: the dense table whose counts are summed (default: the fault model's). */
@@ -178,7 +181,56 @@ export class PushLedger {
         l.match(m.subject);
       },
     });
+    // every manifest put (a batch about to be pushed, or a copy of one), for where a lost event went
+    nc.subscribe(`$KV.${s.kvBucket}.mf.>`, {
+      callback: (err: unknown, m: { data: Uint8Array }) => {
+        if (err || m.data.length === 0) return;
+        try {
+          const mf = JSON.parse(new TextDecoder().decode(m.data)) as {
+            id: string;
+            worker: string;
+            ex: Array<{ s: number[] }>;
+          };
+          const seqs = mf.ex.flatMap((e) => e.s);
+          const had = l.manifests.get(mf.id);
+          if (!had || had.seqs.length < seqs.length) l.manifests.set(mf.id, { seqs, worker: mf.worker });
+        } catch {
+          // not a manifest
+        }
+      },
+    });
     return l;
+  }
+
+  /**
+   * Where the events `first..last` whose examples never reached `shard` in an accepted push went,
+   * by the manifests seen: for a drain that comes up short, the first few such sequences and,
+   * for each, the batches (manifest id, writer, shards that accepted it) that held it.
+   */
+  lost(shard: number, first: number, last: number, max = 8): string {
+    // per-shard push ids are `<batch id>.s<shard>`
+    const shardsOf = new Map<string, string[]>();
+    for (const k of this.accepted.keys()) {
+      const [sh, id] = k.split('|') as [string, string];
+      const batch = id.replace(/\.s\d+$/, '');
+      shardsOf.set(batch, [...(shardsOf.get(batch) ?? []), sh]);
+    }
+    const acceptedOn = (id: string) => shardsOf.get(id) ?? [];
+    const covered = new Set<number>();
+    const bySeq = new Map<number, string[]>();
+    for (const [id, mf] of this.manifests) {
+      const on = acceptedOn(id);
+      for (const q of mf.seqs) {
+        if (on.includes(String(shard))) covered.add(q);
+        let l = bySeq.get(q);
+        if (!l) bySeq.set(q, (l = []));
+        l.push(`${id} by ${mf.worker} accepted on [${on.join(',')}]`);
+      }
+    }
+    const missing: number[] = [];
+    for (let q = first; q <= last; q++) if (!covered.has(q)) missing.push(q);
+    const shown = missing.slice(0, max).map((q) => `${q}: ${bySeq.get(q)?.join('; ') ?? 'in no manifest'}`);
+    return `${missing.length} of seqs ${first}..${last} in no batch accepted on shard ${shard} (${this.manifests.size} manifests seen)${shown.length ? `: ${shown.join(' | ')}` : ''}`;
   }
 
   private match(reply: string): void {

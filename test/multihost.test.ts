@@ -177,6 +177,7 @@ describe('multi-host: the Kubernetes manifests on netns hosts, a role host lost 
         // what a timeout reports: events still unacked, and events dead-lettered (acked, never applied)
         let left = -1;
         let deadLettered = -1;
+        let where = '';
         const jsm = await obs.jetstreamManager();
         await waitFor(
           async () => {
@@ -185,7 +186,12 @@ describe('multi-host: the Kubernetes manifests on netns hosts, a role host lost 
               (i) => i.state.messages,
               () => 0,
             );
-            return left === 0 && ledger.examples() >= acked;
+            const ok = left === 0 && ledger.examples() >= acked;
+            if (!ok && left === 0) {
+              const st = (await jsm.streams.info(s.feedbackStream)).state;
+              where = ledger.lost(victimShard, st.first_seq, st.last_seq);
+            }
+            return ok;
           },
           {
             timeoutMs,
@@ -194,7 +200,7 @@ describe('multi-host: the Kubernetes manifests on netns hosts, a role host lost 
               `${what}: ${ledger.examples()} of ${acked} applied, ${left} events not yet acked, ` +
               `${deadLettered} dead-lettered; ` +
               `accepted ids per shard ${[...Array(shards).keys()].map((i) => ledger.acceptedBy(i)).join('/')}, ` +
-              `re-pushes of part of a batch ${ledger.partialDuplicates}, tap ${JSON.stringify(ledger.tapEvents)}`,
+              `re-pushes of part of a batch ${ledger.partialDuplicates}, tap ${JSON.stringify(ledger.tapEvents)}; ${where}`,
           },
         );
         await obs.flush();

@@ -72,3 +72,4 @@ export {
   type ActorProcessSpec,
   type ReadyLine,
 } from './actor-process.js';
+export { kvKeys } from './kv-keys.js';

@@ -37,6 +37,11 @@ export interface BatchManifest {
   /** Every partition of the batch, when it has several (the manifest is stored under each). */
   partitions?: number[];
   worker: string;
+  /**
+   * The writer's incarnation tag: recovery ignores a copy stored after this incarnation lost
+   * the partition (manifest-epochs.ts). Absent from older workers' manifests.
+   */
+  e?: string;
   /** Oldest event time of the batch (freshness stamp of the push), ms. */
   eventTs?: number;
   ex: ManifestExample[];
@@ -48,6 +53,7 @@ const manifestSchema = z.object({
   partition: z.number().int().min(0),
   partitions: z.array(z.number().int().min(0)).max(4096).optional(),
   worker: z.string().max(128),
+  e: z.string().max(160).optional(),
   eventTs: z.number().finite().optional(),
   ex: z
     .array(

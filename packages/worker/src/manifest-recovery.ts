@@ -2,6 +2,8 @@ import type { JetStreamManager, KV } from 'nats';
 import type { Example } from '@freshet/model';
 import { compileParseOptions, parseEvent } from '@freshet/protocol';
 import { decodeManifest, manifestFilter, type BatchManifest } from './batch-manifest.js';
+import { agreeParts, pruneDecisions } from './manifest-decisions.js';
+import { beginEpoch, ownedWhenStored, readEpochs, type EpochHistory } from './manifest-epochs.js';
 import type { ManifestStore } from './manifest-store.js';
 import type { Buffered, PartitionState, WorkerCounters, WorkerLog } from './worker-types.js';
 
@@ -21,6 +23,15 @@ export interface Recovered {
 export interface ManifestRecoveryContext {
   enabled: boolean;
   kv: () => KV | undefined;
+  /**
+   * The same bucket read from the stream leader: recovery decides on what it reads, and a
+   * replica's direct get may lag (a copy listed by the leader reads as absent or older).
+   */
+  kvLeader: () => KV | undefined;
+  /** This worker's incarnation tag, as its manifests carry it. */
+  tag: string;
+  /** The bucket's keys matching a filter, complete (`kvKeys` of @freshet/nats, not `kv.keys()`). */
+  keys: (filter: string) => Promise<string[]>;
   jsm: () => JetStreamManager | undefined;
   feedbackStream: string;
   store: ManifestStore;
@@ -53,14 +64,13 @@ export class ManifestRecovery {
    * enter a different batch.
    */
   async recover(p: number, f: { stop: boolean }): Promise<void> {
-    const kv = this.ctx.kv();
+    const kv = this.ctx.kvLeader();
     if (!this.ctx.enabled || !kv) return;
     const { counters, store, log } = this.ctx;
-    const keys = await this.untilDone(f, 'list manifests', async () => {
-      const out: string[] = [];
-      for await (const k of await kv.keys(manifestFilter(p))) out.push(k);
-      return out.sort();
-    });
+    // before listing: a copy that lands after this is not ours to recover (manifest-epochs.ts)
+    const epochs = await this.untilDone(f, 'begin manifest epoch', () => beginEpoch(kv, p, this.ctx.tag));
+    if (!epochs) return;
+    const keys = await this.untilDone(f, 'list manifests', () => this.ctx.keys(manifestFilter(p)));
     if (!keys || keys.length === 0) return;
     keys.forEach((k) => store.recovering.add(k));
     const kept = new Set<string>();
@@ -77,6 +87,19 @@ export class ManifestRecovery {
         } catch (e) {
           log('error', 'malformed batch manifest dropped', { key, error: String(e) });
           await kv.delete(key, { previousSeq: entry.revision }).catch(() => undefined);
+          continue;
+        }
+        if (!ownedWhenStored(epochs, m.e, entry.revision)) {
+          // its events were handed to (and trained by) an owner that never saw this copy
+          if (m.e !== this.ctx.tag) {
+            log('warn', 'batch manifest stored after its writer lost the partition: ignored', {
+              partition: p,
+              id: m.id,
+              from: m.worker,
+              examples: m.ex.length,
+            });
+            await kv.delete(key, { previousSeq: entry.revision }).catch(() => undefined);
+          }
           continue;
         }
         const whole = await this.storedPart(p, m, f, key, entry.revision);
@@ -140,9 +163,13 @@ export class ManifestRecovery {
    * copy per partition, all before its first push; one that dies while storing them leaves only
    * some, and the batch was never pushed. The owners of the partitions without a copy train
    * those events when they are redelivered, so re-pushing the whole batch would apply them
-   * twice: the batch is recovered without them, under its id (each recoverer sees the same
-   * copies: a dead worker writes no more). A batch that was pushed has every copy until its acks
-   * are confirmed, and is then a duplicate whatever part of it is re-pushed.
+   * twice: the batch is recovered without them, under its id. A batch that was pushed has every
+   * copy until its acks are confirmed, and is then a duplicate whatever part of it is re-pushed.
+   *
+   * Recoverers do not all see the same copies (a late copy of a dead writer landing between two
+   * of them, a copy dropped after its hold), and parts pushed under one id must be the same for
+   * all: the first recoverer's view is stored as the batch's decision and every later one follows
+   * it (manifest-decisions.ts); null when it leaves this partition out.
    *
    * The writer is not always dead: a worker whose lease lapsed while it lived (a stall past the
    * lease TTL, a KV outage; a graceful handover settles its batches first) may still be storing
@@ -161,7 +188,7 @@ export class ManifestRecovery {
   ): Promise<BatchManifest | null | undefined> {
     const others = (m.partitions ?? []).filter((q) => q !== p);
     if (others.length === 0 || !m.ex.every((e) => e.p !== undefined)) return m;
-    const kv = this.ctx.kv()!;
+    const kv = this.ctx.kvLeader()!;
     const deadline = Date.now() + this.ctx.settleMs;
     let present: Set<number>;
     for (;;) {
@@ -171,35 +198,67 @@ export class ManifestRecovery {
         if (has === undefined) return undefined;
         if (has) present.add(q);
       }
-      if (present.size === others.length + 1) return m;
+      if (present.size === others.length + 1) break;
       if (!this.ctx.isAlive(m.worker) || Date.now() >= deadline) break;
       await new Promise((r) => setTimeout(r, 100));
       const own = await this.untilDone(f, 'read manifest', () => kv.get(key));
       if (own === undefined) return undefined;
       if (own === null || own.operation !== 'PUT' || own.revision !== revision) return null;
     }
-    const ex = m.ex.filter((e) => present.has(e.p!));
+    const seen = [...present].sort((a, b) => a - b);
+    const parts = await this.untilDone(f, 'agree on recovered parts', () => agreeParts(kv, m.id, seen));
+    if (parts === undefined) return undefined;
+    if (parts.length === seen.length && parts.every((q, i) => q === seen[i])) this.pruneLater(kv);
+    if (!parts.includes(p)) {
+      // an earlier recoverer saw no valid copy here: this partition's events are trained from
+      // their redeliveries, so this copy must not apply them too
+      this.ctx.log('warn', 'batch recovered without this partition: its copy is dropped', {
+        id: m.id,
+        partition: p,
+        recovered: parts,
+      });
+      await kv.delete(key, { previousSeq: revision }).catch(() => undefined);
+      return null;
+    }
+    if (parts.length === others.length + 1) return m;
+    const ex = m.ex.filter((e) => parts.includes(e.p!));
     this.ctx.log('warn', 'batch manifest stored for some of its partitions only: recovering their part', {
       id: m.id,
       partitions: m.partitions,
-      stored: [...present].sort((a, b) => a - b),
+      stored: parts,
       examples: ex.length,
       of: m.ex.length,
     });
     return { ...m, ex };
   }
 
-  /** Whether partition `q` holds a copy of the manifest of batch `id`. */
+  /** Old recovery decisions go (rarely: after a decision of ours), never blocking recovery. */
+  private pruneLater(kv: KV): void {
+    const maxAgeMs = Math.max(3_600_000, 4 * this.ctx.holdMs);
+    pruneDecisions(kv, this.ctx.keys, maxAgeMs).catch((e: unknown) =>
+      this.ctx.log('info', 'old recovery decisions not pruned', { error: String(e) }),
+    );
+  }
+
+  /**
+   * Whether partition `q` holds a valid copy of the manifest of batch `id`: one stored while its
+   * writer owned `q` (a late copy is ignored by `q`'s owner, so it is no copy here either).
+   */
   private async hasCopy(q: number, id: string): Promise<boolean> {
-    const kv = this.ctx.kv()!;
-    for await (const k of await kv.keys(manifestFilter(q))) {
+    const kv = this.ctx.kvLeader()!;
+    let epochs: EpochHistory | undefined;
+    for (const k of await this.ctx.keys(manifestFilter(q))) {
       const e = await kv.get(k);
       if (!e || e.operation !== 'PUT' || e.length === 0) continue;
+      let m: BatchManifest;
       try {
-        if (decodeManifest(e.value).id === id) return true;
+        m = decodeManifest(e.value);
       } catch {
-        // a malformed copy is its partition owner's to drop
+        continue; // a malformed copy is its partition owner's to drop
       }
+      if (m.id !== id) continue;
+      epochs ??= await readEpochs(kv, q);
+      return ownedWhenStored(epochs, m.e, e.revision);
     }
     return false;
   }

@@ -31,6 +31,8 @@ export interface ManifestHandle {
 export interface ManifestStoreContext {
   enabled: boolean;
   worker: string;
+  /** This incarnation's tag (manifest-epochs.ts). */
+  tag: string;
   kv: () => KV | undefined;
   counters: WorkerCounters;
   timing: BatchTiming;
@@ -73,7 +75,14 @@ export class ManifestStore {
       if (b.example.ts !== undefined) e.t = b.example.ts;
       return e;
     });
-    const m: BatchManifest = { v: 1, id, partition: first.partition, worker: this.ctx.worker, ex };
+    const m: BatchManifest = {
+      v: 1,
+      id,
+      partition: first.partition,
+      worker: this.ctx.worker,
+      e: this.ctx.tag,
+      ex,
+    };
     if (partitions.length > 1) m.partitions = partitions;
     if (eventTs !== undefined) m.eventTs = eventTs;
     const h: ManifestHandle = { copies, bytes: encodeManifest(m), stored: false };

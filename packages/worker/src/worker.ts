@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import {
   AckPolicy,
   DeliverPolicy,
@@ -9,7 +10,14 @@ import {
   type NatsConnection,
   type Service,
 } from 'nats';
-import { connectNats, DeadLetters, Lifecycle, type ActorState, type ProcessActor } from '@freshet/nats';
+import {
+  connectNats,
+  DeadLetters,
+  kvKeys,
+  Lifecycle,
+  type ActorState,
+  type ProcessActor,
+} from '@freshet/nats';
 import { createModel, type Model } from '@freshet/model';
 import {
   compileParseOptions,
@@ -161,6 +169,10 @@ export class Worker implements ProcessActor {
   private ownNc = false;
   private js: JetStreamClient | undefined;
   private kv: KV | undefined;
+  /** The bucket read from its stream leader, for manifest recovery's decisions. */
+  private kvLeader: KV | undefined;
+  /** This process's incarnation: a restarted worker with the same id is another writer. */
+  private readonly tag: string;
   private jsm: JetStreamManager | undefined;
   private model: Model | undefined;
   private pool: ComputePool | undefined;
@@ -239,6 +251,7 @@ export class Worker implements ProcessActor {
 
   constructor(options: WorkerOptionsInput | WorkerOptions, deps: WorkerDeps = {}) {
     this.options = compileWorkerOptions(options as WorkerOptionsInput);
+    this.tag = `${this.options.id}.${randomBytes(4).toString('hex')}`;
     this.subj = subjects(this.options.cluster);
     this.feed = subjects(this.options.feedback.cluster ?? this.options.cluster);
     this.deps = deps;
@@ -286,6 +299,7 @@ export class Worker implements ProcessActor {
     this.manifests = new ManifestStore({
       enabled: this.options.manifest.enabled,
       worker: this.id,
+      tag: this.tag,
       kv: () => this.kv,
       counters: this.counters,
       timing: this.timing,
@@ -311,6 +325,9 @@ export class Worker implements ProcessActor {
     this.recovery = new ManifestRecovery({
       enabled: this.options.manifest.enabled,
       kv: () => this.kv,
+      kvLeader: () => this.kvLeader,
+      tag: this.tag,
+      keys: (filter) => kvKeys(this.jsm!, this.subj.kvBucket, filter),
       jsm: () => this.jsm,
       feedbackStream: this.feed.feedbackStream,
       store: this.manifests,
@@ -395,6 +412,7 @@ export class Worker implements ProcessActor {
       // ensureStream made the bucket with the cluster's replicas; should it be missing (a stream
       // made by other tools) it is made like the feedback stream, never silently R1
       this.kv = await this.js.views.kv(this.subj.kvBucket, { history: 1, replicas });
+      this.kvLeader = await this.js.views.kv(this.subj.kvBucket, { bindOnly: true, allow_direct: false });
       // before any partition is fetched: a replay of a forgotten user's events stays dropped
       await this.forgotten.load(this.kv);
       this.encoderStats = new EncoderStatsPublisher(
