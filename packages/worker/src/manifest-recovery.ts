@@ -104,7 +104,8 @@ export class ManifestRecovery {
         }
         const whole = await this.storedPart(p, m, f, key, entry.revision);
         if (whole === undefined) return;
-        if (whole === null) continue; // settled by its live writer meanwhile
+        // settled by its live writer meanwhile, or left out of the batch's agreed parts
+        if (whole === null) continue;
         m = whole;
         const items = await this.reform(p, m, f);
         if (!items) return;
