@@ -103,8 +103,8 @@ export const clusterBenchOptionsSchema = z
      */
     inFlight: z.number().int().min(1).max(64).optional(),
     /**
-     * The worker's `overlapPush` (default: the worker's, off; experimental): true starts the next
-     * batch once a push is sent rather than answered.
+     * The worker's `overlapPush` (default: the worker's, on except with `sync` or a dense
+     * replica): the next batch starts once a push is sent rather than answered.
      */
     overlapPush: z.boolean().optional(),
     lr: z.number().positive().default(3e-3),
@@ -668,7 +668,7 @@ export async function runClusterBench<A extends BenchActor>(
       // the worker's default is 1 (results without this field predate it: 2 from batch 128)
       in_flight: o.inFlight ?? 1,
       // the worker's default (results without this field predate it: off)
-      overlap_push: o.overlapPush ?? false,
+      overlap_push: o.overlapPush ?? !(o.sync || o.dense === 'replica'),
       lr: o.lr,
       optimizer: modelConfig.optimizer ?? null,
       threads_per_worker: threads,

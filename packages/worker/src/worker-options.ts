@@ -111,11 +111,11 @@ export const workerOptionsSchema = z.object({
    * (the shard's write-ahead log included) overlaps the next batch's encode, pull and compute.
    * Batches whose push is sent but not yet answered count apart from `maxInFlightBatches` (at
    * most as many again). 0.52–0.60× the PyTorch peer's examples/s from a backlog against
-   * 0.46–0.56× without, same AUC (docs/performance.md). Off by default and experimental: with it
-   * on, `test/multihost.test.ts` came up 16–128 of 2,400 examples short in some full-suite runs
-   * (cause not found; docs/multi-host-test.md). Refused under the sync policy (a push is applied
-   * only when its whole step is) and with a dense replica (the replica adds a batch's dense update
-   * once its push is answered).
+   * 0.46–0.56× without, same AUC (docs/performance.md). On by default; off by default (and
+   * refused) under the sync policy (a push is applied only when its whole step is) and with a
+   * dense replica (the replica adds a batch's dense update once its push is answered). It was
+   * off until the manifest-recovery races it made more frequent were fixed
+   * (docs/multi-host-test.md).
    */
   overlapPush: z.boolean().optional(),
   /** Examples buffered from the stream ahead of batching (bounded; fetching pauses when full). */
@@ -300,7 +300,7 @@ export function compileWorkerOptions(input: WorkerOptionsInput): WorkerOptions {
   const o = {
     ...r.data,
     maxInFlightBatches: r.data.maxInFlightBatches ?? 1,
-    overlapPush: d.overlapPush ?? false,
+    overlapPush: d.overlapPush ?? !(sync || replica),
   };
   assertClusterName(o.cluster);
   const source = o.feedback.cluster ?? o.cluster;

@@ -17,9 +17,9 @@ describe('worker options', () => {
     ).toBe(3);
   });
 
-  it('overlaps pushes only when asked, never under sync steps nor with a dense replica', () => {
-    expect(compileWorkerOptions(base).overlapPush).toBe(false);
-    expect(compileWorkerOptions({ ...base, overlapPush: true }).overlapPush).toBe(true);
+  it('overlaps pushes unless told not to, never under sync steps nor with a dense replica', () => {
+    expect(compileWorkerOptions(base).overlapPush).toBe(true);
+    expect(compileWorkerOptions({ ...base, overlapPush: false }).overlapPush).toBe(false);
     const replica = { ...base, dense: { mode: 'replica' as const } };
     expect(compileWorkerOptions(replica).overlapPush).toBe(false);
     expect(() => compileWorkerOptions({ ...replica, overlapPush: true })).toThrow(/dense.mode replica/);
@@ -27,8 +27,8 @@ describe('worker options', () => {
     expect(compileWorkerOptions({ ...base, model: sync }).overlapPush).toBe(false);
     expect(() => compileWorkerOptions({ ...base, model: sync, overlapPush: true })).toThrow(/sync/);
     // batches awaiting their push's answer also hold their messages
-    const a = compileWorkerOptions({ ...base, batch: { size: 256 } });
-    const b = compileWorkerOptions({ ...base, batch: { size: 256 }, overlapPush: true });
+    const a = compileWorkerOptions({ ...base, batch: { size: 256 }, overlapPush: false });
+    const b = compileWorkerOptions({ ...base, batch: { size: 256 } });
     expect(b.consumer.maxAckPending - a.consumer.maxAckPending).toBe(256);
   });
 });

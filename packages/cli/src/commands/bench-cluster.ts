@@ -106,8 +106,8 @@ export function clusterBenchCommand(): Command {
         int,
       )
       .option(
-        '--overlap-push',
-        "start the next batch once a push is sent, not answered (the worker's overlapPush; experimental)",
+        '--no-overlap-push',
+        "start the next batch only once a push is answered (the worker's overlapPush off; it is on by default)",
       )
       .option('--lr <x>', 'Adam learning rate (both sides)', num, 3e-3)
       .option('--threads <n>', 'compute threads per worker', int)
@@ -138,7 +138,7 @@ export function clusterBenchCommand(): Command {
           sync: o.sync === true,
           backlog: o.backlog === true,
           ...(o.inFlight !== undefined ? { inFlight: o.inFlight } : {}),
-          ...(o.overlapPush ? { overlapPush: true } : {}),
+          ...(o.overlapPush === false ? { overlapPush: false } : {}),
           lr: o.lr,
           ...busInput(o),
           tap: o.tap,
