@@ -54,6 +54,9 @@ export interface ManifestRecoveryContext {
 
 /** Re-forms the batches an earlier owner of a partition left manifests for, and pushes them again. */
 export class ManifestRecovery {
+  /** When old recovery decisions were last pruned. */
+  private prunedAt = -Infinity;
+
   constructor(private readonly ctx: ManifestRecoveryContext) {}
 
   /**
@@ -209,7 +212,7 @@ export class ManifestRecovery {
     const seen = [...present].sort((a, b) => a - b);
     const parts = await this.untilDone(f, 'agree on recovered parts', () => agreeParts(kv, m.id, seen));
     if (parts === undefined) return undefined;
-    if (parts.length === seen.length && parts.every((q, i) => q === seen[i])) this.pruneLater(kv);
+    this.pruneLater(kv);
     if (!parts.includes(p)) {
       // an earlier recoverer saw no valid copy here: this partition's events are trained from
       // their redeliveries, so this copy must not apply them too
@@ -233,8 +236,11 @@ export class ManifestRecovery {
     return { ...m, ex };
   }
 
-  /** Old recovery decisions go (rarely: after a decision of ours), never blocking recovery. */
+  /** Old recovery decisions go (at most every 10 minutes), never blocking recovery. */
   private pruneLater(kv: KV): void {
+    const now = Date.now();
+    if (now - this.prunedAt < 600_000) return;
+    this.prunedAt = now;
     const maxAgeMs = Math.max(3_600_000, 4 * this.ctx.holdMs);
     pruneDecisions(kv, this.ctx.keys, maxAgeMs).catch((e: unknown) =>
       this.ctx.log('info', 'old recovery decisions not pruned', { error: String(e) }),
