@@ -24,13 +24,18 @@ export class ForgottenUsers {
     this.hashes.add(forgottenUserHash(user));
   }
 
-  /** Loads every `forgotten.<hash>` key of the cluster KV (at start: replays see them too). */
-  async load(kv: KV): Promise<number> {
-    let n = 0;
-    for await (const key of await kv.keys(`${forgottenUserPrefix}>`)) {
-      this.hashes.add(key.slice(forgottenUserPrefix.length));
-      n++;
-    }
-    return n;
+  /**
+   * Loads every `forgotten.<hash>` key of the cluster KV (at start: replays see them too).
+   * `keys` lists them completely (the worker passes `kvKeys` of @freshet/nats: `kv.keys()` can
+   * stop early, and a user missed here would be trained on again); without it, `kv.keys()`.
+   * Deletions are never undone, so a key listed with a delete marker still counts.
+   */
+  async load(kv: KV, keys?: (filter: string) => Promise<string[]>): Promise<number> {
+    const filter = `${forgottenUserPrefix}>`;
+    const listed: string[] = [];
+    if (keys) listed.push(...(await keys(filter)));
+    else for await (const key of await kv.keys(filter)) listed.push(key);
+    for (const key of listed) this.hashes.add(key.slice(forgottenUserPrefix.length));
+    return listed.length;
   }
 }
