@@ -1,4 +1,3 @@
-import type { KV } from 'nats';
 import { forgottenUserHash, forgottenUserPrefix } from '@freshet/protocol';
 
 /**
@@ -26,15 +25,12 @@ export class ForgottenUsers {
 
   /**
    * Loads every `forgotten.<hash>` key of the cluster KV (at start: replays see them too).
-   * `keys` lists them completely (the worker passes `kvKeys` of @freshet/nats: `kv.keys()` can
-   * stop early, and a user missed here would be trained on again); without it, `kv.keys()`.
-   * Deletions are never undone, so a key listed with a delete marker still counts.
+   * `keys` must list them completely (`kvKeys` of @freshet/nats: `kv.keys()` can stop early, and
+   * a user missed here would be trained on again). Deletions are never undone, so a key listed
+   * with a delete marker still counts.
    */
-  async load(kv: KV, keys?: (filter: string) => Promise<string[]>): Promise<number> {
-    const filter = `${forgottenUserPrefix}>`;
-    const listed: string[] = [];
-    if (keys) listed.push(...(await keys(filter)));
-    else for await (const key of await kv.keys(filter)) listed.push(key);
+  async load(keys: (filter: string) => Promise<string[]>): Promise<number> {
+    const listed = await keys(`${forgottenUserPrefix}>`);
     for (const key of listed) this.hashes.add(key.slice(forgottenUserPrefix.length));
     return listed.length;
   }

@@ -1,4 +1,5 @@
 import type { KV } from 'nats';
+import { isConflict } from './kv-errors.js';
 
 /**
  * Which parts of a batch of several partitions are recovered, agreed once for all recoverers.
@@ -16,8 +17,6 @@ export function decisionKey(id: string): string {
   return `mfd.${id}`;
 }
 
-const exists = (e: unknown) => /wrong last sequence|key exists/i.test(String(e));
-
 /**
  * The agreed parts of batch `id`: `seen` (sorted) when this recoverer decides first, else the
  * earlier decision. `kv` reads from the stream leader. Throws what KV throws (the caller retries).
@@ -29,7 +28,7 @@ export async function agreeParts(kv: KV, id: string, seen: readonly number[]): P
       await kv.create(key, new TextEncoder().encode(JSON.stringify({ parts: seen })));
       return [...seen];
     } catch (e) {
-      if (!exists(e)) throw e;
+      if (!isConflict(e)) throw e;
     }
     const got = await kv.get(key);
     if (got && got.operation === 'PUT' && got.length > 0) {

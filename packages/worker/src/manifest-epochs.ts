@@ -1,4 +1,5 @@
 import type { KV, KvEntry } from 'nats';
+import { isConflict } from './kv-errors.js';
 
 /**
  * Ownership epochs of a partition's manifest slots, so that a manifest copy stored after its
@@ -68,7 +69,7 @@ export async function beginEpoch(kv: KV, p: number, tag: string): Promise<EpochH
       rev = e ? await kv.update(key, value, e.revision) : await kv.create(key, value);
     } catch (err) {
       // another owner's epoch came first (a lease that changed hands meanwhile): read it again
-      if (/wrong last sequence|key exists/i.test(String(err))) continue;
+      if (isConflict(err)) continue;
       throw err;
     }
     return { epochs: [{ tag, rev }, ...kept] };

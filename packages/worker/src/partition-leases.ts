@@ -1,6 +1,7 @@
 import type { JetStreamManager, KV, StoredMsg } from 'nats';
 import { fmix32, hashString64 } from '@freshet/protocol';
 import type { WorkerLog } from './worker-types.js';
+import { isConflict, isMissing } from './kv-errors.js';
 
 /**
  * Partition ownership through leases in the cluster's JetStream KV bucket.
@@ -102,18 +103,6 @@ function asLease(v: unknown): Lease | null {
   return l && typeof l.owner === 'string' && typeof l.exp === 'number'
     ? { owner: l.owner, exp: l.exp }
     : null;
-}
-
-/** JetStream's "wrong last sequence": a compare-and-set lost to a write in between. */
-function isConflict(e: unknown): boolean {
-  const err = e as { api_error?: { err_code?: number }; message?: string };
-  return err?.api_error?.err_code === 10071 || /wrong last sequence/i.test(err?.message ?? '');
-}
-
-/** "no message found": the key was never written (or purged away). */
-function isMissing(e: unknown): boolean {
-  const err = e as { api_error?: { err_code?: number }; message?: string };
-  return err?.api_error?.err_code === 10037 || /no message found/i.test(err?.message ?? '');
 }
 
 const scratch = new Uint32Array(2);

@@ -414,7 +414,7 @@ export class Worker implements ProcessActor {
       this.kv = await this.js.views.kv(this.subj.kvBucket, { history: 1, replicas });
       this.kvLeader = await this.js.views.kv(this.subj.kvBucket, { bindOnly: true, allow_direct: false });
       // before any partition is fetched: a replay of a forgotten user's events stays dropped
-      await this.forgotten.load(this.kv, (filter) => kvKeys(jsm, this.subj.kvBucket, filter));
+      await this.forgotten.load((filter) => kvKeys(jsm, this.subj.kvBucket, filter));
       this.encoderStats = new EncoderStatsPublisher(
         this.kv,
         o.id,
