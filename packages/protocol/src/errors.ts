@@ -26,6 +26,7 @@ export const errorCodes = [
   'NON_FINITE_STATE', // applying a finite push made a weight or optimizer state non-finite: rolled back
   'ILLEGAL_STATE', // an actor asked for a transition its state machine forbids (start twice, start after stop)
   'CONFLICT', // a compare-and-set lost to a concurrent change (the shard placement, a lease): read again
+  'SESSION_UNKNOWN', // a push named a pull whose keys the shard no longer holds (restart, expiry): send the keys
 ] as const;
 
 /**

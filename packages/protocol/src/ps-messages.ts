@@ -59,6 +59,11 @@ export const pullHeaderSchema = z.object({
   state: z.boolean().optional(),
   /** Embedding rows in the reply as binary16. */
   half: z.boolean().optional(),
+  /**
+   * Names this pull so the batch's push can name it instead of repeating its keys (see
+   * {@link PushTable.keyless}); unique per batch and worker incarnation.
+   */
+  session: z.string().min(1).max(256).optional(),
   tables: z.array(z.object({ t: tableId, n: count })).max(4096),
 });
 export type PullHeader = z.infer<typeof pullHeaderSchema>;
@@ -73,6 +78,8 @@ export interface PullRequest {
   state?: boolean | undefined;
   /** Asks for embedding rows as binary16 (half the bytes; dense tensors and state stay f32). */
   half?: boolean | undefined;
+  /** Asks the shard to keep the keys for the push that follows (see {@link pullHeaderSchema}). */
+  session?: string | undefined;
   tables: PullTable[];
 }
 
@@ -82,6 +89,7 @@ export function encodePull(req: PullRequest): Uint8Array {
   if (req.clock !== undefined) h.clock = req.clock;
   if (req.state) h.state = true;
   if (req.half) h.half = true;
+  if (req.session !== undefined) h.session = req.session;
   return encodeFrame(
     h,
     req.tables.map((t) => t.keys),
@@ -96,6 +104,7 @@ export function decodePull(data: Uint8Array): PullRequest {
     clock: h.clock,
     state: h.state,
     half: h.half,
+    session: h.session,
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, i);
       if (keys.length !== t.n * 2) wrongLength('pull keys', keys.length, t.n * 2);
@@ -106,6 +115,11 @@ export function decodePull(data: Uint8Array): PullRequest {
 
 export const pullReplyHeaderSchema = z.object({
   version,
+  /**
+   * The shard kept this pull's keys under its `session`: the push may leave them out. Absent when
+   * the shard did not (a shard that predates sessions, or one whose session memory is full).
+   */
+  session: z.literal(true).optional(),
   tables: z.array(z.object({ t: tableId, n: count, dim: z.number().int().min(1) })),
 });
 export interface PullReplyTable {
@@ -118,11 +132,17 @@ export interface PullReplyTable {
 export interface PullReply {
   /** The shard's version when the values were read: echo it in the push as `base`. */
   version: number;
+  /** The shard kept the pull's keys (see {@link pullReplyHeaderSchema}). */
+  session?: boolean | undefined;
   tables: PullReplyTable[];
 }
 export function encodePullReply(r: PullReply): Uint8Array {
   return encodeFrame(
-    { version: r.version, tables: r.tables.map((t) => ({ t: t.t, n: t.values.length / t.dim, dim: t.dim })) },
+    {
+      version: r.version,
+      ...(r.session ? { session: true } : {}),
+      tables: r.tables.map((t) => ({ t: t.t, n: t.values.length / t.dim, dim: t.dim })),
+    },
     r.tables.map((t) => (t.half ? toHalf(t.values) : t.values)),
   );
 }
@@ -132,6 +152,7 @@ export function decodePullReply(data: Uint8Array): PullReply {
   expectArrays(frame, h.tables.length);
   return {
     version: h.version,
+    session: h.session,
     tables: h.tables.map((t, i) => {
       const values = f32(frame, i);
       if (values.length !== t.n * t.dim) wrongLength('pull values', values.length, t.n * t.dim);
@@ -178,12 +199,19 @@ export const pushHeaderSchema = z.object({
    * step, no staleness policy.
    */
   add: z.literal(true).optional(),
+  /** The pull (its `session`) whose keys the tables marked `s` stand on. */
+  session: z.string().min(1).max(256).optional(),
   tables: z
     .array(
       z.object({
         t: tableId,
         n: count,
         dim: z.number().int().min(1),
+        /**
+         * Keys left out: they are this table's keys in the session's pull, in that order (the
+         * frame holds an empty key array in their place).
+         */
+        s: z.literal(1).optional(),
         /**
          * The gradients went as binary16 scaled by 2^e (see {@link PushTable.half}): the decoder
          * multiplies by 2^-e. Absent: float32 as they are.
@@ -209,6 +237,11 @@ export interface PushTable {
    * (exact in float32) that puts its largest |g| near 2^14, and the header carries the exponent.
    */
   half?: boolean | undefined;
+  /**
+   * Leave the keys out: they are this table's keys in the request's `session` pull, in the same
+   * order (8 bytes a row less). Decoded, `keys` is empty until the shard fills it from the pull.
+   */
+  keyless?: boolean | undefined;
 }
 export interface PushRequest {
   id: string;
@@ -222,6 +255,8 @@ export interface PushRequest {
   examples?: number | undefined;
   /** Weight deltas to add (see {@link pushHeaderSchema}). */
   add?: boolean | undefined;
+  /** The pull whose keys the keyless tables stand on. */
+  session?: string | undefined;
   tables: PushTable[];
 }
 
@@ -232,24 +267,34 @@ export function encodePush(req: PushRequest): Uint8Array {
     worker: req.worker,
     clock: req.clock,
     base: req.base,
-    tables: req.tables.map((t) => ({ t: t.t, n: t.keys.length / 2, dim: t.dim })),
+    tables: req.tables.map((t) =>
+      t.keyless
+        ? { t: t.t, n: t.counts.length, dim: t.dim, s: 1 as const }
+        : { t: t.t, n: t.keys.length / 2, dim: t.dim },
+    ),
   };
+  if (req.session === undefined && req.tables.some((t) => t.keyless))
+    throw new FreshetError('BAD_REQUEST', 'a keyless push table needs the push to name its session');
   const arrays: FrameArray[] = [];
   req.tables.forEach((t, i) => {
+    const keys = t.keyless ? NO_KEYS : t.keys;
     if (!t.half) {
-      arrays.push(t.keys, t.grads, t.counts);
+      arrays.push(keys, t.grads, t.counts);
       return;
     }
     const { bits, e } = scaledHalf(t.grads);
     if (e !== 0) h.tables[i]!.e = e;
-    arrays.push(t.keys, bits, t.counts);
+    arrays.push(keys, bits, t.counts);
   });
+  if (req.session !== undefined) h.session = req.session;
   if (req.eventTs !== undefined) h.eventTs = req.eventTs;
   if (req.lrScale !== undefined && req.lrScale !== 1) h.lrScale = req.lrScale;
   if (req.examples !== undefined && req.examples !== 1) h.examples = req.examples;
   if (req.add) h.add = true;
   return encodeFrame(h, arrays);
 }
+
+const NO_KEYS = new Uint32Array(0);
 
 /** Largest |g| lands in [2^14, 2^15): well inside binary16 (max 65504) with full precision. */
 function scaledHalf(g: Float32Array): { bits: Uint16Array; e: number } {
@@ -280,6 +325,7 @@ export function decodePush(data: Uint8Array): PushRequest {
     lrScale: h.lrScale,
     examples: h.examples,
     add: h.add,
+    session: h.session,
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, 3 * i);
       const grads = f32(frame, 3 * i + 1);
@@ -293,10 +339,16 @@ export function decodePush(data: Uint8Array): PushRequest {
         for (let j = 0; j < grads.length; j++) grads[j] = grads[j]! * unscale;
       }
       const counts = u32(frame, 3 * i + 2);
-      if (keys.length !== t.n * 2) wrongLength('push keys', keys.length, t.n * 2);
+      const keyless = t.s === 1;
+      if (keyless && h.session === undefined)
+        throw new FreshetError('BAD_REQUEST', `push table ${t.t}: keys left out but no session named`);
+      if (keys.length !== (keyless ? 0 : t.n * 2))
+        wrongLength('push keys', keys.length, keyless ? 0 : t.n * 2);
       if (grads.length !== t.n * t.dim) wrongLength('push grads', grads.length, t.n * t.dim);
       if (counts.length !== t.n) wrongLength('push counts', counts.length, t.n);
-      return { t: t.t, dim: t.dim, keys, grads, counts };
+      return keyless
+        ? { t: t.t, dim: t.dim, keys, grads, counts, keyless: true }
+        : { t: t.t, dim: t.dim, keys, grads, counts };
     }),
   };
 }

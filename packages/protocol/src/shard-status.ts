@@ -57,6 +57,20 @@ export const shardStatusSchema = z.object({
   sync: z
     .object({ steps: z.number(), pushes: z.number(), timeouts: z.number(), members: z.number() })
     .optional(),
+  /**
+   * Pull sessions (a push naming its pull instead of repeating the keys): held now (count and
+   * bytes), pushes resolved from them, pushes that named one no longer held (sent again with
+   * keys), sessions dropped for age or the byte budget. Absent from older shards.
+   */
+  pullSessions: z
+    .object({
+      sessions: z.number(),
+      bytes: z.number(),
+      resolved: z.number(),
+      unknown: z.number(),
+      dropped: z.number(),
+    })
+    .optional(),
   tables: z.array(z.object({ t: z.number(), name: z.string(), rows: z.number(), bytes: z.number() })),
 });
 export type ShardStatus = z.infer<typeof shardStatusSchema>;

@@ -28,6 +28,19 @@ export const shardLimitsSchema = z.object({
     .int()
     .min(1024)
     .default(512 * 1024),
+  /**
+   * Bytes of pulled keys kept for the pushes that follow (a push names its pull instead of
+   * repeating the keys: 8 bytes a row). 0 turns it off: pulls are answered without a session
+   * and workers send keys. When full the oldest session goes; its push then costs one more
+   * round trip (SESSION_UNKNOWN, sent again with keys).
+   */
+  pullSessionBytes: z
+    .number()
+    .int()
+    .min(0)
+    .default(64 * 1024 * 1024),
+  /** How long a pull's keys wait for its push (a worker that died never pushes). */
+  pullSessionTtlMs: z.number().int().min(100).default(30_000),
   /** Push ids remembered for idempotent retries. */
   recentPushIds: z.number().int().min(16).default(65_536),
   /** Admission sketch counters per row (4 rows, 2 bytes each) for tables with minCount > 1. */

@@ -49,6 +49,7 @@ import {
   type ShardOptions,
   type ShardOptionsInput,
 } from './shard-options.js';
+import { PullSessions } from './pull-sessions.js';
 import { ShardCore } from './shard-core.js';
 import { RecentTimings, SspGate } from './staleness.js';
 import { combineStep, isSyncModel, SyncSteps, type StepReply } from './sync-steps.js';
@@ -141,6 +142,7 @@ export class Shard implements ProcessActor {
   private lastCheckpoint: ShardStatus['lastCheckpoint'] = null;
   private readonly inflightIds = new Map<string, Promise<void>>();
   private readonly applyTimings = new RecentTimings();
+  private sessions: PullSessions | undefined;
   private readonly walTimings = new RecentTimings();
   private rate = { at: Date.now(), updates: 0, pushes: 0, updatesPerS: 0, pushesPerS: 0 };
   private readonly log: ActorLog;
@@ -437,6 +439,7 @@ export class Shard implements ProcessActor {
       maxBytes: o.limits.maxPushBytes,
       onError: (e: FreshetError | Error) => this.countError(e),
     };
+    const sessions = (this.sessions = new PullSessions(o.limits.pullSessionBytes, o.limits.pullSessionTtlMs));
     const sspBound = Math.min(
       ...core.tables.filter((t) => t.spec.staleness.policy === 'ssp').map((t) => t.spec.staleness.bound),
     );
@@ -447,11 +450,16 @@ export class Shard implements ProcessActor {
         (data) => {
           this.guard();
           const req = decodePull(aligned(data));
+          const answer = () => {
+            const reply = core.pull(req);
+            if (sessions.remember(req)) reply.session = true;
+            return encodePullReply(reply);
+          };
           if (this.ssp && req.worker !== undefined && req.clock !== undefined) {
             const wait = this.ssp.admit(req.worker, req.clock, sspBound);
-            if (wait) return wait.then(() => encodePullReply(core.pull(req)));
+            if (wait) return wait.then(answer);
           }
-          return encodePullReply(core.pull(req));
+          return answer();
         },
         common,
       ),
@@ -487,20 +495,26 @@ export class Shard implements ProcessActor {
     this.guard();
     const data = aligned(raw);
     const core = this.core;
-    const req = decodePush(data);
-    const prior = core.appliedVersion(req.id);
+    const sent = decodePush(data);
+    const prior = core.appliedVersion(sent.id);
     if (prior !== undefined) {
       core.duplicates++;
       const reply = encodePushReply({ version: prior, staleness: 0, applied: 0, duplicate: true });
       // A retry of a push still being logged is answered once the original is durable.
-      const pending = this.inflightIds.get(req.id);
+      const pending = this.inflightIds.get(sent.id);
       return pending ? pending.then(() => reply) : reply;
     }
-    if (this.sync && !req.add) return this.joinStep(this.sync, req);
+    const req = this.sessions ? this.sessions.resolve(sent) : sent;
+    if (this.sync && !req.add) {
+      // a step's push is answered duplicate from here on, or refused for good
+      this.sessions?.release(sent.session);
+      return this.joinStep(this.sync, req);
+    }
     this.ssp?.observe(req.worker, req.clock);
     const ts = Date.now();
     const t0 = performance.now();
     const res = core.applyPush(req, ts);
+    this.sessions?.release(sent.session);
     const t1 = performance.now();
     this.applyTimings.record(t1 - t0);
     const reply = encodePushReply({
@@ -512,7 +526,13 @@ export class Shard implements ProcessActor {
     if (!this.wal) return reply;
     // The frame as applied: the request bytes (copied: the connection may reuse its buffer),
     // or the compensated push for DC-ASGD so a replay applies exactly the same update.
-    const payload = res.dcApplied ? encodePush(res.effective) : data === raw ? raw.slice() : data;
+    // A push that named its pull is logged with the keys filled in: a replay has no sessions.
+    const payload =
+      res.dcApplied || req !== sent
+        ? encodePush(res.dcApplied ? res.effective : req)
+        : data === raw
+          ? raw.slice()
+          : data;
     const durable = this.wal.append({ kind: 'push', ts, tau: res.tau, dcApplied: res.dcApplied, payload });
     this.inflightIds.set(req.id, durable);
     return durable.then(
@@ -624,6 +644,7 @@ export class Shard implements ProcessActor {
       this.rate.pushesPerS = (core.pushes - this.rate.pushes) / dt;
       this.rate = { ...this.rate, at: now, updates: core.rowUpdates, pushes: core.pushes };
     }
+    this.sessions?.sweep(now);
     for (const { t, keys } of core.expired(now, this.options.limits.evictScanRows)) {
       // Log first, in order with the pushes around it, then remove: a replay evicts the same rows.
       void this.wal?.append({ kind: 'evict', ts: now, t, keys }).catch((e: unknown) => this.fail(e));
@@ -952,6 +973,7 @@ export class Shard implements ProcessActor {
             },
           }
         : {}),
+      ...(this.sessions?.enabled ? { pullSessions: this.sessions.stats() } : {}),
       tables: (core?.tables ?? []).map((t) => ({
         t: t.id,
         name: t.spec.name,

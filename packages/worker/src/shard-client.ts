@@ -56,6 +56,11 @@ export interface PulledRows {
   base: Map<number, number>;
   /** Table ids whose rows are shared with the dense cache: copy, never transfer them. */
   shared: Set<number>;
+  /**
+   * Shard → the pull session that shard kept the keys of, and the tables pulled in it: the
+   * push to that shard names the session instead of repeating those tables' keys.
+   */
+  sessions: Map<number, { id: string; tables: ReadonlySet<number> }>;
 }
 
 export interface ShardClientOptions {
@@ -71,6 +76,11 @@ export interface ShardClientOptions {
   halfPull?: boolean | undefined;
   /** Push embedding rows' gradients as binary16, scaled per table (half the push bytes). */
   halfPush?: boolean | undefined;
+  /**
+   * Name each pull so its push can leave the keys out where the shard kept them (worker option
+   * `pullSessions`). Shards that do not keep them answer without a session and get the keys.
+   */
+  pullSessions?: boolean | undefined;
   signal?: AbortSignal | undefined;
 }
 
@@ -139,7 +149,10 @@ export class ShardClient {
   /** Highest version seen per shard, from pull and push replies. */
   private readonly known = new Map<number, number>();
   /** Requests sent (pull + push, retries included), for tests and status. */
-  requests = { pull: 0, push: 0, retries: 0, denseCacheHits: 0 };
+  requests = { pull: 0, push: 0, retries: 0, denseCacheHits: 0, keylessPushes: 0, sessionMisses: 0 };
+  /** Pull session ids: unique per incarnation (a restarted worker must not name an old pull). */
+  private readonly sessionPrefix = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+  private sessionSeq = 0;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -228,6 +241,7 @@ export class ShardClient {
     const rows: (Float32Array | undefined)[] = [];
     const shared = new Set<number>();
     const base = new Map<number, number>();
+    const sessions: PulledRows['sessions'] = new Map();
     for (const [t, n] of plan.rowsOf)
       rows[t] = new Float32Array(n * pullWidth(this.o.spec.tables[t]!, this.state));
     await Promise.all(
@@ -248,7 +262,9 @@ export class ShardClient {
           return;
         }
         const req: PullTable[] = want.map((p) => ({ t: p.t, keys: p.keys }));
+        const session = this.o.pullSessions ? `${this.sessionPrefix}.${++this.sessionSeq}` : undefined;
         const payload = encodePull({
+          session,
           worker: this.o.worker,
           clock: opts.clock,
           state: this.state || undefined,
@@ -267,6 +283,8 @@ export class ShardClient {
         }, opts.onRetry);
         this.observe(shard, reply.version);
         base.set(shard, Math.min(cachedBase, reply.version));
+        if (session !== undefined && reply.session)
+          sessions.set(shard, { id: session, tables: new Set(want.map((p) => p.t)) });
         if (reply.tables.length !== want.length) {
           throw new FreshetError(
             'BAD_FRAME',
@@ -298,7 +316,7 @@ export class ShardClient {
         });
       }),
     );
-    return { rows, base, shared };
+    return { rows, base, shared, sessions };
   }
 
   /**
@@ -318,6 +336,7 @@ export class ShardClient {
       plan.parts.map(async ({ shard, tables }) => {
         if (meta.only && !meta.only.has(shard)) return;
         const pt: PushTable[] = [];
+        const session = pulled.sessions.get(shard);
         for (const p of tables) {
           const g = grads[p.t];
           if (!g) continue;
@@ -337,25 +356,36 @@ export class ShardClient {
             counts: p.counts,
             // never FTRL's state deltas (n outgrows binary16) nor a dense tensor
             ...(this.o.halfPush && !p.dense && !this.state ? { half: true } : {}),
+            ...(session && !p.dense && session.tables.has(p.t) ? { keyless: true } : {}),
           });
         }
         if (pt.length === 0 && !this.sync) {
           out.accepted.add(shard);
           return;
         }
-        const payload = encodePush({
-          id: `${meta.id}.s${shard}`,
-          worker: this.o.worker,
-          clock: meta.clock ?? 0,
-          base: pulled.base.get(shard) ?? 0,
-          eventTs: meta.eventTs,
-          lrScale: meta.lrScale,
-          examples: meta.examples,
-          tables: pt,
-        });
+        const keyless = pt.some((t) => t.keyless);
+        const encode = (withKeys: boolean) =>
+          encodePush({
+            id: `${meta.id}.s${shard}`,
+            worker: this.o.worker,
+            clock: meta.clock ?? 0,
+            base: pulled.base.get(shard) ?? 0,
+            eventTs: meta.eventTs,
+            lrScale: meta.lrScale,
+            examples: meta.examples,
+            session: withKeys ? undefined : session?.id,
+            tables: withKeys ? pt.map((t) => (t.keyless ? { ...t, keyless: false } : t)) : pt,
+          });
         let reply: PushReply;
         try {
-          reply = await this.sendPush(shard, payload, meta.onRetry);
+          if (keyless) this.requests.keylessPushes++;
+          reply = await this.sendPush(shard, encode(!keyless), meta.onRetry).catch((e: unknown) => {
+            // The shard lost the pull's keys (it restarted, or they aged out): the same push
+            // with its keys. Encoded only now: the common case never pays for it.
+            if (!keyless || !hasCode(e, 'SESSION_UNKNOWN')) throw e;
+            this.requests.sessionMisses++;
+            return this.sendPush(shard, encode(true), meta.onRetry);
+          });
         } catch (e) {
           if (hasCode(e, 'STALE')) {
             out.stale.add(shard);

@@ -157,6 +157,13 @@ export const workerOptionsSchema = z.object({
    * sequential FTRL's state deltas are always pushed as float32.
    */
   halfPush: z.boolean().default(false),
+  /**
+   * Name each pull so the batch's push can leave out the keys the shard kept from it (8 bytes a
+   * row: about a fifth of a binary16 push). Lossless; a shard that no longer holds them (it
+   * restarted, or they aged out) answers SESSION_UNKNOWN and the push goes again with its keys,
+   * and a shard that keeps none (`limits.pullSessionBytes: 0`, or older) is sent the keys.
+   */
+  pullSessions: z.boolean().default(true),
   dense: z
     .object({
       mode: z.enum(['shard', 'replica']).default('shard'),

@@ -439,6 +439,7 @@ export class Worker implements ProcessActor {
         denseCacheMaxLag: o.denseCacheMaxLag,
         halfPull: o.halfPull,
         halfPush: o.halfPush,
+        pullSessions: o.pullSessions,
         signal: this.abort.signal,
       });
       if (o.dense.mode === 'replica' && this.model.spec.tables.some((t) => t.kind === 'dense'))
