@@ -24,6 +24,8 @@ export const busOptionsSchema = z.object({
   halfPush: z.boolean().default(false),
   /** Shards publish embedding rows in deltas as binary16 (shard option `halfDeltas`). */
   halfDeltas: z.boolean().default(false),
+  /** Pushes name their pull instead of repeating its keys (worker option `pullSessions`). */
+  pullSessions: z.boolean().default(true),
   /** How the replay publishes events: JSON (any language's default) or msgpack (fewer bytes). */
   encoding: z.enum(['json', 'msgpack']).default('json'),
 });
@@ -31,8 +33,8 @@ export type BusOptions = z.infer<typeof busOptionsSchema>;
 
 /** The bus options of a parsed options object (to hand on to another bench). */
 export function busOptionsOf(o: BusOptions): BusOptions {
-  const { dense, denseSyncExamples, halfPull, halfPush, halfDeltas, encoding } = o;
-  return { dense, denseSyncExamples, halfPull, halfPush, halfDeltas, encoding };
+  const { dense, denseSyncExamples, halfPull, halfPush, halfDeltas, pullSessions, encoding } = o;
+  return { dense, denseSyncExamples, halfPull, halfPush, halfDeltas, pullSessions, encoding };
 }
 
 /** The bus options as a bench result reports them. */
@@ -43,6 +45,7 @@ export function busReport(o: BusOptions): Record<string, unknown> {
     half_pull: o.halfPull,
     half_push: o.halfPush,
     half_deltas: o.halfDeltas,
+    pull_sessions: o.pullSessions,
     encoding: o.encoding,
   };
 }

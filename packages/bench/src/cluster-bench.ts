@@ -546,6 +546,7 @@ export async function runClusterBench<A extends BenchActor>(
         dense: { mode: o.dense, syncExamples: o.denseSyncExamples },
         halfPull: o.halfPull,
         halfPush: o.halfPush,
+        pullSessions: o.pullSessions,
         ...(o.inFlight !== undefined ? { maxInFlightBatches: o.inFlight } : {}),
         ...(o.overlapPush !== undefined ? { overlapPush: o.overlapPush } : {}),
         ...(o.window !== undefined ? { metrics: { window: o.window } } : {}),

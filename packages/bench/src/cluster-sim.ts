@@ -97,6 +97,8 @@ export interface SimKnobs {
   halfPull?: boolean;
   halfPush?: boolean;
   halfDeltas?: boolean;
+  /** Pushes name their pull instead of repeating its keys (worker `pullSessions`): 8 bytes a row less. */
+  pullSessions?: boolean;
   /**
    * The shard option of the same name (built): each shard process (or host) stretches its delta
    * tick so that a serving node receives at most this many delta messages per second in all,
@@ -376,7 +378,8 @@ export function simulate(
   const rowBytes = knobs.avgDim * 4 + 8;
   const halfRow = knobs.avgDim * 2 + 8;
   const pullRowBytes = knobs.halfPull ? halfRow : rowBytes;
-  const pushRowBytes = (knobs.halfPush ? halfRow : rowBytes) + 4;
+  // + the row's count; − its key where the push names its pull
+  const pushRowBytes = (knobs.halfPush ? halfRow : rowBytes) + 4 - (knobs.pullSessions ? 8 : 0);
   const deltaRowBytes = knobs.halfDeltas ? halfRow : rowBytes;
   const denseFloats = costs.denseFloats / D;
   const denseBytes = denseFloats * 4;

@@ -83,7 +83,7 @@ export interface ScalingDesign {
   knobs: SimKnobs;
 }
 
-const base: SimKnobs = { ...defaultKnobs, feedbackBytes: criteoFeedbackBytes };
+const base: SimKnobs = { ...defaultKnobs, feedbackBytes: criteoFeedbackBytes, pullSessions: true };
 /** Bytes of one msgpack Criteo event (`bench wire --encoding msgpack`). */
 export const criteoMsgpackBytes = 494;
 /** The built byte savings together, and several smaller workers per machine. */
@@ -180,6 +180,7 @@ const clusterResultSchema = z.object({
   half_pull: z.boolean().optional(),
   half_push: z.boolean().optional(),
   half_deltas: z.boolean().optional(),
+  pull_sessions: z.boolean().optional(),
   tap: z.unknown().optional(),
   examples: z.number().positive().optional(),
   cpu_s: z.record(z.string(), z.number()).optional(),
@@ -227,6 +228,8 @@ function localModel(r: ClusterResult, cores: number): { layout: SimLayout; knobs
       halfPull: r.half_pull === true,
       halfPush: r.half_push === true,
       halfDeltas: r.half_deltas === true,
+      // results from before pull sessions carry no flag: their pushes had keys
+      pullSessions: r.pull_sessions === true,
       inFlightBatches: r.in_flight ?? (r.batch >= 128 ? 2 : 1),
       overlapPush: r.overlap_push === true,
       ...(r.dense === 'replica'

@@ -8,6 +8,8 @@ export interface BusFlags {
   halfPull?: boolean;
   halfPush?: boolean;
   halfDeltas?: boolean;
+  /** commander's `--no-pull-sessions`: true unless given. */
+  pullSessions?: boolean;
   encoding: 'json' | 'msgpack';
 }
 
@@ -24,6 +26,7 @@ export function withBusFlags(c: Command): Command {
     .option('--half-pull', 'workers pull embedding rows as binary16')
     .option('--half-push', "workers push embedding rows' gradients as binary16 (scaled per table)")
     .option('--half-deltas', 'shards publish embedding rows in deltas as binary16')
+    .option('--no-pull-sessions', "pushes repeat their pull's keys (the default names the pull instead)")
     .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json');
 }
 
@@ -35,6 +38,7 @@ export function busInput(o: BusFlags) {
     halfPull: o.halfPull === true,
     halfPush: o.halfPush === true,
     halfDeltas: o.halfDeltas === true,
+    pullSessions: o.pullSessions !== false,
     encoding: o.encoding,
   };
 }
