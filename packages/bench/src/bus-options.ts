@@ -26,6 +26,11 @@ export const busOptionsSchema = z.object({
   halfDeltas: z.boolean().default(false),
   /** Pushes name their pull instead of repeating its keys (worker option `pullSessions`). */
   pullSessions: z.boolean().default(true),
+  /**
+   * How often shards publish deltas (shard option `deltaIntervalMs`, 5 by default): a longer
+   * interval sends a row changed by several batches once, for that much freshness.
+   */
+  deltaIntervalMs: z.number().min(1).max(60_000).default(5),
   /** How the replay publishes events: JSON (any language's default) or msgpack (fewer bytes). */
   encoding: z.enum(['json', 'msgpack']).default('json'),
 });
@@ -33,8 +38,26 @@ export type BusOptions = z.infer<typeof busOptionsSchema>;
 
 /** The bus options of a parsed options object (to hand on to another bench). */
 export function busOptionsOf(o: BusOptions): BusOptions {
-  const { dense, denseSyncExamples, halfPull, halfPush, halfDeltas, pullSessions, encoding } = o;
-  return { dense, denseSyncExamples, halfPull, halfPush, halfDeltas, pullSessions, encoding };
+  const {
+    dense,
+    denseSyncExamples,
+    halfPull,
+    halfPush,
+    halfDeltas,
+    pullSessions,
+    deltaIntervalMs,
+    encoding,
+  } = o;
+  return {
+    dense,
+    denseSyncExamples,
+    halfPull,
+    halfPush,
+    halfDeltas,
+    pullSessions,
+    deltaIntervalMs,
+    encoding,
+  };
 }
 
 /** The bus options as a bench result reports them. */
@@ -46,6 +69,7 @@ export function busReport(o: BusOptions): Record<string, unknown> {
     half_push: o.halfPush,
     half_deltas: o.halfDeltas,
     pull_sessions: o.pullSessions,
+    delta_interval_ms: o.deltaIntervalMs,
     encoding: o.encoding,
   };
 }

@@ -532,7 +532,7 @@ export async function runClusterBench<A extends BenchActor>(
     shards: {
       count: o.shards,
       ...(o.shardHosts !== undefined ? { hosts: o.shardHosts } : {}),
-      ...(o.halfDeltas ? { options: { halfDeltas: true } } : {}),
+      options: { halfDeltas: o.halfDeltas, deltaIntervalMs: o.deltaIntervalMs },
     },
     workers: {
       // a backlog's workers start once it is published (phase 1)

@@ -181,6 +181,7 @@ const clusterResultSchema = z.object({
   half_push: z.boolean().optional(),
   half_deltas: z.boolean().optional(),
   pull_sessions: z.boolean().optional(),
+  delta_interval_ms: z.number().optional(),
   tap: z.unknown().optional(),
   examples: z.number().positive().optional(),
   cpu_s: z.record(z.string(), z.number()).optional(),
@@ -230,6 +231,7 @@ function localModel(r: ClusterResult, cores: number): { layout: SimLayout; knobs
       halfDeltas: r.half_deltas === true,
       // results from before pull sessions carry no flag: their pushes had keys
       pullSessions: r.pull_sessions === true,
+      deltaIntervalMs: r.delta_interval_ms ?? base.deltaIntervalMs,
       inFlightBatches: r.in_flight ?? (r.batch >= 128 ? 2 : 1),
       overlapPush: r.overlap_push === true,
       ...(r.dense === 'replica'

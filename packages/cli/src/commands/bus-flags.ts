@@ -10,6 +10,7 @@ export interface BusFlags {
   halfDeltas?: boolean;
   /** commander's `--no-pull-sessions`: true unless given. */
   pullSessions?: boolean;
+  deltaIntervalMs: number;
   encoding: 'json' | 'msgpack';
 }
 
@@ -27,6 +28,7 @@ export function withBusFlags(c: Command): Command {
     .option('--half-push', "workers push embedding rows' gradients as binary16 (scaled per table)")
     .option('--half-deltas', 'shards publish embedding rows in deltas as binary16')
     .option('--no-pull-sessions', "pushes repeat their pull's keys (the default names the pull instead)")
+    .option('--delta-interval-ms <n>', 'shards publish deltas this often', positiveInt, 5)
     .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json');
 }
 
@@ -39,6 +41,7 @@ export function busInput(o: BusFlags) {
     halfPush: o.halfPush === true,
     halfDeltas: o.halfDeltas === true,
     pullSessions: o.pullSessions !== false,
+    deltaIntervalMs: o.deltaIntervalMs,
     encoding: o.encoding,
   };
 }
