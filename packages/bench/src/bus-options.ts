@@ -24,6 +24,10 @@ export const busOptionsSchema = z.object({
   halfPush: z.boolean().default(false),
   /** Shards publish embedding rows in deltas as binary16 (shard option `halfDeltas`). */
   halfDeltas: z.boolean().default(false),
+  /** Workers pull embedding rows of 4+ values as int8 with a scale per row (worker `int8Pull`). */
+  int8Pull: z.boolean().default(false),
+  /** Shards publish embedding rows of 4+ values as int8 with a scale per row (shard `int8Deltas`). */
+  int8Deltas: z.boolean().default(false),
   /** Pushes name their pull instead of repeating its keys (worker option `pullSessions`). */
   pullSessions: z.boolean().default(true),
   /**
@@ -38,22 +42,16 @@ export type BusOptions = z.infer<typeof busOptionsSchema>;
 
 /** The bus options of a parsed options object (to hand on to another bench). */
 export function busOptionsOf(o: BusOptions): BusOptions {
-  const {
-    dense,
-    denseSyncExamples,
-    halfPull,
-    halfPush,
-    halfDeltas,
-    pullSessions,
-    deltaIntervalMs,
-    encoding,
-  } = o;
+  const { dense, denseSyncExamples, halfPull, halfPush, halfDeltas, int8Pull, int8Deltas } = o;
+  const { pullSessions, deltaIntervalMs, encoding } = o;
   return {
     dense,
     denseSyncExamples,
     halfPull,
     halfPush,
     halfDeltas,
+    int8Pull,
+    int8Deltas,
     pullSessions,
     deltaIntervalMs,
     encoding,
@@ -68,6 +66,8 @@ export function busReport(o: BusOptions): Record<string, unknown> {
     half_pull: o.halfPull,
     half_push: o.halfPush,
     half_deltas: o.halfDeltas,
+    int8_pull: o.int8Pull,
+    int8_deltas: o.int8Deltas,
     pull_sessions: o.pullSessions,
     delta_interval_ms: o.deltaIntervalMs,
     encoding: o.encoding,

@@ -532,7 +532,7 @@ export async function runClusterBench<A extends BenchActor>(
     shards: {
       count: o.shards,
       ...(o.shardHosts !== undefined ? { hosts: o.shardHosts } : {}),
-      options: { halfDeltas: o.halfDeltas, deltaIntervalMs: o.deltaIntervalMs },
+      options: { halfDeltas: o.halfDeltas, int8Deltas: o.int8Deltas, deltaIntervalMs: o.deltaIntervalMs },
     },
     workers: {
       // a backlog's workers start once it is published (phase 1)
@@ -545,6 +545,7 @@ export async function runClusterBench<A extends BenchActor>(
         joinClock: { everyMs: 100, lagMs: 200 },
         dense: { mode: o.dense, syncExamples: o.denseSyncExamples },
         halfPull: o.halfPull,
+        int8Pull: o.int8Pull,
         halfPush: o.halfPush,
         pullSessions: o.pullSessions,
         ...(o.inFlight !== undefined ? { maxInFlightBatches: o.inFlight } : {}),

@@ -22,6 +22,7 @@ export {
   type FrameArray,
 } from './frame.js';
 export { fromHalf, halfBits, halfValue, toHalf } from './half.js';
+export { fromQ8, toQ8, q8Bytes, Q8_MIN_DIM } from './q8.js';
 export {
   defaultOptimizer,
   optimizerSchema,
@@ -60,11 +61,13 @@ export {
   decodeSnapshotRequest,
   encodeSnapshotPage,
   decodeSnapshotPage,
+  q8Worthwhile,
   pullHeaderSchema,
   pushHeaderSchema,
   pushReplyHeaderSchema,
   deltaHeaderSchema,
   snapshotRequestSchema,
+  type RowEncoding,
   type PullRequest,
   type PullTable,
   type PullReply,

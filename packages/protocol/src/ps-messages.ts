@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { errorEnvelopeSchema, FreshetError, type ErrorEnvelope } from './errors.js';
-import { decodeFrame, encodeFrame, f32, u32, type Frame, type FrameArray } from './frame.js';
+import { decodeFrame, encodeFrame, f32, i8, u32, type Frame, type FrameArray } from './frame.js';
 import { toHalf } from './half.js';
+import { fromQ8, q8Bytes, Q8_MIN_DIM, toQ8 } from './q8.js';
 
 /**
  * Parameter-server messages: pull, push, delta and snapshot, as tensor frames.
@@ -59,6 +60,8 @@ export const pullHeaderSchema = z.object({
   state: z.boolean().optional(),
   /** Embedding rows in the reply as binary16. */
   half: z.boolean().optional(),
+  /** Embedding rows of dim ≥ 4 in the reply as int8 with a scale per row (q8.ts); narrower as binary16. */
+  q8: z.boolean().optional(),
   /**
    * Names this pull so the batch's push can name it instead of repeating its keys (see
    * {@link PushTable.keyless}); unique per batch and worker incarnation.
@@ -78,6 +81,8 @@ export interface PullRequest {
   state?: boolean | undefined;
   /** Asks for embedding rows as binary16 (half the bytes; dense tensors and state stay f32). */
   half?: boolean | undefined;
+  /** Asks for embedding rows as int8 + a scale per row where dim ≥ 4, binary16 below (q8.ts). */
+  q8?: boolean | undefined;
   /** Asks the shard to keep the keys for the push that follows (see {@link pullHeaderSchema}). */
   session?: string | undefined;
   tables: PullTable[];
@@ -89,6 +94,7 @@ export function encodePull(req: PullRequest): Uint8Array {
   if (req.clock !== undefined) h.clock = req.clock;
   if (req.state) h.state = true;
   if (req.half) h.half = true;
+  if (req.q8) h.q8 = true;
   if (req.session !== undefined) h.session = req.session;
   return encodeFrame(
     h,
@@ -104,6 +110,7 @@ export function decodePull(data: Uint8Array): PullRequest {
     clock: h.clock,
     state: h.state,
     half: h.half,
+    q8: h.q8,
     session: h.session,
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, i);
@@ -120,7 +127,10 @@ export const pullReplyHeaderSchema = z.object({
    * the shard did not (a shard that predates sessions, or one whose session memory is full).
    */
   session: z.literal(true).optional(),
-  tables: z.array(z.object({ t: tableId, n: count, dim: z.number().int().min(1) })),
+  /** `q: 8`: the table's rows are int8 with a scale per row (q8.ts). */
+  tables: z.array(
+    z.object({ t: tableId, n: count, dim: z.number().int().min(1), q: z.literal(8).optional() }),
+  ),
 });
 export interface PullReplyTable {
   t: number;
@@ -128,6 +138,8 @@ export interface PullReplyTable {
   values: Float32Array;
   /** Sent as binary16 (decoded back to float32 on arrival). */
   half?: boolean | undefined;
+  /** Sent as int8 with a scale per row (q8.ts; decoded back to float32 on arrival). */
+  q8?: boolean | undefined;
 }
 export interface PullReply {
   /** The shard's version when the values were read: echo it in the push as `base`. */
@@ -141,11 +153,46 @@ export function encodePullReply(r: PullReply): Uint8Array {
     {
       version: r.version,
       ...(r.session ? { session: true } : {}),
-      tables: r.tables.map((t) => ({ t: t.t, n: t.values.length / t.dim, dim: t.dim })),
+      tables: r.tables.map((t) => ({
+        t: t.t,
+        n: t.values.length / t.dim,
+        dim: t.dim,
+        ...(t.q8 ? { q: 8 as const } : {}),
+      })),
     },
-    r.tables.map((t) => (t.half ? toHalf(t.values) : t.values)),
+    r.tables.map((t) => rowsOut(t)),
   );
 }
+
+/** A table's rows as they travel: int8 + scales, binary16 or float32. */
+function rowsOut(t: {
+  dim: number;
+  values: Float32Array;
+  half?: boolean | undefined;
+  q8?: boolean | undefined;
+}) {
+  return t.q8 ? toQ8(t.values, t.dim) : t.half ? toHalf(t.values) : t.values;
+}
+/** The rows of table i back as float32, checked against n × dim. */
+function rowsIn(frame: Frame, i: number, t: { n: number; dim: number; q?: 8 | undefined }, what: string) {
+  if (t.q === 8) {
+    const bytes = i8(frame, i);
+    if (bytes.length !== q8Bytes(t.n, t.dim)) wrongLength(what, bytes.length, q8Bytes(t.n, t.dim));
+    return fromQ8(bytes, t.dim);
+  }
+  const values = f32(frame, i);
+  if (values.length !== t.n * t.dim) wrongLength(what, values.length, t.n * t.dim);
+  return values;
+}
+
+/** Whether a table of this width goes as int8 when int8 is asked for (narrower: binary16). */
+export const q8Worthwhile = (dim: number) => dim >= Q8_MIN_DIM;
+
+/**
+ * How embedding rows' values travel: float32, binary16, or int8 with a scale per row where the
+ * row has {@link Q8_MIN_DIM} or more values (binary16 below).
+ */
+export type RowEncoding = 'f32' | 'f16' | 'q8';
 export function decodePullReply(data: Uint8Array): PullReply {
   const frame = throwIfErrorReply(decodeFrame(data));
   const h = header(pullReplyHeaderSchema, frame);
@@ -154,8 +201,7 @@ export function decodePullReply(data: Uint8Array): PullReply {
     version: h.version,
     session: h.session,
     tables: h.tables.map((t, i) => {
-      const values = f32(frame, i);
-      if (values.length !== t.n * t.dim) wrongLength('pull values', values.length, t.n * t.dim);
+      const values = rowsIn(frame, i, t, 'pull values');
       return { t: t.t, dim: t.dim, values };
     }),
   };
@@ -382,7 +428,9 @@ export const deltaHeaderSchema = z.object({
   ts: z.number(),
   /** Oldest event publication times of the pushes folded into this delta (freshness probes). */
   eventTs: z.array(z.number()).max(1024).default([]),
-  tables: z.array(z.object({ t: tableId, n: count, dim: z.number().int().min(1), dead: count })),
+  tables: z.array(
+    z.object({ t: tableId, n: count, dim: z.number().int().min(1), dead: count, q: z.literal(8).optional() }),
+  ),
 });
 export type DeltaHeader = z.infer<typeof deltaHeaderSchema>;
 export interface DeltaTable {
@@ -394,6 +442,8 @@ export interface DeltaTable {
   deadKeys: Uint32Array;
   /** Values sent as binary16 (decoded back to float32 on arrival). */
   half?: boolean | undefined;
+  /** Values sent as int8 with a scale per row (q8.ts). */
+  q8?: boolean | undefined;
 }
 export interface Delta {
   shard: number;
@@ -405,7 +455,7 @@ export interface Delta {
 }
 export function encodeDelta(d: Delta): Uint8Array {
   const arrays: FrameArray[] = [];
-  for (const t of d.tables) arrays.push(t.keys, t.half ? toHalf(t.values) : t.values, t.deadKeys);
+  for (const t of d.tables) arrays.push(t.keys, rowsOut(t), t.deadKeys);
   return encodeFrame(
     {
       shard: d.shard,
@@ -418,6 +468,7 @@ export function encodeDelta(d: Delta): Uint8Array {
         n: t.keys.length / 2,
         dim: t.dim,
         dead: t.deadKeys.length / 2,
+        ...(t.q8 ? { q: 8 as const } : {}),
       })),
     },
     arrays,
@@ -431,10 +482,9 @@ export function decodeDelta(data: Uint8Array): Delta {
     ...h,
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, 3 * i);
-      const values = f32(frame, 3 * i + 1);
+      const values = rowsIn(frame, 3 * i + 1, t, 'delta values');
       const deadKeys = u32(frame, 3 * i + 2);
       if (keys.length !== t.n * 2) wrongLength('delta keys', keys.length, t.n * 2);
-      if (values.length !== t.n * t.dim) wrongLength('delta values', values.length, t.n * t.dim);
       if (deadKeys.length !== t.dead * 2) wrongLength('delta dead keys', deadKeys.length, t.dead * 2);
       return { t: t.t, dim: t.dim, keys, values, deadKeys };
     }),

@@ -1,5 +1,5 @@
 import type { NatsConnection } from 'nats';
-import { encodeDelta } from '@freshet/protocol';
+import { encodeDelta, type RowEncoding } from '@freshet/protocol';
 import type { ShardCore } from './shard-core.js';
 import { RecentTimings } from './staleness.js';
 import type { Wal } from './wal.js';
@@ -30,8 +30,8 @@ export class DeltaPublisher {
     private readonly maxBytes: number,
     startSeq: number,
     private readonly onError: (e: unknown) => void,
-    /** Embedding rows' values as binary16 (shard option `halfDeltas`). */
-    private readonly halfRows = false,
+    /** Embedding rows' values as float32, binary16 (`halfDeltas`) or int8 (`int8Deltas`). */
+    private readonly rowEncoding: RowEncoding = 'f32',
   ) {
     this.seq = startSeq;
   }
@@ -48,7 +48,7 @@ export class DeltaPublisher {
     // Bounded per call: a huge backlog goes out over several ticks instead of one long stall.
     for (let i = 0; i < 64 && this.core.hasChanges(); i++) {
       const t0 = performance.now();
-      const { tables, eventTs } = this.core.takeDelta(this.maxBytes, this.halfRows);
+      const { tables, eventTs } = this.core.takeDelta(this.maxBytes, this.rowEncoding);
       const version = this.core.version;
       const seq = this.seq + 1;
       let spent = performance.now() - t0;

@@ -14,6 +14,8 @@ import {
   type PushRequest,
   type SnapshotPage,
   type SnapshotRequest,
+  q8Worthwhile,
+  type RowEncoding,
 } from '@freshet/protocol';
 import { ParamTable } from './param-table.js';
 import { PushUndo } from './push-undo.js';
@@ -353,8 +355,10 @@ export class ShardCore {
         }
         // embedding rows may travel as binary16; dense tensors and FTRL state (n grows past
         // 65504) never do
-        const half = req.half === true && !tab.dense && width === tab.dim;
-        return { t: t.t, dim: width, values, half };
+        const rows = !tab.dense && width === tab.dim;
+        const q8 = req.q8 === true && rows && q8Worthwhile(width);
+        const half = (req.half === true || req.q8 === true) && rows && !q8;
+        return { t: t.t, dim: width, values, half, q8 };
       }),
     };
   }
@@ -415,19 +419,22 @@ export class ShardCore {
   }
 
   /** Changed rows and tombstones, at most about `maxBytes` of values; the rest stays pending. */
-  takeDelta(maxBytes: number, halfRows = false): { tables: DeltaTable[]; eventTs: number[] } {
+  takeDelta(maxBytes: number, rowEncoding: RowEncoding = 'f32'): { tables: DeltaTable[]; eventTs: number[] } {
     const tables: DeltaTable[] = [];
     let budget = maxBytes;
     for (const tab of this.tables) {
       if (tab.pendingDirty === 0 && tab.pendingDead === 0) continue;
-      // embedding rows may go as binary16 (values only: no error accumulates); dense tensors not
-      const half = halfRows && !tab.dense;
-      const rowBytes = tab.dim * (half ? 2 : 4) + 8;
+      // embedding rows may go as binary16 or int8 (values only: no error accumulates); dense
+      // tensors not
+      const q8 = rowEncoding === 'q8' && !tab.dense && q8Worthwhile(tab.dim);
+      const half = rowEncoding !== 'f32' && !tab.dense && !q8;
+      const rowBytes = (q8 ? tab.dim + 2 : tab.dim * (half ? 2 : 4)) + 8;
       const maxRows = Math.max(tables.length === 0 ? 1 : 0, Math.floor(budget / rowBytes));
       if (maxRows === 0 && tab.pendingDead === 0) break;
       const c = tab.takeChanges(maxRows);
       budget -= (c.keys.length / 2) * rowBytes + c.deadKeys.length * 4;
-      if (c.keys.length > 0 || c.deadKeys.length > 0) tables.push({ t: tab.id, dim: tab.dim, ...c, half });
+      if (c.keys.length > 0 || c.deadKeys.length > 0)
+        tables.push({ t: tab.id, dim: tab.dim, ...c, half, q8 });
       if (budget <= 0) break;
     }
     const eventTs = this.eventTs;

@@ -153,6 +153,13 @@ export const shardOptionsSchema = z
      * dense tensors and snapshots stay float32.
      */
     halfDeltas: z.boolean().default(false),
+    /**
+     * Embedding rows in deltas as int8 with a bfloat16 scale per row (dim + 2 bytes a row; rows
+     * narrower than 4 values as binary16): about half of `halfDeltas`' bytes for wide rows. Each
+     * value is within half a step (1/254) of its row's largest; values, not increments, so it
+     * never accumulates. Serving nodes of this version decode it; older ones refuse the delta.
+     */
+    int8Deltas: z.boolean().default(false),
     /** Periodic checkpoint; 0 disables the timer (the WAL-size trigger still applies). */
     checkpointIntervalMs: z.number().int().min(0).default(60_000),
     /** Checkpoint when the current log segment grows past this. */

@@ -486,7 +486,7 @@ export class Shard implements ProcessActor {
       o.limits.maxDeltaBytes,
       deltaSeq,
       (e) => this.fail(e),
-      o.halfDeltas,
+      o.int8Deltas ? 'q8' : o.halfDeltas ? 'f16' : 'f32',
     );
     this.deltas.start();
   }

@@ -82,7 +82,7 @@ describe('half deltas', () => {
         },
         Date.now(),
       );
-      const { tables } = core.takeDelta(1 << 20, half);
+      const { tables } = core.takeDelta(1 << 20, half ? 'f16' : 'f32');
       return encodeDelta({ shard: 0, seq: 1, version: core.version, ts: 0, eventTs: [], tables });
     };
     const full = deltaOf(false);
@@ -95,5 +95,66 @@ describe('half deltas', () => {
     expect(Array.from(emb(h).keys)).toEqual(Array.from(emb(f).keys));
     expect(Array.from(emb(h).values)).toEqual(Array.from(emb(f).values).map((v) => halfValue(halfBits(v))));
     expect(Array.from(mlp(h).values)).toEqual(Array.from(mlp(f).values));
+  });
+});
+
+describe('int8 rows', () => {
+  it('go as int8 in pulls and deltas where a row has 4+ values; narrower as binary16, dense as float32', () => {
+    const core = inProcessCore(spec);
+    const ask = (o: { half?: boolean; q8?: boolean; state?: boolean }) =>
+      core.pull({
+        ...o,
+        tables: [
+          { t: 0, keys },
+          { t: 1, keys: new Uint32Array(2) },
+          { t: 2, keys },
+        ],
+      });
+    const full = ask({});
+    const q = ask({ q8: true });
+    expect(q.tables.map((t) => [t.q8 === true, t.half === true])).toEqual([
+      [true, false], // emb, dim 4
+      [false, false], // the dense tensor
+      [false, true], // wide, dim 1: int8 plus a scale would cost more than binary16
+    ]);
+    const wire = decodePullReply(encodePullReply(q));
+    const emb = full.tables[0]!.values;
+    for (let r = 0; r < 3; r++) {
+      const row = emb.subarray(r * 4, r * 4 + 4);
+      const step = Math.max(...Array.from(row, Math.abs)) / 127;
+      for (let j = 0; j < 4; j++)
+        expect(Math.abs(wire.tables[0]!.values[r * 4 + j]! - row[j]!)).toBeLessThan(step);
+    }
+    expect(Array.from(wire.tables[1]!.values)).toEqual(Array.from(full.tables[1]!.values));
+    // FTRL state stays float32 (w, z, n: 3 values, never int8)
+    const st = ask({ q8: true, state: true });
+    expect(st.tables[2]).toMatchObject({ dim: 3, q8: false, half: false });
+
+    core.applyPush(
+      {
+        id: 'p',
+        worker: 'w',
+        clock: 0,
+        base: 0,
+        tables: [
+          { t: 0, dim: 4, keys, grads: new Float32Array(12).fill(0.1), counts: Uint32Array.of(1, 1, 1) },
+        ],
+      },
+      Date.now(),
+    );
+    const { tables } = core.takeDelta(1 << 20, 'q8');
+    expect(tables.find((t) => t.t === 0)).toMatchObject({ q8: true, half: false });
+    const d = decodeDelta(
+      encodeDelta({ shard: 0, seq: 1, version: core.version, ts: 0, eventTs: [], tables }),
+    );
+    const got = d.tables.find((t) => t.t === 0)!;
+    expect(got.keys.length).toBe(6);
+    // a delta lists rows in its own order: compare each with a float32 pull of its key
+    const now = core.pull({ tables: [{ t: 0, keys: got.keys }] }).tables[0]!.values;
+    for (let r = 0; r < 3; r++) {
+      const step = Math.max(...Array.from(now.subarray(r * 4, r * 4 + 4), Math.abs)) / 127;
+      for (let j = 0; j < 4; j++)
+        expect(Math.abs(got.values[r * 4 + j]! - now[r * 4 + j]!)).toBeLessThan(step);
+    }
   });
 });

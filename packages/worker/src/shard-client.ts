@@ -74,6 +74,8 @@ export interface ShardClientOptions {
   denseCacheMaxLag: number;
   /** Ask for embedding rows as binary16 (half the reply bytes). */
   halfPull?: boolean | undefined;
+  /** Ask for embedding rows as int8 + a scale per row (4 values or more; binary16 below). */
+  int8Pull?: boolean | undefined;
   /** Push embedding rows' gradients as binary16, scaled per table (half the push bytes). */
   halfPush?: boolean | undefined;
   /**
@@ -270,6 +272,7 @@ export class ShardClient {
           state: this.state || undefined,
           // never with state: FTRL's n outgrows binary16
           half: (this.o.halfPull && !this.state) || undefined,
+          q8: (this.o.int8Pull && !this.state) || undefined,
           tables: req,
         });
         const reply = await this.retry(async () => {

@@ -151,6 +151,13 @@ export const workerOptionsSchema = z.object({
    */
   halfPull: z.boolean().default(false),
   /**
+   * Ask for embedding rows of 4 or more values as int8 with a bfloat16 scale per row (dim + 2
+   * bytes a row against 2·dim for `halfPull`), narrower rows as binary16. The gradient is computed
+   * on rows within 1/254 of their largest value; the shard keeps and updates float32. Shards of
+   * this version answer it; older ones answer float32. Dense tensors and FTRL state stay float32.
+   */
+  int8Pull: z.boolean().default(false),
+  /**
    * Push embedding rows' gradients as binary16, each table scaled by a power of two carried in
    * the push (about half the push bytes). No error feedback: a value far below its table's
    * largest loses precision (see docs/performance.md for what it costs). Dense tensors and

@@ -438,6 +438,7 @@ export class Worker implements ProcessActor {
         retry: o.retry,
         denseCacheMaxLag: o.denseCacheMaxLag,
         halfPull: o.halfPull,
+        int8Pull: o.int8Pull,
         halfPush: o.halfPush,
         pullSessions: o.pullSessions,
         signal: this.abort.signal,

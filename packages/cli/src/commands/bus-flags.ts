@@ -8,6 +8,8 @@ export interface BusFlags {
   halfPull?: boolean;
   halfPush?: boolean;
   halfDeltas?: boolean;
+  int8Pull?: boolean;
+  int8Deltas?: boolean;
   /** commander's `--no-pull-sessions`: true unless given. */
   pullSessions?: boolean;
   deltaIntervalMs: number;
@@ -27,6 +29,8 @@ export function withBusFlags(c: Command): Command {
     .option('--half-pull', 'workers pull embedding rows as binary16')
     .option('--half-push', "workers push embedding rows' gradients as binary16 (scaled per table)")
     .option('--half-deltas', 'shards publish embedding rows in deltas as binary16')
+    .option('--int8-pull', 'workers pull embedding rows of 4+ values as int8 with a scale per row')
+    .option('--int8-deltas', 'shards publish embedding rows of 4+ values as int8 with a scale per row')
     .option('--no-pull-sessions', "pushes repeat their pull's keys (the default names the pull instead)")
     .option('--delta-interval-ms <n>', 'shards publish deltas this often', positiveInt, 5)
     .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json');
@@ -40,6 +44,8 @@ export function busInput(o: BusFlags) {
     halfPull: o.halfPull === true,
     halfPush: o.halfPush === true,
     halfDeltas: o.halfDeltas === true,
+    int8Pull: o.int8Pull === true,
+    int8Deltas: o.int8Deltas === true,
     pullSessions: o.pullSessions !== false,
     deltaIntervalMs: o.deltaIntervalMs,
     encoding: o.encoding,

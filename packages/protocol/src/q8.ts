@@ -1,0 +1,67 @@
+/**
+ * Embedding rows as int8 with one bfloat16 scale per row, for values on the wire (pull replies,
+ * deltas): a row of dim d costs d + 2 bytes instead of 2d (binary16) or 4d (float32). Each row
+ * is scaled by its own largest |v| / 127, rounded up to a bfloat16 (float32's exponent range:
+ * rows of tiny values keep their precision, where a binary16 scale would go subnormal), so the
+ * error of a value is at most half a step of its row (≤ 0.4% of the row's largest). Values, not
+ * increments, travel this way: the rounding never accumulates (the shard keeps float32 and
+ * applies float32 gradients).
+ *
+ * Layout of one array per table: the n·d codes, row-major, then n little-endian bfloat16 scales.
+ * Narrow rows gain little (a dim-1 row would cost 3 bytes against binary16's 2): senders use it
+ * from {@link Q8_MIN_DIM} up.
+ */
+export const Q8_MIN_DIM = 4;
+
+/** Bytes of n rows of dim d. */
+export const q8Bytes = (n: number, dim: number) => n * dim + 2 * n;
+
+const f = new Float32Array(1);
+const u = new Uint32Array(f.buffer);
+/** The bfloat16 at or above x ≥ 0 (so max / scale never passes 127). */
+function bf16Up(x: number): number {
+  f[0] = x;
+  const b = u[0]!;
+  const hi = b >>> 16;
+  // a non-finite max stays non-finite (shards never hold one); otherwise round the magnitude up
+  return (b & 0xffff) === 0 || (hi & 0x7f80) === 0x7f80 ? hi : hi + 1;
+}
+function bf16Value(h: number): number {
+  u[0] = h << 16;
+  return f[0]!;
+}
+
+export function toQ8(values: Float32Array, dim: number): Int8Array {
+  const n = values.length / dim;
+  const out = new Int8Array(q8Bytes(n, dim));
+  const scales = new DataView(out.buffer, n * dim, 2 * n);
+  for (let r = 0; r < n; r++) {
+    const o = r * dim;
+    let max = 0;
+    for (let j = 0; j < dim; j++) {
+      const a = Math.abs(values[o + j]!);
+      if (a > max) max = a;
+    }
+    const bits = bf16Up(max / 127);
+    scales.setUint16(2 * r, bits, true);
+    const s = bf16Value(bits);
+    if (!(s > 0) || !Number.isFinite(s)) continue; // an all-zero row stays zero
+    for (let j = 0; j < dim; j++) {
+      const q = Math.round(values[o + j]! / s);
+      out[o + j] = q > 127 ? 127 : q < -127 ? -127 : q;
+    }
+  }
+  return out;
+}
+
+export function fromQ8(bytes: Int8Array, dim: number): Float32Array {
+  const n = bytes.length / (dim + 2);
+  const out = new Float32Array(n * dim);
+  const scales = new DataView(bytes.buffer, bytes.byteOffset + n * dim, 2 * n);
+  for (let r = 0; r < n; r++) {
+    const s = bf16Value(scales.getUint16(2 * r, true));
+    const o = r * dim;
+    for (let j = 0; j < dim; j++) out[o + j] = bytes[o + j]! * s;
+  }
+  return out;
+}
