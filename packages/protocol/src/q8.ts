@@ -46,9 +46,12 @@ export function toQ8(values: Float32Array, dim: number): Int8Array {
     scales.setUint16(2 * r, bits, true);
     const s = bf16Value(bits);
     if (!(s > 0) || !Number.isFinite(s)) continue; // an all-zero row stays zero
+    const inv = 1 / s;
     for (let j = 0; j < dim; j++) {
-      const q = Math.round(values[o + j]! / s);
-      out[o + j] = q > 127 ? 127 : q < -127 ? -127 : q;
+      const x = values[o + j]! * inv;
+      // The Int8Array store truncates toward zero, so ±0.5 rounds half away from zero; |x| ≤ 127
+      // up to the multiply's rounding, and the clamp keeps 127.5 from wrapping to −128.
+      out[o + j] = x >= 0 ? Math.min(127, x + 0.5) : Math.max(-127, x - 0.5);
     }
   }
   return out;
