@@ -424,10 +424,11 @@ export class ShardCore {
     let budget = maxBytes;
     for (const tab of this.tables) {
       if (tab.pendingDirty === 0 && tab.pendingDead === 0) continue;
-      // embedding rows may go as binary16 or int8 (values only: no error accumulates); dense
-      // tensors not
+      // Values only, so no rounding accumulates: embedding rows as binary16 or int8; dense
+      // tensors as binary16 with int8 rows (one scale for a whole tensor would be too coarse),
+      // float32 with binary16 rows (halfDeltas predates this and promised float32 tensors).
       const q8 = rowEncoding === 'q8' && !tab.dense && q8Worthwhile(tab.dim);
-      const half = rowEncoding !== 'f32' && !tab.dense && !q8;
+      const half = !q8 && (tab.dense ? rowEncoding === 'q8' : rowEncoding !== 'f32');
       const rowBytes = (q8 ? tab.dim + 2 : tab.dim * (half ? 2 : 4)) + 8;
       const maxRows = Math.max(tables.length === 0 ? 1 : 0, Math.floor(budget / rowBytes));
       if (maxRows === 0 && tab.pendingDead === 0) break;

@@ -157,7 +157,8 @@ export const shardOptionsSchema = z
      * Embedding rows in deltas as int8 with a bfloat16 scale per row (dim + 2 bytes a row; rows
      * narrower than 4 values as binary16): about half of `halfDeltas`' bytes for wide rows. Each
      * value is within half a step (1/254) of its row's largest; values, not increments, so it
-     * never accumulates. Serving nodes of this version decode it; older ones refuse the delta.
+     * never accumulates. Dense tensors go as binary16 with it. Serving nodes of this version
+     * decode it; older ones refuse the delta.
      */
     int8Deltas: z.boolean().default(false),
     /** Periodic checkpoint; 0 disables the timer (the WAL-size trigger still applies). */

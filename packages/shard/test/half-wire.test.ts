@@ -158,3 +158,39 @@ describe('int8 rows', () => {
     }
   });
 });
+
+describe('int8 deltas', () => {
+  it('carry dense tensors as binary16 (halfDeltas keeps them float32)', () => {
+    const core = inProcessCore(spec);
+    const dense = () =>
+      core.applyPush(
+        {
+          id: `d${Math.random()}`,
+          worker: 'w',
+          clock: 0,
+          base: 0,
+          tables: [
+            {
+              t: 1,
+              dim: 6,
+              keys: new Uint32Array(2),
+              grads: new Float32Array(6).fill(0.1),
+              counts: Uint32Array.of(1),
+            },
+          ],
+        },
+        Date.now(),
+      );
+    const mlpOf = (enc: 'f16' | 'q8') => {
+      dense();
+      const { tables } = core.takeDelta(1 << 20, enc);
+      return tables.find((t) => t.t === 1)!;
+    };
+    const f16 = mlpOf('f16');
+    expect(f16).toMatchObject({ half: false, q8: false });
+    const q = mlpOf('q8');
+    expect(q).toMatchObject({ half: true, q8: false });
+    const wire = decodeDelta(encodeDelta({ shard: 0, seq: 1, version: 1, ts: 0, eventTs: [], tables: [q] }));
+    expect(Array.from(wire.tables[0]!.values)).toEqual(Array.from(q.values, (v) => halfValue(halfBits(v))));
+  });
+});
