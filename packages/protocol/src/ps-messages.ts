@@ -408,6 +408,12 @@ export const pushReplyHeaderSchema = z.object({
   applied: count,
   /** True when the id had been applied before (a retry). */
   duplicate: z.boolean().default(false),
+  /**
+   * For an additive push (a dense replica's flush): per dense table, the id of the push that
+   * changed it before this one (null: unknown). When it is the worker's own previous flush, the
+   * tensor is exactly what the worker computed and the pull that would refresh it is skipped.
+   */
+  prev: z.array(z.object({ t: tableId, id: z.string().max(4096).nullable() })).optional(),
 });
 export type PushReply = z.infer<typeof pushReplyHeaderSchema>;
 export function encodePushReply(r: PushReply): Uint8Array {

@@ -50,6 +50,12 @@ export interface ApplyResult {
   dcApplied: boolean;
   /** The push as applied (compensated gradients where `dcApplied`). */
   effective: PushRequest;
+  /**
+   * For each dense table the push changed: the id of the push that changed it before (null when
+   * unknown: none since this shard's state was loaded from a checkpoint). A dense replica whose
+   * previous flush is that id knows the tensor is exactly what it computed.
+   */
+  densePrev: { t: number; id: string | null }[];
 }
 
 export interface ReplayInfo {
@@ -101,6 +107,8 @@ export class ShardCore {
   private scratch = new Int32Array(8192);
   /** The rows the current push touched, as they were (reused buffers; see push-undo.ts). */
   private readonly undo = new PushUndo();
+  /** Dense table → the id of the last push that changed it (see {@link ApplyResult.densePrev}). */
+  private readonly denseLastId = new Map<number, string>();
 
   constructor(readonly o: ShardCoreOptions) {
     this.tables = o.spec.tables.map((t, id) => {
@@ -307,7 +315,13 @@ export class ShardCore {
     this.tau.record(tau);
     this.remember(req.id, this.version);
     if (req.eventTs !== undefined && this.eventTs.length < 1024) this.eventTs.push(req.eventTs);
-    return { version: this.version, tau, applied, dcApplied, effective };
+    const densePrev: ApplyResult['densePrev'] = [];
+    for (const p of req.tables) {
+      if (!this.tables[p.t]!.dense) continue;
+      densePrev.push({ t: p.t, id: this.denseLastId.get(p.t) ?? null });
+      this.denseLastId.set(p.t, req.id);
+    }
+    return { version: this.version, tau, applied, dcApplied, effective, densePrev };
   }
 
   /** Replays use the logged τ; `reject` never throws on replay (the push was accepted once). */

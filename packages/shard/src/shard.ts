@@ -522,6 +522,7 @@ export class Shard implements ProcessActor {
       staleness: res.tau,
       applied: res.applied,
       duplicate: false,
+      ...(req.add && res.densePrev.length > 0 ? { prev: res.densePrev } : {}),
     });
     if (!this.wal) return reply;
     // The frame as applied: the request bytes (copied: the connection may reuse its buffer),

@@ -34,6 +34,8 @@ export interface DenseReplicaCounters {
   pendingBatches: number;
   /** Dense tables' weights pulled back after flushes. */
   refreshes: number;
+  /** Pull-backs skipped: no other worker had changed the tensors since this one's last flush. */
+  refreshesSkipped: number;
 }
 
 /**
@@ -56,6 +58,8 @@ export class DenseReplica {
   private readonly w = new Map<number, Float32Array>();
   /** The shard's value as this worker last knew it plus every change already flushed. */
   private readonly base = new Map<number, Float32Array>();
+  /** Per table, the id of this worker's last accepted flush (the shard names it back). */
+  private readonly lastFlush = new Map<number, string>();
   private waiting: Waiting[] = [];
   /** Examples of the batches in `waiting`. */
   private pendingExamples = 0;
@@ -69,6 +73,7 @@ export class DenseReplica {
   private stopped = false;
   readonly counters: DenseReplicaCounters = {
     flushes: 0,
+    refreshesSkipped: 0,
     duplicateFlushes: 0,
     flushFailures: 0,
     pendingBatches: 0,
@@ -243,8 +248,12 @@ export class DenseReplica {
       const w = this.rows(t);
       const b = this.base.get(t)!;
       const d = new Float32Array(w.length);
-      for (let i = 0; i < w.length; i++) d[i] = w[i]! - b[i]!;
-      b.set(w);
+      for (let i = 0; i < w.length; i++) {
+        d[i] = w[i]! - b[i]!;
+        // the shard's own float32 addition (addRows), so that where no other worker changed the
+        // tensor the base is bit for bit the shard's value (b + (w − b) is not always w)
+        b[i] = b[i]! + d[i]!;
+      }
       deltas.set(t, d);
     }
     return {
@@ -257,10 +266,17 @@ export class DenseReplica {
 
   private async pushCurrent(): Promise<void> {
     const f = this.current!;
+    let mine = true;
     try {
       const out = await this.client.pushDense(f.deltas, { parts: f.parts, examples: f.examples });
       this.counters.flushes++;
       if (out.duplicates > 0) this.counters.duplicateFlushes++;
+      // Nobody else changed a tensor since this worker's previous flush: the shard holds exactly
+      // the base, and the pull that would bring others' changes back has nothing to bring.
+      for (const [t, { id, prev }] of out.tables) {
+        if (prev === null || prev !== this.lastFlush.get(t)) mine = false;
+        this.lastFlush.set(t, id);
+      }
     } catch (e) {
       this.counters.flushFailures++;
       this.log('warn', 'dense flush failed; retrying it as it was', {
@@ -271,6 +287,10 @@ export class DenseReplica {
     }
     this.current = undefined;
     for (const w of f.waiting) w.resolve();
+    if (mine) {
+      this.counters.refreshesSkipped++;
+      return;
+    }
     // The shard now holds this worker's change and every other worker's: rebase on it, keeping
     // what was applied here since the flush was formed. A failed refresh is harmless (the next
     // flush's refresh catches up); the batches are already safe.

@@ -412,12 +412,13 @@ export class ShardClient {
   /**
    * A dense replica's flush: each table's weight delta to its owning shard as an additive push
    * whose id is the `+`-joined parts (one per batch covered). Throws what the retries could not
-   * get past; resolves with how many shards answered `duplicate`.
+   * get past; resolves with how many shards answered `duplicate` and, per table, the push id it
+   * went under and the id of the push that changed the table before it (null: not known).
    */
   async pushDense(
     deltas: ReadonlyMap<number, Float32Array>,
     meta: { parts: readonly string[]; examples: number; onRetry?: OnRetry | undefined },
-  ): Promise<{ duplicates: number }> {
+  ): Promise<{ duplicates: number; tables: Map<number, { id: string; prev: string | null }> }> {
     const byShard = new Map<number, PushTable[]>();
     for (const [t, d] of deltas) {
       const shard = this.denseShard[t];
@@ -429,10 +430,16 @@ export class ShardClient {
       l.push({ t, dim: d.length, keys: new Uint32Array(2), grads: d, counts: Uint32Array.of(meta.examples) });
     }
     let duplicates = 0;
+    const out = new Map<number, { id: string; prev: string | null }>();
     await Promise.all(
       [...byShard].map(async ([shard, tables]) => {
+        const id = meta.parts.map((p) => `${p}.s${shard}`).join('+');
+        const known = (reply: PushReply | undefined) => {
+          for (const t of tables)
+            out.set(t.t, { id, prev: reply?.prev?.find((p) => p.t === t.t)?.id ?? null });
+        };
         const payload = encodePush({
-          id: meta.parts.map((p) => `${p}.s${shard}`).join('+'),
+          id,
           worker: this.o.worker,
           clock: 0,
           base: this.known.get(shard) ?? 0,
@@ -443,13 +450,15 @@ export class ShardClient {
         try {
           const reply = await this.sendPush(shard, payload, meta.onRetry);
           if (reply.duplicate) duplicates++;
+          known(reply);
         } catch (e) {
           if (!hasCode(e, 'DUPLICATE')) throw e;
           duplicates++;
+          known(undefined);
         }
       }),
     );
-    return { duplicates };
+    return { duplicates, tables: out };
   }
 
   /** One push to a shard, retried (see {@link retry}); the version it answered is observed. */

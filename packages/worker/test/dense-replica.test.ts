@@ -274,10 +274,22 @@ describe('worker with a dense replica', () => {
     // every example's dense update reached the shard exactly once
     expect(harness.examplesApplied).toBe(N * dense.length);
     expect(st.dense!.flushes).toBeLessThan(st.batches); // flushes carry several batches
+    // alone, the worker pulls the tensors back after its first flush only: from then on the shard
+    // names this worker's previous flush as the last change, so there is nothing to bring back
+    expect(st.dense!.flushes).toBeGreaterThan(2);
+    expect(st.dense!.refreshes).toBe(1);
+    expect(st.dense!.refreshesSkipped).toBe(st.dense!.flushes - 1);
     await w.stop(5000);
+    // the replica's private state, read for this check only
+    const replica = (w as unknown as { dense: { rows(t: number): Float32Array } }).dense;
     for (const t of dense) {
       const now = denseOf(harness.cores[shardOf(t)]!, t);
       expect(Buffer.from(now.buffer).equals(Buffer.from(initial.get(t)!.buffer))).toBe(false);
+      // without pull-backs the shard still holds what the worker computed (no drift)
+      const mine = replica.rows(t);
+      let worst = 0;
+      for (let i = 0; i < now.length; i++) worst = Math.max(worst, Math.abs(now[i]! - mine[i]!));
+      expect(worst).toBeLessThanOrEqual(1e-6 * Math.max(...Array.from(now, Math.abs)));
     }
     expect(st.progressive.auc).toBeGreaterThan(0.6);
   });

@@ -72,6 +72,7 @@ export class ShardHarness {
           staleness: r.tau,
           applied: r.applied,
           duplicate: false,
+          ...(req.add && r.densePrev.length > 0 ? { prev: r.densePrev } : {}),
         });
       }),
     };
