@@ -392,9 +392,13 @@ export function decodePush(data: Uint8Array): PushRequest {
         wrongLength('push keys', keys.length, keyless ? 0 : t.n * 2);
       if (grads.length !== t.n * t.dim) wrongLength('push grads', grads.length, t.n * t.dim);
       if (counts.length !== t.n) wrongLength('push counts', counts.length, t.n);
+      // Came as binary16: encoding the decoded gradients so again gives the same bits (the same
+      // largest value picks the same exponent), so a shard can log a push it rebuilt (its keys
+      // filled in from a pull session) at the size it arrived.
+      const half = frame.arrays[3 * i + 1] instanceof Uint16Array ? { half: true } : {};
       return keyless
-        ? { t: t.t, dim: t.dim, keys, grads, counts, keyless: true }
-        : { t: t.t, dim: t.dim, keys, grads, counts };
+        ? { t: t.t, dim: t.dim, keys, grads, counts, keyless: true, ...half }
+        : { t: t.t, dim: t.dim, keys, grads, counts, ...half };
     }),
   };
 }

@@ -21,6 +21,17 @@ function push(grads: Float32Array, half: boolean): PushRequest {
 }
 
 describe('binary16 pushes', () => {
+  it('encode again to the same bits once decoded (a shard re-encodes a push it completed)', () => {
+    for (const magnitude of [1e-9, 2e-5, 3, 5e6]) {
+      const g = Float32Array.from({ length: 64 }, (_, i) => Math.cos(i * 0.9) * magnitude);
+      const wire = encodePush(push(g, true));
+      const decoded = decodePush(wire);
+      expect(decoded.tables[0]!.half).toBe(true);
+      expect(Buffer.from(encodePush(decoded)).equals(Buffer.from(wire))).toBe(true);
+      expect(decodePush(encodePush(push(g, false))).tables[0]!.half).toBeUndefined();
+    }
+  });
+
   it('keep every gradient within binary16 precision, tiny ones too, in half the bytes', () => {
     for (const magnitude of [1e-9, 3e-7, 2e-5, 0.01, 3, 5e6]) {
       const g = Float32Array.from(

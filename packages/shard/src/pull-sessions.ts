@@ -88,10 +88,11 @@ export class PullSessions {
           'WRONG_LENGTH',
           `push table ${t.t}: ${t.counts.length} rows, its pull in session ${id} had ${keys.length / 2}`,
         );
-      return { t: t.t, dim: t.dim, keys, grads: t.grads, counts: t.counts };
+      return { t: t.t, dim: t.dim, keys, grads: t.grads, counts: t.counts, half: t.half };
     });
     this.resolved++;
-    return { ...req, tables };
+    // the completed push stands alone (what the log keeps)
+    return { ...req, session: undefined, tables };
   }
 
   /** Forgets a session whose push was applied (its retries are answered as duplicates). */

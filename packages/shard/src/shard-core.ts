@@ -277,7 +277,8 @@ export class ShardCore {
           (i, out, at) => tab.readOne(p.keys[2 * i]!, p.keys[2 * i + 1]!, out, at),
         );
         dcApplied = true;
-        return { ...p, grads };
+        // the compensated gradients are not binary16 values: logged as float32
+        return { ...p, grads, half: undefined };
       }
       return p;
     });
