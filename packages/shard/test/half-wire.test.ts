@@ -28,6 +28,30 @@ const spec = parseModelSpec({
 });
 const keys = Uint32Array.of(1, 0, 2, 0, 3, 0);
 
+/** A push of gradient 0.1 everywhere to the embedding rows (table 0) and/or the dense tensor (1). */
+function pushUniform(core: ReturnType<typeof inProcessCore>, id: string, tables: ('emb' | 'mlp')[]) {
+  core.applyPush(
+    {
+      id,
+      worker: 'w',
+      clock: 0,
+      base: 0,
+      tables: tables.map((which) =>
+        which === 'emb'
+          ? { t: 0, dim: 4, keys, grads: new Float32Array(12).fill(0.1), counts: Uint32Array.of(1, 1, 1) }
+          : {
+              t: 1,
+              dim: 6,
+              keys: new Uint32Array(2),
+              grads: new Float32Array(6).fill(0.1),
+              counts: Uint32Array.of(1),
+            },
+      ),
+    },
+    Date.now(),
+  );
+}
+
 describe('half pulls', () => {
   it('round embedding rows to binary16 and leave dense tensors and FTRL state float32', () => {
     const core = inProcessCore(spec);
@@ -63,25 +87,7 @@ describe('half deltas', () => {
   it('carry embedding rows as binary16 in half the bytes, dense tensors as float32', () => {
     const deltaOf = (half: boolean) => {
       const core = inProcessCore(spec);
-      core.applyPush(
-        {
-          id: 'p',
-          worker: 'w',
-          clock: 0,
-          base: 0,
-          tables: [
-            { t: 0, dim: 4, keys, grads: new Float32Array(12).fill(0.1), counts: Uint32Array.of(1, 1, 1) },
-            {
-              t: 1,
-              dim: 6,
-              keys: new Uint32Array(2),
-              grads: new Float32Array(6).fill(0.1),
-              counts: Uint32Array.of(1),
-            },
-          ],
-        },
-        Date.now(),
-      );
+      pushUniform(core, 'p', ['emb', 'mlp']);
       const { tables } = core.takeDelta(1 << 20, half ? 'f16' : 'f32');
       return encodeDelta({ shard: 0, seq: 1, version: core.version, ts: 0, eventTs: [], tables });
     };
@@ -130,18 +136,7 @@ describe('int8 rows', () => {
     const st = ask({ q8: true, state: true });
     expect(st.tables[2]).toMatchObject({ dim: 3, q8: false, half: false });
 
-    core.applyPush(
-      {
-        id: 'p',
-        worker: 'w',
-        clock: 0,
-        base: 0,
-        tables: [
-          { t: 0, dim: 4, keys, grads: new Float32Array(12).fill(0.1), counts: Uint32Array.of(1, 1, 1) },
-        ],
-      },
-      Date.now(),
-    );
+    pushUniform(core, 'p', ['emb']);
     const { tables } = core.takeDelta(1 << 20, 'q8');
     expect(tables.find((t) => t.t === 0)).toMatchObject({ q8: true, half: false });
     const d = decodeDelta(
@@ -162,25 +157,8 @@ describe('int8 rows', () => {
 describe('int8 deltas', () => {
   it('carry dense tensors as binary16 (halfDeltas keeps them float32)', () => {
     const core = inProcessCore(spec);
-    const dense = () =>
-      core.applyPush(
-        {
-          id: `d${Math.random()}`,
-          worker: 'w',
-          clock: 0,
-          base: 0,
-          tables: [
-            {
-              t: 1,
-              dim: 6,
-              keys: new Uint32Array(2),
-              grads: new Float32Array(6).fill(0.1),
-              counts: Uint32Array.of(1),
-            },
-          ],
-        },
-        Date.now(),
-      );
+    let n = 0;
+    const dense = () => pushUniform(core, `d${n++}`, ['mlp']);
     const mlpOf = (enc: 'f16' | 'q8') => {
       dense();
       const { tables } = core.takeDelta(1 << 20, enc);
