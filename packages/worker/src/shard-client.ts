@@ -367,6 +367,8 @@ export class ShardClient {
           return;
         }
         const keyless = pt.some((t) => t.keyless);
+        // The first attempt names the session even when every table carries keys, so the shard
+        // lets it go at once instead of holding it until it ages out.
         const encode = (withKeys: boolean) =>
           encodePush({
             id: `${meta.id}.s${shard}`,
@@ -382,7 +384,7 @@ export class ShardClient {
         let reply: PushReply;
         try {
           if (keyless) this.requests.keylessPushes++;
-          reply = await this.sendPush(shard, encode(!keyless), meta.onRetry).catch((e: unknown) => {
+          reply = await this.sendPush(shard, encode(false), meta.onRetry).catch((e: unknown) => {
             // The shard lost the pull's keys (it restarted, or they aged out): the same push
             // with its keys. Encoded only now: the common case never pays for it.
             if (!keyless || !hasCode(e, 'SESSION_UNKNOWN')) throw e;

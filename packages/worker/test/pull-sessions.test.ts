@@ -10,7 +10,10 @@ const SHARDS = 2;
 const DIM = 4;
 const spec = parseModelSpec({
   name: 'pull-sessions',
-  tables: [{ name: 'emb', dim: DIM, optimizer: { kind: 'adam', lr: 0.01 }, staleness: { policy: 'none' } }],
+  tables: [
+    { name: 'emb', dim: DIM, optimizer: { kind: 'adam', lr: 0.01 }, staleness: { policy: 'none' } },
+    { name: 'mlp', kind: 'dense', dim: 6, optimizer: { kind: 'sgd', lr: 0.1 } },
+  ],
 });
 
 /** 12 keys of table 0, some on each shard. */
@@ -93,6 +96,16 @@ describe('shard client with pull sessions', () => {
       } finally {
         await restored.stop();
       }
+
+      // a batch with only the dense tensor: nothing to leave out, but the push still names its
+      // pull, so the shard lets the session go at once
+      const denseOnly = { size: 4, sparse: [], denseTables: [1] };
+      const dplan = c.route(denseOnly);
+      const dpulled = await c.pull(dplan);
+      expect(dpulled.sessions.size).toBe(1);
+      await c.push(dplan, dpulled, [undefined, new Float32Array(6).fill(0.1)], { id: 'd1', examples: 4 });
+      expect(c.requests.keylessPushes).toBe(4);
+      for (const s of shards) expect(s.status().pullSessions!.sessions).toBe(0);
 
       // off: keys every time, and nothing kept on the shards for it
       const plain = client(cluster, false);
