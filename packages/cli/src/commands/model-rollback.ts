@@ -4,7 +4,7 @@ import { FreshetError } from '@freshet/protocol';
 import { discoverActors } from '../discovery.js';
 import { sendAdmin, targets, type AdminResult } from './admin.js';
 import { withAdmin } from './common.js';
-import { clusterKv, readTag, type ModelTag } from './model-tags.js';
+import { clusterKv, liveKeys, readTag, type ModelTag } from './model-tags.js';
 
 interface Flags {
   nats?: string;
@@ -53,8 +53,7 @@ async function checkReplay(nc: NatsConnection, kv: KV, cluster: string, tag: Mod
         `(\`freshet drain ID --cluster ${cluster}\` for each), start them again after the rollback`,
     );
   }
-  const left: string[] = [];
-  for await (const k of await kv.keys(manifestKeys)) left.push(k);
+  const left = await liveKeys(nc, kv, cluster, manifestKeys);
   if (left.length > 0) {
     throw refuse(
       `batch manifest(s) ${left.join(', ')} left by a worker that did not stop cleanly: start the workers ` +

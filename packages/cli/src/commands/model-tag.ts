@@ -195,7 +195,7 @@ export function modelTagsCommand(): Command {
     .description('List the model tags and whether their checkpoints are still in the Object Store')
     .action(async (f: Flags) => {
       await withAdmin(f, 'freshet-model-tags', async (nc) => {
-        const tags = await listTags(await clusterKv(nc, f.cluster));
+        const tags = await listTags(nc, await clusterKv(nc, f.cluster), f.cluster);
         const { ObjectBucket } = await import('@freshet/shard');
         const bucket = await ObjectBucket.open(nc, subjects(f.cluster).objectStore);
         const rows = [];

@@ -1,5 +1,6 @@
 import type { KV, NatsConnection } from 'nats';
 import { z } from 'zod';
+import { kvKeys } from '@freshet/nats';
 import { FreshetError, subjects } from '@freshet/protocol';
 
 /**
@@ -75,10 +76,26 @@ export async function readTag(kv: KV, name: string): Promise<ModelTag | undefine
   return modelTagSchema.parse(JSON.parse(new TextDecoder().decode(e.value)));
 }
 
-export async function listTags(kv: KV): Promise<ModelTag[]> {
+/**
+ * The cluster bucket's keys under `filter` that hold a value now, listed completely (`kvKeys`:
+ * `kv.keys()` can stop after the first key when listings run concurrently).
+ */
+export async function liveKeys(
+  nc: NatsConnection,
+  kv: KV,
+  cluster: string,
+  filter: string,
+): Promise<string[]> {
+  const out: string[] = [];
+  for (const k of await kvKeys(await nc.jetstreamManager(), subjects(cluster).kvBucket, filter)) {
+    if ((await kv.get(k))?.operation === 'PUT') out.push(k);
+  }
+  return out;
+}
+
+export async function listTags(nc: NatsConnection, kv: KV, cluster: string): Promise<ModelTag[]> {
   const out: ModelTag[] = [];
-  const keys = await kv.keys(`${modelTagPrefix}>`);
-  for await (const k of keys) {
+  for (const k of await liveKeys(nc, kv, cluster, `${modelTagPrefix}>`)) {
     const t = await readTag(kv, k.slice(modelTagPrefix.length));
     if (t) out.push(t);
   }
