@@ -24,6 +24,8 @@ export const busOptionsSchema = z.object({
   halfPush: z.boolean().default(false),
   /** Shards publish embedding rows in deltas as binary16 (shard option `halfDeltas`). */
   halfDeltas: z.boolean().default(false),
+  /** Dense replica flushes as binary16 with error feedback (worker `dense.halfFlush`). */
+  halfFlush: z.boolean().default(false),
   /** Workers pull embedding rows of 4+ values as int8 with a scale per row (worker `int8Pull`). */
   int8Pull: z.boolean().default(false),
   /** Shards publish embedding rows of 4+ values as int8 with a scale per row (shard `int8Deltas`). */
@@ -42,11 +44,12 @@ export type BusOptions = z.infer<typeof busOptionsSchema>;
 
 /** The bus options of a parsed options object (to hand on to another bench). */
 export function busOptionsOf(o: BusOptions): BusOptions {
-  const { dense, denseSyncExamples, halfPull, halfPush, halfDeltas, int8Pull, int8Deltas } = o;
+  const { dense, denseSyncExamples, halfFlush, halfPull, halfPush, halfDeltas, int8Pull, int8Deltas } = o;
   const { pullSessions, deltaIntervalMs, encoding } = o;
   return {
     dense,
     denseSyncExamples,
+    halfFlush,
     halfPull,
     halfPush,
     halfDeltas,
@@ -63,6 +66,7 @@ export function busReport(o: BusOptions): Record<string, unknown> {
   return {
     dense: o.dense,
     dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
+    half_flush: o.dense === 'replica' ? o.halfFlush : null,
     half_pull: o.halfPull,
     half_push: o.halfPush,
     half_deltas: o.halfDeltas,

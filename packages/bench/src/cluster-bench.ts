@@ -543,7 +543,7 @@ export async function runClusterBench<A extends BenchActor>(
         joiner,
         // Close windows by wall time soon after they end, so the last negatives do not wait.
         joinClock: { everyMs: 100, lagMs: 200 },
-        dense: { mode: o.dense, syncExamples: o.denseSyncExamples },
+        dense: { mode: o.dense, syncExamples: o.denseSyncExamples, halfFlush: o.halfFlush },
         halfPull: o.halfPull,
         int8Pull: o.int8Pull,
         halfPush: o.halfPush,

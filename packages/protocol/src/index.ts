@@ -62,6 +62,7 @@ export {
   encodeSnapshotPage,
   decodeSnapshotPage,
   q8Worthwhile,
+  halfPushRoundTrip,
   pullHeaderSchema,
   pushHeaderSchema,
   pushReplyHeaderSchema,

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { errorEnvelopeSchema, FreshetError, type ErrorEnvelope } from './errors.js';
 import { decodeFrame, encodeFrame, f32, i8, u32, type Frame, type FrameArray } from './frame.js';
-import { toHalf } from './half.js';
+import { fromHalf, toHalf } from './half.js';
 import { fromQ8, q8Bytes, Q8_MIN_DIM, toQ8 } from './q8.js';
 
 /**
@@ -341,6 +341,21 @@ export function encodePush(req: PushRequest): Uint8Array {
 }
 
 const NO_KEYS = new Uint32Array(0);
+
+/**
+ * What a shard decodes from gradients sent with `half` (the same scaling, rounding and unscaling
+ * as {@link encodePush} and {@link decodePush}): a sender that keeps what it sent exactly can
+ * carry the rounding error into its next push (error feedback).
+ */
+export function halfPushRoundTrip(g: Float32Array): Float32Array {
+  const { bits, e } = scaledHalf(g);
+  const out = fromHalf(bits);
+  if (e !== 0) {
+    const unscale = 2 ** -e;
+    for (let j = 0; j < out.length; j++) out[j] = out[j]! * unscale;
+  }
+  return out;
+}
 
 /** Largest |g| lands in [2^14, 2^15): well inside binary16 (max 65504) with full precision. */
 function scaledHalf(g: Float32Array): { bits: Uint16Array; e: number } {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { decodeFrame, encodeFrame } from '../src/frame.js';
 import { halfBits, halfValue } from '../src/half.js';
-import { decodePush, encodePush, type PushRequest } from '../src/ps-messages.js';
+import { decodePush, encodePush, halfPushRoundTrip, type PushRequest } from '../src/ps-messages.js';
 
 /**
  * Pushes whose embedding gradients go as binary16 (worker option `halfPush`): scaled by a power
@@ -29,6 +29,8 @@ describe('binary16 pushes', () => {
       expect(decoded.tables[0]!.half).toBe(true);
       expect(Buffer.from(encodePush(decoded)).equals(Buffer.from(wire))).toBe(true);
       expect(decodePush(encodePush(push(g, false))).tables[0]!.half).toBeUndefined();
+      // what a sender keeps for error feedback is what the shard decodes, bit for bit
+      expect(Array.from(halfPushRoundTrip(g))).toEqual(Array.from(decoded.tables[0]!.grads));
     }
   });
 

@@ -1,11 +1,13 @@
 import { DenseOptimizer } from '@freshet/model';
-import { FreshetError, type ModelSpec } from '@freshet/protocol';
+import { FreshetError, halfPushRoundTrip, type ModelSpec } from '@freshet/protocol';
 import type { OnRetry, ShardClient } from './shard-client.js';
 import type { WorkerLog } from './worker-types.js';
 
 export interface DenseReplicaOptions {
   syncExamples: number;
   maxDelayMs: number;
+  /** Flush the weight change as binary16 with error feedback (see worker option `dense.halfFlush`). */
+  halfFlush?: boolean | undefined;
 }
 
 /** A batch whose dense update waits for the flush that carries it to the shard. */
@@ -248,12 +250,13 @@ export class DenseReplica {
       const w = this.rows(t);
       const b = this.base.get(t)!;
       const d = new Float32Array(w.length);
-      for (let i = 0; i < w.length; i++) {
-        d[i] = w[i]! - b[i]!;
-        // the shard's own float32 addition (addRows), so that where no other worker changed the
-        // tensor the base is bit for bit the shard's value (b + (w − b) is not always w)
-        b[i] = b[i]! + d[i]!;
-      }
+      for (let i = 0; i < w.length; i++) d[i] = w[i]! - b[i]!;
+      // What the shard will add: the change itself, or its binary16 rounding. The base moves by
+      // exactly that, with the shard's own float32 addition (addRows), so where no other worker
+      // changed the tensor it is bit for bit the shard's value, and what rounding left out stays
+      // in w − base for the next flush (error feedback: nothing is lost, only delayed).
+      const added = this.o.halfFlush ? halfPushRoundTrip(d) : d;
+      for (let i = 0; i < w.length; i++) b[i] = b[i]! + added[i]!;
       deltas.set(t, d);
     }
     return {
@@ -268,7 +271,11 @@ export class DenseReplica {
     const f = this.current!;
     let mine = true;
     try {
-      const out = await this.client.pushDense(f.deltas, { parts: f.parts, examples: f.examples });
+      const out = await this.client.pushDense(f.deltas, {
+        parts: f.parts,
+        examples: f.examples,
+        half: this.o.halfFlush,
+      });
       this.counters.flushes++;
       if (out.duplicates > 0) this.counters.duplicateFlushes++;
       // Nobody else changed a tensor since this worker's previous flush: the shard holds exactly

@@ -419,7 +419,13 @@ export class ShardClient {
    */
   async pushDense(
     deltas: ReadonlyMap<number, Float32Array>,
-    meta: { parts: readonly string[]; examples: number; onRetry?: OnRetry | undefined },
+    meta: {
+      parts: readonly string[];
+      examples: number;
+      /** As binary16, scaled per tensor (the replica keeps the rounding for its next flush). */
+      half?: boolean | undefined;
+      onRetry?: OnRetry | undefined;
+    },
   ): Promise<{ duplicates: number; tables: Map<number, { id: string; prev: string | null }> }> {
     const byShard = new Map<number, PushTable[]>();
     for (const [t, d] of deltas) {
@@ -429,7 +435,14 @@ export class ShardClient {
       let l = byShard.get(shard);
       if (!l) byShard.set(shard, (l = []));
       // counts: the examples behind the delta, as a dense table's gradient push carries
-      l.push({ t, dim: d.length, keys: new Uint32Array(2), grads: d, counts: Uint32Array.of(meta.examples) });
+      l.push({
+        t,
+        dim: d.length,
+        keys: new Uint32Array(2),
+        grads: d,
+        counts: Uint32Array.of(meta.examples),
+        ...(meta.half ? { half: true } : {}),
+      });
     }
     let duplicates = 0;
     const out = new Map<number, { id: string; prev: string | null }>();

@@ -181,6 +181,12 @@ export const workerOptionsSchema = z.object({
         .max(1 << 20)
         .default(2048),
       maxDelayMs: ms.default(1000),
+      /**
+       * Flush the weight change as binary16, scaled per tensor: half the flush's bytes. The
+       * replica's base moves by what the shard adds, so the rounding error stays in the next
+       * flush's change (error feedback): it is delayed, never lost.
+       */
+      halfFlush: z.boolean().default(false),
     })
     .prefault({}),
   consumer: z

@@ -5,6 +5,7 @@ import { denseMode, eventEncoding, positiveInt } from '../cli-args.js';
 export interface BusFlags {
   dense: 'shard' | 'replica';
   denseSyncExamples: number;
+  halfFlush?: boolean;
   halfPull?: boolean;
   halfPush?: boolean;
   halfDeltas?: boolean;
@@ -26,6 +27,7 @@ export function withBusFlags(c: Command): Command {
       'shard',
     )
     .option('--dense-sync-examples <n>', 'examples per dense replica flush', positiveInt, 2048)
+    .option('--half-flush', 'dense replica flushes as binary16 with error feedback')
     .option('--half-pull', 'workers pull embedding rows as binary16')
     .option('--half-push', "workers push embedding rows' gradients as binary16 (scaled per table)")
     .option('--half-deltas', 'shards publish embedding rows in deltas as binary16')
@@ -41,6 +43,7 @@ export function busInput(o: BusFlags) {
   return {
     dense: o.dense,
     denseSyncExamples: o.denseSyncExamples,
+    halfFlush: o.halfFlush === true,
     halfPull: o.halfPull === true,
     halfPush: o.halfPush === true,
     halfDeltas: o.halfDeltas === true,
