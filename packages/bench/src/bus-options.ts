@@ -44,21 +44,8 @@ export type BusOptions = z.infer<typeof busOptionsSchema>;
 
 /** The bus options of a parsed options object (to hand on to another bench). */
 export function busOptionsOf(o: BusOptions): BusOptions {
-  const { dense, denseSyncExamples, halfFlush, halfPull, halfPush, halfDeltas, int8Pull, int8Deltas } = o;
-  const { pullSessions, deltaIntervalMs, encoding } = o;
-  return {
-    dense,
-    denseSyncExamples,
-    halfFlush,
-    halfPull,
-    halfPush,
-    halfDeltas,
-    int8Pull,
-    int8Deltas,
-    pullSessions,
-    deltaIntervalMs,
-    encoding,
-  };
+  // parsing strips every field that is not a bus option (their values are already valid)
+  return busOptionsSchema.parse(o);
 }
 
 /** The bus options as a bench result reports them. */

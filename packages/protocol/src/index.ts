@@ -22,7 +22,7 @@ export {
   type FrameArray,
 } from './frame.js';
 export { fromHalf, halfBits, halfValue, toHalf } from './half.js';
-export { fromQ8, toQ8, q8Bytes, Q8_MIN_DIM } from './q8.js';
+export { fromQ8, toQ8, q8Bytes, q8Worthwhile, Q8_MIN_DIM } from './q8.js';
 export {
   defaultOptimizer,
   optimizerSchema,
@@ -61,7 +61,6 @@ export {
   decodeSnapshotRequest,
   encodeSnapshotPage,
   decodeSnapshotPage,
-  q8Worthwhile,
   halfPushRoundTrip,
   pullHeaderSchema,
   pushHeaderSchema,

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { errorEnvelopeSchema, FreshetError, type ErrorEnvelope } from './errors.js';
 import { decodeFrame, encodeFrame, f32, i8, u32, type Frame, type FrameArray } from './frame.js';
 import { fromHalf, toHalf } from './half.js';
-import { fromQ8, q8Bytes, Q8_MIN_DIM, toQ8 } from './q8.js';
+import { fromQ8, q8Bytes, toQ8 } from './q8.js';
 
 /**
  * Parameter-server messages: pull, push, delta and snapshot, as tensor frames.
@@ -185,12 +185,9 @@ function rowsIn(frame: Frame, i: number, t: { n: number; dim: number; q?: 8 | un
   return values;
 }
 
-/** Whether a table of this width goes as int8 when int8 is asked for (narrower: binary16). */
-export const q8Worthwhile = (dim: number) => dim >= Q8_MIN_DIM;
-
 /**
  * How embedding rows' values travel: float32, binary16, or int8 with a scale per row where the
- * row has {@link Q8_MIN_DIM} or more values (binary16 below).
+ * row has `Q8_MIN_DIM` (4) or more values (binary16 below).
  */
 export type RowEncoding = 'f32' | 'f16' | 'q8';
 export function decodePullReply(data: Uint8Array): PullReply {
@@ -349,12 +346,15 @@ const NO_KEYS = new Uint32Array(0);
  */
 export function halfPushRoundTrip(g: Float32Array): Float32Array {
   const { bits, e } = scaledHalf(g);
-  const out = fromHalf(bits);
-  if (e !== 0) {
-    const unscale = 2 ** -e;
-    for (let j = 0; j < out.length; j++) out[j] = out[j]! * unscale;
-  }
-  return out;
+  return unscaleHalf(fromHalf(bits), e);
+}
+
+/** Undoes {@link scaledHalf}'s 2^e in place (dividing by a power of two is exact). */
+function unscaleHalf(decoded: Float32Array, e: number): Float32Array {
+  if (e === 0) return decoded;
+  const unscale = 2 ** -e;
+  for (let j = 0; j < decoded.length; j++) decoded[j] = decoded[j]! * unscale;
+  return decoded;
 }
 
 /** Largest |g| lands in [2^14, 2^15): well inside binary16 (max 65504) with full precision. */
@@ -395,9 +395,7 @@ export function decodePush(data: Uint8Array): PushRequest {
         // the request bytes, which the shard logs as they came)
         if (!(frame.arrays[3 * i + 1] instanceof Uint16Array))
           throw new FreshetError('BAD_FRAME', `push table ${t.t}: a scale on float32 gradients`);
-        // dividing by a power of two is exact
-        const unscale = 2 ** -t.e;
-        for (let j = 0; j < grads.length; j++) grads[j] = grads[j]! * unscale;
+        unscaleHalf(grads, t.e);
       }
       const counts = u32(frame, 3 * i + 2);
       const keyless = t.s === 1;

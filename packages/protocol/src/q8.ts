@@ -13,6 +13,9 @@
  */
 export const Q8_MIN_DIM = 4;
 
+/** Whether a table of this width goes as int8 when int8 is asked for (narrower: binary16). */
+export const q8Worthwhile = (dim: number) => dim >= Q8_MIN_DIM;
+
 /** Bytes of n rows of dim d. */
 export const q8Bytes = (n: number, dim: number) => n * dim + 2 * n;
 
