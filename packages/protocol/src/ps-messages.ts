@@ -127,9 +127,19 @@ export const pullReplyHeaderSchema = z.object({
    * the shard did not (a shard that predates sessions, or one whose session memory is full).
    */
   session: z.literal(true).optional(),
-  /** `q: 8`: the table's rows are int8 with a scale per row (q8.ts). */
+  /**
+   * `q: 8`: the table's rows are int8 with a scale per row (q8.ts). `last`, dense tables only:
+   * the id of the push that last changed the tensor (a token of the shard's start when none
+   * did), so a dense replica can tell at its next flush whether anyone changed it since.
+   */
   tables: z.array(
-    z.object({ t: tableId, n: count, dim: z.number().int().min(1), q: z.literal(8).optional() }),
+    z.object({
+      t: tableId,
+      n: count,
+      dim: z.number().int().min(1),
+      q: z.literal(8).optional(),
+      last: z.string().max(4096).optional(),
+    }),
   ),
 });
 export interface PullReplyTable {
@@ -140,6 +150,8 @@ export interface PullReplyTable {
   half?: boolean | undefined;
   /** Sent as int8 with a scale per row (q8.ts; decoded back to float32 on arrival). */
   q8?: boolean | undefined;
+  /** Dense tables: the id of the push that last changed the tensor (see the header schema). */
+  last?: string | undefined;
 }
 export interface PullReply {
   /** The shard's version when the values were read: echo it in the push as `base`. */
@@ -158,6 +170,7 @@ export function encodePullReply(r: PullReply): Uint8Array {
         n: t.values.length / t.dim,
         dim: t.dim,
         ...(t.q8 ? { q: 8 as const } : {}),
+        ...(t.last !== undefined ? { last: t.last } : {}),
       })),
     },
     r.tables.map((t) => rowsOut(t)),
@@ -199,7 +212,7 @@ export function decodePullReply(data: Uint8Array): PullReply {
     session: h.session,
     tables: h.tables.map((t, i) => {
       const values = rowsIn(frame, i, t, 'pull values');
-      return { t: t.t, dim: t.dim, values };
+      return { t: t.t, dim: t.dim, values, ...(t.last !== undefined ? { last: t.last } : {}) };
     }),
   };
 }

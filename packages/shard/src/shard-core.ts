@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import {
   FreshetError,
   MAX_ABS_GRADIENT,
@@ -51,9 +52,10 @@ export interface ApplyResult {
   /** The push as applied (compensated gradients where `dcApplied`). */
   effective: PushRequest;
   /**
-   * For each dense table the push changed: the id of the push that changed it before (null when
-   * unknown: none since this shard's state was loaded from a checkpoint). A dense replica whose
-   * previous flush is that id knows the tensor is exactly what it computed.
+   * For each dense table the push changed: the id of the push that changed it before (the
+   * core's start token when none did since it started; null for a table this shard does not
+   * own). A dense replica whose previous flush, or whose last pull's `last`, is that id knows
+   * the tensor is exactly what it holds as its base.
    */
   densePrev: { t: number; id: string | null }[];
 }
@@ -107,7 +109,11 @@ export class ShardCore {
   private scratch = new Int32Array(8192);
   /** The rows the current push touched, as they were (reused buffers; see push-undo.ts). */
   private readonly undo = new PushUndo();
-  /** Dense table → the id of the last push that changed it (see {@link ApplyResult.densePrev}). */
+  /**
+   * Dense table → the id of the last push that changed it (see {@link ApplyResult.densePrev}).
+   * Until a push does, a token of this core's start: a replica that pulled the tensor before a
+   * restart never mistakes the restored one for what it pulled.
+   */
   private readonly denseLastId = new Map<number, string>();
 
   constructor(readonly o: ShardCoreOptions) {
@@ -118,6 +124,8 @@ export class ShardCore {
     this.dc = new DcBackups(o.dcMaxWorkers, 4, o.dcMaxRowsPerWorker);
     const tick = tickOf(Date.now());
     for (const t of this.tables) if (t.dense && t.owned) t.create(0, 0, tick);
+    const start = `~start.${randomBytes(8).toString('hex')}`;
+    for (const t of this.tables) if (t.dense && t.owned) this.denseLastId.set(t.id, start);
   }
 
   /** Counts a rejected request by code (the endpoint reports every error reply here). */
@@ -373,7 +381,8 @@ export class ShardCore {
         const rows = !tab.dense && width === tab.dim;
         const q8 = req.q8 === true && rows && q8Worthwhile(width);
         const half = (req.half === true || req.q8 === true) && rows && !q8;
-        return { t: t.t, dim: width, values, half, q8 };
+        const last = tab.dense ? this.denseLastId.get(t.t) : undefined;
+        return { t: t.t, dim: width, values, half, q8, last };
       }),
     };
   }

@@ -83,4 +83,60 @@ describe('additive dense pushes on a shard', () => {
       await shard.stop();
     }
   });
+  it('name the push that last changed a dense tensor, in pulls and in additive push replies', async () => {
+    const cluster = uniqueName('wlast');
+    const s = subjects(cluster);
+    const shard = new Shard(
+      { cluster, shard: 0, shards: 1, nats: { servers: nats.url }, model, dataDir, checkpointIntervalMs: 0 },
+      { nc: nats.nc, log: () => undefined },
+    );
+    await shard.start();
+    try {
+      const last = async () =>
+        decodePullReply(await requestBytes(nats.nc, s.pull(0), encodePull({ tables: [{ t: 0, keys: key }] })))
+          .tables[0]!.last;
+      const add = async (id: string) =>
+        decodePushReply(
+          await requestBytes(
+            nats.nc,
+            s.push(0),
+            encodePush({
+              id,
+              worker: 'w',
+              clock: 0,
+              base: 0,
+              add: true,
+              examples: 1,
+              tables: [
+                {
+                  t: 0,
+                  dim: DIM,
+                  keys: key,
+                  grads: new Float32Array(DIM).fill(0.5),
+                  counts: Uint32Array.of(1),
+                },
+              ],
+            }),
+          ),
+        ).prev;
+      const start = await last();
+      expect(start).toMatch(/^~start\./);
+      expect(await add('a')).toEqual([{ t: 0, id: start }]);
+      expect(await last()).toBe('a');
+      await shard.checkpoint();
+      expect(await add('b')).toEqual([{ t: 0, id: 'a' }]);
+      // replayed from the log: the replayed push is the last change again
+      await shard.reload();
+      expect(await last()).toBe('b');
+      // restored from a checkpoint with nothing to replay: a new start token, never the old one,
+      // so a replica that pulled before cannot take the restored tensor for the one it holds
+      await shard.checkpoint();
+      await shard.reload();
+      const restarted = await last();
+      expect(restarted).toMatch(/^~start\./);
+      expect(restarted).not.toBe(start);
+    } finally {
+      await shard.stop();
+    }
+  });
 });

@@ -60,8 +60,11 @@ export class DenseReplica {
   private readonly w = new Map<number, Float32Array>();
   /** The shard's value as this worker last knew it plus every change already flushed. */
   private readonly base = new Map<number, Float32Array>();
-  /** Per table, the id of this worker's last accepted flush (the shard names it back). */
-  private readonly lastFlush = new Map<number, string>();
+  /**
+   * Per table, the id of the push the base last caught up with: this worker's last accepted
+   * flush, or the shard's `last` in the pull that loaded or refreshed the base.
+   */
+  private readonly lastSeen = new Map<number, string>();
   private waiting: Waiting[] = [];
   /** Examples of the batches in `waiting`. */
   private pendingExamples = 0;
@@ -100,11 +103,12 @@ export class DenseReplica {
 
   /** Pulls the dense tables once (before the first batch reads them). */
   load(onRetry?: OnRetry): Promise<void> {
-    this.loaded ??= this.pullAll(onRetry).then((rows) => {
+    this.loaded ??= this.pullAll(onRetry).then(({ rows, last }) => {
       for (const [t, v] of rows) {
         this.w.set(t, v.slice());
         this.base.set(t, v);
       }
+      this.remember(last);
     });
     // a failed load is tried again by the next batch
     this.loaded.catch(() => (this.loaded = undefined));
@@ -281,8 +285,8 @@ export class DenseReplica {
       // Nobody else changed a tensor since this worker's previous flush: the shard holds exactly
       // the base, and the pull that would bring others' changes back has nothing to bring.
       for (const [t, { id, prev }] of out.tables) {
-        if (prev === null || prev !== this.lastFlush.get(t)) mine = false;
-        this.lastFlush.set(t, id);
+        if (prev === null || prev !== this.lastSeen.get(t)) mine = false;
+        this.lastSeen.set(t, id);
       }
     } catch (e) {
       this.counters.flushFailures++;
@@ -302,24 +306,39 @@ export class DenseReplica {
     // what was applied here since the flush was formed. A failed refresh is harmless (the next
     // flush's refresh catches up); the batches are already safe.
     try {
-      const rows = await this.pullAll();
+      const { rows, last } = await this.pullAll();
       for (const [t, s] of rows) {
         const w = this.rows(t);
         const b = this.base.get(t)!;
         for (let i = 0; i < w.length; i++) w[i] = s[i]! + (w[i]! - b[i]!);
         b.set(s);
       }
+      this.remember(last);
       this.counters.refreshes++;
     } catch (e) {
       this.log('warn', 'dense refresh after a flush failed', { error: String(e) });
     }
   }
 
-  private async pullAll(onRetry?: OnRetry): Promise<Map<number, Float32Array>> {
+  /**
+   * The base now is the tensor as of push `last[t]`: a flush whose shard answers that its
+   * previous push was that one finds nothing of anyone else's to pull back. A shard that does
+   * not say leaves the flush ids to decide (only the second flush on can skip).
+   */
+  private remember(last: ReadonlyMap<number, string>): void {
+    for (const t of this.tables) {
+      const id = last.get(t);
+      if (id !== undefined) this.lastSeen.set(t, id);
+    }
+  }
+
+  private async pullAll(
+    onRetry?: OnRetry,
+  ): Promise<{ rows: Map<number, Float32Array>; last: ReadonlyMap<number, string> }> {
     const plan = this.client.route({ size: 0, sparse: [], denseTables: this.tables });
     const pulled = await this.client.pull(plan, { onRetry });
-    const out = new Map<number, Float32Array>();
-    for (const t of this.tables) out.set(t, pulled.rows[t]!);
-    return out;
+    const rows = new Map<number, Float32Array>();
+    for (const t of this.tables) rows.set(t, pulled.rows[t]!);
+    return { rows, last: pulled.denseLast };
   }
 }

@@ -61,6 +61,8 @@ export interface PulledRows {
    * push to that shard names the session instead of repeating those tables' keys.
    */
   sessions: Map<number, { id: string; tables: ReadonlySet<number> }>;
+  /** Dense table → the id of the push that last changed it, where its shard says (not cached). */
+  denseLast: Map<number, string>;
 }
 
 export interface ShardClientOptions {
@@ -244,6 +246,7 @@ export class ShardClient {
     const shared = new Set<number>();
     const base = new Map<number, number>();
     const sessions: PulledRows['sessions'] = new Map();
+    const denseLast = new Map<number, string>();
     for (const [t, n] of plan.rowsOf)
       rows[t] = new Float32Array(n * pullWidth(this.o.spec.tables[t]!, this.state));
     await Promise.all(
@@ -306,6 +309,7 @@ export class ShardClient {
           if (p.dense) {
             const copy = got.values.slice();
             rows[p.t] = copy;
+            if (got.last !== undefined) denseLast.set(p.t, got.last);
             if (this.o.denseCacheMaxLag > 0) {
               this.denseCache.set(p.t, { values: copy, version: reply.version });
               shared.add(p.t);
@@ -319,7 +323,7 @@ export class ShardClient {
         });
       }),
     );
-    return { rows, base, shared, sessions };
+    return { rows, base, shared, sessions, denseLast };
   }
 
   /**
