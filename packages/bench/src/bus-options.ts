@@ -39,6 +39,11 @@ export const busOptionsSchema = z.object({
   deltaIntervalMs: z.number().min(1).max(60_000).default(5),
   /** How the replay publishes events: JSON (any language's default) or msgpack (fewer bytes). */
   encoding: z.enum(['json', 'msgpack']).default('json'),
+  /**
+   * The replay compresses each event (zlib) with a dictionary of 2000 sample events taken after
+   * the run's own (event-dictionary.ts); workers fetch it from the cluster.
+   */
+  compressEvents: z.boolean().default(false),
 });
 export type BusOptions = z.infer<typeof busOptionsSchema>;
 
@@ -62,5 +67,6 @@ export function busReport(o: BusOptions): Record<string, unknown> {
     pull_sessions: o.pullSessions,
     delta_interval_ms: o.deltaIntervalMs,
     encoding: o.encoding,
+    compress_events: o.compressEvents,
   };
 }

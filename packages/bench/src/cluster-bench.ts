@@ -11,6 +11,7 @@ import { FreshetError, mergeProgressive, type ProgressiveHistogram } from '@fres
 import { loadBenchData } from './bench-data.js';
 import { benchModelConfig, benchModels } from './bench-models.js';
 import { busOptionsSchema, busReport } from './bus-options.js';
+import { benchDictionary, type BenchDictionary } from './event-dictionary.js';
 import type { BenchActor, BenchCluster, ClusterHarness } from './cluster-harness.js';
 import { runExactPeer } from './exact-peer.js';
 import { CpuMeter } from './proc-cpu.js';
@@ -232,6 +233,8 @@ async function runPhase<A extends BenchActor>(
     startWorkers?: () => Promise<void>;
     /** Called when the clock starts (a backlog's CPU is measured from there). */
     clockStarted?: () => void;
+    /** Compress the events with this dictionary. */
+    dictionary?: BenchDictionary | undefined;
   },
   deps: ClusterBenchDeps<A>,
 ): Promise<PhaseResult> {
@@ -271,6 +274,7 @@ async function runPhase<A extends BenchActor>(
         partitions: o.partitions,
         ensure: false,
         encoding: o.encoding,
+        ...(p.dictionary ? { compression: { dictionary: p.dictionary.dictionary } } : {}),
         idPrefix: `${p.tag}-${pass}-${Date.now().toString(36)}`,
         ...(p.rate !== undefined ? { rate: p.rate } : {}),
         ...(o.limit !== undefined ? { limit: o.limit } : {}),
@@ -511,6 +515,9 @@ export async function runClusterBench<A extends BenchActor>(
     ...(o.limit !== undefined ? { eventLimit: o.limit } : {}),
     joiner,
   });
+  const dictionary = o.compressEvents
+    ? await benchDictionary({ data: o.data, spec: o.spec, limit: o.limit, encoding: o.encoding })
+    : undefined;
   // Criteo lines are one example event each; other data are counted in labelled examples.
   const perPass = data.kind === 'criteo' ? data.events : data.examples.length;
   const countBy = data.kind === 'criteo' ? 'handled' : 'examples';
@@ -615,6 +622,7 @@ export async function runClusterBench<A extends BenchActor>(
         countBy,
         tag: 'throughput',
         deadline,
+        dictionary,
         ...(o.placements ? { placements: o.placements } : {}),
         ...(o.backlog
           ? {
@@ -675,6 +683,14 @@ export async function runClusterBench<A extends BenchActor>(
       optimizer: modelConfig.optimizer ?? null,
       threads_per_worker: threads,
       ...busReport(o),
+      event_dictionary: dictionary
+        ? {
+            id: dictionary.id,
+            bytes: dictionary.dictionary.length,
+            skip: dictionary.skip,
+            samples: dictionary.samples,
+          }
+        : null,
       passes: o.passes,
       rate: o.rate ?? null,
       backlog: o.backlog,
@@ -753,7 +769,7 @@ export async function runClusterBench<A extends BenchActor>(
         p2 = await runPhase(
           cl,
           o,
-          { passes: 1, rate: freshRate, events: perPass, countBy, tag: 'freshness', deadline },
+          { passes: 1, rate: freshRate, events: perPass, countBy, tag: 'freshness', deadline, dictionary },
           deps,
         );
       } catch (e) {

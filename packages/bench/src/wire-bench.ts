@@ -175,6 +175,7 @@ export async function runWireBench<A extends BenchActor>(
   const o = parsed.data;
   const configs: Array<Record<string, unknown>> = [];
   let machine: unknown = null;
+  let eventDictionary: unknown = null;
   for (const shards of o.shards) {
     for (const serving of o.serving) {
       deps.progress?.(`wire: ${shards} shard(s), ${serving} serving node(s)`);
@@ -199,6 +200,7 @@ export async function runWireBench<A extends BenchActor>(
         deps,
       );
       machine = r.machine ?? machine;
+      eventDictionary = r.event_dictionary ?? eventDictionary;
       configs.push(wireCosts(r, { shards, serving }));
     }
   }
@@ -211,6 +213,7 @@ export async function runWireBench<A extends BenchActor>(
     limit: o.limit,
     partitions: o.partitions,
     ...busReport(o),
+    event_dictionary: eventDictionary,
     configs,
     ratios: wireRatios(configs),
     machine,

@@ -8,7 +8,8 @@ import { privateDir, writePrivateFile } from './private-files.js';
  * NATS authorization for a Freshet cluster: one nkey user per role with the least permissions its
  * work needs, written against the same subject builder the roles use, so the two cannot drift.
  *
- * - publisher: publish feedback events (and read the stream's info); nothing else.
+ * - publisher: publish feedback events (and read the stream's info), store event dictionaries;
+ *   nothing else.
  * - labeller: publish pre-labelled `example` events (the labels subjects) and feedback. Workers
  *   dead-letter an `example` on a feedback subject, so labels come from labellers only.
  * - app: call score/rank (applications that rank with the model); nothing else.
@@ -71,7 +72,13 @@ export function rolePermissions(cluster: string): Record<NatsRole, RolePermissio
   const a = adminSubjects(cluster);
   const inbox = (role: NatsRole) => `${s.inboxPrefix(role)}.>`;
   const serviceApi = '$SRV.>';
-  const feedbackPublish = [`${s.prefix}.fb.*`, '$JS.API.INFO', `$JS.API.STREAM.INFO.${s.feedbackStream}`];
+  // ...and the dictionaries of compressed events: a publisher stores its own before it sends
+  const feedbackPublish = [
+    `${s.prefix}.fb.*`,
+    '$JS.API.INFO',
+    `$JS.API.STREAM.INFO.${s.feedbackStream}`,
+    ...kvUse(s.dictBucket),
+  ];
   return {
     publisher: { publish: feedbackPublish, subscribe: [inbox('publisher')], allowResponses: false },
     labeller: {
@@ -90,6 +97,7 @@ export function rolePermissions(cluster: string): Record<NatsRole, RolePermissio
         '$JS.API.INFO',
         ...streamUse(s.feedbackStream),
         ...kvUse(s.kvBucket),
+        ...kvUse(s.dictBucket),
       ],
       subscribe: [inbox('worker'), serviceApi, s.workerClockAll, `${s.prefix}.worker.>`, a.role('worker')],
       allowResponses: true,
@@ -118,10 +126,19 @@ export function rolePermissions(cluster: string): Record<NatsRole, RolePermissio
         '$JS.API.INFO',
         '$JS.API.STREAM.NAMES',
         '$JS.API.STREAM.LIST',
-        ...[s.feedbackStream, s.deadLetterStream, `KV_${s.kvBucket}`, `OBJ_${s.objectStore}`].flatMap(
-          (stream) => [`$JS.API.STREAM.*.${stream}`, `$JS.API.STREAM.MSG.*.${stream}`, ...streamUse(stream)],
-        ),
+        ...[
+          s.feedbackStream,
+          s.deadLetterStream,
+          `KV_${s.kvBucket}`,
+          `KV_${s.dictBucket}`,
+          `OBJ_${s.objectStore}`,
+        ].flatMap((stream) => [
+          `$JS.API.STREAM.*.${stream}`,
+          `$JS.API.STREAM.MSG.*.${stream}`,
+          ...streamUse(stream),
+        ]),
         `$KV.${s.kvBucket}.>`,
+        `$KV.${s.dictBucket}.>`,
         `$O.${s.objectStore}.>`,
       ],
       // it calls the service API (replies come to its inbox); it does not listen to it

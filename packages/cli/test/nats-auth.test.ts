@@ -1,7 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import { ensureStream } from '@freshet/client';
-import { readModelSpec, startNatsServer, writeModelSpec, type NatsServerHandle } from '@freshet/nats';
+import {
+  EventDictionaries,
+  putEventDictionary,
+  readModelSpec,
+  startNatsServer,
+  writeModelSpec,
+  type NatsServerHandle,
+} from '@freshet/nats';
 import {
   adminSubjects,
   decodeEncoderStats,
@@ -79,6 +86,19 @@ describe('generated NATS auth', () => {
     const pub = await as(a1, 'publisher');
     const ack = await pub.jetstream().publish(subjects(c1).feedback(0), new TextEncoder().encode('{}'));
     expect(ack.stream).toBe(subjects(c1).feedbackStream);
+  });
+
+  it("lets a publisher store event dictionaries in its cluster and a worker read them; not the cluster's KV, not another cluster's", async () => {
+    const dictionary = new TextEncoder().encode('{"kind":"impression","features":{"C1":"68fd1e64"}}');
+    const pub = await as(a1, 'publisher');
+    const id = await putEventDictionary(pub, c1, dictionary);
+    const worker = await as(a1, 'worker');
+    const dicts = new EventDictionaries(worker, c1);
+    expect(await dicts.fetch(id)).toBe(true);
+    expect(Buffer.from(dicts.get(id)!).equals(Buffer.from(dictionary))).toBe(true);
+    await expect(putEventDictionary(pub, c2, dictionary)).rejects.toThrow(/Permissions Violation/);
+    const kv = await pub.jetstream().views.kv(subjects(c1).kvBucket, { bindOnly: true });
+    await expect(kv.put('model-spec', '{}')).rejects.toThrow(/Permissions Violation/);
   });
 
   it('does not let a publisher push gradients; a worker may', async () => {

@@ -46,4 +46,10 @@ export {
   type DatasetKind,
   type OpenDatasetOptions,
 } from './datasets/index.js';
-export { runReplay, type ReplayOptions, type ReplayProgress, type ReplaySummary } from './replay.js';
+export {
+  runReplay,
+  datasetDictionary,
+  type ReplayOptions,
+  type ReplayProgress,
+  type ReplaySummary,
+} from './replay.js';

@@ -12,6 +12,17 @@ export const publisherOptionsSchema = z.object({
   maxBuffered: z.number().int().min(1).default(8192),
   whenFull: z.enum(['wait', 'reject']).default('wait'),
   encoding: z.enum(['json', 'msgpack']).default('json'),
+  /**
+   * Compress each encoded event (zlib; see @freshet/protocol's event-compression.ts), with a
+   * preset `dictionary` (≤ 32 KiB, e.g. `buildEventDictionary` of sample events) that the
+   * publisher stores in the cluster's dictionary bucket before it sends its first event.
+   */
+  compression: z
+    .object({
+      dictionary: z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'a Uint8Array').optional(),
+      level: z.number().int().min(1).max(9).default(6),
+    })
+    .optional(),
   /** Validate each event with the v1 schema before buffering (bad events throw BAD_EVENT). */
   validate: z.boolean().default(true),
   ackTimeoutMs: z.number().int().min(1).default(5_000),

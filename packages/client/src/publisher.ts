@@ -1,5 +1,6 @@
 import type { JetStreamClient, NatsConnection } from 'nats';
 import {
+  compressEvent,
   encodeEvent,
   feedbackEventSchema,
   FreshetError,
@@ -9,7 +10,7 @@ import {
   type FeedbackEventInput,
   type Subjects,
 } from '@freshet/protocol';
-import { fromNatsError, Lifecycle, type ActorLog, type ActorState } from '@freshet/nats';
+import { fromNatsError, Lifecycle, putEventDictionary, type ActorLog, type ActorState } from '@freshet/nats';
 import {
   compilePublisherOptions,
   type PublisherOptions,
@@ -61,6 +62,12 @@ export class Publisher {
   private readonly counters: PublisherStats = { buffered: 0, acked: 0, duplicates: 0, retries: 0, failed: 0 };
   private readonly onError: ((err: FreshetError, eventId: string) => void) | undefined;
   private readonly signal: AbortSignal | undefined;
+  /**
+   * Nothing is sent before the dictionary is stored (a worker would have to wait for it); a
+   * dictionary that cannot be stored fails the publisher (`dictionaryError`).
+   */
+  private dictionaryStored: boolean;
+  private dictionaryError: FreshetError | undefined;
 
   constructor(
     nc: NatsConnection,
@@ -82,6 +89,25 @@ export class Publisher {
       { name: `publisher-${this.options.cluster}`, log: extra.log, signal: extra.signal },
     );
     this.life.runningNow();
+    const dictionary = this.options.compression?.dictionary;
+    this.dictionaryStored = dictionary === undefined;
+    if (dictionary) {
+      putEventDictionary(nc, this.options.cluster, dictionary).then(
+        () => {
+          this.dictionaryStored = true;
+          this.pump();
+        },
+        (err: unknown) => {
+          this.dictionaryError = err instanceof FreshetError ? err : fromNatsError(err, this.s.dictBucket);
+          this.failBuffered();
+        },
+      );
+    }
+  }
+
+  /** Why the publisher cannot send (its dictionary could not be stored), if so. */
+  get failure(): FreshetError | undefined {
+    return this.dictionaryError;
   }
 
   get state(): PublisherState {
@@ -150,6 +176,7 @@ export class Publisher {
   }
 
   private assertOpen(): void {
+    if (this.dictionaryError) throw this.dictionaryError;
     if (this.life.state !== 'running' || this.signal?.aborted) {
       throw new FreshetError('SHUTTING_DOWN', 'publisher is closed');
     }
@@ -178,7 +205,9 @@ export class Publisher {
         partitionOf(e.user, this.options.partitions),
       ),
       id: e.id,
-      data: encodeEvent(e, this.options.encoding),
+      data: this.options.compression
+        ? compressEvent(encodeEvent(e, this.options.encoding), this.options.compression)
+        : encodeEvent(e, this.options.encoding),
       attempts: 0,
     };
   }
@@ -189,7 +218,23 @@ export class Publisher {
     this.pump();
   }
 
+  /** Every buffered event fails with the dictionary's error (reported to `onError`). */
+  private failBuffered(): void {
+    const err = this.dictionaryError!;
+    while (this.head < this.queue.length) {
+      const p = this.queue[this.head]!;
+      this.queue[this.head++] = undefined as unknown as Pending;
+      this.counters.failed++;
+      this.onError?.(err, p.id);
+    }
+    this.queue = [];
+    this.head = 0;
+    for (const w of this.spaceWaiters.splice(0)) w();
+    if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
   private pump(): void {
+    if (!this.dictionaryStored) return;
     while (this.inFlight < this.options.maxInFlight && this.head < this.queue.length) {
       const p = this.queue[this.head]!;
       this.queue[this.head++] = undefined as unknown as Pending;

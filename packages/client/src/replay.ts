@@ -1,7 +1,13 @@
 import type { NatsConnection } from 'nats';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectNats, type NatsOptionsInput } from '@freshet/nats';
-import { FreshetError, subjects, type FeedbackEventInput } from '@freshet/protocol';
+import {
+  buildEventDictionary,
+  encodeEvent,
+  FreshetError,
+  subjects,
+  type FeedbackEventInput,
+} from '@freshet/protocol';
 import { openDataset, type OpenDatasetOptions } from './datasets/index.js';
 import type { CsvSpecInput } from './datasets/csv-spec.js';
 import { Publisher } from './publisher.js';
@@ -40,6 +46,8 @@ export interface ReplayOptions {
   criteoMode?: OpenDatasetOptions['criteoMode'];
   maxInFlight?: number;
   encoding?: 'json' | 'msgpack';
+  /** Compress the events (see the Publisher's `compression`; e.g. {@link datasetDictionary}'s). */
+  compression?: { dictionary?: Uint8Array; level?: number };
 }
 
 export interface ReplayProgress {
@@ -67,6 +75,47 @@ export interface ReplaySummary {
   aborted: boolean;
 }
 
+/** An event as a replay publishes it: stamped `ts`, its dataset time kept in `meta.srcTs`. */
+function restamped(e: FeedbackEventInput, ts: number): FeedbackEventInput {
+  return { ...e, ts, meta: { ...(e.meta ?? {}), srcTs: e.ts } };
+}
+
+/** The id prefix a replay of `data` gives its events by default (one per run). */
+function replayIdPrefix(data: string): string {
+  return `${data.split(':')[0]}-${Date.now().toString(36)}`;
+}
+
+/**
+ * A preset dictionary for compressed replays (event-compression.ts of @freshet/protocol): `samples`
+ * events of the dataset after the first `skip`, encoded as {@link runReplay} publishes them (so
+ * ids, timestamps and field names look alike). Sample events a run will not send (`skip` past its
+ * `limit`) keep a measurement of the compression honest.
+ */
+export async function datasetDictionary(o: {
+  data: string;
+  spec?: CsvSpecInput | string;
+  criteoMode?: OpenDatasetOptions['criteoMode'];
+  skip?: number;
+  samples: number;
+  encoding?: 'json' | 'msgpack';
+  /** The ids' prefix, as the publisher's will be (a replay's default otherwise). */
+  idPrefix?: string;
+}): Promise<Uint8Array> {
+  const dsOpts: OpenDatasetOptions = { idPrefix: o.idPrefix ?? replayIdPrefix(o.data) };
+  if (o.spec !== undefined) dsOpts.spec = o.spec;
+  if (o.criteoMode !== undefined) dsOpts.criteoMode = o.criteoMode;
+  const out: Uint8Array[] = [];
+  let seen = 0;
+  for await (const e of openDataset(o.data, dsOpts)) {
+    if (seen++ < (o.skip ?? 0)) continue;
+    out.push(encodeEvent(restamped(e, Date.now()), o.encoding ?? 'json'));
+    if (out.length >= o.samples) break;
+  }
+  if (out.length === 0)
+    throw new FreshetError('CONFIG', `no sample events in ${o.data} after ${o.skip ?? 0}`);
+  return buildEventDictionary(out);
+}
+
 const isConnection = (x: NatsConnection | NatsOptionsInput): x is NatsConnection =>
   typeof (x as NatsConnection).publish === 'function';
 
@@ -89,7 +138,7 @@ export async function runReplay(o: ReplayOptions): Promise<ReplaySummary> {
         inboxPrefix: subjects(o.cluster).inboxPrefix('labeller'),
       });
   let partitions = o.partitions ?? 8;
-  const prefix = o.idPrefix ?? `${o.data.split(':')[0]}-${Date.now().toString(36)}`;
+  const prefix = o.idPrefix ?? replayIdPrefix(o.data);
   const byKind: Record<string, number> = {};
   let events = 0;
   let first: number | undefined;
@@ -116,6 +165,7 @@ export async function runReplay(o: ReplayOptions): Promise<ReplaySummary> {
       partitions,
       maxInFlight: o.maxInFlight ?? 512,
       encoding: o.encoding ?? 'json',
+      ...(o.compression ? { compression: o.compression } : {}),
     });
     const dsOpts: OpenDatasetOptions = { idPrefix: prefix };
     if (o.spec !== undefined) dsOpts.spec = o.spec;
@@ -153,7 +203,7 @@ export async function runReplay(o: ReplayOptions): Promise<ReplaySummary> {
       let out: FeedbackEventInput = e;
       if (!o.keepTimestamps) {
         const ts = o.speedup !== undefined ? wallStart + Math.round((src - first) / o.speedup) : Date.now();
-        out = { ...e, ts, meta: { ...(e.meta ?? {}), srcTs: src } };
+        out = restamped(e, ts);
       }
       await pub.publish(out);
       events++;

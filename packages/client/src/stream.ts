@@ -20,6 +20,8 @@ export interface StreamTopology {
   deadLetter: Ensured;
   /** The cluster's KV bucket (leases, batch manifests, model spec). */
   kv: Ensured;
+  /** The bucket of compressed events' dictionaries (publishers may write there). */
+  dictionaries: Ensured;
 }
 
 type Ensured = 'created' | 'updated' | 'unchanged';
@@ -126,13 +128,22 @@ export async function ensureStream(nc: NatsConnection, input: StreamOptionsInput
   // The KV bucket first: workers wait for the feedback stream and then open the bucket, which
   // must by then exist with the cluster's replicas (one they created would be R1).
   const kv = await ensureKv(nc, jsm, subjects(o.cluster).kvBucket, o.replicas);
+  const dictionaries = await ensureKv(nc, jsm, subjects(o.cluster).dictBucket, o.replicas);
   const feedback = await ensureOne(jsm, fb);
   const deadLetter = await ensureOne(jsm, dl);
-  return { stream: fb.name, deadLetterStream: dl.name, partitions: o.partitions, feedback, deadLetter, kv };
+  return {
+    stream: fb.name,
+    deadLetterStream: dl.name,
+    partitions: o.partitions,
+    feedback,
+    deadLetter,
+    kv,
+    dictionaries,
+  };
 }
 
 /**
- * Creates the cluster's KV bucket with `replicas`, or scales an existing one to it. Partition
+ * Creates a KV bucket of the cluster with `replicas`, or scales an existing one to it. Partition
  * leases and batch manifests live there: an R1 bucket on a server that goes down stops every
  * worker (no lease can be renewed) however well the feedback stream is replicated.
  */

@@ -18,9 +18,20 @@ describe('ensureStream', () => {
   it('creates the feedback and dead-letter streams and the KV bucket, then is idempotent, and updates on change', async () => {
     const c = cluster();
     const first = await ensureStream(nats.nc, { cluster: c, partitions: 4 });
-    expect(first).toMatchObject({ feedback: 'created', deadLetter: 'created', kv: 'created', partitions: 4 });
+    expect(first).toMatchObject({
+      feedback: 'created',
+      deadLetter: 'created',
+      kv: 'created',
+      dictionaries: 'created',
+      partitions: 4,
+    });
     const again = await ensureStream(nats.nc, { cluster: c, partitions: 4 });
-    expect(again).toMatchObject({ feedback: 'unchanged', deadLetter: 'unchanged', kv: 'unchanged' });
+    expect(again).toMatchObject({
+      feedback: 'unchanged',
+      deadLetter: 'unchanged',
+      kv: 'unchanged',
+      dictionaries: 'unchanged',
+    });
     const more = await ensureStream(nats.nc, { cluster: c, partitions: 6, maxAgeMs: 3600_000 });
     expect(more.feedback).toBe('updated');
     expect(await streamPartitions(nats.nc, c)).toBe(6);

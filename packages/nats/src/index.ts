@@ -73,3 +73,4 @@ export {
   type ReadyLine,
 } from './actor-process.js';
 export { kvKeys } from './kv-keys.js';
+export { EventDictionaries, listEventDictionaries, putEventDictionary } from './event-dictionaries.js';

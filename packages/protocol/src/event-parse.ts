@@ -10,6 +10,7 @@ import {
   type FeedbackEvent,
   type FeedbackEventInput,
 } from './events.js';
+import { inflateEvent, isCompressedEvent, type EventDictionaryLookup } from './event-compression.js';
 import { validEvent } from './event-validate.js';
 
 /**
@@ -32,8 +33,16 @@ export const parseEventOptionsSchema = z.object({
     .or(z.literal(Infinity))
     .default(7 * 24 * 3600_000),
   maxBytes: z.number().int().min(1).default(eventLimits.maxBytes),
-  /** Forces a decoder; by default it is sniffed from the first byte. */
+  /** Forces a decoder; by default it is sniffed from the first byte (after inflating). */
   encoding: z.enum(['json', 'msgpack']).optional(),
+  /**
+   * Dictionaries of compressed events by id (event-compression.ts); a compressed event whose
+   * dictionary is not here is dead-lettered UNKNOWN_DICTIONARY. Read at each parse, so a Map
+   * that later gains entries serves them.
+   */
+  dictionaries: z
+    .custom<EventDictionaryLookup>((v) => typeof (v as { get?: unknown })?.get === 'function')
+    .optional(),
 });
 export type ParseEventOptions = z.input<typeof parseEventOptionsSchema>;
 
@@ -161,6 +170,12 @@ export function parseEvent(
   const o = compileParseOptions(options);
   if (bytes.byteLength > o.maxBytes) return fail('OVERSIZE', `${bytes.byteLength} B > ${o.maxBytes} B`);
   if (bytes.byteLength === 0) return fail('BAD_JSON', 'empty payload');
+  if (isCompressedEvent(bytes)) {
+    const r = inflateEvent(bytes, o.dictionaries, o.maxBytes);
+    if (!r.ok) return fail(r.reason, r.message);
+    bytes = r.bytes;
+    if (bytes.byteLength === 0) return fail('BAD_JSON', 'empty payload (inflated)');
+  }
   const enc = o.encoding ?? sniff(bytes);
   let raw: unknown;
   if (enc === 'msgpack') {

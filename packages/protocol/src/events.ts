@@ -136,7 +136,7 @@ export const eventSchemaByKind = {
 /** Why an event was dead-lettered or dropped. Stable: dashboards and alerts key on these. */
 export const deadLetterReasons = [
   'OVERSIZE', // payload over eventLimits.maxBytes, or a string/list over its limit
-  'BAD_ENCODING', // neither UTF-8 JSON nor msgpack (or a broken msgpack body)
+  'BAD_ENCODING', // neither UTF-8 JSON nor msgpack (or a broken msgpack or zlib body)
   'BAD_JSON', // text that does not parse as a JSON object
   'UNKNOWN_KIND', // `kind` is not one of eventKinds
   'MISSING_FIELD', // a required field (ids, ts, kind...) is absent or empty
@@ -151,5 +151,6 @@ export const deadLetterReasons = [
   'FORBIDDEN_KIND', // an `example` on a feedback subject: labels come only from the labeller role
   'NON_FINITE_GRADIENT', // its example's gradient came back non-finite (worker; never applied)
   'NON_FINITE_STATE', // a shard refused its batch's push: it would make model state non-finite
+  'UNKNOWN_DICTIONARY', // compressed with a dictionary the cluster's dictionary bucket does not hold
 ] as const;
 export type DeadLetterReason = (typeof deadLetterReasons)[number];

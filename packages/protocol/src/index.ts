@@ -120,6 +120,18 @@ export {
   type DeadLetter,
 } from './event-parse.js';
 export { validEvent } from './event-validate.js';
+export {
+  adler32,
+  buildEventDictionary,
+  compressEvent,
+  compressedEventDictionary,
+  eventDictionaryId,
+  inflateEvent,
+  isCompressedEvent,
+  EVENT_DICTIONARY_MAX_BYTES,
+  type EventDictionaryLookup,
+  type InflateResult,
+} from './event-compression.js';
 export { partitionOf } from './partitions.js';
 export { shardStatusSchema, shardStatusSubject, type ShardStatus } from './shard-status.js';
 export {

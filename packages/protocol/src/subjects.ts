@@ -64,6 +64,11 @@ export function subjects(cluster: string) {
     kvBucket: `freshet_${cluster.replace(/-/g, '_')}`,
     objectStore: `freshet_ckpt_${cluster.replace(/-/g, '_')}`,
     /**
+     * Preset dictionaries of compressed feedback events, keyed by id (8 hex digits, their
+     * Adler-32): apart from `kvBucket` so publishers may write here and nowhere else.
+     */
+    dictBucket: `freshet_dict_${cluster.replace(/-/g, '_')}`,
+    /**
      * Each role's reply-inbox prefix (nats.js `inboxPrefix`): NATS permissions let a role subscribe
      * to its own prefix only, so no role reads another's replies (pulled weights, acks, ranks).
      */

@@ -1,5 +1,11 @@
 import type { Example } from '@freshet/model';
-import { parseEvent, type compileParseOptions, type FeedbackEvent } from '@freshet/protocol';
+import type { EventDictionaries } from '@freshet/nats';
+import {
+  compressedEventDictionary,
+  parseEvent,
+  type compileParseOptions,
+  type FeedbackEvent,
+} from '@freshet/protocol';
 import type { DeliveredMsg } from './delivered-msg.js';
 import type { ForgottenUsers } from './forgotten-users.js';
 import type { JoinedExample, JoinerDropReason } from './joiner.js';
@@ -15,6 +21,10 @@ export interface JoiningContext {
   isLabels: (subject: string) => boolean;
   /** Buffers an example for batching (it takes a hold on each of its messages). */
   enqueue: (b: Omit<Buffered, 'at'>) => void;
+  /** Compressed events' dictionaries (the same object `parseOpts` reads). */
+  dictionaries?: EventDictionaries;
+  /** How long a handed-back event waits before it is delivered again. */
+  nakDelayMs?: number;
   /** Users deleted with `freshet user forget`: their events are acked unused and counted. */
   forgotten?: ForgottenUsers;
   /** Served CTR per model (impressions carrying `meta.servedBy`). */
@@ -41,6 +51,15 @@ export class Joining {
       known.msg = m;
       known.since = Date.now();
       counters.redelivered++;
+      return;
+    }
+    const dictionary = compressedEventDictionary(m.data);
+    if (dictionary !== undefined && this.ctx.dictionaries?.pending(dictionary)) {
+      // its dictionary is being fetched (publishers store theirs before their first event, so
+      // this is a new one's first moments): hand the event back; one the bucket does not hold
+      // is parsed, and dead-lettered UNKNOWN_DICTIONARY, instead of waiting forever
+      m.nak(this.ctx.nakDelayMs);
+      counters.dictionaryWaits++;
       return;
     }
     ps.caughtUp = m.info.pending === 0;

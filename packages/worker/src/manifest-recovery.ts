@@ -1,6 +1,12 @@
 import type { JetStreamManager, KV } from 'nats';
 import type { Example } from '@freshet/model';
-import { compileParseOptions, parseEvent } from '@freshet/protocol';
+import type { EventDictionaries } from '@freshet/nats';
+import {
+  compileParseOptions,
+  compressedEventDictionary,
+  parseEvent,
+  type CompiledParseOptions,
+} from '@freshet/protocol';
 import { decodeManifest, manifestFilter, type BatchManifest } from './batch-manifest.js';
 import { agreeParts, pruneDecisions } from './manifest-decisions.js';
 import { beginEpoch, ownedWhenStored, readEpochs, type EpochHistory } from './manifest-epochs.js';
@@ -8,7 +14,7 @@ import type { ManifestStore } from './manifest-store.js';
 import type { Buffered, PartitionState, WorkerCounters, WorkerLog } from './worker-types.js';
 
 /** Recovery reads events back that passed validation once: their age and skew no longer matter. */
-const recoveryParse = compileParseOptions({ maxSkewMs: Number.MAX_SAFE_INTEGER, maxAgeMs: Infinity });
+const recoveryParseOptions = { maxSkewMs: Number.MAX_SAFE_INTEGER, maxAgeMs: Infinity };
 
 /** A batch re-formed from a manifest: pushed under its original id, holding no messages. */
 export interface Recovered {
@@ -43,6 +49,8 @@ export interface ManifestRecoveryContext {
   runBatch: (items: Buffered[], rec: Recovered) => Promise<boolean>;
   /** How long a recovered batch's redeliveries may still come (the AppliedSeqs `long` span). */
   holdMs: number;
+  /** Compressed events' dictionaries: a recovered event's is fetched before it is parsed. */
+  dictionaries?: EventDictionaries;
   /** Whether a worker (a manifest's writer) holds a live membership now. */
   isAlive: (worker: string) => boolean;
   /**
@@ -56,8 +64,11 @@ export interface ManifestRecoveryContext {
 export class ManifestRecovery {
   /** When old recovery decisions were last pruned. */
   private prunedAt = -Infinity;
+  private readonly parse: CompiledParseOptions;
 
-  constructor(private readonly ctx: ManifestRecoveryContext) {}
+  constructor(private readonly ctx: ManifestRecoveryContext) {
+    this.parse = compileParseOptions({ ...recoveryParseOptions, dictionaries: ctx.dictionaries });
+  }
 
   /**
    * Before fetching a newly leased partition: re-forms every batch a previous owner left a
@@ -292,7 +303,17 @@ export class ManifestRecovery {
           }
         });
         if (got === undefined) return undefined;
-        const r = got ? parseEvent(got.data, recoveryParse) : undefined;
+        const dictionary = got ? compressedEventDictionary(got.data) : undefined;
+        if (dictionary !== undefined && this.ctx.dictionaries) {
+          const known = await this.untilDone(f, 'fetch event dictionary', async () => {
+            if (await this.ctx.dictionaries!.fetch(dictionary)) return true;
+            // unreachable bucket: try again; a dictionary the bucket lacks: unrecoverable below
+            if (this.ctx.dictionaries!.pending(dictionary)) throw new Error('dictionary bucket unreachable');
+            return false;
+          });
+          if (known === undefined) return undefined;
+        }
+        const r = got ? parseEvent(got.data, this.parse) : undefined;
         if (r?.ok && r.event.kind === 'example') {
           const ev = r.event;
           example = { features: ev.features, label: ev.label, weight: ev.weight, ts: ev.ts };

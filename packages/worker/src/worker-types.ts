@@ -64,6 +64,8 @@ export interface Buffered {
 export interface WorkerCounters {
   acked: number;
   naked: number;
+  /** Compressed events handed back while their dictionary was being fetched. */
+  dictionaryWaits: number;
   deadLettered: number;
   /** Dead letters that could not be stored (the event was handed back for redelivery). */
   deadLetterFailures: number;

@@ -13,6 +13,7 @@ import {
 import {
   connectNats,
   DeadLetters,
+  EventDictionaries,
   kvKeys,
   Lifecycle,
   type ActorState,
@@ -214,6 +215,7 @@ export class Worker implements ProcessActor {
   private readonly lr: LrSchedule;
   private readonly guard: ModelGuard;
   private readonly parseOpts;
+  private readonly dictionaries: EventDictionaries;
   private readonly acks: ConfirmedAcks;
   private encoderStats: EncoderStatsPublisher | undefined;
   private readonly holds: MessageHolds;
@@ -225,6 +227,7 @@ export class Worker implements ProcessActor {
   readonly counters: WorkerCounters = {
     acked: 0,
     naked: 0,
+    dictionaryWaits: 0,
     deadLettered: 0,
     deadLetterFailures: 0,
     ignored: 0,
@@ -261,7 +264,13 @@ export class Worker implements ProcessActor {
     this.lr = new LrSchedule(this.options.lr);
     this.guard = new ModelGuard(this.options.guard, (t) => void this.pinModel(t));
     const v = this.options.validation;
-    this.parseOpts = compileParseOptions({ maxSkewMs: v.maxSkewMs, maxAgeMs: v.maxAgeMs ?? Infinity });
+    // compressed events' dictionaries live with the feedback stream's cluster
+    this.dictionaries = new EventDictionaries(() => this.nc, this.feed.cluster);
+    this.parseOpts = compileParseOptions({
+      maxSkewMs: v.maxSkewMs,
+      maxAgeMs: v.maxAgeMs ?? Infinity,
+      dictionaries: this.dictionaries,
+    });
     const log: WorkerLog = (level, msg, fields) => this.log(level, msg, fields);
     this.life = new Lifecycle(
       { start: (signal) => this.doStart(signal), stop: (from) => this.doStop(from) },
@@ -293,6 +302,8 @@ export class Worker implements ProcessActor {
       parseOpts: this.parseOpts,
       isLabels: this.feed.isLabels,
       enqueue: (b) => this.enqueue(b),
+      dictionaries: this.dictionaries,
+      nakDelayMs: this.options.consumer.nakDelayMs,
       forgotten: this.forgotten,
       served: this.served,
     });
@@ -337,6 +348,7 @@ export class Worker implements ProcessActor {
       log,
       runBatch: (items, rec) => this.runner.run(items, rec),
       holdMs: recoveredSpanMs(this.options),
+      dictionaries: this.dictionaries,
       isAlive: (worker) => worker === this.id || (this.leases?.members.includes(worker) ?? false),
       // a live writer's put lands, or fails and is stored again by the batch's retry, within this
       settleMs: 2 * this.options.requestTimeoutMs + this.options.retry.maxMs,

@@ -15,6 +15,7 @@ export interface BusFlags {
   pullSessions?: boolean;
   deltaIntervalMs: number;
   encoding: 'json' | 'msgpack';
+  compressEvents?: boolean;
 }
 
 /** Adds the bus flags to a bench command. */
@@ -35,7 +36,8 @@ export function withBusFlags(c: Command): Command {
     .option('--int8-deltas', 'shards publish embedding rows of 4+ values as int8 with a scale per row')
     .option('--no-pull-sessions', "pushes repeat their pull's keys (the default names the pull instead)")
     .option('--delta-interval-ms <n>', 'shards publish deltas this often', positiveInt, 5)
-    .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json');
+    .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json')
+    .option('--compress-events', 'events compressed (zlib) with a dictionary of 2000 sample events');
 }
 
 /** The bench options the flags stand for. */
@@ -52,5 +54,6 @@ export function busInput(o: BusFlags) {
     pullSessions: o.pullSessions !== false,
     deltaIntervalMs: o.deltaIntervalMs,
     encoding: o.encoding,
+    compressEvents: o.compressEvents === true,
   };
 }

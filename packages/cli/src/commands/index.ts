@@ -4,6 +4,7 @@ import { checkpointCommand } from './checkpoint.js';
 import { configCommand } from './config-show.js';
 import { dashboardCommand } from './dashboard.js';
 import { demoCommand } from './demo.js';
+import { dictCommand } from './dict.js';
 import { dlqCommand } from './dlq.js';
 import { drainCommand } from './drain.js';
 import { initCommand } from './init.js';
@@ -36,6 +37,7 @@ const factories: Array<() => Command> = [
   modelCommand,
   drainCommand,
   dlqCommand,
+  dictCommand,
   userCommand,
   dashboardCommand,
 ];

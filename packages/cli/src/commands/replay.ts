@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError } from 'commander';
 import { Progress } from '../progress.js';
 import { shutdownSignal } from '../signals.js';
@@ -18,6 +19,9 @@ interface ReplayFlags {
   report?: string;
   reportIntervalMs: number;
   ensure: boolean;
+  encoding: 'json' | 'msgpack';
+  dictionary?: string;
+  compress?: boolean;
 }
 
 /** `freshet replay`: publishes a dataset as feedback events in time order. */
@@ -44,6 +48,20 @@ export function replayCommand(): Command {
       '--no-ensure',
       "do not create or update the stream first (a labeller's or publisher's NATS user may not)",
     )
+    .option(
+      '--encoding <enc>',
+      'json | msgpack',
+      (v) => {
+        if (v !== 'json' && v !== 'msgpack') throw new InvalidArgumentError('json or msgpack');
+        return v;
+      },
+      'json',
+    )
+    .option('--compress', 'compress each event (zlib)')
+    .option(
+      '--dictionary <file>',
+      'compress with this preset dictionary (`freshet dict build`); stored in the cluster first',
+    )
     .option('--json', 'print the summary as one JSON line')
     .option('--report <file>', 'write an HTML report with the dashboard charts of the run')
     .option('--report-interval-ms <ms>', 'how often the report samples the cluster', positiveNumber, 1000)
@@ -59,8 +77,11 @@ export function replayCommand(): Command {
       ]);
       // --report: sample the cluster through the service API while the events go out.
       const rep = f.report ? await startReport(f) : undefined;
+      const dictionary = f.dictionary ? new Uint8Array(await readFile(f.dictionary)) : undefined;
       const summary = await runReplay({
         data: resolveDataRef(f.data, process.env),
+        encoding: f.encoding,
+        ...(f.compress || dictionary ? { compression: dictionary ? { dictionary } : {} } : {}),
         ...(f.spec !== undefined ? { spec: f.spec } : {}),
         ...(f.rate !== undefined ? { rate: f.rate } : {}),
         ...(f.speedup !== undefined ? { speedup: f.speedup } : {}),
