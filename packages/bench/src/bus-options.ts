@@ -26,6 +26,8 @@ export const busOptionsSchema = z.object({
   halfDeltas: z.boolean().default(false),
   /** Dense replica flushes as binary16 with error feedback (worker `dense.halfFlush`). */
   halfFlush: z.boolean().default(false),
+  /** Workers push gradients of embedding rows of 4+ values as int8, stochastically rounded (`int8Push`). */
+  int8Push: z.boolean().default(false),
   /** Workers pull embedding rows of 4+ values as int8 with a scale per row (worker `int8Pull`). */
   int8Pull: z.boolean().default(false),
   /** Shards publish embedding rows of 4+ values as int8 with a scale per row (shard `int8Deltas`). */
@@ -63,6 +65,7 @@ export function busReport(o: BusOptions): Record<string, unknown> {
     half_push: o.halfPush,
     half_deltas: o.halfDeltas,
     int8_pull: o.int8Pull,
+    int8_push: o.int8Push,
     int8_deltas: o.int8Deltas,
     pull_sessions: o.pullSessions,
     delta_interval_ms: o.deltaIntervalMs,

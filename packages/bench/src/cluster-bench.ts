@@ -554,6 +554,7 @@ export async function runClusterBench<A extends BenchActor>(
         halfPull: o.halfPull,
         int8Pull: o.int8Pull,
         halfPush: o.halfPush,
+        int8Push: o.int8Push,
         pullSessions: o.pullSessions,
         ...(o.inFlight !== undefined ? { maxInFlightBatches: o.inFlight } : {}),
         ...(o.overlapPush !== undefined ? { overlapPush: o.overlapPush } : {}),

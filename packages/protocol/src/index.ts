@@ -22,7 +22,7 @@ export {
   type FrameArray,
 } from './frame.js';
 export { fromHalf, halfBits, halfValue, toHalf } from './half.js';
-export { fromQ8, toQ8, q8Bytes, q8Worthwhile, Q8_MIN_DIM } from './q8.js';
+export { fromQ8, toQ8, q8Bytes, q8Rounding, q8Worthwhile, Q8_MIN_DIM } from './q8.js';
 export {
   defaultOptimizer,
   optimizerSchema,

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { errorEnvelopeSchema, FreshetError, type ErrorEnvelope } from './errors.js';
 import { decodeFrame, encodeFrame, f32, i8, u32, type Frame, type FrameArray } from './frame.js';
 import { fromHalf, toHalf } from './half.js';
-import { fromQ8, q8Bytes, toQ8 } from './q8.js';
+import { fromQ8, q8Bytes, q8Rounding, toQ8 } from './q8.js';
 
 /**
  * Parameter-server messages: pull, push, delta and snapshot, as tensor frames.
@@ -273,6 +273,8 @@ export const pushHeaderSchema = z.object({
          * multiplies by 2^-e. Absent: float32 as they are.
          */
         e: z.number().int().min(-126).max(126).optional(),
+        /** `q: 8`: the gradients went as int8 rows with a scale per row (see {@link PushTable.q8}). */
+        q: z.literal(8).optional(),
       }),
     )
     .max(4096),
@@ -293,6 +295,15 @@ export interface PushTable {
    * (exact in float32) that puts its largest |g| near 2^14, and the header carries the exponent.
    */
   half?: boolean | undefined;
+  /**
+   * Send the gradients as int8 rows with a bfloat16 scale per row (q8.ts; dim + 2 bytes a row,
+   * worker option `int8Push`), rounded stochastically so that no gradient is biased, a small one
+   * included: the shard's sum over batches gets each right on average. Seeded by the push id,
+   * so a retry sends the same bytes.
+   */
+  q8?: boolean | undefined;
+  /** The int8 codes and scales as they came (decoded pushes): re-encoding sends them unchanged. */
+  q8Codes?: Int8Array | undefined;
   /**
    * Leave the keys out: they are this table's keys in the request's `session` pull, in the same
    * order (8 bytes a row less). Decoded, `keys` is empty until the shard fills it from the pull.
@@ -334,6 +345,11 @@ export function encodePush(req: PushRequest): Uint8Array {
   const arrays: FrameArray[] = [];
   req.tables.forEach((t, i) => {
     const keys = t.keyless ? NO_KEYS : t.keys;
+    if (t.q8 || t.q8Codes) {
+      h.tables[i]!.q = 8;
+      arrays.push(keys, t.q8Codes ?? toQ8(t.grads, t.dim, q8Rounding(`${req.id}/${t.t}`)), t.counts);
+      return;
+    }
     if (!t.half) {
       arrays.push(keys, t.grads, t.counts);
       return;
@@ -402,7 +418,12 @@ export function decodePush(data: Uint8Array): PushRequest {
     session: h.session,
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, 3 * i);
-      const grads = f32(frame, 3 * i + 1);
+      const codes = t.q === 8 ? i8(frame, 3 * i + 1) : undefined;
+      if (codes && codes.length !== q8Bytes(t.n, t.dim))
+        wrongLength('push int8 grads', codes.length, q8Bytes(t.n, t.dim));
+      if (codes && t.e !== undefined)
+        throw new FreshetError('BAD_FRAME', `push table ${t.t}: a binary16 scale on int8 gradients`);
+      const grads = codes ? fromQ8(codes, t.dim) : f32(frame, 3 * i + 1);
       if (t.e !== undefined) {
         // only a binary16 array was scaled (and decoded into a copy: a float32 one is a view of
         // the request bytes, which the shard logs as they came)
@@ -421,7 +442,12 @@ export function decodePush(data: Uint8Array): PushRequest {
       // Came as binary16: encoding the decoded gradients so again gives the same bits (the same
       // largest value picks the same exponent), so a shard can log a push it rebuilt (its keys
       // filled in from a pull session) at the size it arrived.
-      const half = frame.arrays[3 * i + 1] instanceof Uint16Array ? { half: true } : {};
+      // int8 codes are kept as they came (re-rounding decoded values could pick another scale).
+      const half = codes
+        ? { q8: true, q8Codes: codes }
+        : frame.arrays[3 * i + 1] instanceof Uint16Array
+          ? { half: true }
+          : {};
       return keyless
         ? { t: t.t, dim: t.dim, keys, grads, counts, keyless: true, ...half }
         : { t: t.t, dim: t.dim, keys, grads, counts, ...half };

@@ -34,7 +34,12 @@ function bf16Value(h: number): number {
   return f[0]!;
 }
 
-export function toQ8(values: Float32Array, dim: number): Int8Array {
+/**
+ * `rand`: stochastic rounding (each value rounds up with probability its fraction, `rand()` in
+ * [0, 1)), so the codes are unbiased: what a sum of many rounded gradients needs, where
+ * round-to-nearest would zero every value below half a step of its row, every time.
+ */
+export function toQ8(values: Float32Array, dim: number, rand?: () => number): Int8Array {
   const n = values.length / dim;
   const out = new Int8Array(q8Bytes(n, dim));
   const scales = new DataView(out.buffer, n * dim, 2 * n);
@@ -50,6 +55,13 @@ export function toQ8(values: Float32Array, dim: number): Int8Array {
     const s = bf16Value(bits);
     if (!(s > 0) || !Number.isFinite(s)) continue; // an all-zero row stays zero
     const inv = 1 / s;
+    if (rand) {
+      for (let j = 0; j < dim; j++) {
+        const x = Math.floor(values[o + j]! * inv + rand());
+        out[o + j] = x > 127 ? 127 : x < -127 ? -127 : x;
+      }
+      continue;
+    }
     for (let j = 0; j < dim; j++) {
       const x = values[o + j]! * inv;
       // The Int8Array store truncates toward zero, so ±0.5 rounds half away from zero; |x| ≤ 127
@@ -58,6 +70,22 @@ export function toQ8(values: Float32Array, dim: number): Int8Array {
     }
   }
   return out;
+}
+
+/**
+ * A fast seeded generator in [0, 1) (xorshift32) for {@link toQ8}'s stochastic rounding: the
+ * same seed gives the same codes, so a message encoded twice (a retry) is the same bytes.
+ */
+export function q8Rounding(seed: string): () => number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < seed.length; i++) h = Math.imul(h ^ seed.charCodeAt(i), 0x01000193);
+  let x = h >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 4294967296;
+  };
 }
 
 export function fromQ8(bytes: Int8Array, dim: number): Float32Array {

@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import {
   decodeDelta,
+  decodePush,
+  encodePush,
+  q8Rounding,
+  type PushRequest,
   decodeFrame,
   decodePullReply,
   encodeDelta,
@@ -99,5 +103,72 @@ describe('int8 rows with a scale per row', () => {
     const f = decodeFrame(encodeFrame({}, [bytes, after]));
     expect(Array.from(i8(f, 0))).toEqual([1, -2, 3, -4, 5]);
     expect(Array.from(f.arrays[1] as Float32Array)).toEqual([1.5, -2.5]);
+  });
+});
+
+describe('int8 push gradients (stochastic rounding)', () => {
+  it('are unbiased: the mean over many roundings is the gradient, small values included', () => {
+    const dim = 8;
+    // one large value sets the row's step; the others sit at 0.3, 0.01 and 0.7 of a step
+    const g = Float32Array.of(1, 0.3 / 127, 0.01 / 127, -0.7 / 127, 0.5, -0.25, 0, 1e-6);
+    const rand = q8Rounding('push-1/0');
+    const n = 20_000;
+    const sum = new Float64Array(dim);
+    for (let k = 0; k < n; k++) {
+      const back = fromQ8(toQ8(g, dim, rand), dim);
+      for (let j = 0; j < dim; j++) sum[j] = sum[j]! + back[j]!;
+    }
+    const step = stepOf(g);
+    for (let j = 0; j < dim; j++) {
+      // the standard error of a mean of n roundings is at most step / (2√n)
+      expect(Math.abs(sum[j]! / n - g[j]!)).toBeLessThan((4 * step) / (2 * Math.sqrt(n)));
+    }
+    // rounding to nearest zeroes the sub-half-step values every time: the bias this avoids
+    const nearest = fromQ8(toQ8(g, dim), dim);
+    expect(nearest[1]).toBe(0);
+    expect(nearest[2]).toBe(0);
+    // each rounding is still within one step
+    const once = fromQ8(toQ8(g, dim, q8Rounding('x')), dim);
+    for (let j = 0; j < dim; j++) expect(Math.abs(once[j]! - g[j]!)).toBeLessThanOrEqual(step);
+  });
+
+  it('travel in pushes as int8, are the same bytes when encoded again, and re-encode as they came', () => {
+    const dim = 16;
+    const n = 30;
+    const grads = rows(n, dim, 11);
+    const req = (q8: boolean): PushRequest => ({
+      id: 'b-7',
+      worker: 'w',
+      clock: 1,
+      base: 0,
+      session: 's.1',
+      tables: [
+        { t: 0, dim, keys: new Uint32Array(0), grads, counts: new Uint32Array(n).fill(1), q8, keyless: true },
+      ],
+    });
+    const small = encodePush(req(true));
+    const plain = encodePush(req(false));
+    expect(plain.length - small.length).toBeGreaterThanOrEqual(n * dim * 4 - q8Bytes(n, dim) - 8);
+    // seeded by the push id: a retry sends exactly the same bytes
+    expect(Buffer.from(encodePush(req(true))).equals(Buffer.from(small))).toBe(true);
+    const got = decodePush(small);
+    const t = got.tables[0]!;
+    expect(t.q8).toBe(true);
+    for (let r = 0; r < n; r++) {
+      const step = stepOf(grads.subarray(r * dim, (r + 1) * dim));
+      for (let j = 0; j < dim; j++)
+        expect(Math.abs(t.grads[r * dim + j]! - grads[r * dim + j]!)).toBeLessThanOrEqual(step);
+    }
+    // a shard that fills the keys in from the pull session logs what came, bit for bit
+    const keys = Uint32Array.from({ length: 2 * n }, (_, i) => i + 1);
+    const completed = encodePush({
+      ...got,
+      session: undefined,
+      tables: [{ ...t, keys, keyless: undefined }],
+    });
+    const again = decodePush(completed).tables[0]!;
+    expect(Array.from(again.grads)).toEqual(Array.from(t.grads));
+    expect(Buffer.from(again.q8Codes!).equals(Buffer.from(t.q8Codes!))).toBe(true);
+    expect(Array.from(again.keys)).toEqual(Array.from(keys));
   });
 });

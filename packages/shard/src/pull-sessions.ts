@@ -88,7 +88,16 @@ export class PullSessions {
           'WRONG_LENGTH',
           `push table ${t.t}: ${t.counts.length} rows, its pull in session ${id} had ${keys.length / 2}`,
         );
-      return { t: t.t, dim: t.dim, keys, grads: t.grads, counts: t.counts, half: t.half };
+      return {
+        t: t.t,
+        dim: t.dim,
+        keys,
+        grads: t.grads,
+        counts: t.counts,
+        half: t.half,
+        q8: t.q8,
+        q8Codes: t.q8Codes,
+      };
     });
     this.resolved++;
     // the completed push stands alone (what the log keeps)

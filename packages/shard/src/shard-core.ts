@@ -285,8 +285,8 @@ export class ShardCore {
           (i, out, at) => tab.readOne(p.keys[2 * i]!, p.keys[2 * i + 1]!, out, at),
         );
         dcApplied = true;
-        // the compensated gradients are not binary16 values: logged as float32
-        return { ...p, grads, half: undefined };
+        // the compensated gradients are not binary16 or int8 values: logged as float32
+        return { ...p, grads, half: undefined, q8: undefined, q8Codes: undefined };
       }
       return p;
     });

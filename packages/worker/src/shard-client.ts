@@ -10,6 +10,7 @@ import {
   pullWidth,
   pushesState,
   pushWidth,
+  q8Worthwhile,
   shardOfDense,
   shardOfKey,
   subjects,
@@ -80,6 +81,8 @@ export interface ShardClientOptions {
   int8Pull?: boolean | undefined;
   /** Push embedding rows' gradients as binary16, scaled per table (half the push bytes). */
   halfPush?: boolean | undefined;
+  /** Push embedding rows' gradients as int8 + a scale per row, stochastically rounded (4+ values). */
+  int8Push?: boolean | undefined;
   /**
    * Name each pull so its push can leave the keys out where the shard kept them (worker option
    * `pullSessions`). Shards that do not keep them answer without a session and get the keys.
@@ -362,7 +365,13 @@ export class ShardClient {
             grads: gg,
             counts: p.counts,
             // never FTRL's state deltas (n outgrows binary16) nor a dense tensor
-            ...(this.o.halfPush && !p.dense && !this.state ? { half: true } : {}),
+            ...(p.dense || this.state
+              ? {}
+              : this.o.int8Push && q8Worthwhile(d)
+                ? { q8: true }
+                : this.o.halfPush || this.o.int8Push
+                  ? { half: true }
+                  : {}),
             ...(session && !p.dense && session.tables.has(p.t) ? { keyless: true } : {}),
           });
         }

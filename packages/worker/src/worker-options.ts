@@ -165,6 +165,14 @@ export const workerOptionsSchema = z.object({
    */
   halfPush: z.boolean().default(false),
   /**
+   * Push the gradients of embedding rows of 4 or more values as int8 with a bfloat16 scale per
+   * row (dim + 2 bytes a row; narrower rows as binary16), rounded stochastically: unbiased, so a
+   * gradient far below its row's largest still reaches the shard on average, where rounding to
+   * nearest would drop it every time. Shards of this version decode it (older ones refuse the
+   * frame). Dense tensors and FTRL's state deltas stay float32.
+   */
+  int8Push: z.boolean().default(false),
+  /**
    * Name each pull so the batch's push can leave out the keys the shard kept from it (8 bytes a
    * row: about a fifth of a binary16 push). Lossless; a shard that no longer holds them (it
    * restarted, or they aged out) answers SESSION_UNKNOWN and the push goes again with its keys,

@@ -452,6 +452,7 @@ export class Worker implements ProcessActor {
         halfPull: o.halfPull,
         int8Pull: o.int8Pull,
         halfPush: o.halfPush,
+        int8Push: o.int8Push,
         pullSessions: o.pullSessions,
         signal: this.abort.signal,
       });

@@ -10,6 +10,7 @@ export interface BusFlags {
   halfPush?: boolean;
   halfDeltas?: boolean;
   int8Pull?: boolean;
+  int8Push?: boolean;
   int8Deltas?: boolean;
   /** commander's `--no-pull-sessions`: true unless given. */
   pullSessions?: boolean;
@@ -33,6 +34,10 @@ export function withBusFlags(c: Command): Command {
     .option('--half-push', "workers push embedding rows' gradients as binary16 (scaled per table)")
     .option('--half-deltas', 'shards publish embedding rows in deltas as binary16')
     .option('--int8-pull', 'workers pull embedding rows of 4+ values as int8 with a scale per row')
+    .option(
+      '--int8-push',
+      'workers push gradients of embedding rows of 4+ values as int8 (stochastic rounding)',
+    )
     .option('--int8-deltas', 'shards publish embedding rows of 4+ values as int8 with a scale per row')
     .option('--no-pull-sessions', "pushes repeat their pull's keys (the default names the pull instead)")
     .option('--delta-interval-ms <n>', 'shards publish deltas this often', positiveInt, 5)
@@ -50,6 +55,7 @@ export function busInput(o: BusFlags) {
     halfPush: o.halfPush === true,
     halfDeltas: o.halfDeltas === true,
     int8Pull: o.int8Pull === true,
+    int8Push: o.int8Push === true,
     int8Deltas: o.int8Deltas === true,
     pullSessions: o.pullSessions !== false,
     deltaIntervalMs: o.deltaIntervalMs,
