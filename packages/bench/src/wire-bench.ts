@@ -32,6 +32,8 @@ export const wireBenchOptionsSchema = z
     model: z.enum(benchModels).default('wide-deep'),
     batch: z.number().int().min(1).max(65_536).default(256),
     partitions: z.number().int().min(1).max(1024).default(8),
+    /** Publish each configuration's events before its workers start (`bench cluster --backlog`). */
+    backlog: z.boolean().default(false),
     ...busOptionsSchema.shape,
     /** Deadline of each configuration (ms). */
     timeoutMs: z
@@ -190,6 +192,7 @@ export async function runWireBench<A extends BenchActor>(
           limit: o.limit,
           model: o.model,
           batch: o.batch,
+          backlog: o.backlog,
           ...busOptionsOf(o),
           tap: true,
           tapFeedback: true,
@@ -212,6 +215,7 @@ export async function runWireBench<A extends BenchActor>(
     batch: o.batch,
     limit: o.limit,
     partitions: o.partitions,
+    backlog: o.backlog,
     ...busReport(o),
     event_dictionary: eventDictionary,
     configs,

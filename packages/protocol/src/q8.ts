@@ -1,3 +1,5 @@
+import { xorshift32 } from './random.js';
+
 /**
  * Embedding rows as int8 with one bfloat16 scale per row, for values on the wire (pull replies,
  * deltas): a row of dim d costs d + 2 bytes instead of 2d (binary16) or 4d (float32). Each row
@@ -73,19 +75,13 @@ export function toQ8(values: Float32Array, dim: number, rand?: () => number): In
 }
 
 /**
- * A fast seeded generator in [0, 1) (xorshift32) for {@link toQ8}'s stochastic rounding: the
+ * A fast seeded generator in [0, 1) (xorshift32 of the seed's FNV-1a) for {@link toQ8}'s stochastic rounding: the
  * same seed gives the same codes, so a message encoded twice (a retry) is the same bytes.
  */
 export function q8Rounding(seed: string): () => number {
   let h = 0x811c9dc5;
   for (let i = 0; i < seed.length; i++) h = Math.imul(h ^ seed.charCodeAt(i), 0x01000193);
-  let x = h >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
+  return xorshift32(h);
 }
 
 export function fromQ8(bytes: Int8Array, dim: number): Float32Array {

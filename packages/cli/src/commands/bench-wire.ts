@@ -13,6 +13,7 @@ interface WireFlags extends BusFlags {
   model: string;
   batch: number;
   partitions: number;
+  backlog?: boolean;
 }
 
 /**
@@ -38,7 +39,12 @@ export function wireBenchCommand(): Command {
       .option('--limit <n>', 'examples per configuration', int, 3000)
       .option('--model <kind>', 'a model kind `bench cluster` takes', 'wide-deep')
       .option('--batch <n>', 'worker batch size', int, 256)
-      .option('--partitions <n>', 'feedback stream partitions', int, 8),
+      .option('--partitions <n>', 'feedback stream partitions', int, 8)
+      .option(
+        '--backlog',
+        "publish each configuration's events first, then train (full batches in stream order: with one " +
+          'worker and one partition every configuration learns the same, so AUC compares the layouts alone)',
+      ),
   )
     .option('--json', 'print one JSON line (the default output)')
     .action(async (o: WireFlags) => {
@@ -56,6 +62,7 @@ export function wireBenchCommand(): Command {
           model,
           batch: o.batch,
           partitions: o.partitions,
+          backlog: o.backlog === true,
           ...busInput(o),
           ...(o.spec !== undefined ? { spec: o.spec } : {}),
         },
