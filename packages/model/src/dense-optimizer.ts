@@ -17,6 +17,13 @@ export class DenseOptimizer {
   /** β1^steps and β2^steps as running products. */
   private pow1 = 1;
   private pow2 = 1;
+  /**
+   * The weights and state before the last update (reused buffers, not copies per batch: the
+   * replica updates a 63k-float MLP every batch, and per-batch copies cost more than the update).
+   */
+  private readonly wBefore: Float32Array;
+  private readonly sBefore: Float32Array;
+  private powBefore: readonly [number, number] = [1, 1];
 
   constructor(readonly spec: TableSpec) {
     if (spec.kind !== 'dense') throw new FreshetError('CONFIG', `table ${spec.name} is not dense`);
@@ -30,6 +37,19 @@ export class DenseOptimizer {
     }
     this.state = new Float32Array(o.kind === 'adam' ? 2 * d : o.kind === 'adagrad' ? d : 0);
     if (o.kind === 'adagrad') this.state.fill(o.initialAccumulator);
+    this.wBefore = new Float32Array(d);
+    this.sBefore = new Float32Array(this.state.length);
+  }
+
+  /**
+   * Takes back the last successful {@link apply} on `w` (the same tensor): w, the state and the
+   * step as they were before it. For a batch whose later table refused its update.
+   */
+  undo(w: Float32Array): void {
+    w.set(this.wBefore);
+    this.state.set(this.sBefore);
+    [this.pow1, this.pow2] = this.powBefore;
+    this.steps--;
   }
 
   /**
@@ -44,10 +64,13 @@ export class DenseOptimizer {
     if (w.length !== dim || g.length !== dim) {
       throw new FreshetError('WRONG_LENGTH', `dense table ${spec.name}: ${g.length} floats, expected ${dim}`);
     }
-    const wBefore = w.slice();
-    const sBefore = this.state.slice();
-    const powBefore = [this.pow1, this.pow2] as const;
+    this.wBefore.set(w);
+    this.sBefore.set(this.state);
+    this.powBefore = [this.pow1, this.pow2];
     const l2 = spec.l2;
+    // x − x is 0 for every finite x and NaN otherwise: one running sum over what was stored
+    // (float32, so an overflow shows as ±Infinity) finds a non-finite weight or state.
+    let check = 0;
     switch (o.kind) {
       case 'adam': {
         // Same step and the same β^t as the shard's AdamBias table (iterated products below 4096).
@@ -64,6 +87,7 @@ export class DenseOptimizer {
         const st = lr / (1 - p1);
         const sbc2 = 1 / Math.sqrt(1 - p2);
         const cs = spec.clipNorm > 0 ? clipScale(g, spec.clipNorm) : 1;
+        const eps = o.eps;
         const m = this.state;
         for (let k = 0; k < dim; k++) {
           const wk = w[k]!;
@@ -72,7 +96,13 @@ export class DenseOptimizer {
           const vk = b2 * m[dim + k]! + c2 * gk * gk;
           m[k] = mk;
           m[dim + k] = vk;
-          w[k] = wk - (st * mk) / (Math.sqrt(vk) * sbc2 + o.eps);
+          // what the stores keep (float32: an overflow is ±Infinity there), checked without
+          // reading them back
+          const wn = Math.fround(wk - (st * mk) / (Math.sqrt(vk) * sbc2 + eps));
+          w[k] = wn;
+          const mf = Math.fround(mk);
+          const vf = Math.fround(vk);
+          check += wn - wn + (mf - mf) + (vf - vf);
         }
         break;
       }
@@ -87,6 +117,7 @@ export class DenseOptimizer {
           const a = acc[k]! + gk * gk;
           acc[k] = a;
           w[k] = wk - (lr * gk) / (Math.sqrt(a) + o.eps);
+          check += w[k]! - w[k]! + (acc[k]! - acc[k]!);
         }
         break;
       }
@@ -96,16 +127,17 @@ export class DenseOptimizer {
         for (let k = 0; k < dim; k++) {
           const wk = w[k]!;
           w[k] = wk - lr * (g[k]! * cs + l2 * wk);
+          check += w[k]! - w[k]!;
         }
         break;
       }
       case 'ftrl':
         throw new FreshetError('CONFIG', `dense table ${spec.name}: FTRL is not replicated`);
     }
-    if (!allFinite(w) || !allFinite(this.state)) {
-      w.set(wBefore);
-      this.state.set(sBefore);
-      [this.pow1, this.pow2] = powBefore;
+    if (check !== 0) {
+      w.set(this.wBefore);
+      this.state.set(this.sBefore);
+      [this.pow1, this.pow2] = this.powBefore;
       throw new FreshetError(
         'NON_FINITE_STATE',
         `dense table ${spec.name}: the update made a weight or its optimizer state non-finite; not applied`,
@@ -122,9 +154,4 @@ function clipScale(g: Float32Array, clipNorm: number): number {
   for (let i = 0; i < g.length; i++) s += g[i]! * g[i]!;
   const norm = Math.sqrt(s);
   return norm > clipNorm ? clipNorm / norm : 1;
-}
-
-function allFinite(a: Float32Array): boolean {
-  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return false;
-  return true;
 }

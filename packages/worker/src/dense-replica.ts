@@ -231,18 +231,17 @@ export class DenseReplica {
 
   private applyLocal(grads: readonly (Float32Array | undefined)[], lrScale: number, examples: number): void {
     if (this.stopped) throw new FreshetError('SHUTTING_DOWN', 'dense replica stopped');
-    // all tables or none: a refused table leaves the others untouched
-    const before = new Map<number, Float32Array>();
+    // all tables or none: a refused table takes back the ones updated before it
+    const applied: number[] = [];
     try {
       for (const t of this.tables) {
         const g = grads[t];
         if (!g) continue;
-        const w = this.rows(t);
-        before.set(t, w.slice());
-        this.opt.get(t)!.apply(w, g, lrScale, examples);
+        this.opt.get(t)!.apply(this.rows(t), g, lrScale, examples);
+        applied.push(t);
       }
     } catch (e) {
-      for (const [t, w] of before) this.w.get(t)!.set(w);
+      for (const t of applied) this.opt.get(t)!.undo(this.rows(t));
       throw e;
     }
   }

@@ -108,6 +108,34 @@ describe('DenseOptimizer', () => {
     };
     expect(() => new DenseOptimizer(ftrl)).toThrow(/FTRL/);
   });
+
+  it('a refused update leaves w, the moments and the step as they were; undo takes back the last one', () => {
+    const spec = createModel(wideDeep({ kind: 'adam', lr: 0.01 })).spec;
+    const t = spec.tables.findIndex((x) => x.kind === 'dense');
+    const dim = spec.tables[t]!.dim;
+    const a = new DenseOptimizer(spec.tables[t]!);
+    const b = new DenseOptimizer(spec.tables[t]!);
+    const wa = gradient(dim, 5, 0.1);
+    const wb = wa.slice();
+    const g1 = gradient(dim, 6, 0.01);
+    const g2 = gradient(dim, 7, 0.01);
+    const bad = new Float32Array(dim).fill(1e30); // g² overflows float32 in v
+    a.apply(wa, g1, 1, 1);
+    b.apply(wb, g1, 1, 1);
+    const after1 = wa.slice();
+    expect(() => a.apply(wa, bad, 1, 1)).toThrow(/non-finite/);
+    expect(Buffer.from(wa.buffer).equals(Buffer.from(after1.buffer))).toBe(true);
+    expect(a.steps).toBe(1);
+    // the moments and β^t too: the next update lands exactly where the other optimizer's does
+    a.apply(wa, g2, 1, 1);
+    b.apply(wb, g2, 1, 1);
+    expect(Buffer.from(wa.buffer).equals(Buffer.from(wb.buffer))).toBe(true);
+    a.undo(wa);
+    expect(Buffer.from(wa.buffer).equals(Buffer.from(after1.buffer))).toBe(true);
+    expect(a.steps).toBe(1);
+    a.apply(wa, g2, 1, 1);
+    expect(Buffer.from(wa.buffer).equals(Buffer.from(wb.buffer))).toBe(true);
+  });
 });
 
 describe('additive pushes on the shard', () => {
