@@ -100,6 +100,18 @@ export interface SimKnobs {
   /** Pushes name their pull instead of repeating its keys (worker `pullSessions`): 8 bytes a row less. */
   pullSessions?: boolean;
   /**
+   * int8 rows with a scale per row in pull replies, push gradients and deltas (worker `int8Pull`,
+   * `int8Push`, shard `int8Deltas`): the average row as avgDim + 2 bytes (a slight over-charge of
+   * the narrow rows, which go as binary16).
+   */
+  int8Rows?: boolean;
+  /**
+   * Compressed events (`feedbackBytes` is then their compressed size): the publisher's CPU to
+   * compress one, the worker main thread's to inflate one (µs; the cost probe's `events`).
+   */
+  eventDeflateUs?: number;
+  eventInflateUs?: number;
+  /**
    * The shard option of the same name (built): each shard process (or host) stretches its delta
    * tick so that a serving node receives at most this many delta messages per second in all,
    * never beyond `deltaMaxIntervalMs` (the shard's default, 250 ms). Unset: every `deltaIntervalMs`.
@@ -377,10 +389,12 @@ export function simulate(
   const warm = horizon * 0.3;
   const rowBytes = knobs.avgDim * 4 + 8;
   const halfRow = knobs.avgDim * 2 + 8;
-  const pullRowBytes = knobs.halfPull ? halfRow : rowBytes;
+  const int8Row = knobs.avgDim + 2 + 8;
+  const pullRowBytes = knobs.int8Rows ? int8Row : knobs.halfPull ? halfRow : rowBytes;
   // + the row's count; − its key where the push names its pull
-  const pushRowBytes = (knobs.halfPush ? halfRow : rowBytes) + 4 - (knobs.pullSessions ? 8 : 0);
-  const deltaRowBytes = knobs.halfDeltas ? halfRow : rowBytes;
+  const pushRowBytes =
+    (knobs.int8Rows ? int8Row : knobs.halfPush ? halfRow : rowBytes) + 4 - (knobs.pullSessions ? 8 : 0);
+  const deltaRowBytes = knobs.int8Rows ? int8Row : knobs.halfDeltas ? halfRow : rowBytes;
   const denseFloats = costs.denseFloats / D;
   const denseBytes = denseFloats * 4;
   const fbBytes = knobs.feedbackBytes ?? 0;
@@ -579,8 +593,8 @@ export function simulate(
             ? (costs.jsServerDeliverUs ?? costs.jsServerUs)
             : costs.jsServerUs;
           nats[serverOfWorker(ev.w)]!.run(t, b.size * serverUs);
-          if (!knobs.prepublished) clients.run(t, b.size * costs.jsPublishUs);
-          workerMain[ev.w]!.run(t, b.size * costs.jsConsumeUs);
+          if (!knobs.prepublished) clients.run(t, b.size * (costs.jsPublishUs + (knobs.eventDeflateUs ?? 0)));
+          workerMain[ev.w]!.run(t, b.size * (costs.jsConsumeUs + (knobs.eventInflateUs ?? 0)));
           natsMsgs += 2 * b.size;
           natsBytes += 2 * b.size * fbBytes;
           if (now >= warm) busBytes += b.size * fbBytes;

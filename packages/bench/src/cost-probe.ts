@@ -8,7 +8,16 @@ import {
 } from '@freshet/model';
 import { connectNats, startNatsServer } from '@freshet/nats';
 import { AckPolicy } from 'nats';
-import { decodeDelta, encodeDelta, type PushRequest } from '@freshet/protocol';
+import { datasetDictionary, readCriteo } from '@freshet/client';
+import {
+  compressEvent,
+  decodeDelta,
+  encodeDelta,
+  encodeEvent,
+  eventDictionaryId,
+  inflateEvent,
+  type PushRequest,
+} from '@freshet/protocol';
 import { RowTable } from '@freshet/serving';
 import { ShardCore } from '@freshet/shard';
 import { runComputeBench } from './compute-bench.js';
@@ -57,6 +66,12 @@ export interface MeasuredCosts {
   jsServerUs: number;
   /** The part of `jsServerUs` spent delivering and taking acks (the rest is storing); absent in older cost files. */
   jsServerDeliverUs?: number;
+  /**
+   * Criteo events as `bench --encoding msgpack --compress-events` publishes them: bytes plain and
+   * compressed (zlib, a dictionary of 2000 other events), the publisher's CPU to compress one and
+   * the worker's to inflate one (µs). Absent in older cost files.
+   */
+  events?: { msgpackBytes: number; compressedBytes: number; deflateUs: number; inflateUs: number };
 }
 
 const q50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
@@ -317,6 +332,35 @@ function measureShardAndServing(): Pick<
   };
 }
 
+/**
+ * Criteo events encoded as a replay publishes them (msgpack, re-stamped), compressed with a
+ * dictionary of 2000 events that are not among the 1000 measured.
+ */
+export async function measureEvents(path: string): Promise<NonNullable<MeasuredCosts['events']>> {
+  const data = `criteo:${path}`;
+  const dictionary = await datasetDictionary({ data, skip: 1000, samples: 2000, encoding: 'msgpack' });
+  const plain: Uint8Array[] = [];
+  for await (const e of readCriteo(path, { limit: 1000, idPrefix: 'probe' }))
+    plain.push(encodeEvent({ ...e, ts: Date.now(), meta: { srcTs: e.ts } }, 'msgpack'));
+  const o = { dictionary };
+  for (const b of plain.slice(0, 200)) compressEvent(b, o);
+  let t0 = performance.now();
+  const packed = plain.map((b) => compressEvent(b, o));
+  const deflateUs = ((performance.now() - t0) * 1000) / plain.length;
+  const dictionaries = new Map([[eventDictionaryId(dictionary), dictionary]]);
+  for (const b of packed.slice(0, 200)) inflateEvent(b, dictionaries, 65_536);
+  t0 = performance.now();
+  for (const b of packed) inflateEvent(b, dictionaries, 65_536);
+  const inflateUs = ((performance.now() - t0) * 1000) / packed.length;
+  const mean = (xs: Uint8Array[]) => xs.reduce((a, b) => a + b.length, 0) / xs.length;
+  return {
+    msgpackBytes: Math.round(mean(plain)),
+    compressedBytes: Math.round(mean(packed)),
+    deflateUs: r3(deflateUs),
+    inflateUs: r3(inflateUs),
+  };
+}
+
 /** Unique rows per window of E examples of a Criteo file, with a Heaps'-law fit. */
 export function measureRows(
   path: string,
@@ -380,5 +424,6 @@ export async function measureCosts(dataPath: string): Promise<MeasuredCosts> {
     ...rows,
     computeExampleUs: eps > 0 ? r3(1e6 / eps) : 250,
     ...measureRows(dataPath),
+    events: await measureEvents(dataPath),
   };
 }

@@ -29,6 +29,8 @@ export interface ScalingModelOptions {
   data: string;
   /** Cluster sizes (machines). */
   machines?: number[];
+  /** Keys of the designs to simulate (default every one of {@link scalingDesigns}). */
+  designs?: string[];
   coresPerMachine?: number;
   /** RAM per shard machine (GiB) for the memory figure. */
   ramGiB?: number;
@@ -81,18 +83,27 @@ export interface ScalingDesign {
   design: string;
   built: boolean;
   knobs: SimKnobs;
+  /**
+   * Events compressed with a dictionary (`--compress-events`): their size and the CPU to
+   * compress and inflate them come from the cost probe's `events`.
+   */
+  compressedEvents?: boolean;
 }
 
 const base: SimKnobs = { ...defaultKnobs, feedbackBytes: criteoFeedbackBytes, pullSessions: true };
 /** Bytes of one msgpack Criteo event (`bench wire --encoding msgpack`). */
 export const criteoMsgpackBytes = 494;
-/** The built byte savings together, and several smaller workers per machine. */
+/**
+ * The built byte savings together (binary16 where int8 does not apply, int8 rows; the events'
+ * compression is the design's `compressedEvents`), and several smaller workers per machine.
+ */
 const compact: SimKnobs = {
   ...base,
   feedbackBytes: criteoMsgpackBytes,
   halfPull: true,
   halfPush: true,
   halfDeltas: true,
+  int8Rows: true,
   workerProcsPerMachine: 4,
 };
 
@@ -125,10 +136,12 @@ export const scalingDesigns: readonly ScalingDesign[] = [
   {
     key: 'replica_compact',
     design:
-      'dense replica, binary16 pull/push/deltas, msgpack events, 4 worker processes per machine ' +
-      '(all built: --dense replica --half-pull --half-push --half-deltas)',
+      'dense replica, int8 pull/push/deltas, compressed msgpack events, 4 worker processes per ' +
+      'machine (all built: --dense replica --half-pull --half-push --half-deltas --int8-pull ' +
+      '--int8-push --int8-deltas --encoding msgpack --compress-events)',
     built: true,
     knobs: { ...compact, denseSyncExamples: 2048, denseMaxDelayMs: 1000 },
+    compressedEvents: true,
   },
   {
     key: 'scale_out',
@@ -155,6 +168,7 @@ export const scalingDesigns: readonly ScalingDesign[] = [
       servingProcsPerMachine: 16,
       coalesceBatches: 8,
     },
+    compressedEvents: true,
   },
 ];
 
@@ -180,6 +194,9 @@ const clusterResultSchema = z.object({
   half_pull: z.boolean().optional(),
   half_push: z.boolean().optional(),
   half_deltas: z.boolean().optional(),
+  int8_pull: z.boolean().optional(),
+  encoding: z.enum(['json', 'msgpack']).optional(),
+  compress_events: z.boolean().optional(),
   pull_sessions: z.boolean().optional(),
   delta_interval_ms: z.number().optional(),
   tap: z.unknown().optional(),
@@ -206,8 +223,13 @@ function parseClusterResult(result: unknown, what = '--calibrate-with'): Cluster
 }
 
 /** The result's processes and options as a simulated local cluster on `cores` shared cores. */
-function localModel(r: ClusterResult, cores: number): { layout: SimLayout; knobs: SimKnobs } {
+function localModel(
+  r: ClusterResult,
+  cores: number,
+  events: MeasuredCosts['events'],
+): { layout: SimLayout; knobs: SimKnobs } {
   const fill = r.per_batch?.examples_per_batch;
+  const compressed = r.compress_events === true && events !== undefined;
   return {
     layout: {
       workerMachines: r.workers,
@@ -229,6 +251,16 @@ function localModel(r: ClusterResult, cores: number): { layout: SimLayout; knobs
       halfPull: r.half_pull === true,
       halfPush: r.half_push === true,
       halfDeltas: r.half_deltas === true,
+      int8Rows: r.int8_pull === true,
+      ...(compressed
+        ? {
+            feedbackBytes: events.compressedBytes,
+            eventDeflateUs: events.deflateUs,
+            eventInflateUs: events.inflateUs,
+          }
+        : r.encoding === 'msgpack'
+          ? { feedbackBytes: events?.msgpackBytes ?? criteoMsgpackBytes }
+          : {}),
       // results from before pull sessions carry no flag: their pushes had keys
       pullSessions: r.pull_sessions === true,
       deltaIntervalMs: r.delta_interval_ms ?? base.deltaIntervalMs,
@@ -258,12 +290,12 @@ function measuredUs(r: ClusterResult, role: string): number | null {
 const r3 = (x: number) => Math.round(x * 1000) / 1000;
 
 /**
- * What a prediction is compared with: the steady rate where the run has one, except with the
- * dense replica, whose examples count as learned in steps of a flush (2048), which the 10%–90%
- * window cuts arbitrarily.
+ * What a prediction is compared with: the steady rate (10%–90% of the examples, counted when
+ * their batch is trained) where the run has one. With the dense replica too: its examples are
+ * counted per batch like any other's (only their acks wait for a flush), while its whole-run
+ * figure ends with the last flush's timer (up to `dense.maxDelayMs` of nothing but waiting).
  */
-const measuredRate = (r: ClusterResult) =>
-  r.dense === 'replica' ? r.examples_per_s : (r.steady_examples_per_s ?? r.examples_per_s);
+const measuredRate = (r: ClusterResult) => r.steady_examples_per_s ?? r.examples_per_s;
 
 /** One measured local cluster next to the model's prediction of it. */
 export interface CalibrationRun {
@@ -274,8 +306,8 @@ export interface CalibrationRun {
   backlog: boolean;
   /**
    * The run's steady rate (`steady_examples_per_s`, between 10% and 90% of its events) where it
-   * has one, else (and with the dense replica) its whole-run rate: the model simulates a steady
-   * state, without the start-up and the drain at the end that the whole-run figure includes.
+   * has one, else its whole-run rate: the model simulates a steady state, without the start-up
+   * and the drain at the end that the whole-run figure includes.
    */
   measured_examples_per_s: number;
   measured_whole_run_examples_per_s: number;
@@ -328,7 +360,7 @@ function predictRun(
   clientsUs: number,
   probeRun?: SimResult,
 ): CalibrationRun {
-  const { layout, knobs } = localModel(r, cores);
+  const { layout, knobs } = localModel(r, cores, costs.events);
   const measured = measuredRate(r);
   const probe = probeRun ?? simulate(costs, layout, measured, knobs, simMs);
   const max = maxSustainable(
@@ -383,7 +415,7 @@ export function calibrate(
   const held = (opts.heldOut ?? []).map((h, i) => parseClusterResult(h, `held-out result ${i + 1}`));
   const cores = opts.cores ?? r.machine?.cpus ?? 2;
   const simMs = opts.simMs ?? 2000;
-  const { layout, knobs } = localModel(r, cores);
+  const { layout, knobs } = localModel(r, cores, costs.events);
   // The probe's CPU per example at the measured rate, against the run's own.
   const probe = simulate(costs, layout, measuredRate(r), knobs, simMs);
   const scale: Record<SimRole, number> = { worker: 1, shard: 1, serving: 1, nats: 1, clients: 1 };
@@ -463,11 +495,25 @@ export async function runScalingModel(o: ScalingModelOptions): Promise<Record<st
   // The large clusters run with the calibrated CPU multipliers of their own processes (the bench
   // process is not part of them).
   const scale = calibration ? (({ clients: _, ...rest }) => rest)(calibration.cpu_scale) : undefined;
-  const knobsOf = (d: ScalingDesign): SimKnobs => (scale ? { ...d.knobs, cpuScale: scale } : d.knobs);
+  const ev = costs.events;
+  const knobsOf = (d: ScalingDesign): SimKnobs => ({
+    ...d.knobs,
+    ...(d.compressedEvents && ev
+      ? { feedbackBytes: ev.compressedBytes, eventDeflateUs: ev.deflateUs, eventInflateUs: ev.inflateUs }
+      : {}),
+    ...(scale ? { cpuScale: scale } : {}),
+  });
   const sizes = o.machines ?? [10, 100, 1000];
+  const unknown = (o.designs ?? []).filter((k) => !scalingDesigns.some((d) => d.key === k));
+  if (unknown.length)
+    throw new FreshetError(
+      'CONFIG',
+      `unknown design ${unknown.join(', ')}: one of ${scalingDesigns.map((d) => d.key).join(', ')}`,
+    );
+  const designsRun = o.designs ? scalingDesigns.filter((d) => o.designs!.includes(d.key)) : scalingDesigns;
   const rows: Row[] = [];
   for (const machines of sizes) {
-    for (const design of scalingDesigns) {
+    for (const design of designsRun) {
       // A replica flushes every 2048 examples or 1 s: simulate several flushes past the warm-up.
       // At 1000 machines a run follows millions of messages: shorter runs, fewer bisection steps.
       const big = machines >= 500;
@@ -519,7 +565,7 @@ export async function runScalingModel(o: ScalingModelOptions): Promise<Record<st
       stable_at_70pct: r.at70.stable,
     };
   });
-  const designs = scalingDesigns.map((d) => {
+  const designs = designsRun.map((d) => {
     const of = (n: number) => rows.find((r) => r.design === d && r.machines === n);
     const out: Record<string, unknown> = { key: d.key, design: d.design, built: d.built };
     for (const n of sizes) {

@@ -87,6 +87,40 @@ describe('cluster simulation', () => {
   });
 });
 
+describe('compact encodings', () => {
+  it('int8 rows and compressed events cut the bytes per example; inflating costs the worker CPU', () => {
+    const knobs = {
+      ...defaultKnobs,
+      batch: 64,
+      maxWaitMs: 200,
+      feedbackBytes: 494,
+      halfPull: true,
+      halfPush: true,
+      halfDeltas: true,
+      pullSessions: true,
+    };
+    const half = simulate(costs, layout, 2000, knobs, 3000);
+    const int8 = simulate(costs, layout, 2000, { ...knobs, int8Rows: true }, 3000);
+    const packed = simulate(
+      costs,
+      layout,
+      2000,
+      { ...knobs, int8Rows: true, feedbackBytes: 200, eventInflateUs: 20, eventDeflateUs: 50 },
+      3000,
+    );
+    for (const r of [half, int8, packed]) expect(r.stable).toBe(true);
+    // rows of avgDim values: 2 bytes each as binary16, 1 + a 2-byte scale as int8
+    const rowsPerExample = uniqueRows(costs, 64) / 64;
+    const saved = half.busBytesPerExample - int8.busBytesPerExample;
+    const perRow = defaultKnobs.avgDim - 2;
+    expect(saved).toBeGreaterThan(2 * rowsPerExample * perRow);
+    expect(saved).toBeLessThan(3.5 * rowsPerExample * perRow);
+    // the event crosses the bus once per example in the count (publish), 294 bytes less
+    expect(int8.busBytesPerExample - packed.busBytesPerExample).toBeCloseTo(294, -1);
+    expect(packed.cpuUsPerExample.worker - int8.cpuUsPerExample.worker).toBeGreaterThan(15);
+  });
+});
+
 describe('scale-out knobs', () => {
   const big = {
     workerMachines: 4,

@@ -186,6 +186,7 @@ export function scalingBenchCommand(): Command {
     )
     .requiredOption('--data <ref>', 'criteo:PATH (key statistics)')
     .option('--machines <list>', 'comma-separated cluster sizes', '10,100,1000')
+    .option('--designs <list>', 'comma-separated design keys to simulate (default: every design)')
     .option('--cores <n>', 'cores per simulated machine', int, 16)
     .option(
       '--calibrate-with <file>',
@@ -203,6 +204,7 @@ export function scalingBenchCommand(): Command {
       async (o: {
         data: string;
         machines: string;
+        designs?: string;
         cores: number;
         calibrateWith?: string;
         heldOut?: string[];
@@ -225,6 +227,7 @@ export function scalingBenchCommand(): Command {
         ).runScalingModel({
           data: resolveDataRef(o.data, process.env),
           machines,
+          ...(o.designs !== undefined ? { designs: o.designs.split(',').map((x) => x.trim()) } : {}),
           coresPerMachine: o.cores,
           progress,
           ...(calibrateWith !== undefined ? { calibrateWith } : {}),
