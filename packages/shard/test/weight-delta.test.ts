@@ -22,38 +22,52 @@ const model = {
 };
 const key = new Uint32Array(2);
 
+/** A one-shard cluster of `model` on the shared server, with pull and additive-push helpers. */
+async function withShard(
+  tag: string,
+  fn: (h: {
+    shard: Shard;
+    pull: () => Promise<ReturnType<typeof decodePullReply>>;
+    add: (id: string, v: number, table?: number, dim?: number) => Promise<ReturnType<typeof decodePushReply>>;
+  }) => Promise<void>,
+): Promise<void> {
+  const cluster = uniqueName(tag);
+  const s = subjects(cluster);
+  const shard = new Shard(
+    { cluster, shard: 0, shards: 1, nats: { servers: nats.url }, model, dataDir, checkpointIntervalMs: 0 },
+    { nc: nats.nc, log: () => undefined },
+  );
+  await shard.start();
+  try {
+    const pull = async () =>
+      decodePullReply(await requestBytes(nats.nc, s.pull(0), encodePull({ tables: [{ t: 0, keys: key }] })));
+    const add = async (id: string, v: number, table = 0, dim = DIM) =>
+      decodePushReply(
+        await requestBytes(
+          nats.nc,
+          s.push(0),
+          encodePush({
+            id,
+            worker: 'w',
+            clock: 0,
+            base: 0,
+            add: true,
+            examples: 3,
+            tables: [
+              { t: table, dim, keys: key, grads: new Float32Array(dim).fill(v), counts: Uint32Array.of(3) },
+            ],
+          }),
+        ),
+      );
+    await fn({ shard, pull, add });
+  } finally {
+    await shard.stop();
+  }
+}
+
 describe('additive dense pushes on a shard', () => {
   it('are applied once per part, logged, and replayed to the same weights', async () => {
-    const cluster = uniqueName('wdelta');
-    const s = subjects(cluster);
-    const shard = new Shard(
-      { cluster, shard: 0, shards: 1, nats: { servers: nats.url }, model, dataDir, checkpointIntervalMs: 0 },
-      { nc: nats.nc, log: () => undefined },
-    );
-    await shard.start();
-    try {
-      const pull = async () =>
-        decodePullReply(
-          await requestBytes(nats.nc, s.pull(0), encodePull({ tables: [{ t: 0, keys: key }] })),
-        );
-      const add = async (id: string, v: number, table = 0, dim = DIM) =>
-        decodePushReply(
-          await requestBytes(
-            nats.nc,
-            s.push(0),
-            encodePush({
-              id,
-              worker: 'w',
-              clock: 0,
-              base: 0,
-              add: true,
-              examples: 3,
-              tables: [
-                { t: table, dim, keys: key, grads: new Float32Array(dim).fill(v), counts: Uint32Array.of(3) },
-              ],
-            }),
-          ),
-        );
+    await withShard('wdelta', async ({ shard, pull, add }) => {
       const w0 = (await pull()).tables[0]!.values.slice();
       expect((await add('a.s0+b.s0', 0.25)).duplicate).toBe(false);
       await shard.checkpoint();
@@ -79,52 +93,19 @@ describe('additive dense pushes on a shard', () => {
       expect((await add('c.s0', 9)).duplicate).toBe(true);
       expect((await add('a.s0', 9)).duplicate).toBe(true);
       expect((await add('e.s0', 0.125)).duplicate).toBe(false);
-    } finally {
-      await shard.stop();
-    }
+    });
   });
+
   it('name the push that last changed a dense tensor, in pulls and in additive push replies', async () => {
-    const cluster = uniqueName('wlast');
-    const s = subjects(cluster);
-    const shard = new Shard(
-      { cluster, shard: 0, shards: 1, nats: { servers: nats.url }, model, dataDir, checkpointIntervalMs: 0 },
-      { nc: nats.nc, log: () => undefined },
-    );
-    await shard.start();
-    try {
-      const last = async () =>
-        decodePullReply(await requestBytes(nats.nc, s.pull(0), encodePull({ tables: [{ t: 0, keys: key }] })))
-          .tables[0]!.last;
-      const add = async (id: string) =>
-        decodePushReply(
-          await requestBytes(
-            nats.nc,
-            s.push(0),
-            encodePush({
-              id,
-              worker: 'w',
-              clock: 0,
-              base: 0,
-              add: true,
-              examples: 1,
-              tables: [
-                {
-                  t: 0,
-                  dim: DIM,
-                  keys: key,
-                  grads: new Float32Array(DIM).fill(0.5),
-                  counts: Uint32Array.of(1),
-                },
-              ],
-            }),
-          ),
-        ).prev;
+    await withShard('wlast', async ({ shard, pull, add }) => {
+      const last = async () => (await pull()).tables[0]!.last;
+      const prev = async (id: string) => (await add(id, 0.5)).prev;
       const start = await last();
       expect(start).toMatch(/^~start\./);
-      expect(await add('a')).toEqual([{ t: 0, id: start }]);
+      expect(await prev('a')).toEqual([{ t: 0, id: start }]);
       expect(await last()).toBe('a');
       await shard.checkpoint();
-      expect(await add('b')).toEqual([{ t: 0, id: 'a' }]);
+      expect(await prev('b')).toEqual([{ t: 0, id: 'a' }]);
       // replayed from the log: the replayed push is the last change again
       await shard.reload();
       expect(await last()).toBe('b');
@@ -135,8 +116,6 @@ describe('additive dense pushes on a shard', () => {
       const restarted = await last();
       expect(restarted).toMatch(/^~start\./);
       expect(restarted).not.toBe(start);
-    } finally {
-      await shard.stop();
-    }
+    });
   });
 });

@@ -12,7 +12,7 @@ import {
 } from '@freshet/protocol';
 import { uniqueName, useNats, waitFor } from '@freshet/testkit';
 import { Worker } from '../src/worker.js';
-import { lrTestModel, ShardHarness } from './shard-harness.js';
+import { lrTestModel, ShardHarness, smallWorkerOptions } from './shard-harness.js';
 
 // Compressed events end to end: a publisher stores its dictionary, then sends zlib streams that
 // name it; the worker fetches the dictionary on the first such event (handing that event back
@@ -44,15 +44,11 @@ describe('compressed feedback events', () => {
     const harness = new ShardHarness(nats.nc, cluster, spec, 1);
     harness.startAll();
     const w = new Worker(
-      {
-        cluster,
-        model: lrTestModel,
+      smallWorkerOptions(cluster, lrTestModel, {
         shards: 1,
         partitions: PARTITIONS,
-        batch: { size: 16, maxWaitMs: 20 },
-        compute: { threads: 1 },
         consumer: { nakDelayMs: 50 },
-      },
+      }),
       { nc: await nats.connect('worker-compressed') },
     );
     workers.push(w);
