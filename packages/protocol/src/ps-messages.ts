@@ -304,6 +304,8 @@ export interface PushTable {
   q8?: boolean | undefined;
   /** The int8 codes and scales as they came (decoded pushes): re-encoding sends them unchanged. */
   q8Codes?: Int8Array | undefined;
+  /** The binary16 bits and their scale exponent as they came (decoded pushes), likewise. */
+  halfBits?: { bits: Uint16Array; e: number } | undefined;
   /**
    * Leave the keys out: they are this table's keys in the request's `session` pull, in the same
    * order (8 bytes a row less). Decoded, `keys` is empty until the shard fills it from the pull.
@@ -350,11 +352,11 @@ export function encodePush(req: PushRequest): Uint8Array {
       arrays.push(keys, t.q8Codes ?? toQ8(t.grads, t.dim, q8Rounding(`${req.id}/${t.t}`)), t.counts);
       return;
     }
-    if (!t.half) {
+    if (!t.half && !t.halfBits) {
       arrays.push(keys, t.grads, t.counts);
       return;
     }
-    const { bits, e } = scaledHalf(t.grads);
+    const { bits, e } = t.halfBits ?? scaledHalf(t.grads);
     if (e !== 0) h.tables[i]!.e = e;
     arrays.push(keys, bits, t.counts);
   });
@@ -439,14 +441,14 @@ export function decodePush(data: Uint8Array): PushRequest {
         wrongLength('push keys', keys.length, keyless ? 0 : t.n * 2);
       if (grads.length !== t.n * t.dim) wrongLength('push grads', grads.length, t.n * t.dim);
       if (counts.length !== t.n) wrongLength('push counts', counts.length, t.n);
-      // Came as binary16: encoding the decoded gradients so again gives the same bits (the same
-      // largest value picks the same exponent), so a shard can log a push it rebuilt (its keys
-      // filled in from a pull session) at the size it arrived.
-      // int8 codes are kept as they came (re-rounding decoded values could pick another scale).
+      // Came as binary16 or int8: the bits are kept as they came, so a shard logs a push it
+      // rebuilt (its keys filled in from a pull session) at the size it arrived without
+      // encoding the gradients again.
+      const bits = frame.arrays[3 * i + 1];
       const half = codes
         ? { q8: true, q8Codes: codes }
-        : frame.arrays[3 * i + 1] instanceof Uint16Array
-          ? { half: true }
+        : bits instanceof Uint16Array
+          ? { half: true, halfBits: { bits, e: t.e ?? 0 } }
           : {};
       return keyless
         ? { t: t.t, dim: t.dim, keys, grads, counts, keyless: true, ...half }

@@ -28,6 +28,10 @@ describe('binary16 pushes', () => {
       const decoded = decodePush(wire);
       expect(decoded.tables[0]!.half).toBe(true);
       expect(Buffer.from(encodePush(decoded)).equals(Buffer.from(wire))).toBe(true);
+      // the bits as they came are kept; encoding the decoded values again gives them too
+      const { halfBits, ...values } = decoded.tables[0]!;
+      expect(halfBits).toBeDefined();
+      expect(Buffer.from(encodePush({ ...decoded, tables: [values] })).equals(Buffer.from(wire))).toBe(true);
       expect(decodePush(encodePush(push(g, false))).tables[0]!.half).toBeUndefined();
       // what a sender keeps for error feedback is what the shard decodes, bit for bit
       expect(Array.from(halfPushRoundTrip(g))).toEqual(Array.from(decoded.tables[0]!.grads));

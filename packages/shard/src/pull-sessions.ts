@@ -95,6 +95,7 @@ export class PullSessions {
         grads: t.grads,
         counts: t.counts,
         half: t.half,
+        halfBits: t.halfBits,
         q8: t.q8,
         q8Codes: t.q8Codes,
       };
