@@ -116,3 +116,64 @@ describe('freshet bench scaling', () => {
     });
   });
 });
+
+describe('freshet dict', () => {
+  it('builds a dictionary from sample events, stores it once, lists it, and a replay compresses with it', async () => {
+    const server = await startNatsServer();
+    servers.push(server);
+    const dir = await mkdtemp(join(tmpdir(), 'freshet-dict-'));
+    const file = join(dir, 'dict.bin');
+    const cluster = uniqueName('dict');
+    const built = await cli(
+      'dict',
+      'build',
+      '--data',
+      'synthetic',
+      '--samples',
+      '300',
+      '--encoding',
+      'msgpack',
+      '--out',
+      file,
+    );
+    const id = /dictionary ([0-9a-f]{8}), (\d+) bytes/.exec(built.stdout);
+    expect(id).not.toBeNull();
+    expect((await stat(file)).size).toBe(Number(id![2]));
+    const put = ['--nats', server.url, '--cluster', cluster];
+    expect((await cli('dict', 'put', file, ...put)).stdout).toContain(`stored dictionary ${id![1]}`);
+    // idempotent: the same bytes again
+    expect((await cli('dict', 'put', file, ...put)).stdout).toContain(`stored dictionary ${id![1]}`);
+    const listed = JSON.parse((await cli('dict', 'list', ...put, '--json')).stdout) as {
+      id: string;
+      bytes: number;
+    }[];
+    expect(listed).toEqual([expect.objectContaining({ id: id![1], bytes: Number(id![2]) })]);
+    const { stdout } = await cli(
+      'replay',
+      '--data',
+      'synthetic',
+      '--limit',
+      '200',
+      '--encoding',
+      'msgpack',
+      '--dictionary',
+      file,
+      '--json',
+      ...put,
+    );
+    expect(JSON.parse(stdout)).toMatchObject({ events: 200, acked: 200, failed: 0 });
+    // what the stream holds: zlib streams naming the dictionary
+    const nc = await connect({ servers: server.url });
+    try {
+      const jsm = await nc.jetstreamManager();
+      const stream = (await jsm.streams.list().next()).find((s) => s.config.name.startsWith('FRESHET_FB_'))!;
+      const first = await jsm.streams.getMessage(stream.config.name, { seq: 1 });
+      expect(first.data[0]).toBe(0x78);
+      expect(
+        ((first.data[2]! << 24) | (first.data[3]! << 16) | (first.data[4]! << 8) | first.data[5]!) >>> 0,
+      ).toBe(parseInt(id![1]!, 16));
+    } finally {
+      await nc.close();
+    }
+  });
+});
