@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { assertClusterName, FreshetError } from '@freshet/protocol';
+import { assertClusterName, EVENT_DICTIONARY_MAX_BYTES, FreshetError } from '@freshet/protocol';
 
 /** Options of a {@link Publisher}. Compiled once by {@link compilePublisherOptions}. */
 export const publisherOptionsSchema = z.object({
@@ -19,7 +19,13 @@ export const publisherOptionsSchema = z.object({
    */
   compression: z
     .object({
-      dictionary: z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'a Uint8Array').optional(),
+      dictionary: z
+        .custom<Uint8Array>((v) => v instanceof Uint8Array, 'a Uint8Array')
+        .refine(
+          (d) => d.length >= 1 && d.length <= EVENT_DICTIONARY_MAX_BYTES,
+          `1 to ${EVENT_DICTIONARY_MAX_BYTES} bytes (zlib's window)`,
+        )
+        .optional(),
       level: z.number().int().min(1).max(9).default(6),
     })
     .optional(),

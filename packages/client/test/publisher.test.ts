@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { partitionOf, subjects, hasCode, type FeedbackEventInput } from '@freshet/protocol';
+import {
+  eventDictionaryId,
+  partitionOf,
+  subjects,
+  hasCode,
+  type FeedbackEventInput,
+} from '@freshet/protocol';
 import { uniqueName, useNats } from '@freshet/testkit';
 import { ensureStream, Publisher, publishLive, streamPartitions } from '../src/index.js';
 
@@ -168,6 +174,32 @@ describe('Publisher', () => {
     const stats = await pub.close();
     expect(stats).toMatchObject({ failed: 1, retries: 2, acked: 0 });
     expect(errors).toEqual(['UNAVAILABLE']);
+  });
+
+  it('fails its events, and refuses more, when its dictionary cannot be stored; sends nothing before', async () => {
+    const c = cluster();
+    await ensureStream(nats.nc, { cluster: c, partitions: 1, storage: 'memory' });
+    expect(
+      () => new Publisher(nats.nc, { cluster: c, compression: { dictionary: new Uint8Array(40 * 1024) } }),
+    ).toThrow(/32768 bytes/);
+    // the dictionary's id already names other bytes (written by other tools)
+    const dictionary = new TextEncoder().encode('{"kind":"click","request":"r","item":"i"}');
+    const kv = await nats.nc.jetstream().views.kv(subjects(c).dictBucket, { bindOnly: true });
+    await kv.put(eventDictionaryId(dictionary), new TextEncoder().encode('something else'));
+    const errors: string[] = [];
+    const pub = new Publisher(
+      nats.nc,
+      { cluster: c, partitions: 1, compression: { dictionary } },
+      { onError: (e) => errors.push(e.code) },
+    );
+    await pub.publish(click(1)); // buffered while the dictionary is stored
+    const stats = await pub.flush();
+    expect(stats).toMatchObject({ failed: 1, acked: 0 });
+    expect(errors).toEqual(['CONFLICT']);
+    await expect(pub.publish(click(2))).rejects.toMatchObject({ code: 'CONFLICT' });
+    expect(pub.failure?.code).toBe('CONFLICT');
+    const jsm = await nats.nc.jetstreamManager();
+    expect((await jsm.streams.info(subjects(c).feedbackStream)).state.messages).toBe(0);
   });
 });
 
