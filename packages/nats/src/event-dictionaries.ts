@@ -151,6 +151,8 @@ export class EventDictionaries implements EventDictionaryLookup {
       const e = this.kv ? await this.kv.get(id) : null;
       // a value that is not the id's bytes (written by other tools) would inflate to garbage
       if (!e || e.operation !== 'PUT' || eventDictionaryId(e.value) !== id) {
+        // bounded: events naming ever new ids (a broken publisher) must not grow it without end
+        if (this.missingSince.size >= 4096) this.missingSince.delete(this.missingSince.keys().next().value!);
         this.missingSince.set(id, Date.now());
         return false;
       }
