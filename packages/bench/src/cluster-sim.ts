@@ -347,6 +347,8 @@ export function simulate(
   const sync = knobs.denseSyncExamples ?? 0;
   const replica = sync > 0;
   const machineReplica = replica && knobs.denseReplicaPerMachine === true;
+  /** Dense replicas in the cluster: one per worker process, or one per worker machine. */
+  const replicas = machineReplica ? layout.workerMachines : W;
   const rnd = prng(42);
   // The local cluster: one pool of cores that every role's work also occupies (accounting only).
   const cpu = layout.sharedCores ? new Resource('machine cpu', layout.sharedCores, 1, true) : undefined;
@@ -555,6 +557,12 @@ export function simulate(
       const pe = pendEvents[s]!;
       for (const b of batches) if (pe.length < 1024) pe.push(b.eventT);
       const replied = bus(added, serverOfShard(s), serverOfWorker(w), 64);
+      // A lone replica's flush finds its own previous change as the tensor's last one: the
+      // worker skips the pull-back (dense-replica.ts); with others flushing too it pulls.
+      if (replicas === 1) {
+        done = Math.max(done, replied);
+        continue;
+      }
       const pulled = shardServe(
         s,
         bus(replied, serverOfWorker(w), serverOfShard(s), 64),
@@ -690,7 +698,7 @@ export function simulate(
       case 'flushed': {
         const w = ev.w;
         // The pulled tensors in, rebased (w ← shard + (w − base)), and the covered batches acked.
-        workerMain[w]!.run(t, D * nodeIo(denseBytes) + costs.denseFloats * 0.002);
+        if (replicas > 1) workerMain[w]!.run(t, D * nodeIo(denseBytes) + costs.denseFloats * 0.002);
         acks(w, t, ev.examples);
         flushing[w] = 0;
         if (flushQueued[w] || unflushedEx[w]! >= sync) flush(w, t);

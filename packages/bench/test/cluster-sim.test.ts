@@ -84,6 +84,18 @@ describe('cluster simulation', () => {
     expect(Math.abs(sparseOf(replica) / sparseOf(perBatch) - 1)).toBeLessThan(0.1);
     // An event's freshness waits for the flush that carries its dense change.
     expect(replica.freshnessP50Ms!).toBeGreaterThan(perBatch.freshnessP50Ms!);
+    // A lone replica skips the pull-back (nobody else changed the tensor): two copies per flush.
+    const alone = simulate(
+      costs,
+      { ...layout, workerMachines: 1 },
+      1000,
+      { ...knobs, denseSyncExamples: 512 },
+      3000,
+    );
+    expect(alone.stable).toBe(true);
+    const copies = (alone.denseBytesPerExample * alone.examplesPerFlush!) / (costs.denseFloats * 4);
+    expect(copies).toBeGreaterThan(1.5);
+    expect(copies).toBeLessThan(2.5);
   });
 });
 
