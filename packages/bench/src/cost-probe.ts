@@ -8,7 +8,7 @@ import {
 } from '@freshet/model';
 import { connectNats, startNatsServer } from '@freshet/nats';
 import { AckPolicy } from 'nats';
-import { datasetDictionary, readCriteo } from '@freshet/client';
+import { datasetDictionary, readCriteo, restamped } from '@freshet/client';
 import {
   compressEvent,
   decodeDelta,
@@ -341,7 +341,7 @@ export async function measureEvents(path: string): Promise<NonNullable<MeasuredC
   const dictionary = await datasetDictionary({ data, skip: 1000, samples: 2000, encoding: 'msgpack' });
   const plain: Uint8Array[] = [];
   for await (const e of readCriteo(path, { limit: 1000, idPrefix: 'probe' }))
-    plain.push(encodeEvent({ ...e, ts: Date.now(), meta: { srcTs: e.ts } }, 'msgpack'));
+    plain.push(encodeEvent(restamped(e, Date.now()), 'msgpack'));
   const o = { dictionary };
   for (const b of plain.slice(0, 200)) compressEvent(b, o);
   let t0 = performance.now();

@@ -49,6 +49,7 @@ export {
 export {
   runReplay,
   datasetDictionary,
+  restamped,
   type ReplayOptions,
   type ReplayProgress,
   type ReplaySummary,

@@ -76,7 +76,7 @@ export interface ReplaySummary {
 }
 
 /** An event as a replay publishes it: stamped `ts`, its dataset time kept in `meta.srcTs`. */
-function restamped(e: FeedbackEventInput, ts: number): FeedbackEventInput {
+export function restamped(e: FeedbackEventInput, ts: number): FeedbackEventInput {
   return { ...e, ts, meta: { ...(e.meta ?? {}), srcTs: e.ts } };
 }
 

@@ -104,8 +104,6 @@ export class EventDictionaries implements EventDictionaryLookup {
   private readonly fetching = new Map<string, Promise<boolean>>();
   private readonly missingSince = new Map<string, number>();
   private kv: KV | undefined;
-  fetches = 0;
-  fetchFailures = 0;
 
   /** `nc`: the connection, or where to find it once there is one (a worker's, after start). */
   constructor(
@@ -143,7 +141,6 @@ export class EventDictionaries implements EventDictionaryLookup {
   }
 
   private async load(id: string): Promise<boolean> {
-    this.fetches++;
     try {
       const nc = typeof this.nc === 'function' ? this.nc() : this.nc;
       if (!nc) throw new FreshetError('NOT_READY', 'not connected');
@@ -165,7 +162,6 @@ export class EventDictionaries implements EventDictionaryLookup {
       return true;
     } catch {
       // the bucket unreachable: not missing, just not yet; the next event asks again
-      this.fetchFailures++;
       return false;
     }
   }

@@ -420,6 +420,7 @@ export function decodePush(data: Uint8Array): PushRequest {
     session: h.session,
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, 3 * i);
+      const sent = frame.arrays[3 * i + 1];
       const codes = t.q === 8 ? i8(frame, 3 * i + 1) : undefined;
       if (codes && codes.length !== q8Bytes(t.n, t.dim))
         wrongLength('push int8 grads', codes.length, q8Bytes(t.n, t.dim));
@@ -429,7 +430,7 @@ export function decodePush(data: Uint8Array): PushRequest {
       if (t.e !== undefined) {
         // only a binary16 array was scaled (and decoded into a copy: a float32 one is a view of
         // the request bytes, which the shard logs as they came)
-        if (!(frame.arrays[3 * i + 1] instanceof Uint16Array))
+        if (!(sent instanceof Uint16Array))
           throw new FreshetError('BAD_FRAME', `push table ${t.t}: a scale on float32 gradients`);
         unscaleHalf(grads, t.e);
       }
@@ -444,15 +445,14 @@ export function decodePush(data: Uint8Array): PushRequest {
       // Came as binary16 or int8: the bits are kept as they came, so a shard logs a push it
       // rebuilt (its keys filled in from a pull session) at the size it arrived without
       // encoding the gradients again.
-      const bits = frame.arrays[3 * i + 1];
-      const half = codes
+      const wire = codes
         ? { q8: true, q8Codes: codes }
-        : bits instanceof Uint16Array
-          ? { half: true, halfBits: { bits, e: t.e ?? 0 } }
+        : sent instanceof Uint16Array
+          ? { half: true, halfBits: { bits: sent, e: t.e ?? 0 } }
           : {};
       return keyless
-        ? { t: t.t, dim: t.dim, keys, grads, counts, keyless: true, ...half }
-        : { t: t.t, dim: t.dim, keys, grads, counts, ...half };
+        ? { t: t.t, dim: t.dim, keys, grads, counts, keyless: true, ...wire }
+        : { t: t.t, dim: t.dim, keys, grads, counts, ...wire };
     }),
   };
 }
@@ -468,8 +468,9 @@ export const pushReplyHeaderSchema = z.object({
   duplicate: z.boolean().default(false),
   /**
    * For an additive push (a dense replica's flush): per dense table, the id of the push that
-   * changed it before this one (null: unknown). When it is the worker's own previous flush, the
-   * tensor is exactly what the worker computed and the pull that would refresh it is skipped.
+   * changed it before this one (a token of the shard's start when none did; null: not known).
+   * When it is the worker's own previous flush, or the `last` of its latest pull, the tensor is
+   * exactly the worker's base and the pull that would refresh it is skipped.
    */
   prev: z.array(z.object({ t: tableId, id: z.string().max(4096).nullable() })).optional(),
 });

@@ -1,13 +1,14 @@
 import { xorshift32 } from './random.js';
 
 /**
- * Embedding rows as int8 with one bfloat16 scale per row, for values on the wire (pull replies,
- * deltas): a row of dim d costs d + 2 bytes instead of 2d (binary16) or 4d (float32). Each row
- * is scaled by its own largest |v| / 127, rounded up to a bfloat16 (float32's exponent range:
- * rows of tiny values keep their precision, where a binary16 scale would go subnormal), so the
- * error of a value is at most half a step of its row (≤ 0.4% of the row's largest). Values, not
- * increments, travel this way: the rounding never accumulates (the shard keeps float32 and
- * applies float32 gradients).
+ * Embedding rows as int8 with one bfloat16 scale per row on the wire (pull replies and deltas;
+ * push gradients, rounded stochastically): a row of dim d costs d + 2 bytes instead of 2d
+ * (binary16) or 4d (float32). Each row is scaled by its own largest |v| / 127, rounded up to a
+ * bfloat16 (float32's exponent range: rows of tiny values keep their precision, where a binary16
+ * scale would go subnormal), so the error of a value is at most half a step of its row (≤ 0.4%
+ * of the row's largest), or one step when rounded stochastically. Values do not accumulate the
+ * rounding (the shard keeps float32); gradients, which the shard sums, are rounded
+ * stochastically so each is right on average.
  *
  * Layout of one array per table: the n·d codes, row-major, then n little-endian bfloat16 scales.
  * Narrow rows gain little (a dim-1 row would cost 3 bytes against binary16's 2): senders use it

@@ -88,17 +88,8 @@ export class PullSessions {
           'WRONG_LENGTH',
           `push table ${t.t}: ${t.counts.length} rows, its pull in session ${id} had ${keys.length / 2}`,
         );
-      return {
-        t: t.t,
-        dim: t.dim,
-        keys,
-        grads: t.grads,
-        counts: t.counts,
-        half: t.half,
-        halfBits: t.halfBits,
-        q8: t.q8,
-        q8Codes: t.q8Codes,
-      };
+      // as it came (its wire encoding included), with the keys filled in
+      return { ...t, keys, keyless: undefined };
     });
     this.resolved++;
     // the completed push stands alone (what the log keeps)

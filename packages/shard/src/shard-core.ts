@@ -286,7 +286,7 @@ export class ShardCore {
         );
         dcApplied = true;
         // the compensated gradients are not binary16 or int8 values: logged as float32
-        return { ...p, grads, half: undefined, halfBits: undefined, q8: undefined, q8Codes: undefined };
+        return { t: p.t, dim: p.dim, keys: p.keys, grads, counts: p.counts };
       }
       return p;
     });

@@ -1,8 +1,8 @@
 import { readFile, writeFile } from 'node:fs/promises';
-import { Command, InvalidArgumentError } from 'commander';
-import { positiveNumber } from '../cli-args.js';
+import { Command } from 'commander';
+import { eventEncoding, nonNegativeInt, positiveNumber } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
-import { connectAdmin } from './common.js';
+import { withAdmin } from './common.js';
 
 interface BuildFlags {
   data: string;
@@ -20,13 +20,8 @@ interface ClusterFlags {
 
 const natsHelp = 'NATS URL(s), comma separated (default FRESHET_NATS_URL or nats://127.0.0.1:4222)';
 
-function encoding(v: string): 'json' | 'msgpack' {
-  if (v !== 'json' && v !== 'msgpack') throw new InvalidArgumentError('json or msgpack');
-  return v;
-}
-
 /**
- * `freshet dict`: preset dictionaries of compressed feedback events (docs/events.md). `build`
+ * `freshet dict`: preset dictionaries of compressed feedback events (packages/client/README.md, "Compressed events"). `build`
  * makes one from sample events, `put` stores one in the cluster (publishers do it themselves
  * before their first compressed event), `list` shows what the cluster holds.
  */
@@ -43,8 +38,13 @@ export function dictCommand(): Command {
     )
     .option('--spec <file>', 'column mapping for csv: data (JSON)')
     .option('--samples <n>', 'sample events', positiveNumber, 2000)
-    .option('--skip <n>', 'events to pass over first (e.g. those a measured run will send)', Number, 0)
-    .option('--encoding <enc>', 'json | msgpack: as the publisher will encode them', encoding, 'json')
+    .option(
+      '--skip <n>',
+      'events to pass over first (e.g. those a measured run will send)',
+      nonNegativeInt,
+      0,
+    )
+    .option('--encoding <enc>', 'json | msgpack: as the publisher will encode them', eventEncoding, 'json')
     .requiredOption('--out <file>', 'where to write the dictionary')
     .action(async (f: BuildFlags) => {
       const [{ datasetDictionary }, { eventDictionaryId }] = await Promise.all([
@@ -70,13 +70,8 @@ export function dictCommand(): Command {
     .action(async (file: string, f: ClusterFlags) => {
       const { putEventDictionary } = await import('@freshet/nats');
       const bytes = new Uint8Array(await readFile(file));
-      const nc = await connectAdmin(f, 'freshet-dict');
-      try {
-        const id = await putEventDictionary(nc, f.cluster, bytes);
-        process.stdout.write(`stored dictionary ${id} (${bytes.length} bytes) in cluster ${f.cluster}\n`);
-      } finally {
-        await nc.close();
-      }
+      const id = await withAdmin(f, 'freshet-dict', (nc) => putEventDictionary(nc, f.cluster, bytes));
+      process.stdout.write(`stored dictionary ${id} (${bytes.length} bytes) in cluster ${f.cluster}\n`);
     });
   dict
     .command('list')
@@ -86,17 +81,11 @@ export function dictCommand(): Command {
     .option('--json', 'one JSON line')
     .action(async (f: ClusterFlags) => {
       const { listEventDictionaries } = await import('@freshet/nats');
-      const nc = await connectAdmin(f, 'freshet-dict');
-      try {
-        const all = await listEventDictionaries(nc, f.cluster);
-        if (f.json) process.stdout.write(JSON.stringify(all) + '\n');
-        else if (all.length === 0) process.stdout.write(`no dictionaries in cluster ${f.cluster}\n`);
-        else
-          for (const d of all)
-            process.stdout.write(`${d.id}  ${d.bytes} bytes  ${d.created.toISOString()}\n`);
-      } finally {
-        await nc.close();
-      }
+      const all = await withAdmin(f, 'freshet-dict', (nc) => listEventDictionaries(nc, f.cluster));
+      if (f.json) process.stdout.write(JSON.stringify(all) + '\n');
+      else if (all.length === 0) process.stdout.write(`no dictionaries in cluster ${f.cluster}\n`);
+      else
+        for (const d of all) process.stdout.write(`${d.id}  ${d.bytes} bytes  ${d.created.toISOString()}\n`);
     });
   return dict;
 }

@@ -3,7 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { Progress } from '../progress.js';
 import { shutdownSignal } from '../signals.js';
 import { connectAdmin, natsUrlsFrom } from './common.js';
-import { positiveNumber } from '../cli-args.js';
+import { eventEncoding, positiveNumber } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
 
 interface ReplayFlags {
@@ -48,15 +48,7 @@ export function replayCommand(): Command {
       '--no-ensure',
       "do not create or update the stream first (a labeller's or publisher's NATS user may not)",
     )
-    .option(
-      '--encoding <enc>',
-      'json | msgpack',
-      (v) => {
-        if (v !== 'json' && v !== 'msgpack') throw new InvalidArgumentError('json or msgpack');
-        return v;
-      },
-      'json',
-    )
+    .option('--encoding <enc>', 'json | msgpack', eventEncoding, 'json')
     .option('--compress', 'compress each event (zlib)')
     .option(
       '--dictionary <file>',
