@@ -18,7 +18,11 @@ applied to the current ones (the embeddings stay fresh): the dense staleness a c
 carry, reproduced in PyTorch. On the Criteo 10k sample (batch 64, lr 0.003, seed 0): AUC 0.7146
 at D = 0, 0.7019 at 1, 0.680 at 2; delaying the embeddings instead by 2 costs ≤ 0.003.
 
-usage: torch_online.py DATA [passes=1] [batch=256] [threads=2] [lr=0.001] [seed=0] [dense_delay=0]
+With INIT (a folder `freshet bench` writes, read by freshet_init.py) the embedding rows of the
+data's values and the MLP start from Freshet's initial weights instead of PyTorch's own (the seed
+then only seeds PyTorch's rows no value uses): both sides start from the same point.
+
+usage: torch_online.py DATA [passes=1] [batch=256] [threads=2] [lr=0.001] [seed=0] [dense_delay=0] [INIT]
 Prints one JSON line: examples_per_s, progressive_auc_pass1, progressive_logloss_pass1, ...
 """
 import copy
@@ -49,6 +53,7 @@ threads = arg(4, int, 2)
 lr = arg(5, float, 1e-3)
 seed = arg(6, int, 0)
 dense_delay = arg(7, int, 0)
+init_dir = arg(8, str, "")
 torch.set_num_threads(threads)
 torch.manual_seed(seed)
 
@@ -110,8 +115,31 @@ def auc(scores, labels):
     return float((ranks[pos].sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
+def load_freshet_init(model, path):
+    """Freshet's initial rows and MLP (freshet_init.py) in place of PyTorch's; returns the rows set."""
+    import freshet_init
+
+    dim, keys, rows, mlp = freshet_init.load(path)
+    if dim != DIM or len(mlp) != 3:
+        raise ValueError(f"{path}: not this model's initial weights (dim {dim}, {len(mlp)} layers)")
+    linears = [m for m in model.mlp if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        if keys:
+            # A value's row is where this peer hashes it; two values sharing a bucket share a row
+            # here (the last one's initial weights), as they do in training.
+            idx = torch.tensor([bucket(int(f[1:]) - 1, v) for f, v in keys], dtype=torch.long)
+            model.emb.weight[idx] = torch.frombuffer(rows, dtype=torch.float32).reshape(len(keys), dim)
+        for lin, (n_in, n_out, w, b) in zip(linears, mlp):
+            if tuple(lin.weight.shape) != (n_out, n_in):
+                raise ValueError(f"{path}: layer {n_in}x{n_out} does not fit {tuple(lin.weight.shape)}")
+            lin.weight.copy_(torch.frombuffer(w, dtype=torch.float32).reshape(n_in, n_out).t())
+            lin.bias.copy_(torch.frombuffer(b, dtype=torch.float32))
+    return len(keys)
+
+
 y, numeric, cats = parse(path)
 model = WideDeep()
+init_rows = load_freshet_init(model, init_dir) if init_dir else None
 sparse_opt = torch.optim.SparseAdam(list(model.emb.parameters()) + list(model.wide.parameters()), lr=lr)
 dense_opt = torch.optim.Adam(model.mlp.parameters(), lr=lr)
 loss_fn = nn.BCEWithLogitsLoss()
@@ -162,6 +190,8 @@ print(
             "lr": lr,
             "seed": seed,
             "dense_delay": dense_delay,
+            "init": "freshet" if init_dir else "pytorch",
+            "init_rows": init_rows,
             "passes": passes,
             "examples": seen,
             "seconds": round(elapsed, 3),

@@ -13,7 +13,7 @@ import { benchModelConfig, benchModels } from './bench-models.js';
 import { busOptionsSchema, busReport } from './bus-options.js';
 import { benchDictionary, type BenchDictionary } from './event-dictionary.js';
 import type { BenchActor, BenchCluster, ClusterHarness } from './cluster-harness.js';
-import { runExactPeer } from './exact-peer.js';
+import { peerInits, runExactPeer } from './exact-peer.js';
 import { CpuMeter } from './proc-cpu.js';
 import { repoRoot } from './repo-root.js';
 import { WireTap, type WireTapReport } from './wire-tap.js';
@@ -120,6 +120,8 @@ export const clusterBenchOptionsSchema = z
     tapFeedback: z.boolean().default(false),
     /** Run bench/peers/torch_online.py on the same data after the cluster stopped. */
     peer: z.boolean().default(true),
+    /** The Criteo peer's initial weights: Freshet's or PyTorch's own (exact-peer.ts). */
+    peerInit: z.enum(peerInits).default('freshet'),
     /** The Python that `machine.torch` reports the PyTorch version of (peers: $FRESHET_PYTHON or this). */
     python: z.string().default('/usr/bin/python3'),
     /** Whole-run deadline (ms). */
@@ -820,6 +822,7 @@ export async function runClusterBench<A extends BenchActor>(
     seed: o.seed,
     dim: o.dim,
     overridden: false,
+    peerInit: o.peerInit,
   });
   if (!run.ok) {
     result.peer = run.peer;

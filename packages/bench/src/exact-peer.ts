@@ -6,6 +6,7 @@ import { exactAuc, logloss } from '@freshet/worker';
 import type { BenchData } from './bench-data.js';
 import { optimizerSchema } from '@freshet/protocol';
 import { benchModelConfig, type BenchModel } from './bench-models.js';
+import { peerInitGap, writePeerInit } from './peer-init.js';
 import { lrSparseVectors, sequentialFtrl } from './sequential-ftrl.js';
 import { runTorchPeer } from './torch-peer.js';
 
@@ -29,7 +30,16 @@ export interface PeerRunOptions {
   dim: number;
   /** Per-table or other config overrides: the peer has none of them. */
   overridden: boolean;
+  /**
+   * Where the Criteo peer's initial weights come from: `freshet` (default) the ones a fresh
+   * Freshet cluster of this model and seed starts from (peer-init.ts), `pytorch` its own.
+   */
+  peerInit?: PeerInit;
 }
+
+/** See {@link PeerRunOptions.peerInit}. */
+export const peerInits = ['freshet', 'pytorch'] as const;
+export type PeerInit = (typeof peerInits)[number];
 
 /** The first `n` lines of a Criteo file that are examples, in a temporary file the caller removes. */
 async function criteoHead(path: string, n: number, dir: string): Promise<string> {
@@ -118,13 +128,30 @@ export async function runExactPeer(o: PeerRunOptions): Promise<PeerRun> {
     // The same examples, passes, batch, threads, lr and seed; a limited run gets the file's head.
     const dir = await mkdtemp(join(tmpdir(), 'freshet-peer-criteo-'));
     let r: Awaited<ReturnType<typeof runTorchPeer>>;
+    let init: string;
     try {
       const file = o.data.limited ? await criteoHead(o.data.path, o.data.events, dir) : o.data.path;
-      r = await runTorchPeer(
-        'torch_online.py',
-        [file, String(o.passes), String(o.batch), String(o.threads), String(o.lr), String(o.seed)],
-        600_000,
-      );
+      const args = [
+        file,
+        String(o.passes),
+        String(o.batch),
+        String(o.threads),
+        String(o.lr),
+        String(o.seed),
+        '0',
+      ];
+      // Overrides may change the tables; the peer then keeps its own initialisation.
+      const config = o.overridden ? undefined : benchModelConfig(o.model, o.data, { lr: o.lr, seed: o.seed });
+      const gap = config && peerInitGap(config);
+      if ((o.peerInit ?? 'freshet') === 'pytorch') init = 'pytorch (asked for)';
+      else if (!config || gap)
+        init = `pytorch (${gap ?? 'the config overrides have no PyTorch counterpart'})`;
+      else {
+        await writePeerInit(config, o.data.examples, dir);
+        args.push(dir);
+        init = 'freshet';
+      }
+      r = await runTorchPeer('torch_online.py', args, 600_000);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -134,7 +161,7 @@ export async function runExactPeer(o: PeerRunOptions): Promise<PeerRun> {
       peer: typeof r.json.peer === 'string' ? r.json.peer : 'pytorch',
       // wide-deep and deepfm are Freshet's tuned models next to the peer's wide&deep.
       exact: o.model === 'wide-deep-peer' && !o.overridden,
-      json: r.json,
+      json: { ...r.json, init },
     };
   }
   if (o.model !== 'fm')

@@ -12,7 +12,8 @@ export {
   type BenchModel,
   type BenchModelOptions,
 } from './bench-models.js';
-export { runExactPeer, type PeerRun, type PeerRunOptions } from './exact-peer.js';
+export { peerInits, runExactPeer, type PeerInit, type PeerRun, type PeerRunOptions } from './exact-peer.js';
+export { peerInitGap, writePeerInit } from './peer-init.js';
 export {
   runPersonalization,
   type PersonalizationOptions,

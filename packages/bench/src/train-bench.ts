@@ -6,7 +6,7 @@ import { exactAuc, logloss } from '@freshet/worker';
 import { loadBenchData } from './bench-data.js';
 import { benchModelConfig, benchModels, isBenchModel, type BenchModel } from './bench-models.js';
 import { rollingAuc } from './drift-metrics.js';
-import { runExactPeer } from './exact-peer.js';
+import { runExactPeer, type PeerInit } from './exact-peer.js';
 import { trainOnline } from './online-trainer.js';
 
 /** Models the train bench runs: every model kind, and the peer's Criteo wide&deep. */
@@ -47,6 +47,8 @@ export interface TrainBenchOptions {
   pipeline?: number;
   /** Run the PyTorch peer in the same call (default true). */
   torch?: boolean;
+  /** The Criteo peer's initial weights: Freshet's (default) or PyTorch's own (exact-peer.ts). */
+  peerInit?: PeerInit;
   /** Writes one `prediction,label` line per example of the first pass, in stream order. */
   predictions?: string;
   /** Adds `window_auc`: the AUC of consecutive windows of this many examples. */
@@ -148,6 +150,7 @@ export async function runTrainBench(opts: TrainBenchOptions): Promise<Record<str
     seed,
     dim,
     overridden: opts.overrides !== undefined,
+    ...(opts.peerInit ? { peerInit: opts.peerInit } : {}),
   });
   if (!peer.ok) return { ...ours, peer: peer.peer };
   const torch = peer.json;

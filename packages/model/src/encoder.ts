@@ -1,4 +1,4 @@
-import { FreshetError, featureId, tokenizeText } from '@freshet/protocol';
+import { FreshetError, bucketId, featureId, tokenizeText } from '@freshet/protocol';
 import type { EncodedBatch, Example, SparseInput } from './batch.js';
 import {
   NUMERIC_INPUT_LIMIT,
@@ -266,7 +266,7 @@ export class FeatureEncoder {
     return parts.join('\u0002');
   }
 
-  /** featureId(field, value) into `scratch`, through a bounded per-field cache. */
+  /** featureId(field, value) (bucketId with `hashBuckets`) into `scratch`, through a bounded per-field cache. */
   private id(field: string, value: string): void {
     let cache = this.idCache.get(field);
     if (!cache) {
@@ -279,7 +279,9 @@ export class FeatureEncoder {
       this.scratch[1] = this.idLoHi[2 * hit + 1]!;
       return;
     }
-    featureId(field, value, this.scratch);
+    const buckets = this.compiled.spec.hashBuckets;
+    if (buckets === undefined) featureId(field, value, this.scratch);
+    else bucketId(field, value, buckets, this.scratch);
     if (this.idCount >= ID_CACHE_MAX) {
       // Dropping everything is cheaper than LRU bookkeeping; hot values come back within a batch.
       for (const c of this.idCache.values()) c.clear();

@@ -110,6 +110,20 @@ export type FieldSpec = z.infer<typeof fieldSchema>;
 /** How raw example fields become model inputs. Usually a JSON file, see {@link readFeatureSpec}. */
 export const featureSpecSchema = z.object({
   fields: z.array(fieldSchema).min(1).max(1024),
+  /**
+   * A bounded id space: every sparse value (of every field, tokens and crosses included) becomes
+   * one of this many rows, `crc32("<field>:<value>") mod hashBuckets` (@freshet/protocol's
+   * `bucketId`), shared by all fields, as DLRM-style models and the PyTorch wide&deep peer hash
+   * (2^20 rows). Memory is bounded by the rows; values collide. Unset (the default), each value
+   * gets its own collision-free 64-bit id. `freshet user forget` cannot take a user out of
+   * shared rows: a bounded id space is for data without that obligation.
+   */
+  hashBuckets: z
+    .number()
+    .int()
+    .min(2)
+    .max(2 ** 31)
+    .optional(),
 });
 export type FeatureSpec = z.infer<typeof featureSpecSchema>;
 export type FeatureSpecInput = z.input<typeof featureSpecSchema>;

@@ -51,6 +51,7 @@ export {
   criteoFeatureSpec,
   criteoWideDeepConfig,
   criteoPeerWideDeepConfig,
+  criteoPeerHashBuckets,
   criteoWideOptimizer,
   criteoDeepFmConfig,
   parseCriteoLine,

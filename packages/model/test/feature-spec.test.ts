@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FreshetError, featureId } from '@freshet/protocol';
+import { FreshetError, bucketId, featureId } from '@freshet/protocol';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -199,6 +199,32 @@ describe('encode', () => {
     expect(keyAt(7)).toEqual(id('user_x_item', 'u1\u00027'));
     expect(s.keys.length / 2).toBe(6);
     expect(Array.from(s.counts)).toEqual([1, 1, 1, 1, 1, 1]);
+  });
+
+  it('with hashBuckets every value of every field lands in one of that many shared rows', () => {
+    const hashed = createModel({
+      kind: 'wide-deep',
+      features: { ...mixedSpec, hashBuckets: 3 },
+      embeddingDim: 4,
+      hidden: [4],
+    });
+    const examples = Array.from({ length: 40 }, (_, i) => ({
+      features: { user: `u${i}`, item: i, query: `q${i} w${i}`, country: `c${i % 7}` },
+      label: i % 2,
+    }));
+    const s = hashed.encode(examples).sparse[0]!;
+    const id = (field: string, value: string) => {
+      const out = new Uint32Array(2);
+      bucketId(field, value, 3, out);
+      return Array.from(out);
+    };
+    // Hundreds of values, three rows: they collide, across fields too.
+    expect(s.keys.length / 2).toBe(3);
+    expect(Array.from(s.keys.subarray(2 * s.index[0]!, 2 * s.index[0]! + 2))).toEqual(id('user', 'u0'));
+    expect(Array.from(s.keys.subarray(2 * s.index[5]!, 2 * s.index[5]! + 2))).toEqual(id('item', '0'));
+    // Without it the same examples get collision-free ids.
+    expect(model.encode(examples).sparse[0]!.keys.length / 2).toBeGreaterThan(100);
+    configError(() => compileFeatureSpec({ ...mixedSpec, hashBuckets: 1 }));
   });
 
   it('counts examples (not slots) per key, truncates token lists and drops empty tokens', () => {

@@ -42,7 +42,18 @@ export {
   type ModelSpec,
   type ModelSpecInput,
 } from './model-spec.js';
-export { fmix32, hashString64, featureId, keyDigest, jumpHash, shardOfKey, shardOfDense } from './keys.js';
+export {
+  BUCKET_ID_HI,
+  bucketId,
+  crc32,
+  fmix32,
+  hashString64,
+  featureId,
+  keyDigest,
+  jumpHash,
+  shardOfKey,
+  shardOfDense,
+} from './keys.js';
 export { initRow } from './init.js';
 export {
   encodeErrorReply,

@@ -40,6 +40,40 @@ export function featureId(field: string, value: string, out: Uint32Array, at = 0
   hashString64(`${field}\u0001${value}`, out, at);
 }
 
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+/** CRC-32 (IEEE 802.3, zlib's and Python's `zlib.crc32`) of bytes. */
+export function crc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/**
+ * `hi` of every bucketed id: a fixed tag, so bucket 0 is not the dense tables' key (0, 0) and a
+ * bucketed id never equals a 64-bit {@link featureId} by accident of small numbers.
+ */
+export const BUCKET_ID_HI = 0xb0c7e75d;
+
+/**
+ * The id of a categorical value in a bounded id space of `buckets` rows shared by every field:
+ * bucket `crc32("<field>:<value>") mod buckets`, as DLRM-style models and the PyTorch wide&deep
+ * peer hash (`zlib.crc32(f"C{k}:{value}") & (2**20 - 1)`). Values collide by design: memory is
+ * bounded by `buckets` rows per table.
+ */
+export function bucketId(field: string, value: string, buckets: number, out: Uint32Array, at = 0): void {
+  out[at] = crc32(te.encode(`${field}:${value}`)) % buckets;
+  out[at + 1] = BUCKET_ID_HI;
+}
+
 /** A 32-bit digest of a 64-bit id, used for routing and for the shard's index probe. */
 export function keyDigest(lo: number, hi: number): number {
   return fmix32((lo ^ Math.imul(hi, 0x9e3779b1)) >>> 0);

@@ -1,5 +1,15 @@
+import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { featureId, initRow, jumpHash, shardOfKey, subjects } from '../src/index.js';
+import {
+  BUCKET_ID_HI,
+  bucketId,
+  crc32,
+  featureId,
+  initRow,
+  jumpHash,
+  shardOfKey,
+  subjects,
+} from '../src/index.js';
 
 describe('feature ids and routing', () => {
   it('salts ids by field and is deterministic', () => {
@@ -11,6 +21,30 @@ describe('feature ids and routing', () => {
     featureId('user', '42', c);
     expect(Array.from(a)).toEqual(Array.from(c));
     expect(Array.from(a)).not.toEqual(Array.from(b));
+  });
+
+  it("bucketId is Python's zlib.crc32 of field:value modulo the buckets (the PyTorch peer's hashing)", () => {
+    // The standard CRC-32 check value.
+    expect(crc32(new TextEncoder().encode('123456789'))).toBe(0xcbf43926);
+    const pairs = [
+      ['C1', '68fd1e64'],
+      ['C22', ''],
+      ['query', 'été 😀'],
+    ];
+    const script =
+      'import json, sys, zlib\n' +
+      'print(json.dumps([zlib.crc32(f"{f}:{v}".encode()) & (2**20 - 1) for f, v in json.load(sys.stdin)]))';
+    const py = JSON.parse(
+      execFileSync('python3', ['-c', script], { input: JSON.stringify(pairs) }).toString(),
+    ) as number[];
+    const out = new Uint32Array(2);
+    pairs.forEach(([f, v], i) => {
+      bucketId(f!, v!, 2 ** 20, out);
+      expect([out[0], out[1]]).toEqual([py[i], BUCKET_ID_HI]);
+    });
+    // Bucket 0 is still a sparse key, not the dense tables' (0, 0).
+    bucketId('a', 'b', 2, out);
+    expect(out[1]).not.toBe(0);
   });
 
   it('spreads keys evenly and moves ~1/(n+1) of them when a shard is added', () => {

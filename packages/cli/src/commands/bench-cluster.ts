@@ -2,7 +2,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FreshetError } from '@freshet/protocol';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { intList, nonNegativeInt as int, positiveNumber as num, repoRoot } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
 import { busInput, withBusFlags, type BusFlags } from './bus-flags.js';
@@ -48,7 +48,22 @@ interface ClusterFlags extends BusFlags {
   threads?: number;
   tap: boolean;
   peer: boolean;
+  peerInit: 'freshet' | 'pytorch';
   save?: string | boolean;
+}
+
+/**
+ * `--peer-init`: where the Criteo PyTorch peer's initial weights come from. Freshet's by default,
+ * so a run compares how the two train from one starting point (the spread between seeds is
+ * larger than the difference between the two learners); `pytorch` keeps the peer's own.
+ */
+export function peerInitOption(): Option {
+  return new Option(
+    '--peer-init <from>',
+    "the Criteo peer's initial weights: freshet (the ones this model and seed start from here) or pytorch (its own)",
+  )
+    .choices(['freshet', 'pytorch'])
+    .default('freshet');
 }
 
 /** `freshet bench cluster --data REF --shards S --workers W --serving N [--rate R] [--passes P] --json`. */
@@ -113,6 +128,7 @@ export function clusterBenchCommand(): Command {
       .option('--threads <n>', 'compute threads per worker', int)
       .option('--no-tap', 'do not observe pull/push/delta traffic on the bus')
       .option('--no-peer', 'skip the PyTorch peer')
+      .addOption(peerInitOption())
       .option('--save [name]', 'also write bench/results/<name>.json (default cluster-s<S>-w<W>-n<N>)'),
   )
     .option('--json', 'print one JSON line (the default output)')
@@ -143,6 +159,7 @@ export function clusterBenchCommand(): Command {
           ...busInput(o),
           tap: o.tap,
           peer: o.peer,
+          peerInit: o.peerInit,
           ...(o.rate !== undefined ? { rate: o.rate } : {}),
           ...(o.limit !== undefined ? { limit: o.limit } : {}),
           ...(o.threads !== undefined ? { threads: o.threads } : {}),

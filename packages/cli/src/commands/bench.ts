@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { nonNegativeInt, positiveInt as int, positiveNumber as num } from '../cli-args.js';
 import { resolveDataRef } from '../data-ref.js';
-import { clusterBenchCommand, scalingBenchCommand } from './bench-cluster.js';
+import { clusterBenchCommand, peerInitOption, scalingBenchCommand } from './bench-cluster.js';
 import { driftBenchCommand } from './bench-drift.js';
 import { warmBenchCommand } from './bench-warm.js';
 import { ftrlBenchCommand } from './bench-ftrl.js';
@@ -96,6 +96,7 @@ function trainBench(): Command {
     )
     .option('--window <n>', 'add the AUC of consecutive windows of n examples to the JSON', int)
     .option('--no-peer', 'skip the PyTorch peer')
+    .addOption(peerInitOption())
     .option('--json', 'print one JSON line (the default output)')
     .action(
       async (o: {
@@ -113,6 +114,7 @@ function trainBench(): Command {
         predictions?: string;
         window?: number;
         peer: boolean;
+        peerInit: 'freshet' | 'pytorch';
       }) => {
         const bench = await import('@freshet/bench');
         const model = o.model;
@@ -133,6 +135,7 @@ function trainBench(): Command {
             threads: o.threads,
             pipeline: o.pipeline,
             torch: o.peer,
+            peerInit: o.peerInit,
             ...(o.limit ? { limit: o.limit } : {}),
             ...(o.predictions ? { predictions: o.predictions } : {}),
             ...(o.window ? { window: o.window } : {}),
