@@ -108,6 +108,22 @@ const compact: SimKnobs = {
 };
 
 /** The designs `bench scaling` compares, in order. */
+const scaleOutKnobs: SimKnobs = {
+  ...compact,
+  denseSyncExamples: 2048,
+  denseMaxDelayMs: 500,
+  denseReplicaPerMachine: true,
+  denseShards: 64,
+  inFlightBatches: 4,
+  workerProcsPerMachine: 8,
+  shardPerHost: true,
+  deltaMsgsPerServingNode: 20_000,
+  deltaMaxIntervalMs: 250,
+  servingNodesPerSlice: 2,
+  servingProcsPerMachine: 16,
+  coalesceBatches: 8,
+};
+
 export const scalingDesigns: readonly ScalingDesign[] = [
   {
     key: 'today',
@@ -154,20 +170,20 @@ export const scalingDesigns: readonly ScalingDesign[] = [
       'serving process per core each holding a slice (2 per slice), pulls and pushes of a ' +
       "machine's 8 batches coalesced per shard",
     built: false,
+    knobs: scaleOutKnobs,
+  },
+  {
+    key: 'scale_out_b512',
+    design:
+      'scale_out with batches of up to 512 examples (a partial one trained after 100 ms instead of ' +
+      '50): at 1000 machines every batch fans out to ~700 shard hosts and waits on the slowest, so ' +
+      'each worker is bound by batches in flight x batch size / batch latency; twice the batch ' +
+      'halves the messages per example at the same staleness in batches',
+    built: false,
     knobs: {
-      ...compact,
-      denseSyncExamples: 2048,
-      denseMaxDelayMs: 500,
-      denseReplicaPerMachine: true,
-      denseShards: 64,
-      inFlightBatches: 4,
-      workerProcsPerMachine: 8,
-      shardPerHost: true,
-      deltaMsgsPerServingNode: 20_000,
-      deltaMaxIntervalMs: 250,
-      servingNodesPerSlice: 2,
-      servingProcsPerMachine: 16,
-      coalesceBatches: 8,
+      ...scaleOutKnobs,
+      batch: 512,
+      maxWaitMs: 100,
     },
   },
 ];
@@ -522,19 +538,22 @@ export async function runScalingModel(o: ScalingModelOptions): Promise<Record<st
       // The split between workers, shards and NATS servers that sustains the most (a small grid,
       // each bisected): at millions of events/s JetStream's own CPU wants more NATS machines.
       // A big cluster takes one simulated second in tens of seconds here: its search starts from
-      // the rate of the largest size below it, scaled, instead of doubling up from a low guess.
-      // (Keeping only the split that won below was tried: at 1000 machines it found 4.1M examples/s
-      // where the grid's fewest workers sustain 7.6M.)
+      // an eighth of the rate of the largest size below it, scaled, and doubles up from there: a
+      // start at half that rate, unstable, went on to probe four higher rates (the search's guard
+      // against clusters unstable only at low rates), each dearer than the last, and then bisected
+      // from zero with too few steps to tell 4M from 8M. (Keeping only the split that won below
+      // was tried too: at 1000 machines it found 4.1M examples/s where the grid's fewest workers
+      // sustain 7.6M.)
       const below = rows.filter((r) => r.design === design && r.machines < machines).at(-1);
       const from =
         big && below && below.max.throughput > 0
-          ? { hi: (below.max.throughput * machines) / below.machines / 2 }
+          ? { hi: (below.max.throughput * machines) / below.machines / 8 }
           : {};
       for (const split of layoutGrid) {
         const layout = layoutFor(machines, split[0], cores, split[1]);
         const max = maxSustainable(costs, layout, knobsOf(design), {
           simMs: runMs,
-          steps: big ? 4 : 7,
+          steps: big ? 5 : 7,
           ...from,
         });
         if (!best || max.throughput > best.max.throughput) {
