@@ -233,7 +233,12 @@ describe('freshet user forget', () => {
       process.stdout.write = write;
     }
     const printed = JSON.parse(out.join('')) as ForgetReport;
-    expect(printed).toMatchObject({ user: 'bob', kvKey: forgottenUserKey('bob'), failed: [] });
+    expect(printed).toMatchObject({
+      user: 'bob',
+      kvKey: forgottenUserKey('bob'),
+      failed: [],
+      notRemovable: [],
+    });
     const bobRows = Object.values(printed.shards).flatMap((per) => Object.values(per));
     expect(bobRows.reduce((a, b) => a + b, 0)).toBe(sparse.length);
     expect(onShards('bob')).toBe(0);
@@ -242,5 +247,67 @@ describe('freshet user forget', () => {
     // a forget without a user id is refused with a code
     const bad = await shardForgetHandler(shards[owner]!)({} as AdminRequest).catch((e: unknown) => e);
     expect(bad).toMatchObject({ code: 'BAD_REQUEST' });
+  }, 60_000);
+
+  it('says so, and fails, when the model keeps users in shared rows (hashBuckets)', async () => {
+    const cluster = uniqueName('forget-hashed');
+    const model: ModelConfigInput = {
+      name: 'forget-hashed',
+      kind: 'fm',
+      embeddingDim: 4,
+      features: {
+        fields: [
+          { kind: 'categorical', name: 'user' },
+          { kind: 'categorical', name: 'item', tower: 'item' },
+        ],
+        hashBuckets: 1024,
+      },
+    };
+    const dir = await mkdtemp(join(tmpdir(), 'freshet-forget-hashed-'));
+    stops.push(() => rm(dir, { recursive: true, force: true }));
+    await ensureStream(nats.nc, { cluster, partitions: 1 });
+    const shard = await startShard({
+      cluster,
+      shard: 0,
+      shards: 1,
+      nats: { servers: nats.url },
+      model: createModel(model).spec,
+      dataDir: join(dir, 'shard-0'),
+    });
+    stops.push(() => shard.stop());
+    const worker = await startWorker({
+      cluster,
+      nats: { servers: nats.url },
+      model,
+      shards: 1,
+      partitions: 1,
+    });
+    stops.push(() => worker.stop());
+    const admins = [
+      answerAdmin(nats.nc, {
+        cluster,
+        role: 'shard',
+        id: shard.id,
+        nats: {},
+        handlers: { forget: shardForgetHandler(shard) },
+      }),
+      answerAdmin(nats.nc, {
+        cluster,
+        role: 'worker',
+        id: worker.id,
+        nats: {},
+        handlers: { forget: workerForgetHandler(worker) },
+      }),
+    ];
+    stops.push(async () => {
+      for (const a of admins) await a.close();
+    });
+    const r = await forgetUser(nats.nc, cluster, 'carol', { settleMs: 0 });
+    expect(r.failed).toEqual([]);
+    expect(r.workers[worker.id]).toMatchObject({ hashBuckets: 1024 });
+    expect(r.notRemovable).toHaveLength(1);
+    expect(r.notRemovable[0]).toMatch(
+      /1024 shared rows \(hashBuckets, reported by .*\): the user's rows are shared/,
+    );
   }, 60_000);
 });

@@ -116,7 +116,7 @@ export const featureSpecSchema = z.object({
    * `bucketId`), shared by all fields, as DLRM-style models and the PyTorch wide&deep peer hash
    * (2^20 rows). Memory is bounded by the rows; values collide. Unset (the default), each value
    * gets its own collision-free 64-bit id. `freshet user forget` cannot take a user out of
-   * shared rows: a bounded id space is for data without that obligation.
+   * shared rows (it says so and exits 1): a bounded id space is for data without that obligation.
    */
   hashBuckets: z
     .number()

@@ -368,6 +368,13 @@ export class Worker implements ProcessActor {
   readyFields(): Record<string, unknown> {
     return { partitions: this.partitions };
   }
+  /**
+   * The model's bounded id space (feature spec `hashBuckets`), when it has one: its rows are
+   * shared by many values, so a user's rows cannot be told apart and removed (`user forget`).
+   */
+  get hashBuckets(): number | undefined {
+    return this.model?.config.features.hashBuckets;
+  }
   /** Partitions currently leased by this worker. */
   get partitions(): number[] {
     return this.leases?.partitions ?? [];

@@ -27,9 +27,16 @@ export function shardForgetHandler(shard: Shard): AdminHandler {
   return async (req) => ({ removed: await shard.forgetUser(need(req), req.fields ?? ['user']) });
 }
 
-/** The worker's `forget` admin handler: `{user}` → joiner state dropped. */
+/**
+ * The worker's `forget` admin handler: `{user}` → joiner state dropped, and the model's
+ * `hashBuckets` when its rows are shared (the shards cannot remove a user's part of them).
+ */
 export function workerForgetHandler(worker: Worker): AdminHandler {
-  return (req) => Promise.resolve({ joiner: worker.forgetUser(need(req)) });
+  return (req) => {
+    const joiner = worker.forgetUser(need(req));
+    const hashBuckets = worker.hashBuckets;
+    return Promise.resolve(hashBuckets === undefined ? { joiner } : { joiner, hashBuckets });
+  };
 }
 
 export interface ForgetOptions {
@@ -50,6 +57,11 @@ export interface ForgetReport {
   workers: Record<string, Record<string, unknown>>;
   /** Actors that failed (the command exits 1; rerunning it is safe). */
   failed: AdminResult[];
+  /**
+   * Why some of the user's rows could not be removed (the command exits 1): a model whose values
+   * share rows (`hashBuckets`) keeps the user's contribution in rows other values use.
+   */
+  notRemovable: string[];
 }
 
 /** Records the deletion and tells every shard and worker (see the module comment). */
@@ -84,10 +96,19 @@ export async function forgetUser(
       `no shard running in cluster "${cluster}": the deletion is recorded (${kvKey}) but no rows were removed; rerun once the shards are up`,
     );
   }
-  const report: ForgetReport = { user, kvKey, shards: {}, workers: {}, failed: [] };
+  const report: ForgetReport = { user, kvKey, shards: {}, workers: {}, failed: [], notRemovable: [] };
   for (const r of await sendAdmin(nc, cluster, workers, 'forget', { user }, timeoutMs)) {
-    if (r.ok) report.workers[r.id] = r.detail ?? {};
-    else report.failed.push(r);
+    if (!r.ok) {
+      report.failed.push(r);
+      continue;
+    }
+    report.workers[r.id] = r.detail ?? {};
+    const buckets = r.detail?.hashBuckets;
+    if (typeof buckets === 'number' && report.notRemovable.length === 0)
+      report.notRemovable.push(
+        `the model hashes every value into ${buckets} shared rows (hashBuckets, reported by ${r.id}): ` +
+          "the user's rows are shared with other values and stay; its events are dropped from now on",
+      );
   }
   const pass = async () => {
     for (const r of await sendAdmin(nc, cluster, shards, 'forget', { user, fields }, timeoutMs)) {
@@ -157,8 +178,9 @@ export function userCommand(): Command {
             process.stdout.write(`forget ${id}: joiner ${JSON.stringify(d.joiner ?? {})}\n`);
           for (const e of r.failed)
             process.stdout.write(`forget ${e.id}: FAILED [${e.error?.code}] ${e.error?.message}\n`);
+          for (const why of r.notRemovable) process.stdout.write(`forget: NOT REMOVED: ${why}\n`);
         }
-        if (r.failed.length > 0) process.exitCode = 1;
+        if (r.failed.length > 0 || r.notRemovable.length > 0) process.exitCode = 1;
       });
     });
   return user;
