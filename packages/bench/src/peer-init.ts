@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { compileModelConfig, type Example, type ModelConfigInput } from '@freshet/model';
-import { bucketId, featureId, initRow } from '@freshet/protocol';
+import { compileModelConfig, valueId, type Example, type ModelConfigInput } from '@freshet/model';
+import { initRow } from '@freshet/protocol';
 
 /**
  * Freshet's initial weights for the Criteo PyTorch peer (`bench/peers/torch_online.py`), so both
@@ -80,8 +80,7 @@ export async function writePeerInit(
         grown.set(rows);
         rows = grown;
       }
-      if (buckets === undefined) featureId(field, value, id);
-      else bucketId(field, value, buckets, id);
+      valueId(buckets, field, value, id);
       initRow(emb.init, id[0]!, id[1]!, rows, keys.length * dim, dim);
       keys.push(key);
     }

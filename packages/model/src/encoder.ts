@@ -266,7 +266,7 @@ export class FeatureEncoder {
     return parts.join('\u0002');
   }
 
-  /** featureId(field, value) (bucketId with `hashBuckets`) into `scratch`, through a bounded per-field cache. */
+  /** {@link valueId} into `scratch`, through a bounded per-field cache. */
   private id(field: string, value: string): void {
     let cache = this.idCache.get(field);
     if (!cache) {
@@ -279,9 +279,7 @@ export class FeatureEncoder {
       this.scratch[1] = this.idLoHi[2 * hit + 1]!;
       return;
     }
-    const buckets = this.compiled.spec.hashBuckets;
-    if (buckets === undefined) featureId(field, value, this.scratch);
-    else bucketId(field, value, buckets, this.scratch);
+    valueId(this.compiled.spec.hashBuckets, field, value, this.scratch);
     if (this.idCount >= ID_CACHE_MAX) {
       // Dropping everything is cheaper than LRU bookkeeping; hot values come back within a batch.
       for (const c of this.idCache.values()) c.clear();
@@ -306,6 +304,21 @@ function toNumber(raw: Raw): number | undefined {
     return Number.isFinite(x) ? x : undefined;
   }
   return undefined;
+}
+
+/**
+ * The row id of a sparse value: `featureId(field, value)`, or with a bounded id space (the feature
+ * spec's `hashBuckets`) `bucketId(field, value, hashBuckets)`.
+ */
+export function valueId(
+  hashBuckets: number | undefined,
+  field: string,
+  value: string,
+  out: Uint32Array,
+  at = 0,
+): void {
+  if (hashBuckets === undefined) featureId(field, value, out, at);
+  else bucketId(field, value, hashBuckets, out, at);
 }
 
 /** Index of the bucket of x: the number of boundaries ≤ x (binary search). */
