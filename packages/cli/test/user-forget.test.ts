@@ -24,6 +24,19 @@ import {
 // an FM; one is forgotten; its rows leave both shards and the serving replica, its pending
 // impression leaves the joiner, its new and replayed events are dropped, a shard restarted from
 // its log stays without them, and the other user is untouched.
+/** An FM on a user and an item field. */
+const userItemFm = {
+  name: 'forget',
+  kind: 'fm',
+  embeddingDim: 4,
+  features: {
+    fields: [
+      { kind: 'categorical', name: 'user' },
+      { kind: 'categorical', name: 'item', tower: 'item' },
+    ],
+  },
+} satisfies ModelConfigInput;
+
 describe('freshet user forget', () => {
   const nats = useNats();
   const stops: Array<() => Promise<void>> = [];
@@ -35,18 +48,7 @@ describe('freshet user forget', () => {
     const cluster = uniqueName('forget');
     const s = subjects(cluster);
     const partitions = 2;
-    const model: ModelConfigInput = {
-      name: 'forget',
-      kind: 'fm',
-      embeddingDim: 4,
-      features: {
-        fields: [
-          { kind: 'categorical', name: 'user' },
-          { kind: 'categorical', name: 'item', tower: 'item' },
-        ],
-      },
-      optimizer: { kind: 'adam', lr: 0.05 },
-    };
+    const model: ModelConfigInput = { ...userItemFm, optimizer: { kind: 'adam', lr: 0.05 } };
     const spec = createModel(model).spec;
     const sparse = spec.tables.flatMap((t, id) => (t.kind === 'sparse' ? [id] : []));
     expect(sparse.length).toBe(2); // linear weights and embeddings
@@ -252,16 +254,9 @@ describe('freshet user forget', () => {
   it('says so, and fails, when the model keeps users in shared rows (hashBuckets)', async () => {
     const cluster = uniqueName('forget-hashed');
     const model: ModelConfigInput = {
+      ...userItemFm,
       name: 'forget-hashed',
-      kind: 'fm',
-      embeddingDim: 4,
-      features: {
-        fields: [
-          { kind: 'categorical', name: 'user' },
-          { kind: 'categorical', name: 'item', tower: 'item' },
-        ],
-        hashBuckets: 1024,
-      },
+      features: { ...userItemFm.features, hashBuckets: 1024 },
     };
     const dir = await mkdtemp(join(tmpdir(), 'freshet-forget-hashed-'));
     stops.push(() => rm(dir, { recursive: true, force: true }));
