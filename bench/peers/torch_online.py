@@ -125,8 +125,9 @@ def load_freshet_init(model, path):
     linears = [m for m in model.mlp if isinstance(m, nn.Linear)]
     with torch.no_grad():
         if keys:
-            # A value's row is where this peer hashes it; two values sharing a bucket share a row
-            # here (the last one's initial weights), as they do in training.
+            # A value's row is where this peer hashes it. Values sharing a bucket share a row (as
+            # in training); from a hashed Freshet model (hashBuckets) they share their initial
+            # weights too, from a collision-free one the last value's weights win.
             idx = torch.tensor([bucket(int(f[1:]) - 1, v) for f, v in keys], dtype=torch.long)
             model.emb.weight[idx] = torch.frombuffer(rows, dtype=torch.float32).reshape(len(keys), dim)
         for lin, (n_in, n_out, w, b) in zip(linears, mlp):
