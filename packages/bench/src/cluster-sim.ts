@@ -825,7 +825,7 @@ export function maxSustainable(
   costs: MeasuredCosts,
   layout: SimLayout,
   knobs: SimKnobs = defaultKnobs,
-  opts: { hi?: number; steps?: number; simMs?: number } = {},
+  opts: { hi?: number; steps?: number; simMs?: number; probeAbove?: number } = {},
 ): SimResult {
   let lo = 0;
   let hi = opts.hi ?? 2e3 * (layout.workerMachines + 1);
@@ -835,6 +835,10 @@ export function maxSustainable(
   // stable above it (fixed costs per worker, e.g. a replica's timed flushes, against batches of
   // a few examples): when the first rate fails, a few higher ones are tried before bisecting down.
   let probeUp = 4;
+  // Past a stable rate, a big cluster can also fail at one rate and hold at a higher one (timed
+  // batches fill up, which makes each example cheaper): `probeAbove` rates 1.5× the failed one
+  // are tried before bisecting.
+  let probeAbove = opts.probeAbove ?? 0;
   for (let i = 0; i < 12; i++) {
     const r = simulate(costs, layout, hi, knobs, opts.simMs);
     if (!r.stable) {
@@ -844,6 +848,16 @@ export function maxSustainable(
         continue;
       }
       if (best === undefined) hi /= 2 ** 4;
+      else if (probeAbove-- > 0) {
+        const above = simulate(costs, layout, hi * 1.5, knobs, opts.simMs);
+        if (above.stable) {
+          best = above;
+          failed = undefined;
+          lo = hi * 1.5;
+          hi *= 3;
+          continue;
+        }
+      }
       break;
     }
     best = r;

@@ -554,6 +554,7 @@ export async function runScalingModel(o: ScalingModelOptions): Promise<Record<st
         const max = maxSustainable(costs, layout, knobsOf(design), {
           simMs: runMs,
           steps: big ? 5 : 7,
+          probeAbove: big ? 1 : 0,
           ...from,
         });
         if (!best || max.throughput > best.max.throughput) {
