@@ -1,6 +1,12 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { compileModelConfig, valueId, type Example, type ModelConfigInput } from '@freshet/model';
+import {
+  categoricalValue,
+  compileModelConfig,
+  valueId,
+  type Example,
+  type ModelConfigInput,
+} from '@freshet/model';
 import { initRow } from '@freshet/protocol';
 
 /**
@@ -63,15 +69,9 @@ export async function writePeerInit(
   let rows = new Float32Array(1024 * dim);
   for (const ex of examples) {
     for (const field of fields) {
-      const raw = ex.features[field];
-      // The encoder's rule: strings as they are, finite numbers as their decimal string.
-      const value =
-        typeof raw === 'string'
-          ? raw
-          : typeof raw === 'number' && Number.isFinite(raw)
-            ? String(raw)
-            : undefined;
-      if (value === undefined || (value === '' && empty.has(field))) continue;
+      // the value as the encoder hashes it
+      const value = categoricalValue(ex.features[field], empty.has(field));
+      if (value === undefined) continue;
       const key = `${field}\t${value}`;
       if (seen.has(key)) continue;
       seen.add(key);

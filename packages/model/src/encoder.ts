@@ -243,12 +243,7 @@ export class FeatureEncoder {
 
   /** The categorical value of a field for hashing, or undefined when missing. */
   private value(f: FieldSpec, raw: Raw): string | undefined {
-    if (f.kind === 'categorical') {
-      if (typeof raw === 'number') return Number.isFinite(raw) ? String(raw) : undefined;
-      if (typeof raw !== 'string') return undefined;
-      if (raw === '' && f.emptyAsMissing) return undefined;
-      return raw;
-    }
+    if (f.kind === 'categorical') return categoricalValue(raw, f.emptyAsMissing);
     if (f.kind === 'numeric' && f.buckets) {
       const x = toNumber(raw) ?? f.missing;
       return `b${bucketOf(f.buckets, x)}`;
@@ -304,6 +299,17 @@ function toNumber(raw: Raw): number | undefined {
     return Number.isFinite(x) ? x : undefined;
   }
   return undefined;
+}
+
+/**
+ * The string a categorical value is hashed as: a string as it is, a finite number as its decimal
+ * string; undefined (an empty slot) for anything else, and for '' when `emptyAsMissing`.
+ */
+export function categoricalValue(raw: Raw, emptyAsMissing: boolean): string | undefined {
+  if (typeof raw === 'number') return Number.isFinite(raw) ? String(raw) : undefined;
+  if (typeof raw !== 'string') return undefined;
+  if (raw === '' && emptyAsMissing) return undefined;
+  return raw;
 }
 
 /**

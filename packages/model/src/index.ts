@@ -25,7 +25,7 @@ export {
   type NumericColumn,
   type CompiledFeatureSpec,
 } from './feature-spec.js';
-export { FeatureEncoder, bucketOf, valueId, type RunningStats } from './encoder.js';
+export { FeatureEncoder, bucketOf, categoricalValue, valueId, type RunningStats } from './encoder.js';
 export { mergeRunningStats } from './running-stats.js';
 export { KeyIndex } from './key-index.js';
 export {
