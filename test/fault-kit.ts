@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { ensureStream } from '@freshet/client';
 import { createModel, type ModelConfigInput } from '@freshet/model';
 import {
+  decodeHostReply,
+  decodeHostRequest,
   decodePush,
   decodePushReply,
   shardOfDense,
@@ -124,12 +126,18 @@ export async function prepareCluster(
  * two ids (re-batched after a crash) or never accepted shows as a difference from what was published.
  */
 export class PushLedger {
-  private readonly sent = new Map<string, { shard: number; id: string; dense: number }>();
-  /** Reply subject → whether the shard accepted the push, and whether as a duplicate. */
-  private readonly replies = new Map<string, { ok: boolean; duplicate: boolean }>();
+  /** Reply subject → the push (a host message's: its parts, in order). */
+  private readonly sent = new Map<
+    string,
+    { host: boolean; parts: { shard: number; id: string; dense: number }[] }
+  >();
+  /** Reply subject → the reply's bytes. */
+  private readonly replies = new Map<string, Uint8Array>();
   /** `${shard}|${id}` → dense example count, for ids a shard accepted. */
   readonly accepted = new Map<string, number>();
   requests = 0;
+  /** Host messages among them (several shards' pushes to one shard host in one message). */
+  hostMessages = 0;
   /** Duplicate replies to a re-push whose example count differs from the applied push's. */
   partialDuplicates = 0;
   /**
@@ -153,15 +161,28 @@ export class PushLedger {
       }
     })();
     const s = subjects(cluster);
+    const densePart = (data: Uint8Array, shard: number) => {
+      const req = decodePush(data);
+      let dense = 0;
+      for (const t of req.tables) if (t.t === table) dense += t.counts[0] ?? 0;
+      return { shard, id: req.id, dense };
+    };
     nc.subscribe(`${s.prefix}.ps.*.push`, {
       callback: (err: unknown, m: { subject: string; data: Uint8Array; reply?: string }) => {
         if (err || !m.reply) return;
-        const shard = Number(m.subject.split('.').at(-2));
-        const req = decodePush(m.data);
-        let dense = 0;
-        for (const t of req.tables) if (t.t === table) dense += t.counts[0] ?? 0;
         l.requests++;
-        l.sent.set(m.reply, { shard, id: req.id, dense });
+        l.sent.set(m.reply, { host: false, parts: [densePart(m.data, Number(m.subject.split('.').at(-2)))] });
+        l.match(m.reply);
+      },
+    });
+    // a shard host's pushes for several of its shards in one message (worker hostRouting)
+    nc.subscribe(`${s.prefix}.psh.*.push`, {
+      callback: (err: unknown, m: { subject: string; data: Uint8Array; reply?: string }) => {
+        if (err || !m.reply) return;
+        const parts = decodeHostRequest(m.data).parts.map((p) => densePart(p.frame, p.shard));
+        l.requests += parts.length;
+        l.hostMessages++;
+        l.sent.set(m.reply, { host: true, parts });
         l.match(m.reply);
       },
     });
@@ -169,15 +190,9 @@ export class PushLedger {
     nc.subscribe(`${s.inboxPrefix('worker')}.>`, {
       callback: (err: unknown, m: { subject: string; data: Uint8Array; reply?: string }) => {
         if (err) return;
-        let ok = false;
-        let duplicate = false;
-        try {
-          duplicate = decodePushReply(m.data).duplicate;
-          ok = true;
-        } catch {
-          // an error reply (or not a push reply at all)
-        }
-        l.replies.set(m.subject, { ok, duplicate });
+        // pull replies pass here too: kept only while small (push replies are) or expected
+        if (m.data.length > 4096 && !l.sent.has(m.subject)) return;
+        l.replies.set(m.subject, m.data.slice());
         l.match(m.subject);
       },
     });
@@ -235,19 +250,34 @@ export class PushLedger {
 
   private match(reply: string): void {
     const req = this.sent.get(reply);
-    const rep = this.replies.get(reply);
-    if (!req || rep === undefined) return;
+    const data = this.replies.get(reply);
+    if (!req || data === undefined) return;
     this.sent.delete(reply);
     this.replies.delete(reply);
-    if (!rep.ok) return;
-    const key = `${req.shard}|${req.id}`;
-    // A duplicate re-push may carry part of the batch only (a recovered manifest whose other
-    // partitions' copies were already deleted): the count is the applied push's, never the re-push's.
-    // A duplicate of a push this tap never saw answered (a shard that died before replying,
-    // then replayed its log) still counts: that push was applied.
-    const had = this.accepted.get(key);
-    if (rep.duplicate && had !== undefined && req.dense !== had) this.partialDuplicates++;
-    if (!rep.duplicate || had === undefined) this.accepted.set(key, req.dense);
+    let frames: (Uint8Array | undefined)[];
+    try {
+      frames = req.host ? decodeHostReply(data, req.parts.length) : [data];
+    } catch {
+      return; // the host failed the whole message: no part was answered
+    }
+    req.parts.forEach((part, i) => {
+      const f = frames[i];
+      if (!f) return; // not on that host: the worker sends it to the shard, which this sees again
+      let duplicate: boolean;
+      try {
+        duplicate = decodePushReply(f).duplicate;
+      } catch {
+        return; // an error reply
+      }
+      const key = `${part.shard}|${part.id}`;
+      // A duplicate re-push may carry part of the batch only (a recovered manifest whose other
+      // partitions' copies were already deleted): the count is the applied push's, never the re-push's.
+      // A duplicate of a push this tap never saw answered (a shard that died before replying,
+      // then replayed its log) still counts: that push was applied.
+      const had = this.accepted.get(key);
+      if (duplicate && had !== undefined && part.dense !== had) this.partialDuplicates++;
+      if (!duplicate || had === undefined) this.accepted.set(key, part.dense);
+    });
   }
 
   /** Examples applied through the dense table: each distinct accepted push id once. */

@@ -171,8 +171,13 @@ describe('resharding: shards move between hosts under load', () => {
     await settle('after the moves');
     await tap.flush();
     const total = 4 * WAVE;
-    log(`applied ${ledger.examples()} of ${total}; push requests ${ledger.requests}`);
+    log(
+      `applied ${ledger.examples()} of ${total}; push requests ${ledger.requests}, ` +
+        `${ledger.hostMessages} host messages`,
+    );
     expect(ledger.examples()).toBe(total); // none lost, none twice
+    // the workers sent pushes for a host's shards together (worker hostRouting) through the moves
+    expect(ledger.hostMessages).toBeGreaterThan(0);
     for (let i = 0; i < SHARDS; i++) {
       const st = await shardStatus(nats.nc, cluster, i);
       expect(st.state).toBe('running');

@@ -1,9 +1,10 @@
 import type { NatsConnection, Subscription } from 'nats';
-import { decodeDelta, decodeFrame, subjects } from '@freshet/protocol';
+import { decodeDelta, decodeFrame, decodeHostReply, decodeHostRequest, subjects } from '@freshet/protocol';
 
 /**
  * A passive observer of a cluster's parameter-server traffic: it subscribes (on its own
- * connection) to the shards' pull/push subjects, to every reply inbox, to the delta subjects and
+ * connection) to the shards' pull/push subjects and the shard hosts' (host messages count once,
+ * with their parts' rows and bytes), to every reply inbox, to the delta subjects and
  * to the feedback and labels subjects events are published on,
  * and times each request from the moment the server hands it out to the moment the reply passes
  * by. That is the time a request spends at the shard (queueing + decode + work + WAL), measured
@@ -86,6 +87,8 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 interface Pending {
   t: number;
   series: Series;
+  /** A host message's part count (its reply carries as many frames); undefined: one shard's. */
+  parts?: number | undefined;
 }
 
 /**
@@ -140,6 +143,13 @@ export class WireTap {
       nc.subscribe(`${p}.ps.*.push`, {
         callback: (_e, m) => this.request(this.push, m.reply, m.data, true),
       }),
+      // host messages (several shards' pulls or pushes in one): one message, its parts' rows
+      nc.subscribe(`${p}.psh.*.pull`, {
+        callback: (_e, m) => this.request(this.pull, m.reply, m.data, false, true),
+      }),
+      nc.subscribe(`${p}.psh.*.push`, {
+        callback: (_e, m) => this.request(this.push, m.reply, m.data, true, true),
+      }),
       // pull and push replies go to the workers' own inboxes
       nc.subscribe(`${s.inboxPrefix('worker')}.>`, {
         callback: (_e, m) => this.reply(m.subject, m.data),
@@ -160,20 +170,31 @@ export class WireTap {
     this.sweeper.unref();
   }
 
-  private request(s: Series, reply: string | undefined, data: Uint8Array, countRows: boolean): void {
+  private request(
+    s: Series,
+    reply: string | undefined,
+    data: Uint8Array,
+    countRows: boolean,
+    host = false,
+  ): void {
     if (!this.active) return;
     s.count++;
     s.bytes += data.length;
+    let parts: number | undefined;
     try {
-      if (countRows) {
-        const h = decodeFrame(data).header as { tables?: Array<{ n?: number }> };
-        for (const t of h.tables ?? []) s.rows += t.n ?? 0;
+      const frames = host ? decodeHostRequest(data).parts.map((p) => p.frame) : [data];
+      if (host) parts = frames.length;
+      for (const f of frames) {
+        if (countRows) {
+          const h = decodeFrame(f).header as { tables?: Array<{ n?: number }> };
+          for (const t of h.tables ?? []) s.rows += t.n ?? 0;
+        }
+        splitByTable(s, f, this.denseTables);
       }
-      splitByTable(s, data, this.denseTables);
     } catch {
       this.undecoded++;
     }
-    if (reply) this.pending.set(reply, { t: performance.now(), series: s });
+    if (reply) this.pending.set(reply, { t: performance.now(), series: s, parts });
   }
 
   private reply(subject: string, data: Uint8Array): void {
@@ -184,7 +205,8 @@ export class WireTap {
     p.series.replyBytes += data.length;
     p.series.replies++;
     try {
-      splitByTable(p.series, data, this.denseTables);
+      const frames = p.parts === undefined ? [data] : decodeHostReply(data, p.parts);
+      for (const f of frames) if (f) splitByTable(p.series, f, this.denseTables);
     } catch {
       this.undecoded++;
     }

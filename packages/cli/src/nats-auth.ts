@@ -92,6 +92,8 @@ export function rolePermissions(cluster: string): Record<NatsRole, RolePermissio
         `${s.prefix}.ps.*.pull`,
         `${s.prefix}.ps.*.push`,
         `${s.prefix}.ps.*.status`,
+        `${s.prefix}.psh.*.pull`,
+        `${s.prefix}.psh.*.push`,
         s.deadLetter,
         s.workerClockAll,
         '$JS.API.INFO',
@@ -104,7 +106,14 @@ export function rolePermissions(cluster: string): Record<NatsRole, RolePermissio
     },
     shard: {
       publish: [s.deltaAll, '$JS.API.INFO', ...kvUse(s.kvBucket), ...objectStoreUse(s.objectStore)],
-      subscribe: [inbox('shard'), serviceApi, `${s.prefix}.ps.>`, s.workerClockAll, a.role('shard')],
+      subscribe: [
+        inbox('shard'),
+        serviceApi,
+        `${s.prefix}.ps.>`,
+        `${s.prefix}.psh.>`,
+        s.workerClockAll,
+        a.role('shard'),
+      ],
       allowResponses: true,
     },
     serving: {

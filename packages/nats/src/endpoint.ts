@@ -15,8 +15,86 @@ export interface EndpointOptions {
 export interface Endpoint {
   readonly subject: string;
   readonly inFlight: number;
+  /** The endpoint's handler with its limits: a shard host calls it for requests it carries. */
+  readonly handler: FrameHandler;
   /** Stops taking requests and waits for the in-flight ones to be answered. */
   drain(): Promise<void>;
+}
+
+/** A frame handler behind an endpoint's limits, callable for requests that came another way. */
+export interface FrameHandler {
+  readonly inFlight: number;
+  /**
+   * The reply to `data`: the handler's frame, or an error envelope for what it threw (OVERSIZE,
+   * OVERLOADED and the like included). Never throws and never rejects.
+   */
+  call(data: Uint8Array, msg?: Msg): Uint8Array | Promise<Uint8Array>;
+  /** Resolves once no call is in flight. */
+  idle(): Promise<void>;
+}
+
+/**
+ * The limits of {@link frameEndpoint} around `handler`, without a subscription: the size check,
+ * the in-flight bound and error envelopes for whatever it throws.
+ */
+export function frameHandler(
+  subject: string,
+  handler: (data: Uint8Array, msg?: Msg) => Uint8Array | Promise<Uint8Array>,
+  opts: EndpointOptions = {},
+): FrameHandler {
+  const maxInFlight = opts.maxInFlight ?? 256;
+  const maxBytes = opts.maxBytes ?? 64 * 1024 * 1024;
+  let inFlight = 0;
+  let waiters: (() => void)[] = [];
+  const fail = (err: unknown): Uint8Array => {
+    const e = err instanceof Error ? err : new Error(String(err));
+    opts.onError?.(e, subject);
+    return encodeErrorReply(toErrorEnvelope(err));
+  };
+  const finish = () => {
+    inFlight--;
+    if (inFlight === 0) {
+      const w = waiters;
+      waiters = [];
+      for (const r of w) r();
+    }
+  };
+  return {
+    get inFlight() {
+      return inFlight;
+    },
+    idle() {
+      return inFlight === 0 ? Promise.resolve() : new Promise<void>((r) => waiters.push(r));
+    },
+    call(data, msg) {
+      if (data.byteLength > maxBytes)
+        return fail(new FreshetError('OVERSIZE', `${data.byteLength} B > ${maxBytes} B`));
+      if (inFlight >= maxInFlight)
+        return fail(new FreshetError('OVERLOADED', `${inFlight} requests in flight on ${subject}`));
+      inFlight++;
+      let out: Uint8Array | Promise<Uint8Array>;
+      try {
+        out = handler(data, msg);
+      } catch (e) {
+        finish();
+        return fail(e);
+      }
+      if (out instanceof Uint8Array) {
+        finish();
+        return out;
+      }
+      return out.then(
+        (reply) => {
+          finish();
+          return reply;
+        },
+        (e: unknown) => {
+          finish();
+          return fail(e);
+        },
+      );
+    },
+  };
 }
 
 /**
@@ -27,68 +105,33 @@ export interface Endpoint {
 export function frameEndpoint(
   nc: NatsConnection,
   subject: string,
-  handler: (data: Uint8Array, msg: Msg) => Uint8Array | Promise<Uint8Array>,
+  handler: (data: Uint8Array, msg?: Msg) => Uint8Array | Promise<Uint8Array>,
   opts: EndpointOptions = {},
 ): Endpoint {
-  const maxInFlight = opts.maxInFlight ?? 256;
-  const maxBytes = opts.maxBytes ?? 64 * 1024 * 1024;
-  let inFlight = 0;
-  let idle: (() => void) | undefined;
-  const fail = (msg: Msg, err: unknown) => {
-    const e = err instanceof Error ? err : new Error(String(err));
-    opts.onError?.(e, subject);
-    if (msg.reply) msg.respond(encodeErrorReply(toErrorEnvelope(err)));
-  };
+  const h = frameHandler(subject, handler, opts);
   const sub: Subscription = nc.subscribe(subject, {
     ...(opts.queue ? { queue: opts.queue } : {}),
     callback: (err, msg) => {
       if (err) return;
-      if (msg.data.byteLength > maxBytes) {
-        fail(msg, new FreshetError('OVERSIZE', `${msg.data.byteLength} B > ${maxBytes} B`));
-        return;
-      }
-      if (inFlight >= maxInFlight) {
-        fail(msg, new FreshetError('OVERLOADED', `${inFlight} requests in flight on ${subject}`));
-        return;
-      }
-      inFlight++;
-      let out: Uint8Array | Promise<Uint8Array>;
-      try {
-        out = handler(msg.data, msg);
-      } catch (e) {
-        inFlight--;
-        fail(msg, e);
-        return;
-      }
-      const finish = () => {
-        inFlight--;
-        if (inFlight === 0) idle?.();
-      };
+      const out = h.call(msg.data, msg);
       if (out instanceof Uint8Array) {
         if (msg.reply) msg.respond(out);
-        finish();
-        return;
-      }
-      out.then(
-        (reply) => {
+      } else {
+        void out.then((reply) => {
           if (msg.reply) msg.respond(reply);
-          finish();
-        },
-        (e: unknown) => {
-          fail(msg, e);
-          finish();
-        },
-      );
+        });
+      }
     },
   });
   return {
     subject,
+    handler: h,
     get inFlight() {
-      return inFlight;
+      return h.inFlight;
     },
     async drain() {
       await sub.drain();
-      if (inFlight > 0) await new Promise<void>((r) => (idle = r));
+      await h.idle();
     },
   };
 }

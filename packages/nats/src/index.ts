@@ -22,7 +22,13 @@ export {
   type NatsOptionsInput,
 } from './connection.js';
 export { requestBytes, fromNatsError, type RequestOptions } from './request.js';
-export { frameEndpoint, type Endpoint, type EndpointOptions } from './endpoint.js';
+export {
+  frameEndpoint,
+  frameHandler,
+  type Endpoint,
+  type EndpointOptions,
+  type FrameHandler,
+} from './endpoint.js';
 export {
   DeadLetters,
   deadLetterHeaders,

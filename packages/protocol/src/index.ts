@@ -92,6 +92,16 @@ export {
   type SnapshotPage,
 } from './ps-messages.js';
 export {
+  decodeHostReply,
+  decodeHostRequest,
+  encodeHostReply,
+  encodeHostRequest,
+  MAX_HOST_PARTS,
+  type HostPartKind,
+  type HostReply,
+  type HostRequest,
+} from './ps-mux.js';
+export {
   EVENT_SCHEMA_VERSION,
   eventLimits,
   featuresSchema,

@@ -50,6 +50,12 @@ export function subjects(cluster: string) {
     deadLetterStream: `FRESHET_DLQ_${streamSuffix}`,
     pull: (shard: number) => `${p}.ps.${shard}.pull`,
     push: (shard: number) => `${p}.ps.${shard}.push`,
+    /**
+     * A shard host's pulls or pushes for several of its shards in one message (ps-mux.ts). A
+     * token of its own: host names may be digits, which `ps.<n>` would take for a shard.
+     */
+    hostPull: (host: string) => `${p}.psh.${host}.pull`,
+    hostPush: (host: string) => `${p}.psh.${host}.push`,
     snapshot: (shard: number) => `${p}.ps.${shard}.snapshot`,
     delta: (shard: number) => `${p}.delta.${shard}`,
     deltaAll: `${p}.delta.*`,

@@ -16,9 +16,11 @@ import {
   takeLease,
   type ActorLog,
   type ActorState,
+  type Endpoint,
   type ProcessActor,
 } from '@freshet/nats';
 import { assertClusterName, FreshetError, subjects, type ShardStatus } from '@freshet/protocol';
+import { hostEndpoints } from './host-messages.js';
 import { compileShardOptions, type ShardOptionsInput } from './shard-options.js';
 import { Shard } from './shard.js';
 
@@ -161,6 +163,8 @@ export class ShardHost implements ProcessActor {
   private ownsNc = false;
   private kv: KV | undefined;
   private readonly running = new Map<number, Shard>();
+  /** Pulls and pushes for several of its shards in one message (host-messages.ts). */
+  private hostEps: Endpoint[] = [];
   /** Stopped, final checkpoint not yet in the Object Store: the lease stays ours. */
   private readonly unreleased = new Map<number, Shard>();
   private readonly waiting = new Map<number, string>();
@@ -228,9 +232,11 @@ export class ShardHost implements ProcessActor {
       }));
     this.ownsNc = !this.deps.nc;
     try {
+      this.hostEps = hostEndpoints(this.nc, o.cluster, o.host, this.running);
       this.kv = await placementKv(this.nc, o.cluster);
       await this.reconcile(signal);
     } catch (e) {
+      await this.drainHostEndpoints();
       await this.stopShards();
       if (this.ownsNc) await this.nc.drain().catch(() => undefined);
       throw e;
@@ -438,6 +444,10 @@ export class ShardHost implements ProcessActor {
     this.log(level, msg, fields);
   }
 
+  private async drainHostEndpoints(): Promise<void> {
+    await Promise.allSettled(this.hostEps.splice(0).map((e) => e.drain()));
+  }
+
   private async stopShards(): Promise<void> {
     await Promise.all(
       [...this.running.keys()].map((i) => this.handOff(i, this.epoch ?? 0).catch(() => undefined)),
@@ -452,6 +462,8 @@ export class ShardHost implements ProcessActor {
   private async doStop(): Promise<void> {
     this.loopAbort.abort();
     await this.loopDone;
+    // workers ask each shard directly meanwhile (no responders here): the shards drain as before
+    await this.drainHostEndpoints();
     await this.stopShards();
     if (this.ownsNc) await this.nc?.drain().catch(() => undefined);
   }

@@ -12,6 +12,7 @@ import {
   type ActorLog,
   type ActorState,
   type Endpoint,
+  type FrameHandler,
   type ProcessActor,
 } from '@freshet/nats';
 import {
@@ -29,6 +30,7 @@ import {
   shardStatusSubject,
   subjects,
   type ErrorCode,
+  type HostPartKind,
   type ModelSpec,
   type ShardStatus,
 } from '@freshet/protocol';
@@ -424,6 +426,17 @@ export class Shard implements ProcessActor {
     if (state === 'running') return;
     if (state === 'starting' || state === 'created') throw new FreshetError('NOT_READY', `shard ${state}`);
     throw new FreshetError('SHUTTING_DOWN', `shard ${state}`);
+  }
+
+  /**
+   * The pull or push handler behind this shard's endpoint, with the endpoint's limits, for a
+   * request that came inside a shard host's message (ps-mux.ts); undefined while the shard serves
+   * none (starting, restoring, stopped).
+   */
+  requestHandler(kind: HostPartKind): FrameHandler | undefined {
+    const s = subjects(this.options.cluster);
+    const subject = kind === 'pull' ? s.pull(this.options.shard) : s.push(this.options.shard);
+    return this.endpoints.find((e) => e.subject === subject)?.handler;
   }
 
   private countError(err: FreshetError | Error): void {

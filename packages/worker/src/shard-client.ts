@@ -14,11 +14,13 @@ import {
   shardOfDense,
   shardOfKey,
   subjects,
+  type HostPartKind,
   type ModelSpec,
   type PullTable,
   type PushReply,
   type PushTable,
 } from '@freshet/protocol';
+import type { HostRouter } from './host-router.js';
 
 /** The keys a batch needs: a subset of the model's EncodedBatch. */
 export interface BatchKeys {
@@ -88,6 +90,11 @@ export interface ShardClientOptions {
    * `pullSessions`). Shards that do not keep them answer without a session and get the keys.
    */
   pullSessions?: boolean | undefined;
+  /**
+   * Sends requests to shards that share a shard host as one host message (worker option
+   * `hostRouting`); absent: one request per shard, to its own subject.
+   */
+  router?: HostRouter | undefined;
   signal?: AbortSignal | undefined;
 }
 
@@ -283,12 +290,7 @@ export class ShardClient {
         });
         const reply = await this.retry(async () => {
           this.requests.pull++;
-          return decodePullReply(
-            await requestBytes(this.nc, this.subj.pull(shard), payload, {
-              timeoutMs: this.o.timeoutMs,
-              signal: this.o.signal,
-            }),
-          );
+          return decodePullReply(await this.send('pull', shard, payload));
         }, opts.onRetry);
         this.observe(shard, reply.version);
         base.set(shard, Math.min(cachedBase, reply.version));
@@ -332,8 +334,9 @@ export class ShardClient {
   /**
    * Pushes each shard its part of the gradients (per-key sums, aligned with the pulled rows).
    * Resolves once every shard answered: accepted, duplicate (= accepted) or STALE. The first
-   * attempt's requests are written to the connection before this returns its promise (nothing
-   * is awaited before them): the worker's `overlapPush` relies on that order.
+   * attempt's requests are issued before this returns its promise (nothing is awaited before
+   * them; a host router sends them at the end of the current turn, before anything issued after
+   * them to the same host): the worker's `overlapPush` relies on that order.
    */
   async push(
     plan: RoutePlan,
@@ -493,15 +496,19 @@ export class ShardClient {
   private async sendPush(shard: number, payload: Uint8Array, onRetry?: OnRetry): Promise<PushReply> {
     const reply = await this.retry(async () => {
       this.requests.push++;
-      return decodePushReply(
-        await requestBytes(this.nc, this.subj.push(shard), payload, {
-          timeoutMs: this.o.timeoutMs,
-          signal: this.o.signal,
-        }),
-      );
+      return decodePushReply(await this.send('push', shard, payload));
     }, onRetry);
     this.observe(shard, reply.version);
     return reply;
+  }
+
+  /** One request to a shard: through its host's messages where a router is given (host-router.ts). */
+  private send(op: HostPartKind, shard: number, payload: Uint8Array): Promise<Uint8Array> {
+    if (this.o.router) return this.o.router.request(op, shard, payload);
+    return requestBytes(this.nc, op === 'pull' ? this.subj.pull(shard) : this.subj.push(shard), payload, {
+      timeoutMs: this.o.timeoutMs,
+      signal: this.o.signal,
+    });
   }
 
   private cachedDense(shard: number, t: number) {

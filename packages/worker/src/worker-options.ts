@@ -179,6 +179,26 @@ export const workerOptionsSchema = z.object({
    * and a shard that keeps none (`limits.pullSessionBytes: 0`, or older) is sent the keys.
    */
   pullSessions: z.boolean().default(true),
+  /**
+   * Host routing (docs/architecture.md): where the cluster's shard placement puts several shards
+   * on one shard host, the requests a batch (or batches sent together) makes to them travel as
+   * one message to that host, pulls and pushes apart; standalone shards, and hosts that do not
+   * answer host messages, are asked one by one as before.
+   */
+  hostRouting: z
+    .object({
+      enabled: z.boolean().default(true),
+      /** Largest host message; capped by the server's max_payload. */
+      maxMessageBytes: z
+        .number()
+        .int()
+        .min(64 * 1024)
+        .default(8 * 1024 * 1024),
+      /** After a host message fails, that host's shards are asked directly for this long. */
+      cooldownMs: z.number().int().min(0).default(10_000),
+    })
+    .strict()
+    .prefault({}),
   dense: z
     .object({
       mode: z.enum(['shard', 'replica']).default('shard'),

@@ -49,6 +49,7 @@ import { PullFeed } from './pull-feed.js';
 import { ServedCtr, type ServedCounts } from './served-ctr.js';
 import { ConsumerLag } from './consumer-lag.js';
 import { ProgressiveMetrics, type ProgressiveHistogram, type ProgressiveSnapshot } from './progressive.js';
+import { HostRouter } from './host-router.js';
 import { ShardClient } from './shard-client.js';
 import { compileWorkerOptions, type WorkerOptions, type WorkerOptionsInput } from './worker-options.js';
 import type { Buffered, PartitionState, WorkerCounters, WorkerLog } from './worker-types.js';
@@ -104,6 +105,8 @@ export interface WorkerStatus {
   feedbackCluster: string;
   /** Impressions with `meta.servedBy` and their positives, by serving model (docs/multi-model.md). */
   served: Record<string, ServedCounts>;
+  /** Host messages sent to shard hosts and the requests they carried (`hostRouting`); absent when off. */
+  hostRouting?: HostRouter['stats'] | undefined;
 }
 
 /** The joiner part of a worker's status. */
@@ -178,6 +181,7 @@ export class Worker implements ProcessActor {
   private model: Model | undefined;
   private pool: ComputePool | undefined;
   private client: ShardClient | undefined;
+  private router: HostRouter | undefined;
   private dense: DenseReplica | undefined;
   private leases: PartitionLeases | undefined;
   private service: Service | undefined;
@@ -448,6 +452,17 @@ export class Worker implements ProcessActor {
         threads: o.compute.threads,
         maxQueue: o.compute.maxQueue,
       });
+      if (o.hostRouting.enabled) {
+        this.router = new HostRouter(this.nc, {
+          cluster: o.cluster,
+          timeoutMs: o.requestTimeoutMs,
+          maxMessageBytes: o.hostRouting.maxMessageBytes,
+          cooldownMs: o.hostRouting.cooldownMs,
+          signal: this.abort.signal,
+          log: (level, msg, fields) => this.log(level, msg, fields),
+        });
+        await this.router.start(this.kv);
+      }
       this.client = new ShardClient(this.nc, {
         cluster: o.cluster,
         shards: o.shards,
@@ -461,6 +476,7 @@ export class Worker implements ProcessActor {
         halfPush: o.halfPush,
         int8Push: o.int8Push,
         pullSessions: o.pullSessions,
+        router: this.router,
         signal: this.abort.signal,
       });
       if (o.dense.mode === 'replica' && this.model.spec.tables.some((t) => t.kind === 'dense'))
@@ -899,6 +915,7 @@ export class Worker implements ProcessActor {
       forgotten: { users: this.forgotten.size, droppedEvents: this.forgotten.droppedEvents },
       feedbackCluster: this.feed.cluster,
       served: this.served.snapshot(),
+      hostRouting: this.router ? { ...this.router.stats } : undefined,
     };
   }
 
@@ -1002,6 +1019,7 @@ export class Worker implements ProcessActor {
     // the last statistics, for serving (the timer stops)
     await this.encoderStats?.stop().catch(() => undefined);
     await this.leases?.stop().catch(() => undefined);
+    await this.router?.stop().catch(() => undefined);
     await this.service?.stop().catch(() => undefined);
     await this.pool?.close().catch(() => undefined);
     if (this.ownNc) await this.nc?.drain().catch(() => undefined);

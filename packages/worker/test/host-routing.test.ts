@@ -1,0 +1,190 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { placementKv, readPlacement, writePlacement } from '@freshet/nats';
+import { parseModelSpec, shardOfKey, subjects } from '@freshet/protocol';
+import { Shard, ShardHost } from '@freshet/shard';
+import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
+import { HostRouter } from '../src/host-router.js';
+import { ShardClient } from '../src/shard-client.js';
+
+const nats = useNats();
+const tempDir = useTempDirs();
+const SHARDS = 4;
+const DIM = 4;
+const model = {
+  name: 'host-routing',
+  tables: [{ name: 'emb', dim: DIM, optimizer: { kind: 'adam', lr: 0.01 }, staleness: { policy: 'none' } }],
+};
+const spec = parseModelSpec(model);
+const quiet = () => undefined;
+
+/** 40 keys of table 0, some on every shard. */
+function batch() {
+  const u = 40;
+  const keys = Uint32Array.from({ length: 2 * u }, (_, i) => (i % 2 === 0 ? 1000 + i : 0));
+  const owners = new Set(Array.from({ length: u }, (_, i) => shardOfKey(0, keys[2 * i]!, 0, SHARDS)));
+  expect(owners.size).toBe(SHARDS);
+  return { size: 64, sparse: [{ table: 0, keys, counts: new Uint32Array(u).fill(1) }], denseTables: [] };
+}
+
+function client(cluster: string, router?: HostRouter, pullSessions = false): ShardClient {
+  return new ShardClient(nats.nc, {
+    cluster,
+    shards: SHARDS,
+    spec,
+    worker: 'w',
+    timeoutMs: 3000,
+    retry: { attempts: 3, baseMs: 20, maxMs: 100 },
+    denseCacheMaxLag: 0,
+    pullSessions,
+    router,
+  });
+}
+
+describe('host routing', () => {
+  it("sends a batch's pulls and pushes to one host's shards as one message each, and falls back to each shard", async () => {
+    const cluster = uniqueName('hostroute').replace(/[^A-Za-z0-9_-]/g, '');
+    const s = subjects(cluster);
+    await nats.nc.jetstream().views.kv(s.kvBucket);
+    const kv = await placementKv(nats.nc, cluster);
+    // shards 0, 1 on host h0; 2, 3 placed on host "old", which runs them as standalone shards
+    // (a host that answers no host messages: older, or not a shard host at all)
+    await writePlacement(kv, { epoch: 1, hosts: ['h0', 'h0', 'old', 'old'], at: Date.now() }, 0);
+    const dir = tempDir('hosts');
+    const host = new ShardHost(
+      {
+        cluster,
+        host: 'h0',
+        nats: { servers: nats.url },
+        dataDir: join(dir, 'h0'),
+        // it does not follow later placement changes within the test
+        pollMs: 600_000,
+        shard: { model, fsync: false, checkpointIntervalMs: 0 },
+      },
+      { log: quiet },
+    );
+    const standalone = [2, 3].map(
+      (shard) =>
+        new Shard(
+          {
+            cluster,
+            shard,
+            shards: SHARDS,
+            nats: { servers: nats.url },
+            model,
+            dataDir: join(dir, `s${shard}`),
+            fsync: false,
+          },
+          { nc: nats.nc, log: quiet },
+        ),
+    );
+    await Promise.all([host.start(), ...standalone.map((x) => x.start())]);
+    const router = new HostRouter(nats.nc, {
+      cluster,
+      timeoutMs: 3000,
+      maxMessageBytes: 1 << 20,
+      cooldownMs: 60_000,
+    });
+    await router.start(kv);
+    try {
+      expect([...host.shards.keys()].sort()).toEqual([0, 1]);
+      await waitFor(() => router.hostOf(0) === 'h0' && router.hostOf(3) === 'old', { timeoutMs: 5000 });
+      const b = batch();
+      const routed = client(cluster, router);
+      const plan = routed.route(b);
+      const pulled = await routed.pull(plan);
+      // h0's two shards in one host message; "old" had no responders: its two go directly
+      expect(router.stats).toMatchObject({
+        hostMessages: 2,
+        hostParts: 4,
+        hostFailures: 1,
+        direct: 2,
+        notHere: 0,
+      });
+      expect(router.hostOf(2)).toBeUndefined(); // cooling down: asked directly
+
+      // the same rows as a client asking each shard itself
+      const direct = client(cluster);
+      const plain = await direct.pull(direct.route(b));
+      expect(pulled.rows[0]).toEqual(plain.rows[0]);
+
+      const grads = [new Float32Array(40 * DIM).fill(0.25)];
+      const out = await routed.push(plan, pulled, grads, { id: 'b1', examples: b.size });
+      expect([...out.accepted].sort()).toEqual([0, 1, 2, 3]);
+      expect(out.duplicates).toBe(0);
+      expect(router.stats).toMatchObject({ hostMessages: 3, hostParts: 6, direct: 4 });
+      const versions = () => [0, 1, 2, 3].map((i) => (host.shards.get(i) ?? standalone[i - 2]!).core.version);
+      expect(versions()).toEqual([1, 1, 1, 1]);
+      // a retry of the same push through the host is a duplicate, applied once
+      const again = await routed.push(plan, pulled, grads, { id: 'b1', examples: b.size });
+      expect(again.duplicates).toBe(SHARDS);
+      expect(versions()).toEqual([1, 1, 1, 1]);
+      const after = await direct.pull(direct.route(b));
+      expect(after.rows[0]).not.toEqual(plain.rows[0]);
+
+      // every shard placed on h0 now, but h0 runs only 0 and 1 (it has not acted on the change):
+      // it answers for those and says the others are not there, which are then asked directly
+      const cur = (await readPlacement(kv))!;
+      await writePlacement(kv, { epoch: 2, hosts: ['h0', 'h0', 'h0', 'h0'], at: Date.now() }, cur.revision);
+      await waitFor(() => router.hostOf(3) === 'h0', { timeoutMs: 5000 });
+      const before = { ...router.stats };
+      const third = await routed.pull(plan);
+      expect(router.stats.hostMessages - before.hostMessages).toBe(1);
+      expect(router.stats.hostParts - before.hostParts).toBe(SHARDS);
+      expect(router.stats.notHere - before.notHere).toBe(2);
+      expect(router.stats.direct - before.direct).toBe(2);
+      expect(third.rows[0]).toEqual(after.rows[0]);
+      expect([...third.base.values()]).toEqual([1, 1, 1, 1]);
+    } finally {
+      await router.stop();
+      await host.stop();
+      await Promise.all(standalone.map((x) => x.stop()));
+    }
+  });
+
+  it('carries pulls of several batches sent together in one host message per host', async () => {
+    const cluster = uniqueName('hostcoal').replace(/[^A-Za-z0-9_-]/g, '');
+    const s = subjects(cluster);
+    await nats.nc.jetstream().views.kv(s.kvBucket);
+    const kv = await placementKv(nats.nc, cluster);
+    await writePlacement(kv, { epoch: 1, hosts: ['a', 'a', 'b', 'b'], at: Date.now() }, 0);
+    const dir = tempDir('coal');
+    const hosts = ['a', 'b'].map(
+      (h) =>
+        new ShardHost(
+          {
+            cluster,
+            host: h,
+            nats: { servers: nats.url },
+            dataDir: join(dir, h),
+            pollMs: 50,
+            shard: { model, fsync: false, checkpointIntervalMs: 0 },
+          },
+          { log: quiet },
+        ),
+    );
+    await Promise.all(hosts.map((h) => h.start()));
+    const router = new HostRouter(nats.nc, {
+      cluster,
+      timeoutMs: 3000,
+      maxMessageBytes: 1 << 20,
+      cooldownMs: 60_000,
+    });
+    await router.start(kv);
+    try {
+      await waitFor(() => router.hostOf(3) === 'b', { timeoutMs: 5000 });
+      const c = client(cluster, router, true);
+      const plan = c.route(batch());
+      // three batches' pulls issued in one turn: 12 shard requests in 2 messages
+      const pulls = await Promise.all([c.pull(plan), c.pull(plan), c.pull(plan)]);
+      expect(router.stats).toMatchObject({ hostMessages: 2, hostParts: 12, direct: 0, hostFailures: 0 });
+      expect(pulls[1]!.rows[0]).toEqual(pulls[0]!.rows[0]);
+      // every shard got its three pulls (it holds each one's keys for the push)
+      for (const h of hosts)
+        for (const sh of h.shards.values()) expect(sh.status().pullSessions?.sessions).toBe(3);
+    } finally {
+      await router.stop();
+      await Promise.all(hosts.map((h) => h.stop()));
+    }
+  });
+});
