@@ -35,6 +35,13 @@ export const busOptionsSchema = z.object({
   /** Pushes name their pull instead of repeating its keys (worker option `pullSessions`). */
   pullSessions: z.boolean().default(true),
   /**
+   * Requests to shards of one shard host go as one host message (worker option `hostRouting`);
+   * it matters only with shard hosts (`shardHosts`).
+   */
+  hostRouting: z.boolean().default(true),
+  /** A shard host's shards publish their deltas in one message per tick (shard `hostDeltas`). */
+  hostDeltas: z.boolean().default(false),
+  /**
    * How often shards publish deltas (shard option `deltaIntervalMs`, 5 by default): a longer
    * interval sends a row changed by several batches once, for that much freshness.
    */
@@ -68,6 +75,8 @@ export function busReport(o: BusOptions): Record<string, unknown> {
     int8_push: o.int8Push,
     int8_deltas: o.int8Deltas,
     pull_sessions: o.pullSessions,
+    host_routing: o.hostRouting,
+    host_deltas: o.hostDeltas,
     delta_interval_ms: o.deltaIntervalMs,
     encoding: o.encoding,
     compress_events: o.compressEvents,

@@ -541,7 +541,12 @@ export async function runClusterBench<A extends BenchActor>(
     shards: {
       count: o.shards,
       ...(o.shardHosts !== undefined ? { hosts: o.shardHosts } : {}),
-      options: { halfDeltas: o.halfDeltas, int8Deltas: o.int8Deltas, deltaIntervalMs: o.deltaIntervalMs },
+      options: {
+        halfDeltas: o.halfDeltas,
+        int8Deltas: o.int8Deltas,
+        deltaIntervalMs: o.deltaIntervalMs,
+        hostDeltas: o.hostDeltas,
+      },
     },
     workers: {
       // a backlog's workers start once it is published (phase 1)
@@ -558,6 +563,7 @@ export async function runClusterBench<A extends BenchActor>(
         halfPush: o.halfPush,
         int8Push: o.int8Push,
         pullSessions: o.pullSessions,
+        hostRouting: { enabled: o.hostRouting },
         ...(o.inFlight !== undefined ? { maxInFlightBatches: o.inFlight } : {}),
         ...(o.overlapPush !== undefined ? { overlapPush: o.overlapPush } : {}),
         ...(o.window !== undefined ? { metrics: { window: o.window } } : {}),

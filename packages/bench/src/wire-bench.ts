@@ -27,6 +27,11 @@ export const wireBenchOptionsSchema = z
     /** Serving node counts of the grid. */
     serving: grid(64, 0).default([1, 2, 4]),
     workers: z.number().int().min(1).max(64).default(1),
+    /**
+     * Run each configuration's shards on this many shard hosts (at most its shard count) instead
+     * of one process each: with host routing a batch's requests go per host, not per shard.
+     */
+    shardHosts: z.number().int().min(1).max(64).optional(),
     /** Examples per configuration: the costs per example settle within a few batches. */
     limit: z.number().int().min(1).default(3000),
     model: z.enum(benchModels).default('wide-deep'),
@@ -187,6 +192,7 @@ export async function runWireBench<A extends BenchActor>(
           ...(o.spec !== undefined ? { spec: o.spec } : {}),
           shards,
           serving,
+          ...(o.shardHosts !== undefined ? { shardHosts: Math.min(o.shardHosts, shards) } : {}),
           workers: o.workers,
           partitions: o.partitions,
           limit: o.limit,
@@ -204,7 +210,10 @@ export async function runWireBench<A extends BenchActor>(
       );
       machine = r.machine ?? machine;
       eventDictionary = r.event_dictionary ?? eventDictionary;
-      configs.push(wireCosts(r, { shards, serving }));
+      configs.push({
+        ...wireCosts(r, { shards, serving }),
+        shard_hosts: o.shardHosts !== undefined ? Math.min(o.shardHosts, shards) : null,
+      });
     }
   }
   return {
@@ -212,6 +221,7 @@ export async function runWireBench<A extends BenchActor>(
     data: o.data,
     model: o.model,
     workers: o.workers,
+    shard_hosts: o.shardHosts ?? null,
     batch: o.batch,
     limit: o.limit,
     partitions: o.partitions,

@@ -1,5 +1,12 @@
 import type { NatsConnection, Subscription } from 'nats';
-import { decodeDelta, decodeFrame, decodeHostReply, decodeHostRequest, subjects } from '@freshet/protocol';
+import {
+  decodeDelta,
+  decodeFrame,
+  decodeHostDelta,
+  decodeHostReply,
+  decodeHostRequest,
+  subjects,
+} from '@freshet/protocol';
 
 /**
  * A passive observer of a cluster's parameter-server traffic: it subscribes (on its own
@@ -155,6 +162,7 @@ export class WireTap {
         callback: (_e, m) => this.reply(m.subject, m.data),
       }),
       nc.subscribe(s.deltaAll, { callback: (_e, m) => this.onDelta(m.data) }),
+      nc.subscribe(s.hostDeltaAll, { callback: (_e, m) => this.onHostDelta(m.data) }),
     );
     if (feedback) {
       this.subs.push(
@@ -219,11 +227,25 @@ export class WireTap {
     this.feedback.rows++;
   }
 
-  private onDelta(data: Uint8Array): void {
+  /** One message; its parts' rows, bytes and probe events counted as the shards' own deltas. */
+  private onHostDelta(data: Uint8Array): void {
+    if (!this.active) return;
+    this.delta.count++;
+    this.delta.bytes += data.length;
+    try {
+      for (const p of decodeHostDelta(data)) this.onDelta(p.frame, false);
+    } catch {
+      this.undecoded++;
+    }
+  }
+
+  private onDelta(data: Uint8Array, message = true): void {
     if (!this.active) return;
     const s = this.delta;
-    s.count++;
-    s.bytes += data.length;
+    if (message) {
+      s.count++;
+      s.bytes += data.length;
+    }
     try {
       const d = decodeDelta(data);
       for (const t of d.tables) s.rows += (t.keys.length + t.deadKeys.length) >>> 1;

@@ -105,7 +105,13 @@ export function rolePermissions(cluster: string): Record<NatsRole, RolePermissio
       allowResponses: true,
     },
     shard: {
-      publish: [s.deltaAll, '$JS.API.INFO', ...kvUse(s.kvBucket), ...objectStoreUse(s.objectStore)],
+      publish: [
+        s.deltaAll,
+        s.hostDeltaAll,
+        '$JS.API.INFO',
+        ...kvUse(s.kvBucket),
+        ...objectStoreUse(s.objectStore),
+      ],
       subscribe: [
         inbox('shard'),
         serviceApi,
@@ -123,7 +129,15 @@ export function rolePermissions(cluster: string): Record<NatsRole, RolePermissio
         '$JS.API.INFO',
         ...streamUse(`KV_${s.kvBucket}`),
       ],
-      subscribe: [inbox('serving'), serviceApi, s.deltaAll, s.score, s.rank, a.role('serving')],
+      subscribe: [
+        inbox('serving'),
+        serviceApi,
+        s.deltaAll,
+        s.hostDeltaAll,
+        s.score,
+        s.rank,
+        a.role('serving'),
+      ],
       allowResponses: true,
     },
     admin: {

@@ -92,8 +92,10 @@ export {
   type SnapshotPage,
 } from './ps-messages.js';
 export {
+  decodeHostDelta,
   decodeHostReply,
   decodeHostRequest,
+  encodeHostDelta,
   encodeHostReply,
   encodeHostRequest,
   MAX_HOST_PARTS,

@@ -23,7 +23,7 @@ export const MAX_HOST_PARTS = 4096;
 
 const muxHeaderSchema = z
   .object({
-    op: z.enum(['pull', 'push']),
+    op: z.enum(['pull', 'push', 'delta']),
     shards: z.array(z.number().int().min(0).max(0xffff)).min(1).max(MAX_HOST_PARTS),
   })
   .strict();
@@ -35,7 +35,8 @@ const muxReplyHeaderSchema = z
   .strict();
 
 export interface HostRequest {
-  op: HostPartKind;
+  /** `delta`: a host delta (no reply), {@link encodeHostDelta}. */
+  op: HostPartKind | 'delta';
   parts: { shard: number; frame: Uint8Array }[];
 }
 
@@ -99,4 +100,19 @@ export function decodeHostReply(data: Uint8Array, expected: number): HostReply {
   });
   if (k !== frame.arrays.length) bad('more reply parts than answered shards');
   return out;
+}
+
+/**
+ * A host delta: the deltas several shards of one host published in one tick, in one message on
+ * `hostDelta(host)`, each part the shard's own delta frame (its seq, so a serving node checks
+ * gaps per shard as before). A shard's parts keep their order.
+ */
+export function encodeHostDelta(parts: { shard: number; frame: Uint8Array }[]): Uint8Array {
+  return encodeHostRequest({ op: 'delta', parts });
+}
+
+export function decodeHostDelta(data: Uint8Array): { shard: number; frame: Uint8Array }[] {
+  const r = decodeHostRequest(data);
+  if (r.op !== 'delta') throw new FreshetError('BAD_REQUEST', `host delta: a ${r.op} message`);
+  return r.parts;
 }

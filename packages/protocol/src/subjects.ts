@@ -56,6 +56,9 @@ export function subjects(cluster: string) {
      */
     hostPull: (host: string) => `${p}.psh.${host}.pull`,
     hostPush: (host: string) => `${p}.psh.${host}.push`,
+    /** A shard host's deltas of several shards in one message (shard option `hostDeltas`). */
+    hostDelta: (host: string) => `${p}.hdelta.${host}`,
+    hostDeltaAll: `${p}.hdelta.*`,
     snapshot: (shard: number) => `${p}.ps.${shard}.snapshot`,
     delta: (shard: number) => `${p}.delta.${shard}`,
     deltaAll: `${p}.delta.*`,

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { NatsConnection, Subscription } from 'nats';
 import {
   decodeDelta,
+  decodeHostDelta,
   decodeSnapshotPage,
   encodeSnapshotRequest,
   FreshetError,
@@ -56,6 +57,7 @@ export type ReplicaEvent =
       got: number;
     }
   | { kind: 'snapshot-failed'; shard: number; error: FreshetError }
+  /** shard −1: an undecodable host delta (whose shards are unknown: every shard resyncs). */
   | { kind: 'bad-delta'; shard: number; error: FreshetError };
 
 export type ReplicaState = 'idle' | 'starting' | 'running' | 'stopped';
@@ -129,6 +131,7 @@ export class Replica {
   private readonly abort = new AbortController();
   private readonly now: () => number;
   private sub: Subscription | undefined;
+  private hostSub: Subscription | undefined;
   private syncs = new Set<Promise<void>>();
   /** Deltas decoded and in order, waiting to be applied (all shards; the head may be part-applied). */
   private queue: Delta[] = [];
@@ -212,6 +215,10 @@ export class Replica {
     this.sub = this.nc.subscribe(this.subj.deltaAll, {
       callback: (err, msg) => !err && this.onDelta(msg.subject, msg.data),
     });
+    // shard hosts with `hostDeltas` publish several shards' deltas in one message
+    this.hostSub = this.nc.subscribe(this.subj.hostDeltaAll, {
+      callback: (err, msg) => !err && this.onHostDelta(msg.subject, msg.data),
+    });
     // The server must have the subscription before the first snapshot page is read, or deltas
     // published in between would be missed without a gap to show it.
     await this.nc.flush();
@@ -262,6 +269,7 @@ export class Replica {
     this.st = 'stopped';
     this.abort.abort();
     this.sub?.unsubscribe();
+    this.hostSub?.unsubscribe();
     this.queue = [];
     this.cursor = undefined;
     this.wakeReady();
@@ -407,6 +415,23 @@ export class Replica {
   }
 
   // ------------------------------------------------------------------ deltas
+
+  /** Each part as if it had come on its shard's own subject (gaps and resyncs per shard). */
+  private onHostDelta(subject: string, data: Uint8Array): void {
+    if (this.st !== 'running') return;
+    let parts: { shard: number; frame: Uint8Array }[];
+    try {
+      parts = decodeHostDelta(data);
+    } catch (e) {
+      this.counters.badDeltas++;
+      const error = e instanceof FreshetError ? e : new FreshetError('BAD_FRAME', String(e));
+      this.o.onEvent?.({ kind: 'bad-delta', shard: -1, error });
+      // whose deltas it carried is unknown: every shard catches up from a snapshot
+      for (let s = 0; s < this.nShards; s++) this.startResync(s, 'bad-delta', 0, 0);
+      return;
+    }
+    for (const p of parts) this.onDelta(this.subj.delta(p.shard), p.frame);
+  }
 
   private onDelta(subject: string, data: Uint8Array): void {
     if (this.st !== 'running') return;

@@ -1,5 +1,10 @@
-import type { NatsConnection } from 'nats';
 import { encodeDelta, type RowEncoding } from '@freshet/protocol';
+
+/** What ticks several publishers together (host-deltas.ts). */
+export interface DeltaDriver {
+  attach(p: DeltaPublisher, intervalMs: number): void;
+  detach(p: DeltaPublisher): void;
+}
 import type { ShardCore } from './shard-core.js';
 import { RecentTimings } from './staleness.js';
 import type { Wal } from './wal.js';
@@ -9,6 +14,8 @@ import type { Wal } from './wal.js';
  * delta subject, seq consecutive from 1. A delta goes out only after everything it contains is
  * durable (its seq is logged behind the updates it carries and waited for), so serving never
  * sees a value that a crash could take back, and a restarted shard continues the sequence.
+ * `publish` puts a frame on the bus: on the shard's delta subject, or into its host's next host
+ * delta (host-deltas.ts, which then drives {@link tick} instead of this publisher's own timer).
  */
 export class DeltaPublisher {
   private timer: NodeJS.Timeout | undefined;
@@ -21,8 +28,7 @@ export class DeltaPublisher {
   readonly timings = new RecentTimings();
 
   constructor(
-    private readonly nc: NatsConnection,
-    private readonly subject: string,
+    private readonly publish: (frame: Uint8Array) => void,
     private readonly shard: number,
     private readonly core: ShardCore,
     private readonly wal: Wal | undefined,
@@ -32,15 +38,22 @@ export class DeltaPublisher {
     private readonly onError: (e: unknown) => void,
     /** Embedding rows' values as float32, binary16 (`halfDeltas`) or int8 (`int8Deltas`). */
     private readonly rowEncoding: RowEncoding = 'f32',
+    /** Ticks it instead of its own timer (a shard host's host deltas). */
+    private readonly driver?: DeltaDriver,
   ) {
     this.seq = startSeq;
   }
 
+  /** Ticks on its own timer, or is ticked by its driver. */
   start(): void {
-    this.timer = setInterval(() => {
-      if (!this.busy && this.core.hasChanges())
-        this.busy = this.flush().finally(() => (this.busy = undefined));
-    }, this.intervalMs);
+    if (this.driver) this.driver.attach(this, this.intervalMs);
+    else this.timer = setInterval(() => void this.tick(), this.intervalMs);
+  }
+
+  /** Flushes what changed unless a flush is running; resolves when this tick's deltas are out. */
+  tick(): Promise<void> {
+    if (this.busy || !this.core.hasChanges()) return Promise.resolve();
+    return (this.busy = this.flush().finally(() => (this.busy = undefined)));
   }
 
   /** Publishes everything pending now (also used on stop). */
@@ -56,10 +69,7 @@ export class DeltaPublisher {
         if (this.wal) await this.wal.append({ kind: 'seq', ts: Date.now(), seq });
         const t1 = performance.now();
         this.seq = seq;
-        this.nc.publish(
-          this.subject,
-          encodeDelta({ shard: this.shard, seq, version, ts: Date.now(), eventTs, tables }),
-        );
+        this.publish(encodeDelta({ shard: this.shard, seq, version, ts: Date.now(), eventTs, tables }));
         spent += performance.now() - t1;
         this.timings.record(spent);
         this.published++;
@@ -72,6 +82,7 @@ export class DeltaPublisher {
   }
 
   async stop(): Promise<void> {
+    this.driver?.detach(this);
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     await this.busy;

@@ -20,6 +20,7 @@ import {
   type ProcessActor,
 } from '@freshet/nats';
 import { assertClusterName, FreshetError, subjects, type ShardStatus } from '@freshet/protocol';
+import { HostDeltas } from './host-deltas.js';
 import { hostEndpoints } from './host-messages.js';
 import { compileShardOptions, type ShardOptionsInput } from './shard-options.js';
 import { Shard } from './shard.js';
@@ -130,6 +131,8 @@ export interface ShardHostStatus {
   /** Shards stopped here whose final checkpoint is not in the Object Store yet (lease kept). */
   unreleased: number[];
   moves: { in: number; out: number; lastInMs: number | null; lastOutMs: number | null };
+  /** Host delta messages sent and the shard deltas they carried (null: `hostDeltas` off). */
+  hostDeltas: { messages: number; parts: number } | null;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -165,6 +168,8 @@ export class ShardHost implements ProcessActor {
   private readonly running = new Map<number, Shard>();
   /** Pulls and pushes for several of its shards in one message (host-messages.ts). */
   private hostEps: Endpoint[] = [];
+  /** Its shards' deltas in one message per tick (shard option `hostDeltas`). */
+  private hostDeltas: HostDeltas | undefined;
   /** Stopped, final checkpoint not yet in the Object Store: the lease stays ours. */
   private readonly unreleased = new Map<number, Shard>();
   private readonly waiting = new Map<number, string>();
@@ -233,6 +238,9 @@ export class ShardHost implements ProcessActor {
     this.ownsNc = !this.deps.nc;
     try {
       this.hostEps = hostEndpoints(this.nc, o.cluster, o.host, this.running);
+      const template = compileShardOptions(hostedShardOptions(o, 0, 1));
+      if (template.hostDeltas)
+        this.hostDeltas = new HostDeltas(this.nc, o.cluster, o.host, template.limits.maxDeltaBytes);
       this.kv = await placementKv(this.nc, o.cluster);
       await this.reconcile(signal);
     } catch (e) {
@@ -344,7 +352,11 @@ export class ShardHost implements ProcessActor {
     // stale (with no lease ever written, a dir here can only be ours: kept)
     if (!ours) rmSync(o.dataDir!, { recursive: true, force: true });
     const log: ActorLog = (level, msg, fields) => this.log(level, msg, { shard: i, ...fields });
-    const shard = new Shard(o, { nc: this.nc, log });
+    const shard = new Shard(o, {
+      nc: this.nc,
+      log,
+      ...(this.hostDeltas ? { hostDeltas: this.hostDeltas } : {}),
+    });
     try {
       await shard.start();
     } catch (e) {
@@ -465,6 +477,7 @@ export class ShardHost implements ProcessActor {
     // workers ask each shard directly meanwhile (no responders here): the shards drain as before
     await this.drainHostEndpoints();
     await this.stopShards();
+    await this.hostDeltas?.stop();
     if (this.ownsNc) await this.nc?.drain().catch(() => undefined);
   }
 
@@ -481,6 +494,7 @@ export class ShardHost implements ProcessActor {
       waiting: Object.fromEntries([...this.waiting].map(([i, h]) => [String(i), h])),
       unreleased: [...this.unreleased.keys()],
       moves: { ...this.moves },
+      hostDeltas: this.hostDeltas ? { ...this.hostDeltas.counters } : null,
     };
   }
 }

@@ -161,6 +161,13 @@ export const shardOptionsSchema = z
      * decode it; older ones refuse the delta.
      */
     int8Deltas: z.boolean().default(false),
+    /**
+     * Run by a shard host: the host's shards publish their deltas together, one message per host
+     * per tick (`hdelta.<host>`) instead of one per shard. Serving nodes of this version read
+     * them; older ones see only the shards' own subjects, so upgrade serving first. A standalone
+     * shard ignores it.
+     */
+    hostDeltas: z.boolean().default(false),
     /** Periodic checkpoint; 0 disables the timer (the WAL-size trigger still applies). */
     checkpointIntervalMs: z.number().int().min(0).default(60_000),
     /** Checkpoint when the current log segment grows past this. */

@@ -44,6 +44,7 @@ import {
 import { CheckpointUploader, isFreshDataDir, restoreFromStore } from './checkpoint-store.js';
 import { ObjectStoreCheckpoints } from './object-store-checkpoints.js';
 import { DeltaPublisher } from './delta-publisher.js';
+import type { HostDeltas } from './host-deltas.js';
 import { forgetPlan } from './forget.js';
 import {
   compileShardOptions,
@@ -94,6 +95,8 @@ export interface ShardDeps {
   signal?: AbortSignal;
   /** Diagnostics (default: JSON lines on stderr). */
   log?: ActorLog;
+  /** The shard host's host deltas (its option `hostDeltas`): publish deltas through them. */
+  hostDeltas?: HostDeltas;
 }
 
 /** What the shard recovered on start. */
@@ -489,9 +492,9 @@ export class Shard implements ProcessActor {
         common,
       ),
     );
+    const host = this.deps.hostDeltas;
     this.deltas = new DeltaPublisher(
-      nc,
-      s.delta(o.shard),
+      host ? host.sink(o.shard) : (frame) => nc.publish(s.delta(o.shard), frame),
       o.shard,
       core,
       this.wal,
@@ -500,6 +503,7 @@ export class Shard implements ProcessActor {
       deltaSeq,
       (e) => this.fail(e),
       o.int8Deltas ? 'q8' : o.halfDeltas ? 'f16' : 'f32',
+      host,
     );
     this.deltas.start();
   }

@@ -17,6 +17,7 @@ export {
   type LrScheduleOptions,
 } from './worker-options.js';
 export { ComputePool, type ComputePoolOptions } from './compute-pool.js';
+export { HostRouter, type HostRouterOptions } from './host-router.js';
 export {
   ShardClient,
   allFinite,

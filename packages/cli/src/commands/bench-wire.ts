@@ -9,6 +9,7 @@ interface WireFlags extends BusFlags {
   shards: number[];
   serving: number[];
   workers: number;
+  shardHosts?: number;
   limit: number;
   model: string;
   batch: number;
@@ -36,6 +37,11 @@ export function wireBenchCommand(): Command {
       .option('--shards <list>', 'shard process counts, comma-separated', (v) => intList(v, 1), [2, 4, 8])
       .option('--serving <list>', 'serving node counts, comma-separated', (v) => intList(v, 0), [1, 2, 4])
       .option('--workers <n>', 'worker processes', int, 1)
+      .option(
+        '--shard-hosts <n>',
+        "run each configuration's shards on this many shard hosts (at most its shard count)",
+        int,
+      )
       .option('--limit <n>', 'examples per configuration', int, 3000)
       .option('--model <kind>', 'a model kind `bench cluster` takes', 'wide-deep')
       .option('--batch <n>', 'worker batch size', int, 256)
@@ -58,6 +64,7 @@ export function wireBenchCommand(): Command {
           shards: o.shards,
           serving: o.serving,
           workers: o.workers,
+          ...(o.shardHosts !== undefined ? { shardHosts: o.shardHosts } : {}),
           limit: o.limit,
           model,
           batch: o.batch,

@@ -14,6 +14,9 @@ export interface BusFlags {
   int8Deltas?: boolean;
   /** commander's `--no-pull-sessions`: true unless given. */
   pullSessions?: boolean;
+  /** commander's `--no-host-routing`: true unless given. */
+  hostRouting?: boolean;
+  hostDeltas?: boolean;
   deltaIntervalMs: number;
   encoding: 'json' | 'msgpack';
   compressEvents?: boolean;
@@ -40,6 +43,11 @@ export function withBusFlags(c: Command): Command {
     )
     .option('--int8-deltas', 'shards publish embedding rows of 4+ values as int8 with a scale per row')
     .option('--no-pull-sessions', "pushes repeat their pull's keys (the default names the pull instead)")
+    .option(
+      '--no-host-routing',
+      'workers ask each shard of a shard host on its own (the default: one message per host)',
+    )
+    .option('--host-deltas', "a shard host's shards publish their deltas in one message per tick")
     .option('--delta-interval-ms <n>', 'shards publish deltas this often', positiveInt, 5)
     .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json')
     .option('--compress-events', 'events compressed (zlib) with a dictionary of 2000 sample events');
@@ -58,6 +66,8 @@ export function busInput(o: BusFlags) {
     int8Push: o.int8Push === true,
     int8Deltas: o.int8Deltas === true,
     pullSessions: o.pullSessions !== false,
+    hostRouting: o.hostRouting !== false,
+    hostDeltas: o.hostDeltas === true,
     deltaIntervalMs: o.deltaIntervalMs,
     encoding: o.encoding,
     compressEvents: o.compressEvents === true,

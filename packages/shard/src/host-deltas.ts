@@ -1,0 +1,102 @@
+import type { NatsConnection } from 'nats';
+import { encodeHostDelta, subjects } from '@freshet/protocol';
+import type { DeltaDriver, DeltaPublisher } from './delta-publisher.js';
+
+/**
+ * Host deltas (shard option `hostDeltas`, docs/architecture.md): the shards of one shard host
+ * publish their deltas on one timer, and what they publish in a tick leaves as one message on
+ * `hdelta.<host>`, so a serving node receives a message per host per tick, not per shard. Each
+ * part is the shard's own delta frame with its own seq: serving checks gaps and resyncs per shard
+ * as before. A tick with one part publishes it on the shard's own subject; a frame published
+ * between ticks (a shard's last delta as it stops) goes there too, after any earlier one.
+ */
+export class HostDeltas implements DeltaDriver {
+  private readonly attached = new Map<DeltaPublisher, number>();
+  private collecting: { shard: number; frame: Uint8Array }[] | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private intervalMs = 0;
+  private busy: Promise<void> | undefined;
+  private readonly subj;
+  /** Host delta messages sent, and the shard deltas they carried. */
+  readonly counters = { messages: 0, parts: 0 };
+
+  constructor(
+    private readonly nc: NatsConnection,
+    cluster: string,
+    private readonly host: string,
+    /** A host delta's size bound: a tick's parts beyond it go in further messages, in order. */
+    private readonly maxBytes: number,
+  ) {
+    this.subj = subjects(cluster);
+  }
+
+  /** The `publish` of shard `shard`'s delta publisher. */
+  sink(shard: number): (frame: Uint8Array) => void {
+    return (frame) => {
+      if (this.collecting) this.collecting.push({ shard, frame });
+      else this.nc.publish(this.subj.delta(shard), frame);
+    };
+  }
+
+  /** Ticks at the shortest interval of the attached publishers. */
+  attach(p: DeltaPublisher, intervalMs: number): void {
+    this.attached.set(p, intervalMs);
+    const want = Math.min(...this.attached.values());
+    if (this.timer && want === this.intervalMs) return;
+    if (this.timer) clearInterval(this.timer);
+    this.intervalMs = want;
+    this.timer = setInterval(() => this.tick(), want);
+  }
+
+  detach(p: DeltaPublisher): void {
+    this.attached.delete(p);
+    if (this.attached.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  /** Stops ticking once the tick in progress is out. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.busy;
+  }
+
+  private tick(): void {
+    if (this.busy) return;
+    const collected: { shard: number; frame: Uint8Array }[] = [];
+    this.collecting = collected;
+    this.busy = Promise.all([...this.attached.keys()].map((p) => p.tick()))
+      .then(
+        () => undefined,
+        () => undefined, // each publisher reports its own failures (its shard fails)
+      )
+      .finally(() => {
+        this.collecting = undefined;
+        this.send(collected);
+        this.busy = undefined;
+      });
+  }
+
+  private send(parts: { shard: number; frame: Uint8Array }[]): void {
+    let chunk: typeof parts = [];
+    let bytes = 0;
+    const out = () => {
+      if (chunk.length === 1) this.nc.publish(this.subj.delta(chunk[0]!.shard), chunk[0]!.frame);
+      else if (chunk.length > 1) {
+        this.nc.publish(this.subj.hostDelta(this.host), encodeHostDelta(chunk));
+        this.counters.messages++;
+        this.counters.parts += chunk.length;
+      }
+      chunk = [];
+      bytes = 0;
+    };
+    for (const p of parts) {
+      if (chunk.length > 0 && bytes + p.frame.byteLength > this.maxBytes) out();
+      chunk.push(p);
+      bytes += p.frame.byteLength;
+    }
+    out();
+  }
+}

@@ -1,0 +1,133 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { placementKv, writePlacement } from '@freshet/nats';
+import { decodeDelta, decodeHostDelta, parseModelSpec, shardOfKey, subjects } from '@freshet/protocol';
+import { Replica } from '@freshet/serving';
+import { ShardHost } from '@freshet/shard';
+import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
+import { HostRouter, ShardClient } from '@freshet/worker';
+
+const nats = useNats();
+const tempDir = useTempDirs();
+const SHARDS = 3;
+const DIM = 4;
+const model = {
+  name: 'host-deltas',
+  tables: [{ name: 'emb', dim: DIM, optimizer: { kind: 'adam', lr: 0.05 }, staleness: { policy: 'none' } }],
+};
+const spec = parseModelSpec(model);
+const quiet = () => undefined;
+
+/** 60 keys of table 0, some on every shard. */
+function batch() {
+  const u = 60;
+  const keys = Uint32Array.from({ length: 2 * u }, (_, i) => (i % 2 === 0 ? 500 + i : 7));
+  const owners = new Set(Array.from({ length: u }, (_, i) => shardOfKey(0, keys[2 * i]!, 7, SHARDS)));
+  expect(owners.size).toBe(SHARDS);
+  return { size: 64, sparse: [{ table: 0, keys, counts: new Uint32Array(u).fill(1) }], denseTables: [] };
+}
+
+/**
+ * Host deltas (shard option `hostDeltas`): a shard host's shards publish their deltas in one
+ * message per tick; a serving replica reads each part as its shard's own delta, so it follows
+ * the pushes exactly, and a shard running alone on its host keeps its own subject.
+ */
+describe('host deltas', () => {
+  it("carry a host's shards' deltas in one message that serving applies shard by shard", async () => {
+    const cluster = uniqueName('hdelta').replace(/[^A-Za-z0-9_-]/g, '');
+    const s = subjects(cluster);
+    await nats.nc.jetstream().views.kv(s.kvBucket);
+    const kv = await placementKv(nats.nc, cluster);
+    // shards 0 and 1 on host a, shard 2 alone on host b
+    await writePlacement(kv, { epoch: 1, hosts: ['a', 'a', 'b'], at: Date.now() }, 0);
+    const dir = tempDir('hosts');
+    const hosts = ['a', 'b'].map(
+      (host) =>
+        new ShardHost(
+          {
+            cluster,
+            host,
+            nats: { servers: nats.url },
+            dataDir: join(dir, host),
+            pollMs: 50,
+            shard: { model, fsync: false, checkpointIntervalMs: 0, hostDeltas: true, deltaIntervalMs: 20 },
+          },
+          { log: quiet },
+        ),
+    );
+    const own: number[] = [];
+    const hostParts: number[][] = [];
+    const subs = [
+      nats.nc.subscribe(s.deltaAll, { callback: (_e, m) => own.push(decodeDelta(m.data).shard) }),
+      nats.nc.subscribe(s.hostDeltaAll, {
+        callback: (_e, m) => {
+          expect(m.subject).toBe(s.hostDelta('a'));
+          hostParts.push(decodeHostDelta(m.data).map((p) => decodeDelta(p.frame).shard));
+        },
+      }),
+    ];
+    await Promise.all(hosts.map((h) => h.start()));
+    const replica = new Replica(nats.nc, {
+      cluster,
+      shards: SHARDS,
+      spec,
+      retryMs: 20,
+      snapshotTimeoutMs: 2000,
+    });
+    const router = new HostRouter(nats.nc, {
+      cluster,
+      timeoutMs: 3000,
+      maxMessageBytes: 1 << 20,
+      cooldownMs: 60_000,
+    });
+    try {
+      await replica.start();
+      await replica.whenReady();
+      await router.start(kv);
+      await waitFor(() => router.hostOf(2) === 'b', { timeoutMs: 5000 });
+      const c = new ShardClient(nats.nc, {
+        cluster,
+        shards: SHARDS,
+        spec,
+        worker: 'w',
+        timeoutMs: 3000,
+        retry: { attempts: 3, baseMs: 20, maxMs: 100 },
+        denseCacheMaxLag: 0,
+        router,
+      });
+      const b = batch();
+      const plan = c.route(b);
+      for (let i = 0; i < 3; i++) {
+        const pulled = await c.pull(plan);
+        const out = await c.push(plan, pulled, [new Float32Array(60 * DIM).fill(0.3 - 0.2 * i)], {
+          id: `b${i}`,
+          examples: b.size,
+        });
+        expect(out.accepted.size).toBe(SHARDS);
+      }
+      // serving follows every push of every shard
+      await waitFor(() => replica.versions().every((v) => v === 3), { timeoutMs: 5000 });
+      const shardRows = (await c.pull(plan)).rows[0]!;
+      const served = new Float32Array(60 * DIM);
+      for (let i = 0; i < 60; i++)
+        replica.gather(
+          0,
+          b.sparse[0]!.keys.subarray(2 * i, 2 * i + 2),
+          served.subarray(i * DIM, (i + 1) * DIM),
+        );
+      expect(Array.from(served)).toEqual(Array.from(shardRows));
+      // host a's shards went out together; host b's lone shard on its own subject
+      expect(hostParts.length).toBeGreaterThan(0);
+      for (const parts of hostParts) expect(parts.every((p) => p === 0 || p === 1)).toBe(true);
+      expect(hostParts.some((parts) => parts.includes(0) && parts.includes(1))).toBe(true);
+      expect(own).toContain(2);
+      expect(hosts[0]!.status().hostDeltas?.messages).toBe(hostParts.length);
+      expect(replica.stats().badDeltas).toBe(0);
+    } finally {
+      for (const sub of subs) sub.unsubscribe();
+      await router.stop();
+      await replica.stop();
+      await Promise.all(hosts.map((h) => h.stop()));
+    }
+  });
+});
