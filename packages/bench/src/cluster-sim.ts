@@ -73,8 +73,10 @@ export interface SimKnobs {
    */
   denseReplicaPerMachine?: boolean;
   /**
-   * One shard process per shard machine (NOT BUILT): one NATS endpoint thread and `cores − 1`
-   * threads owning key ranges, so a batch fans out to machines and each machine publishes one delta.
+   * One shard process per shard machine: a batch fans out to machines and each machine publishes
+   * one delta (built: shard hosts with worker `hostRouting` and shard `hostDeltas`), with one
+   * NATS endpoint thread and `cores − 1` threads owning key ranges (NOT BUILT: a shard host's
+   * shards share one thread today).
    */
   shardPerHost?: boolean;
   /** Bytes of one feedback event (the worker receives one message per example; Criteo: 667). */

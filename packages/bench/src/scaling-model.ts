@@ -145,7 +145,9 @@ export const scalingDesigns: readonly ScalingDesign[] = [
   },
   {
     key: 'replica_shard_per_host',
-    design: 'dense replica + one multi-threaded shard process per host (shard per host NOT BUILT)',
+    design:
+      'dense replica + one shard process per host: requests and deltas per host (built: hostRouting, ' +
+      'hostDeltas), its shards on all the cores (NOT BUILT: one thread today)',
     built: false,
     knobs: { ...base, denseSyncExamples: 2048, denseMaxDelayMs: 1000, shardPerHost: true },
   },
@@ -165,10 +167,12 @@ export const scalingDesigns: readonly ScalingDesign[] = [
       'replica_compact with msgpack events left uncompressed (inflating costs worker CPU, the ' +
       'bottleneck here), 8 worker processes per machine, 4 batches in flight, flush every 2048 ' +
       'examples or 0.5 s, delta interval sized to <= 20k delta messages/s per serving process ' +
-      '(<= 250 ms; shard option deltaMsgsPerServingNode) + NOT BUILT: one dense replica per ' +
-      'worker machine, flushed in chunks over up to 64 shards, one shard process per host, one ' +
+      '(<= 250 ms; shard option deltaMsgsPerServingNode), a batch fanning out to shard hosts, not ' +
+      'shards, and one delta message per host per tick (built: worker hostRouting, shard ' +
+      'hostDeltas) + NOT BUILT: one dense replica per worker machine, flushed in chunks over up ' +
+      "to 64 shards, a shard host's shards on all its cores (today they share one thread), one " +
       'serving process per core each holding a slice (2 per slice), pulls and pushes of a ' +
-      "machine's 8 batches coalesced per shard",
+      "machine's 8 batches coalesced per shard host (built only within one worker process)",
     built: false,
     knobs: scaleOutKnobs,
   },
