@@ -16,6 +16,11 @@ export interface HostRouterOptions {
   maxMessageBytes: number;
   /** After a host message fails, that host's requests go to each shard directly for this long. */
   cooldownMs: number;
+  /**
+   * How long a host message waits for more parts (of batches sent soon after) before it goes;
+   * 0: only the requests issued in the same turn of the event loop travel together.
+   */
+  lingerMs?: number | undefined;
   signal?: AbortSignal | undefined;
   log?: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -45,7 +50,9 @@ interface Queue {
  * bytes, so callers decode, retry and deduplicate exactly as for a direct request.
  *
  * Order: a host's parts leave in the order they were issued (a pull issued after a push to the
- * same host never overtakes it: kinds alternate in separate messages, sent in order).
+ * same host never overtakes it: kinds alternate in separate messages, sent in order). With
+ * `lingerMs` the messages wait that long for the parts of batches sent soon after: fewer, larger
+ * messages for a little latency.
  */
 export class HostRouter {
   private readonly subj;
@@ -128,7 +135,9 @@ export class HostRouter {
       q.bytes += frame.byteLength;
       if (!this.scheduled) {
         this.scheduled = true;
-        queueMicrotask(() => this.flush());
+        const linger = this.o.lingerMs ?? 0;
+        if (linger > 0) setTimeout(() => this.flush(), linger);
+        else queueMicrotask(() => this.flush());
       }
     });
   }

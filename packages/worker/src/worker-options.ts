@@ -196,6 +196,12 @@ export const workerOptionsSchema = z.object({
         .default(8 * 1024 * 1024),
       /** After a host message fails, that host's shards are asked directly for this long. */
       cooldownMs: z.number().int().min(0).default(10_000),
+      /**
+       * How long a host message waits for the parts of batches sent soon after (0: only those
+       * sent in the same turn of the event loop go together). Every pull and push waits this
+       * long more; in exchange a busy worker sends fewer, larger messages.
+       */
+      lingerMs: z.number().min(0).max(100).default(0),
     })
     .strict()
     .prefault({}),

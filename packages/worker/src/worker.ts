@@ -458,6 +458,7 @@ export class Worker implements ProcessActor {
           timeoutMs: o.requestTimeoutMs,
           maxMessageBytes: o.hostRouting.maxMessageBytes,
           cooldownMs: o.hostRouting.cooldownMs,
+          lingerMs: o.hostRouting.lingerMs,
           signal: this.abort.signal,
           log: (level, msg, fields) => this.log(level, msg, fields),
         });

@@ -182,6 +182,26 @@ describe('host routing', () => {
       // every shard got its three pulls (it holds each one's keys for the push)
       for (const h of hosts)
         for (const sh of h.shards.values()) expect(sh.status().pullSessions?.sessions).toBe(3);
+
+      // batches sent a little apart travel together when host messages linger for them
+      const lingering = new HostRouter(nats.nc, {
+        cluster,
+        timeoutMs: 3000,
+        maxMessageBytes: 1 << 20,
+        cooldownMs: 60_000,
+        lingerMs: 40,
+      });
+      await lingering.start(kv);
+      try {
+        await waitFor(() => lingering.hostOf(3) === 'b', { timeoutMs: 5000 });
+        const l = client(cluster, lingering);
+        const first = l.pull(plan);
+        await new Promise((r) => setTimeout(r, 5));
+        await Promise.all([first, l.pull(plan)]);
+        expect(lingering.stats).toMatchObject({ hostMessages: 2, hostParts: 8, direct: 0 });
+      } finally {
+        await lingering.stop();
+      }
     } finally {
       await router.stop();
       await Promise.all(hosts.map((h) => h.stop()));
