@@ -121,7 +121,10 @@ export class HostRouter {
 
   /** One pull or push frame for `shard`; resolves with the shard's reply frame (maybe an error envelope). */
   request(op: HostPartKind, shard: number, frame: Uint8Array): Promise<Uint8Array> {
-    const host = this.hostOf(shard);
+    const placed = this.hosts[shard];
+    // behind the parts already waiting for its host, whatever befell the host meanwhile: a
+    // request never overtakes one issued before it to the same shard
+    const host = placed !== undefined && this.lastOf.has(placed) ? placed : this.hostOf(shard);
     if (host === undefined) return this.direct(op, shard, frame);
     return new Promise((resolve, reject) => {
       let q = this.lastOf.get(host);
@@ -154,9 +157,9 @@ export class HostRouter {
     this.lastOf.clear();
     this.scheduled = false;
     for (const q of queues) {
-      if (q.parts.length === 1) {
-        const p = q.parts[0]!;
-        this.direct(q.op, p.shard, p.frame).then(p.resolve, p.reject);
+      // a lone part, or a host that failed while these waited (lingerMs): each to its shard
+      if (q.parts.length === 1 || this.hostOf(q.parts[0]!.shard) !== q.host) {
+        for (const p of q.parts) this.direct(q.op, p.shard, p.frame).then(p.resolve, p.reject);
       } else this.send(q);
     }
   }
