@@ -1,10 +1,16 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { placementKv, writePlacement } from '@freshet/nats';
-import { decodeDelta, decodeHostDelta, parseModelSpec, shardOfKey, subjects } from '@freshet/protocol';
+import { decodeDelta, decodeHostDelta, parseModelSpec, subjects } from '@freshet/protocol';
 import { Replica } from '@freshet/serving';
 import { ShardHost } from '@freshet/shard';
-import { uniqueName, useNats, useTempDirs, waitFor } from '@freshet/testkit';
+import {
+  keysOnEveryShard,
+  placeShardsInKv,
+  uniqueName,
+  useNats,
+  useTempDirs,
+  waitFor,
+} from '@freshet/testkit';
 import { HostRouter, ShardClient } from '@freshet/worker';
 
 const nats = useNats();
@@ -18,14 +24,7 @@ const model = {
 const spec = parseModelSpec(model);
 const quiet = () => undefined;
 
-/** 60 keys of table 0, some on every shard. */
-function batch() {
-  const u = 60;
-  const keys = Uint32Array.from({ length: 2 * u }, (_, i) => (i % 2 === 0 ? 500 + i : 7));
-  const owners = new Set(Array.from({ length: u }, (_, i) => shardOfKey(0, keys[2 * i]!, 7, SHARDS)));
-  expect(owners.size).toBe(SHARDS);
-  return { size: 64, sparse: [{ table: 0, keys, counts: new Uint32Array(u).fill(1) }], denseTables: [] };
-}
+const batch = () => keysOnEveryShard(60, SHARDS, { first: 500, hi: 7, size: 64 });
 
 /**
  * Host deltas (shard option `hostDeltas`): a shard host's shards publish their deltas in one
@@ -36,10 +35,8 @@ describe('host deltas', () => {
   it("carry a host's shards' deltas in one message that serving applies shard by shard", async () => {
     const cluster = uniqueName('hdelta').replace(/[^A-Za-z0-9_-]/g, '');
     const s = subjects(cluster);
-    await nats.nc.jetstream().views.kv(s.kvBucket);
-    const kv = await placementKv(nats.nc, cluster);
     // shards 0 and 1 on host a, shard 2 alone on host b
-    await writePlacement(kv, { epoch: 1, hosts: ['a', 'a', 'b'], at: Date.now() }, 0);
+    const kv = await placeShardsInKv(nats.nc, cluster, ['a', 'a', 'b']);
     const dir = tempDir('hosts');
     const hosts = ['a', 'b'].map(
       (host) =>

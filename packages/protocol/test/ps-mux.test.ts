@@ -48,12 +48,16 @@ describe('host messages', () => {
 
   it('refuse malformed messages with a clear error', () => {
     const code = (f: () => unknown) => {
-      try {
-        f();
-      } catch (e) {
-        return (e as FreshetError).code;
-      }
-      return 'none';
+      const thrown: unknown[] = [];
+      expect(() => {
+        try {
+          f();
+        } catch (e) {
+          thrown.push(e);
+          throw e;
+        }
+      }).toThrow();
+      return (thrown[0] as FreshetError).code;
     };
     const req = encodeHostRequest({ op: 'push', parts: [{ shard: 0, frame: pull(1) }] });
     expect(code(() => decodeHostReply(encodeHostReply([undefined, undefined]), 3))).toBe('BAD_FRAME');
