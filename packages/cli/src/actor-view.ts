@@ -51,6 +51,11 @@ export interface WorkerView {
   appliedRedeliveries: number | null;
   /** Events this worker dead-lettered since it started, by reason code (only reasons seen). */
   deadLetters: Record<string, number> | null;
+  /** Host routing (worker `hostRouting`): host messages, requests they carried, direct requests, failed host messages. */
+  hostMessages: number | null;
+  hostParts: number | null;
+  directRequests: number | null;
+  hostFailures: number | null;
 }
 
 export interface ServingView {
@@ -177,6 +182,10 @@ export function workerView(a: ActorStatus): WorkerView {
     ackRetries: n(s, 'counters.ackRetries'),
     appliedRedeliveries: n(s, 'counters.appliedRedeliveries'),
     deadLetters: countsByReason(pick(s, 'deadLetters')),
+    hostMessages: n(s, 'hostRouting.hostMessages'),
+    hostParts: n(s, 'hostRouting.hostParts'),
+    directRequests: n(s, 'hostRouting.direct'),
+    hostFailures: n(s, 'hostRouting.hostFailures'),
   };
 }
 

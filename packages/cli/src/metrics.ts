@@ -40,6 +40,9 @@ interface Instruments {
   workerAckRetries: Counter;
   workerAppliedRedeliveries: Counter;
   workerDeadLetters: Counter;
+  workerHostMessages: Counter;
+  workerShardRequests: Counter;
+  workerHostFailures: Counter;
   servingVersion: Gauge;
   servingFreshness: Gauge;
   servingRequestRate: Gauge;
@@ -82,6 +85,20 @@ function instruments(registry: Registry): Instruments {
       labelNames: [...labelNames, 'reason'],
       registers: [registry],
     }),
+    workerHostMessages: c(
+      'freshet_worker_host_messages_total',
+      'Host messages sent: pulls or pushes for several shards of one shard host in one message.',
+    ),
+    workerShardRequests: new Counter({
+      name: 'freshet_worker_shard_requests_total',
+      help: 'Pulls and pushes sent to shards, by path: inside a host message, or to the shard directly.',
+      labelNames: [...labelNames, 'path'],
+      registers: [registry],
+    }),
+    workerHostFailures: c(
+      'freshet_worker_host_failures_total',
+      "Host messages that got no reply (that host's shards are then asked directly for a while).",
+    ),
     servingVersion: g('freshet_serving_version', 'Parameter version the serving node scores with.'),
     servingFreshness: g('freshet_serving_freshness_seconds', 'Event-to-serving freshness.', ['quantile']),
     servingRequestRate: g('freshet_serving_requests_per_second', 'Score/rank requests per second.'),
@@ -130,6 +147,10 @@ function record(m: Instruments, a: ActorStatus, cluster: string): void {
     for (const [reason, n] of Object.entries(v.deadLetters ?? {})) {
       setCounter(m.workerDeadLetters, { ...labels, reason } as Labels, n);
     }
+    setCounter(m.workerHostMessages, labels, v.hostMessages);
+    setCounter(m.workerShardRequests, { ...labels, path: 'host' } as Labels, v.hostParts);
+    setCounter(m.workerShardRequests, { ...labels, path: 'direct' } as Labels, v.directRequests);
+    setCounter(m.workerHostFailures, labels, v.hostFailures);
   } else {
     const v = servingView(a);
     setGauge(m.servingVersion, labels, v.version);

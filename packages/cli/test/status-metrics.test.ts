@@ -123,6 +123,7 @@ describe('metrics', () => {
         acksConfirming: 4,
         counters: { ackRetries: 9, appliedRedeliveries: 2 },
         deadLetters: { RATE_LIMITED: 3, OVERSIZE: 0 },
+        hostRouting: { hostMessages: 6, hostParts: 20, direct: 3, notHere: 1, hostFailures: 1 },
       }),
     });
     const a = await reg.metrics();
@@ -134,6 +135,14 @@ describe('metrics', () => {
       'freshet_worker_dead_letters_total{cluster="c1",role="worker",id="w-1",reason="RATE_LIMITED"} 3',
     );
     expect(a).not.toContain('reason="OVERSIZE"');
+    expect(a).toContain('freshet_worker_host_messages_total{cluster="c1",role="worker",id="w-1"} 6');
+    expect(a).toContain(
+      'freshet_worker_shard_requests_total{cluster="c1",role="worker",id="w-1",path="host"} 20',
+    );
+    expect(a).toContain(
+      'freshet_worker_shard_requests_total{cluster="c1",role="worker",id="w-1",path="direct"} 3',
+    );
+    expect(a).toContain('freshet_worker_host_failures_total{cluster="c1",role="worker",id="w-1"} 1');
     expect(a).toContain('freshet_worker_progressive_auc{cluster="c1",role="worker",id="w-1"} 0.7');
     expect(a).toContain('freshet_worker_process_cpu_seconds_total');
     expect(await reg.metrics()).toContain(
