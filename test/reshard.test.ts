@@ -86,6 +86,8 @@ describe('resharding: shards move between hosts under load', () => {
     await nats.nc.jetstream().views.kv(subjects(cluster).kvBucket);
     const tap = await nats.connect('ledger');
     const ledger = PushLedger.start(tap, cluster);
+    let hostDeltas = 0;
+    tap.subscribe(subjects(cluster).hostDeltaAll, { callback: () => hostDeltas++ });
     await tap.flush();
 
     /** `freshet <args> --cluster C --nats URL` as an operator runs it (--json where it has one) */
@@ -114,7 +116,8 @@ describe('resharding: shards move between hosts under load', () => {
           nats: { servers: nats.url },
           dataDir: join(dir, name),
           // no periodic checkpoints: a move uploads a final one
-          shard: { model: faultSpec, checkpointIntervalMs: 0 },
+          // deltas in one message per host: the serving nodes follow every move through them
+          shard: { model: faultSpec, checkpointIntervalMs: 0, hostDeltas: true },
         },
         ['--metrics-port', '0'],
       );
@@ -178,6 +181,8 @@ describe('resharding: shards move between hosts under load', () => {
     expect(ledger.examples()).toBe(total); // none lost, none twice
     // the workers sent pushes for a host's shards together (worker hostRouting) through the moves
     expect(ledger.hostMessages).toBeGreaterThan(0);
+    // and the hosts published their shards' deltas together (shard option hostDeltas)
+    expect(hostDeltas).toBeGreaterThan(0);
     for (let i = 0; i < SHARDS; i++) {
       const st = await shardStatus(nats.nc, cluster, i);
       expect(st.state).toBe('running');

@@ -461,7 +461,8 @@ export function planShardHost(cfg: ClusterConfig, index: number, urls: string[])
     index,
     id,
     nats: actorNats(cfg, urls),
-    options: cfg.shards.options,
+    // its serving nodes are of this version and read host deltas: on unless the config says no
+    options: { hostDeltas: true, ...cfg.shards.options },
   });
   try {
     compileShardHostOptions(raw as ShardHostOptionsInput);
