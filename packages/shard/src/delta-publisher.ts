@@ -2,8 +2,9 @@ import { encodeDelta, type RowEncoding } from '@freshet/protocol';
 
 /** What ticks several publishers together (host-deltas.ts). */
 export interface DeltaDriver {
-  attach(p: DeltaPublisher, intervalMs: number): void;
-  detach(p: DeltaPublisher): void;
+  attach(p: DeltaPublisher, shard: number, intervalMs: number): void;
+  /** Stops ticking `p`; resolves once what it published in the driver's ticks is on the bus. */
+  detach(p: DeltaPublisher): Promise<void>;
 }
 import type { ShardCore } from './shard-core.js';
 import { RecentTimings } from './staleness.js';
@@ -46,7 +47,7 @@ export class DeltaPublisher {
 
   /** Ticks on its own timer, or is ticked by its driver. */
   start(): void {
-    if (this.driver) this.driver.attach(this, this.intervalMs);
+    if (this.driver) this.driver.attach(this, this.shard, this.intervalMs);
     else this.timer = setInterval(() => void this.tick(), this.intervalMs);
   }
 
@@ -82,7 +83,7 @@ export class DeltaPublisher {
   }
 
   async stop(): Promise<void> {
-    this.driver?.detach(this);
+    await this.driver?.detach(this);
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     await this.busy;

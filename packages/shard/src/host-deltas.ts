@@ -7,11 +7,12 @@ import type { DeltaDriver, DeltaPublisher } from './delta-publisher.js';
  * publish their deltas on one timer, and what they publish in a tick leaves as one message on
  * `hdelta.<host>`, so a serving node receives a message per host per tick, not per shard. Each
  * part is the shard's own delta frame with its own seq: serving checks gaps and resyncs per shard
- * as before. A tick with one part publishes it on the shard's own subject; a frame published
- * between ticks (a shard's last delta as it stops) goes there too, after any earlier one.
+ * as before. A tick with one part publishes it on the shard's own subject, and so does a stopping
+ * shard's last delta, once the tick that may hold its earlier ones is out.
  */
 export class HostDeltas implements DeltaDriver {
-  private readonly attached = new Map<DeltaPublisher, number>();
+  /** Publisher → its shard and interval. */
+  private readonly attached = new Map<DeltaPublisher, { shard: number; intervalMs: number }>();
   private collecting: { shard: number; frame: Uint8Array }[] | undefined;
   private timer: NodeJS.Timeout | undefined;
   private intervalMs = 0;
@@ -33,27 +34,39 @@ export class HostDeltas implements DeltaDriver {
   /** The `publish` of shard `shard`'s delta publisher. */
   sink(shard: number): (frame: Uint8Array) => void {
     return (frame) => {
-      if (this.collecting) this.collecting.push({ shard, frame });
+      // into the tick being collected while the shard is ticked here, or behind its frames there
+      const c = this.collecting;
+      if (c && (this.ticked(shard) || c.some((p) => p.shard === shard))) c.push({ shard, frame });
       else this.nc.publish(this.subj.delta(shard), frame);
     };
   }
 
+  private ticked(shard: number): boolean {
+    for (const a of this.attached.values()) if (a.shard === shard) return true;
+    return false;
+  }
+
   /** Ticks at the shortest interval of the attached publishers. */
-  attach(p: DeltaPublisher, intervalMs: number): void {
-    this.attached.set(p, intervalMs);
-    const want = Math.min(...this.attached.values());
+  attach(p: DeltaPublisher, shard: number, intervalMs: number): void {
+    this.attached.set(p, { shard, intervalMs });
+    const want = Math.min(...[...this.attached.values()].map((a) => a.intervalMs));
     if (this.timer && want === this.intervalMs) return;
     if (this.timer) clearInterval(this.timer);
     this.intervalMs = want;
     this.timer = setInterval(() => this.tick(), want);
   }
 
-  detach(p: DeltaPublisher): void {
+  /**
+   * A stopping shard: untick it, and resolve once the tick in progress (which may hold its
+   * deltas) is on the bus, so its last delta follows them on its own subject before it hands off.
+   */
+  async detach(p: DeltaPublisher): Promise<void> {
     this.attached.delete(p);
     if (this.attached.size === 0 && this.timer) {
       clearInterval(this.timer);
       this.timer = undefined;
     }
+    await this.busy;
   }
 
   /** Stops ticking once the tick in progress is out. */
