@@ -105,8 +105,10 @@ export class HostDeltas implements DeltaDriver {
       chunk = [];
       bytes = 0;
     };
+    // room for the host message's own header under the server's limit
+    const cap = Math.min(this.maxBytes, (this.nc.info?.max_payload ?? Infinity) - 64 * 1024);
     for (const p of parts) {
-      if (chunk.length > 0 && bytes + p.frame.byteLength > this.maxBytes) out();
+      if (chunk.length > 0 && bytes + p.frame.byteLength > cap) out();
       chunk.push(p);
       bytes += p.frame.byteLength;
     }
