@@ -18,8 +18,8 @@ export class HostDeltas implements DeltaDriver {
   private intervalMs = 0;
   private busy: Promise<void> | undefined;
   private readonly subj;
-  /** Host delta messages sent, and the shard deltas they carried. */
-  readonly counters = { messages: 0, parts: 0 };
+  /** Host delta messages sent, the shard deltas they carried, ticks whose publish failed. */
+  readonly counters = { messages: 0, parts: 0, errors: 0 };
 
   constructor(
     private readonly nc: NatsConnection,
@@ -87,7 +87,12 @@ export class HostDeltas implements DeltaDriver {
       )
       .finally(() => {
         this.collecting = undefined;
-        this.send(collected);
+        try {
+          this.send(collected);
+        } catch {
+          // the connection is closing: a serving node sees the gap in the seqs and resyncs
+          this.counters.errors++;
+        }
         this.busy = undefined;
       });
   }

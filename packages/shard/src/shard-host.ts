@@ -131,8 +131,8 @@ export interface ShardHostStatus {
   /** Shards stopped here whose final checkpoint is not in the Object Store yet (lease kept). */
   unreleased: number[];
   moves: { in: number; out: number; lastInMs: number | null; lastOutMs: number | null };
-  /** Host delta messages sent and the shard deltas they carried (null: `hostDeltas` off). */
-  hostDeltas: { messages: number; parts: number } | null;
+  /** Host delta messages sent, the shard deltas they carried, failed ticks (null: `hostDeltas` off). */
+  hostDeltas: { messages: number; parts: number; errors: number } | null;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
