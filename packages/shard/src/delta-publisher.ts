@@ -1,4 +1,7 @@
 import { encodeDelta, type RowEncoding } from '@freshet/protocol';
+import type { ShardCore } from './shard-core.js';
+import { RecentTimings } from './staleness.js';
+import type { Wal } from './wal.js';
 
 /** What ticks several publishers together (host-deltas.ts). */
 export interface DeltaDriver {
@@ -6,9 +9,6 @@ export interface DeltaDriver {
   /** Stops ticking `p`; resolves once what it published in the driver's ticks is on the bus. */
   detach(p: DeltaPublisher): Promise<void>;
 }
-import type { ShardCore } from './shard-core.js';
-import { RecentTimings } from './staleness.js';
-import type { Wal } from './wal.js';
 
 /**
  * Publishes changed rows (values only) and tombstones every few milliseconds on the shard's

@@ -27,7 +27,6 @@ export function hostEndpoints(
   cluster: string,
   host: string,
   running: ReadonlyMap<number, Shard>,
-  onError?: (e: FreshetError | Error) => void,
 ): Endpoint[] {
   const s = subjects(cluster);
   const serve =
@@ -46,11 +45,7 @@ export function hostEndpoints(
       if (!pending) return encodeHostReply(replies as HostReply);
       return Promise.all(replies.map((r) => Promise.resolve(r))).then(encodeHostReply);
     };
-  const opts = {
-    maxInFlight: HOST_MESSAGES_IN_FLIGHT,
-    maxBytes: HOST_MESSAGE_MAX_BYTES,
-    ...(onError ? { onError } : {}),
-  };
+  const opts = { maxInFlight: HOST_MESSAGES_IN_FLIGHT, maxBytes: HOST_MESSAGE_MAX_BYTES };
   return [
     frameEndpoint(nc, s.hostPull(host), serve('pull'), opts),
     frameEndpoint(nc, s.hostPush(host), serve('push'), opts),

@@ -132,6 +132,8 @@ export class Shard implements ProcessActor {
   private _core: ShardCore | undefined;
   private wal: Wal | undefined;
   private endpoints: Endpoint[] = [];
+  /** The pull and push subjects, for {@link requestHandler}. */
+  private requestSubjects: Record<HostPartKind, string> | undefined;
   private service: Service | undefined;
   private deltas: DeltaPublisher | undefined;
   private ssp: SspGate | undefined;
@@ -437,8 +439,12 @@ export class Shard implements ProcessActor {
    * none (starting, restoring, stopped).
    */
   requestHandler(kind: HostPartKind): FrameHandler | undefined {
-    const s = subjects(this.options.cluster);
-    const subject = kind === 'pull' ? s.pull(this.options.shard) : s.push(this.options.shard);
+    // per part of every host message: the subjects are built once
+    this.requestSubjects ??= {
+      pull: subjects(this.options.cluster).pull(this.options.shard),
+      push: subjects(this.options.cluster).push(this.options.shard),
+    };
+    const subject = this.requestSubjects[kind];
     return this.endpoints.find((e) => e.subject === subject)?.handler;
   }
 
