@@ -129,6 +129,30 @@ function scan(root: unknown): DeadLetter | undefined {
   return undefined;
 }
 
+/**
+ * {@link scan}'s checks without its messages: true when nothing there would fail. Valid events
+ * skip building a path string per value (a third of the parse of a Criteo event); a failing one
+ * is scanned again for its message.
+ */
+function clean(v: unknown, depth: number): boolean {
+  if (typeof v === 'number') return Number.isFinite(v);
+  if (typeof v === 'string') return v.length <= eventLimits.maxStringLength;
+  if (v === null || typeof v !== 'object') return true;
+  if (depth >= MAX_DEPTH) return false;
+  if (Array.isArray(v)) {
+    if (v.length > eventLimits.maxTokens) return false;
+    for (let i = 0; i < v.length; i++) if (!clean(v[i], depth + 1)) return false;
+    return true;
+  }
+  let n = 0;
+  for (const k in v) {
+    if (!Object.hasOwn(v, k)) continue;
+    if (++n > eventLimits.maxFeatures + 16) return false;
+    if (!clean((v as Record<string, unknown>)[k], depth + 1)) return false;
+  }
+  return true;
+}
+
 function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
   let v = root;
   for (const p of path) {
@@ -213,8 +237,10 @@ export function parseEvent(
   if (typeof obj.kind !== 'string' || !kinds.has(obj.kind)) {
     return fail('UNKNOWN_KIND', `unknown kind ${JSON.stringify(obj.kind)?.slice(0, 64)}`);
   }
-  const bad = scan(raw);
-  if (bad) return fail(bad.reason, bad.message);
+  if (!clean(raw, 0)) {
+    const bad = scan(raw);
+    if (bad) return fail(bad.reason, bad.message);
+  }
   let event = validEvent(raw);
   if (!event) {
     const r = eventSchemaByKind[obj.kind as EventKind].safeParse(raw);
