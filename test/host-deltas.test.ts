@@ -4,6 +4,7 @@ import { decodeDelta, decodeHostDelta, parseModelSpec, subjects } from '@freshet
 import { Replica } from '@freshet/serving';
 import { ShardHost } from '@freshet/shard';
 import {
+  embeddingModel,
   keysOnEveryShard,
   placeShardsInKv,
   uniqueName,
@@ -17,10 +18,7 @@ const nats = useNats();
 const tempDir = useTempDirs();
 const SHARDS = 3;
 const DIM = 4;
-const model = {
-  name: 'host-deltas',
-  tables: [{ name: 'emb', dim: DIM, optimizer: { kind: 'adam', lr: 0.05 }, staleness: { policy: 'none' } }],
-};
+const model = embeddingModel('host-deltas', { dim: DIM, lr: 0.05 });
 const spec = parseModelSpec(model);
 const quiet = () => undefined;
 

@@ -7,39 +7,15 @@ import {
   FreshetError,
   subjects,
   type Delta,
-  type PushRequest,
 } from '@freshet/protocol';
-import { uniqueName, useNats } from '@freshet/testkit';
+import { embeddingModel, onePush, uniqueName, useNats } from '@freshet/testkit';
 import { compileShardOptions, deltaIntervalOf } from '../src/shard-options.js';
 import { aligned, startShard } from '../src/shard.js';
 
 const nats = useNats();
 
-const model = {
-  name: 'm',
-  tables: [
-    { name: 'emb', dim: 4, optimizer: { kind: 'adam', lr: 0.01 }, staleness: { policy: 'none' }, ttlMs: 0 },
-  ],
-};
-
-function push(id: string, key: number): PushRequest {
-  return {
-    id,
-    worker: 'w1',
-    clock: 0,
-    base: 0,
-    eventTs: Date.now(),
-    tables: [
-      {
-        t: 0,
-        dim: 4,
-        keys: Uint32Array.from([key, 0]),
-        grads: new Float32Array(4).fill(0.1),
-        counts: new Uint32Array(1).fill(1),
-      },
-    ],
-  };
-}
+const model = embeddingModel('m');
+const push = (id: string, key: number) => onePush(id, key, { worker: 'w1' });
 
 describe('delta interval sized by the shard count', () => {
   const base = { cluster: 'c', shard: 0, model };

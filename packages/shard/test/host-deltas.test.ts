@@ -8,39 +8,20 @@ import {
   shardOfKey,
   subjects,
 } from '@freshet/protocol';
-import { uniqueName, useNats, useTempDirs } from '@freshet/testkit';
+import { embeddingModel, onePush, uniqueName, useNats, useTempDirs } from '@freshet/testkit';
 import { HostDeltas } from '../src/host-deltas.js';
 import { Shard } from '../src/shard.js';
 
 const nats = useNats();
 const tempDir = useTempDirs();
-const model = {
-  name: 'm',
-  tables: [{ name: 'emb', dim: 4, optimizer: { kind: 'adam', lr: 0.01 }, staleness: { policy: 'none' } }],
-};
+const model = embeddingModel('m');
 
 /** The `n`th key (from 100) that shard `shard` of 2 owns. */
 const keyOf = (shard: number, n: number) => {
   for (let k = 100, seen = 0; ; k++) if (shardOfKey(0, k, 0, 2) === shard && seen++ === n) return k;
 };
 
-const push = (id: string, key: number) =>
-  encodePush({
-    id,
-    worker: 'w',
-    clock: 0,
-    base: 0,
-    eventTs: Date.now(),
-    tables: [
-      {
-        t: 0,
-        dim: 4,
-        keys: Uint32Array.of(key, 0),
-        grads: new Float32Array(4).fill(0.1),
-        counts: Uint32Array.of(1),
-      },
-    ],
-  });
+const push = (id: string, key: number) => encodePush(onePush(id, key));
 
 describe('host deltas', () => {
   it("keep each shard's deltas in seq order across host and own subjects, a stopping shard's last one included", async () => {

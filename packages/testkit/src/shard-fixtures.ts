@@ -1,6 +1,6 @@
 import type { KV, NatsConnection } from 'nats';
 import { placementKv, writePlacement } from '@freshet/nats';
-import { shardOfKey, subjects } from '@freshet/protocol';
+import { shardOfKey, subjects, type ModelSpecInput, type PushRequest } from '@freshet/protocol';
 
 /**
  * A batch's keys of one sparse table (`n` distinct ids from `first`, key hi `hi`) that every one
@@ -31,4 +31,47 @@ export async function placeShardsInKv(nc: NatsConnection, cluster: string, hosts
   const kv = await placementKv(nc, cluster);
   await writePlacement(kv, { epoch: 1, hosts, at: Date.now() }, 0);
   return kv;
+}
+
+/** A model of one sparse table `emb` (Adam, no staleness policy): what most shard tests train. */
+export function embeddingModel(
+  name: string,
+  opts: { dim?: number; lr?: number; optimizer?: 'adam' | 'adagrad' | 'sgd' } = {},
+): ModelSpecInput {
+  return {
+    name,
+    tables: [
+      {
+        name: 'emb',
+        dim: opts.dim ?? 4,
+        optimizer: { kind: opts.optimizer ?? 'adam', lr: opts.lr ?? 0.01 },
+        staleness: { policy: 'none' },
+      },
+    ],
+  };
+}
+
+/** A push of one row of table 0: `key` (hi 0) with every gradient `grad`. */
+export function onePush(
+  id: string,
+  key: number,
+  opts: { dim?: number; grad?: number; worker?: string } = {},
+): PushRequest {
+  const dim = opts.dim ?? 4;
+  return {
+    id,
+    worker: opts.worker ?? 'w',
+    clock: 0,
+    base: 0,
+    eventTs: Date.now(),
+    tables: [
+      {
+        t: 0,
+        dim,
+        keys: Uint32Array.of(key, 0),
+        grads: new Float32Array(dim).fill(opts.grad ?? 0.1),
+        counts: Uint32Array.of(1),
+      },
+    ],
+  };
 }

@@ -5,6 +5,7 @@ import { readPlacement, writePlacement } from '@freshet/nats';
 import { parseModelSpec } from '@freshet/protocol';
 import { Shard, ShardHost } from '@freshet/shard';
 import {
+  embeddingModel,
   keysOnEveryShard,
   placeShardsInKv,
   uniqueName,
@@ -19,10 +20,7 @@ const nats = useNats();
 const tempDir = useTempDirs();
 const SHARDS = 4;
 const DIM = 4;
-const model = {
-  name: 'host-routing',
-  tables: [{ name: 'emb', dim: DIM, optimizer: { kind: 'adam', lr: 0.01 }, staleness: { policy: 'none' } }],
-};
+const model = embeddingModel('host-routing', { dim: DIM });
 const spec = parseModelSpec(model);
 const quiet = () => undefined;
 
