@@ -10,7 +10,7 @@ import {
 } from '@freshet/protocol';
 import type { Shard } from './shard.js';
 
-/** Host messages handled at once; each part also counts against its shard's own bound. */
+/** Host messages handled at once by default (shard host option `hostMessagesInFlight`). */
 export const HOST_MESSAGES_IN_FLIGHT = 1024;
 /** A host message's size bound (the server's max_payload is usually lower). */
 export const HOST_MESSAGE_MAX_BYTES = 64 * 1024 * 1024;
@@ -27,6 +27,7 @@ export function hostEndpoints(
   cluster: string,
   host: string,
   running: ReadonlyMap<number, Shard>,
+  maxInFlight = HOST_MESSAGES_IN_FLIGHT,
 ): Endpoint[] {
   const s = subjects(cluster);
   const serve =
@@ -45,7 +46,7 @@ export function hostEndpoints(
       if (!pending) return encodeHostReply(replies as HostReply);
       return Promise.all(replies.map((r) => Promise.resolve(r))).then(encodeHostReply);
     };
-  const opts = { maxInFlight: HOST_MESSAGES_IN_FLIGHT, maxBytes: HOST_MESSAGE_MAX_BYTES };
+  const opts = { maxInFlight, maxBytes: HOST_MESSAGE_MAX_BYTES };
   return [
     frameEndpoint(nc, s.hostPull(host), serve('pull'), opts),
     frameEndpoint(nc, s.hostPush(host), serve('push'), opts),

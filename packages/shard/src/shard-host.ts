@@ -21,7 +21,7 @@ import {
 } from '@freshet/nats';
 import { assertClusterName, FreshetError, subjects, type ShardStatus } from '@freshet/protocol';
 import { HostDeltas } from './host-deltas.js';
-import { hostEndpoints } from './host-messages.js';
+import { HOST_MESSAGES_IN_FLIGHT, hostEndpoints } from './host-messages.js';
 import { compileShardOptions, type ShardOptionsInput } from './shard-options.js';
 import { Shard } from './shard.js';
 
@@ -47,6 +47,12 @@ export const shardHostOptionsSchema = z
     pollMs: z.number().int().min(10).default(250),
     /** How often it says what it waits for (no placement yet, a lease another host holds). */
     waitLogMs: z.number().int().min(1).default(10_000),
+    /**
+     * Host messages (pulls or pushes for several of its shards) handled at once per kind; one
+     * more is answered OVERLOADED and its parts retried. Each part also counts against its
+     * shard's own bound (`limits.maxInFlight`), which is what protects a shard.
+     */
+    hostMessagesInFlight: z.number().int().min(1).default(HOST_MESSAGES_IN_FLIGHT),
   })
   .strict();
 export type ShardHostOptionsInput = z.input<typeof shardHostOptionsSchema>;
@@ -237,7 +243,7 @@ export class ShardHost implements ProcessActor {
       }));
     this.ownsNc = !this.deps.nc;
     try {
-      this.hostEps = hostEndpoints(this.nc, o.cluster, o.host, this.running);
+      this.hostEps = hostEndpoints(this.nc, o.cluster, o.host, this.running, o.hostMessagesInFlight);
       const template = compileShardOptions(hostedShardOptions(o, 0, 1));
       if (template.hostDeltas)
         this.hostDeltas = new HostDeltas(this.nc, o.cluster, o.host, template.limits.maxDeltaBytes);
