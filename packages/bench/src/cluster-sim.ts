@@ -181,6 +181,9 @@ export interface SimResult {
   cpuUsPerExample: Record<'worker' | 'shard' | 'serving' | 'nats' | 'clients', number>;
 }
 
+/** The window of a sampled lane's recent load (µs). */
+const RECENT_US = 100_000;
+
 class Resource {
   readonly lanes: Float64Array;
   busy = 0;
@@ -206,6 +209,20 @@ class Resource {
   ) {
     this.lanes = new Float64Array(Math.max(1, lanes));
   }
+  /**
+   * Set (a seeded random source): the wait in the queue is drawn, not booked. For a single-lane
+   * server that every batch of a large cluster books inline (a shard host's endpoint): bookings
+   * come out of time order by up to a worker's own backlog, and a FIFO lane would make a
+   * message wait behind every one booked before it, even one arriving later (at 1000 machines
+   * ~10 ms per message at 40% load). The wait is M/G/1's (Pollaczek–Khinchine) at the lane's
+   * recent load: none with probability 1 − ρ, else exponential with mean E[S²] / (2 E[S] (1 − ρ)),
+   * so a batch's fork-join over hundreds of hosts still waits for the slowest of its draws.
+   * Like a fluid server's, its saturation shows as utilisation ≥ 1, which makes the run unstable.
+   */
+  sampleWait: (() => number) | undefined;
+  private recentT = 0;
+  private recentBusy = 0;
+  private recentSq = 0;
   /** Serves a job arriving at `t` needing `us` of one lane; returns its finish time. */
   run(t: number, charged: number): number {
     const cost = charged * this.scale;
@@ -216,6 +233,19 @@ class Resource {
       this.busy += us;
       return t + us;
     }
+    if (this.sampleWait) {
+      this.busy += us;
+      // load over the last ~RECENT_US (exponentially decayed), jobs and their squares alike
+      const at = Math.max(this.recentT, t);
+      const decay = Math.exp(-(at - this.recentT) / RECENT_US);
+      this.recentT = at;
+      this.recentBusy = this.recentBusy * decay + us;
+      this.recentSq = this.recentSq * decay + us * us;
+      const rho = Math.min(0.99, this.recentBusy / RECENT_US);
+      const waitGivenQueued = this.recentSq / this.recentBusy / (2 * (1 - rho));
+      const wait = this.sampleWait() < rho ? -Math.log(1 - this.sampleWait()) * waitGivenQueued : 0;
+      return t + wait + us;
+    }
     let best = 0;
     for (let i = 1; i < this.lanes.length; i++) if (this.lanes[i]! < this.lanes[best]!) best = i;
     const start = Math.max(t, this.lanes[best]!);
@@ -225,6 +255,8 @@ class Resource {
     return end;
   }
   backlog(now: number): number {
+    // no queue to measure: overload shows as waits that grow without bound (ρ → 1)
+    if (this.sampleWait) return 0;
     let m = 0;
     for (const l of this.lanes) m = Math.max(m, l - now);
     return m;
@@ -290,6 +322,7 @@ class Heap<T> {
 
 type Ev =
   | { k: 'ready'; w: number }
+  | { k: 'pull'; w: number; b: Batch }
   | { k: 'pulled'; w: number; b: Batch }
   | { k: 'computed'; w: number; b: Batch }
   | { k: 'pushed'; w: number; b: Batch }
@@ -374,6 +407,8 @@ export function simulate(
   const shardWork = perHost
     ? Array.from({ length: S }, (_, i) => res('shard', `shard-host-${i} threads`, 1, Math.max(1, c - 1)))
     : shardIo;
+  // A host's endpoint hears from every worker process of the cluster: waits drawn (Resource).
+  if (perHost) for (const r of [...shardIo, ...shardWork]) r.sampleWait = rnd;
   const nats = Array.from({ length: K }, (_, i) =>
     res('nats', `nats-${i}`, 1, layout.sharedCores ?? c, true),
   );
@@ -508,12 +543,22 @@ export function simulate(
     inFlight[w]!++;
     b.startT = t;
     const reqBytes = b.rowsPerShard * 8;
-    const sent =
-      workerMain[w]!.run(t, b.size * costs.encodeExampleUs + b.shards.length * nodeIo(reqBytes, coShare)) +
-      coWait;
-    let done = sent;
+    const sent = workerMain[w]!.run(
+      t,
+      b.size * costs.encodeExampleUs + b.shards.length * nodeIo(reqBytes, coShare),
+    );
+    // A coalesced pull leaves once its machine's other batches joined it: an event then, not
+    // work booked now for later, since a shard's queue serves in booking order and would make
+    // everything arriving meanwhile wait behind it.
+    if (coWait > 0) heap.push(sent + coWait, { k: 'pull', w, b });
+    else pull(w, b, sent);
+  };
+  /** A batch's pull leaves the worker at `t`: one request per shard touched, answered. */
+  const pull = (w: number, b: Batch, t: number) => {
+    const reqBytes = b.rowsPerShard * 8;
+    let done = t;
     for (const s of b.shards) {
-      const arrive = bus(sent, serverOfWorker(w), serverOfShard(s), reqBytes, 0, coShare);
+      const arrive = bus(t, serverOfWorker(w), serverOfShard(s), reqBytes, 0, coShare);
       const dense = !replica && s < D ? denseBytes : 0;
       const repBytes = b.rowsPerShard * pullRowBytes + dense;
       const served = shardServe(
@@ -617,6 +662,9 @@ export function simulate(
         nextReady(ev.w, t);
         break;
       }
+      case 'pull':
+        pull(ev.w, ev.b, t);
+        break;
       case 'pulled': {
         const b = ev.b;
         // A pull that waited a second: some shard's queue is far past the stability bound.
@@ -722,11 +770,18 @@ export function simulate(
           rows * costs.deltaRowUs + (denseRows / 16) * costs.deltaRowUs,
         );
         let delivered = bus(taken, serverOfShard(s), serverOfShard(s), bytes, denseRows * 4);
-        // Fan-out: the server delivers one copy per replica holding the shard (spread over the servers).
+        // Fan-out: one copy per serving process holding the shard, delivered by the server it is
+        // connected to. Serving processes spread over the servers, a slice's holders on
+        // consecutive ones (slice after slice), so no server delivers every slice's deltas; the
+        // shard's server forwards one copy to each other server with holders (a route).
         const holders = Math.ceil(servingProcs / slices);
+        const origin = serverOfShard(s);
+        const first = (s % slices) * holders;
+        const copies = Math.ceil(holders / K);
         for (let k = 0; k < Math.min(K, holders) && R > 0; k++) {
-          const copies = Math.ceil(holders / K);
-          nats[k]!.run(taken, copies * natsIo(bytes));
+          const server = (first + k) % K;
+          if (server !== origin) nats[origin]!.run(taken, natsIo(bytes));
+          nats[server]!.run(taken, copies * natsIo(bytes));
         }
         natsMsgs += holders;
         natsBytes += holders * bytes;
@@ -797,6 +852,7 @@ export function simulate(
       // batches are long (one worker's 256-example batch on a loaded local machine).
       maxBacklog < Math.max(50_000, 2000 * (batchP50Ms ?? 0)) &&
       (utilisation.nats ?? 0) < 1 &&
+      (utilisation.shard ?? 0) < 1 &&
       (utilisation.machine_cpu ?? 0) < 1,
     freshnessP50Ms: q(0.5),
     freshnessP99Ms: q(0.99),

@@ -184,8 +184,39 @@ describe('scale-out knobs', () => {
     expect(co.stable).toBe(true);
     expect(co.natsMsgsPerS).toBeLessThan(one.natsMsgsPerS * 0.6);
     expect(Math.abs(co.busBytesPerExample / one.busBytesPerExample - 1)).toBeLessThan(0.1);
-    // It waits for the machine's other batches.
+    // It waits for the machine's other batches: (k − 1) / 2 of the machine's batch intervals,
+    // once. (Booked as the shards' work at the time it would leave, the wait also held up every
+    // request arriving at those shards meanwhile: 52.9 ms here instead of 35.2.)
+    const perWorker = 20_000 / (big.workerMachines * 4);
+    const coWaitMs = (((4 - 1) / 2) * (co.examplesPerBatch / perWorker) * 1000) / 4;
     expect(co.batchP50Ms!).toBeGreaterThan(one.batchP50Ms!);
+    expect(co.batchP50Ms! - one.batchP50Ms!).toBeLessThan(1.2 * coWaitMs);
+    expect(co.batchP50Ms! - one.batchP50Ms!).toBeGreaterThan(0.6 * coWaitMs);
+  });
+
+  it("a shard host's queue wait is drawn at its load, not booked behind later arrivals", () => {
+    // 480 worker processes each booking its batch's pull and push on all 32 hosts inline: a FIFO
+    // lane served them in booking order, so a request waited behind ones arriving after it.
+    const many = { ...big, workerMachines: 60, shardMachines: 32, natsMachines: 8, servingMachines: 4 };
+    const hosts = {
+      ...knobs,
+      workerProcsPerMachine: 8,
+      inFlightBatches: 4,
+      coalesceBatches: 8,
+      denseShards: 32,
+      servingProcsPerMachine: 8,
+      servingNodesPerSlice: 2,
+    };
+    const r = simulate(costs, many, 300_000, hosts, 1500);
+    expect(r.stable).toBe(true);
+    expect(r.utilisation.shard!).toBeLessThan(0.5);
+    // a batch: its machine's coalescing wait, its compute, hops, and waits of the order of the
+    // hosts' service times (54 ms here with FIFO lanes, 31 drawn)
+    const perWorker = 300_000 / (60 * 8);
+    const coWaitMs = (((8 - 1) / 2) * (r.examplesPerBatch / perWorker) * 1000) / 8;
+    const computeMs = (r.examplesPerBatch * costs.computeExampleUs) / 1000;
+    expect(r.batchP50Ms!).toBeLessThan(coWaitMs + computeMs + 5);
+    expect(simulate(costs, many, 300_000, hosts, 1500)).toEqual(r);
   });
 
   it('one dense replica per machine flushes per machine, not per process', () => {
