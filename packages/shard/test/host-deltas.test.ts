@@ -1,14 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { requestBytes } from '@freshet/nats';
-import {
-  decodeDelta,
-  decodeHostDelta,
-  decodePushReply,
-  encodePush,
-  shardOfKey,
-  subjects,
-} from '@freshet/protocol';
-import { embeddingModel, onePush, uniqueName, useNats, useTempDirs } from '@freshet/testkit';
+import { decodeDelta, decodeHostDelta, decodePushReply, encodePush, subjects } from '@freshet/protocol';
+import { embeddingModel, keyOnShard, onePush, uniqueName, useNats, useTempDirs } from '@freshet/testkit';
 import { HostDeltas } from '../src/host-deltas.js';
 import { Shard } from '../src/shard.js';
 
@@ -16,10 +9,7 @@ const nats = useNats();
 const tempDir = useTempDirs();
 const model = embeddingModel('m');
 
-/** The `n`th key (from 100) that shard `shard` of 2 owns. */
-const keyOf = (shard: number, n: number) => {
-  for (let k = 100, seen = 0; ; k++) if (shardOfKey(0, k, 0, 2) === shard && seen++ === n) return k;
-};
+const keyOf = (shard: number, n: number) => keyOnShard(shard, 2, n);
 
 const push = (id: string, key: number) => encodePush(onePush(id, key));
 

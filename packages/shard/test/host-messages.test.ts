@@ -1,16 +1,10 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { requestBytes } from '@freshet/nats';
-import {
-  decodeHostReply,
-  decodePushReply,
-  encodeHostRequest,
-  encodePush,
-  shardOfKey,
-  subjects,
-} from '@freshet/protocol';
+import { decodeHostReply, decodePushReply, encodeHostRequest, encodePush, subjects } from '@freshet/protocol';
 import {
   embeddingModel,
+  keyOnShard,
   onePush,
   placeShardsInKv,
   uniqueName,
@@ -23,11 +17,6 @@ import { compileShardHostOptions, ShardHost } from '../src/shard-host.js';
 const nats = useNats();
 const tempDir = useTempDirs();
 const quiet = () => undefined;
-
-/** A key of table 0 that shard `shard` of 2 owns. */
-const keyOf = (shard: number) => {
-  for (let k = 100; ; k++) if (shardOfKey(0, k, 0, 2) === shard) return k;
-};
 
 describe('host messages', () => {
   it('hostMessagesInFlight must be a positive integer', () => {
@@ -65,7 +54,7 @@ describe('host messages', () => {
           op: 'push',
           parts: [0, 1].map((shard) => ({
             shard,
-            frame: encodePush(onePush(`${id}.${shard}`, keyOf(shard))),
+            frame: encodePush(onePush(`${id}.${shard}`, keyOnShard(shard, 2))),
           })),
         });
       const send = (id: string) =>

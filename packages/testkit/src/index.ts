@@ -29,7 +29,7 @@ export { connectNetnsNats, type NetnsNatsOptions } from './netns-nats.js';
 export { startLossyLink, type LossyLink } from './lossy-link.js';
 export { publishExamples, outstanding, consumerBacklog, setAckWait, type ExampleShape } from './feedback.js';
 export { useTempDirs } from './temp-dirs.js';
-export { embeddingModel, keysOnEveryShard, onePush, placeShardsInKv } from './shard-fixtures.js';
+export { embeddingModel, keyOnShard, keysOnEveryShard, onePush, placeShardsInKv } from './shard-fixtures.js';
 export {
   writeCriteoFixture,
   writeMovieLensFixture,

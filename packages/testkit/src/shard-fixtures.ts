@@ -25,6 +25,11 @@ export function keysOnEveryShard(
   };
 }
 
+/** The `n`th key (lo from 100, hi 0) of table 0 that shard `shard` of `shards` owns. */
+export function keyOnShard(shard: number, shards: number, n = 0): number {
+  for (let k = 100, seen = 0; ; k++) if (shardOfKey(0, k, 0, shards) === shard && seen++ === n) return k;
+}
+
 /** Creates the cluster's KV bucket and writes its first shard placement (`hosts[i]` runs shard i). */
 export async function placeShardsInKv(nc: NatsConnection, cluster: string, hosts: string[]): Promise<KV> {
   await nc.jetstream().views.kv(subjects(cluster).kvBucket);
