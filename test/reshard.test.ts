@@ -68,7 +68,7 @@ async function shardRows(
  * host is killed for good, its lease freed by hand (`freshet shard release --force`, refused
  * while the shard answers) and the shard moved on, again bit-identical; a host's metrics follow
  * its shards; and the serving node that followed every move scores like one started afterwards
- * from snapshots.
+ * from snapshots. Hosts h2 and h3 run their shards in shard threads (host option `threads`).
  */
 describe('resharding: shards move between hosts under load', () => {
   const nats = useNats();
@@ -115,6 +115,9 @@ describe('resharding: shards move between hosts under load', () => {
           host: name,
           nats: { servers: nats.url },
           dataDir: join(dir, name),
+          // h2 and h3 run their shards in shard threads, h1 and h4 on their own thread: moves,
+          // admin commands and metrics work across both
+          threads: name === 'h2' || name === 'h3' ? 2 : 0,
           // no periodic checkpoints: a move uploads a final one
           // deltas in one message per host: the serving nodes follow every move through them
           shard: { model: faultSpec, checkpointIntervalMs: 0, hostDeltas: true },

@@ -11,7 +11,7 @@ import {
   type NatsServerHandle,
 } from '@freshet/nats';
 import { decodePullReply, encodePull, subjects } from '@freshet/protocol';
-import { aligned, ShardHost, tickOf } from '@freshet/shard';
+import { aligned, ShardHost, tickOf, type Shard } from '@freshet/shard';
 
 /** Options of {@link runMoveBench}. */
 export interface MoveBenchOptions {
@@ -68,7 +68,8 @@ export async function runMoveBench(opts: MoveBenchOptions = {}): Promise<Record<
       hosts.push(h);
     }
     // fill the shard in place (as the shard bench does): a checkpoint carries them like pushed rows
-    const tab = hosts[0]!.shards.get(0)!.core.tables[0]!;
+    // (the hosts run their shards on their own thread: option threads 0)
+    const tab = (hosts[0]!.shards.get(0) as Shard).core.tables[0]!;
     const tick = tickOf(Date.now());
     for (let i = 0; i < rows; i++) tab.create(i, 0x5eed, tick);
     tab.takeChanges(rows);

@@ -192,11 +192,17 @@ const shardGroupSchema = z
           .refine((h) => new Set(h).size === h.length, 'a host is named twice'),
       ])
       .optional(),
+    /** Shard threads per shard host (its option `threads`; 0: its shards share its own thread). */
+    threads: z.number().int().min(0).max(256).optional(),
   })
   .strict()
   .refine((g) => g.hosts === undefined || shardHostNames(g.hosts).length <= g.count, {
     message: 'more shard hosts than shards: a host runs whole shards',
     path: ['hosts'],
+  })
+  .refine((g) => g.threads === undefined || g.hosts !== undefined, {
+    message: 'threads are a shard host option: set hosts too',
+    path: ['threads'],
   })
   .prefault({});
 
@@ -289,7 +295,12 @@ export interface ClusterConfig {
   partitions: number;
   model: Record<string, unknown>;
   stream: Record<string, unknown>;
-  shards: { count: number; options: Record<string, unknown>; hosts?: number | string[] | undefined };
+  shards: {
+    count: number;
+    options: Record<string, unknown>;
+    hosts?: number | string[] | undefined;
+    threads?: number | undefined;
+  };
   workers: { count: number; options: Record<string, unknown> };
   serving: { count: number; options: Record<string, unknown> };
   metrics: z.infer<typeof metricsConfigSchema>;
@@ -464,6 +475,7 @@ export function planShardHost(cfg: ClusterConfig, index: number, urls: string[])
     // its serving nodes are of this version and read host deltas: on unless the config says no
     options: { hostDeltas: true, ...cfg.shards.options },
   });
+  if (cfg.shards.threads !== undefined) raw.threads = cfg.shards.threads;
   try {
     compileShardHostOptions(raw as ShardHostOptionsInput);
   } catch (e) {

@@ -8,7 +8,7 @@ import { placeShards, shardPlacement } from '../src/shard-placement-ops.js';
 import { startLocalCluster, type LocalCluster } from '../src/local-cluster.js';
 
 describe('a local cluster on shard hosts (shards.hosts)', () => {
-  it('plans shard-host processes, refuses more hosts than shards', () => {
+  it('plans shard-host processes (with their threads), refuses more hosts than shards', () => {
     const cfg = compileClusterConfig({ cluster: 'c', shards: { count: 4, hosts: 2 } });
     const shards = planActors(cfg, ['nats://127.0.0.1:4222']).filter((p) => p.role === 'shard');
     expect(shards.map((p) => [p.id, p.command, (p.options as { host: string }).host])).toEqual([
@@ -17,6 +17,13 @@ describe('a local cluster on shard hosts (shards.hosts)', () => {
     ]);
     expect(() => compileClusterConfig({ cluster: 'c', shards: { count: 2, hosts: 3 } })).toThrow(
       /more shard hosts than shards/,
+    );
+    // shard threads per host: a host option, so only with hosts
+    const threaded = compileClusterConfig({ cluster: 'c', shards: { count: 4, hosts: 2, threads: 3 } });
+    const hostPlans = planActors(threaded, ['nats://127.0.0.1:4222']).filter((p) => p.role === 'shard');
+    expect(hostPlans.map((p) => (p.options as { threads?: number }).threads)).toEqual([3, 3]);
+    expect(() => compileClusterConfig({ cluster: 'c', shards: { count: 4, threads: 3 } })).toThrow(
+      /threads are a shard host option/,
     );
     // a hosted shard's options are checked like a shard's, before anything starts
     expect(() =>
@@ -30,7 +37,8 @@ describe('a local cluster on shard hosts (shards.hosts)', () => {
       cluster: uniqueName('lch').replace(/[^A-Za-z0-9_-]/g, ''),
       dataDir: dir,
       partitions: 2,
-      shards: { count: 4, hosts: 2, options: { checkpointIntervalMs: 0 } },
+      // each host's shards in a shard thread of its own
+      shards: { count: 4, hosts: 2, threads: 1, options: { checkpointIntervalMs: 0 } },
       workers: { count: 1, options: { compute: { threads: 1 } } },
       serving: { count: 0 },
     });

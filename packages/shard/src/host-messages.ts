@@ -8,7 +8,7 @@ import {
   type HostPartKind,
   type HostReply,
 } from '@freshet/protocol';
-import type { Shard } from './shard.js';
+import type { HostedShard } from './hosted-shard.js';
 
 /** Host messages handled at once by default (shard host option `hostMessagesInFlight`). */
 export const HOST_MESSAGES_IN_FLIGHT = 1024;
@@ -19,14 +19,15 @@ export const HOST_MESSAGE_MAX_BYTES = 64 * 1024 * 1024;
  * A shard host's two endpoints for host messages (ps-mux.ts, docs/architecture.md): each part
  * goes to its shard's own pull or push handler, with that shard's limits, as if it had come on
  * the shard's subject; the reply carries each shard's reply frame, or says the shard does not run
- * here (moved away, not started yet). Parts are handed over in order, synchronously, so a shard
- * sees one host message's parts, and consecutive host messages, in the order they were sent.
+ * here (moved away, not started yet). Parts are handed over in order, synchronously (or posted
+ * to the shard's thread, whose port keeps their order), so a shard sees one host message's parts,
+ * and consecutive host messages, in the order they were sent.
  */
 export function hostEndpoints(
   nc: NatsConnection,
   cluster: string,
   host: string,
-  running: ReadonlyMap<number, Shard>,
+  running: ReadonlyMap<number, HostedShard>,
   maxInFlight = HOST_MESSAGES_IN_FLIGHT,
 ): Endpoint[] {
   const s = subjects(cluster);
@@ -38,8 +39,8 @@ export function hostEndpoints(
         throw new FreshetError('BAD_REQUEST', `a host ${req.op} message on the ${op} subject`);
       }
       let pending = false;
-      const replies: (Uint8Array | Promise<Uint8Array> | undefined)[] = req.parts.map((p) => {
-        const r = running.get(p.shard)?.requestHandler(op)?.call(p.frame);
+      const replies = req.parts.map((p) => {
+        const r = running.get(p.shard)?.hostCall(op, p.frame);
         if (r instanceof Promise) pending = true;
         return r;
       });

@@ -66,6 +66,7 @@ export {
 } from './shard-options.js';
 export { DeltaPublisher } from './delta-publisher.js';
 export { Shard, aligned, startShard, type ShardState, type ShardDeps, type RestoreInfo } from './shard.js';
+export type { HostedShard } from './hosted-shard.js';
 export {
   ShardHost,
   shardHostOptionsSchema,

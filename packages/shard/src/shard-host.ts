@@ -22,7 +22,9 @@ import {
 import { assertClusterName, FreshetError, subjects, type ShardStatus } from '@freshet/protocol';
 import { HostDeltas } from './host-deltas.js';
 import { HOST_MESSAGES_IN_FLIGHT, hostEndpoints } from './host-messages.js';
+import type { HostedShard } from './hosted-shard.js';
 import { compileShardOptions, type ShardOptionsInput } from './shard-options.js';
+import { ShardThreads } from './shard-threads.js';
 import { Shard } from './shard.js';
 
 /** Options of a shard host process (`freshet shard-host`, docs/resharding.md). */
@@ -53,6 +55,13 @@ export const shardHostOptionsSchema = z
      * shard's own bound (`limits.maxInFlight`), which is what protects a shard.
      */
     hostMessagesInFlight: z.number().int().min(1).default(HOST_MESSAGES_IN_FLIGHT),
+    /**
+     * Shard threads: 0 runs the hosted shards on the host's own thread; n ≥ 1 spreads them over
+     * n worker threads, each with its own NATS connection, while the host's thread answers host
+     * messages (handing each part to its shard's thread) and follows the placement. On a
+     * dedicated machine: its cores less one.
+     */
+    threads: z.number().int().min(0).max(256).default(0),
   })
   .strict();
 export type ShardHostOptionsInput = z.input<typeof shardHostOptionsSchema>;
@@ -108,8 +117,8 @@ function hostedShardOptions(o: ShardHostOptions, shard: number, shards: number):
 
 /** Called as hosted shards start and stop (the CLI wires their admin commands with it). */
 export interface ShardHostHooks {
-  onShardStarted?(shard: Shard): void | Promise<void>;
-  onShardStopping?(shard: Shard): void | Promise<void>;
+  onShardStarted?(shard: HostedShard): void | Promise<void>;
+  onShardStopping?(shard: HostedShard): void | Promise<void>;
 }
 
 export interface ShardHostDeps {
@@ -137,8 +146,10 @@ export interface ShardHostStatus {
   /** Shards stopped here whose final checkpoint is not in the Object Store yet (lease kept). */
   unreleased: number[];
   moves: { in: number; out: number; lastInMs: number | null; lastOutMs: number | null };
-  /** Host delta messages sent, the shard deltas they carried, failed ticks (null: `hostDeltas` off). */
+  /** Host delta messages sent, the shard deltas they carried, failed ticks (null: `hostDeltas` off or threaded). */
   hostDeltas: { messages: number; parts: number; errors: number } | null;
+  /** Shards per shard thread (null: option `threads` 0, the shards run on the host's thread). */
+  threads: number[] | null;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -171,13 +182,15 @@ export class ShardHost implements ProcessActor {
   private nc: NatsConnection | undefined;
   private ownsNc = false;
   private kv: KV | undefined;
-  private readonly running = new Map<number, Shard>();
+  private readonly running = new Map<number, HostedShard>();
+  /** The shard threads (option `threads`), or undefined: shards on this thread. */
+  private threads: ShardThreads | undefined;
   /** Pulls and pushes for several of its shards in one message (host-messages.ts). */
   private hostEps: Endpoint[] = [];
   /** Its shards' deltas in one message per tick (shard option `hostDeltas`). */
   private hostDeltas: HostDeltas | undefined;
   /** Stopped, final checkpoint not yet in the Object Store: the lease stays ours. */
-  private readonly unreleased = new Map<number, Shard>();
+  private readonly unreleased = new Map<number, HostedShard>();
   private readonly waiting = new Map<number, string>();
   private readonly lastWaitLog = new Map<string, number>();
   private assigned: number[] = [];
@@ -215,7 +228,7 @@ export class ShardHost implements ProcessActor {
     return this.life.state;
   }
   /** The shards running here now (index → shard). */
-  get shards(): ReadonlyMap<number, Shard> {
+  get shards(): ReadonlyMap<number, HostedShard> {
     return this.running;
   }
   readyFields(): Record<string, unknown> {
@@ -245,13 +258,26 @@ export class ShardHost implements ProcessActor {
     try {
       this.hostEps = hostEndpoints(this.nc, o.cluster, o.host, this.running, o.hostMessagesInFlight);
       const template = compileShardOptions(hostedShardOptions(o, 0, 1));
-      if (template.hostDeltas)
+      if (o.threads > 0) {
+        this.threads = await ShardThreads.start(
+          o.threads,
+          {
+            cluster: o.cluster,
+            host: o.host,
+            nats: o.nats,
+            hostDeltasMaxBytes: template.hostDeltas ? template.limits.maxDeltaBytes : null,
+            statusMs: Math.min(1000, o.pollMs),
+          },
+          this.log,
+        );
+      } else if (template.hostDeltas)
         this.hostDeltas = new HostDeltas(this.nc, o.cluster, o.host, template.limits.maxDeltaBytes);
       this.kv = await placementKv(this.nc, o.cluster);
       await this.reconcile(signal);
     } catch (e) {
       await this.drainHostEndpoints();
       await this.stopShards();
+      await this.threads?.close();
       if (this.ownsNc) await this.nc.drain().catch(() => undefined);
       throw e;
     }
@@ -358,11 +384,13 @@ export class ShardHost implements ProcessActor {
     // stale (with no lease ever written, a dir here can only be ours: kept)
     if (!ours) rmSync(o.dataDir!, { recursive: true, force: true });
     const log: ActorLog = (level, msg, fields) => this.log(level, msg, { shard: i, ...fields });
-    const shard = new Shard(o, {
-      nc: this.nc,
-      log,
-      ...(this.hostDeltas ? { hostDeltas: this.hostDeltas } : {}),
-    });
+    const shard: HostedShard = this.threads
+      ? this.threads.shard(o, log)
+      : new Shard(o, {
+          nc: this.nc,
+          log,
+          ...(this.hostDeltas ? { hostDeltas: this.hostDeltas } : {}),
+        });
     try {
       await shard.start();
     } catch (e) {
@@ -384,7 +412,7 @@ export class ShardHost implements ProcessActor {
       shard: i,
       epoch,
       from: ours ? 'data dir' : (shard.restore?.checkpointSource ?? 'empty'),
-      version: shard.core.version,
+      version: shard.status().version,
       ms: Date.now() - t0,
     });
     try {
@@ -408,7 +436,7 @@ export class ShardHost implements ProcessActor {
   }
 
   /** Tells the embedder a shard stops (its admin commands go); a failure there must not stop the move. */
-  private async stopping(shard: Shard): Promise<void> {
+  private async stopping(shard: HostedShard): Promise<void> {
     try {
       await this.deps.hooks?.onShardStopping?.(shard);
     } catch (e) {
@@ -421,17 +449,12 @@ export class ShardHost implements ProcessActor {
    * then the lease stays ours, so no host restores an older state: the upload is retried each
    * pass, and a restart of this host resumes the shard from its own data dir.
    */
-  private async tryRelease(i: number, shard: Shard, epoch = this.epoch ?? 0): Promise<void> {
+  private async tryRelease(i: number, shard: HostedShard, epoch = this.epoch ?? 0): Promise<void> {
     if (!shard.handedOff) {
-      const up = shard.uploader;
-      const err = !shard.finalCheckpointWritten
-        ? new Error('the final checkpoint was not written (restart this host: it recovers from its log)')
-        : !up
-          ? new Error('no Object Store uploader')
-          : await (up.schedule(), up.flush()).then(
-              () => undefined,
-              (e: unknown) => e as Error,
-            );
+      const err = await shard.finishHandOff().then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
       if (err) {
         this.waitLog(
           `release-${i}`,
@@ -484,6 +507,7 @@ export class ShardHost implements ProcessActor {
     await this.drainHostEndpoints();
     await this.stopShards();
     await this.hostDeltas?.stop();
+    await this.threads?.close();
     if (this.ownsNc) await this.nc?.drain().catch(() => undefined);
   }
 
@@ -501,6 +525,7 @@ export class ShardHost implements ProcessActor {
       unreleased: [...this.unreleased.keys()],
       moves: { ...this.moves },
       hostDeltas: this.hostDeltas ? { ...this.hostDeltas.counters } : null,
+      threads: this.threads?.counts() ?? null,
     };
   }
 }

@@ -45,6 +45,7 @@ import { CheckpointUploader, isFreshDataDir, restoreFromStore } from './checkpoi
 import { ObjectStoreCheckpoints } from './object-store-checkpoints.js';
 import { DeltaPublisher } from './delta-publisher.js';
 import type { HostDeltas } from './host-deltas.js';
+import type { HostedShard, RestoreInfo } from './hosted-shard.js';
 import { forgetPlan } from './forget.js';
 import {
   compileShardOptions,
@@ -99,31 +100,14 @@ export interface ShardDeps {
   hostDeltas?: HostDeltas;
 }
 
-/** What the shard recovered on start. */
-export interface RestoreInfo {
-  checkpointSegment: number | null;
-  /** Where the checkpoint came from: the data dir, or the Object Store (a fresh data dir). */
-  checkpointSource: 'dir' | 'object-store' | null;
-  checkpointVersion: number;
-  /** Time spent fetching and verifying it from the Object Store (0 when from the data dir). */
-  fetchMs: number;
-  replayedRecords: number;
-  replayedSegments: number;
-  /**
-   * Logged pushes skipped because they left state non-finite (NON_FINITE_STATE). This version
-   * never logs such a push; a log written before the after-apply check existed may hold one.
-   */
-  rejectedRecords: number;
-  version: number;
-  ms: number;
-}
+export type { RestoreInfo };
 
 /**
  * The parameter-server shard actor: owns a {@link ShardCore}, serves pull/push/snapshot over
  * NATS, publishes deltas, logs every accepted push before acknowledging it, checkpoints
  * periodically and registers with the NATS service API.
  */
-export class Shard implements ProcessActor {
+export class Shard implements ProcessActor, HostedShard {
   readonly role = 'shard';
   readonly options: ShardOptions;
   private readonly life: Lifecycle;
@@ -446,6 +430,25 @@ export class Shard implements ProcessActor {
     };
     const subject = this.requestSubjects[kind];
     return this.endpoints.find((e) => e.subject === subject)?.handler;
+  }
+
+  hostCall(kind: HostPartKind, frame: Uint8Array): Uint8Array | Promise<Uint8Array> | undefined {
+    return this.requestHandler(kind)?.call(frame);
+  }
+
+  /**
+   * After stop(): uploads the final checkpoint if stop() could not (the Object Store was away),
+   * so that another host may restore everything this one applied; throws while it cannot.
+   */
+  async finishHandOff(): Promise<void> {
+    if (this._handedOff) return;
+    if (!this._finalCheckpoint)
+      throw new Error('the final checkpoint was not written (restart this host: it recovers from its log)');
+    const up = this.uploader;
+    if (!up) throw new Error('no Object Store uploader');
+    up.schedule();
+    await up.flush();
+    this._handedOff = true;
   }
 
   private countError(err: FreshetError | Error): void {

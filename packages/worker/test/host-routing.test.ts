@@ -122,7 +122,8 @@ describe('host routing', () => {
       expect([...out.accepted].sort()).toEqual([0, 1, 2, 3]);
       expect(out.duplicates).toBe(0);
       expect(router.stats).toMatchObject({ hostMessages: 3, hostParts: 6, direct: 4 });
-      const versions = () => [0, 1, 2, 3].map((i) => (host.shards.get(i) ?? standalone[i - 2]!).core.version);
+      const versions = () =>
+        [0, 1, 2, 3].map((i) => (host.shards.get(i) ?? standalone[i - 2]!).status().version);
       expect(versions()).toEqual([1, 1, 1, 1]);
       // a retry of the same push through the host is a duplicate, applied once
       const again = await routed.push(plan, pulled, grads, { id: 'b1', examples: b.size });

@@ -2,7 +2,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { FreshetError, type AdminCommand } from '@freshet/protocol';
 import type { ActorLog, ActorProcessExtras, NatsOptionsInput, ProcessActor } from '@freshet/nats';
 import type { ServingNode, ServingOptionsInput } from '@freshet/serving';
-import type { Shard, ShardHost, ShardHostOptionsInput, ShardOptionsInput } from '@freshet/shard';
+import type { HostedShard, Shard, ShardHost, ShardHostOptionsInput, ShardOptionsInput } from '@freshet/shard';
 import type { Worker, WorkerOptionsInput } from '@freshet/worker';
 import type { AdminHandler } from '../role-admin.js';
 import { shardIndexFromEnv } from '../shard-index.js';
@@ -61,7 +61,12 @@ const shardRole: Role<Shard> = {
     const { Shard } = await import('@freshet/shard');
     return new Shard(options as ShardOptionsInput, deps);
   },
-  commands: (shard) => ({
+  commands: (shard) => shardCommands(shard),
+};
+
+/** A shard's admin commands, whether it runs alone, on a shard host or in a host's shard thread. */
+function shardCommands(shard: HostedShard): Partial<Record<Exclude<AdminCommand, 'drain'>, AdminHandler>> {
+  return {
     async checkpoint() {
       await shard.checkpoint();
       const s = shard.status();
@@ -74,8 +79,8 @@ const shardRole: Role<Shard> = {
     async forget(req) {
       return (await import('./user-forget.js')).shardForgetHandler(shard)(req);
     },
-  }),
-};
+  };
+}
 
 /**
  * A shard host runs the shards the placement gives it (docs/resharding.md). Each hosted shard
@@ -98,7 +103,7 @@ const shardHostRole: Role<ShardHost> = {
             id: shard.id,
             log: deps.log,
             handlers: {
-              ...shardRole.commands!(shard),
+              ...shardCommands(shard),
               drain: () =>
                 Promise.reject(
                   new FreshetError(

@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import type { NatsConnection } from 'nats';
 import { FreshetError, forgottenUserKey, subjects, type AdminRequest } from '@freshet/protocol';
-import type { Shard } from '@freshet/shard';
+import type { HostedShard } from '@freshet/shard';
 import type { Worker } from '@freshet/worker';
 import { discoverActors } from '../discovery.js';
 import type { AdminHandler } from '../role-admin.js';
@@ -23,7 +23,7 @@ function need(req: AdminRequest): string {
 }
 
 /** The shard's `forget` admin handler: `{user, fields?}` → rows removed per table. */
-export function shardForgetHandler(shard: Shard): AdminHandler {
+export function shardForgetHandler(shard: Pick<HostedShard, 'forgetUser'>): AdminHandler {
   return async (req) => ({ removed: await shard.forgetUser(need(req), req.fields ?? ['user']) });
 }
 

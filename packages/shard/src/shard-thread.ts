@@ -1,0 +1,150 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import type { NatsConnection } from 'nats';
+import { connectNats } from '@freshet/nats';
+import { FreshetError, subjects, toErrorEnvelope } from '@freshet/protocol';
+import { HostDeltas } from './host-deltas.js';
+import { Shard } from './shard.js';
+import { PortBatch } from './port-batch.js';
+import type { PartReply, StoppedShard, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
+
+/*
+ * The body of one of a shard host's shard threads (shard-threads.ts): it runs the shards the host
+ * starts here, on its own NATS connection (their own subjects, deltas, checkpoints), and answers
+ * the parts of host messages the host's thread hands over. Every shard of the host stays on the
+ * thread that started it until it stops.
+ */
+
+const port = parentPort!;
+const data = workerData as ThreadData;
+const shards = new Map<number, Shard>();
+let nc: NatsConnection | undefined;
+let hostDeltas: HostDeltas | undefined;
+
+function post(m: ToMain, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(m, transfer);
+}
+
+/** A reply frame that owns its buffer, so it moves to the host's thread without a copy. */
+function own(frame: Uint8Array): Uint8Array {
+  return frame.byteOffset === 0 &&
+    frame.byteLength === frame.buffer.byteLength &&
+    frame.buffer instanceof ArrayBuffer
+    ? frame
+    : frame.slice();
+}
+
+function shardOf(sid: number): Shard {
+  const s = shards.get(sid);
+  if (!s) throw new FreshetError('NOT_READY', `no shard ${sid} on shard thread ${data.thread}`);
+  return s;
+}
+
+async function init(): Promise<void> {
+  nc = await connectNats(data.nats, `freshet-shard-host-${data.cluster}-${data.host}-t${data.thread}`, {
+    inboxPrefix: subjects(data.cluster).inboxPrefix('shard'),
+  });
+  // this thread's shards' deltas leave as one message per tick, on a subject of its own
+  if (data.hostDeltasMaxBytes !== null)
+    hostDeltas = new HostDeltas(nc, data.cluster, `${data.host}-t${data.thread}`, data.hostDeltasMaxBytes);
+}
+
+function stopped(s: Shard): StoppedShard {
+  return { status: s.status(), handedOff: s.handedOff, finalCheckpointWritten: s.finalCheckpointWritten };
+}
+
+async function handle(m: Exclude<ToThread, { op: 'call' }>): Promise<unknown> {
+  switch (m.op) {
+    case 'init':
+      await init();
+      return null;
+    case 'start': {
+      const s = new Shard(m.options, {
+        nc: nc!,
+        log: (level, msg, fields) =>
+          post({ t: 'log', sid: m.sid, level, msg, ...(fields ? { fields } : {}) }),
+        ...(hostDeltas ? { hostDeltas } : {}),
+      });
+      shards.set(m.sid, s);
+      try {
+        await s.start();
+      } catch (e) {
+        await s.stop().catch(() => undefined);
+        shards.delete(m.sid);
+        throw e;
+      }
+      return s.restore ?? null;
+    }
+    case 'stop': {
+      const s = shards.get(m.sid);
+      if (!s) return null;
+      await s.stop();
+      // kept until its hand-off is finished (its upload may be retried)
+      if (s.handedOff) shards.delete(m.sid);
+      return stopped(s);
+    }
+    case 'finish': {
+      const s = shards.get(m.sid);
+      if (!s) return null;
+      await s.finishHandOff();
+      shards.delete(m.sid);
+      return stopped(s);
+    }
+    case 'checkpoint':
+      return shardOf(m.sid).checkpoint();
+    case 'reload':
+      return shardOf(m.sid).reload(m.checkpoint);
+    case 'forget':
+      return shardOf(m.sid).forgetUser(m.user, m.fields);
+    case 'close':
+      await Promise.allSettled([...shards.values()].map((s) => s.stop()));
+      shards.clear();
+      await hostDeltas?.stop();
+      await nc?.drain().catch(() => undefined);
+      return null;
+  }
+}
+
+/** The shards' states and statuses, after every command and every status interval. */
+function statuses(): void {
+  const list = [...shards].map(([sid, s]) => ({ sid, ...stopped(s) }));
+  if (list.length) post({ t: 'status', list });
+}
+
+const timer = setInterval(statuses, data.statusMs);
+timer.unref();
+
+const replies = new PortBatch<PartReply>((list, transfer) => post({ t: 'replies', list }, transfer));
+
+function reply(id: number, frame: Uint8Array | undefined): void {
+  const f = frame && own(frame);
+  replies.add({ id, frame: f }, f?.buffer as ArrayBuffer | undefined);
+}
+
+port.on('message', (m: ToThread) => {
+  if (m.op === 'calls') {
+    for (const c of m.list) {
+      const r = shards.get(c.sid)?.hostCall(c.kind, c.frame);
+      // a shard's handler never rejects (error envelopes): undefined only if it did anyway
+      if (r instanceof Promise)
+        void r.then(
+          (frame) => reply(c.id, frame),
+          () => reply(c.id, undefined),
+        );
+      else reply(c.id, r);
+    }
+    // what was answered at once goes back now, not a turn later
+    replies.flush();
+    return;
+  }
+  void handle(m).then(
+    // statuses first: a caller reading the status after its command sees the command's effect
+    (value) => {
+      statuses();
+      post({ t: 'done', id: m.id, value });
+    },
+    (e: unknown) => {
+      statuses();
+      post({ t: 'done', id: m.id, error: toErrorEnvelope(e) });
+    },
+  );
+});

@@ -1,0 +1,323 @@
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { ActorLog, ActorState } from '@freshet/nats';
+import { FreshetError, type ErrorEnvelope, type HostPartKind, type ShardStatus } from '@freshet/protocol';
+import type { HostedShard, RestoreInfo } from './hosted-shard.js';
+import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
+import { PortBatch } from './port-batch.js';
+import type { PartCall, StoppedShard, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
+
+/** Where the compiled thread body lives (tests run src/ through vitest; threads need dist/). */
+function threadFile(): string {
+  const here = fileURLToPath(import.meta.url);
+  const dir = dirname(here);
+  const file = here.endsWith('.ts')
+    ? join(dir, '..', 'dist', 'shard-thread.js')
+    : join(dir, 'shard-thread.js');
+  if (!existsSync(file))
+    throw new FreshetError('CONFIG', `shard thread ${file} missing: build @freshet/shard first`);
+  return file;
+}
+
+type Pending = { resolve(v: unknown): void; reject(e: Error): void };
+type Command = ToThread extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
+
+/** One shard thread: its worker, the commands and host-message parts it has not answered yet. */
+class ShardThread {
+  private worker: Worker | undefined;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly calls = new Map<number, (frame: Uint8Array | undefined) => void>();
+  private readonly outbox = new PortBatch<PartCall>((list, transfer) =>
+    this.worker?.postMessage({ op: 'calls', list } satisfies ToThread, transfer),
+  );
+  readonly shards = new Map<number, ThreadShard>();
+  private starting: Promise<void> | undefined;
+
+  constructor(
+    readonly data: ThreadData,
+    private readonly log: ActorLog,
+  ) {}
+
+  get alive(): boolean {
+    return this.worker !== undefined;
+  }
+
+  /** Starts the thread (again, after it died) and connects it. */
+  ensure(): Promise<void> {
+    if (this.worker) return this.starting ?? Promise.resolve();
+    const w = new Worker(threadFile(), { workerData: this.data });
+    this.worker = w;
+    w.on('message', (m: ToMain) => this.onMessage(m));
+    w.on('error', (e) => this.died(w, e));
+    w.on('exit', (code) => this.died(w, new Error(`shard thread ${this.data.thread} exited (${code})`)));
+    this.starting = this.command({ op: 'init' }).then(
+      () => {
+        this.starting = undefined;
+      },
+      (e: unknown) => {
+        this.starting = undefined;
+        void w.terminate();
+        throw e;
+      },
+    );
+    return this.starting;
+  }
+
+  /** Its shards fail (the host restarts them from their data dirs); what it had not answered fails. */
+  private died(w: Worker, e: Error): void {
+    if (this.worker !== w) return;
+    this.worker = undefined;
+    this.outbox.drop();
+    // (what its shards had open stays open: their log files are fds of the process, not the thread)
+    if (this.shards.size) this.log('error', `shard thread ${this.data.thread} died: ${e.message}`);
+    const err = new FreshetError('UNAVAILABLE', `shard thread ${this.data.thread} died: ${e.message}`);
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    for (const c of this.calls.values()) c(undefined);
+    this.calls.clear();
+    for (const s of this.shards.values()) s.threadDied();
+  }
+
+  command(c: Command): Promise<unknown> {
+    const w = this.worker;
+    if (!w)
+      return Promise.reject(
+        new FreshetError('UNAVAILABLE', `shard thread ${this.data.thread} is not running`),
+      );
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      w.postMessage({ ...c, id });
+    });
+  }
+
+  /** One part of a host message: copied out of the message (a view of the socket's buffer) and moved. */
+  call(sid: number, kind: HostPartKind, frame: Uint8Array): Promise<Uint8Array | undefined> | undefined {
+    if (!this.worker) return undefined;
+    const id = this.nextId++;
+    const copy = frame.slice();
+    return new Promise((resolve) => {
+      this.calls.set(id, resolve);
+      this.outbox.add({ id, sid, kind, frame: copy }, copy.buffer);
+    });
+  }
+
+  private onMessage(m: ToMain): void {
+    switch (m.t) {
+      case 'replies':
+        for (const r of m.list) {
+          const c = this.calls.get(r.id);
+          this.calls.delete(r.id);
+          c?.(r.frame);
+        }
+        return;
+      case 'done': {
+        const p = this.pending.get(m.id);
+        this.pending.delete(m.id);
+        if (m.error) p?.reject(FreshetError.fromEnvelope(m.error as ErrorEnvelope));
+        else p?.resolve(m.value);
+        return;
+      }
+      case 'log':
+        this.shards.get(m.sid)?.log(m.level, m.msg, m.fields);
+        return;
+      case 'status':
+        for (const s of m.list) this.shards.get(s.sid)?.mirror(s);
+        return;
+    }
+  }
+
+  /** Stops its shards (a host stops them before, one by one) and ends the thread. */
+  async close(): Promise<void> {
+    const w = this.worker;
+    if (!w) return;
+    await this.command({ op: 'close' }).catch(() => undefined);
+    this.worker = undefined;
+    await w.terminate();
+  }
+}
+
+/**
+ * A shard host's shard threads (host option `threads`, docs/resharding.md): each hosted shard
+ * runs in one of them, on that thread's own NATS connection, so a host's shards use its cores
+ * while the host's own thread answers host messages, follows the placement and runs the leases.
+ */
+export class ShardThreads {
+  private readonly threads: ShardThread[];
+  private nextSid = 1;
+
+  private constructor(threads: ShardThread[]) {
+    this.threads = threads;
+  }
+
+  static async start(count: number, data: Omit<ThreadData, 'thread'>, log: ActorLog): Promise<ShardThreads> {
+    const t = new ShardThreads(
+      Array.from({ length: count }, (_, thread) => new ShardThread({ ...data, thread }, log)),
+    );
+    try {
+      await Promise.all(t.threads.map((x) => x.ensure()));
+    } catch (e) {
+      await t.close();
+      throw e;
+    }
+    return t;
+  }
+
+  /** A shard to start on the thread with the fewest shards (a dead thread is started again). */
+  shard(input: ShardOptionsInput, log: ActorLog): ThreadShard {
+    const thread = this.threads.reduce((a, b) => (b.shards.size < a.shards.size ? b : a));
+    return new ThreadShard(thread, this.nextSid++, input, log);
+  }
+
+  /** Shards per thread (the host's status). */
+  counts(): number[] {
+    return this.threads.map((t) => t.shards.size);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.threads.map((t) => t.close()));
+  }
+}
+
+/** A shard running in a shard thread, as its host drives it. */
+export class ThreadShard implements HostedShard {
+  readonly options: ShardOptions;
+  private _state: ActorState = 'created';
+  private last: ShardStatus | undefined;
+  restore: RestoreInfo | undefined;
+  handedOff = false;
+  finalCheckpointWritten = false;
+  private stopping: Promise<void> | undefined;
+
+  constructor(
+    private readonly thread: ShardThread,
+    private readonly sid: number,
+    private readonly input: ShardOptionsInput,
+    readonly log: ActorLog,
+  ) {
+    this.options = compileShardOptions(input);
+  }
+
+  get id(): string {
+    return `shard-${this.options.shard}`;
+  }
+  get cluster(): string {
+    return this.options.cluster;
+  }
+  get state(): ActorState {
+    return this._state;
+  }
+
+  async start(): Promise<void> {
+    this._state = 'starting';
+    this.thread.shards.set(this.sid, this);
+    try {
+      await this.thread.ensure();
+      this.restore = ((await this.thread.command({ op: 'start', sid: this.sid, options: this.input })) ??
+        undefined) as RestoreInfo | undefined;
+      if (this._state === 'starting') this._state = 'running';
+    } catch (e) {
+      this._state = 'failed';
+      throw e;
+    }
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    if (this._state !== 'failed' || this.thread.alive) this._state = 'draining';
+    try {
+      const r = (await this.thread.command({ op: 'stop', sid: this.sid })) as StoppedShard | null;
+      if (r) this.mirror(r);
+    } catch {
+      // its thread died: nothing more to stop (its log stays in the data dir)
+    }
+    this._state = 'stopped';
+    // kept on its thread only while its final checkpoint still has to reach the Object Store
+    if (this.handedOff || !this.finalCheckpointWritten || !this.thread.alive)
+      this.thread.shards.delete(this.sid);
+  }
+
+  async finishHandOff(): Promise<void> {
+    if (this.handedOff) return;
+    if (!this.thread.alive)
+      throw new Error('its shard thread died before the final checkpoint was uploaded (restart this host)');
+    const r = (await this.thread.command({ op: 'finish', sid: this.sid })) as StoppedShard | null;
+    if (r) this.mirror(r);
+    this.handedOff = true;
+    this.thread.shards.delete(this.sid);
+  }
+
+  /** The thread's report of this shard. */
+  mirror(s: StoppedShard): void {
+    this.last = s.status;
+    this.handedOff = s.handedOff;
+    this.finalCheckpointWritten = s.finalCheckpointWritten;
+    // a failure there (its log could not be written) is seen by the host's next placement pass
+    if (s.status.state === 'failed' && this._state === 'running') this._state = 'failed';
+  }
+
+  /** Its thread died while it ran: the host restarts it from its data dir, as after a failure. */
+  threadDied(): void {
+    if (this._state === 'running' || this._state === 'starting') this._state = 'failed';
+  }
+
+  status(): ShardStatus {
+    return { ...(this.last ?? emptyStatus(this.options)), state: this._state };
+  }
+
+  hostCall(kind: HostPartKind, frame: Uint8Array): Promise<Uint8Array | undefined> | undefined {
+    if (this._state !== 'running') return undefined;
+    return this.thread.call(this.sid, kind, frame);
+  }
+
+  async checkpoint(): Promise<void> {
+    await this.thread.command({ op: 'checkpoint', sid: this.sid });
+  }
+
+  async reload(checkpoint?: string): Promise<RestoreInfo & { versionBefore: number }> {
+    const r = await this.thread.command({
+      op: 'reload',
+      sid: this.sid,
+      ...(checkpoint === undefined ? {} : { checkpoint }),
+    });
+    return r as RestoreInfo & { versionBefore: number };
+  }
+
+  async forgetUser(user: string, fields?: readonly string[]): Promise<Record<string, number>> {
+    const r = await this.thread.command({ op: 'forget', sid: this.sid, user, ...(fields ? { fields } : {}) });
+    return r as Record<string, number>;
+  }
+}
+
+/** The status of a shard the thread has not reported on yet (starting). */
+function emptyStatus(o: ShardOptions): ShardStatus {
+  const none = { p50: 0, p99: 0, mean: 0, n: 0 };
+  return {
+    cluster: o.cluster,
+    shard: o.shard,
+    shards: o.shards,
+    state: 'created',
+    model: '',
+    rows: 0,
+    bytes: 0,
+    version: 0,
+    updatesPerS: 0,
+    pushesPerS: 0,
+    staleness: { p50: 0, p99: 0, max: 0, count: 0 },
+    rejects: {},
+    evictions: 0,
+    timings: { applyMs: none, walMs: none, deltaMs: none },
+    duplicates: 0,
+    deltaSeq: 0,
+    lastCheckpoint: null,
+    wal: null,
+    tables: [],
+  };
+}

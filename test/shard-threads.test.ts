@@ -1,0 +1,240 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { readPlacement, writePlacement } from '@freshet/nats';
+import { decodeDelta, decodeHostDelta, parseModelSpec, subjects } from '@freshet/protocol';
+import { Replica } from '@freshet/serving';
+import { compileShardHostOptions, ShardHost } from '@freshet/shard';
+import {
+  embeddingModel,
+  keysOnEveryShard,
+  placeShardsInKv,
+  uniqueName,
+  useNats,
+  useTempDirs,
+  waitFor,
+} from '@freshet/testkit';
+import { HostRouter, ShardClient } from '@freshet/worker';
+
+const nats = useNats();
+const tempDir = useTempDirs();
+const SHARDS = 4;
+const DIM = 4;
+const model = embeddingModel('shard-threads', { dim: DIM, lr: 0.05 });
+const spec = parseModelSpec(model);
+const quiet = () => undefined;
+
+const batch = () => keysOnEveryShard(60, SHARDS, { first: 900, hi: 5, size: 64 });
+
+/**
+ * Shard threads (shard host option `threads`): the host's shards run in worker threads, each on
+ * its own NATS connection, and the host's thread hands them the parts of host messages. Seen
+ * from outside nothing changes: host messages, each shard's own subjects, deltas and moves.
+ */
+describe('shard threads', () => {
+  it('threads is a bounded count, 0 by default', () => {
+    const base = { cluster: 'c', host: 'h', dataDir: 'd', shard: { model } };
+    expect(compileShardHostOptions(base).threads).toBe(0);
+    expect(compileShardHostOptions({ ...base, threads: 3 }).threads).toBe(3);
+    expect(() => compileShardHostOptions({ ...base, threads: -1 })).toThrow(/threads/);
+    expect(() => compileShardHostOptions({ ...base, threads: 1.5 })).toThrow(/threads/);
+  });
+
+  it('serve host messages, their own subjects and deltas, and hand a shard off to another host', async () => {
+    const cluster = uniqueName('sthreads').replace(/[^A-Za-z0-9_-]/g, '');
+    const s = subjects(cluster);
+    // shards 0-2 on host a (two shard threads), shard 3 on host b (its own thread)
+    const kv = await placeShardsInKv(nats.nc, cluster, ['a', 'a', 'a', 'b']);
+    const dir = tempDir('hosts');
+    const hosts = (['a', 'b'] as const).map(
+      (host) =>
+        new ShardHost(
+          {
+            cluster,
+            host,
+            nats: { servers: nats.url },
+            dataDir: join(dir, host),
+            pollMs: 50,
+            threads: host === 'a' ? 2 : 0,
+            shard: { model, fsync: false, checkpointIntervalMs: 0, hostDeltas: true, deltaIntervalMs: 20 },
+          },
+          { log: quiet },
+        ),
+    );
+    const [a, b] = hosts as [ShardHost, ShardHost];
+    // the host-delta subjects seen, and the shards each carried (recorded only: a throw in a
+    // NATS callback would break the test's connection, not fail the test)
+    const hostParts = new Map<string, number[]>();
+    const sub = nats.nc.subscribe(s.hostDeltaAll, {
+      callback: (_e, m) => {
+        const from = m.subject.slice(m.subject.lastIndexOf('.') + 1);
+        hostParts.set(from, [
+          ...(hostParts.get(from) ?? []),
+          ...decodeHostDelta(m.data).map((p) => decodeDelta(p.frame).shard),
+        ]);
+      },
+    });
+    await Promise.all(hosts.map((h) => h.start()));
+    const replica = new Replica(nats.nc, {
+      cluster,
+      shards: SHARDS,
+      spec,
+      retryMs: 20,
+      snapshotTimeoutMs: 2000,
+    });
+    const router = new HostRouter(nats.nc, {
+      cluster,
+      timeoutMs: 3000,
+      maxMessageBytes: 1 << 20,
+      cooldownMs: 60_000,
+    });
+    const client = (r?: HostRouter) =>
+      new ShardClient(nats.nc, {
+        cluster,
+        shards: SHARDS,
+        spec,
+        worker: 'w',
+        timeoutMs: 3000,
+        retry: { attempts: 5, baseMs: 20, maxMs: 200 },
+        denseCacheMaxLag: 0,
+        ...(r ? { router: r } : {}),
+      });
+    try {
+      await waitFor(() => a.shards.size === 3 && b.shards.size === 1, { timeoutMs: 10_000 });
+      // three shards over two threads: both used
+      expect(a.status().threads?.slice().sort()).toEqual([1, 2]);
+      expect(b.status().threads).toBeNull();
+      await replica.start();
+      await replica.whenReady();
+      await router.start(kv);
+      await waitFor(() => router.hostOf(0) === 'a' && router.hostOf(3) === 'b', { timeoutMs: 5000 });
+      const routed = client(router);
+      const direct = client();
+      const bt = batch();
+      const plan = routed.route(bt);
+      const push = async (i: number) => {
+        const pulled = await routed.pull(plan);
+        const grads = [new Float32Array(60 * DIM).fill(0.3 - 0.2 * i)];
+        return routed.push(plan, pulled, grads, { id: `b${i}`, examples: bt.size });
+      };
+      for (let i = 0; i < 3; i++) expect((await push(i)).accepted.size).toBe(SHARDS);
+      // host a's three shards in one message each time (b's lone shard is asked directly)
+      expect(router.stats).toMatchObject({ hostMessages: 6, hostParts: 18, hostFailures: 0, notHere: 0 });
+      // the same push again is a duplicate on every shard, threaded or not
+      const pulledAgain = await routed.pull(plan);
+      const again = await routed.push(plan, pulledAgain, [new Float32Array(60 * DIM).fill(0.1)], {
+        id: 'b2',
+        examples: bt.size,
+      });
+      expect(again.duplicates).toBe(SHARDS);
+
+      // each shard's own subject answers from its thread as the host message did
+      const rows = (await routed.pull(plan)).rows[0]!;
+      expect(Array.from((await direct.pull(direct.route(bt))).rows[0]!)).toEqual(Array.from(rows));
+      // serving follows every push, through each thread's host deltas
+      await waitFor(() => replica.versions().every((v) => v === 3), { timeoutMs: 5000 });
+      const served = new Float32Array(60 * DIM);
+      for (let i = 0; i < 60; i++)
+        replica.gather(
+          0,
+          bt.sparse[0]!.keys.subarray(2 * i, 2 * i + 2),
+          served.subarray(i * DIM, (i + 1) * DIM),
+        );
+      expect(Array.from(served)).toEqual(Array.from(rows));
+      expect(replica.stats().badDeltas).toBe(0);
+      const fromThreads = [...hostParts.keys()].filter((h) => h.startsWith('a-t'));
+      expect(fromThreads.length).toBeGreaterThan(0);
+      expect(fromThreads.flatMap((h) => hostParts.get(h)!).every((p) => p <= 2)).toBe(true);
+      // the host's status mirrors its threads' shards
+      await waitFor(() => [0, 1, 2].every((i) => a.shards.get(i)?.status().version === 3), {
+        timeoutMs: 5000,
+      });
+
+      // move shard 0 from threaded host a to b: its final checkpoint goes through the Object Store
+      const p = (await readPlacement(kv))!;
+      await writePlacement(kv, { epoch: 2, hosts: ['b', 'a', 'a', 'b'], at: Date.now() }, p.revision);
+      await waitFor(() => b.shards.get(0)?.state === 'running' && !a.shards.has(0), { timeoutMs: 15_000 });
+      expect(b.shards.get(0)!.status().version).toBe(3);
+      expect(b.shards.get(0)!.restore?.checkpointSource).toBe('object-store');
+      await waitFor(() => a.status().unreleased.length === 0, { timeoutMs: 5000 });
+      expect(a.status().threads!.reduce((x, y) => x + y)).toBe(2);
+      await waitFor(() => router.hostOf(0) === 'b', { timeoutMs: 5000 });
+      expect((await push(3)).accepted.size).toBe(SHARDS);
+      await waitFor(() => replica.versions().every((v) => v === 4), { timeoutMs: 5000 });
+    } finally {
+      sub.unsubscribe();
+      await router.stop();
+      await replica.stop();
+      await Promise.all(hosts.map((h) => h.stop()));
+    }
+    // stopped, the host's threads are gone and its shards handed off
+    expect(a.status().running).toEqual([]);
+    expect(a.status().unreleased).toEqual([]);
+  });
+
+  it('a shard thread that dies has its shards restarted from their data dirs, nothing acknowledged lost', async () => {
+    const cluster = uniqueName('sthreadx').replace(/[^A-Za-z0-9_-]/g, '');
+    await placeShardsInKv(nats.nc, cluster, ['a', 'a', 'a', 'a']);
+    const host = new ShardHost(
+      {
+        cluster,
+        host: 'a',
+        nats: { servers: nats.url },
+        dataDir: join(tempDir('host'), 'a'),
+        pollMs: 50,
+        threads: 2,
+        shard: { model, fsync: false, checkpointIntervalMs: 0 },
+      },
+      { log: quiet },
+    );
+    await host.start();
+    const c = new ShardClient(nats.nc, {
+      cluster,
+      shards: SHARDS,
+      spec,
+      worker: 'w',
+      timeoutMs: 2000,
+      retry: { attempts: 20, baseMs: 50, maxMs: 250 },
+      denseCacheMaxLag: 0,
+    });
+    try {
+      await waitFor(() => host.shards.size === SHARDS, { timeoutMs: 10_000 });
+      const bt = batch();
+      const plan = c.route(bt);
+      const push = async (i: number) =>
+        c.push(plan, await c.pull(plan), [new Float32Array(60 * DIM).fill(0.2 + 0.1 * i)], {
+          id: `p${i}`,
+          examples: bt.size,
+        });
+      for (let i = 0; i < 2; i++) expect((await push(i)).accepted.size).toBe(SHARDS);
+      const before = (await c.pull(plan)).rows[0]!.slice();
+      // a thread's death from outside its shards' code (out of memory, a native fault): its
+      // worker ends; the two shards on it fail and the host's next pass starts them again
+      const victim = host.shards.get(0)! as unknown as {
+        thread: { worker: { terminate(): Promise<number> } };
+      };
+      const onIt = [...host.shards].filter(
+        ([, x]) => (x as unknown as typeof victim).thread === victim.thread,
+      );
+      expect(onIt.length).toBe(2);
+      await victim.thread.worker.terminate();
+      const restarted = () =>
+        onIt.every(([i, old]) => {
+          const now = host.shards.get(i);
+          return now !== undefined && now !== old && now.state === 'running';
+        });
+      await waitFor(restarted, { timeoutMs: 10_000, message: 'the dead thread’s shards started again' });
+      expect([...host.shards.values()].map((x) => x.state)).toEqual(Array(SHARDS).fill('running'));
+      expect(host.status().threads!.reduce((x, y) => x + y)).toBe(SHARDS);
+      // recovered from their logs: the same rows, and what was acknowledged is there once
+      expect(Array.from((await c.pull(plan)).rows[0]!)).toEqual(Array.from(before));
+      const again = await push(1);
+      expect(again.duplicates).toBe(SHARDS);
+      expect((await push(2)).accepted.size).toBe(SHARDS);
+      await waitFor(() => [...host.shards.values()].every((x) => x.status().version === 3), {
+        timeoutMs: 5000,
+      });
+    } finally {
+      await host.stop();
+    }
+  });
+});
