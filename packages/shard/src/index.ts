@@ -67,6 +67,7 @@ export {
 export { DeltaPublisher } from './delta-publisher.js';
 export { Shard, aligned, startShard, type ShardState, type ShardDeps, type RestoreInfo } from './shard.js';
 export type { HostedShard } from './hosted-shard.js';
+export { ShardThreads, ThreadShard } from './shard-threads.js';
 export {
   ShardHost,
   shardHostOptionsSchema,

@@ -1,5 +1,6 @@
 import type { LogLevel, NatsOptionsInput } from '@freshet/nats';
-import type { ErrorEnvelope, HostPartKind, ShardStatus } from '@freshet/protocol';
+import type { ErrorEnvelope, ShardStatus } from '@freshet/protocol';
+import type { PackedFrames } from './port-batch.js';
 import type { ShardOptionsInput } from './shard-options.js';
 
 /** What a shard thread is started with (shard-thread.ts). */
@@ -19,7 +20,8 @@ export interface ThreadData {
  * here is a new sid), so a late command cannot reach its successor.
  */
 export type ToThread =
-  | { op: 'calls'; list: PartCall[] }
+  /** Parts of host messages: tag = the shard's sid × 2 + (push ? 1 : 0) (port-batch.ts). */
+  | { op: 'calls'; parts: PackedFrames }
   | { op: 'init'; id: number }
   | { op: 'start'; id: number; sid: number; options: ShardOptionsInput }
   | { op: 'stop' | 'finish' | 'checkpoint'; id: number; sid: number }
@@ -34,27 +36,10 @@ export interface StoppedShard {
   finalCheckpointWritten: boolean;
 }
 
-/**
- * One part of a host message for one shard. Parts go over in batches, one post per event-loop
- * turn each way, not one per part: a post costs the host's thread about as much as a NATS
- * message (docs/performance.md), and under load a turn carries many.
- */
-export interface PartCall {
-  id: number;
-  sid: number;
-  kind: HostPartKind;
-  frame: Uint8Array;
-}
-
-/** A shard's reply to a part: its frame, or undefined while it serves none. */
-export interface PartReply {
-  id: number;
-  frame: Uint8Array | undefined;
-}
-
 /** A shard thread to the host's thread. */
 export type ToMain =
-  | { t: 'replies'; list: PartReply[] }
+  /** Their replies, by call id (tag 0; length −1: the shard serves none). */
+  | { t: 'replies'; parts: PackedFrames }
   | { t: 'done'; id: number; value?: unknown; error?: ErrorEnvelope }
   | { t: 'log'; sid: number; level: LogLevel; msg: string; fields?: Record<string, unknown> }
   | { t: 'status'; list: ({ sid: number } & StoppedShard)[] };

@@ -4,8 +4,8 @@ import { connectNats } from '@freshet/nats';
 import { FreshetError, subjects, toErrorEnvelope } from '@freshet/protocol';
 import { HostDeltas } from './host-deltas.js';
 import { Shard } from './shard.js';
-import { PortBatch } from './port-batch.js';
-import type { PartReply, StoppedShard, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
+import { PortBatch, unpackFrames } from './port-batch.js';
+import type { StoppedShard, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
 
 /*
  * The body of one of a shard host's shard threads (shard-threads.ts): it runs the shards the host
@@ -22,15 +22,6 @@ let hostDeltas: HostDeltas | undefined;
 
 function post(m: ToMain, transfer: ArrayBuffer[] = []): void {
   port.postMessage(m, transfer);
-}
-
-/** A reply frame that owns its buffer, so it moves to the host's thread without a copy. */
-function own(frame: Uint8Array): Uint8Array {
-  return frame.byteOffset === 0 &&
-    frame.byteLength === frame.buffer.byteLength &&
-    frame.buffer instanceof ArrayBuffer
-    ? frame
-    : frame.slice();
 }
 
 function shardOf(sid: number): Shard {
@@ -113,25 +104,22 @@ function statuses(): void {
 const timer = setInterval(statuses, data.statusMs);
 timer.unref();
 
-const replies = new PortBatch<PartReply>((list, transfer) => post({ t: 'replies', list }, transfer));
-
-function reply(id: number, frame: Uint8Array | undefined): void {
-  const f = frame && own(frame);
-  replies.add({ id, frame: f }, f?.buffer as ArrayBuffer | undefined);
-}
+const replies = new PortBatch((parts) =>
+  post({ t: 'replies', parts }, [parts.meta.buffer, parts.data.buffer]),
+);
 
 port.on('message', (m: ToThread) => {
   if (m.op === 'calls') {
-    for (const c of m.list) {
-      const r = shards.get(c.sid)?.hostCall(c.kind, c.frame);
+    unpackFrames(m.parts, (id, tag, frame) => {
+      const r = shards.get(tag >> 1)?.hostCall(tag & 1 ? 'push' : 'pull', frame!);
       // a shard's handler never rejects (error envelopes): undefined only if it did anyway
       if (r instanceof Promise)
         void r.then(
-          (frame) => reply(c.id, frame),
-          () => reply(c.id, undefined),
+          (f) => replies.add(id, 0, f),
+          () => replies.add(id, 0, undefined),
         );
-      else reply(c.id, r);
-    }
+      else replies.add(id, 0, r);
+    });
     // what was answered at once goes back now, not a turn later
     replies.flush();
     return;

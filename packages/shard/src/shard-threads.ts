@@ -6,8 +6,8 @@ import type { ActorLog, ActorState } from '@freshet/nats';
 import { FreshetError, type ErrorEnvelope, type HostPartKind, type ShardStatus } from '@freshet/protocol';
 import type { HostedShard, RestoreInfo } from './hosted-shard.js';
 import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
-import { PortBatch } from './port-batch.js';
-import type { PartCall, StoppedShard, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
+import { PortBatch, unpackFrames } from './port-batch.js';
+import type { StoppedShard, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
 
 /** Where the compiled thread body lives (tests run src/ through vitest; threads need dist/). */
 function threadFile(): string {
@@ -30,8 +30,11 @@ class ShardThread {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private readonly calls = new Map<number, (frame: Uint8Array | undefined) => void>();
-  private readonly outbox = new PortBatch<PartCall>((list, transfer) =>
-    this.worker?.postMessage({ op: 'calls', list } satisfies ToThread, transfer),
+  private readonly outbox = new PortBatch((parts) =>
+    this.worker?.postMessage({ op: 'calls', parts } satisfies ToThread, [
+      parts.meta.buffer,
+      parts.data.buffer,
+    ]),
   );
   readonly shards = new Map<number, ThreadShard>();
   private starting: Promise<void> | undefined;
@@ -98,21 +101,22 @@ class ShardThread {
   call(sid: number, kind: HostPartKind, frame: Uint8Array): Promise<Uint8Array | undefined> | undefined {
     if (!this.worker) return undefined;
     const id = this.nextId++;
+    // copied now: the message's buffer is not ours once this turn is over
     const copy = frame.slice();
     return new Promise((resolve) => {
       this.calls.set(id, resolve);
-      this.outbox.add({ id, sid, kind, frame: copy }, copy.buffer);
+      this.outbox.add(id, sid * 2 + (kind === 'push' ? 1 : 0), copy);
     });
   }
 
   private onMessage(m: ToMain): void {
     switch (m.t) {
       case 'replies':
-        for (const r of m.list) {
-          const c = this.calls.get(r.id);
-          this.calls.delete(r.id);
-          c?.(r.frame);
-        }
+        unpackFrames(m.parts, (id, _tag, frame) => {
+          const c = this.calls.get(id);
+          this.calls.delete(id);
+          c?.(frame);
+        });
         return;
       case 'done': {
         const p = this.pending.get(m.id);
