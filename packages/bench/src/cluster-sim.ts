@@ -75,8 +75,9 @@ export interface SimKnobs {
   /**
    * One shard process per shard machine: a batch fans out to machines and each machine publishes
    * one delta (built: shard hosts with worker `hostRouting` and shard `hostDeltas`), with one
-   * NATS endpoint thread and `cores − 1` threads owning key ranges (NOT BUILT: a shard host's
-   * shards share one thread today).
+   * NATS endpoint thread and `cores − 1` shard threads (built: shard host option `threads`, a
+   * shard per thread). The endpoint pays `threadPartUs` per part it hands to a thread: a request's
+   * rows over the threads touch T(1 − (1 − 1/T)^rows) of them.
    */
   shardPerHost?: boolean;
   /** Bytes of one feedback event (the worker receives one message per example; Criteo: 667). */
@@ -488,6 +489,14 @@ export function simulate(
     const io = shardIo[s]!.run(t, ioUs);
     return workUs > 0 ? shardWork[s]!.run(io, workUs) : io;
   };
+  // A host's endpoint hands each part of a message to its shard's thread (threadPartUs each).
+  const hostThreads = Math.max(1, c - 1);
+  const handoffUs = (rows: number, share = 1): number => {
+    if (!perHost) return 0;
+    const perMessage = rows / share;
+    const parts = hostThreads * (1 - Math.pow(1 - 1 / hostThreads, Math.max(1, perMessage)));
+    return parts * share * (costs.threadPartUs ?? 0);
+  };
 
   const heap = new Heap<Ev>();
   const inFlight = new Int32Array(W);
@@ -564,7 +573,9 @@ export function simulate(
       const served = shardServe(
         s,
         arrive,
-        2 * costs.nodeMsgUs * coShare + ((reqBytes + repBytes) * costs.nodeByteNs) / 1000,
+        2 * costs.nodeMsgUs * coShare +
+          ((reqBytes + repBytes) * costs.nodeByteNs) / 1000 +
+          handoffUs(b.rowsPerShard, coShare),
         b.rowsPerShard * costs.pullRowUs,
       );
       done = Math.max(done, bus(served, serverOfShard(s), serverOfWorker(w), repBytes, dense, coShare));
@@ -595,7 +606,7 @@ export function simulate(
       const added = shardServe(
         s,
         arrive,
-        2 * costs.nodeMsgUs + (denseBytes * costs.nodeByteNs) / 1000,
+        2 * costs.nodeMsgUs + (denseBytes * costs.nodeByteNs) / 1000 + handoffUs(1),
         (denseFloats * costs.denseAddFloatNs) / 1000,
       );
       pendDense[s] = 1;
@@ -696,7 +707,9 @@ export function simulate(
           const applied = shardServe(
             s,
             arrive,
-            2 * costs.nodeMsgUs * coShare + (bytes * costs.nodeByteNs) / 1000,
+            2 * costs.nodeMsgUs * coShare +
+              (bytes * costs.nodeByteNs) / 1000 +
+              handoffUs(b.rowsPerShard, coShare),
             (b.rowsPerShard + (dense > 0 ? denseFloats / 16 : 0)) * costs.applyRowUs,
           );
           pendRows[s]! += b.rowsPerShard;
@@ -763,10 +776,11 @@ export function simulate(
         const rows = Math.min(pendRows[s]!, uniqueRows(costs, pendExamples[s]!) / S);
         const denseRows = pendDense[s] ? denseFloats : 0;
         const bytes = rows * deltaRowBytes + denseRows * 4 + 64;
+        // (a host's threads hand their deltas to its endpoint, which sends them as one message)
         const taken = shardServe(
           s,
           t,
-          costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000,
+          costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000 + handoffUs(rows),
           rows * costs.deltaRowUs + (denseRows / 16) * costs.deltaRowUs,
         );
         let delivered = bus(taken, serverOfShard(s), serverOfShard(s), bytes, denseRows * 4);

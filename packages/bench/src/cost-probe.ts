@@ -22,6 +22,7 @@ import { RowTable } from '@freshet/serving';
 import { ShardCore } from '@freshet/shard';
 import { runComputeBench } from './compute-bench.js';
 import { procCpuSeconds } from './proc-cpu.js';
+import { measureThreadHandoff } from './thread-probe.js';
 
 /**
  * Per-message and per-row costs of this machine, measured with the same code the roles run: the
@@ -45,6 +46,12 @@ export interface MeasuredCosts {
   servingRowUs: number;
   /** Shard memory per row, bytes (Adam, dim 16: values + two moments + index + metadata). */
   shardBytesPerRow: number;
+  /**
+   * Shard host with shard threads: its thread's CPU to hand one host-message part (a pull of 24
+   * rows) to a shard thread and take the reply, parts pipelined (µs; `thread-probe.ts`). Absent
+   * from results measured before shard threads existed (charged as 0 there).
+   */
+  threadPartUs?: number;
   /** Worker: gradient compute per example, one thread (µs). */
   computeExampleUs: number;
   /** Worker: feature encoding per example on the main thread (µs). */
@@ -416,12 +423,14 @@ export async function measureCosts(dataPath: string): Promise<MeasuredCosts> {
   const nats = await measureNats();
   const js = await measureJetStream();
   const rows = measureShardAndServing();
+  const { threadPartUs } = await measureThreadHandoff();
   const c = await runComputeBench({ batches: [256], steps: 10 });
   const eps = Number(c.wide_deep_b256_examples_per_s ?? 0);
   return {
     ...nats,
     ...js,
     ...rows,
+    threadPartUs,
     computeExampleUs: eps > 0 ? r3(1e6 / eps) : 250,
     ...measureRows(dataPath),
     events: await measureEvents(dataPath),

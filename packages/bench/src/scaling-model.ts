@@ -146,9 +146,9 @@ export const scalingDesigns: readonly ScalingDesign[] = [
   {
     key: 'replica_shard_per_host',
     design:
-      'dense replica + one shard process per host: requests and deltas per host (built: hostRouting, ' +
-      'hostDeltas), its shards on all the cores (NOT BUILT: one thread today)',
-    built: false,
+      'dense replica + one shard process per host: requests and deltas per host, its shards in ' +
+      'cores - 1 shard threads (built: worker hostRouting, shard hostDeltas, shard host threads)',
+    built: true,
     knobs: { ...base, denseSyncExamples: 2048, denseMaxDelayMs: 1000, shardPerHost: true },
   },
   {
@@ -169,8 +169,8 @@ export const scalingDesigns: readonly ScalingDesign[] = [
       'examples or 0.5 s, delta interval sized to <= 20k delta messages/s per serving process ' +
       '(<= 250 ms; shard option deltaMsgsPerServingNode), a batch fanning out to shard hosts, not ' +
       'shards, and one delta message per host per tick (built: worker hostRouting, shard ' +
-      'hostDeltas) + NOT BUILT: one dense replica per worker machine, flushed in chunks over up ' +
-      "to 64 shards, a shard host's shards on all its cores (today they share one thread), one " +
+      'hostDeltas, its shards in cores - 1 shard threads: shard host threads) + NOT BUILT: one ' +
+      'dense replica per worker machine, flushed in chunks over up to 64 shards, one ' +
       'serving process per core each holding a slice (2 per slice), pulls and pushes of a ' +
       "machine's 8 batches coalesced per shard host (built only within one worker process)",
     built: false,

@@ -219,6 +219,19 @@ describe('scale-out knobs', () => {
     expect(simulate(costs, many, 300_000, hosts, 1500)).toEqual(r);
   });
 
+  it("a shard host's endpoint pays for handing each part to a shard thread", () => {
+    const plain = simulate(costs, big, 20_000, knobs, 2000);
+    const handed = simulate({ ...costs, threadPartUs: 10 }, big, 20_000, knobs, 2000);
+    expect(plain.stable && handed.stable).toBe(true);
+    // ~6 parts of ~10 µs per request on top of its two messages and its rows (0.059 → 0.093)
+    expect(handed.utilisation.shard!).toBeGreaterThan(1.3 * plain.utilisation.shard!);
+    // shard processes (one per core) hand nothing over
+    const procs = { ...knobs, shardPerHost: false };
+    expect(simulate({ ...costs, threadPartUs: 10 }, big, 20_000, procs, 2000)).toEqual(
+      simulate(costs, big, 20_000, procs, 2000),
+    );
+  });
+
   it('one dense replica per machine flushes per machine, not per process', () => {
     const procs = { ...knobs, shardPerHost: false, workerProcsPerMachine: 4 };
     const each = simulate(costs, big, 8000, procs, 3000);
