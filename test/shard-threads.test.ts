@@ -27,8 +27,9 @@ const batch = () => keysOnEveryShard(60, SHARDS, { first: 900, hi: 5, size: 64 }
 
 /**
  * Shard threads (shard host option `threads`): the host's shards run in worker threads, each on
- * its own NATS connection, and the host's thread hands them the parts of host messages. Seen
- * from outside nothing changes: host messages, each shard's own subjects, deltas and moves.
+ * its own NATS connection, and the host's thread hands them the parts of host messages and sends
+ * their deltas as one host delta per tick. Seen from outside nothing changes: host messages, each
+ * shard's own subjects, deltas and moves.
  */
 describe('shard threads', () => {
   it('threads is a bounded count, 0 by default', () => {
@@ -61,15 +62,15 @@ describe('shard threads', () => {
         ),
     );
     const [a, b] = hosts as [ShardHost, ShardHost];
-    // the host-delta subjects seen, and the shards each carried (recorded only: a throw in a
-    // NATS callback would break the test's connection, not fail the test)
-    const hostParts = new Map<string, number[]>();
+    // the shards of each host delta, by host (recorded only: a throw in a NATS callback would
+    // break the test's connection, not fail the test)
+    const hostParts = new Map<string, number[][]>();
     const sub = nats.nc.subscribe(s.hostDeltaAll, {
       callback: (_e, m) => {
         const from = m.subject.slice(m.subject.lastIndexOf('.') + 1);
         hostParts.set(from, [
           ...(hostParts.get(from) ?? []),
-          ...decodeHostDelta(m.data).map((p) => decodeDelta(p.frame).shard),
+          decodeHostDelta(m.data).map((p) => decodeDelta(p.frame).shard),
         ]);
       },
     });
@@ -141,9 +142,14 @@ describe('shard threads', () => {
         );
       expect(Array.from(served)).toEqual(Array.from(rows));
       expect(replica.stats().badDeltas).toBe(0);
-      const fromThreads = [...hostParts.keys()].filter((h) => h.startsWith('a-t'));
-      expect(fromThreads.length).toBeGreaterThan(0);
-      expect(fromThreads.flatMap((h) => hostParts.get(h)!).every((p) => p <= 2)).toBe(true);
+      // one host delta per tick for all of a's threads: shards of both threads in one message
+      const fromA = hostParts.get('a') ?? [];
+      // (b's lone shard on its own subject, or, when it published twice in a tick, alone in one)
+      expect([...hostParts.keys()].every((h) => h === 'a' || h === 'b')).toBe(true);
+      expect((hostParts.get('b') ?? []).flat().every((p) => p === 3)).toBe(true);
+      expect(fromA.flat().every((p) => p <= 2)).toBe(true);
+      expect(fromA.some((parts) => new Set(parts).size >= 2)).toBe(true);
+      expect(a.status().hostDeltas!.messages).toBeGreaterThan(0);
       // the host's status mirrors its threads' shards
       await waitFor(() => [0, 1, 2].every((i) => a.shards.get(i)?.status().version === 3), {
         timeoutMs: 5000,
@@ -182,7 +188,7 @@ describe('shard threads', () => {
         dataDir: join(tempDir('host'), 'a'),
         pollMs: 50,
         threads: 2,
-        shard: { model, fsync: false, checkpointIntervalMs: 0 },
+        shard: { model, fsync: false, checkpointIntervalMs: 0, hostDeltas: true, deltaIntervalMs: 20 },
       },
       { log: quiet },
     );
@@ -229,7 +235,11 @@ describe('shard threads', () => {
       expect(Array.from((await c.pull(plan)).rows[0]!)).toEqual(Array.from(before));
       const again = await push(1);
       expect(again.duplicates).toBe(SHARDS);
+      // the host's deltas no longer wait for the dead thread: the next push's deltas go out
+      await new Promise((r) => setTimeout(r, 100));
+      const sent = host.status().hostDeltas!.messages;
       expect((await push(2)).accepted.size).toBe(SHARDS);
+      await waitFor(() => host.status().hostDeltas!.messages > sent, { timeoutMs: 5000 });
       await waitFor(() => [...host.shards.values()].every((x) => x.status().version === 3), {
         timeoutMs: 5000,
       });

@@ -25,7 +25,7 @@ export async function measureThreadHandoff(
       cluster: 'probe',
       host: 'probe',
       nats: { servers: [server.url] },
-      hostDeltasMaxBytes: null,
+
       statusMs: 1000,
     },
     () => undefined,

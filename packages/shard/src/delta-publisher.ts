@@ -3,11 +3,22 @@ import type { ShardCore } from './shard-core.js';
 import { RecentTimings } from './staleness.js';
 import type { Wal } from './wal.js';
 
-/** What ticks several publishers together (host-deltas.ts). */
+/** What a delta driver ticks: a shard's publisher, or a shard thread's stand-in for one. */
+export interface Tickable {
+  /** Publishes what changed since the last tick; resolves when it is out. */
+  tick(): Promise<void>;
+}
+
+/** What ticks several publishers together (host-deltas.ts, thread-deltas.ts). */
 export interface DeltaDriver {
-  attach(p: DeltaPublisher, shard: number, intervalMs: number): void;
+  attach(p: Tickable, shard: number, intervalMs: number): void;
   /** Stops ticking `p`; resolves once what it published in the driver's ticks is on the bus. */
-  detach(p: DeltaPublisher): Promise<void>;
+  detach(p: Tickable): Promise<void>;
+}
+
+/** A driver that also carries the frames: a shard publishes its deltas through `sink(shard)`. */
+export interface DeltaSink extends DeltaDriver {
+  sink(shard: number): (frame: Uint8Array) => void;
 }
 
 /**
@@ -18,7 +29,7 @@ export interface DeltaDriver {
  * `publish` puts a frame on the bus: on the shard's delta subject, or into its host's next host
  * delta (host-deltas.ts, which then drives {@link tick} instead of this publisher's own timer).
  */
-export class DeltaPublisher {
+export class DeltaPublisher implements Tickable {
   private timer: NodeJS.Timeout | undefined;
   private busy: Promise<void> | undefined;
   /** Last published seq. */

@@ -1,6 +1,6 @@
 import type { NatsConnection } from 'nats';
 import { encodeHostDelta, subjects } from '@freshet/protocol';
-import type { DeltaDriver, DeltaPublisher } from './delta-publisher.js';
+import type { DeltaSink, Tickable } from './delta-publisher.js';
 
 /**
  * Host deltas (shard option `hostDeltas`, docs/architecture.md): the shards of one shard host
@@ -10,9 +10,9 @@ import type { DeltaDriver, DeltaPublisher } from './delta-publisher.js';
  * as before. A tick with one part publishes it on the shard's own subject, and so does a stopping
  * shard's last delta, once the tick that may hold its earlier ones is out.
  */
-export class HostDeltas implements DeltaDriver {
+export class HostDeltas implements DeltaSink {
   /** Publisher → its shard and interval. */
-  private readonly attached = new Map<DeltaPublisher, { shard: number; intervalMs: number }>();
+  private readonly attached = new Map<Tickable, { shard: number; intervalMs: number }>();
   private collecting: { shard: number; frame: Uint8Array }[] | undefined;
   private timer: NodeJS.Timeout | undefined;
   private intervalMs = 0;
@@ -47,7 +47,7 @@ export class HostDeltas implements DeltaDriver {
   }
 
   /** Ticks at the shortest interval of the attached publishers. */
-  attach(p: DeltaPublisher, shard: number, intervalMs: number): void {
+  attach(p: Tickable, shard: number, intervalMs: number): void {
     this.attached.set(p, { shard, intervalMs });
     const want = Math.min(...[...this.attached.values()].map((a) => a.intervalMs));
     if (this.timer && want === this.intervalMs) return;
@@ -60,7 +60,7 @@ export class HostDeltas implements DeltaDriver {
    * A stopping shard: untick it, and resolve once the tick in progress (which may hold its
    * deltas) is on the bus, so its last delta follows them on its own subject before it hands off.
    */
-  async detach(p: DeltaPublisher): Promise<void> {
+  async detach(p: Tickable): Promise<void> {
     this.attached.delete(p);
     if (this.attached.size === 0 && this.timer) {
       clearInterval(this.timer);

@@ -17,7 +17,6 @@ export class PortBatch {
   private ids: number[] = [];
   private tags: number[] = [];
   private frames: (Uint8Array | undefined)[] = [];
-  private bytes = 0;
   private scheduled = false;
 
   constructor(private readonly send: (packed: PackedFrames) => void) {}
@@ -27,7 +26,6 @@ export class PortBatch {
     this.ids.push(id);
     this.tags.push(tag);
     this.frames.push(frame);
-    if (frame) this.bytes += frame.byteLength + ALIGN;
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(() => this.flush());
@@ -36,24 +34,10 @@ export class PortBatch {
   /** Posts what is waiting now (nothing if empty). */
   flush(): void {
     this.scheduled = false;
-    const n = this.ids.length;
-    if (n === 0) return;
-    const meta = new Int32Array(4 * n);
-    const data = new Uint8Array(this.bytes);
-    let off = 0;
-    for (let i = 0; i < n; i++) {
-      const f = this.frames[i];
-      meta[4 * i] = this.ids[i]!;
-      meta[4 * i + 1] = this.tags[i]!;
-      meta[4 * i + 2] = off;
-      meta[4 * i + 3] = f ? f.byteLength : -1;
-      if (f) {
-        data.set(f, off);
-        off += Math.ceil(f.byteLength / ALIGN) * ALIGN;
-      }
-    }
+    if (this.ids.length === 0) return;
+    const packed = packFrames(this.ids, this.tags, this.frames);
     this.drop();
-    this.send({ meta, data });
+    this.send(packed);
   }
 
   /** Drops what is waiting (the other thread is gone). */
@@ -61,8 +45,33 @@ export class PortBatch {
     this.ids = [];
     this.tags = [];
     this.frames = [];
-    this.bytes = 0;
   }
+}
+
+/** `frames[i]` with its `ids[i]` and `tags[i]`, packed (see {@link PortBatch}). */
+export function packFrames(
+  ids: readonly number[],
+  tags: readonly number[],
+  frames: readonly (Uint8Array | undefined)[],
+): PackedFrames {
+  const n = ids.length;
+  let bytes = 0;
+  for (const f of frames) if (f) bytes += Math.ceil(f.byteLength / ALIGN) * ALIGN;
+  const meta = new Int32Array(4 * n);
+  const data = new Uint8Array(bytes);
+  let off = 0;
+  for (let i = 0; i < n; i++) {
+    const f = frames[i];
+    meta[4 * i] = ids[i]!;
+    meta[4 * i + 1] = tags[i]!;
+    meta[4 * i + 2] = off;
+    meta[4 * i + 3] = f ? f.byteLength : -1;
+    if (f) {
+      data.set(f, off);
+      off += Math.ceil(f.byteLength / ALIGN) * ALIGN;
+    }
+  }
+  return { meta, data };
 }
 
 /** Calls `each(id, tag, frame)` for every frame of a packed batch (frames are views, not copies). */

@@ -146,7 +146,7 @@ export interface ShardHostStatus {
   /** Shards stopped here whose final checkpoint is not in the Object Store yet (lease kept). */
   unreleased: number[];
   moves: { in: number; out: number; lastInMs: number | null; lastOutMs: number | null };
-  /** Host delta messages sent, the shard deltas they carried, failed ticks (null: `hostDeltas` off or threaded). */
+  /** Host delta messages sent, the shard deltas they carried, failed ticks (null: `hostDeltas` off). */
   hostDeltas: { messages: number; parts: number; errors: number } | null;
   /** Shards per shard thread (null: option `threads` 0, the shards run on the host's thread). */
   threads: number[] | null;
@@ -258,20 +258,15 @@ export class ShardHost implements ProcessActor {
     try {
       this.hostEps = hostEndpoints(this.nc, o.cluster, o.host, this.running, o.hostMessagesInFlight);
       const template = compileShardOptions(hostedShardOptions(o, 0, 1));
-      if (o.threads > 0) {
+      if (template.hostDeltas)
+        this.hostDeltas = new HostDeltas(this.nc, o.cluster, o.host, template.limits.maxDeltaBytes);
+      if (o.threads > 0)
         this.threads = await ShardThreads.start(
           o.threads,
-          {
-            cluster: o.cluster,
-            host: o.host,
-            nats: o.nats,
-            hostDeltasMaxBytes: template.hostDeltas ? template.limits.maxDeltaBytes : null,
-            statusMs: Math.min(1000, o.pollMs),
-          },
+          { cluster: o.cluster, host: o.host, nats: o.nats, statusMs: Math.min(1000, o.pollMs) },
           this.log,
+          this.hostDeltas,
         );
-      } else if (template.hostDeltas)
-        this.hostDeltas = new HostDeltas(this.nc, o.cluster, o.host, template.limits.maxDeltaBytes);
       this.kv = await placementKv(this.nc, o.cluster);
       await this.reconcile(signal);
     } catch (e) {

@@ -9,8 +9,8 @@ export interface ThreadData {
   host: string;
   thread: number;
   nats: NatsOptionsInput;
-  /** Its shards' host deltas' size bound; null: each shard publishes its own (no `hostDeltas`). */
-  hostDeltasMaxBytes: number | null;
+  /** Its shards publish their deltas through the host's host deltas (thread-deltas.ts). */
+  hostDeltas: boolean;
   /** How often it reports its shards' statuses. */
   statusMs: number;
 }
@@ -27,7 +27,11 @@ export type ToThread =
   | { op: 'stop' | 'finish' | 'checkpoint'; id: number; sid: number }
   | { op: 'reload'; id: number; sid: number; checkpoint?: string }
   | { op: 'forget'; id: number; sid: number; user: string; fields?: readonly string[] }
-  | { op: 'close'; id: number };
+  | { op: 'close'; id: number }
+  /** The host's host-delta tick of these shards (replied: ticked). */
+  | { op: 'tick'; id: number; shards: number[] }
+  /** The host's host deltas no longer tick the shard of deltas-detach `id`. */
+  | { op: 'detached'; id: number };
 
 /** A shard's state as the host's thread mirrors it. */
 export interface StoppedShard {
@@ -42,4 +46,10 @@ export type ToMain =
   | { t: 'replies'; parts: PackedFrames }
   | { t: 'done'; id: number; value?: unknown; error?: ErrorEnvelope }
   | { t: 'log'; sid: number; level: LogLevel; msg: string; fields?: Record<string, unknown> }
-  | { t: 'status'; list: ({ sid: number } & StoppedShard)[] };
+  | { t: 'status'; list: ({ sid: number } & StoppedShard)[] }
+  | { t: 'deltas-attach'; shard: number; intervalMs: number }
+  | { t: 'deltas-detach'; id: number; shard: number }
+  /** A delta published outside a tick, for the host to put on the bus. */
+  | { t: 'delta'; shard: number; frame: Uint8Array }
+  /** The frames a tick published (packed: id = the shard). */
+  | { t: 'ticked'; id: number; parts: PackedFrames };

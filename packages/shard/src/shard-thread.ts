@@ -2,10 +2,10 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { NatsConnection } from 'nats';
 import { connectNats } from '@freshet/nats';
 import { FreshetError, subjects, toErrorEnvelope } from '@freshet/protocol';
-import { HostDeltas } from './host-deltas.js';
 import { Shard } from './shard.js';
-import { PortBatch, unpackFrames } from './port-batch.js';
+import { packFrames, PortBatch, unpackFrames } from './port-batch.js';
 import type { StoppedShard, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
+import { ThreadDeltas } from './thread-deltas.js';
 
 /*
  * The body of one of a shard host's shard threads (shard-threads.ts): it runs the shards the host
@@ -18,7 +18,6 @@ const port = parentPort!;
 const data = workerData as ThreadData;
 const shards = new Map<number, Shard>();
 let nc: NatsConnection | undefined;
-let hostDeltas: HostDeltas | undefined;
 
 function post(m: ToMain, transfer: ArrayBuffer[] = []): void {
   port.postMessage(m, transfer);
@@ -34,10 +33,34 @@ async function init(): Promise<void> {
   nc = await connectNats(data.nats, `freshet-shard-host-${data.cluster}-${data.host}-t${data.thread}`, {
     inboxPrefix: subjects(data.cluster).inboxPrefix('shard'),
   });
-  // this thread's shards' deltas leave as one message per tick, on a subject of its own
-  if (data.hostDeltasMaxBytes !== null)
-    hostDeltas = new HostDeltas(nc, data.cluster, `${data.host}-t${data.thread}`, data.hostDeltasMaxBytes);
 }
+
+/** A frame moved to the host's thread (copied first if it is a view of a larger buffer). */
+function owned(frame: Uint8Array): Uint8Array<ArrayBuffer> {
+  return frame.byteOffset === 0 &&
+    frame.byteLength === frame.buffer.byteLength &&
+    frame.buffer instanceof ArrayBuffer
+    ? (frame as Uint8Array<ArrayBuffer>)
+    : frame.slice();
+}
+
+let nextDetach = 1;
+const detaching = new Map<number, () => void>();
+const hostDeltas = data.hostDeltas
+  ? new ThreadDeltas({
+      attach: (shard, intervalMs) => post({ t: 'deltas-attach', shard, intervalMs }),
+      detach: (shard) =>
+        new Promise<void>((resolve) => {
+          const id = nextDetach++;
+          detaching.set(id, resolve);
+          post({ t: 'deltas-detach', id, shard });
+        }),
+      publish: (shard, frame) => {
+        const f = owned(frame);
+        post({ t: 'delta', shard, frame: f }, [f.buffer]);
+      },
+    })
+  : undefined;
 
 function stopped(s: Shard): StoppedShard {
   return { status: s.status(), handedOff: s.handedOff, finalCheckpointWritten: s.finalCheckpointWritten };
@@ -89,7 +112,6 @@ async function handle(m: Exclude<ToThread, { op: 'call' }>): Promise<unknown> {
     case 'close':
       await Promise.allSettled([...shards.values()].map((s) => s.stop()));
       shards.clear();
-      await hostDeltas?.stop();
       await nc?.drain().catch(() => undefined);
       return null;
   }
@@ -109,6 +131,22 @@ const replies = new PortBatch((parts) =>
 );
 
 port.on('message', (m: ToThread) => {
+  if (m.op === 'tick') {
+    void (hostDeltas?.tick(m.shards) ?? Promise.resolve([])).then((frames) => {
+      const parts = packFrames(
+        frames.map((f) => f.shard),
+        frames.map(() => 0),
+        frames.map((f) => f.frame),
+      );
+      post({ t: 'ticked', id: m.id, parts }, [parts.meta.buffer, parts.data.buffer]);
+    });
+    return;
+  }
+  if (m.op === 'detached') {
+    detaching.get(m.id)?.();
+    detaching.delete(m.id);
+    return;
+  }
   if (m.op === 'calls') {
     unpackFrames(m.parts, (id, tag, frame) => {
       const r = shards.get(tag >> 1)?.hostCall(tag & 1 ? 'push' : 'pull', frame!);

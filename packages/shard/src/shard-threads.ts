@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { ActorLog, ActorState } from '@freshet/nats';
 import { FreshetError, type ErrorEnvelope, type HostPartKind, type ShardStatus } from '@freshet/protocol';
+import type { Tickable } from './delta-publisher.js';
+import type { HostDeltas } from './host-deltas.js';
 import type { HostedShard, RestoreInfo } from './hosted-shard.js';
 import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
 import { PortBatch, unpackFrames } from './port-batch.js';
@@ -38,10 +40,16 @@ class ShardThread {
   );
   readonly shards = new Map<number, ThreadShard>();
   private starting: Promise<void> | undefined;
+  /** Host deltas: a stand-in per shard of this thread that the host's ticks reach. */
+  private readonly tickables = new Map<number, Tickable>();
+  /** The host's tick being gathered this turn (one post per thread per tick), and those posted. */
+  private gathering: { shards: number[]; done: Promise<void>; resolve(): void } | undefined;
+  private readonly ticks = new Map<number, () => void>();
 
   constructor(
     readonly data: ThreadData,
     private readonly log: ActorLog,
+    private readonly hostDeltas: HostDeltas | undefined,
   ) {}
 
   get alive(): boolean {
@@ -81,7 +89,36 @@ class ShardThread {
     this.pending.clear();
     for (const c of this.calls.values()) c(undefined);
     this.calls.clear();
+    // its shards' deltas: the host stops ticking them (a tick waiting for them goes on)
+    for (const r of this.ticks.values()) r();
+    this.ticks.clear();
+    this.gathering?.resolve();
+    this.gathering = undefined;
+    for (const t of this.tickables.values()) void this.hostDeltas?.detach(t);
+    this.tickables.clear();
     for (const s of this.shards.values()) s.threadDied();
+  }
+
+  /** The host's tick of `shard`: gathered with the thread's other shards into one post. */
+  private tickShard(shard: number): Promise<void> {
+    const w = this.worker;
+    if (!w) return Promise.resolve();
+    if (!this.gathering) {
+      let resolve!: () => void;
+      const done = new Promise<void>((r) => (resolve = r));
+      const g = { shards: [] as number[], done, resolve };
+      this.gathering = g;
+      // the host's tick asks every shard in one synchronous pass
+      queueMicrotask(() => {
+        if (this.gathering !== g) return;
+        this.gathering = undefined;
+        const id = this.nextId++;
+        this.ticks.set(id, g.resolve);
+        w.postMessage({ op: 'tick', id, shards: g.shards } satisfies ToThread);
+      });
+    }
+    this.gathering.shards.push(shard);
+    return this.gathering.done;
   }
 
   command(c: Command): Promise<unknown> {
@@ -131,6 +168,30 @@ class ShardThread {
       case 'status':
         for (const s of m.list) this.shards.get(s.sid)?.mirror(s);
         return;
+      case 'deltas-attach': {
+        const t: Tickable = { tick: () => this.tickShard(m.shard) };
+        this.tickables.set(m.shard, t);
+        this.hostDeltas?.attach(t, m.shard, m.intervalMs);
+        return;
+      }
+      case 'deltas-detach': {
+        const t = this.tickables.get(m.shard);
+        this.tickables.delete(m.shard);
+        const w = this.worker;
+        const detached = () => w?.postMessage({ op: 'detached', id: m.id } satisfies ToThread);
+        if (t && this.hostDeltas) void this.hostDeltas.detach(t).then(detached);
+        else detached();
+        return;
+      }
+      case 'delta':
+        this.hostDeltas?.sink(m.shard)(m.frame);
+        return;
+      case 'ticked':
+        // into the host delta being gathered (the host's tick waits for this reply)
+        unpackFrames(m.parts, (shard, _tag, frame) => this.hostDeltas?.sink(shard)(frame!));
+        this.ticks.get(m.id)?.();
+        this.ticks.delete(m.id);
+        return;
     }
   }
 
@@ -157,10 +218,19 @@ export class ShardThreads {
     this.threads = threads;
   }
 
-  static async start(count: number, data: Omit<ThreadData, 'thread'>, log: ActorLog): Promise<ShardThreads> {
-    const t = new ShardThreads(
-      Array.from({ length: count }, (_, thread) => new ShardThread({ ...data, thread }, log)),
+  /** `hostDeltas`: the host's, which its threads' shards then publish through. */
+  static async start(
+    count: number,
+    data: Omit<ThreadData, 'thread' | 'hostDeltas'>,
+    log: ActorLog,
+    hostDeltas?: HostDeltas,
+  ): Promise<ShardThreads> {
+    const threads = Array.from(
+      { length: count },
+      (_, thread) =>
+        new ShardThread({ ...data, thread, hostDeltas: hostDeltas !== undefined }, log, hostDeltas),
     );
+    const t = new ShardThreads(threads);
     try {
       await Promise.all(t.threads.map((x) => x.ensure()));
     } catch (e) {

@@ -44,7 +44,7 @@ import {
 import { CheckpointUploader, isFreshDataDir, restoreFromStore } from './checkpoint-store.js';
 import { ObjectStoreCheckpoints } from './object-store-checkpoints.js';
 import { DeltaPublisher } from './delta-publisher.js';
-import type { HostDeltas } from './host-deltas.js';
+import type { DeltaSink } from './delta-publisher.js';
 import type { HostedShard, RestoreInfo } from './hosted-shard.js';
 import { forgetPlan } from './forget.js';
 import {
@@ -96,8 +96,11 @@ export interface ShardDeps {
   signal?: AbortSignal;
   /** Diagnostics (default: JSON lines on stderr). */
   log?: ActorLog;
-  /** The shard host's host deltas (its option `hostDeltas`): publish deltas through them. */
-  hostDeltas?: HostDeltas;
+  /**
+   * The shard host's host deltas (its option `hostDeltas`), or a shard thread's way to them:
+   * publish deltas through them.
+   */
+  hostDeltas?: DeltaSink;
 }
 
 export type { RestoreInfo };
