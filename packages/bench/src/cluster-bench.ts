@@ -45,6 +45,8 @@ export const clusterBenchOptionsSchema = z
      * with `placements`, the number of hosts that run them at equal steps of the first pass.
      */
     shardHosts: z.number().int().min(1).max(64).optional(),
+    /** Shard threads per shard host (the host option `threads`; needs `shardHosts`). */
+    shardThreads: z.number().int().min(0).max(64).optional(),
     /**
      * Host counts the shards are spread over during the throughput phase, at equal fractions of
      * the examples learned: `[2, 4, 2]` starts on 2 hosts, moves to 4 at 1/3, back to 2 at 2/3.
@@ -144,7 +146,11 @@ export const clusterBenchOptionsSchema = z
       o.placements === undefined ||
       (o.shardHosts !== undefined && o.placements.every((n) => n <= o.shardHosts! && n <= o.shards)),
     { message: 'placements need shardHosts; each at most shardHosts and shards', path: ['placements'] },
-  );
+  )
+  .refine((o) => o.shardThreads === undefined || o.shardHosts !== undefined, {
+    message: 'shardThreads needs shardHosts',
+    path: ['shardThreads'],
+  });
 export type ClusterBenchOptionsInput = z.input<typeof clusterBenchOptionsSchema>;
 export type ClusterBenchOptions = z.infer<typeof clusterBenchOptionsSchema>;
 
@@ -541,6 +547,7 @@ export async function runClusterBench<A extends BenchActor>(
     shards: {
       count: o.shards,
       ...(o.shardHosts !== undefined ? { hosts: o.shardHosts } : {}),
+      ...(o.shardThreads !== undefined ? { threads: o.shardThreads } : {}),
       options: {
         halfDeltas: o.halfDeltas,
         int8Deltas: o.int8Deltas,
@@ -676,6 +683,7 @@ export async function runClusterBench<A extends BenchActor>(
       fields: (modelConfig.features.fields ?? []).map((f) => `${f.name}:${f.kind}`),
       shards: o.shards,
       shard_hosts: o.shardHosts ?? null,
+      shard_threads: o.shardThreads ?? null,
       placements: o.placements ?? null,
       shard_moves: p1.moves ?? [],
       workers: o.workers,

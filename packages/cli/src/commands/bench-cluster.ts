@@ -31,6 +31,7 @@ interface ClusterFlags extends BusFlags {
   window?: number;
   shards: number;
   shardHosts?: number;
+  shardThreads?: number;
   placements?: number[];
   workers: number;
   serving: number;
@@ -80,6 +81,7 @@ export function clusterBenchCommand(): Command {
       .option('--spec <file>', 'column mapping for csv: data (JSON; see packages/client/README.md)')
       .option('--shards <n>', 'shards', int, 2)
       .option('--shard-hosts <n>', 'run the shards on this many shard hosts (docs/resharding.md)', int)
+      .option('--shard-threads <n>', 'shard threads per shard host (needs --shard-hosts)', int)
       .option(
         '--placements <list>',
         'host counts the shards move over at equal steps of the run, e.g. 2,4,2 (needs --shard-hosts)',
@@ -142,6 +144,7 @@ export function clusterBenchCommand(): Command {
           data: resolveDataRef(o.data, process.env),
           shards: o.shards,
           ...(o.shardHosts !== undefined ? { shardHosts: o.shardHosts } : {}),
+          ...(o.shardThreads !== undefined ? { shardThreads: o.shardThreads } : {}),
           ...(o.placements !== undefined ? { placements: o.placements } : {}),
           workers: o.workers,
           serving: o.serving,
