@@ -67,7 +67,8 @@ export {
 export { DeltaPublisher } from './delta-publisher.js';
 export { Shard, aligned, startShard, type ShardState, type ShardDeps, type RestoreInfo } from './shard.js';
 export type { HostedShard } from './hosted-shard.js';
-export { ShardThreads, ThreadShard } from './shard-threads.js';
+export { ShardThreads } from './shard-threads.js';
+export { ThreadShard } from './thread-shard.js';
 export {
   ShardHost,
   shardHostOptionsSchema,

@@ -33,6 +33,9 @@ export type ToThread =
   /** The host's host deltas no longer tick the shard of deltas-detach `id`. */
   | { op: 'detached'; id: number };
 
+/** A command to a shard thread, as its host's thread sends it (the id is added on the way). */
+export type Command = ToThread extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
+
 /** A shard's state as the host's thread mirrors it. */
 export interface StoppedShard {
   status: ShardStatus;

@@ -2,14 +2,14 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { ActorLog, ActorState } from '@freshet/nats';
-import { FreshetError, type ErrorEnvelope, type HostPartKind, type ShardStatus } from '@freshet/protocol';
+import type { ActorLog } from '@freshet/nats';
+import { FreshetError, type ErrorEnvelope, type HostPartKind } from '@freshet/protocol';
 import type { Tickable } from './delta-publisher.js';
 import type { HostDeltas } from './host-deltas.js';
-import type { HostedShard, RestoreInfo } from './hosted-shard.js';
-import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
+import type { ShardOptionsInput } from './shard-options.js';
 import { PortBatch, unpackFrames } from './port-batch.js';
-import type { StoppedShard, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
+import type { Command, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
+import { ThreadShard, type ShardThreadLink } from './thread-shard.js';
 
 /** Where the compiled thread body lives (tests run src/ through vitest; threads need dist/). */
 function threadFile(): string {
@@ -24,10 +24,9 @@ function threadFile(): string {
 }
 
 type Pending = { resolve(v: unknown): void; reject(e: Error): void };
-type Command = ToThread extends infer T ? (T extends { id: number } ? Omit<T, 'id'> : never) : never;
 
 /** One shard thread: its worker, the commands and host-message parts it has not answered yet. */
-class ShardThread {
+class ShardThread implements ShardThreadLink {
   private worker: Worker | undefined;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
@@ -254,144 +253,4 @@ export class ShardThreads {
   async close(): Promise<void> {
     await Promise.all(this.threads.map((t) => t.close()));
   }
-}
-
-/** A shard running in a shard thread, as its host drives it. */
-export class ThreadShard implements HostedShard {
-  readonly options: ShardOptions;
-  private _state: ActorState = 'created';
-  private last: ShardStatus | undefined;
-  restore: RestoreInfo | undefined;
-  handedOff = false;
-  finalCheckpointWritten = false;
-  private stopping: Promise<void> | undefined;
-
-  constructor(
-    private readonly thread: ShardThread,
-    private readonly sid: number,
-    private readonly input: ShardOptionsInput,
-    readonly log: ActorLog,
-  ) {
-    this.options = compileShardOptions(input);
-  }
-
-  get id(): string {
-    return `shard-${this.options.shard}`;
-  }
-  get cluster(): string {
-    return this.options.cluster;
-  }
-  get state(): ActorState {
-    return this._state;
-  }
-
-  async start(): Promise<void> {
-    this._state = 'starting';
-    this.thread.shards.set(this.sid, this);
-    try {
-      await this.thread.ensure();
-      this.restore = ((await this.thread.command({ op: 'start', sid: this.sid, options: this.input })) ??
-        undefined) as RestoreInfo | undefined;
-      if (this._state === 'starting') this._state = 'running';
-    } catch (e) {
-      this._state = 'failed';
-      throw e;
-    }
-  }
-
-  stop(): Promise<void> {
-    this.stopping ??= this.doStop();
-    return this.stopping;
-  }
-
-  private async doStop(): Promise<void> {
-    if (this._state !== 'failed' || this.thread.alive) this._state = 'draining';
-    try {
-      const r = (await this.thread.command({ op: 'stop', sid: this.sid })) as StoppedShard | null;
-      if (r) this.mirror(r);
-    } catch {
-      // its thread died: nothing more to stop (its log stays in the data dir)
-    }
-    this._state = 'stopped';
-    // kept on its thread only while its final checkpoint still has to reach the Object Store
-    if (this.handedOff || !this.finalCheckpointWritten || !this.thread.alive)
-      this.thread.shards.delete(this.sid);
-  }
-
-  async finishHandOff(): Promise<void> {
-    if (this.handedOff) return;
-    if (!this.thread.alive)
-      throw new Error('its shard thread died before the final checkpoint was uploaded (restart this host)');
-    const r = (await this.thread.command({ op: 'finish', sid: this.sid })) as StoppedShard | null;
-    if (r) this.mirror(r);
-    this.handedOff = true;
-    this.thread.shards.delete(this.sid);
-  }
-
-  /** The thread's report of this shard. */
-  mirror(s: StoppedShard): void {
-    this.last = s.status;
-    this.handedOff = s.handedOff;
-    this.finalCheckpointWritten = s.finalCheckpointWritten;
-    // a failure there (its log could not be written) is seen by the host's next placement pass
-    if (s.status.state === 'failed' && this._state === 'running') this._state = 'failed';
-  }
-
-  /** Its thread died while it ran: the host restarts it from its data dir, as after a failure. */
-  threadDied(): void {
-    if (this._state === 'running' || this._state === 'starting') this._state = 'failed';
-  }
-
-  status(): ShardStatus {
-    return { ...(this.last ?? emptyStatus(this.options)), state: this._state };
-  }
-
-  hostCall(kind: HostPartKind, frame: Uint8Array): Promise<Uint8Array | undefined> | undefined {
-    if (this._state !== 'running') return undefined;
-    return this.thread.call(this.sid, kind, frame);
-  }
-
-  async checkpoint(): Promise<void> {
-    await this.thread.command({ op: 'checkpoint', sid: this.sid });
-  }
-
-  async reload(checkpoint?: string): Promise<RestoreInfo & { versionBefore: number }> {
-    const r = await this.thread.command({
-      op: 'reload',
-      sid: this.sid,
-      ...(checkpoint === undefined ? {} : { checkpoint }),
-    });
-    return r as RestoreInfo & { versionBefore: number };
-  }
-
-  async forgetUser(user: string, fields?: readonly string[]): Promise<Record<string, number>> {
-    const r = await this.thread.command({ op: 'forget', sid: this.sid, user, ...(fields ? { fields } : {}) });
-    return r as Record<string, number>;
-  }
-}
-
-/** The status of a shard the thread has not reported on yet (starting). */
-function emptyStatus(o: ShardOptions): ShardStatus {
-  const none = { p50: 0, p99: 0, mean: 0, n: 0 };
-  return {
-    cluster: o.cluster,
-    shard: o.shard,
-    shards: o.shards,
-    state: 'created',
-    model: '',
-    rows: 0,
-    bytes: 0,
-    version: 0,
-    updatesPerS: 0,
-    pushesPerS: 0,
-    staleness: { p50: 0, p99: 0, max: 0, count: 0 },
-    rejects: {},
-    evictions: 0,
-    timings: { applyMs: none, walMs: none, deltaMs: none },
-    duplicates: 0,
-    deltaSeq: 0,
-    lastCheckpoint: null,
-    wal: null,
-    tables: [],
-  };
 }
