@@ -169,8 +169,9 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  * A process that runs the shards the cluster's placement gives it (docs/resharding.md). It
  * follows the placement in KV: a shard taken away is drained (final checkpoint uploaded to the
  * Object Store) and its lease released; a shard given to it is started once its lease is free,
- * from the Object Store when another host held it last, else from its own data dir. All its
- * shards share one NATS connection. Workers and serving nodes address shards by index, so they
+ * from the Object Store when another host held it last, else from its own data dir. Its shards
+ * share its thread and NATS connection, or run in its shard threads (option `threads`, each with
+ * a connection of its own). Workers and serving nodes address shards by index, so they
  * follow a move without knowing of it: for the second or so a shard is between hosts, its
  * requests get no answer and are retried.
  */
