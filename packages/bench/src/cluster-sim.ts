@@ -80,6 +80,12 @@ export interface SimKnobs {
    * rows over the threads touch T(1 − (1 − 1/T)^rows) of them.
    */
   shardPerHost?: boolean;
+  /**
+   * With `shardPerHost`: shard host processes per shard machine (default 1), each with
+   * `cores / hostsPerMachine − 1` shard threads: more endpoints per machine, fewer parts per
+   * message (and more messages per batch).
+   */
+  hostsPerMachine?: number;
   /** Bytes of one feedback event (the worker receives one message per example; Criteo: 667). */
   feedbackBytes?: number;
   /** A passive tap (bench cluster's) receives every pull, push and delta too. */
@@ -375,7 +381,12 @@ export function simulate(
   const procs = Math.max(1, Math.min(c, knobs.workerProcsPerMachine ?? 1));
   const W = layout.workerMachines * procs;
   const perHost = knobs.shardPerHost === true;
-  const S = perHost ? layout.shardMachines : layout.shardMachines * (knobs.shardProcsPerMachine ?? c);
+  const hostsPerMachine = perHost ? Math.max(1, Math.min(c, knobs.hostsPerMachine ?? 1)) : 1;
+  const S = perHost
+    ? layout.shardMachines * hostsPerMachine
+    : layout.shardMachines * (knobs.shardProcsPerMachine ?? c);
+  // A host's shard threads: its share of the machine's cores less its endpoint thread.
+  const hostThreads = Math.max(1, Math.floor(c / hostsPerMachine) - 1);
   const D = Math.max(1, Math.min(S, knobs.denseShards));
   const K = Math.max(1, layout.natsMachines);
   const R = Math.max(0, layout.servingMachines);
@@ -406,7 +417,7 @@ export function simulate(
     res('shard', perHost ? `shard-host-${i} endpoint` : `shard-${i}`, 1),
   );
   const shardWork = perHost
-    ? Array.from({ length: S }, (_, i) => res('shard', `shard-host-${i} threads`, 1, Math.max(1, c - 1)))
+    ? Array.from({ length: S }, (_, i) => res('shard', `shard-host-${i} threads`, 1, hostThreads))
     : shardIo;
   // A host's endpoint hears from every worker process of the cluster: waits drawn (Resource).
   if (perHost) for (const r of [...shardIo, ...shardWork]) r.sampleWait = rnd;
@@ -490,7 +501,6 @@ export function simulate(
     return workUs > 0 ? shardWork[s]!.run(io, workUs) : io;
   };
   // A host's endpoint hands each part of a message to its shard's thread (threadPartUs each).
-  const hostThreads = Math.max(1, c - 1);
   const handoffUs = (rows: number, share = 1): number => {
     if (!perHost) return 0;
     const perMessage = rows / share;

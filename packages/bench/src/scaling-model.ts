@@ -177,6 +177,15 @@ export const scalingDesigns: readonly ScalingDesign[] = [
     knobs: scaleOutKnobs,
   },
   {
+    key: 'scale_out_hosts4',
+    design:
+      'scale_out with 4 shard host processes per shard machine, 3 shard threads each: four ' +
+      "endpoint threads per machine, each handing a message's parts to 3 threads, not 15, for " +
+      'four times the host messages per batch (several shard hosts per machine: built)',
+    built: false,
+    knobs: { ...scaleOutKnobs, hostsPerMachine: 4 },
+  },
+  {
     key: 'scale_out_b512',
     design:
       'scale_out with batches of up to 512 examples (a partial one trained after 100 ms instead of ' +
@@ -575,7 +584,9 @@ export async function runScalingModel(o: ScalingModelOptions): Promise<Record<st
     r.max.throughput > 0 ? r.max.bottleneck : `${r.max.bottleneck} at the lowest load`;
   const table = rows.map((r) => {
     const perHost = r.design.knobs.shardPerHost === true;
-    const shardProcs = perHost ? r.layout.shardMachines : r.layout.shardMachines * r.layout.coresPerMachine;
+    const shardProcs = perHost
+      ? r.layout.shardMachines * (r.design.knobs.hostsPerMachine ?? 1)
+      : r.layout.shardMachines * r.layout.coresPerMachine;
     return {
       machines: r.machines,
       design: r.design.key,

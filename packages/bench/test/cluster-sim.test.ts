@@ -232,6 +232,15 @@ describe('scale-out knobs', () => {
     );
   });
 
+  it('several shard hosts per machine: more endpoints, fewer parts per message, more messages', () => {
+    const handed = { ...costs, threadPartUs: 10 };
+    const one = simulate(handed, big, 20_000, knobs, 2000);
+    const four = simulate(handed, big, 20_000, { ...knobs, hostsPerMachine: 4 }, 2000);
+    expect(one.stable && four.stable).toBe(true);
+    expect(four.utilisation.shard!).toBeLessThan(0.6 * one.utilisation.shard!);
+    expect(four.natsMsgsPerS).toBeGreaterThan(1.5 * one.natsMsgsPerS);
+  });
+
   it('one dense replica per machine flushes per machine, not per process', () => {
     const procs = { ...knobs, shardPerHost: false, workerProcsPerMachine: 4 };
     const each = simulate(costs, big, 8000, procs, 3000);
