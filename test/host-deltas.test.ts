@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { decodeDelta, decodeHostDelta, parseModelSpec, subjects } from '@freshet/protocol';
-import { Replica } from '@freshet/serving';
 import { ShardHost } from '@freshet/shard';
 import {
   embeddingModel,
@@ -12,7 +11,7 @@ import {
   useTempDirs,
   waitFor,
 } from '@freshet/testkit';
-import { HostRouter, ShardClient } from '@freshet/worker';
+import { testHostRouter, testReplica, testShardClient } from './host-fixtures.js';
 
 const nats = useNats();
 const tempDir = useTempDirs();
@@ -66,34 +65,15 @@ describe('host deltas', () => {
       }),
     ];
     await Promise.all(hosts.map((h) => h.start()));
-    const replica = new Replica(nats.nc, {
-      cluster,
-      shards: SHARDS,
-      spec,
-      retryMs: 20,
-      snapshotTimeoutMs: 2000,
-    });
-    const router = new HostRouter(nats.nc, {
-      cluster,
-      timeoutMs: 3000,
-      maxMessageBytes: 1 << 20,
-      cooldownMs: 60_000,
-    });
+    const tc = { nc: nats.nc, cluster, shards: SHARDS, spec };
+    const replica = testReplica(tc);
+    const router = testHostRouter(tc);
     try {
       await replica.start();
       await replica.whenReady();
       await router.start(kv);
       await waitFor(() => router.hostOf(2) === 'b', { timeoutMs: 5000 });
-      const c = new ShardClient(nats.nc, {
-        cluster,
-        shards: SHARDS,
-        spec,
-        worker: 'w',
-        timeoutMs: 3000,
-        retry: { attempts: 3, baseMs: 20, maxMs: 100 },
-        denseCacheMaxLag: 0,
-        router,
-      });
+      const c = testShardClient(tc, { router });
       const b = batch();
       const plan = c.route(b);
       for (let i = 0; i < 3; i++) {

@@ -2,7 +2,6 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readPlacement, writePlacement } from '@freshet/nats';
 import { decodeDelta, decodeHostDelta, parseModelSpec, subjects } from '@freshet/protocol';
-import { Replica } from '@freshet/serving';
 import { compileShardHostOptions, ShardHost } from '@freshet/shard';
 import {
   embeddingModel,
@@ -13,7 +12,7 @@ import {
   useTempDirs,
   waitFor,
 } from '@freshet/testkit';
-import { HostRouter, ShardClient } from '@freshet/worker';
+import { testHostRouter, testReplica, testShardClient } from './host-fixtures.js';
 
 const nats = useNats();
 const tempDir = useTempDirs();
@@ -75,30 +74,10 @@ describe('shard threads', () => {
       },
     });
     await Promise.all(hosts.map((h) => h.start()));
-    const replica = new Replica(nats.nc, {
-      cluster,
-      shards: SHARDS,
-      spec,
-      retryMs: 20,
-      snapshotTimeoutMs: 2000,
-    });
-    const router = new HostRouter(nats.nc, {
-      cluster,
-      timeoutMs: 3000,
-      maxMessageBytes: 1 << 20,
-      cooldownMs: 60_000,
-    });
-    const client = (r?: HostRouter) =>
-      new ShardClient(nats.nc, {
-        cluster,
-        shards: SHARDS,
-        spec,
-        worker: 'w',
-        timeoutMs: 3000,
-        retry: { attempts: 5, baseMs: 20, maxMs: 200 },
-        denseCacheMaxLag: 0,
-        ...(r ? { router: r } : {}),
-      });
+    const tc = { nc: nats.nc, cluster, shards: SHARDS, spec };
+    const replica = testReplica(tc);
+    const router = testHostRouter(tc);
+    const retry = { attempts: 5, baseMs: 20, maxMs: 200 };
     try {
       await waitFor(() => a.shards.size === 3 && b.shards.size === 1, { timeoutMs: 10_000 });
       // three shards over two threads: both used
@@ -108,8 +87,8 @@ describe('shard threads', () => {
       await replica.whenReady();
       await router.start(kv);
       await waitFor(() => router.hostOf(0) === 'a' && router.hostOf(3) === 'b', { timeoutMs: 5000 });
-      const routed = client(router);
-      const direct = client();
+      const routed = testShardClient(tc, { router, retry });
+      const direct = testShardClient(tc, { retry });
       const bt = batch();
       const plan = routed.route(bt);
       const push = async (i: number) => {
@@ -193,15 +172,10 @@ describe('shard threads', () => {
       { log: quiet },
     );
     await host.start();
-    const c = new ShardClient(nats.nc, {
-      cluster,
-      shards: SHARDS,
-      spec,
-      worker: 'w',
-      timeoutMs: 2000,
-      retry: { attempts: 20, baseMs: 50, maxMs: 250 },
-      denseCacheMaxLag: 0,
-    });
+    const c = testShardClient(
+      { nc: nats.nc, cluster, shards: SHARDS, spec },
+      { timeoutMs: 2000, retry: { attempts: 20, baseMs: 50, maxMs: 250 } },
+    );
     try {
       await waitFor(() => host.shards.size === SHARDS, { timeoutMs: 10_000 });
       const bt = batch();
