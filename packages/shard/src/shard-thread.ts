@@ -9,8 +9,9 @@ import { ThreadDeltas } from './thread-deltas.js';
 
 /*
  * The body of one of a shard host's shard threads (shard-threads.ts): it runs the shards the host
- * starts here, on its own NATS connection (their own subjects, deltas, checkpoints), and answers
- * the parts of host messages the host's thread hands over. Every shard of the host stays on the
+ * starts here, on its own NATS connection (their own subjects and checkpoints; their deltas too,
+ * unless the host gathers them: `hostDeltas`), and answers the parts of host messages the host's
+ * thread hands over. Every shard of the host stays on the
  * thread that started it until it stops.
  */
 
@@ -66,7 +67,7 @@ function stopped(s: Shard): StoppedShard {
   return { status: s.status(), handedOff: s.handedOff, finalCheckpointWritten: s.finalCheckpointWritten };
 }
 
-async function handle(m: Exclude<ToThread, { op: 'call' }>): Promise<unknown> {
+async function handle(m: Exclude<ToThread, { op: 'calls' | 'tick' | 'detached' }>): Promise<unknown> {
   switch (m.op) {
     case 'init':
       await init();
