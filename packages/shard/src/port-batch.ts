@@ -8,24 +8,68 @@ export interface PackedFrames {
 const ALIGN = 8;
 
 /**
+ * Packs frames as they come: each is copied at once into one growing buffer (so a caller may hand
+ * over a view of a buffer that is not its own past this turn), and {@link take} moves that buffer
+ * out without another copy.
+ */
+export class FramePacker {
+  private meta: number[] = [];
+  private stage: Uint8Array<ArrayBuffer> | undefined;
+  private used = 0;
+  /** The last batch's size: the next stage starts there, so a steady stream rarely grows one. */
+  private hint = 4096;
+
+  get size(): number {
+    return this.meta.length / 4;
+  }
+
+  add(id: number, tag: number, frame: Uint8Array | undefined): void {
+    this.meta.push(id, tag, this.used, frame ? frame.byteLength : -1);
+    if (!frame) return;
+    const end = this.used + Math.ceil(frame.byteLength / ALIGN) * ALIGN;
+    if (!this.stage || end > this.stage.byteLength) {
+      const grown = new Uint8Array(Math.max(end, this.hint, 2 * (this.stage?.byteLength ?? 0)));
+      if (this.stage) grown.set(this.stage.subarray(0, this.used));
+      this.stage = grown;
+    }
+    this.stage.set(frame, this.used);
+    this.used = end;
+  }
+
+  /** What was added since the last take (its buffer is the caller's to move). */
+  take(): PackedFrames {
+    const packed = {
+      meta: Int32Array.from(this.meta),
+      data: this.stage?.subarray(0, this.used) ?? new Uint8Array(0),
+    };
+    this.hint = Math.max(4096, this.used);
+    this.drop();
+    return packed;
+  }
+
+  /** Forgets what was added. */
+  drop(): void {
+    this.meta = [];
+    this.stage = undefined;
+    this.used = 0;
+  }
+}
+
+/**
  * Frames posted to another thread in one message per event-loop turn (setImmediate: after the
  * turn's I/O callbacks, so every NATS message of a socket read is in it). They travel packed in
  * one buffer that is moved, not cloned: structured cloning costs per object, and a host's thread
  * would spend as much on a part's hand-off as on a NATS message.
  */
 export class PortBatch {
-  private ids: number[] = [];
-  private tags: number[] = [];
-  private frames: (Uint8Array | undefined)[] = [];
+  private readonly packer = new FramePacker();
   private scheduled = false;
 
   constructor(private readonly send: (packed: PackedFrames) => void) {}
 
-  /** Queues `frame` (read at the flush: the caller hands over a frame nobody changes). */
+  /** Queues `frame`, copied now: the caller's buffer may be reused after this turn. */
   add(id: number, tag: number, frame: Uint8Array | undefined): void {
-    this.ids.push(id);
-    this.tags.push(tag);
-    this.frames.push(frame);
+    this.packer.add(id, tag, frame);
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(() => this.flush());
@@ -34,44 +78,13 @@ export class PortBatch {
   /** Posts what is waiting now (nothing if empty). */
   flush(): void {
     this.scheduled = false;
-    if (this.ids.length === 0) return;
-    const packed = packFrames(this.ids, this.tags, this.frames);
-    this.drop();
-    this.send(packed);
+    if (this.packer.size > 0) this.send(this.packer.take());
   }
 
   /** Drops what is waiting (the other thread is gone). */
   drop(): void {
-    this.ids = [];
-    this.tags = [];
-    this.frames = [];
+    this.packer.drop();
   }
-}
-
-/** `frames[i]` with its `ids[i]` and `tags[i]`, packed (see {@link PortBatch}). */
-export function packFrames(
-  ids: readonly number[],
-  tags: readonly number[],
-  frames: readonly (Uint8Array | undefined)[],
-): PackedFrames {
-  const n = ids.length;
-  let bytes = 0;
-  for (const f of frames) if (f) bytes += Math.ceil(f.byteLength / ALIGN) * ALIGN;
-  const meta = new Int32Array(4 * n);
-  const data = new Uint8Array(bytes);
-  let off = 0;
-  for (let i = 0; i < n; i++) {
-    const f = frames[i];
-    meta[4 * i] = ids[i]!;
-    meta[4 * i + 1] = tags[i]!;
-    meta[4 * i + 2] = off;
-    meta[4 * i + 3] = f ? f.byteLength : -1;
-    if (f) {
-      data.set(f, off);
-      off += Math.ceil(f.byteLength / ALIGN) * ALIGN;
-    }
-  }
-  return { meta, data };
 }
 
 /** Calls `each(id, tag, frame)` for every frame of a packed batch (frames are views, not copies). */

@@ -3,7 +3,7 @@ import type { NatsConnection } from 'nats';
 import { connectNats } from '@freshet/nats';
 import { FreshetError, subjects, toErrorEnvelope } from '@freshet/protocol';
 import { Shard } from './shard.js';
-import { packFrames, PortBatch, unpackFrames } from './port-batch.js';
+import { FramePacker, PortBatch, unpackFrames } from './port-batch.js';
 import type { StoppedShard, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
 import { ThreadDeltas } from './thread-deltas.js';
 
@@ -134,11 +134,9 @@ const replies = new PortBatch((parts) =>
 port.on('message', (m: ToThread) => {
   if (m.op === 'tick') {
     void (hostDeltas?.tick(m.shards) ?? Promise.resolve([])).then((frames) => {
-      const parts = packFrames(
-        frames.map((f) => f.shard),
-        frames.map(() => 0),
-        frames.map((f) => f.frame),
-      );
+      const packer = new FramePacker();
+      for (const f of frames) packer.add(f.shard, 0, f.frame);
+      const parts = packer.take();
       post({ t: 'ticked', id: m.id, parts }, [parts.meta.buffer, parts.data.buffer]);
     });
     return;

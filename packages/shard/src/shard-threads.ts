@@ -133,15 +133,14 @@ class ShardThread implements ShardThreadLink {
     });
   }
 
-  /** One part of a host message: copied out of the message (a view of the socket's buffer) and moved. */
+  /** One part of a host message (a view of the socket's buffer), handed to the thread. */
   call(sid: number, kind: HostPartKind, frame: Uint8Array): Promise<Uint8Array | undefined> | undefined {
     if (!this.worker) return undefined;
     const id = this.nextId++;
-    // copied now: the message's buffer is not ours once this turn is over
-    const copy = frame.slice();
     return new Promise((resolve) => {
       this.calls.set(id, resolve);
-      this.outbox.add(id, sid * 2 + (kind === 'push' ? 1 : 0), copy);
+      // copied into the outgoing batch now: the message's buffer is not ours past this turn
+      this.outbox.add(id, sid * 2 + (kind === 'push' ? 1 : 0), frame);
     });
   }
 

@@ -65,7 +65,7 @@ export class ThreadShard implements HostedShard {
   }
 
   private async doStop(): Promise<void> {
-    if (this._state !== 'failed' || this.thread.alive) this._state = 'draining';
+    this._state = 'draining';
     try {
       const r = (await this.thread.command({ op: 'stop', sid: this.sid })) as StoppedShard | null;
       if (r) this.mirror(r);
