@@ -156,6 +156,57 @@ describe('shard threads', () => {
     expect(a.status().unreleased).toEqual([]);
   });
 
+  it('host messages are answered by the host thread and every shard thread, each handing the others their parts', async () => {
+    const cluster = uniqueName('sthreadq').replace(/[^A-Za-z0-9_-]/g, '');
+    const kv = await placeShardsInKv(nats.nc, cluster, ['a', 'a', 'a', 'a']);
+    const host = new ShardHost(
+      {
+        cluster,
+        host: 'a',
+        nats: { servers: nats.url },
+        dataDir: join(tempDir('host'), 'a'),
+        pollMs: 50,
+        threads: 3,
+        shard: { model, fsync: false, checkpointIntervalMs: 0 },
+      },
+      { log: quiet },
+    );
+    await host.start();
+    const tc = { nc: nats.nc, cluster, shards: SHARDS, spec };
+    const router = testHostRouter(tc);
+    try {
+      await waitFor(() => host.shards.size === SHARDS, { timeoutMs: 10_000 });
+      // four shards over three threads: a host message's parts are on every thread
+      expect(host.status().threads!.slice().sort()).toEqual([1, 1, 2]);
+      await router.start(kv);
+      await waitFor(() => router.hostOf(0) === 'a', { timeoutMs: 5000 });
+      const routed = testShardClient(tc, { router });
+      const direct = testShardClient(tc);
+      const bt = batch();
+      const plan = routed.route(bt);
+      const grads = [new Float32Array(60 * DIM).fill(0.25)];
+      expect(
+        (await routed.push(plan, await routed.pull(plan), grads, { id: 'q', examples: bt.size })).accepted
+          .size,
+      ).toBe(SHARDS);
+      const want = Array.from((await direct.pull(direct.route(bt))).rows[0]!);
+      // one host message per pull (awaited one by one); NATS spreads them over the queue group
+      const N = 48;
+      for (let i = 0; i < N; i++) expect(Array.from((await routed.pull(plan)).rows[0]!)).toEqual(want);
+      // every part answered by its shard, wherever the message landed: none "not here"
+      expect(router.stats).toMatchObject({ hostMessages: N + 2, hostParts: (N + 2) * SHARDS, notHere: 0 });
+      expect(router.stats.hostFailures).toBe(0);
+      // all four endpoints took some (a member left out of 48 has odds of about 4e-6)
+      await waitFor(() => host.status().hostMessages.reduce((x, y) => x + y) === N + 2, { timeoutMs: 5000 });
+      const answered = host.status().hostMessages;
+      expect(answered.length).toBe(4);
+      expect(answered.every((n) => n > 0)).toBe(true);
+    } finally {
+      await router.stop();
+      await host.stop();
+    }
+  });
+
   it('a shard thread that dies has its shards restarted from their data dirs, nothing acknowledged lost', async () => {
     const cluster = uniqueName('sthreadx').replace(/[^A-Za-z0-9_-]/g, '');
     await placeShardsInKv(nats.nc, cluster, ['a', 'a', 'a', 'a']);

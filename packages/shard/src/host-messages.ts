@@ -8,7 +8,15 @@ import {
   type HostPartKind,
   type HostReply,
 } from '@freshet/protocol';
-import type { HostedShard } from './hosted-shard.js';
+import type { PartReply } from './part-calls.js';
+
+/** The queue group of a threaded host's endpoints: its own thread and its shard threads. */
+export function hostQueue(host: string): string {
+  return `freshet-shard-host-${host}`;
+}
+
+/** Where a host message's part goes: its shard's reply, or undefined (the shard does not run here). */
+export type PartRoute = (shard: number, kind: HostPartKind, frame: Uint8Array) => PartReply;
 
 /** Host messages handled at once by default (shard host option `hostMessagesInFlight`). */
 export const HOST_MESSAGES_IN_FLIGHT = 1024;
@@ -20,36 +28,43 @@ export const HOST_MESSAGE_MAX_BYTES = 64 * 1024 * 1024;
  * goes to its shard's own pull or push handler, with that shard's limits, as if it had come on
  * the shard's subject; the reply carries each shard's reply frame, or says the shard does not run
  * here (moved away, not started yet). Parts are handed over in order, synchronously (or posted
- * to the shard's thread, whose port keeps their order), so a shard sees one host message's parts,
- * and consecutive host messages, in the order they were sent.
+ * to the shard's thread, whose port keeps their order), so a shard sees one host message's parts
+ * in the order they were sent, and consecutive host messages too while one endpoint answers them.
+ * `queue`: a host with shard threads answers on its own thread and on each shard thread, a queue
+ * group, so two host messages may reach a shard through different threads, in either order.
  */
 export function hostEndpoints(
   nc: NatsConnection,
   cluster: string,
   host: string,
-  running: ReadonlyMap<number, HostedShard>,
-  maxInFlight = HOST_MESSAGES_IN_FLIGHT,
+  route: PartRoute,
+  opts: { maxInFlight?: number | undefined; queue?: string | undefined; onMessage?: () => void } = {},
 ): Endpoint[] {
   const s = subjects(cluster);
   const serve =
     (op: HostPartKind) =>
     (data: Uint8Array): Uint8Array | Promise<Uint8Array> => {
       const req = decodeHostRequest(data);
+      opts.onMessage?.();
       if (req.op !== op) {
         throw new FreshetError('BAD_REQUEST', `a host ${req.op} message on the ${op} subject`);
       }
       let pending = false;
       const replies = req.parts.map((p) => {
-        const r = running.get(p.shard)?.hostCall(op, p.frame);
+        const r = route(p.shard, op, p.frame);
         if (r instanceof Promise) pending = true;
         return r;
       });
       if (!pending) return encodeHostReply(replies as HostReply);
       return Promise.all(replies.map((r) => Promise.resolve(r))).then(encodeHostReply);
     };
-  const opts = { maxInFlight, maxBytes: HOST_MESSAGE_MAX_BYTES };
+  const o = {
+    maxInFlight: opts.maxInFlight ?? HOST_MESSAGES_IN_FLIGHT,
+    maxBytes: HOST_MESSAGE_MAX_BYTES,
+    ...(opts.queue ? { queue: opts.queue } : {}),
+  };
   return [
-    frameEndpoint(nc, s.hostPull(host), serve('pull'), opts),
-    frameEndpoint(nc, s.hostPush(host), serve('push'), opts),
+    frameEndpoint(nc, s.hostPull(host), serve('pull'), o),
+    frameEndpoint(nc, s.hostPush(host), serve('push'), o),
   ];
 }

@@ -21,7 +21,7 @@ import {
 } from '@freshet/nats';
 import { assertClusterName, FreshetError, subjects, type ShardStatus } from '@freshet/protocol';
 import { HostDeltas } from './host-deltas.js';
-import { HOST_MESSAGES_IN_FLIGHT, hostEndpoints } from './host-messages.js';
+import { HOST_MESSAGES_IN_FLIGHT, hostEndpoints, hostQueue } from './host-messages.js';
 import type { HostedShard } from './hosted-shard.js';
 import { compileShardOptions, type ShardOptionsInput } from './shard-options.js';
 import { ShardThreads } from './shard-threads.js';
@@ -57,9 +57,10 @@ export const shardHostOptionsSchema = z
     hostMessagesInFlight: z.number().int().min(1).default(HOST_MESSAGES_IN_FLIGHT),
     /**
      * Shard threads: 0 runs the hosted shards on the host's own thread; n ≥ 1 spreads them over
-     * n worker threads, each with its own NATS connection, while the host's thread answers host
-     * messages (handing each part to its shard's thread) and follows the placement. On a
-     * dedicated machine: its cores less one.
+     * n worker threads, each with its own NATS connection, while the host's thread follows the
+     * placement. Host messages are answered by the host's thread and every shard thread (a queue
+     * group), each handing the parts for other threads' shards to them. On a dedicated machine:
+     * its cores less one.
      */
     threads: z.number().int().min(0).max(256).default(0),
   })
@@ -150,6 +151,11 @@ export interface ShardHostStatus {
   hostDeltas: { messages: number; parts: number; errors: number } | null;
   /** Shards per shard thread (null: option `threads` 0, the shards run on the host's thread). */
   threads: number[] | null;
+  /**
+   * Host messages answered: by the host's thread, then by each shard thread (they answer them
+   * too, a queue group; at most `pollMs` old).
+   */
+  hostMessages: number[];
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -188,6 +194,7 @@ export class ShardHost implements ProcessActor {
   private threads: ShardThreads | undefined;
   /** Pulls and pushes for several of its shards in one message (host-messages.ts). */
   private hostEps: Endpoint[] = [];
+  private hostMessagesHere = 0;
   /** Its shards' deltas in one message per tick (shard option `hostDeltas`). */
   private hostDeltas: HostDeltas | undefined;
   /** Stopped, final checkpoint not yet in the Object Store: the lease stays ours. */
@@ -257,14 +264,31 @@ export class ShardHost implements ProcessActor {
       }));
     this.ownsNc = !this.deps.nc;
     try {
-      this.hostEps = hostEndpoints(this.nc, o.cluster, o.host, this.running, o.hostMessagesInFlight);
+      // with shard threads, they answer host messages too (a queue group with this thread's)
+      this.hostEps = hostEndpoints(
+        this.nc,
+        o.cluster,
+        o.host,
+        (shard, kind, frame) => this.running.get(shard)?.hostCall(kind, frame),
+        {
+          maxInFlight: o.hostMessagesInFlight,
+          queue: o.threads > 0 ? hostQueue(o.host) : undefined,
+          onMessage: () => this.hostMessagesHere++,
+        },
+      );
       const template = compileShardOptions(hostedShardOptions(o, 0, 1));
       if (template.hostDeltas)
         this.hostDeltas = new HostDeltas(this.nc, o.cluster, o.host, template.limits.maxDeltaBytes);
       if (o.threads > 0)
         this.threads = await ShardThreads.start(
           o.threads,
-          { cluster: o.cluster, host: o.host, nats: o.nats, statusMs: Math.min(1000, o.pollMs) },
+          {
+            cluster: o.cluster,
+            host: o.host,
+            nats: o.nats,
+            statusMs: Math.min(1000, o.pollMs),
+            endpoints: { maxInFlight: o.hostMessagesInFlight },
+          },
           this.log,
           this.hostDeltas,
         );
@@ -522,6 +546,7 @@ export class ShardHost implements ProcessActor {
       moves: { ...this.moves },
       hostDeltas: this.hostDeltas ? { ...this.hostDeltas.counters } : null,
       threads: this.threads?.counts() ?? null,
+      hostMessages: [this.hostMessagesHere, ...(this.threads?.hostMessages() ?? [])],
     };
   }
 }

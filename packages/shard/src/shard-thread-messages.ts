@@ -1,3 +1,4 @@
+import type { MessagePort } from 'node:worker_threads';
 import type { LogLevel, NatsOptionsInput } from '@freshet/nats';
 import type { ErrorEnvelope, ShardStatus } from '@freshet/protocol';
 import type { PackedFrames } from './port-batch.js';
@@ -13,6 +14,11 @@ export interface ThreadData {
   hostDeltas: boolean;
   /** How often it reports its shards' statuses. */
   statusMs: number;
+  /**
+   * It answers host messages too, in the host's queue group (host-messages.ts), handing the parts
+   * for its peers' shards to them (thread-peers.ts); unset: only the host's thread answers them.
+   */
+  endpoints?: { maxInFlight: number } | undefined;
 }
 
 /**
@@ -28,6 +34,10 @@ export type ToThread =
   | { op: 'reload'; id: number; sid: number; checkpoint?: string }
   | { op: 'forget'; id: number; sid: number; user: string; fields?: readonly string[] }
   | { op: 'close'; id: number }
+  /** The port to shard thread `thread` (thread-peers.ts). */
+  | { op: 'peer'; thread: number; port: MessagePort }
+  /** Which thread runs which shard: [shard, thread] (thread −1: none of them). */
+  | { op: 'routes'; id: number; set: [number, number][] }
   /** The host's host-delta tick of these shards (replied: ticked). */
   | { op: 'tick'; id: number; shards: number[] }
   /** The host's host deltas no longer tick the shard of deltas-detach `id`. */
@@ -49,7 +59,8 @@ export type ToMain =
   | { t: 'replies'; parts: PackedFrames }
   | { t: 'done'; id: number; value?: unknown; error?: ErrorEnvelope }
   | { t: 'log'; sid: number; level: LogLevel; msg: string; fields?: Record<string, unknown> }
-  | { t: 'status'; list: ({ sid: number } & StoppedShard)[] }
+  /** Its shards, and the host messages its endpoints answered so far (`endpoints`). */
+  | { t: 'status'; list: ({ sid: number } & StoppedShard)[]; hostMessages: number }
   | { t: 'deltas-attach'; shard: number; intervalMs: number }
   | { t: 'deltas-detach'; id: number; shard: number }
   /** A delta published outside a tick, for the host to put on the bus. */

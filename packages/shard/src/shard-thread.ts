@@ -1,23 +1,32 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { NatsConnection } from 'nats';
-import { connectNats } from '@freshet/nats';
+import { connectNats, type Endpoint } from '@freshet/nats';
 import { FreshetError, subjects, toErrorEnvelope } from '@freshet/protocol';
 import { Shard } from './shard.js';
-import { FramePacker, PortBatch, unpackFrames } from './port-batch.js';
+import { hostEndpoints, hostQueue } from './host-messages.js';
+import { fromTag, serveParts } from './part-calls.js';
+import { FramePacker, PortBatch } from './port-batch.js';
 import type { StoppedShard, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
 import { ThreadDeltas } from './thread-deltas.js';
+import { ThreadPeers } from './thread-peers.js';
 
 /*
  * The body of one of a shard host's shard threads (shard-threads.ts): it runs the shards the host
  * starts here, on its own NATS connection (their own subjects and checkpoints; their deltas too,
  * unless the host gathers them: `hostDeltas`), and answers the parts of host messages the host's
- * thread hands over. Every shard of the host stays on the
- * thread that started it until it stops.
+ * thread hands over. With `endpoints` it also answers host messages itself, in the host's queue
+ * group: its own shards' parts here, the others' handed straight to their threads (thread-peers.ts).
+ * Every shard of the host stays on the thread that started it until it stops.
  */
 
 const port = parentPort!;
 const data = workerData as ThreadData;
 const shards = new Map<number, Shard>();
+/** The shards started here, by their index (what this thread's host endpoints answer for itself). */
+const local = new Map<number, Shard>();
+const peers = new ThreadPeers((shard, kind, frame) => local.get(shard)?.hostCall(kind, frame));
+let endpoints: Endpoint[] = [];
+let hostMessages = 0;
 let nc: NatsConnection | undefined;
 
 function post(m: ToMain, transfer: ArrayBuffer[] = []): void {
@@ -34,6 +43,23 @@ async function init(): Promise<void> {
   nc = await connectNats(data.nats, `freshet-shard-host-${data.cluster}-${data.host}-t${data.thread}`, {
     inboxPrefix: subjects(data.cluster).inboxPrefix('shard'),
   });
+  if (data.endpoints)
+    endpoints = hostEndpoints(
+      nc,
+      data.cluster,
+      data.host,
+      (shard, kind, frame) => local.get(shard)?.hostCall(kind, frame) ?? peers.call(shard, kind, frame),
+      {
+        maxInFlight: data.endpoints.maxInFlight,
+        queue: hostQueue(data.host),
+        onMessage: () => hostMessages++,
+      },
+    );
+}
+
+/** Forgets `s` as this thread's run of its shard (a later run here may have replaced it). */
+function unlisted(s: Shard): void {
+  if (local.get(s.options.shard) === s) local.delete(s.options.shard);
 }
 
 /** A frame moved to the host's thread (copied first if it is a view of a larger buffer). */
@@ -67,7 +93,9 @@ function stopped(s: Shard): StoppedShard {
   return { status: s.status(), handedOff: s.handedOff, finalCheckpointWritten: s.finalCheckpointWritten };
 }
 
-async function handle(m: Exclude<ToThread, { op: 'calls' | 'tick' | 'detached' }>): Promise<unknown> {
+async function handle(
+  m: Exclude<ToThread, { op: 'calls' | 'tick' | 'detached' | 'peer' }>,
+): Promise<unknown> {
   switch (m.op) {
     case 'init':
       await init();
@@ -87,11 +115,13 @@ async function handle(m: Exclude<ToThread, { op: 'calls' | 'tick' | 'detached' }
         shards.delete(m.sid);
         throw e;
       }
+      local.set(s.options.shard, s);
       return s.restore ?? null;
     }
     case 'stop': {
       const s = shards.get(m.sid);
       if (!s) return null;
+      unlisted(s);
       await s.stop();
       // kept until its hand-off is finished (its upload may be retried)
       if (s.handedOff) shards.delete(m.sid);
@@ -100,6 +130,7 @@ async function handle(m: Exclude<ToThread, { op: 'calls' | 'tick' | 'detached' }
     case 'finish': {
       const s = shards.get(m.sid);
       if (!s) return null;
+      unlisted(s);
       await s.finishHandOff();
       shards.delete(m.sid);
       return stopped(s);
@@ -110,7 +141,14 @@ async function handle(m: Exclude<ToThread, { op: 'calls' | 'tick' | 'detached' }
       return shardOf(m.sid).reload(m.checkpoint);
     case 'forget':
       return shardOf(m.sid).forgetUser(m.user, m.fields);
+    case 'routes':
+      peers.route(m.set);
+      return null;
     case 'close':
+      // no more host messages here (the queue group's other members take them), then the shards
+      await Promise.allSettled(endpoints.splice(0).map((e) => e.drain()));
+      peers.close();
+      local.clear();
       await Promise.allSettled([...shards.values()].map((s) => s.stop()));
       shards.clear();
       await nc?.drain().catch(() => undefined);
@@ -121,7 +159,7 @@ async function handle(m: Exclude<ToThread, { op: 'calls' | 'tick' | 'detached' }
 /** The shards' states and statuses, after every command and every status interval. */
 function statuses(): void {
   const list = [...shards].map(([sid, s]) => ({ sid, ...stopped(s) }));
-  if (list.length) post({ t: 'status', list });
+  if (list.length || data.endpoints) post({ t: 'status', list, hostMessages });
 }
 
 const timer = setInterval(statuses, data.statusMs);
@@ -147,18 +185,18 @@ port.on('message', (m: ToThread) => {
     return;
   }
   if (m.op === 'calls') {
-    unpackFrames(m.parts, (id, tag, frame) => {
-      const r = shards.get(tag >> 1)?.hostCall(tag & 1 ? 'push' : 'pull', frame!);
-      // a shard's handler never rejects (error envelopes): undefined only if it did anyway
-      if (r instanceof Promise)
-        void r.then(
-          (f) => replies.add(id, 0, f),
-          () => replies.add(id, 0, undefined),
-        );
-      else replies.add(id, 0, r);
-    });
-    // what was answered at once goes back now, not a turn later
-    replies.flush();
+    serveParts(
+      m.parts,
+      (tag, frame) => {
+        const [sid, kind] = fromTag(tag);
+        return shards.get(sid)?.hostCall(kind, frame);
+      },
+      replies,
+    );
+    return;
+  }
+  if (m.op === 'peer') {
+    peers.link(m.thread, m.port);
     return;
   }
   void handle(m).then(

@@ -1,13 +1,14 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, Worker, type TransferListItem } from 'node:worker_threads';
 import type { ActorLog } from '@freshet/nats';
 import { FreshetError, type ErrorEnvelope, type HostPartKind } from '@freshet/protocol';
 import type { Tickable } from './delta-publisher.js';
 import type { HostDeltas } from './host-deltas.js';
 import type { ShardOptionsInput } from './shard-options.js';
-import { PortBatch, unpackFrames } from './port-batch.js';
+import { PartCalls, partTag } from './part-calls.js';
+import { unpackFrames } from './port-batch.js';
 import type { Command, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
 import { ThreadShard, type ShardThreadLink } from './thread-shard.js';
 
@@ -25,19 +26,28 @@ function threadFile(): string {
 
 type Pending = { resolve(v: unknown): void; reject(e: Error): void };
 
+/** What a shard thread asks of the set it belongs to (ShardThreads). */
+interface ThreadSet {
+  /** It is running (again): its ports to the other threads, the routes so far. */
+  ready(t: ShardThread): void;
+  /** Every thread learns that `thread` runs `shard` (their host endpoints hand its parts there). */
+  route(shard: number, thread: number): Promise<void>;
+}
+
 /** One shard thread: its worker, the commands and host-message parts it has not answered yet. */
 class ShardThread implements ShardThreadLink {
   private worker: Worker | undefined;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly calls = new Map<number, (frame: Uint8Array | undefined) => void>();
-  private readonly outbox = new PortBatch((parts) =>
+  private readonly calls = new PartCalls((parts) =>
     this.worker?.postMessage({ op: 'calls', parts } satisfies ToThread, [
       parts.meta.buffer,
       parts.data.buffer,
     ]),
   );
   readonly shards = new Map<number, ThreadShard>();
+  /** Host messages its endpoints answered (its last status report; a new run counts from 0). */
+  hostMessages = 0;
   private starting: Promise<void> | undefined;
   /** Host deltas: a stand-in per shard of this thread that the host's ticks reach. */
   private readonly tickables = new Map<number, Tickable>();
@@ -49,10 +59,25 @@ class ShardThread implements ShardThreadLink {
     readonly data: ThreadData,
     private readonly log: ActorLog,
     private readonly hostDeltas: HostDeltas | undefined,
+    private readonly set: ThreadSet,
   ) {}
 
   get alive(): boolean {
     return this.worker !== undefined;
+  }
+
+  /** Started and connected (it may be given ports and routes). */
+  get ready(): boolean {
+    return this.worker !== undefined && this.starting === undefined;
+  }
+
+  /** A message with no reply (a port handed over, routes). */
+  post(m: ToThread, transfer: readonly TransferListItem[] = []): void {
+    this.worker?.postMessage(m, transfer);
+  }
+
+  announce(shard: number): Promise<void> {
+    return this.set.route(shard, this.data.thread);
   }
 
   /** Starts the thread (again, after it died) and connects it. */
@@ -66,6 +91,7 @@ class ShardThread implements ShardThreadLink {
     this.starting = this.command({ op: 'init' }).then(
       () => {
         this.starting = undefined;
+        this.set.ready(this);
       },
       (e: unknown) => {
         this.starting = undefined;
@@ -80,14 +106,12 @@ class ShardThread implements ShardThreadLink {
   private died(w: Worker, e: Error): void {
     if (this.worker !== w) return;
     this.worker = undefined;
-    this.outbox.drop();
     // (what its shards had open stays open: their log files are fds of the process, not the thread)
     if (this.shards.size) this.log('error', `shard thread ${this.data.thread} died: ${e.message}`);
     const err = new FreshetError('UNAVAILABLE', `shard thread ${this.data.thread} died: ${e.message}`);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
-    for (const c of this.calls.values()) c(undefined);
-    this.calls.clear();
+    this.calls.fail();
     // its shards' deltas: the host stops ticking them (a tick waiting for them goes on)
     for (const r of this.ticks.values()) r();
     this.ticks.clear();
@@ -135,23 +159,13 @@ class ShardThread implements ShardThreadLink {
 
   /** One part of a host message (a view of the socket's buffer), handed to the thread. */
   call(sid: number, kind: HostPartKind, frame: Uint8Array): Promise<Uint8Array | undefined> | undefined {
-    if (!this.worker) return undefined;
-    const id = this.nextId++;
-    return new Promise((resolve) => {
-      this.calls.set(id, resolve);
-      // copied into the outgoing batch now: the message's buffer is not ours past this turn
-      this.outbox.add(id, sid * 2 + (kind === 'push' ? 1 : 0), frame);
-    });
+    return this.worker ? this.calls.call(partTag(sid, kind), frame) : undefined;
   }
 
   private onMessage(m: ToMain): void {
     switch (m.t) {
       case 'replies':
-        unpackFrames(m.parts, (id, _tag, frame) => {
-          const c = this.calls.get(id);
-          this.calls.delete(id);
-          c?.(frame);
-        });
+        this.calls.replies(m.parts);
         return;
       case 'done': {
         const p = this.pending.get(m.id);
@@ -164,6 +178,7 @@ class ShardThread implements ShardThreadLink {
         this.shards.get(m.sid)?.log(m.level, m.msg, m.fields);
         return;
       case 'status':
+        this.hostMessages = m.hostMessages;
         for (const s of m.list) this.shards.get(s.sid)?.mirror(s);
         return;
       case 'deltas-attach': {
@@ -206,14 +221,35 @@ class ShardThread implements ShardThreadLink {
 /**
  * A shard host's shard threads (host option `threads`, docs/resharding.md): each hosted shard
  * runs in one of them, on that thread's own NATS connection, so a host's shards use its cores
- * while the host's own thread answers host messages, follows the placement and runs the leases.
+ * while the host's own thread follows the placement and runs the leases. With `endpoints` the
+ * threads answer host messages too, beside the host's thread: each pair of threads shares a port
+ * for the parts of each other's shards, and every thread knows which thread runs which shard.
  */
-export class ShardThreads {
-  private readonly threads: ShardThread[];
+export class ShardThreads implements ThreadSet {
+  private threads: ShardThread[] = [];
   private nextSid = 1;
+  /** shard → the thread that runs it (last started there). */
+  private readonly routes = new Map<number, number>();
 
-  private constructor(threads: ShardThread[]) {
-    this.threads = threads;
+  private constructor() {}
+
+  ready(t: ShardThread): void {
+    for (const o of this.threads) {
+      if (o === t || !o.ready) continue;
+      const { port1, port2 } = new MessageChannel();
+      t.post({ op: 'peer', thread: o.data.thread, port: port1 }, [port1]);
+      o.post({ op: 'peer', thread: t.data.thread, port: port2 }, [port2]);
+    }
+    if (this.routes.size) void t.command({ op: 'routes', set: [...this.routes] }).catch(() => undefined);
+  }
+
+  async route(shard: number, thread: number): Promise<void> {
+    this.routes.set(shard, thread);
+    await Promise.all(
+      this.threads
+        .filter((t) => t.ready)
+        .map((t) => t.command({ op: 'routes', set: [[shard, thread]] }).catch(() => undefined)),
+    );
   }
 
   /** `hostDeltas`: the host's, which its threads' shards then publish through. */
@@ -223,12 +259,12 @@ export class ShardThreads {
     log: ActorLog,
     hostDeltas?: HostDeltas,
   ): Promise<ShardThreads> {
-    const threads = Array.from(
+    const t = new ShardThreads();
+    t.threads = Array.from(
       { length: count },
       (_, thread) =>
-        new ShardThread({ ...data, thread, hostDeltas: hostDeltas !== undefined }, log, hostDeltas),
+        new ShardThread({ ...data, thread, hostDeltas: hostDeltas !== undefined }, log, hostDeltas, t),
     );
-    const t = new ShardThreads(threads);
     try {
       await Promise.all(t.threads.map((x) => x.ensure()));
     } catch (e) {
@@ -247,6 +283,11 @@ export class ShardThreads {
   /** Shards per thread (the host's status). */
   counts(): number[] {
     return this.threads.map((t) => t.shards.size);
+  }
+
+  /** Host messages each thread's endpoints answered (the host's status). */
+  hostMessages(): number[] {
+    return this.threads.map((t) => t.hostMessages);
   }
 
   async close(): Promise<void> {

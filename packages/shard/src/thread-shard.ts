@@ -12,6 +12,8 @@ export interface ShardThreadLink {
   /** Starts the thread (again, after it died). */
   ensure(): Promise<void>;
   command(c: Command): Promise<unknown>;
+  /** Tells the host's threads that this thread runs `shard` now (their endpoints hand its parts here). */
+  announce(shard: number): Promise<void>;
   /** One part of a host message (undefined: the thread is not running). */
   call(sid: number, kind: HostPartKind, frame: Uint8Array): Promise<Uint8Array | undefined> | undefined;
 }
@@ -52,6 +54,7 @@ export class ThreadShard implements HostedShard {
       await this.thread.ensure();
       this.restore = ((await this.thread.command({ op: 'start', sid: this.sid, options: this.input })) ??
         undefined) as RestoreInfo | undefined;
+      await this.thread.announce(this.options.shard);
       if (this._state === 'starting') this._state = 'running';
     } catch (e) {
       this._state = 'failed';
