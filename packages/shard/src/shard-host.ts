@@ -523,7 +523,8 @@ export class ShardHost implements ProcessActor {
   private async doStop(): Promise<void> {
     this.loopAbort.abort();
     await this.loopDone;
-    // workers ask each shard directly meanwhile (no responders here): the shards drain as before
+    // workers ask each shard directly meanwhile (no responders here, or, with shard threads, the
+    // threads' "not here" for each shard once it stopped): the shards drain as before
     await this.drainHostEndpoints();
     await this.stopShards();
     await this.hostDeltas?.stop();

@@ -50,7 +50,8 @@ interface Queue {
  * bytes, so callers decode, retry and deduplicate exactly as for a direct request.
  *
  * Order: a host's parts leave in the order they were issued (a pull issued after a push to the
- * same host never overtakes it: kinds alternate in separate messages, sent in order). With
+ * same host never overtakes it: kinds alternate in separate messages, sent in order; a host with
+ * shard threads may answer two messages on different threads, in either order). With
  * `lingerMs` the messages wait that long for the parts of batches sent soon after: fewer, larger
  * messages for a little latency.
  */
