@@ -224,6 +224,15 @@ describe('resharding: shards move between hosts under load', () => {
     expect(gauge('freshet_shard_version', 'shard-2')).toBe(versionsBefore[0]);
     expect(gauge('freshet_actor_up', 'shard-3')).toBe(0);
     expect(gauge('freshet_actor_up', 'shard-2')).toBe(1);
+    // the host messages it answered, by thread: its own and its two shard threads (a queue group)
+    const answered = (thread: string) =>
+      Number(
+        new RegExp(`^freshet_shard_host_messages_total\\{[^}]*thread="${thread}"[^}]*\\} (\\S+)$`, 'm').exec(
+          metrics,
+        )?.[1],
+      );
+    expect(['host', '0', '1'].map(answered).every((n) => Number.isFinite(n))).toBe(true);
+    expect(['host', '0', '1'].map(answered).reduce((x, y) => x + y)).toBeGreaterThan(0);
 
     // h3 lost for good (kill -9, its volume gone): its lease is freed by hand, the shard moves on
     await expect(freshet('shard', 'release', '--shard', '3', '--force')).rejects.toThrow(/answers/);

@@ -30,6 +30,7 @@ interface Instruments {
   shardEvictions: Counter;
   shardLastCheckpoint: Gauge;
   shardDeltaSeq: Gauge;
+  shardHostMessages: Counter;
   workerExamplesRate: Gauge;
   workerExamples: Counter;
   workerAuc: Gauge;
@@ -83,6 +84,12 @@ function instruments(registry: Registry): Instruments {
       name: 'freshet_worker_dead_letters_total',
       help: 'Events the worker dead-lettered, by reason code.',
       labelNames: [...labelNames, 'reason'],
+      registers: [registry],
+    }),
+    shardHostMessages: new Counter({
+      name: 'freshet_shard_host_messages_total',
+      help: "Host messages a shard host answered, by thread: the host's own, or shard thread 0, 1, …",
+      labelNames: [...labelNames, 'thread'],
       registers: [registry],
     }),
     workerHostMessages: c(
@@ -192,6 +199,19 @@ export function createActorMetrics(opts: {
     // a shard host: each shard it runs now is a shard of its own (id shard-<n>), as when it
     // ran as its own process; one that moved away reads as down here
     if (status.role === 'shard-host' && Array.isArray(status.running)) {
+      const answered = Array.isArray(status.hostMessages) ? (status.hostMessages as number[]) : [];
+      answered.forEach((n, i) =>
+        setCounter(
+          m.shardHostMessages,
+          {
+            cluster: opts.cluster,
+            role: opts.role,
+            id: opts.id,
+            thread: i === 0 ? 'host' : String(i - 1),
+          } as Labels,
+          n,
+        ),
+      );
       const now = new Set<string>();
       for (const s of status.running as Array<Record<string, unknown>>) {
         const id = `shard-${String(s.shard)}`;
