@@ -14,7 +14,8 @@ import type { MeasuredCosts } from './cost-probe.js';
  *
  * Designs (knobs): dense tensors on one shard and pulled/pushed by every batch (built, the default);
  * split over several shards (not built); a dense replica on every worker flushed every N examples
- * (built: `dense.mode: 'replica'`); one multi-threaded shard process per machine (not built).
+ * (built: `dense.mode: 'replica'`); one multi-threaded shard process per machine (built: shard hosts
+ * with shard threads).
  * With `sharedCores` every role runs on one machine of that many cores, as the local cluster does:
  * the model of this machine that `bench scaling` checks against a measured `bench cluster`.
  */
@@ -74,16 +75,20 @@ export interface SimKnobs {
   denseReplicaPerMachine?: boolean;
   /**
    * One shard process per shard machine: a batch fans out to machines and each machine publishes
-   * one delta (built: shard hosts with worker `hostRouting` and shard `hostDeltas`), with one
-   * NATS endpoint thread and `cores − 1` shard threads (built: shard host option `threads`, a
-   * shard per thread). The endpoint pays `threadPartUs` per part it hands to a thread: a request's
-   * rows over the threads touch T(1 − (1 − 1/T)^rows) of them.
+   * one delta (built: shard hosts with worker `hostRouting` and shard `hostDeltas`), its shards in
+   * T = `cores − 1` shard threads (built: shard host option `threads`, a shard per thread). Host
+   * messages are answered by the host's thread and every shard thread (a NATS queue group, each
+   * message to one of the T + 1 at random), so a host is one resource of T + 1 threads doing both
+   * the message work and the row work. The member that gets a message serves the parts for its own
+   * shards and hands each other part to its shard's thread: a request's rows over the threads
+   * touch P = T(1 − (1 − 1/T)^rows) of them, P·T/(T + 1) of them handed over on average, each
+   * charged 2 × `threadPartUs` (both ends of the hand-off).
    */
   shardPerHost?: boolean;
   /**
-   * With `shardPerHost`: shard host processes per shard machine (default 1), each with
-   * `cores / hostsPerMachine − 1` shard threads: more endpoints per machine, fewer parts per
-   * message (and more messages per batch).
+   * With `shardPerHost`: shard host processes per shard machine (default 1), each on
+   * `cores / hostsPerMachine` threads (its own thread, the rest shard threads): fewer parts per
+   * message to hand over, but more messages per batch, each answered by a host of fewer threads.
    */
   hostsPerMachine?: number;
   /** Bytes of one feedback event (the worker receives one message per example; Criteo: 667). */
@@ -218,7 +223,7 @@ class Resource {
   }
   /**
    * Set (a seeded random source): the wait in the queue is drawn, not booked. For a single-lane
-   * server that every batch of a large cluster books inline (a shard host's endpoint): bookings
+   * server that every batch of a large cluster books inline (a shard host): bookings
    * come out of time order by up to a worker's own backlog, and a FIFO lane would make a
    * message wait behind every one booked before it, even one arriving later (at 1000 machines
    * ~10 ms per message at 40% load). The wait is M/G/1's (Pollaczek–Khinchine) at the lane's
@@ -385,8 +390,10 @@ export function simulate(
   const S = perHost
     ? layout.shardMachines * hostsPerMachine
     : layout.shardMachines * (knobs.shardProcsPerMachine ?? c);
-  // A host's shard threads: its share of the machine's cores less its endpoint thread.
-  const hostThreads = Math.max(1, Math.floor(c / hostsPerMachine) - 1);
+  // A host's threads: its share of the machine's cores, its own thread and the rest shard threads
+  // (none on a single core: its shards then run on its own thread, nothing handed over).
+  const hostCores = Math.max(1, Math.floor(c / hostsPerMachine));
+  const hostThreads = hostCores - 1;
   const D = Math.max(1, Math.min(S, knobs.denseShards));
   const K = Math.max(1, layout.natsMachines);
   const R = Math.max(0, layout.servingMachines);
@@ -411,16 +418,14 @@ export function simulate(
   const workerPool = Array.from({ length: W }, (_, i) =>
     res('worker', `worker-${i} compute`, Math.max(1, layout.computeThreads ?? Math.floor(c / procs) - 1)),
   );
-  // A shard process's endpoint (messages, bytes) and its row work: the same single lane for a
-  // process per core; an endpoint thread and cores − 1 key-range threads for a process per host.
-  const shardIo = Array.from({ length: S }, (_, i) =>
-    res('shard', perHost ? `shard-host-${i} endpoint` : `shard-${i}`, 1),
+  // A shard process's messages (receive, reply, bytes) and its row work: one lane for a process
+  // per core. A host's threads all answer its messages (a queue group of its own thread and its
+  // shard threads) and all do row work: one resource of that many threads, fluid within it.
+  const shards = Array.from({ length: S }, (_, i) =>
+    perHost ? res('shard', `shard-host-${i} threads`, 1, hostCores) : res('shard', `shard-${i}`, 1),
   );
-  const shardWork = perHost
-    ? Array.from({ length: S }, (_, i) => res('shard', `shard-host-${i} threads`, 1, hostThreads))
-    : shardIo;
-  // A host's endpoint hears from every worker process of the cluster: waits drawn (Resource).
-  if (perHost) for (const r of [...shardIo, ...shardWork]) r.sampleWait = rnd;
+  // A host hears from every worker process of the cluster: waits drawn (Resource).
+  if (perHost) for (const r of shards) r.sampleWait = rnd;
   const nats = Array.from({ length: K }, (_, i) =>
     res('nats', `nats-${i}`, 1, layout.sharedCores ?? c, true),
   );
@@ -495,17 +500,32 @@ export function simulate(
   };
   const serverOfWorker = (w: number) => w % K;
   const serverOfShard = (s: number) => (s + W) % K;
-  /** A request served by shard `s`: endpoint work, then row work (µs each). */
+  /**
+   * A request served by shard `s`: message work, then row work (µs each). A host books both as one
+   * job on its threads: two would each draw a queue wait.
+   */
   const shardServe = (s: number, t: number, ioUs: number, workUs: number): number => {
-    const io = shardIo[s]!.run(t, ioUs);
-    return workUs > 0 ? shardWork[s]!.run(io, workUs) : io;
+    const r = shards[s]!;
+    if (perHost) return r.run(t, ioUs + workUs);
+    const io = r.run(t, ioUs);
+    return workUs > 0 ? r.run(io, workUs) : io;
   };
-  // A host's endpoint hands each part of a message to its shard's thread (threadPartUs each).
-  const handoffUs = (rows: number, share = 1): number => {
-    if (!perHost) return 0;
+  /**
+   * A host's hand-offs for a message of `rows` rows (`share` of one): its parts over the T shard
+   * threads touch P = T(1 − (1 − 1/T)^rows) of them. A host message reaches one of the T + 1
+   * members of the host's queue group: its own thread (1 in T + 1: every part handed over) or a
+   * shard thread, which serves its own part (P/T of one on average) itself, so P·T/(T + 1) parts
+   * are handed over on average. A delta tick gathers every thread's part on the host's thread
+   * (`gathered`): all P. Each costs 2 × threadPartUs: the sender's copy and reply promise, and the
+   * receiver's unpacking and reply packing, work of the same kind (the cost probe times only the
+   * sending side).
+   */
+  const handoffUs = (rows: number, share = 1, gathered = false): number => {
+    if (!perHost || hostThreads === 0) return 0;
     const perMessage = rows / share;
     const parts = hostThreads * (1 - Math.pow(1 - 1 / hostThreads, Math.max(1, perMessage)));
-    return parts * share * (costs.threadPartUs ?? 0);
+    const handed = gathered ? parts : (parts * hostThreads) / (hostThreads + 1);
+    return handed * share * 2 * (costs.threadPartUs ?? 0);
   };
 
   const heap = new Heap<Ev>();
@@ -786,11 +806,11 @@ export function simulate(
         const rows = Math.min(pendRows[s]!, uniqueRows(costs, pendExamples[s]!) / S);
         const denseRows = pendDense[s] ? denseFloats : 0;
         const bytes = rows * deltaRowBytes + denseRows * 4 + 64;
-        // (a host's threads hand their deltas to its endpoint, which sends them as one message)
+        // (a host's shard threads hand their deltas to its own thread, which sends them as one message)
         const taken = shardServe(
           s,
           t,
-          costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000 + handoffUs(rows),
+          costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000 + handoffUs(rows, 1, true),
           rows * costs.deltaRowUs + (denseRows / 16) * costs.deltaRowUs,
         );
         let delivered = bus(taken, serverOfShard(s), serverOfShard(s), bytes, denseRows * 4);
@@ -830,7 +850,7 @@ export function simulate(
   const roles: Record<string, Resource[]> = {
     worker_main: workerMain,
     worker_compute: workerPool,
-    shard: perHost ? [...shardIo, ...shardWork] : shardIo,
+    shard: shards,
     nats,
     serving: R > 0 ? [serving] : [],
     ...(cpu ? { machine_cpu: [cpu] } : {}),
@@ -894,7 +914,7 @@ export function simulate(
     examplesPerFlush: flushes > 0 ? Math.round(flushedExamples / flushes) : null,
     cpuUsPerExample: {
       worker: cpuOf([...workerMain, ...workerPool]),
-      shard: cpuOf(perHost ? [...shardIo, ...shardWork] : shardIo),
+      shard: cpuOf(shards),
       serving: cpuOf([serving]),
       nats: cpuOf(nats),
       clients: cpuOf([clients]),

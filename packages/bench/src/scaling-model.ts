@@ -147,7 +147,8 @@ export const scalingDesigns: readonly ScalingDesign[] = [
     key: 'replica_shard_per_host',
     design:
       'dense replica + one shard process per host: requests and deltas per host, its shards in ' +
-      'cores - 1 shard threads (built: worker hostRouting, shard hostDeltas, shard host threads)',
+      'cores - 1 shard threads, host messages answered by any of its threads (built: worker ' +
+      'hostRouting, shard hostDeltas, shard host threads: a queue group of its own and its shard threads)',
     built: true,
     knobs: { ...base, denseSyncExamples: 2048, denseMaxDelayMs: 1000, shardPerHost: true },
   },
@@ -169,9 +170,10 @@ export const scalingDesigns: readonly ScalingDesign[] = [
       'examples or 0.5 s, delta interval sized to <= 20k delta messages/s per serving process ' +
       '(<= 250 ms; shard option deltaMsgsPerServingNode), a batch fanning out to shard hosts, not ' +
       'shards, and one delta message per host per tick (built: worker hostRouting, shard ' +
-      'hostDeltas, its shards in cores - 1 shard threads: shard host threads) + NOT BUILT: one ' +
-      'dense replica per worker machine, flushed in chunks over up to 64 shards, one ' +
-      'serving process per core each holding a slice (2 per slice), pulls and pushes of a ' +
+      'hostDeltas, its shards in cores - 1 shard threads, host messages answered by any of its ' +
+      'threads: shard host threads) + NOT BUILT: one dense replica per worker machine, flushed in ' +
+      'chunks over up to 64 shards, one serving process per core each holding a slice (2 per ' +
+      'slice), pulls and pushes of a ' +
       "machine's 8 batches coalesced per shard host (built only within one worker process)",
     built: false,
     knobs: scaleOutKnobs,
@@ -179,8 +181,9 @@ export const scalingDesigns: readonly ScalingDesign[] = [
   {
     key: 'scale_out_hosts4',
     design:
-      'scale_out with 4 shard host processes per shard machine, 3 shard threads each: four ' +
-      "endpoint threads per machine, each handing a message's parts to 3 threads, not 15, for " +
+      'scale_out with 4 shard host processes per shard machine, 3 shard threads each: a host ' +
+      "message answered by one of its host's 4 threads (a queue group of the host's thread and " +
+      "its shard threads: built), which hands the message's parts over 3 threads, not 15, for " +
       'four times the host messages per batch (several shard hosts per machine: built)',
     built: false,
     knobs: { ...scaleOutKnobs, hostsPerMachine: 4 },

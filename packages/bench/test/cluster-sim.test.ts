@@ -219,12 +219,19 @@ describe('scale-out knobs', () => {
     expect(simulate(costs, many, 300_000, hosts, 1500)).toEqual(r);
   });
 
-  it("a shard host's endpoint pays for handing each part to a shard thread", () => {
+  it("a shard host's threads pay for handing each part to another thread", () => {
     const plain = simulate(costs, big, 20_000, knobs, 2000);
     const handed = simulate({ ...costs, threadPartUs: 10 }, big, 20_000, knobs, 2000);
     expect(plain.stable && handed.stable).toBe(true);
-    // ~6 parts of ~10 µs per request on top of its two messages and its rows (0.059 → 0.093)
-    expect(handed.utilisation.shard!).toBeGreaterThan(1.3 * plain.utilisation.shard!);
+    expect(handed.utilisation.shard!).toBeGreaterThan(plain.utilisation.shard!);
+    // A request's ~630 rows touch all 15 shard threads; the member of the host's queue group that
+    // gets it hands 15/16 of those parts over on average, at 2 × 10 µs each (both ends): 16
+    // requests per 250-example batch make ~18 µs an example, and the delta ticks (every thread's
+    // part gathered on the host's thread) a few more.
+    const requestsUs = (16 * 15 * (15 / 16) * 2 * 10) / handed.examplesPerBatch;
+    const rise = handed.cpuUsPerExample.shard - plain.cpuUsPerExample.shard;
+    expect(rise).toBeGreaterThan(requestsUs);
+    expect(rise).toBeLessThan(requestsUs + 12);
     // shard processes (one per core) hand nothing over
     const procs = { ...knobs, shardPerHost: false };
     expect(simulate({ ...costs, threadPartUs: 10 }, big, 20_000, procs, 2000)).toEqual(
@@ -232,13 +239,46 @@ describe('scale-out knobs', () => {
     );
   });
 
-  it('several shard hosts per machine: more endpoints, fewer parts per message, more messages', () => {
+  it("a shard host's message work is spread over its threads, not one endpoint thread", () => {
+    // One shard machine of 16 cores for 16 worker machines, rows cheap: the host's message work
+    // (receive, reply, their bytes) outweighs its row work.
+    const oneHost = {
+      workerMachines: 16,
+      shardMachines: 1,
+      servingMachines: 0,
+      natsMachines: 4,
+      coresPerMachine: 16,
+    };
+    const cheapRows = { ...costs, pullRowUs: 0.2, applyRowUs: 0.2, threadPartUs: 2 };
+    const r = simulate(cheapRows, oneHost, 300_000, { ...knobs, inFlightBatches: 8 }, 1000);
+    expect(r.stable).toBe(true);
+    expect(r.examplesPerBatch).toBe(256);
+    // A batch's pull (keys in, rows out) and push (rows in), hand-offs and delta ticks left out:
+    // at this rate more than two threads' worth, which one endpoint thread could not carry.
+    const rows = uniqueRows(cheapRows, 256);
+    const rowBytes = defaultKnobs.avgDim * 4 + 8;
+    const messageUs = 4 * costs.nodeMsgUs + (rows * (8 + rowBytes + rowBytes + 4) * costs.nodeByteNs) / 1000;
+    expect((r.throughput / 256) * messageUs).toBeGreaterThan(2e6);
+    // its 16 threads (its own and 15 shard threads) are not even half busy
+    expect(r.utilisation.shard!).toBeLessThan(0.6);
+    expect(r.bottleneck).not.toMatch(/shard/);
+  });
+
+  it('several shard hosts per machine: fewer parts to hand over per message, more messages', () => {
     const handed = { ...costs, threadPartUs: 10 };
-    const one = simulate(handed, big, 20_000, knobs, 2000);
-    const four = simulate(handed, big, 20_000, { ...knobs, hostsPerMachine: 4 }, 2000);
-    expect(one.stable && four.stable).toBe(true);
-    expect(four.utilisation.shard!).toBeLessThan(0.6 * one.utilisation.shard!);
+    const one = simulate(costs, big, 20_000, knobs, 2000);
+    const oneHanded = simulate(handed, big, 20_000, knobs, 2000);
+    const hosts4 = { ...knobs, hostsPerMachine: 4 };
+    const four = simulate(costs, big, 20_000, hosts4, 2000);
+    const fourHanded = simulate(handed, big, 20_000, hosts4, 2000);
+    expect(one.stable && oneHanded.stable && four.stable && fourHanded.stable).toBe(true);
     expect(four.natsMsgsPerS).toBeGreaterThan(1.5 * one.natsMsgsPerS);
+    // a message's parts over 3 shard threads, not 15: less hand-off per example in all...
+    const handoff = (a: typeof one, b: typeof one) => b.cpuUsPerExample.shard - a.cpuUsPerExample.shard;
+    expect(handoff(four, fourHanded)).toBeLessThan(0.8 * handoff(one, oneHanded));
+    // ...but each host answers as many messages with 4 threads as one host with 16
+    expect(four.cpuUsPerExample.shard).toBeGreaterThan(one.cpuUsPerExample.shard);
+    expect(fourHanded.utilisation.shard!).toBeGreaterThan(oneHanded.utilisation.shard!);
   });
 
   it('one dense replica per machine flushes per machine, not per process', () => {
