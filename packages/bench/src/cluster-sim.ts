@@ -516,9 +516,10 @@ export function simulate(
    * members of the host's queue group: its own thread (1 in T + 1: every part handed over) or a
    * shard thread, which serves its own part (P/T of one on average) itself, so P·T/(T + 1) parts
    * are handed over on average. A delta tick gathers every thread's part on the host's thread
-   * (`gathered`): all P. Each costs 2 × threadPartUs: the sender's copy and reply promise, and the
-   * receiver's unpacking and reply packing, work of the same kind (the cost probe times only the
-   * sending side).
+   * (`gathered`): all P. Each costs the sender's copy and reply promise (`threadPartUs`) and the
+   * receiver's unpacking and reply packing, charged as much: the probe's `threadPartRecvUs` (a
+   * difference of two busy times, noisy) has come out below `threadPartUs`, and a noisy low
+   * reading must not make the model optimistic.
    */
   const handoffUs = (rows: number, share = 1, gathered = false): number => {
     if (!perHost || hostThreads === 0) return 0;

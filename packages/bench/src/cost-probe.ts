@@ -52,6 +52,12 @@ export interface MeasuredCosts {
    * from results measured before shard threads existed (charged as 0 there).
    */
   threadPartUs?: number;
+  /**
+   * The receiving thread's CPU per part handed over (unpacking it, packing the reply; the shard's
+   * own work not counted), µs: reported, to check the model's charge of 2 × `threadPartUs` per
+   * part (the model does not use it). Absent from results measured before.
+   */
+  threadPartRecvUs?: number;
   /** Worker: gradient compute per example, one thread (µs). */
   computeExampleUs: number;
   /** Worker: feature encoding per example on the main thread (µs). */
@@ -423,7 +429,7 @@ export async function measureCosts(dataPath: string): Promise<MeasuredCosts> {
   const nats = await measureNats();
   const js = await measureJetStream();
   const rows = measureShardAndServing();
-  const { threadPartUs } = await measureThreadHandoff();
+  const { threadPartUs, threadPartRecvUs } = await measureThreadHandoff();
   const c = await runComputeBench({ batches: [256], steps: 10 });
   const eps = Number(c.wide_deep_b256_examples_per_s ?? 0);
   return {
@@ -431,6 +437,7 @@ export async function measureCosts(dataPath: string): Promise<MeasuredCosts> {
     ...js,
     ...rows,
     threadPartUs,
+    threadPartRecvUs,
     computeExampleUs: eps > 0 ? r3(1e6 / eps) : 250,
     ...measureRows(dataPath),
     events: await measureEvents(dataPath),

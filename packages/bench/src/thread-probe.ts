@@ -2,19 +2,23 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { startNatsServer } from '@freshet/nats';
+import { connectNats, startNatsServer } from '@freshet/nats';
 import { encodePull } from '@freshet/protocol';
-import { ShardThreads } from '@freshet/shard';
+import { Shard, ShardThreads, type ShardOptionsInput } from '@freshet/shard';
 
 /**
  * What a shard host's thread spends to hand one host-message part to a shard thread and take its
  * reply (shard host option `threads`): the real path (ShardThreads, a real shard in a thread
  * answering a pull of `keys` rows), timed by the host thread's event-loop busy time, so the
- * shard's own work in its thread is not counted.
+ * shard's own work in its thread is not counted (`threadPartUs`). The receiving side
+ * (`threadPartRecvUs`): the shard thread's busy time per part less what the same pull costs a
+ * shard called on its own thread (unpacking, the reply's packing, the port's message events).
  */
-export async function measureThreadHandoff(
-  opts: { calls?: number; keys?: number } = {},
-): Promise<{ threadPartUs: number; threadPartSerialUs: number }> {
+export async function measureThreadHandoff(opts: { calls?: number; keys?: number } = {}): Promise<{
+  threadPartUs: number;
+  threadPartSerialUs: number;
+  threadPartRecvUs: number;
+}> {
   const calls = opts.calls ?? 20_000;
   const keys = opts.keys ?? 24;
   const server = await startNatsServer({});
@@ -31,19 +35,17 @@ export async function measureThreadHandoff(
     () => undefined,
   );
   try {
-    const shard = threads.shard(
-      {
-        cluster: 'probe',
-        shard: 0,
-        shards: 1,
-        nats: { servers: [server.url] },
-        dataDir: dir,
-        fsync: false,
-        checkpointIntervalMs: 0,
-        model: { name: 'probe', tables: [{ name: 'emb', dim: 16, optimizer: { kind: 'adam', lr: 0.01 } }] },
-      },
-      () => undefined,
-    );
+    const options = (cluster: string, sub: string): ShardOptionsInput => ({
+      cluster,
+      shard: 0,
+      shards: 1,
+      nats: { servers: [server.url] },
+      dataDir: join(dir, sub),
+      fsync: false,
+      checkpointIntervalMs: 0,
+      model: { name: 'probe', tables: [{ name: 'emb', dim: 16, optimizer: { kind: 'adam', lr: 0.01 } }] },
+    });
+    const shard = threads.shard(options('probe', 'threaded'), () => undefined);
     await shard.start();
     const k = new Uint32Array(2 * keys);
     for (let i = 0; i < keys; i++) k.set([7, 1000 + i], 2 * i);
@@ -52,25 +54,48 @@ export async function measureThreadHandoff(
       const r = await shard.hostCall('pull', frame);
       if (!r) throw new Error('the probe shard did not answer');
     };
-    /** Host-thread busy µs per part with `depth` parts in flight. */
-    const busyUs = async (n: number, depth: number) => {
+    /** Host-thread busy µs per part with `depth` parts in flight (and the shard thread's). */
+    const busyUs = async (n: number, depth: number, call = one) => {
       const e0 = performance.eventLoopUtilization();
+      const t0 = threads.eventLoopUtilization()[0]!;
       let sent = 0;
       await Promise.all(
         Array.from({ length: depth }, async () => {
           while (sent < n) {
             sent++;
-            await one();
+            await call();
           }
         }),
       );
-      return (performance.eventLoopUtilization(e0).active * 1000) / n;
+      const t1 = threads.eventLoopUtilization()[0]!;
+      return {
+        host: (performance.eventLoopUtilization(e0).active * 1000) / n,
+        thread: ((t1.active - t0.active) * 1000) / n,
+      };
     };
     await busyUs(2000, 64);
     const piped = await busyUs(calls, 64);
     const serial = await busyUs(Math.ceil(calls / 4), 1);
     await shard.stop();
-    return { threadPartUs: +piped.toFixed(3), threadPartSerialUs: +serial.toFixed(3) };
+    // the same pulls answered by a shard on this thread: the shard's own work per part
+    const nc = await connectNats({ servers: [server.url] }, 'freshet-thread-probe');
+    const direct = new Shard(options('probe-direct', 'direct'), { nc, log: () => undefined });
+    try {
+      await direct.start();
+      const own = async () => {
+        if (!(await direct.hostCall('pull', frame))) throw new Error('the probe shard did not answer');
+      };
+      await busyUs(2000, 64, own);
+      const alone = await busyUs(calls, 64, own);
+      return {
+        threadPartUs: +piped.host.toFixed(3),
+        threadPartSerialUs: +serial.host.toFixed(3),
+        threadPartRecvUs: +Math.max(0, piped.thread - alone.host).toFixed(3),
+      };
+    } finally {
+      await direct.stop();
+      await nc.drain().catch(() => undefined);
+    }
   } finally {
     await threads.close();
     await server.stop();

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, Worker, type TransferListItem } from 'node:worker_threads';
+import type { EventLoopUtilization } from 'node:perf_hooks';
 import type { ActorLog } from '@freshet/nats';
 import { FreshetError, type ErrorEnvelope, type HostPartKind } from '@freshet/protocol';
 import type { Tickable } from './delta-publisher.js';
@@ -74,6 +75,11 @@ class ShardThread implements ShardThreadLink {
   /** A message with no reply (a port handed over, routes). */
   post(m: ToThread, transfer: readonly TransferListItem[] = []): void {
     this.worker?.postMessage(m, transfer);
+  }
+
+  /** Its event loop's busy and idle time so far (undefined: not running). */
+  eventLoopUtilization(): EventLoopUtilization | undefined {
+    return this.worker?.performance.eventLoopUtilization();
   }
 
   announce(shard: number): Promise<void> {
@@ -283,6 +289,11 @@ export class ShardThreads implements ThreadSet {
   /** Shards per thread (the host's status). */
   counts(): number[] {
     return this.threads.map((t) => t.shards.size);
+  }
+
+  /** Each thread's event-loop busy and idle time so far (a run's own: it restarts at 0). */
+  eventLoopUtilization(): (EventLoopUtilization | undefined)[] {
+    return this.threads.map((t) => t.eventLoopUtilization());
   }
 
   /** Host messages each thread's endpoints answered (the host's status). */
