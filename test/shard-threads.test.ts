@@ -24,6 +24,22 @@ const quiet = () => undefined;
 
 const batch = () => keysOnEveryShard(60, SHARDS, { first: 900, hi: 5, size: 64 });
 
+/** Host 'a' of `cluster` alone, its shards in `threads` shard threads. */
+function threadedHost(cluster: string, threads: number, shard: Record<string, unknown> = {}): ShardHost {
+  return new ShardHost(
+    {
+      cluster,
+      host: 'a',
+      nats: { servers: nats.url },
+      dataDir: join(tempDir('host'), 'a'),
+      pollMs: 50,
+      threads,
+      shard: { model, fsync: false, checkpointIntervalMs: 0, ...shard },
+    },
+    { log: quiet },
+  );
+}
+
 /**
  * Shard threads (shard host option `threads`): the host's shards run in worker threads, each on
  * its own NATS connection, and the host's thread hands them the parts of host messages and sends
@@ -159,18 +175,7 @@ describe('shard threads', () => {
   it('host messages are answered by the host thread and every shard thread, each handing the others their parts', async () => {
     const cluster = uniqueName('sthreadq').replace(/[^A-Za-z0-9_-]/g, '');
     const kv = await placeShardsInKv(nats.nc, cluster, ['a', 'a', 'a', 'a']);
-    const host = new ShardHost(
-      {
-        cluster,
-        host: 'a',
-        nats: { servers: nats.url },
-        dataDir: join(tempDir('host'), 'a'),
-        pollMs: 50,
-        threads: 3,
-        shard: { model, fsync: false, checkpointIntervalMs: 0 },
-      },
-      { log: quiet },
-    );
+    const host = threadedHost(cluster, 3);
     await host.start();
     const tc = { nc: nats.nc, cluster, shards: SHARDS, spec };
     const router = testHostRouter(tc);
@@ -210,18 +215,7 @@ describe('shard threads', () => {
   it('a shard thread that dies has its shards restarted from their data dirs, nothing acknowledged lost', async () => {
     const cluster = uniqueName('sthreadx').replace(/[^A-Za-z0-9_-]/g, '');
     await placeShardsInKv(nats.nc, cluster, ['a', 'a', 'a', 'a']);
-    const host = new ShardHost(
-      {
-        cluster,
-        host: 'a',
-        nats: { servers: nats.url },
-        dataDir: join(tempDir('host'), 'a'),
-        pollMs: 50,
-        threads: 2,
-        shard: { model, fsync: false, checkpointIntervalMs: 0, hostDeltas: true, deltaIntervalMs: 20 },
-      },
-      { log: quiet },
-    );
+    const host = threadedHost(cluster, 2, { hostDeltas: true, deltaIntervalMs: 20 });
     await host.start();
     const c = testShardClient(
       { nc: nats.nc, cluster, shards: SHARDS, spec },
