@@ -233,6 +233,22 @@ describe('resharding: shards move between hosts under load', () => {
       );
     expect(['host', '0', '1'].map(answered).every((n) => Number.isFinite(n))).toBe(true);
     expect(['host', '0', '1'].map(answered).reduce((x, y) => x + y)).toBeGreaterThan(0);
+    // and how busy each thread was over the last second (once a second has passed between scrapes)
+    const busy = await waitFor(
+      async () => {
+        const text = await (await fetch(hosts.h2!.ready.metrics as string)).text();
+        const of = (thread: string) =>
+          Number(
+            new RegExp(`^freshet_shard_host_thread_busy\\{[^}]*thread="${thread}"[^}]*\\} (\\S+)$`, 'm').exec(
+              text,
+            )?.[1],
+          );
+        const all = ['host', '0', '1'].map(of);
+        return all.every((b) => Number.isFinite(b)) ? all : undefined;
+      },
+      { timeoutMs: 5000, intervalMs: 300 },
+    );
+    expect(busy.every((b) => b >= 0 && b <= 1)).toBe(true);
 
     // h3 lost for good (kill -9, its volume gone): its lease is freed by hand, the shard moves on
     await expect(freshet('shard', 'release', '--shard', '3', '--force')).rejects.toThrow(/answers/);

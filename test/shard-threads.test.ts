@@ -206,6 +206,9 @@ describe('shard threads', () => {
       const answered = host.status().hostMessages;
       expect(answered.length).toBe(4);
       expect(answered.every((n) => n > 0)).toBe(true);
+      // and how busy each of the four threads was over the last second
+      await waitFor(() => host.status().busy.length === 4, { timeoutMs: 5000 });
+      expect(host.status().busy.every((b) => b >= 0 && b <= 1)).toBe(true);
     } finally {
       await router.stop();
       await host.stop();

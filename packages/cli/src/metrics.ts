@@ -31,6 +31,7 @@ interface Instruments {
   shardLastCheckpoint: Gauge;
   shardDeltaSeq: Gauge;
   shardHostMessages: Counter;
+  shardHostBusy: Gauge;
   workerExamplesRate: Gauge;
   workerExamples: Counter;
   workerAuc: Gauge;
@@ -92,6 +93,11 @@ function instruments(registry: Registry): Instruments {
       labelNames: [...labelNames, 'thread'],
       registers: [registry],
     }),
+    shardHostBusy: g(
+      'freshet_shard_host_thread_busy',
+      "Event-loop busy share of a shard host's threads over the last second: its own, or shard thread 0, 1, …",
+      ['thread'],
+    ),
     workerHostMessages: c(
       'freshet_worker_host_messages_total',
       'Host messages sent: pulls or pushes for several shards of one shard host in one message.',
@@ -199,19 +205,16 @@ export function createActorMetrics(opts: {
     // a shard host: each shard it runs now is a shard of its own (id shard-<n>), as when it
     // ran as its own process; one that moved away reads as down here
     if (status.role === 'shard-host' && Array.isArray(status.running)) {
-      const answered = Array.isArray(status.hostMessages) ? (status.hostMessages as number[]) : [];
-      answered.forEach((n, i) =>
-        setCounter(
-          m.shardHostMessages,
-          {
-            cluster: opts.cluster,
-            role: opts.role,
-            id: opts.id,
-            thread: i === 0 ? 'host' : String(i - 1),
-          } as Labels,
-          n,
-        ),
-      );
+      // per thread of the host: its own, then each shard thread
+      const perThread = (v: unknown, set: (labels: Labels, n: number) => void) => {
+        if (!Array.isArray(v)) return;
+        (v as number[]).forEach((n, i) => {
+          const thread = i === 0 ? 'host' : String(i - 1);
+          set({ cluster: opts.cluster, role: opts.role, id: opts.id, thread } as Labels, n);
+        });
+      };
+      perThread(status.hostMessages, (l, n) => setCounter(m.shardHostMessages, l, n));
+      perThread(status.busy, (l, n) => setGauge(m.shardHostBusy, l, n));
       const now = new Set<string>();
       for (const s of status.running as Array<Record<string, unknown>>) {
         const id = `shard-${String(s.shard)}`;

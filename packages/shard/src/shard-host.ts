@@ -1,5 +1,6 @@
 import { rmSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import type { KV, NatsConnection } from 'nats';
 import { z } from 'zod';
@@ -25,6 +26,7 @@ import { HOST_MESSAGES_IN_FLIGHT, hostEndpoints, hostQueue } from './host-messag
 import type { HostedShard } from './hosted-shard.js';
 import { compileShardOptions, type ShardOptionsInput } from './shard-options.js';
 import { ShardThreads } from './shard-threads.js';
+import { ThreadBusy } from './thread-busy.js';
 import { Shard } from './shard.js';
 
 /** Options of a shard host process (`freshet shard-host`, docs/resharding.md). */
@@ -156,6 +158,11 @@ export interface ShardHostStatus {
    * too, a queue group; at most `pollMs` old).
    */
   hostMessages: number[];
+  /**
+   * Event-loop busy share of the host's thread, then of each shard thread, over the last window
+   * of at least a second (empty until one has passed since the first status).
+   */
+  busy: number[];
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -195,6 +202,10 @@ export class ShardHost implements ProcessActor {
   /** Pulls and pushes for several of its shards in one message (host-messages.ts). */
   private hostEps: Endpoint[] = [];
   private hostMessagesHere = 0;
+  private readonly busy = new ThreadBusy(() => [
+    performance.eventLoopUtilization(),
+    ...(this.threads?.eventLoopUtilization() ?? []),
+  ]);
   /** Its shards' deltas in one message per tick (shard option `hostDeltas`). */
   private hostDeltas: HostDeltas | undefined;
   /** Stopped, final checkpoint not yet in the Object Store: the lease stays ours. */
@@ -548,6 +559,7 @@ export class ShardHost implements ProcessActor {
       hostDeltas: this.hostDeltas ? { ...this.hostDeltas.counters } : null,
       threads: this.threads?.counts() ?? null,
       hostMessages: [this.hostMessagesHere, ...(this.threads?.hostMessages() ?? [])],
+      busy: this.busy.read(),
     };
   }
 }
