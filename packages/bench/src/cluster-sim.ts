@@ -517,9 +517,9 @@ export function simulate(
    * shard thread, which serves its own part (P/T of one on average) itself, so P·T/(T + 1) parts
    * are handed over on average. A delta tick gathers every thread's part on the host's thread
    * (`gathered`): all P. Each costs the sender's copy and reply promise (`threadPartUs`) and the
-   * receiver's unpacking and reply packing, charged as much: the probe's `threadPartRecvUs` (a
-   * difference of two busy times, noisy) has come out below `threadPartUs`, and a noisy low
-   * reading must not make the model optimistic.
+   * receiver's unpacking and reply packing, charged as much: the probe's `threadPartRecvUs` is a
+   * difference of two busy times, too noisy to charge (0–12 µs in five quiet runs against 3.7–8.7
+   * for the sender), and a low reading must not make the model optimistic.
    */
   const handoffUs = (rows: number, share = 1, gathered = false): number => {
     if (!perHost || hostThreads === 0) return 0;
