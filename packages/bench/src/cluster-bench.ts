@@ -651,6 +651,9 @@ export async function runClusterBench<A extends BenchActor>(
       deps,
     );
     const cpu1 = cpu.seconds();
+    // the tap's copies of the last pushes and their replies may still be in its socket when the
+    // last ack is in: a round trip on its connection lets it read them before it is summed
+    await tapNc?.flush();
     const tap1 = tap?.summary();
     const fresh1 = await servingFreshness(cl, h);
     const actors1 = await cl.actors();
