@@ -3,7 +3,7 @@ import type { NatsConnection } from 'nats';
 import { connectNats, type Endpoint } from '@freshet/nats';
 import { FreshetError, subjects, toErrorEnvelope } from '@freshet/protocol';
 import { Shard } from './shard.js';
-import { hostEndpoints, hostQueue } from './host-messages.js';
+import { hostEndpoints, hostQueue, type PartRoute } from './host-messages.js';
 import { fromTag, serveParts } from './part-calls.js';
 import { FramePacker, PortBatch } from './port-batch.js';
 import type { StoppedShard, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
@@ -24,7 +24,9 @@ const data = workerData as ThreadData;
 const shards = new Map<number, Shard>();
 /** The shards started here, by their index (what this thread's host endpoints answer for itself). */
 const local = new Map<number, Shard>();
-const peers = new ThreadPeers((shard, kind, frame) => local.get(shard)?.hostCall(kind, frame));
+/** A part for a shard of this thread (undefined: not running here). */
+const own: PartRoute = (shard, kind, frame) => local.get(shard)?.hostCall(kind, frame);
+const peers = new ThreadPeers(own);
 let endpoints: Endpoint[] = [];
 let hostMessages = 0;
 let nc: NatsConnection | undefined;
@@ -48,7 +50,7 @@ async function init(): Promise<void> {
       nc,
       data.cluster,
       data.host,
-      (shard, kind, frame) => local.get(shard)?.hostCall(kind, frame) ?? peers.call(shard, kind, frame),
+      (shard, kind, frame) => own(shard, kind, frame) ?? peers.call(shard, kind, frame),
       {
         maxInFlight: data.endpoints.maxInFlight,
         queue: hostQueue(data.host),

@@ -1,7 +1,8 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { HostPartKind } from '@freshet/protocol';
 import { PortBatch, type PackedFrames } from './port-batch.js';
-import { fromTag, PartCalls, partTag, serveParts, type PartReply } from './part-calls.js';
+import type { PartRoute } from './host-messages.js';
+import { fromTag, PartCalls, partTag, serveParts } from './part-calls.js';
 
 /** What shard threads send each other over their ports. */
 type PeerMessage = { t: 'calls' | 'replies'; parts: PackedFrames };
@@ -18,7 +19,7 @@ export class ThreadPeers {
   private readonly routes = new Map<number, number>();
 
   /** `serve`: a part for a shard of this thread, by the shard's index. */
-  constructor(private readonly serve: (shard: number, kind: HostPartKind, frame: Uint8Array) => PartReply) {}
+  constructor(private readonly serve: PartRoute) {}
 
   /** The port to shard thread `thread` (replacing one to a thread that died). */
   link(thread: number, port: MessagePort): void {
