@@ -174,6 +174,23 @@ const roleGroupSchema = (defaultCount: number) =>
     .prefault({});
 
 /**
+ * Serving nodes, optionally sliced (packages/serving/README.md "Sliced serving"): with `slices: n`
+ * node i holds slice i mod n, so every slice needs a node (two for a slice to survive one).
+ */
+const servingGroupSchema = z
+  .object({
+    count: z.number().int().min(0).max(256).default(1),
+    options: z.record(z.string(), z.unknown()).default({}),
+    slices: z.number().int().min(1).max(256).optional(),
+  })
+  .strict()
+  .refine((g) => g.slices === undefined || g.slices <= g.count, {
+    message: 'more slices than serving nodes: every slice needs a node that holds it',
+    path: ['slices'],
+  })
+  .prefault({});
+
+/**
  * Shards, and optionally the shard hosts that run them (docs/resharding.md): with `hosts` the
  * cluster runs shard hosts instead of one process per shard, and the shards can be moved
  * between them while it runs (`freshet shard place`). A number H names them `h0`… `h<H-1>` (the
@@ -269,7 +286,7 @@ export const clusterConfigSchema = z
       .prefault({}),
     shards: shardGroupSchema,
     workers: roleGroupSchema(1),
-    serving: roleGroupSchema(1),
+    serving: servingGroupSchema,
     metrics: metricsConfigSchema,
   })
   .strict();
@@ -302,7 +319,7 @@ export interface ClusterConfig {
     threads?: number | undefined;
   };
   workers: { count: number; options: Record<string, unknown> };
-  serving: { count: number; options: Record<string, unknown> };
+  serving: { count: number; options: Record<string, unknown>; slices?: number | undefined };
   metrics: z.infer<typeof metricsConfigSchema>;
   /** Where the config came from (for messages). */
   source: string;

@@ -126,6 +126,8 @@ export function rolePermissions(cluster: string): Record<NatsRole, RolePermissio
       publish: [
         `${s.prefix}.ps.*.snapshot`,
         `${s.prefix}.ps.*.status`,
+        // a sliced node asks the other slices for their rows (and answers theirs)
+        `${s.prefix}.srows.>`,
         '$JS.API.INFO',
         ...streamUse(`KV_${s.kvBucket}`),
       ],
@@ -134,6 +136,7 @@ export function rolePermissions(cluster: string): Record<NatsRole, RolePermissio
         serviceApi,
         s.deltaAll,
         s.hostDeltaAll,
+        `${s.prefix}.srows.>`,
         s.score,
         s.rank,
         a.role('serving'),

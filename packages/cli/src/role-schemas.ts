@@ -17,6 +17,7 @@ export interface RoleClusterFields {
   partitions: number;
   model: Record<string, unknown>;
   shards: { count: number };
+  serving: { slices?: number | undefined };
 }
 
 /** What a role adapter gets to build one actor's options. */
@@ -95,6 +96,10 @@ export const roleSchemas: Record<RoleName, RoleAdapter> = {
       id: ctx.id,
       shards: ctx.cfg.shards.count,
       model: ctx.cfg.model,
+      // node i holds slice i mod n: the slices' nodes interleave, so any count ≥ n covers each
+      ...((ctx.cfg.serving.slices ?? 1) > 1
+        ? { slice: { index: ctx.index % ctx.cfg.serving.slices!, count: ctx.cfg.serving.slices! } }
+        : {}),
     }),
   },
 };

@@ -29,6 +29,22 @@ describe('cluster config', () => {
     });
   });
 
+  it('plans sliced serving: node i holds slice i mod n, every slice held, no more slices than shards', () => {
+    const c = compileClusterConfig({ cluster: 'c', shards: { count: 4 }, serving: { count: 5, slices: 2 } });
+    const serving = planActors(c, ['nats://127.0.0.1:4222']).filter((a) => a.role === 'serving');
+    expect(serving.map((a) => a.options.slice)).toEqual(
+      [0, 1, 0, 1, 0].map((index) => ({ index, count: 2 })),
+    );
+    expect(() => compileClusterConfig({ cluster: 'c', serving: { count: 1, slices: 2 } })).toThrow(
+      /every slice needs a node/,
+    );
+    expect(() =>
+      compileClusterConfig({ cluster: 'c', shards: { count: 2 }, serving: { count: 3, slices: 3 } }),
+    ).toThrow(/slice.count 3 is more than the 2 shards/);
+    const whole = planActors(compileClusterConfig({ cluster: 'c' }), ['nats://127.0.0.1:4222']);
+    expect(whole.find((a) => a.role === 'serving')!.options.slice).toBeUndefined();
+  });
+
   it('parses YAML with units, 3 embedded servers and replicas, and resolves dataDir against the file', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'freshet-cfg-'));
     const file = join(dir, 'c.yaml');

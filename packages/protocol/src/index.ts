@@ -104,6 +104,15 @@ export {
   type HostRequest,
 } from './ps-mux.js';
 export {
+  decodeSliceRows,
+  decodeSliceRowsReply,
+  encodeSliceRows,
+  encodeSliceRowsReply,
+  type SliceId,
+  type SliceRowsReply,
+  type SliceRowsRequest,
+} from './slice-rows.js';
+export {
   EVENT_SCHEMA_VERSION,
   eventLimits,
   featuresSchema,

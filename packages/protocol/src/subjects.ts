@@ -58,7 +58,17 @@ export function subjects(cluster: string) {
     hostPush: (host: string) => `${p}.psh.${host}.push`,
     /** A shard host's deltas of several shards in one message (shard option `hostDeltas`). */
     hostDelta: (host: string) => `${p}.hdelta.${host}`,
-    hostDeltaAll: `${p}.hdelta.*`,
+    /**
+     * A host's deltas of the shards of one serving slice (shard option `servingSlices`): the
+     * shards s with s % count = index, for the serving nodes that hold that slice.
+     */
+    hostDeltaSlice: (host: string, count: number, index: number) => `${p}.hdelta.${host}.${count}.${index}`,
+    /** What a node holding slice `index` of `count` hears of hosts that publish per slice. */
+    hostDeltaSliceAll: (count: number, index: number) => `${p}.hdelta.*.${count}.${index}`,
+    /** Every host delta, whole or per slice (a serving node holding the whole model). */
+    hostDeltaAll: `${p}.hdelta.>`,
+    /** Host deltas of hosts that publish whole (what a sliced node filters to its shards). */
+    hostDeltaWhole: `${p}.hdelta.*`,
     snapshot: (shard: number) => `${p}.ps.${shard}.snapshot`,
     delta: (shard: number) => `${p}.delta.${shard}`,
     deltaAll: `${p}.delta.*`,
@@ -66,6 +76,12 @@ export function subjects(cluster: string) {
     score: `${p}.score`,
     rank: `${p}.rank`,
     servingQueue: `freshet-serving-${cluster}`,
+    /**
+     * Rows of one serving slice (serving option `slice`), asked by the node scoring a request of
+     * the nodes holding that slice (a queue group per slice; packages/serving/README.md "Sliced serving").
+     */
+    sliceRows: (count: number, index: number) => `${p}.srows.${count}.${index}`,
+    sliceQueue: (count: number, index: number) => `freshet-slice-${cluster}-${count}-${index}`,
     /** Worker clocks for SSP and membership heartbeats. */
     workerClock: (worker: string) => `${p}.clock.${worker}`,
     workerClockAll: `${p}.clock.*`,

@@ -1,5 +1,6 @@
 import type { NatsConnection } from 'nats';
 import type { Model } from '@freshet/model';
+import type { SliceId } from '@freshet/protocol';
 import type { ActorLog } from '@freshet/nats';
 import { EncoderStatsFollower } from './encoder-stats-follower.js';
 import { ModelPinFollower } from './model-pin.js';
@@ -10,6 +11,8 @@ import { createScorer, type Scorer } from './scorer.js';
 export interface ModelFollowerOptions {
   cluster: string;
   shards: number;
+  /** Hold only this slice of the shards (serving option `slice`). */
+  slice?: SliceId | undefined;
   model: Model;
   replica: {
     emaDecay: number;
@@ -45,6 +48,7 @@ export class ModelFollower {
     const rep = new Replica(nc, {
       cluster: o.cluster,
       shards: o.shards,
+      ...(o.slice ? { slice: o.slice } : {}),
       spec: o.model.spec,
       ...o.replica,
       freshnessWindowMs: o.statsWindowMs,

@@ -12,6 +12,7 @@ import {
   subjects,
   type Delta,
   type ModelSpec,
+  type SliceId,
   type Subjects,
 } from '@freshet/protocol';
 import { requestBytes } from '@freshet/nats';
@@ -24,6 +25,11 @@ export interface ReplicaOptions {
   /** Number of parameter-server shards (the shard map size). */
   shards: number;
   spec: ModelSpec;
+  /**
+   * Holds only the shards s with s % count = index (and the dense tables of the shards that own
+   * one: every slice scores with the whole MLP). Unset: every shard.
+   */
+  slice?: SliceId;
   /** 0 serves the latest values; in (0,1) serves ema ← decay·ema + (1−decay)·value per row write. */
   emaDecay?: number;
   /** Rows per snapshot page. */
@@ -61,6 +67,13 @@ export type ReplicaEvent =
   | { kind: 'bad-delta'; shard: number; error: FreshetError };
 
 export type ReplicaState = 'idle' | 'starting' | 'running' | 'stopped';
+
+/** What a replica holds of a shard: all its tables, only the dense ones it owns, or nothing. */
+const enum Follow {
+  None = 0,
+  Dense = 1,
+  All = 2,
+}
 
 interface ShardReplica {
   /** The tables being served; replaced whole when a resync completes. */
@@ -113,6 +126,8 @@ export interface ReplicaStats {
  * triggers a resync of that shard: the old rows keep being served until the new snapshot has
  * caught up, then they are swapped in one synchronous step. Tombstoned rows are dropped. A key
  * with no row gets the deterministic default (`initRow` with the table's init), never an error.
+ * A sliced replica (`slice`) does all this for its own shards only, and for the dense tensors of
+ * the shards that own one; {@link gather} refuses the keys of other slices' shards.
  */
 export class Replica {
   readonly spec: ModelSpec;
@@ -126,12 +141,15 @@ export class Replica {
     >
   >;
   private readonly shards: ShardReplica[];
+  /** Per shard: what this replica holds of it ({@link Follow}). */
+  private readonly follow: Uint8Array;
+  /** The shards followed at all, in order. */
+  private readonly followed: number[];
   private readonly denseOwner: number[];
   private readonly denseDefault = new Map<number, Float32Array>();
   private readonly abort = new AbortController();
   private readonly now: () => number;
-  private sub: Subscription | undefined;
-  private hostSub: Subscription | undefined;
+  private subs: Subscription[] = [];
   private syncs = new Set<Promise<void>>();
   /** Deltas decoded and in order, waiting to be applied (all shards; the head may be part-applied). */
   private queue: Delta[] = [];
@@ -175,11 +193,25 @@ export class Replica {
     this.denseOwner = this.spec.tables.map((t) =>
       t.kind === 'dense' ? shardOfDense(t.name, this.nShards) : -1,
     );
-    this.shards = Array.from({ length: this.nShards }, () => ({
+    const sl = o.slice;
+    if (sl && !(Number.isInteger(sl.count) && sl.count >= 1 && sl.count <= this.nShards))
+      throw new FreshetError('CONFIG', `slice count ${sl.count} must be in [1, shards = ${this.nShards}]`);
+    if (sl && !(Number.isInteger(sl.index) && sl.index >= 0 && sl.index < sl.count))
+      throw new FreshetError('CONFIG', `slice index ${sl.index} must be in [0, ${sl.count})`);
+    this.follow = Uint8Array.from({ length: this.nShards }, (_, s) =>
+      !sl || s % sl.count === sl.index
+        ? Follow.All
+        : this.denseOwner.includes(s)
+          ? Follow.Dense
+          : Follow.None,
+    );
+    this.followed = [...this.follow.keys()].filter((s) => this.follow[s] !== Follow.None);
+    this.shards = Array.from({ length: this.nShards }, (_, s) => ({
       tables: this.emptyTables(),
       seq: 0,
       version: 0,
-      synced: false,
+      // a shard this replica does not hold has nothing to wait for
+      synced: this.follow[s] === Follow.None,
       syncing: false,
       buffer: [],
       overflow: false,
@@ -193,6 +225,16 @@ export class Replica {
 
   get state(): ReplicaState {
     return this.st;
+  }
+
+  /** The slice held (undefined: the whole model). */
+  get slice(): SliceId | undefined {
+    return this.o.slice;
+  }
+
+  /** Whether this replica holds every table of shard `s` (all shards unless sliced). */
+  holds(s: number): boolean {
+    return this.follow[s] === Follow.All;
   }
 
   /** True once every shard has loaded a snapshot and applied the deltas buffered meanwhile. */
@@ -212,18 +254,30 @@ export class Replica {
   async start(): Promise<void> {
     if (this.st !== 'idle') throw new FreshetError('CONFIG', `replica already ${this.st}`);
     this.st = 'starting';
-    this.sub = this.nc.subscribe(this.subj.deltaAll, {
-      callback: (err, msg) => !err && this.onDelta(msg.subject, msg.data),
-    });
-    // shard hosts with `hostDeltas` publish several shards' deltas in one message
-    this.hostSub = this.nc.subscribe(this.subj.hostDeltaAll, {
-      callback: (err, msg) => !err && this.onHostDelta(msg.subject, msg.data),
-    });
+    const onDelta = (err: unknown, msg: { subject: string; data: Uint8Array }) =>
+      !err && this.onDelta(msg.subject, msg.data);
+    const onHostDelta = (err: unknown, msg: { data: Uint8Array }) => !err && this.onHostDelta(msg.data);
+    const sl = this.o.slice;
+    if (!sl) {
+      this.subs.push(this.nc.subscribe(this.subj.deltaAll, { callback: onDelta }));
+      // shard hosts with `hostDeltas` publish several shards' deltas in one message
+      this.subs.push(this.nc.subscribe(this.subj.hostDeltaAll, { callback: onHostDelta }));
+    } else {
+      // Only the shards it holds: a sliced node's bytes and messages shrink with its slice.
+      for (const s of this.followed)
+        this.subs.push(this.nc.subscribe(this.subj.delta(s), { callback: onDelta }));
+      // hosts that split their deltas per slice (shard option `servingSlices`), and hosts that
+      // do not (their parts of other shards are dropped on arrival)
+      this.subs.push(
+        this.nc.subscribe(this.subj.hostDeltaSliceAll(sl.count, sl.index), { callback: onHostDelta }),
+        this.nc.subscribe(this.subj.hostDeltaWhole, { callback: onHostDelta }),
+      );
+    }
     // The server must have the subscription before the first snapshot page is read, or deltas
     // published in between would be missed without a gap to show it.
     await this.nc.flush();
     this.st = 'running';
-    for (let s = 0; s < this.nShards; s++) this.resync(s);
+    for (const s of this.followed) this.resync(s);
     void this.watchConnection();
   }
 
@@ -243,7 +297,7 @@ export class Replica {
       const next = await Promise.race([it.next(), stopped]);
       if (next.done || this.st !== 'running') break;
       if ((next.value as { type?: string }).type === 'reconnect')
-        for (let s = 0; s < this.nShards; s++) this.startResync(s, 'reconnect', 0, 0);
+        for (const s of this.followed) this.startResync(s, 'reconnect', 0, 0);
     }
     await it.return?.();
   }
@@ -268,8 +322,8 @@ export class Replica {
     if (this.st === 'stopped') return;
     this.st = 'stopped';
     this.abort.abort();
-    this.sub?.unsubscribe();
-    this.hostSub?.unsubscribe();
+    for (const sub of this.subs) sub.unsubscribe();
+    this.subs = [];
     this.queue = [];
     this.cursor = undefined;
     this.wakeReady();
@@ -304,7 +358,7 @@ export class Replica {
     this.pinned = undefined;
     p.release();
     if (this.st !== 'running') return;
-    for (let s = 0; s < this.nShards; s++) this.startResync(s, 'unpin', 0, 0);
+    for (const s of this.followed) this.startResync(s, 'unpin', 0, 0);
   }
 
   get isPinned(): boolean {
@@ -330,7 +384,11 @@ export class Replica {
     for (let i = 0; i < n; i++) {
       const lo = keys[2 * i]!;
       const hi = keys[2 * i + 1]!;
-      const rt = this.shards[shardOfKey(table, lo, hi, this.nShards)]!.tables[table]!;
+      const shard = shardOfKey(table, lo, hi, this.nShards);
+      // a default row would be a silently wrong score: the caller asks the key's slice instead
+      if (this.follow[shard] !== Follow.All)
+        throw new FreshetError('INTERNAL', `key of shard ${shard}, which this node's slice does not hold`);
+      const rt = this.shards[shard]!.tables[table]!;
       const row = rt.rowOf(lo, hi);
       if (row >= 0) rt.copyRow(row, out, outAt + i * dim, ema);
       else initRow(spec.init, lo, hi, out, outAt + i * dim, dim);
@@ -387,9 +445,15 @@ export class Replica {
 
   /** Age of the newest delta applied (ms), or null when none has arrived since start. */
   freshestAgeMs(): number | null {
+    const newest = this.newestDeltaTs();
+    return newest > 0 ? Math.max(0, this.now() - newest) : null;
+  }
+
+  /** Emission time of the newest delta applied (ms since epoch; 0 when none). */
+  newestDeltaTs(): number {
     let newest = 0;
     for (const s of this.shards) if (s.lastDeltaTs > newest) newest = s.lastDeltaTs;
-    return newest > 0 ? Math.max(0, this.now() - newest) : null;
+    return newest;
   }
 
   stats(): ReplicaStats {
@@ -417,7 +481,7 @@ export class Replica {
   // ------------------------------------------------------------------ deltas
 
   /** Each part as if it had come on its shard's own subject (gaps and resyncs per shard). */
-  private onHostDelta(subject: string, data: Uint8Array): void {
+  private onHostDelta(data: Uint8Array): void {
     if (this.st !== 'running') return;
     let parts: { shard: number; frame: Uint8Array }[];
     try {
@@ -427,7 +491,7 @@ export class Replica {
       const error = e instanceof FreshetError ? e : new FreshetError('BAD_FRAME', String(e));
       this.o.onEvent?.({ kind: 'bad-delta', shard: -1, error });
       // whose deltas it carried is unknown: every shard catches up from a snapshot
-      for (let s = 0; s < this.nShards; s++) this.startResync(s, 'bad-delta', 0, 0);
+      for (const s of this.followed) this.startResync(s, 'bad-delta', 0, 0);
       return;
     }
     for (const p of parts) this.onDelta(this.subj.delta(p.shard), p.frame);
@@ -446,11 +510,11 @@ export class Replica {
       const error = e instanceof FreshetError ? e : new FreshetError('BAD_FRAME', String(e));
       this.o.onEvent?.({ kind: 'bad-delta', shard: token, error });
       // An undecodable delta on a known shard is a missed update: catch up from a snapshot.
-      if (Number.isInteger(token) && token >= 0 && token < this.nShards)
+      if (Number.isInteger(token) && token >= 0 && token < this.nShards && this.follow[token] !== Follow.None)
         this.startResync(token, 'bad-delta', 0, 0);
       return;
     }
-    if (d.shard >= this.nShards) {
+    if (d.shard >= this.nShards || this.follow[d.shard] === Follow.None) {
       this.counters.deltasIgnored++;
       return;
     }
@@ -547,8 +611,11 @@ export class Replica {
     at: { table: number; row: number },
     deadline: number,
   ): boolean {
+    const denseOnly = this.follow[d.shard] === Follow.Dense;
     for (; at.table < d.tables.length; at.table++, at.row = 0) {
       const t = d.tables[at.table]!;
+      // another slice's shard, followed for the dense tensor it owns: its rows are not held here
+      if (denseOnly && this.spec.tables[t.t]!.kind === 'sparse') continue;
       const rt = tables[t.t]!;
       const n = t.keys.length >>> 1;
       const dead = t.deadKeys.length >>> 1;
@@ -568,7 +635,9 @@ export class Replica {
 
   /** A delta fully written: the shard's seq, version and freshness move. */
   private finish(s: ShardReplica, d: Delta): void {
+    const denseOnly = this.follow[d.shard] === Follow.Dense;
     for (const t of d.tables) {
+      if (denseOnly && this.spec.tables[t.t]!.kind === 'sparse') continue;
       const dead = t.deadKeys.length >>> 1;
       this.counters.tombstones += dead;
       s.applied += (t.keys.length >>> 1) + dead;
@@ -691,8 +760,9 @@ export class Replica {
     const tables = this.emptyTables();
     let seq = Number.POSITIVE_INFINITY;
     let version = 0;
+    const all = this.follow[shard] === Follow.All;
     const wanted = this.spec.tables.flatMap((t, i) =>
-      t.kind === 'sparse' || this.denseOwner[i] === shard ? [i] : [],
+      (t.kind === 'sparse' && all) || this.denseOwner[i] === shard ? [i] : [],
     );
     // A shard with nothing to hold still reports its seq on an (empty) page of table 0.
     if (wanted.length === 0) wanted.push(0);

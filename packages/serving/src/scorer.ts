@@ -21,6 +21,12 @@ export interface Scorer {
   readonly kind: ScorerKind;
   readonly model: Model;
   score(user: string, context: Features | undefined, candidates: readonly Candidate[]): Float32Array;
+  /**
+   * {@link score} in its two steps, for a caller that gathers the rows itself (a sliced node asks
+   * other slices for theirs between them): the request as a batch, then its probabilities.
+   */
+  encode(user: string, context: Features | undefined, candidates: readonly Candidate[]): EncodedBatch;
+  predict(batch: EncodedBatch, params: ParamSource): Float32Array;
   /** Standardised columns are scaled with these from now on (the workers' statistics merged). */
   setEncoderStats(stats: Record<string, RunningStats>): void;
 }
@@ -114,18 +120,21 @@ export async function createScorer(
       kind: 'fast',
       model,
       score: (user, context, candidates) => f.predict(encode(user, context, candidates), params),
+      encode,
+      predict: (batch, p) => f.predict(batch, p),
       setEncoderStats: (stats) => encoder.setStats(stats),
     };
   }
   await initBackend();
+  // predict leaves a tensor behind per call (seen in tests): tidy frees it.
+  const modelPredict = (batch: EncodedBatch, p: ParamSource) =>
+    tf.tidy(() => predict(model, batch, batchRows(model, batch, p)));
   return {
     kind: 'model',
     model,
     setEncoderStats: (stats) => encoder.setStats(stats),
-    score: (user, context, candidates) => {
-      const batch = encode(user, context, candidates);
-      // predict leaves a tensor behind per call (seen in tests): tidy frees it.
-      return tf.tidy(() => predict(model, batch, batchRows(model, batch, params)));
-    },
+    score: (user, context, candidates) => modelPredict(encode(user, context, candidates), params),
+    encode,
+    predict: modelPredict,
   };
 }

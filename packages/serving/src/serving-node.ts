@@ -4,7 +4,14 @@ import Fastify, { type FastifyInstance, type FastifyError } from 'fastify';
 import type { NatsConnection, NatsError, Service, ServiceMsg } from 'nats';
 import type { z } from 'zod';
 import { createModel, type Model, type ModelConfigInput } from '@freshet/model';
-import { connectNats, Lifecycle, type ActorLog, type ActorState, type ProcessActor } from '@freshet/nats';
+import {
+  connectNats,
+  Lifecycle,
+  type ActorLog,
+  type ActorState,
+  type Endpoint,
+  type ProcessActor,
+} from '@freshet/nats';
 import {
   FreshetError,
   subjects,
@@ -31,6 +38,8 @@ import type { ModelPin } from './model-pin.js';
 import type { Replica, ReplicaEvent, ReplicaStats } from './replica.js';
 import type { Scorer, ScorerKind } from './scorer.js';
 import { compileServingOptions, type ServingOptions, type ServingOptionsInput } from './serving-options.js';
+import { serveSliceRows } from './slice-server.js';
+import { SlicedRows, type GatheredRows } from './sliced-rows.js';
 import { pickCanary } from './user-split.js';
 import { Variant, type VariantStatus } from './variants.js';
 
@@ -76,6 +85,12 @@ export interface ServingStatus {
   servedBy: Record<string, number>;
   /** The other models this node follows (docs/multi-model.md). */
   variants: VariantStatus[];
+  /**
+   * Sliced serving (option `slice`; null: the node holds the whole model): its slice, the rows
+   * requests it sent to other slices, the score/rank requests that failed for want of a slice's
+   * rows, and the other slices' requests it is answering now.
+   */
+  slice: { index: number; count: number; requests: number; failed: number; answering: number } | null;
 }
 
 interface Outcome {
@@ -115,6 +130,11 @@ export class ServingNode implements ProcessActor {
   private readonly rate = new RateMeter(10);
   private readonly latency: WindowedHistogram;
   private readonly counters = { ok: 0, badRequest: 0, notReady: 0, failed: 0 };
+  /** Sliced serving: the other slices' rows of each request, and this slice's for theirs. */
+  private sliced: SlicedRows | undefined;
+  private sliceEndpoint: Endpoint | undefined;
+  /** Rows requests sent to other slices, and the requests that failed for want of a slice's rows. */
+  private readonly sliceCounters = { requests: 0, failed: 0 };
   /** Explored rank requests, and their slots that did not show the best remaining candidate. */
   private readonly exploration = { rankings: 0, explored: 0 };
   // seeded once per node: exploration draws need no cryptographic quality, only independence
@@ -187,6 +207,7 @@ export class ServingNode implements ProcessActor {
       this.followed = await ModelFollower.start(this.nc, {
         cluster: o.cluster,
         shards: o.shards,
+        slice: o.slice ? { index: o.slice.index, count: o.slice.count } : undefined,
         model: this.model,
         replica: this.replicaSettings(),
         statsWindowMs: o.statsWindowMs,
@@ -200,6 +221,14 @@ export class ServingNode implements ProcessActor {
       });
       this.rep = this.followed.rep;
       this.scorer = this.followed.scorer;
+      if (o.slice) {
+        this.sliced = new SlicedRows(this.nc, this.rep, { cluster: o.cluster, timeoutMs: o.slice.timeoutMs });
+        this.sliceEndpoint = serveSliceRows(this.nc, this.rep, {
+          cluster: o.cluster,
+          node: o.id,
+          onError: (e) => this.log('warn', 'slice rows request failed', { error: e.message }),
+        });
+      }
       await this.startVariants();
       if (o.http.enabled) await this.startHttp();
       await this.startService();
@@ -227,6 +256,8 @@ export class ServingNode implements ProcessActor {
     this.lifetime.abort();
     await this.service?.stop().catch(() => undefined);
     await this.app?.close().catch(() => undefined);
+    // other slices' nodes may still be scoring with this slice's rows: answer them, then go
+    await this.sliceEndpoint?.drain().catch(() => undefined);
     for (const v of this.variants) await v.stop();
     await this.followed?.stop();
     if (this.ownsNc && this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => undefined);
@@ -260,6 +291,14 @@ export class ServingNode implements ProcessActor {
       pinned: this.followed?.pin.current ?? null,
       servedBy: { ...this.servedBy },
       variants: this.variants.map((v) => v.status()),
+      slice: this.options.slice
+        ? {
+            index: this.options.slice.index,
+            count: this.options.slice.count,
+            ...this.sliceCounters,
+            answering: this.sliceEndpoint?.inFlight ?? 0,
+          }
+        : null,
     };
   }
 
@@ -315,10 +354,14 @@ export class ServingNode implements ProcessActor {
 
   // ------------------------------------------------------------------ request handling
 
-  /** Validates, scores and answers one request; never throws. */
-  private handle(op: 'score' | 'rank', raw: unknown): Outcome {
+  /** Validates, scores and answers one request; never throws (nor rejects, when sliced). */
+  private handle(op: 'score' | 'rank', raw: unknown): Outcome | Promise<Outcome> {
     const t0 = performance.now();
     const out = this.handleInner(op, raw);
+    return out instanceof Promise ? out.then((o) => this.counted(o, t0)) : this.counted(out, t0);
+  }
+
+  private counted(out: Outcome, t0: number): Outcome {
     if (out.status === 200) {
       this.counters.ok++;
       this.latency.record(performance.now() - t0);
@@ -329,7 +372,7 @@ export class ServingNode implements ProcessActor {
     return out;
   }
 
-  private handleInner(op: 'score' | 'rank', raw: unknown): Outcome {
+  private handleInner(op: 'score' | 'rank', raw: unknown): Outcome | Promise<Outcome> {
     const state = this.life.state;
     if (state !== 'running') return fail(503, new FreshetError('SHUTTING_DOWN', `serving node ${state}`));
     if (!this.rep?.ready || !this.scorer)
@@ -342,6 +385,7 @@ export class ServingNode implements ProcessActor {
       if (!parsed.success) return fail(400, new FreshetError('BAD_REQUEST', zodReason(parsed.error)));
       req = parsed.data as RankRequest;
     }
+    if (this.sliced) return this.scoreSliced(op, req, this.sliced, this.scorer);
     let scores: Float32Array;
     // a canary's users are answered by it, the rest (and its users while it loads) by the live model
     let by: Variant | undefined;
@@ -358,20 +402,65 @@ export class ServingNode implements ProcessActor {
       const err = e instanceof FreshetError ? e : new FreshetError('INTERNAL', String(e));
       return fail(err.code === 'BAD_REQUEST' ? 400 : 500, err);
     }
+    for (const v of this.shadows) v.shadow(req.user, req.context, req.candidates, scores);
+    const rep = by ? by.rep! : this.rep;
+    return this.answer(op, req, scores, by, {
+      version: rep.version(),
+      versions: rep.versions(),
+      freshestAgeMs: rep.freshestAgeMs(),
+    });
+  }
+
+  /**
+   * A sliced node's request: encoded here, the other slices' rows asked of them (all at once),
+   * then scored here. A slice that does not answer fails the request with a retryable 503.
+   */
+  private async scoreSliced(
+    op: 'score' | 'rank',
+    req: RankRequest,
+    sliced: SlicedRows,
+    scorer: Scorer,
+  ): Promise<Outcome> {
+    let scores: Float32Array;
+    let g: GatheredRows;
+    try {
+      const batch = scorer.encode(req.user, req.context, req.candidates);
+      g = await sliced.gather(batch, this.lifetime.signal);
+      this.sliceCounters.requests += g.requests;
+      scores = scorer.predict(batch, g.params);
+    } catch (e) {
+      const err = e instanceof FreshetError ? e : new FreshetError('INTERNAL', String(e));
+      if (err.code === 'BAD_REQUEST') return fail(400, err);
+      this.sliceCounters.failed++;
+      const unavailable = ['UNAVAILABLE', 'TIMEOUT', 'NOT_READY', 'OVERLOADED', 'SHUTTING_DOWN'];
+      if (!unavailable.includes(err.code)) return fail(500, err);
+      return fail(503, new FreshetError('UNAVAILABLE', `another slice's rows: ${err.message}`));
+    }
+    return this.answer(op, req, scores, undefined, {
+      version: g.versions.reduce((a, v) => a + v, 0),
+      versions: g.versions,
+      freshestAgeMs: g.newestTs > 0 ? Math.max(0, Date.now() - g.newestTs) : null,
+    });
+  }
+
+  /** The response to a scored request (`by`: the canary that scored it). */
+  private answer(
+    op: 'score' | 'rank',
+    req: RankRequest,
+    scores: Float32Array,
+    by: Variant | undefined,
+    at: { version: number; versions: number[]; freshestAgeMs: number | null },
+  ): Outcome {
     for (let i = 0; i < scores.length; i++) {
       if (!Number.isFinite(scores[i]!))
         return fail(500, new FreshetError('INTERNAL', `non-finite score for candidate ${i}`));
     }
-    for (const v of this.shadows) v.shadow(req.user, req.context, req.candidates, scores);
     const servedBy = by ? by.o.cluster : this.options.cluster;
     this.servedBy[servedBy] = (this.servedBy[servedBy] ?? 0) + 1;
-    const rep = by ? by.rep! : this.rep;
     const meta = {
       model: (by ? by.model! : this.model!).spec.name,
       servedBy,
-      version: rep.version(),
-      versions: rep.versions(),
-      freshestAgeMs: rep.freshestAgeMs(),
+      ...at,
       node: this.options.id,
       ...(req.requestId !== undefined ? { requestId: req.requestId } : {}),
     };
@@ -484,8 +573,8 @@ export class ServingNode implements ProcessActor {
     );
     const route =
       (op: 'score' | 'rank') =>
-      (req: { body: unknown }, reply: { code: (n: number) => { send: (b: unknown) => unknown } }) => {
-        const r = this.handle(op, req.body);
+      async (req: { body: unknown }, reply: { code: (n: number) => { send: (b: unknown) => unknown } }) => {
+        const r = await this.handle(op, req.body);
         return reply.code(r.status).send(r.body);
       };
     app.post('/v1/score', route('score'));
@@ -534,7 +623,7 @@ export class ServingNode implements ProcessActor {
 
   private onNats(op: 'score' | 'rank', err: NatsError | null, msg: ServiceMsg): void {
     if (err) return;
-    let out: Outcome;
+    let out: Outcome | Promise<Outcome>;
     if (msg.data.byteLength > this.options.limits.maxBodyBytes) {
       this.counters.badRequest++;
       out = fail(
@@ -551,10 +640,8 @@ export class ServingNode implements ProcessActor {
         out = fail(400, new FreshetError('BAD_REQUEST', `request is not JSON: ${(e as Error).message}`));
       }
     }
-    const bytes = te.encode(JSON.stringify(out.body));
-    if (out.status === 200) msg.respond(bytes);
-    else
-      msg.respondError(out.status, (out.body as { error: ErrorEnvelope }).error.message.slice(0, 200), bytes);
+    if (out instanceof Promise) void out.then((o) => respond(msg, o));
+    else respond(msg, out);
   }
 
   private onReplicaEvent(e: ReplicaEvent): void {
@@ -576,6 +663,13 @@ function responseLooksValid(body: ScoreResponse | RankResponse): boolean {
   const prob = (p: number) => p >= 0 && p <= 1;
   if ('scores' in body) return body.scores.every(prob);
   return body.items.every((it) => prob(it.score) && wholeNumber(it.index) && typeof it.item === 'string');
+}
+
+function respond(msg: ServiceMsg, out: Outcome): void {
+  const bytes = te.encode(JSON.stringify(out.body));
+  if (out.status === 200) msg.respond(bytes);
+  else
+    msg.respondError(out.status, (out.body as { error: ErrorEnvelope }).error.message.slice(0, 200), bytes);
 }
 
 function fail(status: number, err: FreshetError): Outcome {

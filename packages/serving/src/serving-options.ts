@@ -19,6 +19,20 @@ export const servingOptionsSchema = z
     nats: natsOptionsSchema.prefault({}),
     /** Shard count of the cluster (the shard map). */
     shards: z.number().int().min(1).max(4096).default(1),
+    /**
+     * Hold a slice of the model (packages/serving/README.md "Sliced serving"): the shards s with
+     * s % count = index, and every dense tensor. A request is scored here with the other slices'
+     * rows asked of the nodes holding them (one request per slice). Unset: the whole model.
+     */
+    slice: z
+      .object({
+        index: z.number().int().min(0),
+        count: z.number().int().min(1).max(4096),
+        /** How long another slice has to answer a rows request before the score fails (503). */
+        timeoutMs: z.number().int().min(1).max(60_000).default(1000),
+      })
+      .strict()
+      .optional(),
     model: z.record(z.string(), z.unknown()),
     http: z
       .object({
@@ -99,7 +113,18 @@ export const servingOptionsSchema = z
      */
     variants: z.array(variantSchema).max(8).default([]),
   })
-  .strict();
+  .strict()
+  .superRefine((o, ctx) => {
+    if (!o.slice) return;
+    const issue = (message: string, path: (string | number)[]) =>
+      ctx.addIssue({ code: 'custom', message, path });
+    if (o.slice.count > o.shards)
+      issue(`slice.count ${o.slice.count} is more than the ${o.shards} shards`, ['slice', 'count']);
+    if (o.slice.index >= o.slice.count)
+      issue(`slice.index ${o.slice.index} must be below slice.count ${o.slice.count}`, ['slice', 'index']);
+    // variants replicate other clusters whole; a sliced node would hold them whole beside its slice
+    if (o.variants.length > 0) issue('a sliced node follows no variants', ['variants']);
+  });
 
 export type ServingOptionsInput = z.input<typeof servingOptionsSchema>;
 /** Compiled options: defaults applied, id filled in, exposure checked. */

@@ -1,0 +1,224 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createModel, type ModelConfigInput } from '@freshet/model';
+import { requestBytes } from '@freshet/nats';
+import { decodePushReply, encodePush, shardOfDense, shardOfKey, subjects } from '@freshet/protocol';
+import { compileServingOptions, startServing, type ServingNode } from '@freshet/serving';
+import { startShard } from '@freshet/shard';
+import { uniqueName, useNats, waitFor } from '@freshet/testkit';
+
+const SHARDS = 4;
+const model: ModelConfigInput = {
+  name: 'sliced',
+  kind: 'wide-deep',
+  embeddingDim: 4,
+  hidden: [8],
+  features: {
+    fields: [
+      { kind: 'categorical', name: 'user' },
+      { kind: 'categorical', name: 'item' },
+      { kind: 'categorical', name: 'device' },
+    ],
+  },
+};
+const compiled = createModel(model);
+const spec = compiled.spec;
+const request = {
+  user: 'u-7',
+  context: { device: 'ios' },
+  candidates: Array.from({ length: 24 }, (_, i) => ({ item: `item-${i}` })),
+};
+
+interface Answer {
+  status: number;
+  body: {
+    scores?: number[];
+    version?: number;
+    versions?: number[];
+    error?: { code: string; retryable: boolean };
+  };
+}
+
+async function score(node: ServingNode): Promise<Answer> {
+  const r = await fetch(`${node.httpUrl}/v1/score`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(request),
+  });
+  return { status: r.status, body: (await r.json()) as Answer['body'] };
+}
+
+/**
+ * Sliced serving over real shards and a real nats-server: two nodes each holding half of the
+ * shards score exactly what a node holding the whole model scores, asking each other for the
+ * rows they lack; each hears only its own shards' deltas; a slice with nobody holding it fails
+ * requests with a retryable 503 and the node keeps serving once a holder is back.
+ */
+describe('sliced serving', () => {
+  const nats = useNats();
+  const stops: Array<() => Promise<void>> = [];
+  afterAll(async () => {
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+  });
+
+  it('refuses slices that cannot be held', () => {
+    const base = { cluster: 'c', shards: 4, model };
+    expect(() => compileServingOptions({ ...base, slice: { index: 2, count: 2 } })).toThrow(/slice.index/);
+    expect(() => compileServingOptions({ ...base, slice: { index: 0, count: 8 } })).toThrow(/slice.count/);
+    expect(() =>
+      compileServingOptions({
+        ...base,
+        slice: { index: 0, count: 2 },
+        variants: [{ cluster: 'other', model, mode: 'shadow' }],
+      }),
+    ).toThrow(/variants/);
+    expect(compileServingOptions({ ...base, slice: { index: 1, count: 2 } }).slice).toMatchObject({
+      index: 1,
+      count: 2,
+      timeoutMs: 1000,
+    });
+  });
+
+  it('scores what the whole model scores, holding half of it', async () => {
+    const cluster = uniqueName('sliced').replace(/[^A-Za-z0-9_-]/g, '');
+    const s = subjects(cluster);
+    const dir = await mkdtemp(join(tmpdir(), 'freshet-sliced-'));
+    stops.push(() => rm(dir, { recursive: true, force: true }));
+    for (let shard = 0; shard < SHARDS; shard++) {
+      const sh = await startShard({
+        cluster,
+        shard,
+        shards: SHARDS,
+        nats: { servers: nats.url },
+        model: spec,
+        dataDir: join(dir, `shard-${shard}`),
+        deltaIntervalMs: 5,
+        fsync: false,
+        checkpointIntervalMs: 0,
+      });
+      stops.push(() => sh.stop());
+    }
+    const serve = async (slice?: { index: number; count: number }) => {
+      const node = await startServing({
+        cluster,
+        shards: SHARDS,
+        nats: { servers: nats.url },
+        model,
+        ...(slice ? { slice } : {}),
+      });
+      stops.push(() => node.stop());
+      await node.whenReady();
+      return node;
+    };
+    const whole = await serve();
+    const a = await serve({ index: 0, count: 2 });
+    let b = await serve({ index: 1, count: 2 });
+
+    // Move every row the request reads, on every shard, and the dense tensors: the scores then
+    // differ from the defaults, so a row read from the wrong place would show.
+    const batch = compiled.encode(
+      request.candidates.map((c) => ({
+        features: { user: request.user, device: request.context.device, item: c.item },
+        label: 0,
+      })),
+    );
+    const pushes = new Map<number, { t: number; dim: number; keys: number[]; grads: number[] }[]>();
+    const add = (shard: number, t: number, dim: number, lo: number, hi: number, g: number) => {
+      const list = pushes.get(shard) ?? [];
+      pushes.set(shard, list);
+      let p = list.find((x) => x.t === t);
+      if (!p) list.push((p = { t, dim, keys: [], grads: [] }));
+      p.keys.push(lo, hi);
+      for (let j = 0; j < dim; j++) p.grads.push(g * (j % 2 === 0 ? 1 : -1));
+    };
+    for (const sp of batch.sparse) {
+      const dim = spec.tables[sp.table]!.dim;
+      for (let i = 0; i < sp.keys.length >>> 1; i++) {
+        const lo = sp.keys[2 * i]!;
+        const hi = sp.keys[2 * i + 1]!;
+        add(shardOfKey(sp.table, lo, hi, SHARDS), sp.table, dim, lo, hi, ((i % 7) - 3) * 0.4);
+      }
+    }
+    for (const t of batch.denseTables) {
+      const table = spec.tables[t]!;
+      add(shardOfDense(table.name, SHARDS), t, table.dim, 0, 0, 0.3);
+    }
+    expect([...pushes.keys()].sort()).toEqual([0, 1, 2, 3]);
+    const before = await score(whole);
+    for (const [shard, tables] of pushes) {
+      const reply = decodePushReply(
+        await requestBytes(
+          nats.nc,
+          s.push(shard),
+          encodePush({
+            id: uniqueName('push'),
+            worker: 'test',
+            clock: 0,
+            base: 0,
+            eventTs: Date.now(),
+            tables: tables.map((p) => ({
+              t: p.t,
+              dim: p.dim,
+              keys: Uint32Array.from(p.keys),
+              grads: Float32Array.from(p.grads),
+              counts: new Uint32Array(p.keys.length >>> 1).fill(1),
+            })),
+          }),
+        ),
+      );
+      expect(reply.applied).toBeGreaterThan(0);
+    }
+    // every node has applied every shard's update: the same versions, answered by each
+    const [w, x, y] = await waitFor(
+      async () => {
+        const got = await Promise.all([whole, a, b].map(score));
+        const v = got.map((g) => g.body.version);
+        return got.every((g) => g.status === 200) &&
+          v[0] === v[1] &&
+          v[1] === v[2] &&
+          got[0]!.body.versions!.every((sv) => sv > 0)
+          ? got
+          : undefined;
+      },
+      { timeoutMs: 15_000, message: 'every node to serve every shard update' },
+    );
+    expect(w!.body.scores).not.toEqual(before.body.scores);
+    for (const g of [x!, y!]) {
+      expect(g.body.versions).toEqual(w!.body.versions);
+      g.body.scores!.forEach((sc, i) => expect(sc).toBeCloseTo(w!.body.scores![i]!, 5));
+    }
+
+    // each sliced node holds its own shards' rows and asked the other slice for the rest
+    const sa = a.status();
+    const sw = whole.status();
+    for (let shard = 0; shard < SHARDS; shard++) expect(a.replica.holds(shard)).toBe(shard % 2 === 0);
+    expect(sa.replica.rows).toBeLessThan(sw.replica.rows);
+    expect(sa.replica.rows + b.status().replica.rows).toBeGreaterThanOrEqual(sw.replica.rows);
+    expect(sa.slice).toMatchObject({ index: 0, count: 2 });
+    expect(sa.slice!.requests).toBeGreaterThanOrEqual(1);
+    // only its own shards' deltas (and a dense tensor's owner's) reach it: none to ignore
+    expect(sa.replica.deltasApplied).toBeGreaterThan(0);
+    expect(sa.replica.deltasIgnored).toBe(0);
+    const denseOwners = new Set(batch.denseTables.map((t) => shardOfDense(spec.tables[t]!.name, SHARDS)));
+    sa.replica.seqs.forEach((seq, shard) => {
+      if (shard % 2 === 1 && !denseOwners.has(shard)) expect(seq).toBe(0);
+      else expect(seq).toBeGreaterThan(0);
+    });
+
+    // nobody holds slice 1: a retryable 503, and the node keeps running
+    await b.stop();
+    const down = await score(a);
+    expect(down.status).toBe(503);
+    expect(down.body.error).toMatchObject({ code: 'UNAVAILABLE', retryable: true });
+    expect(a.status().state).toBe('running');
+    expect(a.status().slice!.failed).toBeGreaterThanOrEqual(1);
+
+    // a new holder of slice 1 loads it from the shards and the scores are whole again
+    b = await serve({ index: 1, count: 2 });
+    const back = await score(a);
+    expect(back.status).toBe(200);
+    back.body.scores!.forEach((sc, i) => expect(sc).toBeCloseTo(w!.body.scores![i]!, 5));
+  });
+});
