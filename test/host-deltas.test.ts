@@ -1,10 +1,20 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { decodeDelta, decodeHostDelta, parseModelSpec, subjects } from '@freshet/protocol';
+import { requestBytes } from '@freshet/nats';
+import {
+  decodeDelta,
+  decodeHostDelta,
+  decodePushReply,
+  encodePush,
+  parseModelSpec,
+  subjects,
+} from '@freshet/protocol';
 import { ShardHost } from '@freshet/shard';
 import {
   embeddingModel,
+  keyOnShard,
   keysOnEveryShard,
+  onePush,
   placeShardsInKv,
   uniqueName,
   useNats,
@@ -116,4 +126,94 @@ describe('host deltas', () => {
       await Promise.all(hosts.map((h) => h.stop()));
     }
   });
+
+  // shard option `servingSlices`: the host's message per tick split by serving slice, whether
+  // the shards run on the host's thread or in shard threads (the host's thread sends for both)
+  for (const threads of [0, 2]) {
+    it(`with servingSlices 2 go out per slice, each with its slice's shards (threads ${threads})`, async () => {
+      const cluster = uniqueName('hdslice').replace(/[^A-Za-z0-9_-]/g, '');
+      const s = subjects(cluster);
+      const N = 4;
+      await placeShardsInKv(nats.nc, cluster, ['a', 'a', 'a', 'a']);
+      const host = new ShardHost(
+        {
+          cluster,
+          host: 'a',
+          nats: { servers: nats.url },
+          dataDir: join(tempDir('slices'), 'a'),
+          pollMs: 50,
+          threads,
+          shard: {
+            model,
+            fsync: false,
+            checkpointIntervalMs: 0,
+            hostDeltas: true,
+            servingSlices: 2,
+            // long enough that a round's pushes to the four shards land in one tick
+            deltaIntervalMs: 50,
+          },
+        },
+        { log: quiet },
+      );
+      // subject → the shards of each message on it (recorded only, asserted after)
+      const bySubject = new Map<string, number[][]>();
+      const badParts: string[] = [];
+      const subs = [
+        nats.nc.subscribe(s.hostDeltaAll, {
+          callback: (_e, m) => {
+            const parts = decodeHostDelta(m.data);
+            for (const p of parts)
+              if (decodeDelta(p.frame).shard !== p.shard) badParts.push(`${m.subject}: ${p.shard}`);
+            bySubject.set(m.subject, [...(bySubject.get(m.subject) ?? []), parts.map((p) => p.shard)]);
+          },
+        }),
+      ];
+      const tc = { nc: nats.nc, cluster, shards: N, spec };
+      // a serving node of the whole model hears the per-slice messages too (`hdelta.>`)
+      const replica = testReplica(tc);
+      await host.start();
+      try {
+        await waitFor(() => host.shards.size === N, { timeoutMs: 10_000 });
+        await replica.start();
+        await replica.whenReady();
+        const rounds = 4;
+        for (let i = 0; i < rounds; i++) {
+          const replies = await Promise.all(
+            Array.from({ length: N }, (_, sh) =>
+              requestBytes(
+                nats.nc,
+                s.push(sh),
+                encodePush(onePush(`p${i}.${sh}`, keyOnShard(sh, N, i), { dim: DIM })),
+                { timeoutMs: 3000 },
+              ),
+            ),
+          );
+          for (const r of replies) expect(decodePushReply(r).applied).toBe(1);
+          await new Promise((r) => setTimeout(r, 70));
+        }
+        await waitFor(() => replica.versions().every((v) => v === rounds), { timeoutMs: 5000 });
+        await waitFor(
+          () =>
+            [...bySubject.values()].reduce((n, l) => n + l.length, 0) === host.status().hostDeltas?.messages,
+          { timeoutMs: 5000 },
+        );
+        const slice0 = s.hostDeltaSlice('a', 2, 0);
+        const slice1 = s.hostDeltaSlice('a', 2, 1);
+        expect([...bySubject.keys()].sort()).toEqual([slice0, slice1].sort());
+        expect(bySubject.has(s.hostDelta('a'))).toBe(false);
+        const on0 = bySubject.get(slice0)!;
+        const on1 = bySubject.get(slice1)!;
+        expect(on0.flat().every((sh) => sh === 0 || sh === 2)).toBe(true);
+        expect(on1.flat().every((sh) => sh === 1 || sh === 3)).toBe(true);
+        expect(on0.some((parts) => parts.includes(0) && parts.includes(2))).toBe(true);
+        expect(on1.some((parts) => parts.includes(1) && parts.includes(3))).toBe(true);
+        expect(badParts).toEqual([]);
+        expect(replica.stats().badDeltas).toBe(0);
+      } finally {
+        for (const sub of subs) sub.unsubscribe();
+        await replica.stop();
+        await host.stop();
+      }
+    });
+  }
 });

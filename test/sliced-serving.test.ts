@@ -4,10 +4,17 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createModel, type ModelConfigInput } from '@freshet/model';
 import { requestBytes } from '@freshet/nats';
-import { decodePushReply, encodePush, shardOfDense, shardOfKey, subjects } from '@freshet/protocol';
+import {
+  decodePushReply,
+  encodePush,
+  encodeSnapshotRequest,
+  shardOfDense,
+  shardOfKey,
+  subjects,
+} from '@freshet/protocol';
 import { compileServingOptions, startServing, type ServingNode } from '@freshet/serving';
-import { startShard } from '@freshet/shard';
-import { uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { ShardHost, startShard } from '@freshet/shard';
+import { placeShardsInKv, uniqueName, useNats, waitFor } from '@freshet/testkit';
 
 const SHARDS = 4;
 const model: ModelConfigInput = {
@@ -81,29 +88,85 @@ describe('sliced serving', () => {
     });
   });
 
-  it('scores what the whole model scores, holding half of it', async () => {
+  const shardOptions = { model: spec, deltaIntervalMs: 5, fsync: false, checkpointIntervalMs: 0 };
+
+  it('scores what the whole model scores, holding half of it (a process per shard)', async () => {
     const cluster = uniqueName('sliced').replace(/[^A-Za-z0-9_-]/g, '');
-    const s = subjects(cluster);
     const dir = await mkdtemp(join(tmpdir(), 'freshet-sliced-'));
     stops.push(() => rm(dir, { recursive: true, force: true }));
     for (let shard = 0; shard < SHARDS; shard++) {
       const sh = await startShard({
+        ...shardOptions,
         cluster,
         shard,
         shards: SHARDS,
         nats: { servers: nats.url },
-        model: spec,
         dataDir: join(dir, `shard-${shard}`),
-        deltaIntervalMs: 5,
-        fsync: false,
-        checkpointIntervalMs: 0,
       });
       stops.push(() => sh.stop());
     }
+    await slicedAgainstWhole(cluster, SHARDS);
+  });
+
+  it('scores what the whole model scores on shard hosts that split their deltas per slice', async () => {
+    const cluster = uniqueName('slicedh').replace(/[^A-Za-z0-9_-]/g, '');
+    const dir = await mkdtemp(join(tmpdir(), 'freshet-slicedh-'));
+    stops.push(() => rm(dir, { recursive: true, force: true }));
+    // Eight shards; 0, 1, 2 and 4 own the MLP's tensors (their deltas keep their own subjects,
+    // which every slice hears). Host a runs 3, 5 and 7 of slice 1: one message for the three.
+    await placeShardsInKv(nats.nc, cluster, ['a', 'b', 'a', 'a', 'b', 'a', 'b', 'a']);
+    const perSlice: string[] = [];
+    const sub = nats.nc.subscribe(subjects(cluster).hostDeltaSliceAll(2, 1), {
+      callback: (_e, m) => perSlice.push(m.subject),
+    });
+    stops.push(() => Promise.resolve(sub.unsubscribe()));
+    for (const host of ['a', 'b']) {
+      const h = new ShardHost(
+        {
+          cluster,
+          host,
+          nats: { servers: nats.url },
+          dataDir: join(dir, host),
+          pollMs: 50,
+          // a tick long enough for the pushes below to land in one
+          shard: { ...shardOptions, deltaIntervalMs: 100, hostDeltas: true, servingSlices: 2 },
+        },
+        { log: () => undefined },
+      );
+      await h.start();
+      stops.push(() => h.stop());
+    }
+    await waitFor(async () => (await hostsReady(cluster, 8)) === 8, {
+      timeoutMs: 15_000,
+      message: 'the hosts to run all eight shards',
+    });
+    await slicedAgainstWhole(cluster, 8);
+    // host a sent slice 1's parts in a message of their own
+    expect(new Set(perSlice)).toEqual(new Set([`${subjects(cluster).prefix}.hdelta.a.2.1`]));
+  });
+
+  async function hostsReady(cluster: string, shards: number): Promise<number> {
+    const s = subjects(cluster);
+    let n = 0;
+    for (let shard = 0; shard < shards; shard++) {
+      try {
+        await requestBytes(nats.nc, s.snapshot(shard), encodeSnapshotRequest({ t: 0, cursor: 0, limit: 1 }), {
+          timeoutMs: 500,
+        });
+        n++;
+      } catch {
+        // not running yet
+      }
+    }
+    return n;
+  }
+
+  async function slicedAgainstWhole(cluster: string, shards: number): Promise<void> {
+    const s = subjects(cluster);
     const serve = async (slice?: { index: number; count: number }) => {
       const node = await startServing({
         cluster,
-        shards: SHARDS,
+        shards: shards,
         nats: { servers: nats.url },
         model,
         ...(slice ? { slice } : {}),
@@ -138,38 +201,41 @@ describe('sliced serving', () => {
       for (let i = 0; i < sp.keys.length >>> 1; i++) {
         const lo = sp.keys[2 * i]!;
         const hi = sp.keys[2 * i + 1]!;
-        add(shardOfKey(sp.table, lo, hi, SHARDS), sp.table, dim, lo, hi, ((i % 7) - 3) * 0.4);
+        add(shardOfKey(sp.table, lo, hi, shards), sp.table, dim, lo, hi, ((i % 7) - 3) * 0.4);
       }
     }
     for (const t of batch.denseTables) {
       const table = spec.tables[t]!;
-      add(shardOfDense(table.name, SHARDS), t, table.dim, 0, 0, 0.3);
+      add(shardOfDense(table.name, shards), t, table.dim, 0, 0, 0.3);
     }
-    expect([...pushes.keys()].sort()).toEqual([0, 1, 2, 3]);
+    expect(pushes.size).toBe(shards);
     const before = await score(whole);
-    for (const [shard, tables] of pushes) {
-      const reply = decodePushReply(
-        await requestBytes(
-          nats.nc,
-          s.push(shard),
-          encodePush({
-            id: uniqueName('push'),
-            worker: 'test',
-            clock: 0,
-            base: 0,
-            eventTs: Date.now(),
-            tables: tables.map((p) => ({
-              t: p.t,
-              dim: p.dim,
-              keys: Uint32Array.from(p.keys),
-              grads: Float32Array.from(p.grads),
-              counts: new Uint32Array(p.keys.length >>> 1).fill(1),
-            })),
-          }),
+    // all at once: a host's shards then publish in the same tick (one message per slice)
+    const replies = await Promise.all(
+      [...pushes].map(async ([shard, tables]) =>
+        decodePushReply(
+          await requestBytes(
+            nats.nc,
+            s.push(shard),
+            encodePush({
+              id: uniqueName('push'),
+              worker: 'test',
+              clock: 0,
+              base: 0,
+              eventTs: Date.now(),
+              tables: tables.map((p) => ({
+                t: p.t,
+                dim: p.dim,
+                keys: Uint32Array.from(p.keys),
+                grads: Float32Array.from(p.grads),
+                counts: new Uint32Array(p.keys.length >>> 1).fill(1),
+              })),
+            }),
+          ),
         ),
-      );
-      expect(reply.applied).toBeGreaterThan(0);
-    }
+      ),
+    );
+    for (const r of replies) expect(r.applied).toBeGreaterThan(0);
     // every node has applied every shard's update: the same versions, answered by each
     const [w, x, y] = await waitFor(
       async () => {
@@ -193,7 +259,7 @@ describe('sliced serving', () => {
     // each sliced node holds its own shards' rows and asked the other slice for the rest
     const sa = a.status();
     const sw = whole.status();
-    for (let shard = 0; shard < SHARDS; shard++) expect(a.replica.holds(shard)).toBe(shard % 2 === 0);
+    for (let shard = 0; shard < shards; shard++) expect(a.replica.holds(shard)).toBe(shard % 2 === 0);
     expect(sa.replica.rows).toBeLessThan(sw.replica.rows);
     expect(sa.replica.rows + b.status().replica.rows).toBeGreaterThanOrEqual(sw.replica.rows);
     expect(sa.slice).toMatchObject({ index: 0, count: 2 });
@@ -201,7 +267,7 @@ describe('sliced serving', () => {
     // only its own shards' deltas (and a dense tensor's owner's) reach it: none to ignore
     expect(sa.replica.deltasApplied).toBeGreaterThan(0);
     expect(sa.replica.deltasIgnored).toBe(0);
-    const denseOwners = new Set(batch.denseTables.map((t) => shardOfDense(spec.tables[t]!.name, SHARDS)));
+    const denseOwners = new Set(batch.denseTables.map((t) => shardOfDense(spec.tables[t]!.name, shards)));
     sa.replica.seqs.forEach((seq, shard) => {
       if (shard % 2 === 1 && !denseOwners.has(shard)) expect(seq).toBe(0);
       else expect(seq).toBeGreaterThan(0);
@@ -220,5 +286,5 @@ describe('sliced serving', () => {
     const back = await score(a);
     expect(back.status).toBe(200);
     back.body.scores!.forEach((sc, i) => expect(sc).toBeCloseTo(w!.body.scores![i]!, 5));
-  });
+  }
 });

@@ -489,8 +489,13 @@ export function planShardHost(cfg: ClusterConfig, index: number, urls: string[])
     index,
     id,
     nats: actorNats(cfg, urls),
-    // its serving nodes are of this version and read host deltas: on unless the config says no
-    options: { hostDeltas: true, ...cfg.shards.options },
+    // its serving nodes are of this version and read host deltas: on unless the config says no;
+    // split per serving slice when they are sliced
+    options: {
+      hostDeltas: true,
+      ...((cfg.serving.slices ?? 1) > 1 ? { servingSlices: cfg.serving.slices } : {}),
+      ...cfg.shards.options,
+    },
   });
   if (cfg.shards.threads !== undefined) raw.threads = cfg.shards.threads;
   try {

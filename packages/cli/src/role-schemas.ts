@@ -65,6 +65,8 @@ export const roleSchemas: Record<RoleName, RoleAdapter> = {
   shard: {
     schema: shardOptionsSchema,
     build: (ctx) => ({
+      // the delta interval's budget counts the shards a sliced serving node hears
+      ...((ctx.cfg.serving.slices ?? 1) > 1 ? { servingSlices: ctx.cfg.serving.slices } : {}),
       ...ctx.options,
       cluster: ctx.cfg.cluster,
       nats: ctx.nats,

@@ -41,6 +41,17 @@ describe('cluster config', () => {
     expect(() =>
       compileClusterConfig({ cluster: 'c', shards: { count: 2 }, serving: { count: 3, slices: 3 } }),
     ).toThrow(/slice.count 3 is more than the 2 shards/);
+    // the shards (and shard hosts) split their deltas per slice
+    expect(planActors(c, ['nats://127.0.0.1:4222']).find((a) => a.role === 'shard')!.options).toMatchObject({
+      servingSlices: 2,
+    });
+    const hosts = compileClusterConfig({
+      cluster: 'c',
+      shards: { count: 4, hosts: 2 },
+      serving: { count: 2, slices: 2 },
+    });
+    const host = planActors(hosts, ['nats://127.0.0.1:4222']).find((a) => a.role === 'shard')!;
+    expect(host.options).toMatchObject({ shard: { hostDeltas: true, servingSlices: 2 } });
     const whole = planActors(compileClusterConfig({ cluster: 'c' }), ['nats://127.0.0.1:4222']);
     expect(whole.find((a) => a.role === 'serving')!.options.slice).toBeUndefined();
   });

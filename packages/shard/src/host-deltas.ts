@@ -8,11 +8,14 @@ import type { DeltaSink, Tickable } from './delta-publisher.js';
  * `hdelta.<host>`, so a serving node receives a message per host per tick, not per shard. Each
  * part is the shard's own delta frame with its own seq: serving checks gaps and resyncs per shard
  * as before. A tick with one part publishes it on the shard's own subject, and so does a stopping
- * shard's last delta, once the tick that may hold its earlier ones is out.
+ * shard's last delta, once the tick that may hold its earlier ones is out. With `servingSlices`
+ * each slice's parts leave as their own message (the same rules per slice).
  */
 export class HostDeltas implements DeltaSink {
   /** Publisher → its shard and interval. */
   private readonly attached = new Map<Tickable, { shard: number; intervalMs: number }>();
+  /** Shards every serving slice follows (dense tensors' owners): their parts keep their subject. */
+  private readonly toEverySlice = new Set<number>();
   private collecting: { shard: number; frame: Uint8Array }[] | undefined;
   private timer: NodeJS.Timeout | undefined;
   private intervalMs = 0;
@@ -27,6 +30,12 @@ export class HostDeltas implements DeltaSink {
     private readonly host: string,
     /** A host delta's size bound: a tick's parts beyond it go in further messages, in order. */
     private readonly maxBytes: number,
+    /**
+     * The serving tier's slice count (shard option `servingSlices`): above 1 a tick leaves as one
+     * message per slice, on `hdelta.<host>.<slices>.<index>`, so a sliced serving node receives
+     * its own shards' parts only.
+     */
+    readonly slices = 1,
   ) {
     this.subj = subjects(cluster);
   }
@@ -44,6 +53,16 @@ export class HostDeltas implements DeltaSink {
   private ticked(shard: number): boolean {
     for (const a of this.attached.values()) if (a.shard === shard) return true;
     return false;
+  }
+
+  /**
+   * With slices, a shard that owns a dense tensor is followed by the nodes of every slice (each
+   * scores with the whole MLP), so its parts go on its own subject, which they all hear, and not
+   * in its slice's message.
+   */
+  everySlice(shard: number, yes: boolean): void {
+    if (yes) this.toEverySlice.add(shard);
+    else this.toEverySlice.delete(shard);
   }
 
   /** Ticks at the shortest interval of the attached publishers. */
@@ -98,12 +117,34 @@ export class HostDeltas implements DeltaSink {
   }
 
   private send(parts: { shard: number; frame: Uint8Array }[]): void {
+    if (this.slices === 1) {
+      this.sendOn(this.subj.hostDelta(this.host), parts);
+      return;
+    }
+    // by slice, each shard's parts in the order published: one shard is in one slice, so its
+    // seqs stay in order on the bus whichever group carries them
+    const groups = new Map<number, typeof parts>();
+    for (const p of parts) {
+      if (this.toEverySlice.has(p.shard)) {
+        this.nc.publish(this.subj.delta(p.shard), p.frame);
+        continue;
+      }
+      const i = p.shard % this.slices;
+      const g = groups.get(i);
+      if (g) g.push(p);
+      else groups.set(i, [p]);
+    }
+    for (const [i, g] of groups) this.sendOn(this.subj.hostDeltaSlice(this.host, this.slices, i), g);
+  }
+
+  /** `parts` on `subject` in messages of at most `maxBytes`; a lone part on its shard's subject. */
+  private sendOn(subject: string, parts: { shard: number; frame: Uint8Array }[]): void {
     let chunk: typeof parts = [];
     let bytes = 0;
     const out = () => {
       if (chunk.length === 1) this.nc.publish(this.subj.delta(chunk[0]!.shard), chunk[0]!.frame);
       else if (chunk.length > 1) {
-        this.nc.publish(this.subj.hostDelta(this.host), encodeHostDelta(chunk));
+        this.nc.publish(subject, encodeHostDelta(chunk));
         this.counters.messages++;
         this.counters.parts += chunk.length;
       }

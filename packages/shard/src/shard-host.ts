@@ -12,6 +12,7 @@ import {
   natsOptionsSchema,
   placementKv,
   readLease,
+  readModelSpec,
   readPlacement,
   releaseLease,
   takeLease,
@@ -20,7 +21,7 @@ import {
   type Endpoint,
   type ProcessActor,
 } from '@freshet/nats';
-import { assertClusterName, FreshetError, subjects, type ShardStatus } from '@freshet/protocol';
+import { assertClusterName, FreshetError, shardOfDense, subjects, type ShardStatus } from '@freshet/protocol';
 import { HostDeltas } from './host-deltas.js';
 import { HOST_MESSAGES_IN_FLIGHT, hostEndpoints, hostQueue } from './host-messages.js';
 import type { HostedShard } from './hosted-shard.js';
@@ -289,7 +290,13 @@ export class ShardHost implements ProcessActor {
       );
       const template = compileShardOptions(hostedShardOptions(o, 0, 1));
       if (template.hostDeltas)
-        this.hostDeltas = new HostDeltas(this.nc, o.cluster, o.host, template.limits.maxDeltaBytes);
+        this.hostDeltas = new HostDeltas(
+          this.nc,
+          o.cluster,
+          o.host,
+          template.limits.maxDeltaBytes,
+          template.servingSlices,
+        );
       if (o.threads > 0)
         this.threads = await ShardThreads.start(
           o.threads,
@@ -396,6 +403,17 @@ export class ShardHost implements ProcessActor {
     }
   }
 
+  /** Whether shard i of n owns a dense tensor of the model (its options', else the cluster's). */
+  private async ownsDense(o: ShardOptionsInput, i: number, n: number): Promise<boolean> {
+    let spec = compileShardOptions(o).model;
+    if (!spec) {
+      const stored = await readModelSpec(this.nc!, this.options.cluster);
+      if (stored.state !== 'present') return false;
+      spec = stored.spec;
+    }
+    return spec.tables.some((t) => t.kind === 'dense' && shardOfDense(t.name, n) === i);
+  }
+
   private async takeOver(i: number, shards: number, epoch: number): Promise<void> {
     const me = this.options.host;
     const t0 = Date.now();
@@ -410,6 +428,7 @@ export class ShardHost implements ProcessActor {
     }
     this.waiting.delete(i);
     const o = hostedShardOptions(this.options, i, shards);
+    // every serving slice follows the owner of a dense tensor: its deltas keep their own subject
     const ours = lease.before === undefined || lease.before.last === me;
     // another host ran it since our copy was written: the Object Store has the state, our dir is
     // stale (with no lease ever written, a dir here can only be ours: kept)
@@ -424,6 +443,9 @@ export class ShardHost implements ProcessActor {
         });
     try {
       await shard.start();
+      // every serving slice follows the owner of a dense tensor: its deltas keep their own subject
+      if (this.hostDeltas && this.hostDeltas.slices > 1)
+        this.hostDeltas.everySlice(i, await this.ownsDense(o, i, shards));
     } catch (e) {
       // the lease stays ours (nobody else may start it meanwhile); the next pass tries again
       this.log('error', `shard ${i} did not start; retrying`, {

@@ -142,7 +142,8 @@ export const shardOptionsSchema = z
      * often than `deltaIntervalMs`, never less often than `deltaMaxIntervalMs`): a serving node
      * receives about `budget` delta messages per second in all, whatever the shard count, and
      * each message carries more rows (a row changed twice in the window travels once). Unset:
-     * every `deltaIntervalMs`. See {@link deltaIntervalOf}.
+     * every `deltaIntervalMs`. With `servingSlices` a node hears ceil(shards / servingSlices)
+     * shards, and that count is what is sized. See {@link deltaIntervalOf}.
      */
     deltaMsgsPerServingNode: z.number().positive().optional(),
     /** The longest interval the budget may stretch to: the freshness it may cost. */
@@ -168,6 +169,19 @@ export const shardOptionsSchema = z
      * shard ignores it.
      */
     hostDeltas: z.boolean().default(false),
+    /**
+     * How many slices the serving tier holds the model in (serving option `slice`: the node of
+     * slice i of n holds the shards s with s % n = i). With `hostDeltas`, a shard host splits each
+     * tick's message by slice, onto `hdelta.<host>.<n>.<i>`, so a sliced serving node receives
+     * only its own shards' parts: about 1/n of the bytes and parts it would otherwise receive and
+     * drop. Whole-model nodes hear both forms. Serving nodes must be of this version: older ones
+     * subscribe to `hdelta.*`, which matches `hdelta.<host>` only, and would miss the per-slice
+     * messages, so upgrade serving first. It also sizes the `deltaMsgsPerServingNode` budget: a sliced node hears from
+     * ceil(shards / n) shards, not all of them. Without `hostDeltas` that budget is its only
+     * effect (each shard publishes on its own subject either way). It must match the serving
+     * tier's slice count: another count puts a host's messages on subjects no sliced node hears.
+     */
+    servingSlices: z.number().int().min(1).max(4096).default(1),
     /** Periodic checkpoint; 0 disables the timer (the WAL-size trigger still applies). */
     checkpointIntervalMs: z.number().int().min(0).default(60_000),
     /** Checkpoint when the current log segment grows past this. */
@@ -191,13 +205,17 @@ export const shardOptionsSchema = z
 
 /**
  * The interval a shard publishes deltas at: `deltaIntervalMs`, stretched by
- * `deltaMsgsPerServingNode` to shards / budget seconds, capped at `deltaMaxIntervalMs`.
+ * `deltaMsgsPerServingNode` to heard / budget seconds, capped at `deltaMaxIntervalMs`, where heard
+ * is the shards one serving node hears from: all of them, or ceil(shards / servingSlices) when
+ * serving is sliced (absent `servingSlices` counts as 1).
  */
 export function deltaIntervalOf(
-  o: Pick<ShardOptions, 'shards' | 'deltaIntervalMs' | 'deltaMsgsPerServingNode' | 'deltaMaxIntervalMs'>,
+  o: Pick<ShardOptions, 'shards' | 'deltaIntervalMs' | 'deltaMsgsPerServingNode' | 'deltaMaxIntervalMs'> &
+    Partial<Pick<ShardOptions, 'servingSlices'>>,
 ): number {
   if (o.deltaMsgsPerServingNode === undefined) return o.deltaIntervalMs;
-  const sized = (o.shards / o.deltaMsgsPerServingNode) * 1000;
+  const heard = Math.ceil(o.shards / (o.servingSlices ?? 1));
+  const sized = (heard / o.deltaMsgsPerServingNode) * 1000;
   return Math.max(o.deltaIntervalMs, Math.min(sized, o.deltaMaxIntervalMs));
 }
 

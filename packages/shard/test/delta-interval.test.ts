@@ -36,6 +36,29 @@ describe('delta interval sized by the shard count', () => {
     );
   });
 
+  it('with servingSlices counts the shards one sliced serving node hears: ceil(shards / slices)', () => {
+    const of = (o: Record<string, number>) =>
+      deltaIntervalOf(compileShardOptions({ ...base, shards: 1, ...o }));
+    expect(compileShardOptions({ ...base, shards: 2 }).servingSlices).toBe(1);
+    // 40 shards in 2 slices: a node hears 20, each shard every 50 ms (100 ms unsliced)
+    expect(of({ shards: 40, deltaMsgsPerServingNode: 400, servingSlices: 2 })).toBe(50);
+    // 41 in 2: the larger slice holds 21
+    expect(of({ shards: 41, deltaMsgsPerServingNode: 400, servingSlices: 2 })).toBe(52.5);
+    // no budget: the slices change nothing
+    expect(of({ shards: 40, servingSlices: 4 })).toBe(5);
+    // pure function callers may leave it out (the whole model)
+    expect(
+      deltaIntervalOf({
+        shards: 40,
+        deltaIntervalMs: 5,
+        deltaMsgsPerServingNode: 400,
+        deltaMaxIntervalMs: 250,
+      }),
+    ).toBe(100);
+    for (const bad of [0, 1.5, 4097])
+      expect(() => compileShardOptions({ ...base, shards: 2, servingSlices: bad })).toThrow(/servingSlices/);
+  });
+
   it('a shard of 40 with a budget of 400/s publishes about every 100 ms under steady pushes; control: every 5 ms', async () => {
     const counts: number[] = [];
     for (const budget of [400, undefined]) {
