@@ -133,9 +133,11 @@ export interface SimKnobs {
   deltaMsgsPerServingNode?: number;
   deltaMaxIntervalMs?: number;
   /**
-   * Sharded serving (NOT BUILT): serving nodes hold a slice of the model each (the key ranges of
-   * 1/slices of the shards), this many nodes per slice; a rank scatters to one node per slice.
-   * Unset: every serving node holds the whole model and receives every delta.
+   * Sliced serving (built: serving option `slice`, shard option `servingSlices`): serving nodes
+   * hold a slice of the model each (the shards s with s % slices = i), this many nodes per slice;
+   * a rank asks one node per other slice for its rows. Shard hosts split each tick's delta per
+   * slice, so a node hears every host that runs a shard of its slice. Unset: every serving node
+   * holds the whole model and receives every delta.
    */
   servingNodesPerSlice?: number;
   /**
@@ -429,14 +431,24 @@ export function simulate(
   const nats = Array.from({ length: K }, (_, i) =>
     res('nats', `nats-${i}`, 1, layout.sharedCores ?? c, true),
   );
-  // Serving applies deltas on one thread per replica (the node's event loop). With sharded
-  // serving a node holds 1/slices of the shards' key ranges and receives only their deltas.
+  // Serving applies deltas on one thread per replica (the node's event loop). With sliced
+  // serving a node holds the shards of one slice and receives only their deltas.
   const servingProcs = R * Math.max(1, knobs.servingProcsPerMachine ?? 1);
+  // A shard host runs a shard per shard thread (one on its own thread without any).
+  const shardsPerHost = perHost ? Math.max(1, hostThreads) : 1;
   const slices = knobs.servingNodesPerSlice
-    ? Math.max(1, Math.floor(servingProcs / knobs.servingNodesPerSlice))
+    ? Math.max(1, Math.min(S * shardsPerHost, Math.floor(servingProcs / knobs.servingNodesPerSlice)))
     : 1;
   const serving = res('serving', slices > 1 ? 'serving node (one slice)' : 'serving replica', 1);
-  const servesShard = (s: number) => s % slices === 0;
+  // Slices are by shard (s % slices), not by host: a host's shards fall in up to shardsPerHost
+  // slices, and it sends each slice its part of a tick in a message of its own. The slice the
+  // representative node holds has a shard on a host with probability `hostInSlice`; a delta
+  // then brings it 1 / (slices · hostInSlice) of the host's rows. Shard processes (no hosts)
+  // publish each on its own subject: shard s reaches slice s % slices only.
+  const hostInSlice = perHost ? 1 - Math.pow(1 - 1 / slices, shardsPerHost) : 1 / slices;
+  /** A host's messages per tick: the slices its shards fall in (1 unsliced or per shard). */
+  const hostGroups = perHost ? Math.max(1, Math.round(slices * hostInSlice)) : 1;
+  const servesShard = (s: number) => perHost || s % slices === 0;
   // Every serving process of a slice applies what the representative one does.
   serving.copies = Math.max(1, servingProcs);
   // The feedback publisher and bench cluster's tap: clients, charged only to a shared machine.
@@ -552,11 +564,11 @@ export function simulate(
 
   const nextReady = (w: number, t: number) => heap.push(t + fill, { k: 'ready', w });
   for (let w = 0; w < W; w++) nextReady(w, rnd() * fill);
-  // The shard's own interval, sized by the shards a serving node hears from (all of them unless
+  // The shard's own interval, sized by the senders a serving node hears from (all of them unless
   // serving is sliced).
   const tickUs =
     deltaIntervalOf({
-      shards: Math.ceil(S / slices),
+      shards: Math.max(1, Math.ceil(S * hostInSlice)),
       deltaIntervalMs: knobs.deltaIntervalMs,
       deltaMsgsPerServingNode: knobs.deltaMsgsPerServingNode,
       deltaMaxIntervalMs: knobs.deltaMaxIntervalMs ?? 250,
@@ -811,30 +823,48 @@ export function simulate(
         const taken = shardServe(
           s,
           t,
-          costs.nodeMsgUs + (bytes * costs.nodeByteNs) / 1000 + handoffUs(rows, 1, true),
+          costs.nodeMsgUs * hostGroups + (bytes * costs.nodeByteNs) / 1000 + handoffUs(rows, 1, true),
           rows * costs.deltaRowUs + (denseRows / 16) * costs.deltaRowUs,
         );
-        let delivered = bus(taken, serverOfShard(s), serverOfShard(s), bytes, denseRows * 4);
-        // Fan-out: one copy per serving process holding the shard, delivered by the server it is
+        // A host sliced per serving slice sends `hostGroups` messages, each its slice's share.
+        const g = hostGroups;
+        const part = (bytes - 64) / g + 64;
+        let delivered = bus(taken, serverOfShard(s), serverOfShard(s), part, (denseRows * 4) / g);
+        for (let k = 1; k < g; k++) bus(taken, serverOfShard(s), serverOfShard(s), part, (denseRows * 4) / g);
+        // Fan-out: one copy per serving process holding the slice, delivered by the server it is
         // connected to. Serving processes spread over the servers, a slice's holders on
         // consecutive ones (slice after slice), so no server delivers every slice's deltas; the
         // shard's server forwards one copy to each other server with holders (a route).
         const holders = Math.ceil(servingProcs / slices);
         const origin = serverOfShard(s);
-        const first = (s % slices) * holders;
         const copies = Math.ceil(holders / K);
-        for (let k = 0; k < Math.min(K, holders) && R > 0; k++) {
-          const server = (first + k) % K;
-          if (server !== origin) nats[origin]!.run(taken, natsIo(bytes));
-          nats[server]!.run(taken, copies * natsIo(bytes));
+        for (let j = 0; j < g && R > 0; j++) {
+          const first = ((s + j) % slices) * holders;
+          for (let k = 0; k < Math.min(K, holders); k++) {
+            const server = (first + k) % K;
+            if (server !== origin) nats[origin]!.run(taken, natsIo(part));
+            nats[server]!.run(taken, copies * natsIo(part));
+          }
         }
-        natsMsgs += holders;
-        natsBytes += holders * bytes;
+        natsMsgs += holders * g;
+        natsBytes += holders * g * part;
         if (R > 0 && servesShard(s)) {
-          servingBytes += bytes;
-          servingMsgs++;
-          // A dense row is one copy of the tensor (~1 ns per float), not per-row upserts.
-          delivered = serving.run(delivered, nodeIo(bytes) + rows * costs.servingRowUs + denseRows * 0.001);
+          // A host's message reaches the representative node when one of its shards is in its
+          // slice (fluid: that share of a message, 1/slices of the rows); a shard process's whole.
+          const share = perHost ? hostInSlice : 1;
+          const sliceRows = perHost ? rows / slices : rows;
+          const got = perHost ? share * 64 + (bytes - 64 - denseRows * 4) / slices + denseRows * 4 : bytes;
+          servingBytes += got;
+          servingMsgs += share;
+          // A dense row is one copy of the tensor (~1 ns per float), not per-row upserts; every
+          // slice follows the dense tensors' owners whole.
+          delivered = serving.run(
+            delivered,
+            share * costs.nodeMsgUs +
+              (got * costs.nodeByteNs) / 1000 +
+              sliceRows * costs.servingRowUs +
+              denseRows * 0.001,
+          );
           // Serving 250 ms behind (5× the stability bound) does not recover at a steady rate.
           if (delivered - t > 250_000) overloaded = true;
           if (t >= warm) for (const et of pendEvents[s]!) fresh.push((delivered - et) / 1000);

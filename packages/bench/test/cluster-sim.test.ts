@@ -154,9 +154,25 @@ describe('scale-out knobs', () => {
     );
     expect(whole.stable).toBe(true);
     expect(sliced.stable).toBe(true);
-    // 2 machines × 4 processes, 2 per slice: 4 slices over 8 shard hosts.
-    expect(sliced.servingMsgsPerS).toBeLessThan(whole.servingMsgsPerS / 3);
-    expect(sliced.servingBytesPerS).toBeLessThan(whole.servingBytesPerS / 2);
+    // 2 machines × 4 processes, 2 per slice: 4 slices of the 8 hosts' 15 shards each. Slices are
+    // by shard, so every host runs shards of every slice: a node still hears every host each
+    // tick (its part of the host's delta), with a quarter of the rows.
+    expect(sliced.servingMsgsPerS).toBeGreaterThan(whole.servingMsgsPerS * 0.8);
+    expect(sliced.servingBytesPerS).toBeLessThan(whole.servingBytesPerS / 3);
+    // 64 slices of 120 shards: a host runs a shard of a given slice with probability
+    // 1 − (63/64)^15 ≈ 0.21, so a node hears about a fifth of the hosts.
+    const many = simulate(
+      costs,
+      big,
+      20_000,
+      { ...knobs, servingProcsPerMachine: 64, servingNodesPerSlice: 2 },
+      2000,
+    );
+    expect(many.servingMsgsPerS).toBeLessThan(whole.servingMsgsPerS / 3);
+    // Rows shrink with the slice, the dense tensors (every slice follows their owners) do not:
+    // what n slices save is (1 − 1/n) of the rows, so 64 slices save (63/64)/(3/4) of what 4 do.
+    const saved = (r: { servingBytesPerS: number }) => whole.servingBytesPerS - r.servingBytesPerS;
+    expect(saved(many) / saved(sliced)).toBeCloseTo(63 / 64 / (3 / 4), 1);
     // Shard hosts with changes tick every 5 ms: far more than the budget below.
     expect(whole.servingMsgsPerS).toBeGreaterThan(400);
     const adaptive = simulate(costs, big, 20_000, { ...knobs, deltaMsgsPerServingNode: 200 }, 2000);
