@@ -264,6 +264,9 @@ describe('sliced serving', () => {
     expect(sa.replica.rows + b.status().replica.rows).toBeGreaterThanOrEqual(sw.replica.rows);
     expect(sa.slice).toMatchObject({ index: 0, count: 2 });
     expect(sa.slice!.requests).toBeGreaterThanOrEqual(1);
+    const metrics = await (await fetch(`${a.httpUrl}/metrics`)).text();
+    const sent = /freshet_serving_slice_requests_total\{[^}]*outcome="sent"\} (\d+)/.exec(metrics);
+    expect(Number(sent?.[1])).toBe(a.status().slice!.requests);
     // only its own shards' deltas (and a dense tensor's owner's) reach it: none to ignore
     expect(sa.replica.deltasApplied).toBeGreaterThan(0);
     expect(sa.replica.deltasIgnored).toBe(0);

@@ -171,9 +171,9 @@ export const scalingDesigns: readonly ScalingDesign[] = [
       '(<= 250 ms; shard option deltaMsgsPerServingNode), a batch fanning out to shard hosts, not ' +
       'shards, and one delta message per host per tick (built: worker hostRouting, shard ' +
       'hostDeltas, its shards in cores - 1 shard threads, host messages answered by any of its ' +
-      'threads: shard host threads) + NOT BUILT: one dense replica per worker machine, flushed in ' +
-      'chunks over up to 64 shards, one serving process per core each holding a slice (2 per ' +
-      'slice), pulls and pushes of a ' +
+      'threads: shard host threads), one serving process per core each holding a slice, 2 per ' +
+      'slice (built: serving option slice, shard option servingSlices) + NOT BUILT: one dense ' +
+      'replica per worker machine, flushed in chunks over up to 64 shards, pulls and pushes of a ' +
       "machine's 8 batches coalesced per shard host (built only within one worker process)",
     built: false,
     knobs: scaleOutKnobs,

@@ -1,8 +1,9 @@
 import { performance } from 'node:perf_hooks';
-import { fork } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type { NatsConnection, Subscription } from 'nats';
 import { createModel, type Model } from '@freshet/model';
-import { connectNats, startNatsServer, type NatsServerHandle } from '@freshet/nats';
+import { connectNats, parseReadyLine, startNatsServer, type NatsServerHandle } from '@freshet/nats';
 import {
   decodeSnapshotRequest,
   encodeDelta,
@@ -40,9 +41,15 @@ export interface ServeBenchOptions {
   skipInProcess?: boolean;
   /** Matrix products of the fast path under load. */
   gemm?: 'tfjs' | 'js';
+  /**
+   * Sliced serving (serving option `slice`): the node under load holds slice 0 of this many and
+   * asks the others, one node each in a process of its own, for their rows. 1: the whole model.
+   */
+  slices?: number;
 }
 
-const SHARDS = 2;
+/** Stand-in shards: two, or one per slice. */
+const MIN_SHARDS = 2;
 const CONTEXT_FIELDS = 22;
 const USERS = 1000;
 const ITEMS = 10_000;
@@ -103,6 +110,7 @@ export class BenchShards {
     private readonly nc: NatsConnection,
     private readonly cluster: string,
     private readonly model: Model,
+    private readonly shards = MIN_SHARDS,
   ) {
     const ids: string[][] = [
       ['user', ...Array.from({ length: USERS }, (_, i) => `u${i}`)],
@@ -123,12 +131,12 @@ export class BenchShards {
       }
     this.allKeys = new Uint32Array(keys);
     const spec = model.spec;
-    for (let s = 0; s < SHARDS; s++) {
+    for (let s = 0; s < shards; s++) {
       this.seq.push(0);
       this.data.push(
         spec.tables.map((t, ti) => {
           if (t.kind === 'dense') {
-            if (shardOfDense(t.name, SHARDS) !== s)
+            if (shardOfDense(t.name, shards) !== s)
               return { keys: new Uint32Array(), values: new Float32Array(), dim: t.dim };
             const values = new Float32Array(t.dim);
             initRow(t.init, 0, 0, values);
@@ -136,7 +144,7 @@ export class BenchShards {
           }
           const mine: number[] = [];
           for (let i = 0; i < this.allKeys.length; i += 2)
-            if (shardOfKey(ti, this.allKeys[i]!, this.allKeys[i + 1]!, SHARDS) === s)
+            if (shardOfKey(ti, this.allKeys[i]!, this.allKeys[i + 1]!, shards) === s)
               mine.push(this.allKeys[i]!, this.allKeys[i + 1]!);
           const ks = new Uint32Array(mine);
           const values = new Float32Array((ks.length / 2) * t.dim);
@@ -157,7 +165,7 @@ export class BenchShards {
 
   async start(): Promise<void> {
     const s = subjects(this.cluster);
-    for (let shard = 0; shard < SHARDS; shard++) {
+    for (let shard = 0; shard < this.shards; shard++) {
       this.subs.push(
         this.nc.subscribe(s.snapshot(shard), {
           callback: (_e, msg) => {
@@ -191,7 +199,7 @@ export class BenchShards {
     const emb = this.model.layout.emb!;
     const dim = this.model.spec.tables[emb]!.dim;
     this.timer = setInterval(() => {
-      for (let shard = 0; shard < SHARDS; shard++) {
+      for (let shard = 0; shard < this.shards; shard++) {
         const d = this.data[shard]![emb]!;
         const n = d.keys.length / 2;
         const keys = new Uint32Array(128);
@@ -217,6 +225,41 @@ export class BenchShards {
     if (this.timer) clearInterval(this.timer);
     for (const sub of this.subs) sub.unsubscribe();
   }
+}
+
+/** A serving node in a process of its own (serving's bin), resolved once it is ready. */
+async function startSliceNode(options: Record<string, unknown>): Promise<ChildProcess> {
+  const bin = fileURLToPath(new URL('../../serving/dist/bin.js', import.meta.url));
+  const child = spawn(process.execPath, [bin, '--options-json', JSON.stringify(options)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`slice node not ready in 60 s: ${err}`)), 60_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (parseReadyLine(out)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`slice node exited ${code}: ${err}`));
+    });
+  });
+  child.removeAllListeners('exit');
+  return child;
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
 }
 
 /**
@@ -291,22 +334,29 @@ export async function runServeBench(opts: ServeBenchOptions = {}): Promise<Recor
   const cluster = `bench-${process.pid}`;
   const config = serveBenchModelConfig();
   const model = createModel(config);
-  const shards = new BenchShards(nc, cluster, model);
-  const node = new ServingNode({
+  const slices = opts.slices ?? 1;
+  const nShards = Math.max(MIN_SHARDS, slices);
+  const shards = new BenchShards(nc, cluster, model, nShards);
+  const nodeOptions = (index: number) => ({
     cluster,
     nats: { servers: url },
-    shards: SHARDS,
+    shards: nShards,
     model: config,
     scorer: opts.scorer ?? 'auto',
     gemm: opts.gemm ?? 'tfjs',
     limits: { maxCandidates: Math.max(1000, candidates) },
+    ...(slices > 1 ? { slice: { index, count: slices } } : {}),
   });
+  const node = new ServingNode(nodeOptions(0));
+  const others: ChildProcess[] = [];
   try {
     await shards.start();
     const t0 = performance.now();
     await node.start();
     await node.whenReady();
     const syncMs = performance.now() - t0;
+    // the other slices' nodes, each a process of its own (as they would be: other machines)
+    for (let i = 1; i < slices; i++) others.push(await startSliceNode(nodeOptions(i)));
     const bodies = requestBodies(64, candidates);
 
     // One request's scoring, in-process: the hand-written pass (tfjs or JS products) vs predict.
@@ -316,7 +366,8 @@ export async function runServeBench(opts: ServeBenchOptions = {}): Promise<Recor
       ['fast_js', 'fast', 'js'],
       ['model_predict', 'model', 'tfjs'],
     ] as const;
-    for (const [name, kind, gemm] of opts.skipInProcess ? [] : variants) {
+    // (a sliced replica holds half the rows: the whole-model scorers would not find the rest)
+    for (const [name, kind, gemm] of opts.skipInProcess || slices > 1 ? [] : variants) {
       const scorer = await createScorer(model, node.replica, {
         kind,
         gemm,
@@ -349,6 +400,12 @@ export async function runServeBench(opts: ServeBenchOptions = {}): Promise<Recor
     const status = node.status();
     return {
       bench: 'serve',
+      slices,
+      // rows requests to other slices per ranking (0 unsliced)
+      slice_requests_per_rank: status.slice
+        ? Math.round((status.slice.requests / Math.max(1, status.requests.ok)) * 100) / 100
+        : 0,
+      slice_failed: status.slice?.failed ?? 0,
       model: 'wide-deep',
       fields: 26,
       dim: 16,
@@ -380,6 +437,7 @@ export async function runServeBench(opts: ServeBenchOptions = {}): Promise<Recor
     };
   } finally {
     shards.stop();
+    await Promise.all(others.map(stopChild));
     await node.stop();
     await nc.close();
     await server?.stop();

@@ -334,6 +334,16 @@ export class ServingNode implements ProcessActor {
         s.pinned ? Math.floor(s.pinned.since / 1000) : 0,
       ) +
       gauge('freshet_serving_deltas_held', 'deltas left unapplied while pinned', s.replica.deltasHeld) +
+      (s.slice
+        ? counter(
+            'freshet_serving_slice_requests_total',
+            "rows requests to other slices, and score/rank requests failed for want of a slice's rows",
+            [
+              ['sent', s.slice.requests],
+              ['failed', s.slice.failed],
+            ],
+          )
+        : '') +
       `# HELP freshet_serving_served_total requests answered, by the cluster whose model served them\n` +
       `# TYPE freshet_serving_served_total counter\n` +
       Object.entries(s.servedBy)

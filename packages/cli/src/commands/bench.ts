@@ -174,19 +174,28 @@ function serveBench(): Command {
     .option('--seconds <s>', 'measured seconds per phase', num, 5)
     .option('--candidates <n>', 'candidates per request', int, 100)
     .option('--url <url>', 'an existing nats-server (default: start one)')
+    .option(
+      '--slices <n>',
+      'sliced serving: the node under load holds slice 0 of n, the others run in processes of their own',
+      int,
+      1,
+    )
     .option('--json', 'print one JSON line (the default output)')
-    .action(async (o: { rate: number; seconds: number; candidates: number; url?: string }) => {
-      print(
-        await (
-          await import('@freshet/bench')
-        ).runServeBench({
-          rate: o.rate,
-          seconds: o.seconds,
-          candidates: o.candidates,
-          ...(o.url ? { url: o.url } : {}),
-        }),
-      );
-    });
+    .action(
+      async (o: { rate: number; seconds: number; candidates: number; url?: string; slices: number }) => {
+        print(
+          await (
+            await import('@freshet/bench')
+          ).runServeBench({
+            rate: o.rate,
+            seconds: o.seconds,
+            candidates: o.candidates,
+            slices: o.slices,
+            ...(o.url ? { url: o.url } : {}),
+          }),
+        );
+      },
+    );
 }
 
 function personalizationBench(): Command {
