@@ -270,6 +270,8 @@ describe('sliced serving', () => {
     // only its own shards' deltas (and a dense tensor's owner's) reach it: none to ignore
     expect(sa.replica.deltasApplied).toBeGreaterThan(0);
     expect(sa.replica.deltasIgnored).toBe(0);
+    expect(sa.replica.deltaBytes).toBeGreaterThan(0);
+    expect(sa.replica.deltaBytes).toBeLessThan(sw.replica.deltaBytes);
     const denseOwners = new Set(batch.denseTables.map((t) => shardOfDense(spec.tables[t]!.name, shards)));
     sa.replica.seqs.forEach((seq, shard) => {
       if (shard % 2 === 1 && !denseOwners.has(shard)) expect(seq).toBe(0);

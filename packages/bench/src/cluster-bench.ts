@@ -54,6 +54,11 @@ export const clusterBenchOptionsSchema = z
     placements: z.array(z.number().int().min(1).max(64)).min(1).optional(),
     workers: z.number().int().min(1).max(64).default(1),
     serving: z.number().int().min(0).max(64).default(1),
+    /**
+     * Sliced serving: node i holds slice i mod n (cluster config `serving.slices`; the shards get
+     * `servingSlices`). The result then lists what each serving node held and received.
+     */
+    servingSlices: z.number().int().min(1).max(64).optional(),
     /** Feedback partitions of the stream. */
     partitions: z.number().int().min(1).max(1024).default(8),
     /**
@@ -397,6 +402,21 @@ async function servingFreshness<A extends BenchActor>(
   return { p50, p99, count };
 }
 
+/** A serving node's share of the model and of the bus, from its status. */
+function servingNode(status: Record<string, unknown>) {
+  const replica = (status.replica ?? {}) as Record<string, unknown>;
+  const slice = status.slice as { index: number; count: number } | null | undefined;
+  const num = (v: unknown) => (typeof v === 'number' ? v : null);
+  return {
+    id: typeof status.id === 'string' ? status.id : '',
+    slice: slice ? `${slice.index}/${slice.count}` : null,
+    rows: num(replica.rows),
+    deltas_applied: num(replica.deltasApplied),
+    delta_messages: num(replica.deltaMessages),
+    delta_mb: typeof replica.deltaBytes === 'number' ? r2(replica.deltaBytes / 1e6) : null,
+  };
+}
+
 function sum(xs: Array<number | null>): number {
   return xs.reduce<number>((a, b) => a + (b ?? 0), 0);
 }
@@ -579,6 +599,7 @@ export async function runClusterBench<A extends BenchActor>(
     serving: {
       count: o.serving,
       options: { http: { enabled: false }, statsWindowMs },
+      ...(o.servingSlices !== undefined ? { slices: o.servingSlices } : {}),
     },
     metrics: { enabled: false },
   };
@@ -691,6 +712,12 @@ export async function runClusterBench<A extends BenchActor>(
       shard_moves: p1.moves ?? [],
       workers: o.workers,
       serving: o.serving,
+      serving_slices: o.servingSlices ?? null,
+      // each serving node: its slice, the rows it holds, the delta messages and bytes it received
+      serving_nodes: actors1
+        .filter((a) => a.role === 'serving')
+        .map((a) => servingNode(a.status))
+        .sort((x, y) => x.id.localeCompare(y.id)),
       partitions: o.partitions,
       batch: o.batch,
       sync: o.sync,

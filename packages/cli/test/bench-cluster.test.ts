@@ -11,10 +11,12 @@ describe('runClusterBench', () => {
       {
         data: `criteo:${criteo}`,
         limit: 300,
-        shards: 1,
+        shards: 2,
         workers: 1,
         partitions: 1,
-        serving: 1,
+        // sliced serving: each node holds one shard's rows (and the dense tensors)
+        serving: 2,
+        servingSlices: 2,
         batch: 64,
         freshnessLoad: 0,
         peer: false,
@@ -32,6 +34,12 @@ describe('runClusterBench', () => {
     expect(pb.push.requests).toBeGreaterThanOrEqual(1);
     expect(pb.push.rows).toBeGreaterThan(0);
     expect(typeof r.freshness_p50_ms).toBe('number');
+    const nodes = r.serving_nodes as { slice: string; rows: number; delta_messages: number }[];
+    expect(nodes.map((n) => n.slice).sort()).toEqual(['0/2', '1/2']);
+    for (const n of nodes) {
+      expect(n.rows).toBeGreaterThan(0);
+      expect(n.delta_messages).toBeGreaterThan(0);
+    }
   }, 60_000);
 
   it('trains from a backlog: every event published before a worker starts, two batches in flight', async () => {

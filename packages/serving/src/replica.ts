@@ -116,6 +116,12 @@ export interface ReplicaStats {
   futureEvents: number;
   /** Deltas left unapplied while pinned (see {@link Replica.pin}). */
   deltasHeld: number;
+  /**
+   * Delta messages (a shard's or a host's) and their bytes received on this node's
+   * subscriptions: what the bus delivers to it, which a sliced node shrinks.
+   */
+  deltaMessages: number;
+  deltaBytes: number;
 }
 
 /**
@@ -161,6 +167,8 @@ export class Replica {
   /** Pinned: the served weights stay as they are; resolves the waiting resyncs when unpinned. */
   private pinned: { released: Promise<void>; release: () => void } | undefined;
   private counters = {
+    deltaMessages: 0,
+    deltaBytes: 0,
     deltasHeld: 0,
     resyncs: 0,
     deltasApplied: 0,
@@ -254,9 +262,20 @@ export class Replica {
   async start(): Promise<void> {
     if (this.st !== 'idle') throw new FreshetError('CONFIG', `replica already ${this.st}`);
     this.st = 'starting';
-    const onDelta = (err: unknown, msg: { subject: string; data: Uint8Array }) =>
-      !err && this.onDelta(msg.subject, msg.data);
-    const onHostDelta = (err: unknown, msg: { data: Uint8Array }) => !err && this.onHostDelta(msg.data);
+    const received = (data: Uint8Array) => {
+      this.counters.deltaMessages++;
+      this.counters.deltaBytes += data.byteLength;
+    };
+    const onDelta = (err: unknown, msg: { subject: string; data: Uint8Array }) => {
+      if (err) return;
+      received(msg.data);
+      this.onDelta(msg.subject, msg.data);
+    };
+    const onHostDelta = (err: unknown, msg: { data: Uint8Array }) => {
+      if (err) return;
+      received(msg.data);
+      this.onHostDelta(msg.data);
+    };
     const sl = this.o.slice;
     if (!sl) {
       this.subs.push(this.nc.subscribe(this.subj.deltaAll, { callback: onDelta }));

@@ -334,6 +334,10 @@ export class ServingNode implements ProcessActor {
         s.pinned ? Math.floor(s.pinned.since / 1000) : 0,
       ) +
       gauge('freshet_serving_deltas_held', 'deltas left unapplied while pinned', s.replica.deltasHeld) +
+      `# HELP freshet_serving_delta_received_total delta messages and bytes delivered to this node\n` +
+      `# TYPE freshet_serving_delta_received_total counter\n` +
+      `freshet_serving_delta_received_total{${labels},unit="messages"} ${s.replica.deltaMessages}\n` +
+      `freshet_serving_delta_received_total{${labels},unit="bytes"} ${s.replica.deltaBytes}\n` +
       (s.slice
         ? counter(
             'freshet_serving_slice_requests_total',
@@ -712,6 +716,8 @@ function emptyReplicaStats(): ReplicaStats {
     freshness: { p50: 0, p99: 0, count: 0 },
     futureEvents: 0,
     deltasHeld: 0,
+    deltaMessages: 0,
+    deltaBytes: 0,
   };
 }
 

@@ -35,6 +35,7 @@ interface ClusterFlags extends BusFlags {
   placements?: number[];
   workers: number;
   serving: number;
+  servingSlices?: number;
   rate?: number;
   passes: number;
   limit?: number;
@@ -89,6 +90,7 @@ export function clusterBenchCommand(): Command {
       )
       .option('--workers <n>', 'worker processes', int, 1)
       .option('--serving <n>', 'serving processes', int, 1)
+      .option('--serving-slices <n>', 'sliced serving: node i holds slice i mod n of the shards', int)
       .option(
         '--rate <r>',
         'events/s (default: as fast as the cluster learns, then 70% of it for freshness)',
@@ -148,6 +150,7 @@ export function clusterBenchCommand(): Command {
           ...(o.placements !== undefined ? { placements: o.placements } : {}),
           workers: o.workers,
           serving: o.serving,
+          ...(o.servingSlices !== undefined ? { servingSlices: o.servingSlices } : {}),
           passes: o.passes,
           partitions: o.partitions,
           model,
