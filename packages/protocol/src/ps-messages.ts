@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { errorEnvelopeSchema, FreshetError, type ErrorEnvelope } from './errors.js';
 import { decodeFrame, encodeFrame, f32, i8, u32, type Frame, type FrameArray } from './frame.js';
+import { count, expectArrays, header, tableId, wrongLength } from './frame-checks.js';
 import { fromHalf, toHalf } from './half.js';
 import { fromQ8, q8Bytes, q8Rounding, toQ8 } from './q8.js';
 
@@ -11,27 +12,7 @@ import { fromQ8, q8Bytes, q8Rounding, toQ8 } from './q8.js';
  * either a well-formed message or a FreshetError (BAD_FRAME / WRONG_LENGTH / BAD_REQUEST).
  */
 
-const count = z
-  .number()
-  .int()
-  .min(0)
-  .max(1 << 24);
-const tableId = z.number().int().min(0).max(4095);
 const version = z.number().int().min(0);
-
-function header<T extends z.ZodType>(schema: T, frame: Frame): z.infer<T> {
-  const r = schema.safeParse(frame.header);
-  if (!r.success)
-    throw new FreshetError('BAD_REQUEST', `bad header: ${r.error.issues[0]?.message ?? 'invalid'}`);
-  return r.data;
-}
-function wrongLength(what: string, got: number, want: number): never {
-  throw new FreshetError('WRONG_LENGTH', `${what}: ${got} values, expected ${want}`);
-}
-function expectArrays(frame: Frame, n: number): void {
-  if (frame.arrays.length !== n)
-    throw new FreshetError('BAD_FRAME', `${frame.arrays.length} arrays, expected ${n}`);
-}
 
 // ---------------------------------------------------------------- error replies
 

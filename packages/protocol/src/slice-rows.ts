@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { FreshetError } from './errors.js';
-import { decodeFrame, encodeFrame, f32, u32, type Frame } from './frame.js';
+import { decodeFrame, encodeFrame, f32, u32 } from './frame.js';
+import { count, expectArrays, header, tableId, wrongLength } from './frame-checks.js';
 import { throwIfErrorReply } from './ps-messages.js';
 
 /**
@@ -9,12 +10,6 @@ import { throwIfErrorReply } from './ps-messages.js';
  * are interleaved u32 pairs (keys.ts), rows row-major f32, as in a pull.
  */
 
-const count = z
-  .number()
-  .int()
-  .min(0)
-  .max(1 << 24);
-const tableId = z.number().int().min(0).max(4095);
 const sliceSchema = z.object({ index: z.number().int().min(0), count: z.number().int().min(1).max(4096) });
 
 export interface SliceId {
@@ -43,15 +38,13 @@ export function encodeSliceRows(r: SliceRowsRequest): Uint8Array {
 
 export function decodeSliceRows(data: Uint8Array): SliceRowsRequest {
   const frame = decodeFrame(data);
-  const h = parse(rowsHeaderSchema, frame);
-  if (frame.arrays.length !== h.tables.length)
-    throw new FreshetError('BAD_FRAME', `${frame.arrays.length} arrays, expected ${h.tables.length}`);
+  const h = header(rowsHeaderSchema, frame);
+  expectArrays(frame, h.tables.length);
   return {
     slice: h.slice,
     tables: h.tables.map((t, i) => {
       const keys = u32(frame, i);
-      if (keys.length !== t.n * 2)
-        throw new FreshetError('WRONG_LENGTH', `slice rows keys: ${keys.length} values, expected ${t.n * 2}`);
+      if (keys.length !== t.n * 2) wrongLength('slice rows keys', keys.length, t.n * 2);
       return { t: t.t, keys };
     }),
   };
@@ -93,11 +86,10 @@ export function encodeSliceRowsReply(r: SliceRowsReply): Uint8Array {
 /** Decodes a reply; throws the FreshetError of an error reply. */
 export function decodeSliceRowsReply(data: Uint8Array): SliceRowsReply {
   const frame = throwIfErrorReply(decodeFrame(data));
-  const h = parse(replyHeaderSchema, frame);
+  const h = header(replyHeaderSchema, frame);
   if (h.shards.length !== h.versions.length)
     throw new FreshetError('BAD_REQUEST', `${h.shards.length} shards but ${h.versions.length} versions`);
-  if (frame.arrays.length !== h.tables.length)
-    throw new FreshetError('BAD_FRAME', `${frame.arrays.length} arrays, expected ${h.tables.length}`);
+  expectArrays(frame, h.tables.length);
   return {
     shards: h.shards,
     versions: h.versions,
@@ -113,11 +105,4 @@ export function decodeSliceRowsReply(data: Uint8Array): SliceRowsReply {
       return { t: t.t, dim: t.dim, values };
     }),
   };
-}
-
-function parse<T extends z.ZodType>(schema: T, frame: Frame): z.infer<T> {
-  const r = schema.safeParse(frame.header);
-  if (!r.success)
-    throw new FreshetError('BAD_REQUEST', `bad header: ${r.error.issues[0]?.message ?? 'invalid'}`);
-  return r.data;
 }
