@@ -94,6 +94,7 @@ describe('sliced serving', () => {
     const cluster = uniqueName('sliced').replace(/[^A-Za-z0-9_-]/g, '');
     const dir = await mkdtemp(join(tmpdir(), 'freshet-sliced-'));
     stops.push(() => rm(dir, { recursive: true, force: true }));
+    const running = [];
     for (let shard = 0; shard < SHARDS; shard++) {
       const sh = await startShard({
         ...shardOptions,
@@ -103,9 +104,30 @@ describe('sliced serving', () => {
         nats: { servers: nats.url },
         dataDir: join(dir, `shard-${shard}`),
       });
+      running.push(sh);
       stops.push(() => sh.stop());
     }
-    await slicedAgainstWhole(cluster, SHARDS);
+    const { a } = await slicedAgainstWhole(cluster, SHARDS);
+
+    // A second holder of slice 1 that cannot catch up (shard 3 is gone) stays out of its slice's
+    // queue group: every request still reaches the caught-up holder.
+    await running[3]!.stop();
+    const late = await startServing({
+      cluster,
+      shards: SHARDS,
+      nats: { servers: nats.url },
+      model,
+      slice: { index: 1, count: 2 },
+      replica: { snapshotTimeoutMs: 200 },
+    });
+    stops.push(() => late.stop());
+    await new Promise((r) => setTimeout(r, 300));
+    expect(late.ready).toBe(false);
+    const failedBefore = a.status().slice!.failed;
+    const answers = await Promise.all(Array.from({ length: 24 }, () => score(a)));
+    expect(answers.map((x) => x.status)).toEqual(answers.map(() => 200));
+    expect(a.status().slice!.failed).toBe(failedBefore);
+    expect(late.status().slice!.answering).toBe(0);
   });
 
   it('scores what the whole model scores on shard hosts that split their deltas per slice', async () => {
@@ -161,7 +183,10 @@ describe('sliced serving', () => {
     return n;
   }
 
-  async function slicedAgainstWhole(cluster: string, shards: number): Promise<void> {
+  async function slicedAgainstWhole(
+    cluster: string,
+    shards: number,
+  ): Promise<{ a: ServingNode; b: ServingNode }> {
     const s = subjects(cluster);
     const serve = async (slice?: { index: number; count: number }) => {
       const node = await startServing({
@@ -291,5 +316,6 @@ describe('sliced serving', () => {
     const back = await score(a);
     expect(back.status).toBe(200);
     back.body.scores!.forEach((sc, i) => expect(sc).toBeCloseTo(w!.body.scores![i]!, 5));
+    return { a, b };
   }
 });

@@ -90,7 +90,15 @@ export interface ServingStatus {
    * requests it sent to other slices, the score/rank requests that failed for want of a slice's
    * rows, and the other slices' requests it is answering now.
    */
-  slice: { index: number; count: number; requests: number; failed: number; answering: number } | null;
+  slice: {
+    index: number;
+    count: number;
+    requests: number;
+    failed: number;
+    /** Rows requests asked again after the node that got them could not answer (busy, loading). */
+    retried: number;
+    answering: number;
+  } | null;
 }
 
 interface Outcome {
@@ -133,6 +141,9 @@ export class ServingNode implements ProcessActor {
   /** Sliced serving: the other slices' rows of each request, and this slice's for theirs. */
   private sliced: SlicedRows | undefined;
   private sliceEndpoint: Endpoint | undefined;
+  /** Resolves once this node answers its slice's rows requests (it joins when caught up). */
+  private sliceReady: Promise<void> | undefined;
+  private sliceServing = false;
   /** Rows requests sent to other slices, and the requests that failed for want of a slice's rows. */
   private readonly sliceCounters = { requests: 0, failed: 0 };
   /** Explored rank requests, and their slots that did not show the best remaining candidate. */
@@ -182,7 +193,7 @@ export class ServingNode implements ProcessActor {
     return this.rep;
   }
   get ready(): boolean {
-    return this.life.state === 'running' && !!this.rep?.ready;
+    return this.life.state === 'running' && !!this.rep?.ready && (!this.options.slice || this.sliceServing);
   }
 
   /**
@@ -223,11 +234,22 @@ export class ServingNode implements ProcessActor {
       this.scorer = this.followed.scorer;
       if (o.slice) {
         this.sliced = new SlicedRows(this.nc, this.rep, { cluster: o.cluster, timeoutMs: o.slice.timeoutMs });
-        this.sliceEndpoint = serveSliceRows(this.nc, this.rep, {
-          cluster: o.cluster,
-          node: o.id,
-          onError: (e) => this.log('warn', 'slice rows request failed', { error: e.message }),
+        // Joins its slice's queue group once caught up: before, it would answer NOT_READY to
+        // requests that a caught-up holder of the slice could answer (a restart under load).
+        const rep = this.rep;
+        const nc = this.nc;
+        this.sliceReady = rep.whenReady(this.lifetime.signal).then(async () => {
+          if (this.lifetime.signal.aborted) return;
+          this.sliceEndpoint = serveSliceRows(nc, rep, {
+            cluster: o.cluster,
+            node: o.id,
+            onError: (e) => this.log('warn', 'slice rows request failed', { error: e.message }),
+          });
+          // the server has the subscription before the node says it is ready
+          await nc.flush();
+          this.sliceServing = true;
         });
+        this.sliceReady.catch(() => undefined); // stopped first: whenReady rejects for it
       }
       await this.startVariants();
       if (o.http.enabled) await this.startHttp();
@@ -242,6 +264,7 @@ export class ServingNode implements ProcessActor {
   /** Resolves once the replica has caught up with every shard. */
   async whenReady(signal?: AbortSignal): Promise<void> {
     await this.replica.whenReady(signal);
+    await this.sliceReady;
   }
 
   /**
@@ -296,6 +319,7 @@ export class ServingNode implements ProcessActor {
             index: this.options.slice.index,
             count: this.options.slice.count,
             ...this.sliceCounters,
+            retried: this.sliced?.retries ?? 0,
             answering: this.sliceEndpoint?.inFlight ?? 0,
           }
         : null,

@@ -28,7 +28,11 @@ export const servingOptionsSchema = z
       .object({
         index: z.number().int().min(0),
         count: z.number().int().min(1).max(4096),
-        /** How long another slice has to answer a rows request before the score fails (503). */
+        /**
+         * How long another slice has to answer a rows request before the score fails (503); half
+         * for a first try, half for a second one when the holder that got it timed out, was busy
+         * or was stopping (the queue group may pick another).
+         */
         timeoutMs: z.number().int().min(1).max(60_000).default(1000),
       })
       .strict()

@@ -7,6 +7,7 @@ import {
   FreshetError,
   shardOfKey,
   subjects,
+  type SliceRowsReply,
   type Subjects,
 } from '@freshet/protocol';
 import type { ParamSource } from './fast-wide-deep.js';
@@ -35,6 +36,9 @@ interface Part {
   out: Float32Array;
 }
 
+/** A holder of a slice may be busy or stopping: the queue group may pick another the second time. */
+const RETRIED = new Set(['OVERLOADED', 'NOT_READY', 'SHUTTING_DOWN', 'TIMEOUT']);
+
 /**
  * The scatter-gather of a sliced node (packages/serving/README.md "Sliced serving"): a batch's keys are
  * split by the slice of their shard; its own slice's rows come from the replica, the others' in
@@ -58,6 +62,25 @@ export class SlicedRows {
     this.index = sl.index;
     this.subj = subjects(o.cluster);
   }
+
+  /** One slice's answer; asked once more when the node that got it could not answer. */
+  private async ask(slice: number, req: Uint8Array, signal?: AbortSignal): Promise<SliceRowsReply> {
+    const subject = this.subj.sliceRows(this.count, slice);
+    const once = async () =>
+      decodeSliceRowsReply(
+        await requestBytes(this.nc, subject, req, { timeoutMs: this.o.timeoutMs / 2, signal }),
+      );
+    try {
+      return await once();
+    } catch (e) {
+      if (!(e instanceof FreshetError) || !RETRIED.has(e.code)) throw e;
+      this.retries++;
+      return once();
+    }
+  }
+
+  /** Requests asked a second time (see {@link ask}). */
+  retries = 0;
 
   /** Every sparse row the batch reads; rejects (UNAVAILABLE, TIMEOUT, …) when a slice fails. */
   async gather(batch: EncodedBatch, signal?: AbortSignal): Promise<GatheredRows> {
@@ -106,16 +129,11 @@ export class SlicedRows {
     let newestTs = rep.newestDeltaTs();
     await Promise.all(
       [...remote].map(async ([slice, r]) => {
-        const data = await requestBytes(
-          this.nc,
-          this.subj.sliceRows(this.count, slice),
-          encodeSliceRows({
-            slice: { index: slice, count: this.count },
-            tables: r.tables.map((tp) => ({ t: tp.t, keys: Uint32Array.from(tp.keys) })),
-          }),
-          { timeoutMs: this.o.timeoutMs, signal },
-        );
-        const reply = decodeSliceRowsReply(data);
+        const req = encodeSliceRows({
+          slice: { index: slice, count: this.count },
+          tables: r.tables.map((tp) => ({ t: tp.t, keys: Uint32Array.from(tp.keys) })),
+        });
+        const reply = await this.ask(slice, req, signal);
         if (reply.tables.length !== r.tables.length)
           throw new FreshetError(
             'BAD_REQUEST',
