@@ -12,7 +12,7 @@ import {
   shardOfKey,
   subjects,
 } from '@freshet/protocol';
-import { compileServingOptions, startServing, type ServingNode } from '@freshet/serving';
+import { compileServingOptions, SlicedRows, startServing, type ServingNode } from '@freshet/serving';
 import { ShardHost, startShard } from '@freshet/shard';
 import { placeShardsInKv, uniqueName, useNats, waitFor } from '@freshet/testkit';
 
@@ -316,6 +316,18 @@ describe('sliced serving', () => {
     const back = await score(a);
     expect(back.status).toBe(200);
     back.body.scores!.forEach((sc, i) => expect(sc).toBeCloseTo(w!.body.scores![i]!, 5));
+
+    // the batches gathered in one turn share one rows request per other slice
+    const rows = new SlicedRows(nats.nc, a.replica, { cluster, timeoutMs: 2000 });
+    const one = await rows.gather(batch);
+    expect(rows.sent).toEqual({ requests: 1, batches: 1 });
+    const many = await Promise.all(Array.from({ length: 12 }, () => rows.gather(batch)));
+    expect(rows.sent).toEqual({ requests: 2, batches: 13 });
+    for (const g of many)
+      for (const sp of batch.sparse)
+        expect(Array.from(g.params.rows(sp.table, sp.keys))).toEqual(
+          Array.from(one.params.rows(sp.table, sp.keys)),
+        );
     return { a, b };
   }
 });

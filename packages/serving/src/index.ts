@@ -55,3 +55,5 @@ export {
 } from './model-pin.js';
 export { userPoint, pickCanary } from './user-split.js';
 export { Variant, variantSchema, type VariantOptions, type VariantStatus } from './variants.js';
+export { SlicedRows, type GatheredRows, type SlicedRowsOptions } from './sliced-rows.js';
+export { serveSliceRows, type SliceServerOptions } from './slice-server.js';

@@ -93,7 +93,9 @@ export interface ServingStatus {
   slice: {
     index: number;
     count: number;
+    /** Rows requests sent to other slices, and the rankings' asks they carried (per turn, coalesced). */
     requests: number;
+    batches: number;
     failed: number;
     /** Rows requests asked again after the node that got them could not answer (busy, loading). */
     retried: number;
@@ -144,8 +146,8 @@ export class ServingNode implements ProcessActor {
   /** Resolves once this node answers its slice's rows requests (it joins when caught up). */
   private sliceReady: Promise<void> | undefined;
   private sliceServing = false;
-  /** Rows requests sent to other slices, and the requests that failed for want of a slice's rows. */
-  private readonly sliceCounters = { requests: 0, failed: 0 };
+  /** Score/rank requests that failed for want of a slice's rows. */
+  private readonly sliceCounters = { failed: 0 };
   /** Explored rank requests, and their slots that did not show the best remaining candidate. */
   private readonly exploration = { rankings: 0, explored: 0 };
   // seeded once per node: exploration draws need no cryptographic quality, only independence
@@ -233,7 +235,11 @@ export class ServingNode implements ProcessActor {
       this.rep = this.followed.rep;
       this.scorer = this.followed.scorer;
       if (o.slice) {
-        this.sliced = new SlicedRows(this.nc, this.rep, { cluster: o.cluster, timeoutMs: o.slice.timeoutMs });
+        this.sliced = new SlicedRows(this.nc, this.rep, {
+          cluster: o.cluster,
+          timeoutMs: o.slice.timeoutMs,
+          signal: this.lifetime.signal,
+        });
         // Joins its slice's queue group once caught up: before, it would answer NOT_READY to
         // requests that a caught-up holder of the slice could answer (a restart under load).
         const rep = this.rep;
@@ -318,6 +324,8 @@ export class ServingNode implements ProcessActor {
         ? {
             index: this.options.slice.index,
             count: this.options.slice.count,
+            requests: this.sliced?.sent.requests ?? 0,
+            batches: this.sliced?.sent.batches ?? 0,
             ...this.sliceCounters,
             retried: this.sliced?.retries ?? 0,
             answering: this.sliceEndpoint?.inFlight ?? 0,
@@ -463,8 +471,7 @@ export class ServingNode implements ProcessActor {
     let g: GatheredRows;
     try {
       const batch = scorer.encode(req.user, req.context, req.candidates);
-      g = await sliced.gather(batch, this.lifetime.signal);
-      this.sliceCounters.requests += g.requests;
+      g = await sliced.gather(batch);
       scores = scorer.predict(batch, g.params);
     } catch (e) {
       const err = e instanceof FreshetError ? e : new FreshetError('INTERNAL', String(e));
