@@ -401,9 +401,13 @@ export async function runServeBench(opts: ServeBenchOptions = {}): Promise<Recor
     return {
       bench: 'serve',
       slices,
-      // rows requests to other slices per ranking (0 unsliced)
+      // rows requests sent to other slices per ranking answered here (0 unsliced), and the
+      // slices the rankings asked (what the requests would be without coalescing per turn)
       slice_requests_per_rank: status.slice
         ? Math.round((status.slice.requests / Math.max(1, status.requests.ok)) * 100) / 100
+        : 0,
+      slice_asks_per_rank: status.slice
+        ? Math.round((status.slice.batches / Math.max(1, status.requests.ok)) * 100) / 100
         : 0,
       slice_failed: status.slice?.failed ?? 0,
       model: 'wide-deep',
