@@ -80,3 +80,4 @@ export {
 } from './actor-process.js';
 export { kvKeys } from './kv-keys.js';
 export { EventDictionaries, listEventDictionaries, putEventDictionary } from './event-dictionaries.js';
+export { threadEntry } from './thread-entry.js';

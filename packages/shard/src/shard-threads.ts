@@ -1,9 +1,6 @@
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { MessageChannel, Worker, type TransferListItem } from 'node:worker_threads';
 import type { EventLoopUtilization } from 'node:perf_hooks';
-import type { ActorLog } from '@freshet/nats';
+import { threadEntry, type ActorLog } from '@freshet/nats';
 import { FreshetError, type ErrorEnvelope, type HostPartKind } from '@freshet/protocol';
 import type { Tickable } from './delta-publisher.js';
 import type { HostDeltas } from './host-deltas.js';
@@ -14,16 +11,7 @@ import type { Command, ThreadData, ToMain, ToThread } from './shard-thread-messa
 import { ThreadShard, type ShardThreadLink } from './thread-shard.js';
 
 /** Where the compiled thread body lives (tests run src/ through vitest; threads need dist/). */
-function threadFile(): string {
-  const here = fileURLToPath(import.meta.url);
-  const dir = dirname(here);
-  const file = here.endsWith('.ts')
-    ? join(dir, '..', 'dist', 'shard-thread.js')
-    : join(dir, 'shard-thread.js');
-  if (!existsSync(file))
-    throw new FreshetError('CONFIG', `shard thread ${file} missing: build @freshet/shard first`);
-  return file;
-}
+const threadFile = () => threadEntry(import.meta.url, 'shard-thread.js', '@freshet/shard');
 
 type Pending = { resolve(v: unknown): void; reject(e: Error): void };
 

@@ -1,6 +1,3 @@
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import {
   batchTransferList,
@@ -9,6 +6,7 @@ import {
   type EncodedBatch,
   type GradientResult,
 } from '@freshet/model';
+import { threadEntry } from '@freshet/nats';
 import { FreshetError } from '@freshet/protocol';
 import type { ComputeReply, ComputeTask, ComputeThreadData } from './compute-thread.js';
 
@@ -22,16 +20,7 @@ export interface ComputePoolOptions {
 }
 
 /** Where the compiled thread body lives (tests run src/ through vitest; threads need dist/). */
-function threadFile(): string {
-  const here = fileURLToPath(import.meta.url);
-  const dir = dirname(here);
-  const file = here.endsWith('.ts')
-    ? join(dir, '..', 'dist', 'compute-thread.js')
-    : join(dir, 'compute-thread.js');
-  if (!existsSync(file))
-    throw new FreshetError('CONFIG', `compute thread ${file} missing: build @freshet/worker first`);
-  return file;
-}
+const threadFile = () => threadEntry(import.meta.url, 'compute-thread.js', '@freshet/worker');
 
 /** Every distinct ArrayBuffer among the rows that may be moved to a thread (not shared caches). */
 function rowsTransferList(rows: BatchRows, keep: ReadonlySet<number>): ArrayBuffer[] {
