@@ -134,8 +134,8 @@ describe('sliced serving', () => {
     const cluster = uniqueName('slicedh').replace(/[^A-Za-z0-9_-]/g, '');
     const dir = await mkdtemp(join(tmpdir(), 'freshet-slicedh-'));
     stops.push(() => rm(dir, { recursive: true, force: true }));
-    // Eight shards; 0, 1, 2 and 4 own the MLP's tensors (their deltas keep their own subjects,
-    // which every slice hears). Host a runs 3, 5 and 7 of slice 1: one message for the three.
+    // Eight shards over two hosts; host a runs 3, 5 and 7 of slice 1: one message for the three
+    // (host b's lone shard of slice 1 goes on its own subject).
     await placeShardsInKv(nats.nc, cluster, ['a', 'b', 'a', 'a', 'b', 'a', 'b', 'a']);
     const perSlice: string[] = [];
     const sub = nats.nc.subscribe(subjects(cluster).hostDeltaSliceAll(2, 1), {
@@ -295,6 +295,8 @@ describe('sliced serving', () => {
     // only its own shards' deltas (and a dense tensor's owner's) reach it: none to ignore
     expect(sa.replica.deltasApplied).toBeGreaterThan(0);
     expect(sa.replica.deltasIgnored).toBe(0);
+    // the other slice's dense tensors: read again from their owners, not followed by delta
+    expect(sa.replica.denseRefreshes).toBeGreaterThan(0);
     expect(sa.replica.deltaBytes).toBeGreaterThan(0);
     expect(sa.replica.deltaBytes).toBeLessThan(sw.replica.deltaBytes);
     const denseOwners = new Set(batch.denseTables.map((t) => shardOfDense(spec.tables[t]!.name, shards)));

@@ -11,8 +11,8 @@ import { createScorer, type Scorer } from './scorer.js';
 export interface ModelFollowerOptions {
   cluster: string;
   shards: number;
-  /** Hold only this slice of the shards (serving option `slice`). */
-  slice?: SliceId | undefined;
+  /** Hold only this slice of the shards (serving option `slice`), other slices' dense tensors read every denseRefreshMs. */
+  slice?: (SliceId & { denseRefreshMs: number }) | undefined;
   model: Model;
   replica: {
     emaDecay: number;
@@ -48,7 +48,9 @@ export class ModelFollower {
     const rep = new Replica(nc, {
       cluster: o.cluster,
       shards: o.shards,
-      ...(o.slice ? { slice: o.slice } : {}),
+      ...(o.slice
+        ? { slice: { index: o.slice.index, count: o.slice.count }, denseRefreshMs: o.slice.denseRefreshMs }
+        : {}),
       spec: o.model.spec,
       ...o.replica,
       freshnessWindowMs: o.statsWindowMs,

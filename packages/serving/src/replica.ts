@@ -30,6 +30,11 @@ export interface ReplicaOptions {
    * one: every slice scores with the whole MLP). Unset: every shard.
    */
   slice?: SliceId;
+  /**
+   * A sliced replica's dense tensors of other slices' shards: read again from their owner this
+   * often (ms), not followed by delta, whose other rows this replica would receive to drop.
+   */
+  denseRefreshMs?: number;
   /** 0 serves the latest values; in (0,1) serves ema ← decay·ema + (1−decay)·value per row write. */
   emaDecay?: number;
   /** Rows per snapshot page. */
@@ -122,6 +127,8 @@ export interface ReplicaStats {
    */
   deltaMessages: number;
   deltaBytes: number;
+  /** A sliced replica: other slices' dense tensors read again from their owners (`denseRefreshMs`). */
+  denseRefreshes: number;
 }
 
 /**
@@ -132,8 +139,9 @@ export interface ReplicaStats {
  * triggers a resync of that shard: the old rows keep being served until the new snapshot has
  * caught up, then they are swapped in one synchronous step. Tombstoned rows are dropped. A key
  * with no row gets the deterministic default (`initRow` with the table's init), never an error.
- * A sliced replica (`slice`) does all this for its own shards only, and for the dense tensors of
- * the shards that own one; {@link gather} refuses the keys of other slices' shards.
+ * A sliced replica (`slice`) does all this for its own shards only; the dense tensors of other
+ * slices' shards it reads again from their owners every `denseRefreshMs`; {@link gather}
+ * refuses the keys of other slices' shards.
  */
 export class Replica {
   readonly spec: ModelSpec;
@@ -143,7 +151,13 @@ export class Replica {
   private readonly opts: Required<
     Pick<
       ReplicaOptions,
-      'emaDecay' | 'pageSize' | 'snapshotTimeoutMs' | 'maxBufferedDeltas' | 'retryMs' | 'applyStepMs'
+      | 'emaDecay'
+      | 'pageSize'
+      | 'snapshotTimeoutMs'
+      | 'maxBufferedDeltas'
+      | 'retryMs'
+      | 'applyStepMs'
+      | 'denseRefreshMs'
     >
   >;
   private readonly shards: ShardReplica[];
@@ -157,6 +171,8 @@ export class Replica {
   private readonly now: () => number;
   private subs: Subscription[] = [];
   private syncs = new Set<Promise<void>>();
+  /** Other slices' dense owners whose tensors are being read again periodically. */
+  private readonly refreshing = new Set<number>();
   /** Deltas decoded and in order, waiting to be applied (all shards; the head may be part-applied). */
   private queue: Delta[] = [];
   /** Where the head of {@link queue} stands: table index and row within it. */
@@ -167,6 +183,7 @@ export class Replica {
   /** Pinned: the served weights stay as they are; resolves the waiting resyncs when unpinned. */
   private pinned: { released: Promise<void>; release: () => void } | undefined;
   private counters = {
+    denseRefreshes: 0,
     deltaMessages: 0,
     deltaBytes: 0,
     deltasHeld: 0,
@@ -194,6 +211,7 @@ export class Replica {
       maxBufferedDeltas: o.maxBufferedDeltas ?? 10_000,
       retryMs: o.retryMs ?? 100,
       applyStepMs: o.applyStepMs ?? 1,
+      denseRefreshMs: o.denseRefreshMs ?? 200,
     };
     if (!(this.opts.emaDecay >= 0 && this.opts.emaDecay < 1))
       throw new FreshetError('CONFIG', 'emaDecay must be in [0, 1)');
@@ -245,6 +263,11 @@ export class Replica {
     return this.follow[s] === Follow.All;
   }
 
+  /** Whether it holds only the dense tensors of shard `s` (another slice's, read every denseRefreshMs). */
+  holdsDenseOnly(s: number): boolean {
+    return this.follow[s] === Follow.Dense;
+  }
+
   /** True once every shard has loaded a snapshot and applied the deltas buffered meanwhile. */
   get ready(): boolean {
     return this.st === 'running' && this.shards.every((s) => s.synced);
@@ -284,7 +307,8 @@ export class Replica {
     } else {
       // Only the shards it holds: a sliced node's bytes and messages shrink with its slice.
       for (const s of this.followed)
-        this.subs.push(this.nc.subscribe(this.subj.delta(s), { callback: onDelta }));
+        if (this.follow[s] === Follow.All)
+          this.subs.push(this.nc.subscribe(this.subj.delta(s), { callback: onDelta }));
       // hosts that split their deltas per slice (shard option `servingSlices`), and hosts that
       // do not (their parts of other shards are dropped on arrival)
       this.subs.push(
@@ -529,11 +553,12 @@ export class Replica {
       const error = e instanceof FreshetError ? e : new FreshetError('BAD_FRAME', String(e));
       this.o.onEvent?.({ kind: 'bad-delta', shard: token, error });
       // An undecodable delta on a known shard is a missed update: catch up from a snapshot.
-      if (Number.isInteger(token) && token >= 0 && token < this.nShards && this.follow[token] !== Follow.None)
+      if (Number.isInteger(token) && token >= 0 && token < this.nShards && this.follow[token] === Follow.All)
         this.startResync(token, 'bad-delta', 0, 0);
       return;
     }
-    if (d.shard >= this.nShards || this.follow[d.shard] === Follow.None) {
+    // (another slice's dense owner is read again every denseRefreshMs, not followed by delta)
+    if (d.shard >= this.nShards || this.follow[d.shard] !== Follow.All) {
       this.counters.deltasIgnored++;
       return;
     }
@@ -630,11 +655,8 @@ export class Replica {
     at: { table: number; row: number },
     deadline: number,
   ): boolean {
-    const denseOnly = this.follow[d.shard] === Follow.Dense;
     for (; at.table < d.tables.length; at.table++, at.row = 0) {
       const t = d.tables[at.table]!;
-      // another slice's shard, followed for the dense tensor it owns: its rows are not held here
-      if (denseOnly && this.spec.tables[t.t]!.kind === 'sparse') continue;
       const rt = tables[t.t]!;
       const n = t.keys.length >>> 1;
       const dead = t.deadKeys.length >>> 1;
@@ -654,9 +676,7 @@ export class Replica {
 
   /** A delta fully written: the shard's seq, version and freshness move. */
   private finish(s: ShardReplica, d: Delta): void {
-    const denseOnly = this.follow[d.shard] === Follow.Dense;
     for (const t of d.tables) {
-      if (denseOnly && this.spec.tables[t.t]!.kind === 'sparse') continue;
       const dead = t.deadKeys.length >>> 1;
       this.counters.tombstones += dead;
       s.applied += (t.keys.length >>> 1) + dead;
@@ -763,6 +783,11 @@ export class Replica {
           ms: this.now() - t0,
         });
         this.wakeReady();
+        if (this.follow[shard] === Follow.Dense && !this.refreshing.has(shard)) {
+          this.refreshing.add(shard);
+          const p = this.refreshDense(shard).finally(() => this.syncs.delete(p));
+          this.syncs.add(p);
+        }
         return;
       } catch (e) {
         if (this.st !== 'running') return;
@@ -774,10 +799,50 @@ export class Replica {
     }
   }
 
+  /**
+   * Another slice's dense owner: its dense tensors read again every `denseRefreshMs` and swapped
+   * in whole when its version moved (a scorer sees the old tensor or the new one). Not by delta:
+   * its deltas carry its sparse rows too, which this slice does not hold. A failed read keeps the
+   * tensors it has and tries again next time.
+   */
+  private async refreshDense(shard: number): Promise<void> {
+    const s = this.shards[shard]!;
+    let torn = false;
+    while (this.st === 'running') {
+      // a read whose pages straddled a delta is read again at once
+      await sleep(torn ? 10 : this.opts.denseRefreshMs, this.abort.signal);
+      torn = false;
+      if (this.st !== 'running' || this.pinned) continue;
+      try {
+        const snap = await this.snapshot(shard);
+        if (this.st !== 'running' || this.pinned) continue;
+        // No deltas to replay here: the tensors are one state only when every page was read
+        // at the same seq (a delta between two pages would mix two states).
+        if (snap.seq !== snap.lastSeq) {
+          torn = true;
+          continue;
+        }
+        this.counters.denseRefreshes++;
+        if (snap.version === s.version && snap.seq === s.seq) continue;
+        s.tables = snap.tables;
+        s.seq = snap.seq;
+        s.version = snap.version;
+        s.stamp++;
+      } catch (e) {
+        if (this.st !== 'running') return;
+        const error = e instanceof FreshetError ? e : new FreshetError('INTERNAL', String(e));
+        this.o.onEvent?.({ kind: 'snapshot-failed', shard, error });
+      }
+    }
+  }
+
   /** Pulls every table of one shard in pages into fresh tables. */
-  private async snapshot(shard: number): Promise<{ tables: RowTable[]; seq: number; version: number }> {
+  private async snapshot(
+    shard: number,
+  ): Promise<{ tables: RowTable[]; seq: number; lastSeq: number; version: number }> {
     const tables = this.emptyTables();
     let seq = Number.POSITIVE_INFINITY;
+    let lastSeq = 0;
     let version = 0;
     const all = this.follow[shard] === Follow.All;
     const wanted = this.spec.tables.flatMap((t, i) =>
@@ -804,6 +869,7 @@ export class Replica {
         for (let i = 0; i < n; i++)
           rt.upsert(page.keys[2 * i]!, page.keys[2 * i + 1]!, page.values, i * spec.dim);
         if (page.seq < seq) seq = page.seq;
+        if (page.seq > lastSeq) lastSeq = page.seq;
         if (page.version > version) version = page.version;
         if (page.next !== null && page.next <= cursor && n === 0)
           throw new FreshetError(
@@ -813,7 +879,7 @@ export class Replica {
         cursor = page.next;
       }
     }
-    return { tables, seq: Number.isFinite(seq) ? seq : 0, version };
+    return { tables, seq: Number.isFinite(seq) ? seq : 0, lastSeq, version };
   }
 
   private emptyTables(): RowTable[] {

@@ -220,7 +220,9 @@ export class ServingNode implements ProcessActor {
       this.followed = await ModelFollower.start(this.nc, {
         cluster: o.cluster,
         shards: o.shards,
-        slice: o.slice ? { index: o.slice.index, count: o.slice.count } : undefined,
+        slice: o.slice
+          ? { index: o.slice.index, count: o.slice.count, denseRefreshMs: o.slice.denseRefreshMs }
+          : undefined,
         model: this.model,
         replica: this.replicaSettings(),
         statsWindowMs: o.statsWindowMs,
@@ -749,6 +751,7 @@ function emptyReplicaStats(): ReplicaStats {
     deltasHeld: 0,
     deltaMessages: 0,
     deltaBytes: 0,
+    denseRefreshes: 0,
   };
 }
 

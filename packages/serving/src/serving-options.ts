@@ -34,6 +34,11 @@ export const servingOptionsSchema = z
          * or was stopping (the queue group may pick another).
          */
         timeoutMs: z.number().int().min(1).max(60_000).default(1000),
+        /**
+         * The MLP's tensors owned by other slices' shards are read again this often (ms): the
+         * staleness they may add to this node's scores, against one tensor read per period.
+         */
+        denseRefreshMs: z.number().int().min(10).max(60_000).default(200),
       })
       .strict()
       .optional(),

@@ -166,7 +166,8 @@ export class SlicedRows {
     const rep = this.replica;
     const nShards = rep.nShards;
     // shards held by no one here stay 0 until their slice answers
-    const versions = rep.versions();
+    const local = rep.versions();
+    const versions = local.slice();
     // per other slice: its parts' keys and where each row goes
     const remote = new Map<number, { tables: { t: number; keys: number[]; at: number[]; part: Part }[] }>();
     const parts: Part[] = [];
@@ -224,7 +225,9 @@ export class SlicedRows {
             tp.part.out.set(got.values.subarray(k * dim, (k + 1) * dim), tp.at[k]! * dim);
         });
         reply.shards.forEach((s, j) => {
-          if (s < nShards) versions[s] = reply.versions[j]!;
+          if (s >= nShards) return;
+          // a dense owner's tensors here were read up to denseRefreshMs ago: the older counts
+          versions[s] = rep.holdsDenseOnly(s) ? Math.min(local[s]!, reply.versions[j]!) : reply.versions[j]!;
         });
         if (reply.newestTs > newestTs) newestTs = reply.newestTs;
       }),

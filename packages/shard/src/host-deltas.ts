@@ -14,8 +14,6 @@ import type { DeltaSink, Tickable } from './delta-publisher.js';
 export class HostDeltas implements DeltaSink {
   /** Publisher → its shard and interval. */
   private readonly attached = new Map<Tickable, { shard: number; intervalMs: number }>();
-  /** Shards every serving slice follows (dense tensors' owners): their parts keep their subject. */
-  private readonly toEverySlice = new Set<number>();
   private collecting: { shard: number; frame: Uint8Array }[] | undefined;
   private timer: NodeJS.Timeout | undefined;
   private intervalMs = 0;
@@ -35,7 +33,7 @@ export class HostDeltas implements DeltaSink {
      * message per slice, on `hdelta.<host>.<slices>.<index>`, so a sliced serving node receives
      * its own shards' parts only.
      */
-    readonly slices = 1,
+    private readonly slices = 1,
   ) {
     this.subj = subjects(cluster);
   }
@@ -53,16 +51,6 @@ export class HostDeltas implements DeltaSink {
   private ticked(shard: number): boolean {
     for (const a of this.attached.values()) if (a.shard === shard) return true;
     return false;
-  }
-
-  /**
-   * With slices, a shard that owns a dense tensor is followed by the nodes of every slice (each
-   * scores with the whole MLP), so its parts go on its own subject, which they all hear, and not
-   * in its slice's message.
-   */
-  everySlice(shard: number, yes: boolean): void {
-    if (yes) this.toEverySlice.add(shard);
-    else this.toEverySlice.delete(shard);
   }
 
   /** Ticks at the shortest interval of the attached publishers. */
@@ -125,10 +113,6 @@ export class HostDeltas implements DeltaSink {
     // seqs stay in order on the bus whichever group carries them
     const groups = new Map<number, typeof parts>();
     for (const p of parts) {
-      if (this.toEverySlice.has(p.shard)) {
-        this.nc.publish(this.subj.delta(p.shard), p.frame);
-        continue;
-      }
       const i = p.shard % this.slices;
       const g = groups.get(i);
       if (g) g.push(p);

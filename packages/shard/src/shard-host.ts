@@ -12,7 +12,6 @@ import {
   natsOptionsSchema,
   placementKv,
   readLease,
-  readModelSpec,
   readPlacement,
   releaseLease,
   takeLease,
@@ -21,7 +20,7 @@ import {
   type Endpoint,
   type ProcessActor,
 } from '@freshet/nats';
-import { assertClusterName, FreshetError, shardOfDense, subjects, type ShardStatus } from '@freshet/protocol';
+import { assertClusterName, FreshetError, subjects, type ShardStatus } from '@freshet/protocol';
 import { HostDeltas } from './host-deltas.js';
 import { HOST_MESSAGES_IN_FLIGHT, hostEndpoints, hostQueue } from './host-messages.js';
 import type { HostedShard } from './hosted-shard.js';
@@ -403,17 +402,6 @@ export class ShardHost implements ProcessActor {
     }
   }
 
-  /** Whether shard i of n owns a dense tensor of the model (its options', else the cluster's). */
-  private async ownsDense(o: ShardOptionsInput, i: number, n: number): Promise<boolean> {
-    let spec = compileShardOptions(o).model;
-    if (!spec) {
-      const stored = await readModelSpec(this.nc!, this.options.cluster);
-      if (stored.state !== 'present') return false;
-      spec = stored.spec;
-    }
-    return spec.tables.some((t) => t.kind === 'dense' && shardOfDense(t.name, n) === i);
-  }
-
   private async takeOver(i: number, shards: number, epoch: number): Promise<void> {
     const me = this.options.host;
     const t0 = Date.now();
@@ -428,7 +416,6 @@ export class ShardHost implements ProcessActor {
     }
     this.waiting.delete(i);
     const o = hostedShardOptions(this.options, i, shards);
-    // every serving slice follows the owner of a dense tensor: its deltas keep their own subject
     const ours = lease.before === undefined || lease.before.last === me;
     // another host ran it since our copy was written: the Object Store has the state, our dir is
     // stale (with no lease ever written, a dir here can only be ours: kept)
@@ -443,9 +430,6 @@ export class ShardHost implements ProcessActor {
         });
     try {
       await shard.start();
-      // every serving slice follows the owner of a dense tensor: its deltas keep their own subject
-      if (this.hostDeltas && this.hostDeltas.slices > 1)
-        this.hostDeltas.everySlice(i, await this.ownsDense(o, i, shards));
     } catch (e) {
       // the lease stays ours (nobody else may start it meanwhile); the next pass tries again
       this.log('error', `shard ${i} did not start; retrying`, {
