@@ -807,26 +807,19 @@ export class Replica {
    */
   private async refreshDense(shard: number): Promise<void> {
     const s = this.shards[shard]!;
-    let torn = false;
     while (this.st === 'running') {
-      // a read whose pages straddled a delta is read again at once
-      await sleep(torn ? 10 : this.opts.denseRefreshMs, this.abort.signal);
-      torn = false;
+      await sleep(this.opts.denseRefreshMs, this.abort.signal);
       if (this.st !== 'running' || this.pinned) continue;
       try {
         const snap = await this.snapshot(shard);
         if (this.st !== 'running' || this.pinned) continue;
-        // No deltas to replay here: the tensors are one state only when every page was read
-        // at the same seq (a delta between two pages would mix two states).
-        if (snap.seq !== snap.lastSeq) {
-          torn = true;
-          continue;
-        }
         this.counters.denseRefreshes++;
-        if (snap.version === s.version && snap.seq === s.seq) continue;
+        if (snap.lastSeq === s.seq && snap.firstVersion === s.version) continue;
+        // Each tensor is one state (a page); two tensors of one owner may be a delta apart, as a
+        // delta being applied leaves them a moment: the version held is the older page's.
         s.tables = snap.tables;
-        s.seq = snap.seq;
-        s.version = snap.version;
+        s.seq = snap.lastSeq;
+        s.version = snap.firstVersion;
         s.stamp++;
       } catch (e) {
         if (this.st !== 'running') return;
@@ -839,10 +832,11 @@ export class Replica {
   /** Pulls every table of one shard in pages into fresh tables. */
   private async snapshot(
     shard: number,
-  ): Promise<{ tables: RowTable[]; seq: number; lastSeq: number; version: number }> {
+  ): Promise<{ tables: RowTable[]; seq: number; lastSeq: number; version: number; firstVersion: number }> {
     const tables = this.emptyTables();
     let seq = Number.POSITIVE_INFINITY;
     let lastSeq = 0;
+    let firstVersion = Number.POSITIVE_INFINITY;
     let version = 0;
     const all = this.follow[shard] === Follow.All;
     const wanted = this.spec.tables.flatMap((t, i) =>
@@ -871,6 +865,7 @@ export class Replica {
         if (page.seq < seq) seq = page.seq;
         if (page.seq > lastSeq) lastSeq = page.seq;
         if (page.version > version) version = page.version;
+        if (page.version < firstVersion) firstVersion = page.version;
         if (page.next !== null && page.next <= cursor && n === 0)
           throw new FreshetError(
             'BAD_REQUEST',
@@ -879,7 +874,13 @@ export class Replica {
         cursor = page.next;
       }
     }
-    return { tables, seq: Number.isFinite(seq) ? seq : 0, lastSeq, version };
+    return {
+      tables,
+      seq: Number.isFinite(seq) ? seq : 0,
+      lastSeq,
+      version,
+      firstVersion: Number.isFinite(firstVersion) ? firstVersion : 0,
+    };
   }
 
   private emptyTables(): RowTable[] {

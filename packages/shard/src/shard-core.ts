@@ -392,8 +392,11 @@ export class ShardCore {
     const tab = this.table(req.t);
     const s = tab.store;
     const dim = tab.dim;
-    const keys = new Uint32Array(req.limit * 2);
-    const values = new Float32Array(req.limit * dim);
+    // no more than the rows left: a dense table is one row of up to ~10^5 values, and a page
+    // sized by the request's limit (8192 rows by default) would be gigabytes to zero-fill
+    const cap = Math.max(0, Math.min(req.limit, s.end - req.cursor));
+    const keys = new Uint32Array(cap * 2);
+    const values = new Float32Array(cap * dim);
     let n = 0;
     let r = req.cursor;
     for (; r < s.end && n < req.limit; r++) {
