@@ -237,11 +237,8 @@ export class ServingNode implements ProcessActor {
       this.rep = this.followed.rep;
       this.scorer = this.followed.scorer;
       if (o.slice) {
-        this.sliced = new SlicedRows(this.nc, this.rep, {
-          cluster: o.cluster,
-          timeoutMs: o.slice.timeoutMs,
-          signal: this.lifetime.signal,
-        });
+        // (no lifetime signal: a rank in flight when the node drains still gets its rows)
+        this.sliced = new SlicedRows(this.nc, this.rep, { cluster: o.cluster, timeoutMs: o.slice.timeoutMs });
         // Joins its slice's queue group once caught up: before, it would answer NOT_READY to
         // requests that a caught-up holder of the slice could answer (a restart under load).
         const rep = this.rep;

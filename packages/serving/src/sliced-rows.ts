@@ -61,6 +61,12 @@ export class SlicedRows {
   private readonly subj: Subjects;
   private readonly count: number;
   private readonly index: number;
+  /** Requests asked a second time (see {@link ask}). */
+  retries = 0;
+  /** Rows requests sent, and the batches whose keys they carried (coalesced per turn). */
+  readonly sent = { requests: 0, batches: 0 };
+  private readonly waiting = new Map<number, Waiting[]>();
+  private flushScheduled = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -89,13 +95,6 @@ export class SlicedRows {
       return once();
     }
   }
-
-  /** Requests asked a second time (see {@link ask}). */
-  retries = 0;
-  /** Rows requests sent, and the batches whose keys they carried (coalesced per turn). */
-  readonly sent = { requests: 0, batches: 0 };
-  private readonly waiting = new Map<number, Waiting[]>();
-  private flushScheduled = false;
 
   /**
    * A batch's keys of one slice. Every batch scored in the same event-loop turn (ranks that
