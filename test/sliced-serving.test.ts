@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { discoverActors, servingView } from '@freshet/cli';
 import { createModel, type ModelConfigInput } from '@freshet/model';
 import { requestBytes } from '@freshet/nats';
 import {
@@ -288,6 +289,15 @@ describe('sliced serving', () => {
     expect(sa.replica.rows).toBeLessThan(sw.replica.rows);
     expect(sa.replica.rows + b.status().replica.rows).toBeGreaterThanOrEqual(sw.replica.rows);
     expect(sa.slice).toMatchObject({ index: 0, count: 2 });
+    // what `freshet status` shows of each node, through the service API
+    const seen = await discoverActors(nats.nc, { cluster, roles: ['serving'], maxWaitMs: 300 });
+    expect(seen.map((x) => [x.id, servingView(x).slice]).sort()).toEqual(
+      [
+        [whole.id, null],
+        [a.id, '0/2'],
+        [b.id, '1/2'],
+      ].sort(),
+    );
     expect(sa.slice!.requests).toBeGreaterThanOrEqual(1);
     const metrics = await (await fetch(`${a.httpUrl}/metrics`)).text();
     const sent = /freshet_serving_slice_requests_total\{[^}]*outcome="sent"\} (\d+)/.exec(metrics);

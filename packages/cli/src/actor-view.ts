@@ -71,6 +71,8 @@ export interface ServingView {
   http: string | null;
   /** Pinned to the weights it holds by the model guard (docs/model-versions.md): since, reason. */
   pinned: { since: number; reason: string; logloss: number; baseline: number; by: string } | null;
+  /** The slice it holds (`index/count`, serving option `slice`); null: the whole model. */
+  slice: string | null;
 }
 
 /** `freshet status --json`: one entry per live actor. */
@@ -209,7 +211,14 @@ export function servingView(a: ActorStatus): ServingView {
     requestsPerSec: n(s, 'requestsPerSec', 'rates.requests', 'qps'),
     http: str(s, 'http') ?? null,
     pinned: pinOf(s.pinned),
+    slice: sliceOf(s.slice),
   };
+}
+
+function sliceOf(v: unknown): string | null {
+  return isRecord(v) && typeof v.index === 'number' && typeof v.count === 'number'
+    ? `${v.index}/${v.count}`
+    : null;
 }
 
 function pinOf(v: unknown): ServingView['pinned'] {

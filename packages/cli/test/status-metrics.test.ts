@@ -52,6 +52,8 @@ describe('freshet status', () => {
     expect(v.workers[0]!.partitions).toEqual([0, 1, 2, 3]);
     expect(v.workers[0]!.auc).toBeGreaterThan(0.5);
     expect(v.serving[0]!.freshnessP99Ms).toBe(400);
+    // a node holding the whole model (a sliced one reports `slice: {index, count}`)
+    expect(v.serving[0]!.slice).toBeNull();
     // dead letters by reason, per worker (non-zero reasons) and summed over the cluster
     expect(v.workers[0]!.deadLetters).toEqual({ RATE_LIMITED: 2, FORBIDDEN_KIND: 1 });
     expect(v.deadLetters).toEqual({ RATE_LIMITED: 4, FORBIDDEN_KIND: 2 });

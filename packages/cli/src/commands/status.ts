@@ -196,10 +196,11 @@ export function renderStatus(v: ClusterView & { pinned?: ModelPinView | null }, 
       '',
       'SERVING',
       table(
-        ['ID', 'STATE', 'VERSION', 'FRESH P50', 'FRESH P99', 'REQ/S'],
+        ['ID', 'STATE', 'SLICE', 'VERSION', 'FRESH P50', 'FRESH P99', 'REQ/S'],
         v.serving.map((x) => [
           x.id,
           s(x.state),
+          x.slice ?? 'all',
           fmt.n(x.version),
           fmt.ms(x.freshnessP50Ms),
           fmt.ms(x.freshnessP99Ms),
