@@ -335,7 +335,11 @@ describe('sliced serving', () => {
     expect(rows.sent).toEqual({ requests: 1, batches: 1 });
     const many = await Promise.all(Array.from({ length: 12 }, () => rows.gather(batch)));
     expect(rows.sent).toEqual({ requests: 2, batches: 13 });
-    for (const g of many)
+    // a bound on the keys per request: the same turn's batches then go in several
+    const bounded = new SlicedRows(nats.nc, a.replica, { cluster, timeoutMs: 2000, maxKeysPerRequest: 1 });
+    const split = await Promise.all(Array.from({ length: 3 }, () => bounded.gather(batch)));
+    expect(bounded.sent).toEqual({ requests: 3, batches: 3 });
+    for (const g of [...many, ...split])
       for (const sp of batch.sparse)
         expect(Array.from(g.params.rows(sp.table, sp.keys))).toEqual(
           Array.from(one.params.rows(sp.table, sp.keys)),

@@ -28,7 +28,10 @@ export interface SlicedRowsOptions {
   cluster: string;
   /** How long another slice has to answer before the request fails (UNAVAILABLE). */
   timeoutMs: number;
-  /** Keys in one rows request at most: the requests of one turn beyond it go in more. */
+  /**
+   * Keys in one rows request at most: the requests of one turn beyond it go in more. Default:
+   * as many as let the reply's rows fill 3/4 of the server's max_payload.
+   */
   maxKeysPerRequest?: number;
   signal?: AbortSignal;
 }
@@ -114,9 +117,16 @@ export class SlicedRows {
     });
   }
 
+  /** Keys whose rows (the widest sparse table's) fill 3/4 of a message the server takes. */
+  private keysPerReply(): number {
+    const dim = Math.max(1, ...this.replica.spec.tables.map((t) => (t.kind === 'sparse' ? t.dim : 1)));
+    const payload = this.nc.info?.max_payload ?? 1024 * 1024;
+    return Math.max(64, Math.floor((payload * 0.75) / (dim * 4)));
+  }
+
   private flush(): void {
     this.flushScheduled = false;
-    const max = this.o.maxKeysPerRequest ?? 65_536;
+    const max = this.o.maxKeysPerRequest ?? this.keysPerReply();
     for (const [slice, list] of this.waiting) {
       let group: Waiting[] = [];
       let keys = 0;
