@@ -1,5 +1,6 @@
 import type { Msg, NatsConnection, Subscription } from 'nats';
 import { encodeErrorReply, FreshetError, toErrorEnvelope } from '@freshet/protocol';
+import { fromNatsError } from './request.js';
 
 export interface EndpointOptions {
   /** Queue group: N actors share one subject. */
@@ -109,18 +110,30 @@ export function frameEndpoint(
   opts: EndpointOptions = {},
 ): Endpoint {
   const h = frameHandler(subject, handler, opts);
+  // A reply the server would refuse (over max_payload) throws in respond: inside a subscription
+  // callback that would reach the connection's reader, or be an unhandled rejection. The asker
+  // gets an OVERSIZE envelope instead, and the endpoint keeps serving.
+  const respond = (msg: Msg, reply: Uint8Array) => {
+    if (!msg.reply) return;
+    try {
+      msg.respond(reply);
+    } catch (e) {
+      const err = fromNatsError(e, subject);
+      opts.onError?.(err, subject);
+      try {
+        msg.respond(encodeErrorReply(err.toEnvelope()));
+      } catch {
+        // the connection is closing: the asker times out
+      }
+    }
+  };
   const sub: Subscription = nc.subscribe(subject, {
     ...(opts.queue ? { queue: opts.queue } : {}),
     callback: (err, msg) => {
       if (err) return;
       const out = h.call(msg.data, msg);
-      if (out instanceof Uint8Array) {
-        if (msg.reply) msg.respond(out);
-      } else {
-        void out.then((reply) => {
-          if (msg.reply) msg.respond(reply);
-        });
-      }
+      if (out instanceof Uint8Array) respond(msg, out);
+      else void out.then((reply) => respond(msg, reply));
     },
   });
   return {

@@ -49,6 +49,19 @@ describe('frame endpoints over a real nats-server', () => {
     await ep.drain();
   });
 
+  it('answers OVERSIZE when its reply is over the server max_payload, and keeps serving', async () => {
+    const subject = uniqueName('ep');
+    const limit = nats.nc.info!.max_payload;
+    const ep = frameEndpoint(nats.nc, subject, (data) =>
+      data.length > 1 ? new Uint8Array(limit + 1024) : encodeFrame({ ok: true }),
+    );
+    const big = decodeFrame(await requestBytes(nats.nc, subject, new Uint8Array(2)));
+    expect(() => throwIfErrorReply(big)).toThrowError(expect.objectContaining({ code: 'OVERSIZE' }) as Error);
+    const small = decodeFrame(await requestBytes(nats.nc, subject, new Uint8Array(1)));
+    expect(small.header).toEqual({ ok: true });
+    await ep.drain();
+  });
+
   it('maps no responders to UNAVAILABLE', async () => {
     await expect(
       requestBytes(nats.nc, uniqueName('none'), new Uint8Array(1), { timeoutMs: 1000 }),
