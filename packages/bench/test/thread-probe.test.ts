@@ -5,10 +5,12 @@ import { measureThreadHandoff } from '../src/thread-probe.js';
 describe('thread hand-off probe', () => {
   it('times both ends of a part handed to a shard thread', async () => {
     const r = await measureThreadHandoff({ calls: 2000 });
-    // a part costs its sender something, and a lone part (a whole round of posts) more than a
-    // pipelined one
+    // a part costs its sender something, pipelined and alone (which is the cheaper is a timing,
+    // the bench's to report: under a loaded test run the order flipped once, 20.8 vs 26.2 µs)
     expect(r.threadPartUs).toBeGreaterThan(0);
-    expect(r.threadPartSerialUs).toBeGreaterThan(r.threadPartUs);
+    expect(r.threadPartUs).toBeLessThan(100_000);
+    expect(r.threadPartSerialUs).toBeGreaterThan(0);
+    expect(r.threadPartSerialUs).toBeLessThan(100_000);
     // the receiving side: a busy time less the shard's own, never negative, never absurd
     expect(r.threadPartRecvUs).toBeGreaterThanOrEqual(0);
     expect(r.threadPartRecvUs).toBeLessThan(1000);
