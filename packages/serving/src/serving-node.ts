@@ -147,7 +147,7 @@ export class ServingNode implements ProcessActor {
   private sliceReady: Promise<void> | undefined;
   private sliceServing = false;
   /** Score/rank requests that failed for want of a slice's rows. */
-  private readonly sliceCounters = { failed: 0 };
+  private sliceFailed = 0;
   /** Explored rank requests, and their slots that did not show the best remaining candidate. */
   private readonly exploration = { rankings: 0, explored: 0 };
   // seeded once per node: exploration draws need no cryptographic quality, only independence
@@ -325,7 +325,7 @@ export class ServingNode implements ProcessActor {
             count: this.options.slice.count,
             requests: this.sliced?.sent.requests ?? 0,
             batches: this.sliced?.sent.batches ?? 0,
-            ...this.sliceCounters,
+            failed: this.sliceFailed,
             retried: this.sliced?.retries ?? 0,
             answering: this.sliceEndpoint?.inFlight ?? 0,
           }
@@ -475,7 +475,7 @@ export class ServingNode implements ProcessActor {
     } catch (e) {
       const err = e instanceof FreshetError ? e : new FreshetError('INTERNAL', String(e));
       if (err.code === 'BAD_REQUEST') return fail(400, err);
-      this.sliceCounters.failed++;
+      this.sliceFailed++;
       const unavailable = ['UNAVAILABLE', 'TIMEOUT', 'NOT_READY', 'OVERLOADED', 'SHUTTING_DOWN'];
       if (!unavailable.includes(err.code)) return fail(500, err);
       return fail(503, new FreshetError('UNAVAILABLE', `another slice's rows: ${err.message}`));

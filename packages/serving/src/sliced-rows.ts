@@ -33,7 +33,6 @@ export interface SlicedRowsOptions {
    * as many as let the reply's rows fill 3/4 of the server's max_payload.
    */
   maxKeysPerRequest?: number;
-  signal?: AbortSignal;
 }
 
 /** One batch's keys for one slice, waiting for the turn's request to that slice. */
@@ -84,12 +83,10 @@ export class SlicedRows {
   }
 
   /** One slice's answer; asked once more when the node that got it could not answer. */
-  private async ask(slice: number, req: Uint8Array, signal?: AbortSignal): Promise<SliceRowsReply> {
+  private async ask(slice: number, req: Uint8Array): Promise<SliceRowsReply> {
     const subject = this.subj.sliceRows(this.count, slice);
     const once = async () =>
-      decodeSliceRowsReply(
-        await requestBytes(this.nc, subject, req, { timeoutMs: this.o.timeoutMs / 2, signal }),
-      );
+      decodeSliceRowsReply(await requestBytes(this.nc, subject, req, { timeoutMs: this.o.timeoutMs / 2 }));
     try {
       return await once();
     } catch (e) {
@@ -153,7 +150,7 @@ export class SlicedRows {
         slice: { index: slice, count: this.count },
         tables: group.flatMap((w) => w.tables.map((t) => ({ t: t.t, keys: Uint32Array.from(t.keys) }))),
       });
-      const reply = await this.ask(slice, req, this.o.signal);
+      const reply = await this.ask(slice, req);
       const want = group.reduce((a, w) => a + w.tables.length, 0);
       if (reply.tables.length !== want)
         throw new FreshetError(
