@@ -48,7 +48,7 @@ const denseTable = faultSpec.tables.findIndex((t) => t.kind === 'dense');
 
 /** The shard that owns the dense table (and so sees every batch's example count). */
 export function denseShard(shards: number): number {
-  return shardOfDense(faultSpec.tables[denseTable]!.name, shards);
+  return shardOfDense(faultSpec.tables[denseTable]!, shards);
 }
 
 export type Role = 'shard' | 'worker' | 'serving' | 'shard-host';

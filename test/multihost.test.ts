@@ -156,7 +156,7 @@ describe('multi-host: the Kubernetes manifests on netns hosts, a role host lost 
       expect(Number.isInteger(victimShard)).toBe(true);
       const spec = createModel(facts.model).spec;
       const table = spec.tables.findIndex(
-        (t) => t.kind === 'dense' && shardOfDense(t.name, shards) === victimShard,
+        (t) => t.kind === 'dense' && shardOfDense(t, shards) === victimShard,
       );
       expect(table).toBeGreaterThanOrEqual(0);
       const ledger = PushLedger.start(obs, cluster, table);

@@ -232,7 +232,7 @@ describe('sliced serving', () => {
     }
     for (const t of batch.denseTables) {
       const table = spec.tables[t]!;
-      add(shardOfDense(table.name, shards), t, table.dim, 0, 0, 0.3);
+      add(shardOfDense(table, shards), t, table.dim, 0, 0, 0.3);
     }
     expect(pushes.size).toBe(shards);
     const before = await score(whole);
@@ -309,7 +309,7 @@ describe('sliced serving', () => {
     expect(sa.replica.denseRefreshes).toBeGreaterThan(0);
     expect(sa.replica.deltaBytes).toBeGreaterThan(0);
     expect(sa.replica.deltaBytes).toBeLessThan(sw.replica.deltaBytes);
-    const denseOwners = new Set(batch.denseTables.map((t) => shardOfDense(spec.tables[t]!.name, shards)));
+    const denseOwners = new Set(batch.denseTables.map((t) => shardOfDense(spec.tables[t]!, shards)));
     sa.replica.seqs.forEach((seq, shard) => {
       if (shard % 2 === 1 && !denseOwners.has(shard)) expect(seq).toBe(0);
       else expect(seq).toBeGreaterThan(0);

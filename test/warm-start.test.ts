@@ -119,7 +119,7 @@ describe('warm start: freshet model import', () => {
       const out = new Float32Array((dense ? 1 : n) * dim);
       for (let i = 0; i < (dense ? 1 : n); i++) {
         const k = dense ? new Uint32Array(2) : keys.subarray(2 * i, 2 * i + 2);
-        const sh = dense ? shardOfDense(table, SHARDS) : shardOfKey(t, k[0]!, k[1]!, SHARDS);
+        const sh = dense ? shardOfDense(spec.tables[t]!, SHARDS) : shardOfKey(t, k[0]!, k[1]!, SHARDS);
         const r = await nats.nc.request(
           s.pull(sh),
           encodePull({ worker: 'test', tables: [{ t, keys: k }] }),

@@ -4,10 +4,11 @@ import {
   categoricalValue,
   compileModelConfig,
   valueId,
+  type DenseParam,
   type Example,
   type ModelConfigInput,
 } from '@freshet/model';
-import { initRow } from '@freshet/protocol';
+import { initRow, joinTensor } from '@freshet/protocol';
 
 /**
  * Freshet's initial weights for the Criteo PyTorch peer (`bench/peers/torch_online.py`), so both
@@ -86,12 +87,13 @@ export async function writePeerInit(
     }
   }
   const mlp = layout.mlp.map((l) => {
-    const tensor = (t: number) => {
+    const part = (t: number) => {
       const out = new Float32Array(spec.tables[t]!.dim);
       initRow(spec.tables[t]!.init, 0, 0, out, 0, out.length);
-      return b64(out);
+      return out;
     };
-    return { in: l.in, out: l.out, w: tensor(l.w.table), b: tensor(l.b.table) };
+    const tensor = (d: DenseParam) => b64(joinTensor(d, part));
+    return { in: l.in, out: l.out, w: tensor(l.w), b: tensor(l.b) };
   });
   await writeFile(join(dir, 'init.json'), JSON.stringify({ emb_dim: dim, rows: keys.length, mlp }));
   await writeFile(join(dir, 'init.keys'), keys.length ? keys.join('\n') + '\n' : '');

@@ -136,7 +136,7 @@ export class BenchShards {
       this.data.push(
         spec.tables.map((t, ti) => {
           if (t.kind === 'dense') {
-            if (shardOfDense(t.name, shards) !== s)
+            if (shardOfDense(t, shards) !== s)
               return { keys: new Uint32Array(), values: new Float32Array(), dim: t.dim };
             const values = new Float32Array(t.dim);
             initRow(t.init, 0, 0, values);

@@ -87,8 +87,8 @@ describe("the Criteo peer's shared initial weights", () => {
         [64, 1],
       ]);
       model.layout.mlp.forEach((l, i) => {
-        expect(out.mlp[i]!.w_head).toEqual(Array.from(fresh[l.w.table]!.subarray(0, 4)));
-        expect(out.mlp[i]!.b).toEqual(Array.from(fresh[l.b.table]!));
+        expect(out.mlp[i]!.w_head).toEqual(Array.from(fresh[l.w.tables[0]!]!.subarray(0, 4)));
+        expect(out.mlp[i]!.b).toEqual(Array.from(fresh[l.b.tables[0]!]!));
       });
       // Another seed starts elsewhere.
       const other = tempDir('peer-init-other');

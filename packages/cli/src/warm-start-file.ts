@@ -1,11 +1,12 @@
 import { endianness } from 'node:os';
-import { FreshetError, type ModelSpec } from '@freshet/protocol';
+import { denseTensors, FreshetError, splitTensor, type ModelSpec } from '@freshet/protocol';
 
 /**
  * The warm-start file (docs/warm-start.md): a safetensors file — an 8-byte little-endian header
  * length, a JSON header `{name: {dtype, shape, data_offsets}}`, then the raw little-endian
  * tensors — that any batch trainer can write without a Freshet library. A dense table is one F32
- * tensor named after the table (any shape holding its dim floats); an embedding table `T` is
+ * tensor named after the table (any shape holding its dim floats; a partitioned tensor either whole,
+ * under its own name, or as its parts' tables); an embedding table `T` is
  * `T.keys`, U32 [n, 2] (each row's 64-bit feature id as lo, hi: `featureId(field, value)` of
  * @freshet/protocol), and `T.values`, F32 [n, dim]. `__metadata__` may name the format
  * (`freshet.format: warm-start/1`) and the model.
@@ -160,7 +161,7 @@ export function resolveWarmStart(
   const problems: string[] = [];
   const tables: ResolvedTable[] = [];
   const byName = new Map(spec.tables.map((t, i) => [t.name, i]));
-  for (const [name, table] of file.tables) {
+  for (const [name, table] of partsOf(file.tables, spec, problems)) {
     const t = byName.get(name);
     if (t === undefined) {
       problems.push(
@@ -198,7 +199,11 @@ export function resolveWarmStart(
     }
     tables.push({ t, name, table });
   }
-  const missing = spec.tables.map((s) => s.name).filter((n) => !file.tables.has(n));
+  const given = new Set(file.tables.keys());
+  const missing = spec.tables
+    .filter((s) => !given.has(s.name) && !(s.part && given.has(s.part.of)))
+    .map((s) => s.part?.of ?? s.name)
+    .filter((n, i, all) => all.indexOf(n) === i);
   if (missing.length > 0 && !allowMissing)
     problems.push(
       `model tables missing from the file: ${missing.join(', ')} (--allow-missing imports the rest)`,
@@ -208,4 +213,30 @@ export function resolveWarmStart(
       retryable: false,
     });
   return { tables: tables.sort((a, b) => a.t - b.t), missing };
+}
+
+/**
+ * The file's tables with each whole tensor of a partitioned one (`mlp.0.w` where the model has
+ * `mlp.0.w.part0`, …: what a batch trainer writes) cut into its parts, by part name.
+ */
+function partsOf(
+  tables: Map<string, WarmStartTable>,
+  spec: ModelSpec,
+  problems: string[],
+): Map<string, WarmStartTable> {
+  const out = new Map(tables);
+  for (const d of denseTensors(spec)) {
+    const whole = d.tables.length > 1 ? tables.get(d.name) : undefined;
+    if (!whole) continue;
+    out.delete(d.name);
+    if (whole.kind !== 'dense' || whole.values.length !== d.size) {
+      problems.push(
+        `tensor "${d.name}": ${whole.values.length} floats in the file, ${d.size} in the model (dense)`,
+      );
+      continue;
+    }
+    for (const [t, values] of splitTensor(d, whole.values))
+      out.set(spec.tables[t]!.name, { kind: 'dense', values });
+  }
+  return out;
 }

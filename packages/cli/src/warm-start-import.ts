@@ -127,7 +127,7 @@ function chunksOf(
   for (const r of tables) {
     const dim = spec.tables[r.t]!.dim;
     if (r.table.kind === 'dense') {
-      if (shardOfDense(r.name, shards) !== shard) continue;
+      if (shardOfDense(spec.tables[r.t]!, shards) !== shard) continue;
       if (cur.rows + 1 > size) flush();
       cur.tables.push({ r, keys: new Uint32Array(2), values: r.table.values, dim });
       cur.rows++;

@@ -3,7 +3,7 @@ import { FreshetError } from '@freshet/protocol';
 import type { BatchRows, EncodedBatch, GradientResult, SparseInput } from './batch.js';
 import { activeBackend } from './backend.js';
 import { ftrlSequential, isSequentialFtrl } from './ftrl-local.js';
-import type { LinearLayer, ModelLayout } from './model-config.js';
+import type { DenseParam, LinearLayer, ModelLayout } from './model-config.js';
 import type { Model } from './model.js';
 
 /**
@@ -216,8 +216,16 @@ function paramTensor(model: Model, batch: EncodedBatch, rows: BatchRows, id: num
   const r = rows[id]!;
   const s = batch.sparse.find((x) => x.table === id);
   if (s) return tf.tensor3d(gatherRows(s, r, t.dim), [batch.size, s.slots, t.dim]);
-  const d = model.layout.dense.find((p) => p.table === id)!;
-  return tf.tensor(r, d.shape);
+  const d = model.layout.dense.find((p) => p.tables.includes(id))!;
+  // A part of a partitioned tensor enters flat; `dense` joins the parts inside the graph, so
+  // each part gets its own slice of the gradient.
+  return d.tables.length === 1 ? tf.tensor(r, d.shape) : tf.tensor1d(r);
+}
+
+/** A dense weight tensor of the graph: the table's, or its parts joined. */
+function dense(d: DenseParam, p: Map<number, tf.Tensor>): tf.Tensor {
+  if (d.tables.length === 1) return p.get(d.tables[0]!)!;
+  return tf.concat1d(d.tables.map((t) => p.get(t) as tf.Tensor1D)).reshape(d.shape);
 }
 
 /** Pooled field embeddings [B, F, dim] of one sparse table. */
@@ -267,7 +275,7 @@ const linear = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
 function mlp(layers: LinearLayer[], x: tf.Tensor2D, p: Map<number, tf.Tensor>): tf.Tensor2D {
   let h = x;
   layers.forEach((l, i) => {
-    h = linear(h, p.get(l.w.table)!, p.get(l.b.table)!) as tf.Tensor2D;
+    h = linear(h, dense(l.w, p), dense(l.b, p)) as tf.Tensor2D;
     if (i < layers.length - 1) h = tf.relu(h);
   });
   return h;
@@ -293,7 +301,7 @@ function forward(
   const terms: tf.Tensor1D[] = [];
   if (wide) terms.push(wide.sum([1, 2]) as tf.Tensor1D);
   if (layout.lin) {
-    const lin = p.get(layout.lin.table)!;
+    const lin = dense(layout.lin, p);
     const bias = lin.slice([N], [1]);
     if (N > 0)
       terms.push(tf.add(tf.matMul(x, lin.slice([0], [N]).reshape([N, 1])).reshape([n]), bias) as tf.Tensor1D);
@@ -324,7 +332,7 @@ function forward(
     };
     const user = tower(0, fu, 0, nu, layout.userTower);
     const item = tower(fu, f - fu, nu, N - nu, layout.itemTower);
-    terms.push(tf.add(tf.mul(user, item).sum(1), p.get(layout.bias!.table)!) as tf.Tensor1D);
+    terms.push(tf.add(tf.mul(user, item).sum(1), dense(layout.bias!, p)) as tf.Tensor1D);
   }
   if (terms.length === 0) throw new FreshetError('INTERNAL', `model kind ${layout.kind} has no terms`);
   return (terms.length === 1 ? terms[0]! : tf.addN(terms)) as tf.Tensor1D;

@@ -1,5 +1,6 @@
 import { FreshetError, pushesState, type TableSpec } from '@freshet/protocol';
 import type { BatchRows, EncodedBatch, GradientResult } from './batch.js';
+import { soleTable } from './model-config.js';
 import type { Model } from './model.js';
 
 /** Whether a model's batches are trained by {@link ftrlSequential} (see `sequential` FTRL). */
@@ -104,7 +105,7 @@ export function ftrlSequential(model: Model, batch: EncodedBatch, rows: BatchRow
     const u = wideInput.keys.length / 2;
     wide = new LocalState(spec.tables[wideInput.table]!, checkRows(rows, wideInput.table, u * 3), u, 1);
   }
-  const linTable = layout.lin?.table;
+  const linTable = layout.lin && soleTable(layout.lin);
   const lin =
     linTable === undefined
       ? undefined

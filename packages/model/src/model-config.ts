@@ -5,7 +5,10 @@ import {
   initSchema,
   optimizerSchema,
   parseModelSpec,
+  pushesState,
   stalenessSchema,
+  partition,
+  type DenseTensor,
   type InitSpec,
   type ModelSpec,
   type TableSpecInput,
@@ -49,6 +52,22 @@ export const modelConfigSchema = z
     embeddingInit: initSchema.default({ kind: 'normal', std: 0.01, seed: 0 }),
     /** Seed of the dense weights' PyTorch-like U(±1/√fan_in) initialisation. */
     seed: z.number().int().min(0).max(0xffff).default(0),
+    /**
+     * Split every dense tensor of more than this many floats into parts of at most this many
+     * (dense tables `<name>.part<i>`, placed on consecutive shards), so no one shard carries a
+     * whole weight matrix's pushes, flushes and deltas; 0 keeps each tensor whole. Fixed for
+     * the life of a cluster, like the tables. Gradient clipping (`clipNorm`) is per part.
+     */
+    densePartFloats: z
+      .union([
+        z.literal(0),
+        z
+          .number()
+          .int()
+          .min(64)
+          .max(1 << 22),
+      ])
+      .default(0),
     /** Default optimizer of every table (the `seed` model defaults to Adam, lr 0.001, too). */
     optimizer: optimizerSchema.default(() => ({ ...defaultOptimizer })),
     /** Defaults for every table, before per-table overrides. */
@@ -66,12 +85,9 @@ export const modelConfigSchema = z
 export type ModelConfig = z.infer<typeof modelConfigSchema>;
 export type ModelConfigInput = z.input<typeof modelConfigSchema>;
 
-/** A dense weight tensor (one dense table). */
-export interface DenseParam {
-  table: number;
-  name: string;
+/** A dense weight tensor: one dense table, or the parts of a partitioned one. */
+export interface DenseParam extends DenseTensor {
   shape: [number] | [number, number];
-  size: number;
 }
 
 /** A linear layer: x·W + b with W [in, out]. */
@@ -160,19 +176,43 @@ export function compileModelConfig(input: unknown): {
     ...(config.staleness ? { staleness: config.staleness } : {}),
   };
 
+  // Tensors declared so far: the dense seeds count tensors, not tables, so a partitioned model
+  // starts from the very weights of the whole one.
+  let declared = 0;
   const sparse = (name: string, dim: number, init: InitSpec): number => {
     tables.push({ ...base, name, kind: 'sparse', dim, init });
+    declared++;
     return tables.length - 1;
   };
   const dense = (name: string, shape: [number] | [number, number], init: InitSpec): DenseParam => {
     const size = shape.reduce((a, b) => a * b, 1);
-    tables.push({ ...base, name, kind: 'dense', dim: size, init });
-    return { table: tables.length - 1, name, shape, size };
+    declared++;
+    const parts =
+      config.densePartFloats > 0 && size > config.densePartFloats
+        ? partition(size, config.densePartFloats)
+        : [];
+    if (parts.length === 0) {
+      tables.push({ ...base, name, kind: 'dense', dim: size, init });
+      return { name, shape, size, tables: [tables.length - 1], offsets: [0] };
+    }
+    const first = tables.length;
+    parts.forEach(([offset, dim], index) => {
+      const part = { of: name, index, count: parts.length, offset };
+      tables.push({
+        ...base,
+        name: `${name}.part${index}`,
+        kind: 'dense',
+        dim,
+        init: skipTo(init, offset),
+        part,
+      });
+    });
+    return { name, shape, size, tables: parts.map((_, i) => first + i), offsets: parts.map(([o]) => o) };
   };
   const linear = (prefix: string, i: number, fanIn: number, out: number): LinearLayer => {
     // PyTorch nn.Linear default: W and b ~ U(±1/√fan_in); a distinct seed per tensor.
     const scale = 1 / Math.sqrt(fanIn);
-    const seed = (config.seed << 12) + tables.length + 1;
+    const seed = (config.seed << 12) + declared + 1;
     const w = dense(`${prefix}.${i}.w`, [fanIn, out], { kind: 'uniform', scale, seed });
     const b = dense(`${prefix}.${i}.b`, [out], { kind: 'uniform', scale, seed: seed + 1 });
     return { w, b, in: fanIn, out };
@@ -247,7 +287,9 @@ export function compileModelConfig(input: unknown): {
       break;
   }
 
-  const names = new Set(tables.map((t) => t.name));
+  // Overrides name tensors: a partitioned tensor's parts all take its settings.
+  const logical = (t: TableSpecInput) => t.part?.of ?? t.name;
+  const names = new Set(tables.map(logical));
   const unknown = Object.keys(config.tables).filter((n) => !names.has(n));
   if (unknown.length > 0) {
     throw new FreshetError(
@@ -256,17 +298,36 @@ export function compileModelConfig(input: unknown): {
     );
   }
   for (const t of tables) {
-    const o = config.tables[t.name];
+    const o = config.tables[logical(t)];
     if (!o) continue;
     for (const [key, value] of Object.entries(o)) {
       if (value !== undefined) (t as Record<string, unknown>)[key] = value;
     }
+    if (o.init && t.part) t.init = skipTo(o.init, t.part.offset);
   }
   resolveSequentialFtrl(config.kind, tables);
   const spec = parseModelSpec({ name: config.name, tables });
   spec.tables.forEach((t, id) => (t.kind === 'sparse' ? layout.sparseTables : layout.denseTables).push(id));
   layout.dense = [layout.lin, ...layout.mlp, ...layout.userTower, ...layout.itemTower, layout.bias]
     .flatMap((x) => (x === undefined ? [] : 'w' in x ? [x.w, x.b] : [x]))
-    .sort((a, b) => a.table - b.table);
+    .sort((a, b) => a.tables[0]! - b.tables[0]!);
+  // Sequential FTRL reads `lin` whole, example by example.
+  if (layout.lin && spec.tables.some(pushesState)) soleTable(layout.lin);
   return { config, spec, layout };
+}
+
+/** The init of a part that starts `offset` floats into its tensor. */
+function skipTo(init: InitSpec, offset: number): InitSpec {
+  return init.kind === 'zeros' ? init : { ...init, skip: (init.skip ?? 0) + offset };
+}
+
+/** The table of a tensor that must not be partitioned (read whole by per-example code). */
+export function soleTable(d: DenseParam): number {
+  if (d.tables.length !== 1) {
+    throw new FreshetError(
+      'CONFIG',
+      `invalid model config: tensor "${d.name}" must not be partitioned (densePartFloats)`,
+    );
+  }
+  return d.tables[0]!;
 }

@@ -55,6 +55,7 @@ export {
   shardOfDense,
 } from './keys.js';
 export { initRow } from './init.js';
+export { denseTensors, joinTensor, partition, splitTensor, type DenseTensor } from './dense-parts.js';
 export {
   encodeErrorReply,
   throwIfErrorReply,

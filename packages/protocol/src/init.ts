@@ -26,12 +26,21 @@ export function initRow(
     s ^= s << 5;
     return ((s >>> 0) + 0.5) / 4294967296;
   };
+  const skip = spec.skip ?? 0;
   if (spec.kind === 'uniform') {
+    for (let i = 0; i < skip; i++) next();
     for (let i = 0; i < dim; i++) out[at + i] = (next() * 2 - 1) * spec.scale;
     return;
   }
-  for (let i = 0; i < dim; i += 2) {
-    // Box–Muller: two normals per pair of uniforms
+  // Box–Muller: two normals per pair of uniforms; a part starting mid-pair takes its second.
+  for (let i = 0; i < skip - (skip % 2); i++) next();
+  let i = 0;
+  if (skip % 2 === 1 && dim > 0) {
+    const r = Math.sqrt(-2 * Math.log(next())) * spec.std;
+    out[at] = r * Math.sin(2 * Math.PI * next());
+    i = 1;
+  }
+  for (; i < dim; i += 2) {
     const r = Math.sqrt(-2 * Math.log(next())) * spec.std;
     const th = 2 * Math.PI * next();
     out[at + i] = r * Math.cos(th);

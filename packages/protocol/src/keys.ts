@@ -100,9 +100,18 @@ export function shardOfKey(table: number, lo: number, hi: number, shards: number
   return jumpHash(keyDigest(lo, (hi ^ Math.imul(table + 1, 0x27d4eb2f)) >>> 0), shards);
 }
 
-/** The shard that owns a dense table (one row): by the table's name, stable across spec edits. */
-export function shardOfDense(tableName: string, shards: number): number {
+/**
+ * The shard that owns a dense table (one row): by the table's name, stable across spec edits.
+ * The parts of a partitioned tensor go to consecutive shards from the one its name picks, so
+ * `count` parts land on min(count, shards) shards, evenly (a hash per part would pile several
+ * on some shards and leave others without).
+ */
+export function shardOfDense(
+  table: { name: string; part?: { of: string; index: number } },
+  shards: number,
+): number {
   const out = new Uint32Array(2);
-  hashString64(tableName, out);
-  return jumpHash(out[0]!, shards);
+  hashString64(table.part ? table.part.of : table.name, out);
+  const first = jumpHash(out[0]!, shards);
+  return table.part ? (first + table.part.index) % shards : first;
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { denseTensors } from './dense-parts.js';
 
 /** Per-table optimizer. Shards implement each kind; workers never apply updates. */
 export const optimizerSchema = z.discriminatedUnion('kind', [
@@ -68,16 +69,33 @@ export const stalenessSchema = z.object({
 });
 export type StalenessSpec = z.infer<typeof stalenessSchema>;
 
+/**
+ * `skip`: values of the seeded stream to pass over first, so the part of a partitioned tensor
+ * that starts at offset o (`skip: o`) holds exactly those values of the whole tensor's init.
+ * Optional rather than defaulted: a spec stored before it existed reads back unchanged.
+ */
+const skip = z.number().int().min(0).optional();
 export const initSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('zeros') }),
-  z.object({ kind: z.literal('normal'), std: z.number().positive(), seed: z.number().int().default(0) }),
+  z.object({
+    kind: z.literal('normal'),
+    std: z.number().positive(),
+    seed: z.number().int().default(0),
+    skip,
+  }),
   /** Glorot-uniform style: U(−scale, scale). */
-  z.object({ kind: z.literal('uniform'), scale: z.number().positive(), seed: z.number().int().default(0) }),
+  z.object({
+    kind: z.literal('uniform'),
+    scale: z.number().positive(),
+    seed: z.number().int().default(0),
+    skip,
+  }),
 ]);
 export type InitSpec = z.infer<typeof initSchema>;
 
+const tableName = z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/);
 export const tableSpecSchema = z.object({
-  name: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/),
+  name: tableName,
   /** `sparse`: rows keyed by 64-bit feature id. `dense`: one row (key 0) holding a weight tensor. */
   kind: z.enum(['sparse', 'dense']).default('sparse'),
   dim: z
@@ -96,6 +114,21 @@ export const tableSpecSchema = z.object({
   minCount: z.number().int().min(1).default(1),
   /** Rows unseen for this long are evicted (tombstoned to serving); 0 keeps rows forever. */
   ttlMs: z.number().int().min(0).default(0),
+  /**
+   * A dense table that is one part of a larger tensor (a partitioned tensor: its floats
+   * [offset, offset + dim) of tensor `of`, part `index` of `count`). The parts are placed on
+   * consecutive shards ({@link shardOfDense}), so one tensor's pushes, flushes and deltas spread
+   * over `count` shards instead of landing on one.
+   */
+  part: z
+    .object({
+      of: tableName,
+      index: z.number().int().min(0),
+      count: z.number().int().min(2).max(4096),
+      offset: z.number().int().min(0),
+    })
+    .strict()
+    .optional(),
 });
 export type TableSpec = z.infer<typeof tableSpecSchema>;
 
@@ -129,5 +162,6 @@ export function parseModelSpec(input: unknown): ModelSpec {
     if (seen.has(t.name)) throw new Error(`duplicate table name "${t.name}"`);
     seen.add(t.name);
   }
+  denseTensors(spec);
   return spec;
 }

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import type { EncodedBatch, ModelLayout } from '@freshet/model';
-import { FreshetError } from '@freshet/protocol';
+import type { DenseParam, EncodedBatch, ModelLayout } from '@freshet/model';
+import { FreshetError, joinTensor } from '@freshet/protocol';
 
 /**
  * How the per-candidate layers multiply: `js` loops over Float32Arrays; `tfjs` hands the (already
@@ -52,6 +52,8 @@ export class FastWideDeep {
   private readonly transposed = new Map<number, { stamp: number; data: Float32Array }>();
   private readonly tensors = new Map<number, { stamp: number; t: tf.Tensor }>();
   private readonly gemm: GemmKind;
+  private readonly parted = new Map<number, DenseParam>();
+  private readonly joined = new Map<number, { stamp: number; data: Float32Array }>();
   private w1: { stamp: number; cols: number[]; t: tf.Tensor } | undefined;
   // Scratch buffers reused across calls: scoring is synchronous, one batch at a time.
   private scratch: Float32Array[] = [];
@@ -67,7 +69,10 @@ export class FastWideDeep {
     this.numericDim = layout.numericDim;
     this.emb = layout.emb;
     this.wide = layout.wide;
-    this.layers = layout.mlp.map((l) => ({ w: l.w.table, b: l.b.table, in: l.in, out: l.out }));
+    // A layer's tensors go by their first table; partitioned ones are joined by `whole`.
+    this.layers = layout.mlp.map((l) => ({ w: l.w.tables[0]!, b: l.b.tables[0]!, in: l.in, out: l.out }));
+    for (const l of layout.mlp)
+      for (const d of [l.w, l.b]) if (d.tables.length > 1) this.parted.set(d.tables[0]!, d);
     if (this.layers[0]!.in !== this.fields.length * this.k + this.numericDim)
       throw new FreshetError('CONFIG', `mlp input ${this.layers[0]!.in} ≠ fields·k + numerics`);
     if (this.layers[this.layers.length - 1]!.out !== 1)
@@ -75,7 +80,8 @@ export class FastWideDeep {
   }
 
   /** Probabilities for every example of the batch. */
-  predict(batch: EncodedBatch, params: ParamSource): Float32Array {
+  predict(batch: EncodedBatch, source: ParamSource): Float32Array {
+    const params = this.whole(source);
     const n = batch.size;
     const sp = batch.sparse.find((s) => s.table === this.emb);
     const wsp = batch.sparse.find((s) => s.table === this.wide);
@@ -188,6 +194,41 @@ export class FastWideDeep {
     const out = new Float32Array(n);
     for (let b = 0; b < n; b++) out[b] = 1 / (1 + Math.exp(-(H[b]! + wide[b]!)));
     return out;
+  }
+
+  /**
+   * `params` with each partitioned tensor read whole under its first table's id: joined once per
+   * change of its parts (stamps only grow, so their sum changes whenever one does).
+   */
+  private whole(params: ParamSource): ParamSource {
+    if (this.parted.size === 0) return params;
+    const stampOf = (d: DenseParam): number | undefined => {
+      if (!params.stamp) return undefined;
+      let sum = 0;
+      for (const t of d.tables) sum += params.stamp(t);
+      return sum;
+    };
+    return {
+      rows: (table, keys) => params.rows(table, keys),
+      dense: (table) => {
+        const d = this.parted.get(table);
+        if (!d) return params.dense(table);
+        const stamp = stampOf(d);
+        const hit = this.joined.get(table);
+        if (hit && stamp !== undefined && hit.stamp === stamp) return hit.data;
+        const data = joinTensor(d, (t) => params.dense(t));
+        if (stamp !== undefined) this.joined.set(table, { stamp, data });
+        return data;
+      },
+      ...(params.stamp
+        ? {
+            stamp: (table: number) => {
+              const d = this.parted.get(table);
+              return d ? stampOf(d)! : params.stamp!(table);
+            },
+          }
+        : {}),
+    };
   }
 
   /** A dense table as a kept tensor, rebuilt when its values change (disposed then). */

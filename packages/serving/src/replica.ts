@@ -216,9 +216,7 @@ export class Replica {
     if (!(this.opts.emaDecay >= 0 && this.opts.emaDecay < 1))
       throw new FreshetError('CONFIG', 'emaDecay must be in [0, 1)');
     this.freshness = new WindowedHistogram(o.freshnessWindowMs ?? 60_000, this.now);
-    this.denseOwner = this.spec.tables.map((t) =>
-      t.kind === 'dense' ? shardOfDense(t.name, this.nShards) : -1,
-    );
+    this.denseOwner = this.spec.tables.map((t) => (t.kind === 'dense' ? shardOfDense(t, this.nShards) : -1));
     const sl = o.slice;
     if (sl && !(Number.isInteger(sl.count) && sl.count >= 1 && sl.count <= this.nShards))
       throw new FreshetError('CONFIG', `slice count ${sl.count} must be in [1, shards = ${this.nShards}]`);

@@ -50,8 +50,8 @@ describe('standardised features at serving', () => {
       await f.start();
       shards.push(f);
     }
-    const lin = layout.lin!.table;
-    shards[shardOfDense(spec.tables[lin]!.name, 2)]!.set(lin, [[0, 0, new Float32Array([1, 0])]]);
+    const lin = layout.lin!.tables[0]!;
+    shards[shardOfDense(spec.tables[lin]!, 2)]!.set(lin, [[0, 0, new Float32Array([1, 0])]]);
     const node = new ServingNode(
       { cluster, shards: 2, model, http: { port: 0 }, encoderStatsMaxAgeMs: 3600_000 },
       { nc: await nats.connect('serving-stats') },

@@ -82,7 +82,7 @@ export class FakeShard {
   /** Whether this shard owns a key of a table (sparse) or the table (dense). */
   owns(t: number, lo: number, hi: number): boolean {
     const spec = this.spec.tables[t]!;
-    if (spec.kind === 'dense') return shardOfDense(spec.name, this.nShards) === this.shard;
+    if (spec.kind === 'dense') return shardOfDense(spec, this.nShards) === this.shard;
     return shardOfKey(t, lo, hi, this.nShards) === this.shard;
   }
 

@@ -64,7 +64,7 @@ describe('Replica', () => {
     const keys = [0, 1].flatMap((s) => [1, 100, 200].map((from) => keyOwnedBy(0, s, 2, from)));
     for (const [i, [lo, hi]] of keys.entries())
       shards.find((f) => f.owns(0, lo, hi))!.set(0, [[lo, hi, f32(i, i, i, i)]]);
-    const denseOwner = shards[shardOfDense('w', 2)]!;
+    const denseOwner = shards[shardOfDense({ name: 'w' }, 2)]!;
     denseOwner.set(2, [[0, 0, f32(1, 2, 3, 4, 5, 6)]]);
     denseOwner.update([{ t: 1, set: [[5, 5, f32(0.5)]] }], { publish: false });
 

@@ -118,7 +118,7 @@ export class ShardCore {
 
   constructor(readonly o: ShardCoreOptions) {
     this.tables = o.spec.tables.map((t, id) => {
-      const owned = t.kind === 'dense' ? shardOfDense(t.name, o.shards) === o.shard : true;
+      const owned = t.kind === 'dense' ? shardOfDense(t, o.shards) === o.shard : true;
       return new ParamTable(id, t, owned, o.sketchWidth, o.chunkRows, o.sketchDecayMs);
     });
     this.dc = new DcBackups(o.dcMaxWorkers, 4, o.dcMaxRowsPerWorker);

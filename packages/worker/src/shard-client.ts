@@ -176,7 +176,7 @@ export class ShardClient {
     this.state = o.spec.tables.some(pushesState);
     this.sync = o.spec.tables.some((t) => t.staleness.policy === 'sync');
     o.spec.tables.forEach((t, i) => {
-      this.denseShard[i] = t.kind === 'dense' ? shardOfDense(t.name, o.shards) : -1;
+      this.denseShard[i] = t.kind === 'dense' ? shardOfDense(t, o.shards) : -1;
     });
   }
 

@@ -47,7 +47,7 @@ async function run(confirmAcks: boolean) {
   await jsm.streams.add({ name: s.feedbackStream, subjects: s.streamSubjects(PARTITIONS) });
   const harness = new ShardHarness(nats.nc, cluster, spec, 2);
   harness.startAll();
-  const dense = shardOfDense(spec.tables[denseTable]!.name, 2);
+  const dense = shardOfDense(spec.tables[denseTable]!, 2);
 
   const link = await startLossyLink(nats.server.url);
   links.push(link);

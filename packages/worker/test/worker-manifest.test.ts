@@ -47,7 +47,7 @@ async function run(manifests: boolean, batchA = PER_PARTITION) {
   await jsm.streams.add({ name: s.feedbackStream, subjects: s.streamSubjects(PARTITIONS) });
   const harness = new ShardHarness(nats.nc, cluster, spec, 2);
   harness.startAll();
-  const denseShard = shardOfDense(spec.tables[denseTable]!.name, 2);
+  const denseShard = shardOfDense(spec.tables[denseTable]!, 2);
   const other = 1 - denseShard;
 
   const options = (id: string, batch: number): WorkerOptionsInput => ({
@@ -143,7 +143,7 @@ describe('batch manifests', () => {
     const kv = await nats.nc.jetstream().views.kv(s.kvBucket);
     const harness = new ShardHarness(nats.nc, cluster, spec, 2);
     harness.startAll();
-    const denseShard = shardOfDense(spec.tables[denseTable]!.name, 2);
+    const denseShard = shardOfDense(spec.tables[denseTable]!, 2);
     const total = PARTITIONS * PER_PARTITION;
     await publishExamples(nats.nc, cluster, 0, total, PARTITIONS);
     const seqs: number[][] = [[], []];
