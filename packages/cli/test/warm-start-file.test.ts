@@ -109,6 +109,35 @@ describe('warm-start files', () => {
     expect(() => resolveWarmStart(w, ftrl)).toThrow(/FTRL/);
   });
 
+  it('cuts a whole tensor of a partitioned one into its parts', () => {
+    const parted = parseModelSpec({
+      name: 'p',
+      tables: [
+        { name: 'emb', kind: 'sparse', dim: 3 },
+        { name: 'w.part0', kind: 'dense', dim: 4, part: { of: 'w', index: 0, count: 2, offset: 0 } },
+        { name: 'w.part1', kind: 'dense', dim: 2, part: { of: 'w', index: 1, count: 2, offset: 4 } },
+      ],
+    });
+    const whole = Float32Array.of(1, 2, 3, 4, 5, 6);
+    const f: WarmStartFile = { tables: new Map([['w', { kind: 'dense', values: whole }]]), metadata: {} };
+    const r = resolveWarmStart(f, parted, true);
+    expect(r.tables.map((t) => [t.name, Array.from(t.table.values)])).toEqual([
+      ['w.part0', [1, 2, 3, 4]],
+      ['w.part1', [5, 6]],
+    ]);
+    expect(r.missing).toEqual(['emb']);
+    // the parts themselves import too; a part missing is named by its tensor
+    const byParts: WarmStartFile = {
+      tables: new Map([['w.part1', { kind: 'dense', values: Float32Array.of(5, 6) }]]),
+      metadata: {},
+    };
+    expect(resolveWarmStart(byParts, parted, true).missing).toEqual(['emb', 'w']);
+    f.tables.set('w', { kind: 'dense', values: new Float32Array(5) });
+    expect(() => resolveWarmStart(f, parted, true)).toThrow(
+      /tensor "w": 5 floats in the file, 6 in the model/,
+    );
+  });
+
   it("bench/peers/freshet_keys.py names rows as Freshet's featureId does", () => {
     const python = [process.env.FRESHET_PYTHON, '/usr/bin/python3', 'python3'].find(
       (p) => p !== undefined && (!p.startsWith('/') || existsSync(p)),
