@@ -18,6 +18,11 @@ export const busOptionsSchema = z.object({
     .min(1)
     .max(1 << 20)
     .default(2048),
+  /**
+   * Dense tensors of more than this many floats are split into parts on consecutive shards
+   * (model option `densePartFloats`); 0 keeps each whole, on one shard.
+   */
+  densePartFloats: z.union([z.literal(0), z.number().int().min(64)]).default(0),
   /** Workers pull embedding rows as binary16 (worker option `halfPull`). */
   halfPull: z.boolean().default(false),
   /** Workers push embedding rows' gradients as binary16 (worker option `halfPush`). */
@@ -68,6 +73,7 @@ export function busReport(o: BusOptions): Record<string, unknown> {
     dense: o.dense,
     dense_sync_examples: o.dense === 'replica' ? o.denseSyncExamples : null,
     half_flush: o.dense === 'replica' ? o.halfFlush : null,
+    dense_part_floats: o.densePartFloats,
     half_pull: o.halfPull,
     half_push: o.halfPush,
     half_deltas: o.halfDeltas,

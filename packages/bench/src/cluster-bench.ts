@@ -552,7 +552,10 @@ export async function runClusterBench<A extends BenchActor>(
   const progress = deps.progress ?? (() => undefined);
   const cores = cpus().length;
   const threads = o.threads ?? Math.max(1, Math.floor(cores / o.workers));
-  const benchConfig = benchModelConfig(o.model, data, { lr: o.lr, seed: o.seed, dim: o.dim });
+  const benchConfig = {
+    ...benchModelConfig(o.model, data, { lr: o.lr, seed: o.seed, dim: o.dim }),
+    densePartFloats: o.densePartFloats,
+  };
   const modelConfig = o.sync ? { ...benchConfig, staleness: { policy: 'sync' as const } } : benchConfig;
   const workerBatch = o.sync ? o.batch / o.workers : o.batch;
   const cluster = `bench-${process.pid}-${Date.now().toString(36)}`;
@@ -610,6 +613,7 @@ export async function runClusterBench<A extends BenchActor>(
   let tap: WireTap | undefined;
   let tapNc: Awaited<ReturnType<typeof connectNats>> | undefined;
   let cpu: CpuMeter | undefined;
+  let shardCpu: CpuMeter | undefined;
   const result: Record<string, unknown> = {};
   try {
     lc = await h.start(config, {
@@ -628,6 +632,11 @@ export async function runClusterBench<A extends BenchActor>(
       { group: 'bench', pid: process.pid },
     ]);
     cpu.start(250);
+    // Per shard process too: a hot shard (a whole dense tensor's owner) shows as max ≫ mean.
+    shardCpu = new CpuMeter(() =>
+      cl.processes.filter((p) => p.role === 'shard').map((p) => ({ group: p.id, pid: p.pid })),
+    );
+    shardCpu.start(250);
     if (o.tap) {
       tapNc = await connectNats({ servers: cl.natsUrls }, `freshet-bench-tap-${cluster}`);
       // A frame does not say whether its tables are dense: the model's spec does.
@@ -648,6 +657,7 @@ export async function runClusterBench<A extends BenchActor>(
     }
     // Phase 1: throughput (and first-pass progressive quality).
     cpu.mark();
+    shardCpu.mark();
     const events = perPass * o.passes;
     const p1 = await runPhase(
       cl,
@@ -665,13 +675,17 @@ export async function runClusterBench<A extends BenchActor>(
           ? {
               startWorkers: () => startWorkers(cl, o.workers, progress),
               // the publishing and the workers' start-up are not in the timed window either
-              clockStarted: () => cpu?.mark(),
+              clockStarted: () => {
+                cpu?.mark();
+                shardCpu?.mark();
+              },
             }
           : {}),
       },
       deps,
     );
     const cpu1 = cpu.seconds();
+    const perShard = shardCpu.seconds();
     // the tap's copies of the last pushes and their replies may still be in its socket when the
     // last ack is in: a round trip on its connection lets it read them before it is summed
     await tapNc?.flush();
@@ -779,6 +793,7 @@ export async function runClusterBench<A extends BenchActor>(
       worker_counters: counters,
       cpu_s: cpu1,
       cpu_s_total: r2(cpuTotal),
+      cpu_s_per_shard: Object.fromEntries(Object.entries(perShard).map(([k, v]) => [k, r2(v)])),
       cpu_utilisation: r2(cpuTotal / (seconds * cores)),
       cpu_ms_per_example: r4((cpuTotal * 1000) / p1.events),
       per_batch: perBatch(
@@ -848,6 +863,7 @@ export async function runClusterBench<A extends BenchActor>(
     tap?.stop();
     await tapNc?.close().catch(() => undefined);
     cpu?.stop();
+    shardCpu?.stop();
     await lc?.stop();
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }

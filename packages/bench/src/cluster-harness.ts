@@ -21,7 +21,7 @@ export interface BenchCluster<A extends BenchActor = BenchActor> {
   /** An admin connection to the cluster's NATS. */
   nc: NatsConnection;
   /** The role processes it started (their pids change on restart). */
-  processes: ReadonlyArray<{ role: string; pid: number }>;
+  processes: ReadonlyArray<{ role: string; id: string; pid: number }>;
   /** The embedded nats-servers. */
   natsServers: ReadonlyArray<{ pid: number }>;
   /** Every live actor now. */

@@ -56,7 +56,7 @@ export interface SimKnobs {
   netUs: number;
   /** Average row width of the sparse tables (Criteo wide&deep: dim 16 and dim 1 tables). */
   avgDim: number;
-  /** Shards the dense tensors are spread over (today 1: `shardOfDense` puts a tensor on one shard). */
+  /** Shards the dense tensors are spread over (1: each whole on one shard; model option `densePartFloats` splits them in parts). */
   denseShards: number;
   /** Single-threaded shard processes per shard machine (today: one per core). */
   shardProcsPerMachine?: number;
@@ -140,6 +140,11 @@ export interface SimKnobs {
    * holds the whole model and receives every delta.
    */
   servingNodesPerSlice?: number;
+  /**
+   * At most this many slices (a rank asks every other slice for rows, so a deployment keeps the
+   * count moderate and puts more nodes in each slice as it grows). Unset: no bound.
+   */
+  servingMaxSlices?: number;
   /**
    * Pull/push coalescing (NOT BUILT): this many batches of a worker machine's processes share one
    * pull and one push per shard (a per-machine client), so each pays 1/k of a message's fixed cost
@@ -437,7 +442,14 @@ export function simulate(
   // A shard host runs a shard per shard thread (one on its own thread without any).
   const shardsPerHost = perHost ? Math.max(1, hostThreads) : 1;
   const slices = knobs.servingNodesPerSlice
-    ? Math.max(1, Math.min(S * shardsPerHost, Math.floor(servingProcs / knobs.servingNodesPerSlice)))
+    ? Math.max(
+        1,
+        Math.min(
+          S * shardsPerHost,
+          knobs.servingMaxSlices ?? Infinity,
+          Math.floor(servingProcs / knobs.servingNodesPerSlice),
+        ),
+      )
     : 1;
   const serving = res('serving', slices > 1 ? 'serving node (one slice)' : 'serving replica', 1);
   // Slices are by shard (s % slices), not by host: a host's shards fall in up to shardsPerHost

@@ -133,8 +133,10 @@ export const scalingDesigns: readonly ScalingDesign[] = [
   },
   {
     key: 'dense_split',
-    design: 'dense tensors split over 64 shards (NOT BUILT)',
-    built: false,
+    design:
+      'dense tensors split in parts over 64 shards, pulled and pushed by every batch (built: model ' +
+      'option densePartFloats, --dense-part-floats 1024 for the wide&deep MLP)',
+    built: true,
     knobs: { ...base, denseShards: 64 },
   },
   {
@@ -172,11 +174,29 @@ export const scalingDesigns: readonly ScalingDesign[] = [
       'shards, and one delta message per host per tick (built: worker hostRouting, shard ' +
       'hostDeltas, its shards in cores - 1 shard threads, host messages answered by any of its ' +
       'threads: shard host threads), one serving process per core each holding a slice, 2 per ' +
-      'slice (built: serving option slice, shard option servingSlices) + NOT BUILT: one dense ' +
-      'replica per worker machine, flushed in chunks over up to 64 shards, pulls and pushes of a ' +
-      "machine's 8 batches coalesced per shard host (built only within one worker process)",
+      'slice (built: serving option slice, shard option servingSlices), dense tensors in parts ' +
+      'over 64 shards (built: model option densePartFloats) + NOT BUILT: one dense replica per ' +
+      "worker machine instead of per process, pulls and pushes of a machine's 8 batches " +
+      'coalesced per shard host (built only within one worker process)',
     built: false,
     knobs: scaleOutKnobs,
+  },
+  {
+    key: 'scale_out_built',
+    design:
+      'scale_out as built: a dense replica per worker process (each flushing its parts over the ' +
+      "64 shards), no coalescing across a machine's worker processes (only a process's batches " +
+      'sent in the same turn share a message: not counted), at most 64 serving slices of 2 or ' +
+      'more processes (a rank asks every other slice) and a delta budget of 4,000 messages/s per ' +
+      'serving process',
+    built: true,
+    knobs: {
+      ...scaleOutKnobs,
+      denseReplicaPerMachine: false,
+      coalesceBatches: 1,
+      servingMaxSlices: 64,
+      deltaMsgsPerServingNode: 4000,
+    },
   },
   {
     key: 'scale_out_hosts4',

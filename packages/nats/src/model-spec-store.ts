@@ -63,6 +63,10 @@ export function modelSpecConflicts(stored: ModelSpec, wanted: ModelSpec): string
     if (a.name !== b.name) out.push(`${at}: name ${a.name} -> ${b.name}`);
     if (a.kind !== b.kind) out.push(`${at}: kind ${a.kind} -> ${b.kind}`);
     if (a.dim !== b.dim) out.push(`${at}: dim ${a.dim} -> ${b.dim}`);
+    // which floats of which tensor a part holds (densePartFloats): the workers join by it
+    const part = (t: typeof a) =>
+      t.part ? `${t.part.of}[${t.part.offset}..] (${t.part.index}/${t.part.count})` : 'whole';
+    if (part(a) !== part(b)) out.push(`${at}: part ${part(a)} -> ${part(b)}`);
     if (a.optimizer.kind !== b.optimizer.kind) {
       out.push(`${at}: optimizer ${a.optimizer.kind} -> ${b.optimizer.kind}`);
     }

@@ -95,6 +95,12 @@ function trainBench(): Command {
       'write one `prediction,label` line per example, in stream order (progressive)',
     )
     .option('--window <n>', 'add the AUC of consecutive windows of n examples to the JSON', int)
+    .option(
+      '--dense-part-floats <n>',
+      'split dense tensors larger than this into parts (model option densePartFloats; 0: whole)',
+      nonNegativeInt,
+      0,
+    )
     .option('--no-peer', 'skip the PyTorch peer')
     .addOption(peerInitOption())
     .option('--json', 'print one JSON line (the default output)')
@@ -105,6 +111,7 @@ function trainBench(): Command {
         model: string;
         seed: number;
         dim: number;
+        densePartFloats: number;
         limit?: number;
         batch: number;
         lr: number;
@@ -139,6 +146,7 @@ function trainBench(): Command {
             ...(o.limit ? { limit: o.limit } : {}),
             ...(o.predictions ? { predictions: o.predictions } : {}),
             ...(o.window ? { window: o.window } : {}),
+            ...(o.densePartFloats ? { overrides: { densePartFloats: o.densePartFloats } } : {}),
           }),
         );
       },

@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
-import { denseMode, eventEncoding, positiveInt } from '../cli-args.js';
+import { denseMode, eventEncoding, nonNegativeInt, positiveInt } from '../cli-args.js';
 
 /** The bus flags `bench cluster` and `bench wire` share (`busOptionsSchema` of @freshet/bench). */
 export interface BusFlags {
   dense: 'shard' | 'replica';
   denseSyncExamples: number;
+  densePartFloats: number;
   halfFlush?: boolean;
   halfPull?: boolean;
   halfPush?: boolean;
@@ -32,6 +33,12 @@ export function withBusFlags(c: Command): Command {
       'shard',
     )
     .option('--dense-sync-examples <n>', 'examples per dense replica flush', positiveInt, 2048)
+    .option(
+      '--dense-part-floats <n>',
+      'split dense tensors larger than this into parts on consecutive shards (0: whole)',
+      nonNegativeInt,
+      0,
+    )
     .option('--half-flush', 'dense replica flushes as binary16 with error feedback')
     .option('--half-pull', 'workers pull embedding rows as binary16')
     .option('--half-push', "workers push embedding rows' gradients as binary16 (scaled per table)")
@@ -58,6 +65,7 @@ export function busInput(o: BusFlags) {
   return {
     dense: o.dense,
     denseSyncExamples: o.denseSyncExamples,
+    densePartFloats: o.densePartFloats,
     halfFlush: o.halfFlush === true,
     halfPull: o.halfPull === true,
     halfPush: o.halfPush === true,
