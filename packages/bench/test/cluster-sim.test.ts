@@ -173,6 +173,15 @@ describe('scale-out knobs', () => {
     // what n slices save is (1 − 1/n) of the rows, so 64 slices save (63/64)/(3/4) of what 4 do.
     const saved = (r: { servingBytesPerS: number }) => whole.servingBytesPerS - r.servingBytesPerS;
     expect(saved(many) / saved(sliced)).toBeCloseTo(63 / 64 / (3 / 4), 1);
+    // A bound on the slice count: 128 processes in at most 4 slices receive what 4 slices do.
+    const bounded = simulate(
+      costs,
+      big,
+      20_000,
+      { ...knobs, servingProcsPerMachine: 64, servingNodesPerSlice: 2, servingMaxSlices: 4 },
+      2000,
+    );
+    expect(saved(bounded) / saved(sliced)).toBeCloseTo(1, 1);
     // Shard hosts with changes tick every 5 ms: far more than the budget below.
     expect(whole.servingMsgsPerS).toBeGreaterThan(400);
     const adaptive = simulate(costs, big, 20_000, { ...knobs, deltaMsgsPerServingNode: 200 }, 2000);
