@@ -96,7 +96,7 @@ export type InitSpec = z.infer<typeof initSchema>;
 const tableName = z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/);
 export const tableSpecSchema = z.object({
   name: tableName,
-  /** `sparse`: rows keyed by 64-bit feature id. `dense`: one row (key 0) holding a weight tensor. */
+  /** `sparse`: rows keyed by 64-bit feature id. `dense`: one row (key 0) holding a weight tensor, or a part of one (`part`). */
   kind: z.enum(['sparse', 'dense']).default('sparse'),
   dim: z
     .number()

@@ -74,7 +74,7 @@ export class ParamTable implements UndoTarget {
   constructor(
     readonly id: number,
     readonly spec: TableSpec,
-    /** Whether this shard holds the table's rows (a dense table lives on one shard). */
+    /** Whether this shard holds the table's rows (a dense table, or one part of a tensor, lives on one shard). */
     readonly owned: boolean,
     sketchWidth: number,
     chunkRows?: number,
