@@ -348,7 +348,9 @@ export class ParamTable implements UndoTarget {
 
   /** Appends row r's current values to the staging log (it was just updated, so it is in cache). */
   private stage(r: number): void {
-    if (this.stagedN >= this.maxStaged) {
+    // A dense table's one row is read back once per delta instead: staging would copy the whole
+    // tensor (or part) on every push and reserve 1024 entries of its width on the first.
+    if (this.stagedN >= this.maxStaged || this.dense) {
       this.markDirty(r);
       return;
     }

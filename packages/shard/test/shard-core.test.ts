@@ -220,6 +220,23 @@ describe('ShardCore', () => {
     for (const [k, v] of seen) expect(v).toEqual(read(c, 0, [k, 0]));
   });
 
+  it('a dense table pushed many times between deltas sends its latest values once', () => {
+    const c = core([
+      { name: 'w', kind: 'dense', dim: 3, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'none' } },
+    ]);
+    const d0 = c.takeDelta(1 << 20);
+    for (const g of [1, 0.5, 0.25]) c.applyPush(push(0, 3, [0, 0], g), 0);
+    expect(c.hasChanges()).toBe(true);
+    const d = c.takeDelta(1 << 20);
+    expect(d.tables.map((t) => [t.t, t.keys.length / 2])).toEqual([[0, 1]]);
+    expect(Array.from(d.tables[0]!.values)).toEqual(read(c, 0, [0, 0]));
+    expect(read(c, 0, [0, 0])).toEqual([-1.75, -1.75, -1.75]);
+    expect(c.hasChanges()).toBe(false);
+    // nothing changed since: nothing to send (the first delta had the created row, if any)
+    expect(d0.tables.every((t) => t.t === 0)).toBe(true);
+    expect(c.takeDelta(1 << 20).tables).toEqual([]);
+  });
+
   it('applies staleness policies: reject, scale, dc', () => {
     const c = core([
       { name: 'r', dim: 1, optimizer: { kind: 'sgd', lr: 1 }, staleness: { policy: 'reject', bound: 2 } },
