@@ -152,6 +152,12 @@ export interface SimKnobs {
    * (the union of their keys is smaller: conservative).
    */
   coalesceBatches?: number;
+  /**
+   * The coalesced batches are one worker process's (built: worker `hostRouting.lingerMs`, a host
+   * message waits that long for the parts of the process's next batches), not its machine's:
+   * they arrive every fill, not every fill / processes, so each waits that much longer.
+   */
+  coalesceWithinProcess?: boolean;
   /** Serving processes per serving machine (default 1); with sliced serving each holds a slice. */
   servingProcsPerMachine?: number;
   /** CPU the bench process spends per example beyond what is simulated (calibration only). */
@@ -491,7 +497,7 @@ export function simulate(
   // a worker machine arrive every fill / procs, and a coalesced one waits for k − 1 of them.
   const co = Math.max(1, knobs.coalesceBatches ?? 1);
   const coShare = 1 / co;
-  const coWait = co > 1 ? ((co - 1) / 2) * (fill / procs) : 0;
+  const coWait = co > 1 ? ((co - 1) / 2) * (knobs.coalesceWithinProcess ? fill : fill / procs) : 0;
 
   let now = 0;
   let natsMsgs = 0;

@@ -217,6 +217,19 @@ describe('scale-out knobs', () => {
     expect(co.batchP50Ms!).toBeGreaterThan(one.batchP50Ms!);
     expect(co.batchP50Ms! - one.batchP50Ms!).toBeLessThan(1.2 * coWaitMs);
     expect(co.batchP50Ms! - one.batchP50Ms!).toBeGreaterThan(0.6 * coWaitMs);
+    // One process's own batches (worker lingerMs): the same messages, each waiting for batches
+    // that come four times less often.
+    const own = simulate(
+      costs,
+      big,
+      20_000,
+      { ...perMachine, coalesceBatches: 4, coalesceWithinProcess: true },
+      2000,
+    );
+    expect(own.stable).toBe(true);
+    expect(own.natsMsgsPerS).toBeLessThan(one.natsMsgsPerS * 0.6);
+    expect(own.batchP50Ms! - one.batchP50Ms!).toBeGreaterThan(0.6 * 4 * coWaitMs);
+    expect(own.batchP50Ms! - one.batchP50Ms!).toBeLessThan(1.2 * 4 * coWaitMs);
   });
 
   it("a shard host's queue wait is drawn at its load, not booked behind later arrivals", () => {
