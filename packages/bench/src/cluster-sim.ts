@@ -155,7 +155,8 @@ export interface SimKnobs {
   /**
    * The coalesced batches are one worker process's (built: worker `hostRouting.lingerMs`, a host
    * message waits that long for the parts of the process's next batches), not its machine's:
-   * they arrive every fill, not every fill / processes, so each waits that much longer.
+   * they arrive every fill, not every fill / processes, so each waits that much longer; and each
+   * batch's part for a shard stays a part of its own, handed to its thread on its own.
    */
   coalesceWithinProcess?: boolean;
   /** Serving processes per serving machine (default 1); with sliced serving each holds a slice. */
@@ -498,6 +499,9 @@ export function simulate(
   const co = Math.max(1, knobs.coalesceBatches ?? 1);
   const coShare = 1 / co;
   const coWait = co > 1 ? ((co - 1) / 2) * (knobs.coalesceWithinProcess ? fill : fill / procs) : 0;
+  // A process's lingering host message carries each batch's part for a shard as a part of its
+  // own (host-messages.ts): the message is shared, the hand-off of each part to its thread is not.
+  const partShare = knobs.coalesceWithinProcess ? 1 : coShare;
 
   let now = 0;
   let natsMsgs = 0;
@@ -636,7 +640,7 @@ export function simulate(
         arrive,
         2 * costs.nodeMsgUs * coShare +
           ((reqBytes + repBytes) * costs.nodeByteNs) / 1000 +
-          handoffUs(b.rowsPerShard, coShare),
+          handoffUs(b.rowsPerShard, partShare),
         b.rowsPerShard * costs.pullRowUs,
       );
       done = Math.max(done, bus(served, serverOfShard(s), serverOfWorker(w), repBytes, dense, coShare));
@@ -770,7 +774,7 @@ export function simulate(
             arrive,
             2 * costs.nodeMsgUs * coShare +
               (bytes * costs.nodeByteNs) / 1000 +
-              handoffUs(b.rowsPerShard, coShare),
+              handoffUs(b.rowsPerShard, partShare),
             (b.rowsPerShard + (dense > 0 ? denseFloats / 16 : 0)) * costs.applyRowUs,
           );
           pendRows[s]! += b.rowsPerShard;

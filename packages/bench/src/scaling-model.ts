@@ -199,22 +199,6 @@ export const scalingDesigns: readonly ScalingDesign[] = [
     },
   },
   {
-    key: 'scale_out_built_linger',
-    design:
-      "scale_out_built with each worker process's batches coalesced three at a time per shard " +
-      'host (built: worker hostRouting.lingerMs of about two batch fills, at most 100 ms: a host ' +
-      "message waits that long for the parts of the process's next batches)",
-    built: true,
-    knobs: {
-      ...scaleOutKnobs,
-      denseReplicaPerMachine: false,
-      coalesceBatches: 3,
-      coalesceWithinProcess: true,
-      servingMaxSlices: 64,
-      deltaMsgsPerServingNode: 4000,
-    },
-  },
-  {
     key: 'scale_out_hosts4',
     design:
       'scale_out with 4 shard host processes per shard machine, 3 shard threads each: a host ' +
