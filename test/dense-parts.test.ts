@@ -14,10 +14,11 @@ import {
   shardOfKey,
   subjects,
 } from '@freshet/protocol';
-import { startServing, type ServingNode } from '@freshet/serving';
+import type { ServingNode } from '@freshet/serving';
 import { startShard, type Shard } from '@freshet/shard';
 import { startWorker } from '@freshet/worker';
 import { outstanding, publishExamples, uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { postScore, startReadyNode, userItemDevice } from './score-kit.js';
 
 const SHARDS = 4;
 const PARTITIONS = 2;
@@ -29,13 +30,7 @@ const model: ModelConfigInput = {
   hidden: [16],
   densePartFloats: 96,
   optimizer: { kind: 'adam', lr: 0.05 },
-  features: {
-    fields: [
-      { kind: 'categorical', name: 'user' },
-      { kind: 'categorical', name: 'item' },
-      { kind: 'categorical', name: 'device' },
-    ],
-  },
+  features: userItemDevice,
 };
 const compiled = createModel(model);
 const spec = compiled.spec;
@@ -95,15 +90,8 @@ describe('partitioned dense tensors in a cluster', () => {
     expect(new Set(holders).size).toBe(SHARDS);
 
     const serve = async (slice?: { index: number; count: number }): Promise<ServingNode> => {
-      const node = await startServing({
-        cluster,
-        shards: SHARDS,
-        nats: { servers: nats.url },
-        model,
-        ...(slice ? { slice } : {}),
-      });
+      const node = await startReadyNode({ cluster, shards: SHARDS, url: nats.url, model }, slice);
       stops.push(() => node.stop());
-      await node.whenReady();
       return node;
     };
     const nodes = [await serve(), await serve({ index: 0, count: 2 }), await serve({ index: 1, count: 2 })];
@@ -178,12 +166,7 @@ describe('partitioned dense tensors in a cluster', () => {
 });
 
 async function score(node: ServingNode): Promise<number[]> {
-  const r = await fetch(`${node.httpUrl}/v1/score`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(request),
-  });
-  const body = (await r.json()) as { scores?: number[]; error?: unknown };
-  if (r.status !== 200) throw new Error(`score: ${r.status} ${JSON.stringify(body.error)}`);
-  return body.scores!;
+  const a = await postScore(node, request);
+  if (a.status !== 200) throw new Error(`score: ${a.status} ${JSON.stringify(a.body.error)}`);
+  return a.body.scores!;
 }

@@ -16,6 +16,7 @@ import {
 import { compileServingOptions, SlicedRows, startServing, type ServingNode } from '@freshet/serving';
 import { ShardHost, startShard } from '@freshet/shard';
 import { placeShardsInKv, uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { postScore, startReadyNode, userItemDevice, type ScoreAnswer } from './score-kit.js';
 
 const SHARDS = 4;
 const model: ModelConfigInput = {
@@ -23,13 +24,7 @@ const model: ModelConfigInput = {
   kind: 'wide-deep',
   embeddingDim: 4,
   hidden: [8],
-  features: {
-    fields: [
-      { kind: 'categorical', name: 'user' },
-      { kind: 'categorical', name: 'item' },
-      { kind: 'categorical', name: 'device' },
-    ],
-  },
+  features: userItemDevice,
 };
 const compiled = createModel(model);
 const spec = compiled.spec;
@@ -39,24 +34,7 @@ const request = {
   candidates: Array.from({ length: 24 }, (_, i) => ({ item: `item-${i}` })),
 };
 
-interface Answer {
-  status: number;
-  body: {
-    scores?: number[];
-    version?: number;
-    versions?: number[];
-    error?: { code: string; retryable: boolean };
-  };
-}
-
-async function score(node: ServingNode): Promise<Answer> {
-  const r = await fetch(`${node.httpUrl}/v1/score`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(request),
-  });
-  return { status: r.status, body: (await r.json()) as Answer['body'] };
-}
+const score = (node: ServingNode): Promise<ScoreAnswer> => postScore(node, request);
 
 /**
  * Sliced serving over real shards and a real nats-server: two nodes each holding half of the
@@ -190,15 +168,8 @@ describe('sliced serving', () => {
   ): Promise<{ a: ServingNode; b: ServingNode }> {
     const s = subjects(cluster);
     const serve = async (slice?: { index: number; count: number }) => {
-      const node = await startServing({
-        cluster,
-        shards: shards,
-        nats: { servers: nats.url },
-        model,
-        ...(slice ? { slice } : {}),
-      });
+      const node = await startReadyNode({ cluster, shards, url: nats.url, model }, slice);
       stops.push(() => node.stop());
-      await node.whenReady();
       return node;
     };
     const whole = await serve();
