@@ -109,6 +109,46 @@ describe('FastWideDeep', () => {
     },
   );
 
+  it.each(['js', 'tfjs'] as const)(
+    'joins a partitioned MLP, and joins again when one part changes (%s)',
+    (gemm) => {
+      const model = createModel({ ...config, densePartFloats: 64 });
+      expect(model.layout.mlp[0]!.w.tables.length).toBeGreaterThan(2);
+      const base = randomParams(model);
+      const dense = new Map<number, Float32Array>();
+      const stamps = new Map<number, number>();
+      const params: ParamSource = {
+        rows: (t, keys) => base.rows(t, keys),
+        dense(t) {
+          let d = dense.get(t);
+          if (!d) dense.set(t, (d = base.dense(t).slice()));
+          return d;
+        },
+        stamp: (t) => stamps.get(t) ?? 0,
+      };
+      const fast = new FastWideDeep(model.layout, { gemm });
+      const batch = model.encode(
+        Array.from({ length: 24 }, (_, i): Example => ({
+          features: { user: 'u1', device: 'web', item: `i${i}`, price: i, hour: 9 },
+          label: 0,
+        })),
+      );
+      const check = () => {
+        const want = predict(model, batch, batchRows(model, batch, params));
+        const got = fast.predict(batch, params);
+        for (let i = 0; i < want.length; i++) expect(got[i]).toBeCloseTo(want[i]!, 5);
+        return got;
+      };
+      const first = check();
+      // one part of the first layer rewritten in place, announced by its own stamp only
+      const part = model.layout.mlp[0]!.w.tables[1]!;
+      const d = params.dense(part);
+      for (let i = 0; i < d.length; i++) d[i] = -d[i]! * 3;
+      stamps.set(part, 1);
+      expect(Array.from(check())).not.toEqual(Array.from(first));
+    },
+  );
+
   it('follows dense weights that change (stamped caches) and keeps no tensor per call (tfjs)', () => {
     const model = createModel(config);
     const base = randomParams(model);
