@@ -9,15 +9,23 @@ import {
   decodePullReply,
   denseTensors,
   encodePull,
+  encodeSnapshotRequest,
   joinTensor,
   shardOfDense,
   shardOfKey,
   subjects,
 } from '@freshet/protocol';
 import type { ServingNode } from '@freshet/serving';
-import { startShard, type Shard } from '@freshet/shard';
+import { ShardHost, startShard, type Shard } from '@freshet/shard';
 import { startWorker } from '@freshet/worker';
-import { outstanding, publishExamples, uniqueName, useNats, waitFor } from '@freshet/testkit';
+import {
+  outstanding,
+  placeShardsInKv,
+  publishExamples,
+  uniqueName,
+  useNats,
+  waitFor,
+} from '@freshet/testkit';
 import { postScore, startReadyNode, userItemDevice } from './score-kit.js';
 
 const SHARDS = 4;
@@ -44,7 +52,8 @@ const request = {
  * A partitioned MLP over real shards, a real worker and real serving nodes: each part of the
  * first layer lives on its own shard; the worker's dense replica flushes every part to its owner;
  * a whole-model node and two sliced nodes each join the parts into the tensor the shards hold,
- * and score what the model scores on the shards' weights.
+ * and score what the model scores on the shards' weights. Then the same on shard hosts (threads,
+ * host routing, deltas per host and per slice), the layout a large cluster runs.
  */
 describe('partitioned dense tensors in a cluster', () => {
   const nats = useNats();
@@ -58,7 +67,6 @@ describe('partitioned dense tensors in a cluster', () => {
 
   it('spread one tensor over the shards, train it there and serve it joined', async () => {
     const cluster = uniqueName('parts').replace(/[^A-Za-z0-9_-]/g, '');
-    const s = subjects(cluster);
     const dir = await mkdtemp(join(tmpdir(), 'freshet-parts-'));
     stops.push(() => rm(dir, { recursive: true, force: true }));
     await ensureStream(nats.nc, { cluster, partitions: PARTITIONS });
@@ -89,6 +97,77 @@ describe('partitioned dense tensors in a cluster', () => {
     });
     expect(new Set(holders).size).toBe(SHARDS);
 
+    await trainAndServe(cluster);
+  });
+
+  it('does the same on threaded shard hosts that send deltas per host and per slice', async () => {
+    const cluster = uniqueName('partsh').replace(/[^A-Za-z0-9_-]/g, '');
+    const dir = await mkdtemp(join(tmpdir(), 'freshet-partsh-'));
+    stops.push(() => rm(dir, { recursive: true, force: true }));
+    await ensureStream(nats.nc, { cluster, partitions: PARTITIONS });
+    // host a runs three shards on two shard threads, b one on its own thread
+    await placeShardsInKv(nats.nc, cluster, ['a', 'b', 'a', 'a']);
+    for (const host of ['a', 'b']) {
+      const h = new ShardHost(
+        {
+          cluster,
+          host,
+          nats: { servers: nats.url },
+          dataDir: join(dir, host),
+          pollMs: 50,
+          threads: host === 'a' ? 2 : 0,
+          shard: {
+            model: spec,
+            fsync: false,
+            checkpointIntervalMs: 0,
+            deltaIntervalMs: 5,
+            hostDeltas: true,
+            servingSlices: 2,
+          },
+        },
+        { log: () => undefined },
+      );
+      await h.start();
+      stops.push(() => h.stop());
+    }
+    const s = subjects(cluster);
+    await waitFor(
+      async () => {
+        for (let shard = 0; shard < SHARDS; shard++) {
+          try {
+            await requestBytes(
+              nats.nc,
+              s.snapshot(shard),
+              encodeSnapshotRequest({ t: 0, cursor: 0, limit: 1 }),
+              {
+                timeoutMs: 500,
+              },
+            );
+          } catch {
+            return false;
+          }
+        }
+        return true;
+      },
+      { timeoutMs: 15_000, message: 'the hosts to run all four shards' },
+    );
+    await trainAndServe(cluster);
+  });
+
+  /**
+   * Three serving nodes (whole, and a slice of two each), a worker with a dense replica and 96
+   * events; then every part's owner must have moved, and every node must serve what the model
+   * scores on the weights pulled from the shards.
+   */
+  async function trainAndServe(cluster: string): Promise<void> {
+    const s = subjects(cluster);
+    const w0 = compiled.layout.mlp[0]!.w;
+    const pullReply = async (shard: number, t: number, keys: Uint32Array) =>
+      decodePullReply(
+        await requestBytes(nats.nc, s.pull(shard), encodePull({ worker: 'test', tables: [{ t, keys }] })),
+      );
+    const partVersion = async (t: number) =>
+      (await pullReply(shardOfDense(spec.tables[t]!, SHARDS), t, new Uint32Array(2))).version;
     const serve = async (slice?: { index: number; count: number }): Promise<ServingNode> => {
       const node = await startReadyNode({ cluster, shards: SHARDS, url: nats.url, model }, slice);
       stops.push(() => node.stop());
@@ -107,7 +186,7 @@ describe('partitioned dense tensors in a cluster', () => {
       dense: { mode: 'replica', syncExamples: 16, maxDelayMs: 100 },
     });
     stops.push(() => worker.stop());
-    const versions0 = shards.map((sh) => sh.status().version);
+    const versions0 = await Promise.all(w0.tables.map((t) => partVersion(t)));
     await publishExamples(nats.nc, cluster, 0, 96, PARTITIONS, {
       user: (k) => `u${k % 5}`,
       label: (k) => ((k % 5) + (k % 6)) % 2,
@@ -119,7 +198,8 @@ describe('partitioned dense tensors in a cluster', () => {
     });
     // Acked only after their flush: every part's owner has added the replica's change.
     expect(worker.status().dense?.flushes).toBeGreaterThan(0);
-    shards.forEach((sh, i) => expect(sh.status().version, `shard ${i}`).toBeGreaterThan(versions0[i]!));
+    const versions1 = await Promise.all(w0.tables.map((t) => partVersion(t)));
+    versions1.forEach((v, i) => expect(v, `part ${i}`).toBeGreaterThan(versions0[i]!));
 
     // The tensors as the shards hold them, and what the model scores with them.
     const batch = compiled.encode(
@@ -130,9 +210,7 @@ describe('partitioned dense tensors in a cluster', () => {
     );
     const rows = initRows(compiled, batch);
     const pull = async (shard: number, t: number, keys: Uint32Array) =>
-      decodePullReply(
-        await requestBytes(nats.nc, s.pull(shard), encodePull({ worker: 'test', tables: [{ t, keys }] })),
-      ).tables[0]!.values;
+      (await pullReply(shard, t, keys)).tables[0]!.values;
     for (const sp of batch.sparse) {
       const dim = spec.tables[sp.table]!.dim;
       const out = new Float32Array((sp.keys.length / 2) * dim);
@@ -162,7 +240,7 @@ describe('partitioned dense tensors in a cluster', () => {
     // The whole node joined parts it followed by delta from all four shards.
     expect(denseTensors(spec).find((d) => d.name === w0.name)!.tables).toEqual(w0.tables);
     expect(nodes[0]!.status().replica.seqs.every((q) => q > 0)).toBe(true);
-  });
+  }
 });
 
 async function score(node: ServingNode): Promise<number[]> {
