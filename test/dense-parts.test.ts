@@ -9,14 +9,13 @@ import {
   decodePullReply,
   denseTensors,
   encodePull,
-  encodeSnapshotRequest,
   joinTensor,
   shardOfDense,
   shardOfKey,
   subjects,
 } from '@freshet/protocol';
 import type { ServingNode } from '@freshet/serving';
-import { ShardHost, startShard, type Shard } from '@freshet/shard';
+import { startShard, type Shard } from '@freshet/shard';
 import { startWorker } from '@freshet/worker';
 import {
   outstanding,
@@ -26,6 +25,7 @@ import {
   useNats,
   waitFor,
 } from '@freshet/testkit';
+import { startShardHosts, shardsAnswering } from './host-fixtures.js';
 import { postScore, startReadyNode, userItemDevice } from './score-kit.js';
 
 const SHARDS = 4;
@@ -107,50 +107,25 @@ describe('partitioned dense tensors in a cluster', () => {
     await ensureStream(nats.nc, { cluster, partitions: PARTITIONS });
     // host a runs three shards on two shard threads, b one on its own thread
     await placeShardsInKv(nats.nc, cluster, ['a', 'b', 'a', 'a']);
-    for (const host of ['a', 'b']) {
-      const h = new ShardHost(
-        {
-          cluster,
-          host,
-          nats: { servers: nats.url },
-          dataDir: join(dir, host),
-          pollMs: 50,
-          threads: host === 'a' ? 2 : 0,
-          shard: {
-            model: spec,
-            fsync: false,
-            checkpointIntervalMs: 0,
-            deltaIntervalMs: 5,
-            hostDeltas: true,
-            servingSlices: 2,
-          },
-        },
-        { log: () => undefined },
-      );
-      await h.start();
-      stops.push(() => h.stop());
-    }
-    const s = subjects(cluster);
-    await waitFor(
-      async () => {
-        for (let shard = 0; shard < SHARDS; shard++) {
-          try {
-            await requestBytes(
-              nats.nc,
-              s.snapshot(shard),
-              encodeSnapshotRequest({ t: 0, cursor: 0, limit: 1 }),
-              {
-                timeoutMs: 500,
-              },
-            );
-          } catch {
-            return false;
-          }
-        }
-        return true;
+    const hosts = await startShardHosts({
+      cluster,
+      url: nats.url,
+      dir,
+      threads: { a: 2, b: 0 },
+      shard: {
+        model: spec,
+        fsync: false,
+        checkpointIntervalMs: 0,
+        deltaIntervalMs: 5,
+        hostDeltas: true,
+        servingSlices: 2,
       },
-      { timeoutMs: 15_000, message: 'the hosts to run all four shards' },
-    );
+    });
+    for (const h of hosts) stops.push(() => h.stop());
+    await waitFor(async () => (await shardsAnswering(nats.nc, cluster, SHARDS)) === SHARDS, {
+      timeoutMs: 15_000,
+      message: 'the hosts to run all four shards',
+    });
     await trainAndServe(cluster);
   });
 

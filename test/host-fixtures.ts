@@ -1,6 +1,9 @@
+import { join } from 'node:path';
 import type { NatsFixture } from '@freshet/testkit';
-import type { ModelSpec } from '@freshet/protocol';
+import { requestBytes } from '@freshet/nats';
+import { encodeSnapshotRequest, subjects, type ModelSpec } from '@freshet/protocol';
 import { Replica } from '@freshet/serving';
+import { ShardHost, type ShardHostOptionsInput } from '@freshet/shard';
 import { HostRouter, ShardClient } from '@freshet/worker';
 
 /** What the shard-host tests build around their hosts: a serving replica, a router, a client. */
@@ -51,4 +54,56 @@ export function testShardClient(
     denseCacheMaxLag: 0,
     ...(opts.router ? { router: opts.router } : {}),
   });
+}
+
+/**
+ * Shard hosts of `cluster`, by name with their shard-thread count, started with the same shard
+ * options (the placement in KV says which shards each runs); stop them when done.
+ */
+export async function startShardHosts(o: {
+  cluster: string;
+  url: string;
+  dir: string;
+  threads: Record<string, number>;
+  shard: ShardHostOptionsInput['shard'];
+}): Promise<ShardHost[]> {
+  const hosts: ShardHost[] = [];
+  for (const [host, threads] of Object.entries(o.threads)) {
+    const h = new ShardHost(
+      {
+        cluster: o.cluster,
+        host,
+        nats: { servers: o.url },
+        dataDir: join(o.dir, host),
+        pollMs: 50,
+        threads,
+        shard: o.shard,
+      },
+      { log: () => undefined },
+    );
+    await h.start();
+    hosts.push(h);
+  }
+  return hosts;
+}
+
+/** How many of shards 0 … shards − 1 answer a snapshot request now (wherever they run). */
+export async function shardsAnswering(
+  nc: NatsFixture['nc'],
+  cluster: string,
+  shards: number,
+): Promise<number> {
+  const s = subjects(cluster);
+  let n = 0;
+  for (let shard = 0; shard < shards; shard++) {
+    try {
+      await requestBytes(nc, s.snapshot(shard), encodeSnapshotRequest({ t: 0, cursor: 0, limit: 1 }), {
+        timeoutMs: 500,
+      });
+      n++;
+    } catch {
+      // not running yet
+    }
+  }
+  return n;
 }

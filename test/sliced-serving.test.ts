@@ -5,17 +5,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { discoverActors, servingView } from '@freshet/cli';
 import { createModel, type ModelConfigInput } from '@freshet/model';
 import { requestBytes } from '@freshet/nats';
-import {
-  decodePushReply,
-  encodePush,
-  encodeSnapshotRequest,
-  shardOfDense,
-  shardOfKey,
-  subjects,
-} from '@freshet/protocol';
+import { decodePushReply, encodePush, shardOfDense, shardOfKey, subjects } from '@freshet/protocol';
 import { compileServingOptions, SlicedRows, startServing, type ServingNode } from '@freshet/serving';
-import { ShardHost, startShard } from '@freshet/shard';
+import { startShard } from '@freshet/shard';
 import { placeShardsInKv, uniqueName, useNats, waitFor } from '@freshet/testkit';
+import { shardsAnswering, startShardHosts } from './host-fixtures.js';
 import { postScore, startReadyNode, userItemDevice, type ScoreAnswer } from './score-kit.js';
 
 const SHARDS = 4;
@@ -121,23 +115,16 @@ describe('sliced serving', () => {
       callback: (_e, m) => perSlice.push(m.subject),
     });
     stops.push(() => Promise.resolve(sub.unsubscribe()));
-    for (const host of ['a', 'b']) {
-      const h = new ShardHost(
-        {
-          cluster,
-          host,
-          nats: { servers: nats.url },
-          dataDir: join(dir, host),
-          pollMs: 50,
-          // a tick long enough for the pushes below to land in one
-          shard: { ...shardOptions, deltaIntervalMs: 100, hostDeltas: true, servingSlices: 2 },
-        },
-        { log: () => undefined },
-      );
-      await h.start();
-      stops.push(() => h.stop());
-    }
-    await waitFor(async () => (await hostsReady(cluster, 8)) === 8, {
+    // a tick long enough for the pushes below to land in one
+    const hosts = await startShardHosts({
+      cluster,
+      url: nats.url,
+      dir,
+      threads: { a: 0, b: 0 },
+      shard: { ...shardOptions, deltaIntervalMs: 100, hostDeltas: true, servingSlices: 2 },
+    });
+    for (const h of hosts) stops.push(() => h.stop());
+    await waitFor(async () => (await shardsAnswering(nats.nc, cluster, 8)) === 8, {
       timeoutMs: 15_000,
       message: 'the hosts to run all eight shards',
     });
@@ -145,22 +132,6 @@ describe('sliced serving', () => {
     // host a sent slice 1's parts in a message of their own
     expect(new Set(perSlice)).toEqual(new Set([`${subjects(cluster).prefix}.hdelta.a.2.1`]));
   });
-
-  async function hostsReady(cluster: string, shards: number): Promise<number> {
-    const s = subjects(cluster);
-    let n = 0;
-    for (let shard = 0; shard < shards; shard++) {
-      try {
-        await requestBytes(nats.nc, s.snapshot(shard), encodeSnapshotRequest({ t: 0, cursor: 0, limit: 1 }), {
-          timeoutMs: 500,
-        });
-        n++;
-      } catch {
-        // not running yet
-      }
-    }
-    return n;
-  }
 
   async function slicedAgainstWhole(
     cluster: string,
