@@ -41,10 +41,15 @@ describe('rolling progressive AUC in freshet status', () => {
         // the window holds the last 300 of 400 examples, not all of them
         expect(x.window).toBe(300);
         expect(x.windowAuc).not.toBeNull();
-        // one worker: the merged window histogram is its window (1024 bins vs the exact sort)
+        // one worker: the merged window histogram is its window, exactly
         expect(v.progressive?.examples).toBe(400);
         expect(v.progressive?.windowExamples).toBe(300);
-        expect(v.progressive!.windowAuc!).toBeCloseTo(x.windowAuc!, 2);
+        const own = mergeProgressive([w.worker.status().progressiveWindowHistogram]);
+        expect(own.examples).toBe(300);
+        expect(v.progressive!.windowAuc!).toBeCloseTo(own.auc, 9);
+        // and near the worker's exact sort: 1024 bins give scores within a bin half credit (a
+        // model this small puts many in one: 0.008 against 0.016 was seen)
+        expect(Math.abs(v.progressive!.windowAuc! - x.windowAuc!)).toBeLessThan(0.05);
         const text = renderStatus(v, nats.url);
         expect(text).toContain('WINDOW AUC');
         expect(text).toContain('(last 300)');
