@@ -69,6 +69,8 @@ export class SlicedRows {
   readonly sent = { requests: 0, batches: 0 };
   private readonly waiting = new Map<number, Waiting[]>();
   private flushScheduled = false;
+  /** Floats per row of the widest sparse table: what bounds a reply's rows per key. */
+  private readonly widestDim: number;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -80,6 +82,7 @@ export class SlicedRows {
     this.count = sl.count;
     this.index = sl.index;
     this.subj = subjects(o.cluster);
+    this.widestDim = Math.max(1, ...replica.spec.tables.map((t) => (t.kind === 'sparse' ? t.dim : 1)));
   }
 
   /** One slice's answer; asked once more when the node that got it could not answer. */
@@ -116,9 +119,8 @@ export class SlicedRows {
 
   /** Keys whose rows (the widest sparse table's) fill 3/4 of a message the server takes. */
   private keysPerReply(): number {
-    const dim = Math.max(1, ...this.replica.spec.tables.map((t) => (t.kind === 'sparse' ? t.dim : 1)));
     const payload = this.nc.info?.max_payload ?? 1024 * 1024;
-    return Math.max(64, Math.floor((payload * 0.75) / (dim * 4)));
+    return Math.max(64, Math.floor((payload * 0.75) / (this.widestDim * 4)));
   }
 
   private flush(): void {

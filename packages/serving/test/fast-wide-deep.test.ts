@@ -52,6 +52,25 @@ function randomParams(model: Model): ParamSource {
   };
 }
 
+/** {@link randomParams} with dense tensors of its own, which a test rewrites in place and announces by `stamp`. */
+function rewritableParams(
+  model: Model,
+  stamp: (table: number) => number,
+): { params: ParamSource; dense: Map<number, Float32Array> } {
+  const base = randomParams(model);
+  const dense = new Map<number, Float32Array>();
+  const params: ParamSource = {
+    rows: (t, keys) => base.rows(t, keys),
+    dense(t) {
+      let d = dense.get(t);
+      if (!d) dense.set(t, (d = base.dense(t).slice()));
+      return d;
+    },
+    stamp,
+  };
+  return { params, dense };
+}
+
 describe('FastWideDeep', () => {
   beforeAll(async () => {
     await initBackend();
@@ -114,18 +133,8 @@ describe('FastWideDeep', () => {
     (gemm) => {
       const model = createModel({ ...config, densePartFloats: 64 });
       expect(model.layout.mlp[0]!.w.tables.length).toBeGreaterThan(2);
-      const base = randomParams(model);
-      const dense = new Map<number, Float32Array>();
       const stamps = new Map<number, number>();
-      const params: ParamSource = {
-        rows: (t, keys) => base.rows(t, keys),
-        dense(t) {
-          let d = dense.get(t);
-          if (!d) dense.set(t, (d = base.dense(t).slice()));
-          return d;
-        },
-        stamp: (t) => stamps.get(t) ?? 0,
-      };
+      const { params } = rewritableParams(model, (t) => stamps.get(t) ?? 0);
       const fast = new FastWideDeep(model.layout, { gemm });
       const batch = model.encode(
         Array.from({ length: 24 }, (_, i): Example => ({
@@ -151,19 +160,8 @@ describe('FastWideDeep', () => {
 
   it('follows dense weights that change (stamped caches) and keeps no tensor per call (tfjs)', () => {
     const model = createModel(config);
-    const base = randomParams(model);
-    const dense = new Map<number, Float32Array>();
     let stamp = 0;
-    // Dense tensors that the test rewrites in place, announcing each change with a new stamp.
-    const params: ParamSource = {
-      rows: (t, keys) => base.rows(t, keys),
-      dense(t) {
-        let d = dense.get(t);
-        if (!d) dense.set(t, (d = base.dense(t).slice()));
-        return d;
-      },
-      stamp: () => stamp,
-    };
+    const { params, dense } = rewritableParams(model, () => stamp);
     const fast = new FastWideDeep(model.layout, { gemm: 'tfjs' });
     const examples = Array.from({ length: 32 }, (_, i): Example => ({
       features: { user: 'u1', device: 'ios', item: `i${i}`, price: i, hour: 3 },
