@@ -198,11 +198,16 @@ describe('shard threads', () => {
       // one host message per pull (awaited one by one); NATS spreads them over the queue group
       const N = 48;
       for (let i = 0; i < N; i++) expect(Array.from((await routed.pull(plan)).rows[0]!)).toEqual(want);
+      // batches pulled at the same moment share one host message: on each thread, their parts
+      // for its shards go over as one group (several parts for the same shard among them)
+      const together = await Promise.all(Array.from({ length: 6 }, () => routed.pull(plan)));
+      for (const p of together) expect(Array.from(p.rows[0]!)).toEqual(want);
+      const M = N + 3;
       // every part answered by its shard, wherever the message landed: none "not here"
-      expect(router.stats).toMatchObject({ hostMessages: N + 2, hostParts: (N + 2) * SHARDS, notHere: 0 });
+      expect(router.stats).toMatchObject({ hostMessages: M, hostParts: (N + 8) * SHARDS, notHere: 0 });
       expect(router.stats.hostFailures).toBe(0);
       // all four endpoints took some (a member left out of 48 has odds of about 4e-6)
-      await waitFor(() => host.status().hostMessages.reduce((x, y) => x + y) === N + 2, { timeoutMs: 5000 });
+      await waitFor(() => host.status().hostMessages.reduce((x, y) => x + y) === M, { timeoutMs: 5000 });
       const answered = host.status().hostMessages;
       expect(answered.length).toBe(4);
       expect(answered.every((n) => n > 0)).toBe(true);

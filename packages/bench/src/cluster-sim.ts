@@ -156,7 +156,9 @@ export interface SimKnobs {
    * The coalesced batches are one worker process's (built: worker `hostRouting.lingerMs`, a host
    * message waits that long for the parts of the process's next batches), not its machine's:
    * they arrive every fill, not every fill / processes, so each waits that much longer; and each
-   * batch's part for a shard stays a part of its own, handed to its thread on its own.
+   * batch's part for a shard stays a part of its own: a message's parts for one thread go over
+   * as one group (built: shard `HandOffs`), each part beyond a group's first charged
+   * `threadGroupPartUs` (`threadPartUs` where the costs predate groups).
    */
   coalesceWithinProcess?: boolean;
   /** Serving processes per serving machine (default 1); with sliced serving each holds a slice. */
@@ -499,9 +501,6 @@ export function simulate(
   const co = Math.max(1, knobs.coalesceBatches ?? 1);
   const coShare = 1 / co;
   const coWait = co > 1 ? ((co - 1) / 2) * (knobs.coalesceWithinProcess ? fill : fill / procs) : 0;
-  // A process's lingering host message carries each batch's part for a shard as a part of its
-  // own (host-messages.ts): the message is shared, the hand-off of each part to its thread is not.
-  const partShare = knobs.coalesceWithinProcess ? 1 : coShare;
 
   let now = 0;
   let natsMsgs = 0;
@@ -555,12 +554,17 @@ export function simulate(
    * difference of two busy times, too noisy to charge (0–12 µs in five quiet runs against 3.7–8.7
    * for the sender), and a low reading must not make the model optimistic.
    */
+  const touchedThreads = (rows: number) =>
+    hostThreads * (1 - Math.pow(1 - 1 / hostThreads, Math.max(1, rows)));
   const handoffUs = (rows: number, share = 1, gathered = false): number => {
     if (!perHost || hostThreads === 0) return 0;
-    const perMessage = rows / share;
-    const parts = hostThreads * (1 - Math.pow(1 - 1 / hostThreads, Math.max(1, perMessage)));
-    const handed = gathered ? parts : (parts * hostThreads) / (hostThreads + 1);
-    return handed * share * 2 * (costs.threadPartUs ?? 0);
+    const groups = touchedThreads(rows / share);
+    // A process's coalesced batches each keep a part of their own per shard (host-messages.ts),
+    // handed over in its thread's group: the parts beyond a group's first cost less.
+    const extra = knobs.coalesceWithinProcess ? Math.max(0, touchedThreads(rows) / share - groups) : 0;
+    const handed = gathered ? 1 : hostThreads / (hostThreads + 1);
+    const partUs = costs.threadPartUs ?? 0;
+    return handed * share * 2 * (groups * partUs + extra * (costs.threadGroupPartUs ?? partUs));
   };
 
   const heap = new Heap<Ev>();
@@ -640,7 +644,7 @@ export function simulate(
         arrive,
         2 * costs.nodeMsgUs * coShare +
           ((reqBytes + repBytes) * costs.nodeByteNs) / 1000 +
-          handoffUs(b.rowsPerShard, partShare),
+          handoffUs(b.rowsPerShard, coShare),
         b.rowsPerShard * costs.pullRowUs,
       );
       done = Math.max(done, bus(served, serverOfShard(s), serverOfWorker(w), repBytes, dense, coShare));
@@ -774,7 +778,7 @@ export function simulate(
             arrive,
             2 * costs.nodeMsgUs * coShare +
               (bytes * costs.nodeByteNs) / 1000 +
-              handoffUs(b.rowsPerShard, partShare),
+              handoffUs(b.rowsPerShard, coShare),
             (b.rowsPerShard + (dense > 0 ? denseFloats / 16 : 0)) * costs.applyRowUs,
           );
           pendRows[s]! += b.rowsPerShard;

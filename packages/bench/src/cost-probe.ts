@@ -58,6 +58,12 @@ export interface MeasuredCosts {
    * part (the model does not use it). Absent from results measured before.
    */
   threadPartRecvUs?: number;
+  /**
+   * What each part beyond the first adds when one host message hands several parts to a thread
+   * as one group (shard `HandOffs`: the parts of batches a worker sends together), host thread's
+   * CPU (µs). Absent from results measured before groups: each part charged `threadPartUs`.
+   */
+  threadGroupPartUs?: number;
   /** Worker: gradient compute per example, one thread (µs). */
   computeExampleUs: number;
   /** Worker: feature encoding per example on the main thread (µs). */
@@ -429,7 +435,7 @@ export async function measureCosts(dataPath: string): Promise<MeasuredCosts> {
   const nats = await measureNats();
   const js = await measureJetStream();
   const rows = measureShardAndServing();
-  const { threadPartUs, threadPartRecvUs } = await measureThreadHandoff();
+  const { threadPartUs, threadPartRecvUs, threadGroupPartUs } = await measureThreadHandoff();
   const c = await runComputeBench({ batches: [256], steps: 10 });
   const eps = Number(c.wide_deep_b256_examples_per_s ?? 0);
   return {
@@ -438,6 +444,7 @@ export async function measureCosts(dataPath: string): Promise<MeasuredCosts> {
     ...rows,
     threadPartUs,
     threadPartRecvUs,
+    threadGroupPartUs,
     computeExampleUs: eps > 0 ? r3(1e6 / eps) : 250,
     ...measureRows(dataPath),
     events: await measureEvents(dataPath),

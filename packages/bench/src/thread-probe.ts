@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { connectNats, startNatsServer } from '@freshet/nats';
 import { encodePull } from '@freshet/protocol';
-import { Shard, ShardThreads, type ShardOptionsInput } from '@freshet/shard';
+import { HandOffs, Shard, ShardThreads, type ShardOptionsInput } from '@freshet/shard';
 
 /**
  * What a shard host's thread spends to hand one host-message part to a shard thread and take its
@@ -13,11 +13,16 @@ import { Shard, ShardThreads, type ShardOptionsInput } from '@freshet/shard';
  * shard's own work in its thread is not counted (`threadPartUs`). The receiving side
  * (`threadPartRecvUs`): the shard thread's busy time per part less what the same pull costs a
  * shard called on its own thread (unpacking, the reply's packing, the port's message events).
+ * `threadGroupPartUs`: what each part beyond the first adds to a group of `group` parts handed
+ * over together (one host message's parts for one thread: HandOffs), host thread's busy time.
  */
-export async function measureThreadHandoff(opts: { calls?: number; keys?: number } = {}): Promise<{
+export async function measureThreadHandoff(
+  opts: { calls?: number; keys?: number; group?: number } = {},
+): Promise<{
   threadPartUs: number;
   threadPartSerialUs: number;
   threadPartRecvUs: number;
+  threadGroupPartUs: number;
 }> {
   const calls = opts.calls ?? 20_000;
   const keys = opts.keys ?? 24;
@@ -76,6 +81,24 @@ export async function measureThreadHandoff(opts: { calls?: number; keys?: number
     await busyUs(2000, 64);
     const piped = await busyUs(calls, 64);
     const serial = await busyUs(Math.ceil(calls / 4), 1);
+    // one host message's parts for the thread as a group (HandOffs): 1 and `group` parts
+    const grouped = (k: number) => async () => {
+      const h = new HandOffs();
+      for (let i = 0; i < k; i++) void shard.hostCall('pull', frame, h);
+      const [g] = h.groups();
+      await g!.done;
+      if (g!.result!.some((r) => !r)) throw new Error('the probe shard did not answer');
+    };
+    const group = opts.group ?? 8;
+    // a difference of two busy times, each disturbed by the other thread taking the core: the
+    // median of alternating rounds
+    const extra: number[] = [];
+    for (let round = 0; round < 5; round++) {
+      const one = await busyUs(Math.ceil(calls / 8), 64, grouped(1));
+      const k = await busyUs(Math.ceil(calls / group / 4), 64, grouped(group));
+      extra.push((k.host - one.host) / (group - 1));
+    }
+    extra.sort((a, b) => a - b);
     await shard.stop();
     // the same pulls answered by a shard on this thread: the shard's own work per part
     const nc = await connectNats({ servers: [server.url] }, 'freshet-thread-probe');
@@ -91,6 +114,7 @@ export async function measureThreadHandoff(opts: { calls?: number; keys?: number
         threadPartUs: +piped.host.toFixed(3),
         threadPartSerialUs: +serial.host.toFixed(3),
         threadPartRecvUs: +Math.max(0, piped.thread - alone.host).toFixed(3),
+        threadGroupPartUs: +Math.max(0, extra[2]!).toFixed(3),
       };
     } finally {
       await direct.stop();

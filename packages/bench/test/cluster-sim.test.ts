@@ -277,6 +277,31 @@ describe('scale-out knobs', () => {
     );
   });
 
+  it("a process's coalesced batches hand their parts for a thread over as one group", () => {
+    // Four batches of one process per host message (worker lingerMs): each keeps its own part per
+    // shard; a thread gets the message's parts for it as one group, each part beyond the first
+    // charged threadGroupPartUs (threadPartUs where the costs predate groups).
+    const own = {
+      ...knobs,
+      workerProcsPerMachine: 4,
+      inFlightBatches: 4,
+      coalesceBatches: 4,
+      coalesceWithinProcess: true,
+    };
+    const run = (c: MeasuredCosts) => simulate(c, big, 20_000, own, 2000);
+    const dear = run({ ...costs, threadPartUs: 10, threadGroupPartUs: 10 });
+    const cheap = run({ ...costs, threadPartUs: 10, threadGroupPartUs: 1 });
+    expect(dear.stable && cheap.stable).toBe(true);
+    expect(run({ ...costs, threadPartUs: 10 })).toEqual(dear);
+    // A part's ~630 rows touch all 15 shard threads: per message 15 groups of 4 parts, so 45
+    // parts beyond a group's first, 15/16 of them handed over, 2 × 9 µs less each (both ends),
+    // a quarter of it per batch, for each of a batch's 16 requests (a pull and a push per host).
+    const savedUs = (16 * (45 / 4) * (15 / 16) * 2 * 9) / cheap.examplesPerBatch;
+    const fell = dear.cpuUsPerExample.shard - cheap.cpuUsPerExample.shard;
+    expect(fell).toBeGreaterThan(0.8 * savedUs);
+    expect(fell).toBeLessThan(1.2 * savedUs);
+  });
+
   it("a shard host's message work is spread over its threads, not one endpoint thread", () => {
     // One shard machine of 16 cores for 16 worker machines, rows cheap: the host's message work
     // (receive, reply, their bytes) outweighs its row work.

@@ -14,5 +14,8 @@ describe('thread hand-off probe', () => {
     // the receiving side: a busy time less the shard's own, never negative, never absurd
     expect(r.threadPartRecvUs).toBeGreaterThanOrEqual(0);
     expect(r.threadPartRecvUs).toBeLessThan(1000);
+    // a part beyond a group's first: an increment of two busy times, never negative
+    expect(r.threadGroupPartUs).toBeGreaterThanOrEqual(0);
+    expect(r.threadGroupPartUs).toBeLessThan(1000);
   }, 60_000);
 });

@@ -8,15 +8,23 @@ import {
   type HostPartKind,
   type HostReply,
 } from '@freshet/protocol';
-import type { PartReply } from './part-calls.js';
+import { HandOffs, isGrouped, type GroupedReply, type RoutedReply } from './part-calls.js';
 
 /** The queue group of a threaded host's endpoints: its own thread and its shard threads. */
 export function hostQueue(host: string): string {
   return `freshet-shard-host-${host}`;
 }
 
-/** Where a host message's part goes: its shard's reply, or undefined (the shard does not run here). */
-export type PartRoute = (shard: number, kind: HostPartKind, frame: Uint8Array) => PartReply;
+/**
+ * Where a host message's part goes: its shard's reply, or undefined (the shard does not run here);
+ * a part for a shard of another thread joins that thread's group in `handOffs`.
+ */
+export type PartRoute = (
+  shard: number,
+  kind: HostPartKind,
+  frame: Uint8Array,
+  handOffs: HandOffs,
+) => RoutedReply;
 
 /** Host messages handled at once by default (shard host option `hostMessagesInFlight`). */
 export const HOST_MESSAGES_IN_FLIGHT = 1024;
@@ -30,6 +38,7 @@ export const HOST_MESSAGE_MAX_BYTES = 64 * 1024 * 1024;
  * here (moved away, not started yet). Parts are handed over in order, synchronously (or posted
  * to the shard's thread, whose port keeps their order), so a shard sees one host message's parts
  * in the order they were sent, and consecutive host messages too while one endpoint answers them.
+ * A message's parts for one other thread go to it as one group (part-calls.ts, HandOffs).
  * `queue`: a host with shard threads answers on its own thread and on each shard thread, a queue
  * group, so two host messages may reach a shard through different threads, in either order.
  */
@@ -49,14 +58,23 @@ export function hostEndpoints(
       if (req.op !== op) {
         throw new FreshetError('BAD_REQUEST', `a host ${req.op} message on the ${op} subject`);
       }
-      let pending = false;
-      const replies = req.parts.map((p) => {
-        const r = route(p.shard, op, p.frame);
-        if (r instanceof Promise) pending = true;
-        return r;
+      const handOffs = new HandOffs();
+      const out: HostReply = new Array<Uint8Array | undefined>(req.parts.length);
+      const grouped: [at: number, r: GroupedReply][] = [];
+      const waits: Promise<unknown>[] = [];
+      req.parts.forEach((p, i) => {
+        const r = route(p.shard, op, p.frame, handOffs);
+        if (r instanceof Promise) waits.push(r.then((f) => (out[i] = f)));
+        else if (isGrouped(r)) grouped.push([i, r]);
+        else out[i] = r;
       });
-      if (!pending) return encodeHostReply(replies as HostReply);
-      return Promise.all(replies.map((r) => Promise.resolve(r))).then(encodeHostReply);
+      for (const g of handOffs.groups()) waits.push(g.done);
+      if (waits.length === 0) return encodeHostReply(out);
+      // a shard's own handler and a group never reject
+      return Promise.all(waits).then(() => {
+        for (const [i, r] of grouped) out[i] = r.group.result![r.at];
+        return encodeHostReply(out);
+      });
     };
   const o = {
     maxInFlight: opts.maxInFlight ?? HOST_MESSAGES_IN_FLIGHT,

@@ -1,6 +1,7 @@
 import type { ActorState } from '@freshet/nats';
 import type { HostPartKind, ShardStatus } from '@freshet/protocol';
 import type { ShardOptions } from './shard-options.js';
+import type { HandOffs, RoutedReply } from './part-calls.js';
 
 /**
  * A shard as its shard host drives it, whether it runs on the host's own thread (a Shard) or in
@@ -27,9 +28,9 @@ export interface HostedShard {
   /**
    * The reply to one part of a host message (host-messages.ts): the shard's reply frame, an
    * error envelope for what its handler threw, or undefined while it serves none (starting,
-   * stopped). Never rejects.
+   * stopped). Never rejects. A shard of another thread joins its thread's group in `handOffs`.
    */
-  hostCall(kind: HostPartKind, frame: Uint8Array): Uint8Array | undefined | Promise<Uint8Array | undefined>;
+  hostCall(kind: HostPartKind, frame: Uint8Array, handOffs?: HandOffs): RoutedReply;
   /** After stop(): puts the final checkpoint in the Object Store, so the lease may go. */
   finishHandOff(): Promise<void>;
   checkpoint(): Promise<void>;

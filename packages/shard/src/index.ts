@@ -69,6 +69,7 @@ export { Shard, aligned, startShard, type ShardState, type ShardDeps, type Resto
 export type { HostedShard } from './hosted-shard.js';
 export { ShardThreads } from './shard-threads.js';
 export { ThreadShard } from './thread-shard.js';
+export { HandOffs, type GroupedReply, type PartGroup, type RoutedReply } from './part-calls.js';
 export {
   ShardHost,
   shardHostOptionsSchema,

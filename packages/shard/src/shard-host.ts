@@ -280,7 +280,7 @@ export class ShardHost implements ProcessActor {
         this.nc,
         o.cluster,
         o.host,
-        (shard, kind, frame) => this.running.get(shard)?.hostCall(kind, frame),
+        (shard, kind, frame, handOffs) => this.running.get(shard)?.hostCall(kind, frame, handOffs),
         {
           maxInFlight: o.hostMessagesInFlight,
           queue: o.threads > 0 ? hostQueue(o.host) : undefined,

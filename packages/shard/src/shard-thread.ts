@@ -3,8 +3,8 @@ import type { NatsConnection } from 'nats';
 import { connectNats, type Endpoint } from '@freshet/nats';
 import { FreshetError, subjects, toErrorEnvelope } from '@freshet/protocol';
 import { Shard } from './shard.js';
-import { hostEndpoints, hostQueue, type PartRoute } from './host-messages.js';
-import { fromTag, serveParts } from './part-calls.js';
+import { hostEndpoints, hostQueue } from './host-messages.js';
+import { fromTag, serveParts, type OwnRoute } from './part-calls.js';
 import { FramePacker, PortBatch } from './port-batch.js';
 import type { StoppedShard, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
 import { ThreadDeltas } from './thread-deltas.js';
@@ -25,7 +25,7 @@ const shards = new Map<number, Shard>();
 /** The shards started here, by their index (what this thread's host endpoints answer for itself). */
 const local = new Map<number, Shard>();
 /** A part for a shard of this thread (undefined: not running here). */
-const own: PartRoute = (shard, kind, frame) => local.get(shard)?.hostCall(kind, frame);
+const own: OwnRoute = (shard, kind, frame) => local.get(shard)?.hostCall(kind, frame);
 const peers = new ThreadPeers(own);
 let endpoints: Endpoint[] = [];
 let hostMessages = 0;
@@ -50,7 +50,7 @@ async function init(): Promise<void> {
       nc,
       data.cluster,
       data.host,
-      (shard, kind, frame) => own(shard, kind, frame) ?? peers.call(shard, kind, frame),
+      (shard, kind, frame, handOffs) => own(shard, kind, frame) ?? peers.call(shard, kind, frame, handOffs),
       {
         maxInFlight: data.endpoints.maxInFlight,
         queue: hostQueue(data.host),

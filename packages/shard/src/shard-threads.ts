@@ -5,7 +5,7 @@ import { FreshetError, type ErrorEnvelope, type HostPartKind } from '@freshet/pr
 import type { Tickable } from './delta-publisher.js';
 import type { HostDeltas } from './host-deltas.js';
 import type { ShardOptionsInput } from './shard-options.js';
-import { PartCalls, partTag } from './part-calls.js';
+import { PartCalls, partTag, type HandOffs, type RoutedReply } from './part-calls.js';
 import { unpackFrames } from './port-batch.js';
 import type { Command, ThreadData, ToMain, ToThread } from './shard-thread-messages.js';
 import { ThreadShard, type ShardThreadLink } from './thread-shard.js';
@@ -152,8 +152,10 @@ class ShardThread implements ShardThreadLink {
   }
 
   /** One part of a host message (a view of the socket's buffer), handed to the thread. */
-  call(sid: number, kind: HostPartKind, frame: Uint8Array): Promise<Uint8Array | undefined> | undefined {
-    return this.worker ? this.calls.call(partTag(sid, kind), frame) : undefined;
+  call(sid: number, kind: HostPartKind, frame: Uint8Array, handOffs?: HandOffs): RoutedReply {
+    if (!this.worker) return undefined;
+    const tag = partTag(sid, kind);
+    return handOffs ? handOffs.add(this.calls, tag, frame) : this.calls.call(tag, frame);
   }
 
   private onMessage(m: ToMain): void {

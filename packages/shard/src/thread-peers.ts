@@ -1,8 +1,15 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { HostPartKind } from '@freshet/protocol';
 import { PortBatch, type PackedFrames } from './port-batch.js';
-import type { PartRoute } from './host-messages.js';
-import { fromTag, PartCalls, partTag, serveParts } from './part-calls.js';
+import {
+  fromTag,
+  PartCalls,
+  partTag,
+  serveParts,
+  type HandOffs,
+  type OwnRoute,
+  type RoutedReply,
+} from './part-calls.js';
 
 /** What shard threads send each other over their ports. */
 type PeerMessage = { t: 'calls' | 'replies'; parts: PackedFrames };
@@ -19,7 +26,7 @@ export class ThreadPeers {
   private readonly routes = new Map<number, number>();
 
   /** `serve`: a part for a shard of this thread, by the shard's index. */
-  constructor(private readonly serve: PartRoute) {}
+  constructor(private readonly serve: OwnRoute) {}
 
   /** The port to shard thread `thread` (replacing one to a thread that died). */
   link(thread: number, port: MessagePort): void {
@@ -51,10 +58,11 @@ export class ThreadPeers {
     }
   }
 
-  /** A part for `shard` of another thread (undefined: no live thread known to run it). */
-  call(shard: number, kind: HostPartKind, frame: Uint8Array): Promise<Uint8Array | undefined> | undefined {
+  /** A part for `shard` of another thread, in its group there (undefined: no live thread known to run it). */
+  call(shard: number, kind: HostPartKind, frame: Uint8Array, handOffs: HandOffs): RoutedReply {
     const t = this.routes.get(shard);
-    return t === undefined ? undefined : this.links.get(t)?.calls.call(partTag(shard, kind), frame);
+    const calls = t === undefined ? undefined : this.links.get(t)?.calls;
+    return calls && handOffs.add(calls, partTag(shard, kind), frame);
   }
 
   close(): void {

@@ -1,6 +1,7 @@
 import type { ActorLog, ActorState } from '@freshet/nats';
 import type { HostPartKind, ShardStatus } from '@freshet/protocol';
 import type { HostedShard, RestoreInfo } from './hosted-shard.js';
+import type { HandOffs, RoutedReply } from './part-calls.js';
 import { compileShardOptions, type ShardOptions, type ShardOptionsInput } from './shard-options.js';
 import type { Command, StoppedShard } from './shard-thread-messages.js';
 
@@ -14,8 +15,8 @@ export interface ShardThreadLink {
   command(c: Command): Promise<unknown>;
   /** Tells the host's threads that this thread runs `shard` now (their endpoints hand its parts here). */
   announce(shard: number): Promise<void>;
-  /** One part of a host message (undefined: the thread is not running). */
-  call(sid: number, kind: HostPartKind, frame: Uint8Array): Promise<Uint8Array | undefined> | undefined;
+  /** One part of a host message, in its group for this thread if `handOffs` (undefined: the thread is not running). */
+  call(sid: number, kind: HostPartKind, frame: Uint8Array, handOffs?: HandOffs): RoutedReply;
 }
 
 /** A shard running in a shard thread, as its host drives it. */
@@ -109,9 +110,9 @@ export class ThreadShard implements HostedShard {
     return { ...(this.last ?? emptyStatus(this.options)), state: this._state };
   }
 
-  hostCall(kind: HostPartKind, frame: Uint8Array): Promise<Uint8Array | undefined> | undefined {
+  hostCall(kind: HostPartKind, frame: Uint8Array, handOffs?: HandOffs): RoutedReply {
     if (this._state !== 'running') return undefined;
-    return this.thread.call(this.sid, kind, frame);
+    return this.thread.call(this.sid, kind, frame, handOffs);
   }
 
   async checkpoint(): Promise<void> {
