@@ -44,6 +44,11 @@ export const busOptionsSchema = z.object({
    * it matters only with shard hosts (`shardHosts`).
    */
   hostRouting: z.boolean().default(true),
+  /**
+   * A host message waits this long for the parts of the worker's next batches (worker option
+   * `hostRouting.lingerMs`); 0: only what is sent in the same turn goes together.
+   */
+  hostLingerMs: z.number().min(0).max(250).default(0),
   /** A shard host's shards publish their deltas in one message per tick (shard `hostDeltas`). */
   hostDeltas: z.boolean().default(false),
   /**
@@ -82,6 +87,7 @@ export function busReport(o: BusOptions): Record<string, unknown> {
     int8_deltas: o.int8Deltas,
     pull_sessions: o.pullSessions,
     host_routing: o.hostRouting,
+    host_linger_ms: o.hostLingerMs,
     host_deltas: o.hostDeltas,
     delta_interval_ms: o.deltaIntervalMs,
     encoding: o.encoding,

@@ -593,7 +593,7 @@ export async function runClusterBench<A extends BenchActor>(
         halfPush: o.halfPush,
         int8Push: o.int8Push,
         pullSessions: o.pullSessions,
-        hostRouting: { enabled: o.hostRouting },
+        hostRouting: { enabled: o.hostRouting, lingerMs: o.hostLingerMs },
         ...(o.inFlight !== undefined ? { maxInFlightBatches: o.inFlight } : {}),
         ...(o.overlapPush !== undefined ? { overlapPush: o.overlapPush } : {}),
         ...(o.window !== undefined ? { metrics: { window: o.window } } : {}),

@@ -124,6 +124,15 @@ const scaleOutKnobs: SimKnobs = {
   coalesceBatches: 8,
 };
 
+/** `scale_out` as built: a replica per worker process, at most 64 serving slices, 4,000 delta messages/s per serving process. */
+const scaleOutBuiltKnobs: SimKnobs = {
+  ...scaleOutKnobs,
+  denseReplicaPerMachine: false,
+  coalesceBatches: 1,
+  servingMaxSlices: 64,
+  deltaMsgsPerServingNode: 4000,
+};
+
 export const scalingDesigns: readonly ScalingDesign[] = [
   {
     key: 'today',
@@ -190,13 +199,17 @@ export const scalingDesigns: readonly ScalingDesign[] = [
       'more processes (a rank asks every other slice) and a delta budget of 4,000 messages/s per ' +
       'serving process',
     built: true,
-    knobs: {
-      ...scaleOutKnobs,
-      denseReplicaPerMachine: false,
-      coalesceBatches: 1,
-      servingMaxSlices: 64,
-      deltaMsgsPerServingNode: 4000,
-    },
+    knobs: scaleOutBuiltKnobs,
+  },
+  {
+    key: 'scale_out_linger',
+    design:
+      "scale_out_built with each worker process's host messages waiting for its next batches' " +
+      'parts (worker hostRouting.lingerMs, about three batch intervals: 4 batches per message), ' +
+      "a message's parts for one shard thread handed over as one group (shard host HandOffs); " +
+      'each batch still keeps a part of its own per shard',
+    built: true,
+    knobs: { ...scaleOutBuiltKnobs, coalesceBatches: 4, coalesceWithinProcess: true },
   },
   {
     key: 'scale_out_hosts4',

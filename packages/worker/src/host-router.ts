@@ -53,14 +53,20 @@ interface Queue {
  * same host never overtakes it: kinds alternate in separate messages, sent in order; a host with
  * shard threads may answer two messages on different threads, in either order). With
  * `lingerMs` the messages wait that long for the parts of batches sent soon after: fewer, larger
- * messages for a little latency.
+ * messages for a little latency. A lingering window keeps one pull and one push message per host
+ * (a worker with batches in flight interleaves pulls and pushes: alternating messages would share
+ * nothing) and sends the pushes first: a pull still never overtakes a push issued before it, and
+ * a push may overtake a pull of the same window, which then reads the rows it changed.
  */
 export class HostRouter {
   private readonly subj;
   private hosts: readonly string[] = [];
   private readonly cool = new Map<string, number>();
   private queues: Queue[] = [];
+  /** The queue parts for a host (and kind, when lingering) join now. */
   private readonly lastOf = new Map<string, Queue>();
+  /** Hosts with parts waiting in `queues`. */
+  private readonly waiting = new Set<string>();
   private scheduled = false;
   private watch: QueuedIterator<KvEntry> | undefined;
   private watching: Promise<void> | undefined;
@@ -125,21 +131,23 @@ export class HostRouter {
     const placed = this.hosts[shard];
     // behind the parts already waiting for its host, whatever befell the host meanwhile: a
     // request never overtakes one issued before it to the same shard
-    const host = placed !== undefined && this.lastOf.has(placed) ? placed : this.hostOf(shard);
+    const host = placed !== undefined && this.waiting.has(placed) ? placed : this.hostOf(shard);
     if (host === undefined) return this.direct(op, shard, frame);
+    const linger = this.o.lingerMs ?? 0;
     return new Promise((resolve, reject) => {
-      let q = this.lastOf.get(host);
+      const key = linger > 0 ? `${host}\u0000${op}` : host;
+      let q = this.lastOf.get(key);
       const cap = Math.min(this.o.maxMessageBytes, (this.nc.info?.max_payload ?? Infinity) - 4096);
       if (!q || q.op !== op || q.bytes + frame.byteLength > cap || q.parts.length >= MAX_HOST_PARTS) {
         q = { host, op, parts: [], bytes: 0 };
         this.queues.push(q);
-        this.lastOf.set(host, q);
+        this.lastOf.set(key, q);
+        this.waiting.add(host);
       }
       q.parts.push({ shard, frame, resolve, reject });
       q.bytes += frame.byteLength;
       if (!this.scheduled) {
         this.scheduled = true;
-        const linger = this.o.lingerMs ?? 0;
         if (linger > 0) setTimeout(() => this.flush(), linger);
         else queueMicrotask(() => this.flush());
       }
@@ -153,9 +161,14 @@ export class HostRouter {
   }
 
   private flush(): void {
-    const queues = this.queues;
+    // lingering: pushes first (stable: each kind in the order its messages were begun)
+    const queues =
+      (this.o.lingerMs ?? 0) > 0
+        ? [...this.queues.filter((q) => q.op === 'push'), ...this.queues.filter((q) => q.op === 'pull')]
+        : this.queues;
     this.queues = [];
     this.lastOf.clear();
+    this.waiting.clear();
     this.scheduled = false;
     for (const q of queues) {
       // a lone part, or a host that failed while these waited (lingerMs): each to its shard

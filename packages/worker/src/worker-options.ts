@@ -199,9 +199,12 @@ export const workerOptionsSchema = z.object({
       /**
        * How long a host message waits for the parts of batches sent soon after (0: only those
        * sent in the same turn of the event loop go together). Every pull and push waits this
-       * long more; in exchange a busy worker sends fewer, larger messages.
+       * long more; in exchange a busy worker sends fewer, larger messages, and a shard host
+       * hands the parts of several batches to each of its threads at once (docs/performance.md,
+       * "Coalescing a worker's batches"). Up to 250: a few batch intervals of a worker at a
+       * large cluster's rate.
        */
-      lingerMs: z.number().min(0).max(100).default(0),
+      lingerMs: z.number().min(0).max(250).default(0),
     })
     .strict()
     .prefault({}),

@@ -171,13 +171,32 @@ describe('host routing', () => {
         for (const sh of h.shards.values()) expect(sh.status().pullSessions?.sessions).toBe(3);
 
       // batches sent a little apart travel together when host messages linger for them
-      const lingering = await startRouter(cluster, kv, 3, 'b', 40);
+      const lingering = await startRouter(cluster, kv, 3, 'b', 150);
       try {
         const l = client(cluster, lingering);
         const first = l.pull(plan);
         await new Promise((r) => setTimeout(r, 5));
         await Promise.all([first, l.pull(plan)]);
         expect(lingering.stats).toMatchObject({ hostMessages: 2, hostParts: 8, direct: 0 });
+        // batches in flight interleave pulls and pushes: a window keeps one pull and one push
+        // message per host, the pushes sent first, so the pull issued after the push reads it
+        const b0 = await l.pull(plan);
+        const before = { ...lingering.stats };
+        const pushed = l.push(plan, b0, [new Float32Array(b0.rows[0]!.length).fill(0.5)], {
+          id: 'interleaved',
+          examples: 64,
+        });
+        await new Promise((r) => setTimeout(r, 5));
+        const next = l.pull(plan);
+        await new Promise((r) => setTimeout(r, 5));
+        const third = l.pull(plan);
+        expect((await pushed).accepted.size).toBe(SHARDS);
+        const [after, last] = await Promise.all([next, third]);
+        expect(lingering.stats.hostMessages - before.hostMessages).toBe(4);
+        expect(lingering.stats.hostParts - before.hostParts).toBe(12);
+        expect(Array.from(after.rows[0]!)).not.toEqual(Array.from(b0.rows[0]!));
+        expect(Array.from(last.rows[0]!)).toEqual(Array.from(after.rows[0]!));
+        for (const [shard, v] of b0.base) expect(after.base.get(shard)).toBeGreaterThan(v);
       } finally {
         await lingering.stop();
       }

@@ -17,6 +17,7 @@ export interface BusFlags {
   pullSessions?: boolean;
   /** commander's `--no-host-routing`: true unless given. */
   hostRouting?: boolean;
+  hostLingerMs: number;
   hostDeltas?: boolean;
   deltaIntervalMs: number;
   encoding: 'json' | 'msgpack';
@@ -54,6 +55,12 @@ export function withBusFlags(c: Command): Command {
       '--no-host-routing',
       'workers ask each shard of a shard host on its own (the default: one message per host)',
     )
+    .option(
+      '--host-linger-ms <n>',
+      "a host message waits this long for the worker's next batches' parts",
+      nonNegativeInt,
+      0,
+    )
     .option('--host-deltas', "a shard host's shards publish their deltas in one message per tick")
     .option('--delta-interval-ms <n>', 'shards publish deltas this often', positiveInt, 5)
     .option('--encoding <kind>', 'events published as json or msgpack', eventEncoding, 'json')
@@ -75,6 +82,7 @@ export function busInput(o: BusFlags) {
     int8Deltas: o.int8Deltas === true,
     pullSessions: o.pullSessions !== false,
     hostRouting: o.hostRouting !== false,
+    hostLingerMs: o.hostLingerMs,
     hostDeltas: o.hostDeltas === true,
     deltaIntervalMs: o.deltaIntervalMs,
     encoding: o.encoding,
