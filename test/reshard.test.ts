@@ -136,8 +136,16 @@ describe('resharding: shards move between hosts under load', () => {
       model: faultModel,
     });
     const s0 = await startRole('serving', servingOpts('s0'));
+    // wb's host messages linger for its next batches' parts (2000 × 2 workers / 400 = 10 ms):
+    // windows of parts that a move leaves "not here", or a host's failure sends direct
+    const lingering = { hostRouting: { hostMsgsPerS: 400 } };
     await Promise.all(
-      ['wa', 'wb'].map((id) => startRole('worker', workerOptions(cluster, id, SHARDS, PARTS, nats.url))),
+      ['wa', 'wb'].map((id) =>
+        startRole(
+          'worker',
+          workerOptions(cluster, id, SHARDS, PARTS, nats.url, id === 'wb' ? lingering : {}),
+        ),
+      ),
     );
     const settle = async (what: string) => {
       await waitFor(async () => (await outstanding(nats.nc, cluster, PARTS)) === 0, {

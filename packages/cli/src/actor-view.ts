@@ -56,6 +56,8 @@ export interface WorkerView {
   hostParts: number | null;
   directRequests: number | null;
   hostFailures: number | null;
+  /** How long its last host-message window lingered for more parts (ms). */
+  hostLingerMs: number | null;
 }
 
 export interface ServingView {
@@ -188,6 +190,7 @@ export function workerView(a: ActorStatus): WorkerView {
     hostParts: n(s, 'hostRouting.hostParts'),
     directRequests: n(s, 'hostRouting.direct'),
     hostFailures: n(s, 'hostRouting.hostFailures'),
+    hostLingerMs: n(s, 'hostRouting.lingerMs'),
   };
 }
 

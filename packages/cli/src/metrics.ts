@@ -45,6 +45,7 @@ interface Instruments {
   workerHostMessages: Counter;
   workerShardRequests: Counter;
   workerHostFailures: Counter;
+  workerHostLinger: Gauge;
   servingVersion: Gauge;
   servingFreshness: Gauge;
   servingRequestRate: Gauge;
@@ -112,6 +113,10 @@ function instruments(registry: Registry): Instruments {
       'freshet_worker_host_failures_total',
       "Host messages that got no reply (that host's shards are then asked directly for a while).",
     ),
+    workerHostLinger: g(
+      'freshet_worker_host_linger_seconds',
+      "How long the worker's last host message waited for more batches' parts (hostRouting.lingerMs or hostMsgsPerS).",
+    ),
     servingVersion: g('freshet_serving_version', 'Parameter version the serving node scores with.'),
     servingFreshness: g('freshet_serving_freshness_seconds', 'Event-to-serving freshness.', ['quantile']),
     servingRequestRate: g('freshet_serving_requests_per_second', 'Score/rank requests per second.'),
@@ -164,6 +169,7 @@ function record(m: Instruments, a: ActorStatus, cluster: string): void {
     setCounter(m.workerShardRequests, { ...labels, path: 'host' } as Labels, v.hostParts);
     setCounter(m.workerShardRequests, { ...labels, path: 'direct' } as Labels, v.directRequests);
     setCounter(m.workerHostFailures, labels, v.hostFailures);
+    setGauge(m.workerHostLinger, labels, v.hostLingerMs === null ? null : v.hostLingerMs / 1000);
   } else {
     const v = servingView(a);
     setGauge(m.servingVersion, labels, v.version);

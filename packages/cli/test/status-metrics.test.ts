@@ -125,7 +125,14 @@ describe('metrics', () => {
         acksConfirming: 4,
         counters: { ackRetries: 9, appliedRedeliveries: 2 },
         deadLetters: { RATE_LIMITED: 3, OVERSIZE: 0 },
-        hostRouting: { hostMessages: 6, hostParts: 20, direct: 3, notHere: 1, hostFailures: 1 },
+        hostRouting: {
+          hostMessages: 6,
+          hostParts: 20,
+          direct: 3,
+          notHere: 1,
+          hostFailures: 1,
+          lingerMs: 120,
+        },
       }),
     });
     const a = await reg.metrics();
@@ -145,6 +152,7 @@ describe('metrics', () => {
       'freshet_worker_shard_requests_total{cluster="c1",role="worker",id="w-1",path="direct"} 3',
     );
     expect(a).toContain('freshet_worker_host_failures_total{cluster="c1",role="worker",id="w-1"} 1');
+    expect(a).toContain('freshet_worker_host_linger_seconds{cluster="c1",role="worker",id="w-1"} 0.12');
     expect(a).toContain('freshet_worker_progressive_auc{cluster="c1",role="worker",id="w-1"} 0.7');
     expect(a).toContain('freshet_worker_process_cpu_seconds_total');
     expect(await reg.metrics()).toContain(

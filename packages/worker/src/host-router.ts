@@ -9,6 +9,21 @@ import {
   type HostPartKind,
 } from '@freshet/protocol';
 
+/** The longest a host message waits for more parts (`lingerMs`, and the adaptive linger). */
+export const MAX_LINGER_MS = 250;
+
+/**
+ * The linger that keeps each shard host under `hostMsgsPerS` host messages a second from
+ * `workers` busy workers (worker option `hostRouting.hostMsgsPerS`): a worker's window sends at
+ * most one pull and one push message to each host, and a busy worker opens one window after
+ * another, so the cluster sends each host 2 × workers messages per window length. As the
+ * shards' delta interval grows with the shards to bound a serving node's messages, this grows
+ * with the workers to bound a host's: more batches share each message, each waits longer.
+ */
+export function adaptiveLingerMs(workers: number, hostMsgsPerS: number, floorMs = 0): number {
+  return Math.min(MAX_LINGER_MS, Math.max(floorMs, (2000 * Math.max(1, workers)) / hostMsgsPerS));
+}
+
 export interface HostRouterOptions {
   cluster: string;
   timeoutMs: number;
@@ -21,6 +36,11 @@ export interface HostRouterOptions {
    * 0: only the requests issued in the same turn of the event loop travel together.
    */
   lingerMs?: number | undefined;
+  /**
+   * The linger of each window, asked as it opens (the worker's adaptive `hostMsgsPerS`); takes
+   * the place of `lingerMs`.
+   */
+  linger?: (() => number) | undefined;
   signal?: AbortSignal | undefined;
   log?: (level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -68,10 +88,15 @@ export class HostRouter {
   /** Hosts with parts waiting in `queues`. */
   private readonly waiting = new Set<string>();
   private scheduled = false;
+  /** The open window's linger (ms; 0: this turn only). */
+  private windowMs = 0;
   private watch: QueuedIterator<KvEntry> | undefined;
   private watching: Promise<void> | undefined;
-  /** Host messages and their parts, requests sent directly, parts a host did not run, failed host messages. */
-  readonly stats = { hostMessages: 0, hostParts: 0, direct: 0, notHere: 0, hostFailures: 0 };
+  /**
+   * Host messages and their parts, requests sent directly, parts a host did not run, failed host
+   * messages; the last window's linger.
+   */
+  readonly stats = { hostMessages: 0, hostParts: 0, direct: 0, notHere: 0, hostFailures: 0, lingerMs: 0 };
 
   constructor(
     private readonly nc: NatsConnection,
@@ -133,9 +158,15 @@ export class HostRouter {
     // request never overtakes one issued before it to the same shard
     const host = placed !== undefined && this.waiting.has(placed) ? placed : this.hostOf(shard);
     if (host === undefined) return this.direct(op, shard, frame);
-    const linger = this.o.lingerMs ?? 0;
+    if (!this.scheduled) {
+      this.scheduled = true;
+      this.windowMs = Math.min(MAX_LINGER_MS, Math.max(0, this.o.linger?.() ?? this.o.lingerMs ?? 0));
+      this.stats.lingerMs = this.windowMs;
+      if (this.windowMs > 0) setTimeout(() => this.flush(), this.windowMs);
+      else queueMicrotask(() => this.flush());
+    }
     return new Promise((resolve, reject) => {
-      const key = linger > 0 ? `${host}\u0000${op}` : host;
+      const key = this.windowMs > 0 ? `${host}\u0000${op}` : host;
       let q = this.lastOf.get(key);
       const cap = Math.min(this.o.maxMessageBytes, (this.nc.info?.max_payload ?? Infinity) - 4096);
       if (!q || q.op !== op || q.bytes + frame.byteLength > cap || q.parts.length >= MAX_HOST_PARTS) {
@@ -146,11 +177,6 @@ export class HostRouter {
       }
       q.parts.push({ shard, frame, resolve, reject });
       q.bytes += frame.byteLength;
-      if (!this.scheduled) {
-        this.scheduled = true;
-        if (linger > 0) setTimeout(() => this.flush(), linger);
-        else queueMicrotask(() => this.flush());
-      }
     });
   }
 
@@ -163,7 +189,7 @@ export class HostRouter {
   private flush(): void {
     // lingering: pushes first (stable: each kind in the order its messages were begun)
     const queues =
-      (this.o.lingerMs ?? 0) > 0
+      this.windowMs > 0
         ? [...this.queues.filter((q) => q.op === 'push'), ...this.queues.filter((q) => q.op === 'pull')]
         : this.queues;
     this.queues = [];

@@ -5,6 +5,7 @@ import { compileModelConfig } from '@freshet/model';
 import { natsOptionsSchema } from '@freshet/nats';
 import { assertClusterName, FreshetError } from '@freshet/protocol';
 import { joinerOptionsSchema } from './joiner-options.js';
+import { MAX_LINGER_MS } from './host-router.js';
 import { modelGuardSchema } from './model-guard.js';
 
 const ms = z.number().int().min(1);
@@ -202,9 +203,15 @@ export const workerOptionsSchema = z.object({
        * long more; in exchange a busy worker sends fewer, larger messages, and a shard host
        * hands the parts of several batches to each of its threads at once (docs/performance.md,
        * "Coalescing a worker's batches"). Up to 250: a few batch intervals of a worker at a
-       * large cluster's rate.
+       * large cluster's rate. With `hostMsgsPerS`, the least linger.
        */
-      lingerMs: z.number().min(0).max(250).default(0),
+      lingerMs: z.number().min(0).max(MAX_LINGER_MS).default(0),
+      /**
+       * Keep each shard host under this many host messages a second from all the workers: the
+       * linger grows with the live workers (2000 × workers / hostMsgsPerS ms, at least `lingerMs`,
+       * at most 250), as the shards' delta interval grows with the shards. Unset: `lingerMs`.
+       */
+      hostMsgsPerS: z.number().positive().optional(),
     })
     .strict()
     .prefault({}),

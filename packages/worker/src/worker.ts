@@ -49,7 +49,7 @@ import { PullFeed } from './pull-feed.js';
 import { ServedCtr, type ServedCounts } from './served-ctr.js';
 import { ConsumerLag } from './consumer-lag.js';
 import { ProgressiveMetrics, type ProgressiveHistogram, type ProgressiveSnapshot } from './progressive.js';
-import { HostRouter } from './host-router.js';
+import { adaptiveLingerMs, HostRouter } from './host-router.js';
 import { ShardClient } from './shard-client.js';
 import { compileWorkerOptions, type WorkerOptions, type WorkerOptionsInput } from './worker-options.js';
 import type { Buffered, PartitionState, WorkerCounters, WorkerLog } from './worker-types.js';
@@ -393,6 +393,16 @@ export class Worker implements ProcessActor {
   }
 
   /** Connects, starts the compute threads, ensures consumers, takes leases, starts consuming. */
+  /** The linger per window that keeps shard hosts under `hostMsgsPerS` (none: fixed `lingerMs`). */
+  private adaptiveLinger(h: {
+    hostMsgsPerS?: number | undefined;
+    lingerMs: number;
+  }): (() => number) | undefined {
+    const budget = h.hostMsgsPerS;
+    if (budget === undefined) return undefined;
+    return () => adaptiveLingerMs(this.leases?.members.length ?? 1, budget, h.lingerMs);
+  }
+
   start(): Promise<void> {
     return this.life.start();
   }
@@ -459,6 +469,7 @@ export class Worker implements ProcessActor {
           maxMessageBytes: o.hostRouting.maxMessageBytes,
           cooldownMs: o.hostRouting.cooldownMs,
           lingerMs: o.hostRouting.lingerMs,
+          linger: this.adaptiveLinger(o.hostRouting),
           signal: this.abort.signal,
           log: (level, msg, fields) => this.log(level, msg, fields),
         });

@@ -13,7 +13,7 @@ import {
   useTempDirs,
   waitFor,
 } from '@freshet/testkit';
-import { HostRouter } from '../src/host-router.js';
+import { adaptiveLingerMs, HostRouter, MAX_LINGER_MS } from '../src/host-router.js';
 import { ShardClient } from '../src/shard-client.js';
 
 const nats = useNats();
@@ -68,6 +68,18 @@ function client(cluster: string, router?: HostRouter, pullSessions = false): Sha
     router,
   });
 }
+
+describe('adaptive linger', () => {
+  it('grows with the workers to keep a host under its message budget, between the floor and 250 ms', () => {
+    // each busy worker sends a host a pull and a push message per window
+    expect(adaptiveLingerMs(10, 20_000)).toBe(1);
+    expect(adaptiveLingerMs(1000, 20_000)).toBe(100);
+    expect((2 * 1000 * 1000) / adaptiveLingerMs(1000, 20_000)).toBe(20_000);
+    expect(adaptiveLingerMs(10_000, 20_000)).toBe(MAX_LINGER_MS);
+    expect(adaptiveLingerMs(10, 20_000, 30)).toBe(30);
+    expect(adaptiveLingerMs(0, 20_000)).toBe(adaptiveLingerMs(1, 20_000));
+  });
+});
 
 describe('host routing', () => {
   it("sends a batch's pulls and pushes to one host's shards as one message each, and falls back to each shard", async () => {
@@ -169,6 +181,33 @@ describe('host routing', () => {
       // every shard got its three pulls (it holds each one's keys for the push)
       for (const h of hosts)
         for (const sh of h.shards.values()) expect(sh.status().pullSessions?.sessions).toBe(3);
+
+      // a linger chosen as each window opens (the worker's hostMsgsPerS), reported in stats
+      let asked = 0;
+      const adaptive = new HostRouter(nats.nc, {
+        cluster,
+        timeoutMs: 3000,
+        maxMessageBytes: 1 << 20,
+        cooldownMs: 60_000,
+        linger: () => (++asked === 1 ? 150 : 0),
+      });
+      await adaptive.start(kv);
+      try {
+        await waitFor(() => adaptive.hostOf(3) === 'b', { timeoutMs: 5000 });
+        const a = client(cluster, adaptive);
+        const first = a.pull(plan);
+        await new Promise((r) => setTimeout(r, 5));
+        await Promise.all([first, a.pull(plan)]);
+        expect(adaptive.stats).toMatchObject({ hostMessages: 2, hostParts: 8, lingerMs: 150 });
+        // the next window asks again: 0, this turn only
+        const next = a.pull(plan);
+        await new Promise((r) => setTimeout(r, 5));
+        await Promise.all([next, a.pull(plan)]);
+        expect(adaptive.stats).toMatchObject({ hostMessages: 6, hostParts: 16, lingerMs: 0 });
+        expect(asked).toBe(3);
+      } finally {
+        await adaptive.stop();
+      }
 
       // batches sent a little apart travel together when host messages linger for them
       const lingering = await startRouter(cluster, kv, 3, 'b', 150);
