@@ -161,6 +161,13 @@ export interface SimKnobs {
    * `threadGroupPartUs` (`threadPartUs` where the costs predate groups).
    */
   coalesceWithinProcess?: boolean;
+  /**
+   * The workers' adaptive linger (built: worker `hostRouting.hostMsgsPerS`): each worker
+   * process's host messages wait 2000 × processes / hostMsgsPerS ms (at most 250) for its next
+   * batches' parts, so 1 + linger / fill batches share a message (within the process, as
+   * `coalesceWithinProcess`); replaces `coalesceBatches`.
+   */
+  hostMsgsPerS?: number;
   /** Serving processes per serving machine (default 1); with sliced serving each holds a slice. */
   servingProcsPerMachine?: number;
   /** CPU the bench process spends per example beyond what is simulated (calibration only). */
@@ -204,6 +211,8 @@ export interface SimResult {
   denseBytesPerExample: number;
   /** Examples per trained batch (batches close after maxWaitMs) and per dense replica flush. */
   examplesPerBatch: number;
+  /** Batches whose pulls (and pushes) share a message to a host (coalescing; 1: none). */
+  batchesPerMessage: number;
   examplesPerFlush: number | null;
   /** CPU µs per trained example by process kind (the local cluster's `cpu_s` to compare with). */
   cpuUsPerExample: Record<'worker' | 'shard' | 'serving' | 'nats' | 'clients', number>;
@@ -498,9 +507,11 @@ export function simulate(
   const rowsPerShard = Ub / touched;
   // A batch's share of a coalesced pull or push message, and its wait for the others: batches of
   // a worker machine arrive every fill / procs, and a coalesced one waits for k − 1 of them.
-  const co = Math.max(1, knobs.coalesceBatches ?? 1);
+  const lingerUs = knobs.hostMsgsPerS ? Math.min(250_000, (2e6 * W) / knobs.hostMsgsPerS) : 0;
+  const co = knobs.hostMsgsPerS ? 1 + lingerUs / fill : Math.max(1, knobs.coalesceBatches ?? 1);
+  const ownBatches = knobs.coalesceWithinProcess === true || knobs.hostMsgsPerS !== undefined;
   const coShare = 1 / co;
-  const coWait = co > 1 ? ((co - 1) / 2) * (knobs.coalesceWithinProcess ? fill : fill / procs) : 0;
+  const coWait = co > 1 ? ((co - 1) / 2) * (ownBatches ? fill : fill / procs) : 0;
 
   let now = 0;
   let natsMsgs = 0;
@@ -561,7 +572,7 @@ export function simulate(
     const groups = touchedThreads(rows / share);
     // A process's coalesced batches each keep a part of their own per shard (host-messages.ts),
     // handed over in its thread's group: the parts beyond a group's first cost less.
-    const extra = knobs.coalesceWithinProcess ? Math.max(0, touchedThreads(rows) / share - groups) : 0;
+    const extra = ownBatches ? Math.max(0, touchedThreads(rows) / share - groups) : 0;
     const handed = gathered ? 1 : hostThreads / (hostThreads + 1);
     const partUs = costs.threadPartUs ?? 0;
     return handed * share * 2 * (groups * partUs + extra * (costs.threadGroupPartUs ?? partUs));
@@ -968,6 +979,7 @@ export function simulate(
     busBytesPerExample: perEx(busBytes),
     denseBytesPerExample: perEx(denseBus),
     examplesPerBatch: batchSize,
+    batchesPerMessage: Math.round(co * 100) / 100,
     examplesPerFlush: flushes > 0 ? Math.round(flushedExamples / flushes) : null,
     cpuUsPerExample: {
       worker: cpuOf([...workerMain, ...workerPool]),

@@ -212,6 +212,15 @@ export const scalingDesigns: readonly ScalingDesign[] = [
     knobs: { ...scaleOutBuiltKnobs, coalesceBatches: 4, coalesceWithinProcess: true },
   },
   {
+    key: 'scale_out_adaptive',
+    design:
+      'scale_out_linger with the linger grown with the worker processes to keep each shard host ' +
+      'under 20,000 host messages a second (worker hostRouting.hostMsgsPerS 20000: 2000 x ' +
+      'processes / 20000 ms, at most 250): ~4 ms at 10 machines, 30 at 100, 250 at 1000',
+    built: true,
+    knobs: { ...scaleOutBuiltKnobs, hostMsgsPerS: 20_000 },
+  },
+  {
     key: 'scale_out_hosts4',
     design:
       'scale_out with 4 shard host processes per shard machine, 3 shard threads each: a host ' +
@@ -641,6 +650,7 @@ export async function runScalingModel(o: ScalingModelOptions): Promise<Record<st
       bytes_per_example: r.max.throughput > 0 ? r.max.busBytesPerExample : null,
       dense_bytes_per_example: r.max.throughput > 0 ? r.max.denseBytesPerExample : null,
       examples_per_batch: r.max.examplesPerBatch,
+      batches_per_message: r.max.batchesPerMessage,
       examples_per_flush: r.max.examplesPerFlush,
       shards_touched_per_batch: r.max.shardsTouchedPerBatch,
       batch_p50_ms: r.max.batchP50Ms,

@@ -302,6 +302,31 @@ describe('scale-out knobs', () => {
     expect(fell).toBeLessThan(1.2 * savedUs);
   });
 
+  it("the workers' adaptive linger grows with the worker processes, bounding a host's messages", () => {
+    const adaptive = { ...knobs, workerProcsPerMachine: 4, inFlightBatches: 4, hostMsgsPerS: 4000 };
+    const more = { ...big, workerMachines: 8 };
+    const small = simulate(costs, big, 20_000, adaptive, 2000);
+    const large = simulate(costs, more, 40_000, adaptive, 2000);
+    expect(small.stable && large.stable).toBe(true);
+    // 2000 × processes / budget ms of each process's batches, one every fill: 16 processes
+    // linger 8 ms, 32 linger 16 ms; the same events per process, so the same fill
+    const expected = (r: typeof small, procs: number) => {
+      const fillMs = (r.examplesPerBatch / (r.throughput / procs)) * 1000;
+      return 1 + (2000 * procs) / 4000 / fillMs;
+    };
+    expect(small.batchesPerMessage).toBeGreaterThan(1);
+    expect(small.batchesPerMessage).toBeCloseTo(expected(small, 16), 0);
+    expect(large.batchesPerMessage).toBeCloseTo(expected(large, 32), 0);
+    expect(large.batchesPerMessage - 1).toBeGreaterThan(1.6 * (small.batchesPerMessage - 1));
+    // twice the workers, twice the events: host messages grow by less than twice
+    const hostMsgs = (r: typeof small) => r.natsMsgsPerS;
+    expect(hostMsgs(large)).toBeLessThan(2 * hostMsgs(small));
+    // the default coalesces nothing
+    expect(
+      simulate(costs, big, 20_000, { ...adaptive, hostMsgsPerS: undefined }, 2000).batchesPerMessage,
+    ).toBe(1);
+  });
+
   it("a shard host's message work is spread over its threads, not one endpoint thread", () => {
     // One shard machine of 16 cores for 16 worker machines, rows cheap: the host's message work
     // (receive, reply, their bytes) outweighs its row work.
