@@ -71,6 +71,8 @@ const layoutGrid: readonly (readonly [number, number])[] = [
   [0.4, 0.05],
   [0.6, 0.05],
   [0.45, 0.12],
+  // at 1000 machines a design whose shard hosts coalesce well wants more workers than 0.45
+  [0.5, 0.12],
   [0.4, 0.18],
 ];
 
@@ -216,9 +218,10 @@ export const scalingDesigns: readonly ScalingDesign[] = [
     design:
       'scale_out_linger with the linger grown with the worker processes to keep each shard host ' +
       'under 20,000 host messages a second (worker hostRouting.hostMsgsPerS 20000: 2000 x ' +
-      'processes / 20000 ms, at most 250): ~4 ms at 10 machines, 30 at 100, 250 at 1000',
+      'processes / 20000 ms, at most 250): ~4 ms at 10 machines, 30 at 100, 250 at 1000; 6 ' +
+      'batches in flight per worker (4 leave the workers waiting on their lingering batches)',
     built: true,
-    knobs: { ...scaleOutBuiltKnobs, hostMsgsPerS: 20_000 },
+    knobs: { ...scaleOutBuiltKnobs, hostMsgsPerS: 20_000, inFlightBatches: 6 },
   },
   {
     key: 'scale_out_hosts4',
