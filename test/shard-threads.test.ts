@@ -222,13 +222,14 @@ describe('shard threads', () => {
 
   it('a shard thread that dies has its shards restarted from their data dirs, nothing acknowledged lost', async () => {
     const cluster = uniqueName('sthreadx').replace(/[^A-Za-z0-9_-]/g, '');
-    await placeShardsInKv(nats.nc, cluster, ['a', 'a', 'a', 'a']);
+    const kv = await placeShardsInKv(nats.nc, cluster, ['a', 'a', 'a', 'a']);
     const host = threadedHost(cluster, 2, { hostDeltas: true, deltaIntervalMs: 20 });
     await host.start();
     const c = testShardClient(
       { nc: nats.nc, cluster, shards: SHARDS, spec },
       { timeoutMs: 2000, retry: { attempts: 20, baseMs: 50, maxMs: 250 } },
     );
+    const router = testHostRouter({ nc: nats.nc, cluster, shards: SHARDS, spec });
     try {
       await waitFor(() => host.shards.size === SHARDS, { timeoutMs: 10_000 });
       const bt = batch();
@@ -240,6 +241,13 @@ describe('shard threads', () => {
         });
       for (let i = 0; i < 2; i++) expect((await push(i)).accepted.size).toBe(SHARDS);
       const before = (await c.pull(plan)).rows[0]!.slice();
+      // host messages answered so far, by the host's thread and each shard thread
+      await router.start(kv);
+      await waitFor(() => router.hostOf(0) === 'a', { timeoutMs: 5000 });
+      const routed = testShardClient({ nc: nats.nc, cluster, shards: SHARDS, spec }, { router });
+      for (let i = 0; i < 12; i++) await routed.pull(routed.route(bt));
+      const answered = () => host.status().hostMessages.reduce((x, y) => x + y);
+      await waitFor(() => answered() === 12, { timeoutMs: 5000 });
       // a thread's death from outside its shards' code (out of memory, a native fault): its
       // worker ends; the two shards on it fail and the host's next pass starts them again
       const victim = host.shards.get(0)! as unknown as {
@@ -270,7 +278,10 @@ describe('shard threads', () => {
       await waitFor(() => [...host.shards.values()].every((x) => x.status().version === 3), {
         timeoutMs: 5000,
       });
+      // the dead thread's count is kept: the host's total never goes back
+      expect(answered()).toBeGreaterThanOrEqual(12);
     } finally {
+      await router.stop();
       await host.stop();
     }
   });

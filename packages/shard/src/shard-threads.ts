@@ -35,8 +35,10 @@ class ShardThread implements ShardThreadLink {
     ]),
   );
   readonly shards = new Map<number, ThreadShard>();
-  /** Host messages its endpoints answered (its last status report; a new run counts from 0). */
-  hostMessages = 0;
+  /** Host messages answered by its earlier runs (each run's thread counts from 0). */
+  private earlierHostMessages = 0;
+  /** This run's count, as of its last status report. */
+  private reportedHostMessages = 0;
   private starting: Promise<void> | undefined;
   /** Host deltas: a stand-in per shard of this thread that the host's ticks reach. */
   private readonly tickables = new Map<number, Tickable>();
@@ -50,6 +52,11 @@ class ShardThread implements ShardThreadLink {
     private readonly hostDeltas: HostDeltas | undefined,
     private readonly set: ThreadSet,
   ) {}
+
+  /** Host messages its endpoints answered, every run (what a run answered after its last report is not counted). */
+  get hostMessages(): number {
+    return this.earlierHostMessages + this.reportedHostMessages;
+  }
 
   get alive(): boolean {
     return this.worker !== undefined;
@@ -100,6 +107,8 @@ class ShardThread implements ShardThreadLink {
   private died(w: Worker, e: Error): void {
     if (this.worker !== w) return;
     this.worker = undefined;
+    this.earlierHostMessages += this.reportedHostMessages;
+    this.reportedHostMessages = 0;
     // (what its shards had open stays open: their log files are fds of the process, not the thread)
     if (this.shards.size) this.log('error', `shard thread ${this.data.thread} died: ${e.message}`);
     const err = new FreshetError('UNAVAILABLE', `shard thread ${this.data.thread} died: ${e.message}`);
@@ -174,7 +183,7 @@ class ShardThread implements ShardThreadLink {
         this.shards.get(m.sid)?.log(m.level, m.msg, m.fields);
         return;
       case 'status':
-        this.hostMessages = m.hostMessages;
+        this.reportedHostMessages = m.hostMessages;
         for (const s of m.list) this.shards.get(s.sid)?.mirror(s);
         return;
       case 'deltas-attach': {
