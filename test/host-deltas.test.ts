@@ -113,7 +113,19 @@ describe('host deltas', () => {
       expect(fromA.some((parts) => parts.includes(0) && parts.includes(1))).toBe(true);
       expect((hostParts.get('b') ?? []).flat().every((p) => p === 2)).toBe(true);
       expect([...hostParts.keys()].every((h) => h === 'a' || h === 'b')).toBe(true);
-      expect(own).toContain(2);
+      // a tick with one part goes on the shard's own subject: one more push, to shard 2 alone (under
+      // load each push above can land while the shard's tick awaits its log append, so that tick
+      // publishes two frames: a host delta of shard 2 twice, and nothing on its own subject)
+      const lone = await c.push(plan, await c.pull(plan), [new Float32Array(60 * DIM).fill(0.1)], {
+        id: 'lone',
+        examples: b.size,
+        only: new Set([2]),
+      });
+      expect([...lone.accepted]).toEqual([2]);
+      await waitFor(() => own.includes(2), {
+        timeoutMs: 5000,
+        message: "shard 2's lone delta on its own subject",
+      });
       // every host delta the host counts reached the bus (the last may still be on its way)
       await waitFor(() => (hostParts.get('a') ?? []).length === hosts[0]!.status().hostDeltas?.messages, {
         timeoutMs: 5000,
