@@ -5,7 +5,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { discoverActors, servingView } from '@freshet/cli';
 import { createModel, type ModelConfigInput } from '@freshet/model';
 import { requestBytes } from '@freshet/nats';
-import { decodePushReply, encodePush, shardOfDense, shardOfKey, subjects } from '@freshet/protocol';
+import {
+  decodeDelta,
+  decodeHostDelta,
+  decodePushReply,
+  encodePush,
+  shardOfDense,
+  shardOfKey,
+  subjects,
+} from '@freshet/protocol';
 import { compileServingOptions, SlicedRows, startServing, type ServingNode } from '@freshet/serving';
 import { startShard } from '@freshet/shard';
 import { placeShardsInKv, uniqueName, useNats, waitFor } from '@freshet/testkit';
@@ -110,9 +118,11 @@ describe('sliced serving', () => {
     // Eight shards over two hosts; host a runs 3, 5 and 7 of slice 1: one message for the three
     // (host b's lone shard of slice 1 goes on its own subject).
     await placeShardsInKv(nats.nc, cluster, ['a', 'b', 'a', 'a', 'b', 'a', 'b', 'a']);
-    const perSlice: string[] = [];
+    // slice 1's host deltas: subject and the shards of their parts
+    const perSlice: [string, number[]][] = [];
     const sub = nats.nc.subscribe(subjects(cluster).hostDeltaSliceAll(2, 1), {
-      callback: (_e, m) => perSlice.push(m.subject),
+      callback: (_e, m) =>
+        perSlice.push([m.subject, decodeHostDelta(m.data).map((p) => decodeDelta(p.frame).shard)]),
     });
     stops.push(() => Promise.resolve(sub.unsubscribe()));
     // a tick long enough for the pushes below to land in one
@@ -128,15 +138,31 @@ describe('sliced serving', () => {
       timeoutMs: 15_000,
       message: 'the hosts to run all eight shards',
     });
-    await slicedAgainstWhole(cluster, 8);
-    // host a sent slice 1's parts in a message of their own
-    expect(new Set(perSlice)).toEqual(new Set([`${subjects(cluster).prefix}.hdelta.a.2.1`]));
+    const { pushAll } = await slicedAgainstWhole(cluster, 8);
+    // host a sent slice 1's parts in a message of their own: the pushes, sent together, reach the
+    // shards one by one, and under load a tick can fall between them; push together again until
+    // a tick carried two of a's slice-1 shards
+    const prefix = subjects(cluster).prefix;
+    const together = () =>
+      perSlice.some(([subject, parts]) => subject === `${prefix}.hdelta.a.2.1` && new Set(parts).size > 1);
+    for (let i = 0; i < 10 && !together(); i++) {
+      await pushAll();
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(together()).toBe(true);
+    // every slice-1 message holds its host's slice-1 shards only (host b's lone shard 1 goes on its
+    // own subject, or as a host delta of its own when a tick caught two of its frames)
+    for (const [subject, parts] of perSlice) {
+      const host =
+        subject === `${prefix}.hdelta.a.2.1` ? 'a' : subject === `${prefix}.hdelta.b.2.1` ? 'b' : subject;
+      expect(parts.every((p) => (host === 'a' ? [3, 5, 7] : host === 'b' ? [1] : []).includes(p))).toBe(true);
+    }
   });
 
   async function slicedAgainstWhole(
     cluster: string,
     shards: number,
-  ): Promise<{ a: ServingNode; b: ServingNode }> {
+  ): Promise<{ a: ServingNode; b: ServingNode; pushAll: () => Promise<unknown> }> {
     const s = subjects(cluster);
     const serve = async (slice?: { index: number; count: number }) => {
       const node = await startReadyNode({ cluster, shards, url: nats.url, model }, slice);
@@ -179,30 +205,32 @@ describe('sliced serving', () => {
     expect(pushes.size).toBe(shards);
     const before = await score(whole);
     // all at once: a host's shards then publish in the same tick (one message per slice)
-    const replies = await Promise.all(
-      [...pushes].map(async ([shard, tables]) =>
-        decodePushReply(
-          await requestBytes(
-            nats.nc,
-            s.push(shard),
-            encodePush({
-              id: uniqueName('push'),
-              worker: 'test',
-              clock: 0,
-              base: 0,
-              eventTs: Date.now(),
-              tables: tables.map((p) => ({
-                t: p.t,
-                dim: p.dim,
-                keys: Uint32Array.from(p.keys),
-                grads: Float32Array.from(p.grads),
-                counts: new Uint32Array(p.keys.length >>> 1).fill(1),
-              })),
-            }),
+    const pushAll = () =>
+      Promise.all(
+        [...pushes].map(async ([shard, tables]) =>
+          decodePushReply(
+            await requestBytes(
+              nats.nc,
+              s.push(shard),
+              encodePush({
+                id: uniqueName('push'),
+                worker: 'test',
+                clock: 0,
+                base: 0,
+                eventTs: Date.now(),
+                tables: tables.map((p) => ({
+                  t: p.t,
+                  dim: p.dim,
+                  keys: Uint32Array.from(p.keys),
+                  grads: Float32Array.from(p.grads),
+                  counts: new Uint32Array(p.keys.length >>> 1).fill(1),
+                })),
+              }),
+            ),
           ),
         ),
-      ),
-    );
+      );
+    const replies = await pushAll();
     for (const r of replies) expect(r.applied).toBeGreaterThan(0);
     // every node has applied every shard's update: the same versions, answered by each
     const [w, x, y] = await waitFor(
@@ -286,6 +314,6 @@ describe('sliced serving', () => {
         expect(Array.from(g.params.rows(sp.table, sp.keys))).toEqual(
           Array.from(one.params.rows(sp.table, sp.keys)),
         );
-    return { a, b };
+    return { a, b, pushAll };
   }
 });
