@@ -168,6 +168,20 @@ export interface SimKnobs {
    * `coalesceWithinProcess`); replaces `coalesceBatches`.
    */
   hostMsgsPerS?: number;
+  /**
+   * A window's parts for one shard merged into one request (NOT BUILT): the batches that share a
+   * host message (`hostMsgsPerS`, `coalesceBatches`) send each shard one pull and one push
+   * between them, the union of their keys, so a part's fixed cost (`workerPullPartUs` and the
+   * rest) is paid once per window and shard, not once per batch and shard.
+   */
+  mergeWindowParts?: boolean;
+  /**
+   * Workers address shard hosts, not their shards (NOT BUILT): a batch sends a threaded host one
+   * part (all its rows there), which the host splits over its shard threads; the worker pays a
+   * part's fixed cost per host touched, not per shard thread touched. Each thread's share is
+   * still charged a shard part (`shardPullPartUs`) and its hand-off.
+   */
+  hostParts?: boolean;
   /** Serving processes per serving machine (default 1); with sliced serving each holds a slice. */
   servingProcsPerMachine?: number;
   /** CPU the bench process spends per example beyond what is simulated (calibration only). */
@@ -512,6 +526,7 @@ export function simulate(
   const ownBatches = knobs.coalesceWithinProcess === true || knobs.hostMsgsPerS !== undefined;
   const coShare = 1 / co;
   const coWait = co > 1 ? ((co - 1) / 2) * (ownBatches ? fill : fill / procs) : 0;
+  const merged = knobs.mergeWindowParts === true && co > 1;
 
   let now = 0;
   let natsMsgs = 0;
@@ -572,11 +587,28 @@ export function simulate(
     const groups = touchedThreads(rows / share);
     // A process's coalesced batches each keep a part of their own per shard (host-messages.ts),
     // handed over in its thread's group: the parts beyond a group's first cost less.
-    const extra = ownBatches ? Math.max(0, touchedThreads(rows) / share - groups) : 0;
+    const extra = ownBatches && !merged ? Math.max(0, touchedThreads(rows) / share - groups) : 0;
     const handed = gathered ? 1 : hostThreads / (hostThreads + 1);
     const partUs = costs.threadPartUs ?? 0;
     return handed * share * 2 * (groups * partUs + extra * (costs.threadGroupPartUs ?? partUs));
   };
+
+  /**
+   * A batch's parts (requests) to one shard process or host of `rows` of its rows: one per shard
+   * thread touched on a threaded host. Merged with the window's other batches (`share` each),
+   * its share of the window's parts.
+   */
+  const partsOf = (rows: number, share = coShare): number => {
+    const perShard = (r: number) => (perHost && hostThreads > 0 ? touchedThreads(r) : 1);
+    return merged ? perShard(rows / share) * share : perShard(rows);
+  };
+  /** The worker's parts for a batch's `rows` on one shard process or host. */
+  const workerPartsOf = (rows: number): number =>
+    knobs.hostParts && perHost ? (merged ? coShare : 1) : partsOf(rows);
+  const workerPartUs = (op: 'pull' | 'push') =>
+    (op === 'pull' ? costs.workerPullPartUs : costs.workerPushPartUs) ?? 0;
+  const shardPartUs = (op: 'pull' | 'push') =>
+    (op === 'pull' ? costs.shardPullPartUs : costs.shardPushPartUs) ?? 0;
 
   const heap = new Heap<Ev>();
   const inFlight = new Int32Array(W);
@@ -634,7 +666,8 @@ export function simulate(
     const reqBytes = b.rowsPerShard * 8;
     const sent = workerMain[w]!.run(
       t,
-      b.size * costs.encodeExampleUs + b.shards.length * nodeIo(reqBytes, coShare),
+      b.size * costs.encodeExampleUs +
+        b.shards.length * (nodeIo(reqBytes, coShare) + workerPartsOf(b.rowsPerShard) * workerPartUs('pull')),
     );
     // A coalesced pull leaves once its machine's other batches joined it: an event then, not
     // work booked now for later, since a shard's queue serves in booking order and would make
@@ -656,7 +689,7 @@ export function simulate(
         2 * costs.nodeMsgUs * coShare +
           ((reqBytes + repBytes) * costs.nodeByteNs) / 1000 +
           handoffUs(b.rowsPerShard, coShare),
-        b.rowsPerShard * costs.pullRowUs,
+        b.rowsPerShard * costs.pullRowUs + partsOf(b.rowsPerShard) * shardPartUs('pull'),
       );
       done = Math.max(done, bus(served, serverOfShard(s), serverOfWorker(w), repBytes, dense, coShare));
     }
@@ -687,7 +720,7 @@ export function simulate(
         s,
         arrive,
         2 * costs.nodeMsgUs + (denseBytes * costs.nodeByteNs) / 1000 + handoffUs(1),
-        (denseFloats * costs.denseAddFloatNs) / 1000,
+        (denseFloats * costs.denseAddFloatNs) / 1000 + shardPartUs('push'),
       );
       pendDense[s] = 1;
       dirty(s, t);
@@ -774,7 +807,8 @@ export function simulate(
         const pushBytes = b.rowsPerShard * pushRowBytes;
         const sent = workerMain[ev.w]!.run(
           t,
-          b.shards.length * nodeIo(pushBytes, coShare) +
+          b.shards.length *
+            (nodeIo(pushBytes, coShare) + workerPartsOf(b.rowsPerShard) * workerPartUs('push')) +
             (replica
               ? (costs.denseFloats * costs.denseApplyFloatNs) / 1000
               : (D * denseBytes * costs.nodeByteNs) / 1000),
@@ -790,7 +824,8 @@ export function simulate(
             2 * costs.nodeMsgUs * coShare +
               (bytes * costs.nodeByteNs) / 1000 +
               handoffUs(b.rowsPerShard, coShare),
-            (b.rowsPerShard + (dense > 0 ? denseFloats / 16 : 0)) * costs.applyRowUs,
+            (b.rowsPerShard + (dense > 0 ? denseFloats / 16 : 0)) * costs.applyRowUs +
+              partsOf(b.rowsPerShard) * shardPartUs('push'),
           );
           pendRows[s]! += b.rowsPerShard;
           pendExamples[s]! += b.size;

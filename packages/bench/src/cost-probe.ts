@@ -22,6 +22,7 @@ import { RowTable } from '@freshet/serving';
 import { ShardCore } from '@freshet/shard';
 import { runComputeBench } from './compute-bench.js';
 import { procCpuSeconds } from './proc-cpu.js';
+import { measurePartCosts } from './part-probe.js';
 import { measureThreadHandoff } from './thread-probe.js';
 
 /**
@@ -64,6 +65,16 @@ export interface MeasuredCosts {
    * CPU (µs). Absent from results measured before groups: each part charged `threadPartUs`.
    */
   threadGroupPartUs?: number;
+  /**
+   * One part of a batch (its request to one shard) beyond its rows, µs (`part-probe.ts`): the
+   * worker's main thread per pull part and per push part (frames, promises, replies, the rows put
+   * in place), and the shard's per pull and per push request of one row. Absent from results
+   * measured before: charged 0 there, which flatters a batch spread over many shards.
+   */
+  workerPullPartUs?: number;
+  workerPushPartUs?: number;
+  shardPullPartUs?: number;
+  shardPushPartUs?: number;
   /** Worker: gradient compute per example, one thread (µs). */
   computeExampleUs: number;
   /** Worker: feature encoding per example on the main thread (µs). */
@@ -436,6 +447,7 @@ export async function measureCosts(dataPath: string): Promise<MeasuredCosts> {
   const js = await measureJetStream();
   const rows = measureShardAndServing();
   const { threadPartUs, threadPartRecvUs, threadGroupPartUs } = await measureThreadHandoff();
+  const parts = await measurePartCosts(dataPath);
   const c = await runComputeBench({ batches: [256], steps: 10 });
   const eps = Number(c.wide_deep_b256_examples_per_s ?? 0);
   return {
@@ -445,6 +457,7 @@ export async function measureCosts(dataPath: string): Promise<MeasuredCosts> {
     threadPartUs,
     threadPartRecvUs,
     threadGroupPartUs,
+    ...parts,
     computeExampleUs: eps > 0 ? r3(1e6 / eps) : 250,
     ...measureRows(dataPath),
     events: await measureEvents(dataPath),

@@ -224,6 +224,31 @@ export const scalingDesigns: readonly ScalingDesign[] = [
     knobs: { ...scaleOutBuiltKnobs, hostMsgsPerS: 20_000, inFlightBatches: 6 },
   },
   {
+    key: 'scale_out_merged',
+    design:
+      'scale_out_adaptive with the batches that share a host message merged per shard: one pull ' +
+      "and one push per shard thread and window, the union of the batches' keys (NOT BUILT: " +
+      'today each batch keeps a request of its own per shard, a fixed cost per part that a batch ' +
+      'spread over more shard threads than it has rows pays per row)',
+    built: false,
+    knobs: { ...scaleOutBuiltKnobs, hostMsgsPerS: 20_000, inFlightBatches: 6, mergeWindowParts: true },
+  },
+  {
+    key: 'scale_out_host_parts',
+    design:
+      'scale_out_merged with workers that address shard hosts, not shards: one part per host ' +
+      'and window, split over its shard threads by the host (NOT BUILT), so a worker pays a ' +
+      "part's fixed cost per host, not per shard thread",
+    built: false,
+    knobs: {
+      ...scaleOutBuiltKnobs,
+      hostMsgsPerS: 20_000,
+      inFlightBatches: 6,
+      mergeWindowParts: true,
+      hostParts: true,
+    },
+  },
+  {
     key: 'scale_out_hosts4',
     design:
       'scale_out with 4 shard host processes per shard machine, 3 shard threads each: a host ' +

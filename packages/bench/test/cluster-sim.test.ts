@@ -302,6 +302,66 @@ describe('scale-out knobs', () => {
     expect(fell).toBeLessThan(1.2 * savedUs);
   });
 
+  it('a batch pays a part per shard thread it touches; merged windows and host parts divide it', () => {
+    const parts = {
+      ...costs,
+      workerPullPartUs: 10,
+      workerPushPartUs: 10,
+      shardPullPartUs: 5,
+      shardPushPartUs: 15,
+    };
+    const rise = (k: typeof knobs, role: 'worker' | 'shard') => {
+      const plain = simulate(costs, big, 20_000, k, 2000);
+      const charged = simulate(parts, big, 20_000, k, 2000);
+      expect(plain.stable && charged.stable).toBe(true);
+      return (charged.cpuUsPerExample[role] - plain.cpuUsPerExample[role]) * charged.examplesPerBatch;
+    };
+    // within 15%: per example of the batches measured (their fill varies a little), and the dense
+    // replica's flushes add a little of their own to the shards
+    const near = (got: number, want: number) => {
+      expect(got).toBeGreaterThan(0.85 * want);
+      expect(got).toBeLessThan(1.15 * want);
+    };
+    // A batch's ~5000 rows over 8 hosts touch all 15 shard threads of each: 120 parts, each a pull
+    // and a push, charged to the worker (20 µs a part) and to the shards (20 µs a part).
+    near(rise(knobs, 'worker'), 120 * 20);
+    near(rise(knobs, 'shard'), 120 * 20);
+    // Workers that address hosts pay per host (8), the shards as before.
+    const hostParts = { ...knobs, hostParts: true };
+    near(rise(hostParts, 'worker'), 8 * 20);
+    near(rise(hostParts, 'shard'), 120 * 20);
+    // Four batches of a process merged per shard: a quarter of the parts each, both ends.
+    const window = {
+      ...knobs,
+      workerProcsPerMachine: 4,
+      inFlightBatches: 4,
+      coalesceBatches: 4,
+      coalesceWithinProcess: true,
+    };
+    near(rise(window, 'worker'), 120 * 20);
+    const merged = { ...window, mergeWindowParts: true };
+    near(rise(merged, 'worker'), 30 * 20);
+    near(rise(merged, 'shard'), 30 * 20);
+    // 128 shard processes, all touched: a part each; and costs measured before parts charge none
+    const procs = { ...knobs, shardPerHost: false };
+    near(rise(procs, 'worker'), 128 * 20);
+    expect(
+      simulate(
+        {
+          ...parts,
+          workerPullPartUs: undefined,
+          workerPushPartUs: undefined,
+          shardPullPartUs: undefined,
+          shardPushPartUs: undefined,
+        },
+        big,
+        20_000,
+        knobs,
+        2000,
+      ),
+    ).toEqual(simulate(costs, big, 20_000, knobs, 2000));
+  });
+
   it("the workers' adaptive linger grows with the worker processes, bounding a host's messages", () => {
     const adaptive = { ...knobs, workerProcsPerMachine: 4, inFlightBatches: 4, hostMsgsPerS: 4000 };
     const more = { ...big, workerMachines: 8 };
