@@ -29,8 +29,9 @@ import { ShardClient, type HostRouter } from '@freshet/worker';
  *   replaced by an in-process responder with ready replies, so that neither NATS nor the shards'
  *   work is counted here (the model charges those apart).
  * - `shardPullPartUs`, `shardPushPartUs`: a shard's busy time per request of one row (a real
- *   Shard on this thread, its handlers as a host calls them, 64 requests in flight so that its
- *   log commits them in groups as under load), its one row included.
+ *   Shard on this thread, its handlers as a host calls them), its one row included. 64 requests
+ *   in flight, so its log commits pushes in groups (up to 64 a write): with fewer in flight each push carries
+ *   more of a write (docs/performance.md, "What the model leaves out").
  */
 export async function measurePartCosts(
   dataPath: string,
