@@ -30,8 +30,8 @@ import { ShardClient, type HostRouter } from '@freshet/worker';
  *   work is counted here (the model charges those apart).
  * - `shardPullPartUs`, `shardPushPartUs`: a shard's busy time per request of one row (a real
  *   Shard on this thread, its handlers as a host calls them), its one row included. 64 requests
- *   in flight, so its log commits pushes in groups (up to 64 a write): with fewer in flight each push carries
- *   more of a write (docs/performance.md, "What the model leaves out").
+ *   in flight, so its log commits pushes in groups (up to 64 a write): with fewer in flight each
+ *   push carries more of a write (docs/performance.md, "What the model leaves out").
  */
 export async function measurePartCosts(
   dataPath: string,
