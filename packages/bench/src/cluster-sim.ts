@@ -227,6 +227,12 @@ export interface SimResult {
   examplesPerBatch: number;
   /** Batches whose pulls (and pushes) share a message to a host (coalescing; 1: none). */
   batchesPerMessage: number;
+  /**
+   * A batch's parts (requests, each its pull's and again its push's) as the worker sends them and
+   * as the shards answer them: per shard thread touched, fewer with host parts or merged windows.
+   */
+  workerPartsPerBatch: number;
+  shardPartsPerBatch: number;
   examplesPerFlush: number | null;
   /** CPU µs per trained example by process kind (the local cluster's `cpu_s` to compare with). */
   cpuUsPerExample: Record<'worker' | 'shard' | 'serving' | 'nats' | 'clients', number>;
@@ -1015,6 +1021,8 @@ export function simulate(
     denseBytesPerExample: perEx(denseBus),
     examplesPerBatch: batchSize,
     batchesPerMessage: Math.round(co * 100) / 100,
+    workerPartsPerBatch: Math.round(touched * workerPartsOf(rowsPerShard) * 10) / 10,
+    shardPartsPerBatch: Math.round(touched * partsOf(rowsPerShard) * 10) / 10,
     examplesPerFlush: flushes > 0 ? Math.round(flushedExamples / flushes) : null,
     cpuUsPerExample: {
       worker: cpuOf([...workerMain, ...workerPool]),

@@ -679,6 +679,8 @@ export async function runScalingModel(o: ScalingModelOptions): Promise<Record<st
       dense_bytes_per_example: r.max.throughput > 0 ? r.max.denseBytesPerExample : null,
       examples_per_batch: r.max.examplesPerBatch,
       batches_per_message: r.max.batchesPerMessage,
+      worker_parts_per_batch: r.max.workerPartsPerBatch,
+      shard_parts_per_batch: r.max.shardPartsPerBatch,
       examples_per_flush: r.max.examplesPerFlush,
       shards_touched_per_batch: r.max.shardsTouchedPerBatch,
       batch_p50_ms: r.max.batchP50Ms,

@@ -326,6 +326,9 @@ describe('scale-out knobs', () => {
     // and a push, charged to the worker (20 µs a part) and to the shards (20 µs a part).
     near(rise(knobs, 'worker'), 120 * 20);
     near(rise(knobs, 'shard'), 120 * 20);
+    const counted = simulate(parts, big, 20_000, knobs, 2000);
+    expect(counted.workerPartsPerBatch).toBeCloseTo(120, -1);
+    expect(counted.shardPartsPerBatch).toBeCloseTo(120, -1);
     // Workers that address hosts pay per host (8), the shards as before.
     const hostParts = { ...knobs, hostParts: true };
     near(rise(hostParts, 'worker'), 8 * 20);
@@ -342,6 +345,10 @@ describe('scale-out knobs', () => {
     const merged = { ...window, mergeWindowParts: true };
     near(rise(merged, 'worker'), 30 * 20);
     near(rise(merged, 'shard'), 30 * 20);
+    const hostCounted = simulate(parts, big, 20_000, { ...knobs, hostParts: true }, 2000);
+    expect(hostCounted.workerPartsPerBatch).toBeCloseTo(8, 0);
+    expect(hostCounted.shardPartsPerBatch).toBeCloseTo(120, -1);
+    expect(simulate(parts, big, 20_000, merged, 2000).shardPartsPerBatch).toBeCloseTo(30, -1);
     // 128 shard processes, all touched: a part each; and costs measured before parts charge none
     const procs = { ...knobs, shardPerHost: false };
     near(rise(procs, 'worker'), 128 * 20);
