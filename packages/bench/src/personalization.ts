@@ -129,8 +129,11 @@ export async function runPersonalization(o: PersonalizationOptions): Promise<Per
       shards: shardCount,
       partitions,
       batch: { size: 64, maxWaitMs: 50 },
-      // Unclicked impressions become negatives when the window closes: keep it short here.
-      joiner: { windowMs: 1500 },
+      // Unclicked impressions become negatives when the window closes: keep it short here. Each
+      // user clicks once a request, `requests` times in a few seconds: spam to the default
+      // per-user bucket (burst 20, 60 a minute), which would drop the last rounds' clicks and
+      // train their impressions as negatives, how many depending on how fast publishing went.
+      joiner: { windowMs: 1500, rateLimit: { enabled: false } },
       joinClock: { everyMs: 100, lagMs: 200 },
       ...o.worker,
     });
