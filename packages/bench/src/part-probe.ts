@@ -41,6 +41,9 @@ export async function measurePartCosts(
   workerPushPartUs: number;
   shardPullPartUs: number;
   shardPushPartUs: number;
+  /** The batch's parts over `few` and over `many` shards (the slope's run). */
+  partsFew: number;
+  partsMany: number;
 }> {
   const server = await startNatsServer({});
   const dir = await mkdtemp(join(tmpdir(), 'freshet-part-probe-'));
@@ -136,6 +139,8 @@ async function workerParts(
   return {
     workerPullPartUs: r3(Math.max(0, ((many.pullMs - few.pullMs) * 1000) / dp)),
     workerPushPartUs: r3(Math.max(0, ((many.pushMs - few.pushMs) * 1000) / dp)),
+    partsFew: few.parts,
+    partsMany: many.parts,
   };
 }
 
