@@ -601,13 +601,12 @@ export function simulate(
 
   /**
    * A batch's parts (requests) to one shard process or host of `rows` of its rows: one per shard
-   * thread touched on a threaded host. Merged with the window's other batches (`share` each),
+   * thread touched on a threaded host. Merged with the window's other batches (`coShare` each),
    * its share of the window's parts.
    */
-  const partsOf = (rows: number, share = coShare): number => {
-    const perShard = (r: number) => (perHost && hostThreads > 0 ? touchedThreads(r) : 1);
-    return merged ? perShard(rows / share) * share : perShard(rows);
-  };
+  const partsPerShard = (r: number) => (perHost && hostThreads > 0 ? touchedThreads(r) : 1);
+  const partsOf = (rows: number): number =>
+    merged ? partsPerShard(rows / coShare) * coShare : partsPerShard(rows);
   /** The worker's parts for a batch's `rows` on one shard process or host. */
   const workerPartsOf = (rows: number): number =>
     knobs.hostParts && perHost ? (merged ? coShare : 1) : partsOf(rows);
